@@ -1,0 +1,114 @@
+//! The actions a principal can be granted, shared by every protocol.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// One operation on the archive. DIMSE services map onto these one to one;
+/// DICOMweb routes will map onto the same set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Echo,
+    Store,
+    Find,
+    Get,
+    Move,
+}
+
+impl Action {
+    pub const ALL: [Action; 5] = [
+        Action::Echo,
+        Action::Store,
+        Action::Find,
+        Action::Get,
+        Action::Move,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Echo => "echo",
+            Action::Store => "store",
+            Action::Find => "find",
+            Action::Get => "get",
+            Action::Move => "move",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Action {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Action::ALL
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("unknown action `{s}` (expected echo, store, find, get or move)"))
+    }
+}
+
+/// A set of granted actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Permissions(u8);
+
+impl Permissions {
+    pub const NONE: Permissions = Permissions(0);
+
+    pub fn allows(self, action: Action) -> bool {
+        self.0 & action.bit() != 0
+    }
+
+    pub fn with(self, action: Action) -> Self {
+        Permissions(self.0 | action.bit())
+    }
+
+    pub fn actions(self) -> impl Iterator<Item = Action> {
+        Action::ALL.into_iter().filter(move |a| self.allows(*a))
+    }
+}
+
+impl FromIterator<Action> for Permissions {
+    fn from_iter<T: IntoIterator<Item = Action>>(iter: T) -> Self {
+        iter.into_iter().fold(Permissions::NONE, Permissions::with)
+    }
+}
+
+impl fmt::Display for Permissions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<_> = self.actions().map(Action::name).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl FromStr for Permissions {
+    type Err = String;
+    /// Parses a comma-separated list such as `echo,store`; empty means none.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(str::parse)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_lists() {
+        let p: Permissions = "store, echo".parse().unwrap();
+        assert!(p.allows(Action::Store) && p.allows(Action::Echo));
+        assert!(!p.allows(Action::Find));
+        assert_eq!(p.to_string(), "echo,store");
+        assert!("store,delete".parse::<Permissions>().is_err());
+        assert_eq!("".parse::<Permissions>().unwrap(), Permissions::NONE);
+    }
+}

@@ -1,0 +1,156 @@
+//! Registered DICOM peers: an AE title bound to where it may connect from.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use crate::Permissions;
+
+/// A known DICOM application entity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub ae_title: String,
+    /// Where associations from this AE may come from.
+    pub host: HostPattern,
+    /// Port its SCP listens on (C-MOVE destination).
+    pub port: u16,
+    pub permissions: Permissions,
+}
+
+/// An address restriction: one address, a network, or a DNS name resolved when checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Addr(IpAddr),
+    Cidr(IpAddr, u8),
+    Name(String),
+}
+
+impl HostPattern {
+    /// Whether `ip` falls inside an address or CIDR pattern. Names never match
+    /// here: the caller resolves them (that is I/O) and compares the addresses.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match self {
+            HostPattern::Addr(a) => canonical(*a) == ip,
+            HostPattern::Cidr(net, len) => match (canonical(*net), ip) {
+                (IpAddr::V4(n), IpAddr::V4(i)) => prefix_eq(&n.octets(), &i.octets(), *len),
+                (IpAddr::V6(n), IpAddr::V6(i)) => prefix_eq(&n.octets(), &i.octets(), *len),
+                _ => false,
+            },
+            HostPattern::Name(_) => false,
+        }
+    }
+
+    /// Where to connect to this peer, if the pattern names a single host.
+    pub fn connect_host(&self) -> Option<String> {
+        match self {
+            HostPattern::Addr(a) => Some(a.to_string()),
+            HostPattern::Name(n) => Some(n.clone()),
+            HostPattern::Cidr(..) => None,
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (dual-stack sockets) compare as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], len: u8) -> bool {
+    let full = (len / 8) as usize;
+    let rest = len % 8;
+    if a[..full] != b[..full] {
+        return false;
+    }
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    a[full] & mask == b[full] & mask
+}
+
+impl FromStr for HostPattern {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if let Some((net, len)) = s.split_once('/') {
+            let net: IpAddr = net.parse().map_err(|_| format!("bad network address in `{s}`"))?;
+            let len: u8 = len.parse().map_err(|_| format!("bad prefix length in `{s}`"))?;
+            let max = if net.is_ipv4() { 32 } else { 128 };
+            if len > max {
+                return Err(format!("prefix length {len} is too long for `{net}`"));
+            }
+            return Ok(HostPattern::Cidr(net, len));
+        }
+        if let Ok(ip) = s.parse() {
+            return Ok(HostPattern::Addr(ip));
+        }
+        let valid_name = !s.is_empty()
+            && s.len() <= 253
+            && s.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if valid_name {
+            Ok(HostPattern::Name(s.to_ascii_lowercase()))
+        } else {
+            Err(format!("`{s}` is neither an address, a CIDR network nor a host name"))
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Addr(a) => write!(f, "{a}"),
+            HostPattern::Cidr(n, l) => write!(f, "{n}/{l}"),
+            HostPattern::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// Validates an AE title: 1-16 characters of printable ASCII without backslash,
+/// not all spaces (PS3.5 AE value representation).
+pub fn validate_ae_title(ae: &str) -> Result<String, String> {
+    let trimmed = ae.trim();
+    if trimmed.is_empty() || trimmed.len() > 16 {
+        return Err(format!("AE title `{ae}` must be 1 to 16 characters"));
+    }
+    if !trimmed.chars().all(|c| c.is_ascii_graphic() || c == ' ') || trimmed.contains('\\') {
+        return Err(format!("AE title `{ae}` may only contain printable ASCII without `\\`"));
+    }
+    Ok(trimmed.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_patterns() {
+        let cidr: HostPattern = "10.1.0.0/16".parse().unwrap();
+        assert!(cidr.contains("10.1.200.3".parse().unwrap()));
+        assert!(!cidr.contains("10.2.0.1".parse().unwrap()));
+        let one: HostPattern = "127.0.0.1".parse().unwrap();
+        assert!(one.contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        let odd: HostPattern = "192.168.1.128/25".parse().unwrap();
+        assert!(odd.contains("192.168.1.200".parse().unwrap()));
+        assert!(!odd.contains("192.168.1.100".parse().unwrap()));
+        assert_eq!("CT-Room1.Hospital.org".parse::<HostPattern>().unwrap().to_string(), "ct-room1.hospital.org");
+        assert!("10.0.0.0/33".parse::<HostPattern>().is_err());
+        assert!("bad host!".parse::<HostPattern>().is_err());
+    }
+
+    #[test]
+    fn ae_titles() {
+        assert_eq!(validate_ae_title(" CT01 ").unwrap(), "CT01");
+        assert!(validate_ae_title("").is_err());
+        assert!(validate_ae_title("THIS_IS_TOO_LONG_AE").is_err());
+        assert!(validate_ae_title("A\\B").is_err());
+    }
+}

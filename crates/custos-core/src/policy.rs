@@ -1,0 +1,103 @@
+//! The one access decision. The DIMSE gate asks it at association time and again
+//! for every request; HTTP will ask the same functions with a user principal.
+//!
+//! Anything not explicitly allowed is denied.
+
+use crate::{Action, Peer, Permissions};
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A registered DICOM application entity.
+    Peer { ae_title: String, permissions: Permissions },
+}
+
+impl Principal {
+    pub fn permissions(&self) -> Permissions {
+        match self {
+            Principal::Peer { permissions, .. } => *permissions,
+        }
+    }
+
+    /// Whether this principal may perform `action`.
+    pub fn may(&self, action: Action) -> bool {
+        self.permissions().allows(action)
+    }
+}
+
+/// Why an association is refused; maps onto A-ASSOCIATE-RJ reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    CalledAeNotRecognized,
+    CallingAeNotRecognized,
+    AddressNotAllowed,
+}
+
+impl RejectReason {
+    pub fn describe(self) -> &'static str {
+        match self {
+            RejectReason::CalledAeNotRecognized => "called AE title is not this server's",
+            RejectReason::CallingAeNotRecognized => "calling AE title is not a registered peer",
+            RejectReason::AddressNotAllowed => "peer connected from an address outside its registered host",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssociationDecision {
+    Accept(Principal),
+    Reject(RejectReason),
+}
+
+/// Decides an association request.
+///
+/// `peer` is the registered peer with the calling AE title, if any;
+/// `address_allowed` says whether the source address matched its host pattern
+/// (resolving host names is the caller's I/O).
+pub fn decide_association(
+    our_ae: &str,
+    called_ae: &str,
+    peer: Option<&Peer>,
+    address_allowed: bool,
+) -> AssociationDecision {
+    if called_ae.trim() != our_ae.trim() {
+        return AssociationDecision::Reject(RejectReason::CalledAeNotRecognized);
+    }
+    let Some(peer) = peer else {
+        return AssociationDecision::Reject(RejectReason::CallingAeNotRecognized);
+    };
+    if !address_allowed {
+        return AssociationDecision::Reject(RejectReason::AddressNotAllowed);
+    }
+    AssociationDecision::Accept(Principal::Peer {
+        ae_title: peer.ae_title.clone(),
+        permissions: peer.permissions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HostPattern;
+
+    fn ct() -> Peer {
+        Peer {
+            ae_title: "CT01".into(),
+            host: HostPattern::Addr("127.0.0.1".parse().unwrap()),
+            port: 104,
+            permissions: "echo,store".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        use AssociationDecision::*;
+        let p = ct();
+        assert_eq!(decide_association("CUSTOS", "OTHER", Some(&p), true), Reject(RejectReason::CalledAeNotRecognized));
+        assert_eq!(decide_association("CUSTOS", "CUSTOS", None, true), Reject(RejectReason::CallingAeNotRecognized));
+        assert_eq!(decide_association("CUSTOS", "CUSTOS", Some(&p), false), Reject(RejectReason::AddressNotAllowed));
+        let Accept(principal) = decide_association("CUSTOS", "CUSTOS ", Some(&p), true) else { panic!() };
+        assert!(principal.may(Action::Store));
+        assert!(!principal.may(Action::Find));
+    }
+}

@@ -1,0 +1,222 @@
+//! Query semantics shared by C-FIND and (later) QIDO-RS: levels, keys and the
+//! matching kinds of PS3.4 C.2.2.2 (single value, wildcard, range, UID list,
+//! universal). The index turns a [`Query`] into its own query language.
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    Patient,
+    Study,
+    Series,
+    Image,
+}
+
+impl Level {
+    pub fn parse(s: &str) -> Option<Level> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "PATIENT" => Some(Level::Patient),
+            "STUDY" => Some(Level::Study),
+            "SERIES" => Some(Level::Series),
+            "IMAGE" | "INSTANCE" => Some(Level::Image),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Patient => "PATIENT",
+            Level::Study => "STUDY",
+            Level::Series => "SERIES",
+            Level::Image => "IMAGE",
+        }
+    }
+}
+
+/// How a key's values compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// Case-sensitive text with wildcards.
+    Text,
+    /// Person name: wildcards, compared case-insensitively (as Orthanc and
+    /// dcm4chee do by default; what users expect when typing a name).
+    PersonName,
+    Date,
+    Time,
+    Uid,
+    Integer,
+    /// Computed by the archive (counts, modalities in study): returned, matched only for ModalitiesInStudy.
+    Computed,
+}
+
+macro_rules! keys {
+    ($( $name:ident = ($g:literal, $e:literal, $level:ident, $kind:ident) ),* $(,)?) => {
+        /// Every attribute the index can match on or return.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Key { $( $name ),* }
+
+        impl Key {
+            pub const ALL: &'static [Key] = &[ $( Key::$name ),* ];
+
+            /// The DICOM tag (group, element).
+            pub fn tag(self) -> (u16, u16) {
+                match self { $( Key::$name => ($g, $e) ),* }
+            }
+
+            /// The level the attribute belongs to.
+            pub fn level(self) -> Level {
+                match self { $( Key::$name => Level::$level ),* }
+            }
+
+            pub fn kind(self) -> KeyKind {
+                match self { $( Key::$name => KeyKind::$kind ),* }
+            }
+
+            pub fn from_tag(group: u16, element: u16) -> Option<Key> {
+                Key::ALL.iter().copied().find(|k| k.tag() == (group, element))
+            }
+
+            pub fn name(self) -> &'static str {
+                match self { $( Key::$name => stringify!($name) ),* }
+            }
+        }
+    };
+}
+
+keys! {
+    PatientName = (0x0010, 0x0010, Patient, PersonName),
+    PatientID = (0x0010, 0x0020, Patient, Text),
+    PatientBirthDate = (0x0010, 0x0030, Patient, Date),
+    PatientSex = (0x0010, 0x0040, Patient, Text),
+    NumberOfPatientRelatedStudies = (0x0020, 0x1200, Patient, Computed),
+    NumberOfPatientRelatedSeries = (0x0020, 0x1202, Patient, Computed),
+    NumberOfPatientRelatedInstances = (0x0020, 0x1204, Patient, Computed),
+    StudyInstanceUID = (0x0020, 0x000D, Study, Uid),
+    StudyDate = (0x0008, 0x0020, Study, Date),
+    StudyTime = (0x0008, 0x0030, Study, Time),
+    AccessionNumber = (0x0008, 0x0050, Study, Text),
+    StudyID = (0x0020, 0x0010, Study, Text),
+    StudyDescription = (0x0008, 0x1030, Study, Text),
+    ReferringPhysicianName = (0x0008, 0x0090, Study, PersonName),
+    ModalitiesInStudy = (0x0008, 0x0061, Study, Computed),
+    NumberOfStudyRelatedSeries = (0x0020, 0x1206, Study, Computed),
+    NumberOfStudyRelatedInstances = (0x0020, 0x1208, Study, Computed),
+    SeriesInstanceUID = (0x0020, 0x000E, Series, Uid),
+    Modality = (0x0008, 0x0060, Series, Text),
+    SeriesNumber = (0x0020, 0x0011, Series, Integer),
+    SeriesDescription = (0x0008, 0x103E, Series, Text),
+    BodyPartExamined = (0x0018, 0x0015, Series, Text),
+    NumberOfSeriesRelatedInstances = (0x0020, 0x1209, Series, Computed),
+    SOPInstanceUID = (0x0008, 0x0018, Image, Uid),
+    SOPClassUID = (0x0008, 0x0016, Image, Uid),
+    InstanceNumber = (0x0020, 0x0013, Image, Integer),
+    NumberOfFrames = (0x0028, 0x0008, Image, Integer),
+}
+
+/// One matching condition (PS3.4 C.2.2.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Matcher {
+    /// Empty value: every record matches.
+    Universal,
+    /// Exact value.
+    Single(String),
+    /// Value with `*` (any run) and `?` (one character).
+    Wildcard(String),
+    /// Inclusive range of dates or times; either end may be open.
+    Range { from: Option<String>, to: Option<String> },
+    /// Any of several UIDs (backslash-separated in DICOM).
+    List(Vec<String>),
+}
+
+impl Matcher {
+    /// Interprets a raw query value for a key of the given kind.
+    pub fn parse(kind: KeyKind, raw: &str) -> Result<Matcher, String> {
+        let v = raw.trim_matches(|c: char| c == ' ' || c == '\0');
+        if v.is_empty() || v == "*" {
+            return Ok(Matcher::Universal);
+        }
+        match kind {
+            KeyKind::Uid => {
+                let uids: Vec<String> = v.split('\\').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
+                if uids.iter().any(|u| !u.chars().all(|c| c.is_ascii_digit() || c == '.')) {
+                    return Err(format!("`{v}` is not a UID or list of UIDs"));
+                }
+                Ok(if uids.len() == 1 { Matcher::Single(uids[0].clone()) } else { Matcher::List(uids) })
+            }
+            KeyKind::Date | KeyKind::Time => {
+                let clean = |s: &str| -> Result<String, String> {
+                    let s: String = s.chars().filter(|c| *c != ':').collect();
+                    if s.chars().all(|c| c.is_ascii_digit() || c == '.') {
+                        Ok(s)
+                    } else {
+                        Err(format!("`{v}` is not a valid date or time"))
+                    }
+                };
+                if let Some((from, to)) = v.split_once('-') {
+                    let from = if from.is_empty() { None } else { Some(clean(from)?) };
+                    let to = if to.is_empty() { None } else { Some(clean(to)?) };
+                    Ok(Matcher::Range { from, to })
+                } else {
+                    Ok(Matcher::Single(clean(v)?))
+                }
+            }
+            KeyKind::Integer => v
+                .parse::<i64>()
+                .map(|_| Matcher::Single(v.to_string()))
+                .map_err(|_| format!("`{v}` is not an integer")),
+            KeyKind::Text | KeyKind::PersonName | KeyKind::Computed => {
+                if v.contains('*') || v.contains('?') {
+                    Ok(Matcher::Wildcard(v.to_string()))
+                } else {
+                    Ok(Matcher::Single(v.to_string()))
+                }
+            }
+        }
+    }
+}
+
+/// A query at one level: conditions plus a cap on the number of answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    pub level: Level,
+    pub conditions: Vec<(Key, Matcher)>,
+    /// Return at most this many matches.
+    pub limit: usize,
+    pub offset: usize,
+}
+
+/// One match: every key of its level and the levels above, as text.
+pub type Row = BTreeMap<Key, String>;
+
+/// Normal form of a person name or text for case-insensitive matching.
+pub fn fold_case(s: &str) -> String {
+    s.to_uppercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matchers() {
+        assert_eq!(Matcher::parse(KeyKind::PersonName, "").unwrap(), Matcher::Universal);
+        assert_eq!(Matcher::parse(KeyKind::PersonName, "*").unwrap(), Matcher::Universal);
+        assert_eq!(Matcher::parse(KeyKind::PersonName, "DOE^J*").unwrap(), Matcher::Wildcard("DOE^J*".into()));
+        assert_eq!(
+            Matcher::parse(KeyKind::Date, "20200101-").unwrap(),
+            Matcher::Range { from: Some("20200101".into()), to: None }
+        );
+        assert_eq!(
+            Matcher::parse(KeyKind::Time, "-10:30").unwrap(),
+            Matcher::Range { from: None, to: Some("1030".into()) }
+        );
+        assert_eq!(
+            Matcher::parse(KeyKind::Uid, "1.2.3\\1.2.4").unwrap(),
+            Matcher::List(vec!["1.2.3".into(), "1.2.4".into()])
+        );
+        assert!(Matcher::parse(KeyKind::Uid, "1.2.x").is_err());
+        assert!(Matcher::parse(KeyKind::Date, "2020-01-01x").is_err());
+        assert_eq!(Key::from_tag(0x0010, 0x0010), Some(Key::PatientName));
+        assert_eq!(Key::StudyInstanceUID.level(), Level::Study);
+    }
+}

@@ -1,0 +1,48 @@
+//! What the index keeps about one stored instance.
+
+/// Attributes of one instance, at all four levels, as indexed.
+/// Text is UTF-8 (decoded with the instance's Specific Character Set).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceRecord {
+    // patient level
+    pub patient_id: String,
+    pub patient_name: String,
+    pub patient_birth_date: String,
+    pub patient_sex: String,
+    // study level
+    pub study_uid: String,
+    pub study_date: String,
+    pub study_time: String,
+    pub accession_number: String,
+    pub study_id: String,
+    pub study_description: String,
+    pub referring_physician_name: String,
+    // series level
+    pub series_uid: String,
+    pub modality: String,
+    pub series_number: Option<i64>,
+    pub series_description: String,
+    pub body_part_examined: String,
+    // instance level
+    pub sop_instance_uid: String,
+    pub sop_class_uid: String,
+    pub instance_number: Option<i64>,
+    pub number_of_frames: Option<i64>,
+    // storage
+    pub transfer_syntax_uid: String,
+    pub blob_key: String,
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the stored Part 10 file.
+    pub sha256: String,
+}
+
+/// Where and how one stored instance can be read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredInstance {
+    pub sop_instance_uid: String,
+    pub sop_class_uid: String,
+    pub transfer_syntax_uid: String,
+    pub blob_key: String,
+    pub size: u64,
+    pub sha256: String,
+}

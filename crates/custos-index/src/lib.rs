@@ -1,0 +1,67 @@
+//! The index: what is stored where, searchable by the attributes of PS3.4 C.6,
+//! and the registry of DICOM peers.
+//!
+//! [`Index`] is the seam for the two backends: SQLite (embedded default, this
+//! crate's [`SqliteIndex`]) and PostgreSQL (scale-out). Nothing SQLite-specific
+//! crosses it: callers see records, queries and outcomes.
+#![forbid(unsafe_code)]
+
+mod schema;
+mod sql_query;
+mod sqlite;
+
+pub use sqlite::SqliteIndex;
+
+use async_trait::async_trait;
+use custos_core::query::{Query, Row};
+use custos_core::record::{InstanceRecord, StoredInstance};
+use custos_core::Peer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("could not open the index at {path}: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("index query failed: {0}")]
+    Query(#[from] rusqlite::Error),
+    #[error("the index writer has stopped")]
+    WriterGone,
+    #[error("invalid query: {0}")]
+    BadQuery(String),
+    #[error("corrupt index row: {0}")]
+    Corrupt(String),
+}
+
+/// What happened to an instance offered to the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// New SOP Instance UID, now indexed.
+    Inserted,
+    /// Already indexed with the same bytes (same SHA-256); nothing changed.
+    Identical { existing: StoredInstance },
+    /// Already indexed with other bytes; the index kept the existing copy.
+    Conflict { existing: StoredInstance },
+    /// Already indexed with other bytes; the new copy replaced it.
+    Replaced { previous: StoredInstance },
+}
+
+#[async_trait]
+pub trait Index: Send + Sync + 'static {
+    /// Records a stored instance durably (the call returns after commit).
+    /// With `replace`, a different instance under the same UID is replaced.
+    async fn insert(&self, record: InstanceRecord, replace: bool) -> Result<InsertOutcome, IndexError>;
+
+    /// Matches at the query's level; one row per patient, study, series or instance.
+    async fn find(&self, query: Query) -> Result<Vec<Row>, IndexError>;
+
+    /// The stored instances under everything the query matches (for C-GET, C-MOVE).
+    async fn instances(&self, query: Query) -> Result<Vec<StoredInstance>, IndexError>;
+
+    async fn instance_count(&self) -> Result<u64, IndexError>;
+
+    async fn peer(&self, ae_title: &str) -> Result<Option<Peer>, IndexError>;
+    async fn peers(&self) -> Result<Vec<Peer>, IndexError>;
+    /// Adds or replaces a peer.
+    async fn put_peer(&self, peer: Peer) -> Result<(), IndexError>;
+    /// Returns whether a peer was removed.
+    async fn remove_peer(&self, ae_title: &str) -> Result<bool, IndexError>;
+}

@@ -1,0 +1,253 @@
+//! Translates a [`Query`] into SQL over the schema's four-level tables.
+//!
+//! Aliases: `st` studies, `se` series, `i` instances. Patient-level queries
+//! group studies by patient ID. Every value travels as a bound parameter.
+
+use custos_core::query::{fold_case, Key, KeyKind, Level, Matcher, Query};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Text(String),
+    Int(i64),
+}
+
+/// Column expression for a key, or None for keys computed by sub-queries.
+pub fn column(key: Key) -> Option<&'static str> {
+    Some(match key {
+        Key::PatientName => "st.patient_name",
+        Key::PatientID => "st.patient_id",
+        Key::PatientBirthDate => "st.patient_birth_date",
+        Key::PatientSex => "st.patient_sex",
+        Key::StudyInstanceUID => "st.study_uid",
+        Key::StudyDate => "st.study_date",
+        Key::StudyTime => "st.study_time",
+        Key::AccessionNumber => "st.accession_number",
+        Key::StudyID => "st.study_id",
+        Key::StudyDescription => "st.study_description",
+        Key::ReferringPhysicianName => "st.referring_physician_name",
+        Key::SeriesInstanceUID => "se.series_uid",
+        Key::Modality => "se.modality",
+        Key::SeriesNumber => "se.series_number",
+        Key::SeriesDescription => "se.series_description",
+        Key::BodyPartExamined => "se.body_part_examined",
+        Key::SOPInstanceUID => "i.sop_instance_uid",
+        Key::SOPClassUID => "i.sop_class_uid",
+        Key::InstanceNumber => "i.instance_number",
+        Key::NumberOfFrames => "i.number_of_frames",
+        _ => return None,
+    })
+}
+
+/// The column used for matching (case-folded for person names).
+fn match_column(key: Key) -> Option<&'static str> {
+    Some(match key {
+        Key::PatientName => "st.patient_name_fold",
+        Key::ReferringPhysicianName => "st.referring_physician_name_fold",
+        other => return column(other),
+    })
+}
+
+/// DICOM wildcard to SQL LIKE pattern with `\` as escape.
+fn like_pattern(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '*' => out.push('%'),
+            '?' => out.push('_'),
+            '%' | '_' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Upper bound of a time range made inclusive of everything it prefixes
+/// ("-1030" includes 10:30:59.999999).
+fn time_upper(t: &str) -> String {
+    let (hms, frac) = t.split_once('.').unwrap_or((t, ""));
+    let mut hms = hms.to_string();
+    while hms.len() < 6 {
+        hms.push('9');
+    }
+    let mut frac = frac.to_string();
+    while frac.len() < 6 {
+        frac.push('9');
+    }
+    format!("{hms}.{frac}")
+}
+
+/// WHERE clauses (ANDed) and their parameters for the conditions that apply at `level`.
+pub fn conditions(query: &Query) -> Result<(Vec<String>, Vec<SqlValue>), String> {
+    let mut clauses = Vec::new();
+    let mut params = Vec::new();
+    for (key, matcher) in &query.conditions {
+        if key.level() > query.level && *key != Key::ModalitiesInStudy {
+            // Keys below the query level are not matched (PS3.4 C.4.1.2.1).
+            continue;
+        }
+        if *matcher == Matcher::Universal {
+            continue;
+        }
+        if *key == Key::ModalitiesInStudy {
+            let mods: Vec<String> = match matcher {
+                Matcher::Single(v) => v.split('\\').map(str::to_string).collect(),
+                Matcher::List(l) => l.clone(),
+                _ => return Err("ModalitiesInStudy takes a value or a list".into()),
+            };
+            let marks = vec!["?"; mods.len()].join(",");
+            clauses.push(format!(
+                "EXISTS (SELECT 1 FROM series ms WHERE ms.study_pk = st.pk AND ms.modality IN ({marks}))"
+            ));
+            params.extend(mods.into_iter().map(SqlValue::Text));
+            continue;
+        }
+        let Some(col) = match_column(*key) else {
+            // Counts are return keys only.
+            continue;
+        };
+        let fold = |v: &str| if key.kind() == KeyKind::PersonName { fold_case(v) } else { v.to_string() };
+        match matcher {
+            Matcher::Universal => {}
+            Matcher::Single(v) if key.kind() == KeyKind::Integer => {
+                let n: i64 = v.parse().map_err(|_| format!("{} needs an integer", key.name()))?;
+                clauses.push(format!("{col} = ?"));
+                params.push(SqlValue::Int(n));
+            }
+            Matcher::Single(v) => {
+                clauses.push(format!("{col} = ?"));
+                params.push(SqlValue::Text(fold(v)));
+            }
+            Matcher::Wildcard(v) => {
+                clauses.push(format!("{col} LIKE ? ESCAPE '\\'"));
+                params.push(SqlValue::Text(like_pattern(&fold(v))));
+            }
+            Matcher::List(values) => {
+                let marks = vec!["?"; values.len()].join(",");
+                clauses.push(format!("{col} IN ({marks})"));
+                params.extend(values.iter().map(|v| SqlValue::Text(fold(v))));
+            }
+            Matcher::Range { from, to } => {
+                clauses.push(format!("{col} <> ''"));
+                if let Some(f) = from {
+                    clauses.push(format!("{col} >= ?"));
+                    params.push(SqlValue::Text(f.clone()));
+                }
+                if let Some(t) = to {
+                    clauses.push(format!("{col} <= ?"));
+                    let upper = if key.kind() == KeyKind::Time { time_upper(t) } else { t.clone() };
+                    params.push(SqlValue::Text(upper));
+                }
+            }
+        }
+    }
+    Ok((clauses, params))
+}
+
+fn where_sql(clauses: &[String]) -> String {
+    if clauses.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", clauses.join(" AND "))
+    }
+}
+
+/// The keys a find at `level` returns, in SELECT order.
+pub fn returned_keys(level: Level) -> Vec<Key> {
+    Key::ALL
+        .iter()
+        .copied()
+        .filter(|k| k.level() <= level)
+        .filter(|k| match level {
+            Level::Patient => k.level() == Level::Patient,
+            _ => !matches!(
+                k,
+                Key::NumberOfPatientRelatedStudies | Key::NumberOfPatientRelatedSeries | Key::NumberOfPatientRelatedInstances
+            ) && (level == Level::Study
+                || !matches!(k, Key::ModalitiesInStudy | Key::NumberOfStudyRelatedSeries | Key::NumberOfStudyRelatedInstances)),
+        })
+        .collect()
+}
+
+fn select_expr(key: Key, level: Level) -> String {
+    let count_of = |from: &str, cond: &str| format!("(SELECT COUNT(*) FROM {from} WHERE {cond})");
+    match key {
+        Key::NumberOfPatientRelatedStudies => "COUNT(*)".into(),
+        Key::NumberOfPatientRelatedSeries => {
+            count_of("series x JOIN studies y ON x.study_pk = y.pk", "y.patient_id = st.patient_id")
+        }
+        Key::NumberOfPatientRelatedInstances => count_of(
+            "instances x JOIN series y ON x.series_pk = y.pk JOIN studies z ON y.study_pk = z.pk",
+            "z.patient_id = st.patient_id",
+        ),
+        Key::ModalitiesInStudy => {
+            "(SELECT GROUP_CONCAT(m, '\\') FROM (SELECT DISTINCT modality AS m FROM series x WHERE x.study_pk = st.pk AND modality <> '' ORDER BY m))".into()
+        }
+        Key::NumberOfStudyRelatedSeries => count_of("series x", "x.study_pk = st.pk"),
+        Key::NumberOfStudyRelatedInstances => {
+            count_of("instances x JOIN series y ON x.series_pk = y.pk", "y.study_pk = st.pk")
+        }
+        Key::NumberOfSeriesRelatedInstances => count_of("instances x", "x.series_pk = se.pk"),
+        k if level == Level::Patient => format!("MAX({})", column(k).expect("patient keys are columns")),
+        k => column(k).expect("non-computed keys are columns").to_string(),
+    }
+}
+
+fn from_sql(level: Level) -> &'static str {
+    match level {
+        Level::Patient | Level::Study => "studies st",
+        Level::Series => "series se JOIN studies st ON se.study_pk = st.pk",
+        Level::Image => "instances i JOIN series se ON i.series_pk = se.pk JOIN studies st ON se.study_pk = st.pk",
+    }
+}
+
+/// A complete find statement: (sql, params, keys in column order).
+pub fn find_sql(query: &Query) -> Result<(String, Vec<SqlValue>, Vec<Key>), String> {
+    let (clauses, mut params) = conditions(query)?;
+    let keys = returned_keys(query.level);
+    let select: Vec<String> = keys.iter().map(|k| select_expr(*k, query.level)).collect();
+    let order = match query.level {
+        Level::Patient => " GROUP BY st.patient_id ORDER BY MIN(st.pk)",
+        Level::Study => " ORDER BY st.pk",
+        Level::Series => " ORDER BY se.pk",
+        Level::Image => " ORDER BY i.pk",
+    };
+    let sql = format!(
+        "SELECT {} FROM {}{}{} LIMIT ? OFFSET ?",
+        select.join(", "),
+        from_sql(query.level),
+        where_sql(&clauses),
+        order
+    );
+    params.push(SqlValue::Int(query.limit.min(i64::MAX as usize) as i64));
+    params.push(SqlValue::Int(query.offset.min(i64::MAX as usize) as i64));
+    Ok((sql, params, keys))
+}
+
+/// Statement listing the stored instances under a query (every level joined).
+pub fn instances_sql(query: &Query) -> Result<(String, Vec<SqlValue>), String> {
+    let mut all_levels = query.clone();
+    all_levels.level = Level::Image;
+    let (clauses, mut params) = conditions(&all_levels)?;
+    let sql = format!(
+        "SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, i.blob_key, i.size, i.sha256 FROM {}{} ORDER BY i.pk LIMIT ?",
+        from_sql(Level::Image),
+        where_sql(&clauses)
+    );
+    params.push(SqlValue::Int(query.limit.min(i64::MAX as usize) as i64));
+    Ok((sql, params))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_escapes() {
+        assert_eq!(like_pattern("A*B?C%_\\"), "A%B_C\\%\\_\\\\");
+        assert_eq!(time_upper("1030"), "103099.999999");
+        assert_eq!(time_upper("103015.5"), "103015.599999");
+    }
+}

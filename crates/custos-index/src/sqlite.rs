@@ -1,0 +1,401 @@
+//! SQLite backend: one writer thread that commits concurrent inserts together
+//! (group commit: one fsync'd transaction for everything queued), and a small
+//! pool of read connections. WAL mode with `synchronous=FULL`, so a returned
+//! insert is on stable storage.
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, ToSql};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use tokio::sync::oneshot;
+
+use custos_core::query::{fold_case, Query, Row};
+use custos_core::record::{InstanceRecord, StoredInstance};
+use custos_core::{HostPattern, Peer, Permissions};
+
+use crate::schema::MIGRATIONS;
+use crate::sql_query::{find_sql, instances_sql, SqlValue};
+use crate::{Index, IndexError, InsertOutcome};
+
+/// Most inserts folded into one transaction.
+const MAX_BATCH: usize = 512;
+const READERS: usize = 4;
+
+enum WriteOp {
+    Insert { record: Box<InstanceRecord>, replace: bool, reply: oneshot::Sender<Result<InsertOutcome, IndexError>> },
+    PutPeer { peer: Peer, reply: oneshot::Sender<Result<(), IndexError>> },
+    RemovePeer { ae_title: String, reply: oneshot::Sender<Result<bool, IndexError>> },
+}
+
+pub struct SqliteIndex {
+    writer: Mutex<mpsc::Sender<WriteOp>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+}
+
+fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection, IndexError> {
+    let err = |source| IndexError::Open { path: path.display().to_string(), source };
+    let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA case_sensitive_like=ON;",
+    )
+    .map_err(err)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(step)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl SqliteIndex {
+    /// Opens (creating and migrating if needed) the index database at `path`.
+    pub fn open(path: impl Into<PathBuf>) -> Result<SqliteIndex, IndexError> {
+        let path = path.into();
+        let mut conn = open_conn(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+        migrate(&mut conn).map_err(|source| IndexError::Open { path: path.display().to_string(), source })?;
+        let mut readers = Vec::new();
+        for _ in 0..READERS {
+            readers.push(open_conn(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?);
+        }
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("custos-index-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| IndexError::Corrupt(format!("cannot start writer thread: {e}")))?;
+        Ok(SqliteIndex { writer: Mutex::new(tx), readers: Arc::new(Mutex::new(readers)), path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn send(&self, op: WriteOp) -> Result<(), IndexError> {
+        self.writer.lock().map_err(|_| IndexError::WriterGone)?.send(op).map_err(|_| IndexError::WriterGone)
+    }
+
+    /// Runs `f` on a pooled read connection in the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
+    ) -> Result<T, IndexError> {
+        let pool = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.lock().ok().and_then(|mut p| p.pop());
+            let conn = match conn {
+                Some(c) => c,
+                None => open_conn(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
+            };
+            let result = f(&conn);
+            if let Ok(mut p) = pool.lock() {
+                if p.len() < READERS {
+                    p.push(conn);
+                }
+            }
+            result
+        })
+        .await
+        .map_err(|e| IndexError::Corrupt(format!("reader task failed: {e}")))?
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteOp>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        apply_batch(&mut conn, batch);
+    }
+}
+
+/// Applies a batch in one transaction; each op in its own savepoint so one
+/// failure does not undo the others. Replies are sent only after COMMIT.
+fn apply_batch(conn: &mut Connection, batch: Vec<WriteOp>) {
+    let mut replies: Vec<Box<dyn FnOnce(Option<&rusqlite::Error>)>> = Vec::new();
+    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let msg = e.to_string();
+            for op in batch {
+                fail(op, &msg);
+            }
+            return;
+        }
+    };
+    for op in batch {
+        match op {
+            WriteOp::Insert { record, replace, reply } => {
+                let r = in_savepoint(&tx, |t| insert(t, &record, replace));
+                replies.push(Box::new(move |commit_err| {
+                    let _ = reply.send(match commit_err {
+                        Some(e) => Err(IndexError::Corrupt(format!("commit failed: {e}"))),
+                        None => r,
+                    });
+                }));
+            }
+            WriteOp::PutPeer { peer, reply } => {
+                let r = in_savepoint(&tx, |t| put_peer(t, &peer));
+                replies.push(Box::new(move |commit_err| {
+                    let _ = reply.send(match commit_err {
+                        Some(e) => Err(IndexError::Corrupt(format!("commit failed: {e}"))),
+                        None => r,
+                    });
+                }));
+            }
+            WriteOp::RemovePeer { ae_title, reply } => {
+                let r = in_savepoint(&tx, |t| {
+                    Ok(t.execute("DELETE FROM peers WHERE ae_title = ?1", [&ae_title])? > 0)
+                });
+                replies.push(Box::new(move |commit_err| {
+                    let _ = reply.send(match commit_err {
+                        Some(e) => Err(IndexError::Corrupt(format!("commit failed: {e}"))),
+                        None => r,
+                    });
+                }));
+            }
+        }
+    }
+    let commit = tx.commit();
+    let err = commit.as_ref().err();
+    for reply in replies {
+        reply(err);
+    }
+}
+
+fn fail(op: WriteOp, msg: &str) {
+    let e = || IndexError::Corrupt(format!("cannot begin transaction: {msg}"));
+    match op {
+        WriteOp::Insert { reply, .. } => drop(reply.send(Err(e()))),
+        WriteOp::PutPeer { reply, .. } => drop(reply.send(Err(e()))),
+        WriteOp::RemovePeer { reply, .. } => drop(reply.send(Err(e()))),
+    }
+}
+
+fn in_savepoint<T>(
+    tx: &rusqlite::Transaction<'_>,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, IndexError>,
+) -> Result<T, IndexError> {
+    tx.execute_batch("SAVEPOINT op")?;
+    match f(tx) {
+        Ok(v) => {
+            tx.execute_batch("RELEASE op")?;
+            Ok(v)
+        }
+        Err(e) => {
+            tx.execute_batch("ROLLBACK TO op; RELEASE op")?;
+            Err(e)
+        }
+    }
+}
+
+fn stored_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredInstance> {
+    Ok(StoredInstance {
+        sop_instance_uid: r.get(0)?,
+        sop_class_uid: r.get(1)?,
+        transfer_syntax_uid: r.get(2)?,
+        blob_key: r.get(3)?,
+        size: r.get::<_, i64>(4)? as u64,
+        sha256: r.get(5)?,
+    })
+}
+
+fn insert(tx: &Connection, rec: &InstanceRecord, replace: bool) -> Result<InsertOutcome, IndexError> {
+    let existing = tx
+        .query_row(
+            "SELECT sop_instance_uid, sop_class_uid, transfer_syntax_uid, blob_key, size, sha256 FROM instances WHERE sop_instance_uid = ?1",
+            [&rec.sop_instance_uid],
+            stored_from_row,
+        )
+        .optional()?;
+    if let Some(existing) = existing {
+        if existing.sha256 == rec.sha256 {
+            return Ok(InsertOutcome::Identical { existing });
+        }
+        if !replace {
+            return Ok(InsertOutcome::Conflict { existing });
+        }
+        tx.execute("DELETE FROM instances WHERE sop_instance_uid = ?1", [&rec.sop_instance_uid])?;
+        insert_new(tx, rec)?;
+        return Ok(InsertOutcome::Replaced { previous: existing });
+    }
+    insert_new(tx, rec)?;
+    Ok(InsertOutcome::Inserted)
+}
+
+fn insert_new(tx: &Connection, rec: &InstanceRecord) -> Result<(), IndexError> {
+    // The first instance of a study or series defines its attributes.
+    tx.execute(
+        "INSERT INTO studies (study_uid, patient_id, patient_name, patient_name_fold, patient_birth_date, patient_sex,
+            study_date, study_time, accession_number, study_id, study_description,
+            referring_physician_name, referring_physician_name_fold)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+         ON CONFLICT(study_uid) DO NOTHING",
+        params![
+            rec.study_uid,
+            rec.patient_id,
+            rec.patient_name,
+            fold_case(&rec.patient_name),
+            rec.patient_birth_date,
+            rec.patient_sex,
+            rec.study_date,
+            rec.study_time,
+            rec.accession_number,
+            rec.study_id,
+            rec.study_description,
+            rec.referring_physician_name,
+            fold_case(&rec.referring_physician_name),
+        ],
+    )?;
+    let study_pk: i64 = tx.query_row("SELECT pk FROM studies WHERE study_uid = ?1", [&rec.study_uid], |r| r.get(0))?;
+    tx.execute(
+        "INSERT INTO series (study_pk, series_uid, modality, series_number, series_description, body_part_examined)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(series_uid) DO NOTHING",
+        params![study_pk, rec.series_uid, rec.modality, rec.series_number, rec.series_description, rec.body_part_examined],
+    )?;
+    let series_pk: i64 = tx.query_row("SELECT pk FROM series WHERE series_uid = ?1", [&rec.series_uid], |r| r.get(0))?;
+    tx.execute(
+        "INSERT INTO instances (series_pk, sop_instance_uid, sop_class_uid, instance_number, number_of_frames,
+            transfer_syntax_uid, blob_key, size, sha256)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            series_pk,
+            rec.sop_instance_uid,
+            rec.sop_class_uid,
+            rec.instance_number,
+            rec.number_of_frames,
+            rec.transfer_syntax_uid,
+            rec.blob_key,
+            rec.size as i64,
+            rec.sha256,
+        ],
+    )?;
+    Ok(())
+}
+
+fn put_peer(tx: &Connection, peer: &Peer) -> Result<(), IndexError> {
+    tx.execute(
+        "INSERT INTO peers (ae_title, host, port, permissions) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(ae_title) DO UPDATE SET host = excluded.host, port = excluded.port, permissions = excluded.permissions",
+        params![peer.ae_title, peer.host.to_string(), peer.port, peer.permissions.to_string()],
+    )?;
+    Ok(())
+}
+
+fn peer_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Peer, IndexError>> {
+    let ae_title: String = r.get(0)?;
+    let host: String = r.get(1)?;
+    let port: u16 = r.get(2)?;
+    let perms: String = r.get(3)?;
+    Ok((|| {
+        Ok(Peer {
+            host: host.parse::<HostPattern>().map_err(IndexError::Corrupt)?,
+            permissions: perms.parse::<Permissions>().map_err(IndexError::Corrupt)?,
+            ae_title,
+            port,
+        })
+    })())
+}
+
+fn bind(params: &[SqlValue]) -> Vec<&dyn ToSql> {
+    params
+        .iter()
+        .map(|p| match p {
+            SqlValue::Text(s) => s as &dyn ToSql,
+            SqlValue::Int(i) => i as &dyn ToSql,
+        })
+        .collect()
+}
+
+fn value_text(v: rusqlite::types::ValueRef<'_>) -> String {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => String::new(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(f) => f.to_string(),
+        ValueRef::Text(t) | ValueRef::Blob(t) => String::from_utf8_lossy(t).into_owned(),
+    }
+}
+
+#[async_trait]
+impl Index for SqliteIndex {
+    async fn insert(&self, record: InstanceRecord, replace: bool) -> Result<InsertOutcome, IndexError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteOp::Insert { record: Box::new(record), replace, reply })?;
+        rx.await.map_err(|_| IndexError::WriterGone)?
+    }
+
+    async fn find(&self, query: Query) -> Result<Vec<Row>, IndexError> {
+        let (sql, params, keys) = find_sql(&query).map_err(IndexError::BadQuery)?;
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(bind(&params).as_slice(), |r| {
+                let mut row = Row::new();
+                for (i, key) in keys.iter().enumerate() {
+                    row.insert(*key, value_text(r.get_ref(i)?));
+                }
+                Ok(row)
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn instances(&self, query: Query) -> Result<Vec<StoredInstance>, IndexError> {
+        let (sql, params) = instances_sql(&query).map_err(IndexError::BadQuery)?;
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(bind(&params).as_slice(), stored_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn instance_count(&self) -> Result<u64, IndexError> {
+        self.read(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM instances", [], |r| r.get::<_, i64>(0))? as u64))
+            .await
+    }
+
+    async fn peer(&self, ae_title: &str) -> Result<Option<Peer>, IndexError> {
+        let ae = ae_title.trim().to_string();
+        self.read(move |conn| {
+            conn.query_row("SELECT ae_title, host, port, permissions FROM peers WHERE ae_title = ?1", [&ae], peer_from_row)
+                .optional()?
+                .transpose()
+        })
+        .await
+    }
+
+    async fn peers(&self) -> Result<Vec<Peer>, IndexError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare("SELECT ae_title, host, port, permissions FROM peers ORDER BY ae_title")?;
+            let rows = stmt.query_map([], peer_from_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    async fn put_peer(&self, peer: Peer) -> Result<(), IndexError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteOp::PutPeer { peer, reply })?;
+        rx.await.map_err(|_| IndexError::WriterGone)?
+    }
+
+    async fn remove_peer(&self, ae_title: &str) -> Result<bool, IndexError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteOp::RemovePeer { ae_title: ae_title.trim().to_string(), reply })?;
+        rx.await.map_err(|_| IndexError::WriterGone)?
+    }
+}
+

@@ -1,0 +1,139 @@
+//! The filesystem store: `ROOT/ab/cd/<key>` with `ROOT/.staging` for blobs in flight.
+//!
+//! Commit is: fsync the file, rename it into place, fsync the directory. The
+//! rename is atomic, so a blob is either absent or whole.
+
+use async_trait::async_trait;
+use std::path::{Path, PathBuf};
+
+use crate::{BlobStore, Reader, StagedBlob, StoreError};
+
+pub struct FsStore {
+    root: PathBuf,
+    staging: PathBuf,
+}
+
+impl FsStore {
+    /// Opens (creating if needed) a store rooted at `root`, and removes blobs
+    /// left in staging by a crash: they were never acknowledged.
+    pub fn open(root: impl Into<PathBuf>) -> Result<FsStore, StoreError> {
+        let root = root.into();
+        let staging = root.join(".staging");
+        let stage_err = |source| StoreError::Stage { path: staging.clone(), source };
+        std::fs::create_dir_all(&staging).map_err(stage_err)?;
+        for entry in std::fs::read_dir(&staging).map_err(stage_err)?.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+        Ok(FsStore { root, staging })
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
+        if key.len() != 32 || !key.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+            return Err(StoreError::BadKey(key.to_string()));
+        }
+        Ok(self.root.join(&key[0..2]).join(&key[2..4]).join(key))
+    }
+}
+
+fn new_key() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+async fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+#[async_trait]
+impl BlobStore for FsStore {
+    async fn stage(&self) -> Result<StagedBlob, StoreError> {
+        let path = self.staging.join(new_key());
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(|source| StoreError::Stage { path: path.clone(), source })?;
+        Ok(StagedBlob::new(file, path))
+    }
+
+    async fn commit(&self, staged: StagedBlob) -> Result<String, StoreError> {
+        let key = new_key();
+        let target = self.path_of(&key)?;
+        let err = |source| StoreError::Commit { key: key.clone(), source };
+        let staged_path = staged.finish().await.map_err(err)?;
+        let dir = target.parent().expect("blob paths have a parent").to_path_buf();
+        let result = async {
+            if tokio::fs::metadata(&dir).await.is_err() {
+                tokio::fs::create_dir_all(&dir).await?;
+                // The new directories' entries must be durable too.
+                sync_dir(dir.parent().expect("two levels")).await?;
+                sync_dir(&self.root).await?;
+            }
+            tokio::fs::rename(&staged_path, &target).await?;
+            sync_dir(&dir).await
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&staged_path).await;
+            return Err(err(e));
+        }
+        Ok(key)
+    }
+
+    async fn open(&self, key: &str) -> Result<Reader, StoreError> {
+        let path = self.path_of(key)?;
+        match tokio::fs::File::open(&path).await {
+            Ok(f) => Ok(Box::new(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound { key: key.into() }),
+            Err(source) => Err(StoreError::Read { key: key.into(), source }),
+        }
+    }
+
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.path_of(key).ok()
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path_of(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StoreError::Delete { key: key.into(), source }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn stage_commit_read_delete() {
+        let dir = std::env::temp_dir().join(format!("custos-store-test-{}", new_key()));
+        let store = FsStore::open(&dir).unwrap();
+        let mut blob = store.stage().await.unwrap();
+        blob.write(b"hello ").await.unwrap();
+        blob.write(b"world").await.unwrap();
+        assert_eq!(blob.size(), 11);
+        assert_eq!(blob.sha256_hex(), "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
+        let key = store.commit(blob).await.unwrap();
+        let mut bytes = Vec::new();
+        store.open(&key).await.unwrap().read_to_end(&mut bytes).await.unwrap();
+        assert_eq!(bytes, b"hello world");
+        assert_eq!(std::fs::read_dir(dir.join(".staging")).unwrap().count(), 0);
+        store.delete(&key).await.unwrap();
+        assert!(matches!(store.open(&key).await, Err(StoreError::NotFound { .. })));
+        assert!(matches!(store.open("../../etc/passwd").await, Err(StoreError::BadKey(_))));
+
+        // An abandoned blob leaves nothing behind.
+        let mut blob = store.stage().await.unwrap();
+        blob.write(b"partial").await.unwrap();
+        drop(blob);
+        assert_eq!(std::fs::read_dir(dir.join(".staging")).unwrap().count(), 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,58 @@
+//! Blob storage for stored instances.
+//!
+//! Keys are generated here (random, never derived from DICOM UIDs or any client
+//! input), so a hostile UID cannot steer a path. A blob is first *staged* (written
+//! where no reader looks), then *committed* durably under its key in one step;
+//! readers never see a partial blob.
+#![forbid(unsafe_code)]
+
+mod fs;
+mod staged;
+
+pub use fs::FsStore;
+pub use staged::StagedBlob;
+
+use async_trait::async_trait;
+use std::path::PathBuf;
+use tokio::io::AsyncRead;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("could not stage a new blob in {path}: {source}")]
+    Stage { path: PathBuf, source: std::io::Error },
+    #[error("could not write blob data: {0}")]
+    Write(#[source] std::io::Error),
+    #[error("could not make blob {key} durable: {source}")]
+    Commit { key: String, source: std::io::Error },
+    #[error("blob {key} is missing")]
+    NotFound { key: String },
+    #[error("could not read blob {key}: {source}")]
+    Read { key: String, source: std::io::Error },
+    #[error("could not delete blob {key}: {source}")]
+    Delete { key: String, source: std::io::Error },
+    #[error("`{0}` is not a valid blob key")]
+    BadKey(String),
+}
+
+pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
+
+/// Where blobs live. The filesystem store is the embedded default; an S3 store
+/// will implement the same trait.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Starts a new blob. Its bytes are hashed (SHA-256) and counted as written.
+    async fn stage(&self) -> Result<StagedBlob, StoreError>;
+
+    /// Makes a staged blob durable and visible under a fresh key, which is returned.
+    /// When this returns, the bytes survive a crash.
+    async fn commit(&self, staged: StagedBlob) -> Result<String, StoreError>;
+
+    /// Opens a committed blob for reading.
+    async fn open(&self, key: &str) -> Result<Reader, StoreError>;
+
+    /// A local file holding the blob, when the store has one (seekable access).
+    fn local_path(&self, key: &str) -> Option<PathBuf>;
+
+    /// Removes a blob; removing a missing blob is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
