@@ -1,14 +1,96 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The archive: the only path to the index and the blob store.
+//!
+//! Ingest streams an instance into a staged blob, reads back only the attributes
+//! the index needs, commits the blob durably, then commits the index row; the
+//! caller acknowledges only after both. Retrieval hands out the stored bytes.
+//! Protocol layers (DIMSE now, DICOMweb later) call this and nothing below it.
+#![forbid(unsafe_code)]
+
+mod attributes;
+mod ingest;
+pub mod part10;
+mod retrieve;
+
+pub use ingest::{Ingest, IngestError, StoreOutcome};
+pub use retrieve::{DatasetStream, RetrieveError, is_native};
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use custos_core::query::{Query, Row};
+use custos_core::record::StoredInstance;
+use custos_index::{Index, IndexError};
+use custos_store::BlobStore;
+
+/// What to do when a SOP Instance UID arrives again with different bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DuplicatePolicy {
+    /// Refuse the new copy with a failure status.
+    Reject,
+    /// Keep the stored copy; the sender gets a warning.
+    #[default]
+    Keep,
+    /// Replace the stored copy with the new one.
+    Replace,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl FromStr for DuplicatePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "reject" => Ok(DuplicatePolicy::Reject),
+            "keep" => Ok(DuplicatePolicy::Keep),
+            "replace" => Ok(DuplicatePolicy::Replace),
+            other => Err(format!(
+                "unknown duplicate policy `{other}` (reject, keep or replace)"
+            )),
+        }
+    }
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+pub struct Archive {
+    index: Arc<dyn Index>,
+    store: Arc<dyn BlobStore>,
+    duplicates: DuplicatePolicy,
+}
+
+impl Archive {
+    pub fn new(
+        index: Arc<dyn Index>,
+        store: Arc<dyn BlobStore>,
+        duplicates: DuplicatePolicy,
+    ) -> Archive {
+        Archive {
+            index,
+            store,
+            duplicates,
+        }
+    }
+
+    pub fn index(&self) -> &Arc<dyn Index> {
+        &self.index
+    }
+
+    /// Starts receiving an instance whose file meta comes from the network
+    /// (command set and presentation context); the caller writes the data set.
+    pub async fn begin_network_ingest(
+        &self,
+        meta: part10::MetaInfo,
+    ) -> Result<Ingest<'_>, IngestError> {
+        Ingest::network(self, meta).await
+    }
+
+    /// Starts receiving a complete Part 10 file (import, STOW).
+    pub async fn begin_file_ingest(&self) -> Result<Ingest<'_>, IngestError> {
+        Ingest::file(self).await
+    }
+
+    pub async fn find(&self, query: Query) -> Result<Vec<Row>, IndexError> {
+        self.index.find(query).await
+    }
+
+    /// The stored instances a retrieve request selects.
+    pub async fn retrieve_set(&self, query: Query) -> Result<Vec<StoredInstance>, IndexError> {
+        self.index.instances(query).await
     }
 }

@@ -50,7 +50,9 @@ impl FromStr for Action {
         Action::ALL
             .into_iter()
             .find(|a| a.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("unknown action `{s}` (expected echo, store, find, get or move)"))
+            .ok_or_else(|| {
+                format!("unknown action `{s}` (expected echo, store, find, get or move)")
+            })
     }
 }
 

@@ -77,8 +77,12 @@ impl FromStr for HostPattern {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         if let Some((net, len)) = s.split_once('/') {
-            let net: IpAddr = net.parse().map_err(|_| format!("bad network address in `{s}`"))?;
-            let len: u8 = len.parse().map_err(|_| format!("bad prefix length in `{s}`"))?;
+            let net: IpAddr = net
+                .parse()
+                .map_err(|_| format!("bad network address in `{s}`"))?;
+            let len: u8 = len
+                .parse()
+                .map_err(|_| format!("bad prefix length in `{s}`"))?;
             let max = if net.is_ipv4() { 32 } else { 128 };
             if len > max {
                 return Err(format!("prefix length {len} is too long for `{net}`"));
@@ -98,7 +102,9 @@ impl FromStr for HostPattern {
         if valid_name {
             Ok(HostPattern::Name(s.to_ascii_lowercase()))
         } else {
-            Err(format!("`{s}` is neither an address, a CIDR network nor a host name"))
+            Err(format!(
+                "`{s}` is neither an address, a CIDR network nor a host name"
+            ))
         }
     }
 }
@@ -121,7 +127,9 @@ pub fn validate_ae_title(ae: &str) -> Result<String, String> {
         return Err(format!("AE title `{ae}` must be 1 to 16 characters"));
     }
     if !trimmed.chars().all(|c| c.is_ascii_graphic() || c == ' ') || trimmed.contains('\\') {
-        return Err(format!("AE title `{ae}` may only contain printable ASCII without `\\`"));
+        return Err(format!(
+            "AE title `{ae}` may only contain printable ASCII without `\\`"
+        ));
     }
     Ok(trimmed.to_string())
 }
@@ -141,7 +149,13 @@ mod tests {
         let odd: HostPattern = "192.168.1.128/25".parse().unwrap();
         assert!(odd.contains("192.168.1.200".parse().unwrap()));
         assert!(!odd.contains("192.168.1.100".parse().unwrap()));
-        assert_eq!("CT-Room1.Hospital.org".parse::<HostPattern>().unwrap().to_string(), "ct-room1.hospital.org");
+        assert_eq!(
+            "CT-Room1.Hospital.org"
+                .parse::<HostPattern>()
+                .unwrap()
+                .to_string(),
+            "ct-room1.hospital.org"
+        );
         assert!("10.0.0.0/33".parse::<HostPattern>().is_err());
         assert!("bad host!".parse::<HostPattern>().is_err());
     }

@@ -9,7 +9,10 @@ use crate::{Action, Peer, Permissions};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     /// A registered DICOM application entity.
-    Peer { ae_title: String, permissions: Permissions },
+    Peer {
+        ae_title: String,
+        permissions: Permissions,
+    },
 }
 
 impl Principal {
@@ -38,7 +41,9 @@ impl RejectReason {
         match self {
             RejectReason::CalledAeNotRecognized => "called AE title is not this server's",
             RejectReason::CallingAeNotRecognized => "calling AE title is not a registered peer",
-            RejectReason::AddressNotAllowed => "peer connected from an address outside its registered host",
+            RejectReason::AddressNotAllowed => {
+                "peer connected from an address outside its registered host"
+            }
         }
     }
 }
@@ -93,10 +98,21 @@ mod tests {
     fn decisions() {
         use AssociationDecision::*;
         let p = ct();
-        assert_eq!(decide_association("CUSTOS", "OTHER", Some(&p), true), Reject(RejectReason::CalledAeNotRecognized));
-        assert_eq!(decide_association("CUSTOS", "CUSTOS", None, true), Reject(RejectReason::CallingAeNotRecognized));
-        assert_eq!(decide_association("CUSTOS", "CUSTOS", Some(&p), false), Reject(RejectReason::AddressNotAllowed));
-        let Accept(principal) = decide_association("CUSTOS", "CUSTOS ", Some(&p), true) else { panic!() };
+        assert_eq!(
+            decide_association("CUSTOS", "OTHER", Some(&p), true),
+            Reject(RejectReason::CalledAeNotRecognized)
+        );
+        assert_eq!(
+            decide_association("CUSTOS", "CUSTOS", None, true),
+            Reject(RejectReason::CallingAeNotRecognized)
+        );
+        assert_eq!(
+            decide_association("CUSTOS", "CUSTOS", Some(&p), false),
+            Reject(RejectReason::AddressNotAllowed)
+        );
+        let Accept(principal) = decide_association("CUSTOS", "CUSTOS ", Some(&p), true) else {
+            panic!()
+        };
         assert!(principal.may(Action::Store));
         assert!(!principal.may(Action::Find));
     }

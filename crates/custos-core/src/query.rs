@@ -123,7 +123,10 @@ pub enum Matcher {
     /// Value with `*` (any run) and `?` (one character).
     Wildcard(String),
     /// Inclusive range of dates or times; either end may be open.
-    Range { from: Option<String>, to: Option<String> },
+    Range {
+        from: Option<String>,
+        to: Option<String>,
+    },
     /// Any of several UIDs (backslash-separated in DICOM).
     List(Vec<String>),
 }
@@ -137,11 +140,22 @@ impl Matcher {
         }
         match kind {
             KeyKind::Uid => {
-                let uids: Vec<String> = v.split('\\').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
-                if uids.iter().any(|u| !u.chars().all(|c| c.is_ascii_digit() || c == '.')) {
+                let uids: Vec<String> = v
+                    .split('\\')
+                    .map(|u| u.trim().to_string())
+                    .filter(|u| !u.is_empty())
+                    .collect();
+                if uids
+                    .iter()
+                    .any(|u| !u.chars().all(|c| c.is_ascii_digit() || c == '.'))
+                {
                     return Err(format!("`{v}` is not a UID or list of UIDs"));
                 }
-                Ok(if uids.len() == 1 { Matcher::Single(uids[0].clone()) } else { Matcher::List(uids) })
+                Ok(if uids.len() == 1 {
+                    Matcher::Single(uids[0].clone())
+                } else {
+                    Matcher::List(uids)
+                })
             }
             KeyKind::Date | KeyKind::Time => {
                 let clean = |s: &str| -> Result<String, String> {
@@ -153,8 +167,16 @@ impl Matcher {
                     }
                 };
                 if let Some((from, to)) = v.split_once('-') {
-                    let from = if from.is_empty() { None } else { Some(clean(from)?) };
-                    let to = if to.is_empty() { None } else { Some(clean(to)?) };
+                    let from = if from.is_empty() {
+                        None
+                    } else {
+                        Some(clean(from)?)
+                    };
+                    let to = if to.is_empty() {
+                        None
+                    } else {
+                        Some(clean(to)?)
+                    };
                     Ok(Matcher::Range { from, to })
                 } else {
                     Ok(Matcher::Single(clean(v)?))
@@ -199,16 +221,31 @@ mod tests {
 
     #[test]
     fn matchers() {
-        assert_eq!(Matcher::parse(KeyKind::PersonName, "").unwrap(), Matcher::Universal);
-        assert_eq!(Matcher::parse(KeyKind::PersonName, "*").unwrap(), Matcher::Universal);
-        assert_eq!(Matcher::parse(KeyKind::PersonName, "DOE^J*").unwrap(), Matcher::Wildcard("DOE^J*".into()));
+        assert_eq!(
+            Matcher::parse(KeyKind::PersonName, "").unwrap(),
+            Matcher::Universal
+        );
+        assert_eq!(
+            Matcher::parse(KeyKind::PersonName, "*").unwrap(),
+            Matcher::Universal
+        );
+        assert_eq!(
+            Matcher::parse(KeyKind::PersonName, "DOE^J*").unwrap(),
+            Matcher::Wildcard("DOE^J*".into())
+        );
         assert_eq!(
             Matcher::parse(KeyKind::Date, "20200101-").unwrap(),
-            Matcher::Range { from: Some("20200101".into()), to: None }
+            Matcher::Range {
+                from: Some("20200101".into()),
+                to: None
+            }
         );
         assert_eq!(
             Matcher::parse(KeyKind::Time, "-10:30").unwrap(),
-            Matcher::Range { from: None, to: Some("1030".into()) }
+            Matcher::Range {
+                from: None,
+                to: Some("1030".into())
+            }
         );
         assert_eq!(
             Matcher::parse(KeyKind::Uid, "1.2.3\\1.2.4").unwrap(),

@@ -1,14 +1,17 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! DIMSE server: the only user of dicom-ul in Custos.
+//!
+//! [`serve`] accepts TCP connections, passes each through the [`gate`]
+//! (policy decision before negotiation), then runs one task per association
+//! that dispatches C-ECHO, C-STORE, C-FIND, C-GET and C-MOVE to the archive.
+#![forbid(unsafe_code)]
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod association;
+pub mod command;
+pub mod gate;
+mod identifier;
+mod link;
+mod retrieve;
+mod server;
+pub mod syntaxes;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use server::{DimseConfig, serve};

@@ -13,14 +13,17 @@ mod sqlite;
 pub use sqlite::SqliteIndex;
 
 use async_trait::async_trait;
+use custos_core::Peer;
 use custos_core::query::{Query, Row};
 use custos_core::record::{InstanceRecord, StoredInstance};
-use custos_core::Peer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("could not open the index at {path}: {source}")]
-    Open { path: String, source: rusqlite::Error },
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
     #[error("index query failed: {0}")]
     Query(#[from] rusqlite::Error),
     #[error("the index writer has stopped")]
@@ -48,7 +51,11 @@ pub enum InsertOutcome {
 pub trait Index: Send + Sync + 'static {
     /// Records a stored instance durably (the call returns after commit).
     /// With `replace`, a different instance under the same UID is replaced.
-    async fn insert(&self, record: InstanceRecord, replace: bool) -> Result<InsertOutcome, IndexError>;
+    async fn insert(
+        &self,
+        record: InstanceRecord,
+        replace: bool,
+    ) -> Result<InsertOutcome, IndexError>;
 
     /// Matches at the query's level; one row per patient, study, series or instance.
     async fn find(&self, query: Query) -> Result<Vec<Row>, IndexError>;

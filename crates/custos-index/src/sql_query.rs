@@ -3,7 +3,7 @@
 //! Aliases: `st` studies, `se` series, `i` instances. Patient-level queries
 //! group studies by patient ID. Every value travels as a bound parameter.
 
-use custos_core::query::{fold_case, Key, KeyKind, Level, Matcher, Query};
+use custos_core::query::{Key, KeyKind, Level, Matcher, Query, fold_case};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {
@@ -108,11 +108,19 @@ pub fn conditions(query: &Query) -> Result<(Vec<String>, Vec<SqlValue>), String>
             // Counts are return keys only.
             continue;
         };
-        let fold = |v: &str| if key.kind() == KeyKind::PersonName { fold_case(v) } else { v.to_string() };
+        let fold = |v: &str| {
+            if key.kind() == KeyKind::PersonName {
+                fold_case(v)
+            } else {
+                v.to_string()
+            }
+        };
         match matcher {
             Matcher::Universal => {}
             Matcher::Single(v) if key.kind() == KeyKind::Integer => {
-                let n: i64 = v.parse().map_err(|_| format!("{} needs an integer", key.name()))?;
+                let n: i64 = v
+                    .parse()
+                    .map_err(|_| format!("{} needs an integer", key.name()))?;
                 clauses.push(format!("{col} = ?"));
                 params.push(SqlValue::Int(n));
             }
@@ -137,7 +145,11 @@ pub fn conditions(query: &Query) -> Result<(Vec<String>, Vec<SqlValue>), String>
                 }
                 if let Some(t) = to {
                     clauses.push(format!("{col} <= ?"));
-                    let upper = if key.kind() == KeyKind::Time { time_upper(t) } else { t.clone() };
+                    let upper = if key.kind() == KeyKind::Time {
+                        time_upper(t)
+                    } else {
+                        t.clone()
+                    };
                     params.push(SqlValue::Text(upper));
                 }
             }
@@ -162,11 +174,20 @@ pub fn returned_keys(level: Level) -> Vec<Key> {
         .filter(|k| k.level() <= level)
         .filter(|k| match level {
             Level::Patient => k.level() == Level::Patient,
-            _ => !matches!(
-                k,
-                Key::NumberOfPatientRelatedStudies | Key::NumberOfPatientRelatedSeries | Key::NumberOfPatientRelatedInstances
-            ) && (level == Level::Study
-                || !matches!(k, Key::ModalitiesInStudy | Key::NumberOfStudyRelatedSeries | Key::NumberOfStudyRelatedInstances)),
+            _ => {
+                !matches!(
+                    k,
+                    Key::NumberOfPatientRelatedStudies
+                        | Key::NumberOfPatientRelatedSeries
+                        | Key::NumberOfPatientRelatedInstances
+                ) && (level == Level::Study
+                    || !matches!(
+                        k,
+                        Key::ModalitiesInStudy
+                            | Key::NumberOfStudyRelatedSeries
+                            | Key::NumberOfStudyRelatedInstances
+                    ))
+            }
         })
         .collect()
 }
@@ -199,7 +220,9 @@ fn from_sql(level: Level) -> &'static str {
     match level {
         Level::Patient | Level::Study => "studies st",
         Level::Series => "series se JOIN studies st ON se.study_pk = st.pk",
-        Level::Image => "instances i JOIN series se ON i.series_pk = se.pk JOIN studies st ON se.study_pk = st.pk",
+        Level::Image => {
+            "instances i JOIN series se ON i.series_pk = se.pk JOIN studies st ON se.study_pk = st.pk"
+        }
     }
 }
 

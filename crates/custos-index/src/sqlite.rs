@@ -4,17 +4,17 @@
 //! insert is on stable storage.
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, ToSql};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
-use custos_core::query::{fold_case, Query, Row};
+use custos_core::query::{Query, Row, fold_case};
 use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{HostPattern, Peer, Permissions};
 
 use crate::schema::MIGRATIONS;
-use crate::sql_query::{find_sql, instances_sql, SqlValue};
+use crate::sql_query::{SqlValue, find_sql, instances_sql};
 use crate::{Index, IndexError, InsertOutcome};
 
 /// Most inserts folded into one transaction.
@@ -22,9 +22,19 @@ const MAX_BATCH: usize = 512;
 const READERS: usize = 4;
 
 enum WriteOp {
-    Insert { record: Box<InstanceRecord>, replace: bool, reply: oneshot::Sender<Result<InsertOutcome, IndexError>> },
-    PutPeer { peer: Peer, reply: oneshot::Sender<Result<(), IndexError>> },
-    RemovePeer { ae_title: String, reply: oneshot::Sender<Result<bool, IndexError>> },
+    Insert {
+        record: Box<InstanceRecord>,
+        replace: bool,
+        reply: oneshot::Sender<Result<InsertOutcome, IndexError>>,
+    },
+    PutPeer {
+        peer: Peer,
+        reply: oneshot::Sender<Result<(), IndexError>>,
+    },
+    RemovePeer {
+        ae_title: String,
+        reply: oneshot::Sender<Result<bool, IndexError>>,
+    },
 }
 
 pub struct SqliteIndex {
@@ -34,9 +44,13 @@ pub struct SqliteIndex {
 }
 
 fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection, IndexError> {
-    let err = |source| IndexError::Open { path: path.display().to_string(), source };
+    let err = |source| IndexError::Open {
+        path: path.display().to_string(),
+        source,
+    };
     let conn = Connection::open_with_flags(path, flags).map_err(err)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(err)?;
     conn.execute_batch(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA case_sensitive_like=ON;",
     )
@@ -45,7 +59,8 @@ fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection, IndexError> {
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
-    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    let version: usize =
+        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
     for (i, step) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction()?;
         tx.execute_batch(step)?;
@@ -59,8 +74,14 @@ impl SqliteIndex {
     /// Opens (creating and migrating if needed) the index database at `path`.
     pub fn open(path: impl Into<PathBuf>) -> Result<SqliteIndex, IndexError> {
         let path = path.into();
-        let mut conn = open_conn(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
-        migrate(&mut conn).map_err(|source| IndexError::Open { path: path.display().to_string(), source })?;
+        let mut conn = open_conn(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
+        migrate(&mut conn).map_err(|source| IndexError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
         let mut readers = Vec::new();
         for _ in 0..READERS {
             readers.push(open_conn(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?);
@@ -70,7 +91,11 @@ impl SqliteIndex {
             .name("custos-index-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| IndexError::Corrupt(format!("cannot start writer thread: {e}")))?;
-        Ok(SqliteIndex { writer: Mutex::new(tx), readers: Arc::new(Mutex::new(readers)), path })
+        Ok(SqliteIndex {
+            writer: Mutex::new(tx),
+            readers: Arc::new(Mutex::new(readers)),
+            path,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -78,7 +103,11 @@ impl SqliteIndex {
     }
 
     fn send(&self, op: WriteOp) -> Result<(), IndexError> {
-        self.writer.lock().map_err(|_| IndexError::WriterGone)?.send(op).map_err(|_| IndexError::WriterGone)
+        self.writer
+            .lock()
+            .map_err(|_| IndexError::WriterGone)?
+            .send(op)
+            .map_err(|_| IndexError::WriterGone)
     }
 
     /// Runs `f` on a pooled read connection in the blocking pool.
@@ -136,7 +165,11 @@ fn apply_batch(conn: &mut Connection, batch: Vec<WriteOp>) {
     };
     for op in batch {
         match op {
-            WriteOp::Insert { record, replace, reply } => {
+            WriteOp::Insert {
+                record,
+                replace,
+                reply,
+            } => {
                 let r = in_savepoint(&tx, |t| insert(t, &record, replace));
                 replies.push(Box::new(move |commit_err| {
                     let _ = reply.send(match commit_err {
@@ -211,7 +244,11 @@ fn stored_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredInstance> {
     })
 }
 
-fn insert(tx: &Connection, rec: &InstanceRecord, replace: bool) -> Result<InsertOutcome, IndexError> {
+fn insert(
+    tx: &Connection,
+    rec: &InstanceRecord,
+    replace: bool,
+) -> Result<InsertOutcome, IndexError> {
     let existing = tx
         .query_row(
             "SELECT sop_instance_uid, sop_class_uid, transfer_syntax_uid, blob_key, size, sha256 FROM instances WHERE sop_instance_uid = ?1",
@@ -226,7 +263,10 @@ fn insert(tx: &Connection, rec: &InstanceRecord, replace: bool) -> Result<Insert
         if !replace {
             return Ok(InsertOutcome::Conflict { existing });
         }
-        tx.execute("DELETE FROM instances WHERE sop_instance_uid = ?1", [&rec.sop_instance_uid])?;
+        tx.execute(
+            "DELETE FROM instances WHERE sop_instance_uid = ?1",
+            [&rec.sop_instance_uid],
+        )?;
         insert_new(tx, rec)?;
         return Ok(InsertOutcome::Replaced { previous: existing });
     }
@@ -258,13 +298,21 @@ fn insert_new(tx: &Connection, rec: &InstanceRecord) -> Result<(), IndexError> {
             fold_case(&rec.referring_physician_name),
         ],
     )?;
-    let study_pk: i64 = tx.query_row("SELECT pk FROM studies WHERE study_uid = ?1", [&rec.study_uid], |r| r.get(0))?;
+    let study_pk: i64 = tx.query_row(
+        "SELECT pk FROM studies WHERE study_uid = ?1",
+        [&rec.study_uid],
+        |r| r.get(0),
+    )?;
     tx.execute(
         "INSERT INTO series (study_pk, series_uid, modality, series_number, series_description, body_part_examined)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(series_uid) DO NOTHING",
         params![study_pk, rec.series_uid, rec.modality, rec.series_number, rec.series_description, rec.body_part_examined],
     )?;
-    let series_pk: i64 = tx.query_row("SELECT pk FROM series WHERE series_uid = ?1", [&rec.series_uid], |r| r.get(0))?;
+    let series_pk: i64 = tx.query_row(
+        "SELECT pk FROM series WHERE series_uid = ?1",
+        [&rec.series_uid],
+        |r| r.get(0),
+    )?;
     tx.execute(
         "INSERT INTO instances (series_pk, sop_instance_uid, sop_class_uid, instance_number, number_of_frames,
             transfer_syntax_uid, blob_key, size, sha256)
@@ -330,9 +378,17 @@ fn value_text(v: rusqlite::types::ValueRef<'_>) -> String {
 
 #[async_trait]
 impl Index for SqliteIndex {
-    async fn insert(&self, record: InstanceRecord, replace: bool) -> Result<InsertOutcome, IndexError> {
+    async fn insert(
+        &self,
+        record: InstanceRecord,
+        replace: bool,
+    ) -> Result<InsertOutcome, IndexError> {
         let (reply, rx) = oneshot::channel();
-        self.send(WriteOp::Insert { record: Box::new(record), replace, reply })?;
+        self.send(WriteOp::Insert {
+            record: Box::new(record),
+            replace,
+            reply,
+        })?;
         rx.await.map_err(|_| IndexError::WriterGone)?
     }
 
@@ -363,23 +419,33 @@ impl Index for SqliteIndex {
     }
 
     async fn instance_count(&self) -> Result<u64, IndexError> {
-        self.read(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM instances", [], |r| r.get::<_, i64>(0))? as u64))
-            .await
+        self.read(|conn| {
+            Ok(
+                conn.query_row("SELECT COUNT(*) FROM instances", [], |r| r.get::<_, i64>(0))?
+                    as u64,
+            )
+        })
+        .await
     }
 
     async fn peer(&self, ae_title: &str) -> Result<Option<Peer>, IndexError> {
         let ae = ae_title.trim().to_string();
         self.read(move |conn| {
-            conn.query_row("SELECT ae_title, host, port, permissions FROM peers WHERE ae_title = ?1", [&ae], peer_from_row)
-                .optional()?
-                .transpose()
+            conn.query_row(
+                "SELECT ae_title, host, port, permissions FROM peers WHERE ae_title = ?1",
+                [&ae],
+                peer_from_row,
+            )
+            .optional()?
+            .transpose()
         })
         .await
     }
 
     async fn peers(&self) -> Result<Vec<Peer>, IndexError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare("SELECT ae_title, host, port, permissions FROM peers ORDER BY ae_title")?;
+            let mut stmt = conn
+                .prepare("SELECT ae_title, host, port, permissions FROM peers ORDER BY ae_title")?;
             let rows = stmt.query_map([], peer_from_row)?;
             rows.map(|r| r?).collect()
         })
@@ -394,8 +460,10 @@ impl Index for SqliteIndex {
 
     async fn remove_peer(&self, ae_title: &str) -> Result<bool, IndexError> {
         let (reply, rx) = oneshot::channel();
-        self.send(WriteOp::RemovePeer { ae_title: ae_title.trim().to_string(), reply })?;
+        self.send(WriteOp::RemovePeer {
+            ae_title: ae_title.trim().to_string(),
+            reply,
+        })?;
         rx.await.map_err(|_| IndexError::WriterGone)?
     }
 }
-

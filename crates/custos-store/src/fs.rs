@@ -19,7 +19,10 @@ impl FsStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<FsStore, StoreError> {
         let root = root.into();
         let staging = root.join(".staging");
-        let stage_err = |source| StoreError::Stage { path: staging.clone(), source };
+        let stage_err = |source| StoreError::Stage {
+            path: staging.clone(),
+            source,
+        };
         std::fs::create_dir_all(&staging).map_err(stage_err)?;
         for entry in std::fs::read_dir(&staging).map_err(stage_err)?.flatten() {
             let _ = std::fs::remove_file(entry.path());
@@ -28,7 +31,11 @@ impl FsStore {
     }
 
     fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
-        if key.len() != 32 || !key.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        if key.len() != 32
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
             return Err(StoreError::BadKey(key.to_string()));
         }
         Ok(self.root.join(&key[0..2]).join(&key[2..4]).join(key))
@@ -55,16 +62,25 @@ impl BlobStore for FsStore {
             .create_new(true)
             .open(&path)
             .await
-            .map_err(|source| StoreError::Stage { path: path.clone(), source })?;
+            .map_err(|source| StoreError::Stage {
+                path: path.clone(),
+                source,
+            })?;
         Ok(StagedBlob::new(file, path))
     }
 
     async fn commit(&self, staged: StagedBlob) -> Result<String, StoreError> {
         let key = new_key();
         let target = self.path_of(&key)?;
-        let err = |source| StoreError::Commit { key: key.clone(), source };
+        let err = |source| StoreError::Commit {
+            key: key.clone(),
+            source,
+        };
         let staged_path = staged.finish().await.map_err(err)?;
-        let dir = target.parent().expect("blob paths have a parent").to_path_buf();
+        let dir = target
+            .parent()
+            .expect("blob paths have a parent")
+            .to_path_buf();
         let result = async {
             if tokio::fs::metadata(&dir).await.is_err() {
                 tokio::fs::create_dir_all(&dir).await?;
@@ -87,8 +103,13 @@ impl BlobStore for FsStore {
         let path = self.path_of(key)?;
         match tokio::fs::File::open(&path).await {
             Ok(f) => Ok(Box::new(f)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound { key: key.into() }),
-            Err(source) => Err(StoreError::Read { key: key.into(), source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::NotFound { key: key.into() })
+            }
+            Err(source) => Err(StoreError::Read {
+                key: key.into(),
+                source,
+            }),
         }
     }
 
@@ -101,7 +122,10 @@ impl BlobStore for FsStore {
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StoreError::Delete { key: key.into(), source }),
+            Err(source) => Err(StoreError::Delete {
+                key: key.into(),
+                source,
+            }),
         }
     }
 }
@@ -119,15 +143,30 @@ mod tests {
         blob.write(b"hello ").await.unwrap();
         blob.write(b"world").await.unwrap();
         assert_eq!(blob.size(), 11);
-        assert_eq!(blob.sha256_hex(), "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
+        assert_eq!(
+            blob.sha256_hex(),
+            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
         let key = store.commit(blob).await.unwrap();
         let mut bytes = Vec::new();
-        store.open(&key).await.unwrap().read_to_end(&mut bytes).await.unwrap();
+        store
+            .open(&key)
+            .await
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .await
+            .unwrap();
         assert_eq!(bytes, b"hello world");
         assert_eq!(std::fs::read_dir(dir.join(".staging")).unwrap().count(), 0);
         store.delete(&key).await.unwrap();
-        assert!(matches!(store.open(&key).await, Err(StoreError::NotFound { .. })));
-        assert!(matches!(store.open("../../etc/passwd").await, Err(StoreError::BadKey(_))));
+        assert!(matches!(
+            store.open(&key).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.open("../../etc/passwd").await,
+            Err(StoreError::BadKey(_))
+        ));
 
         // An abandoned blob leaves nothing behind.
         let mut blob = store.stage().await.unwrap();

@@ -19,7 +19,10 @@ use tokio::io::AsyncRead;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("could not stage a new blob in {path}: {source}")]
-    Stage { path: PathBuf, source: std::io::Error },
+    Stage {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("could not write blob data: {0}")]
     Write(#[source] std::io::Error),
     #[error("could not make blob {key} durable: {source}")]

@@ -29,7 +29,9 @@ impl StagedBlob {
         self.size += bytes.len() as u64;
         match self.writer.as_mut() {
             Some(w) => w.write_all(bytes).await.map_err(StoreError::Write),
-            None => Err(StoreError::Write(std::io::Error::other("blob already finished"))),
+            None => Err(StoreError::Write(std::io::Error::other(
+                "blob already finished",
+            ))),
         }
     }
 

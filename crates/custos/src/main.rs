@@ -1,3 +1,89 @@
-fn main() {
-    println!("Hello, world!");
+//! `custos`: the command line. Wiring only: configuration, opening the index
+//! and store, and starting the servers; the work is in the library crates.
+#![forbid(unsafe_code)]
+
+mod config;
+mod data;
+mod import;
+mod peer_cmd;
+mod serve;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "custos", version, about = "A PACS that is closed by default")]
+struct Cli {
+    /// Data folder: configuration, index and stored instances.
+    #[arg(
+        long,
+        global = true,
+        env = "CUSTOS_DATA",
+        default_value = "./custos-data"
+    )]
+    data: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (creates the data folder on first run).
+    Serve,
+    /// Create the data folder, configuration and index, then exit.
+    Init,
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Registered DICOM peers (changes apply to new associations at once).
+    Peer {
+        #[command(subcommand)]
+        command: peer_cmd::PeerCommand,
+    },
+    /// Import DICOM files, folders and DICOMDIRs into the archive.
+    Import {
+        /// Files or folders (searched recursively).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (file + environment), secrets redacted.
+    Show,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => serve::run(&cli.data).await,
+            Command::Init => {
+                let created = data::init(&cli.data)?;
+                if created {
+                    println!("Initialised {}", cli.data.display());
+                } else {
+                    println!("{} is already initialised", cli.data.display());
+                }
+                Ok(())
+            }
+            Command::Config {
+                command: ConfigCommand::Show,
+            } => {
+                let config = config::Config::load(&cli.data)?;
+                print!("{}", config.show()?);
+                Ok(())
+            }
+            Command::Peer { command } => peer_cmd::run(&cli.data, command).await,
+            Command::Import { paths } => import::run(&cli.data, &paths).await,
+        }
+    })
 }

@@ -1,0 +1,172 @@
+//! Receiving one instance: stage -> parse index attributes -> commit blob ->
+//! commit index row. Only then does the caller report success.
+
+use dicom_dictionary_std::tags;
+use dicom_object::OpenFileOptions;
+use tracing::{debug, warn};
+
+use custos_core::record::StoredInstance;
+use custos_index::{IndexError, InsertOutcome};
+use custos_store::{StagedBlob, StoreError};
+
+use crate::attributes::record_of;
+use crate::part10::{MetaInfo, header};
+use crate::{Archive, DuplicatePolicy};
+
+/// How a received instance ended, when nothing failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// New instance, durable.
+    Stored,
+    /// Same UID, same bytes as already stored: nothing changed.
+    AlreadyStored,
+    /// Same UID, other bytes; the stored copy was kept (policy `keep`).
+    ConflictKept,
+    /// Same UID, other bytes; refused (policy `reject`).
+    ConflictRejected,
+    /// Same UID, other bytes; the new copy replaced the old (policy `replace`).
+    Replaced,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The bytes are not a DICOM data set we can read.
+    #[error("not a readable DICOM instance: {0}")]
+    Unreadable(String),
+    /// Readable, but unfit to archive (missing UIDs, mismatch with the command).
+    #[error("instance refused: {0}")]
+    Invalid(String),
+    #[error("storage failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("index failed: {0}")]
+    Index(#[from] IndexError),
+}
+
+/// An instance being received. Dropping it before `finish` discards everything.
+pub struct Ingest<'a> {
+    archive: &'a Archive,
+    blob: StagedBlob,
+    expected: Option<MetaInfo>,
+}
+
+impl<'a> Ingest<'a> {
+    pub(crate) async fn network(
+        archive: &'a Archive,
+        meta: MetaInfo,
+    ) -> Result<Ingest<'a>, IngestError> {
+        let head = header(&meta).map_err(IngestError::Invalid)?;
+        let mut blob = archive.store.stage().await?;
+        blob.write(&head).await?;
+        Ok(Ingest {
+            archive,
+            blob,
+            expected: Some(meta),
+        })
+    }
+
+    pub(crate) async fn file(archive: &'a Archive) -> Result<Ingest<'a>, IngestError> {
+        let blob = archive.store.stage().await?;
+        Ok(Ingest {
+            archive,
+            blob,
+            expected: None,
+        })
+    }
+
+    /// Appends received bytes.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
+        Ok(self.blob.write(bytes).await?)
+    }
+
+    pub fn bytes_received(&self) -> u64 {
+        self.blob.size()
+    }
+
+    /// Parses, commits and indexes the instance. Returns its UID and outcome.
+    pub async fn finish(mut self) -> Result<(String, StoreOutcome), IngestError> {
+        self.blob.flush().await?;
+        let path = self.blob.staged_path().to_path_buf();
+        // Parse only up to Pixel Data: the index needs none of the bulk data.
+        let parsed = tokio::task::spawn_blocking(move || {
+            OpenFileOptions::new()
+                .read_until(tags::PIXEL_DATA)
+                .open_file(&path)
+        })
+        .await
+        .map_err(|e| IngestError::Unreadable(e.to_string()))?
+        .map_err(|e| IngestError::Unreadable(e.to_string()))?;
+        let meta = parsed.meta();
+        let ts = meta.transfer_syntax().trim_end_matches('\0').to_string();
+        let meta_sop = meta
+            .media_storage_sop_instance_uid()
+            .trim_end_matches('\0')
+            .to_string();
+        let mut rec = record_of(&parsed).map_err(IngestError::Invalid)?;
+        drop(parsed);
+        if let Some(expected) = &self.expected {
+            if expected.sop_instance_uid != rec.sop_instance_uid {
+                return Err(IngestError::Invalid(
+                    "the data set's SOP Instance UID differs from the request's".into(),
+                ));
+            }
+            if expected.sop_class_uid != rec.sop_class_uid {
+                return Err(IngestError::Invalid(
+                    "the data set's SOP Class UID differs from the request's".into(),
+                ));
+            }
+        } else if meta_sop != rec.sop_instance_uid {
+            return Err(IngestError::Invalid(
+                "the file meta SOP Instance UID differs from the data set's".into(),
+            ));
+        }
+        rec.transfer_syntax_uid = ts;
+        rec.size = self.blob.size();
+        rec.sha256 = self.blob.sha256_hex();
+        let uid = rec.sop_instance_uid.clone();
+
+        let store = &self.archive.store;
+        let key = store.commit(self.blob).await?;
+        rec.blob_key = key.clone();
+        let replace = self.archive.duplicates == DuplicatePolicy::Replace;
+        let outcome = match self.archive.index.insert(rec, replace).await {
+            Ok(o) => o,
+            Err(e) => {
+                // Blob first, index second: an unindexed blob is removed now
+                // (or, after a crash, found by fsck as an orphan).
+                let _ = store.delete(&key).await;
+                return Err(e.into());
+            }
+        };
+        let discard = |why: &'static str| async move {
+            debug!(why, "discarding received copy");
+            if let Err(e) = store.delete(&key).await {
+                warn!(error = %e, "could not remove a discarded blob");
+            }
+        };
+        let result = match outcome {
+            InsertOutcome::Inserted => StoreOutcome::Stored,
+            InsertOutcome::Identical { .. } => {
+                discard("identical duplicate").await;
+                StoreOutcome::AlreadyStored
+            }
+            InsertOutcome::Conflict { .. } => {
+                discard("conflicting duplicate").await;
+                match self.archive.duplicates {
+                    DuplicatePolicy::Reject => StoreOutcome::ConflictRejected,
+                    _ => StoreOutcome::ConflictKept,
+                }
+            }
+            InsertOutcome::Replaced { previous } => {
+                remove_replaced(store.as_ref(), &previous).await;
+                StoreOutcome::Replaced
+            }
+        };
+        Ok((uid, result))
+    }
+}
+
+async fn remove_replaced(store: &dyn custos_store::BlobStore, previous: &StoredInstance) {
+    if let Err(e) = store.delete(&previous.blob_key).await {
+        warn!(error = %e, "could not remove a replaced blob");
+    }
+}

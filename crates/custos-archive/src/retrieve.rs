@@ -1,0 +1,144 @@
+//! Reading stored instances back: the data set bytes as stored (the normal
+//! case), or re-encoded into another uncompressed transfer syntax when the
+//! receiver does not accept the stored one.
+
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::OpenFileOptions;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use tokio::io::AsyncReadExt;
+
+use custos_core::record::StoredInstance;
+use custos_store::{Reader, StoreError};
+
+use crate::Archive;
+use crate::part10::dataset_offset;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetrieveError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored instance {0} is not a valid Part 10 file")]
+    Corrupt(String),
+    #[error("cannot convert from {from} to {to}: {why}")]
+    Transcode {
+        from: String,
+        to: String,
+        why: String,
+    },
+}
+
+/// The data set of a stored instance (no preamble, no file meta), read in chunks.
+pub struct DatasetStream {
+    pending: Vec<u8>,
+    reader: Reader,
+    done: bool,
+}
+
+impl DatasetStream {
+    /// Up to `max` next bytes; an empty vector at the end.
+    pub async fn next_chunk(&mut self, max: usize) -> Result<Vec<u8>, std::io::Error> {
+        while self.pending.len() < max && !self.done {
+            let mut buf = vec![0u8; (max - self.pending.len()).max(64 * 1024)];
+            let n = self.reader.read(&mut buf).await?;
+            if n == 0 {
+                self.done = true;
+            } else {
+                self.pending.extend_from_slice(&buf[..n]);
+            }
+        }
+        let take = self.pending.len().min(max);
+        let rest = self.pending.split_off(take);
+        Ok(std::mem::replace(&mut self.pending, rest))
+    }
+}
+
+/// Whether a transfer syntax keeps pixel data native (so re-encoding the data set is lossless and cheap).
+pub fn is_native(ts_uid: &str) -> bool {
+    TransferSyntaxRegistry
+        .get(ts_uid)
+        .map(|ts| !ts.is_encapsulated_pixel_data())
+        .unwrap_or(false)
+}
+
+impl Archive {
+    /// Opens the stored data set of `instance`.
+    pub async fn open_dataset(
+        &self,
+        instance: &StoredInstance,
+    ) -> Result<DatasetStream, RetrieveError> {
+        let mut reader = self.store.open(&instance.blob_key).await?;
+        let mut head = Vec::with_capacity(8192);
+        loop {
+            if let Some(offset) = dataset_offset(&head) {
+                let pending = head.split_off(offset);
+                return Ok(DatasetStream {
+                    pending,
+                    reader,
+                    done: false,
+                });
+            }
+            let mut buf = [0u8; 4096];
+            let n = reader
+                .read(&mut buf)
+                .await
+                .map_err(|source| StoreError::Read {
+                    key: instance.blob_key.clone(),
+                    source,
+                })?;
+            if n == 0 || head.len() > 1 << 20 {
+                return Err(RetrieveError::Corrupt(instance.sop_instance_uid.clone()));
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// The data set of `instance` re-encoded in `target_ts`. Only between
+    /// uncompressed transfer syntaxes (decompression is not implemented yet).
+    pub async fn transcoded_dataset(
+        &self,
+        instance: &StoredInstance,
+        target_ts: &str,
+    ) -> Result<Vec<u8>, RetrieveError> {
+        let err = |why: String| RetrieveError::Transcode {
+            from: instance.transfer_syntax_uid.clone(),
+            to: target_ts.to_string(),
+            why,
+        };
+        if !is_native(&instance.transfer_syntax_uid) {
+            return Err(err(
+                "decompressing encapsulated pixel data is not supported".into(),
+            ));
+        }
+        let target = TransferSyntaxRegistry
+            .get(target_ts)
+            .ok_or_else(|| err("unknown target".into()))?;
+        if target.is_encapsulated_pixel_data() {
+            return Err(err("compressing is not supported".into()));
+        }
+        let mut reader = self.store.open(&instance.blob_key).await?;
+        let mut bytes = Vec::with_capacity(instance.size as usize);
+        reader
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|source| StoreError::Read {
+                key: instance.blob_key.clone(),
+                source,
+            })?;
+        let target_ts = target_ts.to_string();
+        tokio::task::spawn_blocking(move || {
+            let obj = OpenFileOptions::new()
+                .from_reader(&bytes[128..])
+                .map_err(|e| e.to_string())?;
+            let target = TransferSyntaxRegistry
+                .get(&target_ts)
+                .ok_or("unknown target")?;
+            let mut out = Vec::new();
+            obj.write_dataset_with_ts(&mut out, target)
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(out)
+        })
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .map_err(err)
+    }
+}

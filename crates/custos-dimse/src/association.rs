@@ -1,0 +1,459 @@
+//! One accepted association: reassembles DIMSE messages from P-DATA, checks
+//! each request against the principal's rights, and runs the service.
+//! C-STORE data is streamed into the archive as fragments arrive.
+
+use std::sync::Arc;
+
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use dicom_ul::Pdu;
+use dicom_ul::association::AsyncServerAssociation;
+use dicom_ul::pdu::{PDataValueType, PresentationContextResultReason};
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use custos_archive::part10::MetaInfo;
+use custos_archive::{Archive, Ingest, IngestError, StoreOutcome};
+use custos_core::{Action, Principal};
+
+use crate::command::{Command, field, status};
+use crate::identifier::{self, Model};
+use crate::link::{LinkError, send_message};
+use crate::server::DimseConfig;
+use crate::syntaxes::{self, action_of};
+
+pub(crate) type Assoc = AsyncServerAssociation<TcpStream>;
+
+/// Largest identifier (C-FIND/GET/MOVE data set) we buffer.
+const MAX_IDENTIFIER: usize = 1 << 20;
+
+/// Where the data set of the current request goes.
+enum Sink<'a> {
+    /// C-STORE: straight into a staged blob.
+    Store(Ingest<'a>),
+    /// C-STORE we will refuse or fail: read and drop.
+    Discard(u16, String),
+    /// Query/retrieve identifier: kept in memory (bounded).
+    Buffer(Vec<u8>),
+}
+
+pub(crate) struct Association {
+    pub assoc: Assoc,
+    pub principal: Principal,
+    pub archive: Arc<Archive>,
+    pub config: Arc<DimseConfig>,
+}
+
+impl Association {
+    pub fn new(
+        assoc: Assoc,
+        principal: Principal,
+        archive: Arc<Archive>,
+        config: Arc<DimseConfig>,
+    ) -> Self {
+        Association {
+            assoc,
+            principal,
+            archive,
+            config,
+        }
+    }
+
+    pub fn peer_ae(&self) -> &str {
+        match &self.principal {
+            Principal::Peer { ae_title, .. } => ae_title,
+        }
+    }
+
+    /// The accepted presentation context `id`: (abstract syntax, transfer syntax).
+    pub fn context(&self, id: u8) -> Option<(String, String)> {
+        self.assoc
+            .presentation_contexts()
+            .iter()
+            .find(|pc| pc.id == id && pc.reason == PresentationContextResultReason::Acceptance)
+            .map(|pc| {
+                (
+                    pc.abstract_syntax.trim_end_matches('\0').to_string(),
+                    pc.transfer_syntax.trim_end_matches('\0').to_string(),
+                )
+            })
+    }
+
+    pub async fn run(mut self) {
+        match self.serve_messages().await {
+            Ok(()) => debug!("association released"),
+            Err(LinkError::Aborted) => info!("peer aborted the association"),
+            Err(e) => {
+                warn!(error = %e, "association ended with an error; aborting");
+                let _ = self.assoc.abort().await;
+            }
+        }
+    }
+
+    async fn serve_messages(&mut self) -> Result<(), LinkError> {
+        let archive = self.archive.clone();
+        let mut command_buf: Vec<u8> = Vec::new();
+        // The request being served and where its data set goes.
+        let mut pending: Option<(u8, Command, Sink<'_>)> = None;
+        loop {
+            let pdu = self.assoc.receive().await?;
+            let values = match pdu {
+                Pdu::PData { data } => data,
+                Pdu::ReleaseRQ => {
+                    self.assoc.send(&Pdu::ReleaseRP).await?;
+                    return Ok(());
+                }
+                Pdu::AbortRQ { .. } => return Err(LinkError::Aborted),
+                other => {
+                    return Err(LinkError::Protocol(format!(
+                        "unexpected PDU {}",
+                        pdu_name(&other)
+                    )));
+                }
+            };
+            for pdv in values {
+                match pdv.value_type {
+                    PDataValueType::Command => {
+                        if pending.is_some() {
+                            return Err(LinkError::Protocol(
+                                "command fragment while a data set was expected".into(),
+                            ));
+                        }
+                        command_buf.extend_from_slice(&pdv.data);
+                        if command_buf.len() > 64 * 1024 {
+                            return Err(LinkError::Protocol("command set too large".into()));
+                        }
+                        if !pdv.is_last {
+                            continue;
+                        }
+                        let cmd = Command::decode(&command_buf).map_err(LinkError::Protocol)?;
+                        command_buf.clear();
+                        let pc = pdv.presentation_context_id;
+                        if cmd.has_data_set {
+                            let sink = self.open_sink(&archive, pc, &cmd).await;
+                            pending = Some((pc, cmd, sink));
+                        } else {
+                            self.dispatch_without_data(pc, cmd).await?;
+                        }
+                    }
+                    PDataValueType::Data => {
+                        let Some((pc, _, sink)) = pending.as_mut() else {
+                            return Err(LinkError::Protocol(
+                                "data fragment without a command".into(),
+                            ));
+                        };
+                        if *pc != pdv.presentation_context_id {
+                            return Err(LinkError::Protocol(
+                                "data set on another presentation context".into(),
+                            ));
+                        }
+                        match sink {
+                            Sink::Store(ingest) => {
+                                if let Err(e) = ingest.write(&pdv.data).await {
+                                    warn!(error = %e, "could not write received data");
+                                    *sink = Sink::Discard(
+                                        status::OUT_OF_RESOURCES,
+                                        "storage write failed".into(),
+                                    );
+                                }
+                            }
+                            Sink::Discard(..) => {}
+                            Sink::Buffer(buf) => {
+                                if buf.len() + pdv.data.len() > MAX_IDENTIFIER {
+                                    return Err(LinkError::Protocol("identifier too large".into()));
+                                }
+                                buf.extend_from_slice(&pdv.data);
+                            }
+                        }
+                        if pdv.is_last {
+                            let (pc, cmd, sink) = pending.take().expect("checked above");
+                            self.complete(pc, cmd, sink).await?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides where a request's data set goes, before any of it arrives.
+    async fn open_sink<'a>(&self, archive: &'a Archive, pc: u8, cmd: &Command) -> Sink<'a> {
+        if cmd.field != field::C_STORE_RQ {
+            return Sink::Buffer(Vec::new());
+        }
+        let Some((abstract_syntax, ts)) = self.context(pc) else {
+            return Sink::Discard(
+                status::SOP_CLASS_NOT_SUPPORTED,
+                "presentation context not accepted".into(),
+            );
+        };
+        if !self.principal.may(Action::Store) {
+            info!(
+                calling = self.peer_ae(),
+                "C-STORE refused: peer lacks store permission"
+            );
+            return Sink::Discard(status::NOT_AUTHORIZED, "not authorized to store".into());
+        }
+        if abstract_syntax != cmd.sop_class_uid || !syntaxes::is_storage(&cmd.sop_class_uid) {
+            return Sink::Discard(
+                status::SOP_CLASS_NOT_SUPPORTED,
+                "SOP class differs from presentation context".into(),
+            );
+        }
+        let meta = MetaInfo {
+            sop_class_uid: cmd.sop_class_uid.clone(),
+            sop_instance_uid: cmd.sop_instance_uid.clone(),
+            transfer_syntax_uid: ts,
+            source_ae_title: self.peer_ae().to_string(),
+        };
+        match archive.begin_network_ingest(meta).await {
+            Ok(ingest) => Sink::Store(ingest),
+            Err(e) => {
+                warn!(error = %e, "cannot start receiving an instance");
+                Sink::Discard(status::OUT_OF_RESOURCES, "cannot stage instance".into())
+            }
+        }
+    }
+
+    async fn complete(&mut self, pc: u8, cmd: Command, sink: Sink<'_>) -> Result<(), LinkError> {
+        match sink {
+            Sink::Store(ingest) => {
+                let (st, comment) = store_status(ingest.finish().await);
+                let mut rsp = cmd.response(field::C_STORE_RSP, st);
+                rsp.error_comment = comment;
+                send_message(&mut self.assoc, pc, &rsp, None).await
+            }
+            Sink::Discard(st, why) => {
+                let mut rsp = cmd.response(field::C_STORE_RSP, st);
+                rsp.error_comment = Some(why);
+                send_message(&mut self.assoc, pc, &rsp, None).await
+            }
+            Sink::Buffer(bytes) => self.dispatch_with_identifier(pc, cmd, bytes).await,
+        }
+    }
+
+    async fn dispatch_without_data(&mut self, pc: u8, cmd: Command) -> Result<(), LinkError> {
+        match cmd.field {
+            field::C_ECHO_RQ => {
+                let st = if self.principal.may(Action::Echo) {
+                    status::SUCCESS
+                } else {
+                    info!(
+                        calling = self.peer_ae(),
+                        "C-ECHO refused: no echo permission"
+                    );
+                    status::NOT_AUTHORIZED
+                };
+                let rsp = cmd.response(field::C_ECHO_RSP, st);
+                send_message(&mut self.assoc, pc, &rsp, None).await
+            }
+            // A cancel for a request no longer running: nothing to do.
+            field::C_CANCEL_RQ => Ok(()),
+            other => {
+                let rsp = cmd.response(other | 0x8000, status::UNRECOGNIZED_OPERATION);
+                send_message(&mut self.assoc, pc, &rsp, None).await
+            }
+        }
+    }
+
+    async fn dispatch_with_identifier(
+        &mut self,
+        pc: u8,
+        cmd: Command,
+        bytes: Vec<u8>,
+    ) -> Result<(), LinkError> {
+        let rsp_field = cmd.field | 0x8000;
+        let refuse = |st: u16, why: &str| {
+            let mut r = cmd.response(rsp_field, st);
+            r.error_comment = Some(why.to_string());
+            r
+        };
+        let Some((abstract_syntax, ts)) = self.context(pc) else {
+            let r = refuse(
+                status::SOP_CLASS_NOT_SUPPORTED,
+                "presentation context not accepted",
+            );
+            return send_message(&mut self.assoc, pc, &r, None).await;
+        };
+        let action = match cmd.field {
+            field::C_FIND_RQ => Action::Find,
+            field::C_GET_RQ => Action::Get,
+            field::C_MOVE_RQ => Action::Move,
+            _ => {
+                let r = refuse(status::UNRECOGNIZED_OPERATION, "unsupported operation");
+                return send_message(&mut self.assoc, pc, &r, None).await;
+            }
+        };
+        if action_of(&abstract_syntax) != Some(action) {
+            let r = refuse(
+                status::SOP_CLASS_NOT_SUPPORTED,
+                "operation does not fit the presentation context",
+            );
+            return send_message(&mut self.assoc, pc, &r, None).await;
+        }
+        if !self.principal.may(action) {
+            info!(calling = self.peer_ae(), %action, "request refused: not permitted");
+            let r = refuse(status::NOT_AUTHORIZED, "not authorized");
+            return send_message(&mut self.assoc, pc, &r, None).await;
+        }
+        let model = if abstract_syntax.starts_with("1.2.840.10008.5.1.4.1.2.1.") {
+            Model::PatientRoot
+        } else {
+            Model::StudyRoot
+        };
+        let parsed = TransferSyntaxRegistry
+            .get(&ts)
+            .ok_or_else(|| "unknown transfer syntax".to_string())
+            .and_then(|t| {
+                InMemDicomObject::read_dataset_with_ts(bytes.as_slice(), t)
+                    .map_err(|e| e.to_string())
+            });
+        let obj = match parsed {
+            Ok(o) => o,
+            Err(e) => {
+                debug!(error = %e, "unreadable identifier");
+                let r = refuse(status::CANNOT_UNDERSTAND, "unreadable identifier");
+                return send_message(&mut self.assoc, pc, &r, None).await;
+            }
+        };
+        let limit = if action == Action::Find {
+            self.config.max_find_results + 1
+        } else {
+            usize::MAX >> 1
+        };
+        let ident = match identifier::parse(&obj, model, limit) {
+            Ok(i) => i,
+            Err(e) => {
+                let r = refuse(status::IDENTIFIER_DOES_NOT_MATCH, &e);
+                return send_message(&mut self.assoc, pc, &r, None).await;
+            }
+        };
+        match action {
+            Action::Find => self.find(pc, &cmd, ident, &ts).await,
+            Action::Get => self.get(pc, &cmd, ident).await,
+            _ => self.move_to(pc, &cmd, ident).await,
+        }
+    }
+
+    async fn find(
+        &mut self,
+        pc: u8,
+        cmd: &Command,
+        ident: identifier::Identifier,
+        ts_uid: &str,
+    ) -> Result<(), LinkError> {
+        let level = ident.query.level;
+        info!(calling = self.peer_ae(), level = level.name(), "C-FIND");
+        let rows = match self.archive.find(ident.query).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "C-FIND failed");
+                let mut r = cmd.response(field::C_FIND_RSP, status::CANNOT_UNDERSTAND);
+                r.error_comment = Some("query failed".into());
+                return send_message(&mut self.assoc, pc, &r, None).await;
+            }
+        };
+        let ts = TransferSyntaxRegistry
+            .get(ts_uid)
+            .expect("checked when parsing the identifier");
+        let cap = self.config.max_find_results;
+        for row in rows.iter().take(cap) {
+            if self.cancel_requested(cmd.message_id).await? {
+                let r = cmd.response(field::C_FIND_RSP, status::CANCEL);
+                return send_message(&mut self.assoc, pc, &r, None).await;
+            }
+            let obj = identifier::response(row, level, &ident.requested, &self.config.ae_title);
+            let mut data = Vec::new();
+            if let Err(e) = obj.write_dataset_with_ts(&mut data, ts) {
+                warn!(error = %e, "cannot encode a C-FIND match; skipped");
+                continue;
+            }
+            let mut r = cmd.response(field::C_FIND_RSP, status::PENDING);
+            r.has_data_set = true;
+            send_message(&mut self.assoc, pc, &r, Some(&data)).await?;
+        }
+        let mut done = cmd.response(field::C_FIND_RSP, status::SUCCESS);
+        if rows.len() > cap {
+            info!(calling = self.peer_ae(), cap, "C-FIND result cap reached");
+            done.status = Some(status::OUT_OF_RESOURCES);
+            done.error_comment = Some(format!("more than {cap} matches; refine the query"));
+        }
+        send_message(&mut self.assoc, pc, &done, None).await
+    }
+
+    /// Checks, without waiting, whether the peer sent C-CANCEL for `message_id`.
+    /// Any other PDU arriving mid-operation is a protocol error.
+    pub async fn cancel_requested(&mut self, message_id: u16) -> Result<bool, LinkError> {
+        let next = tokio::time::timeout(std::time::Duration::ZERO, self.assoc.receive()).await;
+        let Ok(pdu) = next else { return Ok(false) };
+        match pdu? {
+            Pdu::PData { data } => {
+                let bytes: Vec<u8> = data
+                    .iter()
+                    .filter(|v| v.value_type == PDataValueType::Command)
+                    .flat_map(|v| v.data.iter().copied())
+                    .collect();
+                let cmd = Command::decode(&bytes).map_err(LinkError::Protocol)?;
+                if cmd.field == field::C_CANCEL_RQ
+                    && cmd.responding_to.unwrap_or(cmd.message_id) == message_id
+                {
+                    info!(calling = self.peer_ae(), "C-CANCEL received");
+                    Ok(true)
+                } else {
+                    Err(LinkError::Protocol(
+                        "request received while another is running".into(),
+                    ))
+                }
+            }
+            Pdu::AbortRQ { .. } => Err(LinkError::Aborted),
+            _ => Err(LinkError::Protocol(
+                "unexpected PDU during an operation".into(),
+            )),
+        }
+    }
+}
+
+/// Maps an ingest result to the C-STORE-RSP status and comment.
+fn store_status(result: Result<(String, StoreOutcome), IngestError>) -> (u16, Option<String>) {
+    match result {
+        Ok((_, StoreOutcome::Stored | StoreOutcome::AlreadyStored | StoreOutcome::Replaced)) => {
+            (status::SUCCESS, None)
+        }
+        Ok((_, StoreOutcome::ConflictKept)) => (
+            status::ELEMENTS_DISCARDED,
+            Some("SOP Instance UID already stored with other content; kept".into()),
+        ),
+        Ok((_, StoreOutcome::ConflictRejected)) => (
+            status::DUPLICATE_SOP_INSTANCE,
+            Some("SOP Instance UID already stored with other content".into()),
+        ),
+        Err(IngestError::Unreadable(e)) => {
+            info!(error = %e, "C-STORE refused: unreadable data set");
+            (
+                status::CANNOT_UNDERSTAND,
+                Some("data set cannot be parsed".into()),
+            )
+        }
+        Err(IngestError::Invalid(e)) => {
+            info!(error = %e, "C-STORE refused: invalid instance");
+            (status::IDENTIFIER_DOES_NOT_MATCH, Some(e))
+        }
+        Err(e) => {
+            warn!(error = %e, "C-STORE failed");
+            (
+                status::OUT_OF_RESOURCES,
+                Some("archive could not store the instance".into()),
+            )
+        }
+    }
+}
+
+fn pdu_name(pdu: &Pdu) -> &'static str {
+    match pdu {
+        Pdu::AssociationRQ(_) => "A-ASSOCIATE-RQ",
+        Pdu::AssociationAC(_) => "A-ASSOCIATE-AC",
+        Pdu::AssociationRJ(_) => "A-ASSOCIATE-RJ",
+        Pdu::ReleaseRP => "A-RELEASE-RP",
+        _ => "unknown PDU",
+    }
+}

@@ -1,0 +1,261 @@
+//! DIMSE command sets (PS3.7 E.1): one typed struct, encoded and decoded here
+//! only. dicom-rs has no DIMSE message layer; this is ours.
+
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
+
+pub mod field {
+    pub const C_STORE_RQ: u16 = 0x0001;
+    pub const C_STORE_RSP: u16 = 0x8001;
+    pub const C_GET_RQ: u16 = 0x0010;
+    pub const C_GET_RSP: u16 = 0x8010;
+    pub const C_FIND_RQ: u16 = 0x0020;
+    pub const C_FIND_RSP: u16 = 0x8020;
+    pub const C_MOVE_RQ: u16 = 0x0021;
+    pub const C_MOVE_RSP: u16 = 0x8021;
+    pub const C_ECHO_RQ: u16 = 0x0030;
+    pub const C_ECHO_RSP: u16 = 0x8030;
+    pub const C_CANCEL_RQ: u16 = 0x0FFF;
+}
+
+pub mod status {
+    pub const SUCCESS: u16 = 0x0000;
+    pub const PENDING: u16 = 0xFF00;
+    pub const CANCEL: u16 = 0xFE00;
+    pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
+    pub const NOT_AUTHORIZED: u16 = 0x0124;
+    pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
+    pub const DUPLICATE_SOP_INSTANCE: u16 = 0x0111;
+    pub const OUT_OF_RESOURCES: u16 = 0xA700;
+    pub const OUT_OF_RESOURCES_MATCHES: u16 = 0xA701;
+    pub const OUT_OF_RESOURCES_SUBOPS: u16 = 0xA702;
+    pub const MOVE_DESTINATION_UNKNOWN: u16 = 0xA801;
+    pub const IDENTIFIER_DOES_NOT_MATCH: u16 = 0xA900;
+    pub const CANNOT_UNDERSTAND: u16 = 0xC000;
+    pub const SUBOPS_WARNING: u16 = 0xB000;
+    /// C-STORE warning: elements discarded (used when a conflicting duplicate is dropped).
+    pub const ELEMENTS_DISCARDED: u16 = 0xB006;
+}
+
+/// "No data set follows" (CommandDataSetType).
+const NO_DATA_SET: u16 = 0x0101;
+
+/// The command elements Custos reads or writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Command {
+    pub field: u16,
+    pub message_id: u16,
+    pub responding_to: Option<u16>,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub priority: u16,
+    pub has_data_set: bool,
+    pub status: Option<u16>,
+    pub error_comment: Option<String>,
+    pub move_destination: String,
+    pub move_originator_ae: Option<String>,
+    pub move_originator_message_id: Option<u16>,
+    /// remaining, completed, failed, warning sub-operations
+    pub sub_operations: Option<[u16; 4]>,
+}
+
+fn text(obj: &InMemDicomObject, tag: Tag) -> String {
+    obj.get(tag)
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_matches(|c: char| c == ' ' || c == '\0').to_string())
+        .unwrap_or_default()
+}
+
+fn int(obj: &InMemDicomObject, tag: Tag) -> Option<u16> {
+    obj.get(tag).and_then(|e| e.to_int::<u16>().ok())
+}
+
+impl Command {
+    /// Decodes a command set (always implicit VR little endian).
+    pub fn decode(bytes: &[u8]) -> Result<Command, String> {
+        let obj =
+            InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+                .map_err(|e| format!("malformed command set: {e}"))?;
+        let field = int(&obj, tags::COMMAND_FIELD).ok_or("command set has no Command Field")?;
+        Ok(Command {
+            field,
+            message_id: int(&obj, tags::MESSAGE_ID).unwrap_or(0),
+            responding_to: int(&obj, tags::MESSAGE_ID_BEING_RESPONDED_TO),
+            sop_class_uid: match text(&obj, tags::AFFECTED_SOP_CLASS_UID) {
+                s if s.is_empty() => text(&obj, tags::REQUESTED_SOP_CLASS_UID),
+                s => s,
+            },
+            sop_instance_uid: text(&obj, tags::AFFECTED_SOP_INSTANCE_UID),
+            priority: int(&obj, tags::PRIORITY).unwrap_or(0),
+            has_data_set: int(&obj, tags::COMMAND_DATA_SET_TYPE).unwrap_or(NO_DATA_SET)
+                != NO_DATA_SET,
+            status: int(&obj, tags::STATUS),
+            error_comment: obj
+                .get(tags::ERROR_COMMENT)
+                .map(|_| text(&obj, tags::ERROR_COMMENT)),
+            move_destination: text(&obj, tags::MOVE_DESTINATION),
+            move_originator_ae: obj
+                .get(tags::MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE)
+                .map(|_| text(&obj, tags::MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE)),
+            move_originator_message_id: int(&obj, tags::MOVE_ORIGINATOR_MESSAGE_ID),
+            sub_operations: None,
+        })
+    }
+
+    /// Encodes with the Command Group Length first, as PS3.7 requires.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut obj = InMemDicomObject::new_empty();
+        let mut put = |tag: Tag, vr: VR, v: PrimitiveValue| {
+            obj.put(DataElement::new(tag, vr, v));
+        };
+        if !self.sop_class_uid.is_empty() {
+            put(
+                tags::AFFECTED_SOP_CLASS_UID,
+                VR::UI,
+                PrimitiveValue::from(self.sop_class_uid.as_str()),
+            );
+        }
+        put(
+            tags::COMMAND_FIELD,
+            VR::US,
+            PrimitiveValue::from(self.field),
+        );
+        match self.responding_to {
+            Some(id) => put(
+                tags::MESSAGE_ID_BEING_RESPONDED_TO,
+                VR::US,
+                PrimitiveValue::from(id),
+            ),
+            None => put(
+                tags::MESSAGE_ID,
+                VR::US,
+                PrimitiveValue::from(self.message_id),
+            ),
+        }
+        if !self.move_destination.is_empty() {
+            put(
+                tags::MOVE_DESTINATION,
+                VR::AE,
+                PrimitiveValue::from(self.move_destination.as_str()),
+            );
+        }
+        if self.responding_to.is_none() {
+            put(tags::PRIORITY, VR::US, PrimitiveValue::from(self.priority));
+        }
+        let ds_type = if self.has_data_set {
+            0x0000u16
+        } else {
+            NO_DATA_SET
+        };
+        put(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            PrimitiveValue::from(ds_type),
+        );
+        if let Some(s) = self.status {
+            put(tags::STATUS, VR::US, PrimitiveValue::from(s));
+        }
+        if let Some(c) = &self.error_comment {
+            // LO: at most 64 characters.
+            let c: String = c.chars().take(64).collect();
+            put(tags::ERROR_COMMENT, VR::LO, PrimitiveValue::from(c));
+        }
+        if !self.sop_instance_uid.is_empty() {
+            put(
+                tags::AFFECTED_SOP_INSTANCE_UID,
+                VR::UI,
+                PrimitiveValue::from(self.sop_instance_uid.as_str()),
+            );
+        }
+        if let Some([rem, done, failed, warn]) = self.sub_operations {
+            put(
+                tags::NUMBER_OF_REMAINING_SUBOPERATIONS,
+                VR::US,
+                PrimitiveValue::from(rem),
+            );
+            put(
+                tags::NUMBER_OF_COMPLETED_SUBOPERATIONS,
+                VR::US,
+                PrimitiveValue::from(done),
+            );
+            put(
+                tags::NUMBER_OF_FAILED_SUBOPERATIONS,
+                VR::US,
+                PrimitiveValue::from(failed),
+            );
+            put(
+                tags::NUMBER_OF_WARNING_SUBOPERATIONS,
+                VR::US,
+                PrimitiveValue::from(warn),
+            );
+        }
+        if let Some(ae) = &self.move_originator_ae {
+            put(
+                tags::MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE,
+                VR::AE,
+                PrimitiveValue::from(ae.as_str()),
+            );
+        }
+        if let Some(id) = self.move_originator_message_id {
+            put(
+                tags::MOVE_ORIGINATOR_MESSAGE_ID,
+                VR::US,
+                PrimitiveValue::from(id),
+            );
+        }
+        let mut body = Vec::new();
+        obj.write_dataset_with_ts(&mut body, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+            .expect("writing a command set to memory cannot fail");
+        let mut out = Vec::with_capacity(body.len() + 12);
+        out.extend_from_slice(&[0, 0, 0, 0, 4, 0, 0, 0]);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// A response to `self` with the given status.
+    pub fn response(&self, field: u16, status: u16) -> Command {
+        Command {
+            field,
+            responding_to: Some(self.message_id),
+            sop_class_uid: self.sop_class_uid.clone(),
+            sop_instance_uid: self.sop_instance_uid.clone(),
+            status: Some(status),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let rq = Command {
+            field: field::C_MOVE_RQ,
+            message_id: 7,
+            sop_class_uid: "1.2.840.10008.5.1.4.1.2.2.2".into(),
+            move_destination: "DEST".into(),
+            has_data_set: true,
+            ..Default::default()
+        };
+        let back = Command::decode(&rq.encode()).unwrap();
+        assert_eq!(back.field, field::C_MOVE_RQ);
+        assert_eq!(back.message_id, 7);
+        assert_eq!(back.move_destination, "DEST");
+        assert!(back.has_data_set);
+        let mut rsp = rq.response(field::C_MOVE_RSP, status::PENDING);
+        rsp.sub_operations = Some([3, 1, 0, 0]);
+        let bytes = rsp.encode();
+        let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+        assert_eq!(len, bytes.len() - 12, "group length covers the rest");
+        let back = Command::decode(&bytes).unwrap();
+        assert_eq!(back.responding_to, Some(7));
+        assert_eq!(back.status, Some(status::PENDING));
+        assert!(!back.has_data_set);
+        assert!(Command::decode(b"\x00\x00garbage").is_err());
+    }
+}

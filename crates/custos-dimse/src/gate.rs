@@ -1,0 +1,220 @@
+//! The association gate: decides, before dicom-ul negotiates anything, whether
+//! this peer may associate at all and which presentation contexts it is offered.
+//!
+//! dicom-ul's `AccessControl` sees only AE titles and is synchronous, and its
+//! abstract syntax list is fixed before the request is read. So the gate peeks
+//! at the A-ASSOCIATE-RQ header still in the socket buffer (called and calling
+//! AE titles), looks the peer up, checks the source address, asks the policy,
+//! and only then builds dicom-ul's options for this one association.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use dicom_ul::association::server::{AccessControl, Negotiation, ServerAssociationOptions};
+use dicom_ul::pdu::{AssociationRJServiceUserReason, RequestorRoles, UserIdentity};
+use tokio::net::TcpStream;
+
+use custos_core::peer::validate_ae_title;
+use custos_core::policy::{AssociationDecision, RejectReason, decide_association};
+use custos_core::{Action, HostPattern, Peer, Permissions};
+use custos_index::Index;
+
+use crate::syntaxes::{STORAGE_TRANSFER_SYNTAXES, abstract_syntaxes, is_storage};
+
+/// AE titles read from the head of an A-ASSOCIATE-RQ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub called: String,
+    pub calling: String,
+}
+
+/// Reads the AE titles of an A-ASSOCIATE-RQ without consuming it.
+/// `None` when the first bytes are not an association request (dicom-ul then
+/// rejects or aborts as the protocol says).
+pub async fn peek_request(stream: &TcpStream, deadline: Duration) -> Option<RequestHead> {
+    let start = tokio::time::Instant::now();
+    let mut buf = [0u8; 42];
+    loop {
+        let n = tokio::time::timeout(
+            deadline.saturating_sub(start.elapsed()),
+            stream.peek(&mut buf),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        if n == 0 || buf[0] != 0x01 {
+            return None;
+        }
+        if n >= 42 {
+            break;
+        }
+        if start.elapsed() >= deadline {
+            return None;
+        }
+        // Partial header: wait for the rest to arrive.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ae = |b: &[u8]| {
+        String::from_utf8_lossy(b)
+            .trim_matches(|c: char| c == ' ' || c == '\0')
+            .to_string()
+    };
+    Some(RequestHead {
+        called: ae(&buf[10..26]),
+        calling: ae(&buf[26..42]),
+    })
+}
+
+/// Whether `addr` is one the peer may connect from (names are resolved now).
+async fn address_allowed(host: &HostPattern, addr: IpAddr) -> bool {
+    match host {
+        HostPattern::Name(name) => {
+            let lookup = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::net::lookup_host((name.as_str(), 0)),
+            )
+            .await;
+            match lookup {
+                Ok(Ok(addrs)) => addrs
+                    .into_iter()
+                    .any(|a| HostPattern::Addr(a.ip()).contains(addr)),
+                _ => false,
+            }
+        }
+        pattern => pattern.contains(addr),
+    }
+}
+
+/// The gate's verdict for one connection.
+pub struct Verdict {
+    pub head: Option<RequestHead>,
+    pub decision: AssociationDecision,
+    pub peer: Option<Peer>,
+}
+
+pub async fn judge(
+    index: &dyn Index,
+    our_ae: &str,
+    from: SocketAddr,
+    head: Option<RequestHead>,
+) -> Verdict {
+    let Some(h) = head.clone() else {
+        return Verdict {
+            head,
+            decision: AssociationDecision::Reject(RejectReason::CallingAeNotRecognized),
+            peer: None,
+        };
+    };
+    let peer = match validate_ae_title(&h.calling) {
+        Ok(ae) => index.peer(&ae).await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "peer lookup failed; refusing association");
+            None
+        }),
+        Err(_) => None,
+    };
+    let allowed = match &peer {
+        Some(p) => address_allowed(&p.host, from.ip()).await,
+        None => false,
+    };
+    let decision = decide_association(our_ae, &h.called, peer.as_ref(), allowed);
+    Verdict {
+        head,
+        decision,
+        peer,
+    }
+}
+
+/// Hands the gate's decision to dicom-ul, which sends the A-ASSOCIATE-RJ.
+struct Decided {
+    expected: Option<RequestHead>,
+    result: Result<(), AssociationRJServiceUserReason>,
+}
+
+impl AccessControl for Decided {
+    fn check_access(
+        &self,
+        _this_ae: &str,
+        calling: &str,
+        called: &str,
+        _user: Option<&UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        // The request dicom-ul parsed must be the one the gate peeked at.
+        let same = self
+            .expected
+            .as_ref()
+            .is_some_and(|h| h.calling == calling.trim() && h.called == called.trim());
+        if !same {
+            return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
+        }
+        self.result.clone()
+    }
+}
+
+/// Accepts the SCP role for storage classes (C-GET sub-operations) only for
+/// principals allowed to C-GET.
+struct Roles {
+    may_get: bool,
+}
+
+impl Negotiation for Roles {
+    fn negotiate_roles(&self, sop_class_uid: &str, scu: bool, scp: bool) -> Option<RequestorRoles> {
+        let sop = sop_class_uid.trim_end_matches('\0');
+        if is_storage(sop) {
+            Some(RequestorRoles {
+                scu,
+                scp: scp && self.may_get,
+            })
+        } else {
+            None
+        }
+    }
+}
+
+pub struct Limits {
+    pub max_pdu_length: u32,
+    pub idle_timeout: Duration,
+}
+
+/// dicom-ul server options for one association under `verdict`.
+pub fn options(
+    our_ae: &str,
+    verdict: &Verdict,
+    limits: &Limits,
+) -> ServerAssociationOptions<'static, impl AccessControl + use<>, impl Negotiation + use<>> {
+    let (result, permissions) = match &verdict.decision {
+        AssociationDecision::Accept(principal) => (Ok(()), principal.permissions()),
+        AssociationDecision::Reject(RejectReason::CalledAeNotRecognized) => (
+            Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized),
+            Permissions::NONE,
+        ),
+        AssociationDecision::Reject(_) => (
+            Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized),
+            Permissions::NONE,
+        ),
+    };
+    let mut opts = ServerAssociationOptions::new()
+        .ae_title(our_ae.to_string())
+        .ae_access_control(Decided {
+            expected: verdict.head.clone(),
+            result,
+        })
+        .with_negotiation(Roles {
+            may_get: permissions.allows(Action::Get),
+        })
+        .max_pdu_length(limits.max_pdu_length)
+        .read_timeout(limits.idle_timeout)
+        .write_timeout(limits.idle_timeout)
+        .strict(false);
+    let mut syntaxes = abstract_syntaxes(permissions);
+    if syntaxes.is_empty() {
+        // dicom-ul needs one; a peer with no rights gets contexts it cannot use.
+        syntaxes.push(crate::syntaxes::VERIFICATION);
+    }
+    for s in syntaxes {
+        opts = opts.with_abstract_syntax(s);
+    }
+    for ts in STORAGE_TRANSFER_SYNTAXES {
+        opts = opts.with_transfer_syntax(*ts);
+    }
+    opts
+}

@@ -1,0 +1,117 @@
+//! Query/retrieve identifiers: from a C-FIND/C-GET/C-MOVE data set to a
+//! [`Query`], and from an index row back to a response data set.
+
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::{StandardDataDictionary, tags};
+use dicom_object::InMemDicomObject;
+
+use custos_core::query::{Key, Level, Matcher, Query, Row};
+
+/// Which information model a request uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    PatientRoot,
+    StudyRoot,
+}
+
+/// A parsed identifier: the query, plus the elements the requester asked back.
+pub struct Identifier {
+    pub query: Query,
+    pub requested: Vec<(Tag, VR)>,
+}
+
+fn value(obj: &InMemDicomObject, tag: Tag) -> String {
+    obj.get(tag)
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.to_string())
+        .unwrap_or_default()
+}
+
+pub fn parse(obj: &InMemDicomObject, model: Model, limit: usize) -> Result<Identifier, String> {
+    let level_text = value(obj, tags::QUERY_RETRIEVE_LEVEL);
+    let level = Level::parse(&level_text)
+        .ok_or_else(|| format!("unknown Query/Retrieve Level `{}`", level_text.trim()))?;
+    if model == Model::StudyRoot && level == Level::Patient {
+        return Err("PATIENT level is not part of the Study Root model".into());
+    }
+    let mut conditions = Vec::new();
+    let mut requested = Vec::new();
+    for elem in obj.iter() {
+        let tag = elem.header().tag;
+        if tag == tags::QUERY_RETRIEVE_LEVEL
+            || tag == tags::SPECIFIC_CHARACTER_SET
+            || tag.group() == 0x0002
+        {
+            continue;
+        }
+        requested.push((tag, elem.header().vr));
+        if let Some(key) = Key::from_tag(tag.group(), tag.element()) {
+            let raw = elem.to_str().map(|s| s.to_string()).unwrap_or_default();
+            let m = Matcher::parse(key.kind(), &raw).map_err(|e| format!("{}: {e}", key.name()))?;
+            if m != Matcher::Universal {
+                conditions.push((key, m));
+            }
+        }
+    }
+    Ok(Identifier {
+        query: Query {
+            level,
+            conditions,
+            limit,
+            offset: 0,
+        },
+        requested,
+    })
+}
+
+/// A C-FIND response identifier for one row, answering the requested elements.
+pub fn response(
+    row: &Row,
+    level: Level,
+    requested: &[(Tag, VR)],
+    retrieve_ae: &str,
+) -> InMemDicomObject {
+    let mut obj = InMemDicomObject::new_empty();
+    // Index text is UTF-8; say so whenever it is not plain ASCII.
+    if row.values().any(|v| !v.is_ascii()) {
+        obj.put(DataElement::new(
+            tags::SPECIFIC_CHARACTER_SET,
+            VR::CS,
+            PrimitiveValue::from("ISO_IR 192"),
+        ));
+    }
+    obj.put(DataElement::new(
+        tags::QUERY_RETRIEVE_LEVEL,
+        VR::CS,
+        PrimitiveValue::from(level.name()),
+    ));
+    for &(tag, vr) in requested {
+        if vr == VR::SQ {
+            continue; // sequence matching is not supported; the key is not returned
+        }
+        let vr = if vr == VR::UN {
+            StandardDataDictionary
+                .by_tag(tag)
+                .map(|e| e.vr().relaxed())
+                .unwrap_or(VR::UN)
+        } else {
+            vr
+        };
+        let text = if tag == tags::RETRIEVE_AE_TITLE {
+            retrieve_ae.to_string()
+        } else {
+            Key::from_tag(tag.group(), tag.element())
+                .and_then(|k| row.get(&k))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let value = if text.is_empty() {
+            PrimitiveValue::Empty
+        } else {
+            PrimitiveValue::from(text)
+        };
+        obj.put(DataElement::new(tag, vr, value));
+    }
+    obj
+}

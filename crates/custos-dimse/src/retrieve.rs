@@ -1,0 +1,373 @@
+//! C-GET and C-MOVE: C-STORE sub-operations back over the same association
+//! (GET) or over a new association to a registered destination (MOVE).
+
+use std::time::Duration;
+
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
+use dicom_ul::association::{AsyncAssociation, ClientAssociationOptions};
+use dicom_ul::pdu::PresentationContextResultReason;
+use tokio::net::TcpStream;
+use tracing::{info, warn};
+
+use custos_archive::Archive;
+use custos_core::record::StoredInstance;
+
+use crate::association::Association;
+use crate::command::{Command, field, status};
+use crate::identifier::Identifier;
+use crate::link::{LinkError, receive_command, send_message, send_streamed};
+use crate::syntaxes::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
+
+/// Sub-operation tallies (PS3.4 C.4.2.1.5).
+#[derive(Debug, Default, Clone)]
+struct Tally {
+    remaining: usize,
+    completed: u16,
+    failed: u16,
+    warning: u16,
+    failed_uids: Vec<String>,
+}
+
+impl Tally {
+    fn counts(&self) -> [u16; 4] {
+        [
+            self.remaining.min(u16::MAX as usize) as u16,
+            self.completed,
+            self.failed,
+            self.warning,
+        ]
+    }
+
+    fn record(&mut self, uid: &str, st: Option<u16>) {
+        self.remaining = self.remaining.saturating_sub(1);
+        match st {
+            Some(0x0000) => self.completed = self.completed.saturating_add(1),
+            Some(s) if s & 0xF000 == 0xB000 => self.warning = self.warning.saturating_add(1),
+            _ => {
+                self.failed = self.failed.saturating_add(1);
+                self.failed_uids.push(uid.to_string());
+            }
+        }
+    }
+
+    /// The final response: status, and the Failed SOP Instance UID List when needed.
+    fn final_status(&self) -> u16 {
+        if self.failed == 0 && self.warning == 0 {
+            status::SUCCESS
+        } else if self.completed == 0 && self.warning == 0 {
+            status::OUT_OF_RESOURCES_SUBOPS
+        } else {
+            status::SUBOPS_WARNING
+        }
+    }
+}
+
+fn failed_list(uids: &[String], ts: &dicom_encoding::TransferSyntax) -> Option<Vec<u8>> {
+    if uids.is_empty() {
+        return None;
+    }
+    let mut obj = InMemDicomObject::new_empty();
+    obj.put(DataElement::new(
+        tags::FAILED_SOP_INSTANCE_UID_LIST,
+        VR::UI,
+        PrimitiveValue::from(uids.join("\\")),
+    ));
+    let mut out = Vec::new();
+    obj.write_dataset_with_ts(&mut out, ts).ok()?;
+    Some(out)
+}
+
+/// How a stored instance will travel: which context, and whether re-encoded.
+enum Route {
+    AsStored(u8),
+    Transcoded(u8, String),
+}
+
+/// Picks an accepted context for `inst`: its own transfer syntax if the peer
+/// took it, else an uncompressed one we can re-encode to.
+fn route<A: AsyncAssociation<TcpStream>>(assoc: &A, inst: &StoredInstance) -> Option<Route> {
+    let accepted: Vec<_> = assoc
+        .presentation_contexts()
+        .iter()
+        .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .filter(|pc| pc.abstract_syntax.trim_end_matches('\0') == inst.sop_class_uid)
+        .collect();
+    let ts_of = |pc: &&dicom_ul::pdu::PresentationContextNegotiated| {
+        pc.transfer_syntax.trim_end_matches('\0').to_string()
+    };
+    if let Some(pc) = accepted
+        .iter()
+        .find(|pc| ts_of(pc) == inst.transfer_syntax_uid)
+    {
+        return Some(Route::AsStored(pc.id));
+    }
+    if custos_archive::is_native(&inst.transfer_syntax_uid) {
+        for want in [EXPLICIT_VR_LE, IMPLICIT_VR_LE] {
+            if let Some(pc) = accepted.iter().find(|pc| ts_of(pc) == want) {
+                return Some(Route::Transcoded(pc.id, want.to_string()));
+            }
+        }
+    }
+    None
+}
+
+/// Sends one C-STORE-RQ with its data set. `Ok(false)` means it could not be
+/// sent (no usable context, unreadable blob): a failed sub-operation.
+async fn send_store<A>(
+    assoc: &mut A,
+    archive: &Archive,
+    inst: &StoredInstance,
+    message_id: u16,
+    originator: Option<(&str, u16)>,
+) -> Result<bool, LinkError>
+where
+    A: AsyncAssociation<TcpStream> + Send,
+{
+    let Some(route) = route(assoc, inst) else {
+        info!(sop_class = %inst.sop_class_uid, ts = %inst.transfer_syntax_uid, "no accepted context for a sub-operation");
+        return Ok(false);
+    };
+    let rq = Command {
+        field: field::C_STORE_RQ,
+        message_id,
+        sop_class_uid: inst.sop_class_uid.clone(),
+        sop_instance_uid: inst.sop_instance_uid.clone(),
+        has_data_set: true,
+        move_originator_ae: originator.map(|(ae, _)| ae.to_string()),
+        move_originator_message_id: originator.map(|(_, id)| id),
+        ..Default::default()
+    };
+    match route {
+        Route::AsStored(pc) => match archive.open_dataset(inst).await {
+            Ok(stream) => send_streamed(assoc, pc, &rq, stream).await?,
+            Err(e) => {
+                warn!(error = %e, "cannot read a stored instance");
+                return Ok(false);
+            }
+        },
+        Route::Transcoded(pc, ts) => match archive.transcoded_dataset(inst, &ts).await {
+            Ok(bytes) => send_message(assoc, pc, &rq, Some(&bytes)).await?,
+            Err(e) => {
+                warn!(error = %e, "cannot convert a stored instance");
+                return Ok(false);
+            }
+        },
+    }
+    Ok(true)
+}
+
+impl Association {
+    pub(crate) async fn get(
+        &mut self,
+        pc: u8,
+        cmd: &Command,
+        ident: Identifier,
+    ) -> Result<(), LinkError> {
+        let set = match self.archive.retrieve_set(ident.query).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "C-GET lookup failed");
+                let r = cmd.response(field::C_GET_RSP, status::CANNOT_UNDERSTAND);
+                return send_message(&mut self.assoc, pc, &r, None).await;
+            }
+        };
+        info!(calling = self.peer_ae(), instances = set.len(), "C-GET");
+        let mut tally = Tally {
+            remaining: set.len(),
+            ..Default::default()
+        };
+        let mut cancelled = false;
+        let archive = self.archive.clone();
+        for (i, inst) in set.iter().enumerate() {
+            if cancelled || self.cancel_requested(cmd.message_id).await? {
+                cancelled = true;
+                break;
+            }
+            let sub_id = (i as u16).wrapping_add(1);
+            let sent = send_store(&mut self.assoc, &archive, inst, sub_id, None).await?;
+            let st = if sent {
+                // Wait for the C-STORE-RSP; a C-CANCEL may arrive first.
+                loop {
+                    let (_, rsp) = receive_command(&mut self.assoc).await?;
+                    if rsp.field == field::C_CANCEL_RQ {
+                        cancelled = true;
+                        continue;
+                    }
+                    if rsp.field == field::C_STORE_RSP && rsp.responding_to == Some(sub_id) {
+                        break rsp.status;
+                    }
+                    return Err(LinkError::Protocol(
+                        "unexpected message during C-GET".into(),
+                    ));
+                }
+            } else {
+                None
+            };
+            tally.record(&inst.sop_instance_uid, st);
+            if tally.remaining > 0 && !cancelled {
+                let mut r = cmd.response(field::C_GET_RSP, status::PENDING);
+                r.sub_operations = Some(tally.counts());
+                send_message(&mut self.assoc, pc, &r, None).await?;
+            }
+        }
+        self.finish_retrieve(pc, cmd, field::C_GET_RSP, &tally, cancelled)
+            .await
+    }
+
+    async fn finish_retrieve(
+        &mut self,
+        pc: u8,
+        cmd: &Command,
+        rsp_field: u16,
+        tally: &Tally,
+        cancelled: bool,
+    ) -> Result<(), LinkError> {
+        let st = if cancelled {
+            status::CANCEL
+        } else {
+            tally.final_status()
+        };
+        let mut r = cmd.response(rsp_field, st);
+        r.sub_operations = Some(tally.counts());
+        let ts = self
+            .context(pc)
+            .and_then(|(_, ts)| dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(&ts));
+        let data = ts.and_then(|ts| failed_list(&tally.failed_uids, ts));
+        r.has_data_set = data.is_some();
+        send_message(&mut self.assoc, pc, &r, data.as_deref()).await
+    }
+
+    pub(crate) async fn move_to(
+        &mut self,
+        pc: u8,
+        cmd: &Command,
+        ident: Identifier,
+    ) -> Result<(), LinkError> {
+        let dest_ae = cmd.move_destination.trim().to_string();
+        let dest = match self.archive.index().peer(&dest_ae).await {
+            Ok(Some(p)) => p.host.connect_host().map(|h| (p, h)),
+            _ => None,
+        };
+        let Some((dest, host)) = dest else {
+            info!(calling = self.peer_ae(), destination = %dest_ae, "C-MOVE refused: destination is not a registered peer with one host");
+            let mut r = cmd.response(field::C_MOVE_RSP, status::MOVE_DESTINATION_UNKNOWN);
+            r.error_comment = Some("move destination unknown".into());
+            return send_message(&mut self.assoc, pc, &r, None).await;
+        };
+        let set = match self.archive.retrieve_set(ident.query).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "C-MOVE lookup failed");
+                let r = cmd.response(field::C_MOVE_RSP, status::CANNOT_UNDERSTAND);
+                return send_message(&mut self.assoc, pc, &r, None).await;
+            }
+        };
+        info!(calling = self.peer_ae(), destination = %dest.ae_title, instances = set.len(), "C-MOVE");
+        let mut tally = Tally {
+            remaining: set.len(),
+            ..Default::default()
+        };
+        if set.is_empty() {
+            return self
+                .finish_retrieve(pc, cmd, field::C_MOVE_RSP, &tally, false)
+                .await;
+        }
+        // One presentation context per SOP class: stored syntaxes first, then uncompressed.
+        let mut options = ClientAssociationOptions::new()
+            .calling_ae_title(self.config.ae_title.clone())
+            .called_ae_title(dest.ae_title.clone())
+            .max_pdu_length(self.config.max_pdu_length)
+            .read_timeout(self.config.idle_timeout)
+            .write_timeout(self.config.idle_timeout)
+            .connection_timeout(Duration::from_secs(10));
+        let mut classes: Vec<(String, Vec<String>)> = Vec::new();
+        for inst in &set {
+            let entry = match classes.iter_mut().find(|(c, _)| *c == inst.sop_class_uid) {
+                Some(e) => e,
+                None => {
+                    classes.push((inst.sop_class_uid.clone(), Vec::new()));
+                    classes.last_mut().expect("just pushed")
+                }
+            };
+            if !entry.1.contains(&inst.transfer_syntax_uid) {
+                entry.1.push(inst.transfer_syntax_uid.clone());
+            }
+        }
+        for (class, mut syntaxes) in classes.into_iter().take(127) {
+            for ts in [EXPLICIT_VR_LE, IMPLICIT_VR_LE] {
+                if !syntaxes.iter().any(|s| s == ts) {
+                    syntaxes.push(ts.to_string());
+                }
+            }
+            options = options.with_presentation_context(class, syntaxes);
+        }
+        let address = format!("{}:{}", host, dest.port);
+        let mut sub = match options
+            .establish_with_async(&format!("{}@{}", dest.ae_title, address))
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                info!(error = %e, destination = %dest.ae_title, "C-MOVE: cannot associate with the destination");
+                for inst in &set {
+                    tally.record(&inst.sop_instance_uid, None);
+                }
+                return self
+                    .finish_retrieve(pc, cmd, field::C_MOVE_RSP, &tally, false)
+                    .await;
+            }
+        };
+        let _ = sub.inner_stream().set_nodelay(true);
+        let archive = self.archive.clone();
+        let originator = self.peer_ae().to_string();
+        let mut cancelled = false;
+        for (i, inst) in set.iter().enumerate() {
+            if self.cancel_requested(cmd.message_id).await? {
+                cancelled = true;
+                break;
+            }
+            let sub_id = (i as u16).wrapping_add(1);
+            let outcome = async {
+                if !send_store(
+                    &mut sub,
+                    &archive,
+                    inst,
+                    sub_id,
+                    Some((&originator, cmd.message_id)),
+                )
+                .await?
+                {
+                    return Ok::<_, LinkError>(None);
+                }
+                let (_, rsp) = receive_command(&mut sub).await?;
+                Ok(if rsp.field == field::C_STORE_RSP {
+                    rsp.status
+                } else {
+                    None
+                })
+            }
+            .await;
+            match outcome {
+                Ok(st) => tally.record(&inst.sop_instance_uid, st),
+                Err(e) => {
+                    info!(error = %e, "C-MOVE: destination association failed");
+                    for rest in &set[i..] {
+                        tally.record(&rest.sop_instance_uid, None);
+                    }
+                    break;
+                }
+            }
+            if tally.remaining > 0 {
+                let mut r = cmd.response(field::C_MOVE_RSP, status::PENDING);
+                r.sub_operations = Some(tally.counts());
+                send_message(&mut self.assoc, pc, &r, None).await?;
+            }
+        }
+        let _ = sub.release().await;
+        self.finish_retrieve(pc, cmd, field::C_MOVE_RSP, &tally, cancelled)
+            .await
+    }
+}

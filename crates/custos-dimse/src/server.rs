@@ -1,0 +1,161 @@
+//! Listener: accept, limit, gate, negotiate, run; graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dicom_ul::Pdu;
+use dicom_ul::pdu::{
+    AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
+    AssociationRJSource,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{Instrument, info, warn};
+
+use custos_archive::Archive;
+use custos_core::policy::AssociationDecision;
+
+use crate::association::Association;
+use crate::gate::{self, Limits};
+
+#[derive(Debug, Clone)]
+pub struct DimseConfig {
+    pub ae_title: String,
+    pub max_pdu_length: u32,
+    pub max_associations: usize,
+    /// A-ASSOCIATE-RQ must arrive within this time (ARTIM).
+    pub artim_timeout: Duration,
+    /// An association silent this long is aborted.
+    pub idle_timeout: Duration,
+    /// Cap on C-FIND matches per query.
+    pub max_find_results: usize,
+    /// How long in-flight associations may run on after shutdown is asked.
+    pub shutdown_grace: Duration,
+}
+
+/// Serves DICOM on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    archive: Arc<Archive>,
+    config: DimseConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let config = Arc::new(config);
+    let slots = Arc::new(Semaphore::new(config.max_associations));
+    let mut tasks = JoinSet::new();
+    loop {
+        let (stream, from) = tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            warn!(%from, limit = config.max_associations, "association limit reached; refusing");
+            tasks.spawn(refuse_busy(stream));
+            continue;
+        };
+        let archive = archive.clone();
+        let config = config.clone();
+        let span = tracing::info_span!("assoc", %from);
+        tasks.spawn(
+            async move {
+                handle(stream, from, archive, config).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    drop(listener);
+    if !tasks.is_empty() {
+        info!(
+            count = tasks.len(),
+            "waiting for open associations to finish"
+        );
+        let drained = tokio::time::timeout(config.shutdown_grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                count = tasks.len(),
+                "aborting associations still open after the grace period"
+            );
+            tasks.shutdown().await;
+        }
+    }
+}
+
+async fn refuse_busy(mut stream: TcpStream) {
+    let rj = Pdu::AssociationRJ(AssociationRJ {
+        result: AssociationRJResult::Transient,
+        source: AssociationRJSource::ServiceProviderPresentation(
+            AssociationRJServiceProviderPresentationReason::TemporaryCongestion,
+        ),
+    });
+    let mut bytes = Vec::new();
+    if dicom_ul::pdu::write_pdu(&mut bytes, &rj).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&bytes)).await;
+    }
+}
+
+async fn handle(
+    stream: TcpStream,
+    from: SocketAddr,
+    archive: Arc<Archive>,
+    config: Arc<DimseConfig>,
+) {
+    let head = gate::peek_request(&stream, config.artim_timeout).await;
+    let verdict = gate::judge(archive.index().as_ref(), &config.ae_title, from, head).await;
+    let (calling, called) = verdict
+        .head
+        .as_ref()
+        .map(|h| (h.calling.clone(), h.called.clone()))
+        .unwrap_or_default();
+    match &verdict.decision {
+        AssociationDecision::Accept(p) => {
+            info!(calling = %calling, permissions = %p.permissions(), "association request accepted by policy")
+        }
+        AssociationDecision::Reject(reason) => {
+            info!(calling = %calling, called = %called, reason = reason.describe(), "association rejected")
+        }
+    }
+    let limits = Limits {
+        max_pdu_length: config.max_pdu_length,
+        idle_timeout: config.idle_timeout,
+    };
+    let options = gate::options(&config.ae_title, &verdict, &limits);
+    let established =
+        tokio::time::timeout(config.artim_timeout, options.establish_async(stream)).await;
+    let assoc = match established {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            if matches!(verdict.decision, AssociationDecision::Accept(_)) {
+                info!(error = %e, "association negotiation failed");
+            }
+            return;
+        }
+        Err(_) => {
+            info!("association request timed out (ARTIM)");
+            return;
+        }
+    };
+    let AssociationDecision::Accept(principal) = verdict.decision else {
+        // dicom-ul sent the rejection; nothing may get this far.
+        let _ = assoc.abort().await;
+        return;
+    };
+    Association::new(assoc, principal, archive, config)
+        .run()
+        .await;
+}

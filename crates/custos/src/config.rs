@@ -1,0 +1,270 @@
+//! The configuration file (`DATA/custos.toml`), its defaults, and environment
+//! overrides: every key `[section] key` can be set by `CUSTOS_SECTION_KEY`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub dicom: Dicom,
+    pub index: IndexConfig,
+    pub store: StoreConfig,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dicom {
+    pub listen: String,
+    pub ae_title: String,
+    pub max_pdu_length: u32,
+    pub max_associations: usize,
+    pub artim_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub max_find_results: usize,
+    pub duplicates: String,
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Dicom {
+    fn default() -> Self {
+        Dicom {
+            listen: "127.0.0.1:11112".into(),
+            ae_title: "CUSTOS".into(),
+            max_pdu_length: 65536,
+            max_associations: 64,
+            artim_timeout_secs: 30,
+            idle_timeout_secs: 120,
+            max_find_results: 10_000,
+            duplicates: "keep".into(),
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexConfig {
+    pub path: String,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            path: "index.sqlite".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub path: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: "blobs".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+        }
+    }
+}
+
+/// The file written on first run: every default, each explained.
+pub const DEFAULT_FILE: &str = r#"# Custos configuration. Every key can also be set by an environment variable
+# named after it: [dicom] listen -> CUSTOS_DICOM_LISTEN. Relative paths are
+# relative to the data folder. `custos config show` prints what is in effect.
+
+[dicom]
+# Where the DICOM (DIMSE) listener binds. Loopback only by default; use
+# "0.0.0.0:11112" to accept modalities from the network.
+listen = "127.0.0.1:11112"
+# Called AE title this server answers to; requests to any other are rejected.
+ae_title = "CUSTOS"
+# Largest PDU we accept, in bytes.
+max_pdu_length = 65536
+# Concurrent associations; more are refused (transient rejection).
+max_associations = 64
+# Seconds a new connection has to send its association request.
+artim_timeout_secs = 30
+# Seconds an association may stay silent before it is aborted.
+idle_timeout_secs = 120
+# C-FIND answers at most this many matches (then status A700).
+max_find_results = 10000
+# Same SOP Instance UID with different bytes: "keep" the stored copy (warning
+# B006 to the sender), "reject" the new one (failure 0111), or "replace" it.
+duplicates = "keep"
+# On shutdown, seconds open associations get to finish before being aborted.
+shutdown_grace_secs = 10
+
+[index]
+# SQLite database file.
+path = "index.sqlite"
+
+[store]
+# Folder of stored instances (files named by random keys, not by UIDs).
+path = "blobs"
+
+[log]
+# error, warn, info, debug or trace (RUST_LOG overrides). Patient data is never
+# logged at info or above.
+level = "info"
+"#;
+
+impl Config {
+    /// Reads `DATA/custos.toml` (defaults where absent) and applies environment overrides.
+    pub fn load(data: &Path) -> Result<Config> {
+        let path = data.join("custos.toml");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let file: Config =
+            toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+        let mut value = toml::Value::try_from(&file)?;
+        apply_env(&mut value, |k| std::env::var(k).ok())?;
+        let config: Config = value.try_into().context("in environment overrides")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        custos_core::peer::validate_ae_title(&self.dicom.ae_title).map_err(anyhow::Error::msg)?;
+        self.dicom
+            .duplicates
+            .parse::<custos_archive::DuplicatePolicy>()
+            .map_err(anyhow::Error::msg)?;
+        if self.dicom.max_pdu_length < 4096 {
+            bail!("[dicom] max_pdu_length must be at least 4096");
+        }
+        if self.dicom.max_associations == 0 {
+            bail!("[dicom] max_associations must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn resolve(&self, data: &Path, path: &str) -> PathBuf {
+        let p = Path::new(path);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            data.join(p)
+        }
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn show(&self) -> Result<String> {
+        let mut value = toml::Value::try_from(self)?;
+        redact(&mut value);
+        Ok(toml::to_string_pretty(&value)?)
+    }
+}
+
+/// Overrides every known key from `CUSTOS_<SECTION>_<KEY>`, parsed as the key's type.
+fn apply_env(value: &mut toml::Value, get: impl Fn(&str) -> Option<String>) -> Result<()> {
+    let Some(sections) = value.as_table_mut() else {
+        return Ok(());
+    };
+    for (section, table) in sections.iter_mut() {
+        let Some(table) = table.as_table_mut() else {
+            continue;
+        };
+        for (key, v) in table.iter_mut() {
+            let name = format!("CUSTOS_{}_{}", section.to_uppercase(), key.to_uppercase());
+            let Some(raw) = get(&name) else { continue };
+            *v = match v {
+                toml::Value::String(_) => toml::Value::String(raw),
+                toml::Value::Integer(_) => toml::Value::Integer(
+                    raw.trim()
+                        .parse()
+                        .with_context(|| format!("{name} must be an integer"))?,
+                ),
+                toml::Value::Boolean(_) => toml::Value::Boolean(
+                    raw.trim()
+                        .parse()
+                        .with_context(|| format!("{name} must be true or false"))?,
+                ),
+                toml::Value::Array(_) => toml::Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.into()))
+                        .collect(),
+                ),
+                other => bail!(
+                    "{name}: cannot override a {} from the environment",
+                    other.type_str()
+                ),
+            };
+        }
+    }
+    Ok(())
+}
+
+fn redact(value: &mut toml::Value) {
+    if let Some(t) = value.as_table_mut() {
+        for (k, v) in t.iter_mut() {
+            let secret = ["password", "secret", "token", "private_key"]
+                .iter()
+                .any(|s| k.contains(s));
+            if secret && v.is_str() {
+                *v = toml::Value::String("<redacted>".into());
+            } else {
+                redact(v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_file_matches_defaults() {
+        let from_file: Config = toml::from_str(DEFAULT_FILE).unwrap();
+        assert_eq!(
+            toml::Value::try_from(&from_file).unwrap(),
+            toml::Value::try_from(Config::default()).unwrap()
+        );
+    }
+
+    #[test]
+    fn env_overrides_and_unknown_keys() {
+        let mut v = toml::Value::try_from(Config::default()).unwrap();
+        apply_env(&mut v, |k| match k {
+            "CUSTOS_DICOM_LISTEN" => Some("0.0.0.0:104".into()),
+            "CUSTOS_DICOM_MAX_ASSOCIATIONS" => Some("8".into()),
+            _ => None,
+        })
+        .unwrap();
+        let c: Config = v.try_into().unwrap();
+        assert_eq!(c.dicom.listen, "0.0.0.0:104");
+        assert_eq!(c.dicom.max_associations, 8);
+        let mut v = toml::Value::try_from(Config::default()).unwrap();
+        assert!(
+            apply_env(&mut v, |k| (k == "CUSTOS_DICOM_MAX_PDU_LENGTH")
+                .then(|| "big".into()))
+            .is_err()
+        );
+        assert!(toml::from_str::<Config>("[dicom]\nlisten_typo = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! `custos import`: files, folders and DICOMDIRs into the archive, with the
+//! same durability and duplicate rules as C-STORE. Non-DICOM files are skipped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::io::AsyncReadExt;
+
+use custos_archive::{Archive, IngestError, StoreOutcome};
+
+use crate::config::Config;
+use crate::data::open_archive;
+
+#[derive(Default)]
+struct Summary {
+    stored: u64,
+    duplicates: u64,
+    conflicts: u64,
+    skipped: u64,
+    rejected: BTreeMap<String, Vec<PathBuf>>,
+}
+
+/// Every file under `paths`; a DICOMDIR stands for the folder it indexes.
+fn collect(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for p in paths {
+        let root = if p
+            .file_name()
+            .is_some_and(|n| n.eq_ignore_ascii_case("DICOMDIR"))
+        {
+            p.parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."))
+        } else {
+            p.clone()
+        };
+        for entry in walkdir::WalkDir::new(&root)
+            .follow_links(false)
+            .into_iter()
+            .flatten()
+        {
+            if entry.file_type().is_file() {
+                files.push(entry.into_path());
+            }
+        }
+    }
+    files.sort();
+    files.dedup();
+    files
+}
+
+async fn is_part10(path: &Path) -> bool {
+    let mut head = [0u8; 132];
+    match tokio::fs::File::open(path).await {
+        Ok(mut f) => f.read_exact(&mut head).await.is_ok() && &head[128..132] == b"DICM",
+        Err(_) => false,
+    }
+}
+
+async fn import_one(archive: &Archive, path: &Path) -> Result<StoreOutcome, IngestError> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| IngestError::Unreadable(e.to_string()))?;
+    let mut ingest = archive.begin_file_ingest().await?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .await
+            .map_err(|e| IngestError::Unreadable(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        ingest.write(&buf[..n]).await?;
+    }
+    Ok(ingest.finish().await?.1)
+}
+
+pub async fn run(data: &Path, paths: &[PathBuf]) -> Result<()> {
+    let config = Config::load(data)?;
+    let archive = open_archive(data, &config)?;
+    let files = collect(paths);
+    let bar = ProgressBar::new(files.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} files  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut sum = Summary::default();
+    for path in &files {
+        bar.inc(1);
+        if path
+            .file_name()
+            .is_some_and(|n| n.eq_ignore_ascii_case("DICOMDIR"))
+            || !is_part10(path).await
+        {
+            sum.skipped += 1;
+            continue;
+        }
+        match import_one(&archive, path).await {
+            Ok(StoreOutcome::Stored | StoreOutcome::Replaced) => sum.stored += 1,
+            Ok(StoreOutcome::AlreadyStored) => sum.duplicates += 1,
+            Ok(StoreOutcome::ConflictKept | StoreOutcome::ConflictRejected) => sum.conflicts += 1,
+            Err(e) => {
+                let reason = match &e {
+                    IngestError::Unreadable(_) => "not readable as DICOM".to_string(),
+                    other => other.to_string(),
+                };
+                sum.rejected.entry(reason).or_default().push(path.clone());
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let rejected: usize = sum.rejected.values().map(Vec::len).sum();
+    println!(
+        "{} stored, {} already stored, {} conflicting duplicates (kept per policy `{}`), {} rejected, {} skipped (not DICOM)",
+        sum.stored, sum.duplicates, sum.conflicts, config.dicom.duplicates, rejected, sum.skipped
+    );
+    for (reason, files) in &sum.rejected {
+        println!("rejected ({reason}):");
+        for f in files {
+            println!("  {}", f.display());
+        }
+    }
+    Ok(())
+}

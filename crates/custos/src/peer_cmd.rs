@@ -1,0 +1,102 @@
+//! `custos peer add|list|remove`.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+
+use custos_core::peer::validate_ae_title;
+use custos_core::{HostPattern, Peer, Permissions};
+use custos_index::Index;
+
+use crate::config::Config;
+use crate::data::open_index;
+
+#[derive(Subcommand)]
+pub enum PeerCommand {
+    /// Register (or update) a peer.
+    Add {
+        /// Its AE title.
+        ae_title: String,
+        /// Where it connects from: an address, a CIDR network or a host name.
+        #[arg(long)]
+        host: String,
+        /// Port its own DICOM listener uses (C-MOVE destination).
+        #[arg(long, default_value_t = 104)]
+        port: u16,
+        /// What it may do: any of echo, store, find, get, move (comma-separated).
+        #[arg(long, default_value = "echo")]
+        allow: String,
+    },
+    /// List registered peers.
+    List,
+    /// Remove a peer.
+    Remove { ae_title: String },
+}
+
+pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
+    let config = Config::load(data)?;
+    let index = open_index(data, &config)?;
+    match command {
+        PeerCommand::Add {
+            ae_title,
+            host,
+            port,
+            allow,
+        } => {
+            let ae_title = validate_ae_title(&ae_title).map_err(anyhow::Error::msg)?;
+            let host: HostPattern = host.parse().map_err(anyhow::Error::msg)?;
+            let permissions: Permissions = allow.parse().map_err(anyhow::Error::msg)?;
+            if port == 0 {
+                bail!("--port must be 1-65535");
+            }
+            let peer = Peer {
+                ae_title,
+                host,
+                port,
+                permissions,
+            };
+            index.put_peer(peer.clone()).await?;
+            println!(
+                "peer {} at {} port {} may: {}",
+                peer.ae_title,
+                peer.host,
+                peer.port,
+                display_perms(peer.permissions)
+            );
+        }
+        PeerCommand::List => {
+            let peers = index.peers().await?;
+            if peers.is_empty() {
+                println!(
+                    "no peers registered (add one with `custos peer add AE --host ADDR --port PORT --allow echo,store`)"
+                );
+            }
+            for p in peers {
+                println!(
+                    "{:<16} {:<24} {:>5}  {}",
+                    p.ae_title,
+                    p.host.to_string(),
+                    p.port,
+                    display_perms(p.permissions)
+                );
+            }
+        }
+        PeerCommand::Remove { ae_title } => {
+            if index.remove_peer(&ae_title).await? {
+                println!("peer {} removed", ae_title.trim());
+            } else {
+                bail!("no peer named {}", ae_title.trim());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn display_perms(p: Permissions) -> String {
+    if p == Permissions::NONE {
+        "(nothing)".into()
+    } else {
+        p.to_string()
+    }
+}
