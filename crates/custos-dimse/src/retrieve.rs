@@ -275,7 +275,6 @@ impl Association {
                 .finish_retrieve(pc, cmd, field::C_MOVE_RSP, &tally, false)
                 .await;
         }
-        // One presentation context per SOP class: stored syntaxes first, then uncompressed.
         let mut options = ClientAssociationOptions::new()
             .calling_ae_title(self.config.ae_title.clone())
             .called_ae_title(dest.ae_title.clone())
@@ -283,26 +282,31 @@ impl Association {
             .read_timeout(self.config.idle_timeout)
             .write_timeout(self.config.idle_timeout)
             .connection_timeout(Duration::from_secs(10));
-        let mut classes: Vec<(String, Vec<String>)> = Vec::new();
+        // One context per (SOP class, stored transfer syntax), so each instance can
+        // travel as stored; plus an uncompressed context per class as fallback.
+        let mut pairs: Vec<(String, String)> = Vec::new();
         for inst in &set {
-            let entry = match classes.iter_mut().find(|(c, _)| *c == inst.sop_class_uid) {
-                Some(e) => e,
-                None => {
-                    classes.push((inst.sop_class_uid.clone(), Vec::new()));
-                    classes.last_mut().expect("just pushed")
-                }
-            };
-            if !entry.1.contains(&inst.transfer_syntax_uid) {
-                entry.1.push(inst.transfer_syntax_uid.clone());
+            let pair = (inst.sop_class_uid.clone(), inst.transfer_syntax_uid.clone());
+            if !pairs.contains(&pair) {
+                pairs.push(pair);
             }
         }
-        for (class, mut syntaxes) in classes.into_iter().take(127) {
-            for ts in [EXPLICIT_VR_LE, IMPLICIT_VR_LE] {
-                if !syntaxes.iter().any(|s| s == ts) {
-                    syntaxes.push(ts.to_string());
-                }
+        let mut proposed = 0;
+        let mut fallback_for: Vec<String> = Vec::new();
+        for (class, ts) in &pairs {
+            if proposed >= 126 {
+                break;
             }
-            options = options.with_presentation_context(class, syntaxes);
+            options = options.with_presentation_context(class.clone(), vec![ts.clone()]);
+            proposed += 1;
+            if !fallback_for.contains(class) {
+                fallback_for.push(class.clone());
+                options = options.with_presentation_context(
+                    class.clone(),
+                    vec![EXPLICIT_VR_LE.to_string(), IMPLICIT_VR_LE.to_string()],
+                );
+                proposed += 1;
+            }
         }
         let address = format!("{}:{}", host, dest.port);
         let mut sub = match options

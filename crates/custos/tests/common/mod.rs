@@ -1,0 +1,232 @@
+//! Test harness: runs the real `custos` binary on a temporary data folder and
+//! drives it with real peers (DCMTK tools, pynetdicom scripts).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_custos");
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh, initialised data folder, removed on drop.
+pub struct DataDir {
+    pub path: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(name: &str) -> DataDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path =
+            std::env::temp_dir().join(format!("custos-test-{}-{}-{}", name, std::process::id(), n));
+        let _ = std::fs::remove_dir_all(&path);
+        let d = DataDir { path };
+        d.cli(&["init"]).success();
+        d
+    }
+
+    /// Runs a `custos` command on this data folder.
+    pub fn cli(&self, args: &[&str]) -> Run {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--data")
+            .arg(&self.path)
+            .output()
+            .expect("run custos");
+        Run(out)
+    }
+
+    pub fn add_peer(&self, ae: &str, host: &str, port: u16, allow: &str) {
+        self.cli(&[
+            "peer",
+            "add",
+            ae,
+            "--host",
+            host,
+            "--port",
+            &port.to_string(),
+            "--allow",
+            allow,
+        ])
+        .success();
+    }
+
+    pub fn blob_count(&self) -> usize {
+        walk_files(&self.path.join("blobs"))
+            .into_iter()
+            .filter(|p| !p.to_string_lossy().contains(".staging"))
+            .count()
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk_files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn success(self) -> Self {
+        assert!(
+            self.0.status.success(),
+            "command failed: {}\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    pub fn ok(&self) -> bool {
+        self.0.status.success()
+    }
+}
+
+/// A running `custos serve` on an ephemeral loopback port.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(data: &DataDir) -> Server {
+        Self::start_with(data, &[])
+    }
+
+    pub fn start_with(data: &DataDir, env: &[(&str, &str)]) -> Server {
+        let log = data
+            .path
+            .with_extension(format!("log{}", COUNTER.fetch_add(1, Ordering::SeqCst)));
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--data")
+            .arg(&data.path)
+            .env("CUSTOS_DICOM_LISTEN", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start custos serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            assert!(Instant::now() < deadline, "server did not start");
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .expect("read stdout");
+            if let Some(rest) = line.strip_prefix("Custos listening for DICOM on ") {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, addr, log }
+    }
+
+    pub fn port(&self) -> String {
+        self.addr.port().to_string()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait; returns whether it exited successfully.
+    pub fn stop(mut self) -> bool {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.success();
+            }
+            assert!(Instant::now() < deadline, "server did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a DCMTK tool (from Debian's dcmtk package) with Nagle off.
+pub fn dcmtk(tool: &str, args: &[&str]) -> Run {
+    let path = format!("/usr/bin/{tool}");
+    let out = Command::new(&path)
+        .args(args)
+        .env("TCP_NODELAY", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {path} (install Debian's dcmtk): {e}"));
+    Run(out)
+}
+
+/// The repository's Python peer script (pynetdicom/pydicom).
+pub fn python(args: &[&str]) -> Run {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/py/peer.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python3");
+    Run(out)
+}
+
+/// pydicom's bundled test files: real instances in many transfer syntaxes.
+pub fn pydicom_test_files() -> PathBuf {
+    let out = Command::new("python3")
+        .args(["-c", "import pydicom,os;print(os.path.join(os.path.dirname(pydicom.__file__),'data','test_files'))"])
+        .output()
+        .expect("python3 with pydicom");
+    assert!(out.status.success(), "pydicom is not installed");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A free loopback TCP port (for peers' own listeners).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

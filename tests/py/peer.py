@@ -1,0 +1,421 @@
+#!/usr/bin/env python3
+"""A DICOM peer for Custos's tests, built on pynetdicom and pydicom.
+
+Each subcommand does one thing a real workstation or modality would do and
+prints one JSON document on stdout for the Rust test to assert on. Loopback only.
+"""
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, build_role, evt, debug_logger  # noqa: F401
+from pynetdicom.dsutils import split_dataset
+from pynetdicom.sop_class import (
+    Verification,
+    CTImageStorage,
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    SecondaryCaptureImageStorage,
+)
+
+from pynetdicom import _config
+
+HOST = "127.0.0.1"
+# Send files as their bytes on disk (no decode/re-encode), so that "identical"
+# means identical to what went over the wire.
+_config.STORE_SEND_CHUNKED_DATASET = True
+
+
+def out(obj):
+    print(json.dumps(obj))
+
+
+def make_ae(aet):
+    ae = AE(ae_title=aet)
+    ae.acse_timeout = 10
+    ae.dimse_timeout = 30
+    ae.network_timeout = 30
+    return ae
+
+
+def associate(ae, args, **kw):
+    bind = (args.bind, 0) if getattr(args, "bind", None) else None
+    if bind:
+        kw["bind_address"] = bind
+    return ae.associate(HOST, args.port, ae_title=args.aec, **kw)
+
+
+def cmd_echo(args):
+    ae = make_ae(args.aet)
+    ae.add_requested_context(Verification)
+    assoc = associate(ae, args)
+    if not assoc.is_established:
+        out({"accepted": False, "rejected": assoc.is_rejected})
+        return
+    st = assoc.send_c_echo()
+    assoc.release()
+    out({"accepted": True, "status": st.Status if st else None})
+
+
+def cmd_contexts(args):
+    """Proposes one context per service and reports which were accepted."""
+    ae = make_ae(args.aet)
+    names = {
+        Verification: "echo",
+        CTImageStorage: "store",
+        StudyRootQueryRetrieveInformationModelFind: "find",
+        StudyRootQueryRetrieveInformationModelGet: "get",
+        StudyRootQueryRetrieveInformationModelMove: "move",
+    }
+    for uid in names:
+        ae.add_requested_context(uid)
+    assoc = associate(ae, args)
+    if not assoc.is_established:
+        out({"accepted": False})
+        return
+    accepted = sorted(names[c.abstract_syntax] for c in assoc.accepted_contexts)
+    result = {"accepted": True, "contexts": accepted}
+    if args.try_find:
+        # A C-FIND on a context the server has refused must not reach the archive.
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        ds.PatientName = "*"
+        try:
+            statuses = [s.Status for s, _ in assoc.send_c_find(ds, StudyRootQueryRetrieveInformationModelFind) if s]
+            result["find_statuses"] = statuses
+        except Exception as e:  # pynetdicom refuses to send without a context
+            result["find_error"] = type(e).__name__
+    assoc.release()
+    out(result)
+
+
+def dataset_bytes(path):
+    _, offset = split_dataset(Path(path))
+    return Path(path).read_bytes()[offset:]
+
+
+def file_info(path):
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return ds, ds.file_meta.TransferSyntaxUID
+
+
+def is_valid_instance(path):
+    """A valid storable instance: Part 10 file meta, the UIDs the information
+    model needs, and a data set that agrees with its file meta."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        meta = ds.file_meta
+        return all(
+            [
+                meta.get("TransferSyntaxUID"),
+                ds.get("StudyInstanceUID"),
+                ds.get("SeriesInstanceUID"),
+                ds.get("SOPInstanceUID") == meta.get("MediaStorageSOPInstanceUID"),
+                ds.get("SOPClassUID") == meta.get("MediaStorageSOPClassUID"),
+            ]
+        )
+    except Exception:
+        return False
+
+
+def store_files(args, files):
+    """Stores each file as-is on its own association proposing its own syntax."""
+    results = {}
+    for f in files:
+        try:
+            ds, ts = file_info(f)
+            sop_class = ds.SOPClassUID
+            uid = ds.SOPInstanceUID
+        except Exception as e:
+            results[f] = {"error": "unreadable: %s" % type(e).__name__}
+            continue
+        ae = make_ae(args.aet)
+        ae.add_requested_context(sop_class, [ts])
+        assoc = associate(ae, args)
+        if not assoc.is_established:
+            results[f] = {"error": "association failed"}
+            continue
+        if not assoc.accepted_contexts:
+            assoc.release()
+            results[f] = {"error": "context rejected", "ts": str(ts), "sop_class": str(sop_class)}
+            continue
+        try:
+            st = assoc.send_c_store(Path(f))
+            results[f] = {"status": st.Status if st else None, "uid": str(uid), "ts": str(ts),
+                          "sop_class": str(sop_class), "study": str(ds.get("StudyInstanceUID", ""))}
+        except Exception as e:
+            results[f] = {"error": "%s: %s" % (type(e).__name__, e)}
+        assoc.release()
+    return results
+
+
+def cmd_store(args):
+    out(store_files(args, args.files))
+
+
+def cmd_roundtrip(args):
+    """Stores each file, then fetches it back by C-GET and by C-MOVE and compares
+    the data set bytes received with the bytes sent."""
+    received = {}
+    lock = threading.Lock()
+
+    def keep(event):
+        with lock:
+            received[str(event.request.AffectedSOPInstanceUID)] = (
+                event.request.DataSet.getvalue(),
+                str(event.context.transfer_syntax),
+            )
+        return 0x0000
+
+    infos = {}
+    for f in args.files:
+        try:
+            ds, ts = file_info(f)
+            infos[f] = (str(ds.SOPClassUID), str(ts))
+        except Exception:
+            pass
+    # C-MOVE destination: our own storage SCP, registered in Custos by the test.
+    dest = make_ae(args.dest_aet)
+    pairs = sorted(set(infos.values()))
+    for sop_class, ts in pairs:
+        dest.add_supported_context(sop_class, [ts, ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    dest.maximum_pdu_size = 0
+    scp = dest.start_server((HOST, args.dest_port), block=False, evt_handlers=[(evt.EVT_C_STORE, keep)])
+    report = {}
+    try:
+        for f in args.files:
+            r = store_files(args, [f])[f]
+            r["valid"] = is_valid_instance(f)
+            if r.get("status") != 0:
+                report[f] = r
+                continue
+            original = dataset_bytes(f)
+            ident = Dataset()
+            ident.QueryRetrieveLevel = "IMAGE"
+            ident.StudyInstanceUID = r["study"]
+            ident.SOPInstanceUID = r["uid"]
+            # C-GET
+            received.clear()
+            ae = make_ae(args.aet)
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+            ae.add_requested_context(r["sop_class"], [r["ts"]])
+            roles = [build_role(r["sop_class"], scp_role=True)]
+            assoc = associate(ae, args, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, keep)])
+            get_status = None
+            if assoc.is_established:
+                for st, _ in assoc.send_c_get(ident, StudyRootQueryRetrieveInformationModelGet):
+                    if st:
+                        get_status = st.Status
+                assoc.release()
+            got = received.get(r["uid"])
+            get_same = got is not None and got[0] == original and got[1] == r["ts"]
+            # C-MOVE
+            received.clear()
+            ae = make_ae(args.aet)
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+            assoc = associate(ae, args)
+            move_status = None
+            if assoc.is_established:
+                for st, _ in assoc.send_c_move(ident, args.dest_aet, StudyRootQueryRetrieveInformationModelMove):
+                    if st:
+                        move_status = st.Status
+                assoc.release()
+            got = received.get(r["uid"])
+            move_same = got is not None and got[0] == original and got[1] == r["ts"]
+            report[f] = dict(r, get_status=get_status, get_identical=get_same,
+                             move_status=move_status, move_identical=move_same)
+    finally:
+        scp.shutdown()
+    out(report)
+
+
+def parse_keys(keys):
+    ds = Dataset()
+    for k in keys:
+        name, _, value = k.partition("=")
+        setattr(ds, name, value)
+    return ds
+
+
+def cmd_find(args):
+    ae = make_ae(args.aet)
+    model = PatientRootQueryRetrieveInformationModelFind if args.patient_root else StudyRootQueryRetrieveInformationModelFind
+    ae.add_requested_context(model)
+    assoc = associate(ae, args)
+    if not assoc.is_established:
+        out({"accepted": False})
+        return
+    ds = parse_keys(args.k)
+    ds.QueryRetrieveLevel = args.level
+    if args.charset:
+        ds.SpecificCharacterSet = args.charset
+    matches, final = [], None
+    for st, ident in assoc.send_c_find(ds, model):
+        if st is None:
+            break
+        if st.Status in (0xFF00, 0xFF01) and ident is not None:
+            m = {}
+            for elem in ident:
+                if elem.keyword in ("QueryRetrieveLevel", "SpecificCharacterSet"):
+                    continue
+                m[elem.keyword] = str(elem.value) if elem.value is not None else ""
+            matches.append(m)
+        else:
+            final = st.Status
+    assoc.release()
+    out({"accepted": True, "matches": matches, "status": final})
+
+
+def cmd_cancel_find(args):
+    """Starts a C-FIND that matches many studies and cancels it after the first answer."""
+    ae = make_ae(args.aet)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = associate(ae, args)
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.StudyInstanceUID = ""
+    responses = assoc.send_c_find(ds, StudyRootQueryRetrieveInformationModelFind, msg_id=7)
+    pending, final = 0, None
+    for st, _ in responses:
+        if st is None:
+            break
+        if st.Status == 0xFF00:
+            pending += 1
+            if pending == 1:
+                assoc.send_c_cancel(7, query_model=StudyRootQueryRetrieveInformationModelFind)
+        else:
+            final = st.Status
+    assoc.release()
+    out({"pending": pending, "status": final})
+
+
+def write_instance(path, **attrs):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = attrs.get("SOPInstanceUID") or generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "OT"
+    for k, v in attrs.items():
+        setattr(ds, k, v)
+    ds.Rows = ds.Columns = 8
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = bytes(range(64))
+    ds.save_as(path, enforce_file_format=True)
+
+
+def cmd_make(args):
+    """Writes instances described as JSON objects (one per argument)."""
+    os.makedirs(args.outdir, exist_ok=True)
+    paths = []
+    for i, spec in enumerate(args.specs):
+        attrs = json.loads(spec)
+        p = os.path.join(args.outdir, "gen%04d.dcm" % i)
+        write_instance(p, **attrs)
+        paths.append(p)
+    out(paths)
+
+
+def cmd_ingest(args):
+    """Stores synthetic instances from several threads; appends each acknowledged
+    SOP Instance UID (status 0x0000) to --acked, flushed, as soon as it is known."""
+    os.makedirs(args.workdir, exist_ok=True)
+    ack = open(args.acked, "a", buffering=1)
+    lock = threading.Lock()
+    stop = time.time() + args.seconds
+
+    def worker(n):
+        ae = make_ae(args.aet)
+        ae.add_requested_context(SecondaryCaptureImageStorage, [ExplicitVRLittleEndian])
+        assoc = associate(ae, args)
+        if not assoc.is_established:
+            return
+        i = 0
+        try:
+            while time.time() < stop:
+                p = os.path.join(args.workdir, "t%d_%d.dcm" % (n, i))
+                uid = generate_uid()
+                write_instance(p, SOPInstanceUID=uid, PatientID="DUR%d" % n, PatientName="DURABLE^TEST")
+                st = assoc.send_c_store(Path(p))
+                if st and st.Status == 0:
+                    with lock:
+                        ack.write(uid + "\n")
+                        ack.flush()
+                        os.fsync(ack.fileno())
+                i += 1
+            assoc.release()
+        except Exception:
+            pass  # the server was killed mid-store: expected
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(args.threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out({"done": True})
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp):
+        sp.add_argument("--port", type=int, required=True)
+        sp.add_argument("--aet", default="PYSCU")
+        sp.add_argument("--aec", default="CUSTOS")
+        sp.add_argument("--bind")
+        return sp
+
+    common(sub.add_parser("echo")).set_defaults(fn=cmd_echo)
+    sp = common(sub.add_parser("contexts"))
+    sp.add_argument("--try-find", action="store_true")
+    sp.set_defaults(fn=cmd_contexts)
+    sp = common(sub.add_parser("store"))
+    sp.add_argument("files", nargs="+")
+    sp.set_defaults(fn=cmd_store)
+    sp = common(sub.add_parser("roundtrip"))
+    sp.add_argument("--dest-aet", required=True)
+    sp.add_argument("--dest-port", type=int, required=True)
+    sp.add_argument("files", nargs="+")
+    sp.set_defaults(fn=cmd_roundtrip)
+    sp = common(sub.add_parser("find"))
+    sp.add_argument("--level", default="STUDY")
+    sp.add_argument("--patient-root", action="store_true")
+    sp.add_argument("--charset")
+    sp.add_argument("-k", action="append", default=[])
+    sp.set_defaults(fn=cmd_find)
+    common(sub.add_parser("cancel-find")).set_defaults(fn=cmd_cancel_find)
+    sp = sub.add_parser("make")
+    sp.add_argument("outdir")
+    sp.add_argument("specs", nargs="+")
+    sp.set_defaults(fn=cmd_make)
+    sp = common(sub.add_parser("ingest"))
+    sp.add_argument("--threads", type=int, default=4)
+    sp.add_argument("--seconds", type=float, default=3)
+    sp.add_argument("--acked", required=True)
+    sp.add_argument("--workdir", required=True)
+    sp.set_defaults(fn=cmd_ingest)
+    args = p.parse_args()
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()
