@@ -1,27 +1,15 @@
 //! Reading the indexed attributes out of a parsed instance.
 
-use dicom_core::{Tag, VR};
+use dicom_core::Tag;
+
+use crate::text::element_text;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
 use custos_core::record::InstanceRecord;
 
 fn text(obj: &InMemDicomObject, tag: Tag) -> String {
-    let Some(elem) = obj.get(tag) else {
-        return String::new();
-    };
-    // Some writers label standard attributes UN in explicit VR files; their
-    // value is still the attribute's text.
-    let value = if elem.vr() == VR::UN {
-        elem.to_bytes()
-            .ok()
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-    } else {
-        elem.to_str().ok().map(|s| s.into_owned())
-    };
-    value
-        .map(|s| s.trim_matches(|c: char| c == ' ' || c == '\0').to_string())
-        .unwrap_or_default()
+    obj.get(tag).map(element_text).unwrap_or_default()
 }
 
 fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {

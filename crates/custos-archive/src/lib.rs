@@ -10,6 +10,7 @@ mod attributes;
 mod ingest;
 pub mod part10;
 mod retrieve;
+pub mod text;
 
 pub use ingest::{Ingest, IngestError, StoreOutcome};
 pub use retrieve::{DatasetStream, RetrieveError, is_native};

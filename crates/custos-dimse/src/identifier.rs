@@ -6,6 +6,7 @@ use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{StandardDataDictionary, tags};
 use dicom_object::InMemDicomObject;
 
+use custos_archive::text::element_text;
 use custos_core::query::{Key, Level, Matcher, Query, Row};
 
 /// Which information model a request uses.
@@ -47,7 +48,7 @@ pub fn parse(obj: &InMemDicomObject, model: Model, limit: usize) -> Result<Ident
         }
         requested.push((tag, elem.header().vr));
         if let Some(key) = Key::from_tag(tag.group(), tag.element()) {
-            let raw = elem.to_str().map(|s| s.to_string()).unwrap_or_default();
+            let raw = element_text(elem);
             let m = Matcher::parse(key.kind(), &raw).map_err(|e| format!("{}: {e}", key.name()))?;
             if m != Matcher::Universal {
                 conditions.push((key, m));
