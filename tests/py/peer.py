@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import pydicom
+import pydicom.filebase
+import pydicom.filewriter
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role, evt, debug_logger  # noqa: F401
@@ -373,6 +375,65 @@ def cmd_ingest(args):
     out({"done": True})
 
 
+def cmd_get(args):
+    """C-GET (Study Root) of everything matching the keys; reports the SOP
+    Instance UIDs received and whether each data set parses."""
+    got, unreadable = [], 0
+    lock = threading.Lock()
+
+    def keep(event):
+        nonlocal unreadable
+        try:
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+            _ = ds.PixelData
+            with lock:
+                got.append(str(ds.SOPInstanceUID))
+        except Exception:
+            with lock:
+                unreadable += 1
+        return 0x0000
+
+    ae = make_ae(args.aet)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(SecondaryCaptureImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    roles = [build_role(SecondaryCaptureImageStorage, scp_role=True), build_role(CTImageStorage, scp_role=True)]
+    assoc = associate(ae, args, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, keep)])
+    if not assoc.is_established:
+        out({"accepted": False})
+        return
+    ds = parse_keys(args.k)
+    ds.QueryRetrieveLevel = args.level
+    final = None
+    for st, _ in assoc.send_c_get(ds, StudyRootQueryRetrieveInformationModelGet):
+        if st is not None and st.Status != 0xFF00:
+            final = st.Status
+    assoc.release()
+    out({"accepted": True, "status": final, "received": got, "unreadable": unreadable})
+
+
+def cmd_store_raw(args):
+    """Sends a C-STORE whose data set is the given bytes, whatever they are."""
+    ae = make_ae(args.aet)
+    ae.add_requested_context(SecondaryCaptureImageStorage, [ExplicitVRLittleEndian])
+    ae.add_requested_context(Verification)
+    assoc = associate(ae, args)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path = args.workfile
+    with open(path, "wb") as f:
+        f.write(b"\0" * 128 + b"DICM")
+        pydicom.filewriter.write_file_meta_info(pydicom.filebase.DicomFileLike(f), meta, enforce_standard=True)
+        f.write(Path(args.body).read_bytes())
+    st = assoc.send_c_store(Path(path))
+    echo = assoc.send_c_echo()
+    assoc.release()
+    out({"status": st.Status if st else None, "echo_after": echo.Status if echo else None})
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -413,6 +474,14 @@ def main():
     sp.add_argument("--acked", required=True)
     sp.add_argument("--workdir", required=True)
     sp.set_defaults(fn=cmd_ingest)
+    sp = common(sub.add_parser("get"))
+    sp.add_argument("--level", default="STUDY")
+    sp.add_argument("-k", action="append", default=[])
+    sp.set_defaults(fn=cmd_get)
+    sp = common(sub.add_parser("store-raw"))
+    sp.add_argument("--workfile", required=True)
+    sp.add_argument("body")
+    sp.set_defaults(fn=cmd_store_raw)
     args = p.parse_args()
     args.fn(args)
 

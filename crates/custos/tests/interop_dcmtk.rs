@@ -1,0 +1,281 @@
+//! DCMTK's own tools (Debian `dcmtk`) against Custos: echoscu, storescu,
+//! findscu, getscu, and movescu with its own receiver.
+
+mod common;
+use common::*;
+
+const CT_STUDY: &str = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322";
+const CT_SOP: &str = "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322";
+
+fn received(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = walk_files(dir)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// DICOM attribute dump of a file, for comparing what was sent with what came back.
+fn dump(path: &std::path::Path) -> String {
+    let out = dcmtk(
+        "dcmdump",
+        &[
+            "-q",
+            "+P",
+            "0008,0018",
+            "+P",
+            "0010,0010",
+            "+P",
+            "7fe0,0010",
+            "--print-all",
+            path.to_str().unwrap(),
+        ],
+    );
+    out.stdout()
+}
+
+#[test]
+fn dcmtk_tools_store_find_get_move() {
+    let data = DataDir::new("dcmtk");
+    let recv_port = free_port();
+    data.add_peer("DCMTK", "127.0.0.1", recv_port, "echo,store,find,get,move");
+    data.add_peer("VIEWONLY", "127.0.0.1", 104, "echo,find,get");
+    let server = Server::start(&data);
+    let port = server.port();
+    let files = pydicom_test_files();
+    let ct = files.join("CT_small.dcm");
+    let mr = files.join("MR_small.dcm");
+
+    assert!(
+        dcmtk(
+            "echoscu",
+            &["-aet", "DCMTK", "-aec", "CUSTOS", "127.0.0.1", &port]
+        )
+        .ok()
+    );
+
+    let st = dcmtk(
+        "storescu",
+        &[
+            "-v",
+            "-aet",
+            "DCMTK",
+            "-aec",
+            "CUSTOS",
+            "127.0.0.1",
+            &port,
+            ct.to_str().unwrap(),
+            mr.to_str().unwrap(),
+        ],
+    );
+    assert!(st.ok(), "{}", st.stderr());
+    assert_eq!(
+        st.stderr()
+            .matches("Received Store Response (Success)")
+            .count(),
+        2,
+        "{}",
+        st.stderr()
+    );
+    assert_eq!(data.blob_count(), 2);
+
+    // Storing is refused for a peer without `store` (it has storage contexts for C-GET only).
+    let st = dcmtk(
+        "storescu",
+        &[
+            "-aet",
+            "VIEWONLY",
+            "-aec",
+            "CUSTOS",
+            "127.0.0.1",
+            &port,
+            ct.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        st.stderr().contains("Refused") || st.stderr().contains("0x0124") || !st.ok(),
+        "{}",
+        st.stderr()
+    );
+
+    let find = dcmtk(
+        "findscu",
+        &[
+            "-v",
+            "-S",
+            "-aet",
+            "DCMTK",
+            "-aec",
+            "CUSTOS",
+            "127.0.0.1",
+            &port,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "PatientName=CompressedSamples^CT*",
+            "-k",
+            "StudyInstanceUID",
+            "-k",
+            "ModalitiesInStudy",
+        ],
+    );
+    assert!(find.ok(), "{}", find.stderr());
+    let text = find.stderr() + &find.stdout();
+    assert!(text.contains("Find Response: 1 (Pending)"), "{text}");
+    assert!(!text.contains("Find Response: 2 (Pending)"), "{text}");
+    assert!(text.contains(CT_STUDY) && text.contains("[CT]"), "{text}");
+
+    // C-GET into a folder: the same instance, same attributes and pixel data.
+    let out = std::env::temp_dir().join(format!("custos-getscu-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let get = dcmtk(
+        "getscu",
+        &[
+            "-aet",
+            "DCMTK",
+            "-aec",
+            "CUSTOS",
+            "127.0.0.1",
+            &port,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &format!("StudyInstanceUID={CT_STUDY}"),
+            "-od",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(get.ok(), "{}", get.stderr());
+    assert_eq!(received(&out), [format!("CT.{CT_SOP}")]);
+    assert_eq!(dump(&out.join(format!("CT.{CT_SOP}"))), dump(&ct));
+
+    // C-MOVE to movescu's own receiver (registered as DCMTK at recv_port).
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let rp = recv_port.to_string();
+    let mv = dcmtk(
+        "movescu",
+        &[
+            "-aet",
+            "DCMTK",
+            "-aec",
+            "CUSTOS",
+            "-aem",
+            "DCMTK",
+            "--port",
+            &rp,
+            "127.0.0.1",
+            &port,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &format!("StudyInstanceUID={CT_STUDY}"),
+            "-od",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(mv.ok(), "{}", mv.stderr());
+    assert_eq!(received(&out), [format!("CT.{CT_SOP}")]);
+    assert_eq!(dump(&out.join(format!("CT.{CT_SOP}"))), dump(&ct));
+
+    // C-MOVE to an unregistered destination: 0xA801, nothing sent.
+    let mv = dcmtk(
+        "movescu",
+        &[
+            "-aet",
+            "DCMTK",
+            "-aec",
+            "CUSTOS",
+            "-aem",
+            "ELSEWHERE",
+            "127.0.0.1",
+            &port,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &format!("StudyInstanceUID={CT_STUDY}"),
+        ],
+    );
+    assert!(
+        mv.stderr().contains("MoveDestinationUnknown") || mv.stderr().contains("a801"),
+        "{}",
+        mv.stderr()
+    );
+    // VIEWONLY has no move permission: refused per request.
+    let mv = dcmtk(
+        "movescu",
+        &[
+            "-aet",
+            "VIEWONLY",
+            "-aec",
+            "CUSTOS",
+            "-aem",
+            "DCMTK",
+            "127.0.0.1",
+            &port,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &format!("StudyInstanceUID={CT_STUDY}"),
+        ],
+    );
+    assert!(!mv.stderr().contains("Success"), "{}", mv.stderr());
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn import_then_query_and_retrieve() {
+    let data = DataDir::new("import");
+    let files = pydicom_test_files();
+    let dir = std::env::temp_dir().join(format!("custos-import-src-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::copy(files.join("CT_small.dcm"), dir.join("sub/ct.dcm")).unwrap();
+    std::fs::copy(files.join("MR_small.dcm"), dir.join("mr.dcm")).unwrap();
+    std::fs::copy(
+        files.join("rtplan_truncated.dcm"),
+        dir.join("truncated.dcm"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("notes.txt"), "not dicom").unwrap();
+    let run = data.cli(&["import", dir.to_str().unwrap()]).success();
+    let out = run.stdout();
+    assert!(out.contains("2 stored, 0 already stored"), "{out}");
+    assert!(out.contains("1 rejected, 1 skipped"), "{out}");
+    assert!(out.contains("truncated.dcm"), "{out}");
+    // Again: duplicates, nothing new.
+    let again = data
+        .cli(&["import", dir.to_str().unwrap()])
+        .success()
+        .stdout();
+    assert!(again.contains("0 stored, 2 already stored"), "{again}");
+    assert_eq!(data.blob_count(), 2);
+
+    data.add_peer("DCMTK", "127.0.0.1", 104, "find");
+    let server = Server::start(&data);
+    let find = dcmtk(
+        "findscu",
+        &[
+            "-v",
+            "-S",
+            "-aet",
+            "DCMTK",
+            "-aec",
+            "CUSTOS",
+            "127.0.0.1",
+            &server.port(),
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyInstanceUID",
+        ],
+    );
+    let text = find.stderr();
+    assert!(
+        text.contains("Find Response: 2 (Pending)") && !text.contains("Find Response: 3"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
