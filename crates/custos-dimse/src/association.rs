@@ -31,7 +31,7 @@ const MAX_IDENTIFIER: usize = 1 << 20;
 /// Where the data set of the current request goes.
 enum Sink<'a> {
     /// C-STORE: straight into a staged blob.
-    Store(Ingest<'a>),
+    Store(Box<Ingest<'a>>),
     /// C-STORE we will refuse or fail: read and drop.
     Discard(u16, String),
     /// Query/retrieve identifier: kept in memory (bounded).
@@ -207,7 +207,7 @@ impl Association {
             source_ae_title: self.peer_ae().to_string(),
         };
         match archive.begin_network_ingest(meta).await {
-            Ok(ingest) => Sink::Store(ingest),
+            Ok(ingest) => Sink::Store(Box::new(ingest)),
             Err(e) => {
                 warn!(error = %e, "cannot start receiving an instance");
                 Sink::Discard(status::OUT_OF_RESOURCES, "cannot stage instance".into())

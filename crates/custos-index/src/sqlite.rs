@@ -124,10 +124,10 @@ impl SqliteIndex {
                 None => open_conn(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
             };
             let result = f(&conn);
-            if let Ok(mut p) = pool.lock() {
-                if p.len() < READERS {
-                    p.push(conn);
-                }
+            if let Ok(mut p) = pool.lock()
+                && p.len() < READERS
+            {
+                p.push(conn);
             }
             result
         })
@@ -149,70 +149,68 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteOp>) {
     }
 }
 
+/// An applied operation waiting for COMMIT before its caller hears the result.
+enum Done {
+    Insert(oneshot::Sender<Result<InsertOutcome, IndexError>>, Result<InsertOutcome, IndexError>),
+    PutPeer(oneshot::Sender<Result<(), IndexError>>, Result<(), IndexError>),
+    RemovePeer(oneshot::Sender<Result<bool, IndexError>>, Result<bool, IndexError>),
+}
+
+impl Done {
+    /// Replies to the caller: its own result, or the failure that undid it.
+    fn settle(self, failure: Option<&str>) {
+        fn send<T>(tx: oneshot::Sender<Result<T, IndexError>>, r: Result<T, IndexError>, e: Option<&str>) {
+            let _ = tx.send(match e {
+                Some(e) => Err(IndexError::Corrupt(format!("transaction failed: {e}"))),
+                None => r,
+            });
+        }
+        match self {
+            Done::Insert(tx, r) => send(tx, r, failure),
+            Done::PutPeer(tx, r) => send(tx, r, failure),
+            Done::RemovePeer(tx, r) => send(tx, r, failure),
+        }
+    }
+}
+
 /// Applies a batch in one transaction; each op in its own savepoint so one
 /// failure does not undo the others. Replies are sent only after COMMIT.
 fn apply_batch(conn: &mut Connection, batch: Vec<WriteOp>) {
-    let mut replies: Vec<Box<dyn FnOnce(Option<&rusqlite::Error>)>> = Vec::new();
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             let msg = e.to_string();
             for op in batch {
-                fail(op, &msg);
+                not_applied(op).settle(Some(&msg));
             }
             return;
         }
     };
-    for op in batch {
-        match op {
-            WriteOp::Insert {
-                record,
-                replace,
+    let done: Vec<Done> = batch
+        .into_iter()
+        .map(|op| match op {
+            WriteOp::Insert { record, replace, reply } => {
+                Done::Insert(reply, in_savepoint(&tx, |t| insert(t, &record, replace)))
+            }
+            WriteOp::PutPeer { peer, reply } => Done::PutPeer(reply, in_savepoint(&tx, |t| put_peer(t, &peer))),
+            WriteOp::RemovePeer { ae_title, reply } => Done::RemovePeer(
                 reply,
-            } => {
-                let r = in_savepoint(&tx, |t| insert(t, &record, replace));
-                replies.push(Box::new(move |commit_err| {
-                    let _ = reply.send(match commit_err {
-                        Some(e) => Err(IndexError::Corrupt(format!("commit failed: {e}"))),
-                        None => r,
-                    });
-                }));
-            }
-            WriteOp::PutPeer { peer, reply } => {
-                let r = in_savepoint(&tx, |t| put_peer(t, &peer));
-                replies.push(Box::new(move |commit_err| {
-                    let _ = reply.send(match commit_err {
-                        Some(e) => Err(IndexError::Corrupt(format!("commit failed: {e}"))),
-                        None => r,
-                    });
-                }));
-            }
-            WriteOp::RemovePeer { ae_title, reply } => {
-                let r = in_savepoint(&tx, |t| {
-                    Ok(t.execute("DELETE FROM peers WHERE ae_title = ?1", [&ae_title])? > 0)
-                });
-                replies.push(Box::new(move |commit_err| {
-                    let _ = reply.send(match commit_err {
-                        Some(e) => Err(IndexError::Corrupt(format!("commit failed: {e}"))),
-                        None => r,
-                    });
-                }));
-            }
-        }
-    }
-    let commit = tx.commit();
-    let err = commit.as_ref().err();
-    for reply in replies {
-        reply(err);
+                in_savepoint(&tx, |t| Ok(t.execute("DELETE FROM peers WHERE ae_title = ?1", [&ae_title])? > 0)),
+            ),
+        })
+        .collect();
+    let commit = tx.commit().err().map(|e| e.to_string());
+    for d in done {
+        d.settle(commit.as_deref());
     }
 }
 
-fn fail(op: WriteOp, msg: &str) {
-    let e = || IndexError::Corrupt(format!("cannot begin transaction: {msg}"));
+/// An operation that could not start; `settle` replaces its result with the failure.
+fn not_applied(op: WriteOp) -> Done {
     match op {
-        WriteOp::Insert { reply, .. } => drop(reply.send(Err(e()))),
-        WriteOp::PutPeer { reply, .. } => drop(reply.send(Err(e()))),
-        WriteOp::RemovePeer { reply, .. } => drop(reply.send(Err(e()))),
+        WriteOp::Insert { reply, .. } => Done::Insert(reply, Err(IndexError::WriterGone)),
+        WriteOp::PutPeer { reply, .. } => Done::PutPeer(reply, Err(IndexError::WriterGone)),
+        WriteOp::RemovePeer { reply, .. } => Done::RemovePeer(reply, Err(IndexError::WriterGone)),
     }
 }
 
