@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# For ../shared/bench/run.py --target external --reset-cmd: stops the Custos
+# started by the previous call, wipes its data folder, starts an empty one on
+# loopback with the harness's peers registered, and prints its PID last.
+#   CUSTOS_BIN   (default: target/release/custos of this repository)
+#   BENCH_DATA   (default: /tmp/custos-bench-data)
+#   BENCH_PORT   (default: 11120)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+bin=${CUSTOS_BIN:-$here/../target/release/custos}
+data=${BENCH_DATA:-/tmp/custos-bench-data}
+port=${BENCH_PORT:-11120}
+pidfile="$data.pid"
+
+if [ -f "$pidfile" ]; then
+  pid=$(cat "$pidfile")
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+fi
+rm -rf "$data"
+"$bin" init --data "$data" >/dev/null
+"$bin" peer add BENCHSCU --host 127.0.0.1 --port 11113 --allow echo,store,find,get,move --data "$data" >/dev/null
+"$bin" peer add BENCHDEST --host 127.0.0.1 --port 11114 --allow echo --data "$data" >/dev/null
+CUSTOS_DICOM_LISTEN="127.0.0.1:$port" RUST_LOG=warn nohup "$bin" serve --data "$data" >"$data.log" 2>&1 &
+pid=$!
+echo "$pid" >"$pidfile"
+for _ in $(seq 100); do
+  grep -q "listening for DICOM" "$data.log" 2>/dev/null && break
+  sleep 0.1
+done
+echo "$pid"
