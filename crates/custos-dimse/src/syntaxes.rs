@@ -307,3 +307,33 @@ pub const STORAGE_SOP_CLASSES: &[&str] = &[
     "1.2.840.10008.5.1.4.44.1",     // Implant Assembly Template Storage
     "1.2.840.10008.5.1.4.45.1",     // Implant Template Group Storage
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_encoding::TransferSyntaxIndex;
+    use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+    #[test]
+    fn every_accepted_transfer_syntax_is_known_to_dicom_ul() {
+        // dicom-ul only accepts syntaxes its registry can read data sets in.
+        for ts in STORAGE_TRANSFER_SYNTAXES {
+            assert!(
+                dicom_ul::association::server::is_supported(ts),
+                "{ts} would be refused"
+            );
+            assert!(TransferSyntaxRegistry.get(ts).is_some(), "{ts}");
+        }
+    }
+
+    #[test]
+    fn permissions_shape_the_offer() {
+        let store_only: Permissions = "echo,store".parse().unwrap();
+        let offer = abstract_syntaxes(store_only);
+        assert!(offer.contains(&VERIFICATION) && offer.contains(&"1.2.840.10008.5.1.4.1.1.2"));
+        assert!(!offer.contains(&STUDY_ROOT_FIND) && !offer.contains(&STUDY_ROOT_GET));
+        assert!(abstract_syntaxes(Permissions::NONE).is_empty());
+        assert_eq!(action_of(STUDY_ROOT_MOVE), Some(Action::Move));
+        assert_eq!(action_of("1.2.3"), None);
+    }
+}

@@ -151,15 +151,28 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteOp>) {
 
 /// An applied operation waiting for COMMIT before its caller hears the result.
 enum Done {
-    Insert(oneshot::Sender<Result<InsertOutcome, IndexError>>, Result<InsertOutcome, IndexError>),
-    PutPeer(oneshot::Sender<Result<(), IndexError>>, Result<(), IndexError>),
-    RemovePeer(oneshot::Sender<Result<bool, IndexError>>, Result<bool, IndexError>),
+    Insert(
+        oneshot::Sender<Result<InsertOutcome, IndexError>>,
+        Result<InsertOutcome, IndexError>,
+    ),
+    PutPeer(
+        oneshot::Sender<Result<(), IndexError>>,
+        Result<(), IndexError>,
+    ),
+    RemovePeer(
+        oneshot::Sender<Result<bool, IndexError>>,
+        Result<bool, IndexError>,
+    ),
 }
 
 impl Done {
     /// Replies to the caller: its own result, or the failure that undid it.
     fn settle(self, failure: Option<&str>) {
-        fn send<T>(tx: oneshot::Sender<Result<T, IndexError>>, r: Result<T, IndexError>, e: Option<&str>) {
+        fn send<T>(
+            tx: oneshot::Sender<Result<T, IndexError>>,
+            r: Result<T, IndexError>,
+            e: Option<&str>,
+        ) {
             let _ = tx.send(match e {
                 Some(e) => Err(IndexError::Corrupt(format!("transaction failed: {e}"))),
                 None => r,
@@ -189,13 +202,19 @@ fn apply_batch(conn: &mut Connection, batch: Vec<WriteOp>) {
     let done: Vec<Done> = batch
         .into_iter()
         .map(|op| match op {
-            WriteOp::Insert { record, replace, reply } => {
-                Done::Insert(reply, in_savepoint(&tx, |t| insert(t, &record, replace)))
+            WriteOp::Insert {
+                record,
+                replace,
+                reply,
+            } => Done::Insert(reply, in_savepoint(&tx, |t| insert(t, &record, replace))),
+            WriteOp::PutPeer { peer, reply } => {
+                Done::PutPeer(reply, in_savepoint(&tx, |t| put_peer(t, &peer)))
             }
-            WriteOp::PutPeer { peer, reply } => Done::PutPeer(reply, in_savepoint(&tx, |t| put_peer(t, &peer))),
             WriteOp::RemovePeer { ae_title, reply } => Done::RemovePeer(
                 reply,
-                in_savepoint(&tx, |t| Ok(t.execute("DELETE FROM peers WHERE ae_title = ?1", [&ae_title])? > 0)),
+                in_savepoint(&tx, |t| {
+                    Ok(t.execute("DELETE FROM peers WHERE ae_title = ?1", [&ae_title])? > 0)
+                }),
             ),
         })
         .collect();
