@@ -1,10 +1,11 @@
-//! The filesystem store: `ROOT/ab/cd/<key>` with `ROOT/.staging` for blobs in flight.
+//! The filesystem store: `ROOT/abc/<key>` (4096 fan-out folders, made once at
+//! open, so a commit never creates folders) with `ROOT/.staging` for blobs in flight.
 //!
-//! Commit is: fsync the file, rename it into place, fsync the directory. The
-//! rename is atomic, so a blob is either absent or whole.
+//! Commit is: fsync the file, rename it into place, fsync the folder, all in one
+//! blocking task. The rename is atomic, so a blob is either absent or whole.
 
 use async_trait::async_trait;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::{BlobStore, Reader, StagedBlob, StoreError};
 
@@ -27,6 +28,19 @@ impl FsStore {
         for entry in std::fs::read_dir(&staging).map_err(stage_err)?.flatten() {
             let _ = std::fs::remove_file(entry.path());
         }
+        let mut created = false;
+        for i in 0..4096 {
+            let dir = root.join(format!("{i:03x}"));
+            if !dir.is_dir() {
+                std::fs::create_dir(&dir).map_err(stage_err)?;
+                created = true;
+            }
+        }
+        if created {
+            std::fs::File::open(&root)
+                .and_then(|d| d.sync_all())
+                .map_err(stage_err)?;
+        }
         Ok(FsStore { root, staging })
     }
 
@@ -38,19 +52,12 @@ impl FsStore {
         {
             return Err(StoreError::BadKey(key.to_string()));
         }
-        Ok(self.root.join(&key[0..2]).join(&key[2..4]).join(key))
+        Ok(self.root.join(&key[0..3]).join(key))
     }
 }
 
 fn new_key() -> String {
     uuid::Uuid::new_v4().simple().to_string()
-}
-
-async fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
-        .await
-        .map_err(std::io::Error::other)?
 }
 
 #[async_trait]
@@ -76,26 +83,23 @@ impl BlobStore for FsStore {
             key: key.clone(),
             source,
         };
-        let staged_path = staged.finish().await.map_err(err)?;
-        let dir = target
-            .parent()
-            .expect("blob paths have a parent")
-            .to_path_buf();
-        let result = async {
-            if tokio::fs::metadata(&dir).await.is_err() {
-                tokio::fs::create_dir_all(&dir).await?;
-                // The new directories' entries must be durable too.
-                sync_dir(dir.parent().expect("two levels")).await?;
-                sync_dir(&self.root).await?;
+        let (file, staged_path) = staged.into_parts().await.map_err(err)?;
+        let durable = tokio::task::spawn_blocking(move || {
+            let result = (|| {
+                file.sync_all()?;
+                drop(file);
+                std::fs::rename(&staged_path, &target)?;
+                let dir = target.parent().expect("blob paths have a parent");
+                std::fs::File::open(dir)?.sync_all()
+            })();
+            if result.is_err() {
+                let _ = std::fs::remove_file(&staged_path);
             }
-            tokio::fs::rename(&staged_path, &target).await?;
-            sync_dir(&dir).await
-        }
-        .await;
-        if let Err(e) = result {
-            let _ = tokio::fs::remove_file(&staged_path).await;
-            return Err(err(e));
-        }
+            result
+        })
+        .await
+        .map_err(|e| err(std::io::Error::other(e)))?;
+        durable.map_err(err)?;
         Ok(key)
     }
 

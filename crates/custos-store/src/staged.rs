@@ -58,14 +58,16 @@ impl StagedBlob {
         &self.path
     }
 
-    /// Flushes and fsyncs the file, handing back its path for the final rename.
-    pub(crate) async fn finish(mut self) -> Result<PathBuf, std::io::Error> {
-        if let Some(mut w) = self.writer.take() {
-            w.flush().await?;
-            let file = w.into_inner();
-            file.sync_all().await?;
-        }
-        Ok(std::mem::take(&mut self.path))
+    /// Flushes buffered bytes and hands back the file and its path; the caller
+    /// makes it durable. The staged path is forgotten, so drop no longer deletes it.
+    pub(crate) async fn into_parts(mut self) -> Result<(std::fs::File, PathBuf), std::io::Error> {
+        let mut w = self
+            .writer
+            .take()
+            .ok_or_else(|| std::io::Error::other("blob already finished"))?;
+        w.flush().await?;
+        let file = w.into_inner().into_std().await;
+        Ok((file, std::mem::take(&mut self.path)))
     }
 }
 
