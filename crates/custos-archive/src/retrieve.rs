@@ -29,26 +29,36 @@ pub enum RetrieveError {
 
 /// The data set of a stored instance (no preamble, no file meta), read in chunks.
 pub struct DatasetStream {
-    pending: Vec<u8>,
+    buf: Vec<u8>,
+    pos: usize,
     reader: Reader,
     done: bool,
 }
 
+/// Bytes read from the store at a time (few blocking reads, bounded memory).
+const READ_BLOCK: usize = 1 << 20;
+
 impl DatasetStream {
     /// Up to `max` next bytes; an empty vector at the end.
     pub async fn next_chunk(&mut self, max: usize) -> Result<Vec<u8>, std::io::Error> {
-        while self.pending.len() < max && !self.done {
-            let mut buf = vec![0u8; (max - self.pending.len()).max(64 * 1024)];
-            let n = self.reader.read(&mut buf).await?;
-            if n == 0 {
-                self.done = true;
-            } else {
-                self.pending.extend_from_slice(&buf[..n]);
+        if self.pos == self.buf.len() && !self.done {
+            self.buf.resize(READ_BLOCK, 0);
+            let mut filled = 0;
+            while filled < READ_BLOCK {
+                let n = self.reader.read(&mut self.buf[filled..]).await?;
+                if n == 0 {
+                    self.done = true;
+                    break;
+                }
+                filled += n;
             }
+            self.buf.truncate(filled);
+            self.pos = 0;
         }
-        let take = self.pending.len().min(max);
-        let rest = self.pending.split_off(take);
-        Ok(std::mem::replace(&mut self.pending, rest))
+        let take = (self.buf.len() - self.pos).min(max);
+        let chunk = self.buf[self.pos..self.pos + take].to_vec();
+        self.pos += take;
+        Ok(chunk)
     }
 }
 
@@ -70,12 +80,8 @@ impl Archive {
         let mut head = Vec::with_capacity(8192);
         loop {
             if let Some(offset) = dataset_offset(&head) {
-                let pending = head.split_off(offset);
-                return Ok(DatasetStream {
-                    pending,
-                    reader,
-                    done: false,
-                });
+                let buf = head.split_off(offset);
+                return Ok(DatasetStream { buf, pos: 0, reader, done: false });
             }
             let mut buf = [0u8; 4096];
             let n = reader

@@ -384,8 +384,11 @@ impl Association {
     /// Checks, without waiting, whether the peer sent C-CANCEL for `message_id`.
     /// Any other PDU arriving mid-operation is a protocol error.
     pub async fn cancel_requested(&mut self, message_id: u16) -> Result<bool, LinkError> {
-        let next = tokio::time::timeout(std::time::Duration::ZERO, self.assoc.receive()).await;
-        let Ok(pdu) = next else { return Ok(false) };
+        // Poll the read once instead of racing a zero timeout: tokio timers tick
+        // every millisecond, which would cost 1 ms per C-FIND match or sub-operation.
+        let Some(pdu) = poll_once(self.assoc.receive()) else {
+            return Ok(false);
+        };
         match pdu? {
             Pdu::PData { data } => {
                 let bytes: Vec<u8> = data
@@ -410,6 +413,17 @@ impl Association {
                 "unexpected PDU during an operation".into(),
             )),
         }
+    }
+}
+
+/// Polls a future exactly once. Safe for dicom-ul's `receive`, which keeps
+/// partially read bytes in the association's buffer when dropped.
+fn poll_once<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
     }
 }
 

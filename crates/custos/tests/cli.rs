@@ -1,0 +1,78 @@
+//! First run, configuration and peer registry as an administrator uses them.
+
+mod common;
+use common::*;
+
+#[test]
+fn init_writes_a_documented_config_and_private_folder() {
+    let data = DataDir::new("cli-init");
+    let config = std::fs::read_to_string(data.path.join("custos.toml")).unwrap();
+    assert!(config.contains("listen = \"127.0.0.1:11112\"") && config.contains("ae_title = \"CUSTOS\""));
+    assert!(config.contains("# "), "every default is explained");
+    assert!(data.path.join("index.sqlite").exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&data.path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    let again = data.cli(&["init"]).success();
+    assert!(again.stdout().contains("already initialised"));
+}
+
+#[test]
+fn config_show_applies_environment_overrides() {
+    let data = DataDir::new("cli-config");
+    let out = std::process::Command::new(BIN)
+        .args(["config", "show", "--data"])
+        .arg(&data.path)
+        .env("CUSTOS_DICOM_LISTEN", "0.0.0.0:104")
+        .env("CUSTOS_DICOM_MAX_ASSOCIATIONS", "7")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("listen = \"0.0.0.0:104\"") && text.contains("max_associations = 7"), "{text}");
+    // A typo in the file is an error, not silently ignored.
+    std::fs::write(data.path.join("custos.toml"), "[dicom]\nlisen = \"x\"\n").unwrap();
+    let bad = data.cli(&["config", "show"]);
+    assert!(!bad.ok());
+    assert!(bad.stderr().contains("lisen"), "{}", bad.stderr());
+    // A bad value from the environment is an error too.
+    let bad_env = std::process::Command::new(BIN)
+        .args(["config", "show", "--data"])
+        .arg(&data.path)
+        .env("CUSTOS_DICOM_MAX_PDU_LENGTH", "huge")
+        .output()
+        .unwrap();
+    assert!(!bad_env.status.success());
+}
+
+#[test]
+fn serve_says_where_it_listens_and_how_to_register_peers() {
+    let data = DataDir::new("cli-serve");
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--data"])
+        .arg(&data.path)
+        .env("CUSTOS_DICOM_LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let second = lines.next().unwrap().unwrap();
+    let third = lines.next().unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.starts_with("Custos listening for DICOM on 127.0.0.1:"), "{first}");
+    assert!(second.contains("No peers are registered"), "{second}");
+    assert!(third.contains("custos peer add"), "{third}");
+}
+
+#[test]
+fn host_names_are_resolved_when_peers_connect() {
+    let data = DataDir::new("cli-hostname");
+    data.add_peer("NAMED", "localhost", 104, "echo");
+    let server = Server::start(&data);
+    let run = dcmtk("echoscu", &["-aet", "NAMED", "-aec", "CUSTOS", "127.0.0.1", &server.port()]);
+    assert!(run.ok(), "{}", run.stderr());
+}
