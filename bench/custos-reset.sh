@@ -29,4 +29,9 @@ for _ in $(seq 100); do
   grep -q "listening for DICOM" "$data.log" 2>/dev/null && break
   sleep 0.1
 done
+if ! kill -0 "$pid" 2>/dev/null || ! grep -q "listening for DICOM" "$data.log"; then
+  echo "custos did not start (is port $port taken?):" >&2
+  cat "$data.log" >&2
+  exit 1
+fi
 echo "$pid"
