@@ -413,6 +413,54 @@ def cmd_get(args):
     out({"accepted": True, "status": final, "received": got, "unreadable": unreadable})
 
 
+def cmd_get_uncompressed(args):
+    """Stores each file as-is, then C-GETs it proposing only Explicit VR Little
+    Endian for its SOP class, as a viewer without codecs would. Reports the
+    syntax received and whether the pixels equal pydicom's decoding of the original."""
+    report = {}
+    for f in args.files:
+        r = store_files(args, [f])[f]
+        if r.get("status") != 0:
+            report[f] = r
+            continue
+        got = {}
+
+        def keep(event):
+            got["ts"] = str(event.context.transfer_syntax)
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+            got["ds"] = ds
+            return 0x0000
+
+        ae = make_ae(args.aet)
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+        ae.add_requested_context(r["sop_class"], [ExplicitVRLittleEndian])
+        roles = [build_role(r["sop_class"], scp_role=True)]
+        assoc = associate(ae, args, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, keep)])
+        ident = Dataset()
+        ident.QueryRetrieveLevel = "IMAGE"
+        ident.StudyInstanceUID = r["study"]
+        ident.SOPInstanceUID = r["uid"]
+        final = None
+        for st, _ in assoc.send_c_get(ident, StudyRootQueryRetrieveInformationModelGet):
+            if st is not None and st.Status != 0xFF00:
+                final = st.Status
+        assoc.release()
+        entry = {"status": final, "received_ts": got.get("ts"), "stored_ts": r["ts"]}
+        if "ds" in got:
+            try:
+                original = pydicom.dcmread(f).pixel_array.astype("int64")
+                received = got["ds"].pixel_array.astype("int64")
+                entry["pixels_equal"] = bool(received.shape == original.shape and (received == original).all())
+                if received.shape == original.shape:
+                    entry["max_abs_diff"] = int(abs(received - original).max())
+            except Exception as e:
+                entry["pixels_equal"] = None
+                entry["compare_error"] = type(e).__name__
+        report[f] = entry
+    out(report)
+
+
 def cmd_store_raw(args):
     """Sends a C-STORE whose data set is the given bytes, whatever they are."""
     ae = make_ae(args.aet)
@@ -478,6 +526,9 @@ def main():
     sp.add_argument("--level", default="STUDY")
     sp.add_argument("-k", action="append", default=[])
     sp.set_defaults(fn=cmd_get)
+    sp = common(sub.add_parser("get-uncompressed"))
+    sp.add_argument("files", nargs="+")
+    sp.set_defaults(fn=cmd_get_uncompressed)
     sp = common(sub.add_parser("store-raw"))
     sp.add_argument("--workfile", required=True)
     sp.add_argument("body")

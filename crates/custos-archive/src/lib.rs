@@ -13,7 +13,7 @@ mod retrieve;
 pub mod text;
 
 pub use ingest::{Ingest, IngestError, StoreOutcome};
-pub use retrieve::{DatasetStream, RetrieveError, is_native};
+pub use retrieve::{DatasetStream, RetrieveError, can_transcode};
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::OpenFileOptions;
+use dicom_pixeldata::Transcode;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use tokio::io::AsyncReadExt;
 
@@ -62,13 +63,18 @@ impl DatasetStream {
     }
 }
 
-/// Whether a transfer syntax keeps pixel data native (so re-encoding the data set is lossless and cheap).
-pub fn is_native(ts_uid: &str) -> bool {
+/// Whether a stored transfer syntax can be converted to an uncompressed one:
+/// its data set is readable and, if its pixel data is encapsulated, dicom-rs
+/// has a decoder for it (JPEG, JPEG-LS lossless/near-lossless via CharLS is not
+/// built in; JPEG 2000 via OpenJPEG's Rust port, RLE, deflate are).
+pub fn can_transcode(ts_uid: &str) -> bool {
     TransferSyntaxRegistry
         .get(ts_uid)
-        .map(|ts| !ts.is_encapsulated_pixel_data())
-        .unwrap_or(false)
+        .is_some_and(|ts| ts.can_decode_all())
 }
+
+/// Largest stored instance we decode in memory to re-encode it.
+const MAX_TRANSCODE_BYTES: u64 = 256 << 20;
 
 impl Archive {
     /// Opens the stored data set of `instance`.
@@ -81,7 +87,12 @@ impl Archive {
         loop {
             if let Some(offset) = dataset_offset(&head) {
                 let buf = head.split_off(offset);
-                return Ok(DatasetStream { buf, pos: 0, reader, done: false });
+                return Ok(DatasetStream {
+                    buf,
+                    pos: 0,
+                    reader,
+                    done: false,
+                });
             }
             let mut buf = [0u8; 4096];
             let n = reader
@@ -98,8 +109,9 @@ impl Archive {
         }
     }
 
-    /// The data set of `instance` re-encoded in `target_ts`. Only between
-    /// uncompressed transfer syntaxes (decompression is not implemented yet).
+    /// The data set of `instance` re-encoded in the uncompressed `target_ts`,
+    /// decompressing encapsulated pixel data where dicom-rs can. Held in memory,
+    /// so limited to stored instances up to 256 MiB.
     pub async fn transcoded_dataset(
         &self,
         instance: &StoredInstance,
@@ -110,10 +122,13 @@ impl Archive {
             to: target_ts.to_string(),
             why,
         };
-        if !is_native(&instance.transfer_syntax_uid) {
-            return Err(err(
-                "decompressing encapsulated pixel data is not supported".into(),
-            ));
+        if !can_transcode(&instance.transfer_syntax_uid) {
+            return Err(err("no decoder for the stored transfer syntax".into()));
+        }
+        if instance.size > MAX_TRANSCODE_BYTES {
+            return Err(err(format!(
+                "instance larger than {MAX_TRANSCODE_BYTES} bytes"
+            )));
         }
         let target = TransferSyntaxRegistry
             .get(target_ts)
@@ -132,12 +147,14 @@ impl Archive {
             })?;
         let target_ts = target_ts.to_string();
         tokio::task::spawn_blocking(move || {
-            let obj = OpenFileOptions::new()
-                .from_reader(&bytes[128..])
+            let mut obj = OpenFileOptions::new()
+                .read_preamble(dicom_object::file::ReadPreamble::Always)
+                .from_reader(bytes.as_slice())
                 .map_err(|e| e.to_string())?;
             let target = TransferSyntaxRegistry
                 .get(&target_ts)
                 .ok_or("unknown target")?;
+            obj.transcode(target).map_err(|e| e.to_string())?;
             let mut out = Vec::new();
             obj.write_dataset_with_ts(&mut out, target)
                 .map_err(|e| e.to_string())?;

@@ -67,7 +67,12 @@ where
 
 /// Sends a command and, if given, an in-memory data set. When both fit, they
 /// travel in one PDU (one write instead of two: C-FIND answers are many and small).
-pub async fn send_message<A>(assoc: &mut A, pc: u8, cmd: &Command, data: Option<&[u8]>) -> Result<(), LinkError>
+pub async fn send_message<A>(
+    assoc: &mut A,
+    pc: u8,
+    cmd: &Command,
+    data: Option<&[u8]>,
+) -> Result<(), LinkError>
 where
     A: AsyncAssociation<TcpStream> + Send,
 {
@@ -76,8 +81,18 @@ where
         && command.len() + d.len() + 12 <= max_fragment(assoc)
     {
         let pdvs = vec![
-            PDataValue { presentation_context_id: pc, value_type: PDataValueType::Command, is_last: true, data: command },
-            PDataValue { presentation_context_id: pc, value_type: PDataValueType::Data, is_last: true, data: d.to_vec() },
+            PDataValue {
+                presentation_context_id: pc,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data: command,
+            },
+            PDataValue {
+                presentation_context_id: pc,
+                value_type: PDataValueType::Data,
+                is_last: true,
+                data: d.to_vec(),
+            },
         ];
         AsyncAssociation::send(assoc, &Pdu::PData { data: pdvs }).await?;
         return Ok(());

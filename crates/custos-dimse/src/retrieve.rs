@@ -104,7 +104,7 @@ fn route<A: AsyncAssociation<TcpStream>>(assoc: &A, inst: &StoredInstance) -> Op
     {
         return Some(Route::AsStored(pc.id));
     }
-    if custos_archive::is_native(&inst.transfer_syntax_uid) {
+    if custos_archive::can_transcode(&inst.transfer_syntax_uid) {
         for want in [EXPLICIT_VR_LE, IMPLICIT_VR_LE] {
             if let Some(pc) = accepted.iter().find(|pc| ts_of(pc) == want) {
                 return Some(Route::Transcoded(pc.id, want.to_string()));

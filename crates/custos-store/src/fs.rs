@@ -1,9 +1,8 @@
 //! The filesystem store: `ROOT/abc/<key>` (4096 fan-out folders, made once at
 //! open, so a commit never creates folders) with `ROOT/.staging` for blobs in flight.
 //!
-//! Commit is: rename the staged file into place, fsync it, fsync the folder, all
-//! in one blocking task, before the index row that names the key is committed.
-//! Readers find blobs only through the index, so they never see a partial one.
+//! Commit is: fsync the file, rename it into place, fsync the folder, all in one
+//! blocking task. The rename is atomic, so a blob is either absent or whole.
 
 use async_trait::async_trait;
 use std::path::PathBuf;
@@ -86,22 +85,15 @@ impl BlobStore for FsStore {
         };
         let (file, staged_path) = staged.into_parts().await.map_err(err)?;
         let durable = tokio::task::spawn_blocking(move || {
-            // Rename first, then fsync the file: on a journaling filesystem that
-            // one journal commit carries both the data and the new directory
-            // entry, and the folder fsync POSIX asks for finds little left to do.
-            // A crash in between leaves bytes under a key no index row names:
-            // invisible to readers, an orphan for fsck.
-            if let Err(e) = std::fs::rename(&staged_path, &target) {
-                let _ = std::fs::remove_file(&staged_path);
-                return Err(e);
-            }
             let result = (|| {
                 file.sync_all()?;
+                drop(file);
+                std::fs::rename(&staged_path, &target)?;
                 let dir = target.parent().expect("blob paths have a parent");
                 std::fs::File::open(dir)?.sync_all()
             })();
             if result.is_err() {
-                let _ = std::fs::remove_file(&target);
+                let _ = std::fs::remove_file(&staged_path);
             }
             result
         })

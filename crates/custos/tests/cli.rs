@@ -7,7 +7,9 @@ use common::*;
 fn init_writes_a_documented_config_and_private_folder() {
     let data = DataDir::new("cli-init");
     let config = std::fs::read_to_string(data.path.join("custos.toml")).unwrap();
-    assert!(config.contains("listen = \"127.0.0.1:11112\"") && config.contains("ae_title = \"CUSTOS\""));
+    assert!(
+        config.contains("listen = \"127.0.0.1:11112\"") && config.contains("ae_title = \"CUSTOS\"")
+    );
     assert!(config.contains("# "), "every default is explained");
     assert!(data.path.join("index.sqlite").exists());
     use std::os::unix::fs::PermissionsExt;
@@ -29,7 +31,10 @@ fn config_show_applies_environment_overrides() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("listen = \"0.0.0.0:104\"") && text.contains("max_associations = 7"), "{text}");
+    assert!(
+        text.contains("listen = \"0.0.0.0:104\"") && text.contains("max_associations = 7"),
+        "{text}"
+    );
     // A typo in the file is an error, not silently ignored.
     std::fs::write(data.path.join("custos.toml"), "[dicom]\nlisen = \"x\"\n").unwrap();
     let bad = data.cli(&["config", "show"]);
@@ -63,7 +68,10 @@ fn serve_says_where_it_listens_and_how_to_register_peers() {
     let third = lines.next().unwrap().unwrap();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(first.starts_with("Custos listening for DICOM on 127.0.0.1:"), "{first}");
+    assert!(
+        first.starts_with("Custos listening for DICOM on 127.0.0.1:"),
+        "{first}"
+    );
     assert!(second.contains("No peers are registered"), "{second}");
     assert!(third.contains("custos peer add"), "{third}");
 }
@@ -73,6 +81,16 @@ fn host_names_are_resolved_when_peers_connect() {
     let data = DataDir::new("cli-hostname");
     data.add_peer("NAMED", "localhost", 104, "echo");
     let server = Server::start(&data);
-    let run = dcmtk("echoscu", &["-aet", "NAMED", "-aec", "CUSTOS", "127.0.0.1", &server.port()]);
+    let run = dcmtk(
+        "echoscu",
+        &[
+            "-aet",
+            "NAMED",
+            "-aec",
+            "CUSTOS",
+            "127.0.0.1",
+            &server.port(),
+        ],
+    );
     assert!(run.ok(), "{}", run.stderr());
 }

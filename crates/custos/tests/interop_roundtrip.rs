@@ -73,3 +73,58 @@ fn pydicom_test_files_round_trip_byte_identical() {
         .collect();
     assert!(syntaxes.len() >= 10, "{syntaxes:?}");
 }
+
+/// A receiver that accepts only Explicit VR Little Endian gets compressed
+/// instances decompressed where dicom-rs has the codec; otherwise the
+/// sub-operation is counted as failed (0xA702 when it was the only one).
+#[test]
+fn c_get_decompresses_for_receivers_without_codecs() {
+    let data = DataDir::new("decompress");
+    data.add_peer("PYSCU", "127.0.0.1", 104, "echo,store,get");
+    let server = Server::start_with(&data, &[("CUSTOS_DICOM_DUPLICATES", "replace")]);
+    let dir = pydicom_test_files();
+    let names = [
+        "MR_small_RLE.dcm",              // RLE: lossless, must match exactly
+        "MR_small_jp2klossless.dcm",     // JPEG 2000 lossless
+        "JPEG2000.dcm",                  // JPEG 2000
+        "image_dfl.dcm",                 // deflated data set
+        "MR_small_bigendian.dcm",        // explicit big endian
+        "SC_rgb_jpeg_dcmtk.dcm",         // JPEG baseline (lossy: decoders may round differently)
+        "MR_small_jpeg_ls_lossless.dcm", // JPEG-LS: no decoder in this build
+    ];
+    let files: Vec<String> = names
+        .iter()
+        .map(|n| dir.join(n).to_string_lossy().into_owned())
+        .collect();
+    let port = server.port();
+    let mut args = vec![
+        "get-uncompressed",
+        "--port",
+        port.as_str(),
+        "--aet",
+        "PYSCU",
+    ];
+    args.extend(files.iter().map(String::as_str));
+    let out = python(&args).success();
+    let report: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&out.stdout()).unwrap();
+    let of = |name: &str| {
+        report
+            .iter()
+            .find(|(f, _)| f.ends_with(name))
+            .map(|(_, r)| r.clone())
+            .unwrap()
+    };
+    for name in &names[..5] {
+        let r = of(name);
+        assert_eq!(r["status"], 0, "{name}: {r}");
+        assert_eq!(r["received_ts"], "1.2.840.10008.1.2.1", "{name}: {r}");
+        assert_eq!(r["pixels_equal"], true, "{name}: {r}");
+    }
+    let jpeg = of("SC_rgb_jpeg_dcmtk.dcm");
+    assert_eq!(jpeg["status"], 0, "{jpeg}");
+    assert!(jpeg["max_abs_diff"].as_i64().unwrap() <= 2, "{jpeg}");
+    let jls = of("MR_small_jpeg_ls_lossless.dcm");
+    assert_eq!(jls["status"], 0xA702, "{jls}");
+    assert!(jls["received_ts"].is_null());
+}
