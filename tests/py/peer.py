@@ -277,29 +277,6 @@ def cmd_find(args):
     out({"accepted": True, "matches": matches, "status": final})
 
 
-def cmd_cancel_find(args):
-    """Starts a C-FIND that matches many studies and cancels it after the first answer."""
-    ae = make_ae(args.aet)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    assoc = associate(ae, args)
-    ds = Dataset()
-    ds.QueryRetrieveLevel = "STUDY"
-    ds.StudyInstanceUID = ""
-    responses = assoc.send_c_find(ds, StudyRootQueryRetrieveInformationModelFind, msg_id=7)
-    pending, final = 0, None
-    for st, _ in responses:
-        if st is None:
-            break
-        if st.Status == 0xFF00:
-            pending += 1
-            if pending == 1:
-                assoc.send_c_cancel(7, query_model=StudyRootQueryRetrieveInformationModelFind)
-        else:
-            final = st.Status
-    assoc.release()
-    out({"pending": pending, "status": final})
-
-
 def write_instance(path, **attrs):
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
@@ -511,7 +488,6 @@ def main():
     sp.add_argument("--charset")
     sp.add_argument("-k", action="append", default=[])
     sp.set_defaults(fn=cmd_find)
-    common(sub.add_parser("cancel-find")).set_defaults(fn=cmd_cancel_find)
     sp = sub.add_parser("make")
     sp.add_argument("outdir")
     sp.add_argument("specs", nargs="+")
