@@ -355,7 +355,7 @@ def cmd_ingest(args):
 def cmd_get(args):
     """C-GET (Study Root) of everything matching the keys; reports the SOP
     Instance UIDs received and whether each data set parses."""
-    got, unreadable = [], 0
+    got, names, unreadable = [], [], 0
     lock = threading.Lock()
 
     def keep(event):
@@ -366,6 +366,7 @@ def cmd_get(args):
             _ = ds.PixelData
             with lock:
                 got.append(str(ds.SOPInstanceUID))
+                names.append(str(ds.get("PatientName", "")))
         except Exception:
             with lock:
                 unreadable += 1
@@ -387,7 +388,7 @@ def cmd_get(args):
         if st is not None and st.Status != 0xFF00:
             final = st.Status
     assoc.release()
-    out({"accepted": True, "status": final, "received": got, "unreadable": unreadable})
+    out({"accepted": True, "status": final, "received": got, "names": names, "unreadable": unreadable})
 
 
 def cmd_get_uncompressed(args):

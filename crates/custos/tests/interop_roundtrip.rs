@@ -5,7 +5,8 @@
 mod common;
 use common::*;
 
-/// Valid files dicom-rs 0.10 cannot parse: refused with 0xC000, never stored half-way.
+/// Files pydicom reads by guessing (its meta says explicit VR, its data set is
+/// implicit VR); DCMTK and dicom-rs refuse them: 0xC000, never stored half-way.
 const DICOM_RS_CANNOT_PARSE: &[&str] = &["SC_rgb_jpeg.dcm"];
 
 #[test]
