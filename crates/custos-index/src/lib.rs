@@ -3,13 +3,15 @@
 //!
 //! [`Index`] is the seam for the two backends: SQLite (embedded default, this
 //! crate's [`SqliteIndex`]) and PostgreSQL (scale-out). Nothing SQLite-specific
-//! crosses it: callers see records, queries and outcomes.
+//! crosses it: callers see records, queries and outcomes. PostgreSQL is [`PgIndex`].
 #![forbid(unsafe_code)]
 
+mod postgres;
 mod schema;
 mod sql_query;
 mod sqlite;
 
+pub use postgres::PgIndex;
 pub use sqlite::SqliteIndex;
 
 use async_trait::async_trait;
@@ -26,6 +28,8 @@ pub enum IndexError {
     },
     #[error("index query failed: {0}")]
     Query(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
     #[error("the index writer has stopped")]
     WriterGone,
     #[error("invalid query: {0}")]

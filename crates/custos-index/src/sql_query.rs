@@ -5,6 +5,36 @@
 
 use custos_core::query::{Key, KeyKind, Level, Matcher, Query, fold_case};
 
+/// The SQL flavours the index speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// Rewrites `?` placeholders as `$1, $2, ...` for PostgreSQL. The generated
+    /// SQL never has `?` inside a literal.
+    fn placeholders(self, sql: String) -> String {
+        match self {
+            Dialect::Sqlite => sql,
+            Dialect::Postgres => {
+                let mut out = String::with_capacity(sql.len() + 16);
+                let mut n = 0;
+                for c in sql.chars() {
+                    if c == '?' {
+                        n += 1;
+                        out.push_str(&format!("${n}"));
+                    } else {
+                        out.push(c);
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {
     Text(String),
@@ -192,7 +222,7 @@ pub fn returned_keys(level: Level) -> Vec<Key> {
         .collect()
 }
 
-fn select_expr(key: Key, level: Level) -> String {
+fn select_expr(key: Key, level: Level, dialect: Dialect) -> String {
     let count_of = |from: &str, cond: &str| format!("(SELECT COUNT(*) FROM {from} WHERE {cond})");
     match key {
         Key::NumberOfPatientRelatedStudies => "COUNT(*)".into(),
@@ -203,9 +233,10 @@ fn select_expr(key: Key, level: Level) -> String {
             "instances x JOIN series y ON x.series_pk = y.pk JOIN studies z ON y.study_pk = z.pk",
             "z.patient_id = st.patient_id",
         ),
-        Key::ModalitiesInStudy => {
-            "(SELECT GROUP_CONCAT(m, '\\') FROM (SELECT DISTINCT modality AS m FROM series x WHERE x.study_pk = st.pk AND modality <> '' ORDER BY m))".into()
-        }
+        Key::ModalitiesInStudy => match dialect {
+            Dialect::Sqlite => "(SELECT GROUP_CONCAT(m, '\\') FROM (SELECT DISTINCT modality AS m FROM series x WHERE x.study_pk = st.pk AND modality <> '' ORDER BY m))".into(),
+            Dialect::Postgres => "(SELECT string_agg(DISTINCT x.modality, '\\' ORDER BY x.modality) FROM series x WHERE x.study_pk = st.pk AND x.modality <> '')".into(),
+        },
         Key::NumberOfStudyRelatedSeries => count_of("series x", "x.study_pk = st.pk"),
         Key::NumberOfStudyRelatedInstances => {
             count_of("instances x JOIN series y ON x.series_pk = y.pk", "y.study_pk = st.pk")
@@ -227,10 +258,16 @@ fn from_sql(level: Level) -> &'static str {
 }
 
 /// A complete find statement: (sql, params, keys in column order).
-pub fn find_sql(query: &Query) -> Result<(String, Vec<SqlValue>, Vec<Key>), String> {
+pub fn find_sql(
+    query: &Query,
+    dialect: Dialect,
+) -> Result<(String, Vec<SqlValue>, Vec<Key>), String> {
     let (clauses, mut params) = conditions(query)?;
     let keys = returned_keys(query.level);
-    let select: Vec<String> = keys.iter().map(|k| select_expr(*k, query.level)).collect();
+    let select: Vec<String> = keys
+        .iter()
+        .map(|k| select_expr(*k, query.level, dialect))
+        .collect();
     let order = match query.level {
         Level::Patient => " GROUP BY st.patient_id ORDER BY MIN(st.pk)",
         Level::Study => " ORDER BY st.pk",
@@ -246,11 +283,11 @@ pub fn find_sql(query: &Query) -> Result<(String, Vec<SqlValue>, Vec<Key>), Stri
     );
     params.push(SqlValue::Int(query.limit.min(i64::MAX as usize) as i64));
     params.push(SqlValue::Int(query.offset.min(i64::MAX as usize) as i64));
-    Ok((sql, params, keys))
+    Ok((dialect.placeholders(sql), params, keys))
 }
 
 /// Statement listing the stored instances under a query (every level joined).
-pub fn instances_sql(query: &Query) -> Result<(String, Vec<SqlValue>), String> {
+pub fn instances_sql(query: &Query, dialect: Dialect) -> Result<(String, Vec<SqlValue>), String> {
     let mut all_levels = query.clone();
     all_levels.level = Level::Image;
     let (clauses, mut params) = conditions(&all_levels)?;
@@ -260,7 +297,7 @@ pub fn instances_sql(query: &Query) -> Result<(String, Vec<SqlValue>), String> {
         where_sql(&clauses)
     );
     params.push(SqlValue::Int(query.limit.min(i64::MAX as usize) as i64));
-    Ok((sql, params))
+    Ok((dialect.placeholders(sql), params))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{HostPattern, Peer, Permissions};
 
 use crate::schema::MIGRATIONS;
-use crate::sql_query::{SqlValue, find_sql, instances_sql};
+use crate::sql_query::{Dialect, SqlValue, find_sql, instances_sql};
 use crate::{Index, IndexError, InsertOutcome};
 
 /// Most inserts folded into one transaction.
@@ -410,7 +410,8 @@ impl Index for SqliteIndex {
     }
 
     async fn find(&self, query: Query) -> Result<Vec<Row>, IndexError> {
-        let (sql, params, keys) = find_sql(&query).map_err(IndexError::BadQuery)?;
+        let (sql, params, keys) =
+            find_sql(&query, Dialect::Sqlite).map_err(IndexError::BadQuery)?;
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(bind(&params).as_slice(), |r| {
@@ -426,7 +427,7 @@ impl Index for SqliteIndex {
     }
 
     async fn instances(&self, query: Query) -> Result<Vec<StoredInstance>, IndexError> {
-        let (sql, params) = instances_sql(&query).map_err(IndexError::BadQuery)?;
+        let (sql, params) = instances_sql(&query, Dialect::Sqlite).map_err(IndexError::BadQuery)?;
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(bind(&params).as_slice(), stored_from_row)?;

@@ -1,16 +1,63 @@
-//! Index behaviour every backend must show. Runs on SQLite here; the PostgreSQL
-//! backend will run the same functions.
+//! Index behaviour every backend must show: each case runs on SQLite and on a
+//! real PostgreSQL (`CUSTOS_TEST_POSTGRES_URL`, which `scripts/test` provides
+//! by starting a throw-away cluster).
 
 use custos_core::query::{Key, Level, Matcher, Query};
 use custos_core::record::InstanceRecord;
 use custos_core::{HostPattern, Peer};
-use custos_index::{Index, InsertOutcome, SqliteIndex};
+use custos_index::{Index, InsertOutcome, PgIndex, SqliteIndex};
 
-fn temp_index() -> SqliteIndex {
+fn sqlite_index() -> SqliteIndex {
     let dir = std::env::temp_dir().join(format!("custos-index-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     SqliteIndex::open(dir.join("index.sqlite")).unwrap()
 }
+
+/// A fresh database on the test cluster for each case.
+async fn pg_index() -> PgIndex {
+    let url = std::env::var("CUSTOS_TEST_POSTGRES_URL")
+        .expect("CUSTOS_TEST_POSTGRES_URL is not set: run scripts/test, which starts PostgreSQL");
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test cluster");
+    tokio::spawn(conn);
+    let db = format!("custos_test_{}", uuid::Uuid::new_v4().simple());
+    client
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&url);
+    PgIndex::connect(&format!("{base}/{db}"))
+        .await
+        .expect("PgIndex on a fresh database")
+}
+
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        $(
+            mod $case {
+                #[tokio::test(flavor = "multi_thread")]
+                async fn sqlite() {
+                    super::$case(std::sync::Arc::new(super::sqlite_index())).await
+                }
+                #[tokio::test(flavor = "multi_thread")]
+                async fn postgres() {
+                    super::$case(std::sync::Arc::new(super::pg_index().await)).await
+                }
+            }
+        )*
+    };
+}
+
+on_both_backends!(
+    study_matching_and_counts,
+    other_levels_and_retrieve_sets,
+    duplicates,
+    concurrent_inserts_all_commit,
+    peers
+);
+
+type Ix = std::sync::Arc<dyn Index>;
 
 fn rec(
     patient: &str,
@@ -49,7 +96,7 @@ fn q(level: Level, conditions: Vec<(Key, Matcher)>) -> Query {
     }
 }
 
-async fn populate(ix: &impl Index) {
+async fn populate(ix: &Ix) {
     let recs = [
         rec(
             "P1", "DOE^JOHN", "1.1", "20200105", "1.1.1", "CT", "1.1.1.1",
@@ -78,9 +125,7 @@ async fn populate(ix: &impl Index) {
     }
 }
 
-#[tokio::test]
-async fn study_matching_and_counts() {
-    let ix = temp_index();
+async fn study_matching_and_counts(ix: Ix) {
     populate(&ix).await;
     let rows = ix
         .find(q(
@@ -150,9 +195,7 @@ async fn study_matching_and_counts() {
     );
 }
 
-#[tokio::test]
-async fn other_levels_and_retrieve_sets() {
-    let ix = temp_index();
+async fn other_levels_and_retrieve_sets(ix: Ix) {
     populate(&ix).await;
     let patients = ix.find(q(Level::Patient, vec![])).await.unwrap();
     assert_eq!(patients.len(), 2);
@@ -198,9 +241,7 @@ async fn other_levels_and_retrieve_sets() {
     assert_eq!(ix.instance_count().await.unwrap(), 5);
 }
 
-#[tokio::test]
-async fn duplicates() {
-    let ix = temp_index();
+async fn duplicates(ix: Ix) {
     populate(&ix).await;
     let same = rec(
         "P1", "DOE^JOHN", "1.1", "20200105", "1.1.1", "CT", "1.1.1.1",
@@ -233,9 +274,7 @@ async fn duplicates() {
     assert_eq!(ix.instance_count().await.unwrap(), 5);
 }
 
-#[tokio::test]
-async fn concurrent_inserts_all_commit() {
-    let ix = std::sync::Arc::new(temp_index());
+async fn concurrent_inserts_all_commit(ix: Ix) {
     let mut tasks = Vec::new();
     for i in 0..200 {
         let ix = ix.clone();
@@ -258,9 +297,7 @@ async fn concurrent_inserts_all_commit() {
     assert_eq!(ix.instance_count().await.unwrap(), 200);
 }
 
-#[tokio::test]
-async fn peers() {
-    let ix = temp_index();
+async fn peers(ix: Ix) {
     let peer = Peer {
         ae_title: "CT01".into(),
         host: "10.0.0.0/8".parse::<HostPattern>().unwrap(),

@@ -49,12 +49,16 @@ impl Default for Dicom {
 #[serde(deny_unknown_fields, default)]
 pub struct IndexConfig {
     pub path: String,
+    /// `postgres://user[:password]@host[:port]/db` puts the index on PostgreSQL;
+    /// empty means the embedded SQLite file at `path`.
+    pub url: String,
 }
 
 impl Default for IndexConfig {
     fn default() -> Self {
         IndexConfig {
             path: "index.sqlite".into(),
+            url: String::new(),
         }
     }
 }
@@ -115,8 +119,11 @@ duplicates = "keep"
 shutdown_grace_secs = 10
 
 [index]
-# SQLite database file.
+# SQLite database file (the embedded default).
 path = "index.sqlite"
+# Set to "postgres://user@host:port/db" to keep the index on PostgreSQL instead
+# (several Custos nodes can share it). A password here is never printed.
+url = ""
 
 [store]
 # Folder of stored instances (files named by random keys, not by UIDs).
@@ -227,10 +234,26 @@ fn redact(value: &mut toml::Value) {
                 .any(|s| k.contains(s));
             if secret && v.is_str() {
                 *v = toml::Value::String("<redacted>".into());
+            } else if let (true, Some(u)) = (k == "url", v.as_str()) {
+                *v = toml::Value::String(redact_url(u));
             } else {
                 redact(v);
             }
         }
+    }
+}
+
+/// `scheme://user:secret@host/...` -> `scheme://user:<redacted>@host/...`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
+        None => url.to_string(),
     }
 }
 
@@ -245,6 +268,21 @@ mod tests {
             toml::Value::try_from(&from_file).unwrap(),
             toml::Value::try_from(Config::default()).unwrap()
         );
+    }
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://custos:s3cret@db:5432/pacs"),
+            "postgres://custos:<redacted>@db:5432/pacs"
+        );
+        assert_eq!(
+            redact_url("postgres://custos@db/pacs"),
+            "postgres://custos@db/pacs"
+        );
+        let mut c = Config::default();
+        c.index.url = "postgres://u:hunter2@127.0.0.1/x".into();
+        assert!(!c.show().unwrap().contains("hunter2"));
     }
 
     #[test]

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use custos_archive::{Archive, DuplicatePolicy};
-use custos_index::SqliteIndex;
+use custos_index::{Index, PgIndex, SqliteIndex};
 use custos_store::FsStore;
 
-use crate::config::{Config, DEFAULT_FILE};
+use crate::config::{Config, DEFAULT_FILE, redact_url};
 
 /// Creates the data folder (mode 0700), a commented `custos.toml`, the index and
 /// the blob folder. Returns false if the folder was already initialised.
@@ -28,13 +28,22 @@ pub fn init(data: &Path) -> Result<bool> {
             .with_context(|| format!("writing {}", config_path.display()))?;
     }
     let config = Config::load(data)?;
-    SqliteIndex::open(config.resolve(data, &config.index.path))?;
+    if config.index.url.is_empty() {
+        SqliteIndex::open(config.resolve(data, &config.index.path))?;
+    }
     FsStore::open(config.resolve(data, &config.store.path))?;
     Ok(fresh)
 }
 
-/// Opens the index alone (peer commands).
-pub fn open_index(data: &Path, config: &Config) -> Result<SqliteIndex> {
+/// Opens the configured index: PostgreSQL when `[index] url` is set (migrating
+/// it), else the data folder's SQLite file.
+pub async fn open_index(data: &Path, config: &Config) -> Result<Arc<dyn Index>> {
+    if !config.index.url.is_empty() {
+        let index = PgIndex::connect(&config.index.url)
+            .await
+            .with_context(|| format!("opening the index at {}", redact_url(&config.index.url)))?;
+        return Ok(Arc::new(index));
+    }
     let path = config.resolve(data, &config.index.path);
     if !path.exists() {
         anyhow::bail!(
@@ -43,20 +52,16 @@ pub fn open_index(data: &Path, config: &Config) -> Result<SqliteIndex> {
             data.display()
         );
     }
-    Ok(SqliteIndex::open(path)?)
+    Ok(Arc::new(SqliteIndex::open(path)?))
 }
 
-pub fn open_archive(data: &Path, config: &Config) -> Result<Arc<Archive>> {
-    let index = open_index(data, config)?;
+pub async fn open_archive(data: &Path, config: &Config) -> Result<Arc<Archive>> {
+    let index = open_index(data, config).await?;
     let store = FsStore::open(config.resolve(data, &config.store.path))?;
     let duplicates: DuplicatePolicy = config
         .dicom
         .duplicates
         .parse()
         .map_err(anyhow::Error::msg)?;
-    Ok(Arc::new(Archive::new(
-        Arc::new(index),
-        Arc::new(store),
-        duplicates,
-    )))
+    Ok(Arc::new(Archive::new(index, Arc::new(store), duplicates)))
 }

@@ -80,7 +80,7 @@ async fn import_one(archive: &Archive, path: &Path) -> Result<StoreOutcome, Inge
 
 pub async fn run(data: &Path, paths: &[PathBuf]) -> Result<()> {
     let config = Config::load(data)?;
-    let archive = open_archive(data, &config)?;
+    let archive = open_archive(data, &config).await?;
     let files = collect(paths);
     let bar = ProgressBar::new(files.len() as u64);
     bar.set_style(

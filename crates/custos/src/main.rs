@@ -44,12 +44,23 @@ enum Command {
         #[command(subcommand)]
         command: peer_cmd::PeerCommand,
     },
+    /// The index database.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Import DICOM files, folders and DICOMDIRs into the archive.
     Import {
         /// Files or folders (searched recursively).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Create or upgrade the index schema (versioned migrations), then exit.
+    Migrate,
 }
 
 #[derive(Subcommand)]
@@ -83,6 +94,26 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Command::Peer { command } => peer_cmd::run(&cli.data, command).await,
+            Command::Db {
+                command: DbCommand::Migrate,
+            } => {
+                let config = config::Config::load(&cli.data)?;
+                if config.index.url.is_empty() {
+                    data::init(&cli.data)?;
+                    println!(
+                        "SQLite index at {} is up to date",
+                        config.resolve(&cli.data, &config.index.path).display()
+                    );
+                } else {
+                    let index = custos_index::PgIndex::connect(&config.index.url).await?;
+                    let applied = index.migrate().await?;
+                    println!(
+                        "PostgreSQL index at {} is up to date ({applied} migrations applied now)",
+                        config::redact_url(&config.index.url)
+                    );
+                }
+                Ok(())
+            }
             Command::Import { paths } => import::run(&cli.data, &paths).await,
         }
     })

@@ -7,7 +7,6 @@ use clap::Subcommand;
 
 use custos_core::peer::validate_ae_title;
 use custos_core::{HostPattern, Peer, Permissions};
-use custos_index::Index;
 
 use crate::config::Config;
 use crate::data::open_index;
@@ -36,7 +35,7 @@ pub enum PeerCommand {
 
 pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
     let config = Config::load(data)?;
-    let index = open_index(data, &config)?;
+    let index = open_index(data, &config).await?;
     match command {
         PeerCommand::Add {
             ae_title,

@@ -22,7 +22,7 @@ pub async fn run(data_dir: &Path) -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
 
-    let archive = data::open_archive(data_dir, &config)?;
+    let archive = data::open_archive(data_dir, &config).await?;
     let listener = tokio::net::TcpListener::bind(&config.dicom.listen)
         .await
         .with_context(|| format!("binding DICOM listener on {}", config.dicom.listen))?;

@@ -1,0 +1,394 @@
+//! PostgreSQL backend for scale-out: many Custos nodes share one database.
+//! Same schema shape and the same query builder as SQLite (PostgreSQL
+//! dialect); concurrency between nodes rests on unique constraints with
+//! `ON CONFLICT`, so two nodes storing one instance at once end with one row.
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row as PgRow};
+
+use custos_core::query::{Query, Row, fold_case};
+use custos_core::record::{InstanceRecord, StoredInstance};
+use custos_core::{HostPattern, Peer, Permissions};
+
+use crate::sql_query::{Dialect, SqlValue, find_sql, instances_sql};
+use crate::{Index, IndexError, InsertOutcome};
+
+/// Versioned schema; `custos_schema_version` records how far a database has come.
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE studies (
+        pk BIGSERIAL PRIMARY KEY,
+        study_uid TEXT NOT NULL UNIQUE,
+        patient_id TEXT NOT NULL,
+        patient_name TEXT NOT NULL,
+        patient_name_fold TEXT NOT NULL,
+        patient_birth_date TEXT NOT NULL,
+        patient_sex TEXT NOT NULL,
+        study_date TEXT NOT NULL,
+        study_time TEXT NOT NULL,
+        accession_number TEXT NOT NULL,
+        study_id TEXT NOT NULL,
+        study_description TEXT NOT NULL,
+        referring_physician_name TEXT NOT NULL,
+        referring_physician_name_fold TEXT NOT NULL
+    );
+    CREATE INDEX studies_patient_id ON studies(patient_id);
+    CREATE INDEX studies_patient_name ON studies(patient_name_fold text_pattern_ops);
+    CREATE INDEX studies_date ON studies(study_date);
+    CREATE INDEX studies_accession ON studies(accession_number);
+    CREATE TABLE series (
+        pk BIGSERIAL PRIMARY KEY,
+        study_pk BIGINT NOT NULL REFERENCES studies(pk),
+        series_uid TEXT NOT NULL UNIQUE,
+        modality TEXT NOT NULL,
+        series_number BIGINT,
+        series_description TEXT NOT NULL,
+        body_part_examined TEXT NOT NULL
+    );
+    CREATE INDEX series_study ON series(study_pk);
+    CREATE TABLE instances (
+        pk BIGSERIAL PRIMARY KEY,
+        series_pk BIGINT NOT NULL REFERENCES series(pk),
+        sop_instance_uid TEXT NOT NULL UNIQUE,
+        sop_class_uid TEXT NOT NULL,
+        instance_number BIGINT,
+        number_of_frames BIGINT,
+        transfer_syntax_uid TEXT NOT NULL,
+        blob_key TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        sha256 TEXT NOT NULL,
+        received_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    CREATE INDEX instances_series ON instances(series_pk);
+    CREATE TABLE peers (
+        ae_title TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        permissions TEXT NOT NULL
+    );
+"#];
+
+pub struct PgIndex {
+    pool: Pool,
+}
+
+fn pg(e: tokio_postgres::Error) -> IndexError {
+    IndexError::Postgres(e.to_string())
+}
+
+fn pool_err(e: impl std::fmt::Display) -> IndexError {
+    IndexError::Postgres(format!("connection pool: {e}"))
+}
+
+impl PgIndex {
+    /// Connects to `url` (`postgres://user@host:port/db`) and runs pending migrations.
+    pub async fn connect(url: &str) -> Result<PgIndex, IndexError> {
+        let config: tokio_postgres::Config = url.parse().map_err(pg)?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .build()
+            .map_err(pool_err)?;
+        let index = PgIndex { pool };
+        index.migrate().await?;
+        Ok(index)
+    }
+
+    /// Applies pending migrations under an advisory lock, so nodes starting
+    /// together do not race.
+    pub async fn migrate(&self) -> Result<usize, IndexError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.execute("SELECT pg_advisory_xact_lock(7305726)", &[])
+            .await
+            .map_err(pg)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS custos_schema_version (version INTEGER NOT NULL)",
+        )
+        .await
+        .map_err(pg)?;
+        let current: i64 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0)::BIGINT FROM custos_schema_version",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        let mut applied = 0;
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.batch_execute(step).await.map_err(pg)?;
+            tx.execute(
+                "INSERT INTO custos_schema_version (version) VALUES ($1)",
+                &[&((i + 1) as i32)],
+            )
+            .await
+            .map_err(pg)?;
+            applied += 1;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(applied)
+    }
+}
+
+fn bind(params: &[SqlValue]) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| match p {
+            SqlValue::Text(s) => s as &(dyn ToSql + Sync),
+            SqlValue::Int(i) => i as &(dyn ToSql + Sync),
+        })
+        .collect()
+}
+
+/// A column as text whatever its SQL type (text, bigint, count).
+fn text_at(row: &PgRow, i: usize) -> String {
+    if let Ok(v) = row.try_get::<_, Option<String>>(i) {
+        return v.unwrap_or_default();
+    }
+    if let Ok(v) = row.try_get::<_, Option<i64>>(i) {
+        return v.map(|n| n.to_string()).unwrap_or_default();
+    }
+    if let Ok(v) = row.try_get::<_, Option<i32>>(i) {
+        return v.map(|n| n.to_string()).unwrap_or_default();
+    }
+    String::new()
+}
+
+fn stored(row: &PgRow) -> StoredInstance {
+    StoredInstance {
+        sop_instance_uid: row.get(0),
+        sop_class_uid: row.get(1),
+        transfer_syntax_uid: row.get(2),
+        blob_key: row.get(3),
+        size: row.get::<_, i64>(4) as u64,
+        sha256: row.get(5),
+    }
+}
+
+fn peer_of(row: &PgRow) -> Result<Peer, IndexError> {
+    Ok(Peer {
+        ae_title: row.get(0),
+        host: row
+            .get::<_, String>(1)
+            .parse::<HostPattern>()
+            .map_err(IndexError::Corrupt)?,
+        port: row.get::<_, i32>(2) as u16,
+        permissions: row
+            .get::<_, String>(3)
+            .parse::<Permissions>()
+            .map_err(IndexError::Corrupt)?,
+    })
+}
+
+const STORED_COLUMNS: &str =
+    "sop_instance_uid, sop_class_uid, transfer_syntax_uid, blob_key, size, sha256";
+
+async fn insert_rows(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rec: &InstanceRecord,
+) -> Result<(), IndexError> {
+    tx.execute(
+        "INSERT INTO studies (study_uid, patient_id, patient_name, patient_name_fold, patient_birth_date, patient_sex,
+            study_date, study_time, accession_number, study_id, study_description,
+            referring_physician_name, referring_physician_name_fold)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (study_uid) DO NOTHING",
+        &[
+            &rec.study_uid,
+            &rec.patient_id,
+            &rec.patient_name,
+            &fold_case(&rec.patient_name),
+            &rec.patient_birth_date,
+            &rec.patient_sex,
+            &rec.study_date,
+            &rec.study_time,
+            &rec.accession_number,
+            &rec.study_id,
+            &rec.study_description,
+            &rec.referring_physician_name,
+            &fold_case(&rec.referring_physician_name),
+        ],
+    )
+    .await
+    .map_err(pg)?;
+    let study_pk: i64 = tx
+        .query_one(
+            "SELECT pk FROM studies WHERE study_uid = $1",
+            &[&rec.study_uid],
+        )
+        .await
+        .map_err(pg)?
+        .get(0);
+    tx.execute(
+        "INSERT INTO series (study_pk, series_uid, modality, series_number, series_description, body_part_examined)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (series_uid) DO NOTHING",
+        &[&study_pk, &rec.series_uid, &rec.modality, &rec.series_number, &rec.series_description, &rec.body_part_examined],
+    )
+    .await
+    .map_err(pg)?;
+    let series_pk: i64 = tx
+        .query_one(
+            "SELECT pk FROM series WHERE series_uid = $1",
+            &[&rec.series_uid],
+        )
+        .await
+        .map_err(pg)?
+        .get(0);
+    tx.execute(
+        "INSERT INTO instances (series_pk, sop_instance_uid, sop_class_uid, instance_number, number_of_frames,
+            transfer_syntax_uid, blob_key, size, sha256)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &series_pk,
+            &rec.sop_instance_uid,
+            &rec.sop_class_uid,
+            &rec.instance_number,
+            &rec.number_of_frames,
+            &rec.transfer_syntax_uid,
+            &rec.blob_key,
+            &(rec.size as i64),
+            &rec.sha256,
+        ],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Index for PgIndex {
+    async fn insert(
+        &self,
+        record: InstanceRecord,
+        replace: bool,
+    ) -> Result<InsertOutcome, IndexError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        // Serialise writers of one SOP Instance UID across nodes for the
+        // length of this transaction (the unique constraint alone would make
+        // the loser fail rather than see the winner's row).
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&record.sop_instance_uid],
+        )
+        .await
+        .map_err(pg)?;
+        let existing = tx
+            .query_opt(
+                &format!("SELECT {STORED_COLUMNS} FROM instances WHERE sop_instance_uid = $1"),
+                &[&record.sop_instance_uid],
+            )
+            .await
+            .map_err(pg)?
+            .map(|r| stored(&r));
+        let outcome = match existing {
+            Some(existing) if existing.sha256 == record.sha256 => {
+                InsertOutcome::Identical { existing }
+            }
+            Some(existing) if !replace => InsertOutcome::Conflict { existing },
+            Some(previous) => {
+                tx.execute(
+                    "DELETE FROM instances WHERE sop_instance_uid = $1",
+                    &[&record.sop_instance_uid],
+                )
+                .await
+                .map_err(pg)?;
+                insert_rows(&tx, &record).await?;
+                InsertOutcome::Replaced { previous }
+            }
+            None => {
+                insert_rows(&tx, &record).await?;
+                InsertOutcome::Inserted
+            }
+        };
+        tx.commit().await.map_err(pg)?;
+        Ok(outcome)
+    }
+
+    async fn find(&self, query: Query) -> Result<Vec<Row>, IndexError> {
+        let (sql, params, keys) =
+            find_sql(&query, Dialect::Postgres).map_err(IndexError::BadQuery)?;
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client.query(&sql, &bind(&params)).await.map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                keys.iter()
+                    .enumerate()
+                    .map(|(i, k)| (*k, text_at(r, i)))
+                    .collect()
+            })
+            .collect())
+    }
+
+    async fn instances(&self, query: Query) -> Result<Vec<StoredInstance>, IndexError> {
+        let (sql, params) =
+            instances_sql(&query, Dialect::Postgres).map_err(IndexError::BadQuery)?;
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client.query(&sql, &bind(&params)).await.map_err(pg)?;
+        Ok(rows.iter().map(stored).collect())
+    }
+
+    async fn instance_count(&self) -> Result<u64, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let n: i64 = client
+            .query_one("SELECT COUNT(*) FROM instances", &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        Ok(n as u64)
+    }
+
+    async fn peer(&self, ae_title: &str) -> Result<Option<Peer>, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_opt(
+                "SELECT ae_title, host, port, permissions FROM peers WHERE ae_title = $1",
+                &[&ae_title.trim()],
+            )
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(peer_of).transpose()
+    }
+
+    async fn peers(&self) -> Result<Vec<Peer>, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(
+                "SELECT ae_title, host, port, permissions FROM peers ORDER BY ae_title",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter().map(peer_of).collect()
+    }
+
+    async fn put_peer(&self, peer: Peer) -> Result<(), IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                "INSERT INTO peers (ae_title, host, port, permissions) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (ae_title) DO UPDATE SET host = excluded.host, port = excluded.port, permissions = excluded.permissions",
+                &[&peer.ae_title, &peer.host.to_string(), &(peer.port as i32), &peer.permissions.to_string()],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn remove_peer(&self, ae_title: &str) -> Result<bool, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let n = client
+            .execute("DELETE FROM peers WHERE ae_title = $1", &[&ae_title.trim()])
+            .await
+            .map_err(pg)?;
+        Ok(n > 0)
+    }
+}

@@ -1,0 +1,173 @@
+//! The archive on PostgreSQL (`[index] url`): the DICOM suite's core paths,
+//! and two nodes sharing one database and one blob folder.
+
+mod common;
+use common::*;
+
+fn fresh_database() -> String {
+    let url = std::env::var("CUSTOS_TEST_POSTGRES_URL")
+        .expect("CUSTOS_TEST_POSTGRES_URL is not set: run scripts/test, which starts PostgreSQL");
+    let db = format!(
+        "custos_e2e_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let out = std::process::Command::new("psql")
+        .arg(&url)
+        .args(["-q", "-c", &format!("CREATE DATABASE {db}")])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!("{}/{db}", url.rsplit_once('/').unwrap().0)
+}
+
+/// A data folder whose index is `url` and whose blobs live in `store`.
+fn node(name: &str, url: &str, store: &std::path::Path) -> DataDir {
+    let data = DataDir::new(name);
+    let config = std::fs::read_to_string(data.path.join("custos.toml")).unwrap();
+    let config = config
+        .replace("url = \"\"", &format!("url = \"{url}\""))
+        .replace(
+            "path = \"blobs\"",
+            &format!("path = \"{}\"", store.display()),
+        );
+    std::fs::write(data.path.join("custos.toml"), config).unwrap();
+    assert!(
+        data.cli(&["db", "migrate"])
+            .success()
+            .stdout()
+            .contains("PostgreSQL index")
+    );
+    data
+}
+
+#[test]
+fn two_nodes_share_one_postgres_index() {
+    let url = fresh_database();
+    let store = std::env::temp_dir().join(format!("custos-shared-blobs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&store);
+    let a = node("pg-a", &url, &store);
+    let b = node("pg-b", &url, &store);
+    // A peer registered through node A's CLI is known to node B: one registry.
+    a.add_peer("DCMTK", "127.0.0.1", 104, "echo,store,find,get");
+    assert!(
+        b.cli(&["peer", "list"])
+            .success()
+            .stdout()
+            .contains("DCMTK")
+    );
+    let sa = Server::start(&a);
+    let sb = Server::start(&b);
+    let files = pydicom_test_files();
+    let ct = files.join("CT_small.dcm");
+    let mr = files.join("MR_small.dcm");
+    let st = dcmtk(
+        "storescu",
+        &[
+            "-aet",
+            "DCMTK",
+            "-aec",
+            "CUSTOS",
+            "127.0.0.1",
+            &sa.port(),
+            ct.to_str().unwrap(),
+            mr.to_str().unwrap(),
+        ],
+    );
+    assert!(st.ok(), "{}", st.stderr());
+
+    // Node B answers for what node A stored.
+    let find = dcmtk(
+        "findscu",
+        &[
+            "-v",
+            "-S",
+            "-aet",
+            "DCMTK",
+            "-aec",
+            "CUSTOS",
+            "127.0.0.1",
+            &sb.port(),
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "PatientName=CompressedSamples*",
+            "-k",
+            "StudyInstanceUID",
+        ],
+    );
+    let text = find.stderr();
+    assert!(
+        text.contains("Find Response: 2 (Pending)") && !text.contains("Find Response: 3"),
+        "{text}"
+    );
+    let out = std::env::temp_dir().join(format!("custos-pg-get-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let get = dcmtk(
+        "getscu",
+        &[
+            "-aet",
+            "DCMTK",
+            "-aec",
+            "CUSTOS",
+            "127.0.0.1",
+            &sb.port(),
+            "-k",
+            "QueryRetrieveLevel=PATIENT",
+            "-k",
+            "PatientID=1CT1",
+            "-P",
+            "-od",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(get.ok(), "{}", get.stderr());
+    assert_eq!(walk_files(&out).len(), 1);
+
+    // A new instance through both nodes at once: one copy, both succeed.
+    let overlay = files.join("examples_overlay.dcm");
+    let both: Vec<_> = [sa.port(), sb.port()]
+        .into_iter()
+        .map(|port| {
+            let f = overlay.clone();
+            std::thread::spawn(move || {
+                dcmtk(
+                    "storescu",
+                    &[
+                        "-v",
+                        "-aet",
+                        "DCMTK",
+                        "-aec",
+                        "CUSTOS",
+                        "127.0.0.1",
+                        &port,
+                        f.to_str().unwrap(),
+                    ],
+                )
+            })
+        })
+        .collect();
+    for h in both {
+        let run = h.join().unwrap();
+        assert!(
+            run.stderr().contains("Received Store Response (Success)"),
+            "{}",
+            run.stderr()
+        );
+    }
+    let blobs = walk_files(&store)
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains(".staging"))
+        .count();
+    assert_eq!(blobs, 3, "one copy of each instance");
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&store);
+}
