@@ -45,35 +45,31 @@ impl FsStore {
     }
 
     fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
-        if key.len() != 32
-            || !key
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
-            return Err(StoreError::BadKey(key.to_string()));
-        }
+        check_key(key)?;
         Ok(self.root.join(&key[0..3]).join(key))
     }
 }
 
-fn new_key() -> String {
+/// Keys are 32 lower-case hex digits, made here; anything else is refused.
+pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
+    if key.len() != 32
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Err(StoreError::BadKey(key.to_string()));
+    }
+    Ok(())
+}
+
+pub(crate) fn new_key() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
 #[async_trait]
 impl BlobStore for FsStore {
     async fn stage(&self) -> Result<StagedBlob, StoreError> {
-        let path = self.staging.join(new_key());
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await
-            .map_err(|source| StoreError::Stage {
-                path: path.clone(),
-                source,
-            })?;
-        Ok(StagedBlob::new(file, path))
+        StagedBlob::create(&self.staging).await
     }
 
     async fn commit(&self, staged: StagedBlob) -> Result<String, StoreError> {
@@ -131,52 +127,5 @@ impl BlobStore for FsStore {
                 source,
             }),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::AsyncReadExt;
-
-    #[tokio::test]
-    async fn stage_commit_read_delete() {
-        let dir = std::env::temp_dir().join(format!("custos-store-test-{}", new_key()));
-        let store = FsStore::open(&dir).unwrap();
-        let mut blob = store.stage().await.unwrap();
-        blob.write(b"hello ").await.unwrap();
-        blob.write(b"world").await.unwrap();
-        assert_eq!(blob.size(), 11);
-        assert_eq!(
-            blob.sha256_hex(),
-            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
-        );
-        let key = store.commit(blob).await.unwrap();
-        let mut bytes = Vec::new();
-        store
-            .open(&key)
-            .await
-            .unwrap()
-            .read_to_end(&mut bytes)
-            .await
-            .unwrap();
-        assert_eq!(bytes, b"hello world");
-        assert_eq!(std::fs::read_dir(dir.join(".staging")).unwrap().count(), 0);
-        store.delete(&key).await.unwrap();
-        assert!(matches!(
-            store.open(&key).await,
-            Err(StoreError::NotFound { .. })
-        ));
-        assert!(matches!(
-            store.open("../../etc/passwd").await,
-            Err(StoreError::BadKey(_))
-        ));
-
-        // An abandoned blob leaves nothing behind.
-        let mut blob = store.stage().await.unwrap();
-        blob.write(b"partial").await.unwrap();
-        drop(blob);
-        assert_eq!(std::fs::read_dir(dir.join(".staging")).unwrap().count(), 0);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -7,9 +7,11 @@
 #![forbid(unsafe_code)]
 
 mod fs;
+mod s3;
 mod staged;
 
 pub use fs::FsStore;
+pub use s3::{S3Store, S3Url};
 pub use staged::StagedBlob;
 
 use async_trait::async_trait;

@@ -15,6 +15,22 @@ pub struct StagedBlob {
 }
 
 impl StagedBlob {
+    /// A new, empty staging file in `dir`.
+    pub(crate) async fn create(dir: &Path) -> Result<StagedBlob, StoreError> {
+        let path = dir.join(crate::fs::new_key());
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(|source| StoreError::Stage {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(StagedBlob::new(file, path))
+    }
+
     pub(crate) fn new(file: tokio::fs::File, path: PathBuf) -> Self {
         StagedBlob {
             writer: Some(BufWriter::with_capacity(256 * 1024, file)),

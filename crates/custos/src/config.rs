@@ -67,12 +67,21 @@ impl Default for IndexConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     pub path: String,
+    /// `s3://bucket/prefix?endpoint=...&region=...` puts blobs on S3; empty
+    /// means the folder at `path`.
+    pub url: String,
+    /// S3 credentials; when empty, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+    pub access_key_id: String,
+    pub secret_access_key: String,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: "blobs".into(),
+            url: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
         }
     }
 }
@@ -128,6 +137,13 @@ url = ""
 [store]
 # Folder of stored instances (files named by random keys, not by UIDs).
 path = "blobs"
+# Set to "s3://bucket/prefix?endpoint=https://s3.example.org&region=eu-west-1"
+# to keep instances on S3-compatible storage (plain-http endpoints only on
+# loopback or with allow_http=true). Credentials below, or from
+# AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; never printed.
+url = ""
+access_key_id = ""
+secret_access_key = ""
 
 [log]
 # error, warn, info, debug or trace (RUST_LOG overrides). Patient data is never

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use custos_archive::{Archive, DuplicatePolicy};
 use custos_index::{Index, PgIndex, SqliteIndex};
-use custos_store::FsStore;
+use custos_store::{BlobStore, FsStore, S3Store};
 
 use crate::config::{Config, DEFAULT_FILE, redact_url};
 
@@ -31,7 +31,9 @@ pub fn init(data: &Path) -> Result<bool> {
     if config.index.url.is_empty() {
         SqliteIndex::open(config.resolve(data, &config.index.path))?;
     }
-    FsStore::open(config.resolve(data, &config.store.path))?;
+    if config.store.url.is_empty() {
+        FsStore::open(config.resolve(data, &config.store.path))?;
+    }
     Ok(fresh)
 }
 
@@ -57,11 +59,21 @@ pub async fn open_index(data: &Path, config: &Config) -> Result<Arc<dyn Index>> 
 
 pub async fn open_archive(data: &Path, config: &Config) -> Result<Arc<Archive>> {
     let index = open_index(data, config).await?;
-    let store = FsStore::open(config.resolve(data, &config.store.path))?;
+    let store: Arc<dyn BlobStore> = if config.store.url.is_empty() {
+        Arc::new(FsStore::open(config.resolve(data, &config.store.path))?)
+    } else {
+        let s = &config.store;
+        let credentials = (!s.access_key_id.is_empty())
+            .then(|| (s.access_key_id.clone(), s.secret_access_key.clone()));
+        Arc::new(
+            S3Store::open(&s.url, credentials, data.join("s3-staging"))
+                .context("opening the S3 store")?,
+        )
+    };
     let duplicates: DuplicatePolicy = config
         .dicom
         .duplicates
         .parse()
         .map_err(anyhow::Error::msg)?;
-    Ok(Arc::new(Archive::new(index, Arc::new(store), duplicates)))
+    Ok(Arc::new(Archive::new(index, store, duplicates)))
 }

@@ -1,5 +1,5 @@
-//! The archive on PostgreSQL (`[index] url`): the DICOM suite's core paths,
-//! and two nodes sharing one database and one blob folder.
+//! Scale-out: the archive on PostgreSQL (`[index] url`) with blobs in a
+//! shared folder or on S3 (`[store] url`); two nodes serving one archive.
 
 mod common;
 use common::*;
@@ -28,16 +28,21 @@ fn fresh_database() -> String {
     format!("{}/{db}", url.rsplit_once('/').unwrap().0)
 }
 
-/// A data folder whose index is `url` and whose blobs live in `store`.
-fn node(name: &str, url: &str, store: &std::path::Path) -> DataDir {
+/// A data folder whose index is `url` and whose blobs live in the folder
+/// `store`, or on S3 when `s3` is given (credentials from the environment).
+fn node(name: &str, url: &str, store: &std::path::Path, s3: Option<&str>) -> DataDir {
     let data = DataDir::new(name);
     let config = std::fs::read_to_string(data.path.join("custos.toml")).unwrap();
-    let config = config
-        .replace("url = \"\"", &format!("url = \"{url}\""))
+    // The first `url` key is [index]'s, the second [store]'s.
+    let mut config = config
+        .replacen("url = \"\"", &format!("url = \"{url}\""), 1)
         .replace(
             "path = \"blobs\"",
             &format!("path = \"{}\"", store.display()),
         );
+    if let Some(s3) = s3 {
+        config = config.replacen("url = \"\"", &format!("url = \"{s3}\""), 1);
+    }
     std::fs::write(data.path.join("custos.toml"), config).unwrap();
     assert!(
         data.cli(&["db", "migrate"])
@@ -53,8 +58,8 @@ fn two_nodes_share_one_postgres_index() {
     let url = fresh_database();
     let store = std::env::temp_dir().join(format!("custos-shared-blobs-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&store);
-    let a = node("pg-a", &url, &store);
-    let b = node("pg-b", &url, &store);
+    let a = node("pg-a", &url, &store, None);
+    let b = node("pg-b", &url, &store, None);
     // A peer registered through node A's CLI is known to node B: one registry.
     a.add_peer("DCMTK", "127.0.0.1", 104, "echo,store,find,get");
     assert!(
@@ -170,4 +175,75 @@ fn two_nodes_share_one_postgres_index() {
     assert_eq!(blobs, 3, "one copy of each instance");
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(&store);
+}
+
+#[test]
+fn two_nodes_on_postgres_and_s3() {
+    let url = fresh_database();
+    let s3 = std::env::var("CUSTOS_TEST_S3_URL")
+        .expect("CUSTOS_TEST_S3_URL is not set: run scripts/test, which starts SeaweedFS");
+    let (base, query) = s3.split_once('?').unwrap();
+    let s3 = format!("{base}/e2e-{}?{query}", std::process::id());
+    let unused = std::env::temp_dir().join("custos-unused-blob-folder");
+    let a = node("s3-a", &url, &unused, Some(&s3));
+    let b = node("s3-b", &url, &unused, Some(&s3));
+    a.add_peer("DCMTK", "127.0.0.1", 104, "echo,store,find,get");
+    let sa = Server::start(&a);
+    let sb = Server::start(&b);
+    let files = pydicom_test_files();
+    let ct = files.join("CT_small.dcm");
+    let st = dcmtk(
+        "storescu",
+        &[
+            "-aet",
+            "DCMTK",
+            "-aec",
+            "CUSTOS",
+            "127.0.0.1",
+            &sa.port(),
+            ct.to_str().unwrap(),
+        ],
+    );
+    assert!(st.ok(), "{}", st.stderr());
+    assert!(!unused.exists(), "no blob touched the local folder");
+    // Node B finds and returns it from S3, byte for byte as DCMTK dumps it.
+    let out = std::env::temp_dir().join(format!("custos-s3-get-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let get = dcmtk(
+        "getscu",
+        &[
+            "-aet",
+            "DCMTK",
+            "-aec",
+            "CUSTOS",
+            "127.0.0.1",
+            &sb.port(),
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyInstanceUID=1.3.6.1.4.1.5962.1.2.1.20040119072730.12322",
+            "-od",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(get.ok(), "{}", get.stderr());
+    let got = walk_files(&out);
+    assert_eq!(got.len(), 1);
+    let dump = |p: &std::path::Path| {
+        dcmtk(
+            "dcmdump",
+            &[
+                "-q",
+                "+P",
+                "7fe0,0010",
+                "+P",
+                "0010,0010",
+                p.to_str().unwrap(),
+            ],
+        )
+        .stdout()
+    };
+    assert_eq!(dump(&got[0]), dump(&ct));
+    let _ = std::fs::remove_dir_all(&out);
 }

@@ -1,0 +1,124 @@
+//! Blob store behaviour every backend must show: each case runs on the
+//! filesystem store and on a real S3 service (`CUSTOS_TEST_S3_URL` plus
+//! `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`; `scripts/test` starts SeaweedFS).
+
+use std::sync::Arc;
+use tokio::io::AsyncReadExt;
+
+use custos_store::{BlobStore, FsStore, S3Store, StoreError};
+
+type Store = Arc<dyn BlobStore>;
+
+fn temp_dir(what: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "custos-store-{what}-{}",
+        uuid::Uuid::new_v4().simple()
+    ))
+}
+
+fn fs_store() -> Store {
+    Arc::new(FsStore::open(temp_dir("fs")).unwrap())
+}
+
+fn s3_store() -> Store {
+    let url = std::env::var("CUSTOS_TEST_S3_URL")
+        .expect("CUSTOS_TEST_S3_URL is not set: run scripts/test, which starts SeaweedFS");
+    // A prefix per case keeps cases apart in the one test bucket.
+    let (base, query) = url.split_once('?').unwrap_or((&url, ""));
+    let url = format!("{base}/case-{}?{query}", uuid::Uuid::new_v4().simple());
+    Arc::new(S3Store::open(&url, None, temp_dir("s3-staging")).unwrap())
+}
+
+macro_rules! on_both_stores {
+    ($($case:ident),* $(,)?) => {
+        $(
+            mod $case {
+                #[tokio::test(flavor = "multi_thread")]
+                async fn filesystem() { super::$case(super::fs_store()).await }
+                #[tokio::test(flavor = "multi_thread")]
+                async fn s3() { super::$case(super::s3_store()).await }
+            }
+        )*
+    };
+}
+
+on_both_stores!(
+    stage_commit_read_delete,
+    large_blobs_stream,
+    abandoned_blobs_leave_nothing,
+    hostile_keys_are_refused
+);
+
+async fn read_all(store: &Store, key: &str) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    store
+        .open(key)
+        .await
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .await
+        .unwrap();
+    bytes
+}
+
+async fn stage_commit_read_delete(store: Store) {
+    let mut blob = store.stage().await.unwrap();
+    blob.write(b"hello ").await.unwrap();
+    blob.write(b"world").await.unwrap();
+    assert_eq!(blob.size(), 11);
+    assert_eq!(
+        blob.sha256_hex(),
+        "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+    );
+    let key = store.commit(blob).await.unwrap();
+    assert_eq!(read_all(&store, &key).await, b"hello world");
+    store.delete(&key).await.unwrap();
+    assert!(matches!(
+        store.open(&key).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    store.delete(&key).await.unwrap(); // deleting twice is fine
+}
+
+async fn large_blobs_stream(store: Store) {
+    // 40 MiB: above the single-PUT limit of the S3 store (multipart upload).
+    let chunk: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let mut blob = store.stage().await.unwrap();
+    for _ in 0..40 {
+        blob.write(&chunk).await.unwrap();
+    }
+    let key = store.commit(blob).await.unwrap();
+    let back = read_all(&store, &key).await;
+    assert_eq!(back.len(), 40 << 20);
+    assert!(back.chunks(1 << 20).all(|c| c == chunk.as_slice()));
+}
+
+async fn abandoned_blobs_leave_nothing(store: Store) {
+    let mut blob = store.stage().await.unwrap();
+    blob.write(b"partial").await.unwrap();
+    drop(blob);
+    let mut blob = store.stage().await.unwrap();
+    blob.write(b"kept").await.unwrap();
+    let key = store.commit(blob).await.unwrap();
+    assert_eq!(read_all(&store, &key).await, b"kept");
+}
+
+async fn hostile_keys_are_refused(store: Store) {
+    for key in [
+        "../../etc/passwd",
+        "ABCDEF",
+        "",
+        "0123456789abcdef0123456789abcde/",
+    ] {
+        assert!(
+            matches!(store.open(key).await, Err(StoreError::BadKey(_))),
+            "{key}"
+        );
+        assert!(
+            matches!(store.delete(key).await, Err(StoreError::BadKey(_))),
+            "{key}"
+        );
+    }
+}
