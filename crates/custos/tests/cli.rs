@@ -81,16 +81,6 @@ fn host_names_are_resolved_when_peers_connect() {
     let data = DataDir::new("cli-hostname");
     data.add_peer("NAMED", "localhost", 104, "echo");
     let server = Server::start(&data);
-    let run = dcmtk(
-        "echoscu",
-        &[
-            "-aet",
-            "NAMED",
-            "-aec",
-            "CUSTOS",
-            "127.0.0.1",
-            &server.port(),
-        ],
-    );
+    let run = echo(&server, "NAMED", "CUSTOS");
     assert!(run.ok(), "{}", run.stderr());
 }

@@ -47,13 +47,7 @@ fn dcmtk_tools_store_find_get_move() {
     let ct = files.join("CT_small.dcm");
     let mr = files.join("MR_small.dcm");
 
-    assert!(
-        dcmtk(
-            "echoscu",
-            &["-aet", "DCMTK", "-aec", "CUSTOS", "127.0.0.1", &port]
-        )
-        .ok()
-    );
+    assert!(echo(&server, "DCMTK", "CUSTOS").ok());
 
     let st = dcmtk(
         "storescu",

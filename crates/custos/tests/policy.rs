@@ -9,17 +9,7 @@ fn unknown_calling_ae_is_rejected() {
     let data = DataDir::new("policy-unknown");
     data.add_peer("KNOWN", "127.0.0.1", 104, "echo");
     let server = Server::start(&data);
-    let run = dcmtk(
-        "echoscu",
-        &[
-            "-aet",
-            "STRANGER",
-            "-aec",
-            "CUSTOS",
-            "127.0.0.1",
-            &server.port(),
-        ],
-    );
+    let run = echo(&server, "STRANGER", "CUSTOS");
     assert!(!run.ok());
     assert!(
         run.stderr()
@@ -45,10 +35,7 @@ fn no_peers_means_nobody_gets_in() {
     let data = DataDir::new("policy-empty");
     let server = Server::start(&data);
     for aet in ["ANY-SCU", "STORESCU", "FINDSCU", "ECHOSCU"] {
-        let run = dcmtk(
-            "echoscu",
-            &["-aet", aet, "-aec", "CUSTOS", "127.0.0.1", &server.port()],
-        );
+        let run = echo(&server, aet, "CUSTOS");
         assert!(!run.ok(), "{aet} got in");
     }
 }
@@ -59,17 +46,7 @@ fn known_ae_from_another_address_is_rejected() {
     data.add_peer("CT01", "127.0.0.2", 104, "echo");
     let server = Server::start(&data);
     // From 127.0.0.1: rejected.
-    let run = dcmtk(
-        "echoscu",
-        &[
-            "-aet",
-            "CT01",
-            "-aec",
-            "CUSTOS",
-            "127.0.0.1",
-            &server.port(),
-        ],
-    );
+    let run = echo(&server, "CT01", "CUSTOS");
     assert!(!run.ok());
     assert!(
         run.stderr()
@@ -100,17 +77,7 @@ fn cidr_hosts_match_networks() {
     let data = DataDir::new("policy-cidr");
     data.add_peer("WARD", "127.0.0.0/30", 104, "echo");
     let server = Server::start(&data);
-    let run = dcmtk(
-        "echoscu",
-        &[
-            "-aet",
-            "WARD",
-            "-aec",
-            "CUSTOS",
-            "127.0.0.1",
-            &server.port(),
-        ],
-    );
+    let run = echo(&server, "WARD", "CUSTOS");
     assert!(run.ok(), "{}", run.stderr());
     let out = python(&[
         "echo",
@@ -134,17 +101,7 @@ fn wrong_called_ae_is_rejected() {
     let data = DataDir::new("policy-called");
     data.add_peer("CT01", "127.0.0.1", 104, "echo");
     let server = Server::start(&data);
-    let run = dcmtk(
-        "echoscu",
-        &[
-            "-aet",
-            "CT01",
-            "-aec",
-            "NOTCUSTOS",
-            "127.0.0.1",
-            &server.port(),
-        ],
-    );
+    let run = echo(&server, "CT01", "NOTCUSTOS");
     assert!(!run.ok());
     assert!(
         run.stderr()
@@ -153,17 +110,7 @@ fn wrong_called_ae_is_rejected() {
         "{}",
         run.stderr()
     );
-    let run = dcmtk(
-        "echoscu",
-        &[
-            "-aet",
-            "CT01",
-            "-aec",
-            "CUSTOS",
-            "127.0.0.1",
-            &server.port(),
-        ],
-    );
+    let run = echo(&server, "CT01", "CUSTOS");
     assert!(run.ok(), "{}", run.stderr());
 }
 
@@ -236,17 +183,7 @@ fn echo_without_echo_permission_is_refused() {
     let data = DataDir::new("policy-noecho");
     data.add_peer("STOREONLY", "127.0.0.1", 104, "store");
     let server = Server::start(&data);
-    let run = dcmtk(
-        "echoscu",
-        &[
-            "-aet",
-            "STOREONLY",
-            "-aec",
-            "CUSTOS",
-            "127.0.0.1",
-            &server.port(),
-        ],
-    );
+    let run = echo(&server, "STOREONLY", "CUSTOS");
     assert!(!run.ok());
 }
 
@@ -254,19 +191,7 @@ fn echo_without_echo_permission_is_refused() {
 fn peer_changes_apply_without_restart() {
     let data = DataDir::new("policy-live");
     let server = Server::start(&data);
-    let echo = || {
-        dcmtk(
-            "echoscu",
-            &[
-                "-aet",
-                "LATE",
-                "-aec",
-                "CUSTOS",
-                "127.0.0.1",
-                &server.port(),
-            ],
-        )
-    };
+    let echo = || echo(&server, "LATE", "CUSTOS");
     assert!(!echo().ok());
     data.add_peer("LATE", "127.0.0.1", 104, "echo");
     assert!(echo().ok(), "peer added while serving is accepted");

@@ -16,18 +16,7 @@ const SC: &str = "1.2.840.10008.5.1.4.1.1.7";
 const ELE: &str = "1.2.840.10008.1.2.1";
 
 fn echo_works(server: &Server) -> bool {
-    dcmtk(
-        "echoscu",
-        &[
-            "-aet",
-            "PEER",
-            "-aec",
-            "CUSTOS",
-            "127.0.0.1",
-            &server.port(),
-        ],
-    )
-    .ok()
+    echo(server, "PEER", "CUSTOS").ok()
 }
 
 /// Sends bytes and reports how the server ended the connection, within `wait`.

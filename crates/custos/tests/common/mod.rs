@@ -201,6 +201,14 @@ pub fn dcmtk(tool: &str, args: &[&str]) -> Run {
     Run(out)
 }
 
+/// DCMTK's echoscu from `aet` to `aec` at `server`.
+pub fn echo(server: &Server, aet: &str, aec: &str) -> Run {
+    dcmtk(
+        "echoscu",
+        &["-aet", aet, "-aec", aec, "127.0.0.1", &server.port()],
+    )
+}
+
 /// The repository's Python peer script (pynetdicom/pydicom).
 pub fn python(args: &[&str]) -> Run {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/py/peer.py");
