@@ -7,11 +7,13 @@
 #![forbid(unsafe_code)]
 
 mod attributes;
+mod fsck;
 mod ingest;
 pub mod part10;
 mod retrieve;
 pub mod text;
 
+pub use fsck::{FsckError, FsckOptions, FsckReport};
 pub use ingest::{Ingest, IngestError, StoreOutcome};
 pub use retrieve::{DatasetStream, RetrieveError, can_transcode};
 

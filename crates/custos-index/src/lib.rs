@@ -69,6 +69,14 @@ pub trait Index: Send + Sync + 'static {
 
     async fn instance_count(&self) -> Result<u64, IndexError>;
 
+    /// Stored instances in index order after position `after` (0 for the
+    /// start), at most `limit`, with their positions: paging for fsck.
+    async fn stored_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, StoredInstance)>, IndexError>;
+
     async fn peer(&self, ae_title: &str) -> Result<Option<Peer>, IndexError>;
     async fn peers(&self) -> Result<Vec<Peer>, IndexError>;
     /// Adds or replaces a peer.

@@ -346,6 +346,28 @@ impl Index for PgIndex {
         Ok(n as u64)
     }
 
+    async fn stored_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, StoredInstance)>, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {STORED_COLUMNS}, pk FROM instances WHERE pk > $1 ORDER BY pk LIMIT $2"
+                ),
+                &[&after, &limit],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, i64>(6), stored(r)))
+            .collect())
+    }
+
     async fn peer(&self, ae_title: &str) -> Result<Option<Peer>, IndexError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         let row = client

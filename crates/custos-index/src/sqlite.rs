@@ -446,6 +446,23 @@ impl Index for SqliteIndex {
         .await
     }
 
+    async fn stored_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, StoredInstance)>, IndexError> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT sop_instance_uid, sop_class_uid, transfer_syntax_uid, blob_key, size, sha256, pk
+                 FROM instances WHERE pk > ?1 ORDER BY pk LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit], |r| Ok((r.get::<_, i64>(6)?, stored_from_row(r)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     async fn peer(&self, ae_title: &str) -> Result<Option<Peer>, IndexError> {
         let ae = ae_title.trim().to_string();
         self.read(move |conn| {

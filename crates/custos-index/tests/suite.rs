@@ -54,7 +54,8 @@ on_both_backends!(
     other_levels_and_retrieve_sets,
     duplicates,
     concurrent_inserts_all_commit,
-    peers
+    peers,
+    paging_through_stored
 );
 
 type Ix = std::sync::Arc<dyn Index>;
@@ -310,4 +311,21 @@ async fn peers(ix: Ix) {
     assert!(ix.remove_peer("CT01").await.unwrap());
     assert!(!ix.remove_peer("CT01").await.unwrap());
     assert_eq!(ix.peer("CT01").await.unwrap(), None);
+}
+
+async fn paging_through_stored(ix: Ix) {
+    populate(&ix).await;
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = ix.stored_after(after, 2).await.unwrap();
+        let Some((last, _)) = page.last() else { break };
+        assert!(page.len() <= 2);
+        after = *last;
+        seen.extend(page.into_iter().map(|(_, s)| s.sop_instance_uid));
+    }
+    assert_eq!(
+        seen,
+        ["1.1.1.1", "1.1.1.2", "1.1.2.1", "1.2.1.1", "2.1.1.1"]
+    );
 }

@@ -128,4 +128,32 @@ impl BlobStore for FsStore {
             }),
         }
     }
+
+    async fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, StoreError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for i in 0..4096 {
+                let dir = root.join(format!("{i:03x}"));
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for entry in entries {
+                    let entry = entry.map_err(StoreError::List)?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    // Only names this store could have made, in their own folder.
+                    if check_key(&name).is_ok() && name.starts_with(&format!("{i:03x}")) {
+                        let modified = entry
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .map_err(StoreError::List)?;
+                        out.push((name, modified));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::List(std::io::Error::other(e)))?
+    }
 }

@@ -35,6 +35,8 @@ pub enum StoreError {
     Read { key: String, source: std::io::Error },
     #[error("could not delete blob {key}: {source}")]
     Delete { key: String, source: std::io::Error },
+    #[error("could not list blobs: {0}")]
+    List(#[source] std::io::Error),
     #[error("`{0}` is not a valid blob key")]
     BadKey(String),
 }
@@ -60,4 +62,7 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Removes a blob; removing a missing blob is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Every committed blob with its last modification time (for fsck).
+    async fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, StoreError>;
 }

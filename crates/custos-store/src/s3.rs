@@ -234,6 +234,23 @@ impl BlobStore for S3Store {
             }),
         }
     }
+
+    async fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, StoreError> {
+        let prefix = (!self.prefix.is_empty()).then(|| ObjPath::from(self.prefix.clone()));
+        let metas: Vec<object_store::ObjectMeta> =
+            object_store::ObjectStore::list(&self.store, prefix.as_ref())
+                .try_collect()
+                .await
+                .map_err(|e| StoreError::List(s3_err(e)))?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| {
+                let key = m.location.filename()?.to_string();
+                crate::fs::check_key(&key).ok()?;
+                Some((key, std::time::SystemTime::from(m.last_modified)))
+            })
+            .collect())
+    }
 }
 
 #[cfg(test)]

@@ -46,7 +46,8 @@ on_both_stores!(
     stage_commit_read_delete,
     large_blobs_stream,
     abandoned_blobs_leave_nothing,
-    hostile_keys_are_refused
+    hostile_keys_are_refused,
+    list_names_committed_blobs
 );
 
 async fn read_all(store: &Store, key: &str) -> Vec<u8> {
@@ -121,4 +122,27 @@ async fn hostile_keys_are_refused(store: Store) {
             "{key}"
         );
     }
+}
+
+async fn list_names_committed_blobs(store: Store) {
+    let mut keys = Vec::new();
+    for i in 0..3u8 {
+        let mut blob = store.stage().await.unwrap();
+        blob.write(&[i; 10]).await.unwrap();
+        keys.push(store.commit(blob).await.unwrap());
+    }
+    let staged = store.stage().await.unwrap(); // in flight: not listed
+    let mut listed: Vec<String> = store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    listed.sort();
+    keys.sort();
+    assert_eq!(listed, keys);
+    drop(staged);
+    store.delete(&keys[0]).await.unwrap();
+    assert_eq!(store.list().await.unwrap().len(), 2);
 }

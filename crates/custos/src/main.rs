@@ -4,6 +4,7 @@
 
 mod config;
 mod data;
+mod fsck_cmd;
 mod import;
 mod peer_cmd;
 mod serve;
@@ -48,6 +49,15 @@ enum Command {
     Db {
         #[command(subcommand)]
         command: DbCommand,
+    },
+    /// Check the index against the stored blobs (missing, altered, orphans).
+    Fsck {
+        /// Remove orphan blobs (older than the grace period).
+        #[arg(long)]
+        repair: bool,
+        /// Unindexed blobs younger than this many hours may be stores in flight.
+        #[arg(long, default_value_t = 24)]
+        grace_hours: u64,
     },
     /// Import DICOM files, folders and DICOMDIRs into the archive.
     Import {
@@ -115,6 +125,15 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Command::Import { paths } => import::run(&cli.data, &paths).await,
+            Command::Fsck {
+                repair,
+                grace_hours,
+            } => {
+                if !fsck_cmd::run(&cli.data, repair, grace_hours).await? {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
         }
     })
 }
