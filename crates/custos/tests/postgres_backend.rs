@@ -28,6 +28,14 @@ fn fresh_database() -> String {
     format!("{}/{db}", url.rsplit_once('/').unwrap().0)
 }
 
+/// The test S3 URL with a prefix of its own.
+fn s3_url(tag: &str) -> String {
+    let s3 = std::env::var("CUSTOS_TEST_S3_URL")
+        .expect("CUSTOS_TEST_S3_URL is not set: run scripts/test, which starts SeaweedFS");
+    let (base, query) = s3.split_once('?').unwrap();
+    format!("{base}/{tag}-{}?{query}", std::process::id())
+}
+
 /// A data folder whose index is `url` and whose blobs live in the folder
 /// `store`, or on S3 when `s3` is given (credentials from the environment).
 fn node(name: &str, url: &str, store: &std::path::Path, s3: Option<&str>) -> DataDir {
@@ -180,10 +188,7 @@ fn two_nodes_share_one_postgres_index() {
 #[test]
 fn two_nodes_on_postgres_and_s3() {
     let url = fresh_database();
-    let s3 = std::env::var("CUSTOS_TEST_S3_URL")
-        .expect("CUSTOS_TEST_S3_URL is not set: run scripts/test, which starts SeaweedFS");
-    let (base, query) = s3.split_once('?').unwrap();
-    let s3 = format!("{base}/e2e-{}?{query}", std::process::id());
+    let s3 = s3_url("e2e");
     let unused = std::env::temp_dir().join("custos-unused-blob-folder");
     let a = node("s3-a", &url, &unused, Some(&s3));
     let b = node("s3-b", &url, &unused, Some(&s3));
@@ -254,10 +259,7 @@ fn two_nodes_on_postgres_and_s3() {
 #[test]
 fn node_killed_during_ingest_loses_nothing_acknowledged() {
     let url = fresh_database();
-    let s3 = std::env::var("CUSTOS_TEST_S3_URL")
-        .expect("CUSTOS_TEST_S3_URL is not set: run scripts/test, which starts SeaweedFS");
-    let (base, query) = s3.split_once('?').unwrap();
-    let s3 = format!("{base}/kill-{}?{query}", std::process::id());
+    let s3 = s3_url("kill");
     let unused = std::env::temp_dir().join("custos-unused-blob-folder");
     let a = node("kill-a", &url, &unused, Some(&s3));
     let b = node("kill-b", &url, &unused, Some(&s3));
@@ -265,48 +267,9 @@ fn node_killed_during_ingest_loses_nothing_acknowledged() {
     let sa = Server::start(&a);
     let acked = a.path.with_extension("acked");
     let work = a.path.with_extension("work");
-    let mut ingest = std::process::Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/py/peer.py"
-        ))
-        .args([
-            "ingest",
-            "--port",
-            &sa.port(),
-            "--aet",
-            "PYSCU",
-            "--threads",
-            "4",
-            "--seconds",
-            "20",
-        ])
-        .arg("--acked")
-        .arg(&acked)
-        .arg("--workdir")
-        .arg(&work)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::fs::read_to_string(&acked)
-        .map(|s| s.lines().count())
-        .unwrap_or(0)
-        < 30
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ingest made no progress"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let mut ingest = start_ingest(&sa, &acked, &work, 30);
     sa.kill9();
     ingest.wait().unwrap();
-    let acked: Vec<String> = std::fs::read_to_string(&acked)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
 
     // fsck through node B's configuration: nothing missing or altered.
     let fsck = b.cli(&["fsck"]);
@@ -317,31 +280,12 @@ fn node_killed_during_ingest_loses_nothing_acknowledged() {
         fsck.stderr()
     );
     let sb = Server::start(&b);
-    let got = python(&[
-        "get",
-        "--port",
-        &sb.port(),
-        "--aet",
-        "PYSCU",
-        "--level",
-        "STUDY",
-        "-k",
-        "PatientName=DURABLE^TEST",
-    ])
-    .success();
-    let v: serde_json::Value = serde_json::from_str(&got.stdout()).unwrap();
-    let received: std::collections::HashSet<String> = v["received"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u.as_str().unwrap().to_string())
-        .collect();
-    let lost: Vec<_> = acked.iter().filter(|u| !received.contains(*u)).collect();
+    let (lost, unreadable) = lost_after_restart(&sb, &acked);
     assert!(
         lost.is_empty(),
         "{} acknowledged instances lost: {lost:?}",
         lost.len()
     );
-    assert_eq!(v["unreadable"], 0);
+    assert_eq!(unreadable, 0);
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -238,3 +238,79 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Starts pynetdicom storing synthetic instances (patient DURABLE^TEST) over 4
+/// associations into `server`, and returns once `min_acks` were acknowledged.
+/// Acknowledged SOP Instance UIDs are appended to `acked`, fsynced, as they come.
+pub fn start_ingest(server: &Server, acked: &Path, work: &Path, min_acks: usize) -> Child {
+    let _ = std::fs::remove_file(acked);
+    let child = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/py/peer.py"
+        ))
+        .args([
+            "ingest",
+            "--port",
+            &server.port(),
+            "--aet",
+            "PYSCU",
+            "--threads",
+            "4",
+            "--seconds",
+            "20",
+        ])
+        .arg("--acked")
+        .arg(acked)
+        .arg("--workdir")
+        .arg(work)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the ingest peer");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(acked)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+        < min_acks
+    {
+        assert!(Instant::now() < deadline, "ingest made no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// The acknowledged UIDs that `server` cannot return (C-GET of DURABLE^TEST),
+/// and how many returned data sets did not parse.
+pub fn lost_after_restart(server: &Server, acked: &Path) -> (Vec<String>, u64) {
+    let acked: Vec<String> = std::fs::read_to_string(acked)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(!acked.is_empty());
+    let out = python(&[
+        "get",
+        "--port",
+        &server.port(),
+        "--aet",
+        "PYSCU",
+        "--level",
+        "STUDY",
+        "-k",
+        "PatientName=DURABLE^TEST",
+    ])
+    .success();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    let received: std::collections::HashSet<&str> = v["received"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u.as_str())
+        .collect();
+    let lost = acked
+        .iter()
+        .filter(|u| !received.contains(u.as_str()))
+        .cloned()
+        .collect();
+    (lost, v["unreadable"].as_u64().unwrap_or(u64::MAX))
+}
