@@ -78,6 +78,11 @@ impl<'a> Ingest<'a> {
         Ok(self.blob.write(bytes).await?)
     }
 
+    /// SHA-256 of the bytes received so far (the whole file once all are in).
+    pub fn sha256_hex(&self) -> String {
+        self.blob.sha256_hex()
+    }
+
     pub fn bytes_received(&self) -> u64 {
         self.blob.size()
     }

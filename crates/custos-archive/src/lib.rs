@@ -9,12 +9,14 @@
 mod attributes;
 mod fsck;
 mod ingest;
+mod migrate;
 pub mod part10;
 mod retrieve;
 pub mod text;
 
 pub use fsck::{FsckError, FsckOptions, FsckReport};
 pub use ingest::{Ingest, IngestError, StoreOutcome};
+pub use migrate::MigrateReport;
 pub use retrieve::{DatasetStream, RetrieveError, can_transcode};
 
 use std::str::FromStr;

@@ -6,6 +6,7 @@ mod config;
 mod data;
 mod fsck_cmd;
 mod import;
+mod migrate_cmd;
 mod peer_cmd;
 mod serve;
 
@@ -58,6 +59,15 @@ enum Command {
         /// Unindexed blobs younger than this many hours may be stores in flight.
         #[arg(long, default_value_t = 24)]
         grace_hours: u64,
+    },
+    /// Copy this archive to PostgreSQL + S3 (resumable, verified, source keeps serving).
+    Migrate {
+        /// Target index, postgres://user@host:port/db
+        #[arg(long)]
+        to_index: String,
+        /// Target store, s3://bucket/prefix?endpoint=...
+        #[arg(long)]
+        to_store: String,
     },
     /// Import DICOM files, folders and DICOMDIRs into the archive.
     Import {
@@ -125,6 +135,12 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Command::Import { paths } => import::run(&cli.data, &paths).await,
+            Command::Migrate { to_index, to_store } => {
+                if !migrate_cmd::run(&cli.data, &to_index, &to_store).await? {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
             Command::Fsck {
                 repair,
                 grace_hours,

@@ -1,0 +1,54 @@
+//! `custos migrate`: the embedded archive copied to the scale-out backends.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::{Config, redact_url};
+use crate::data::open_archive;
+
+pub async fn run(data: &Path, to_index: &str, to_store: &str) -> Result<bool> {
+    let config = Config::load(data)?;
+    if !to_index.starts_with("postgres://") && !to_index.starts_with("postgresql://") {
+        bail!("--to-index must be a postgres:// URL");
+    }
+    if !to_store.starts_with("s3://") {
+        bail!("--to-store must be an s3:// URL");
+    }
+    let source = open_archive(data, &config).await?;
+    let mut target_config = config.clone();
+    target_config.index.url = to_index.to_string();
+    target_config.store.url = to_store.to_string();
+    let target = open_archive(data, &target_config).await?;
+    println!(
+        "copying to index {} and store {}",
+        redact_url(to_index),
+        to_store.split('?').next().unwrap_or(to_store)
+    );
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} instances  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let report = source
+        .migrate_to(&target, |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .await?;
+    bar.finish_and_clear();
+    println!(
+        "{} copied and verified, {} already in the target, {} failed",
+        report.copied,
+        report.already_there,
+        report.failed.len()
+    );
+    for (uid, why) in &report.failed {
+        println!("failed: SOP Instance UID {uid}: {why}");
+    }
+    if report.failed.is_empty() {
+        println!("point [index] url and [store] url at the new backends when every node is ready");
+    }
+    Ok(report.failed.is_empty())
+}
