@@ -6,6 +6,8 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 
+use custos_archive::text::element_text;
+
 pub mod field {
     pub const C_STORE_RQ: u16 = 0x0001;
     pub const C_STORE_RSP: u16 = 0x8001;
@@ -62,10 +64,7 @@ pub struct Command {
 }
 
 fn text(obj: &InMemDicomObject, tag: Tag) -> String {
-    obj.get(tag)
-        .and_then(|e| e.to_str().ok())
-        .map(|s| s.trim_matches(|c: char| c == ' ' || c == '\0').to_string())
-        .unwrap_or_default()
+    obj.get(tag).map(element_text).unwrap_or_default()
 }
 
 fn int(obj: &InMemDicomObject, tag: Tag) -> Option<u16> {

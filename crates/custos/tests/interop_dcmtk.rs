@@ -4,9 +4,6 @@
 mod common;
 use common::*;
 
-const CT_STUDY: &str = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322";
-const CT_SOP: &str = "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322";
-
 fn received(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = walk_files(dir)
         .iter()
@@ -14,25 +11,6 @@ fn received(dir: &std::path::Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// DICOM attribute dump of a file, for comparing what was sent with what came back.
-fn dump(path: &std::path::Path) -> String {
-    let out = dcmtk(
-        "dcmdump",
-        &[
-            "-q",
-            "+P",
-            "0008,0018",
-            "+P",
-            "0010,0010",
-            "+P",
-            "7fe0,0010",
-            "--print-all",
-            path.to_str().unwrap(),
-        ],
-    );
-    out.stdout()
 }
 
 #[test]
@@ -122,28 +100,9 @@ fn dcmtk_tools_store_find_get_move() {
 
     // C-GET into a folder: the same instance, same attributes and pixel data.
     let out = std::env::temp_dir().join(format!("custos-getscu-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).unwrap();
-    let get = dcmtk(
-        "getscu",
-        &[
-            "-aet",
-            "DCMTK",
-            "-aec",
-            "CUSTOS",
-            "127.0.0.1",
-            &port,
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            &format!("StudyInstanceUID={CT_STUDY}"),
-            "-od",
-            out.to_str().unwrap(),
-        ],
-    );
-    assert!(get.ok(), "{}", get.stderr());
+    getscu_study(&server, "DCMTK", CT_STUDY, &out);
     assert_eq!(received(&out), [format!("CT.{CT_SOP}")]);
-    assert_eq!(dump(&out.join(format!("CT.{CT_SOP}"))), dump(&ct));
+    assert_eq!(dcm_dump(&out.join(format!("CT.{CT_SOP}"))), dcm_dump(&ct));
 
     // C-MOVE to movescu's own receiver (registered as DCMTK at recv_port).
     let _ = std::fs::remove_dir_all(&out);
@@ -172,7 +131,7 @@ fn dcmtk_tools_store_find_get_move() {
     );
     assert!(mv.ok(), "{}", mv.stderr());
     assert_eq!(received(&out), [format!("CT.{CT_SOP}")]);
-    assert_eq!(dump(&out.join(format!("CT.{CT_SOP}"))), dump(&ct));
+    assert_eq!(dcm_dump(&out.join(format!("CT.{CT_SOP}"))), dcm_dump(&ct));
 
     // C-MOVE to an unregistered destination: 0xA801, nothing sent.
     let mv = dcmtk(

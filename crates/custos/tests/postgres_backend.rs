@@ -213,43 +213,9 @@ fn two_nodes_on_postgres_and_s3() {
     assert!(!unused.exists(), "no blob touched the local folder");
     // Node B finds and returns it from S3, byte for byte as DCMTK dumps it.
     let out = std::env::temp_dir().join(format!("custos-s3-get-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).unwrap();
-    let get = dcmtk(
-        "getscu",
-        &[
-            "-aet",
-            "DCMTK",
-            "-aec",
-            "CUSTOS",
-            "127.0.0.1",
-            &sb.port(),
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            "StudyInstanceUID=1.3.6.1.4.1.5962.1.2.1.20040119072730.12322",
-            "-od",
-            out.to_str().unwrap(),
-        ],
-    );
-    assert!(get.ok(), "{}", get.stderr());
-    let got = walk_files(&out);
+    let got = getscu_study(&sb, "DCMTK", CT_STUDY, &out);
     assert_eq!(got.len(), 1);
-    let dump = |p: &std::path::Path| {
-        dcmtk(
-            "dcmdump",
-            &[
-                "-q",
-                "+P",
-                "7fe0,0010",
-                "+P",
-                "0010,0010",
-                p.to_str().unwrap(),
-            ],
-        )
-        .stdout()
-    };
-    assert_eq!(dump(&got[0]), dump(&ct));
+    assert_eq!(dcm_dump(&got[0]), dcm_dump(&ct));
     let _ = std::fs::remove_dir_all(&out);
 }
 
@@ -346,42 +312,8 @@ fn migrate_embedded_archive_to_postgres_and_s3() {
     );
     node.add_peer("DCMTK", "127.0.0.1", 104, "echo,get");
     let server = Server::start(&node);
-    let out = src.join("received");
-    std::fs::create_dir_all(&out).unwrap();
-    let get = dcmtk(
-        "getscu",
-        &[
-            "-aet",
-            "DCMTK",
-            "-aec",
-            "CUSTOS",
-            "127.0.0.1",
-            &server.port(),
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            "StudyInstanceUID=1.3.6.1.4.1.5962.1.2.1.20040119072730.12322",
-            "-od",
-            out.to_str().unwrap(),
-        ],
-    );
-    assert!(get.ok(), "{}", get.stderr());
-    let got = walk_files(&out);
+    let got = getscu_study(&server, "DCMTK", CT_STUDY, &src.join("received"));
     assert_eq!(got.len(), 1);
-    let dump = |p: &std::path::Path| {
-        dcmtk(
-            "dcmdump",
-            &[
-                "-q",
-                "+P",
-                "7fe0,0010",
-                "+P",
-                "0010,0010",
-                p.to_str().unwrap(),
-            ],
-        )
-        .stdout()
-    };
-    assert_eq!(dump(&got[0]), dump(&files.join("CT_small.dcm")));
+    assert_eq!(dcm_dump(&got[0]), dcm_dump(&files.join("CT_small.dcm")));
     let _ = std::fs::remove_dir_all(&src);
 }

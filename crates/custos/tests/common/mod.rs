@@ -314,3 +314,51 @@ pub fn lost_after_restart(server: &Server, acked: &Path) -> (Vec<String>, u64) {
         .collect();
     (lost, v["unreadable"].as_u64().unwrap_or(u64::MAX))
 }
+
+/// CT_small.dcm (pydicom's test set): its study and instance UIDs.
+pub const CT_STUDY: &str = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322";
+pub const CT_SOP: &str = "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322";
+
+/// dcmdump of a file's attributes and pixel data, for comparing what was
+/// sent with what came back (file meta aside).
+pub fn dcm_dump(path: &Path) -> String {
+    dcmtk(
+        "dcmdump",
+        &[
+            "-q",
+            "+P",
+            "0008,0018",
+            "+P",
+            "0010,0010",
+            "+P",
+            "7fe0,0010",
+            "--print-all",
+            path.to_str().unwrap(),
+        ],
+    )
+    .stdout()
+}
+
+/// DCMTK getscu of one study into a fresh folder `out`; the files received.
+pub fn getscu_study(server: &Server, aet: &str, study_uid: &str, out: &Path) -> Vec<PathBuf> {
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::create_dir_all(out).unwrap();
+    let study = format!("StudyInstanceUID={study_uid}");
+    let args = [
+        "-aet",
+        aet,
+        "-aec",
+        "CUSTOS",
+        "127.0.0.1",
+        &server.port(),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        &study,
+        "-od",
+        out.to_str().unwrap(),
+    ];
+    let get = dcmtk("getscu", &args);
+    assert!(get.ok(), "{}", get.stderr());
+    walk_files(out)
+}
