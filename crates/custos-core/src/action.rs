@@ -3,8 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// One operation on the archive. DIMSE services map onto these one to one;
-/// DICOMweb routes will map onto the same set.
+/// One operation on the archive. DIMSE services map onto the first five one to
+/// one; DICOMweb routes map onto the same set (QIDO = find, WADO = get,
+/// STOW = store), and the last three exist only for users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     Echo,
@@ -12,16 +13,39 @@ pub enum Action {
     Find,
     Get,
     Move,
+    /// Delete studies or series.
+    Delete,
+    /// Manage peers, users, tokens; read statistics.
+    Admin,
+    /// Read the audit trail.
+    Audit,
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 8] = [
+        Action::Echo,
+        Action::Store,
+        Action::Find,
+        Action::Get,
+        Action::Move,
+        Action::Delete,
+        Action::Admin,
+        Action::Audit,
+    ];
+
+    /// What a DICOM peer can be granted.
+    pub const DIMSE: [Action; 5] = [
         Action::Echo,
         Action::Store,
         Action::Find,
         Action::Get,
         Action::Move,
     ];
+
+    /// Actions that change the archive or its configuration.
+    pub fn writes(self) -> bool {
+        matches!(self, Action::Store | Action::Delete | Action::Admin)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -30,6 +54,9 @@ impl Action {
             Action::Find => "find",
             Action::Get => "get",
             Action::Move => "move",
+            Action::Delete => "delete",
+            Action::Admin => "admin",
+            Action::Audit => "audit",
         }
     }
 
@@ -51,7 +78,7 @@ impl FromStr for Action {
             .into_iter()
             .find(|a| a.name().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
-                format!("unknown action `{s}` (expected echo, store, find, get or move)")
+                format!("unknown action `{s}` (expected echo, store, find, get, move, delete, admin or audit)")
             })
     }
 }
@@ -69,6 +96,15 @@ impl Permissions {
 
     pub fn with(self, action: Action) -> Self {
         Permissions(self.0 | action.bit())
+    }
+
+    pub fn without(self, action: Action) -> Self {
+        Permissions(self.0 & !action.bit())
+    }
+
+    /// Actions granted in both sets.
+    pub fn intersect(self, other: Permissions) -> Self {
+        Permissions(self.0 & other.0)
     }
 
     pub fn actions(self) -> impl Iterator<Item = Action> {
@@ -110,7 +146,7 @@ mod tests {
         assert!(p.allows(Action::Store) && p.allows(Action::Echo));
         assert!(!p.allows(Action::Find));
         assert_eq!(p.to_string(), "echo,store");
-        assert!("store,delete".parse::<Permissions>().is_err());
+        assert!("store,bogus".parse::<Permissions>().is_err());
         assert_eq!("".parse::<Permissions>().unwrap(), Permissions::NONE);
     }
 }

@@ -6,11 +6,14 @@
 #![forbid(unsafe_code)]
 
 pub mod action;
+pub mod auth;
+pub mod credentials;
 pub mod peer;
 pub mod policy;
 pub mod query;
 pub mod record;
 
 pub use action::{Action, Permissions};
+pub use auth::{ApiToken, Role, User};
 pub use peer::{HostPattern, Peer};
 pub use policy::{AssociationDecision, Principal, RejectReason};

@@ -3,6 +3,7 @@
 //!
 //! Anything not explicitly allowed is denied.
 
+use crate::auth::Role;
 use crate::{Action, Peer, Permissions};
 
 /// Who is asking.
@@ -13,12 +14,40 @@ pub enum Principal {
         ae_title: String,
         permissions: Permissions,
     },
+    /// An authenticated user (password or token). A read-only token loses
+    /// every action that writes.
+    User {
+        name: String,
+        role: Role,
+        read_only: bool,
+    },
 }
 
 impl Principal {
     pub fn permissions(&self) -> Permissions {
         match self {
             Principal::Peer { permissions, .. } => *permissions,
+            Principal::User {
+                role, read_only, ..
+            } => {
+                let p = role.permissions();
+                if *read_only {
+                    Action::ALL
+                        .into_iter()
+                        .filter(|a| a.writes())
+                        .fold(p, Permissions::without)
+                } else {
+                    p
+                }
+            }
+        }
+    }
+
+    /// The name recorded in logs and the audit trail.
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::Peer { ae_title, .. } => ae_title,
+            Principal::User { name, .. } => name,
         }
     }
 
@@ -115,5 +144,12 @@ mod tests {
         };
         assert!(principal.may(Action::Store));
         assert!(!principal.may(Action::Find));
+        let admin_ro = Principal::User {
+            name: "a".into(),
+            role: Role::Admin,
+            read_only: true,
+        };
+        assert!(admin_ro.may(Action::Get) && !admin_ro.may(Action::Store));
+        assert!(!admin_ro.may(Action::Delete) && !admin_ro.may(Action::Admin));
     }
 }

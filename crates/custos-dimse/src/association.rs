@@ -61,9 +61,7 @@ impl Association {
     }
 
     pub fn peer_ae(&self) -> &str {
-        match &self.principal {
-            Principal::Peer { ae_title, .. } => ae_title,
-        }
+        self.principal.name()
     }
 
     /// The accepted presentation context `id`: (abstract syntax, transfer syntax).

@@ -15,9 +15,9 @@ pub use postgres::PgIndex;
 pub use sqlite::SqliteIndex;
 
 use async_trait::async_trait;
-use custos_core::Peer;
 use custos_core::query::{Query, Row};
 use custos_core::record::{InstanceRecord, StoredInstance};
+use custos_core::{ApiToken, Peer, User};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -83,4 +83,17 @@ pub trait Index: Send + Sync + 'static {
     async fn put_peer(&self, peer: Peer) -> Result<(), IndexError>;
     /// Returns whether a peer was removed.
     async fn remove_peer(&self, ae_title: &str) -> Result<bool, IndexError>;
+
+    async fn user(&self, name: &str) -> Result<Option<User>, IndexError>;
+    async fn users(&self) -> Result<Vec<User>, IndexError>;
+    /// Adds or replaces a user.
+    async fn put_user(&self, user: User) -> Result<(), IndexError>;
+    /// Removes a user and its tokens; returns whether it existed.
+    async fn remove_user(&self, name: &str) -> Result<bool, IndexError>;
+
+    async fn token(&self, id: &str) -> Result<Option<ApiToken>, IndexError>;
+    async fn tokens(&self) -> Result<Vec<ApiToken>, IndexError>;
+    async fn put_token(&self, token: ApiToken) -> Result<(), IndexError>;
+    /// Marks a token revoked; returns whether it existed.
+    async fn revoke_token(&self, id: &str) -> Result<bool, IndexError>;
 }

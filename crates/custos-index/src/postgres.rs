@@ -10,13 +10,14 @@ use tokio_postgres::{NoTls, Row as PgRow};
 
 use custos_core::query::{Query, Row, fold_case};
 use custos_core::record::{InstanceRecord, StoredInstance};
-use custos_core::{HostPattern, Peer, Permissions};
+use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
 
 use crate::sql_query::{Dialect, SqlValue, find_sql, instances_sql};
 use crate::{Index, IndexError, InsertOutcome};
 
 /// Versioned schema; `custos_schema_version` records how far a database has come.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE studies (
         pk BIGSERIAL PRIMARY KEY,
         study_uid TEXT NOT NULL UNIQUE,
@@ -67,7 +68,9 @@ const MIGRATIONS: &[&str] = &[r#"
         port INTEGER NOT NULL,
         permissions TEXT NOT NULL
     );
-"#];
+"#,
+    crate::schema::USERS_AND_TOKENS,
+];
 
 pub struct PgIndex {
     pool: Pool,
@@ -187,6 +190,34 @@ fn peer_of(row: &PgRow) -> Result<Peer, IndexError> {
             .map_err(IndexError::Corrupt)?,
     })
 }
+
+fn user_of(row: &PgRow) -> Result<User, IndexError> {
+    Ok(User {
+        name: row.get(0),
+        role: row
+            .get::<_, String>(1)
+            .parse()
+            .map_err(IndexError::Corrupt)?,
+        password_hash: row.get(2),
+        disabled: row.get(3),
+        password_changed: row.get(4),
+    })
+}
+
+fn token_of(row: &PgRow) -> ApiToken {
+    ApiToken {
+        id: row.get(0),
+        user: row.get(1),
+        secret_sha256: row.get(2),
+        read_only: row.get(3),
+        created: row.get(4),
+        expires: row.get(5),
+        revoked: row.get(6),
+    }
+}
+
+const USER_COLUMNS: &str = "name, role, password_hash, disabled, password_changed";
+const TOKEN_COLUMNS: &str = "id, user_name, secret_sha256, read_only, created, expires, revoked";
 
 const STORED_COLUMNS: &str =
     "sop_instance_uid, sop_class_uid, transfer_syntax_uid, blob_key, size, sha256";
@@ -409,6 +440,117 @@ impl Index for PgIndex {
         let client = self.pool.get().await.map_err(pool_err)?;
         let n = client
             .execute("DELETE FROM peers WHERE ae_title = $1", &[&ae_title.trim()])
+            .await
+            .map_err(pg)?;
+        Ok(n > 0)
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<User>, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE name = $1"),
+                &[&name],
+            )
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(user_of).transpose()
+    }
+
+    async fn users(&self) -> Result<Vec<User>, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(
+                &format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"),
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter().map(user_of).collect()
+    }
+
+    async fn put_user(&self, user: User) -> Result<(), IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (name) DO UPDATE SET role = excluded.role,
+                     password_hash = excluded.password_hash, disabled = excluded.disabled,
+                     password_changed = excluded.password_changed"
+                ),
+                &[
+                    &user.name,
+                    &user.role.name(),
+                    &user.password_hash,
+                    &user.disabled,
+                    &user.password_changed,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn remove_user(&self, name: &str) -> Result<bool, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let n = client
+            .execute("DELETE FROM users WHERE name = $1", &[&name])
+            .await
+            .map_err(pg)?;
+        Ok(n > 0)
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<ApiToken>, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.as_ref().map(token_of))
+    }
+
+    async fn tokens(&self) -> Result<Vec<ApiToken>, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created, id"),
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(token_of).collect())
+    }
+
+    async fn put_token(&self, t: ApiToken) -> Result<(), IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                ),
+                &[
+                    &t.id,
+                    &t.user,
+                    &t.secret_sha256,
+                    &t.read_only,
+                    &t.created,
+                    &t.expires,
+                    &t.revoked,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<bool, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let n = client
+            .execute("UPDATE tokens SET revoked = TRUE WHERE id = $1", &[&id])
             .await
             .map_err(pg)?;
         Ok(n > 0)

@@ -1,6 +1,28 @@
 //! Versioned SQLite schema. Each entry runs once, in order, inside a transaction;
 //! `PRAGMA user_version` records how far a database has come.
 
+/// Users and API tokens: the same DDL on SQLite and PostgreSQL (times are
+/// Unix seconds).
+pub const USERS_AND_TOKENS: &str = r#"
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        disabled BOOLEAN NOT NULL DEFAULT FALSE,
+        password_changed BIGINT NOT NULL
+    );
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        secret_sha256 TEXT NOT NULL,
+        read_only BOOLEAN NOT NULL,
+        created BIGINT NOT NULL,
+        expires BIGINT NOT NULL,
+        revoked BOOLEAN NOT NULL DEFAULT FALSE
+    );
+    CREATE INDEX tokens_user ON tokens(user_name);
+"#;
+
 pub const MIGRATIONS: &[&str] = &[
     // 1: the four levels, and peers.
     r#"
@@ -55,4 +77,6 @@ pub const MIGRATIONS: &[&str] = &[
         permissions TEXT NOT NULL
     );
     "#,
+    // 2: web users and API tokens.
+    USERS_AND_TOKENS,
 ];

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use custos_core::query::{Query, Row, fold_case};
 use custos_core::record::{InstanceRecord, StoredInstance};
-use custos_core::{HostPattern, Peer, Permissions};
+use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
 
 use crate::schema::MIGRATIONS;
 use crate::sql_query::{Dialect, SqlValue, find_sql, instances_sql};
@@ -27,14 +27,24 @@ enum WriteOp {
         replace: bool,
         reply: oneshot::Sender<Result<InsertOutcome, IndexError>>,
     },
-    PutPeer {
-        peer: Peer,
-        reply: oneshot::Sender<Result<(), IndexError>>,
-    },
-    RemovePeer {
-        ae_title: String,
-        reply: oneshot::Sender<Result<bool, IndexError>>,
-    },
+    /// Any other write: run in its own savepoint (or not at all, `None`),
+    /// returning what to tell the caller once the transaction has ended.
+    Apply(Box<dyn FnOnce(Option<&rusqlite::Transaction<'_>>) -> Settle + Send>),
+}
+
+/// Replies to a caller after COMMIT, with the failure that undid its work if any.
+type Settle = Box<dyn FnOnce(Option<&str>) + Send>;
+
+fn reply_after_commit<T: Send + 'static>(
+    tx: oneshot::Sender<Result<T, IndexError>>,
+    result: Result<T, IndexError>,
+) -> Settle {
+    Box::new(move |failure| {
+        let _ = tx.send(match failure {
+            Some(e) => Err(IndexError::Corrupt(format!("transaction failed: {e}"))),
+            None => result,
+        });
+    })
 }
 
 pub struct SqliteIndex {
@@ -110,6 +120,22 @@ impl SqliteIndex {
             .map_err(|_| IndexError::WriterGone)
     }
 
+    /// Runs `f` in the writer's next transaction; returns after COMMIT.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, IndexError> + Send + 'static,
+    ) -> Result<T, IndexError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(WriteOp::Apply(Box::new(move |tx| {
+            let result = match tx {
+                Some(tx) => in_savepoint(tx, f),
+                None => Err(IndexError::WriterGone),
+            };
+            reply_after_commit(reply, result)
+        })))?;
+        rx.await.map_err(|_| IndexError::WriterGone)?
+    }
+
     /// Runs `f` on a pooled read connection in the blocking pool.
     async fn read<T: Send + 'static>(
         &self,
@@ -155,33 +181,15 @@ enum Done {
         oneshot::Sender<Result<InsertOutcome, IndexError>>,
         Result<InsertOutcome, IndexError>,
     ),
-    PutPeer(
-        oneshot::Sender<Result<(), IndexError>>,
-        Result<(), IndexError>,
-    ),
-    RemovePeer(
-        oneshot::Sender<Result<bool, IndexError>>,
-        Result<bool, IndexError>,
-    ),
+    Apply(Settle),
 }
 
 impl Done {
     /// Replies to the caller: its own result, or the failure that undid it.
     fn settle(self, failure: Option<&str>) {
-        fn send<T>(
-            tx: oneshot::Sender<Result<T, IndexError>>,
-            r: Result<T, IndexError>,
-            e: Option<&str>,
-        ) {
-            let _ = tx.send(match e {
-                Some(e) => Err(IndexError::Corrupt(format!("transaction failed: {e}"))),
-                None => r,
-            });
-        }
         match self {
-            Done::Insert(tx, r) => send(tx, r, failure),
-            Done::PutPeer(tx, r) => send(tx, r, failure),
-            Done::RemovePeer(tx, r) => send(tx, r, failure),
+            Done::Insert(tx, r) => reply_after_commit(tx, r)(failure),
+            Done::Apply(settle) => settle(failure),
         }
     }
 }
@@ -207,15 +215,7 @@ fn apply_batch(conn: &mut Connection, batch: Vec<WriteOp>) {
                 replace,
                 reply,
             } => Done::Insert(reply, in_savepoint(&tx, |t| insert(t, &record, replace))),
-            WriteOp::PutPeer { peer, reply } => {
-                Done::PutPeer(reply, in_savepoint(&tx, |t| put_peer(t, &peer)))
-            }
-            WriteOp::RemovePeer { ae_title, reply } => Done::RemovePeer(
-                reply,
-                in_savepoint(&tx, |t| {
-                    Ok(t.execute("DELETE FROM peers WHERE ae_title = ?1", [&ae_title])? > 0)
-                }),
-            ),
+            WriteOp::Apply(run) => Done::Apply(run(Some(&tx))),
         })
         .collect();
     let commit = tx.commit().err().map(|e| e.to_string());
@@ -228,8 +228,7 @@ fn apply_batch(conn: &mut Connection, batch: Vec<WriteOp>) {
 fn not_applied(op: WriteOp) -> Done {
     match op {
         WriteOp::Insert { reply, .. } => Done::Insert(reply, Err(IndexError::WriterGone)),
-        WriteOp::PutPeer { reply, .. } => Done::PutPeer(reply, Err(IndexError::WriterGone)),
-        WriteOp::RemovePeer { reply, .. } => Done::RemovePeer(reply, Err(IndexError::WriterGone)),
+        WriteOp::Apply(run) => Done::Apply(run(None)),
     }
 }
 
@@ -488,17 +487,149 @@ impl Index for SqliteIndex {
     }
 
     async fn put_peer(&self, peer: Peer) -> Result<(), IndexError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(WriteOp::PutPeer { peer, reply })?;
-        rx.await.map_err(|_| IndexError::WriterGone)?
+        self.write(move |t| put_peer(t, &peer)).await
     }
 
     async fn remove_peer(&self, ae_title: &str) -> Result<bool, IndexError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(WriteOp::RemovePeer {
-            ae_title: ae_title.trim().to_string(),
-            reply,
-        })?;
-        rx.await.map_err(|_| IndexError::WriterGone)?
+        let ae_title = ae_title.trim().to_string();
+        self.write(move |t| {
+            Ok(t.execute("DELETE FROM peers WHERE ae_title = ?1", [&ae_title])? > 0)
+        })
+        .await
     }
+
+    async fn user(&self, name: &str) -> Result<Option<User>, IndexError> {
+        let name = name.to_string();
+        self.read(move |conn| {
+            conn.query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
+                [&name],
+                user_from_row,
+            )
+            .optional()?
+            .transpose()
+        })
+        .await
+    }
+
+    async fn users(&self) -> Result<Vec<User>, IndexError> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))?;
+            let rows = stmt.query_map([], user_from_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    async fn put_user(&self, user: User) -> Result<(), IndexError> {
+        self.write(move |t| {
+            t.execute(
+                &format!(
+                    "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(name) DO UPDATE SET role = excluded.role,
+                     password_hash = excluded.password_hash, disabled = excluded.disabled,
+                     password_changed = excluded.password_changed"
+                ),
+                params![
+                    user.name,
+                    user.role.name(),
+                    user.password_hash,
+                    user.disabled,
+                    user.password_changed
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_user(&self, name: &str) -> Result<bool, IndexError> {
+        let name = name.to_string();
+        self.write(move |t| Ok(t.execute("DELETE FROM users WHERE name = ?1", [&name])? > 0))
+            .await
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<ApiToken>, IndexError> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"),
+                    [&id],
+                    token_from_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn tokens(&self) -> Result<Vec<ApiToken>, IndexError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created, id"
+            ))?;
+            let rows = stmt.query_map([], token_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn put_token(&self, t: ApiToken) -> Result<(), IndexError> {
+        self.write(move |tx| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ),
+                params![
+                    t.id,
+                    t.user,
+                    t.secret_sha256,
+                    t.read_only,
+                    t.created,
+                    t.expires,
+                    t.revoked
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<bool, IndexError> {
+        let id = id.to_string();
+        self.write(move |t| {
+            Ok(t.execute("UPDATE tokens SET revoked = 1 WHERE id = ?1", [&id])? > 0)
+        })
+        .await
+    }
+}
+
+const USER_COLUMNS: &str = "name, role, password_hash, disabled, password_changed";
+const TOKEN_COLUMNS: &str = "id, user_name, secret_sha256, read_only, created, expires, revoked";
+
+fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<User, IndexError>> {
+    let role: String = r.get(1)?;
+    Ok(Ok(User {
+        name: r.get(0)?,
+        role: match role.parse() {
+            Ok(role) => role,
+            Err(e) => return Ok(Err(IndexError::Corrupt(e))),
+        },
+        password_hash: r.get(2)?,
+        disabled: r.get(3)?,
+        password_changed: r.get(4)?,
+    }))
+}
+
+fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiToken> {
+    Ok(ApiToken {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        secret_sha256: r.get(2)?,
+        read_only: r.get(3)?,
+        created: r.get(4)?,
+        expires: r.get(5)?,
+        revoked: r.get(6)?,
+    })
 }

@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 
 use custos_core::peer::validate_ae_title;
-use custos_core::{HostPattern, Peer, Permissions};
+use custos_core::{Action, HostPattern, Peer, Permissions};
 
 use crate::config::Config;
 use crate::data::open_index;
@@ -46,6 +46,11 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
             let ae_title = validate_ae_title(&ae_title).map_err(anyhow::Error::msg)?;
             let host: HostPattern = host.parse().map_err(anyhow::Error::msg)?;
             let permissions: Permissions = allow.parse().map_err(anyhow::Error::msg)?;
+            if let Some(a) = permissions.actions().find(|a| !Action::DIMSE.contains(a)) {
+                bail!(
+                    "`{a}` is a user right, not a DICOM one; --allow takes echo, store, find, get, move"
+                );
+            }
             if port == 0 {
                 bail!("--port must be 1-65535");
             }
