@@ -42,11 +42,21 @@ pub enum IngestError {
     Index(#[from] IndexError),
 }
 
+/// The identity of a received instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub sop_instance_uid: String,
+    pub sop_class_uid: String,
+    pub study_uid: String,
+    pub series_uid: String,
+}
+
 /// An instance being received. Dropping it before `finish` discards everything.
 pub struct Ingest<'a> {
     archive: &'a Archive,
     blob: StagedBlob,
     expected: Option<MetaInfo>,
+    expected_study: Option<String>,
 }
 
 impl<'a> Ingest<'a> {
@@ -61,6 +71,7 @@ impl<'a> Ingest<'a> {
             archive,
             blob,
             expected: Some(meta),
+            expected_study: None,
         })
     }
 
@@ -70,7 +81,14 @@ impl<'a> Ingest<'a> {
             archive,
             blob,
             expected: None,
+            expected_study: None,
         })
+    }
+
+    /// Refuses the instance unless it belongs to this study (STOW-RS to
+    /// `/studies/{uid}`).
+    pub fn expect_study(&mut self, study_uid: &str) {
+        self.expected_study = Some(study_uid.to_string());
     }
 
     /// Appends received bytes.
@@ -87,8 +105,8 @@ impl<'a> Ingest<'a> {
         self.blob.size()
     }
 
-    /// Parses, commits and indexes the instance. Returns its UID and outcome.
-    pub async fn finish(mut self) -> Result<(String, StoreOutcome), IngestError> {
+    /// Parses, commits and indexes the instance. Returns its identity and outcome.
+    pub async fn finish(mut self) -> Result<(Received, StoreOutcome), IngestError> {
         self.blob.flush().await?;
         let path = self.blob.staged_path().to_path_buf();
         // Parse only up to Pixel Data: the index needs none of the bulk data.
@@ -124,10 +142,22 @@ impl<'a> Ingest<'a> {
                 "the file meta SOP Instance UID differs from the data set's".into(),
             ));
         }
+        if let Some(study) = &self.expected_study
+            && *study != rec.study_uid
+        {
+            return Err(IngestError::Invalid(
+                "the instance belongs to another study than the request's".into(),
+            ));
+        }
         rec.transfer_syntax_uid = ts;
         rec.size = self.blob.size();
         rec.sha256 = self.blob.sha256_hex();
-        let uid = rec.sop_instance_uid.clone();
+        let received = Received {
+            sop_instance_uid: rec.sop_instance_uid.clone(),
+            sop_class_uid: rec.sop_class_uid.clone(),
+            study_uid: rec.study_uid.clone(),
+            series_uid: rec.series_uid.clone(),
+        };
 
         let store = &self.archive.store;
         let key = store.commit(self.blob).await?;
@@ -166,7 +196,7 @@ impl<'a> Ingest<'a> {
                 StoreOutcome::Replaced
             }
         };
-        Ok((uid, result))
+        Ok((received, result))
     }
 }
 

@@ -12,10 +12,11 @@ mod ingest;
 mod migrate;
 pub mod part10;
 mod retrieve;
+pub mod status;
 pub mod text;
 
 pub use fsck::{FsckError, FsckOptions, FsckReport};
-pub use ingest::{Ingest, IngestError, StoreOutcome};
+pub use ingest::{Ingest, IngestError, Received, StoreOutcome};
 pub use migrate::MigrateReport;
 pub use retrieve::{DatasetStream, RetrieveError, can_transcode};
 
@@ -97,5 +98,18 @@ impl Archive {
     /// The stored instances a retrieve request selects.
     pub async fn retrieve_set(&self, query: Query) -> Result<Vec<StoredInstance>, IndexError> {
         self.index.instances(query).await
+    }
+
+    /// Removes a study: index rows first (so no reader is sent to a missing
+    /// blob), then its blobs; a blob left behind by a crash is an orphan that
+    /// `fsck --repair` removes. Returns how many instances went.
+    pub async fn delete_study(&self, study_uid: &str) -> Result<usize, IndexError> {
+        let removed = self.index.remove_study(study_uid).await?;
+        for inst in &removed {
+            if let Err(e) = self.store.delete(&inst.blob_key).await {
+                tracing::warn!(error = %e, "could not remove the blob of a deleted instance");
+            }
+        }
+        Ok(removed.len())
     }
 }

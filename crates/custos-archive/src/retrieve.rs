@@ -2,8 +2,9 @@
 //! case), or re-encoded into another uncompressed transfer syntax when the
 //! receiver does not accept the stored one.
 
+use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::OpenFileOptions;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::Transcode;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use tokio::io::AsyncReadExt;
@@ -20,6 +21,8 @@ pub enum RetrieveError {
     Store(#[from] StoreError),
     #[error("stored instance {0} is not a valid Part 10 file")]
     Corrupt(String),
+    #[error("stored instance {0} is too large to decode in memory")]
+    TooLarge(String),
     #[error("cannot convert from {from} to {to}: {why}")]
     Transcode {
         from: String,
@@ -77,6 +80,59 @@ pub fn can_transcode(ts_uid: &str) -> bool {
 const MAX_TRANSCODE_BYTES: u64 = 256 << 20;
 
 impl Archive {
+    /// Opens the whole stored Part 10 file of `instance` (WADO returns it as is).
+    pub async fn open_file(&self, instance: &StoredInstance) -> Result<Reader, RetrieveError> {
+        Ok(self.store.open(&instance.blob_key).await?)
+    }
+
+    /// Parses a stored instance: with `header_only`, everything before Pixel
+    /// Data (metadata); otherwise the whole object, which is held in memory and
+    /// so limited to 256 MiB.
+    pub async fn read_object(
+        &self,
+        instance: &StoredInstance,
+        header_only: bool,
+    ) -> Result<DefaultDicomObject, RetrieveError> {
+        let corrupt = |e: String| {
+            tracing::warn!(error = %e, "stored instance does not parse");
+            RetrieveError::Corrupt(instance.sop_instance_uid.clone())
+        };
+        let options = move || {
+            let o = OpenFileOptions::new();
+            if header_only {
+                o.read_until(tags::PIXEL_DATA)
+            } else {
+                o
+            }
+        };
+        if let Some(path) = self.store.local_path(&instance.blob_key) {
+            return tokio::task::spawn_blocking(move || options().open_file(&path))
+                .await
+                .map_err(|e| corrupt(e.to_string()))?
+                .map_err(|e| corrupt(e.to_string()));
+        }
+        if instance.size > MAX_TRANSCODE_BYTES {
+            return Err(RetrieveError::TooLarge(instance.sop_instance_uid.clone()));
+        }
+        let mut reader = self.store.open(&instance.blob_key).await?;
+        let mut bytes = Vec::with_capacity(instance.size as usize);
+        reader
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|source| StoreError::Read {
+                key: instance.blob_key.clone(),
+                source,
+            })?;
+        tokio::task::spawn_blocking(move || {
+            options()
+                .read_preamble(dicom_object::file::ReadPreamble::Always)
+                .from_reader(bytes.as_slice())
+        })
+        .await
+        .map_err(|e| corrupt(e.to_string()))?
+        .map_err(|e| corrupt(e.to_string()))
+    }
+
     /// Opens the stored data set of `instance`.
     pub async fn open_dataset(
         &self,

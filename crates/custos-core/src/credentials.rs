@@ -60,7 +60,7 @@ pub fn check_password_policy(user: &str, password: &str) -> Result<(), String> {
         ));
     }
     let lower = password.to_lowercase();
-    if lower.contains(&user.to_lowercase()) {
+    if user.len() >= 3 && lower.contains(&user.to_lowercase()) {
         return Err("a password must not contain the user name".into());
     }
     let distinct: std::collections::HashSet<char> = lower.chars().collect();

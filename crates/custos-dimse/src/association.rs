@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use custos_archive::part10::MetaInfo;
-use custos_archive::{Archive, Ingest, IngestError, StoreOutcome};
+use custos_archive::{Archive, Ingest};
 use custos_core::{Action, Principal};
 
 use crate::command::{Command, field, status};
@@ -216,7 +216,7 @@ impl Association {
     async fn complete(&mut self, pc: u8, cmd: Command, sink: Sink<'_>) -> Result<(), LinkError> {
         match sink {
             Sink::Store(ingest) => {
-                let (st, comment) = store_status(ingest.finish().await);
+                let (st, comment) = custos_archive::status::of_store(&ingest.finish().await);
                 let mut rsp = cmd.response(field::C_STORE_RSP, st);
                 rsp.error_comment = comment;
                 send_message(&mut self.assoc, pc, &rsp, None).await
@@ -422,41 +422,6 @@ fn poll_once<F: std::future::Future>(fut: F) -> Option<F::Output> {
     match fut.as_mut().poll(&mut cx) {
         std::task::Poll::Ready(v) => Some(v),
         std::task::Poll::Pending => None,
-    }
-}
-
-/// Maps an ingest result to the C-STORE-RSP status and comment.
-fn store_status(result: Result<(String, StoreOutcome), IngestError>) -> (u16, Option<String>) {
-    match result {
-        Ok((_, StoreOutcome::Stored | StoreOutcome::AlreadyStored | StoreOutcome::Replaced)) => {
-            (status::SUCCESS, None)
-        }
-        Ok((_, StoreOutcome::ConflictKept)) => (
-            status::ELEMENTS_DISCARDED,
-            Some("SOP Instance UID already stored with other content; kept".into()),
-        ),
-        Ok((_, StoreOutcome::ConflictRejected)) => (
-            status::DUPLICATE_SOP_INSTANCE,
-            Some("SOP Instance UID already stored with other content".into()),
-        ),
-        Err(IngestError::Unreadable(e)) => {
-            info!(error = %e, "C-STORE refused: unreadable data set");
-            (
-                status::CANNOT_UNDERSTAND,
-                Some("data set cannot be parsed".into()),
-            )
-        }
-        Err(IngestError::Invalid(e)) => {
-            info!(error = %e, "C-STORE refused: invalid instance");
-            (status::IDENTIFIER_DOES_NOT_MATCH, Some(e))
-        }
-        Err(e) => {
-            warn!(error = %e, "C-STORE failed");
-            (
-                status::OUT_OF_RESOURCES,
-                Some("archive could not store the instance".into()),
-            )
-        }
     }
 }
 

@@ -22,24 +22,7 @@ pub mod field {
     pub const C_CANCEL_RQ: u16 = 0x0FFF;
 }
 
-pub mod status {
-    pub const SUCCESS: u16 = 0x0000;
-    pub const PENDING: u16 = 0xFF00;
-    pub const CANCEL: u16 = 0xFE00;
-    pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
-    pub const NOT_AUTHORIZED: u16 = 0x0124;
-    pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
-    pub const DUPLICATE_SOP_INSTANCE: u16 = 0x0111;
-    pub const OUT_OF_RESOURCES: u16 = 0xA700;
-    pub const OUT_OF_RESOURCES_MATCHES: u16 = 0xA701;
-    pub const OUT_OF_RESOURCES_SUBOPS: u16 = 0xA702;
-    pub const MOVE_DESTINATION_UNKNOWN: u16 = 0xA801;
-    pub const IDENTIFIER_DOES_NOT_MATCH: u16 = 0xA900;
-    pub const CANNOT_UNDERSTAND: u16 = 0xC000;
-    pub const SUBOPS_WARNING: u16 = 0xB000;
-    /// C-STORE warning: elements discarded (used when a conflicting duplicate is dropped).
-    pub const ELEMENTS_DISCARDED: u16 = 0xB006;
-}
+pub use custos_archive::status;
 
 /// "No data set follows" (CommandDataSetType).
 const NO_DATA_SET: u16 = 0x0101;

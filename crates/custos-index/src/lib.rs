@@ -51,6 +51,20 @@ pub enum InsertOutcome {
     Replaced { previous: StoredInstance },
 }
 
+/// Counts for the admin API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Statistics {
+    pub patients: u64,
+    pub studies: u64,
+    pub series: u64,
+    pub instances: u64,
+    /// Sum of stored instance sizes.
+    pub bytes: u64,
+}
+
+const STATISTICS_SQL: &str = "SELECT (SELECT COUNT(DISTINCT patient_id) FROM studies), (SELECT COUNT(*) FROM studies),
+    (SELECT COUNT(*) FROM series), (SELECT COUNT(*) FROM instances), (SELECT COALESCE(SUM(size), 0) FROM instances)";
+
 #[async_trait]
 pub trait Index: Send + Sync + 'static {
     /// Records a stored instance durably (the call returns after commit).
@@ -88,6 +102,8 @@ pub trait Index: Send + Sync + 'static {
     async fn users(&self) -> Result<Vec<User>, IndexError>;
     /// Adds or replaces a user.
     async fn put_user(&self, user: User) -> Result<(), IndexError>;
+    /// Adds a user unless one has that name; returns whether it was added.
+    async fn insert_user(&self, user: User) -> Result<bool, IndexError>;
     /// Removes a user and its tokens; returns whether it existed.
     async fn remove_user(&self, name: &str) -> Result<bool, IndexError>;
 
@@ -96,4 +112,10 @@ pub trait Index: Send + Sync + 'static {
     async fn put_token(&self, token: ApiToken) -> Result<(), IndexError>;
     /// Marks a token revoked; returns whether it existed.
     async fn revoke_token(&self, id: &str) -> Result<bool, IndexError>;
+
+    async fn statistics(&self) -> Result<Statistics, IndexError>;
+
+    /// Removes a study and everything under it from the index; returns the
+    /// stored instances it held, whose blobs the caller deletes next.
+    async fn remove_study(&self, study_uid: &str) -> Result<Vec<StoredInstance>, IndexError>;
 }

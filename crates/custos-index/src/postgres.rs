@@ -13,7 +13,7 @@ use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
 
 use crate::sql_query::{Dialect, SqlValue, find_sql, instances_sql};
-use crate::{Index, IndexError, InsertOutcome};
+use crate::{Index, IndexError, InsertOutcome, STATISTICS_SQL, Statistics};
 
 /// Versioned schema; `custos_schema_version` records how far a database has come.
 const MIGRATIONS: &[&str] = &[
@@ -492,6 +492,26 @@ impl Index for PgIndex {
         Ok(())
     }
 
+    async fn insert_user(&self, user: User) -> Result<bool, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let n = client
+            .execute(
+                &format!(
+                    "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING"
+                ),
+                &[
+                    &user.name,
+                    &user.role.name(),
+                    &user.password_hash,
+                    &user.disabled,
+                    &user.password_changed,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(n > 0)
+    }
+
     async fn remove_user(&self, name: &str) -> Result<bool, IndexError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         let n = client
@@ -554,5 +574,41 @@ impl Index for PgIndex {
             .await
             .map_err(pg)?;
         Ok(n > 0)
+    }
+
+    async fn statistics(&self) -> Result<Statistics, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let r = client.query_one(STATISTICS_SQL, &[]).await.map_err(pg)?;
+        Ok(Statistics {
+            patients: r.get::<_, i64>(0) as u64,
+            studies: r.get::<_, i64>(1) as u64,
+            series: r.get::<_, i64>(2) as u64,
+            instances: r.get::<_, i64>(3) as u64,
+            bytes: r.get::<_, i64>(4) as u64,
+        })
+    }
+
+    async fn remove_study(&self, study_uid: &str) -> Result<Vec<StoredInstance>, IndexError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let rows = tx
+            .query(
+                "DELETE FROM instances WHERE series_pk IN (SELECT se.pk FROM series se JOIN studies st ON se.study_pk = st.pk WHERE st.study_uid = $1)
+                 RETURNING sop_instance_uid, sop_class_uid, transfer_syntax_uid, blob_key, size, sha256",
+                &[&study_uid],
+            )
+            .await
+            .map_err(pg)?;
+        tx.execute(
+            "DELETE FROM series WHERE study_pk IN (SELECT pk FROM studies WHERE study_uid = $1)",
+            &[&study_uid],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute("DELETE FROM studies WHERE study_uid = $1", &[&study_uid])
+            .await
+            .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(rows.iter().map(stored).collect())
     }
 }

@@ -15,7 +15,7 @@ use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
 
 use crate::schema::MIGRATIONS;
 use crate::sql_query::{Dialect, SqlValue, find_sql, instances_sql};
-use crate::{Index, IndexError, InsertOutcome};
+use crate::{Index, IndexError, InsertOutcome, STATISTICS_SQL, Statistics};
 
 /// Most inserts folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -29,8 +29,11 @@ enum WriteOp {
     },
     /// Any other write: run in its own savepoint (or not at all, `None`),
     /// returning what to tell the caller once the transaction has ended.
-    Apply(Box<dyn FnOnce(Option<&rusqlite::Transaction<'_>>) -> Settle + Send>),
+    Apply(Apply),
 }
+
+/// A write to run in the writer's transaction (`None`: the transaction could not start).
+type Apply = Box<dyn FnOnce(Option<&rusqlite::Transaction<'_>>) -> Settle + Send>;
 
 /// Replies to a caller after COMMIT, with the failure that undid its work if any.
 type Settle = Box<dyn FnOnce(Option<&str>) + Send>;
@@ -498,6 +501,47 @@ impl Index for SqliteIndex {
         .await
     }
 
+    async fn statistics(&self) -> Result<Statistics, IndexError> {
+        self.read(|conn| {
+            Ok(conn.query_row(STATISTICS_SQL, [], |r| {
+                Ok(Statistics {
+                    patients: r.get::<_, i64>(0)? as u64,
+                    studies: r.get::<_, i64>(1)? as u64,
+                    series: r.get::<_, i64>(2)? as u64,
+                    instances: r.get::<_, i64>(3)? as u64,
+                    bytes: r.get::<_, i64>(4)? as u64,
+                })
+            })?)
+        })
+        .await
+    }
+
+    async fn remove_study(&self, study_uid: &str) -> Result<Vec<StoredInstance>, IndexError> {
+        let uid = study_uid.to_string();
+        self.write(move |t| {
+            let removed = {
+                let mut stmt = t.prepare(
+                    "SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, i.blob_key, i.size, i.sha256
+                     FROM instances i JOIN series se ON i.series_pk = se.pk JOIN studies st ON se.study_pk = st.pk
+                     WHERE st.study_uid = ?1",
+                )?;
+                stmt.query_map([&uid], stored_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            t.execute(
+                "DELETE FROM instances WHERE series_pk IN (SELECT se.pk FROM series se JOIN studies st ON se.study_pk = st.pk WHERE st.study_uid = ?1)",
+                [&uid],
+            )?;
+            t.execute(
+                "DELETE FROM series WHERE study_pk IN (SELECT pk FROM studies WHERE study_uid = ?1)",
+                [&uid],
+            )?;
+            t.execute("DELETE FROM studies WHERE study_uid = ?1", [&uid])?;
+            Ok(removed)
+        })
+        .await
+    }
+
     async fn user(&self, name: &str) -> Result<Option<User>, IndexError> {
         let name = name.to_string();
         self.read(move |conn| {
@@ -540,6 +584,24 @@ impl Index for SqliteIndex {
                 ],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn insert_user(&self, user: User) -> Result<bool, IndexError> {
+        self.write(move |t| {
+            Ok(t.execute(
+                &format!(
+                    "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(name) DO NOTHING"
+                ),
+                params![
+                    user.name,
+                    user.role.name(),
+                    user.password_hash,
+                    user.disabled,
+                    user.password_changed
+                ],
+            )? > 0)
         })
         .await
     }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub dicom: Dicom,
+    pub http: Http,
     pub index: IndexConfig,
     pub store: StoreConfig,
     pub log: Log,
@@ -41,6 +42,42 @@ impl Default for Dicom {
             max_find_results: 10_000,
             duplicates: "keep".into(),
             shutdown_grace_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    pub listen: String,
+    /// Serve plain HTTP instead of HTTPS. Off unless set explicitly.
+    pub plaintext: bool,
+    /// PEM certificate chain and key; empty = the data folder's generated ones.
+    pub cert: String,
+    pub key: String,
+    pub max_body_mb: u64,
+    pub max_header_kb: usize,
+    pub max_connections: usize,
+    pub max_query_results: usize,
+    pub cors_origins: Vec<String>,
+    pub lockout_after: u32,
+    pub lockout_secs: u64,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            listen: "127.0.0.1:8443".into(),
+            plaintext: false,
+            cert: String::new(),
+            key: String::new(),
+            max_body_mb: 4096,
+            max_header_kb: 64,
+            max_connections: 256,
+            max_query_results: 10_000,
+            cors_origins: Vec::new(),
+            lockout_after: 10,
+            lockout_secs: 300,
         }
     }
 }
@@ -127,6 +164,34 @@ duplicates = "keep"
 # On shutdown, seconds open associations get to finish before being aborted.
 shutdown_grace_secs = 10
 
+[http]
+# Where DICOMweb (/dicom-web), WADO-URI (/wado) and the admin API (/api) are
+# served, over HTTPS. Every request needs a user's password or API token.
+listen = "127.0.0.1:8443"
+# Plain HTTP instead of HTTPS (only behind a TLS-terminating proxy). Custos
+# warns when it serves plain HTTP beyond loopback.
+plaintext = false
+# PEM certificate chain and private key. Empty: tls/server.pem and
+# tls/server.key.pem, made on first run by the data folder's own CA
+# (tls/ca.pem, which clients can be told to trust).
+cert = ""
+key = ""
+# Largest request body (a STOW-RS upload) in MiB; uploads are streamed to disk.
+max_body_mb = 4096
+# Largest request head (request line and headers) in KiB.
+max_header_kb = 64
+# Concurrent HTTP connections; more are closed.
+max_connections = 256
+# QIDO-RS answers at most this many matches per request (use offset for more).
+max_query_results = 10000
+# Origins allowed to call the API from a browser (CORS), e.g.
+# ["https://viewer.example.org"]. Empty: CORS off.
+cors_origins = []
+# Failed logins (per user name and per source address) before requests are
+# refused with 429 for lockout_secs; delays grow from the third failure.
+lockout_after = 10
+lockout_secs = 300
+
 [index]
 # SQLite database file (the embedded default).
 path = "index.sqlite"
@@ -177,6 +242,12 @@ impl Config {
             .map_err(anyhow::Error::msg)?;
         if self.dicom.max_pdu_length < 4096 {
             bail!("[dicom] max_pdu_length must be at least 4096");
+        }
+        if self.http.max_body_mb == 0 || self.http.max_header_kb == 0 {
+            bail!("[http] max_body_mb and max_header_kb must be at least 1");
+        }
+        if self.http.cert.is_empty() != self.http.key.is_empty() {
+            bail!("[http] cert and key go together: set both or neither");
         }
         if self.dicom.max_associations == 0 {
             bail!("[dicom] max_associations must be at least 1");

@@ -34,7 +34,17 @@ pub fn init(data: &Path) -> Result<bool> {
     if config.store.url.is_empty() {
         FsStore::open(config.resolve(data, &config.store.path))?;
     }
+    if config.http.cert.is_empty() {
+        custos_web::tls::ensure_local_ca(data).context("creating the local CA")?;
+    }
     Ok(fresh)
+}
+
+/// Prints the first admin's password, the only time it is ever shown.
+pub fn announce_admin(password: &str) {
+    println!(
+        "Created user admin with password {password}\n  (shown once, stored only as an argon2id hash; change it with `custos user passwd admin`)"
+    );
 }
 
 /// Opens the configured index: PostgreSQL when `[index] url` is set (migrating

@@ -9,6 +9,7 @@ mod import;
 mod migrate_cmd;
 mod peer_cmd;
 mod serve;
+mod user_cmd;
 
 use std::path::PathBuf;
 
@@ -45,6 +46,16 @@ enum Command {
     Peer {
         #[command(subcommand)]
         command: peer_cmd::PeerCommand,
+    },
+    /// Web users (HTTP Basic) and their roles.
+    User {
+        #[command(subcommand)]
+        command: user_cmd::UserCommand,
+    },
+    /// API tokens (HTTP `Authorization: Bearer`).
+    Token {
+        #[command(subcommand)]
+        command: user_cmd::TokenCommand,
     },
     /// The index database.
     Db {
@@ -104,8 +115,15 @@ fn main() -> Result<()> {
                 } else {
                     println!("{} is already initialised", cli.data.display());
                 }
+                let config = config::Config::load(&cli.data)?;
+                let index = data::open_index(&cli.data, &config).await?;
+                if let Some(password) = user_cmd::ensure_admin(index.as_ref()).await? {
+                    data::announce_admin(&password);
+                }
                 Ok(())
             }
+            Command::User { command } => user_cmd::run_user(&cli.data, command).await,
+            Command::Token { command } => user_cmd::run_token(&cli.data, command).await,
             Command::Config {
                 command: ConfigCommand::Show,
             } => {

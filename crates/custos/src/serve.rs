@@ -23,6 +23,9 @@ pub async fn run(data_dir: &Path) -> Result<()> {
         .init();
 
     let archive = data::open_archive(data_dir, &config).await?;
+    if let Some(password) = crate::user_cmd::ensure_admin(archive.index().as_ref()).await? {
+        data::announce_admin(&password);
+    }
     let listener = tokio::net::TcpListener::bind(&config.dicom.listen)
         .await
         .with_context(|| format!("binding DICOM listener on {}", config.dicom.listen))?;
@@ -63,11 +66,13 @@ pub async fn run(data_dir: &Path) -> Result<()> {
         shutdown_grace: Duration::from_secs(config.dicom.shutdown_grace_secs),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    let web = start_web(data_dir, &config, archive.clone(), stop_rx.clone()).await?;
     let server = tokio::spawn(custos_dimse::serve(listener, archive, dimse, stop_rx));
     wait_for_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     server.await.context("DICOM server task")?;
+    web.await.context("HTTP server task")?;
     println!("Custos stopped");
     Ok(())
 }
@@ -92,4 +97,62 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Binds the HTTPS (or, when configured, plain HTTP) listener and serves the
+/// web side on it.
+async fn start_web(
+    data_dir: &Path,
+    config: &Config,
+    archive: std::sync::Arc<custos_archive::Archive>,
+    stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let http = &config.http;
+    let listener = tokio::net::TcpListener::bind(&http.listen)
+        .await
+        .with_context(|| format!("binding the HTTP listener on {}", http.listen))?;
+    let local = listener.local_addr()?;
+    let tls = if http.plaintext {
+        println!("Custos listening for HTTP on {local} (plain: [http] plaintext = true)");
+        if !local.ip().is_loopback() {
+            tracing::warn!(%local, "HTTP listener is reachable beyond loopback without TLS");
+        }
+        None
+    } else {
+        let files = custos_web::tls::TlsFiles::in_data(data_dir);
+        let (cert, key) = if http.cert.is_empty() {
+            custos_web::tls::ensure_local_ca(data_dir)?;
+            (files.server_cert, files.server_key)
+        } else {
+            (
+                config.resolve(data_dir, &http.cert),
+                config.resolve(data_dir, &http.key),
+            )
+        };
+        let server_config = custos_web::tls::server_config(&cert, &key)?;
+        println!(
+            "Custos listening for HTTPS on {local} (certificate {}; local CA {})",
+            cert.display(),
+            files.ca_cert.display()
+        );
+        Some(tokio_rustls::TlsAcceptor::from(server_config))
+    };
+    let state = std::sync::Arc::new(custos_web::AppState {
+        archive,
+        config: custos_web::WebConfig {
+            https: tls.is_some(),
+            max_body_bytes: http.max_body_mb.saturating_mul(1 << 20),
+            max_header_bytes: http.max_header_kb.saturating_mul(1024),
+            max_find_results: http.max_query_results,
+            max_connections: http.max_connections,
+            cors_origins: http.cors_origins.clone(),
+            lockout_after: http.lockout_after,
+            lockout: Duration::from_secs(http.lockout_secs),
+        },
+        auth: custos_web::Authenticator::new(
+            http.lockout_after,
+            Duration::from_secs(http.lockout_secs),
+        ),
+    });
+    Ok(tokio::spawn(custos_web::serve(listener, tls, state, stop)))
 }

@@ -111,7 +111,11 @@ impl Run {
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The HTTPS (or plain HTTP) listener.
+    pub http: SocketAddr,
     pub log: PathBuf,
+    /// The data folder's CA certificate (clients trust it for HTTPS).
+    pub ca: PathBuf,
 }
 
 impl Server {
@@ -128,6 +132,7 @@ impl Server {
             .arg("--data")
             .arg(&data.path)
             .env("CUSTOS_DICOM_LISTEN", "127.0.0.1:0")
+            .env("CUSTOS_HTTP_LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"));
@@ -138,19 +143,35 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
+        let (mut addr, mut http) = (None, None);
+        while addr.is_none() || http.is_none() {
             assert!(Instant::now() < deadline, "server did not start");
             let line = lines
                 .next()
                 .expect("server exited before listening")
                 .expect("read stdout");
+            let parse = |rest: &str| rest.split_whitespace().next().unwrap().parse().unwrap();
             if let Some(rest) = line.strip_prefix("Custos listening for DICOM on ") {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
+                addr = Some(parse(rest));
             }
-        };
+            for prefix in [
+                "Custos listening for HTTPS on ",
+                "Custos listening for HTTP on ",
+            ] {
+                if let Some(rest) = line.strip_prefix(prefix) {
+                    http = Some(parse(rest));
+                }
+            }
+        }
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, addr, log }
+        Server {
+            child,
+            addr: addr.unwrap(),
+            http: http.unwrap(),
+            log,
+            ca: data.path.join("tls").join("ca.pem"),
+        }
     }
 
     pub fn port(&self) -> String {
@@ -218,6 +239,57 @@ pub fn python(args: &[&str]) -> Run {
         .output()
         .expect("run python3");
     Run(out)
+}
+
+/// The repository's DICOMweb client script (dicomweb-client, requests) against
+/// `server`'s HTTPS side, as `user` with `password` (empty user: none).
+pub fn web(server: &Server, user: &str, password: &str, args: &[&str]) -> Run {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/py/web.py");
+    let url = format!("https://localhost:{}", server.http.port());
+    let mut cmd = Command::new("python3");
+    cmd.arg(script)
+        .arg("--url")
+        .arg(&url)
+        .arg("--ca")
+        .arg(&server.ca);
+    if !user.is_empty() {
+        cmd.args(["--user", user, "--password", password]);
+    }
+    Run(cmd.args(args).output().expect("run python3"))
+}
+
+/// Parses a script's JSON output, failing with its stderr if it has none.
+pub fn json_of(run: &Run) -> serde_json::Value {
+    serde_json::from_str(&run.stdout())
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}\n{}", run.stdout(), run.stderr()))
+}
+
+/// Adds a web user with a password from stdin.
+pub fn add_user(data: &DataDir, name: &str, role: &str, password: &str) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args([
+            "user",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+            "--data",
+        ])
+        .arg(&data.path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run custos user add");
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// pydicom's bundled test files: real instances in many transfer syntaxes.

@@ -1,0 +1,276 @@
+//! The admin API (JSON under `/api`): peers, users, tokens, statistics and
+//! deletion. Admin role only (deletion: the `delete` right); secrets are
+//! accepted here but never returned, except a new token's text, once.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::json;
+
+use custos_core::auth::validate_user_name;
+use custos_core::credentials::{check_password_policy, hash_password, new_token};
+use custos_core::peer::validate_ae_title;
+use custos_core::{Action, HostPattern, Peer, Permissions, Principal, Role, User};
+
+use crate::AppState;
+use crate::auth::{now_unix, require};
+use crate::error::ApiError;
+use crate::qido::check_uid;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+pub async fn statistics(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+) -> Result<Json<serde_json::Value>> {
+    require(&p, Action::Admin)?;
+    let stats = s.archive.index().statistics().await?;
+    Ok(Json(json!({
+        "patients": stats.patients,
+        "studies": stats.studies,
+        "series": stats.series,
+        "instances": stats.instances,
+        "stored_bytes": stats.bytes,
+    })))
+}
+
+pub async fn peers(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+) -> Result<Json<serde_json::Value>> {
+    require(&p, Action::Admin)?;
+    let peers = s.archive.index().peers().await?;
+    Ok(Json(json!(
+        peers
+            .iter()
+            .map(|p| json!({
+                "ae_title": p.ae_title,
+                "host": p.host.to_string(),
+                "port": p.port,
+                "allow": p.permissions.actions().map(|a| a.name()).collect::<Vec<_>>(),
+            }))
+            .collect::<Vec<_>>()
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerBody {
+    ae_title: String,
+    host: String,
+    port: u16,
+    allow: Vec<String>,
+}
+
+pub async fn put_peer(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Json(body): Json<PeerBody>,
+) -> Result<Response> {
+    require(&p, Action::Admin)?;
+    let ae_title = validate_ae_title(&body.ae_title).map_err(ApiError::bad_request)?;
+    let host: HostPattern = body.host.parse().map_err(ApiError::bad_request)?;
+    let permissions: Permissions = body
+        .allow
+        .join(",")
+        .parse()
+        .map_err(ApiError::bad_request)?;
+    if permissions.actions().any(|a| !Action::DIMSE.contains(&a)) || body.port == 0 {
+        return Err(ApiError::bad_request(
+            "allow takes echo, store, find, get, move; port 1-65535",
+        ));
+    }
+    s.archive
+        .index()
+        .put_peer(Peer {
+            ae_title: ae_title.clone(),
+            host,
+            port: body.port,
+            permissions,
+        })
+        .await?;
+    tracing::info!(by = p.name(), peer = %ae_title, "peer registered through the API");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn remove_peer(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path(ae): Path<String>,
+) -> Result<Response> {
+    require(&p, Action::Admin)?;
+    if !s.archive.index().remove_peer(&ae).await? {
+        return Err(ApiError::not_found());
+    }
+    tracing::info!(by = p.name(), peer = %ae, "peer removed through the API");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn users(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+) -> Result<Json<serde_json::Value>> {
+    require(&p, Action::Admin)?;
+    let users = s.archive.index().users().await?;
+    Ok(Json(json!(
+        users
+            .iter()
+            .map(|u| json!({
+                "name": u.name,
+                "role": u.role.name(),
+                "disabled": u.disabled,
+                "password_changed": u.password_changed,
+            }))
+            .collect::<Vec<_>>()
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserBody {
+    name: String,
+    role: String,
+    password: String,
+}
+
+pub async fn add_user(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Json(body): Json<UserBody>,
+) -> Result<Response> {
+    require(&p, Action::Admin)?;
+    let name = validate_user_name(&body.name).map_err(ApiError::bad_request)?;
+    let role: Role = body.role.parse().map_err(ApiError::bad_request)?;
+    check_password_policy(&name, &body.password).map_err(ApiError::bad_request)?;
+    let password = body.password;
+    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| ApiError::internal("hashing", e))?
+        .map_err(|e| ApiError::internal("hashing", e))?;
+    s.archive
+        .index()
+        .put_user(User {
+            name: name.clone(),
+            role,
+            password_hash,
+            disabled: false,
+            password_changed: now_unix(),
+        })
+        .await?;
+    tracing::info!(by = p.name(), user = %name, %role, "user set through the API");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn remove_user(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Response> {
+    require(&p, Action::Admin)?;
+    if name == p.name() {
+        return Err(ApiError::bad_request("you cannot remove yourself"));
+    }
+    if !s.archive.index().remove_user(&name).await? {
+        return Err(ApiError::not_found());
+    }
+    tracing::info!(by = p.name(), user = %name, "user removed through the API");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn tokens(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+) -> Result<Json<serde_json::Value>> {
+    require(&p, Action::Admin)?;
+    let tokens = s.archive.index().tokens().await?;
+    Ok(Json(json!(
+        tokens
+            .iter()
+            .map(|t| json!({
+                "id": t.id,
+                "user": t.user,
+                "read_only": t.read_only,
+                "created": t.created,
+                "expires": t.expires,
+                "revoked": t.revoked,
+            }))
+            .collect::<Vec<_>>()
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    user: String,
+    expires_days: u32,
+    #[serde(default)]
+    read_only: bool,
+}
+
+pub async fn create_token(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Json(body): Json<TokenBody>,
+) -> Result<Response> {
+    require(&p, Action::Admin)?;
+    if body.expires_days == 0 || body.expires_days > 3650 {
+        return Err(ApiError::bad_request("expires_days is 1 to 3650"));
+    }
+    if s.archive.index().user(&body.user).await?.is_none() {
+        return Err(ApiError::bad_request("no such user"));
+    }
+    let now = now_unix();
+    let t = new_token(
+        &body.user,
+        body.read_only,
+        now,
+        now + i64::from(body.expires_days) * 86_400,
+    );
+    s.archive.index().put_token(t.token.clone()).await?;
+    tracing::info!(by = p.name(), user = %body.user, token = %t.token.id, "token created through the API");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": t.token.id, "token": t.text, "expires": t.token.expires })),
+    )
+        .into_response())
+}
+
+pub async fn revoke_token(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    require(&p, Action::Admin)?;
+    if !s.archive.index().revoke_token(&id).await? {
+        return Err(ApiError::not_found());
+    }
+    tracing::info!(by = p.name(), token = %id, "token revoked through the API");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn delete_study(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path(study): Path<String>,
+) -> Result<Response> {
+    require(&p, Action::Delete)?;
+    check_uid(&study)?;
+    let removed = s
+        .archive
+        .delete_study(&study)
+        .await
+        .map_err(|e| ApiError::internal("deleting", e))?;
+    if removed == 0 {
+        return Err(ApiError::not_found());
+    }
+    tracing::info!(
+        by = p.name(),
+        instances = removed,
+        "study deleted through the API"
+    );
+    Ok(Json(json!({ "deleted_instances": removed })).into_response())
+}

@@ -1,0 +1,67 @@
+//! Errors as HTTP responses: a status and a short JSON message that never
+//! carries patient data (no attribute values, no file contents).
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_found() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not found")
+    }
+    pub fn forbidden() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "your role does not allow this operation",
+        )
+    }
+    pub fn internal(context: &str, e: impl std::fmt::Display) -> ApiError {
+        tracing::warn!(error = %e, "{context}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, context.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"Custos\", charset=\"UTF-8\""),
+            );
+            r.headers_mut().append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"Custos\""),
+            );
+        }
+        r
+    }
+}
+
+impl From<custos_index::IndexError> for ApiError {
+    fn from(e: custos_index::IndexError) -> ApiError {
+        match e {
+            custos_index::IndexError::BadQuery(m) => ApiError::bad_request(m),
+            e => ApiError::internal("index failure", e),
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The HTTPS side: DICOMweb (QIDO-RS, WADO-RS, STOW-RS, WADO-URI) and the
+//! admin API, over the same archive and the same `Principal::may` check as
+//! DIMSE. Every route but `/healthz` needs a user's credentials; there is no
+//! anonymous access at all.
+#![forbid(unsafe_code)]
+
+mod admin;
+pub mod auth;
+mod error;
+mod json;
+mod multipart;
+mod openapi;
+mod qido;
+mod render;
+mod stow;
+pub mod tls;
+mod wado;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use custos_archive::Archive;
+
+pub use auth::Authenticator;
+
+/// Settings of the HTTP side.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Served over TLS (HSTS, https URLs).
+    pub https: bool,
+    /// Largest request body (STOW-RS upload) in bytes.
+    pub max_body_bytes: u64,
+    /// Largest request head (request line + headers) in bytes.
+    pub max_header_bytes: usize,
+    pub max_find_results: usize,
+    pub max_connections: usize,
+    /// Origins allowed by CORS; empty = CORS off.
+    pub cors_origins: Vec<String>,
+    /// Failed logins (per user or address) before a lockout.
+    pub lockout_after: u32,
+    pub lockout: Duration,
+}
+
+pub struct AppState {
+    pub archive: Arc<Archive>,
+    pub config: WebConfig,
+    pub auth: Authenticator,
+}
+
+/// The peer address of the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let dicomweb = Router::new()
+        .route("/studies", get(qido::studies).post(stow::store))
+        .route("/series", get(qido::series))
+        .route("/instances", get(qido::instances))
+        .route(
+            "/studies/{study}",
+            get(wado::study).post(stow::store_in_study),
+        )
+        .route("/studies/{study}/metadata", get(wado::study_metadata))
+        .route("/studies/{study}/series", get(qido::study_series))
+        .route("/studies/{study}/instances", get(qido::study_instances))
+        .route("/studies/{study}/series/{series}", get(wado::series))
+        .route(
+            "/studies/{study}/series/{series}/metadata",
+            get(wado::series_metadata),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances",
+            get(qido::series_instances),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}",
+            get(wado::instance),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/metadata",
+            get(wado::instance_metadata),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+            get(wado::frames),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/rendered",
+            get(wado::rendered),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/thumbnail",
+            get(wado::thumbnail),
+        )
+        .route("/wado", get(wado::wado_uri));
+    let api = Router::new()
+        .route("/statistics", get(admin::statistics))
+        .route("/peers", get(admin::peers).post(admin::put_peer))
+        .route("/peers/{ae}", delete(admin::remove_peer))
+        .route("/users", get(admin::users).post(admin::add_user))
+        .route("/users/{name}", delete(admin::remove_user))
+        .route("/tokens", get(admin::tokens).post(admin::create_token))
+        .route("/tokens/{id}", delete(admin::revoke_token))
+        .route("/studies/{study}", delete(admin::delete_study))
+        .route("/openapi.json", get(openapi::document));
+    let protected = Router::new()
+        .nest("/dicom-web", dicomweb)
+        .route("/wado", get(wado::wado_uri))
+        .nest("/api", api)
+        .fallback(|| async { error::ApiError::not_found() })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_principal,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(protected)
+        .layer(DefaultBodyLimit::max(1 << 20))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            common_headers,
+        ))
+        .with_state(state)
+}
+
+/// Security headers on every response, and CORS for configured origins only.
+async fn common_headers(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .filter(|o| state.config.cors_origins.iter().any(|a| a == o))
+        .map(str::to_string);
+    let preflight = request.method() == Method::OPTIONS;
+    let mut response = if preflight && origin.is_some() {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(request).await
+    };
+    let h = response.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if state.config.https {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    if let Some(origin) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type, accept"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("content-type, warning"),
+        );
+    }
+    response
+}
+
+/// Serves `router` on `listener` (TLS when `tls` is given) until `stop` turns
+/// true; open connections then finish their current requests.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    state: Arc<AppState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let app = router(state.clone());
+    let slots = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
+    let max_header = state.config.max_header_bytes;
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let (tcp, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%addr, "too many HTTP connections; closing a new one");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let app = app.clone();
+        let tls = tls.clone();
+        let mut stop = stop.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ClientAddr(addr));
+                // HTTP/2 carries the host in :authority; handlers read Host.
+                if !req.headers().contains_key(header::HOST)
+                    && let Some(v) = req
+                        .uri()
+                        .authority()
+                        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                {
+                    req.headers_mut().insert(header::HOST, v);
+                }
+                app.clone().oneshot(req.map(axum::body::Body::new))
+            });
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .max_buf_size(max_header.max(8192))
+                .header_read_timeout(Duration::from_secs(30));
+            builder
+                .http2()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .max_header_list_size(max_header as u32);
+            macro_rules! drive {
+                ($io:expr) => {{
+                    let conn = builder.serve_connection($io, service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        r = conn.as_mut() => { if let Err(e) = r { tracing::debug!(error = %e, "HTTP connection ended"); } }
+                        _ = stop.changed() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                }};
+            }
+            match tls {
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
+                    match handshake {
+                        Ok(Ok(stream)) => drive!(TokioIo::new(stream)),
+                        Ok(Err(e)) => tracing::info!(%addr, error = %e, "TLS handshake refused"),
+                        Err(_) => tracing::info!(%addr, "TLS handshake timed out"),
+                    }
+                }
+                None => drive!(TokioIo::new(tcp)),
+            }
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let grace = tokio::time::timeout(Duration::from_secs(10), async {
+        while tasks.join_next().await.is_some() {}
+    });
+    if grace.await.is_err() {
+        tasks.abort_all();
+    }
+}

@@ -1,0 +1,166 @@
+//! multipart/related bodies for WADO-RS, written as the bytes come from the
+//! store: a 1 GB study never sits in memory, only a few chunks in a channel.
+
+use axum::body::Body;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Bytes read from the store per chunk.
+const CHUNK: usize = 256 << 10;
+
+/// One part: its content type and where its bytes come from.
+pub enum Part {
+    Bytes(Vec<u8>),
+    Reader(custos_store::Reader),
+}
+
+pub type PartSource = std::pin::Pin<Box<dyn Future<Output = Result<Part, String>> + Send>>;
+
+/// A response streaming `parts` (each made when its turn comes) as
+/// `multipart/related; type="<media>"`. An error mid-stream aborts the
+/// response, so a client never mistakes a truncated body for a whole one.
+pub fn response(media: &str, part_type: &str, parts: Vec<PartSource>) -> Response {
+    let boundary = custos_core::credentials::random_text(32);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let head = format!("--{boundary}\r\nContent-Type: {part_type}\r\n\r\n");
+    let tail = format!("--{boundary}--\r\n");
+    tokio::spawn(async move {
+        for source in parts {
+            let part = match source.await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "aborting a multipart response");
+                    let _ = tx.send(Err(std::io::Error::other(e))).await;
+                    return;
+                }
+            };
+            if tx.send(Ok(Bytes::from(head.clone()))).await.is_err() {
+                return;
+            }
+            match part {
+                Part::Bytes(b) => {
+                    if tx.send(Ok(Bytes::from(b))).await.is_err() {
+                        return;
+                    }
+                }
+                Part::Reader(mut r) => loop {
+                    let mut buf = vec![0u8; CHUNK];
+                    match r.read(&mut buf).await {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            if tx.send(Ok(Bytes::from(buf))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "aborting a multipart response");
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                },
+            }
+            if tx.send(Ok(Bytes::from_static(b"\r\n"))).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Ok(Bytes::from(tail))).await;
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            format!("multipart/related; type=\"{media}\"; boundary={boundary}"),
+        )],
+        Body::from_stream(ReceiverStream::new(rx)),
+    )
+        .into_response()
+}
+
+/// One media range of an Accept header: `type/subtype` and its parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaRange {
+    pub media: String,
+    pub params: Vec<(String, String)>,
+}
+
+impl MediaRange {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Splits an Accept (or Content-Type) header into media ranges, honouring
+/// quoted parameter values. Absent header means `*/*`.
+pub fn media_ranges(value: Option<&str>) -> Vec<MediaRange> {
+    let Some(value) = value else {
+        return vec![MediaRange {
+            media: "*/*".into(),
+            params: vec![],
+        }];
+    };
+    let mut out = Vec::new();
+    for range in split_outside_quotes(value, ',') {
+        let mut pieces = split_outside_quotes(&range, ';').into_iter();
+        let media = pieces
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if media.is_empty() {
+            continue;
+        }
+        let params = pieces
+            .filter_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                Some((
+                    k.trim().to_ascii_lowercase(),
+                    v.trim().trim_matches('"').to_string(),
+                ))
+            })
+            .collect();
+        out.push(MediaRange { media, params });
+    }
+    out
+}
+
+fn split_outside_quotes(s: &str, sep: char) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut quoted = false;
+    for c in s.chars() {
+        if c == '"' {
+            quoted = !quoted;
+        }
+        if c == sep && !quoted {
+            out.push(String::new());
+        } else if let Some(last) = out.last_mut() {
+            last.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_accept() {
+        let r = media_ranges(Some(
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=*, application/json;q=0.5",
+        ));
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].media, "multipart/related");
+        assert_eq!(r[0].param("type"), Some("application/dicom"));
+        assert_eq!(r[0].param("transfer-syntax"), Some("*"));
+        assert_eq!(r[1].media, "application/json");
+        assert_eq!(media_ranges(None)[0].media, "*/*");
+    }
+}

@@ -1,0 +1,225 @@
+//! QIDO-RS (PS3.18 10.6): search for studies, series and instances with the
+//! matching rules of C-FIND — the same `Query` goes to the same index.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use custos_core::query::{Key, KeyKind, Level, Matcher, Query};
+use custos_core::{Action, Principal};
+
+use crate::AppState;
+use crate::auth::require;
+use crate::error::ApiError;
+use crate::json::row_object;
+
+/// A query attribute named by keyword (`PatientName`) or tag (`00100010`).
+fn key_named(name: &str) -> Option<Key> {
+    if let Some(k) = Key::ALL.iter().find(|k| k.name() == name) {
+        return Some(*k);
+    }
+    if name.len() == 8 && name.chars().all(|c| c.is_ascii_hexdigit()) {
+        let g = u16::from_str_radix(&name[..4], 16).ok()?;
+        let e = u16::from_str_radix(&name[4..], 16).ok()?;
+        return Key::from_tag(g, e);
+    }
+    None
+}
+
+/// The query a QIDO-RS request asks for: `fixed` are the UIDs of the path.
+pub fn parse_query(
+    level: Level,
+    fixed: &[(Key, String)],
+    raw: Option<&str>,
+    cap: usize,
+) -> Result<Query, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|_| ApiError::bad_request("malformed query string"))?;
+    let mut conditions: Vec<(Key, Matcher)> = fixed
+        .iter()
+        .map(|(k, v)| (*k, Matcher::Single(v.clone())))
+        .collect();
+    let mut limit = cap;
+    let mut offset = 0usize;
+    for (name, value) in pairs {
+        match name.as_str() {
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .map_err(|_| ApiError::bad_request("limit must be a non-negative integer"))?
+                    .min(cap)
+            }
+            "offset" => {
+                offset = value
+                    .parse()
+                    .map_err(|_| ApiError::bad_request("offset must be a non-negative integer"))?
+            }
+            // Names are matched case-insensitively already; attributes not in
+            // the index cannot be returned, so includefield changes nothing.
+            "fuzzymatching" | "includefield" => {}
+            _ => {
+                let key = key_named(&name).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "`{}` is not a supported query attribute",
+                        name.chars().take(64).collect::<String>()
+                    ))
+                })?;
+                if key.level() > level {
+                    return Err(ApiError::bad_request(format!(
+                        "{} cannot be matched at this level",
+                        key.name()
+                    )));
+                }
+                let mut value = value;
+                if key.kind() == KeyKind::Uid {
+                    value = value.replace(',', "\\");
+                }
+                let matcher = Matcher::parse(key.kind(), &value).map_err(|_| {
+                    ApiError::bad_request(format!("invalid value for {}", key.name()))
+                })?;
+                conditions.retain(|(k, _)| *k != key);
+                conditions.push((key, matcher));
+            }
+        }
+    }
+    Ok(Query {
+        level,
+        conditions,
+        limit,
+        offset,
+    })
+}
+
+/// The `/dicom-web` URL clients reach us at, for RetrieveURL values.
+pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.len() < 256
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        })
+        .unwrap_or("localhost");
+    let scheme = if state.config.https { "https" } else { "http" };
+    format!("{scheme}://{host}/dicom-web")
+}
+
+pub fn check_uid(uid: &str) -> Result<(), ApiError> {
+    if uid.is_empty() || uid.len() > 64 || !uid.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(ApiError::bad_request("not a valid UID"));
+    }
+    Ok(())
+}
+
+async fn search(
+    state: Arc<AppState>,
+    principal: Principal,
+    level: Level,
+    fixed: Vec<(Key, String)>,
+    raw: Option<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require(&principal, Action::Find)?;
+    for (_, uid) in &fixed {
+        check_uid(uid)?;
+    }
+    let cap = state.config.max_find_results;
+    let mut query = parse_query(level, &fixed, raw.as_deref(), cap)?;
+    let wanted = query.limit;
+    query.limit = wanted.saturating_add(1);
+    let mut rows = state.archive.find(query).await?;
+    let truncated = rows.len() > wanted;
+    rows.truncate(wanted);
+    tracing::info!(
+        user = principal.name(),
+        level = level.name(),
+        results = rows.len(),
+        "QIDO-RS search"
+    );
+    let base = base_url(&state, &headers);
+    let body: Vec<_> = rows
+        .iter()
+        .map(|r| row_object(r, None, level, &base))
+        .collect();
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/dicom+json")],
+        serde_json::to_vec(&body).map_err(|e| ApiError::internal("encoding results", e))?,
+    )
+        .into_response();
+    if truncated && wanted == cap {
+        response.headers_mut().insert(
+            header::WARNING,
+            HeaderValue::from_static(
+                "299 custos \"The number of results exceeded the maximum supported by the server. Additional results can be requested.\"",
+            ),
+        );
+    }
+    Ok(response)
+}
+
+pub async fn studies(
+    State(state): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    search(state, p, Level::Study, vec![], raw, headers).await
+}
+
+pub async fn series(
+    State(state): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    search(state, p, Level::Series, vec![], raw, headers).await
+}
+
+pub async fn study_series(
+    State(state): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path(study): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let fixed = vec![(Key::StudyInstanceUID, study)];
+    search(state, p, Level::Series, fixed, raw, headers).await
+}
+
+pub async fn instances(
+    State(state): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    search(state, p, Level::Image, vec![], raw, headers).await
+}
+
+pub async fn study_instances(
+    State(state): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path(study): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let fixed = vec![(Key::StudyInstanceUID, study)];
+    search(state, p, Level::Image, fixed, raw, headers).await
+}
+
+pub async fn series_instances(
+    State(state): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path((study, series)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let fixed = vec![
+        (Key::StudyInstanceUID, study),
+        (Key::SeriesInstanceUID, series),
+    ];
+    search(state, p, Level::Image, fixed, raw, headers).await
+}

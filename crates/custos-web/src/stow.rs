@@ -1,0 +1,212 @@
+//! STOW-RS (PS3.18 10.5): multipart/related application/dicom uploads, each
+//! part streamed into the same ingest path as C-STORE (same durability, same
+//! duplicate policy), answered with Referenced/Failed SOP sequences.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use custos_archive::status::{self, of_store};
+use custos_core::{Action, Principal};
+
+use crate::AppState;
+use crate::auth::require;
+use crate::error::ApiError;
+use crate::multipart::media_ranges;
+use crate::qido::{base_url, check_uid};
+
+pub async fn store(
+    State(state): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    receive(state, p, None, headers, body).await
+}
+
+pub async fn store_in_study(
+    State(state): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_uid(&study)?;
+    receive(state, p, Some(study), headers, body).await
+}
+
+fn unsupported(msg: &str) -> ApiError {
+    ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, msg)
+}
+
+fn ui(v: &str) -> Value {
+    json!({ "vr": "UI", "Value": [v] })
+}
+
+fn us(v: u16) -> Value {
+    json!({ "vr": "US", "Value": [v] })
+}
+
+async fn receive(
+    state: Arc<AppState>,
+    principal: Principal,
+    study: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require(&principal, Action::Store)?;
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING)
+        && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        // Nothing is decompressed on the way in: no compression bombs.
+        return Err(unsupported("compressed request bodies are not accepted"));
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let range = media_ranges(ct)
+        .into_iter()
+        .next()
+        .filter(|r| r.media == "multipart/related")
+        .ok_or_else(|| {
+            unsupported("STOW-RS takes multipart/related; type=\"application/dicom\"")
+        })?;
+    if range
+        .param("type")
+        .is_some_and(|t| !t.eq_ignore_ascii_case("application/dicom"))
+    {
+        return Err(unsupported(
+            "only application/dicom parts are accepted (not the JSON/bulk data form)",
+        ));
+    }
+    let boundary = range
+        .param("boundary")
+        .filter(|b| !b.is_empty() && b.len() <= 200)
+        .ok_or_else(|| ApiError::bad_request("the multipart boundary is missing"))?
+        .to_string();
+    let limit = state.config.max_body_bytes;
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .whole_stream(limit)
+            .per_field(limit),
+    );
+    let mut multipart =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let base = base_url(&state, &headers);
+    let mut referenced = Vec::new();
+    let mut failed = Vec::new();
+    let mut warned = false;
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Err(multipart_error(e)),
+        };
+        if let Some(ct) = field.content_type()
+            && ct.essence_str() != "application/dicom"
+        {
+            failed.push(json!({ "00081197": us(status::CANNOT_UNDERSTAND) }));
+            continue;
+        }
+        let mut ingest = state
+            .archive
+            .begin_file_ingest()
+            .await
+            .map_err(|e| ApiError::internal("staging an upload", e))?;
+        if let Some(s) = &study {
+            ingest.expect_study(s);
+        }
+        let mut field = field;
+        loop {
+            match field.chunk().await {
+                Ok(Some(bytes)) => ingest
+                    .write(&bytes)
+                    .await
+                    .map_err(|e| ApiError::internal("writing an upload", e))?,
+                Ok(None) => break,
+                Err(e) => return Err(multipart_error(e)),
+            }
+        }
+        let result = ingest.finish().await;
+        let (code, _) = of_store(&result);
+        match result {
+            Ok((r, _)) if code == status::SUCCESS || code == status::ELEMENTS_DISCARDED => {
+                let mut item = json!({
+                    "00081150": ui(&r.sop_class_uid),
+                    "00081155": ui(&r.sop_instance_uid),
+                    "00081190": { "vr": "UR", "Value": [format!(
+                        "{base}/studies/{}/series/{}/instances/{}",
+                        r.study_uid, r.series_uid, r.sop_instance_uid
+                    )] },
+                });
+                if code != status::SUCCESS {
+                    warned = true;
+                    item["00081196"] = us(code);
+                }
+                referenced.push(item);
+            }
+            Ok((r, _)) => failed.push(json!({
+                "00081150": ui(&r.sop_class_uid),
+                "00081155": ui(&r.sop_instance_uid),
+                "00081197": us(code),
+            })),
+            Err(_) => failed.push(json!({ "00081197": us(code) })),
+        }
+    }
+    tracing::info!(
+        user = principal.name(),
+        stored = referenced.len(),
+        failed = failed.len(),
+        "STOW-RS"
+    );
+    if referenced.is_empty() && failed.is_empty() {
+        return Err(ApiError::bad_request("the request holds no parts"));
+    }
+    let mut out = serde_json::Map::new();
+    if let Some(s) = &study {
+        out.insert(
+            "00081190".into(),
+            json!({ "vr": "UR", "Value": [format!("{base}/studies/{s}")] }),
+        );
+    }
+    let code = if failed.is_empty() && !warned {
+        StatusCode::OK
+    } else if referenced.is_empty() {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::ACCEPTED
+    };
+    if !referenced.is_empty() {
+        out.insert(
+            "00081199".into(),
+            json!({ "vr": "SQ", "Value": referenced }),
+        );
+    }
+    if !failed.is_empty() {
+        out.insert("00081198".into(), json!({ "vr": "SQ", "Value": failed }));
+    }
+    Ok((
+        code,
+        [(header::CONTENT_TYPE, "application/dicom+json")],
+        serde_json::to_vec(&Value::Object(out))
+            .map_err(|e| ApiError::internal("encoding the response", e))?,
+    )
+        .into_response())
+}
+
+fn multipart_error(e: multer::Error) -> ApiError {
+    match e {
+        multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is too large",
+            )
+        }
+        e => ApiError::bad_request(format!("malformed multipart body: {e}")),
+    }
+}

@@ -1,0 +1,159 @@
+//! The data folder's own certificate authority and server certificate, made on
+//! first run so that HTTPS works with no set-up, and the rustls configuration
+//! (TLS 1.2 and 1.3 only) that serves them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use time::{Duration, OffsetDateTime};
+
+/// Where the generated CA and server certificate live inside the data folder.
+pub struct TlsFiles {
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn in_data(data: &Path) -> TlsFiles {
+        let dir = data.join("tls");
+        TlsFiles {
+            ca_cert: dir.join("ca.pem"),
+            ca_key: dir.join("ca.key.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key.pem"),
+        }
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// The names the server certificate is valid for: loopback and this host's names.
+fn server_names() -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let h = h.trim();
+        if !h.is_empty() && !names.iter().any(|n| n == h) {
+            names.push(h.to_string());
+        }
+    }
+    names
+}
+
+/// Creates the CA and a server certificate signed by it unless they exist.
+/// Returns true when they were created now.
+pub fn ensure_local_ca(data: &Path) -> Result<bool> {
+    let files = TlsFiles::in_data(data);
+    if files.ca_cert.exists() && files.server_cert.exists() {
+        return Ok(false);
+    }
+    let dir = data.join("tls");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let now = OffsetDateTime::now_utc();
+
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Custos");
+    dn.push(
+        DnType::CommonName,
+        format!(
+            "Custos local CA {}",
+            custos_core::credentials::random_text(6)
+        ),
+    );
+    ca.distinguished_name = dn;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.not_before = now - Duration::days(1);
+    ca.not_after = now + Duration::days(3650);
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca, ca_key);
+
+    let (cert, key) = issue_leaf(&issuer, "custos-server", &server_names(), now)?;
+    // The private keys first, then the certificates: a half-made folder is
+    // recognisable (no ca.pem) and is made again.
+    let _ = std::fs::remove_file(&files.ca_key);
+    let _ = std::fs::remove_file(&files.server_key);
+    write_private(&files.ca_key, &issuer.key().serialize_pem())?;
+    write_private(&files.server_key, &key)?;
+    std::fs::write(&files.server_cert, cert)?;
+    std::fs::write(&files.ca_cert, ca_cert.pem())?;
+    Ok(true)
+}
+
+/// A certificate for `names` signed by the CA, usable as server and client
+/// certificate: (certificate PEM, private key PEM).
+fn issue_leaf(
+    issuer: &Issuer<'_, KeyPair>,
+    common_name: &str,
+    names: &[String],
+    now: OffsetDateTime,
+) -> Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.subject_alt_names = names
+        .iter()
+        .map(|n| match n.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => Ok(SanType::DnsName(n.clone().try_into()?)),
+        })
+        .collect::<Result<_, rcgen::Error>>()?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.not_before = now - Duration::days(1);
+    params.not_after = now + Duration::days(397);
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// A rustls server configuration from PEM files: TLS 1.2 and 1.3 only, with
+/// the AEAD cipher suites rustls offers (no CBC, no RC4, no export suites).
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>> {
+    let certs = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading the key {}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("certificate and key do not match")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

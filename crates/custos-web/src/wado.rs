@@ -1,0 +1,501 @@
+//! WADO-RS (PS3.18 10.4) and WADO-URI: instances as stored (or decompressed
+//! on request), metadata as DICOM JSON, frames, and rendered images.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use custos_archive::part10::{MetaInfo, header as part10_header};
+use custos_archive::{Archive, can_transcode};
+use custos_core::query::{Key, Level, Matcher, Query};
+use custos_core::record::StoredInstance;
+use custos_core::{Action, Principal};
+
+use crate::AppState;
+use crate::auth::require;
+use crate::error::ApiError;
+use crate::multipart::{self, Part, PartSource, media_ranges};
+use crate::qido::{base_url, check_uid};
+use crate::render;
+
+pub const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+pub const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
+
+/// The study / series / instance a path names.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    pub study: String,
+    pub series: Option<String>,
+    pub instance: Option<String>,
+}
+
+impl Target {
+    fn check(&self) -> Result<(), ApiError> {
+        check_uid(&self.study)?;
+        if let Some(s) = &self.series {
+            check_uid(s)?;
+        }
+        if let Some(i) = &self.instance {
+            check_uid(i)?;
+        }
+        Ok(())
+    }
+
+    fn query(&self) -> Query {
+        let mut conditions = vec![(Key::StudyInstanceUID, Matcher::Single(self.study.clone()))];
+        let mut level = Level::Study;
+        if let Some(s) = &self.series {
+            conditions.push((Key::SeriesInstanceUID, Matcher::Single(s.clone())));
+            level = Level::Series;
+        }
+        if let Some(i) = &self.instance {
+            conditions.push((Key::SOPInstanceUID, Matcher::Single(i.clone())));
+            level = Level::Image;
+        }
+        Query {
+            level,
+            conditions,
+            limit: usize::MAX,
+            offset: 0,
+        }
+    }
+}
+
+/// The stored instances a path names, after the permission check; 404 if none.
+pub async fn resolve(
+    state: &AppState,
+    principal: &Principal,
+    target: &Target,
+) -> Result<Vec<StoredInstance>, ApiError> {
+    require(principal, Action::Get)?;
+    target.check()?;
+    let set = state.archive.retrieve_set(target.query()).await?;
+    if set.is_empty() {
+        return Err(ApiError::not_found());
+    }
+    tracing::info!(
+        user = principal.name(),
+        instances = set.len(),
+        "WADO retrieve"
+    );
+    Ok(set)
+}
+
+/// The transfer syntax the client asks for: `None` for "as stored".
+fn wanted_syntax(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    for range in media_ranges(accept) {
+        let dicom = match range.media.as_str() {
+            "multipart/related" => range
+                .param("type")
+                .is_none_or(|t| t.eq_ignore_ascii_case("application/dicom")),
+            "application/dicom" | "*/*" | "multipart/*" => true,
+            _ => false,
+        };
+        if dicom {
+            return Ok(match range.param("transfer-syntax") {
+                None | Some("*") => None,
+                Some(ts) => Some(ts.to_string()),
+            });
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_ACCEPTABLE,
+        "only multipart/related; type=\"application/dicom\" is offered here",
+    ))
+}
+
+/// How one stored instance is delivered in `wanted`: as stored, or decompressed.
+fn plan(instance: &StoredInstance, wanted: Option<&str>) -> Result<Option<String>, ApiError> {
+    match wanted {
+        None => Ok(None),
+        Some(ts) if ts == instance.transfer_syntax_uid => Ok(None),
+        Some(ts)
+            if (ts == EXPLICIT_LE || ts == IMPLICIT_LE)
+                && can_transcode(&instance.transfer_syntax_uid) =>
+        {
+            Ok(Some(ts.to_string()))
+        }
+        Some(_) => Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "the requested transfer syntax cannot be produced from the stored one",
+        )),
+    }
+}
+
+/// A Part 10 file of `instance`, decompressed to `ts`.
+async fn transcoded_file(
+    archive: &Archive,
+    instance: &StoredInstance,
+    ts: &str,
+) -> Result<Vec<u8>, String> {
+    let mut out = part10_header(&MetaInfo {
+        sop_class_uid: instance.sop_class_uid.clone(),
+        sop_instance_uid: instance.sop_instance_uid.clone(),
+        transfer_syntax_uid: ts.to_string(),
+        source_ae_title: String::new(),
+    })?;
+    out.extend(
+        archive
+            .transcoded_dataset(instance, ts)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    Ok(out)
+}
+
+async fn retrieve(
+    state: Arc<AppState>,
+    principal: Principal,
+    target: Target,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let wanted = wanted_syntax(&headers)?;
+    let set = resolve(&state, &principal, &target).await?;
+    let plans = set
+        .iter()
+        .map(|i| plan(i, wanted.as_deref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let part_type = match &wanted {
+        Some(ts) => format!("application/dicom; transfer-syntax={ts}"),
+        None => "application/dicom".to_string(),
+    };
+    let parts: Vec<PartSource> = set
+        .into_iter()
+        .zip(plans)
+        .map(|(inst, ts)| {
+            let archive = state.archive.clone();
+            Box::pin(async move {
+                match ts {
+                    None => archive
+                        .open_file(&inst)
+                        .await
+                        .map(Part::Reader)
+                        .map_err(|e| e.to_string()),
+                    Some(ts) => transcoded_file(&archive, &inst, &ts).await.map(Part::Bytes),
+                }
+            }) as PartSource
+        })
+        .collect();
+    Ok(multipart::response("application/dicom", &part_type, parts))
+}
+
+pub async fn study(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path(study): Path<String>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let t = Target {
+        study,
+        ..Default::default()
+    };
+    retrieve(s, p, t, h).await
+}
+
+pub async fn series(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path((study, series)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let t = Target {
+        study,
+        series: Some(series),
+        instance: None,
+    };
+    retrieve(s, p, t, h).await
+}
+
+pub async fn instance(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path((study, series, instance)): Path<(String, String, String)>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let t = Target {
+        study,
+        series: Some(series),
+        instance: Some(instance),
+    };
+    retrieve(s, p, t, h).await
+}
+
+// ---- metadata ----
+
+async fn metadata(
+    state: Arc<AppState>,
+    principal: Principal,
+    target: Target,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let set = resolve(&state, &principal, &target).await?;
+    let base = base_url(&state, &headers);
+    let mut out = Vec::with_capacity(set.len());
+    for inst in &set {
+        let obj = state
+            .archive
+            .read_object(inst, true)
+            .await
+            .map_err(|e| ApiError::internal("reading a stored instance", e))?;
+        let mut value = dicom_json::to_value(obj.into_inner())
+            .map_err(|e| ApiError::internal("encoding metadata", e))?;
+        if let Some(map) = value.as_object_mut() {
+            // Pixel data is not in the metadata; point to where it is.
+            if map.contains_key("00280010") {
+                let (study, series) = (text_of(map.get("0020000D")), text_of(map.get("0020000E")));
+                map.insert(
+                    "7FE00010".into(),
+                    serde_json::json!({
+                        "vr": "OB",
+                        "BulkDataURI": format!(
+                            "{base}/studies/{study}/series/{series}/instances/{}/frames/1",
+                            inst.sop_instance_uid
+                        )
+                    }),
+                );
+            }
+        }
+        out.push(value);
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "application/dicom+json")],
+        serde_json::to_vec(&out).map_err(|e| ApiError::internal("encoding metadata", e))?,
+    )
+        .into_response())
+}
+
+fn text_of(v: Option<&serde_json::Value>) -> String {
+    v.and_then(|v| v.get("Value"))
+        .and_then(|v| v.get(0))
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+pub async fn study_metadata(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path(study): Path<String>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let t = Target {
+        study,
+        ..Default::default()
+    };
+    metadata(s, p, t, h).await
+}
+
+pub async fn series_metadata(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path((study, series)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let t = Target {
+        study,
+        series: Some(series),
+        instance: None,
+    };
+    metadata(s, p, t, h).await
+}
+
+pub async fn instance_metadata(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path((study, series, instance)): Path<(String, String, String)>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let t = Target {
+        study,
+        series: Some(series),
+        instance: Some(instance),
+    };
+    metadata(s, p, t, h).await
+}
+
+// ---- frames and rendered ----
+
+pub async fn frames(
+    State(state): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path((study, series, instance, list)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let numbers = list
+        .split(',')
+        .map(|n| n.trim().parse::<u32>().ok().filter(|n| *n >= 1))
+        .collect::<Option<Vec<u32>>>()
+        .filter(|v| !v.is_empty() && v.len() <= 10_000)
+        .ok_or_else(|| ApiError::bad_request("frame numbers are a comma-separated list from 1"))?;
+    let t = Target {
+        study,
+        series: Some(series),
+        instance: Some(instance),
+    };
+    let set = resolve(&state, &p, &t).await?;
+    let obj = state
+        .archive
+        .read_object(&set[0], false)
+        .await
+        .map_err(|e| ApiError::internal("reading a stored instance", e))?;
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let frames =
+        tokio::task::spawn_blocking(move || render::frames(&obj, &numbers, accept.as_deref()))
+            .await
+            .map_err(|e| ApiError::internal("frame extraction", e))??;
+    let parts: Vec<PartSource> = frames
+        .data
+        .into_iter()
+        .map(|b| Box::pin(async move { Ok(Part::Bytes(b)) }) as PartSource)
+        .collect();
+    Ok(multipart::response(&frames.media, &frames.part_type, parts))
+}
+
+async fn rendered_image(
+    state: Arc<AppState>,
+    p: Principal,
+    t: Target,
+    raw: Option<String>,
+    headers: HeaderMap,
+    thumbnail: bool,
+) -> Result<Response, ApiError> {
+    let params: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|_| ApiError::bad_request("malformed query string"))?;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let mut options = render::RenderOptions::parse(&params, accept)?;
+    if thumbnail && options.viewport.is_none() {
+        options.viewport = Some((128, 128));
+    }
+    let set = resolve(&state, &p, &t).await?;
+    let obj = state
+        .archive
+        .read_object(&set[0], false)
+        .await
+        .map_err(|e| ApiError::internal("reading a stored instance", e))?;
+    let media = options.media();
+    let bytes = tokio::task::spawn_blocking(move || render::render(&obj, &options))
+        .await
+        .map_err(|e| ApiError::internal("rendering", e))??;
+    Ok(([(header::CONTENT_TYPE, media)], bytes).into_response())
+}
+
+pub async fn rendered(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path((study, series, instance)): Path<(String, String, String)>,
+    RawQuery(raw): RawQuery,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let t = Target {
+        study,
+        series: Some(series),
+        instance: Some(instance),
+    };
+    rendered_image(s, p, t, raw, h, false).await
+}
+
+pub async fn thumbnail(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path((study, series, instance)): Path<(String, String, String)>,
+    RawQuery(raw): RawQuery,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let t = Target {
+        study,
+        series: Some(series),
+        instance: Some(instance),
+    };
+    rendered_image(s, p, t, raw, h, true).await
+}
+
+/// WADO-URI (PS3.18 9): `?requestType=WADO&studyUID=..&seriesUID=..&objectUID=..`
+/// with `contentType` application/dicom or image/jpeg (the default) / image/png.
+pub async fn wado_uri(
+    State(state): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let params: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|_| ApiError::bad_request("malformed query string"))?;
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    if get("requestType").as_deref() != Some("WADO") {
+        return Err(ApiError::bad_request("requestType must be WADO"));
+    }
+    let (Some(study), Some(series), Some(instance)) =
+        (get("studyUID"), get("seriesUID"), get("objectUID"))
+    else {
+        return Err(ApiError::bad_request(
+            "studyUID, seriesUID and objectUID are required",
+        ));
+    };
+    let t = Target {
+        study,
+        series: Some(series),
+        instance: Some(instance),
+    };
+    let content_type = get("contentType").unwrap_or_else(|| "image/jpeg".into());
+    if content_type == "application/dicom" {
+        let set = resolve(&state, &p, &t).await?;
+        let inst = &set[0];
+        let wanted = get("transferSyntax");
+        let body = match plan(inst, wanted.as_deref())? {
+            None => {
+                let reader = state
+                    .archive
+                    .open_file(inst)
+                    .await
+                    .map_err(|e| ApiError::internal("reading a stored instance", e))?;
+                axum::body::Body::from_stream(tokio_util_stream(reader))
+            }
+            Some(ts) => axum::body::Body::from(
+                transcoded_file(&state.archive, inst, &ts)
+                    .await
+                    .map_err(|e| ApiError::internal("decompressing", e))?,
+            ),
+        };
+        return Ok(([(header::CONTENT_TYPE, "application/dicom")], body).into_response());
+    }
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = content_type.parse() {
+        headers.insert(header::ACCEPT, v);
+    }
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    if let Some(w) = get("windowCenter").zip(get("windowWidth")) {
+        pairs.push(("window".into(), format!("{},{},linear", w.0, w.1)));
+    }
+    if let Some(r) = get("rows").zip(get("columns")) {
+        pairs.push(("viewport".into(), format!("{},{}", r.1, r.0)));
+    }
+    if let Some(q) = get("imageQuality") {
+        pairs.push(("quality".into(), q));
+    }
+    let raw = serde_urlencoded::to_string(&pairs).ok();
+    rendered_image(state, p, t, raw, headers, false).await
+}
+
+/// A stored file as a body stream, read in chunks.
+fn tokio_util_stream(
+    reader: custos_store::Reader,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures_util::stream::unfold(Some(reader), |state| async move {
+        use tokio::io::AsyncReadExt;
+        let mut reader = state?;
+        let mut buf = vec![0u8; 256 << 10];
+        match reader.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), Some(reader)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}

@@ -1,0 +1,293 @@
+//! DICOMweb end to end with dicomweb-client (PyPI) as the client: QIDO-RS at
+//! each level, WADO-RS instances / metadata / frames / rendered, STOW-RS, and
+//! bytes crossing between DIMSE and DICOMweb unchanged in both directions.
+
+mod common;
+
+use common::*;
+use custos_archive::part10::dataset_offset;
+
+const PW_RAD: &str = "reading room 4 lights";
+const PW_UP: &str = "scanner uploads only 9";
+
+fn dataset_of(bytes: &[u8]) -> &[u8] {
+    &bytes[dataset_offset(bytes).expect("a Part 10 file")..]
+}
+
+fn setup(name: &str) -> (DataDir, Server) {
+    let data = DataDir::new(name);
+    data.add_peer("STORESCU", "127.0.0.1", 104, "echo,store,get");
+    add_user(&data, "rad", "radiologist", PW_RAD);
+    add_user(&data, "up", "uploader", PW_UP);
+    let server = Server::start(&data);
+    (data, server)
+}
+
+#[test]
+fn dicomweb_client_searches_and_retrieves_what_dimse_stored() {
+    let (_data, server) = setup("web-qido");
+    let ct = pydicom_test_files().join("CT_small.dcm");
+    // pynetdicom sends the file's data set bytes unchanged, in its own transfer syntax.
+    python(&[
+        "store",
+        "--port",
+        &server.port(),
+        "--aet",
+        "STORESCU",
+        ct.to_str().unwrap(),
+    ])
+    .success();
+
+    // QIDO-RS at each level, with filters.
+    let studies = json_of(
+        &web(
+            &server,
+            "rad",
+            PW_RAD,
+            &["search", "--level", "studies", "-k", "PatientID=1CT1"],
+        )
+        .success(),
+    );
+    assert_eq!(studies.as_array().unwrap().len(), 1, "{studies}");
+    assert_eq!(studies[0]["0020000D"]["Value"][0], CT_STUDY);
+    assert_eq!(
+        studies[0]["00100010"]["Value"][0]["Alphabetic"],
+        "CompressedSamples^CT1"
+    );
+    assert_eq!(studies[0]["00201208"]["Value"][0], 1);
+    let none = json_of(
+        &web(
+            &server,
+            "rad",
+            PW_RAD,
+            &["search", "--level", "studies", "-k", "PatientName=NOBODY*"],
+        )
+        .success(),
+    );
+    assert_eq!(none.as_array().map(Vec::len).unwrap_or(0), 0);
+    let wildcard = json_of(
+        &web(
+            &server,
+            "rad",
+            PW_RAD,
+            &[
+                "search",
+                "--level",
+                "studies",
+                "-k",
+                "PatientName=compressed*",
+                "-k",
+                "StudyDate=20040101-20041231",
+            ],
+        )
+        .success(),
+    );
+    assert_eq!(wildcard.as_array().unwrap().len(), 1);
+    let series = json_of(
+        &web(
+            &server,
+            "rad",
+            PW_RAD,
+            &[
+                "search",
+                "--level",
+                "series",
+                "--study",
+                CT_STUDY,
+                "-k",
+                "Modality=CT",
+            ],
+        )
+        .success(),
+    );
+    assert_eq!(series.as_array().unwrap().len(), 1);
+    let series_uid = series[0]["0020000E"]["Value"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let instances = json_of(
+        &web(
+            &server,
+            "rad",
+            PW_RAD,
+            &[
+                "search",
+                "--level",
+                "instances",
+                "--study",
+                CT_STUDY,
+                "--series",
+                &series_uid,
+            ],
+        )
+        .success(),
+    );
+    assert_eq!(instances[0]["00080018"]["Value"][0], CT_SOP);
+
+    // WADO-RS through dicomweb-client.
+    let ids = [
+        "--study",
+        CT_STUDY,
+        "--series",
+        &series_uid,
+        "--sop",
+        CT_SOP,
+    ];
+    let got = json_of(&web(&server, "rad", PW_RAD, &[&["retrieve"], &ids[..]].concat()).success());
+    assert_eq!(got["sop"], CT_SOP);
+    let study = json_of(
+        &web(
+            &server,
+            "rad",
+            PW_RAD,
+            &["retrieve-study", "--study", CT_STUDY],
+        )
+        .success(),
+    );
+    assert_eq!(study, serde_json::json!([CT_SOP]));
+    let meta = json_of(&web(&server, "rad", PW_RAD, &[&["metadata"], &ids[..]].concat()).success());
+    assert_eq!(meta["00100020"]["Value"][0], "1CT1");
+    assert!(
+        meta["7FE00010"]["BulkDataURI"]
+            .as_str()
+            .unwrap()
+            .contains("/frames/1")
+    );
+    let frames = json_of(&web(&server, "rad", PW_RAD, &[&["frames"], &ids[..]].concat()).success());
+    assert_eq!(
+        frames[0]["len"],
+        128 * 128 * 2,
+        "one native 16-bit 128x128 frame"
+    );
+    let jpeg = json_of(&web(&server, "rad", PW_RAD, &[&["rendered"], &ids[..]].concat()).success());
+    assert!(
+        jpeg["head"].as_str().unwrap().starts_with("ffd8ff"),
+        "{jpeg}"
+    );
+    let png = json_of(
+        &web(
+            &server,
+            "rad",
+            PW_RAD,
+            &[&["rendered", "--media", "image/png"], &ids[..]].concat(),
+        )
+        .success(),
+    );
+    assert!(
+        png["head"].as_str().unwrap().starts_with("89504e47"),
+        "{png}"
+    );
+
+    // The bytes WADO-RS returns are the bytes C-STORE sent (the data set; file meta is ours).
+    let out = _data.path.join("wado");
+    let path = format!("/dicom-web/studies/{CT_STUDY}/series/{series_uid}/instances/{CT_SOP}");
+    let raw = json_of(
+        &web(
+            &server,
+            "rad",
+            PW_RAD,
+            &["raw-get", "--path", &path, "--out", out.to_str().unwrap()],
+        )
+        .success(),
+    );
+    assert_eq!(raw["parts"].as_array().unwrap().len(), 1, "{raw}");
+    let fetched = std::fs::read(format!("{}-0", out.display())).unwrap();
+    let sent = std::fs::read(&ct).unwrap();
+    assert!(
+        dataset_of(&fetched) == dataset_of(&sent),
+        "WADO-RS bytes differ from C-STORE's"
+    );
+}
+
+#[test]
+fn stow_rs_stores_what_dimse_and_qido_then_find() {
+    let (data, server) = setup("web-stow");
+    let files = pydicom_test_files();
+    let mr = files.join("MR_small.dcm");
+
+    // Raw STOW of the file's bytes: C-GET returns the same data set.
+    let stow = json_of(&web(&server, "up", PW_UP, &["raw-stow", mr.to_str().unwrap()]).success());
+    assert_eq!(stow["status"], 200, "{stow}");
+    let referenced = &stow["body"]["00081199"]["Value"];
+    assert_eq!(referenced.as_array().unwrap().len(), 1);
+    let study = qido_study_of(&server, "PatientID=4MR1");
+    let got = getscu_study(&server, "STORESCU", &study, &data.path.join("get"));
+    assert_eq!(got.len(), 1);
+    assert!(
+        dataset_of(&std::fs::read(&got[0]).unwrap()) == dataset_of(&std::fs::read(&mr).unwrap()),
+        "C-GET bytes differ from STOW-RS's"
+    );
+
+    // dicomweb-client's own STOW, then found by QIDO and by C-FIND.
+    let nm = files.join("JPEG2000.dcm");
+    let res = json_of(&web(&server, "up", PW_UP, &["stow", nm.to_str().unwrap()]).success());
+    assert!(
+        res["00081199"]["Value"]
+            .as_array()
+            .is_some_and(|v| v.len() == 1),
+        "{res}"
+    );
+    assert!(res.get("00081198").is_none(), "{res}");
+    let dose_study = qido_study_of(&server, "PatientID=8NM1");
+    let find = python(&[
+        "find",
+        "--port",
+        &server.port(),
+        "--aet",
+        "STORESCU",
+        "--level",
+        "STUDY",
+        "-k",
+        &format!("StudyInstanceUID={dose_study}"),
+    ]);
+    // STORESCU has no find right: the query is refused, proving the policy holds for peers.
+    assert!(!find.stdout().contains(&dose_study));
+
+    // STOW to /studies/{other}: the instance belongs elsewhere -> failed, 409.
+    let wrong = json_of(
+        &web(
+            &server,
+            "up",
+            PW_UP,
+            &[
+                "raw-stow",
+                "--study",
+                "1.2.3.4",
+                pydicom_test_files().join("CT_small.dcm").to_str().unwrap(),
+            ],
+        )
+        .success(),
+    );
+    assert_eq!(wrong["status"], 409, "{wrong}");
+    assert_eq!(
+        wrong["body"]["00081198"]["Value"][0]["00081197"]["Value"][0],
+        0xA900
+    );
+
+    // Not DICOM at all: failed with C000, nothing stored.
+    let junk = data.path.join("junk.dcm");
+    std::fs::write(&junk, b"this is not a DICOM file at all").unwrap();
+    let bad = json_of(&web(&server, "up", PW_UP, &["raw-stow", junk.to_str().unwrap()]).success());
+    assert_eq!(bad["status"], 409);
+    assert_eq!(
+        bad["body"]["00081198"]["Value"][0]["00081197"]["Value"][0],
+        0xC000
+    );
+}
+
+fn qido_study_of(server: &Server, filter: &str) -> String {
+    let found = json_of(
+        &web(
+            server,
+            "rad",
+            PW_RAD,
+            &["search", "--level", "studies", "-k", filter],
+        )
+        .success(),
+    );
+    assert_eq!(found.as_array().map(Vec::len), Some(1), "{filter}: {found}");
+    found[0]["0020000D"]["Value"][0]
+        .as_str()
+        .unwrap()
+        .to_string()
+}

@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""A DICOMweb client for Custos's tests: dicomweb-client (PyPI) for what a
+viewer or script does, plain requests for raw multipart bytes and for probing
+status codes. Prints one JSON document on stdout. Loopback only.
+"""
+import argparse
+import email.parser
+import email.policy
+import hashlib
+import json
+import ssl
+import socket
+import sys
+
+import pydicom
+import requests
+from dicomweb_client.api import DICOMwebClient
+
+
+def out(obj):
+    print(json.dumps(obj))
+
+
+def session(args):
+    s = requests.Session()
+    # Only loopback and our CA: no proxies, no CA bundle from the environment
+    # (REQUESTS_CA_BUNDLE would otherwise override `verify`).
+    s.trust_env = False
+    if args.user:
+        s.auth = (args.user, args.password)
+    if args.token:
+        s.headers["Authorization"] = "Bearer " + args.token
+    s.verify = args.ca
+    return s
+
+
+def client(args):
+    return DICOMwebClient(url=args.url + "/dicom-web", session=session(args))
+
+
+def filters(args):
+    f = {}
+    for kv in args.key or []:
+        k, v = kv.split("=", 1)
+        f[k] = v
+    return f
+
+
+def cmd_search(args):
+    c = client(args)
+    kw = {"search_filters": filters(args)}
+    if args.level == "studies":
+        res = c.search_for_studies(**kw)
+    elif args.level == "series":
+        res = c.search_for_series(study_instance_uid=args.study, **kw)
+    else:
+        res = c.search_for_instances(
+            study_instance_uid=args.study, series_instance_uid=args.series, **kw
+        )
+    out(res)
+
+
+def cmd_retrieve(args):
+    c = client(args)
+    ds = c.retrieve_instance(args.study, args.series, args.sop)
+    out({
+        "sop": str(ds.SOPInstanceUID),
+        "pixel_sha256": hashlib.sha256(ds.PixelData).hexdigest() if "PixelData" in ds else None,
+        "patient": str(ds.get("PatientName", "")),
+    })
+
+
+def cmd_retrieve_study(args):
+    c = client(args)
+    out(sorted(str(ds.SOPInstanceUID) for ds in c.retrieve_study(args.study)))
+
+
+def cmd_metadata(args):
+    c = client(args)
+    out(c.retrieve_instance_metadata(args.study, args.series, args.sop))
+
+
+def cmd_frames(args):
+    c = client(args)
+    frames = c.retrieve_instance_frames(
+        args.study, args.series, args.sop, frame_numbers=[int(n) for n in args.frames.split(",")]
+    )
+    out([{"len": len(f), "sha256": hashlib.sha256(f).hexdigest()} for f in frames])
+
+
+def cmd_rendered(args):
+    c = client(args)
+    media = (args.media,)
+    img = c.retrieve_instance_rendered(args.study, args.series, args.sop, media_types=media)
+    out({"len": len(img), "head": img[:8].hex()})
+
+
+def cmd_stow(args):
+    c = client(args)
+    datasets = [pydicom.dcmread(f) for f in args.files]
+    res = c.store_instances(datasets, study_instance_uid=args.study)
+    out(res.to_json_dict())
+
+
+def multipart_parts(resp):
+    ctype = resp.headers["Content-Type"]
+    raw = b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + resp.content
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(raw)
+    return [p.get_payload(decode=True) for p in msg.iter_parts()]
+
+
+def cmd_raw_get(args):
+    """GET a WADO-RS URL; write each part to OUT-<n> and report sizes and hashes."""
+    s = session(args)
+    r = s.get(args.url + args.path, headers={"Accept": args.accept})
+    if r.status_code != 200:
+        out({"status": r.status_code, "body": r.text[:500]})
+        return
+    parts = multipart_parts(r)
+    for i, p in enumerate(parts):
+        with open(f"{args.out}-{i}", "wb") as f:
+            f.write(p)
+    out({"status": 200, "content_type": r.headers["Content-Type"],
+         "parts": [{"len": len(p), "sha256": hashlib.sha256(p).hexdigest()} for p in parts]})
+
+
+def cmd_raw_stow(args):
+    """POST files' bytes unchanged as multipart/related application/dicom."""
+    s = session(args)
+    boundary = "custos-test-boundary"
+    body = b""
+    for f in args.files:
+        body += b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n"
+        body += open(f, "rb").read() + b"\r\n"
+    body += b"--" + boundary.encode() + b"--\r\n"
+    path = "/dicom-web/studies" + (f"/{args.study}" if args.study else "")
+    r = s.post(args.url + path, data=body, headers={
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        "Accept": "application/dicom+json"})
+    out({"status": r.status_code, "body": r.json() if r.content else None})
+
+
+def cmd_probe(args):
+    """Requests from a JSON list of {method, path, auth?, headers?, body?};
+    prints their statuses, WWW-Authenticate headers and bodies."""
+    spec = json.load(open(args.spec))
+    results = []
+    for req in spec:
+        s = requests.Session()
+        s.trust_env = False
+        s.verify = args.ca
+        auth = req.get("auth")
+        headers = dict(req.get("headers", {}))
+        if auth and auth.get("basic"):
+            s.auth = tuple(auth["basic"])
+        if auth and auth.get("bearer"):
+            headers["Authorization"] = "Bearer " + auth["bearer"]
+        data = req.get("body")
+        if req.get("body_repeat"):
+            data = req["body_repeat"][0] * req["body_repeat"][1]
+        try:
+            r = s.request(req["method"], args.url + req["path"], headers=headers,
+                          data=data.encode() if isinstance(data, str) else data, timeout=60)
+            results.append({"status": r.status_code,
+                            "www_authenticate": r.headers.get("WWW-Authenticate"),
+                            "body": r.text[:2000], "headers": dict(r.headers)})
+        except requests.RequestException as e:
+            results.append({"status": None, "error": type(e).__name__})
+    out(results)
+
+
+def cmd_tls(args):
+    """Handshake with forced TLS versions; report which succeed."""
+    host, port = args.host, int(args.port)
+    result = {}
+    for name, ver in [("1.0", ssl.TLSVersion.TLSv1), ("1.1", ssl.TLSVersion.TLSv1_1),
+                      ("1.2", ssl.TLSVersion.TLSv1_2), ("1.3", ssl.TLSVersion.TLSv1_3)]:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(args.ca)
+        try:
+            ctx.minimum_version = ver
+            ctx.maximum_version = ver
+        except (ValueError, ssl.SSLError):
+            result[name] = "unsupported-by-client"
+            continue
+        ctx.set_ciphers("ALL:@SECLEVEL=0") if ver < ssl.TLSVersion.TLSv1_2 else None
+        try:
+            with socket.create_connection((host, port), timeout=10) as sock:
+                with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
+                    result[name] = tls.version()
+        except (ssl.SSLError, OSError) as e:
+            result[name] = "refused"
+    out(result)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--url", default="")
+    p.add_argument("--ca")
+    p.add_argument("--user")
+    p.add_argument("--password")
+    p.add_argument("--token")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("search")
+    s.add_argument("--level", choices=["studies", "series", "instances"], required=True)
+    s.add_argument("--study")
+    s.add_argument("--series")
+    s.add_argument("-k", "--key", action="append")
+    for name in ["retrieve", "metadata", "frames", "rendered"]:
+        s = sub.add_parser(name)
+        s.add_argument("--study", required=True)
+        s.add_argument("--series", required=True)
+        s.add_argument("--sop", required=True)
+        if name == "frames":
+            s.add_argument("--frames", default="1")
+        if name == "rendered":
+            s.add_argument("--media", default="image/jpeg")
+    s = sub.add_parser("retrieve-study")
+    s.add_argument("--study", required=True)
+    s = sub.add_parser("stow")
+    s.add_argument("--study")
+    s.add_argument("files", nargs="+")
+    s = sub.add_parser("raw-get")
+    s.add_argument("--path", required=True)
+    s.add_argument("--accept", default='multipart/related; type="application/dicom"; transfer-syntax=*')
+    s.add_argument("--out", required=True)
+    s = sub.add_parser("raw-stow")
+    s.add_argument("--study")
+    s.add_argument("files", nargs="+")
+    s = sub.add_parser("probe")
+    s.add_argument("--spec", required=True)
+    s = sub.add_parser("tls")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", required=True)
+    args = p.parse_args()
+    globals()["cmd_" + args.cmd.replace("-", "_")](args)
+
+
+if __name__ == "__main__":
+    main()
