@@ -99,11 +99,12 @@ impl Authenticator {
             f.last = Some(Instant::now());
             worst = worst.max(f.count);
         }
-        // Growing delays from the third failure: 250 ms, 500 ms, ... up to 4 s.
-        if worst < 3 {
+        // Growing delays once half the allowance is used: 250 ms, 500 ms, ... up to 4 s.
+        let free = self.lockout_after / 2;
+        if worst <= free {
             Duration::ZERO
         } else {
-            Duration::from_millis(250u64 << (worst - 3).min(4))
+            Duration::from_millis(250u64 << (worst - free - 1).min(4))
         }
     }
 

@@ -188,7 +188,8 @@ max_query_results = 10000
 # ["https://viewer.example.org"]. Empty: CORS off.
 cors_origins = []
 # Failed logins (per user name and per source address) before requests are
-# refused with 429 for lockout_secs; delays grow from the third failure.
+# refused with 429 for lockout_secs; after half of them, answers are delayed
+# more and more (250 ms doubling to 4 s).
 lockout_after = 10
 lockout_secs = 300
 

@@ -1,0 +1,359 @@
+//! The HTTPS side refuses whatever is not allowed: every route without
+//! credentials, with bad ones, with expired or revoked tokens, with a role or
+//! a read-only token that lacks the right; repeated failures lock out; bad
+//! input gets a clean 4xx and the server keeps serving; TLS below 1.2 is refused.
+//! No error body carries patient data.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+const PW_BOSS: &str = "the chief of imaging 7";
+const PW_RAD: &str = "reading room 4 lights";
+const PW_UP: &str = "scanner uploads only 9";
+const PHI: [&str; 2] = ["CompressedSamples", "1CT1"];
+
+fn token(data: &DataDir, user: &str, expires: &str, read_only: bool) -> String {
+    let mut args = vec!["token", "create", "--user", user, "--expires", expires];
+    if read_only {
+        args.push("--read-only");
+    }
+    data.cli(&args).success().stdout().trim().to_string()
+}
+
+fn probe(server: &Server, spec: Value) -> Vec<Value> {
+    let file = std::env::temp_dir().join(format!(
+        "custos-probe-{}-{}.json",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let run = web(server, "", "", &["probe", "--spec", file.to_str().unwrap()]).success();
+    let _ = std::fs::remove_file(&file);
+    json_of(&run).as_array().unwrap().clone()
+}
+
+fn basic(user: &str, pw: &str) -> Value {
+    json!({ "basic": [user, pw] })
+}
+
+fn bearer(t: &str) -> Value {
+    json!({ "bearer": t })
+}
+
+struct Fixture {
+    data: DataDir,
+    server: Server,
+    series: String,
+}
+
+fn fixture(name: &str, env: &[(&str, &str)]) -> Fixture {
+    let data = DataDir::new(name);
+    data.add_peer("STORESCU", "127.0.0.1", 104, "echo,store");
+    add_user(&data, "boss", "admin", PW_BOSS);
+    add_user(&data, "rad", "radiologist", PW_RAD);
+    add_user(&data, "up", "uploader", PW_UP);
+    let server = Server::start_with(&data, env);
+    let ct = pydicom_test_files().join("CT_small.dcm");
+    python(&[
+        "store",
+        "--port",
+        &server.port(),
+        "--aet",
+        "STORESCU",
+        ct.to_str().unwrap(),
+    ])
+    .success();
+    let series = json_of(
+        &web(
+            &server,
+            "rad",
+            PW_RAD,
+            &["search", "--level", "series", "--study", CT_STUDY],
+        )
+        .success(),
+    )[0]["0020000E"]["Value"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    Fixture {
+        data,
+        server,
+        series,
+    }
+}
+
+fn assert_no_phi(results: &[Value]) {
+    for r in results {
+        let body = r["body"].as_str().unwrap_or_default();
+        let status = r["status"].as_u64().unwrap_or(0);
+        if !(200..300).contains(&status) {
+            for p in PHI {
+                assert!(!body.contains(p), "error body carries patient data: {body}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_route_refuses_missing_bad_expired_revoked_and_unpermitted_credentials() {
+    let f = fixture("web-auth", &[("CUSTOS_HTTP_LOCKOUT_AFTER", "1000")]);
+    let (s, se) = (CT_STUDY, f.series.as_str());
+    let reads = vec![
+        "/dicom-web/studies".to_string(),
+        "/dicom-web/series?Modality=CT".into(),
+        "/dicom-web/instances".into(),
+        format!("/dicom-web/studies/{s}"),
+        format!("/dicom-web/studies/{s}/metadata"),
+        format!("/dicom-web/studies/{s}/series"),
+        format!("/dicom-web/studies/{s}/series/{se}/instances"),
+        format!("/dicom-web/studies/{s}/series/{se}/instances/{CT_SOP}/frames/1"),
+        format!("/dicom-web/studies/{s}/series/{se}/instances/{CT_SOP}/rendered"),
+        format!("/dicom-web/studies/{s}/series/{se}/instances/{CT_SOP}/thumbnail"),
+        format!(
+            "/wado?requestType=WADO&studyUID={s}&seriesUID={se}&objectUID={CT_SOP}&contentType=application/dicom"
+        ),
+    ];
+    let admin = ["/api/statistics", "/api/users", "/api/peers", "/api/tokens"];
+    let mut all: Vec<(String, String)> = reads
+        .iter()
+        .map(|p| ("GET".to_string(), p.clone()))
+        .collect();
+    all.extend(admin.iter().map(|p| ("GET".to_string(), p.to_string())));
+    all.push(("POST".into(), "/dicom-web/studies".into()));
+    all.push(("DELETE".into(), format!("/api/studies/{s}")));
+    all.push(("GET".into(), "/api/openapi.json".into()));
+    all.push(("GET".into(), "/no/such/route".into()));
+
+    let expired = token(&f.data, "rad", "1s", false);
+    let revoked = token(&f.data, "rad", "1d", false);
+    let revoked_id = revoked.split('_').nth(1).unwrap().to_string();
+    f.data.cli(&["token", "revoke", &revoked_id]).success();
+    let read_only_admin = token(&f.data, "boss", "1d", true);
+    let rad_token = token(&f.data, "rad", "1d", false);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+
+    let mut spec = Vec::new();
+    for (m, p) in &all {
+        spec.push(json!({ "method": m, "path": p }));
+        spec.push(json!({ "method": m, "path": p, "auth": basic("rad", "wrong password here") }));
+        spec.push(json!({ "method": m, "path": p, "auth": basic("nobody", PW_RAD) }));
+        spec.push(json!({ "method": m, "path": p, "auth": bearer(&expired) }));
+        spec.push(json!({ "method": m, "path": p, "auth": bearer(&revoked) }));
+        spec.push(json!({ "method": m, "path": p, "auth": bearer("custos_notarealtoken_x") }));
+    }
+    let results = probe(&f.server, Value::Array(spec.clone()));
+    for (req, res) in spec.iter().zip(&results) {
+        assert_eq!(res["status"], 401, "{req} -> {res}");
+        let challenge = res["www_authenticate"].as_str().unwrap_or_default();
+        assert!(challenge.contains("Basic"), "{req}: no WWW-Authenticate");
+    }
+    assert_no_phi(&results);
+
+    // Authenticated, but without the right: 403.
+    let mut spec = Vec::new();
+    for p in &reads {
+        spec.push(json!({ "method": "GET", "path": p, "auth": basic("up", PW_UP) }));
+    }
+    for p in admin {
+        spec.push(json!({ "method": "GET", "path": p, "auth": basic("rad", PW_RAD) }));
+        spec.push(json!({ "method": "GET", "path": p, "auth": bearer(&rad_token) }));
+    }
+    let stow_headers =
+        json!({ "Content-Type": "multipart/related; type=\"application/dicom\"; boundary=b" });
+    spec.push(json!({ "method": "POST", "path": "/dicom-web/studies", "auth": bearer(&read_only_admin), "headers": stow_headers, "body": "--b--\r\n" }));
+    spec.push(json!({ "method": "POST", "path": "/dicom-web/studies", "auth": basic("rad", PW_RAD), "headers": stow_headers, "body": "--b--\r\n" }));
+    spec.push(json!({ "method": "DELETE", "path": format!("/api/studies/{s}"), "auth": bearer(&read_only_admin) }));
+    spec.push(json!({ "method": "DELETE", "path": format!("/api/studies/{s}"), "auth": basic("rad", PW_RAD) }));
+    spec.push(json!({ "method": "GET", "path": "/api/users", "auth": bearer(&read_only_admin) }));
+    let results = probe(&f.server, Value::Array(spec.clone()));
+    for (req, res) in spec.iter().zip(&results) {
+        assert_eq!(res["status"], 403, "{req} -> {res}");
+    }
+    assert_no_phi(&results);
+
+    // The right credentials work: reads for the radiologist (password or
+    // token), reads for a read-only admin token, administration for the admin.
+    let mut spec = Vec::new();
+    for p in &reads {
+        spec.push(json!({ "method": "GET", "path": p, "auth": basic("rad", PW_RAD) }));
+        spec.push(json!({ "method": "GET", "path": p, "auth": bearer(&rad_token) }));
+        spec.push(json!({ "method": "GET", "path": p, "auth": bearer(&read_only_admin) }));
+    }
+    for p in admin {
+        spec.push(json!({ "method": "GET", "path": p, "auth": basic("boss", PW_BOSS) }));
+    }
+    spec.push(json!({ "method": "GET", "path": "/healthz" }));
+    let results = probe(&f.server, Value::Array(spec.clone()));
+    for (req, res) in spec.iter().zip(&results) {
+        assert_eq!(res["status"], 200, "{req} -> {res}");
+    }
+    let h = &results.last().unwrap()["headers"];
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert!(h["strict-transport-security"].as_str().is_some());
+    assert!(
+        h["content-security-policy"]
+            .as_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    let users = results
+        .iter()
+        .find(|r| r["body"].as_str().unwrap().contains("\"radiologist\""))
+        .unwrap();
+    assert!(
+        !users["body"].as_str().unwrap().contains("argon2"),
+        "hashes never leave the server"
+    );
+
+    // Deletion by the admin removes the study; it is gone for QIDO and WADO.
+    let del = probe(
+        &f.server,
+        json!([
+            { "method": "DELETE", "path": format!("/api/studies/{s}"), "auth": basic("boss", PW_BOSS) },
+            { "method": "GET", "path": format!("/dicom-web/studies/{s}"), "auth": basic("rad", PW_RAD) },
+            { "method": "GET", "path": "/dicom-web/studies", "auth": basic("rad", PW_RAD) },
+            { "method": "GET", "path": "/api/statistics", "auth": basic("boss", PW_BOSS) },
+        ]),
+    );
+    assert_eq!(del[0]["status"], 200, "{}", del[0]);
+    assert_eq!(del[1]["status"], 404);
+    assert_eq!(del[2]["body"], "[]");
+    assert!(del[3]["body"].as_str().unwrap().contains("\"instances\":0"));
+    assert_eq!(f.data.blob_count(), 0, "the study's blob is removed");
+}
+
+#[test]
+fn repeated_failures_lock_out_user_and_address() {
+    let f = fixture(
+        "web-lockout",
+        &[
+            ("CUSTOS_HTTP_LOCKOUT_AFTER", "4"),
+            ("CUSTOS_HTTP_LOCKOUT_SECS", "60"),
+        ],
+    );
+    let wrong = json!({ "method": "GET", "path": "/dicom-web/studies", "auth": basic("rad", "not the password!") });
+    let right =
+        json!({ "method": "GET", "path": "/dicom-web/studies", "auth": basic("rad", PW_RAD) });
+    let results = probe(
+        &f.server,
+        json!([wrong, wrong, wrong, wrong, right, { "method": "GET", "path": "/dicom-web/studies", "auth": basic("boss", PW_BOSS) }]),
+    );
+    for r in &results[..4] {
+        assert_eq!(r["status"], 401, "{r}");
+    }
+    assert_eq!(
+        results[4]["status"], 429,
+        "the right password is refused during a lockout"
+    );
+    assert!(results[4]["headers"]["retry-after"].as_str().is_some());
+    assert_eq!(results[5]["status"], 429, "the address is locked out too");
+    assert!(f.server.log_text().contains("authentication failed"));
+}
+
+#[test]
+fn bad_input_gets_a_clean_4xx_and_the_server_keeps_serving() {
+    let f = fixture(
+        "web-bounds",
+        &[
+            ("CUSTOS_HTTP_MAX_BODY_MB", "1"),
+            ("CUSTOS_HTTP_MAX_HEADER_KB", "16"),
+        ],
+    );
+    let auth = basic("boss", PW_BOSS);
+    let stow = |headers: Value| json!({ "method": "POST", "path": "/dicom-web/studies", "auth": auth, "headers": headers, "body_repeat": ["x", 3 << 20] });
+    let related =
+        json!({ "Content-Type": "multipart/related; type=\"application/dicom\"; boundary=b" });
+    let spec = json!([
+        // 3 MiB against a 1 MiB limit.
+        stow(related.clone()),
+        // No boundary.
+        { "method": "POST", "path": "/dicom-web/studies", "auth": auth, "headers": { "Content-Type": "multipart/related; type=\"application/dicom\"" }, "body": "--b\r\n\r\nxx\r\n--b--" },
+        // Not multipart at all.
+        { "method": "POST", "path": "/dicom-web/studies", "auth": auth, "headers": { "Content-Type": "application/json" }, "body": "{}" },
+        // A gzip bomb is never decompressed.
+        { "method": "POST", "path": "/dicom-web/studies", "auth": auth, "headers": { "Content-Type": "multipart/related; type=\"application/dicom\"; boundary=b", "Content-Encoding": "gzip" }, "body": "\u{1f}\u{8b}" },
+        // Truncated multipart.
+        { "method": "POST", "path": "/dicom-web/studies", "auth": auth, "headers": related, "body": "--b\r\nContent-Type: application/dicom\r\n\r\nDICM" },
+        // A huge header.
+        { "method": "GET", "path": "/dicom-web/studies", "auth": auth, "headers": { "X-Filler": "a".repeat(64 << 10) } },
+        // Injection-shaped and malformed query values.
+        { "method": "GET", "path": "/dicom-web/studies?PatientName=%27%20OR%201%3D1%20--", "auth": auth },
+        { "method": "GET", "path": "/dicom-web/studies?StudyInstanceUID=1.2.3%27%3B%20DROP%20TABLE%20studies", "auth": auth },
+        { "method": "GET", "path": "/dicom-web/studies/..%2F..%2Fetc%2Fpasswd/metadata", "auth": auth },
+        { "method": "GET", "path": "/dicom-web/studies?limit=abc", "auth": auth },
+        { "method": "GET", "path": "/dicom-web/studies?StudyDate=yesterday", "auth": auth },
+        { "method": "GET", "path": "/dicom-web/studies?NoSuchAttribute=1", "auth": auth },
+        { "method": "GET", "path": format!("/dicom-web/studies/{CT_STUDY}/series/{}/instances/{CT_SOP}/frames/0,x", f.series), "auth": auth },
+        { "method": "GET", "path": format!("/dicom-web/studies/{CT_STUDY}/series/{}/instances/{CT_SOP}/rendered?viewport=99999,1", f.series), "auth": auth },
+        { "method": "POST", "path": "/api/users", "auth": auth, "headers": { "Content-Type": "application/json" }, "body": "{\"name\":\"eve\",\"role\":\"admin\",\"password\":\"password1234\"}" },
+        // Still serving, and the data is intact.
+        { "method": "GET", "path": "/healthz" },
+        { "method": "GET", "path": "/dicom-web/studies", "auth": auth },
+    ]);
+    let r = probe(&f.server, spec);
+    let status = |i: usize| r[i]["status"].as_u64();
+    assert_eq!(status(0), Some(413), "{}", r[0]);
+    assert_eq!(status(1), Some(400), "{}", r[1]);
+    assert_eq!(status(2), Some(415), "{}", r[2]);
+    assert_eq!(status(3), Some(415), "{}", r[3]);
+    assert_eq!(status(4), Some(400), "{}", r[4]);
+    assert_eq!(status(5), Some(431), "{}", r[5]);
+    assert_eq!(status(6), Some(200));
+    assert_eq!(r[6]["body"], "[]", "a quote in a name is a value, not SQL");
+    assert_eq!(status(7), Some(400));
+    assert_eq!(status(8), Some(400), "{}", r[8]);
+    for i in 9..=13 {
+        assert_eq!(status(i), Some(400), "{}", r[i]);
+    }
+    assert_eq!(
+        status(14),
+        Some(400),
+        "a common password is refused: {}",
+        r[14]
+    );
+    assert_eq!(status(15), Some(200));
+    assert_eq!(status(16), Some(200));
+    assert!(r[16]["body"].as_str().unwrap().contains(CT_STUDY));
+    assert_no_phi(&r);
+    assert_eq!(
+        f.data.blob_count(),
+        1,
+        "nothing half-written is left behind"
+    );
+}
+
+#[test]
+fn tls_below_1_2_and_plain_http_are_refused() {
+    let f = fixture("web-tls", &[]);
+    let v = json_of(
+        &web(
+            &f.server,
+            "",
+            "",
+            &["tls", "--port", &f.server.http.port().to_string()],
+        )
+        .success(),
+    );
+    assert_eq!(v["1.2"], "TLSv1.2", "{v}");
+    assert_eq!(v["1.3"], "TLSv1.3", "{v}");
+    for old in ["1.0", "1.1"] {
+        assert_ne!(
+            v[old].as_str().unwrap().to_string(),
+            format!("TLSv{old}"),
+            "{v}"
+        );
+    }
+    let plain = std::process::Command::new("python3")
+        .args(["-c", &format!(
+            "import socket;s=socket.create_connection(('127.0.0.1',{}));s.sendall(b'GET /healthz HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n');s.settimeout(10);print(s.recv(100))",
+            f.server.http.port()
+        )])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&plain.stdout).contains("200"),
+        "plain HTTP must not be served"
+    );
+}
