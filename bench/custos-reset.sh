@@ -5,11 +5,17 @@
 #   CUSTOS_BIN   (default: target/release/custos of this repository)
 #   BENCH_DATA   (default: /tmp/custos-bench-data)
 #   BENCH_PORT   (default: 11120)
+#   BENCH_HTTP_PORT (default: 11121) and BENCH_PLAINTEXT (default: false):
+#                the DICOMweb listener (HTTPS with the data folder's CA, or plain HTTP)
+#   BENCH_PASSWORD  if set, a user `bench` (role admin) with this password is
+#                made, for run.py --user bench --password "$BENCH_PASSWORD"
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${CUSTOS_BIN:-$here/../target/release/custos}
 data=${BENCH_DATA:-/tmp/custos-bench-data}
 port=${BENCH_PORT:-11120}
+http_port=${BENCH_HTTP_PORT:-11121}
+plaintext=${BENCH_PLAINTEXT:-false}
 pidfile="$data.pid"
 
 if [ -f "$pidfile" ]; then
@@ -22,11 +28,15 @@ rm -rf "$data"
 "$bin" init --data "$data" >/dev/null
 "$bin" peer add BENCHSCU --host 127.0.0.1 --port 11113 --allow echo,store,find,get,move --data "$data" >/dev/null
 "$bin" peer add BENCHDEST --host 127.0.0.1 --port 11114 --allow echo --data "$data" >/dev/null
-CUSTOS_DICOM_LISTEN="127.0.0.1:$port" RUST_LOG=warn nohup "$bin" serve --data "$data" >"$data.log" 2>&1 &
+if [ -n "${BENCH_PASSWORD:-}" ]; then
+  printf '%s\n' "$BENCH_PASSWORD" | "$bin" user add bench --role admin --password-stdin --data "$data" >/dev/null
+fi
+CUSTOS_DICOM_LISTEN="127.0.0.1:$port" CUSTOS_HTTP_LISTEN="127.0.0.1:$http_port" CUSTOS_HTTP_PLAINTEXT="$plaintext" \
+  RUST_LOG=warn nohup "$bin" serve --data "$data" >"$data.log" 2>&1 &
 pid=$!
 echo "$pid" >"$pidfile"
 for _ in $(seq 100); do
-  grep -q "listening for DICOM" "$data.log" 2>/dev/null && break
+  grep -q "listening for HTTP" "$data.log" 2>/dev/null && break
   sleep 0.1
 done
 if ! kill -0 "$pid" 2>/dev/null || ! grep -q "listening for DICOM" "$data.log"; then
