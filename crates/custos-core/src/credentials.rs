@@ -10,6 +10,8 @@ use subtle::ConstantTimeEq;
 use crate::auth::ApiToken;
 
 pub const MIN_PASSWORD_LEN: usize = 12;
+/// Longer passwords are refused: hashing megabytes would be a cheap attack.
+pub const MAX_PASSWORD_LEN: usize = 1024;
 
 /// Passwords too common to accept whatever their length (lower-cased; a
 /// password that contains one of these as most of its length is refused too).
@@ -58,6 +60,9 @@ pub fn check_password_policy(user: &str, password: &str) -> Result<(), String> {
         return Err(format!(
             "a password needs at least {MIN_PASSWORD_LEN} characters"
         ));
+    }
+    if password.len() > MAX_PASSWORD_LEN {
+        return Err(format!("a password has at most {MAX_PASSWORD_LEN} bytes"));
     }
     let lower = password.to_lowercase();
     if user.len() >= 3 && lower.contains(&user.to_lowercase()) {

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -22,6 +23,16 @@ use crate::error::ApiError;
 use crate::qido::check_uid;
 
 type Result<T> = std::result::Result<T, ApiError>;
+
+/// A body that is not the JSON we take, answered in our JSON error shape.
+fn json_rejection(r: JsonRejection) -> ApiError {
+    ApiError::new(r.status(), r.body_text())
+}
+
+/// Well-formed but unacceptable values (a weak password, an unknown right).
+fn unprocessable(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+}
 
 pub async fn statistics(
     State(s): State<Arc<AppState>>,
@@ -69,18 +80,15 @@ pub struct PeerBody {
 pub async fn put_peer(
     State(s): State<Arc<AppState>>,
     Extension(p): Extension<Principal>,
-    Json(body): Json<PeerBody>,
+    body: std::result::Result<Json<PeerBody>, JsonRejection>,
 ) -> Result<Response> {
     require(&p, Action::Admin)?;
-    let ae_title = validate_ae_title(&body.ae_title).map_err(ApiError::bad_request)?;
-    let host: HostPattern = body.host.parse().map_err(ApiError::bad_request)?;
-    let permissions: Permissions = body
-        .allow
-        .join(",")
-        .parse()
-        .map_err(ApiError::bad_request)?;
+    let Json(body) = body.map_err(json_rejection)?;
+    let ae_title = validate_ae_title(&body.ae_title).map_err(unprocessable)?;
+    let host: HostPattern = body.host.parse().map_err(unprocessable)?;
+    let permissions: Permissions = body.allow.join(",").parse().map_err(unprocessable)?;
     if permissions.actions().any(|a| !Action::DIMSE.contains(&a)) || body.port == 0 {
-        return Err(ApiError::bad_request(
+        return Err(unprocessable(
             "allow takes echo, store, find, get, move; port 1-65535",
         ));
     }
@@ -140,12 +148,13 @@ pub struct UserBody {
 pub async fn add_user(
     State(s): State<Arc<AppState>>,
     Extension(p): Extension<Principal>,
-    Json(body): Json<UserBody>,
+    body: std::result::Result<Json<UserBody>, JsonRejection>,
 ) -> Result<Response> {
     require(&p, Action::Admin)?;
-    let name = validate_user_name(&body.name).map_err(ApiError::bad_request)?;
-    let role: Role = body.role.parse().map_err(ApiError::bad_request)?;
-    check_password_policy(&name, &body.password).map_err(ApiError::bad_request)?;
+    let Json(body) = body.map_err(json_rejection)?;
+    let name = validate_user_name(&body.name).map_err(unprocessable)?;
+    let role: Role = body.role.parse().map_err(unprocessable)?;
+    check_password_policy(&name, &body.password).map_err(unprocessable)?;
     let password = body.password;
     let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
         .await
@@ -172,7 +181,10 @@ pub async fn remove_user(
 ) -> Result<Response> {
     require(&p, Action::Admin)?;
     if name == p.name() {
-        return Err(ApiError::bad_request("you cannot remove yourself"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "you cannot remove yourself",
+        ));
     }
     if !s.archive.index().remove_user(&name).await? {
         return Err(ApiError::not_found());
@@ -214,14 +226,15 @@ pub struct TokenBody {
 pub async fn create_token(
     State(s): State<Arc<AppState>>,
     Extension(p): Extension<Principal>,
-    Json(body): Json<TokenBody>,
+    body: std::result::Result<Json<TokenBody>, JsonRejection>,
 ) -> Result<Response> {
     require(&p, Action::Admin)?;
+    let Json(body) = body.map_err(json_rejection)?;
     if body.expires_days == 0 || body.expires_days > 3650 {
-        return Err(ApiError::bad_request("expires_days is 1 to 3650"));
+        return Err(unprocessable("expires_days is 1 to 3650"));
     }
     if s.archive.index().user(&body.user).await?.is_none() {
-        return Err(ApiError::bad_request("no such user"));
+        return Err(ApiError::not_found());
     }
     let now = now_unix();
     let t = new_token(

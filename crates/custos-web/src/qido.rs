@@ -57,9 +57,15 @@ pub fn parse_query(
                     .parse()
                     .map_err(|_| ApiError::bad_request("offset must be a non-negative integer"))?
             }
-            // Names are matched case-insensitively already; attributes not in
-            // the index cannot be returned, so includefield changes nothing.
-            "fuzzymatching" | "includefield" => {}
+            // Names are matched case-insensitively already.
+            "fuzzymatching" => {
+                if value != "true" && value != "false" {
+                    return Err(ApiError::bad_request("fuzzymatching is true or false"));
+                }
+            }
+            // Attributes not in the index cannot be returned, so includefield
+            // changes nothing: every indexed attribute is always returned.
+            "includefield" => {}
             _ => {
                 let key = key_named(&name).ok_or_else(|| {
                     ApiError::bad_request(format!(
