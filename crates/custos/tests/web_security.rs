@@ -309,7 +309,7 @@ fn bad_input_gets_a_clean_4xx_and_the_server_keeps_serving() {
     }
     assert_eq!(
         status(14),
-        Some(400),
+        Some(422),
         "a common password is refused: {}",
         r[14]
     );
