@@ -100,11 +100,16 @@ impl Archive {
         self.index.instances(query).await
     }
 
-    /// Removes a study: index rows first (so no reader is sent to a missing
-    /// blob), then its blobs; a blob left behind by a crash is an orphan that
-    /// `fsck --repair` removes. Returns how many instances went.
-    pub async fn delete_study(&self, study_uid: &str) -> Result<usize, IndexError> {
-        let removed = self.index.remove_study(study_uid).await?;
+    /// Removes a study or one of its series: index rows first (so no reader
+    /// is sent to a missing blob), then the blobs; a blob left behind by a
+    /// crash is an orphan that `fsck --repair` removes. Returns how many
+    /// instances went.
+    pub async fn delete(
+        &self,
+        study_uid: &str,
+        series_uid: Option<&str>,
+    ) -> Result<usize, IndexError> {
+        let removed = self.index.remove(study_uid, series_uid).await?;
         for inst in &removed {
             if let Err(e) = self.store.delete(&inst.blob_key).await {
                 tracing::warn!(error = %e, "could not remove the blob of a deleted instance");

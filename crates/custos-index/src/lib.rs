@@ -115,7 +115,13 @@ pub trait Index: Send + Sync + 'static {
 
     async fn statistics(&self) -> Result<Statistics, IndexError>;
 
-    /// Removes a study and everything under it from the index; returns the
-    /// stored instances it held, whose blobs the caller deletes next.
-    async fn remove_study(&self, study_uid: &str) -> Result<Vec<StoredInstance>, IndexError>;
+    /// Removes a study (or, with `series_uid`, one of its series) and
+    /// everything under it from the index, and the study itself once it has no
+    /// series left; returns the stored instances removed, whose blobs the caller
+    /// deletes next.
+    async fn remove(
+        &self,
+        study_uid: &str,
+        series_uid: Option<&str>,
+    ) -> Result<Vec<StoredInstance>, IndexError>;
 }

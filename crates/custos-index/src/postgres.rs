@@ -588,26 +588,36 @@ impl Index for PgIndex {
         })
     }
 
-    async fn remove_study(&self, study_uid: &str) -> Result<Vec<StoredInstance>, IndexError> {
+    async fn remove(
+        &self,
+        study_uid: &str,
+        series_uid: Option<&str>,
+    ) -> Result<Vec<StoredInstance>, IndexError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg)?;
         let rows = tx
             .query(
-                "DELETE FROM instances WHERE series_pk IN (SELECT se.pk FROM series se JOIN studies st ON se.study_pk = st.pk WHERE st.study_uid = $1)
+                "DELETE FROM instances WHERE series_pk IN (SELECT se.pk FROM series se JOIN studies st ON se.study_pk = st.pk
+                   WHERE st.study_uid = $1 AND ($2::TEXT IS NULL OR se.series_uid = $2))
                  RETURNING sop_instance_uid, sop_class_uid, transfer_syntax_uid, blob_key, size, sha256",
-                &[&study_uid],
+                &[&study_uid, &series_uid],
             )
             .await
             .map_err(pg)?;
         tx.execute(
-            "DELETE FROM series WHERE study_pk IN (SELECT pk FROM studies WHERE study_uid = $1)",
+            "DELETE FROM series WHERE study_pk IN (SELECT pk FROM studies WHERE study_uid = $1)
+               AND ($2::TEXT IS NULL OR series_uid = $2)",
+            &[&study_uid, &series_uid],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "DELETE FROM studies WHERE study_uid = $1
+               AND NOT EXISTS (SELECT 1 FROM series WHERE study_pk = studies.pk)",
             &[&study_uid],
         )
         .await
         .map_err(pg)?;
-        tx.execute("DELETE FROM studies WHERE study_uid = $1", &[&study_uid])
-            .await
-            .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
         Ok(rows.iter().map(stored).collect())
     }

@@ -516,27 +516,41 @@ impl Index for SqliteIndex {
         .await
     }
 
-    async fn remove_study(&self, study_uid: &str) -> Result<Vec<StoredInstance>, IndexError> {
-        let uid = study_uid.to_string();
+    async fn remove(
+        &self,
+        study_uid: &str,
+        series_uid: Option<&str>,
+    ) -> Result<Vec<StoredInstance>, IndexError> {
+        let study = study_uid.to_string();
+        let series = series_uid.map(str::to_string);
         self.write(move |t| {
-            let removed = {
+            // The series to remove: one, or all of the study's.
+            let series_pks: Vec<i64> = {
                 let mut stmt = t.prepare(
-                    "SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, i.blob_key, i.size, i.sha256
-                     FROM instances i JOIN series se ON i.series_pk = se.pk JOIN studies st ON se.study_pk = st.pk
-                     WHERE st.study_uid = ?1",
+                    "SELECT se.pk FROM series se JOIN studies st ON se.study_pk = st.pk
+                     WHERE st.study_uid = ?1 AND (?2 IS NULL OR se.series_uid = ?2)",
                 )?;
-                stmt.query_map([&uid], stored_from_row)?
+                stmt.query_map(params![study, series], |r| r.get(0))?
                     .collect::<Result<Vec<_>, _>>()?
             };
+            let mut removed = Vec::new();
+            for pk in series_pks {
+                let mut stmt = t.prepare_cached(
+                    "SELECT sop_instance_uid, sop_class_uid, transfer_syntax_uid, blob_key, size, sha256
+                     FROM instances WHERE series_pk = ?1",
+                )?;
+                removed.extend(
+                    stmt.query_map([pk], stored_from_row)?
+                        .collect::<Result<Vec<_>, _>>()?,
+                );
+                t.execute("DELETE FROM instances WHERE series_pk = ?1", [pk])?;
+                t.execute("DELETE FROM series WHERE pk = ?1", [pk])?;
+            }
             t.execute(
-                "DELETE FROM instances WHERE series_pk IN (SELECT se.pk FROM series se JOIN studies st ON se.study_pk = st.pk WHERE st.study_uid = ?1)",
-                [&uid],
+                "DELETE FROM studies WHERE study_uid = ?1
+                 AND NOT EXISTS (SELECT 1 FROM series WHERE study_pk = studies.pk)",
+                [&study],
             )?;
-            t.execute(
-                "DELETE FROM series WHERE study_pk IN (SELECT pk FROM studies WHERE study_uid = ?1)",
-                [&uid],
-            )?;
-            t.execute("DELETE FROM studies WHERE study_uid = ?1", [&uid])?;
             Ok(removed)
         })
         .await

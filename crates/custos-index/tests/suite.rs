@@ -4,7 +4,7 @@
 
 use custos_core::query::{Key, Level, Matcher, Query};
 use custos_core::record::InstanceRecord;
-use custos_core::{HostPattern, Peer};
+use custos_core::{ApiToken, HostPattern, Peer, Role, User};
 use custos_index::{Index, InsertOutcome, PgIndex, SqliteIndex};
 
 fn sqlite_index() -> SqliteIndex {
@@ -55,7 +55,9 @@ on_both_backends!(
     duplicates,
     concurrent_inserts_all_commit,
     peers,
-    paging_through_stored
+    paging_through_stored,
+    users_and_tokens,
+    removing_series_and_studies
 );
 
 type Ix = std::sync::Arc<dyn Index>;
@@ -328,4 +330,70 @@ async fn paging_through_stored(ix: Ix) {
         seen,
         ["1.1.1.1", "1.1.1.2", "1.1.2.1", "1.2.1.1", "2.1.1.1"]
     );
+}
+
+async fn users_and_tokens(ix: Ix) {
+    let alice = User {
+        name: "alice".into(),
+        role: Role::Radiologist,
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        disabled: false,
+        password_changed: 1_700_000_000,
+    };
+    assert!(ix.insert_user(alice.clone()).await.unwrap());
+    assert!(
+        !ix.insert_user(alice.clone()).await.unwrap(),
+        "no overwrite by insert"
+    );
+    assert_eq!(ix.user("alice").await.unwrap(), Some(alice.clone()));
+    let mut changed = alice.clone();
+    changed.disabled = true;
+    changed.role = Role::Admin;
+    ix.put_user(changed.clone()).await.unwrap();
+    assert_eq!(ix.users().await.unwrap(), vec![changed]);
+    let token = ApiToken {
+        id: "tok1".into(),
+        user: "alice".into(),
+        secret_sha256: "ab".repeat(32),
+        read_only: true,
+        created: 10,
+        expires: 20,
+        revoked: false,
+    };
+    ix.put_token(token.clone()).await.unwrap();
+    assert_eq!(ix.token("tok1").await.unwrap(), Some(token.clone()));
+    assert!(ix.revoke_token("tok1").await.unwrap());
+    assert!(ix.token("tok1").await.unwrap().unwrap().revoked);
+    assert!(!ix.revoke_token("nope").await.unwrap());
+    // Removing the user removes its tokens.
+    assert!(ix.remove_user("alice").await.unwrap());
+    assert_eq!(ix.user("alice").await.unwrap(), None);
+    assert_eq!(ix.token("tok1").await.unwrap(), None);
+    assert!(ix.tokens().await.unwrap().is_empty());
+}
+
+async fn removing_series_and_studies(ix: Ix) {
+    populate(&ix).await;
+    let gone = ix.remove("1.1", Some("1.1.1")).await.unwrap();
+    let mut uids: Vec<_> = gone.iter().map(|s| s.sop_instance_uid.clone()).collect();
+    uids.sort();
+    assert_eq!(uids, ["1.1.1.1", "1.1.1.2"]);
+    let stats = ix.statistics().await.unwrap();
+    assert_eq!((stats.studies, stats.series, stats.instances), (3, 3, 3));
+    // The study keeps its other series.
+    let series = ix
+        .find(q(
+            Level::Series,
+            vec![(Key::StudyInstanceUID, Matcher::Single("1.1".into()))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(series.len(), 1);
+    // Removing the whole study removes the rest and the study row.
+    assert_eq!(ix.remove("1.1", None).await.unwrap().len(), 1);
+    let studies = ix.find(q(Level::Study, vec![])).await.unwrap();
+    assert_eq!(studies.len(), 2);
+    assert!(ix.remove("9.9", None).await.unwrap().is_empty());
+    let stats = ix.statistics().await.unwrap();
+    assert_eq!((stats.patients, stats.studies, stats.instances), (2, 2, 2));
 }

@@ -270,11 +270,31 @@ pub async fn delete_study(
     Extension(p): Extension<Principal>,
     Path(study): Path<String>,
 ) -> Result<Response> {
+    delete(s, p, study, None).await
+}
+
+pub async fn delete_series(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path((study, series)): Path<(String, String)>,
+) -> Result<Response> {
+    delete(s, p, study, Some(series)).await
+}
+
+async fn delete(
+    s: Arc<AppState>,
+    p: Principal,
+    study: String,
+    series: Option<String>,
+) -> Result<Response> {
     require(&p, Action::Delete)?;
     check_uid(&study)?;
+    if let Some(se) = &series {
+        check_uid(se)?;
+    }
     let removed = s
         .archive
-        .delete_study(&study)
+        .delete(&study, series.as_deref())
         .await
         .map_err(|e| ApiError::internal("deleting", e))?;
     if removed == 0 {
@@ -283,7 +303,8 @@ pub async fn delete_study(
     tracing::info!(
         by = p.name(),
         instances = removed,
-        "study deleted through the API"
+        level = if series.is_some() { "series" } else { "study" },
+        "deleted through the API"
     );
     Ok(Json(json!({ "deleted_instances": removed })).into_response())
 }

@@ -181,6 +181,12 @@ impl Authenticator {
         }
         if scheme.eq_ignore_ascii_case("bearer") {
             let Some((id, secret)) = parse_token(rest.trim()) else {
+                if let Some(oidc) = &state.oidc
+                    && crate::oidc::Oidc::looks_like_jwt(rest.trim())
+                    && let Some(p) = oidc.principal(rest.trim()).await
+                {
+                    return Ok(Outcome::Ok(p));
+                }
                 return Ok(Outcome::Bad(None));
             };
             let Some(token) = index.token(id).await? else {

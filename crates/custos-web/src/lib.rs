@@ -9,6 +9,7 @@ pub mod auth;
 mod error;
 mod json;
 mod multipart;
+pub mod oidc;
 mod openapi;
 mod qido;
 mod render;
@@ -50,15 +51,14 @@ pub struct WebConfig {
     pub max_connections: usize,
     /// Origins allowed by CORS; empty = CORS off.
     pub cors_origins: Vec<String>,
-    /// Failed logins (per user or address) before a lockout.
-    pub lockout_after: u32,
-    pub lockout: Duration,
 }
 
 pub struct AppState {
     pub archive: Arc<Archive>,
     pub config: WebConfig,
     pub auth: Authenticator,
+    /// Bearer JWTs from an OpenID Connect provider, when configured.
+    pub oidc: Option<oidc::Oidc>,
 }
 
 /// The peer address of the connection a request came on.
@@ -116,6 +116,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/tokens", get(admin::tokens).post(admin::create_token))
         .route("/tokens/{id}", delete(admin::revoke_token))
         .route("/studies/{study}", delete(admin::delete_study))
+        .route(
+            "/studies/{study}/series/{series}",
+            delete(admin::delete_series),
+        )
         .route("/openapi.json", get(openapi::document));
     let protected = Router::new()
         .nest("/dicom-web", dicomweb)

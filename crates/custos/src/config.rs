@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     pub dicom: Dicom,
     pub http: Http,
+    pub oidc: OidcSection,
     pub index: IndexConfig,
     pub store: StoreConfig,
     pub log: Log,
@@ -78,6 +79,30 @@ impl Default for Http {
             cors_origins: Vec::new(),
             lockout_after: 10,
             lockout_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcSection {
+    pub issuer: String,
+    pub audience: String,
+    pub jwks_file: String,
+    pub jwks_url: String,
+    pub role_claim: String,
+    pub username_claim: String,
+}
+
+impl Default for OidcSection {
+    fn default() -> Self {
+        OidcSection {
+            issuer: String::new(),
+            audience: String::new(),
+            jwks_file: String::new(),
+            jwks_url: String::new(),
+            role_claim: "custos_role".into(),
+            username_claim: "preferred_username".into(),
         }
     }
 }
@@ -192,6 +217,19 @@ cors_origins = []
 # more and more (250 ms doubling to 4 s).
 lockout_after = 10
 lockout_secs = 300
+
+[oidc]
+# Accept `Authorization: Bearer <JWT>` from an OpenID Connect provider. Empty
+# issuer: off. The token's signature is checked against the provider's keys
+# (jwks_file, or jwks_url fetched at start and when an unknown key id shows
+# up), then iss, aud and exp; role_claim names a role (admin, radiologist,
+# uploader, auditor), as a string or a list.
+issuer = ""
+audience = ""
+jwks_file = ""
+jwks_url = ""
+role_claim = "custos_role"
+username_claim = "preferred_username"
 
 [index]
 # SQLite database file (the embedded default).

@@ -146,13 +146,28 @@ async fn start_web(
             max_find_results: http.max_query_results,
             max_connections: http.max_connections,
             cors_origins: http.cors_origins.clone(),
-            lockout_after: http.lockout_after,
-            lockout: Duration::from_secs(http.lockout_secs),
         },
         auth: custos_web::Authenticator::new(
             http.lockout_after,
             Duration::from_secs(http.lockout_secs),
         ),
+        oidc: custos_web::oidc::Oidc::load(custos_web::oidc::OidcConfig {
+            issuer: config.oidc.issuer.clone(),
+            audience: config.oidc.audience.clone(),
+            jwks_file: if config.oidc.jwks_file.is_empty() {
+                String::new()
+            } else {
+                config
+                    .resolve(data_dir, &config.oidc.jwks_file)
+                    .display()
+                    .to_string()
+            },
+            jwks_url: config.oidc.jwks_url.clone(),
+            role_claim: config.oidc.role_claim.clone(),
+            username_claim: config.oidc.username_claim.clone(),
+        })
+        .await
+        .context("loading the OpenID Connect key set")?,
     });
     Ok(tokio::spawn(custos_web::serve(listener, tls, state, stop)))
 }

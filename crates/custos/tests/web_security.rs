@@ -207,7 +207,17 @@ fn every_route_refuses_missing_bad_expired_revoked_and_unpermitted_credentials()
         "hashes never leave the server"
     );
 
-    // Deletion by the admin removes the study; it is gone for QIDO and WADO.
+    // Deletion by the admin: an unknown series is 404; the study's one series
+    // goes, and the study with it; it is gone for QIDO and WADO.
+    let del = probe(
+        &f.server,
+        json!([
+            { "method": "DELETE", "path": format!("/api/studies/{s}/series/1.2.3"), "auth": basic("boss", PW_BOSS) },
+            { "method": "DELETE", "path": format!("/api/studies/{s}/series/{se}"), "auth": basic("boss", PW_BOSS) },
+        ]),
+    );
+    assert_eq!(del[0]["status"], 404, "{}", del[0]);
+    assert_eq!(del[1]["status"], 200, "{}", del[1]);
     let del = probe(
         &f.server,
         json!([
@@ -217,7 +227,11 @@ fn every_route_refuses_missing_bad_expired_revoked_and_unpermitted_credentials()
             { "method": "GET", "path": "/api/statistics", "auth": basic("boss", PW_BOSS) },
         ]),
     );
-    assert_eq!(del[0]["status"], 200, "{}", del[0]);
+    assert_eq!(
+        del[0]["status"], 404,
+        "the study went with its last series: {}",
+        del[0]
+    );
     assert_eq!(del[1]["status"], 404);
     assert_eq!(del[2]["body"], "[]");
     assert!(del[3]["body"].as_str().unwrap().contains("\"instances\":0"));
@@ -356,4 +370,140 @@ fn tls_below_1_2_and_plain_http_are_refused() {
         !String::from_utf8_lossy(&plain.stdout).contains("200"),
         "plain HTTP must not be served"
     );
+}
+
+fn jwt(dir: &std::path::Path, extra: &[&str]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/py/jwt_issuer.py");
+    let mut args = vec![
+        script,
+        "token",
+        dir.to_str().unwrap(),
+        "--iss",
+        "https://idp.test",
+        "--aud",
+        "custos",
+        "--user",
+        "alice",
+    ];
+    args.extend_from_slice(extra);
+    let out = std::process::Command::new("python3")
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The token with one character of its claims changed (signature kept).
+fn tampered(token: &str) -> String {
+    let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+    let mut claims: Vec<char> = parts[1].chars().collect();
+    claims[10] = if claims[10] == 'A' { 'B' } else { 'A' };
+    parts[1] = claims.into_iter().collect();
+    parts.join(".")
+}
+
+#[test]
+fn openid_connect_tokens_are_checked_and_mapped_to_roles() {
+    let keys = std::env::temp_dir().join(format!("custos-oidc-{}", std::process::id()));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/py/jwt_issuer.py");
+    assert!(
+        std::process::Command::new("python3")
+            .args([script, "keys", keys.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let jwks = keys.join("jwks.json");
+    let f = fixture(
+        "web-oidc",
+        &[
+            ("CUSTOS_OIDC_ISSUER", "https://idp.test"),
+            ("CUSTOS_OIDC_AUDIENCE", "custos"),
+            ("CUSTOS_OIDC_JWKS_FILE", jwks.to_str().unwrap()),
+            ("CUSTOS_HTTP_LOCKOUT_AFTER", "1000"),
+        ],
+    );
+    let q = |t: &str| json!({ "method": "GET", "path": "/dicom-web/studies", "auth": bearer(t) });
+    let cases = [
+        (jwt(&keys, &["--role", "radiologist"]), 200),
+        (jwt(&keys, &["--role", "uploader"]), 403),
+        (jwt(&keys, &["--role", "root"]), 401),
+        (jwt(&keys, &["--role", "radiologist", "--exp", "-120"]), 401),
+        (jwt(&keys, &["--role", "radiologist", "--other-key"]), 401),
+        (jwt(&keys, &["--role", "radiologist", "--alg-none"]), 401),
+        (tampered(&jwt(&keys, &["--role", "radiologist"])), 401),
+    ];
+    let results = probe(
+        &f.server,
+        Value::Array(cases.iter().map(|(t, _)| q(t)).collect()),
+    );
+    for ((_, want), got) in cases.iter().zip(&results) {
+        assert_eq!(got["status"], *want, "{got}");
+    }
+    assert!(results[0]["body"].as_str().unwrap().contains(CT_STUDY));
+    // A token for another audience.
+    let other = std::process::Command::new("python3")
+        .args([
+            script,
+            "token",
+            keys.to_str().unwrap(),
+            "--iss",
+            "https://idp.test",
+            "--aud",
+            "someone-else",
+            "--user",
+            "alice",
+            "--role",
+            "admin",
+        ])
+        .output()
+        .unwrap();
+    let other = String::from_utf8(other.stdout).unwrap().trim().to_string();
+    assert_eq!(probe(&f.server, json!([q(&other)]))[0]["status"], 401);
+    let _ = std::fs::remove_dir_all(&keys);
+}
+
+#[test]
+fn cors_answers_only_configured_origins() {
+    let f = fixture(
+        "web-cors",
+        &[("CUSTOS_HTTP_CORS_ORIGINS", "https://viewer.example.org")],
+    );
+    let pre = |origin: &str| {
+        json!({ "method": "OPTIONS", "path": "/dicom-web/studies", "headers": {
+        "Origin": origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization" } })
+    };
+    let r = probe(
+        &f.server,
+        json!([
+            pre("https://viewer.example.org"),
+            pre("https://evil.example.com"),
+            { "method": "GET", "path": "/dicom-web/studies", "auth": basic("rad", PW_RAD), "headers": { "Origin": "https://viewer.example.org" } },
+            { "method": "GET", "path": "/dicom-web/studies", "auth": basic("rad", PW_RAD), "headers": { "Origin": "https://evil.example.com" } },
+        ]),
+    );
+    assert_eq!(r[0]["status"], 204);
+    assert_eq!(
+        r[0]["headers"]["access-control-allow-origin"],
+        "https://viewer.example.org"
+    );
+    assert!(
+        r[1]["headers"].get("access-control-allow-origin").is_none(),
+        "{}",
+        r[1]
+    );
+    assert_eq!(
+        r[1]["status"], 401,
+        "a preflight from another origin is just an unauthenticated request"
+    );
+    assert_eq!(
+        r[2]["headers"]["access-control-allow-origin"],
+        "https://viewer.example.org"
+    );
+    assert!(r[3]["headers"].get("access-control-allow-origin").is_none());
 }
