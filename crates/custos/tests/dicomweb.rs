@@ -14,8 +14,16 @@ fn dataset_of(bytes: &[u8]) -> &[u8] {
     &bytes[dataset_offset(bytes).expect("a Part 10 file")..]
 }
 
-fn setup(name: &str) -> (DataDir, Server) {
-    let data = DataDir::new(name);
+/// An embedded (SQLite + files) archive, or with `scale_out` one on
+/// PostgreSQL + S3, with a DICOM peer and two web users.
+fn setup(name: &str, scale_out: bool) -> (DataDir, Server) {
+    let data = if scale_out {
+        let blobs =
+            std::env::temp_dir().join(format!("custos-unused-{name}-{}", std::process::id()));
+        node(name, &fresh_database(), &blobs, Some(&s3_url(name)))
+    } else {
+        DataDir::new(name)
+    };
     data.add_peer("STORESCU", "127.0.0.1", 104, "echo,store,get");
     add_user(&data, "rad", "radiologist", PW_RAD);
     add_user(&data, "up", "uploader", PW_UP);
@@ -25,7 +33,21 @@ fn setup(name: &str) -> (DataDir, Server) {
 
 #[test]
 fn dicomweb_client_searches_and_retrieves_what_dimse_stored() {
-    let (_data, server) = setup("web-qido");
+    searches_and_retrieves(setup("web-qido", false));
+}
+
+#[test]
+fn dicomweb_on_postgres_and_s3() {
+    searches_and_retrieves(setup("web-qido-pg", true));
+    stores_and_finds(setup("web-stow-pg", true));
+}
+
+#[test]
+fn stow_rs_stores_what_dimse_and_qido_then_find() {
+    stores_and_finds(setup("web-stow", false));
+}
+
+fn searches_and_retrieves((_data, server): (DataDir, Server)) {
     let ct = pydicom_test_files().join("CT_small.dcm");
     // pynetdicom sends the file's data set bytes unchanged, in its own transfer syntax.
     python(&[
@@ -199,9 +221,7 @@ fn dicomweb_client_searches_and_retrieves_what_dimse_stored() {
     );
 }
 
-#[test]
-fn stow_rs_stores_what_dimse_and_qido_then_find() {
-    let (data, server) = setup("web-stow");
+fn stores_and_finds((data, server): (DataDir, Server)) {
     let files = pydicom_test_files();
     let mr = files.join("MR_small.dcm");
 

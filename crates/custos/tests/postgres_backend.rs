@@ -4,63 +4,6 @@
 mod common;
 use common::*;
 
-fn fresh_database() -> String {
-    let url = std::env::var("CUSTOS_TEST_POSTGRES_URL")
-        .expect("CUSTOS_TEST_POSTGRES_URL is not set: run scripts/test, which starts PostgreSQL");
-    let db = format!(
-        "custos_e2e_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let out = std::process::Command::new("psql")
-        .arg(&url)
-        .args(["-q", "-c", &format!("CREATE DATABASE {db}")])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    format!("{}/{db}", url.rsplit_once('/').unwrap().0)
-}
-
-/// The test S3 URL with a prefix of its own.
-fn s3_url(tag: &str) -> String {
-    let s3 = std::env::var("CUSTOS_TEST_S3_URL")
-        .expect("CUSTOS_TEST_S3_URL is not set: run scripts/test, which starts SeaweedFS");
-    let (base, query) = s3.split_once('?').unwrap();
-    format!("{base}/{tag}-{}?{query}", std::process::id())
-}
-
-/// A data folder whose index is `url` and whose blobs live in the folder
-/// `store`, or on S3 when `s3` is given (credentials from the environment).
-fn node(name: &str, url: &str, store: &std::path::Path, s3: Option<&str>) -> DataDir {
-    let data = DataDir::new(name);
-    let config = std::fs::read_to_string(data.path.join("custos.toml")).unwrap();
-    // The first `url` key is [index]'s, the second [store]'s.
-    let mut config = config
-        .replacen("url = \"\"", &format!("url = \"{url}\""), 1)
-        .replace(
-            "path = \"blobs\"",
-            &format!("path = \"{}\"", store.display()),
-        );
-    if let Some(s3) = s3 {
-        config = config.replacen("url = \"\"", &format!("url = \"{s3}\""), 1);
-    }
-    std::fs::write(data.path.join("custos.toml"), config).unwrap();
-    assert!(
-        data.cli(&["db", "migrate"])
-            .success()
-            .stdout()
-            .contains("PostgreSQL index")
-    );
-    data
-}
-
 #[test]
 fn two_nodes_share_one_postgres_index() {
     let url = fresh_database();
