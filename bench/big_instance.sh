@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Peak server memory while one ~1 GB multi-frame instance is stored and then
-# retrieved (C-GET). Prints the server's VmHWM (peak RSS) after each step.
+# retrieved over DICOM (C-STORE, C-GET) and over HTTPS (STOW-RS into a fresh
+# server, WADO-RS). Prints the server's VmHWM (peak RSS) after each step.
 #   BIG_FILE (default /tmp/custos-1gb.dcm) is generated once with pydicom.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -29,6 +30,8 @@ ds.PixelData = rng.integers(0, 4096, size=frames * rows * cols, dtype=np.uint16)
 ds.save_as(sys.argv[1], enforce_file_format=True)
 PY
 fi
+export BENCH_PASSWORD=${BENCH_PASSWORD:-$(head -c 18 /dev/urandom | base64 | tr -d '/+=')}
+http_port=${BENCH_HTTP_PORT:-11121}
 pid=$("$here/custos-reset.sh" | tail -n 1)
 hwm() { grep VmHWM "/proc/$pid/status" | awk '{print $2/1024 " MiB"}'; }
 echo "file: $(du -h "$file" | cut -f1)  server pid $pid  idle peak RSS: $(hwm)"
@@ -39,3 +42,26 @@ uid=$(python3 -c "import pydicom,sys;print(pydicom.dcmread(sys.argv[1],stop_befo
 TCP_NODELAY=1 /usr/bin/getscu -aet BENCHSCU -aec CUSTOS 127.0.0.1 "$port" -k QueryRetrieveLevel=STUDY -k "StudyInstanceUID=$uid" -od "$out"
 echo "after C-GET: peak RSS $(hwm); received $(du -sh "$out" | cut -f1)"
 rm -rf "$out"
+
+# The same instance over HTTPS, into an empty server: STOW-RS, then WADO-RS.
+pid=$("$here/custos-reset.sh" | tail -n 1)
+echo "fresh server pid $pid  idle peak RSS: $(hwm)"
+python3 - "$file" "$http_port" <<'PY'
+import os, sys, requests
+path, port = sys.argv[1], sys.argv[2]
+b = "big-boundary"
+def body():
+    yield f"--{b}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            yield chunk
+    yield f"\r\n--{b}--\r\n".encode()
+r = requests.post(f"https://127.0.0.1:{port}/dicom-web/studies", data=body(), verify=False,
+                  auth=("bench", os.environ["BENCH_PASSWORD"]),
+                  headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={b}'})
+print("STOW-RS status", r.status_code)
+PY
+echo "after STOW-RS: peak RSS $(hwm)"
+curl -sk -u "bench:$BENCH_PASSWORD" -o /dev/null -w "WADO-RS %{http_code}, %{size_download} bytes\n" \
+  -H 'Accept: multipart/related; type="application/dicom"' "https://127.0.0.1:$http_port/dicom-web/studies/$uid"
+echo "after WADO-RS: peak RSS $(hwm)"

@@ -99,6 +99,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(wado::frames),
         )
         .route(
+            "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}",
+            get(wado::bulkdata),
+        )
+        .route(
             "/studies/{study}/series/{series}/instances/{instance}/rendered",
             get(wado::rendered),
         )

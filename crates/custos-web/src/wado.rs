@@ -244,18 +244,27 @@ async fn metadata(
         let mut value = dicom_json::to_value(obj.into_inner())
             .map_err(|e| ApiError::internal("encoding metadata", e))?;
         if let Some(map) = value.as_object_mut() {
-            // Pixel data is not in the metadata; point to where it is.
+            let study = text_of(map.get("0020000D"));
+            let series = text_of(map.get("0020000E"));
+            let url = format!(
+                "{base}/studies/{study}/series/{series}/instances/{}/bulkdata",
+                inst.sop_instance_uid
+            );
+            // Large binary values are not inlined: they are fetched by URI.
+            for (tag, attr) in map.iter_mut() {
+                let large = attr
+                    .get("InlineBinary")
+                    .and_then(|v| v.as_str())
+                    .is_some_and(|b| b.len() > INLINE_LIMIT);
+                if large && let Some(vr) = attr.get("vr").cloned() {
+                    *attr = serde_json::json!({ "vr": vr, "BulkDataURI": format!("{url}/{tag}") });
+                }
+            }
+            // Pixel data is not read for metadata; point to where it is.
             if map.contains_key("00280010") {
-                let (study, series) = (text_of(map.get("0020000D")), text_of(map.get("0020000E")));
                 map.insert(
                     "7FE00010".into(),
-                    serde_json::json!({
-                        "vr": "OB",
-                        "BulkDataURI": format!(
-                            "{base}/studies/{study}/series/{series}/instances/{}/frames/1",
-                            inst.sop_instance_uid
-                        )
-                    }),
+                    serde_json::json!({ "vr": "OB", "BulkDataURI": format!("{url}/7FE00010") }),
                 );
             }
         }
@@ -267,6 +276,9 @@ async fn metadata(
     )
         .into_response())
 }
+
+/// Base64 length above which a binary value becomes a BulkDataURI.
+const INLINE_LIMIT: usize = 4096;
 
 fn text_of(v: Option<&serde_json::Value>) -> String {
     v.and_then(|v| v.get("Value"))
@@ -356,6 +368,71 @@ pub async fn frames(
         .map(|b| Box::pin(async move { Ok(Part::Bytes(b)) }) as PartSource)
         .collect();
     Ok(multipart::response(&frames.media, &frames.part_type, parts))
+}
+
+/// WADO-RS bulk data of a top-level attribute (`/bulkdata/{tag}`): the value
+/// bytes as application/octet-stream; for Pixel Data, every frame as
+/// `/frames` would return them.
+pub async fn bulkdata(
+    State(state): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path((study, series, instance, tag)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let bad = || ApiError::bad_request("the bulk data reference is a tag of 8 hex digits");
+    if tag.len() != 8 || !tag.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let group = u16::from_str_radix(&tag[..4], 16).map_err(|_| bad())?;
+    let element = u16::from_str_radix(&tag[4..], 16).map_err(|_| bad())?;
+    let t = Target {
+        study,
+        series: Some(series),
+        instance: Some(instance),
+    };
+    let set = resolve(&state, &p, &t).await?;
+    let pixel = (group, element) == (0x7FE0, 0x0010);
+    let obj = state
+        .archive
+        .read_object(&set[0], !pixel)
+        .await
+        .map_err(|e| ApiError::internal("reading a stored instance", e))?;
+    if pixel {
+        let count = obj
+            .element(dicom_dictionary_std::tags::NUMBER_OF_FRAMES)
+            .ok()
+            .and_then(|e| e.to_int::<u32>().ok())
+            .unwrap_or(1)
+            .max(1);
+        let numbers: Vec<u32> = (1..=count).collect();
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let frames =
+            tokio::task::spawn_blocking(move || render::frames(&obj, &numbers, accept.as_deref()))
+                .await
+                .map_err(|e| ApiError::internal("frame extraction", e))??;
+        let parts: Vec<PartSource> = frames
+            .data
+            .into_iter()
+            .map(|b| Box::pin(async move { Ok(Part::Bytes(b)) }) as PartSource)
+            .collect();
+        return Ok(multipart::response(&frames.media, &frames.part_type, parts));
+    }
+    let elem = obj
+        .element(dicom_core::Tag(group, element))
+        .map_err(|_| ApiError::not_found())?;
+    let bytes = elem
+        .to_bytes()
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "that attribute holds no bulk data"))?
+        .into_owned();
+    let part: PartSource = Box::pin(async move { Ok(Part::Bytes(bytes)) });
+    Ok(multipart::response(
+        "application/octet-stream",
+        "application/octet-stream",
+        vec![part],
+    ))
 }
 
 async fn rendered_image(

@@ -173,7 +173,7 @@ fn searches_and_retrieves((_data, server): (DataDir, Server)) {
         meta["7FE00010"]["BulkDataURI"]
             .as_str()
             .unwrap()
-            .contains("/frames/1")
+            .ends_with("/bulkdata/7FE00010")
     );
     let frames = json_of(&web(&server, "rad", PW_RAD, &[&["frames"], &ids[..]].concat()).success());
     assert_eq!(
@@ -199,6 +199,29 @@ fn searches_and_retrieves((_data, server): (DataDir, Server)) {
         png["head"].as_str().unwrap().starts_with("89504e47"),
         "{png}"
     );
+
+    // The pixel data's BulkDataURI answers with the frame bytes.
+    let uri = meta["7FE00010"]["BulkDataURI"].as_str().unwrap();
+    let path = &uri[uri.find("/dicom-web").unwrap()..];
+    let bulk_out = _data.path.join("bulk");
+    let bulk = json_of(
+        &web(
+            &server,
+            "rad",
+            PW_RAD,
+            &[
+                "raw-get",
+                "--path",
+                path,
+                "--accept",
+                "multipart/related; type=\"application/octet-stream\"",
+                "--out",
+                bulk_out.to_str().unwrap(),
+            ],
+        )
+        .success(),
+    );
+    assert_eq!(bulk["parts"][0]["len"], 128 * 128 * 2, "{bulk}");
 
     // The bytes WADO-RS returns are the bytes C-STORE sent (the data set; file meta is ours).
     let out = _data.path.join("wado");
