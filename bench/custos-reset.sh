@@ -7,6 +7,8 @@
 #   BENCH_PORT   (default: 11120)
 #   BENCH_HTTP_PORT (default: 11121) and BENCH_PLAINTEXT (default: false):
 #                the DICOMweb listener (HTTPS with the data folder's CA, or plain HTTP)
+#   BENCH_INDEX_URL if set, the index is this PostgreSQL database (emptied
+#                here: every table dropped) instead of SQLite
 #   BENCH_PASSWORD  if set, a user `bench` (role admin) with this password is
 #                made, for run.py --user bench --password "$BENCH_PASSWORD"
 set -euo pipefail
@@ -25,6 +27,10 @@ if [ -f "$pidfile" ]; then
   kill -KILL "$pid" 2>/dev/null || true
 fi
 rm -rf "$data"
+if [ -n "${BENCH_INDEX_URL:-}" ]; then
+  psql "$BENCH_INDEX_URL" -q -c "DROP SCHEMA public CASCADE; CREATE SCHEMA public;" >/dev/null
+  export CUSTOS_INDEX_URL="$BENCH_INDEX_URL"
+fi
 "$bin" init --data "$data" >/dev/null
 "$bin" peer add BENCHSCU --host 127.0.0.1 --port 11113 --allow echo,store,find,get,move --data "$data" >/dev/null
 "$bin" peer add BENCHDEST --host 127.0.0.1 --port 11114 --allow echo --data "$data" >/dev/null
