@@ -37,7 +37,7 @@ fi
 if [ -n "${BENCH_PASSWORD:-}" ]; then
   printf '%s\n' "$BENCH_PASSWORD" | "$bin" user add bench --role admin --password-stdin --data "$data" >/dev/null
 fi
-CUSTOS_DICOM_LISTEN="127.0.0.1:$port" CUSTOS_HTTP_LISTEN="127.0.0.1:$http_port" CUSTOS_HTTP_PLAINTEXT="$plaintext" \
+CUSTOS_DICOM_LISTEN="127.0.0.1:$port" CUSTOS_DICOM_TLS_LISTEN="127.0.0.1:${BENCH_TLS_PORT:-11122}" CUSTOS_HTTP_LISTEN="127.0.0.1:$http_port" CUSTOS_HTTP_PLAINTEXT="$plaintext" \
   RUST_LOG=warn nohup "$bin" serve --data "$data" >"$data.log" 2>&1 &
 pid=$!
 echo "$pid" >"$pidfile"

@@ -53,6 +53,19 @@ def associate(ae, args, **kw):
     bind = (args.bind, 0) if getattr(args, "bind", None) else None
     if bind:
         kw["bind_address"] = bind
+    if getattr(args, "tls_ca", None):
+        import ssl
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=args.tls_ca)
+        ctx.check_hostname = False
+        if args.tls_cert:
+            ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.tls_max:
+            v = {"1.1": ssl.TLSVersion.TLSv1_1, "1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+            ctx.minimum_version = min(v[args.tls_max], ssl.TLSVersion.TLSv1_2) if args.tls_max != "1.1" else v["1.1"]
+            ctx.maximum_version = v[args.tls_max]
+            if args.tls_max == "1.1":
+                ctx.set_ciphers("ALL:@SECLEVEL=0")
+        kw["tls_args"] = (ctx, None)
     return ae.associate(HOST, args.port, ae_title=args.aec, **kw)
 
 
@@ -469,6 +482,11 @@ def main():
         sp.add_argument("--aet", default="PYSCU")
         sp.add_argument("--aec", default="CUSTOS")
         sp.add_argument("--bind")
+        # DICOM TLS: our CA, and a client key and certificate (optional).
+        sp.add_argument("--tls-ca")
+        sp.add_argument("--tls-cert")
+        sp.add_argument("--tls-key")
+        sp.add_argument("--tls-max", choices=["1.1", "1.2", "1.3"])
         return sp
 
     common(sub.add_parser("echo")).set_defaults(fn=cmd_echo)

@@ -15,6 +15,32 @@ pub struct Peer {
     /// Port its SCP listens on (C-MOVE destination).
     pub port: u16,
     pub permissions: Permissions,
+    /// Associations only over TLS (refused on the plain listener).
+    pub tls_required: bool,
+    /// SHA-256 of the client certificate it must present (lower-case hex, no
+    /// colons); empty: any certificate the CA trusts, or none unless TLS is required.
+    pub cert_sha256: String,
+}
+
+/// Normalises a certificate fingerprint: `SHA256:AB:CD...`, `ab cd ..` or
+/// `abcd...` become 64 lower-case hex digits.
+pub fn parse_fingerprint(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    let t = t
+        .strip_prefix("SHA256:")
+        .or_else(|| t.strip_prefix("sha256:"))
+        .unwrap_or(t);
+    let hex: String = t
+        .chars()
+        .filter(|c| !matches!(c, ':' | ' '))
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(
+            "a certificate fingerprint is SHA256: and 64 hex digits (colons allowed)".into(),
+        );
+    }
+    Ok(hex)
 }
 
 /// An address restriction: one address, a network, or a DNS name resolved when checked.

@@ -63,6 +63,19 @@ pub enum RejectReason {
     CalledAeNotRecognized,
     CallingAeNotRecognized,
     AddressNotAllowed,
+    /// The peer must use TLS and came over the plain listener (or without a
+    /// client certificate).
+    TlsRequired,
+    /// The client certificate is not the one registered for the peer.
+    CertificateMismatch,
+}
+
+/// How the connection reached us.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transport {
+    pub tls: bool,
+    /// SHA-256 (hex) of the client certificate, verified against our CA.
+    pub client_cert_sha256: Option<String>,
 }
 
 impl RejectReason {
@@ -72,6 +85,10 @@ impl RejectReason {
             RejectReason::CallingAeNotRecognized => "calling AE title is not a registered peer",
             RejectReason::AddressNotAllowed => {
                 "peer connected from an address outside its registered host"
+            }
+            RejectReason::TlsRequired => "peer must connect over TLS with a client certificate",
+            RejectReason::CertificateMismatch => {
+                "client certificate is not the one registered for the peer"
             }
         }
     }
@@ -93,6 +110,7 @@ pub fn decide_association(
     called_ae: &str,
     peer: Option<&Peer>,
     address_allowed: bool,
+    transport: &Transport,
 ) -> AssociationDecision {
     if called_ae.trim() != our_ae.trim() {
         return AssociationDecision::Reject(RejectReason::CalledAeNotRecognized);
@@ -102,6 +120,13 @@ pub fn decide_association(
     };
     if !address_allowed {
         return AssociationDecision::Reject(RejectReason::AddressNotAllowed);
+    }
+    let pinned = !peer.cert_sha256.is_empty();
+    if (peer.tls_required || pinned) && transport.client_cert_sha256.is_none() {
+        return AssociationDecision::Reject(RejectReason::TlsRequired);
+    }
+    if pinned && transport.client_cert_sha256.as_deref() != Some(peer.cert_sha256.as_str()) {
+        return AssociationDecision::Reject(RejectReason::CertificateMismatch);
     }
     AssociationDecision::Accept(Principal::Peer {
         ae_title: peer.ae_title.clone(),
@@ -120,6 +145,8 @@ mod tests {
             host: HostPattern::Addr("127.0.0.1".parse().unwrap()),
             port: 104,
             permissions: "echo,store".parse().unwrap(),
+            tls_required: false,
+            cert_sha256: String::new(),
         }
     }
 
@@ -127,21 +154,43 @@ mod tests {
     fn decisions() {
         use AssociationDecision::*;
         let p = ct();
+        let plain = Transport::default();
         assert_eq!(
-            decide_association("CUSTOS", "OTHER", Some(&p), true),
+            decide_association("CUSTOS", "OTHER", Some(&p), true, &plain),
             Reject(RejectReason::CalledAeNotRecognized)
         );
         assert_eq!(
-            decide_association("CUSTOS", "CUSTOS", None, true),
+            decide_association("CUSTOS", "CUSTOS", None, true, &plain),
             Reject(RejectReason::CallingAeNotRecognized)
         );
         assert_eq!(
-            decide_association("CUSTOS", "CUSTOS", Some(&p), false),
+            decide_association("CUSTOS", "CUSTOS", Some(&p), false, &plain),
             Reject(RejectReason::AddressNotAllowed)
         );
-        let Accept(principal) = decide_association("CUSTOS", "CUSTOS ", Some(&p), true) else {
+        let Accept(principal) = decide_association("CUSTOS", "CUSTOS ", Some(&p), true, &plain)
+        else {
             panic!()
         };
+        // TLS requirements.
+        let mut tls_peer = ct();
+        tls_peer.tls_required = true;
+        assert_eq!(
+            decide_association("CUSTOS", "CUSTOS", Some(&tls_peer), true, &plain),
+            Reject(RejectReason::TlsRequired)
+        );
+        let with_cert = Transport {
+            tls: true,
+            client_cert_sha256: Some("ab".repeat(32)),
+        };
+        assert!(matches!(
+            decide_association("CUSTOS", "CUSTOS", Some(&tls_peer), true, &with_cert),
+            Accept(_)
+        ));
+        tls_peer.cert_sha256 = "cd".repeat(32);
+        assert_eq!(
+            decide_association("CUSTOS", "CUSTOS", Some(&tls_peer), true, &with_cert),
+            Reject(RejectReason::CertificateMismatch)
+        );
         assert!(principal.may(Action::Store));
         assert!(!principal.may(Action::Find));
         let admin_ro = Principal::User {

@@ -15,7 +15,7 @@ use dicom_ul::pdu::{AssociationRJServiceUserReason, RequestorRoles, UserIdentity
 use tokio::net::TcpStream;
 
 use custos_core::peer::validate_ae_title;
-use custos_core::policy::{AssociationDecision, RejectReason, decide_association};
+use custos_core::policy::{AssociationDecision, RejectReason, Transport, decide_association};
 use custos_core::{Action, HostPattern, Peer, Permissions};
 use custos_index::Index;
 
@@ -96,6 +96,7 @@ pub async fn judge(
     index: &dyn Index,
     our_ae: &str,
     from: SocketAddr,
+    transport: &Transport,
     head: Option<RequestHead>,
 ) -> Verdict {
     let Some(h) = head.clone() else {
@@ -116,7 +117,7 @@ pub async fn judge(
         Some(p) => address_allowed(&p.host, from.ip()).await,
         None => false,
     };
-    let decision = decide_association(our_ae, &h.called, peer.as_ref(), allowed);
+    let decision = decide_association(our_ae, &h.called, peer.as_ref(), allowed, transport);
     Verdict {
         head,
         decision,

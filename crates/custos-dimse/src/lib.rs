@@ -13,5 +13,6 @@ mod link;
 mod retrieve;
 mod server;
 pub mod syntaxes;
+mod tls;
 
-pub use server::{DimseConfig, serve};
+pub use server::{DimseConfig, TlsListener, serve};

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, info, warn};
 
 use custos_archive::Archive;
-use custos_core::policy::AssociationDecision;
+use custos_core::policy::{AssociationDecision, Transport};
 
 use crate::association::Association;
 use crate::gate::{self, Limits};
@@ -36,21 +36,47 @@ pub struct DimseConfig {
     pub shutdown_grace: Duration,
 }
 
-/// Serves DICOM on `listener` until `shutdown` turns true.
+/// The DICOM TLS listener and its handshake configuration.
+pub struct TlsListener {
+    pub listener: TcpListener,
+    pub acceptor: tokio_rustls::TlsAcceptor,
+}
+
+/// Serves DICOM on `listener` (plain, if any) and `tls` (if any) until
+/// `shutdown` turns true.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Option<TcpListener>,
+    tls: Option<TlsListener>,
     archive: Arc<Archive>,
     config: DimseConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(config.max_associations));
+    let relay = match &tls {
+        Some(_) => match crate::tls::Relay::new().await {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                warn!(error = %e, "cannot open the TLS relay; DICOM TLS is off");
+                None
+            }
+        },
+        None => None,
+    };
     let mut tasks = JoinSet::new();
     loop {
-        let (stream, from) = tokio::select! {
+        let (stream, from, over_tls) = tokio::select! {
             _ = shutdown.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+            accepted = accept(listener.as_ref()) => match accepted {
+                Ok((s, a)) => (s, a, false),
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            accepted = accept(tls.as_ref().map(|t| &t.listener)) => match accepted {
+                Ok((s, a)) => (s, a, true),
                 Err(e) => {
                     warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -67,10 +93,29 @@ pub async fn serve(
         };
         let archive = archive.clone();
         let config = config.clone();
-        let span = tracing::info_span!("assoc", %from);
+        let span = tracing::info_span!("assoc", %from, tls = over_tls);
+        let tls_parts = match (over_tls, &tls, &relay) {
+            (true, Some(t), Some(r)) => Some((t.acceptor.clone(), r.clone())),
+            (true, _, _) => continue,
+            _ => None,
+        };
         tasks.spawn(
             async move {
-                handle(stream, from, archive, config).await;
+                let (stream, transport) = match tls_parts {
+                    None => (stream, Transport::default()),
+                    Some((acceptor, relay)) => {
+                        match crate::tls::terminate(stream, &acceptor, &relay, config.artim_timeout)
+                            .await
+                        {
+                            Ok(s) => s,
+                            Err(e) => {
+                                info!(error = %e, "DICOM TLS connection refused");
+                                return;
+                            }
+                        }
+                    }
+                };
+                handle(stream, from, transport, archive, config).await;
                 drop(permit);
             }
             .instrument(span),
@@ -96,6 +141,14 @@ pub async fn serve(
     }
 }
 
+/// Accepts on `listener`, or waits forever when there is none.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn refuse_busy(mut stream: TcpStream) {
     let rj = Pdu::AssociationRJ(AssociationRJ {
         result: AssociationRJResult::Transient,
@@ -112,11 +165,19 @@ async fn refuse_busy(mut stream: TcpStream) {
 async fn handle(
     stream: TcpStream,
     from: SocketAddr,
+    transport: Transport,
     archive: Arc<Archive>,
     config: Arc<DimseConfig>,
 ) {
     let head = gate::peek_request(&stream, config.artim_timeout).await;
-    let verdict = gate::judge(archive.index().as_ref(), &config.ae_title, from, head).await;
+    let verdict = gate::judge(
+        archive.index().as_ref(),
+        &config.ae_title,
+        from,
+        &transport,
+        head,
+    )
+    .await;
     let (calling, called) = verdict
         .head
         .as_ref()

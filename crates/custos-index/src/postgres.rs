@@ -188,6 +188,8 @@ fn peer_of(row: &PgRow) -> Result<Peer, IndexError> {
             .get::<_, String>(3)
             .parse::<Permissions>()
             .map_err(IndexError::Corrupt)?,
+        tls_required: row.get(4),
+        cert_sha256: row.get(5),
     })
 }
 
@@ -403,7 +405,7 @@ impl Index for PgIndex {
         let client = self.pool.get().await.map_err(pool_err)?;
         let row = client
             .query_opt(
-                "SELECT ae_title, host, port, permissions FROM peers WHERE ae_title = $1",
+                "SELECT ae_title, host, port, permissions, tls_required, cert_sha256 FROM peers WHERE ae_title = $1",
                 &[&ae_title.trim()],
             )
             .await
@@ -415,7 +417,7 @@ impl Index for PgIndex {
         let client = self.pool.get().await.map_err(pool_err)?;
         let rows = client
             .query(
-                "SELECT ae_title, host, port, permissions FROM peers ORDER BY ae_title",
+                "SELECT ae_title, host, port, permissions, tls_required, cert_sha256 FROM peers ORDER BY ae_title",
                 &[],
             )
             .await
@@ -427,9 +429,10 @@ impl Index for PgIndex {
         let client = self.pool.get().await.map_err(pool_err)?;
         client
             .execute(
-                "INSERT INTO peers (ae_title, host, port, permissions) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (ae_title) DO UPDATE SET host = excluded.host, port = excluded.port, permissions = excluded.permissions",
-                &[&peer.ae_title, &peer.host.to_string(), &(peer.port as i32), &peer.permissions.to_string()],
+                "INSERT INTO peers (ae_title, host, port, permissions, tls_required, cert_sha256) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (ae_title) DO UPDATE SET host = excluded.host, port = excluded.port, permissions = excluded.permissions,
+                 tls_required = excluded.tls_required, cert_sha256 = excluded.cert_sha256",
+                &[&peer.ae_title, &peer.host.to_string(), &(peer.port as i32), &peer.permissions.to_string(), &peer.tls_required, &peer.cert_sha256],
             )
             .await
             .map_err(pg)?;

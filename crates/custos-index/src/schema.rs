@@ -23,6 +23,12 @@ pub const USERS_AND_TOKENS: &str = r#"
     CREATE INDEX tokens_user ON tokens(user_name);
 "#;
 
+/// Peers' TLS requirements (same DDL on both backends).
+pub const PEER_TLS: &str = r#"
+    ALTER TABLE peers ADD COLUMN tls_required BOOLEAN NOT NULL DEFAULT FALSE;
+    ALTER TABLE peers ADD COLUMN cert_sha256 TEXT NOT NULL DEFAULT '';
+"#;
+
 pub const MIGRATIONS: &[&str] = &[
     // 1: the four levels, and peers.
     r#"
@@ -79,4 +85,6 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
     // 2: web users and API tokens.
     USERS_AND_TOKENS,
+    // 3: peers that must use TLS, optionally with a pinned client certificate.
+    PEER_TLS,
 ];

@@ -353,9 +353,10 @@ fn insert_new(tx: &Connection, rec: &InstanceRecord) -> Result<(), IndexError> {
 
 fn put_peer(tx: &Connection, peer: &Peer) -> Result<(), IndexError> {
     tx.execute(
-        "INSERT INTO peers (ae_title, host, port, permissions) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT(ae_title) DO UPDATE SET host = excluded.host, port = excluded.port, permissions = excluded.permissions",
-        params![peer.ae_title, peer.host.to_string(), peer.port, peer.permissions.to_string()],
+        "INSERT INTO peers (ae_title, host, port, permissions, tls_required, cert_sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(ae_title) DO UPDATE SET host = excluded.host, port = excluded.port, permissions = excluded.permissions,
+         tls_required = excluded.tls_required, cert_sha256 = excluded.cert_sha256",
+        params![peer.ae_title, peer.host.to_string(), peer.port, peer.permissions.to_string(), peer.tls_required, peer.cert_sha256],
     )?;
     Ok(())
 }
@@ -365,12 +366,16 @@ fn peer_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Peer, IndexEr
     let host: String = r.get(1)?;
     let port: u16 = r.get(2)?;
     let perms: String = r.get(3)?;
+    let tls_required: bool = r.get(4)?;
+    let cert_sha256: String = r.get(5)?;
     Ok((|| {
         Ok(Peer {
             host: host.parse::<HostPattern>().map_err(IndexError::Corrupt)?,
             permissions: perms.parse::<Permissions>().map_err(IndexError::Corrupt)?,
             ae_title,
             port,
+            tls_required,
+            cert_sha256,
         })
     })())
 }
@@ -469,7 +474,7 @@ impl Index for SqliteIndex {
         let ae = ae_title.trim().to_string();
         self.read(move |conn| {
             conn.query_row(
-                "SELECT ae_title, host, port, permissions FROM peers WHERE ae_title = ?1",
+                "SELECT ae_title, host, port, permissions, tls_required, cert_sha256 FROM peers WHERE ae_title = ?1",
                 [&ae],
                 peer_from_row,
             )
@@ -482,7 +487,7 @@ impl Index for SqliteIndex {
     async fn peers(&self) -> Result<Vec<Peer>, IndexError> {
         self.read(|conn| {
             let mut stmt = conn
-                .prepare("SELECT ae_title, host, port, permissions FROM peers ORDER BY ae_title")?;
+                .prepare("SELECT ae_title, host, port, permissions, tls_required, cert_sha256 FROM peers ORDER BY ae_title")?;
             let rows = stmt.query_map([], peer_from_row)?;
             rows.map(|r| r?).collect()
         })

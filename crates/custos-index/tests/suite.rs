@@ -306,6 +306,8 @@ async fn peers(ix: Ix) {
         host: "10.0.0.0/8".parse::<HostPattern>().unwrap(),
         port: 104,
         permissions: "echo,store".parse().unwrap(),
+        tls_required: true,
+        cert_sha256: "ab".repeat(32),
     };
     ix.put_peer(peer.clone()).await.unwrap();
     assert_eq!(ix.peer("CT01").await.unwrap(), Some(peer.clone()));

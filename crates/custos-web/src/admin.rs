@@ -63,6 +63,8 @@ pub async fn peers(
                 "host": p.host.to_string(),
                 "port": p.port,
                 "allow": p.permissions.actions().map(|a| a.name()).collect::<Vec<_>>(),
+            "tls_required": p.tls_required,
+            "cert_fingerprint": (!p.cert_sha256.is_empty()).then(|| format!("SHA256:{}", p.cert_sha256)),
             }))
             .collect::<Vec<_>>()
     )))
@@ -75,6 +77,10 @@ pub struct PeerBody {
     host: String,
     port: u16,
     allow: Vec<String>,
+    #[serde(default)]
+    tls_required: bool,
+    #[serde(default)]
+    cert_fingerprint: Option<String>,
 }
 
 pub async fn put_peer(
@@ -92,6 +98,10 @@ pub async fn put_peer(
             "allow takes echo, store, find, get, move; port 1-65535",
         ));
     }
+    let cert_sha256 = match &body.cert_fingerprint {
+        Some(f) => custos_core::peer::parse_fingerprint(f).map_err(unprocessable)?,
+        None => String::new(),
+    };
     s.archive
         .index()
         .put_peer(Peer {
@@ -99,6 +109,8 @@ pub async fn put_peer(
             host,
             port: body.port,
             permissions,
+            tls_required: body.tls_required || !cert_sha256.is_empty(),
+            cert_sha256,
         })
         .await?;
     tracing::info!(by = p.name(), peer = %ae_title, "peer registered through the API");

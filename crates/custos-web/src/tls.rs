@@ -139,6 +139,70 @@ fn issue_leaf(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// A certificate for `name` from the data folder's CA, usable as a DICOM
+/// client certificate and as a C-MOVE destination's server certificate.
+/// Returns (certificate PEM, private key PEM, SHA-256 of the certificate DER).
+pub fn issue_peer_cert(data: &Path, name: &str) -> Result<(String, String, String)> {
+    let files = TlsFiles::in_data(data);
+    let ca_key = KeyPair::from_pem(
+        &std::fs::read_to_string(&files.ca_key)
+            .with_context(|| format!("reading {}", files.ca_key.display()))?,
+    )?;
+    let ca_pem = std::fs::read_to_string(&files.ca_cert)
+        .with_context(|| format!("reading {}", files.ca_cert.display()))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
+    let (cert, key) = issue_leaf(
+        &issuer,
+        name,
+        &[name.to_string()],
+        OffsetDateTime::now_utc(),
+    )?;
+    let der = CertificateDer::from_pem_slice(cert.as_bytes())
+        .context("parsing the certificate just made")?;
+    Ok((cert, key, sha256_hex(&der)))
+}
+
+/// Lower-case hex SHA-256 of DER bytes (a certificate fingerprint).
+pub fn sha256_hex(der: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(der))
+}
+
+/// The DICOM TLS configuration (PS3.15 BCP 195): TLS 1.2 and 1.3 only, AEAD
+/// suites only, client certificates verified against `client_ca` when
+/// presented (a certificate from another CA fails the handshake); whether a
+/// peer must present one is the association policy's decision.
+pub fn dicom_server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> Result<Arc<rustls::ServerConfig>> {
+    let certs = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading the key {}", key.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(client_ca)
+        .with_context(|| format!("reading {}", client_ca.display()))?
+    {
+        roots.add(ca?)?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .context("certificate and key do not match")?;
+    Ok(Arc::new(config))
+}
+
 /// A rustls server configuration from PEM files: TLS 1.2 and 1.3 only, with
 /// the AEAD cipher suites rustls offers (no CBC, no RC4, no export suites).
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>> {

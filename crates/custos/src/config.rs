@@ -21,6 +21,15 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct Dicom {
     pub listen: String,
+    /// DICOM over TLS; empty: off.
+    pub tls_listen: String,
+    /// The plain (non-TLS) listener; false turns it off.
+    pub plaintext: bool,
+    /// PEM certificate and key for DICOM TLS; empty: the data folder's.
+    pub tls_cert: String,
+    pub tls_key: String,
+    /// CA bundle that client certificates must chain to; empty: the data folder's CA.
+    pub tls_client_ca: String,
     pub ae_title: String,
     pub max_pdu_length: u32,
     pub max_associations: usize,
@@ -35,6 +44,11 @@ impl Default for Dicom {
     fn default() -> Self {
         Dicom {
             listen: "127.0.0.1:11112".into(),
+            tls_listen: "127.0.0.1:2762".into(),
+            plaintext: true,
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_client_ca: String::new(),
             ae_title: "CUSTOS".into(),
             max_pdu_length: 65536,
             max_associations: 64,
@@ -171,6 +185,17 @@ pub const DEFAULT_FILE: &str = r#"# Custos configuration. Every key can also be 
 # Where the DICOM (DIMSE) listener binds. Loopback only by default; use
 # "0.0.0.0:11112" to accept modalities from the network.
 listen = "127.0.0.1:11112"
+# DICOM over TLS (PS3.15; 2762 is the registered port): TLS 1.2/1.3 only.
+# Peers registered with `--tls required` may only associate here, with a
+# client certificate from tls_client_ca (see `custos cert issue`). Empty: off.
+tls_listen = "127.0.0.1:2762"
+# The plain listener above; false leaves only TLS.
+plaintext = true
+# PEM certificate and key for DICOM TLS; empty: the data folder's (tls/).
+tls_cert = ""
+tls_key = ""
+# CA bundle client certificates must chain to; empty: tls/ca.pem.
+tls_client_ca = ""
 # Called AE title this server answers to; requests to any other are rejected.
 ae_title = "CUSTOS"
 # Largest PDU we accept, in bytes.
@@ -284,6 +309,12 @@ impl Config {
         }
         if self.http.max_body_mb == 0 || self.http.max_header_kb == 0 {
             bail!("[http] max_body_mb and max_header_kb must be at least 1");
+        }
+        if !self.dicom.plaintext && self.dicom.tls_listen.is_empty() {
+            bail!("[dicom] plaintext = false needs a tls_listen address");
+        }
+        if self.dicom.tls_cert.is_empty() != self.dicom.tls_key.is_empty() {
+            bail!("[dicom] tls_cert and tls_key go together: set both or neither");
         }
         if self.http.cert.is_empty() != self.http.key.is_empty() {
             bail!("[http] cert and key go together: set both or neither");

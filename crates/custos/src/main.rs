@@ -2,6 +2,7 @@
 //! and store, and starting the servers; the work is in the library crates.
 #![forbid(unsafe_code)]
 
+mod cert_cmd;
 mod config;
 mod data;
 mod fsck_cmd;
@@ -57,6 +58,11 @@ enum Command {
         #[command(subcommand)]
         command: user_cmd::TokenCommand,
     },
+    /// Certificates from the data folder's CA.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
     /// The index database.
     Db {
         #[command(subcommand)]
@@ -85,6 +91,18 @@ enum Command {
         /// Files or folders (searched recursively).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Issue NAME.key.pem and NAME.cert.pem (client and server use) and print
+    /// the certificate's fingerprint for `peer add --cert-fingerprint`.
+    Issue {
+        name: String,
+        /// Folder to write the files to (default: the current folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -122,6 +140,9 @@ fn main() -> Result<()> {
                 }
                 Ok(())
             }
+            Command::Cert {
+                command: CertCommand::Issue { name, out },
+            } => cert_cmd::issue(&cli.data, &name, out),
             Command::User { command } => user_cmd::run_user(&cli.data, command).await,
             Command::Token { command } => user_cmd::run_token(&cli.data, command).await,
             Command::Config {

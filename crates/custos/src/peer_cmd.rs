@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 
-use custos_core::peer::validate_ae_title;
+use custos_core::peer::{parse_fingerprint, validate_ae_title};
 use custos_core::{Action, HostPattern, Peer, Permissions};
 
 use crate::config::Config;
@@ -26,6 +26,14 @@ pub enum PeerCommand {
         /// What it may do: any of echo, store, find, get, move (comma-separated).
         #[arg(long, default_value = "echo")]
         allow: String,
+        /// `required`: only over TLS with a client certificate from the data
+        /// folder's CA (see `custos cert issue`); `optional` (default): either.
+        #[arg(long, default_value = "optional")]
+        tls: String,
+        /// Pin the client certificate: SHA256:<hex> (colons optional), as
+        /// printed by `custos cert issue`. Implies --tls required.
+        #[arg(long)]
+        cert_fingerprint: Option<String>,
     },
     /// List registered peers.
     List,
@@ -42,7 +50,18 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
             host,
             port,
             allow,
+            tls,
+            cert_fingerprint,
         } => {
+            let tls_required = match tls.as_str() {
+                "required" => true,
+                "optional" => false,
+                other => bail!("--tls is required or optional, not `{other}`"),
+            };
+            let cert_sha256 = match cert_fingerprint {
+                Some(f) => parse_fingerprint(&f).map_err(anyhow::Error::msg)?,
+                None => String::new(),
+            };
             let ae_title = validate_ae_title(&ae_title).map_err(anyhow::Error::msg)?;
             let host: HostPattern = host.parse().map_err(anyhow::Error::msg)?;
             let permissions: Permissions = allow.parse().map_err(anyhow::Error::msg)?;
@@ -59,14 +78,17 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
                 host,
                 port,
                 permissions,
+                tls_required: tls_required || !cert_sha256.is_empty(),
+                cert_sha256,
             };
             index.put_peer(peer.clone()).await?;
             println!(
-                "peer {} at {} port {} may: {}",
+                "peer {} at {} port {} may: {}{}",
                 peer.ae_title,
                 peer.host,
                 peer.port,
-                display_perms(peer.permissions)
+                display_perms(peer.permissions),
+                tls_note(&peer)
             );
         }
         PeerCommand::List => {
@@ -78,11 +100,12 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
             }
             for p in peers {
                 println!(
-                    "{:<16} {:<24} {:>5}  {}",
+                    "{:<16} {:<24} {:>5}  {}{}",
                     p.ae_title,
                     p.host.to_string(),
                     p.port,
-                    display_perms(p.permissions)
+                    display_perms(p.permissions),
+                    tls_note(&p)
                 );
             }
         }
@@ -95,6 +118,14 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn tls_note(p: &Peer) -> String {
+    match (p.tls_required, p.cert_sha256.is_empty()) {
+        (_, false) => format!("  (TLS, certificate SHA256:{})", p.cert_sha256),
+        (true, true) => "  (TLS required)".into(),
+        (false, true) => String::new(),
+    }
 }
 
 fn display_perms(p: Permissions) -> String {

@@ -26,20 +26,29 @@ pub async fn run(data_dir: &Path) -> Result<()> {
     if let Some(password) = crate::user_cmd::ensure_admin(archive.index().as_ref()).await? {
         data::announce_admin(&password);
     }
-    let listener = tokio::net::TcpListener::bind(&config.dicom.listen)
-        .await
-        .with_context(|| format!("binding DICOM listener on {}", config.dicom.listen))?;
-    let local = listener.local_addr()?;
     if created {
         println!(
             "Created {} (configuration in custos.toml)",
             data_dir.display()
         );
     }
-    println!(
-        "Custos listening for DICOM on {local} as AE title {}",
-        config.dicom.ae_title
-    );
+    let listener = if config.dicom.plaintext {
+        let l = tokio::net::TcpListener::bind(&config.dicom.listen)
+            .await
+            .with_context(|| format!("binding DICOM listener on {}", config.dicom.listen))?;
+        let local = l.local_addr()?;
+        println!(
+            "Custos listening for DICOM on {local} as AE title {}",
+            config.dicom.ae_title
+        );
+        if !local.ip().is_loopback() {
+            tracing::warn!(%local, "DICOM listener is reachable beyond loopback without TLS");
+        }
+        Some(l)
+    } else {
+        None
+    };
+    let tls = dicom_tls(data_dir, &config).await?;
     let peers = archive.index().peers().await?;
     if peers.is_empty() {
         println!(
@@ -52,10 +61,6 @@ pub async fn run(data_dir: &Path) -> Result<()> {
             peers.len()
         );
     }
-    if !local.ip().is_loopback() {
-        tracing::warn!(%local, "DICOM listener is reachable beyond loopback without TLS");
-    }
-
     let dimse = DimseConfig {
         ae_title: config.dicom.ae_title.clone(),
         max_pdu_length: config.dicom.max_pdu_length,
@@ -67,7 +72,7 @@ pub async fn run(data_dir: &Path) -> Result<()> {
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let web = start_web(data_dir, &config, archive.clone(), stop_rx.clone()).await?;
-    let server = tokio::spawn(custos_dimse::serve(listener, archive, dimse, stop_rx));
+    let server = tokio::spawn(custos_dimse::serve(listener, tls, archive, dimse, stop_rx));
     wait_for_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
@@ -170,4 +175,42 @@ async fn start_web(
         .context("loading the OpenID Connect key set")?,
     });
     Ok(tokio::spawn(custos_web::serve(listener, tls, state, stop)))
+}
+
+/// Binds the DICOM TLS listener when `[dicom] tls_listen` is set.
+async fn dicom_tls(data_dir: &Path, config: &Config) -> Result<Option<custos_dimse::TlsListener>> {
+    let d = &config.dicom;
+    if d.tls_listen.is_empty() {
+        return Ok(None);
+    }
+    let files = custos_web::tls::TlsFiles::in_data(data_dir);
+    if d.tls_cert.is_empty() || d.tls_client_ca.is_empty() {
+        custos_web::tls::ensure_local_ca(data_dir)?;
+    }
+    let (cert, key) = if d.tls_cert.is_empty() {
+        (files.server_cert, files.server_key)
+    } else {
+        (
+            config.resolve(data_dir, &d.tls_cert),
+            config.resolve(data_dir, &d.tls_key),
+        )
+    };
+    let ca = if d.tls_client_ca.is_empty() {
+        files.ca_cert
+    } else {
+        config.resolve(data_dir, &d.tls_client_ca)
+    };
+    let server_config = custos_web::tls::dicom_server_config(&cert, &key, &ca)?;
+    let listener = tokio::net::TcpListener::bind(&d.tls_listen)
+        .await
+        .with_context(|| format!("binding the DICOM TLS listener on {}", d.tls_listen))?;
+    println!(
+        "Custos listening for DICOM TLS on {} as AE title {}",
+        listener.local_addr()?,
+        d.ae_title
+    );
+    Ok(Some(custos_dimse::TlsListener {
+        listener,
+        acceptor: tokio_rustls::TlsAcceptor::from(server_config),
+    }))
 }

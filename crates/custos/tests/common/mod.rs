@@ -113,6 +113,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The HTTPS (or plain HTTP) listener.
     pub http: SocketAddr,
+    /// The DICOM TLS listener, when on.
+    pub tls: Option<SocketAddr>,
     pub log: PathBuf,
     /// The data folder's CA certificate (clients trust it for HTTPS).
     pub ca: PathBuf,
@@ -133,6 +135,7 @@ impl Server {
             .arg(&data.path)
             .env("CUSTOS_DICOM_LISTEN", "127.0.0.1:0")
             .env("CUSTOS_HTTP_LISTEN", "127.0.0.1:0")
+            .env("CUSTOS_DICOM_TLS_LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"));
@@ -143,8 +146,9 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(30);
-        let (mut addr, mut http) = (None, None);
-        while addr.is_none() || http.is_none() {
+        let (mut addr, mut http, mut tls) = (None, None, None);
+        // The DICOM lines come first; the HTTP(S) line ends the start-up.
+        while http.is_none() {
             assert!(Instant::now() < deadline, "server did not start");
             let line = lines
                 .next()
@@ -153,6 +157,9 @@ impl Server {
             let parse = |rest: &str| rest.split_whitespace().next().unwrap().parse().unwrap();
             if let Some(rest) = line.strip_prefix("Custos listening for DICOM on ") {
                 addr = Some(parse(rest));
+            }
+            if let Some(rest) = line.strip_prefix("Custos listening for DICOM TLS on ") {
+                tls = Some(parse(rest));
             }
             for prefix in [
                 "Custos listening for HTTPS on ",
@@ -167,8 +174,9 @@ impl Server {
         std::thread::spawn(move || for _ in lines {});
         Server {
             child,
-            addr: addr.unwrap(),
+            addr: addr.unwrap_or_else(|| "0.0.0.0:0".parse().unwrap()),
             http: http.unwrap(),
+            tls,
             log,
             ca: data.path.join("tls").join("ca.pem"),
         }

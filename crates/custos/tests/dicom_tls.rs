@@ -1,0 +1,207 @@
+//! DICOM over TLS: DCMTK and pynetdicom with client certificates from
+//! `custos cert issue`; refusals without a certificate, with one from another
+//! CA, with TLS 1.1, and of a `--tls required` peer on the plain port.
+
+mod common;
+
+use common::*;
+
+struct Issued {
+    key: String,
+    cert: String,
+    fingerprint: String,
+}
+
+fn issue(data: &DataDir, name: &str, out: &std::path::Path) -> Issued {
+    let run = data
+        .cli(&["cert", "issue", name, "--out", out.to_str().unwrap()])
+        .success();
+    let text = run.stdout();
+    let fingerprint = text
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint: "))
+        .expect("a fingerprint line")
+        .to_string();
+    Issued {
+        key: out.join(format!("{name}.key.pem")).display().to_string(),
+        cert: out.join(format!("{name}.cert.pem")).display().to_string(),
+        fingerprint,
+    }
+}
+
+fn tls_echo(server: &Server, aet: &str, tls: &[&str]) -> Run {
+    let port = server.tls.unwrap().port().to_string();
+    let mut args = vec!["-aet", aet, "-aec", "CUSTOS"];
+    args.extend_from_slice(tls);
+    args.extend_from_slice(&["127.0.0.1", &port]);
+    dcmtk("echoscu", &args)
+}
+
+#[test]
+fn dicom_tls_with_issued_certificates_and_every_refusal() {
+    let data = DataDir::new("dicom-tls");
+    let certs = data.path.join("certs");
+    let ct = issue(&data, "CT01", &certs);
+    let ws = issue(&data, "WS01", &certs);
+    assert!(ct.fingerprint.starts_with("SHA256:") && ct.fingerprint.len() == 71);
+    let key_mode = std::fs::metadata(&ct.key).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(key_mode.permissions().mode() & 0o777, 0o600);
+    }
+    data.cli(&[
+        "peer",
+        "add",
+        "CT01",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "104",
+        "--allow",
+        "echo,store",
+        "--tls",
+        "required",
+        "--cert-fingerprint",
+        &ct.fingerprint,
+    ])
+    .success();
+    data.add_peer("WS01", "127.0.0.1", 104, "echo,find");
+    data.cli(&[
+        "peer",
+        "add",
+        "WSTLS",
+        "--host",
+        "127.0.0.1",
+        "--allow",
+        "echo,find",
+        "--tls",
+        "required",
+    ])
+    .success();
+    let listed = data.cli(&["peer", "list"]).success().stdout();
+    assert!(listed.contains(&ct.fingerprint), "{listed}");
+
+    // Another CA, whose certificate must fail the handshake.
+    let other = DataDir::new("dicom-tls-other");
+    let foreign = issue(&other, "CT01", &other.path.join("certs"));
+
+    let server = Server::start(&data);
+    let ca = server.ca.to_str().unwrap().to_string();
+
+    // DCMTK with the right certificate: C-ECHO and C-STORE over TLS.
+    let ok = tls_echo(&server, "CT01", &["+tls", &ct.key, &ct.cert, "+cf", &ca]);
+    assert!(ok.ok(), "{}", ok.stderr());
+    let file = pydicom_test_files().join("CT_small.dcm");
+    let port = server.tls.unwrap().port().to_string();
+    let store = dcmtk(
+        "storescu",
+        &[
+            "-aet",
+            "CT01",
+            "-aec",
+            "CUSTOS",
+            "+tls",
+            &ct.key,
+            &ct.cert,
+            "+cf",
+            &ca,
+            "127.0.0.1",
+            &port,
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(store.ok(), "{}", store.stderr());
+    // findscu over TLS for a peer that requires TLS (any certificate of our CA).
+    let find = dcmtk(
+        "findscu",
+        &[
+            "-aet",
+            "WSTLS",
+            "-aec",
+            "CUSTOS",
+            "+tls",
+            &ws.key,
+            &ws.cert,
+            "+cf",
+            &ca,
+            "-S",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "PatientID=1CT1",
+            "-k",
+            "StudyInstanceUID",
+            "127.0.0.1",
+            &port,
+        ],
+    );
+    assert!(find.ok(), "{}", find.stderr());
+    assert!(format!("{}{}", find.stdout(), find.stderr()).contains(CT_STUDY));
+
+    // Refusals: no client certificate; another CA's certificate; a certificate
+    // of our CA that is not the pinned one; the plain port for a TLS-only peer.
+    let anonymous = tls_echo(&server, "CT01", &["+tla", "+cf", &ca]);
+    assert!(!anonymous.ok(), "no certificate must be refused");
+    let foreign_run = tls_echo(
+        &server,
+        "CT01",
+        &["+tls", &foreign.key, &foreign.cert, "+cf", &ca],
+    );
+    assert!(
+        !foreign_run.ok(),
+        "another CA's certificate must be refused"
+    );
+    let wrong_pin = tls_echo(&server, "CT01", &["+tls", &ws.key, &ws.cert, "+cf", &ca]);
+    assert!(
+        !wrong_pin.ok(),
+        "a certificate other than the pinned one must be refused"
+    );
+    let plain = echo(&server, "CT01", "CUSTOS");
+    assert!(
+        !plain.ok(),
+        "a --tls required peer is refused on the plain port"
+    );
+    assert!(
+        echo(&server, "WS01", "CUSTOS").ok(),
+        "peers without the requirement still use the plain port"
+    );
+    let log = server.log_text();
+    assert!(log.contains("peer must connect over TLS"), "{log}");
+    assert!(log.contains("client certificate is not the one registered"));
+    assert!(log.contains("DICOM TLS connection refused"));
+
+    // pynetdicom with an ssl.SSLContext: with the certificate, without, TLS 1.1.
+    let py = |extra: &[&str]| {
+        let mut args = vec!["echo", "--port", &port, "--aet", "CT01", "--tls-ca", &ca];
+        args.extend_from_slice(extra);
+        json_of(&python(&args))
+    };
+    assert_eq!(
+        py(&["--tls-cert", &ct.cert, "--tls-key", &ct.key])["accepted"],
+        true
+    );
+    assert_eq!(py(&[])["accepted"], false);
+    assert_eq!(
+        py(&[
+            "--tls-cert",
+            &ct.cert,
+            "--tls-key",
+            &ct.key,
+            "--tls-max",
+            "1.1"
+        ])["accepted"],
+        false
+    );
+    assert_eq!(
+        py(&[
+            "--tls-cert",
+            &ct.cert,
+            "--tls-key",
+            &ct.key,
+            "--tls-max",
+            "1.2"
+        ])["accepted"],
+        true
+    );
+}
