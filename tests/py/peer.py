@@ -53,6 +53,21 @@ def associate(ae, args, **kw):
     bind = (args.bind, 0) if getattr(args, "bind", None) else None
     if bind:
         kw["bind_address"] = bind
+    if getattr(args, "user", None) or getattr(args, "jwt", None):
+        from pynetdicom.pdu_primitives import UserIdentityNegotiation
+        uid = UserIdentityNegotiation()
+        if args.jwt:
+            uid.user_identity_type = 5
+            uid.primary_field = args.jwt.encode()
+        elif args.password is not None:
+            uid.user_identity_type = 2
+            uid.primary_field = args.user.encode()
+            uid.secondary_field = args.password.encode()
+        else:
+            uid.user_identity_type = 1
+            uid.primary_field = args.user.encode()
+        uid.positive_response_requested = False
+        kw["ext_neg"] = list(kw.get("ext_neg", [])) + [uid]
     if getattr(args, "tls_ca", None):
         import ssl
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=args.tls_ca)
@@ -487,6 +502,10 @@ def main():
         sp.add_argument("--tls-cert")
         sp.add_argument("--tls-key")
         sp.add_argument("--tls-max", choices=["1.1", "1.2", "1.3"])
+        # User identity negotiation: username + passcode, or a JWT.
+        sp.add_argument("--user")
+        sp.add_argument("--password")
+        sp.add_argument("--jwt")
         return sp
 
     common(sub.add_parser("echo")).set_defaults(fn=cmd_echo)

@@ -68,6 +68,8 @@ pub enum RejectReason {
     TlsRequired,
     /// The client certificate is not the one registered for the peer.
     CertificateMismatch,
+    /// A user identity was sent and did not prove a Custos user.
+    IdentityRefused,
 }
 
 /// How the connection reached us.
@@ -90,6 +92,7 @@ impl RejectReason {
             RejectReason::CertificateMismatch => {
                 "client certificate is not the one registered for the peer"
             }
+            RejectReason::IdentityRefused => "user identity did not prove a Custos user",
         }
     }
 }

@@ -21,20 +21,46 @@ use custos_index::Index;
 
 use crate::syntaxes::{STORAGE_TRANSFER_SYNTAXES, abstract_syntaxes, is_storage};
 
-/// AE titles read from the head of an A-ASSOCIATE-RQ.
+/// What the gate reads from an A-ASSOCIATE-RQ before negotiation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     pub called: String,
     pub calling: String,
+    /// The User Identity sub-item (PS3.7 D.3.3.7), if the requestor sent one.
+    pub identity: Option<IdentityClaim>,
 }
 
-/// Reads the AE titles of an A-ASSOCIATE-RQ without consuming it.
+/// A requestor's claim of who its user is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityClaim {
+    pub kind: IdentityKind,
+    pub primary: Vec<u8>,
+    pub secondary: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityKind {
+    /// A user name alone: a claim without proof.
+    Username,
+    UsernamePasscode,
+    Kerberos,
+    Saml,
+    Jwt,
+    /// A type this version of dicom-ul does not name.
+    Unknown,
+}
+
+/// Largest association request read ahead for its user identity.
+const MAX_PEEK: usize = 64 * 1024;
+
+/// Reads the A-ASSOCIATE-RQ without consuming it: AE titles from its fixed
+/// head, and the user identity from the whole PDU when it fits in 64 KiB.
 /// `None` when the first bytes are not an association request (dicom-ul then
 /// rejects or aborts as the protocol says).
 pub async fn peek_request(stream: &TcpStream, deadline: Duration) -> Option<RequestHead> {
     let start = tokio::time::Instant::now();
-    let mut buf = [0u8; 42];
-    loop {
+    let mut buf = vec![0u8; MAX_PEEK];
+    let n = loop {
         let n = tokio::time::timeout(
             deadline.saturating_sub(start.elapsed()),
             stream.peek(&mut buf),
@@ -46,14 +72,17 @@ pub async fn peek_request(stream: &TcpStream, deadline: Duration) -> Option<Requ
             return None;
         }
         if n >= 42 {
-            break;
+            let want = 6 + u32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]) as usize;
+            if n >= want.min(MAX_PEEK) {
+                break n;
+            }
         }
         if start.elapsed() >= deadline {
             return None;
         }
-        // Partial header: wait for the rest to arrive.
+        // Partial request: wait for the rest to arrive.
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    };
     let ae = |b: &[u8]| {
         String::from_utf8_lossy(b)
             .trim_matches(|c: char| c == ' ' || c == '\0')
@@ -62,6 +91,31 @@ pub async fn peek_request(stream: &TcpStream, deadline: Duration) -> Option<Requ
     Some(RequestHead {
         called: ae(&buf[10..26]),
         calling: ae(&buf[26..42]),
+        identity: identity_of(&buf[..n]),
+    })
+}
+
+fn identity_of(pdu: &[u8]) -> Option<IdentityClaim> {
+    use dicom_ul::pdu::{Pdu, UserIdentityType, UserVariableItem};
+    let Ok(Some(Pdu::AssociationRQ(rq))) =
+        dicom_ul::pdu::read_pdu(pdu, dicom_ul::pdu::MAXIMUM_PDU_SIZE, false)
+    else {
+        return None;
+    };
+    rq.user_variables.iter().find_map(|v| match v {
+        UserVariableItem::UserIdentityItem(id) => Some(IdentityClaim {
+            kind: match id.identity_type() {
+                UserIdentityType::Username => IdentityKind::Username,
+                UserIdentityType::UsernamePassword => IdentityKind::UsernamePasscode,
+                UserIdentityType::KerberosServiceTicket => IdentityKind::Kerberos,
+                UserIdentityType::SamlAssertion => IdentityKind::Saml,
+                UserIdentityType::Jwt => IdentityKind::Jwt,
+                _ => IdentityKind::Unknown,
+            },
+            primary: id.primary_field(),
+            secondary: id.secondary_field(),
+        }),
+        _ => None,
     })
 }
 
@@ -137,13 +191,20 @@ impl AccessControl for Decided {
         _this_ae: &str,
         calling: &str,
         called: &str,
-        _user: Option<&UserIdentity>,
+        user: Option<&UserIdentity>,
     ) -> Result<(), AssociationRJServiceUserReason> {
-        // The request dicom-ul parsed must be the one the gate peeked at.
-        let same = self
-            .expected
-            .as_ref()
-            .is_some_and(|h| h.calling == calling.trim() && h.called == called.trim());
+        // The request dicom-ul parsed must be the one the gate peeked at,
+        // user identity included.
+        let same = self.expected.as_ref().is_some_and(|h| {
+            let same_identity = match (&h.identity, user) {
+                (None, None) => true,
+                (Some(c), Some(u)) => {
+                    c.primary == u.primary_field() && c.secondary == u.secondary_field()
+                }
+                _ => false,
+            };
+            h.calling == calling.trim() && h.called == called.trim() && same_identity
+        });
         if !same {
             return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
         }

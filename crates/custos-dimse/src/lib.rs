@@ -15,4 +15,5 @@ mod server;
 pub mod syntaxes;
 mod tls;
 
-pub use server::{DimseConfig, TlsListener, serve};
+pub use gate::{IdentityClaim, IdentityKind};
+pub use server::{DimseConfig, IdentityVerifier, TlsListener, serve};

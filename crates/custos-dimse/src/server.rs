@@ -16,12 +16,22 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, info, warn};
 
 use custos_archive::Archive;
-use custos_core::policy::{AssociationDecision, Transport};
+use custos_core::Permissions;
+use custos_core::policy::{AssociationDecision, Principal, RejectReason, Transport};
+
+use crate::gate::IdentityClaim;
 
 use crate::association::Association;
 use crate::gate::{self, Limits};
 
-#[derive(Debug, Clone)]
+/// Checks a user identity sent with an association request (PS3.7 D.3.3.7).
+#[async_trait::async_trait]
+pub trait IdentityVerifier: Send + Sync {
+    /// The user's name and rights when the claim proves who they are.
+    async fn verify(&self, claim: &IdentityClaim) -> Option<(String, Permissions)>;
+}
+
+#[derive(Clone)]
 pub struct DimseConfig {
     pub ae_title: String,
     pub max_pdu_length: u32,
@@ -34,6 +44,10 @@ pub struct DimseConfig {
     pub max_find_results: usize,
     /// How long in-flight associations may run on after shutdown is asked.
     pub shutdown_grace: Duration,
+    /// Verifies user identities; without one, any identity sent is refused.
+    pub identity: Option<Arc<dyn IdentityVerifier>>,
+    /// Actions a peer may only use with a verified user identity.
+    pub require_identity: Permissions,
 }
 
 /// The DICOM TLS listener and its handshake configuration.
@@ -141,6 +155,46 @@ pub async fn serve(
     }
 }
 
+/// Narrows an accepted peer's rights by its user: with a verified identity,
+/// the intersection of the peer's and the user's rights; without one, the
+/// peer's minus those that require an identity. A refused identity rejects
+/// the association.
+async fn apply_identity(verdict: &mut gate::Verdict, config: &DimseConfig) {
+    let AssociationDecision::Accept(Principal::Peer {
+        ae_title,
+        permissions,
+    }) = &verdict.decision
+    else {
+        return;
+    };
+    let claim = verdict.head.as_ref().and_then(|h| h.identity.clone());
+    let narrowed = match (claim, &config.identity) {
+        (None, _) => config
+            .require_identity
+            .actions()
+            .fold(*permissions, Permissions::without),
+        (Some(claim), Some(verifier)) => match verifier.verify(&claim).await {
+            Some((user, rights)) => {
+                info!(%user, "user identity verified");
+                permissions.intersect(rights)
+            }
+            None => {
+                info!(kind = ?claim.kind, "user identity refused");
+                verdict.decision = AssociationDecision::Reject(RejectReason::IdentityRefused);
+                return;
+            }
+        },
+        (Some(_), None) => {
+            verdict.decision = AssociationDecision::Reject(RejectReason::IdentityRefused);
+            return;
+        }
+    };
+    verdict.decision = AssociationDecision::Accept(Principal::Peer {
+        ae_title: ae_title.clone(),
+        permissions: narrowed,
+    });
+}
+
 /// Accepts on `listener`, or waits forever when there is none.
 async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
     match listener {
@@ -170,7 +224,7 @@ async fn handle(
     config: Arc<DimseConfig>,
 ) {
     let head = gate::peek_request(&stream, config.artim_timeout).await;
-    let verdict = gate::judge(
+    let mut verdict = gate::judge(
         archive.index().as_ref(),
         &config.ae_title,
         from,
@@ -178,6 +232,7 @@ async fn handle(
         head,
     )
     .await;
+    apply_identity(&mut verdict, &config).await;
     let (calling, called) = verdict
         .head
         .as_ref()

@@ -70,6 +70,7 @@ const MIGRATIONS: &[&str] = &[
     );
 "#,
     crate::schema::USERS_AND_TOKENS,
+    crate::schema::PEER_TLS,
 ];
 
 pub struct PgIndex {
@@ -77,7 +78,11 @@ pub struct PgIndex {
 }
 
 fn pg(e: tokio_postgres::Error) -> IndexError {
-    IndexError::Postgres(e.to_string())
+    // "db error" alone says nothing: add the server's message.
+    match e.as_db_error() {
+        Some(db) => IndexError::Postgres(format!("{}: {}", db.code().code(), db.message())),
+        None => IndexError::Postgres(e.to_string()),
+    }
 }
 
 fn pool_err(e: impl std::fmt::Display) -> IndexError {

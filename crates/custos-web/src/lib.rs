@@ -58,7 +58,7 @@ pub struct AppState {
     pub config: WebConfig,
     pub auth: Authenticator,
     /// Bearer JWTs from an OpenID Connect provider, when configured.
-    pub oidc: Option<oidc::Oidc>,
+    pub oidc: Option<Arc<oidc::Oidc>>,
 }
 
 /// The peer address of the connection a request came on.

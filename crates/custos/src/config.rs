@@ -30,6 +30,8 @@ pub struct Dicom {
     pub tls_key: String,
     /// CA bundle that client certificates must chain to; empty: the data folder's CA.
     pub tls_client_ca: String,
+    /// DIMSE actions a peer may use only with a verified user identity.
+    pub require_user_identity: Vec<String>,
     pub ae_title: String,
     pub max_pdu_length: u32,
     pub max_associations: usize,
@@ -49,6 +51,7 @@ impl Default for Dicom {
             tls_cert: String::new(),
             tls_key: String::new(),
             tls_client_ca: String::new(),
+            require_user_identity: Vec::new(),
             ae_title: "CUSTOS".into(),
             max_pdu_length: 65536,
             max_associations: 64,
@@ -196,6 +199,12 @@ tls_cert = ""
 tls_key = ""
 # CA bundle client certificates must chain to; empty: tls/ca.pem.
 tls_client_ca = ""
+# Actions (find, get, move, store, echo) that need a user identity on the
+# association (PS3.7 user identity negotiation: username + passcode, or a JWT /
+# Custos API token). The peer's rights are then narrowed to the user's role.
+# E.g. ["find", "get", "move"]: a workstation's radiologist must log in, a
+# modality that only stores need not. A refused identity rejects the association.
+require_user_identity = []
 # Called AE title this server answers to; requests to any other are rejected.
 ae_title = "CUSTOS"
 # Largest PDU we accept, in bytes.
@@ -309,6 +318,12 @@ impl Config {
         }
         if self.http.max_body_mb == 0 || self.http.max_header_kb == 0 {
             bail!("[http] max_body_mb and max_header_kb must be at least 1");
+        }
+        for a in &self.dicom.require_user_identity {
+            let action: custos_core::Action = a.parse().map_err(anyhow::Error::msg)?;
+            if !custos_core::Action::DIMSE.contains(&action) {
+                bail!("[dicom] require_user_identity takes echo, store, find, get, move");
+            }
         }
         if !self.dicom.plaintext && self.dicom.tls_listen.is_empty() {
             bail!("[dicom] plaintext = false needs a tls_listen address");

@@ -6,6 +6,7 @@ mod cert_cmd;
 mod config;
 mod data;
 mod fsck_cmd;
+mod identity;
 mod import;
 mod migrate_cmd;
 mod peer_cmd;

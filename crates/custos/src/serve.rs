@@ -61,6 +61,7 @@ pub async fn run(data_dir: &Path) -> Result<()> {
             peers.len()
         );
     }
+    let oidc = load_oidc(data_dir, &config).await?;
     let dimse = DimseConfig {
         ae_title: config.dicom.ae_title.clone(),
         max_pdu_length: config.dicom.max_pdu_length,
@@ -69,9 +70,19 @@ pub async fn run(data_dir: &Path) -> Result<()> {
         idle_timeout: Duration::from_secs(config.dicom.idle_timeout_secs),
         max_find_results: config.dicom.max_find_results,
         shutdown_grace: Duration::from_secs(config.dicom.shutdown_grace_secs),
+        identity: Some(std::sync::Arc::new(crate::identity::Identities {
+            index: archive.index().clone(),
+            oidc: oidc.clone(),
+        })),
+        require_identity: config
+            .dicom
+            .require_user_identity
+            .join(",")
+            .parse()
+            .map_err(anyhow::Error::msg)?,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let web = start_web(data_dir, &config, archive.clone(), stop_rx.clone()).await?;
+    let web = start_web(data_dir, &config, archive.clone(), oidc, stop_rx.clone()).await?;
     let server = tokio::spawn(custos_dimse::serve(listener, tls, archive, dimse, stop_rx));
     wait_for_signal().await;
     tracing::info!("shutting down");
@@ -110,6 +121,7 @@ async fn start_web(
     data_dir: &Path,
     config: &Config,
     archive: std::sync::Arc<custos_archive::Archive>,
+    oidc: Option<std::sync::Arc<custos_web::oidc::Oidc>>,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let http = &config.http;
@@ -156,23 +168,7 @@ async fn start_web(
             http.lockout_after,
             Duration::from_secs(http.lockout_secs),
         ),
-        oidc: custos_web::oidc::Oidc::load(custos_web::oidc::OidcConfig {
-            issuer: config.oidc.issuer.clone(),
-            audience: config.oidc.audience.clone(),
-            jwks_file: if config.oidc.jwks_file.is_empty() {
-                String::new()
-            } else {
-                config
-                    .resolve(data_dir, &config.oidc.jwks_file)
-                    .display()
-                    .to_string()
-            },
-            jwks_url: config.oidc.jwks_url.clone(),
-            role_claim: config.oidc.role_claim.clone(),
-            username_claim: config.oidc.username_claim.clone(),
-        })
-        .await
-        .context("loading the OpenID Connect key set")?,
+        oidc,
     });
     Ok(tokio::spawn(custos_web::serve(listener, tls, state, stop)))
 }
@@ -213,4 +209,30 @@ async fn dicom_tls(data_dir: &Path, config: &Config) -> Result<Option<custos_dim
         listener,
         acceptor: tokio_rustls::TlsAcceptor::from(server_config),
     }))
+}
+
+/// The OpenID Connect verifier, when `[oidc] issuer` is set; shared by HTTPS
+/// bearer tokens and DICOM user identities.
+async fn load_oidc(
+    data_dir: &Path,
+    config: &Config,
+) -> Result<Option<std::sync::Arc<custos_web::oidc::Oidc>>> {
+    let oidc = custos_web::oidc::Oidc::load(custos_web::oidc::OidcConfig {
+        issuer: config.oidc.issuer.clone(),
+        audience: config.oidc.audience.clone(),
+        jwks_file: if config.oidc.jwks_file.is_empty() {
+            String::new()
+        } else {
+            config
+                .resolve(data_dir, &config.oidc.jwks_file)
+                .display()
+                .to_string()
+        },
+        jwks_url: config.oidc.jwks_url.clone(),
+        role_claim: config.oidc.role_claim.clone(),
+        username_claim: config.oidc.username_claim.clone(),
+    })
+    .await
+    .context("loading the OpenID Connect key set")?;
+    Ok(oidc.map(std::sync::Arc::new))
 }

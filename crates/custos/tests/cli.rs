@@ -57,23 +57,41 @@ fn serve_says_where_it_listens_and_how_to_register_peers() {
         .args(["serve", "--data"])
         .arg(&data.path)
         .env("CUSTOS_DICOM_LISTEN", "127.0.0.1:0")
+        .env("CUSTOS_DICOM_TLS_LISTEN", "127.0.0.1:0")
+        .env("CUSTOS_HTTP_LISTEN", "127.0.0.1:0")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     use std::io::BufRead;
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let second = lines.next().unwrap().unwrap();
-    let third = lines.next().unwrap().unwrap();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let last = line.starts_with("Custos listening for HTTPS");
+        seen.push(line);
+        if last || seen.len() > 10 {
+            break;
+        }
+    }
     let _ = child.kill();
     let _ = child.wait();
+    let text = seen.join("\n");
     assert!(
-        first.starts_with("Custos listening for DICOM on 127.0.0.1:"),
-        "{first}"
+        seen[0].starts_with("Custos listening for DICOM on 127.0.0.1:"),
+        "{text}"
     );
-    assert!(second.contains("No peers are registered"), "{second}");
-    assert!(third.contains("custos peer add"), "{third}");
+    assert!(
+        seen[1].starts_with("Custos listening for DICOM TLS on 127.0.0.1:"),
+        "{text}"
+    );
+    assert!(seen[2].contains("No peers are registered"), "{text}");
+    assert!(seen[3].contains("custos peer add"), "{text}");
+    assert!(
+        seen[4].starts_with("Custos listening for HTTPS on 127.0.0.1:")
+            && seen[4].contains("ca.pem"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -11,7 +11,23 @@ const DICOM_RS_CANNOT_PARSE: &[&str] = &["SC_rgb_jpeg.dcm"];
 
 #[test]
 fn pydicom_test_files_round_trip_byte_identical() {
-    let data = DataDir::new("roundtrip");
+    round_trip(DataDir::new("roundtrip"));
+}
+
+/// The same interop suite on the scale-out backends.
+#[test]
+fn pydicom_test_files_round_trip_on_postgres_and_s3() {
+    let unused = std::env::temp_dir().join(format!("custos-unused-rt-{}", std::process::id()));
+    round_trip(node(
+        "roundtrip-pg",
+        &fresh_database(),
+        &unused,
+        Some(&s3_url("roundtrip")),
+    ));
+    assert!(!unused.exists(), "no blob touched the local folder");
+}
+
+fn round_trip(data: DataDir) {
     let dest_port = free_port();
     data.add_peer("PYSCU", "127.0.0.1", 104, "echo,store,find,get,move");
     data.add_peer("PYDEST", "127.0.0.1", dest_port, "echo");

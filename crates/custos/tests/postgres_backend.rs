@@ -160,6 +160,30 @@ fn two_nodes_on_postgres_and_s3() {
     assert_eq!(got.len(), 1);
     assert_eq!(dcm_dump(&got[0]), dcm_dump(&ct));
     let _ = std::fs::remove_dir_all(&out);
+    // A user made through node A's CLI lives in PostgreSQL: node B knows it,
+    // and its WADO-RS returns what node A stored, from S3.
+    add_user(&a, "reader", "radiologist", "reads from node b 7");
+    let path = format!("/dicom-web/studies/{CT_STUDY}");
+    let wado_out = b.path.join("wado");
+    let raw = json_of(
+        &web(
+            &sb,
+            "reader",
+            "reads from node b 7",
+            &[
+                "raw-get",
+                "--path",
+                &path,
+                "--out",
+                wado_out.to_str().unwrap(),
+            ],
+        )
+        .success(),
+    );
+    assert_eq!(raw["status"], 200, "{raw}");
+    // DCMTK re-encodes what getscu receives, so compare as DCMTK dumps them.
+    let fetched = std::path::PathBuf::from(format!("{}-0", wado_out.display()));
+    assert_eq!(dcm_dump(&fetched), dcm_dump(&ct));
 }
 
 /// Kill -9 of a node mid-ingest on PostgreSQL + S3: after it, `custos fsck`
