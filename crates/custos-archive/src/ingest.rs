@@ -45,6 +45,7 @@ pub enum IngestError {
 /// The identity of a received instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
+    pub patient_id: String,
     pub sop_instance_uid: String,
     pub sop_class_uid: String,
     pub study_uid: String,
@@ -153,6 +154,7 @@ impl<'a> Ingest<'a> {
         rec.size = self.blob.size();
         rec.sha256 = self.blob.sha256_hex();
         let received = Received {
+            patient_id: rec.patient_id.clone(),
             sop_instance_uid: rec.sop_instance_uid.clone(),
             sop_class_uid: rec.sop_class_uid.clone(),
             study_uid: rec.study_uid.clone(),

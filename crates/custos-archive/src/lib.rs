@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod attributes;
+pub mod audit;
 mod fsck;
 mod ingest;
 mod migrate;
@@ -58,6 +59,7 @@ pub struct Archive {
     index: Arc<dyn Index>,
     store: Arc<dyn BlobStore>,
     duplicates: DuplicatePolicy,
+    audit: std::sync::OnceLock<audit::AuditSender>,
 }
 
 impl Archive {
@@ -70,6 +72,27 @@ impl Archive {
             index,
             store,
             duplicates,
+            audit: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Starts writing audit records (a server does; one-shot tools use
+    /// `audit::append_now`). Without it, `audit` drops events.
+    pub fn start_audit(&self) {
+        let _ = self.audit.set(audit::start(self.index.clone()));
+    }
+
+    /// Records an event in the audit trail; never blocks, never fails the caller.
+    pub fn audit(&self, event: custos_core::audit::AuditEvent) {
+        if let Some(a) = self.audit.get() {
+            a.send(event);
+        }
+    }
+
+    /// Waits until the events reported so far are written.
+    pub async fn flush_audit(&self) {
+        if let Some(a) = self.audit.get() {
+            a.flush().await;
         }
     }
 

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod action;
+pub mod audit;
 pub mod auth;
 pub mod credentials;
 pub mod peer;

@@ -43,6 +43,9 @@ pub(crate) struct Association {
     pub principal: Principal,
     pub archive: Arc<Archive>,
     pub config: Arc<DimseConfig>,
+    /// Where the association comes from, and its verified user (audit).
+    pub source: std::net::SocketAddr,
+    pub user: Option<String>,
 }
 
 impl Association {
@@ -51,13 +54,31 @@ impl Association {
         principal: Principal,
         archive: Arc<Archive>,
         config: Arc<DimseConfig>,
+        source: std::net::SocketAddr,
+        user: Option<String>,
     ) -> Self {
         Association {
             assoc,
             principal,
             archive,
             config,
+            source,
+            user,
         }
+    }
+
+    /// An audit event from this association's peer, address and user.
+    pub(crate) fn event(
+        &self,
+        id: custos_core::audit::EventId,
+        action: char,
+        outcome: custos_core::audit::Outcome,
+    ) -> custos_core::audit::AuditEvent {
+        let mut e = custos_core::audit::AuditEvent::new(id, action, outcome);
+        e.peer = self.peer_ae().to_string();
+        e.source = self.source.ip().to_string();
+        e.user = self.user.clone().unwrap_or_default();
+        e
     }
 
     pub fn peer_ae(&self) -> &str {
@@ -216,7 +237,25 @@ impl Association {
     async fn complete(&mut self, pc: u8, cmd: Command, sink: Sink<'_>) -> Result<(), LinkError> {
         match sink {
             Sink::Store(ingest) => {
-                let (st, comment) = custos_archive::status::of_store(&ingest.finish().await);
+                let result = ingest.finish().await;
+                let (st, comment) = custos_archive::status::of_store(&result);
+                let outcome = if st == status::SUCCESS {
+                    custos_core::audit::Outcome::Success
+                } else {
+                    custos_core::audit::Outcome::MinorFailure
+                };
+                let mut e = self.event(
+                    custos_core::audit::EventId::InstancesTransferred,
+                    'C',
+                    outcome,
+                );
+                e.detail = format!("C-STORE status {st:04X}");
+                if let Ok((r, _)) = &result {
+                    e.patient_ids.push(r.patient_id.clone());
+                    e.study_uids.push(r.study_uid.clone());
+                    e.detail.push_str(&format!(" {}", r.sop_instance_uid));
+                }
+                self.archive.audit(e);
                 let mut rsp = cmd.response(field::C_STORE_RSP, st);
                 rsp.error_comment = comment;
                 send_message(&mut self.assoc, pc, &rsp, None).await
@@ -342,6 +381,16 @@ impl Association {
     ) -> Result<(), LinkError> {
         let level = ident.query.level;
         info!(calling = self.peer_ae(), level = level.name(), "C-FIND");
+        let (keys, studies, patients) = custos_core::audit::describe_query(&ident.query);
+        let mut e = self.event(
+            custos_core::audit::EventId::Query,
+            'E',
+            custos_core::audit::Outcome::Success,
+        );
+        e.detail = format!("C-FIND {keys}");
+        e.study_uids = studies;
+        e.patient_ids = patients;
+        self.archive.audit(e);
         let rows = match self.archive.find(ident.query).await {
             Ok(r) => r,
             Err(e) => {

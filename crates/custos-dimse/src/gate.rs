@@ -144,6 +144,8 @@ pub struct Verdict {
     pub head: Option<RequestHead>,
     pub decision: AssociationDecision,
     pub peer: Option<Peer>,
+    /// The user a verified identity named.
+    pub user: Option<String>,
 }
 
 pub async fn judge(
@@ -158,6 +160,7 @@ pub async fn judge(
             head,
             decision: AssociationDecision::Reject(RejectReason::CallingAeNotRecognized),
             peer: None,
+            user: None,
         };
     };
     let peer = match validate_ae_title(&h.calling) {
@@ -176,6 +179,7 @@ pub async fn judge(
         head,
         decision,
         peer,
+        user: None,
     }
 }
 

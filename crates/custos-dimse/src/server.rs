@@ -176,6 +176,7 @@ async fn apply_identity(verdict: &mut gate::Verdict, config: &DimseConfig) {
         (Some(claim), Some(verifier)) => match verifier.verify(&claim).await {
             Some((user, rights)) => {
                 info!(%user, "user identity verified");
+                verdict.user = Some(user);
                 permissions.intersect(rights)
             }
             None => {
@@ -238,6 +239,25 @@ async fn handle(
         .as_ref()
         .map(|h| (h.calling.clone(), h.called.clone()))
         .unwrap_or_default();
+    {
+        use custos_core::audit::{AuditEvent, EventId, Outcome};
+        let (outcome, detail) = match &verdict.decision {
+            AssociationDecision::Accept(p) => (
+                Outcome::Success,
+                format!("association accepted; rights {}", p.permissions()),
+            ),
+            AssociationDecision::Reject(r) => (
+                Outcome::MinorFailure,
+                format!("association rejected: {}", r.describe()),
+            ),
+        };
+        let mut e = AuditEvent::new(EventId::UserAuthentication, 'E', outcome);
+        e.peer = calling.clone();
+        e.source = from.ip().to_string();
+        e.user = verdict.user.clone().unwrap_or_default();
+        e.detail = format!("{detail}{}", if transport.tls { " (TLS)" } else { "" });
+        archive.audit(e);
+    }
     match &verdict.decision {
         AssociationDecision::Accept(p) => {
             info!(calling = %calling, permissions = %p.permissions(), "association request accepted by policy")
@@ -271,7 +291,14 @@ async fn handle(
         let _ = assoc.abort().await;
         return;
     };
-    Association::new(assoc, principal, archive, config)
-        .run()
-        .await;
+    Association::new(
+        assoc,
+        principal,
+        archive,
+        config,
+        from,
+        verdict.user.clone(),
+    )
+    .run()
+    .await;
 }

@@ -15,6 +15,7 @@ pub use postgres::PgIndex;
 pub use sqlite::SqliteIndex;
 
 use async_trait::async_trait;
+use custos_core::audit::AuditRecord;
 use custos_core::query::{Query, Row};
 use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{ApiToken, Peer, User};
@@ -124,4 +125,11 @@ pub trait Index: Send + Sync + 'static {
         study_uid: &str,
         series_uid: Option<&str>,
     ) -> Result<Vec<StoredInstance>, IndexError>;
+
+    /// Appends (time, canonical body) entries to the audit trail, each chained
+    /// to the last record; returns after commit.
+    async fn append_audit(&self, entries: Vec<(String, String)>) -> Result<(), IndexError>;
+
+    /// Audit records after position `after` (0: from the start), in order.
+    async fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, IndexError>;
 }

@@ -8,6 +8,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row as PgRow};
 
+use custos_core::audit::{AuditRecord, GENESIS, chain_hash};
 use custos_core::query::{Query, Row, fold_case};
 use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
@@ -71,6 +72,7 @@ const MIGRATIONS: &[&str] = &[
 "#,
     crate::schema::USERS_AND_TOKENS,
     crate::schema::PEER_TLS,
+    crate::schema::AUDIT,
 ];
 
 pub struct PgIndex {
@@ -628,5 +630,56 @@ impl Index for PgIndex {
         .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
         Ok(rows.iter().map(stored).collect())
+    }
+
+    async fn append_audit(&self, entries: Vec<(String, String)>) -> Result<(), IndexError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        // One chain across every node: appends take turns.
+        tx.execute("SELECT pg_advisory_xact_lock(7305727)", &[])
+            .await
+            .map_err(pg)?;
+        let last = tx
+            .query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])
+            .await
+            .map_err(pg)?;
+        let (mut seq, mut prev): (i64, String) = match last {
+            Some(r) => (r.get(0), r.get(1)),
+            None => (0, GENESIS.to_string()),
+        };
+        for (at, body) in entries {
+            seq += 1;
+            let hash = chain_hash(&prev, &body);
+            tx.execute(
+                "INSERT INTO audit (seq, at, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5)",
+                &[&seq, &at, &body, &prev, &hash],
+            )
+            .await
+            .map_err(pg)?;
+            prev = hash;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(())
+    }
+
+    async fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(
+                "SELECT seq, at, body, prev_hash, hash FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &(limit.min(i64::MAX as usize) as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditRecord {
+                seq: r.get(0),
+                time: r.get(1),
+                body: r.get(2),
+                prev_hash: r.get(3),
+                hash: r.get(4),
+            })
+            .collect())
     }
 }

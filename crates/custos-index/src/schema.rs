@@ -29,6 +29,19 @@ pub const PEER_TLS: &str = r#"
     ALTER TABLE peers ADD COLUMN cert_sha256 TEXT NOT NULL DEFAULT '';
 "#;
 
+/// The audit trail: one row per record, `seq` without gaps, each row's hash
+/// chained over the previous one (same DDL on both backends).
+pub const AUDIT: &str = r#"
+    CREATE TABLE audit (
+        seq BIGINT PRIMARY KEY,
+        at TEXT NOT NULL,
+        body TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX audit_at ON audit(at);
+"#;
+
 pub const MIGRATIONS: &[&str] = &[
     // 1: the four levels, and peers.
     r#"
@@ -87,4 +100,6 @@ pub const MIGRATIONS: &[&str] = &[
     USERS_AND_TOKENS,
     // 3: peers that must use TLS, optionally with a pinned client certificate.
     PEER_TLS,
+    // 4: the audit trail.
+    AUDIT,
 ];

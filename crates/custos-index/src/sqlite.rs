@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
+use custos_core::audit::{AuditRecord, GENESIS, chain_hash};
 use custos_core::query::{Query, Row, fold_case};
 use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
@@ -557,6 +558,50 @@ impl Index for SqliteIndex {
                 [&study],
             )?;
             Ok(removed)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, entries: Vec<(String, String)>) -> Result<(), IndexError> {
+        self.write(move |t| {
+            let last: Option<(i64, String)> = t
+                .query_row(
+                    "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let (mut seq, mut prev) = last.unwrap_or((0, GENESIS.to_string()));
+            for (at, body) in entries {
+                seq += 1;
+                let hash = chain_hash(&prev, &body);
+                t.execute(
+                    "INSERT INTO audit (seq, at, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![seq, at, body, prev, hash],
+                )?;
+                prev = hash;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, IndexError> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, at, body, prev_hash, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit], |r| {
+                Ok(AuditRecord {
+                    seq: r.get(0)?,
+                    time: r.get(1)?,
+                    body: r.get(2)?,
+                    prev_hash: r.get(3)?,
+                    hash: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }

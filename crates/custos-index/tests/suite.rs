@@ -57,7 +57,8 @@ on_both_backends!(
     peers,
     paging_through_stored,
     users_and_tokens,
-    removing_series_and_studies
+    removing_series_and_studies,
+    audit_chain
 );
 
 type Ix = std::sync::Arc<dyn Index>;
@@ -398,4 +399,32 @@ async fn removing_series_and_studies(ix: Ix) {
     assert!(ix.remove("9.9", None).await.unwrap().is_empty());
     let stats = ix.statistics().await.unwrap();
     assert_eq!((stats.patients, stats.studies, stats.instances), (2, 2, 2));
+}
+
+async fn audit_chain(ix: Ix) {
+    use custos_core::audit::{GENESIS, first_break};
+    ix.append_audit(vec![
+        ("t1".into(), "{\"a\":1}".into()),
+        ("t2".into(), "{\"b\":2}".into()),
+    ])
+    .await
+    .unwrap();
+    // Concurrent appends (two nodes, many tasks) still make one unbroken chain.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let ix = ix.clone();
+        tasks.push(tokio::spawn(async move {
+            ix.append_audit(vec![(format!("t{i}"), format!("{{\"n\":{i}}}"))])
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let all = ix.audit_after(0, 100).await.unwrap();
+    assert_eq!(all.len(), 22);
+    assert_eq!(all[0].prev_hash, GENESIS);
+    assert_eq!(first_break(&all, GENESIS.into(), 0), None);
+    let tail = ix.audit_after(20, 100).await.unwrap();
+    assert_eq!(tail.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![21, 22]);
 }

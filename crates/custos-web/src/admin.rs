@@ -24,6 +24,18 @@ use crate::qido::check_uid;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
+/// Records a change of peers, users or tokens (Security Alert, as PS3.15
+/// A.5.3.11 lists for security configuration changes).
+fn change(s: &AppState, detail: String) {
+    let mut e = crate::audit::event(
+        custos_core::audit::EventId::SecurityAlert,
+        'U',
+        custos_core::audit::Outcome::Success,
+    );
+    e.detail = detail;
+    s.archive.audit(e);
+}
+
 /// A body that is not the JSON we take, answered in our JSON error shape.
 fn json_rejection(r: JsonRejection) -> ApiError {
     ApiError::new(r.status(), r.body_text())
@@ -114,6 +126,7 @@ pub async fn put_peer(
         })
         .await?;
     tracing::info!(by = p.name(), peer = %ae_title, "peer registered through the API");
+    change(&s, format!("peer {ae_title} registered"));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -127,6 +140,7 @@ pub async fn remove_peer(
         return Err(ApiError::not_found());
     }
     tracing::info!(by = p.name(), peer = %ae, "peer removed through the API");
+    change(&s, format!("peer {ae} removed"));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -183,6 +197,7 @@ pub async fn add_user(
         })
         .await?;
     tracing::info!(by = p.name(), user = %name, %role, "user set through the API");
+    change(&s, format!("user {name} set with role {role}"));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -202,6 +217,7 @@ pub async fn remove_user(
         return Err(ApiError::not_found());
     }
     tracing::info!(by = p.name(), user = %name, "user removed through the API");
+    change(&s, format!("user {name} removed"));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -257,6 +273,10 @@ pub async fn create_token(
     );
     s.archive.index().put_token(t.token.clone()).await?;
     tracing::info!(by = p.name(), user = %body.user, token = %t.token.id, "token created through the API");
+    change(
+        &s,
+        format!("token {} created for {}", t.token.id, body.user),
+    );
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": t.token.id, "token": t.text, "expires": t.token.expires })),
@@ -274,6 +294,7 @@ pub async fn revoke_token(
         return Err(ApiError::not_found());
     }
     tracing::info!(by = p.name(), token = %id, "token revoked through the API");
+    change(&s, format!("token {id} revoked"));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -312,6 +333,21 @@ async fn delete(
     if removed == 0 {
         return Err(ApiError::not_found());
     }
+    let mut e = crate::audit::event(
+        custos_core::audit::EventId::StudyDeleted,
+        'D',
+        custos_core::audit::Outcome::Success,
+    );
+    e.study_uids.push(study.clone());
+    e.detail = format!(
+        "deleted {}{}: {removed} instances",
+        study,
+        series
+            .as_deref()
+            .map(|x| format!(" series {x}"))
+            .unwrap_or_default()
+    );
+    s.archive.audit(e);
     tracing::info!(
         by = p.name(),
         instances = removed,
@@ -319,4 +355,48 @@ async fn delete(
         "deleted through the API"
     );
     Ok(Json(json!({ "deleted_instances": removed })).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    #[serde(default)]
+    after: i64,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// The audit trail for auditors: records after `after`, with their hashes.
+pub async fn audit_trail(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    query: std::result::Result<
+        axum::extract::Query<AuditQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<Json<serde_json::Value>> {
+    require(&p, Action::Audit)?;
+    let axum::extract::Query(q) =
+        query.map_err(|_| ApiError::bad_request("after and limit are integers"))?;
+    let limit = q.limit.unwrap_or(1000);
+    if limit > 10_000 {
+        return Err(ApiError::bad_request("limit is at most 10000"));
+    }
+    let records = s.archive.index().audit_after(q.after.max(0), limit).await?;
+    let mut e = crate::audit::event(
+        custos_core::audit::EventId::AuditLogUsed,
+        'R',
+        custos_core::audit::Outcome::Success,
+    );
+    e.detail = format!("read {} records through the API", records.len());
+    s.archive.audit(e);
+    Ok(Json(json!(records
+        .iter()
+        .map(|r| json!({
+            "seq": r.seq,
+            "time": r.time,
+            "record": serde_json::from_str::<serde_json::Value>(&r.body).unwrap_or(serde_json::Value::Null),
+            "prev_hash": r.prev_hash,
+            "hash": r.hash,
+        }))
+        .collect::<Vec<_>>())))
 }

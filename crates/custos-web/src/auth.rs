@@ -167,6 +167,16 @@ impl Authenticator {
             if !ok {
                 return Ok(Outcome::Bad(Some(name)));
             }
+            if !cached {
+                let mut e = custos_core::audit::AuditEvent::new(
+                    custos_core::audit::EventId::UserAuthentication,
+                    'E',
+                    custos_core::audit::Outcome::Success,
+                );
+                e.user = name.clone();
+                e.detail = "HTTP login (password verified)".into();
+                state.archive.audit(e);
+            }
             if !cached && let Ok(mut c) = self.cache.lock() {
                 c.insert(
                     name.clone(),
@@ -228,6 +238,15 @@ pub async fn require_principal(
     }
     if let Some(wait) = auth.locked(&keys) {
         tracing::warn!(source = ?ip, user = ?claimed, "authentication locked out after repeated failures");
+        let mut e = custos_core::audit::AuditEvent::new(
+            custos_core::audit::EventId::SecurityAlert,
+            'E',
+            custos_core::audit::Outcome::SeriousFailure,
+        );
+        e.user = claimed.clone().unwrap_or_default();
+        e.source = ip.map(|i| i.to_string()).unwrap_or_default();
+        e.detail = "request refused during a lockout after repeated failures".into();
+        state.archive.audit(e);
         let mut r = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too many failed attempts; try again later",
@@ -241,8 +260,9 @@ pub async fn require_principal(
     match auth.check(&state, request.headers()).await {
         Ok(Outcome::Ok(principal)) => {
             auth.succeed(&keys);
+            let caller = crate::audit::caller_of(&principal, ip);
             request.extensions_mut().insert(principal);
-            next.run(request).await
+            crate::audit::CALLER.scope(caller, next.run(request)).await
         }
         Ok(Outcome::Bad(user)) => {
             let had_credentials = request.headers().contains_key(header::AUTHORIZATION);
@@ -252,6 +272,15 @@ pub async fn require_principal(
                     keys.push(format!("user:{u}"));
                 }
                 tracing::warn!(source = ?ip, user = ?claimed, "authentication failed");
+                let mut e = custos_core::audit::AuditEvent::new(
+                    custos_core::audit::EventId::UserAuthentication,
+                    'E',
+                    custos_core::audit::Outcome::MinorFailure,
+                );
+                e.user = claimed.clone().unwrap_or_default();
+                e.source = ip.map(|i| i.to_string()).unwrap_or_default();
+                e.detail = "HTTP authentication failed".into();
+                state.archive.audit(e);
                 let delay = auth.fail(&keys);
                 tokio::time::sleep(delay).await;
             }

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+pub mod audit;
 pub mod auth;
 mod error;
 mod json;
@@ -124,6 +125,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/studies/{study}/series/{series}",
             delete(admin::delete_series),
         )
+        .route("/audit", get(admin::audit_trail))
         .route("/openapi.json", get(openapi::document));
     let protected = Router::new()
         .nest("/dicom-web", dicomweb)

@@ -134,6 +134,22 @@ async fn receive(
         }
         let result = ingest.finish().await;
         let (code, _) = of_store(&result);
+        let mut e = crate::audit::event(
+            custos_core::audit::EventId::InstancesTransferred,
+            'C',
+            if code == status::SUCCESS {
+                custos_core::audit::Outcome::Success
+            } else {
+                custos_core::audit::Outcome::MinorFailure
+            },
+        );
+        e.detail = format!("STOW-RS status {code:04X}");
+        if let Ok((r, _)) = &result {
+            e.patient_ids.push(r.patient_id.clone());
+            e.study_uids.push(r.study_uid.clone());
+            e.detail.push_str(&format!(" {}", r.sop_instance_uid));
+        }
+        state.archive.audit(e);
         match result {
             Ok((r, _)) if code == status::SUCCESS || code == status::ELEMENTS_DISCARDED => {
                 let mut item = json!({

@@ -81,6 +81,28 @@ pub async fn resolve(
         instances = set.len(),
         "WADO retrieve"
     );
+    let mut e = crate::audit::event(
+        custos_core::audit::EventId::InstancesTransferred,
+        'R',
+        custos_core::audit::Outcome::Success,
+    );
+    e.detail = format!(
+        "WADO {}{}{}: {} instances",
+        target.study,
+        target
+            .series
+            .as_deref()
+            .map(|s| format!("/{s}"))
+            .unwrap_or_default(),
+        target
+            .instance
+            .as_deref()
+            .map(|s| format!("/{s}"))
+            .unwrap_or_default(),
+        set.len()
+    );
+    e.study_uids.push(target.study.clone());
+    state.archive.audit(e);
     Ok(set)
 }
 

@@ -2,6 +2,7 @@
 //! and store, and starting the servers; the work is in the library crates.
 #![forbid(unsafe_code)]
 
+mod audit_cmd;
 mod cert_cmd;
 mod config;
 mod data;
@@ -58,6 +59,11 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: user_cmd::TokenCommand,
+    },
+    /// The tamper-evident audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cmd::AuditCommand,
     },
     /// Certificates from the data folder's CA.
     Cert {
@@ -138,6 +144,12 @@ fn main() -> Result<()> {
                 let index = data::open_index(&cli.data, &config).await?;
                 if let Some(password) = user_cmd::ensure_admin(index.as_ref()).await? {
                     data::announce_admin(&password);
+                }
+                Ok(())
+            }
+            Command::Audit { command } => {
+                if !audit_cmd::run(&cli.data, command).await? {
+                    std::process::exit(1);
                 }
                 Ok(())
             }

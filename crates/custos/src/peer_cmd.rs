@@ -82,6 +82,17 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
                 cert_sha256,
             };
             index.put_peer(peer.clone()).await?;
+            crate::audit_cmd::record_change(
+                index.as_ref(),
+                format!(
+                    "peer {} registered: {}, rights {}{}",
+                    peer.ae_title,
+                    peer.host,
+                    peer.permissions,
+                    tls_note(&peer)
+                ),
+            )
+            .await;
             println!(
                 "peer {} at {} port {} may: {}{}",
                 peer.ae_title,
@@ -111,6 +122,11 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
         }
         PeerCommand::Remove { ae_title } => {
             if index.remove_peer(&ae_title).await? {
+                crate::audit_cmd::record_change(
+                    index.as_ref(),
+                    format!("peer {} removed", ae_title.trim()),
+                )
+                .await;
                 println!("peer {} removed", ae_title.trim());
             } else {
                 bail!("no peer named {}", ae_title.trim());

@@ -23,6 +23,8 @@ pub async fn run(data_dir: &Path) -> Result<()> {
         .init();
 
     let archive = data::open_archive(data_dir, &config).await?;
+    archive.start_audit();
+    archive.audit(lifecycle("start"));
     if let Some(password) = crate::user_cmd::ensure_admin(archive.index().as_ref()).await? {
         data::announce_admin(&password);
     }
@@ -83,12 +85,15 @@ pub async fn run(data_dir: &Path) -> Result<()> {
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let web = start_web(data_dir, &config, archive.clone(), oidc, stop_rx.clone()).await?;
+    let archive_for_stop = archive.clone();
     let server = tokio::spawn(custos_dimse::serve(listener, tls, archive, dimse, stop_rx));
     wait_for_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     server.await.context("DICOM server task")?;
     web.await.context("HTTP server task")?;
+    archive_for_stop.audit(lifecycle("stop"));
+    archive_for_stop.flush_audit().await;
     println!("Custos stopped");
     Ok(())
 }
@@ -235,4 +240,11 @@ async fn load_oidc(
     .await
     .context("loading the OpenID Connect key set")?;
     Ok(oidc.map(std::sync::Arc::new))
+}
+
+fn lifecycle(what: &str) -> custos_core::audit::AuditEvent {
+    use custos_core::audit::{AuditEvent, EventId, Outcome};
+    let mut e = AuditEvent::new(EventId::ApplicationActivity, 'E', Outcome::Success);
+    e.detail = format!("application {what} ({})", env!("CARGO_PKG_VERSION"));
+    e
 }

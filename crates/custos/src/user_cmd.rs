@@ -116,6 +116,11 @@ pub async fn run_user(data: &Path, command: UserCommand) -> Result<()> {
                     "a user named {name} exists; use `custos user passwd` to change its password"
                 );
             }
+            crate::audit_cmd::record_change(
+                index.as_ref(),
+                format!("user {name} added with role {role}"),
+            )
+            .await;
             println!("user {name} added with role {role}");
         }
         UserCommand::List => {
@@ -141,24 +146,29 @@ pub async fn run_user(data: &Path, command: UserCommand) -> Result<()> {
             user.password_hash = hash(&password)?;
             user.password_changed = now_unix();
             index.put_user(user).await?;
+            crate::audit_cmd::record_change(index.as_ref(), format!("password of {name} changed"))
+                .await;
             println!("password of {name} changed");
         }
         UserCommand::Disable { name } => {
             let mut user = existing(index.as_ref(), &name).await?;
             user.disabled = true;
             index.put_user(user).await?;
+            crate::audit_cmd::record_change(index.as_ref(), format!("user {name} disabled")).await;
             println!("user {name} disabled");
         }
         UserCommand::Enable { name } => {
             let mut user = existing(index.as_ref(), &name).await?;
             user.disabled = false;
             index.put_user(user).await?;
+            crate::audit_cmd::record_change(index.as_ref(), format!("user {name} enabled")).await;
             println!("user {name} enabled");
         }
         UserCommand::Remove { name } => {
             if !index.remove_user(&name).await? {
                 bail!("no user named {name}");
             }
+            crate::audit_cmd::record_change(index.as_ref(), format!("user {name} removed")).await;
             println!("user {name} removed (with its tokens)");
         }
     }
@@ -202,6 +212,15 @@ pub async fn run_token(data: &Path, command: TokenCommand) -> Result<()> {
             let now = now_unix();
             let t = new_token(&user, read_only, now, now + lifetime);
             index.put_token(t.token.clone()).await?;
+            crate::audit_cmd::record_change(
+                index.as_ref(),
+                format!(
+                    "token {} created for {user}{}",
+                    t.token.id,
+                    if read_only { " (read-only)" } else { "" }
+                ),
+            )
+            .await;
             eprintln!(
                 "token {} for {user}{} (shown once; keep it secret):",
                 t.token.id,
@@ -236,6 +255,7 @@ pub async fn run_token(data: &Path, command: TokenCommand) -> Result<()> {
             if !index.revoke_token(&id).await? {
                 bail!("no token with id {id}");
             }
+            crate::audit_cmd::record_change(index.as_ref(), format!("token {id} revoked")).await;
             println!("token {id} revoked");
         }
     }
@@ -256,7 +276,11 @@ pub async fn ensure_admin(index: &dyn Index) -> Result<Option<String>> {
         disabled: false,
         password_changed: now_unix(),
     };
-    Ok(index.insert_user(user).await?.then_some(password))
+    let added = index.insert_user(user).await?;
+    if added {
+        crate::audit_cmd::record_change(index, "user admin created on first run".into()).await;
+    }
+    Ok(added.then_some(password))
 }
 
 #[cfg(test)]

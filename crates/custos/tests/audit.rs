@@ -1,0 +1,196 @@
+//! The audit trail: every association, store, query, retrieve, delete, login
+//! failure, user change and start/stop becomes a DICOM audit record; the
+//! chain verifies, and breaks at the first record altered behind its back.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+const PW_BOSS: &str = "the chief of imaging 7";
+const PW_AUD: &str = "reads the trail only 3";
+const PW_RAD: &str = "reading room 4 lights";
+
+fn export(data: &DataDir) -> Vec<Value> {
+    data.cli(&["audit", "export", "--json"])
+        .success()
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn has(records: &[Value], code: u64, pred: impl Fn(&Value) -> bool) -> bool {
+    records
+        .iter()
+        .any(|r| r["record"]["event"]["code"] == code && pred(&r["record"]))
+}
+
+#[test]
+fn every_access_is_recorded_and_the_chain_shows_tampering() {
+    let data = DataDir::new("audit");
+    data.add_peer("PYSCU", "127.0.0.1", 104, "echo,store,find,get");
+    add_user(&data, "boss", "admin", PW_BOSS);
+    add_user(&data, "aud", "auditor", PW_AUD);
+    add_user(&data, "rad", "radiologist", PW_RAD);
+    let server = Server::start(&data);
+    let port = server.port();
+    let ct = pydicom_test_files().join("CT_small.dcm");
+
+    assert!(echo(&server, "PYSCU", "CUSTOS").ok());
+    assert!(!echo(&server, "INTRUDER", "CUSTOS").ok());
+    python(&[
+        "store",
+        "--port",
+        &port,
+        "--aet",
+        "PYSCU",
+        ct.to_str().unwrap(),
+    ])
+    .success();
+    python(&[
+        "find",
+        "--port",
+        &port,
+        "--aet",
+        "PYSCU",
+        "--level",
+        "STUDY",
+        "-k",
+        "PatientName=Compressed*",
+    ])
+    .success();
+    getscu_study(&server, "PYSCU", CT_STUDY, &data.path.join("get"));
+    web(
+        &server,
+        "rad",
+        PW_RAD,
+        &["search", "--level", "studies", "-k", "PatientID=1CT1"],
+    )
+    .success();
+    let wado = data.path.join("wado");
+    web(
+        &server,
+        "rad",
+        PW_RAD,
+        &[
+            "raw-get",
+            "--path",
+            &format!("/dicom-web/studies/{CT_STUDY}"),
+            "--out",
+            wado.to_str().unwrap(),
+        ],
+    )
+    .success();
+    let spec = data.path.join("probe.json");
+    std::fs::write(&spec, json!([
+        { "method": "GET", "path": "/dicom-web/studies", "auth": { "basic": ["rad", "a wrong password"] } },
+        { "method": "GET", "path": "/api/audit", "auth": { "basic": ["aud", PW_AUD] } },
+        { "method": "GET", "path": "/api/audit", "auth": { "basic": ["rad", PW_RAD] } },
+        { "method": "DELETE", "path": format!("/api/studies/{CT_STUDY}"), "auth": { "basic": ["boss", PW_BOSS] } },
+    ]).to_string()).unwrap();
+    let r = json_of(
+        &web(
+            &server,
+            "",
+            "",
+            &["probe", "--spec", spec.to_str().unwrap()],
+        )
+        .success(),
+    );
+    assert_eq!(r[1]["status"], 200, "the auditor reads the trail: {}", r[1]);
+    assert!(
+        r[1]["body"].as_str().unwrap().contains("\"prev_hash\""),
+        "{}",
+        r[1]["body"]
+    );
+    assert_eq!(r[2]["status"], 403, "a radiologist does not");
+    assert_eq!(r[3]["status"], 200);
+    assert!(server.stop(), "clean stop");
+
+    let records = export(&data);
+    for r in &records {
+        eprintln!("{}", r["record"]);
+    }
+    let peer_is = |ae: &'static str| move |b: &Value| b["peer"] == ae;
+    assert!(has(&records, 110100, |b| b["detail"]
+        .as_str()
+        .unwrap()
+        .contains("start")));
+    assert!(has(&records, 110100, |b| b["detail"]
+        .as_str()
+        .unwrap()
+        .contains("stop")));
+    assert!(has(&records, 110114, |b| b["outcome"] == 0
+        && b["peer"] == "PYSCU"
+        && b["source"] == "127.0.0.1"));
+    assert!(has(&records, 110114, |b| b["outcome"] == 4
+        && b["peer"] == "INTRUDER"
+        && b["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not a registered peer")));
+    assert!(has(&records, 110104, |b| b["action"] == "C"
+        && b["patients"] == json!(["1CT1"])
+        && b["studies"] == json!([CT_STUDY])));
+    assert!(has(&records, 110112, |b| peer_is("PYSCU")(b)
+        && b["detail"]
+            .as_str()
+            .unwrap()
+            .contains("PatientName=Compressed*")));
+    assert!(has(&records, 110104, |b| b["action"] == "R"
+        && b["detail"].as_str().unwrap().starts_with("C-GET")));
+    assert!(has(&records, 110112, |b| b["user"] == "rad"
+        && b["patients"] == json!(["1CT1"])));
+    assert!(has(&records, 110104, |b| b["user"] == "rad"
+        && b["detail"].as_str().unwrap().starts_with("WADO")));
+    assert!(has(&records, 110114, |b| b["outcome"] == 4
+        && b["user"] == "rad"
+        && b["detail"] == "HTTP authentication failed"));
+    assert!(has(&records, 110101, |b| b["user"] == "aud"));
+    assert!(has(&records, 110105, |b| b["user"] == "boss"
+        && b["studies"] == json!([CT_STUDY])));
+    assert!(has(&records, 110113, |b| b["detail"]
+        == "user rad added with role radiologist"));
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["record"].to_string().contains(PW_RAD)),
+        "no password in the trail"
+    );
+
+    // The chain verifies; XML export speaks the DICOM audit message format.
+    let ok = data.cli(&["audit", "verify"]);
+    assert!(ok.ok(), "{}", ok.stdout());
+    let xml = data.cli(&["audit", "export", "--xml"]).success().stdout();
+    assert!(
+        xml.contains("<EventID csd-code=\"110112\" codeSystemName=\"DCM\""),
+        "{xml}"
+    );
+
+    // Alter one record behind Custos's back: verify names it.
+    let store_seq = records
+        .iter()
+        .find(|r| r["record"]["event"]["code"] == 110104 && r["record"]["action"] == "C")
+        .unwrap()["seq"]
+        .as_i64()
+        .unwrap();
+    let db = data.path.join("index.sqlite");
+    let tamper = std::process::Command::new("python3")
+        .args(["-c", &format!(
+            "import sqlite3; c=sqlite3.connect('{}'); c.execute(\"UPDATE audit SET body=replace(body,'1CT1','0000') WHERE seq={store_seq}\"); c.commit()",
+            db.display()
+        )])
+        .status()
+        .unwrap();
+    assert!(tamper.success());
+    let broken = data.cli(&["audit", "verify"]);
+    assert!(!broken.ok());
+    assert!(
+        broken
+            .stdout()
+            .contains(&format!("BROKEN at record {store_seq}")),
+        "{}",
+        broken.stdout()
+    );
+}
