@@ -114,6 +114,19 @@ impl Archive {
         if instance.size > MAX_TRANSCODE_BYTES {
             return Err(RetrieveError::TooLarge(instance.sop_instance_uid.clone()));
         }
+        let bytes = self.read_all(instance).await?;
+        tokio::task::spawn_blocking(move || {
+            options()
+                .read_preamble(dicom_object::file::ReadPreamble::Always)
+                .from_reader(bytes.as_slice())
+        })
+        .await
+        .map_err(|e| corrupt(e.to_string()))?
+        .map_err(|e| corrupt(e.to_string()))
+    }
+
+    /// The whole stored file in memory (callers bound the size first).
+    async fn read_all(&self, instance: &StoredInstance) -> Result<Vec<u8>, RetrieveError> {
         let mut reader = self.store.open(&instance.blob_key).await?;
         let mut bytes = Vec::with_capacity(instance.size as usize);
         reader
@@ -123,14 +136,7 @@ impl Archive {
                 key: instance.blob_key.clone(),
                 source,
             })?;
-        tokio::task::spawn_blocking(move || {
-            options()
-                .read_preamble(dicom_object::file::ReadPreamble::Always)
-                .from_reader(bytes.as_slice())
-        })
-        .await
-        .map_err(|e| corrupt(e.to_string()))?
-        .map_err(|e| corrupt(e.to_string()))
+        Ok(bytes)
     }
 
     /// Opens the stored data set of `instance`.
@@ -192,15 +198,7 @@ impl Archive {
         if target.is_encapsulated_pixel_data() {
             return Err(err("compressing is not supported".into()));
         }
-        let mut reader = self.store.open(&instance.blob_key).await?;
-        let mut bytes = Vec::with_capacity(instance.size as usize);
-        reader
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|source| StoreError::Read {
-                key: instance.blob_key.clone(),
-                source,
-            })?;
+        let bytes = self.read_all(instance).await?;
         let target_ts = target_ts.to_string();
         tokio::task::spawn_blocking(move || {
             let mut obj = OpenFileOptions::new()

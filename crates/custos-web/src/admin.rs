@@ -378,10 +378,12 @@ pub async fn audit_trail(
     let axum::extract::Query(q) =
         query.map_err(|_| ApiError::bad_request("after and limit are integers"))?;
     let limit = q.limit.unwrap_or(1000);
-    if limit > 10_000 {
-        return Err(ApiError::bad_request("limit is at most 10000"));
+    if limit > 10_000 || q.after < 0 {
+        return Err(ApiError::bad_request(
+            "after is a record number (0 or more), limit at most 10000",
+        ));
     }
-    let records = s.archive.index().audit_after(q.after.max(0), limit).await?;
+    let records = s.archive.index().audit_after(q.after, limit).await?;
     let mut e = crate::audit::event(
         custos_core::audit::EventId::AuditLogUsed,
         'R',

@@ -33,14 +33,7 @@ const PAGE: usize = 10_000;
 
 /// Records a change made from the command line (peers, users, tokens).
 pub async fn record_change(index: &dyn Index, detail: String) {
-    let mut e = AuditEvent::new(EventId::SecurityAlert, 'U', Outcome::Success);
-    e.user = std::env::var("USER")
-        .map(|u| format!("cli:{u}"))
-        .unwrap_or_else(|_| "cli".into());
-    e.detail = detail;
-    if let Err(err) = custos_archive::audit::append_now(index, vec![e]).await {
-        eprintln!("AUDIT TRAIL CANNOT BE WRITTEN: {err}");
-    }
+    record(index, EventId::SecurityAlert, 'U', detail).await;
 }
 
 pub async fn run(data: &Path, command: AuditCommand) -> Result<bool> {
@@ -65,6 +58,7 @@ pub async fn run(data: &Path, command: AuditCommand) -> Result<bool> {
             record(
                 index.as_ref(),
                 EventId::AuditLogUsed,
+                'R',
                 format!("verified {count} records"),
             )
             .await;
@@ -103,6 +97,7 @@ pub async fn run(data: &Path, command: AuditCommand) -> Result<bool> {
             record(
                 index.as_ref(),
                 EventId::AuditLogUsed,
+                'R',
                 format!("exported {n} records since {since}"),
             )
             .await;
@@ -111,8 +106,9 @@ pub async fn run(data: &Path, command: AuditCommand) -> Result<bool> {
     }
 }
 
-async fn record(index: &dyn Index, id: EventId, detail: String) {
-    let mut e = AuditEvent::new(id, 'R', Outcome::Success);
+/// Appends one event by the command line's user, loudly if that fails.
+async fn record(index: &dyn Index, id: EventId, action: char, detail: String) {
+    let mut e = AuditEvent::new(id, action, Outcome::Success);
     e.user = std::env::var("USER")
         .map(|u| format!("cli:{u}"))
         .unwrap_or_else(|_| "cli".into());

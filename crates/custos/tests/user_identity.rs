@@ -112,6 +112,30 @@ fn identities_narrow_rights_and_wrong_ones_are_rejected() {
     };
     let ok = store(PW_UP);
     assert!(ok.ok(), "{}", ok.stderr());
+    // DCMTK storescu --jwt with an API token of the uploader.
+    let up_token = data
+        .cli(&["token", "create", "--user", "up", "--expires", "1d"])
+        .success()
+        .stdout()
+        .trim()
+        .to_string();
+    let token_file = data.path.join("up.jwt");
+    std::fs::write(&token_file, &up_token).unwrap();
+    let jwt = dcmtk(
+        "storescu",
+        &[
+            "-aet",
+            "WS01",
+            "-aec",
+            "CUSTOS",
+            "--jwt",
+            token_file.to_str().unwrap(),
+            "127.0.0.1",
+            &server.port(),
+            ct.to_str().unwrap(),
+        ],
+    );
+    assert!(jwt.ok(), "{}", jwt.stderr());
     assert!(!store("wrong wrong wrong").ok());
     // The radiologist's association may C-GET but not C-STORE.
     let rad_store = dcmtk(
