@@ -4,7 +4,6 @@
 use dicom_ul::Pdu;
 use dicom_ul::association::AsyncAssociation;
 use dicom_ul::pdu::{PDataValue, PDataValueType};
-use tokio::net::TcpStream;
 
 use custos_archive::DatasetStream;
 
@@ -24,12 +23,16 @@ pub enum LinkError {
     Protocol(String),
 }
 
+/// The byte stream under an association: plain TCP, or TLS.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 /// Largest P-DATA value we put in one PDU for this peer.
-pub fn max_fragment<A: AsyncAssociation<TcpStream>>(assoc: &A) -> usize {
+pub fn max_fragment<S: Stream, A: AsyncAssociation<S>>(assoc: &A) -> usize {
     (assoc.peer_max_pdu_length() as usize).clamp(1024, 1 << 20) - 6
 }
 
-async fn send_fragments<A>(
+async fn send_fragments<S: Stream, A>(
     assoc: &mut A,
     pc: u8,
     ty: PDataValueType,
@@ -37,7 +40,7 @@ async fn send_fragments<A>(
     last_overall: bool,
 ) -> Result<(), LinkError>
 where
-    A: AsyncAssociation<TcpStream> + Send,
+    A: AsyncAssociation<S> + Send,
 {
     let max = max_fragment(assoc);
     let mut chunks = bytes.chunks(max).peekable();
@@ -67,14 +70,14 @@ where
 
 /// Sends a command and, if given, an in-memory data set. When both fit, they
 /// travel in one PDU (one write instead of two: C-FIND answers are many and small).
-pub async fn send_message<A>(
+pub async fn send_message<S: Stream, A>(
     assoc: &mut A,
     pc: u8,
     cmd: &Command,
     data: Option<&[u8]>,
 ) -> Result<(), LinkError>
 where
-    A: AsyncAssociation<TcpStream> + Send,
+    A: AsyncAssociation<S> + Send,
 {
     let command = cmd.encode();
     if let Some(d) = data
@@ -105,14 +108,14 @@ where
 }
 
 /// Sends a command followed by a stored data set, streamed from the store.
-pub async fn send_streamed<A>(
+pub async fn send_streamed<S: Stream, A>(
     assoc: &mut A,
     pc: u8,
     cmd: &Command,
     mut data: DatasetStream,
 ) -> Result<(), LinkError>
 where
-    A: AsyncAssociation<TcpStream> + Send,
+    A: AsyncAssociation<S> + Send,
 {
     send_fragments(assoc, pc, PDataValueType::Command, &cmd.encode(), true).await?;
     let max = max_fragment(assoc);
@@ -136,9 +139,9 @@ where
 
 /// Reads the next complete command (data fragments, which responses we expect
 /// never carry, are skipped). Returns the presentation context id too.
-pub async fn receive_command<A>(assoc: &mut A) -> Result<(u8, Command), LinkError>
+pub async fn receive_command<S: Stream, A>(assoc: &mut A) -> Result<(u8, Command), LinkError>
 where
-    A: AsyncAssociation<TcpStream> + Send,
+    A: AsyncAssociation<S> + Send,
 {
     let mut buf = Vec::new();
     loop {

@@ -9,7 +9,6 @@ use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_ul::association::{AsyncAssociation, ClientAssociationOptions};
 use dicom_ul::pdu::PresentationContextResultReason;
-use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use custos_archive::Archive;
@@ -18,7 +17,7 @@ use custos_core::record::StoredInstance;
 use crate::association::Association;
 use crate::command::{Command, field, status};
 use crate::identifier::Identifier;
-use crate::link::{LinkError, receive_command, send_message, send_streamed};
+use crate::link::{LinkError, Stream, receive_command, send_message, send_streamed};
 use crate::syntaxes::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 
 /// Sub-operation tallies (PS3.4 C.4.2.1.5).
@@ -88,7 +87,7 @@ enum Route {
 
 /// Picks an accepted context for `inst`: its own transfer syntax if the peer
 /// took it, else an uncompressed one we can re-encode to.
-fn route<A: AsyncAssociation<TcpStream>>(assoc: &A, inst: &StoredInstance) -> Option<Route> {
+fn route<S: Stream, A: AsyncAssociation<S>>(assoc: &A, inst: &StoredInstance) -> Option<Route> {
     let accepted: Vec<_> = assoc
         .presentation_contexts()
         .iter()
@@ -116,7 +115,7 @@ fn route<A: AsyncAssociation<TcpStream>>(assoc: &A, inst: &StoredInstance) -> Op
 
 /// Sends one C-STORE-RQ with its data set. `Ok(false)` means it could not be
 /// sent (no usable context, unreadable blob): a failed sub-operation.
-async fn send_store<A>(
+async fn send_store<S: Stream, A>(
     assoc: &mut A,
     archive: &Archive,
     inst: &StoredInstance,
@@ -124,7 +123,7 @@ async fn send_store<A>(
     originator: Option<(&str, u16)>,
 ) -> Result<bool, LinkError>
 where
-    A: AsyncAssociation<TcpStream> + Send,
+    A: AsyncAssociation<S> + Send,
 {
     let Some(route) = route(assoc, inst) else {
         info!(sop_class = %inst.sop_class_uid, ts = %inst.transfer_syntax_uid, "no accepted context for a sub-operation");
@@ -290,7 +289,7 @@ impl Association {
         e.study_uids = studies;
         e.patient_ids = patients;
         self.archive.audit(e);
-        let mut tally = Tally {
+        let tally = Tally {
             remaining: set.len(),
             ..Default::default()
         };
@@ -333,22 +332,64 @@ impl Association {
             }
         }
         let address = format!("{}:{}", host, dest.port);
-        let mut sub = match options
-            .establish_with_async(&format!("{}@{}", dest.ae_title, address))
-            .await
-        {
-            Ok(a) => a,
-            Err(e) => {
-                info!(error = %e, destination = %dest.ae_title, "C-MOVE: cannot associate with the destination");
-                for inst in &set {
-                    tally.record(&inst.sop_instance_uid, None);
+        let target = format!("{}@{}", dest.ae_title, address);
+        if dest.tls_required {
+            let Some(tls) = self.config.tls_client.clone() else {
+                info!(destination = %dest.ae_title, "C-MOVE: destination requires TLS and DICOM TLS is not configured");
+                return self.fail_all_moves(pc, cmd, &set, tally).await;
+            };
+            match options
+                .tls_config(tls)
+                .server_name(&host)
+                .establish_with_async_tls(&target)
+                .await
+            {
+                Ok(mut sub) => {
+                    let _ = sub.inner_stream().get_ref().0.set_nodelay(true);
+                    self.move_sub_operations(pc, cmd, sub, &set, tally).await
                 }
-                return self
-                    .finish_retrieve(pc, cmd, field::C_MOVE_RSP, &tally, false)
-                    .await;
+                Err(e) => {
+                    info!(error = %e, destination = %dest.ae_title, "C-MOVE: cannot associate with the destination over TLS");
+                    self.fail_all_moves(pc, cmd, &set, tally).await
+                }
             }
-        };
-        let _ = sub.inner_stream().set_nodelay(true);
+        } else {
+            match options.establish_with_async(&target).await {
+                Ok(mut sub) => {
+                    let _ = sub.inner_stream().set_nodelay(true);
+                    self.move_sub_operations(pc, cmd, sub, &set, tally).await
+                }
+                Err(e) => {
+                    info!(error = %e, destination = %dest.ae_title, "C-MOVE: cannot associate with the destination");
+                    self.fail_all_moves(pc, cmd, &set, tally).await
+                }
+            }
+        }
+    }
+
+    async fn fail_all_moves(
+        &mut self,
+        pc: u8,
+        cmd: &Command,
+        set: &[StoredInstance],
+        mut tally: Tally,
+    ) -> Result<(), LinkError> {
+        for inst in set {
+            tally.record(&inst.sop_instance_uid, None);
+        }
+        self.finish_retrieve(pc, cmd, field::C_MOVE_RSP, &tally, false)
+            .await
+    }
+
+    /// The C-STORE sub-operations of a C-MOVE over `sub` (plain or TLS).
+    async fn move_sub_operations<S: Stream>(
+        &mut self,
+        pc: u8,
+        cmd: &Command,
+        mut sub: dicom_ul::association::client::AsyncClientAssociation<S>,
+        set: &[StoredInstance],
+        mut tally: Tally,
+    ) -> Result<(), LinkError> {
         let archive = self.archive.clone();
         let originator = self.peer_ae().to_string();
         let mut cancelled = false;

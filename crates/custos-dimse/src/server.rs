@@ -48,6 +48,9 @@ pub struct DimseConfig {
     pub identity: Option<Arc<dyn IdentityVerifier>>,
     /// Actions a peer may only use with a verified user identity.
     pub require_identity: Permissions,
+    /// TLS for C-MOVE to peers registered with `--tls required`: our CA as
+    /// trust root, our certificate as client certificate.
+    pub tls_client: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
 }
 
 /// The DICOM TLS listener and its handshake configuration.

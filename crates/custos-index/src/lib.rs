@@ -64,7 +64,7 @@ pub struct Statistics {
 }
 
 const STATISTICS_SQL: &str = "SELECT (SELECT COUNT(DISTINCT patient_id) FROM studies), (SELECT COUNT(*) FROM studies),
-    (SELECT COUNT(*) FROM series), (SELECT COUNT(*) FROM instances), (SELECT COALESCE(SUM(size), 0) FROM instances)";
+    (SELECT COUNT(*) FROM series), (SELECT COUNT(*) FROM instances), (SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM instances)";
 
 #[async_trait]
 pub trait Index: Send + Sync + 'static {

@@ -142,7 +142,11 @@ fn issue_leaf(
 /// A certificate for `name` from the data folder's CA, usable as a DICOM
 /// client certificate and as a C-MOVE destination's server certificate.
 /// Returns (certificate PEM, private key PEM, SHA-256 of the certificate DER).
-pub fn issue_peer_cert(data: &Path, name: &str) -> Result<(String, String, String)> {
+pub fn issue_peer_cert(
+    data: &Path,
+    name: &str,
+    extra_names: &[String],
+) -> Result<(String, String, String)> {
     let files = TlsFiles::in_data(data);
     let ca_key = KeyPair::from_pem(
         &std::fs::read_to_string(&files.ca_key)
@@ -151,12 +155,9 @@ pub fn issue_peer_cert(data: &Path, name: &str) -> Result<(String, String, Strin
     let ca_pem = std::fs::read_to_string(&files.ca_cert)
         .with_context(|| format!("reading {}", files.ca_cert.display()))?;
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
-    let (cert, key) = issue_leaf(
-        &issuer,
-        name,
-        &[name.to_string()],
-        OffsetDateTime::now_utc(),
-    )?;
+    let mut names = vec![name.to_string()];
+    names.extend(extra_names.iter().cloned());
+    let (cert, key) = issue_leaf(&issuer, name, &names, OffsetDateTime::now_utc())?;
     let der = CertificateDer::from_pem_slice(cert.as_bytes())
         .context("parsing the certificate just made")?;
     Ok((cert, key, sha256_hex(&der)))
@@ -199,6 +200,33 @@ pub fn dicom_server_config(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
+        .context("certificate and key do not match")?;
+    Ok(Arc::new(config))
+}
+
+/// The client side of DICOM TLS (C-MOVE to TLS peers): the destination's
+/// certificate must chain to `ca`; ours (`cert`, `key`) is presented.
+pub fn dicom_client_config(
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+) -> Result<Arc<rustls::ClientConfig>> {
+    let certs = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading the key {}", key.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in
+        CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
+    {
+        roots.add(c?)?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
         .context("certificate and key do not match")?;
     Ok(Arc::new(config))
 }

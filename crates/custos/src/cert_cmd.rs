@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-pub fn issue(data: &Path, name: &str, out: Option<PathBuf>) -> Result<()> {
+pub fn issue(data: &Path, name: &str, out: Option<PathBuf>, hosts: &[String]) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -16,7 +16,7 @@ pub fn issue(data: &Path, name: &str, out: Option<PathBuf>) -> Result<()> {
         bail!("a certificate name has 1-64 letters, digits, `.`, `_` or `-`");
     }
     crate::data::init(data)?;
-    let (cert, key, fingerprint) = custos_web::tls::issue_peer_cert(data, name)?;
+    let (cert, key, fingerprint) = custos_web::tls::issue_peer_cert(data, name, hosts)?;
     let dir = out.unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let key_path = dir.join(format!("{name}.key.pem"));

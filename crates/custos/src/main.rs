@@ -110,6 +110,10 @@ enum CertCommand {
         /// Folder to write the files to (default: the current folder).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Host names or addresses the certificate is also valid for (a
+        /// C-MOVE destination's server certificate needs the registered host).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
     },
 }
 
@@ -154,8 +158,8 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Command::Cert {
-                command: CertCommand::Issue { name, out },
-            } => cert_cmd::issue(&cli.data, &name, out),
+                command: CertCommand::Issue { name, out, hosts },
+            } => cert_cmd::issue(&cli.data, &name, out, &hosts),
             Command::User { command } => user_cmd::run_user(&cli.data, command).await,
             Command::Token { command } => user_cmd::run_token(&cli.data, command).await,
             Command::Config {

@@ -76,6 +76,7 @@ pub async fn run(data_dir: &Path) -> Result<()> {
             index: archive.index().clone(),
             oidc: oidc.clone(),
         })),
+        tls_client: dicom_tls_client(data_dir, &config)?,
         require_identity: config
             .dicom
             .require_user_identity
@@ -247,4 +248,33 @@ fn lifecycle(what: &str) -> custos_core::audit::AuditEvent {
     let mut e = AuditEvent::new(EventId::ApplicationActivity, 'E', Outcome::Success);
     e.detail = format!("application {what} ({})", env!("CARGO_PKG_VERSION"));
     e
+}
+
+/// The client side of DICOM TLS for C-MOVE to TLS peers: trusts the client CA
+/// (the data folder's by default) and presents the DICOM TLS certificate.
+fn dicom_tls_client(
+    data_dir: &Path,
+    config: &Config,
+) -> Result<Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>> {
+    let d = &config.dicom;
+    let files = custos_web::tls::TlsFiles::in_data(data_dir);
+    let (cert, key) = if d.tls_cert.is_empty() {
+        (files.server_cert, files.server_key)
+    } else {
+        (
+            config.resolve(data_dir, &d.tls_cert),
+            config.resolve(data_dir, &d.tls_key),
+        )
+    };
+    let ca = if d.tls_client_ca.is_empty() {
+        files.ca_cert
+    } else {
+        config.resolve(data_dir, &d.tls_client_ca)
+    };
+    if !cert.exists() || !ca.exists() {
+        return Ok(None);
+    }
+    Ok(Some(custos_web::tls::dicom_client_config(
+        &cert, &key, &ca,
+    )?))
 }

@@ -13,9 +13,15 @@ struct Issued {
 }
 
 fn issue(data: &DataDir, name: &str, out: &std::path::Path) -> Issued {
-    let run = data
-        .cli(&["cert", "issue", name, "--out", out.to_str().unwrap()])
-        .success();
+    issue_for(data, name, out, &[])
+}
+
+fn issue_for(data: &DataDir, name: &str, out: &std::path::Path, hosts: &[&str]) -> Issued {
+    let mut args = vec!["cert", "issue", name, "--out", out.to_str().unwrap()];
+    for h in hosts {
+        args.extend(["--host", h]);
+    }
+    let run = data.cli(&args).success();
     let text = run.stdout();
     let fingerprint = text
         .lines()
@@ -204,4 +210,92 @@ fn dicom_tls_with_issued_certificates_and_every_refusal() {
         ])["accepted"],
         true
     );
+}
+
+#[test]
+fn c_move_to_a_tls_destination_goes_over_tls() {
+    let data = DataDir::new("move-tls");
+    let certs = data.path.join("certs");
+    let dest = issue_for(&data, "DEST", &certs, &["127.0.0.1"]);
+    let dest_port = free_port().to_string();
+    data.cli(&[
+        "peer",
+        "add",
+        "DEST",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &dest_port,
+        "--allow",
+        "echo",
+        "--tls",
+        "required",
+    ])
+    .success();
+    data.add_peer("MOVER", "127.0.0.1", 104, "echo,store,move");
+    let server = Server::start(&data);
+    let ca = server.ca.to_str().unwrap().to_string();
+    let ct = pydicom_test_files().join("CT_small.dcm");
+    python(&[
+        "store",
+        "--port",
+        &server.port(),
+        "--aet",
+        "MOVER",
+        ct.to_str().unwrap(),
+    ])
+    .success();
+
+    // DCMTK's storescp as a TLS-only destination, trusting our CA (it checks
+    // Custos's client certificate).
+    let received = data.path.join("received");
+    std::fs::create_dir_all(&received).unwrap();
+    let mut scp = std::process::Command::new("/usr/bin/storescp")
+        .args([
+            "+tls",
+            &dest.key,
+            &dest.cert,
+            "+cf",
+            &ca,
+            "-aet",
+            "DEST",
+            "-od",
+            received.to_str().unwrap(),
+            &dest_port,
+        ])
+        .env("TCP_NODELAY", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("storescp");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let study = format!("StudyInstanceUID={CT_STUDY}");
+    let mv = dcmtk(
+        "movescu",
+        &[
+            "-aet",
+            "MOVER",
+            "-aec",
+            "CUSTOS",
+            "-aem",
+            "DEST",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &study,
+            "127.0.0.1",
+            &server.port(),
+        ],
+    );
+    let _ = scp.kill();
+    let _ = scp.wait();
+    assert!(mv.ok(), "{}", mv.stderr());
+    let files = walk_files(&received);
+    assert_eq!(
+        files.len(),
+        1,
+        "the instance arrived over TLS: {}",
+        mv.stderr()
+    );
+    assert_eq!(dcm_dump(&files[0]), dcm_dump(&ct));
 }
