@@ -138,7 +138,7 @@ fn esc(s: &str) -> String {
 }
 
 /// One record as a DICOM Audit Message (PS3.15 A.5.1, RFC 3881 shape).
-fn audit_message_xml(b: &serde_json::Value) -> String {
+pub fn audit_message_xml(b: &serde_json::Value) -> String {
     let s = |k: &str| b[k].as_str().unwrap_or_default().to_string();
     let mut x = format!(
         "<AuditMessage><EventIdentification EventActionCode=\"{}\" EventDateTime=\"{}\" EventOutcomeIndicator=\"{}\"><EventID csd-code=\"{}\" codeSystemName=\"DCM\" originalText=\"{}\"/></EventIdentification>",

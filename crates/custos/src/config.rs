@@ -14,7 +14,17 @@ pub struct Config {
     pub oidc: OidcSection,
     pub index: IndexConfig,
     pub store: StoreConfig,
+    pub audit: AuditSection,
     pub log: Log,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// `tls://host:port` of a syslog collector (RFC 5425); empty: no forwarding.
+    pub syslog_url: String,
+    /// CA bundle that the collector's certificate must chain to; empty: the data folder's CA.
+    pub syslog_ca: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -282,6 +292,15 @@ path = "blobs"
 url = ""
 access_key_id = ""
 secret_access_key = ""
+
+[audit]
+# Every access is recorded in the index's tamper-evident trail (`custos audit
+# verify|export`). Also forward this node's records to a syslog collector over
+# TLS (RFC 5424/5425, DICOM audit messages as IHE ATNA expects), e.g.
+# "tls://audit.example.org:6514". Custos presents its DICOM TLS certificate.
+syslog_url = ""
+# CA bundle the collector's certificate must chain to; empty: tls/ca.pem.
+syslog_ca = ""
 
 [log]
 # error, warn, info, debug or trace (RUST_LOG overrides). Patient data is never

@@ -12,6 +12,7 @@ mod import;
 mod migrate_cmd;
 mod peer_cmd;
 mod serve;
+mod syslog;
 mod user_cmd;
 
 use std::path::PathBuf;

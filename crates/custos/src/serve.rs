@@ -25,6 +25,26 @@ pub async fn run(data_dir: &Path) -> Result<()> {
     let archive = data::open_archive(data_dir, &config).await?;
     archive.start_audit();
     archive.audit(lifecycle("start"));
+    if !config.audit.syslog_url.is_empty() {
+        let (host, port) = crate::syslog::parse_url(&config.audit.syslog_url)?;
+        let files = custos_web::tls::TlsFiles::in_data(data_dir);
+        let ca = if config.audit.syslog_ca.is_empty() {
+            files.ca_cert.clone()
+        } else {
+            config.resolve(data_dir, &config.audit.syslog_ca)
+        };
+        let tls = custos_web::tls::dicom_client_config(&files.server_cert, &files.server_key, &ca)
+            .context("TLS for the syslog collector")?;
+        tokio::spawn(
+            crate::syslog::Forwarder {
+                index: archive.index().clone(),
+                host,
+                port,
+                tls,
+            }
+            .run(),
+        );
+    }
     if let Some(password) = crate::user_cmd::ensure_admin(archive.index().as_ref()).await? {
         data::announce_admin(&password);
     }

@@ -194,3 +194,73 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
         broken.stdout()
     );
 }
+
+#[test]
+fn records_are_forwarded_to_a_syslog_collector_over_tls() {
+    let data = DataDir::new("audit-syslog");
+    data.add_peer("PYSCU", "127.0.0.1", 104, "echo");
+    let certs = data.path.join("certs");
+    data.cli(&[
+        "cert",
+        "issue",
+        "collector",
+        "--host",
+        "127.0.0.1",
+        "--out",
+        certs.to_str().unwrap(),
+    ])
+    .success();
+    let port = free_port().to_string();
+    let received = data.path.join("syslog.txt");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/py/syslog_collector.py"
+    );
+    let mut collector = std::process::Command::new("python3")
+        .args([
+            script,
+            "--port",
+            &port,
+            "--seconds",
+            "30",
+            "--out",
+            received.to_str().unwrap(),
+        ])
+        .arg("--cert")
+        .arg(certs.join("collector.cert.pem"))
+        .arg("--key")
+        .arg(certs.join("collector.key.pem"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(collector.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+    }
+    let url = format!("tls://127.0.0.1:{port}");
+    let server = Server::start_with(&data, &[("CUSTOS_AUDIT_SYSLOG_URL", url.as_str())]);
+    assert!(echo(&server, "PYSCU", "CUSTOS").ok());
+    assert!(!echo(&server, "STRANGER", "CUSTOS").ok());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let text = loop {
+        let t = std::fs::read_to_string(&received).unwrap_or_default();
+        if t.contains("STRANGER") || std::time::Instant::now() > deadline {
+            break t;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let _ = collector.kill();
+    let _ = collector.wait();
+    assert!(text.contains("IHE+RFC-3881"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("<85>1 ")
+            && l.contains("csd-code=\"110114\"")
+            && l.contains("STRANGER")),
+        "{text}"
+    );
+    assert!(text.contains("AlternativeUserID=\"PYSCU\""), "{text}");
+}

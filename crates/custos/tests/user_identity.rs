@@ -140,7 +140,19 @@ fn identities_narrow_rights_and_wrong_ones_are_rejected() {
     // C-GET through pynetdicom with the radiologist's identity returns it.
     let port = server.port();
     let got = json_of(&python(&[
-        "get", "--port", &port, "--aet", "WS01", "--level", "STUDY", "-k", "PatientID=1CT1", "--user", "rad", "--password", PW,
+        "get",
+        "--port",
+        &port,
+        "--aet",
+        "WS01",
+        "--level",
+        "STUDY",
+        "-k",
+        "PatientID=1CT1",
+        "--user",
+        "rad",
+        "--password",
+        PW,
     ]));
     assert_eq!(got["received"], serde_json::json!([CT_SOP]), "{got}");
     // The radiologist's association may C-GET but not C-STORE.

@@ -1,0 +1,137 @@
+//! Forwarding the audit trail to a syslog collector over TLS (RFC 5424
+//! messages, RFC 5425 framing), as IHE ATNA expects: each record this node
+//! wrote, as a DICOM audit message (XML). The forwarder follows the trail in
+//! the index, so it never slows the writer; a collector that is down is
+//! retried, and records written meanwhile are sent when it is back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
+
+use custos_index::Index;
+
+pub struct Forwarder {
+    pub index: Arc<dyn Index>,
+    pub host: String,
+    pub port: u16,
+    pub tls: Arc<tokio_rustls::rustls::ClientConfig>,
+}
+
+/// `tls://host:port` → (host, port).
+pub fn parse_url(url: &str) -> Result<(String, u16)> {
+    let Some(rest) = url.strip_prefix("tls://") else {
+        bail!("[audit] syslog_url must be tls://host:port (syslog over TLS, RFC 5425)");
+    };
+    let (host, port) = rest
+        .rsplit_once(':')
+        .context("[audit] syslog_url needs a port (6514 is syslog over TLS)")?;
+    Ok((host.trim_matches(['[', ']']).to_string(), port.parse()?))
+}
+
+impl Forwarder {
+    /// Runs until the process ends: follows the trail from its current end.
+    pub async fn run(self) {
+        let node = custos_archive::audit::node_name();
+        let mut after = match self.last_seq().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "AUDIT FORWARDING: cannot read the trail");
+                0
+            }
+        };
+        let mut conn = None;
+        let mut warned = false;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let records = match self.index.audit_after(after, 1000).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "AUDIT FORWARDING: cannot read the trail");
+                    continue;
+                }
+            };
+            for r in records {
+                let body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+                if body["node"].as_str().unwrap_or_default() != node {
+                    after = r.seq;
+                    continue;
+                }
+                loop {
+                    if conn.is_none() {
+                        match self.connect().await {
+                            Ok(c) => {
+                                conn = Some(c);
+                                warned = false;
+                            }
+                            Err(e) => {
+                                if !warned {
+                                    tracing::error!(error = %e, "AUDIT FORWARDING: syslog collector unreachable; retrying");
+                                    warned = true;
+                                }
+                                tokio::time::sleep(Duration::from_secs(2)).await;
+                                continue;
+                            }
+                        }
+                    }
+                    let msg = frame(&body, &node, r.seq);
+                    let Some(c) = conn.as_mut() else { continue };
+                    match c.write_all(&msg).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::error!(error = %e, "AUDIT FORWARDING: lost the syslog collector; reconnecting");
+                            conn = None;
+                        }
+                    }
+                }
+                after = r.seq;
+            }
+            if let Some(c) = conn.as_mut() {
+                let _ = c.flush().await;
+            }
+        }
+    }
+
+    async fn last_seq(&self) -> Result<i64> {
+        let mut after = 0;
+        loop {
+            let page = self.index.audit_after(after, 10_000).await?;
+            match page.last() {
+                Some(r) => after = r.seq,
+                None => return Ok(after),
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(10),
+            TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .context("connecting timed out")??;
+        let name = ServerName::try_from(self.host.clone())?;
+        Ok(TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await?)
+    }
+}
+
+/// One RFC 5424 message (facility authpriv, severity notice; MSGID as IHE
+/// ATNA names it) in RFC 5425 octet-counting framing.
+fn frame(body: &serde_json::Value, node: &str, seq: i64) -> Vec<u8> {
+    let time = body["time"].as_str().unwrap_or("-");
+    let host = if node.is_empty() { "-" } else { node };
+    let xml = crate::audit_cmd::audit_message_xml(body);
+    let msg = format!(
+        "<85>1 {time} {host} custos {} IHE+RFC-3881 [custos@32473 seq=\"{seq}\"] {xml}",
+        std::process::id()
+    );
+    let mut out = format!("{} ", msg.len()).into_bytes();
+    out.extend_from_slice(msg.as_bytes());
+    out
+}
