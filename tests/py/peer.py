@@ -128,6 +128,40 @@ def cmd_contexts(args):
     out(result)
 
 
+def cmd_permissive_scp(args):
+    """An archive configured the way the 2019 survey found them: any calling
+    and called AE, C-ECHO, C-STORE, C-FIND answering with a (fake) patient,
+    C-MOVE and C-GET offered. Runs for --seconds on loopback."""
+    ae = AE(ae_title="OPENPACS")
+    ae.require_called_aet = False
+    ae.require_calling_aet = []
+    for uid in [Verification, CTImageStorage, StudyRootQueryRetrieveInformationModelFind,
+                StudyRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelGet]:
+        ae.add_supported_context(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+
+    def on_find(event):
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        ds.PatientName = "SECRET^PATIENT"
+        ds.PatientID = "LEAK0001"
+        ds.PatientBirthDate = "19700101"
+        ds.StudyInstanceUID = "1.2.3.4.5"
+        yield 0xFF00, ds
+
+    def on_move(event):
+        yield None, None
+
+    def on_get(event):
+        yield 0
+
+    handlers = [(evt.EVT_C_FIND, on_find), (evt.EVT_C_MOVE, on_move), (evt.EVT_C_GET, on_get),
+                (evt.EVT_C_STORE, lambda e: 0x0000)]
+    server = ae.start_server((HOST, args.port), block=False, evt_handlers=handlers)
+    print("ready", flush=True)
+    time.sleep(args.seconds)
+    server.shutdown()
+
+
 def dataset_bytes(path):
     _, offset = split_dataset(Path(path))
     return Path(path).read_bytes()[offset:]
@@ -509,6 +543,10 @@ def main():
         return sp
 
     common(sub.add_parser("echo")).set_defaults(fn=cmd_echo)
+    sp = sub.add_parser("permissive-scp")
+    sp.add_argument("--port", type=int, required=True)
+    sp.add_argument("--seconds", type=float, default=60)
+    sp.set_defaults(fn=cmd_permissive_scp)
     sp = common(sub.add_parser("contexts"))
     sp.add_argument("--try-find", action="store_true")
     sp.set_defaults(fn=cmd_contexts)

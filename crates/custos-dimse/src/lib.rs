@@ -10,10 +10,16 @@ pub mod command;
 pub mod gate;
 mod identifier;
 mod link;
+pub mod probe;
 mod retrieve;
 mod server;
 pub mod syntaxes;
 mod tls;
 
 pub use gate::{IdentityClaim, IdentityKind};
+
+/// Text of a DICOM element (for probe evidence).
+pub(crate) fn command_text(e: &dicom_object::mem::InMemElement) -> String {
+    custos_archive::text::element_text(e)
+}
 pub use server::{DimseConfig, IdentityVerifier, TlsListener, serve};

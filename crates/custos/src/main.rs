@@ -11,6 +11,7 @@ mod identity;
 mod import;
 mod migrate_cmd;
 mod peer_cmd;
+mod probe_cmd;
 mod serve;
 mod syslog;
 mod user_cmd;
@@ -65,6 +66,24 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: audit_cmd::AuditCommand,
+    },
+    /// Check a DICOM node (and optionally its web endpoint) for the exposures
+    /// of 2019: anonymous association, query, retrieve, store; no TLS.
+    Probe {
+        /// HOST or HOST:PORT (default port 104).
+        target: String,
+        /// Called AE titles to try (default: ANY-SCP, ORTHANC, CUSTOS, DCM4CHEE, PACS).
+        #[arg(long)]
+        aec: Vec<String>,
+        /// Also check a web endpoint, e.g. https://host:8443
+        #[arg(long)]
+        http: Option<String>,
+        /// Print only JSON.
+        #[arg(long)]
+        json: bool,
+        /// Show patient values found by an anonymous query (default: only counts).
+        #[arg(long)]
+        show_phi: bool,
     },
     /// Certificates from the data folder's CA.
     Cert {
@@ -149,6 +168,26 @@ fn main() -> Result<()> {
                 let index = data::open_index(&cli.data, &config).await?;
                 if let Some(password) = user_cmd::ensure_admin(index.as_ref()).await? {
                     data::announce_admin(&password);
+                }
+                Ok(())
+            }
+            Command::Probe {
+                target,
+                aec,
+                http,
+                json,
+                show_phi,
+            } => {
+                let clean = probe_cmd::run(probe_cmd::Args {
+                    target,
+                    called: aec,
+                    http,
+                    json,
+                    show_phi,
+                })
+                .await?;
+                if !clean {
+                    std::process::exit(1);
                 }
                 Ok(())
             }

@@ -1,0 +1,163 @@
+//! `custos probe HOST[:PORT]`: the checks of `custos_dimse::probe`, plus TLS
+//! and an optional web endpoint; text or `--json`; exit status 1 when anything
+//! high or critical is found. It probes only the host it is given.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use custos_dimse::probe::{Finding, ProbeOptions, Severity, probe, tls_offered};
+
+pub struct Args {
+    pub target: String,
+    pub called: Vec<String>,
+    pub http: Option<String>,
+    pub json: bool,
+    pub show_phi: bool,
+}
+
+const DEFAULT_CALLED: [&str; 5] = ["ANY-SCP", "ORTHANC", "CUSTOS", "DCM4CHEE", "PACS"];
+/// Credentials that ship as defaults in common archives.
+const DEFAULT_CREDENTIALS: [(&str, &str); 3] = [
+    ("orthanc", "orthanc"),
+    ("admin", "admin"),
+    ("admin", "password"),
+];
+
+pub async fn run(a: Args) -> Result<bool> {
+    let (host, port) = match a.target.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.ends_with(']') => (
+            h.trim_matches(['[', ']']).to_string(),
+            p.parse().context("PORT is a number")?,
+        ),
+        _ => (a.target.clone(), 104),
+    };
+    let called = if a.called.is_empty() {
+        DEFAULT_CALLED.iter().map(|s| s.to_string()).collect()
+    } else {
+        a.called.clone()
+    };
+    let timeout = Duration::from_secs(5);
+    let mut findings = probe(&ProbeOptions {
+        host: host.clone(),
+        port,
+        called,
+        show_phi: a.show_phi,
+        timeout,
+    })
+    .await;
+    let tls_here = tls_offered(&host, port, timeout).await;
+    let tls_2762 = port != 2762 && tls_offered(&host, 2762, timeout).await;
+    findings.push(if tls_here || tls_2762 {
+        Finding {
+            id: "dicom-tls",
+            severity: Severity::Info,
+            title: "DICOM over TLS is offered".into(),
+            evidence: format!(
+                "TLS handshake succeeded on {}",
+                if tls_here { port } else { 2762 }
+            ),
+            fix: "nothing to do (this check does not test TLS 1.0/1.1, which it cannot speak)",
+        }
+    } else {
+        Finding {
+            id: "dicom-no-tls",
+            severity: Severity::Medium,
+            title: "DICOM over TLS is not offered".into(),
+            evidence: format!("no TLS handshake on {port} or 2762"),
+            fix: "offer DICOM TLS (PS3.15, port 2762) and require it from peers outside the imaging network",
+        }
+    });
+    if let Some(url) = &a.http {
+        findings.extend(probe_web(url).await);
+    }
+    let worst = findings
+        .iter()
+        .map(|f| f.severity)
+        .max()
+        .unwrap_or(Severity::Info);
+    if a.json {
+        let list: Vec<_> = findings
+            .iter()
+            .map(|f| json!({ "id": f.id, "severity": f.severity.name(), "title": f.title, "evidence": f.evidence, "fix": f.fix }))
+            .collect();
+        println!(
+            "{}",
+            json!({ "target": format!("{host}:{port}"), "http": a.http, "findings": list })
+        );
+    } else {
+        println!("custos probe {host}:{port}");
+        for f in &findings {
+            println!(
+                "[{}] {}: {}\n    evidence: {}\n    fix: {}",
+                f.severity.name(),
+                f.id,
+                f.title,
+                f.evidence,
+                f.fix
+            );
+        }
+    }
+    Ok(worst < Severity::High)
+}
+
+async fn probe_web(url: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let base = url.trim_end_matches('/');
+    let client = match reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => c,
+        Err(_) => return out,
+    };
+    if base.starts_with("http://") {
+        out.push(Finding {
+            id: "web-no-tls",
+            severity: Severity::Medium,
+            title: "the web endpoint is plain HTTP".into(),
+            evidence: base.to_string(),
+            fix: "serve the API only over HTTPS",
+        });
+    }
+    let path = format!("{base}/dicom-web/studies?limit=1");
+    match client.get(&path).send().await {
+        Ok(r) if r.status().is_success() => out.push(Finding {
+            id: "web-anonymous",
+            severity: Severity::Critical,
+            title: "DICOMweb answers without credentials".into(),
+            evidence: format!("GET {path} -> {}", r.status()),
+            fix: "require authentication on every route",
+        }),
+        Ok(r) => out.push(Finding {
+            id: "web-auth-required",
+            severity: Severity::Info,
+            title: "DICOMweb requires credentials".into(),
+            evidence: format!("GET {path} without credentials -> {}", r.status()),
+            fix: "nothing to do",
+        }),
+        Err(e) => out.push(Finding {
+            id: "web-unreachable",
+            severity: Severity::Info,
+            title: "the web endpoint did not answer".into(),
+            evidence: e.to_string(),
+            fix: "nothing to do",
+        }),
+    }
+    for (u, p) in DEFAULT_CREDENTIALS {
+        if let Ok(r) = client.get(&path).basic_auth(u, Some(p)).send().await
+            && r.status().is_success()
+        {
+            out.push(Finding {
+                id: "web-default-credentials",
+                severity: Severity::High,
+                title: "a well-known default password is accepted".into(),
+                evidence: format!("user `{u}` with its default password -> {}", r.status()),
+                fix: "change default passwords; Custos has none",
+            });
+        }
+    }
+    out
+}
