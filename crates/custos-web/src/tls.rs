@@ -249,3 +249,15 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// Days until the first certificate in a PEM file expires (negative: expired).
+pub fn days_until_expiry(path: &Path) -> Result<i64> {
+    let der = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .next()
+        .context("no certificate in the file")??;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| anyhow::anyhow!("parsing {}: {e}", path.display()))?;
+    let not_after = cert.validity().not_after.timestamp();
+    Ok((not_after - OffsetDateTime::now_utc().unix_timestamp()) / 86_400)
+}

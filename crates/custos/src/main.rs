@@ -6,6 +6,7 @@ mod audit_cmd;
 mod cert_cmd;
 mod config;
 mod data;
+mod doctor;
 mod fsck_cmd;
 mod identity;
 mod import;
@@ -84,6 +85,13 @@ enum Command {
         /// Show patient values found by an anonymous query (default: only counts).
         #[arg(long)]
         show_phi: bool,
+    },
+    /// Check this server's configuration and state (listeners, peers, users,
+    /// audit trail, certificates, permissions, disk).
+    Doctor {
+        /// Print only JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Certificates from the data folder's CA.
     Cert {
@@ -187,6 +195,12 @@ fn main() -> Result<()> {
                 })
                 .await?;
                 if !clean {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
+            Command::Doctor { json } => {
+                if !doctor::run(&cli.data, json).await? {
                     std::process::exit(1);
                 }
                 Ok(())

@@ -102,3 +102,79 @@ fn custos_in_its_default_configuration_has_nothing_high_or_critical() {
             || ids(&v, "medium").contains(&"dicom-no-tls".to_string())
     );
 }
+
+fn doctor(data: &DataDir, env: &[(&str, &str)]) -> (bool, serde_json::Value) {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["doctor", "--json", "--data"]).arg(&data.path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let v = serde_json::from_str(&String::from_utf8_lossy(&out.stdout))
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.success(), v)
+}
+
+#[test]
+fn doctor_is_quiet_on_defaults_and_names_each_insecure_setting() {
+    let data = DataDir::new("doctor");
+    let (ok, v) = doctor(&data, &[]);
+    assert!(ok, "{v}");
+    assert!(
+        ids(&v, "critical").is_empty() && ids(&v, "high").is_empty(),
+        "{v}"
+    );
+
+    // An insecure set-up, written by the test.
+    data.cli(&[
+        "peer",
+        "add",
+        "ANYONE",
+        "--host",
+        "0.0.0.0/0",
+        "--allow",
+        "echo,store,find,get,move",
+    ])
+    .success();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let insecure = [
+        ("CUSTOS_DICOM_LISTEN", "0.0.0.0:11112"),
+        ("CUSTOS_HTTP_LISTEN", "0.0.0.0:8080"),
+        ("CUSTOS_HTTP_PLAINTEXT", "true"),
+    ];
+    let (ok, v) = doctor(&data, &insecure);
+    assert!(!ok, "exit status 1 on high findings: {v}");
+    let high = ids(&v, "high");
+    for id in [
+        "dicom-plain-beyond-loopback",
+        "http-plain-beyond-loopback",
+        "peer-any-address",
+        "data-folder-open",
+    ] {
+        assert!(high.contains(&id.to_string()), "{id}: {v}");
+    }
+    assert!(
+        ids(&v, "medium").contains(&"peer-all-rights-plain".to_string()),
+        "{v}"
+    );
+
+    // An altered audit record is critical.
+    let db = data.path.join("index.sqlite");
+    let tamper = std::process::Command::new("python3")
+        .args(["-c", &format!(
+            "import sqlite3; c=sqlite3.connect('{}'); c.execute(\"UPDATE audit SET body=replace(body,'ANYONE','NOBODY')\"); c.commit()",
+            db.display()
+        )])
+        .status()
+        .unwrap();
+    assert!(tamper.success());
+    let (_, v) = doctor(&data, &[]);
+    assert!(
+        ids(&v, "critical").contains(&"audit-broken".to_string()),
+        "{v}"
+    );
+}

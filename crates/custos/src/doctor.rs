@@ -1,0 +1,337 @@
+//! `custos doctor`: this server's configuration and state checked for what
+//! `custos probe` would find from outside, and more: listeners beyond loopback
+//! without TLS, peers open to any address or with rights they never use, old
+//! passwords, an audit trail that does not verify, certificates near expiry,
+//! a data folder others can read, a disk nearly full.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::Result;
+use serde_json::json;
+
+use custos_core::audit::{GENESIS, first_break};
+use custos_core::{Action, HostPattern};
+use custos_dimse::probe::{Finding, Severity};
+
+use crate::config::Config;
+use crate::data::open_index;
+
+fn finding(
+    id: &'static str,
+    severity: Severity,
+    title: String,
+    evidence: String,
+    fix: &'static str,
+) -> Finding {
+    Finding {
+        id,
+        severity,
+        title,
+        evidence,
+        fix,
+    }
+}
+
+fn beyond_loopback(listen: &str) -> bool {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) => !a.ip().is_loopback(),
+        Err(_) => true,
+    }
+}
+
+pub async fn run(data: &Path, as_json: bool) -> Result<bool> {
+    let config = Config::load(data)?;
+    let index = open_index(data, &config).await?;
+    let mut f = Vec::new();
+
+    // Listeners.
+    if config.dicom.plaintext && beyond_loopback(&config.dicom.listen) {
+        f.push(finding("dicom-plain-beyond-loopback", Severity::High,
+            "the plain DICOM listener is reachable beyond loopback".into(),
+            format!("[dicom] listen = {}", config.dicom.listen),
+            "use the TLS listener for peers outside this host ([dicom] plaintext = false), or bind the plain one to the imaging network only"));
+    }
+    if config.http.plaintext && beyond_loopback(&config.http.listen) {
+        f.push(finding("http-plain-beyond-loopback", Severity::High,
+            "plain HTTP is served beyond loopback".into(),
+            format!("[http] listen = {}, plaintext = true", config.http.listen),
+            "serve HTTPS ([http] plaintext = false) or bind plain HTTP to loopback behind a TLS proxy"));
+    }
+
+    // Peers, and what the audit trail says they did in it.
+    let used = rights_used(index.as_ref()).await;
+    for p in index.peers().await? {
+        let open = match &p.host {
+            HostPattern::Cidr(_, len) => *len == 0,
+            _ => false,
+        };
+        if open {
+            f.push(finding(
+                "peer-any-address",
+                Severity::High,
+                format!("peer {} may connect from any address", p.ae_title),
+                format!("--host {}", p.host),
+                "restrict the peer to its address or subnet",
+            ));
+        } else if matches!(&p.host, HostPattern::Cidr(_, len) if *len < 16) {
+            f.push(finding(
+                "peer-wide-network",
+                Severity::Medium,
+                format!("peer {} may connect from a large network", p.ae_title),
+                format!("--host {}", p.host),
+                "restrict the peer to its address or subnet",
+            ));
+        }
+        let all = [Action::Store, Action::Find, Action::Get, Action::Move]
+            .iter()
+            .all(|a| p.permissions.allows(*a));
+        if all && !p.tls_required {
+            f.push(finding(
+                "peer-all-rights-plain",
+                Severity::Medium,
+                format!(
+                    "peer {} may store, query and retrieve without TLS",
+                    p.ae_title
+                ),
+                format!("--allow {}", p.permissions),
+                "grant only what the device does; require TLS for workstations",
+            ));
+        }
+        if let Some(used) = &used {
+            let unused: Vec<&str> = p
+                .permissions
+                .actions()
+                .filter(|a| *a != Action::Echo && !used.contains(&(p.ae_title.clone(), *a)))
+                .map(|a| a.name())
+                .collect();
+            if !unused.is_empty() {
+                f.push(finding(
+                    "peer-unused-rights",
+                    Severity::Low,
+                    format!("peer {} has rights it has not used", p.ae_title),
+                    format!(
+                        "never used according to the audit trail: {}",
+                        unused.join(", ")
+                    ),
+                    "remove rights the device does not need (custos peer add ... --allow)",
+                ));
+            }
+        }
+    }
+
+    // Users.
+    let now = custos_web::auth::now_unix();
+    for u in index.users().await? {
+        if !u.disabled && now - u.password_changed > 365 * 86_400 {
+            f.push(finding(
+                "user-old-password",
+                Severity::Low,
+                format!(
+                    "user {} has not changed the password in over a year",
+                    u.name
+                ),
+                format!(
+                    "last change {} days ago",
+                    (now - u.password_changed) / 86_400
+                ),
+                "custos user passwd NAME, or disable unused accounts",
+            ));
+        }
+    }
+
+    // The audit trail.
+    match verify(index.as_ref()).await {
+        Ok(None) => {}
+        Ok(Some(seq)) => f.push(finding(
+            "audit-broken",
+            Severity::Critical,
+            "the audit trail does not verify".into(),
+            format!("the hash chain breaks at record {seq}"),
+            "investigate: someone altered or removed audit records (custos audit verify)",
+        )),
+        Err(e) => f.push(finding(
+            "audit-unreadable",
+            Severity::High,
+            "the audit trail cannot be read".into(),
+            e.to_string(),
+            "check the index",
+        )),
+    }
+
+    // Certificates.
+    let files = custos_web::tls::TlsFiles::in_data(data);
+    for (what, path) in [
+        ("server certificate", files.server_cert.clone()),
+        ("local CA", files.ca_cert.clone()),
+    ] {
+        if let Ok(days) = custos_web::tls::days_until_expiry(&path) {
+            if days < 0 {
+                f.push(finding(
+                    "cert-expired",
+                    Severity::High,
+                    format!("the {what} has expired"),
+                    path.display().to_string(),
+                    "renew it (remove tls/ and restart to make new ones)",
+                ));
+            } else if days < 30 {
+                f.push(finding(
+                    "cert-expiring",
+                    Severity::Medium,
+                    format!("the {what} expires in {days} days"),
+                    path.display().to_string(),
+                    "renew it before it expires",
+                ));
+            }
+        }
+    }
+
+    // Data folder permissions.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(data) {
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                f.push(finding(
+                    "data-folder-open",
+                    Severity::High,
+                    "the data folder can be read by other users".into(),
+                    format!("{} has mode {mode:o}", data.display()),
+                    "chmod 700 the data folder",
+                ));
+            }
+        }
+        for key in [&files.ca_key, &files.server_key] {
+            if let Ok(m) = std::fs::metadata(key)
+                && m.permissions().mode() & 0o077 != 0
+            {
+                f.push(finding(
+                    "key-file-open",
+                    Severity::High,
+                    "a private key can be read by other users".into(),
+                    key.display().to_string(),
+                    "chmod 600 the key",
+                ));
+            }
+        }
+    }
+
+    // Disk space.
+    if let Some(pct) = free_percent(data) {
+        if pct < 10 {
+            f.push(finding(
+                "disk-nearly-full",
+                Severity::High,
+                "the data disk is nearly full".into(),
+                format!("{pct}% free"),
+                "add space before stores start failing",
+            ));
+        } else if pct < 20 {
+            f.push(finding(
+                "disk-filling",
+                Severity::Medium,
+                "the data disk is filling up".into(),
+                format!("{pct}% free"),
+                "plan more space",
+            ));
+        }
+    }
+
+    let worst = f.iter().map(|x| x.severity).max().unwrap_or(Severity::Info);
+    if as_json {
+        let list: Vec<_> = f
+            .iter()
+            .map(|x| json!({ "id": x.id, "severity": x.severity.name(), "title": x.title, "evidence": x.evidence, "fix": x.fix }))
+            .collect();
+        println!(
+            "{}",
+            json!({ "data": data.display().to_string(), "findings": list })
+        );
+    } else {
+        println!("custos doctor {}", data.display());
+        if f.is_empty() {
+            println!("nothing to report");
+        }
+        for x in &f {
+            println!(
+                "[{}] {}: {}\n    evidence: {}\n    fix: {}",
+                x.severity.name(),
+                x.id,
+                x.title,
+                x.evidence,
+                x.fix
+            );
+        }
+    }
+    Ok(worst < Severity::High)
+}
+
+async fn verify(index: &dyn custos_index::Index) -> Result<Option<i64>> {
+    let (mut after, mut prev) = (0i64, GENESIS.to_string());
+    loop {
+        let page = index.audit_after(after, 10_000).await?;
+        let Some(last) = page.last().cloned() else {
+            return Ok(None);
+        };
+        if let Some(seq) = first_break(&page, prev.clone(), after) {
+            return Ok(Some(seq));
+        }
+        after = last.seq;
+        prev = last.hash;
+    }
+}
+
+/// (peer, action) pairs the audit trail shows in use; `None` when the trail
+/// is too young (under a week) to judge.
+async fn rights_used(index: &dyn custos_index::Index) -> Option<HashSet<(String, Action)>> {
+    let first = index.audit_after(0, 1).await.ok()?.into_iter().next()?;
+    let started =
+        time::OffsetDateTime::parse(&first.time, &time::format_description::well_known::Rfc3339)
+            .ok()?;
+    if (time::OffsetDateTime::now_utc() - started).whole_days() < 7 {
+        return None;
+    }
+    let mut used = HashSet::new();
+    let mut after = 0;
+    loop {
+        let page = index.audit_after(after, 10_000).await.ok()?;
+        let last = page.last()?.seq;
+        for r in &page {
+            let b: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+            let peer = b["peer"].as_str().unwrap_or_default().to_string();
+            let detail = b["detail"].as_str().unwrap_or_default();
+            for (prefix, a) in [
+                ("C-STORE", Action::Store),
+                ("C-FIND", Action::Find),
+                ("C-GET", Action::Get),
+                ("C-MOVE", Action::Move),
+            ] {
+                if detail.starts_with(prefix) {
+                    used.insert((peer.clone(), a));
+                }
+            }
+        }
+        after = last;
+        if page.len() < 10_000 {
+            return Some(used);
+        }
+    }
+}
+
+fn free_percent(data: &Path) -> Option<u64> {
+    let out = std::process::Command::new("df")
+        .arg("-P")
+        .arg(data)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().nth(1)?;
+    let used = line
+        .split_whitespace()
+        .nth(4)?
+        .trim_end_matches('%')
+        .parse::<u64>()
+        .ok()?;
+    Some(100 - used.min(100))
+}
