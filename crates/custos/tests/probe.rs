@@ -178,3 +178,67 @@ fn doctor_is_quiet_on_defaults_and_names_each_insecure_setting() {
         "{v}"
     );
 }
+
+/// Debian's Orthanc with its out-of-the-box configuration (only the folders
+/// and ports moved to the test's): probe reports what is open there.
+#[test]
+fn orthanc_out_of_the_box_is_reported_open() {
+    let work = std::env::temp_dir().join(format!("custos-probe-orthanc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let conf = work.join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    let (dicom, http) = (free_port(), free_port());
+    for entry in std::fs::read_dir("/etc/orthanc").expect("Debian's orthanc package") {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "json") {
+            let mut text = std::fs::read_to_string(&p).unwrap();
+            if p.file_name().unwrap() == "orthanc.json" {
+                text = text
+                    .replace("/var/lib/orthanc/db-v6", work.join("db").to_str().unwrap())
+                    .replace("\"DicomPort\" : 4242", &format!("\"DicomPort\" : {dicom}"))
+                    .replace("\"HttpPort\" : 8042", &format!("\"HttpPort\" : {http}"));
+            }
+            std::fs::write(conf.join(p.file_name().unwrap()), text).unwrap();
+        }
+    }
+    let mut orthanc = std::process::Command::new("/usr/sbin/Orthanc")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("Orthanc");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", dicom)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Orthanc did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let run = probe(&[
+        &format!("127.0.0.1:{dicom}"),
+        "--json",
+        "--http",
+        &format!("http://127.0.0.1:{http}"),
+    ]);
+    let _ = orthanc.kill();
+    let _ = orthanc.wait();
+    let _ = std::fs::remove_dir_all(&work);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout()).expect("only JSON on stdout");
+    assert!(!run.ok(), "{v}");
+    let high = ids(&v, "high");
+    assert!(high.contains(&"dicom-any-calling-ae".to_string()), "{v}");
+    assert!(
+        high.contains(&"dicom-store-open".to_string()),
+        "unknown AEs may store: {v}"
+    );
+    assert!(
+        ids(&v, "critical").contains(&"web-anonymous".to_string()),
+        "{v}"
+    );
+    assert!(ids(&v, "medium").contains(&"web-no-tls".to_string()), "{v}");
+    assert!(
+        v.to_string().contains("Orthanc") || v.to_string().contains("DCMTK"),
+        "{v}"
+    );
+}
