@@ -122,7 +122,21 @@ pub async fn run(data: &Path, as_json: bool) -> Result<bool> {
 
     // Users.
     let now = custos_web::auth::now_unix();
+    let admin_acts = admin_actions_by_user(index.as_ref()).await;
     for u in index.users().await? {
+        if let Some(acted) = &admin_acts
+            && u.role == custos_core::Role::Admin
+            && !u.disabled
+            && !acted.contains(&u.name)
+        {
+            f.push(finding(
+                "admin-unused",
+                Severity::Low,
+                format!("user {} has admin rights it has not used", u.name),
+                "no change, deletion or audit read by this user in the audit trail".into(),
+                "give the user a narrower role, or disable the account",
+            ));
+        }
         if !u.disabled && now - u.password_changed > 365 * 86_400 {
             f.push(finding(
                 "user-old-password",
@@ -282,9 +296,12 @@ async fn verify(index: &dyn custos_index::Index) -> Result<Option<i64>> {
     }
 }
 
-/// (peer, action) pairs the audit trail shows in use; `None` when the trail
-/// is too young (under a week) to judge.
-async fn rights_used(index: &dyn custos_index::Index) -> Option<HashSet<(String, Action)>> {
+/// Visits every audit record body; `None` (nothing visited) while the trail
+/// is under a week old, too young to say what is unused.
+async fn scan_trail(
+    index: &dyn custos_index::Index,
+    mut visit: impl FnMut(&serde_json::Value),
+) -> Option<()> {
     let first = index.audit_after(0, 1).await.ok()?.into_iter().next()?;
     let started =
         time::OffsetDateTime::parse(&first.time, &time::format_description::well_known::Rfc3339)
@@ -292,31 +309,53 @@ async fn rights_used(index: &dyn custos_index::Index) -> Option<HashSet<(String,
     if (time::OffsetDateTime::now_utc() - started).whole_days() < 7 {
         return None;
     }
-    let mut used = HashSet::new();
     let mut after = 0;
     loop {
         let page = index.audit_after(after, 10_000).await.ok()?;
-        let last = page.last()?.seq;
+        let Some(last) = page.last() else {
+            return Some(());
+        };
         for r in &page {
-            let b: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
-            let peer = b["peer"].as_str().unwrap_or_default().to_string();
-            let detail = b["detail"].as_str().unwrap_or_default();
-            for (prefix, a) in [
-                ("C-STORE", Action::Store),
-                ("C-FIND", Action::Find),
-                ("C-GET", Action::Get),
-                ("C-MOVE", Action::Move),
-            ] {
-                if detail.starts_with(prefix) {
-                    used.insert((peer.clone(), a));
-                }
-            }
+            visit(&serde_json::from_str(&r.body).unwrap_or_default());
         }
-        after = last;
+        after = last.seq;
         if page.len() < 10_000 {
-            return Some(used);
+            return Some(());
         }
     }
+}
+
+/// (peer, action) pairs the audit trail shows in use.
+async fn rights_used(index: &dyn custos_index::Index) -> Option<HashSet<(String, Action)>> {
+    let mut used = HashSet::new();
+    scan_trail(index, |b| {
+        let peer = b["peer"].as_str().unwrap_or_default().to_string();
+        let detail = b["detail"].as_str().unwrap_or_default();
+        for (prefix, a) in [
+            ("C-STORE", Action::Store),
+            ("C-FIND", Action::Find),
+            ("C-GET", Action::Get),
+            ("C-MOVE", Action::Move),
+        ] {
+            if detail.starts_with(prefix) {
+                used.insert((peer.clone(), a));
+            }
+        }
+    })
+    .await?;
+    Some(used)
+}
+
+/// Users who changed configuration, deleted or read the trail (admin work).
+async fn admin_actions_by_user(index: &dyn custos_index::Index) -> Option<HashSet<String>> {
+    let mut users = HashSet::new();
+    scan_trail(index, |b| {
+        if matches!(b["event"]["code"].as_u64(), Some(110113 | 110105 | 110101)) {
+            users.insert(b["user"].as_str().unwrap_or_default().to_string());
+        }
+    })
+    .await?;
+    Some(users)
 }
 
 fn free_percent(data: &Path) -> Option<u64> {

@@ -162,8 +162,40 @@ fn doctor_is_quiet_on_defaults_and_names_each_insecure_setting() {
         "{v}"
     );
 
-    // An altered audit record is critical.
+    // A trail old enough to judge usage (its first record re-dated ten days
+    // back, the chain recomputed as Custos would): unused rights show.
     let db = data.path.join("index.sqlite");
+    let redate = std::process::Command::new("python3")
+        .args(["-c", &format!(
+            r#"
+import sqlite3, hashlib, json, datetime
+c = sqlite3.connect('{}')
+rows = c.execute('SELECT seq, at, body FROM audit ORDER BY seq').fetchall()
+prev = '0' * 64
+old = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=10)).strftime('%Y-%m-%dT%H:%M:%S.000Z')
+for i, (seq, at, body) in enumerate(rows):
+    if i == 0:
+        b = json.loads(body); b['time'] = old; body = json.dumps(b, separators=(',', ':')); at = old
+    h = hashlib.sha256((prev + chr(10) + body).encode()).hexdigest()
+    c.execute('UPDATE audit SET at=?, body=?, prev_hash=?, hash=? WHERE seq=?', (at, body, prev, h, seq))
+    prev = h
+c.commit()
+"#,
+            db.display()
+        )])
+        .output()
+        .unwrap();
+    assert!(redate.status.success(), "{}", String::from_utf8_lossy(&redate.stderr));
+    let (_, v) = doctor(&data, &[]);
+    assert!(
+        ids(&v, "critical").is_empty(),
+        "the recomputed chain verifies: {v}"
+    );
+    let low = ids(&v, "low");
+    assert!(low.contains(&"peer-unused-rights".to_string()), "{v}");
+    assert!(low.contains(&"admin-unused".to_string()), "{v}");
+
+    // An altered audit record is critical.
     let tamper = std::process::Command::new("python3")
         .args(["-c", &format!(
             "import sqlite3; c=sqlite3.connect('{}'); c.execute(\"UPDATE audit SET body=replace(body,'ANYONE','NOBODY')\"); c.commit()",
