@@ -252,33 +252,12 @@ pub async fn run(data: &Path, as_json: bool) -> Result<bool> {
         }
     }
 
-    let worst = f.iter().map(|x| x.severity).max().unwrap_or(Severity::Info);
-    if as_json {
-        let list: Vec<_> = f
-            .iter()
-            .map(|x| json!({ "id": x.id, "severity": x.severity.name(), "title": x.title, "evidence": x.evidence, "fix": x.fix }))
-            .collect();
-        println!(
-            "{}",
-            json!({ "data": data.display().to_string(), "findings": list })
-        );
-    } else {
-        println!("custos doctor {}", data.display());
-        if f.is_empty() {
-            println!("nothing to report");
-        }
-        for x in &f {
-            println!(
-                "[{}] {}: {}\n    evidence: {}\n    fix: {}",
-                x.severity.name(),
-                x.id,
-                x.title,
-                x.evidence,
-                x.fix
-            );
-        }
-    }
-    Ok(worst < Severity::High)
+    Ok(crate::probe_cmd::report(
+        &format!("custos doctor {}", data.display()),
+        json!({ "data": data.display().to_string() }),
+        &f,
+        as_json,
+    ))
 }
 
 async fn verify(index: &dyn custos_index::Index) -> Result<Option<i64>> {

@@ -72,23 +72,31 @@ pub async fn run(a: Args) -> Result<bool> {
     if let Some(url) = &a.http {
         findings.extend(probe_web(url).await);
     }
-    let worst = findings
-        .iter()
-        .map(|f| f.severity)
-        .max()
-        .unwrap_or(Severity::Info);
-    if a.json {
+    Ok(report(
+        &format!("custos probe {host}:{port}"),
+        json!({ "target": format!("{host}:{port}"), "http": a.http }),
+        &findings,
+        a.json,
+    ))
+}
+
+/// Prints findings as text or as one JSON object (`head` plus `findings`);
+/// returns false when any is high or critical (the exit status).
+pub fn report(title: &str, head: serde_json::Value, findings: &[Finding], as_json: bool) -> bool {
+    if as_json {
         let list: Vec<_> = findings
             .iter()
             .map(|f| json!({ "id": f.id, "severity": f.severity.name(), "title": f.title, "evidence": f.evidence, "fix": f.fix }))
             .collect();
-        println!(
-            "{}",
-            json!({ "target": format!("{host}:{port}"), "http": a.http, "findings": list })
-        );
+        let mut out = head;
+        out["findings"] = json!(list);
+        println!("{out}");
     } else {
-        println!("custos probe {host}:{port}");
-        for f in &findings {
+        println!("{title}");
+        if findings.is_empty() {
+            println!("nothing to report");
+        }
+        for f in findings {
             println!(
                 "[{}] {}: {}\n    evidence: {}\n    fix: {}",
                 f.severity.name(),
@@ -99,7 +107,7 @@ pub async fn run(a: Args) -> Result<bool> {
             );
         }
     }
-    Ok(worst < Severity::High)
+    findings.iter().all(|f| f.severity < Severity::High)
 }
 
 async fn probe_web(url: &str) -> Vec<Finding> {

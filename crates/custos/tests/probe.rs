@@ -185,7 +185,11 @@ c.commit()
         )])
         .output()
         .unwrap();
-    assert!(redate.status.success(), "{}", String::from_utf8_lossy(&redate.stderr));
+    assert!(
+        redate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&redate.stderr)
+    );
     let (_, v) = doctor(&data, &[]);
     assert!(
         ids(&v, "critical").is_empty(),
