@@ -59,6 +59,8 @@ fn schemathesis_finds_the_server_conforming_to_its_openapi_document() {
             "POST /dicom-web/studies/{study}",
         ])
         .env("SCHEMATHESIS_HOOKS", "")
+        // Its cache goes with the test's data folder.
+        .current_dir(&data.path)
         .output()
         .expect("schemathesis (pip install schemathesis)");
     let text = String::from_utf8_lossy(&out.stdout);
