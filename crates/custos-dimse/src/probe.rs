@@ -442,8 +442,16 @@ async fn move_to_unknown(a: &mut AsyncClientAssociation<TcpStream>) -> Option<u1
     }
 }
 
-/// Whether a TLS handshake succeeds on `host:port` (any certificate).
-pub async fn tls_offered(host: &str, port: u16, timeout: Duration) -> bool {
+/// What a TLS handshake on a port showed.
+pub struct TlsSeen {
+    pub version: String,
+    /// The server's certificate (DER), if it sent one.
+    pub certificate: Option<Vec<u8>>,
+}
+
+/// The TLS handshake on `host:port`, if one succeeds (any certificate is
+/// accepted here: the caller judges it).
+pub async fn tls_offered(host: &str, port: u16, timeout: Duration) -> Option<TlsSeen> {
     use tokio_rustls::rustls;
     #[derive(Debug)]
     struct Any;
@@ -481,24 +489,31 @@ pub async fn tls_offered(host: &str, port: u16, timeout: Duration) -> bool {
         }
     }
     let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let Ok(b) =
-        rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()
-    else {
-        return false;
-    };
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?;
     let config = b
         .dangerous()
         .with_custom_certificate_verifier(std::sync::Arc::new(Any))
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let Ok(Ok(tcp)) = tokio::time::timeout(timeout, TcpStream::connect((host, port))).await else {
-        return false;
+        return None;
     };
-    let Ok(name) = rustls::pki_types::ServerName::try_from(host.to_string()) else {
-        return false;
-    };
-    matches!(
-        tokio::time::timeout(timeout, connector.connect(name, tcp)).await,
-        Ok(Ok(_))
-    )
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).ok()?;
+    let tls = tokio::time::timeout(timeout, connector.connect(name, tcp))
+        .await
+        .ok()?
+        .ok()?;
+    let conn = tls.get_ref().1;
+    Some(TlsSeen {
+        version: conn
+            .protocol_version()
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default(),
+        certificate: conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec()),
+    })
 }

@@ -261,3 +261,12 @@ pub fn days_until_expiry(path: &Path) -> Result<i64> {
     let not_after = cert.validity().not_after.timestamp();
     Ok((not_after - OffsetDateTime::now_utc().unix_timestamp()) / 86_400)
 }
+
+/// Days until a DER certificate expires (negative: expired) and whether it is
+/// self-signed (issuer = subject).
+pub fn cert_facts(der: &[u8]) -> Option<(i64, bool)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let days = (cert.validity().not_after.timestamp() - OffsetDateTime::now_utc().unix_timestamp())
+        / 86_400;
+    Some((days, cert.issuer() == cert.subject()))
+}

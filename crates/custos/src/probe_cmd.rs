@@ -47,28 +47,66 @@ pub async fn run(a: Args) -> Result<bool> {
         timeout,
     })
     .await;
-    let tls_here = tls_offered(&host, port, timeout).await;
-    let tls_2762 = port != 2762 && tls_offered(&host, 2762, timeout).await;
-    findings.push(if tls_here || tls_2762 {
-        Finding {
-            id: "dicom-tls",
-            severity: Severity::Info,
-            title: "DICOM over TLS is offered".into(),
-            evidence: format!(
-                "TLS handshake succeeded on {}",
-                if tls_here { port } else { 2762 }
-            ),
-            fix: "nothing to do (this check does not test TLS 1.0/1.1, which it cannot speak)",
+    let seen = match tls_offered(&host, port, timeout).await {
+        Some(t) => Some((port, t)),
+        None if port != 2762 => tls_offered(&host, 2762, timeout).await.map(|t| (2762, t)),
+        None => None,
+    };
+    match seen {
+        Some((on, t)) => {
+            findings.push(Finding {
+                id: "dicom-tls",
+                severity: Severity::Info,
+                title: "DICOM over TLS is offered".into(),
+                evidence: format!("{} handshake on port {on}", t.version),
+                fix: "nothing to do (TLS 1.0/1.1 acceptance is not tested: this probe cannot speak them)",
+            });
+            match t.certificate.as_deref().and_then(custos_web::tls::cert_facts) {
+                Some((days, _)) if days < 0 => findings.push(Finding {
+                    id: "tls-cert-expired",
+                    severity: Severity::High,
+                    title: "the TLS certificate has expired".into(),
+                    evidence: format!("expired {} days ago", -days),
+                    fix: "renew the certificate",
+                }),
+                Some((days, self_signed)) => {
+                    if days < 30 {
+                        findings.push(Finding {
+                            id: "tls-cert-expiring",
+                            severity: Severity::Medium,
+                            title: "the TLS certificate expires soon".into(),
+                            evidence: format!("{days} days left"),
+                            fix: "renew the certificate",
+                        });
+                    }
+                    if self_signed {
+                        findings.push(Finding {
+                            id: "tls-cert-self-signed",
+                            severity: Severity::Low,
+                            title: "the TLS certificate is self-signed".into(),
+                            evidence: "issuer and subject are the same".into(),
+                            fix: "use a certificate from a CA the peers can verify",
+                        });
+                    }
+                    findings.push(Finding {
+                        id: "tls-cert",
+                        severity: Severity::Info,
+                        title: "TLS certificate validity".into(),
+                        evidence: format!("valid for {days} more days"),
+                        fix: "nothing to do",
+                    });
+                }
+                None => {}
+            }
         }
-    } else {
-        Finding {
+        None => findings.push(Finding {
             id: "dicom-no-tls",
             severity: Severity::Medium,
             title: "DICOM over TLS is not offered".into(),
             evidence: format!("no TLS handshake on {port} or 2762"),
             fix: "offer DICOM TLS (PS3.15, port 2762) and require it from peers outside the imaging network",
-        }
-    });
+        }),
+    }
     if let Some(url) = &a.http {
         findings.extend(probe_web(url).await);
     }

@@ -101,6 +101,23 @@ fn custos_in_its_default_configuration_has_nothing_high_or_critical() {
         ids(&v, "info").contains(&"dicom-tls".to_string())
             || ids(&v, "medium").contains(&"dicom-no-tls".to_string())
     );
+
+    // Its DICOM TLS listener: TLS offered, the certificate from the data
+    // folder's CA is valid for about 13 months and not self-signed.
+    let tls_port = server.tls.expect("TLS listener").port();
+    let run = probe(&[&format!("127.0.0.1:{tls_port}"), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout()).expect("only JSON on stdout");
+    assert!(run.ok(), "{v}");
+    let info = ids(&v, "info");
+    assert!(
+        info.contains(&"dicom-tls".to_string()) && info.contains(&"tls-cert".to_string()),
+        "{v}"
+    );
+    assert!(
+        !ids(&v, "low").contains(&"tls-cert-self-signed".to_string()),
+        "{v}"
+    );
+    assert!(v.to_string().contains("TLSv1_3"), "{v}");
 }
 
 fn doctor(data: &DataDir, env: &[(&str, &str)]) -> (bool, serde_json::Value) {
