@@ -94,6 +94,41 @@ pub async fn append_now(index: &dyn Index, events: Vec<AuditEvent>) -> Result<()
     index.append_audit(entries).await
 }
 
+/// How a whole trail checked out.
+pub struct ChainCheck {
+    /// Records that verified (all of them when `broken_at` is `None`).
+    pub good: u64,
+    /// The first record where the chain breaks.
+    pub broken_at: Option<i64>,
+    /// The last good hash.
+    pub head: String,
+}
+
+/// Recomputes the hash chain of the whole trail, page by page.
+pub async fn verify_chain(index: &dyn Index) -> Result<ChainCheck, IndexError> {
+    let (mut after, mut head, mut good) = (0i64, custos_core::audit::GENESIS.to_string(), 0u64);
+    loop {
+        let page = index.audit_after(after, 10_000).await?;
+        let Some(last) = page.last().cloned() else {
+            return Ok(ChainCheck {
+                good,
+                broken_at: None,
+                head,
+            });
+        };
+        if let Some(seq) = custos_core::audit::first_break(&page, head.clone(), after) {
+            return Ok(ChainCheck {
+                good,
+                broken_at: Some(seq),
+                head,
+            });
+        }
+        good += page.len() as u64;
+        after = last.seq;
+        head = last.hash;
+    }
+}
+
 pub(crate) fn start(index: Arc<dyn Index>) -> AuditSender {
     let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
     tokio::spawn(async move {

@@ -137,8 +137,9 @@ pub fn random_password() -> String {
     random_text(20)
 }
 
-fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
+/// Lower-case hex SHA-256 (token secrets, certificate fingerprints).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// Token text: `custos_<id>_<secret>`.
@@ -158,7 +159,7 @@ pub fn new_token(user: &str, read_only: bool, created: i64, expires: i64) -> New
         token: ApiToken {
             id,
             user: user.to_string(),
-            secret_sha256: sha256_hex(&secret),
+            secret_sha256: sha256_hex(secret.as_bytes()),
             read_only,
             created,
             expires,
@@ -177,7 +178,7 @@ pub fn parse_token(text: &str) -> Option<(&str, &str)> {
 
 /// Whether `secret` belongs to `token` (constant-time).
 pub fn token_secret_matches(token: &ApiToken, secret: &str) -> bool {
-    sha256_hex(secret)
+    sha256_hex(secret.as_bytes())
         .as_bytes()
         .ct_eq(token.secret_sha256.as_bytes())
         .into()

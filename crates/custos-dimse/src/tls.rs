@@ -67,7 +67,7 @@ pub async fn terminate(
         .1
         .peer_certificates()
         .and_then(|c| c.first())
-        .map(|c| sha256_hex(c.as_ref()));
+        .map(|c| custos_core::credentials::sha256_hex(c.as_ref()));
     let (mut outer, inner) = relay.pair().await.map_err(|e| e.to_string())?;
     let mut tls = tls;
     tokio::spawn(async move {
@@ -80,9 +80,4 @@ pub async fn terminate(
             client_cert_sha256: fingerprint,
         },
     ))
-}
-
-fn sha256_hex(der: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(der))
 }

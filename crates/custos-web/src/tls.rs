@@ -160,13 +160,32 @@ pub fn issue_peer_cert(
     let (cert, key) = issue_leaf(&issuer, name, &names, OffsetDateTime::now_utc())?;
     let der = CertificateDer::from_pem_slice(cert.as_bytes())
         .context("parsing the certificate just made")?;
-    Ok((cert, key, sha256_hex(&der)))
+    Ok((cert, key, custos_core::credentials::sha256_hex(&der)))
 }
 
-/// Lower-case hex SHA-256 of DER bytes (a certificate fingerprint).
-pub fn sha256_hex(der: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(der))
+/// A PEM certificate chain and its private key.
+fn cert_and_key(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let certs = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading the key {}", key.display()))?;
+    Ok((certs, key))
+}
+
+/// The certificates of a PEM CA bundle as trust roots.
+fn trust_roots(ca: &Path) -> Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in
+        CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
+    {
+        roots.add(c?)?;
+    }
+    Ok(roots)
 }
 
 /// The DICOM TLS configuration (PS3.15 BCP 195): TLS 1.2 and 1.3 only, AEAD
@@ -178,17 +197,8 @@ pub fn dicom_server_config(
     key: &Path,
     client_ca: &Path,
 ) -> Result<Arc<rustls::ServerConfig>> {
-    let certs = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("reading {}", cert.display()))?
-        .collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("reading the key {}", key.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_file_iter(client_ca)
-        .with_context(|| format!("reading {}", client_ca.display()))?
-    {
-        roots.add(ca?)?;
-    }
+    let (certs, key) = cert_and_key(cert, key)?;
+    let roots = trust_roots(client_ca)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
@@ -211,17 +221,8 @@ pub fn dicom_client_config(
     key: &Path,
     ca: &Path,
 ) -> Result<Arc<rustls::ClientConfig>> {
-    let certs = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("reading {}", cert.display()))?
-        .collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("reading the key {}", key.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in
-        CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
-    {
-        roots.add(c?)?;
-    }
+    let (certs, key) = cert_and_key(cert, key)?;
+    let roots = trust_roots(ca)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -234,12 +235,7 @@ pub fn dicom_client_config(
 /// A rustls server configuration from PEM files: TLS 1.2 and 1.3 only, with
 /// the AEAD cipher suites rustls offers (no CBC, no RC4, no export suites).
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>> {
-    let certs = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("reading {}", cert.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("parsing {}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("reading the key {}", key.display()))?;
+    let (certs, key) = cert_and_key(cert, key)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 
-use custos_core::audit::{AuditEvent, EventId, GENESIS, Outcome, first_break};
+use custos_core::audit::{AuditEvent, EventId, Outcome};
 use custos_index::Index;
 
 use crate::config::Config;
@@ -41,20 +41,13 @@ pub async fn run(data: &Path, command: AuditCommand) -> Result<bool> {
     let index = open_index(data, &config).await?;
     match command {
         AuditCommand::Verify => {
-            let (mut after, mut prev, mut count) = (0i64, GENESIS.to_string(), 0u64);
-            loop {
-                let page = index.audit_after(after, PAGE).await?;
-                let Some(last) = page.last().cloned() else {
-                    break;
-                };
-                if let Some(seq) = first_break(&page, prev.clone(), after) {
-                    println!("audit trail BROKEN at record {seq} (after {count} good records)");
-                    return Ok(false);
-                }
-                count += page.len() as u64;
-                after = last.seq;
-                prev = last.hash;
+            let check = custos_archive::audit::verify_chain(index.as_ref()).await?;
+            let count = check.good;
+            if let Some(seq) = check.broken_at {
+                println!("audit trail BROKEN at record {seq} (after {count} good records)");
+                return Ok(false);
             }
+            let prev = check.head;
             record(
                 index.as_ref(),
                 EventId::AuditLogUsed,

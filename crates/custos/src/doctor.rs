@@ -10,7 +10,6 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::json;
 
-use custos_core::audit::{GENESIS, first_break};
 use custos_core::{Action, HostPattern};
 use custos_dimse::probe::{Finding, Severity};
 
@@ -155,7 +154,10 @@ pub async fn run(data: &Path, as_json: bool) -> Result<bool> {
     }
 
     // The audit trail.
-    match verify(index.as_ref()).await {
+    match custos_archive::audit::verify_chain(index.as_ref())
+        .await
+        .map(|c| c.broken_at)
+    {
         Ok(None) => {}
         Ok(Some(seq)) => f.push(finding(
             "audit-broken",
@@ -258,21 +260,6 @@ pub async fn run(data: &Path, as_json: bool) -> Result<bool> {
         &f,
         as_json,
     ))
-}
-
-async fn verify(index: &dyn custos_index::Index) -> Result<Option<i64>> {
-    let (mut after, mut prev) = (0i64, GENESIS.to_string());
-    loop {
-        let page = index.audit_after(after, 10_000).await?;
-        let Some(last) = page.last().cloned() else {
-            return Ok(None);
-        };
-        if let Some(seq) = first_break(&page, prev.clone(), after) {
-            return Ok(Some(seq));
-        }
-        after = last.seq;
-        prev = last.hash;
-    }
 }
 
 /// Visits every audit record body; `None` (nothing visited) while the trail
