@@ -33,6 +33,30 @@ pub struct Target {
 }
 
 impl Target {
+    pub fn study(study: String) -> Target {
+        Target {
+            study,
+            series: None,
+            instance: None,
+        }
+    }
+
+    pub fn series(study: String, series: String) -> Target {
+        Target {
+            study,
+            series: Some(series),
+            instance: None,
+        }
+    }
+
+    pub fn instance(study: String, series: String, instance: String) -> Target {
+        Target {
+            study,
+            series: Some(series),
+            instance: Some(instance),
+        }
+    }
+
     fn check(&self) -> Result<(), ApiError> {
         check_uid(&self.study)?;
         if let Some(s) = &self.series {
@@ -211,10 +235,7 @@ pub async fn study(
     Path(study): Path<String>,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let t = Target {
-        study,
-        ..Default::default()
-    };
+    let t = Target::study(study);
     retrieve(s, p, t, h).await
 }
 
@@ -224,11 +245,7 @@ pub async fn series(
     Path((study, series)): Path<(String, String)>,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let t = Target {
-        study,
-        series: Some(series),
-        instance: None,
-    };
+    let t = Target::series(study, series);
     retrieve(s, p, t, h).await
 }
 
@@ -238,11 +255,7 @@ pub async fn instance(
     Path((study, series, instance)): Path<(String, String, String)>,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let t = Target {
-        study,
-        series: Some(series),
-        instance: Some(instance),
-    };
+    let t = Target::instance(study, series, instance);
     retrieve(s, p, t, h).await
 }
 
@@ -316,10 +329,7 @@ pub async fn study_metadata(
     Path(study): Path<String>,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let t = Target {
-        study,
-        ..Default::default()
-    };
+    let t = Target::study(study);
     metadata(s, p, t, h).await
 }
 
@@ -329,11 +339,7 @@ pub async fn series_metadata(
     Path((study, series)): Path<(String, String)>,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let t = Target {
-        study,
-        series: Some(series),
-        instance: None,
-    };
+    let t = Target::series(study, series);
     metadata(s, p, t, h).await
 }
 
@@ -343,11 +349,7 @@ pub async fn instance_metadata(
     Path((study, series, instance)): Path<(String, String, String)>,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let t = Target {
-        study,
-        series: Some(series),
-        instance: Some(instance),
-    };
+    let t = Target::instance(study, series, instance);
     metadata(s, p, t, h).await
 }
 
@@ -365,11 +367,7 @@ pub async fn frames(
         .collect::<Option<Vec<u32>>>()
         .filter(|v| !v.is_empty() && v.len() <= 10_000)
         .ok_or_else(|| ApiError::bad_request("frame numbers are a comma-separated list from 1"))?;
-    let t = Target {
-        study,
-        series: Some(series),
-        instance: Some(instance),
-    };
+    let t = Target::instance(study, series, instance);
     let set = resolve(&state, &p, &t).await?;
     let obj = state
         .archive
@@ -407,11 +405,7 @@ pub async fn bulkdata(
     }
     let group = u16::from_str_radix(&tag[..4], 16).map_err(|_| bad())?;
     let element = u16::from_str_radix(&tag[4..], 16).map_err(|_| bad())?;
-    let t = Target {
-        study,
-        series: Some(series),
-        instance: Some(instance),
-    };
+    let t = Target::instance(study, series, instance);
     let set = resolve(&state, &p, &t).await?;
     let pixel = (group, element) == (0x7FE0, 0x0010);
     let obj = state
@@ -492,11 +486,7 @@ pub async fn rendered(
     RawQuery(raw): RawQuery,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let t = Target {
-        study,
-        series: Some(series),
-        instance: Some(instance),
-    };
+    let t = Target::instance(study, series, instance);
     rendered_image(s, p, t, raw, h, false).await
 }
 
@@ -507,11 +497,7 @@ pub async fn thumbnail(
     RawQuery(raw): RawQuery,
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let t = Target {
-        study,
-        series: Some(series),
-        instance: Some(instance),
-    };
+    let t = Target::instance(study, series, instance);
     rendered_image(s, p, t, raw, h, true).await
 }
 
@@ -535,11 +521,7 @@ pub async fn wado_uri(
             "studyUID, seriesUID and objectUID are required",
         ));
     };
-    let t = Target {
-        study,
-        series: Some(series),
-        instance: Some(instance),
-    };
+    let t = Target::instance(study, series, instance);
     let content_type = get("contentType").unwrap_or_else(|| "image/jpeg".into());
     if content_type == "application/dicom" {
         let set = resolve(&state, &p, &t).await?;
