@@ -66,7 +66,7 @@ def associate(ae, args, **kw):
         else:
             uid.user_identity_type = 1
             uid.primary_field = args.user.encode()
-        uid.positive_response_requested = False
+        uid.positive_response_requested = bool(getattr(args, "positive_response", False))
         kw["ext_neg"] = list(kw.get("ext_neg", [])) + [uid]
     if getattr(args, "tls_ca", None):
         import ssl
@@ -114,6 +114,9 @@ def cmd_contexts(args):
         return
     accepted = sorted(names[c.abstract_syntax] for c in assoc.accepted_contexts)
     result = {"accepted": True, "contexts": accepted}
+    ack = assoc.acceptor.user_identity
+    # The acceptor's positive User Identity response, if it sent one.
+    result["identity_response"] = None if ack is None else (ack.server_response or b"").decode("latin-1")
     if args.try_find:
         # A C-FIND on a context the server has refused must not reach the archive.
         ds = Dataset()
@@ -540,6 +543,8 @@ def main():
         sp.add_argument("--user")
         sp.add_argument("--password")
         sp.add_argument("--jwt")
+        sp.add_argument("--positive-response", action="store_true",
+                        help="ask for a positive User Identity response")
         return sp
 
     common(sub.add_parser("echo")).set_defaults(fn=cmd_echo)

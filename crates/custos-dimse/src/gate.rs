@@ -36,6 +36,8 @@ pub struct IdentityClaim {
     pub kind: IdentityKind,
     pub primary: Vec<u8>,
     pub secondary: Vec<u8>,
+    /// The requestor asked for a positive response in the A-ASSOCIATE-AC.
+    pub positive_response: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +116,7 @@ fn identity_of(pdu: &[u8]) -> Option<IdentityClaim> {
             },
             primary: id.primary_field(),
             secondary: id.secondary_field(),
+            positive_response: id.positive_response_requested(),
         }),
         _ => None,
     })

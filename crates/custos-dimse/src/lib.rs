@@ -11,6 +11,7 @@ pub mod gate;
 mod identifier;
 mod link;
 pub mod probe;
+mod relay;
 mod retrieve;
 mod server;
 pub mod syntaxes;

@@ -23,6 +23,7 @@ use crate::gate::IdentityClaim;
 
 use crate::association::Association;
 use crate::gate::{self, Limits};
+use crate::relay::{IdentityAck, Relay};
 
 /// Checks a user identity sent with an association request (PS3.7 D.3.3.7).
 #[async_trait::async_trait]
@@ -70,15 +71,12 @@ pub async fn serve(
 ) {
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(config.max_associations));
-    let relay = match &tls {
-        Some(_) => match crate::tls::Relay::new().await {
-            Ok(r) => Some(Arc::new(r)),
-            Err(e) => {
-                warn!(error = %e, "cannot open the TLS relay; DICOM TLS is off");
-                None
-            }
-        },
-        None => None,
+    let relay = match Relay::new().await {
+        Ok(r) => Some(Arc::new(r)),
+        Err(e) => {
+            warn!(error = %e, "cannot open the loopback relay; DICOM TLS and positive user identity responses are off");
+            None
+        }
     };
     let mut tasks = JoinSet::new();
     loop {
@@ -111,28 +109,30 @@ pub async fn serve(
         let archive = archive.clone();
         let config = config.clone();
         let span = tracing::info_span!("assoc", %from, tls = over_tls);
-        let tls_parts = match (over_tls, &tls, &relay) {
-            (true, Some(t), Some(r)) => Some((t.acceptor.clone(), r.clone())),
+        let acceptor = match (over_tls, &tls, &relay) {
+            (true, Some(t), Some(_)) => Some(t.acceptor.clone()),
             (true, _, _) => continue,
             _ => None,
         };
+        let relay = relay.clone();
         tasks.spawn(
             async move {
-                let (stream, transport) = match tls_parts {
-                    None => (stream, Transport::default()),
-                    Some((acceptor, relay)) => {
-                        match crate::tls::terminate(stream, &acceptor, &relay, config.artim_timeout)
+                let (stream, transport, ack) = match (acceptor, &relay) {
+                    (Some(acceptor), Some(relay)) => {
+                        match crate::tls::terminate(stream, &acceptor, relay, config.artim_timeout)
                             .await
                         {
-                            Ok(s) => s,
+                            Ok((s, t, ack)) => (s, t, Some(ack)),
                             Err(e) => {
                                 info!(error = %e, "DICOM TLS connection refused");
                                 return;
                             }
                         }
                     }
+                    _ => (stream, Transport::default(), None),
                 };
-                handle(stream, from, transport, archive, config).await;
+                let link = Link { ack, relay };
+                handle(stream, from, transport, link, archive, config).await;
                 drop(permit);
             }
             .instrument(span),
@@ -220,10 +220,48 @@ async fn refuse_busy(mut stream: TcpStream) {
     }
 }
 
+/// How the connection reaches dicom-ul: through the TLS relay (with its
+/// identity answer slot), or directly, with a relay at hand if needed.
+struct Link {
+    ack: Option<Arc<IdentityAck>>,
+    relay: Option<Arc<Relay>>,
+}
+
+impl Link {
+    /// The stream for dicom-ul, made to carry the positive User Identity
+    /// response when `answer` is set. PS3.7 Table D.3-15: the response is
+    /// empty for user name (and passcode) identities; for JWT identities
+    /// Custos also sends it empty (it issues no tokens of its own).
+    async fn stream_for(self, stream: TcpStream, answer: bool) -> TcpStream {
+        if !answer {
+            return stream;
+        }
+        match (self.ack, self.relay) {
+            (Some(ack), _) => {
+                ack.answer(Vec::new());
+                stream
+            }
+            (None, Some(relay)) => {
+                let ack = Arc::new(IdentityAck::default());
+                ack.answer(Vec::new());
+                match relay.interpose(stream, ack).await {
+                    Ok(s) => s,
+                    Err((stream, e)) => {
+                        warn!(error = %e, "cannot relay the association; no identity response");
+                        stream
+                    }
+                }
+            }
+            (None, None) => stream,
+        }
+    }
+}
+
 async fn handle(
     stream: TcpStream,
     from: SocketAddr,
     transport: Transport,
+    link: Link,
     archive: Arc<Archive>,
     config: Arc<DimseConfig>,
 ) {
@@ -273,6 +311,14 @@ async fn handle(
         max_pdu_length: config.max_pdu_length,
         idle_timeout: config.idle_timeout,
     };
+    let answer_identity = matches!(verdict.decision, AssociationDecision::Accept(_))
+        && verdict.user.is_some()
+        && verdict
+            .head
+            .as_ref()
+            .and_then(|h| h.identity.as_ref())
+            .is_some_and(|c| c.positive_response);
+    let stream = link.stream_for(stream, answer_identity).await;
     let options = gate::options(&config.ae_title, &verdict, &limits);
     let established =
         tokio::time::timeout(config.artim_timeout, options.establish_async(stream)).await;

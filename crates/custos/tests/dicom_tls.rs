@@ -210,6 +210,30 @@ fn dicom_tls_with_issued_certificates_and_every_refusal() {
         ])["accepted"],
         true
     );
+
+    // A user identity over TLS, with the positive response asked for: the
+    // relay adds it to the A-ASSOCIATE-AC inside the TLS stream.
+    add_user(&data, "tech", "uploader", "scanner room night 42");
+    let with_user = json_of(&python(&[
+        "contexts",
+        "--port",
+        &port,
+        "--aet",
+        "CT01",
+        "--tls-ca",
+        &ca,
+        "--tls-cert",
+        &ct.cert,
+        "--tls-key",
+        &ct.key,
+        "--user",
+        "tech",
+        "--password",
+        "scanner room night 42",
+        "--positive-response",
+    ]));
+    assert_eq!(with_user["accepted"], true, "{with_user}");
+    assert_eq!(with_user["identity_response"], "", "{with_user}");
 }
 
 #[test]

@@ -66,13 +66,24 @@ fn identities_narrow_rights_and_wrong_ones_are_rejected() {
         Some(true),
         "{rad}"
     );
-    // An API token as JWT-type identity: the same rights.
-    let tok = contexts(&server, &["--jwt", &token]);
+    // No positive response unless asked (PS3.7 D.3.3.7.2)...
+    assert_eq!(rad["identity_response"], serde_json::Value::Null, "{rad}");
+    // ...and an empty one for a user name and passcode when asked.
+    let asked = contexts(
+        &server,
+        &["--user", "rad", "--password", PW, "--positive-response"],
+    );
+    assert_eq!(asked["identity_response"], "", "{asked}");
+    assert_eq!(asked["contexts"], rad["contexts"], "{asked}");
+    // An API token as JWT-type identity: the same rights, and a positive
+    // response when asked.
+    let tok = contexts(&server, &["--jwt", &token, "--positive-response"]);
     assert_eq!(
         tok["contexts"],
         serde_json::json!(["echo", "find", "get", "store"]),
         "{tok}"
     );
+    assert_eq!(tok["identity_response"], "", "{tok}");
     // An uploader: store only, even though the peer may find.
     let up = contexts(&server, &["--user", "up", "--password", PW_UP]);
     assert_eq!(up["contexts"], serde_json::json!(["echo", "store"]), "{up}");
@@ -112,6 +123,26 @@ fn identities_narrow_rights_and_wrong_ones_are_rejected() {
     };
     let ok = store(PW_UP);
     assert!(ok.ok(), "{}", ok.stderr());
+    // storescu -rsp fails unless the A-ASSOCIATE-AC carries the positive
+    // response it asked for.
+    let rsp = dcmtk(
+        "storescu",
+        &[
+            "-aet",
+            "WS01",
+            "-aec",
+            "CUSTOS",
+            "--user",
+            "up",
+            "--password",
+            PW_UP,
+            "--pos-response",
+            "127.0.0.1",
+            &server.port(),
+            ct.to_str().unwrap(),
+        ],
+    );
+    assert!(rsp.ok(), "{}", rsp.stderr());
     // DCMTK storescu --jwt with an API token of the uploader.
     let up_token = data
         .cli(&["token", "create", "--user", "up", "--expires", "1d"])

@@ -1,0 +1,232 @@
+//! A loopback relay between a client's connection and dicom-ul, for the two
+//! things dicom-ul 0.10's server cannot do on its own stream:
+//!
+//! - read an association that arrived over TLS (the handshake is done by
+//!   [`crate::tls`], the gate and dicom-ul read the relayed plain stream), and
+//! - answer a User Identity request that asked for a positive response
+//!   (PS3.7 D.3.3.7.2): dicom-ul's A-ASSOCIATE-AC never carries the 59H
+//!   sub-item, so the relay decodes that one PDU with dicom-ul's own codec,
+//!   adds the sub-item, and re-encodes it. Every later byte is copied as is.
+//!
+//! The relay costs one loopback copy and is only used where needed: always
+//! for TLS, and on the plain port only for associations whose verified user
+//! asked for a positive response.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use dicom_ul::pdu::{Pdu, UserVariableItem};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+
+/// Largest A-ASSOCIATE-AC the relay will decode to add the sub-item.
+const MAX_AC: usize = 64 * 1024;
+
+/// Makes connected loopback pairs: one end for the relay, one for dicom-ul.
+pub struct Relay {
+    listener: Mutex<TcpListener>,
+    addr: SocketAddr,
+}
+
+/// The server response (PS3.7 Table D.3-15) to add to this association's
+/// A-ASSOCIATE-AC, set by the server once the identity is verified and before
+/// dicom-ul writes the AC. Unset: the AC goes out unchanged.
+#[derive(Default)]
+pub struct IdentityAck(OnceLock<Vec<u8>>);
+
+impl IdentityAck {
+    pub fn answer(&self, server_response: Vec<u8>) {
+        let _ = self.0.set(server_response);
+    }
+}
+
+impl Relay {
+    pub async fn new() -> std::io::Result<Relay> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        Ok(Relay {
+            listener: Mutex::new(listener),
+            addr,
+        })
+    }
+
+    /// (relay end, association end). Connections to the relay's port from
+    /// anyone else are dropped: only the one we just opened is accepted.
+    async fn pair(&self) -> std::io::Result<(TcpStream, TcpStream)> {
+        let listener = self.listener.lock().await;
+        let outer = TcpStream::connect(self.addr).await?;
+        let ours = outer.local_addr()?;
+        loop {
+            let (inner, from) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+                .await
+                .map_err(|_| std::io::Error::other("relay pairing timed out"))??;
+            if from == ours {
+                let _ = inner.set_nodelay(true);
+                let _ = outer.set_nodelay(true);
+                return Ok((outer, inner));
+            }
+        }
+    }
+
+    /// Relays `client` to a new loopback connection and returns its other end
+    /// for dicom-ul. The first PDU dicom-ul sends passes through `ack`. On
+    /// failure `client` is handed back untouched.
+    pub async fn interpose<S>(
+        &self,
+        client: S,
+        ack: Arc<IdentityAck>,
+    ) -> Result<TcpStream, (S, std::io::Error)>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        match self.pair().await {
+            Ok((outer, inner)) => {
+                tokio::spawn(pipe(client, outer, ack));
+                Ok(inner)
+            }
+            Err(e) => Err((client, e)),
+        }
+    }
+}
+
+async fn pipe<S>(client: S, outer: TcpStream, ack: Arc<IdentityAck>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut client_rd, mut client_wr) = tokio::io::split(client);
+    let (mut outer_rd, mut outer_wr) = outer.into_split();
+    let up = async {
+        let _ = tokio::io::copy(&mut client_rd, &mut outer_wr).await;
+        let _ = outer_wr.shutdown().await;
+    };
+    let down = async {
+        if forward_first_pdu(&mut outer_rd, &mut client_wr, &ack)
+            .await
+            .is_ok()
+        {
+            let _ = tokio::io::copy(&mut outer_rd, &mut client_wr).await;
+        }
+        let _ = client_wr.shutdown().await;
+    };
+    tokio::join!(up, down);
+}
+
+/// Copies dicom-ul's first PDU, adding the User Identity sub-item to an
+/// A-ASSOCIATE-AC when `ack` holds a response.
+async fn forward_first_pdu<R, W>(from: &mut R, to: &mut W, ack: &IdentityAck) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut head = [0u8; 6];
+    from.read_exact(&mut head).await?;
+    let len = u32::from_be_bytes([head[2], head[3], head[4], head[5]]) as usize;
+    if head[0] != 0x02 || len > MAX_AC {
+        return to.write_all(&head).await;
+    }
+    let mut pdu = vec![0u8; 6 + len];
+    pdu[..6].copy_from_slice(&head);
+    from.read_exact(&mut pdu[6..]).await?;
+    let pdu = match ack.0.get() {
+        Some(response) => with_identity_response(&pdu, response).unwrap_or(pdu),
+        None => pdu,
+    };
+    to.write_all(&pdu).await
+}
+
+/// The A-ASSOCIATE-AC `pdu` re-encoded with a User Identity Negotiation
+/// sub-item (59H) carrying `response`; `None` if it cannot be decoded.
+fn with_identity_response(pdu: &[u8], response: &[u8]) -> Option<Vec<u8>> {
+    let Ok(Some(Pdu::AssociationAC(mut ac))) =
+        dicom_ul::pdu::read_pdu(pdu, dicom_ul::pdu::MAXIMUM_PDU_SIZE, false)
+    else {
+        return None;
+    };
+    let length = u16::try_from(response.len()).ok()?;
+    let mut item = length.to_be_bytes().to_vec();
+    item.extend_from_slice(response);
+    ac.user_variables
+        .push(UserVariableItem::Unknown(0x59, item));
+    let mut out = Vec::with_capacity(pdu.len() + 8 + response.len());
+    dicom_ul::pdu::write_pdu(&mut out, &Pdu::AssociationAC(ac)).ok()?;
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_ul::pdu::{
+        AssociationAC, PresentationContextResult, PresentationContextResultReason,
+    };
+
+    fn ac() -> Vec<u8> {
+        let pdu = Pdu::AssociationAC(AssociationAC {
+            protocol_version: 1,
+            calling_ae_title: "WS01".into(),
+            called_ae_title: "CUSTOS".into(),
+            application_context_name: "1.2.840.10008.3.1.1.1".into(),
+            presentation_contexts: vec![PresentationContextResult {
+                id: 1,
+                reason: PresentationContextResultReason::Acceptance,
+                transfer_syntax: "1.2.840.10008.1.2.1".into(),
+            }],
+            user_variables: vec![
+                UserVariableItem::MaxLength(16384),
+                UserVariableItem::ImplementationClassUID("1.2.3".into()),
+            ],
+        });
+        let mut bytes = Vec::new();
+        dicom_ul::pdu::write_pdu(&mut bytes, &pdu).unwrap();
+        bytes
+    }
+
+    #[tokio::test]
+    async fn adds_the_identity_sub_item_only_when_answered() {
+        let original = ac();
+        let unanswered = IdentityAck::default();
+        let mut out = Vec::new();
+        forward_first_pdu(&mut &original[..], &mut out, &unanswered)
+            .await
+            .unwrap();
+        assert_eq!(out, original);
+
+        let answered = IdentityAck::default();
+        answered.answer(Vec::new());
+        let mut out = Vec::new();
+        forward_first_pdu(&mut &original[..], &mut out, &answered)
+            .await
+            .unwrap();
+        let Ok(Some(Pdu::AssociationAC(ac))) =
+            dicom_ul::pdu::read_pdu(&out[..], dicom_ul::pdu::MAXIMUM_PDU_SIZE, true)
+        else {
+            panic!("not an AC");
+        };
+        assert_eq!(ac.presentation_contexts.len(), 1);
+        assert!(
+            ac.user_variables
+                .contains(&UserVariableItem::Unknown(0x59, vec![0, 0])),
+            "{:?}",
+            ac.user_variables
+        );
+        assert!(
+            ac.user_variables
+                .contains(&UserVariableItem::ImplementationClassUID("1.2.3".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn other_pdus_pass_unchanged() {
+        // An A-ASSOCIATE-RJ.
+        let rj = [0x03u8, 0, 0, 0, 0, 4, 0, 1, 1, 3];
+        let answered = IdentityAck::default();
+        answered.answer(Vec::new());
+        let mut out = Vec::new();
+        forward_first_pdu(&mut &rj[..], &mut out, &answered)
+            .await
+            .unwrap();
+        // Only the header is forwarded by this step; the copy loop sends the rest.
+        assert_eq!(out, rj[..6]);
+    }
+}
