@@ -20,6 +20,50 @@ pub struct Peer {
     /// SHA-256 of the client certificate it must present (lower-case hex, no
     /// colons); empty: any certificate the CA trusts, or none unless TLS is required.
     pub cert_sha256: String,
+    /// Subject the client certificate must carry (normalised by
+    /// [`normalize_subject`]); survives certificate renewal, unlike the
+    /// fingerprint. Empty: any subject.
+    pub cert_subject: String,
+}
+
+/// Normalises a distinguished name for comparison: `cn=CT01, O=Radiology`
+/// and `O=Radiology,CN=CT01` both become `CN=CT01,O=Radiology` (attribute
+/// types upper-cased, spaces around separators dropped, RDNs sorted; values
+/// kept exactly, escaped commas respected).
+pub fn normalize_subject(s: &str) -> Result<String, String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut escaped = false;
+    for c in s.chars() {
+        match c {
+            ',' | '+' if !escaped => parts.push(std::mem::take(&mut current)),
+            '\\' if !escaped => {
+                escaped = true;
+                current.push(c);
+                continue;
+            }
+            _ => current.push(c),
+        }
+        escaped = false;
+    }
+    parts.push(current);
+    let mut rdns = Vec::new();
+    for part in parts {
+        let Some((kind, value)) = part.split_once('=') else {
+            return Err(format!(
+                "`{}` is not TYPE=value in a certificate subject such as CN=CT01,O=Radiology",
+                part.trim()
+            ));
+        };
+        let kind = kind.trim().to_ascii_uppercase();
+        let value = value.trim();
+        if kind.is_empty() || value.is_empty() {
+            return Err("a certificate subject needs TYPE=value parts, such as CN=CT01".into());
+        }
+        rdns.push(format!("{kind}={value}"));
+    }
+    rdns.sort();
+    Ok(rdns.join(","))
 }
 
 /// Normalises a certificate fingerprint: `SHA256:AB:CD...`, `ab cd ..` or
@@ -163,6 +207,21 @@ pub fn validate_ae_title(ae: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subjects_normalise() {
+        let a = normalize_subject("cn=CT01, O=Radiology").unwrap();
+        assert_eq!(a, "CN=CT01,O=Radiology");
+        assert_eq!(normalize_subject("O=Radiology ,CN=CT01").unwrap(), a);
+        // Values keep their case; an escaped comma stays inside its value.
+        assert_ne!(normalize_subject("CN=ct01,O=Radiology").unwrap(), a);
+        assert_eq!(
+            normalize_subject(r"CN=Smith\, J,O=X").unwrap(),
+            r"CN=Smith\, J,O=X"
+        );
+        assert!(normalize_subject("CT01").is_err());
+        assert!(normalize_subject("CN=").is_err());
+    }
 
     #[test]
     fn host_patterns() {

@@ -66,7 +66,8 @@ pub enum RejectReason {
     /// The peer must use TLS and came over the plain listener (or without a
     /// client certificate).
     TlsRequired,
-    /// The client certificate is not the one registered for the peer.
+    /// The client certificate is not the one registered for the peer
+    /// (fingerprint or subject).
     CertificateMismatch,
     /// A user identity was sent and did not prove a Custos user.
     IdentityRefused,
@@ -78,6 +79,8 @@ pub struct Transport {
     pub tls: bool,
     /// SHA-256 (hex) of the client certificate, verified against our CA.
     pub client_cert_sha256: Option<String>,
+    /// Its subject, normalised by [`crate::peer::normalize_subject`].
+    pub client_cert_subject: Option<String>,
 }
 
 impl RejectReason {
@@ -125,10 +128,14 @@ pub fn decide_association(
         return AssociationDecision::Reject(RejectReason::AddressNotAllowed);
     }
     let pinned = !peer.cert_sha256.is_empty();
-    if (peer.tls_required || pinned) && transport.client_cert_sha256.is_none() {
+    let named = !peer.cert_subject.is_empty();
+    if (peer.tls_required || pinned || named) && transport.client_cert_sha256.is_none() {
         return AssociationDecision::Reject(RejectReason::TlsRequired);
     }
     if pinned && transport.client_cert_sha256.as_deref() != Some(peer.cert_sha256.as_str()) {
+        return AssociationDecision::Reject(RejectReason::CertificateMismatch);
+    }
+    if named && transport.client_cert_subject.as_deref() != Some(peer.cert_subject.as_str()) {
         return AssociationDecision::Reject(RejectReason::CertificateMismatch);
     }
     AssociationDecision::Accept(Principal::Peer {
@@ -150,6 +157,7 @@ mod tests {
             permissions: "echo,store".parse().unwrap(),
             tls_required: false,
             cert_sha256: String::new(),
+            cert_subject: String::new(),
         }
     }
 
@@ -184,11 +192,28 @@ mod tests {
         let with_cert = Transport {
             tls: true,
             client_cert_sha256: Some("ab".repeat(32)),
+            client_cert_subject: Some("CN=CT01,O=Radiology".into()),
         };
         assert!(matches!(
             decide_association("CUSTOS", "CUSTOS", Some(&tls_peer), true, &with_cert),
             Accept(_)
         ));
+        // A subject: matched, then not; and never without a certificate.
+        let mut named = ct();
+        named.cert_subject = "CN=CT01,O=Radiology".into();
+        assert!(matches!(
+            decide_association("CUSTOS", "CUSTOS", Some(&named), true, &with_cert),
+            Accept(_)
+        ));
+        assert_eq!(
+            decide_association("CUSTOS", "CUSTOS", Some(&named), true, &plain),
+            Reject(RejectReason::TlsRequired)
+        );
+        named.cert_subject = "CN=CT02,O=Radiology".into();
+        assert_eq!(
+            decide_association("CUSTOS", "CUSTOS", Some(&named), true, &with_cert),
+            Reject(RejectReason::CertificateMismatch)
+        );
         tls_peer.cert_sha256 = "cd".repeat(32);
         assert_eq!(
             decide_association("CUSTOS", "CUSTOS", Some(&tls_peer), true, &with_cert),

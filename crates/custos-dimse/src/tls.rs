@@ -35,6 +35,12 @@ pub async fn terminate(
         .peer_certificates()
         .and_then(|c| c.first())
         .map(|c| custos_core::credentials::sha256_hex(c.as_ref()));
+    let subject = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| subject_of(c.as_ref()));
     let ack = Arc::new(IdentityAck::default());
     let inner = relay
         .interpose(tls, ack.clone())
@@ -45,7 +51,18 @@ pub async fn terminate(
         Transport {
             tls: true,
             client_cert_sha256: fingerprint,
+            client_cert_subject: subject,
         },
         ack,
     ))
+}
+
+/// The certificate's subject, normalised as peers' registered subjects are.
+fn subject_of(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert
+        .subject()
+        .to_string_with_registry(x509_parser::objects::oid_registry())
+        .ok()?;
+    custos_core::peer::normalize_subject(&subject).ok()
 }

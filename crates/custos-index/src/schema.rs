@@ -29,6 +29,11 @@ pub const PEER_TLS: &str = r#"
     ALTER TABLE peers ADD COLUMN cert_sha256 TEXT NOT NULL DEFAULT '';
 "#;
 
+/// Peers identified by their certificate's subject (same DDL on both backends).
+pub const PEER_SUBJECT: &str = r#"
+    ALTER TABLE peers ADD COLUMN cert_subject TEXT NOT NULL DEFAULT '';
+"#;
+
 /// The audit trail: one row per record, `seq` without gaps, each row's hash
 /// chained over the previous one (same DDL on both backends).
 pub const AUDIT: &str = r#"
@@ -102,4 +107,6 @@ pub const MIGRATIONS: &[&str] = &[
     PEER_TLS,
     // 4: the audit trail.
     AUDIT,
+    // 5: peers pinned by certificate subject.
+    PEER_SUBJECT,
 ];

@@ -354,10 +354,10 @@ fn insert_new(tx: &Connection, rec: &InstanceRecord) -> Result<(), IndexError> {
 
 fn put_peer(tx: &Connection, peer: &Peer) -> Result<(), IndexError> {
     tx.execute(
-        "INSERT INTO peers (ae_title, host, port, permissions, tls_required, cert_sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        "INSERT INTO peers (ae_title, host, port, permissions, tls_required, cert_sha256, cert_subject) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT(ae_title) DO UPDATE SET host = excluded.host, port = excluded.port, permissions = excluded.permissions,
-         tls_required = excluded.tls_required, cert_sha256 = excluded.cert_sha256",
-        params![peer.ae_title, peer.host.to_string(), peer.port, peer.permissions.to_string(), peer.tls_required, peer.cert_sha256],
+         tls_required = excluded.tls_required, cert_sha256 = excluded.cert_sha256, cert_subject = excluded.cert_subject",
+        params![peer.ae_title, peer.host.to_string(), peer.port, peer.permissions.to_string(), peer.tls_required, peer.cert_sha256, peer.cert_subject],
     )?;
     Ok(())
 }
@@ -369,6 +369,7 @@ fn peer_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Peer, IndexEr
     let perms: String = r.get(3)?;
     let tls_required: bool = r.get(4)?;
     let cert_sha256: String = r.get(5)?;
+    let cert_subject: String = r.get(6)?;
     Ok((|| {
         Ok(Peer {
             host: host.parse::<HostPattern>().map_err(IndexError::Corrupt)?,
@@ -377,6 +378,7 @@ fn peer_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Peer, IndexEr
             port,
             tls_required,
             cert_sha256,
+            cert_subject,
         })
     })())
 }
@@ -475,7 +477,7 @@ impl Index for SqliteIndex {
         let ae = ae_title.trim().to_string();
         self.read(move |conn| {
             conn.query_row(
-                "SELECT ae_title, host, port, permissions, tls_required, cert_sha256 FROM peers WHERE ae_title = ?1",
+                "SELECT ae_title, host, port, permissions, tls_required, cert_sha256, cert_subject FROM peers WHERE ae_title = ?1",
                 [&ae],
                 peer_from_row,
             )
@@ -488,7 +490,7 @@ impl Index for SqliteIndex {
     async fn peers(&self) -> Result<Vec<Peer>, IndexError> {
         self.read(|conn| {
             let mut stmt = conn
-                .prepare("SELECT ae_title, host, port, permissions, tls_required, cert_sha256 FROM peers ORDER BY ae_title")?;
+                .prepare("SELECT ae_title, host, port, permissions, tls_required, cert_sha256, cert_subject FROM peers ORDER BY ae_title")?;
             let rows = stmt.query_map([], peer_from_row)?;
             rows.map(|r| r?).collect()
         })

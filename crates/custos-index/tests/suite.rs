@@ -309,6 +309,7 @@ async fn peers(ix: Ix) {
         permissions: "echo,store".parse().unwrap(),
         tls_required: true,
         cert_sha256: "ab".repeat(32),
+        cert_subject: "CN=CT01,O=Radiology".into(),
     };
     ix.put_peer(peer.clone()).await.unwrap();
     assert_eq!(ix.peer("CT01").await.unwrap(), Some(peer.clone()));

@@ -77,6 +77,7 @@ pub async fn peers(
                 "allow": p.permissions.actions().map(|a| a.name()).collect::<Vec<_>>(),
             "tls_required": p.tls_required,
             "cert_fingerprint": (!p.cert_sha256.is_empty()).then(|| format!("SHA256:{}", p.cert_sha256)),
+            "cert_subject": (!p.cert_subject.is_empty()).then(|| p.cert_subject.clone()),
             }))
             .collect::<Vec<_>>()
     )))
@@ -93,6 +94,8 @@ pub struct PeerBody {
     tls_required: bool,
     #[serde(default)]
     cert_fingerprint: Option<String>,
+    #[serde(default)]
+    cert_subject: Option<String>,
 }
 
 pub async fn put_peer(
@@ -114,6 +117,10 @@ pub async fn put_peer(
         Some(f) => custos_core::peer::parse_fingerprint(f).map_err(unprocessable)?,
         None => String::new(),
     };
+    let cert_subject = match &body.cert_subject {
+        Some(d) => custos_core::peer::normalize_subject(d).map_err(unprocessable)?,
+        None => String::new(),
+    };
     s.archive
         .index()
         .put_peer(Peer {
@@ -121,8 +128,9 @@ pub async fn put_peer(
             host,
             port: body.port,
             permissions,
-            tls_required: body.tls_required || !cert_sha256.is_empty(),
+            tls_required: body.tls_required || !cert_sha256.is_empty() || !cert_subject.is_empty(),
             cert_sha256,
+            cert_subject,
         })
         .await?;
     tracing::info!(by = p.name(), peer = %ae_title, "peer registered through the API");

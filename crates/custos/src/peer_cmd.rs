@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 
-use custos_core::peer::{parse_fingerprint, validate_ae_title};
+use custos_core::peer::{normalize_subject, parse_fingerprint, validate_ae_title};
 use custos_core::{Action, HostPattern, Peer, Permissions};
 
 use crate::config::Config;
@@ -34,6 +34,11 @@ pub enum PeerCommand {
         /// printed by `custos cert issue`. Implies --tls required.
         #[arg(long)]
         cert_fingerprint: Option<String>,
+        /// Require this client certificate subject, e.g. "CN=CT01,O=Radiology"
+        /// (survives renewal; the certificate must still chain to the data
+        /// folder's CA or `[dicom] tls_client_ca`). Implies --tls required.
+        #[arg(long)]
+        cert_subject: Option<String>,
     },
     /// List registered peers.
     List,
@@ -52,6 +57,7 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
             allow,
             tls,
             cert_fingerprint,
+            cert_subject,
         } => {
             let tls_required = match tls.as_str() {
                 "required" => true,
@@ -60,6 +66,10 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
             };
             let cert_sha256 = match cert_fingerprint {
                 Some(f) => parse_fingerprint(&f).map_err(anyhow::Error::msg)?,
+                None => String::new(),
+            };
+            let cert_subject = match cert_subject {
+                Some(d) => normalize_subject(&d).map_err(anyhow::Error::msg)?,
                 None => String::new(),
             };
             let ae_title = validate_ae_title(&ae_title).map_err(anyhow::Error::msg)?;
@@ -78,8 +88,9 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
                 host,
                 port,
                 permissions,
-                tls_required: tls_required || !cert_sha256.is_empty(),
+                tls_required: tls_required || !cert_sha256.is_empty() || !cert_subject.is_empty(),
                 cert_sha256,
+                cert_subject,
             };
             index.put_peer(peer.clone()).await?;
             crate::audit_cmd::record_change(
@@ -137,8 +148,15 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
 }
 
 fn tls_note(p: &Peer) -> String {
-    match (p.tls_required, p.cert_sha256.is_empty()) {
-        (_, false) => format!("  (TLS, certificate SHA256:{})", p.cert_sha256),
+    let mut pins = Vec::new();
+    if !p.cert_sha256.is_empty() {
+        pins.push(format!("certificate SHA256:{}", p.cert_sha256));
+    }
+    if !p.cert_subject.is_empty() {
+        pins.push(format!("subject {}", p.cert_subject));
+    }
+    match (p.tls_required, pins.is_empty()) {
+        (_, false) => format!("  (TLS, {})", pins.join(", ")),
         (true, true) => "  (TLS required)".into(),
         (false, true) => String::new(),
     }

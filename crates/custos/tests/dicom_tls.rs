@@ -168,6 +168,36 @@ fn dicom_tls_with_issued_certificates_and_every_refusal() {
         !plain.ok(),
         "a --tls required peer is refused on the plain port"
     );
+
+    // A peer pinned by certificate subject instead of fingerprint (so that a
+    // renewed certificate keeps working): its own certificate is accepted, a
+    // certificate of the same CA with another subject is not.
+    let mr = issue(&data, "MR01", &certs);
+    data.cli(&[
+        "peer",
+        "add",
+        "MR01",
+        "--host",
+        "127.0.0.1",
+        "--allow",
+        "echo",
+        "--cert-subject",
+        "cn=MR01",
+    ])
+    .success();
+    let listed = data.cli(&["peer", "list"]).success().stdout();
+    assert!(listed.contains("subject CN=MR01"), "{listed}");
+    let by_subject = tls_echo(&server, "MR01", &["+tls", &mr.key, &mr.cert, "+cf", &ca]);
+    assert!(by_subject.ok(), "{}", by_subject.stderr());
+    let other_subject = tls_echo(&server, "MR01", &["+tls", &ws.key, &ws.cert, "+cf", &ca]);
+    assert!(
+        !other_subject.ok(),
+        "a certificate with another subject must be refused"
+    );
+    assert!(
+        !echo(&server, "MR01", "CUSTOS").ok(),
+        "a subject-pinned peer is refused on the plain port"
+    );
     assert!(
         echo(&server, "WS01", "CUSTOS").ok(),
         "peers without the requirement still use the plain port"
