@@ -24,6 +24,10 @@ pub struct Peer {
     /// [`normalize_subject`]); survives certificate renewal, unlike the
     /// fingerprint. Empty: any subject.
     pub cert_subject: String,
+    /// PEM CA bundle its client certificate must chain to (a vendor's or a
+    /// department's CA); also trusted in the TLS handshake. Empty: the
+    /// server's configured client CAs.
+    pub ca_pem: String,
 }
 
 /// Normalises a distinguished name for comparison: `cn=CT01, O=Radiology`

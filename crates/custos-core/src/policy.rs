@@ -81,6 +81,11 @@ pub struct Transport {
     pub client_cert_sha256: Option<String>,
     /// Its subject, normalised by [`crate::peer::normalize_subject`].
     pub client_cert_subject: Option<String>,
+    /// The chain it presented (DER, leaf first), for peers with their own CA.
+    pub client_chain: Vec<Vec<u8>>,
+    /// The certificate chains to the server's configured client CAs (not
+    /// only to a bundle registered for some peer).
+    pub from_configured_ca: bool,
 }
 
 impl RejectReason {
@@ -106,16 +111,25 @@ pub enum AssociationDecision {
     Reject(RejectReason),
 }
 
+/// What the caller established about the connection for the claimed peer:
+/// the I/O and cryptography the policy itself does not do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerChecks {
+    /// The source address matched the peer's host pattern (names resolved).
+    pub address_allowed: bool,
+    /// The client certificate chains to the peer's own CA bundle (false
+    /// without a certificate; irrelevant for peers without a bundle).
+    pub chains_to_peer_ca: bool,
+}
+
 /// Decides an association request.
 ///
-/// `peer` is the registered peer with the calling AE title, if any;
-/// `address_allowed` says whether the source address matched its host pattern
-/// (resolving host names is the caller's I/O).
+/// `peer` is the registered peer with the calling AE title, if any.
 pub fn decide_association(
     our_ae: &str,
     called_ae: &str,
     peer: Option<&Peer>,
-    address_allowed: bool,
+    checks: PeerChecks,
     transport: &Transport,
 ) -> AssociationDecision {
     if called_ae.trim() != our_ae.trim() {
@@ -124,18 +138,29 @@ pub fn decide_association(
     let Some(peer) = peer else {
         return AssociationDecision::Reject(RejectReason::CallingAeNotRecognized);
     };
-    if !address_allowed {
+    if !checks.address_allowed {
         return AssociationDecision::Reject(RejectReason::AddressNotAllowed);
     }
     let pinned = !peer.cert_sha256.is_empty();
     let named = !peer.cert_subject.is_empty();
-    if (peer.tls_required || pinned || named) && transport.client_cert_sha256.is_none() {
+    let own_ca = !peer.ca_pem.is_empty();
+    if (peer.tls_required || pinned || named || own_ca) && transport.client_cert_sha256.is_none() {
         return AssociationDecision::Reject(RejectReason::TlsRequired);
     }
     if pinned && transport.client_cert_sha256.as_deref() != Some(peer.cert_sha256.as_str()) {
         return AssociationDecision::Reject(RejectReason::CertificateMismatch);
     }
     if named && transport.client_cert_subject.as_deref() != Some(peer.cert_subject.as_str()) {
+        return AssociationDecision::Reject(RejectReason::CertificateMismatch);
+    }
+    // A CA registered for one peer vouches for that peer only.
+    let presented = transport.client_cert_sha256.is_some();
+    let vouched = if own_ca {
+        checks.chains_to_peer_ca
+    } else {
+        !presented || transport.from_configured_ca
+    };
+    if !vouched {
         return AssociationDecision::Reject(RejectReason::CertificateMismatch);
     }
     AssociationDecision::Accept(Principal::Peer {
@@ -149,6 +174,13 @@ mod tests {
     use super::*;
     use crate::HostPattern;
 
+    fn checks(address_allowed: bool) -> PeerChecks {
+        PeerChecks {
+            address_allowed,
+            chains_to_peer_ca: false,
+        }
+    }
+
     fn ct() -> Peer {
         Peer {
             ae_title: "CT01".into(),
@@ -158,6 +190,7 @@ mod tests {
             tls_required: false,
             cert_sha256: String::new(),
             cert_subject: String::new(),
+            ca_pem: String::new(),
         }
     }
 
@@ -167,18 +200,19 @@ mod tests {
         let p = ct();
         let plain = Transport::default();
         assert_eq!(
-            decide_association("CUSTOS", "OTHER", Some(&p), true, &plain),
+            decide_association("CUSTOS", "OTHER", Some(&p), checks(true), &plain),
             Reject(RejectReason::CalledAeNotRecognized)
         );
         assert_eq!(
-            decide_association("CUSTOS", "CUSTOS", None, true, &plain),
+            decide_association("CUSTOS", "CUSTOS", None, checks(true), &plain),
             Reject(RejectReason::CallingAeNotRecognized)
         );
         assert_eq!(
-            decide_association("CUSTOS", "CUSTOS", Some(&p), false, &plain),
+            decide_association("CUSTOS", "CUSTOS", Some(&p), checks(false), &plain),
             Reject(RejectReason::AddressNotAllowed)
         );
-        let Accept(principal) = decide_association("CUSTOS", "CUSTOS ", Some(&p), true, &plain)
+        let Accept(principal) =
+            decide_association("CUSTOS", "CUSTOS ", Some(&p), checks(true), &plain)
         else {
             panic!()
         };
@@ -186,37 +220,79 @@ mod tests {
         let mut tls_peer = ct();
         tls_peer.tls_required = true;
         assert_eq!(
-            decide_association("CUSTOS", "CUSTOS", Some(&tls_peer), true, &plain),
+            decide_association("CUSTOS", "CUSTOS", Some(&tls_peer), checks(true), &plain),
             Reject(RejectReason::TlsRequired)
         );
         let with_cert = Transport {
             tls: true,
             client_cert_sha256: Some("ab".repeat(32)),
             client_cert_subject: Some("CN=CT01,O=Radiology".into()),
+            client_chain: Vec::new(),
+            from_configured_ca: true,
         };
         assert!(matches!(
-            decide_association("CUSTOS", "CUSTOS", Some(&tls_peer), true, &with_cert),
+            decide_association(
+                "CUSTOS",
+                "CUSTOS",
+                Some(&tls_peer),
+                checks(true),
+                &with_cert
+            ),
             Accept(_)
         ));
         // A subject: matched, then not; and never without a certificate.
         let mut named = ct();
         named.cert_subject = "CN=CT01,O=Radiology".into();
         assert!(matches!(
-            decide_association("CUSTOS", "CUSTOS", Some(&named), true, &with_cert),
+            decide_association("CUSTOS", "CUSTOS", Some(&named), checks(true), &with_cert),
             Accept(_)
         ));
         assert_eq!(
-            decide_association("CUSTOS", "CUSTOS", Some(&named), true, &plain),
+            decide_association("CUSTOS", "CUSTOS", Some(&named), checks(true), &plain),
             Reject(RejectReason::TlsRequired)
         );
         named.cert_subject = "CN=CT02,O=Radiology".into();
         assert_eq!(
-            decide_association("CUSTOS", "CUSTOS", Some(&named), true, &with_cert),
+            decide_association("CUSTOS", "CUSTOS", Some(&named), checks(true), &with_cert),
+            Reject(RejectReason::CertificateMismatch)
+        );
+        // A peer with its own CA bundle: only a chain to it will do.
+        let mut vendor = ct();
+        vendor.ca_pem = "-----BEGIN CERTIFICATE-----".into();
+        assert_eq!(
+            decide_association("CUSTOS", "CUSTOS", Some(&vendor), checks(true), &with_cert),
+            Reject(RejectReason::CertificateMismatch)
+        );
+        let chained = PeerChecks {
+            address_allowed: true,
+            chains_to_peer_ca: true,
+        };
+        assert!(matches!(
+            decide_association("CUSTOS", "CUSTOS", Some(&vendor), chained, &with_cert),
+            Accept(_)
+        ));
+        assert_eq!(
+            decide_association("CUSTOS", "CUSTOS", Some(&vendor), chained, &plain),
+            Reject(RejectReason::TlsRequired)
+        );
+        // ...and that CA's certificates cannot act as a peer without one.
+        let vendor_cert = Transport {
+            from_configured_ca: false,
+            ..with_cert.clone()
+        };
+        assert_eq!(
+            decide_association("CUSTOS", "CUSTOS", Some(&tls_peer), chained, &vendor_cert),
             Reject(RejectReason::CertificateMismatch)
         );
         tls_peer.cert_sha256 = "cd".repeat(32);
         assert_eq!(
-            decide_association("CUSTOS", "CUSTOS", Some(&tls_peer), true, &with_cert),
+            decide_association(
+                "CUSTOS",
+                "CUSTOS",
+                Some(&tls_peer),
+                checks(true),
+                &with_cert
+            ),
             Reject(RejectReason::CertificateMismatch)
         );
         assert!(principal.may(Action::Store));

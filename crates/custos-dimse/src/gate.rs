@@ -15,7 +15,9 @@ use dicom_ul::pdu::{AssociationRJServiceUserReason, RequestorRoles, UserIdentity
 use tokio::net::TcpStream;
 
 use custos_core::peer::validate_ae_title;
-use custos_core::policy::{AssociationDecision, RejectReason, Transport, decide_association};
+use custos_core::policy::{
+    AssociationDecision, PeerChecks, RejectReason, Transport, decide_association,
+};
 use custos_core::{Action, HostPattern, Peer, Permissions};
 use custos_index::Index;
 
@@ -173,11 +175,17 @@ pub async fn judge(
         }),
         Err(_) => None,
     };
-    let allowed = match &peer {
-        Some(p) => address_allowed(&p.host, from.ip()).await,
-        None => false,
+    let checks = PeerChecks {
+        address_allowed: match &peer {
+            Some(p) => address_allowed(&p.host, from.ip()).await,
+            None => false,
+        },
+        chains_to_peer_ca: peer.as_ref().is_some_and(|p| {
+            !p.ca_pem.is_empty()
+                && custos_tls::client_trust::chain_trusted(&transport.client_chain, &p.ca_pem)
+        }),
     };
-    let decision = decide_association(our_ae, &h.called, peer.as_ref(), allowed, transport);
+    let decision = decide_association(our_ae, &h.called, peer.as_ref(), checks, transport);
     Verdict {
         head,
         decision,

@@ -58,6 +58,8 @@ pub struct DimseConfig {
 pub struct TlsListener {
     pub listener: TcpListener,
     pub acceptor: tokio_rustls::TlsAcceptor,
+    /// The client CAs the acceptor's configuration verifies against.
+    pub trust: Arc<custos_tls::client_trust::ClientTrust>,
 }
 
 /// Serves DICOM on `listener` (plain, if any) and `tls` (if any) until
@@ -110,7 +112,7 @@ pub async fn serve(
         let config = config.clone();
         let span = tracing::info_span!("assoc", %from, tls = over_tls);
         let acceptor = match (over_tls, &tls, &relay) {
-            (true, Some(t), Some(_)) => Some(t.acceptor.clone()),
+            (true, Some(t), Some(_)) => Some((t.acceptor.clone(), t.trust.clone())),
             (true, _, _) => continue,
             _ => None,
         };
@@ -118,9 +120,15 @@ pub async fn serve(
         tasks.spawn(
             async move {
                 let (stream, transport, ack) = match (acceptor, &relay) {
-                    (Some(acceptor), Some(relay)) => {
-                        match crate::tls::terminate(stream, &acceptor, relay, config.artim_timeout)
-                            .await
+                    (Some((acceptor, trust)), Some(relay)) => {
+                        match crate::tls::terminate(
+                            stream,
+                            &acceptor,
+                            &trust,
+                            relay,
+                            config.artim_timeout,
+                        )
+                        .await
                         {
                             Ok((s, t, ack)) => (s, t, Some(ack)),
                             Err(e) => {

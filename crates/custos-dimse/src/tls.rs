@@ -22,6 +22,7 @@ use crate::relay::{IdentityAck, Relay};
 pub async fn terminate(
     tcp: TcpStream,
     acceptor: &TlsAcceptor,
+    trust: &custos_tls::client_trust::ClientTrust,
     relay: &Relay,
     timeout: Duration,
 ) -> Result<(TcpStream, Transport, Arc<IdentityAck>), String> {
@@ -29,18 +30,18 @@ pub async fn terminate(
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?
         .map_err(|e| format!("TLS handshake refused: {e}"))?;
-    let fingerprint = tls
+    let chain: Vec<Vec<u8>> = tls
         .get_ref()
         .1
         .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| custos_core::credentials::sha256_hex(c.as_ref()));
-    let subject = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|c| subject_of(c.as_ref()));
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.as_ref().to_vec())
+        .collect();
+    let fingerprint = chain
+        .first()
+        .map(|c| custos_core::credentials::sha256_hex(c));
+    let subject = chain.first().and_then(|c| custos_tls::subject_of(c));
     let ack = Arc::new(IdentityAck::default());
     let inner = relay
         .interpose(tls, ack.clone())
@@ -52,17 +53,9 @@ pub async fn terminate(
             tls: true,
             client_cert_sha256: fingerprint,
             client_cert_subject: subject,
+            from_configured_ca: trust.from_configured_ca(&chain),
+            client_chain: chain,
         },
         ack,
     ))
-}
-
-/// The certificate's subject, normalised as peers' registered subjects are.
-fn subject_of(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let subject = cert
-        .subject()
-        .to_string_with_registry(x509_parser::objects::oid_registry())
-        .ok()?;
-    custos_core::peer::normalize_subject(&subject).ok()
 }

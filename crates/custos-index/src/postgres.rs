@@ -73,7 +73,7 @@ const MIGRATIONS: &[&str] = &[
     crate::schema::USERS_AND_TOKENS,
     crate::schema::PEER_TLS,
     crate::schema::AUDIT,
-    crate::schema::PEER_SUBJECT,
+    crate::schema::PEER_PINS,
 ];
 
 pub struct PgIndex {
@@ -199,6 +199,7 @@ fn peer_of(row: &PgRow) -> Result<Peer, IndexError> {
         tls_required: row.get(4),
         cert_sha256: row.get(5),
         cert_subject: row.get(6),
+        ca_pem: row.get(7),
     })
 }
 
@@ -414,7 +415,7 @@ impl Index for PgIndex {
         let client = self.pool.get().await.map_err(pool_err)?;
         let row = client
             .query_opt(
-                "SELECT ae_title, host, port, permissions, tls_required, cert_sha256, cert_subject FROM peers WHERE ae_title = $1",
+                "SELECT ae_title, host, port, permissions, tls_required, cert_sha256, cert_subject, ca_pem FROM peers WHERE ae_title = $1",
                 &[&ae_title.trim()],
             )
             .await
@@ -426,7 +427,7 @@ impl Index for PgIndex {
         let client = self.pool.get().await.map_err(pool_err)?;
         let rows = client
             .query(
-                "SELECT ae_title, host, port, permissions, tls_required, cert_sha256, cert_subject FROM peers ORDER BY ae_title",
+                "SELECT ae_title, host, port, permissions, tls_required, cert_sha256, cert_subject, ca_pem FROM peers ORDER BY ae_title",
                 &[],
             )
             .await
@@ -438,10 +439,10 @@ impl Index for PgIndex {
         let client = self.pool.get().await.map_err(pool_err)?;
         client
             .execute(
-                "INSERT INTO peers (ae_title, host, port, permissions, tls_required, cert_sha256, cert_subject) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                "INSERT INTO peers (ae_title, host, port, permissions, tls_required, cert_sha256, cert_subject, ca_pem) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                  ON CONFLICT (ae_title) DO UPDATE SET host = excluded.host, port = excluded.port, permissions = excluded.permissions,
-                 tls_required = excluded.tls_required, cert_sha256 = excluded.cert_sha256, cert_subject = excluded.cert_subject",
-                &[&peer.ae_title, &peer.host.to_string(), &(peer.port as i32), &peer.permissions.to_string(), &peer.tls_required, &peer.cert_sha256, &peer.cert_subject],
+                 tls_required = excluded.tls_required, cert_sha256 = excluded.cert_sha256, cert_subject = excluded.cert_subject, ca_pem = excluded.ca_pem",
+                &[&peer.ae_title, &peer.host.to_string(), &(peer.port as i32), &peer.permissions.to_string(), &peer.tls_required, &peer.cert_sha256, &peer.cert_subject, &peer.ca_pem],
             )
             .await
             .map_err(pg)?;

@@ -29,9 +29,11 @@ pub const PEER_TLS: &str = r#"
     ALTER TABLE peers ADD COLUMN cert_sha256 TEXT NOT NULL DEFAULT '';
 "#;
 
-/// Peers identified by their certificate's subject (same DDL on both backends).
-pub const PEER_SUBJECT: &str = r#"
+/// Peers identified by their certificate's subject or issuing CA bundle (same
+/// DDL on both backends).
+pub const PEER_PINS: &str = r#"
     ALTER TABLE peers ADD COLUMN cert_subject TEXT NOT NULL DEFAULT '';
+    ALTER TABLE peers ADD COLUMN ca_pem TEXT NOT NULL DEFAULT '';
 "#;
 
 /// The audit trail: one row per record, `seq` without gaps, each row's hash
@@ -107,6 +109,6 @@ pub const MIGRATIONS: &[&str] = &[
     PEER_TLS,
     // 4: the audit trail.
     AUDIT,
-    // 5: peers pinned by certificate subject.
-    PEER_SUBJECT,
+    // 5: peers pinned by certificate subject or CA bundle.
+    PEER_PINS,
 ];

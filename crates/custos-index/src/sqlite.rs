@@ -354,10 +354,10 @@ fn insert_new(tx: &Connection, rec: &InstanceRecord) -> Result<(), IndexError> {
 
 fn put_peer(tx: &Connection, peer: &Peer) -> Result<(), IndexError> {
     tx.execute(
-        "INSERT INTO peers (ae_title, host, port, permissions, tls_required, cert_sha256, cert_subject) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO peers (ae_title, host, port, permissions, tls_required, cert_sha256, cert_subject, ca_pem) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT(ae_title) DO UPDATE SET host = excluded.host, port = excluded.port, permissions = excluded.permissions,
-         tls_required = excluded.tls_required, cert_sha256 = excluded.cert_sha256, cert_subject = excluded.cert_subject",
-        params![peer.ae_title, peer.host.to_string(), peer.port, peer.permissions.to_string(), peer.tls_required, peer.cert_sha256, peer.cert_subject],
+         tls_required = excluded.tls_required, cert_sha256 = excluded.cert_sha256, cert_subject = excluded.cert_subject, ca_pem = excluded.ca_pem",
+        params![peer.ae_title, peer.host.to_string(), peer.port, peer.permissions.to_string(), peer.tls_required, peer.cert_sha256, peer.cert_subject, peer.ca_pem],
     )?;
     Ok(())
 }
@@ -370,6 +370,7 @@ fn peer_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Peer, IndexEr
     let tls_required: bool = r.get(4)?;
     let cert_sha256: String = r.get(5)?;
     let cert_subject: String = r.get(6)?;
+    let ca_pem: String = r.get(7)?;
     Ok((|| {
         Ok(Peer {
             host: host.parse::<HostPattern>().map_err(IndexError::Corrupt)?,
@@ -379,6 +380,7 @@ fn peer_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Peer, IndexEr
             tls_required,
             cert_sha256,
             cert_subject,
+            ca_pem,
         })
     })())
 }
@@ -477,7 +479,7 @@ impl Index for SqliteIndex {
         let ae = ae_title.trim().to_string();
         self.read(move |conn| {
             conn.query_row(
-                "SELECT ae_title, host, port, permissions, tls_required, cert_sha256, cert_subject FROM peers WHERE ae_title = ?1",
+                "SELECT ae_title, host, port, permissions, tls_required, cert_sha256, cert_subject, ca_pem FROM peers WHERE ae_title = ?1",
                 [&ae],
                 peer_from_row,
             )
@@ -490,7 +492,7 @@ impl Index for SqliteIndex {
     async fn peers(&self) -> Result<Vec<Peer>, IndexError> {
         self.read(|conn| {
             let mut stmt = conn
-                .prepare("SELECT ae_title, host, port, permissions, tls_required, cert_sha256, cert_subject FROM peers ORDER BY ae_title")?;
+                .prepare("SELECT ae_title, host, port, permissions, tls_required, cert_sha256, cert_subject, ca_pem FROM peers ORDER BY ae_title")?;
             let rows = stmt.query_map([], peer_from_row)?;
             rows.map(|r| r?).collect()
         })

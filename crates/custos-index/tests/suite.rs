@@ -310,6 +310,7 @@ async fn peers(ix: Ix) {
         tls_required: true,
         cert_sha256: "ab".repeat(32),
         cert_subject: "CN=CT01,O=Radiology".into(),
+        ca_pem: "-----BEGIN CERTIFICATE-----\n...".into(),
     };
     ix.put_peer(peer.clone()).await.unwrap();
     assert_eq!(ix.peer("CT01").await.unwrap(), Some(peer.clone()));

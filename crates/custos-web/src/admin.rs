@@ -78,6 +78,7 @@ pub async fn peers(
             "tls_required": p.tls_required,
             "cert_fingerprint": (!p.cert_sha256.is_empty()).then(|| format!("SHA256:{}", p.cert_sha256)),
             "cert_subject": (!p.cert_subject.is_empty()).then(|| p.cert_subject.clone()),
+            "ca_bundle": !p.ca_pem.is_empty(),
             }))
             .collect::<Vec<_>>()
     )))
@@ -131,6 +132,8 @@ pub async fn put_peer(
             tls_required: body.tls_required || !cert_sha256.is_empty() || !cert_subject.is_empty(),
             cert_sha256,
             cert_subject,
+            // A CA bundle is registered with `custos peer add --ca-file`.
+            ca_pem: String::new(),
         })
         .await?;
     tracing::info!(by = p.name(), peer = %ae_title, "peer registered through the API");

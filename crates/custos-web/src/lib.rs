@@ -15,7 +15,6 @@ mod openapi;
 mod qido;
 mod render;
 mod stow;
-pub mod tls;
 mod wado;
 
 use std::net::SocketAddr;

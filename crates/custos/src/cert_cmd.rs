@@ -16,7 +16,7 @@ pub fn issue(data: &Path, name: &str, out: Option<PathBuf>, hosts: &[String]) ->
         bail!("a certificate name has 1-64 letters, digits, `.`, `_` or `-`");
     }
     crate::data::init(data)?;
-    let (cert, key, fingerprint) = custos_web::tls::issue_peer_cert(data, name, hosts)?;
+    let (cert, key, fingerprint) = custos_tls::issue_peer_cert(data, name, hosts)?;
     let dir = out.unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let key_path = dir.join(format!("{name}.key.pem"));

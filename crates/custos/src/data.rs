@@ -35,7 +35,7 @@ pub fn init(data: &Path) -> Result<bool> {
         FsStore::open(config.resolve(data, &config.store.path))?;
     }
     if config.http.cert.is_empty() {
-        custos_web::tls::ensure_local_ca(data).context("creating the local CA")?;
+        custos_tls::ensure_local_ca(data).context("creating the local CA")?;
     }
     Ok(fresh)
 }

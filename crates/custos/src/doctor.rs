@@ -176,12 +176,12 @@ pub async fn run(data: &Path, as_json: bool) -> Result<bool> {
     }
 
     // Certificates.
-    let files = custos_web::tls::TlsFiles::in_data(data);
+    let files = custos_tls::TlsFiles::in_data(data);
     for (what, path) in [
         ("server certificate", files.server_cert.clone()),
         ("local CA", files.ca_cert.clone()),
     ] {
-        if let Ok(days) = custos_web::tls::days_until_expiry(&path) {
+        if let Ok(days) = custos_tls::days_until_expiry(&path) {
             if days < 0 {
                 f.push(finding(
                     "cert-expired",

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
 use custos_core::peer::{normalize_subject, parse_fingerprint, validate_ae_title};
@@ -39,6 +39,11 @@ pub enum PeerCommand {
         /// folder's CA or `[dicom] tls_client_ca`). Implies --tls required.
         #[arg(long)]
         cert_subject: Option<String>,
+        /// Trust this PEM CA bundle for the peer's client certificate (a
+        /// vendor's or department's CA): certificates from it are accepted in
+        /// the handshake, and only for this peer. Implies --tls required.
+        #[arg(long)]
+        ca_file: Option<std::path::PathBuf>,
     },
     /// List registered peers.
     List,
@@ -58,6 +63,7 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
             tls,
             cert_fingerprint,
             cert_subject,
+            ca_file,
         } => {
             let tls_required = match tls.as_str() {
                 "required" => true,
@@ -70,6 +76,16 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
             };
             let cert_subject = match cert_subject {
                 Some(d) => normalize_subject(&d).map_err(anyhow::Error::msg)?,
+                None => String::new(),
+            };
+            let ca_pem = match ca_file {
+                Some(path) => {
+                    let pem = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    custos_tls::client_trust::parse_bundle(&pem)
+                        .with_context(|| format!("in {}", path.display()))?;
+                    pem
+                }
                 None => String::new(),
             };
             let ae_title = validate_ae_title(&ae_title).map_err(anyhow::Error::msg)?;
@@ -88,9 +104,13 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
                 host,
                 port,
                 permissions,
-                tls_required: tls_required || !cert_sha256.is_empty() || !cert_subject.is_empty(),
+                tls_required: tls_required
+                    || !cert_sha256.is_empty()
+                    || !cert_subject.is_empty()
+                    || !ca_pem.is_empty(),
                 cert_sha256,
                 cert_subject,
+                ca_pem,
             };
             index.put_peer(peer.clone()).await?;
             crate::audit_cmd::record_change(
@@ -154,6 +174,9 @@ fn tls_note(p: &Peer) -> String {
     }
     if !p.cert_subject.is_empty() {
         pins.push(format!("subject {}", p.cert_subject));
+    }
+    if !p.ca_pem.is_empty() {
+        pins.push("own CA bundle".into());
     }
     match (p.tls_required, pins.is_empty()) {
         (_, false) => format!("  (TLS, {})", pins.join(", ")),

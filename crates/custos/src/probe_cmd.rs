@@ -61,7 +61,7 @@ pub async fn run(a: Args) -> Result<bool> {
                 evidence: format!("{} handshake on port {on}", t.version),
                 fix: "nothing to do (TLS 1.0/1.1 acceptance is not tested: this probe cannot speak them)",
             });
-            match t.certificate.as_deref().and_then(custos_web::tls::cert_facts) {
+            match t.certificate.as_deref().and_then(custos_tls::cert_facts) {
                 Some((days, _)) if days < 0 => findings.push(Finding {
                     id: "tls-cert-expired",
                     severity: Severity::High,

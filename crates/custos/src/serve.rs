@@ -1,6 +1,7 @@
 //! `custos serve`: set up on first run, start the DICOM listener, stop cleanly.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -27,13 +28,13 @@ pub async fn run(data_dir: &Path) -> Result<()> {
     archive.audit(lifecycle("start"));
     if !config.audit.syslog_url.is_empty() {
         let (host, port) = crate::syslog::parse_url(&config.audit.syslog_url)?;
-        let files = custos_web::tls::TlsFiles::in_data(data_dir);
+        let files = custos_tls::TlsFiles::in_data(data_dir);
         let ca = if config.audit.syslog_ca.is_empty() {
             files.ca_cert.clone()
         } else {
             config.resolve(data_dir, &config.audit.syslog_ca)
         };
-        let tls = custos_web::tls::dicom_client_config(&files.server_cert, &files.server_key, &ca)
+        let tls = custos_tls::dicom_client_config(&files.server_cert, &files.server_key, &ca)
             .context("TLS for the syslog collector")?;
         tokio::spawn(
             crate::syslog::Forwarder {
@@ -70,7 +71,7 @@ pub async fn run(data_dir: &Path) -> Result<()> {
     } else {
         None
     };
-    let tls = dicom_tls(data_dir, &config).await?;
+    let tls = dicom_tls(data_dir, &config, archive.index().clone()).await?;
     let peers = archive.index().peers().await?;
     if peers.is_empty() {
         println!(
@@ -162,9 +163,9 @@ async fn start_web(
         }
         None
     } else {
-        let files = custos_web::tls::TlsFiles::in_data(data_dir);
+        let files = custos_tls::TlsFiles::in_data(data_dir);
         let (cert, key) = if http.cert.is_empty() {
-            custos_web::tls::ensure_local_ca(data_dir)?;
+            custos_tls::ensure_local_ca(data_dir)?;
             (files.server_cert, files.server_key)
         } else {
             (
@@ -172,7 +173,7 @@ async fn start_web(
                 config.resolve(data_dir, &http.key),
             )
         };
-        let server_config = custos_web::tls::server_config(&cert, &key)?;
+        let server_config = custos_tls::server_config(&cert, &key)?;
         println!(
             "Custos listening for HTTPS on {local} (certificate {}; local CA {})",
             cert.display(),
@@ -199,15 +200,32 @@ async fn start_web(
     Ok(tokio::spawn(custos_web::serve(listener, tls, state, stop)))
 }
 
+/// How often the DICOM TLS handshake picks up peers' CA bundles.
+const PEER_CA_REFRESH: Duration = Duration::from_secs(5);
+
+async fn peer_bundles(index: &dyn custos_index::Index) -> Result<Vec<String>> {
+    Ok(index
+        .peers()
+        .await?
+        .into_iter()
+        .filter(|p| !p.ca_pem.is_empty())
+        .map(|p| p.ca_pem)
+        .collect())
+}
+
 /// Binds the DICOM TLS listener when `[dicom] tls_listen` is set.
-async fn dicom_tls(data_dir: &Path, config: &Config) -> Result<Option<custos_dimse::TlsListener>> {
+async fn dicom_tls(
+    data_dir: &Path,
+    config: &Config,
+    index: Arc<dyn custos_index::Index>,
+) -> Result<Option<custos_dimse::TlsListener>> {
     let d = &config.dicom;
     if d.tls_listen.is_empty() {
         return Ok(None);
     }
-    let files = custos_web::tls::TlsFiles::in_data(data_dir);
+    let files = custos_tls::TlsFiles::in_data(data_dir);
     if d.tls_cert.is_empty() || d.tls_client_ca.is_empty() {
-        custos_web::tls::ensure_local_ca(data_dir)?;
+        custos_tls::ensure_local_ca(data_dir)?;
     }
     let (cert, key) = if d.tls_cert.is_empty() {
         (files.server_cert, files.server_key)
@@ -222,7 +240,23 @@ async fn dicom_tls(data_dir: &Path, config: &Config) -> Result<Option<custos_dim
     } else {
         config.resolve(data_dir, &d.tls_client_ca)
     };
-    let server_config = custos_web::tls::dicom_server_config(&cert, &key, &ca)?;
+    let trust = custos_tls::client_trust::ClientTrust::new(&ca)?;
+    trust.update(peer_bundles(index.as_ref()).await?);
+    // Peers registered later (by the CLI, another node, the API) bring their
+    // CA bundles into the handshake within this interval.
+    let refresh = trust.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PEER_CA_REFRESH);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match peer_bundles(index.as_ref()).await {
+                Ok(b) => refresh.update(b),
+                Err(e) => tracing::warn!(error = %e, "cannot reload peers' CA bundles"),
+            }
+        }
+    });
+    let server_config = custos_tls::dicom_server_config(&cert, &key, trust.clone())?;
     let listener = tokio::net::TcpListener::bind(&d.tls_listen)
         .await
         .with_context(|| format!("binding the DICOM TLS listener on {}", d.tls_listen))?;
@@ -234,6 +268,7 @@ async fn dicom_tls(data_dir: &Path, config: &Config) -> Result<Option<custos_dim
     Ok(Some(custos_dimse::TlsListener {
         listener,
         acceptor: tokio_rustls::TlsAcceptor::from(server_config),
+        trust,
     }))
 }
 
@@ -277,7 +312,7 @@ fn dicom_tls_client(
     config: &Config,
 ) -> Result<Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>> {
     let d = &config.dicom;
-    let files = custos_web::tls::TlsFiles::in_data(data_dir);
+    let files = custos_tls::TlsFiles::in_data(data_dir);
     let (cert, key) = if d.tls_cert.is_empty() {
         (files.server_cert, files.server_key)
     } else {
@@ -294,7 +329,5 @@ fn dicom_tls_client(
     if !cert.exists() || !ca.exists() {
         return Ok(None);
     }
-    Ok(Some(custos_web::tls::dicom_client_config(
-        &cert, &key, &ca,
-    )?))
+    Ok(Some(custos_tls::dicom_client_config(&cert, &key, &ca)?))
 }

@@ -198,6 +198,59 @@ fn dicom_tls_with_issued_certificates_and_every_refusal() {
         !echo(&server, "MR01", "CUSTOS").ok(),
         "a subject-pinned peer is refused on the plain port"
     );
+
+    // A peer with its own CA bundle (a vendor's CA), registered while the
+    // server runs: that CA's certificates are then accepted in the handshake,
+    // but only for that peer, not for another TLS peer of ours.
+    data.cli(&[
+        "peer",
+        "add",
+        "VENDOR",
+        "--host",
+        "127.0.0.1",
+        "--allow",
+        "echo",
+        "--ca-file",
+        other.path.join("tls/ca.pem").to_str().unwrap(),
+    ])
+    .success();
+    let vendor_echo = || {
+        tls_echo(
+            &server,
+            "VENDOR",
+            &["+tls", &foreign.key, &foreign.cert, "+cf", &ca],
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut vendor = vendor_echo();
+    while !vendor.ok() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        vendor = vendor_echo();
+    }
+    assert!(vendor.ok(), "{}", vendor.stderr());
+    let borrowed = tls_echo(
+        &server,
+        "WSTLS",
+        &["+tls", &foreign.key, &foreign.cert, "+cf", &ca],
+    );
+    assert!(
+        !borrowed.ok(),
+        "a vendor CA's certificate must not act as another peer"
+    );
+    let third = DataDir::new("dicom-tls-third");
+    let stranger = issue(&third, "VENDOR", &third.path.join("certs"));
+    let stranger_run = tls_echo(
+        &server,
+        "VENDOR",
+        &["+tls", &stranger.key, &stranger.cert, "+cf", &ca],
+    );
+    assert!(
+        !stranger_run.ok(),
+        "a CA trusted by no peer still fails the handshake"
+    );
+    let listed = data.cli(&["peer", "list"]).success().stdout();
+    assert!(listed.contains("own CA bundle"), "{listed}");
+    assert!(server.log_text().contains("DICOM TLS client CAs reloaded"));
     assert!(
         echo(&server, "WS01", "CUSTOS").ok(),
         "peers without the requirement still use the plain port"

@@ -1,6 +1,11 @@
-//! The data folder's own certificate authority and server certificate, made on
-//! first run so that HTTPS works with no set-up, and the rustls configuration
-//! (TLS 1.2 and 1.3 only) that serves them.
+//! TLS for both front doors (HTTPS and DICOM TLS): the data folder's own
+//! certificate authority and server certificate, made on first run so that TLS
+//! works with no set-up; peer certificates issued from it; the rustls
+//! configurations (TLS 1.2 and 1.3 only); and which CAs may issue client
+//! certificates ([`client_trust`]).
+#![forbid(unsafe_code)]
+
+pub mod client_trust;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -189,23 +194,17 @@ fn trust_roots(ca: &Path) -> Result<rustls::RootCertStore> {
 }
 
 /// The DICOM TLS configuration (PS3.15 BCP 195): TLS 1.2 and 1.3 only, AEAD
-/// suites only, client certificates verified against `client_ca` when
+/// suites only, client certificates verified against `client_trust` when
 /// presented (a certificate from another CA fails the handshake); whether a
 /// peer must present one is the association policy's decision.
 pub fn dicom_server_config(
     cert: &Path,
     key: &Path,
-    client_ca: &Path,
+    client_trust: Arc<client_trust::ClientTrust>,
 ) -> Result<Arc<rustls::ServerConfig>> {
     let (certs, key) = cert_and_key(cert, key)?;
-    let roots = trust_roots(client_ca)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .allow_unauthenticated()
-    .build()?;
+    let verifier = client_trust;
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier)
@@ -265,4 +264,14 @@ pub fn cert_facts(der: &[u8]) -> Option<(i64, bool)> {
     let days = (cert.validity().not_after.timestamp() - OffsetDateTime::now_utc().unix_timestamp())
         / 86_400;
     Some((days, cert.issuer() == cert.subject()))
+}
+
+/// The certificate's subject, normalised as peers' registered subjects are.
+pub fn subject_of(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert
+        .subject()
+        .to_string_with_registry(x509_parser::objects::oid_registry())
+        .ok()?;
+    custos_core::peer::normalize_subject(&subject).ok()
 }
