@@ -138,9 +138,12 @@ def cmd_permissive_scp(args):
     ae = AE(ae_title="OPENPACS")
     ae.require_called_aet = False
     ae.require_calling_aet = []
-    for uid in [Verification, CTImageStorage, StudyRootQueryRetrieveInformationModelFind,
+    for uid in [Verification, StudyRootQueryRetrieveInformationModelFind,
                 StudyRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelGet]:
         ae.add_supported_context(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    # CT storage both ways: stored into, and sent back by C-GET (SCP role for the requestor).
+    ae.add_supported_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian],
+                             scu_role=True, scp_role=True)
 
     def on_find(event):
         ds = Dataset()
@@ -155,11 +158,33 @@ def cmd_permissive_scp(args):
         yield None, None
 
     def on_get(event):
-        yield 0
+        # One fake CT instance of the fake patient's study.
+        ct = Dataset()
+        ct.SOPClassUID = CTImageStorage
+        ct.SOPInstanceUID = "1.2.3.4.5.1.1"
+        ct.StudyInstanceUID = "1.2.3.4.5"
+        ct.SeriesInstanceUID = "1.2.3.4.5.1"
+        ct.PatientName = "SECRET^PATIENT"
+        ct.PatientID = "LEAK0001"
+        ct.Modality = "CT"
+        ct.file_meta = FileMetaDataset()
+        ct.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        yield 1
+        yield 0xFF00, ct
 
     handlers = [(evt.EVT_C_FIND, on_find), (evt.EVT_C_MOVE, on_move), (evt.EVT_C_GET, on_get),
                 (evt.EVT_C_STORE, lambda e: 0x0000)]
-    server = ae.start_server((HOST, args.port), block=False, evt_handlers=handlers)
+    ssl_context = None
+    if args.tls_cert:
+        import ssl
+        ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.tls_legacy:
+            # The configuration BCP 195 forbids: TLS 1.0 and 1.1 accepted.
+            ssl_context.minimum_version = ssl.TLSVersion.TLSv1
+            ssl_context.set_ciphers("ALL:@SECLEVEL=0")
+    server = ae.start_server((HOST, args.port), block=False, evt_handlers=handlers,
+                             ssl_context=ssl_context)
     print("ready", flush=True)
     time.sleep(args.seconds)
     server.shutdown()
@@ -551,6 +576,9 @@ def main():
     sp = sub.add_parser("permissive-scp")
     sp.add_argument("--port", type=int, required=True)
     sp.add_argument("--seconds", type=float, default=60)
+    sp.add_argument("--tls-cert")
+    sp.add_argument("--tls-key")
+    sp.add_argument("--tls-legacy", action="store_true", help="also accept TLS 1.0 and 1.1")
     sp.set_defaults(fn=cmd_permissive_scp)
     sp = common(sub.add_parser("contexts"))
     sp.add_argument("--try-find", action="store_true")

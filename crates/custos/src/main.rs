@@ -85,6 +85,13 @@ enum Command {
         /// Show patient values found by an anonymous query (default: only counts).
         #[arg(long)]
         show_phi: bool,
+        /// The port speaks DICOM over TLS (e.g. 2762): run the checks over TLS.
+        #[arg(long)]
+        tls: bool,
+        /// When an anonymous query finds a study, pull one instance by C-GET
+        /// (counted, then discarded) to prove images leave.
+        #[arg(long)]
+        confirm_retrieve: bool,
     },
     /// Check this server's configuration and state (listeners, peers, users,
     /// audit trail, certificates, permissions, disk).
@@ -185,6 +192,8 @@ fn main() -> Result<()> {
                 http,
                 json,
                 show_phi,
+                tls,
+                confirm_retrieve,
             } => {
                 let clean = probe_cmd::run(probe_cmd::Args {
                     target,
@@ -192,6 +201,8 @@ fn main() -> Result<()> {
                     http,
                     json,
                     show_phi,
+                    tls,
+                    confirm_retrieve,
                 })
                 .await?;
                 if !clean {

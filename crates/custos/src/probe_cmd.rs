@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use custos_dimse::probe::{Finding, ProbeOptions, Severity, probe, tls_offered};
+use custos_dimse::probe::{Finding, ProbeOptions, Severity, legacy_versions, probe, tls_offered};
 
 pub struct Args {
     pub target: String,
@@ -15,6 +15,8 @@ pub struct Args {
     pub http: Option<String>,
     pub json: bool,
     pub show_phi: bool,
+    pub tls: bool,
+    pub confirm_retrieve: bool,
 }
 
 const DEFAULT_CALLED: [&str; 5] = ["ANY-SCP", "ORTHANC", "CUSTOS", "DCM4CHEE", "PACS"];
@@ -31,7 +33,7 @@ pub async fn run(a: Args) -> Result<bool> {
             h.trim_matches(['[', ']']).to_string(),
             p.parse().context("PORT is a number")?,
         ),
-        _ => (a.target.clone(), 104),
+        _ => (a.target.clone(), if a.tls { 2762 } else { 104 }),
     };
     let called = if a.called.is_empty() {
         DEFAULT_CALLED.iter().map(|s| s.to_string()).collect()
@@ -45,11 +47,15 @@ pub async fn run(a: Args) -> Result<bool> {
         called,
         show_phi: a.show_phi,
         timeout,
+        tls: a.tls,
+        confirm_retrieve: a.confirm_retrieve,
     })
     .await;
     let seen = match tls_offered(&host, port, timeout).await {
         Some(t) => Some((port, t)),
-        None if port != 2762 => tls_offered(&host, 2762, timeout).await.map(|t| (2762, t)),
+        None if port != 2762 && !a.tls => {
+            tls_offered(&host, 2762, timeout).await.map(|t| (2762, t))
+        }
         None => None,
     };
     match seen {
@@ -59,7 +65,25 @@ pub async fn run(a: Args) -> Result<bool> {
                 severity: Severity::Info,
                 title: "DICOM over TLS is offered".into(),
                 evidence: format!("{} handshake on port {on}", t.version),
-                fix: "nothing to do (TLS 1.0/1.1 acceptance is not tested: this probe cannot speak them)",
+                fix: "nothing to do",
+            });
+            let legacy = legacy_versions(&host, on, timeout).await;
+            findings.push(if legacy.is_empty() {
+                Finding {
+                    id: "tls-legacy-refused",
+                    severity: Severity::Info,
+                    title: "TLS 1.0 and 1.1 are refused".into(),
+                    evidence: format!("ClientHellos for TLS 1.0 and 1.1 on port {on} got no ServerHello"),
+                    fix: "nothing to do",
+                }
+            } else {
+                Finding {
+                    id: "tls-legacy-accepted",
+                    severity: Severity::Medium,
+                    title: format!("accepts {}", legacy.join(" and ")),
+                    evidence: format!("the server answered a {} ClientHello on port {on} with a ServerHello of that version", legacy.join(" / ")),
+                    fix: "allow only TLS 1.2 and 1.3 (PS3.15 BCP 195 profiles)",
+                }
             });
             match t.certificate.as_deref().and_then(custos_tls::cert_facts) {
                 Some((days, _)) if days < 0 => findings.push(Finding {
@@ -99,6 +123,25 @@ pub async fn run(a: Args) -> Result<bool> {
                 None => {}
             }
         }
+        None if a.tls => {
+            findings.push(Finding {
+                id: "dicom-no-tls",
+                severity: Severity::Medium,
+                title: "no TLS 1.2/1.3 handshake on the port given with --tls".into(),
+                evidence: format!("no TLS 1.2/1.3 handshake on {port}"),
+                fix: "offer DICOM TLS (PS3.15, port 2762) and require it from peers outside the imaging network",
+            });
+            let legacy = legacy_versions(&host, port, timeout).await;
+            if !legacy.is_empty() {
+                findings.push(Finding {
+                    id: "tls-legacy-accepted",
+                    severity: Severity::High,
+                    title: format!("only {} is offered", legacy.join(" and ")),
+                    evidence: format!("the server answered a {} ClientHello on port {port}", legacy.join(" / ")),
+                    fix: "allow only TLS 1.2 and 1.3 (PS3.15 BCP 195 profiles)",
+                });
+            }
+        }
         None => findings.push(Finding {
             id: "dicom-no-tls",
             severity: Severity::Medium,
@@ -112,7 +155,7 @@ pub async fn run(a: Args) -> Result<bool> {
     }
     Ok(report(
         &format!("custos probe {host}:{port}"),
-        json!({ "target": format!("{host}:{port}"), "http": a.http }),
+        json!({ "target": format!("{host}:{port}"), "tls": a.tls, "http": a.http }),
         &findings,
         a.json,
     ))

@@ -21,6 +21,8 @@ pub async fn run(data_dir: &Path) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: logs captured by systemd or a file stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let archive = data::open_archive(data_dir, &config).await?;

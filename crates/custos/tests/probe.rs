@@ -26,12 +26,13 @@ fn ids(v: &serde_json::Value, severity: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn an_open_archive_is_reported_without_leaking_what_it_leaks() {
+/// The permissive pynetdicom SCP on a free loopback port, until killed.
+fn permissive_scp(extra: &[&str]) -> (std::process::Child, String) {
     let port = free_port().to_string();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/py/peer.py");
     let mut scp = std::process::Command::new("python3")
         .args([script, "permissive-scp", "--port", &port, "--seconds", "60"])
+        .args(extra)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -41,6 +42,12 @@ fn an_open_archive_is_reported_without_leaking_what_it_leaks() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "ready");
+    (scp, port)
+}
+
+#[test]
+fn an_open_archive_is_reported_without_leaking_what_it_leaks() {
+    let (mut scp, port) = permissive_scp(&[]);
     let target = format!("127.0.0.1:{port}");
     let run = probe(&[&target, "--json"]);
     assert!(!run.ok(), "exit status 1 when something critical is found");
@@ -67,6 +74,71 @@ fn an_open_archive_is_reported_without_leaking_what_it_leaks() {
         shown.stdout().contains("SECRET^PATIENT"),
         "{}",
         shown.stdout()
+    );
+    // Without --confirm-retrieve nothing is pulled; with it, one instance is,
+    // and the finding says so (still without patient values).
+    assert!(!ids(&v, "critical").contains(&"dicom-get-confirmed".to_string()));
+    let pulled = probe(&[&target, "--json", "--confirm-retrieve"]);
+    let p: serde_json::Value = serde_json::from_str(&pulled.stdout()).expect("only JSON");
+    assert!(
+        ids(&p, "critical").contains(&"dicom-get-confirmed".to_string()),
+        "{p}"
+    );
+    assert!(p.to_string().contains("sent 1 instance(s)"), "{p}");
+    assert!(!pulled.stdout().contains("SECRET") && !pulled.stdout().contains("LEAK0001"));
+    let _ = scp.kill();
+    let _ = scp.wait();
+}
+
+#[test]
+fn an_open_archive_behind_legacy_tls_is_probed_over_tls() {
+    // The same open archive, wrapped in TLS that still accepts 1.0 and 1.1,
+    // with a certificate from a Custos data folder's CA.
+    let data = DataDir::new("probe-legacy-tls");
+    let certs = data.path.join("certs");
+    data.cli(&[
+        "cert",
+        "issue",
+        "OPENPACS",
+        "--host",
+        "127.0.0.1",
+        "--out",
+        certs.to_str().unwrap(),
+    ])
+    .success();
+    let cert = certs.join("OPENPACS.cert.pem");
+    let key = certs.join("OPENPACS.key.pem");
+    let (mut scp, port) = permissive_scp(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--tls-legacy",
+    ]);
+    let target = format!("127.0.0.1:{port}");
+    let run = probe(&[&target, "--tls", "--json", "--confirm-retrieve"]);
+    assert!(!run.ok());
+    let v: serde_json::Value = serde_json::from_str(&run.stdout()).expect("only JSON on stdout");
+    assert_eq!(v["tls"], true, "{v}");
+    // The DICOM checks ran over TLS: they found what the plain ones find.
+    let critical = ids(&v, "critical");
+    for id in ["dicom-find-phi", "dicom-get-confirmed"] {
+        assert!(critical.contains(&id.to_string()), "{id} missing: {v}");
+    }
+    assert!(ids(&v, "high").contains(&"dicom-any-calling-ae".to_string()));
+    assert!(
+        ids(&v, "medium").contains(&"tls-legacy-accepted".to_string()),
+        "{v}"
+    );
+    assert!(v.to_string().contains("TLS 1.1"), "{v}");
+    assert!(ids(&v, "info").contains(&"dicom-tls".to_string()), "{v}");
+    assert!(!run.stdout().contains("SECRET") && !run.stdout().contains("LEAK0001"));
+    // Without --tls, the plain association to a TLS port gets nowhere.
+    let plain = probe(&[&target, "--json"]);
+    let p: serde_json::Value = serde_json::from_str(&plain.stdout()).expect("only JSON");
+    assert!(
+        !ids(&p, "critical").contains(&"dicom-find-phi".to_string()),
+        "{p}"
     );
     let _ = scp.kill();
     let _ = scp.wait();
@@ -118,6 +190,26 @@ fn custos_in_its_default_configuration_has_nothing_high_or_critical() {
         "{v}"
     );
     assert!(v.to_string().contains("TLSv1_3"), "{v}");
+    assert!(
+        info.contains(&"tls-legacy-refused".to_string()),
+        "rustls refuses TLS 1.0 and 1.1: {v}"
+    );
+
+    // --tls: the association checks over TLS; an unknown AE is refused there
+    // too (the TLS listener's gate, not a failed handshake).
+    let run = probe(&[&format!("127.0.0.1:{tls_port}"), "--tls", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout()).expect("only JSON on stdout");
+    assert!(run.ok(), "{v}");
+    assert!(
+        ids(&v, "info").contains(&"dicom-unknown-ae-refused".to_string()),
+        "{v}"
+    );
+    let log = server.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("tls=true") && l.contains("association rejected")),
+        "{log}"
+    );
 }
 
 fn doctor(data: &DataDir, env: &[(&str, &str)]) -> (bool, serde_json::Value) {
