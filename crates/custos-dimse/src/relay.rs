@@ -79,7 +79,7 @@ impl Relay {
         ack: Arc<IdentityAck>,
     ) -> Result<TcpStream, (S, std::io::Error)>
     where
-        S: AsyncRead + AsyncWrite + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         match self.pair().await {
             Ok((outer, inner)) => {
@@ -91,31 +91,34 @@ impl Relay {
     }
 }
 
-async fn pipe<S>(client: S, outer: TcpStream, ack: Arc<IdentityAck>)
+/// How long the relay waits for the association request and its answer; the
+/// server's own ARTIM timer normally ends a silent connection sooner.
+const OPENING_WAIT: Duration = Duration::from_secs(60);
+
+async fn pipe<S>(mut client: S, mut outer: TcpStream, ack: Arc<IdentityAck>)
 where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut client_rd, mut client_wr) = tokio::io::split(client);
-    let (mut outer_rd, mut outer_wr) = outer.into_split();
-    let up = async {
-        let _ = tokio::io::copy(&mut client_rd, &mut outer_wr).await;
-        let _ = outer_wr.shutdown().await;
+    // The A-ASSOCIATE-RQ travels first and its answer second; neither side
+    // sends more before that. So those two PDUs are relayed one at a time
+    // (the answer may need the identity sub-item), then bytes are copied both
+    // ways as they come.
+    let opening = async {
+        forward_pdu(&mut client, &mut outer, None).await?;
+        forward_pdu(&mut outer, &mut client, Some(&ack)).await
     };
-    let down = async {
-        if forward_first_pdu(&mut outer_rd, &mut client_wr, &ack)
-            .await
-            .is_ok()
-        {
-            let _ = tokio::io::copy(&mut outer_rd, &mut client_wr).await;
-        }
-        let _ = client_wr.shutdown().await;
-    };
-    tokio::join!(up, down);
+    if let Ok(Ok(())) = tokio::time::timeout(OPENING_WAIT, opening).await {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut outer).await;
+    }
 }
 
-/// Copies dicom-ul's first PDU, adding the User Identity sub-item to an
-/// A-ASSOCIATE-AC when `ack` holds a response.
-async fn forward_first_pdu<R, W>(from: &mut R, to: &mut W, ack: &IdentityAck) -> std::io::Result<()>
+/// Copies one whole PDU from `from` to `to`. With `ack` holding a response,
+/// an A-ASSOCIATE-AC gets the User Identity sub-item added.
+async fn forward_pdu<R, W>(
+    from: &mut R,
+    to: &mut W,
+    ack: Option<&IdentityAck>,
+) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -123,17 +126,24 @@ where
     let mut head = [0u8; 6];
     from.read_exact(&mut head).await?;
     let len = u32::from_be_bytes([head[2], head[3], head[4], head[5]]) as usize;
-    if head[0] != 0x02 || len > MAX_AC {
-        return to.write_all(&head).await;
+    let response = ack.and_then(|a| a.0.get());
+    match response {
+        Some(response) if head[0] == 0x02 && len <= MAX_AC => {
+            let mut pdu = vec![0u8; 6 + len];
+            pdu[..6].copy_from_slice(&head);
+            from.read_exact(&mut pdu[6..]).await?;
+            let pdu = with_identity_response(&pdu, response).unwrap_or(pdu);
+            to.write_all(&pdu).await
+        }
+        _ => {
+            to.write_all(&head).await?;
+            let copied = tokio::io::copy(&mut from.take(len as u64), to).await?;
+            if copied < len as u64 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            Ok(())
+        }
     }
-    let mut pdu = vec![0u8; 6 + len];
-    pdu[..6].copy_from_slice(&head);
-    from.read_exact(&mut pdu[6..]).await?;
-    let pdu = match ack.0.get() {
-        Some(response) => with_identity_response(&pdu, response).unwrap_or(pdu),
-        None => pdu,
-    };
-    to.write_all(&pdu).await
 }
 
 /// The A-ASSOCIATE-AC `pdu` re-encoded with a User Identity Negotiation
@@ -187,7 +197,7 @@ mod tests {
         let original = ac();
         let unanswered = IdentityAck::default();
         let mut out = Vec::new();
-        forward_first_pdu(&mut &original[..], &mut out, &unanswered)
+        forward_pdu(&mut &original[..], &mut out, Some(&unanswered))
             .await
             .unwrap();
         assert_eq!(out, original);
@@ -195,7 +205,7 @@ mod tests {
         let answered = IdentityAck::default();
         answered.answer(Vec::new());
         let mut out = Vec::new();
-        forward_first_pdu(&mut &original[..], &mut out, &answered)
+        forward_pdu(&mut &original[..], &mut out, Some(&answered))
             .await
             .unwrap();
         let Ok(Some(Pdu::AssociationAC(ac))) =
@@ -217,16 +227,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn other_pdus_pass_unchanged() {
-        // An A-ASSOCIATE-RJ.
-        let rj = [0x03u8, 0, 0, 0, 0, 4, 0, 1, 1, 3];
+    async fn other_pdus_pass_whole_and_alone() {
+        // An A-ASSOCIATE-RJ followed by bytes of a next PDU.
+        let rj = [0x03u8, 0, 0, 0, 0, 4, 0, 1, 1, 3, 0x07, 0];
         let answered = IdentityAck::default();
         answered.answer(Vec::new());
+        let mut input = &rj[..];
         let mut out = Vec::new();
-        forward_first_pdu(&mut &rj[..], &mut out, &answered)
+        forward_pdu(&mut input, &mut out, Some(&answered))
             .await
             .unwrap();
-        // Only the header is forwarded by this step; the copy loop sends the rest.
-        assert_eq!(out, rj[..6]);
+        assert_eq!(out, rj[..10]);
+        assert_eq!(input, &rj[10..], "only one PDU is taken");
+        // A PDU cut short is an error, not a silent partial copy.
+        let mut out = Vec::new();
+        assert!(forward_pdu(&mut &rj[..8], &mut out, None).await.is_err());
     }
 }

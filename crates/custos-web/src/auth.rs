@@ -50,6 +50,9 @@ pub struct Authenticator {
     failures: Mutex<HashMap<String, Failures>>,
     cache: Mutex<HashMap<String, Verified>>,
     cache_key: [u8; 32],
+    /// Token logins recorded in the last `CACHE_TTL`: a bearer token is a
+    /// login on first use, not on each request.
+    token_logins: Mutex<HashMap<String, Instant>>,
 }
 
 enum Outcome {
@@ -68,6 +71,7 @@ impl Authenticator {
             failures: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
             cache_key,
+            token_logins: Mutex::new(HashMap::new()),
         }
     }
 
@@ -113,6 +117,34 @@ impl Authenticator {
             for k in keys {
                 map.remove(k);
             }
+        }
+    }
+
+    /// Records a token login for `user` unless `key` logged in within
+    /// `CACHE_TTL` (one record per token and window, like password logins).
+    fn record_token_login(&self, state: &AppState, key: String, user: &str, how: &str) {
+        let fresh = match self.token_logins.lock() {
+            Ok(mut seen) => {
+                if seen.len() > 10_000 {
+                    seen.retain(|_, at| at.elapsed() < CACHE_TTL);
+                }
+                let recent = seen.get(&key).is_some_and(|at| at.elapsed() < CACHE_TTL);
+                if !recent {
+                    seen.insert(key, Instant::now());
+                }
+                !recent
+            }
+            Err(_) => true,
+        };
+        if fresh {
+            let mut e = custos_core::audit::AuditEvent::new(
+                custos_core::audit::EventId::UserAuthentication,
+                'E',
+                custos_core::audit::Outcome::Success,
+            );
+            e.user = user.to_string();
+            e.detail = format!("HTTP login ({how})");
+            state.archive.audit(e);
         }
     }
 
@@ -195,6 +227,11 @@ impl Authenticator {
                     && crate::oidc::Oidc::looks_like_jwt(rest.trim())
                     && let Some(p) = oidc.principal(rest.trim()).await
                 {
+                    let key = format!(
+                        "oidc:{}",
+                        custos_core::credentials::sha256_hex(rest.trim().as_bytes())
+                    );
+                    self.record_token_login(state, key, p.name(), "OpenID Connect token");
                     return Ok(Outcome::Ok(p));
                 }
                 return Ok(Outcome::Bad(None));
@@ -209,6 +246,12 @@ impl Authenticator {
             let Some(user) = index.user(&token.user).await?.filter(|u| !u.disabled) else {
                 return Ok(Outcome::Bad(Some(token.user)));
             };
+            self.record_token_login(
+                state,
+                format!("token:{id}"),
+                &user.name,
+                &format!("API token {id}"),
+            );
             return Ok(Outcome::Ok(Principal::User {
                 name: user.name,
                 role: user.role,

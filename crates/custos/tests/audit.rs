@@ -33,6 +33,13 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
     add_user(&data, "boss", "admin", PW_BOSS);
     add_user(&data, "aud", "auditor", PW_AUD);
     add_user(&data, "rad", "radiologist", PW_RAD);
+    let token = data
+        .cli(&["token", "create", "--user", "rad", "--expires", "1d"])
+        .success()
+        .stdout()
+        .trim()
+        .to_string();
+    let token_id = token.split('_').nth(1).unwrap().to_string();
     let server = Server::start(&data);
     let port = server.port();
     let ct = pydicom_test_files().join("CT_small.dcm");
@@ -87,6 +94,8 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
         { "method": "GET", "path": "/dicom-web/studies", "auth": { "basic": ["rad", "a wrong password"] } },
         { "method": "GET", "path": "/api/audit", "auth": { "basic": ["aud", PW_AUD] } },
         { "method": "GET", "path": "/api/audit", "auth": { "basic": ["rad", PW_RAD] } },
+        { "method": "GET", "path": "/dicom-web/studies", "auth": { "bearer": token } },
+        { "method": "GET", "path": "/dicom-web/studies", "auth": { "bearer": token } },
         { "method": "DELETE", "path": format!("/api/studies/{CT_STUDY}"), "auth": { "basic": ["boss", PW_BOSS] } },
     ]).to_string()).unwrap();
     let r = json_of(
@@ -105,7 +114,9 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
         r[1]["body"]
     );
     assert_eq!(r[2]["status"], 403, "a radiologist does not");
-    assert_eq!(r[3]["status"], 200);
+    assert_eq!(r[3]["status"], 200, "bearer token");
+    assert_eq!(r[4]["status"], 200, "the same token again");
+    assert_eq!(r[5]["status"], 200, "deletion");
     assert!(server.stop(), "clean stop");
 
     let records = export(&data);
@@ -148,6 +159,15 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
         && b["user"] == "rad"
         && b["detail"] == "HTTP authentication failed"));
     assert!(has(&records, 110101, |b| b["user"] == "aud"));
+    // A bearer token is a login on its first use, not on every request.
+    let token_logins = records
+        .iter()
+        .filter(|r| {
+            r["record"]["event"]["code"] == 110114
+                && r["record"]["detail"] == format!("HTTP login (API token {token_id})")
+        })
+        .count();
+    assert_eq!(token_logins, 1);
     assert!(has(&records, 110105, |b| b["user"] == "boss"
         && b["studies"] == json!([CT_STUDY])));
     assert!(has(&records, 110113, |b| b["detail"]
