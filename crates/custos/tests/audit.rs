@@ -33,12 +33,7 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
     add_user(&data, "boss", "admin", PW_BOSS);
     add_user(&data, "aud", "auditor", PW_AUD);
     add_user(&data, "rad", "radiologist", PW_RAD);
-    let token = data
-        .cli(&["token", "create", "--user", "rad", "--expires", "1d"])
-        .success()
-        .stdout()
-        .trim()
-        .to_string();
+    let token = create_token(&data, "rad", "1d", false);
     let token_id = token.split('_').nth(1).unwrap().to_string();
     let server = Server::start(&data);
     let port = server.port();

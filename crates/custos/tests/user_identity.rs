@@ -31,12 +31,7 @@ fn identities_narrow_rights_and_wrong_ones_are_rejected() {
     data.add_peer("WS01", "127.0.0.1", 104, "echo,store,find,get");
     add_user(&data, "rad", "radiologist", PW);
     add_user(&data, "up", "uploader", PW_UP);
-    let token = data
-        .cli(&["token", "create", "--user", "rad", "--expires", "1d"])
-        .success()
-        .stdout()
-        .trim()
-        .to_string();
+    let token = create_token(&data, "rad", "1d", false);
     let server = Server::start_with(
         &data,
         &[("CUSTOS_DICOM_REQUIRE_USER_IDENTITY", "find,get,move")],
@@ -144,12 +139,7 @@ fn identities_narrow_rights_and_wrong_ones_are_rejected() {
     );
     assert!(rsp.ok(), "{}", rsp.stderr());
     // DCMTK storescu --jwt with an API token of the uploader.
-    let up_token = data
-        .cli(&["token", "create", "--user", "up", "--expires", "1d"])
-        .success()
-        .stdout()
-        .trim()
-        .to_string();
+    let up_token = create_token(&data, "up", "1d", false);
     let token_file = data.path.join("up.jwt");
     std::fs::write(&token_file, &up_token).unwrap();
     let jwt = dcmtk(

@@ -14,14 +14,6 @@ const PW_RAD: &str = "reading room 4 lights";
 const PW_UP: &str = "scanner uploads only 9";
 const PHI: [&str; 2] = ["CompressedSamples", "1CT1"];
 
-fn token(data: &DataDir, user: &str, expires: &str, read_only: bool) -> String {
-    let mut args = vec!["token", "create", "--user", user, "--expires", expires];
-    if read_only {
-        args.push("--read-only");
-    }
-    data.cli(&args).success().stdout().trim().to_string()
-}
-
 fn probe(server: &Server, spec: Value) -> Vec<Value> {
     let file = std::env::temp_dir().join(format!(
         "custos-probe-{}-{}.json",
@@ -126,12 +118,12 @@ fn every_route_refuses_missing_bad_expired_revoked_and_unpermitted_credentials()
     all.push(("GET".into(), "/api/openapi.json".into()));
     all.push(("GET".into(), "/no/such/route".into()));
 
-    let expired = token(&f.data, "rad", "1s", false);
-    let revoked = token(&f.data, "rad", "1d", false);
+    let expired = create_token(&f.data, "rad", "1s", false);
+    let revoked = create_token(&f.data, "rad", "1d", false);
     let revoked_id = revoked.split('_').nth(1).unwrap().to_string();
     f.data.cli(&["token", "revoke", &revoked_id]).success();
-    let read_only_admin = token(&f.data, "boss", "1d", true);
-    let rad_token = token(&f.data, "rad", "1d", false);
+    let read_only_admin = create_token(&f.data, "boss", "1d", true);
+    let rad_token = create_token(&f.data, "rad", "1d", false);
     std::thread::sleep(std::time::Duration::from_secs(2));
 
     let mut spec = Vec::new();

@@ -420,6 +420,15 @@ pub fn dcm_dump(path: &Path) -> String {
 }
 
 /// DCMTK getscu of one study into a fresh folder `out`; the files received.
+/// A new API token for `user` (`custos token create`), as printed.
+pub fn create_token(data: &DataDir, user: &str, expires: &str, read_only: bool) -> String {
+    let mut args = vec!["token", "create", "--user", user, "--expires", expires];
+    if read_only {
+        args.push("--read-only");
+    }
+    data.cli(&args).success().stdout().trim().to_string()
+}
+
 pub fn getscu_study(server: &Server, aet: &str, study_uid: &str, out: &Path) -> Vec<PathBuf> {
     let _ = std::fs::remove_dir_all(out);
     std::fs::create_dir_all(out).unwrap();
