@@ -138,7 +138,7 @@ def cmd_permissive_scp(args):
     ae = AE(ae_title="OPENPACS")
     ae.require_called_aet = False
     ae.require_calling_aet = []
-    for uid in [Verification, StudyRootQueryRetrieveInformationModelFind,
+    for uid in [Verification, PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind,
                 StudyRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelGet]:
         ae.add_supported_context(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     # CT storage both ways: stored into, and sent back by C-GET (SCP role for the requestor).

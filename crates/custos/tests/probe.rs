@@ -62,6 +62,14 @@ fn an_open_archive_is_reported_without_leaking_what_it_leaks() {
     }
     assert!(ids(&v, "medium").contains(&"dicom-no-tls".to_string()));
     assert!(
+        ids(&v, "critical").contains(&"dicom-find-patients-phi".to_string()),
+        "patient-level query too: {v}"
+    );
+    assert!(
+        ids(&v, "medium").contains(&"dicom-any-called-ae".to_string()),
+        "{v}"
+    );
+    assert!(
         !run.stdout().contains("SECRET") && !run.stdout().contains("LEAK0001"),
         "no PHI without --show-phi"
     );

@@ -131,6 +131,18 @@ where
         ),
         fix: "accept only registered peers (AE title and source address)",
     });
+    // Any called AE title, too? (One made up for this run.)
+    let made_up = format!("NOSUCH{:06}", std::process::id() % 1_000_000);
+    if let Ok(a) = associate(calling.clone(), made_up.clone()).await {
+        let _ = a.release().await;
+        findings.push(Finding {
+            id: "dicom-any-called-ae",
+            severity: Severity::Medium,
+            title: "accepts any called AE title".into(),
+            evidence: format!("called AE `{made_up}` was accepted"),
+            fix: "accept associations only for this archive's own AE title",
+        });
+    }
     let Ok(mut a) = associate(calling.clone(), called.clone()).await else {
         return findings;
     };
@@ -179,7 +191,7 @@ where
     }
     let mut found_study = None;
     if accepted.iter().any(|s| s == STUDY_ROOT_FIND) {
-        match scu::find_studies(&mut a, o.show_phi).await {
+        match scu::find(&mut a, scu::FindLevel::Study, o.show_phi).await {
             Ok(m) if m.count == 0 => findings.push(Finding {
                 id: "dicom-find-open",
                 severity: Severity::Medium,
@@ -208,6 +220,37 @@ where
                 fix: "accept queries only from registered workstations",
             }),
         }
+    }
+    if accepted.iter().any(|s| s == PATIENT_ROOT_FIND) {
+        findings.push(
+            match scu::find(&mut a, scu::FindLevel::Patient, o.show_phi).await {
+                Ok(m) if m.count == 0 => Finding {
+                    id: "dicom-find-patients-open",
+                    severity: Severity::Medium,
+                    title: "anonymous patient-level C-FIND is accepted (no records returned)"
+                        .into(),
+                    evidence: "Patient Root C-FIND at PATIENT level returned 0 matches".into(),
+                    fix: "accept queries only from registered workstations",
+                },
+                Ok(m) => Finding {
+                    id: "dicom-find-patients-phi",
+                    severity: Severity::Critical,
+                    title: "anonymous C-FIND lists patients".into(),
+                    evidence: format!(
+                        "{} patients returned to an unknown AE; attributes present: {}",
+                        m.count, m.attributes
+                    ),
+                    fix: "accept queries only from registered workstations; require user identity",
+                },
+                Err(e) => Finding {
+                    id: "dicom-find-error",
+                    severity: Severity::Low,
+                    title: "Patient Root C-FIND context accepted but the query failed".into(),
+                    evidence: e,
+                    fix: "accept queries only from registered workstations",
+                },
+            },
+        );
     }
     let _ = a.release().await;
     if accepted.iter().any(|s| s == STUDY_ROOT_MOVE)
@@ -287,6 +330,7 @@ fn service_name(uid: &str) -> &'static str {
     match uid {
         VERIFICATION => "verification",
         CT_STORAGE => "storage (CT)",
+        PATIENT_ROOT_FIND => "query (Patient Root C-FIND)",
         STUDY_ROOT_FIND => "query (Study Root C-FIND)",
         STUDY_ROOT_MOVE => "retrieve (Study Root C-MOVE)",
         STUDY_ROOT_GET => "retrieve (Study Root C-GET)",

@@ -36,6 +36,7 @@ fn options(o: &ProbeOptions, calling: &str, called: &str) -> ClientAssociationOp
     for s in [
         VERIFICATION,
         CT_STORAGE,
+        PATIENT_ROOT_FIND,
         STUDY_ROOT_FIND,
         STUDY_ROOT_MOVE,
         STUDY_ROOT_GET,
@@ -149,41 +150,59 @@ pub(super) struct Matches {
     pub first_study: Option<String>,
 }
 
-/// An anonymous Study Root C-FIND at STUDY level: how many records, and
+/// Which anonymous query to send.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum FindLevel {
+    /// Patient Root, PATIENT level.
+    Patient,
+    /// Study Root, STUDY level.
+    Study,
+}
+
+/// An anonymous C-FIND matching everything at `level`: how many records, and
 /// which identifying attributes they carry (values only with `show_phi`).
-pub(super) async fn find_studies<S: Stream>(
+/// Cancelled after 1,000 matches.
+pub(super) async fn find<S: Stream>(
     a: &mut AsyncClientAssociation<S>,
+    level: FindLevel,
     show_phi: bool,
 ) -> Result<Matches, String> {
+    let (model, level_name, message_id) = match level {
+        FindLevel::Patient => (PATIENT_ROOT_FIND, "PATIENT", 4),
+        FindLevel::Study => (STUDY_ROOT_FIND, "STUDY", 1),
+    };
     let mut q = InMemDicomObject::new_empty();
     q.put(DataElement::new(
         tags::QUERY_RETRIEVE_LEVEL,
         VR::CS,
-        PrimitiveValue::from("STUDY"),
+        PrimitiveValue::from(level_name),
     ));
-    for (tag, vr) in [
+    let mut keys = vec![
         (tags::PATIENT_NAME, VR::PN),
         (tags::PATIENT_ID, VR::LO),
         (tags::PATIENT_BIRTH_DATE, VR::DA),
-        (tags::STUDY_DATE, VR::DA),
-        (tags::STUDY_INSTANCE_UID, VR::UI),
-    ] {
+    ];
+    if let FindLevel::Study = level {
+        keys.extend([
+            (tags::STUDY_DATE, VR::DA),
+            (tags::STUDY_INSTANCE_UID, VR::UI),
+        ]);
+    }
+    for (tag, vr) in keys {
         q.put(DataElement::new(tag, vr, PrimitiveValue::Empty));
     }
-    let (pc, bytes) = identifier(a, STUDY_ROOT_FIND, &q).ok_or("no usable C-FIND context")?;
+    let (pc, bytes) = identifier(a, model, &q).ok_or("no usable C-FIND context")?;
     let rq = Command {
         field: field::C_FIND_RQ,
-        message_id: 1,
-        sop_class_uid: STUDY_ROOT_FIND.into(),
+        message_id,
+        sop_class_uid: model.into(),
         has_data_set: true,
         ..Default::default()
     };
     send_message(a, pc, &rq, Some(&bytes))
         .await
         .map_err(|e| e.to_string())?;
-    let ts = context_for(a, STUDY_ROOT_FIND)
-        .map(|c| c.1)
-        .unwrap_or_default();
+    let ts = context_for(a, model).map(|c| c.1).unwrap_or_default();
     let ts = TransferSyntaxRegistry
         .get(&ts)
         .ok_or("unknown transfer syntax")?;
@@ -218,10 +237,10 @@ pub(super) async fn find_studies<S: Stream>(
                         }
                     }
                 }
-                if n >= 1000 {
+                if n == 1000 {
                     let cancel = Command {
                         field: field::C_CANCEL_RQ,
-                        responding_to: Some(1),
+                        responding_to: Some(message_id),
                         ..Default::default()
                     };
                     let _ = send_message(a, pc, &cancel, None).await;
