@@ -71,19 +71,21 @@ impl Relay {
     }
 
     /// Relays `client` to a new loopback connection and returns its other end
-    /// for dicom-ul. The first PDU dicom-ul sends passes through `ack`. On
+    /// for dicom-ul. The first PDU dicom-ul sends passes through `ack`; the
+    /// request and its answer must have passed within `opening_wait`. On
     /// failure `client` is handed back untouched.
     pub async fn interpose<S>(
         &self,
         client: S,
         ack: Arc<IdentityAck>,
+        opening_wait: Duration,
     ) -> Result<TcpStream, (S, std::io::Error)>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         match self.pair().await {
             Ok((outer, inner)) => {
-                tokio::spawn(pipe(client, outer, ack));
+                tokio::spawn(pipe(client, outer, ack, opening_wait));
                 Ok(inner)
             }
             Err(e) => Err((client, e)),
@@ -91,11 +93,9 @@ impl Relay {
     }
 }
 
-/// How long the relay waits for the association request and its answer; the
-/// server's own ARTIM timer normally ends a silent connection sooner.
-const OPENING_WAIT: Duration = Duration::from_secs(60);
-
-async fn pipe<S>(mut client: S, mut outer: TcpStream, ack: Arc<IdentityAck>)
+/// `opening`: how long to wait for the association request and its answer
+/// (the server's ARTIM time); a silent client is dropped after it.
+async fn pipe<S>(mut client: S, mut outer: TcpStream, ack: Arc<IdentityAck>, opening_wait: Duration)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -107,7 +107,7 @@ where
         forward_pdu(&mut client, &mut outer, None).await?;
         forward_pdu(&mut outer, &mut client, Some(&ack)).await
     };
-    if let Ok(Ok(())) = tokio::time::timeout(OPENING_WAIT, opening).await {
+    if let Ok(Ok(())) = tokio::time::timeout(opening_wait, opening).await {
         let _ = tokio::io::copy_bidirectional(&mut client, &mut outer).await;
     }
 }

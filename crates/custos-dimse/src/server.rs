@@ -240,7 +240,12 @@ impl Link {
     /// response when `answer` is set. PS3.7 Table D.3-15: the response is
     /// empty for user name (and passcode) identities; for JWT identities
     /// Custos also sends it empty (it issues no tokens of its own).
-    async fn stream_for(self, stream: TcpStream, answer: bool) -> TcpStream {
+    async fn stream_for(
+        self,
+        stream: TcpStream,
+        answer: bool,
+        opening_wait: Duration,
+    ) -> TcpStream {
         if !answer {
             return stream;
         }
@@ -252,7 +257,7 @@ impl Link {
             (None, Some(relay)) => {
                 let ack = Arc::new(IdentityAck::default());
                 ack.answer(Vec::new());
-                match relay.interpose(stream, ack).await {
+                match relay.interpose(stream, ack, opening_wait).await {
                     Ok(s) => s,
                     Err((stream, e)) => {
                         warn!(error = %e, "cannot relay the association; no identity response");
@@ -326,7 +331,9 @@ async fn handle(
             .as_ref()
             .and_then(|h| h.identity.as_ref())
             .is_some_and(|c| c.positive_response);
-    let stream = link.stream_for(stream, answer_identity).await;
+    let stream = link
+        .stream_for(stream, answer_identity, config.artim_timeout)
+        .await;
     let options = gate::options(&config.ae_title, &verdict, &limits);
     let established =
         tokio::time::timeout(config.artim_timeout, options.establish_async(stream)).await;

@@ -44,7 +44,7 @@ pub async fn terminate(
     let subject = chain.first().and_then(|c| custos_tls::subject_of(c));
     let ack = Arc::new(IdentityAck::default());
     let inner = relay
-        .interpose(tls, ack.clone())
+        .interpose(tls, ack.clone(), timeout)
         .await
         .map_err(|(_, e)| e.to_string())?;
     Ok((
