@@ -130,46 +130,76 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// One record as a DICOM Audit Message (PS3.15 A.5.1, RFC 3881 shape).
+/// One record as a DICOM Audit Message (PS3.15 A.5.1; validated against the
+/// schema in tests/data by the audit test). The record's text goes into
+/// EventOutcomeDescription; patient and study identifiers become participant
+/// objects (names are not in the trail, so ParticipantObjectName is empty); a
+/// query's keys become ParticipantObjectQuery (base64, as the schema wants).
 pub fn audit_message_xml(b: &serde_json::Value) -> String {
+    use base64::Engine as _;
     let s = |k: &str| b[k].as_str().unwrap_or_default().to_string();
+    let detail = s("detail");
+    let description = if detail.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "<EventOutcomeDescription>{}</EventOutcomeDescription>",
+            esc(&detail)
+        )
+    };
     let mut x = format!(
-        "<AuditMessage><EventIdentification EventActionCode=\"{}\" EventDateTime=\"{}\" EventOutcomeIndicator=\"{}\"><EventID csd-code=\"{}\" codeSystemName=\"DCM\" originalText=\"{}\"/></EventIdentification>",
+        "<AuditMessage><EventIdentification EventActionCode=\"{}\" EventDateTime=\"{}\" EventOutcomeIndicator=\"{}\"><EventID csd-code=\"{}\" codeSystemName=\"DCM\" originalText=\"{}\"/>{description}</EventIdentification>",
         esc(&s("action")),
         esc(&s("time")),
         b["outcome"].as_u64().unwrap_or(0),
         b["event"]["code"].as_u64().unwrap_or(0),
         esc(b["event"]["display"].as_str().unwrap_or_default()),
     );
-    if !s("user").is_empty() || !s("peer").is_empty() {
-        x.push_str(&format!(
-            "<ActiveParticipant UserID=\"{}\" AlternativeUserID=\"{}\" UserIsRequestor=\"true\" NetworkAccessPointID=\"{}\" NetworkAccessPointTypeCode=\"2\"/>",
-            esc(&s("user")),
-            esc(&s("peer")),
-            esc(&s("source"))
-        ));
+    let (user, peer, source) = (s("user"), s("peer"), s("source"));
+    if !user.is_empty() || !peer.is_empty() {
+        // The requestor: the user if one was identified, else the peer's AE title.
+        let id = if user.is_empty() { &peer } else { &user };
+        x.push_str(&format!("<ActiveParticipant UserID=\"{}\"", esc(id)));
+        if !peer.is_empty() {
+            x.push_str(&format!(" AlternativeUserID=\"AETITLES={}\"", esc(&peer)));
+        }
+        x.push_str(" UserIsRequestor=\"true\"");
+        if !source.is_empty() {
+            x.push_str(&format!(
+                " NetworkAccessPointID=\"{}\" NetworkAccessPointTypeCode=\"2\"",
+                esc(&source)
+            ));
+        }
+        x.push_str("/>");
     }
     x.push_str(&format!(
-        "<ActiveParticipant UserID=\"custos@{}\" UserIsRequestor=\"false\"/><AuditSourceIdentification AuditSourceID=\"custos@{}\"/>",
+        "<ActiveParticipant UserID=\"custos@{}\" UserIsRequestor=\"false\"/><AuditSourceIdentification AuditSourceID=\"custos@{}\"><AuditSourceTypeCode csd-code=\"4\"/></AuditSourceIdentification>",
         esc(&s("node")),
         esc(&s("node"))
     ));
     for p in b["patients"].as_array().into_iter().flatten() {
         x.push_str(&format!(
-            "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" ParticipantObjectTypeCode=\"1\" ParticipantObjectTypeCodeRole=\"1\"><ParticipantObjectIDTypeCode csd-code=\"2\" codeSystemName=\"RFC-3881\" originalText=\"Patient Number\"/></ParticipantObjectIdentification>",
+            "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" ParticipantObjectTypeCode=\"1\" ParticipantObjectTypeCodeRole=\"1\"><ParticipantObjectIDTypeCode csd-code=\"2\" codeSystemName=\"RFC-3881\" originalText=\"Patient Number\"/><ParticipantObjectName></ParticipantObjectName></ParticipantObjectIdentification>",
             esc(p.as_str().unwrap_or_default())
         ));
     }
     for st in b["studies"].as_array().into_iter().flatten() {
         x.push_str(&format!(
-            "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"3\"><ParticipantObjectIDTypeCode csd-code=\"110180\" codeSystemName=\"DCM\" originalText=\"Study Instance UID\"/></ParticipantObjectIdentification>",
+            "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"3\"><ParticipantObjectIDTypeCode csd-code=\"110180\" codeSystemName=\"DCM\" originalText=\"Study Instance UID\"/><ParticipantObjectName></ParticipantObjectName></ParticipantObjectIdentification>",
             esc(st.as_str().unwrap_or_default())
         ));
     }
-    if !s("detail").is_empty() {
+    if b["event"]["code"].as_u64() == Some(u64::from(custos_core::audit::EventId::Query.code())) {
+        // PS3.15 A.5.3.12: the query, identified by its SOP Class (Study
+        // Root C-FIND for DIMSE; QIDO-RS has none, so the service is named).
+        let class = if detail.starts_with("C-FIND") {
+            "1.2.840.10008.5.1.4.1.2.2.1"
+        } else {
+            "QIDO-RS"
+        };
         x.push_str(&format!(
-            "<ParticipantObjectIdentification ParticipantObjectID=\"custos\" ParticipantObjectTypeCode=\"2\"><ParticipantObjectIDTypeCode csd-code=\"110181\" codeSystemName=\"DCM\" originalText=\"SOP Class UID\"/><ParticipantObjectDetail type=\"detail\" value=\"{}\"/></ParticipantObjectIdentification>",
-            esc(&s("detail"))
+            "<ParticipantObjectIdentification ParticipantObjectID=\"{class}\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"24\"><ParticipantObjectIDTypeCode csd-code=\"110181\" codeSystemName=\"DCM\" originalText=\"SOP Class UID\"/><ParticipantObjectQuery>{}</ParticipantObjectQuery></ParticipantObjectIdentification>",
+            base64::engine::general_purpose::STANDARD.encode(detail.as_bytes())
         ));
     }
     x.push_str("</AuditMessage>");

@@ -182,6 +182,27 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
         xml.contains("<EventID csd-code=\"110112\" codeSystemName=\"DCM\""),
         "{xml}"
     );
+    // Every message validates against the DICOM Audit Message Schema
+    // (PS3.15 A.5.1, shipped in tests/data).
+    let xml_file = data.path.join("export.xml");
+    std::fs::write(&xml_file, &xml).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/py/validate_audit.py"
+    );
+    let checked = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&xml_file)
+        .output()
+        .unwrap();
+    let checked: Value = serde_json::from_slice(&checked.stdout)
+        .unwrap_or_else(|_| panic!("validator: {}", String::from_utf8_lossy(&checked.stderr)));
+    assert_eq!(checked["invalid_count"], 0, "{checked}");
+    // (The trail now also records the JSON export read above.)
+    assert!(
+        checked["messages"].as_u64().unwrap() as usize > records.len(),
+        "{checked}"
+    );
 
     // Alter one record behind Custos's back: verify names it.
     let store_seq = records
@@ -277,5 +298,9 @@ fn records_are_forwarded_to_a_syslog_collector_over_tls() {
             && l.contains("STRANGER")),
         "{text}"
     );
-    assert!(text.contains("AlternativeUserID=\"PYSCU\""), "{text}");
+    // PS3.15 A.5.2.2: a DICOM participant's AE title as AETITLES=...
+    assert!(
+        text.contains("AlternativeUserID=\"AETITLES=PYSCU\""),
+        "{text}"
+    );
 }
