@@ -241,3 +241,81 @@ fn graceful_shutdown() {
     assert!(echo_works(&server));
     assert!(server.stop(), "SIGTERM leads to a clean exit");
 }
+
+/// Over TLS (python's ssl, no client certificate): sends `payload` after the
+/// handshake, returns (seconds until the server closed, whether the TLS
+/// handshake completed).
+fn tls_raw(server: &Server, payload: &[u8]) -> (f64, bool) {
+    let port = server.tls.expect("TLS listener").port();
+    let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
+    let script = format!(
+        r#"
+import socket, ssl, time, json
+ctx = ssl.create_default_context(cafile="{ca}")
+ctx.check_hostname = False
+t = time.time()
+ok = False
+try:
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", {port}), timeout=15))
+    ok = True
+    s.sendall(bytes.fromhex("{hex}"))
+    while s.recv(4096):
+        pass
+except Exception:
+    pass
+print(json.dumps({{"seconds": time.time() - t, "handshake": ok}}))
+"#,
+        ca = server.ca.display()
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (v["seconds"].as_f64().unwrap(), v["handshake"] == true)
+}
+
+#[test]
+fn bad_input_over_tls_is_closed_and_the_listener_keeps_serving() {
+    let (_d, server) = start();
+    // A request header promising 200 bytes, then silence; nothing at all;
+    // garbage; an A-ASSOCIATE-RQ claiming 4 GB: each closed within the ARTIM
+    // time (1 s here) plus slack.
+    for payload in [
+        &[0x01, 0x00, 0x00, 0x00, 0x00, 0xc8, 0x00, 0x01, 0x00, 0x00][..],
+        &[][..],
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0x01, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x01][..],
+    ] {
+        let (seconds, handshake) = tls_raw(&server, payload);
+        assert!(handshake, "TLS handshake for {payload:?}");
+        assert!(seconds < 8.0, "{payload:?} held the connection {seconds} s");
+    }
+    // Plain bytes to the TLS port: no handshake, closed.
+    let tls_port = server.tls.unwrap();
+    let mut s = TcpStream::connect(tls_port).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let _ = s.write_all(&[0x01, 0x00, 0x00, 0x00, 0x00, 0x04, 0, 1, 0, 0]);
+    let mut buf = [0u8; 64];
+    while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+    assert!(started.elapsed() < Duration::from_secs(8));
+    // Anonymous TLS C-ECHO from the registered peer still works.
+    let port = tls_port.port().to_string();
+    let ok = dcmtk(
+        "echoscu",
+        &[
+            "-aet",
+            "PEER",
+            "-aec",
+            "CUSTOS",
+            "+tla",
+            "+cf",
+            server.ca.to_str().unwrap(),
+            "127.0.0.1",
+            &port,
+        ],
+    );
+    assert!(ok.ok(), "{}", ok.stderr());
+    assert!(echo_works(&server));
+}
