@@ -97,6 +97,9 @@ pub async fn run(data: &Path, as_json: bool) -> Result<bool> {
                 "grant only what the device does; require TLS for workstations",
             ));
         }
+        if !p.ca_pem.is_empty() {
+            f.extend(peer_bundle_findings(&p));
+        }
         if let Some(used) = &used {
             let unused: Vec<&str> = p
                 .permissions
@@ -339,4 +342,46 @@ fn free_percent(data: &Path) -> Option<u64> {
         .parse::<u64>()
         .ok()?;
     Some(100 - used.min(100))
+}
+
+/// A peer's own CA bundle: unreadable, expired or expiring certificates (its
+/// client certificates stop verifying when their CA expires).
+fn peer_bundle_findings(p: &custos_core::Peer) -> Vec<Finding> {
+    let certs = match custos_tls::client_trust::parse_bundle(&p.ca_pem) {
+        Ok(c) => c,
+        Err(e) => {
+            return vec![finding(
+                "peer-ca-unreadable",
+                Severity::High,
+                format!("the CA bundle of peer {} cannot be read", p.ae_title),
+                e.to_string(),
+                "register the peer again with a valid --ca-file",
+            )];
+        }
+    };
+    let soonest = certs
+        .iter()
+        .filter_map(|c| custos_tls::cert_facts(c.as_ref()))
+        .map(|(days, _)| days)
+        .min();
+    match soonest {
+        Some(days) if days < 0 => vec![finding(
+            "peer-ca-expired",
+            Severity::High,
+            format!("a CA certificate of peer {} has expired", p.ae_title),
+            format!("expired {} days ago", -days),
+            "register the peer's renewed CA (custos peer add ... --ca-file)",
+        )],
+        Some(days) if days < 30 => vec![finding(
+            "peer-ca-expiring",
+            Severity::Medium,
+            format!(
+                "a CA certificate of peer {} expires in {days} days",
+                p.ae_title
+            ),
+            format!("{days} days left"),
+            "register the peer's renewed CA before it expires",
+        )],
+        _ => Vec::new(),
+    }
 }

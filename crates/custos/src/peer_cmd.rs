@@ -82,8 +82,21 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
                 Some(path) => {
                     let pem = std::fs::read_to_string(&path)
                         .with_context(|| format!("reading {}", path.display()))?;
-                    custos_tls::client_trust::parse_bundle(&pem)
+                    let certs = custos_tls::client_trust::parse_bundle(&pem)
                         .with_context(|| format!("in {}", path.display()))?;
+                    if let Some(days) = certs
+                        .iter()
+                        .filter_map(|c| custos_tls::cert_facts(c.as_ref()))
+                        .map(|(days, _)| days)
+                        .min()
+                        .filter(|d| *d < 0)
+                    {
+                        eprintln!(
+                            "warning: a certificate in {} expired {} days ago; certificates it issued will be refused",
+                            path.display(),
+                            -days
+                        );
+                    }
                     pem
                 }
                 None => String::new(),

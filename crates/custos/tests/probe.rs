@@ -253,6 +253,46 @@ fn doctor_is_quiet_on_defaults_and_names_each_insecure_setting() {
         "echo,store,find,get,move",
     ])
     .success();
+    // A vendor CA registered for a peer, which has since expired (made with
+    // Python's cryptography, valid until yesterday).
+    let expired_ca = data.path.join("vendor-ca.pem");
+    let made = std::process::Command::new("python3")
+        .args([
+            "-c",
+            r#"
+import datetime, sys
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+key = ec.generate_private_key(ec.SECP256R1())
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Old Vendor CA")])
+now = datetime.datetime.now(datetime.timezone.utc)
+cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=400))
+        .not_valid_after(now - datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256()))
+open(sys.argv[1], "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+"#,
+            expired_ca.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    data.cli(&[
+        "peer",
+        "add",
+        "OLDVENDOR",
+        "--host",
+        "127.0.0.1",
+        "--allow",
+        "echo,store",
+        "--ca-file",
+        expired_ca.to_str().unwrap(),
+    ])
+    .success();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -271,6 +311,7 @@ fn doctor_is_quiet_on_defaults_and_names_each_insecure_setting() {
         "http-plain-beyond-loopback",
         "peer-any-address",
         "data-folder-open",
+        "peer-ca-expired",
     ] {
         assert!(high.contains(&id.to_string()), "{id}: {v}");
     }
