@@ -45,10 +45,17 @@ const READ_BLOCK: usize = 1 << 20;
 impl DatasetStream {
     /// Up to `max` next bytes; an empty vector at the end.
     pub async fn next_chunk(&mut self, max: usize) -> Result<Vec<u8>, std::io::Error> {
-        if self.pos == self.buf.len() && !self.done {
-            self.buf.resize(READ_BLOCK, 0);
-            let mut filled = 0;
-            while filled < READ_BLOCK {
+        if self.buf.len() - self.pos < max && !self.done {
+            // Keep what is left and fill up to a block, so that every chunk
+            // but the last is exactly `max` long whatever sizes the store's
+            // reads come in (S3 answers in odd pieces; DIMSE fragments must
+            // stay even).
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+            let want = READ_BLOCK.max(max);
+            let mut filled = self.buf.len();
+            self.buf.resize(want, 0);
+            while filled < want {
                 let n = self.reader.read(&mut self.buf[filled..]).await?;
                 if n == 0 {
                     self.done = true;
@@ -57,7 +64,6 @@ impl DatasetStream {
                 filled += n;
             }
             self.buf.truncate(filled);
-            self.pos = 0;
         }
         let take = (self.buf.len() - self.pos).min(max);
         let chunk = self.buf[self.pos..self.pos + take].to_vec();
@@ -217,5 +223,70 @@ impl Archive {
         .await
         .map_err(|e| err(e.to_string()))?
         .map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A store reader answering in small pieces of varying (odd and even)
+    /// sizes, as an S3 response body can.
+    struct Trickle {
+        data: Vec<u8>,
+        pos: usize,
+        step: usize,
+    }
+
+    impl tokio::io::AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let n = self
+                .step
+                .min(self.data.len() - self.pos)
+                .min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.data[start..start + n]);
+            self.pos += n;
+            self.step = self.step % 7 + 3;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn chunks_are_full_size_whatever_the_reads() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        // 3,363 bytes left over from reading the file meta (odd), the rest trickling.
+        let mut stream = DatasetStream {
+            buf: data[..3363].to_vec(),
+            pos: 0,
+            reader: Box::new(Trickle {
+                data: data[3363..].to_vec(),
+                pos: 0,
+                step: 3,
+            }),
+            done: false,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (mut out, mut sizes) = (Vec::new(), Vec::new());
+        loop {
+            let chunk = rt.block_on(stream.next_chunk(16_372)).unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            sizes.push(chunk.len());
+            out.extend(chunk);
+        }
+        assert_eq!(out, data);
+        let (last, rest) = sizes.split_last().unwrap();
+        assert!(rest.iter().all(|&n| n == 16_372), "{sizes:?}");
+        assert_eq!(*last, 100_000 % 16_372);
     }
 }

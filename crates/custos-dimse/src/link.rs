@@ -28,8 +28,10 @@ pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
 
 /// Largest P-DATA value we put in one PDU for this peer.
+/// Data fragments are kept even-length (DCMTK refuses odd ones: data set
+/// values are even, and so must the pieces be).
 pub fn max_fragment<S: Stream, A: AsyncAssociation<S>>(assoc: &A) -> usize {
-    (assoc.peer_max_pdu_length() as usize).clamp(1024, 1 << 20) - 6
+    ((assoc.peer_max_pdu_length() as usize).clamp(1024, 1 << 20) - 6) & !1
 }
 
 async fn send_fragments<S: Stream, A>(

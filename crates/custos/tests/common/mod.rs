@@ -446,10 +446,20 @@ pub fn getscu_study(server: &Server, aet: &str, study_uid: &str, out: &Path) -> 
         &study,
         "-od",
         out.to_str().unwrap(),
+        "-v",
     ];
     let get = dcmtk("getscu", &args);
     assert!(get.ok(), "{}", get.stderr());
-    walk_files(out)
+    let files = walk_files(out);
+    if files.is_empty() {
+        // Shown with the failing test's output.
+        eprintln!(
+            "getscu received nothing:\n{}\n{}",
+            get.stdout(),
+            get.stderr()
+        );
+    }
+    files
 }
 
 // ---- scale-out backends (PostgreSQL + S3 started by scripts/test) ----
