@@ -97,6 +97,9 @@ pub struct PeerBody {
     cert_fingerprint: Option<String>,
     #[serde(default)]
     cert_subject: Option<String>,
+    /// PEM CA bundle the peer's client certificates chain to.
+    #[serde(default)]
+    ca_pem: Option<String>,
 }
 
 pub async fn put_peer(
@@ -122,6 +125,14 @@ pub async fn put_peer(
         Some(d) => custos_core::peer::normalize_subject(d).map_err(unprocessable)?,
         None => String::new(),
     };
+    let ca_pem = match body.ca_pem {
+        Some(pem) => {
+            custos_tls::client_trust::parse_bundle(&pem)
+                .map_err(|e| unprocessable(format!("ca_pem: {e:#}")))?;
+            pem
+        }
+        None => String::new(),
+    };
     s.archive
         .index()
         .put_peer(Peer {
@@ -129,11 +140,13 @@ pub async fn put_peer(
             host,
             port: body.port,
             permissions,
-            tls_required: body.tls_required || !cert_sha256.is_empty() || !cert_subject.is_empty(),
+            tls_required: body.tls_required
+                || !cert_sha256.is_empty()
+                || !cert_subject.is_empty()
+                || !ca_pem.is_empty(),
             cert_sha256,
             cert_subject,
-            // A CA bundle is registered with `custos peer add --ca-file`.
-            ca_pem: String::new(),
+            ca_pem,
         })
         .await?;
     tracing::info!(by = p.name(), peer = %ae_title, "peer registered through the API");

@@ -251,6 +251,63 @@ fn dicom_tls_with_issued_certificates_and_every_refusal() {
     let listed = data.cli(&["peer", "list"]).success().stdout();
     assert!(listed.contains("own CA bundle"), "{listed}");
     assert!(server.log_text().contains("DICOM TLS client CAs reloaded"));
+
+    // The same through the admin API: a peer registered with `ca_pem` accepts
+    // that CA's certificate (without it, the same certificate is refused, as
+    // WSTLS showed); a bundle that is not PEM certificates is a 422.
+    const PW_BOSS: &str = "imaging chief on call 8";
+    add_user(&data, "boss", "admin", PW_BOSS);
+    let vendor_pem = std::fs::read_to_string(other.path.join("tls/ca.pem")).unwrap();
+    let peer = |ae: &str, pem: &str| {
+        serde_json::json!({
+            "method": "POST",
+            "path": "/api/peers",
+            "auth": { "basic": ["boss", PW_BOSS] },
+            "headers": { "Content-Type": "application/json" },
+            "body": serde_json::json!({
+                "ae_title": ae, "host": "127.0.0.1", "port": 104,
+                "allow": ["echo"], "ca_pem": pem,
+            }).to_string(),
+        })
+    };
+    let spec = data.path.join("peers.json");
+    std::fs::write(
+        &spec,
+        serde_json::json!([
+            peer("APIVENDOR", &vendor_pem),
+            peer("BADPEM", "-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n"),
+            { "method": "GET", "path": "/api/peers", "auth": { "basic": ["boss", PW_BOSS] } },
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let r = json_of(
+        &web(
+            &server,
+            "",
+            "",
+            &["probe", "--spec", spec.to_str().unwrap()],
+        )
+        .success(),
+    );
+    assert_eq!(r[0]["status"], 204, "{}", r[0]);
+    assert_eq!(r[1]["status"], 422, "{}", r[1]);
+    let listed: serde_json::Value = serde_json::from_str(r[2]["body"].as_str().unwrap()).unwrap();
+    let api_vendor = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["ae_title"] == "APIVENDOR")
+        .cloned()
+        .unwrap();
+    assert_eq!(api_vendor["ca_bundle"], true, "{api_vendor}");
+    assert_eq!(api_vendor["tls_required"], true, "{api_vendor}");
+    let by_api = tls_echo(
+        &server,
+        "APIVENDOR",
+        &["+tls", &foreign.key, &foreign.cert, "+cf", &ca],
+    );
+    assert!(by_api.ok(), "{}", by_api.stderr());
     assert!(
         echo(&server, "WS01", "CUSTOS").ok(),
         "peers without the requirement still use the plain port"
