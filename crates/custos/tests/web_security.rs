@@ -14,18 +14,6 @@ const PW_RAD: &str = "reading room 4 lights";
 const PW_UP: &str = "scanner uploads only 9";
 const PHI: [&str; 2] = ["CompressedSamples", "1CT1"];
 
-fn probe(server: &Server, spec: Value) -> Vec<Value> {
-    let file = std::env::temp_dir().join(format!(
-        "custos-probe-{}-{}.json",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::write(&file, spec.to_string()).unwrap();
-    let run = web(server, "", "", &["probe", "--spec", file.to_str().unwrap()]).success();
-    let _ = std::fs::remove_file(&file);
-    json_of(&run).as_array().unwrap().clone()
-}
-
 fn basic(user: &str, pw: &str) -> Value {
     json!({ "basic": [user, pw] })
 }
@@ -135,7 +123,7 @@ fn every_route_refuses_missing_bad_expired_revoked_and_unpermitted_credentials()
         spec.push(json!({ "method": m, "path": p, "auth": bearer(&revoked) }));
         spec.push(json!({ "method": m, "path": p, "auth": bearer("custos_notarealtoken_x") }));
     }
-    let results = probe(&f.server, Value::Array(spec.clone()));
+    let results = web_requests(&f.server, Value::Array(spec.clone()));
     for (req, res) in spec.iter().zip(&results) {
         assert_eq!(res["status"], 401, "{req} -> {res}");
         let challenge = res["www_authenticate"].as_str().unwrap_or_default();
@@ -159,7 +147,7 @@ fn every_route_refuses_missing_bad_expired_revoked_and_unpermitted_credentials()
     spec.push(json!({ "method": "DELETE", "path": format!("/api/studies/{s}"), "auth": bearer(&read_only_admin) }));
     spec.push(json!({ "method": "DELETE", "path": format!("/api/studies/{s}"), "auth": basic("rad", PW_RAD) }));
     spec.push(json!({ "method": "GET", "path": "/api/users", "auth": bearer(&read_only_admin) }));
-    let results = probe(&f.server, Value::Array(spec.clone()));
+    let results = web_requests(&f.server, Value::Array(spec.clone()));
     for (req, res) in spec.iter().zip(&results) {
         assert_eq!(res["status"], 403, "{req} -> {res}");
     }
@@ -177,7 +165,7 @@ fn every_route_refuses_missing_bad_expired_revoked_and_unpermitted_credentials()
         spec.push(json!({ "method": "GET", "path": p, "auth": basic("boss", PW_BOSS) }));
     }
     spec.push(json!({ "method": "GET", "path": "/healthz" }));
-    let results = probe(&f.server, Value::Array(spec.clone()));
+    let results = web_requests(&f.server, Value::Array(spec.clone()));
     for (req, res) in spec.iter().zip(&results) {
         assert_eq!(res["status"], 200, "{req} -> {res}");
     }
@@ -201,7 +189,7 @@ fn every_route_refuses_missing_bad_expired_revoked_and_unpermitted_credentials()
 
     // Deletion by the admin: an unknown series is 404; the study's one series
     // goes, and the study with it; it is gone for QIDO and WADO.
-    let del = probe(
+    let del = web_requests(
         &f.server,
         json!([
             { "method": "DELETE", "path": format!("/api/studies/{s}/series/1.2.3"), "auth": basic("boss", PW_BOSS) },
@@ -210,7 +198,7 @@ fn every_route_refuses_missing_bad_expired_revoked_and_unpermitted_credentials()
     );
     assert_eq!(del[0]["status"], 404, "{}", del[0]);
     assert_eq!(del[1]["status"], 200, "{}", del[1]);
-    let del = probe(
+    let del = web_requests(
         &f.server,
         json!([
             { "method": "DELETE", "path": format!("/api/studies/{s}"), "auth": basic("boss", PW_BOSS) },
@@ -242,7 +230,7 @@ fn repeated_failures_lock_out_user_and_address() {
     let wrong = json!({ "method": "GET", "path": "/dicom-web/studies", "auth": basic("rad", "not the password!") });
     let right =
         json!({ "method": "GET", "path": "/dicom-web/studies", "auth": basic("rad", PW_RAD) });
-    let results = probe(
+    let results = web_requests(
         &f.server,
         json!([wrong, wrong, wrong, wrong, right, { "method": "GET", "path": "/dicom-web/studies", "auth": basic("boss", PW_BOSS) }]),
     );
@@ -299,7 +287,7 @@ fn bad_input_gets_a_clean_4xx_and_the_server_keeps_serving() {
         { "method": "GET", "path": "/healthz" },
         { "method": "GET", "path": "/dicom-web/studies", "auth": auth },
     ]);
-    let r = probe(&f.server, spec);
+    let r = web_requests(&f.server, spec);
     let status = |i: usize| r[i]["status"].as_u64();
     assert_eq!(status(0), Some(413), "{}", r[0]);
     assert_eq!(status(1), Some(400), "{}", r[1]);
@@ -431,7 +419,7 @@ fn openid_connect_tokens_are_checked_and_mapped_to_roles() {
         (jwt(&keys, &["--role", "radiologist", "--alg-none"]), 401),
         (tampered(&jwt(&keys, &["--role", "radiologist"])), 401),
     ];
-    let results = probe(
+    let results = web_requests(
         &f.server,
         Value::Array(cases.iter().map(|(t, _)| q(t)).collect()),
     );
@@ -457,7 +445,10 @@ fn openid_connect_tokens_are_checked_and_mapped_to_roles() {
         .output()
         .unwrap();
     let other = String::from_utf8(other.stdout).unwrap().trim().to_string();
-    assert_eq!(probe(&f.server, json!([q(&other)]))[0]["status"], 401);
+    assert_eq!(
+        web_requests(&f.server, json!([q(&other)]))[0]["status"],
+        401
+    );
     let _ = std::fs::remove_dir_all(&keys);
 }
 
@@ -471,7 +462,7 @@ fn cors_answers_only_configured_origins() {
         json!({ "method": "OPTIONS", "path": "/dicom-web/studies", "headers": {
         "Origin": origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization" } })
     };
-    let r = probe(
+    let r = web_requests(
         &f.server,
         json!([
             pre("https://viewer.example.org"),

@@ -266,6 +266,20 @@ pub fn web(server: &Server, user: &str, password: &str, args: &[&str]) -> Run {
     Run(cmd.args(args).output().expect("run python3"))
 }
 
+/// Sends the HTTPS requests of `spec` (web.py's probe: method, path, auth,
+/// headers, body) and returns one result per request (status, body, headers).
+pub fn web_requests(server: &Server, spec: serde_json::Value) -> Vec<serde_json::Value> {
+    let file = std::env::temp_dir().join(format!(
+        "custos-probe-{}-{}.json",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let run = web(server, "", "", &["probe", "--spec", file.to_str().unwrap()]).success();
+    let _ = std::fs::remove_file(&file);
+    json_of(&run).as_array().unwrap().clone()
+}
+
 /// Parses a script's JSON output, failing with its stderr if it has none.
 pub fn json_of(run: &Run) -> serde_json::Value {
     serde_json::from_str(&run.stdout())
