@@ -130,9 +130,20 @@ pub fn first_break(records: &[AuditRecord], mut prev: String, mut prev_seq: i64)
     None
 }
 
+impl AuditEvent {
+    /// Records what `q` asks for: the study UIDs and patient IDs it names go
+    /// to the event; the keys and values, as text, are returned for `detail`.
+    pub fn name_query(&mut self, q: &crate::query::Query) -> String {
+        let (keys, studies, patients) = describe_query(q);
+        self.study_uids = studies;
+        self.patient_ids = patients;
+        keys
+    }
+}
+
 /// A query as the trail records it (the keys and values asked for), and the
 /// study UIDs and patient IDs it names.
-pub fn describe_query(q: &crate::query::Query) -> (String, Vec<String>, Vec<String>) {
+fn describe_query(q: &crate::query::Query) -> (String, Vec<String>, Vec<String>) {
     use crate::query::{Key, Matcher};
     let mut text = q.level.name().to_string();
     let (mut studies, mut patients) = (Vec::new(), Vec::new());

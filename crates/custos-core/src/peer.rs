@@ -30,6 +30,20 @@ pub struct Peer {
     pub ca_pem: String,
 }
 
+impl Peer {
+    /// Whether its client certificate is pinned (fingerprint, subject or its
+    /// own CA bundle); a pinned peer can only connect over TLS.
+    pub fn pinned(&self) -> bool {
+        !self.cert_sha256.is_empty() || !self.cert_subject.is_empty() || !self.ca_pem.is_empty()
+    }
+
+    /// The peer as registered: pinning implies `tls_required`.
+    pub fn with_pins_requiring_tls(mut self) -> Peer {
+        self.tls_required |= self.pinned();
+        self
+    }
+}
+
 /// Normalises a distinguished name for comparison: `cn=CT01, O=Radiology`
 /// and `O=Radiology,CN=CT01` both become `CN=CT01,O=Radiology` (attribute
 /// types upper-cased, spaces around separators dropped, RDNs sorted; values

@@ -144,7 +144,7 @@ pub fn decide_association(
     let pinned = !peer.cert_sha256.is_empty();
     let named = !peer.cert_subject.is_empty();
     let own_ca = !peer.ca_pem.is_empty();
-    if (peer.tls_required || pinned || named || own_ca) && transport.client_cert_sha256.is_none() {
+    if (peer.tls_required || peer.pinned()) && transport.client_cert_sha256.is_none() {
         return AssociationDecision::Reject(RejectReason::TlsRequired);
     }
     if pinned && transport.client_cert_sha256.as_deref() != Some(peer.cert_sha256.as_str()) {

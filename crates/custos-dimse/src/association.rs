@@ -381,15 +381,12 @@ impl Association {
     ) -> Result<(), LinkError> {
         let level = ident.query.level;
         info!(calling = self.peer_ae(), level = level.name(), "C-FIND");
-        let (keys, studies, patients) = custos_core::audit::describe_query(&ident.query);
         let mut e = self.event(
             custos_core::audit::EventId::Query,
             'E',
             custos_core::audit::Outcome::Success,
         );
-        e.detail = format!("C-FIND {keys}");
-        e.study_uids = studies;
-        e.patient_ids = patients;
+        e.detail = format!("C-FIND {}", e.name_query(&ident.query));
         self.archive.audit(e);
         let rows = match self.archive.find(ident.query).await {
             Ok(r) => r,

@@ -165,7 +165,12 @@ impl Association {
         cmd: &Command,
         ident: Identifier,
     ) -> Result<(), LinkError> {
-        let (keys, studies, patients) = custos_core::audit::describe_query(&ident.query);
+        let mut e = self.event(
+            custos_core::audit::EventId::InstancesTransferred,
+            'R',
+            custos_core::audit::Outcome::Success,
+        );
+        let keys = e.name_query(&ident.query);
         let set = match self.archive.retrieve_set(ident.query).await {
             Ok(s) => s,
             Err(e) => {
@@ -175,14 +180,7 @@ impl Association {
             }
         };
         info!(calling = self.peer_ae(), instances = set.len(), "C-GET");
-        let mut e = self.event(
-            custos_core::audit::EventId::InstancesTransferred,
-            'R',
-            custos_core::audit::Outcome::Success,
-        );
         e.detail = format!("C-GET {keys}: {} instances", set.len());
-        e.study_uids = studies;
-        e.patient_ids = patients;
         self.archive.audit(e);
         let mut tally = Tally {
             remaining: set.len(),
@@ -266,7 +264,12 @@ impl Association {
             r.error_comment = Some("move destination unknown".into());
             return send_message(&mut self.assoc, pc, &r, None).await;
         };
-        let (keys, studies, patients) = custos_core::audit::describe_query(&ident.query);
+        let mut e = self.event(
+            custos_core::audit::EventId::InstancesTransferred,
+            'R',
+            custos_core::audit::Outcome::Success,
+        );
+        let keys = e.name_query(&ident.query);
         let set = match self.archive.retrieve_set(ident.query).await {
             Ok(s) => s,
             Err(e) => {
@@ -276,18 +279,11 @@ impl Association {
             }
         };
         info!(calling = self.peer_ae(), destination = %dest.ae_title, instances = set.len(), "C-MOVE");
-        let mut e = self.event(
-            custos_core::audit::EventId::InstancesTransferred,
-            'R',
-            custos_core::audit::Outcome::Success,
-        );
         e.detail = format!(
             "C-MOVE {keys} to {}: {} instances",
             dest.ae_title,
             set.len()
         );
-        e.study_uids = studies;
-        e.patient_ids = patients;
         self.archive.audit(e);
         let tally = Tally {
             remaining: set.len(),

@@ -135,19 +135,19 @@ pub async fn put_peer(
     };
     s.archive
         .index()
-        .put_peer(Peer {
-            ae_title: ae_title.clone(),
-            host,
-            port: body.port,
-            permissions,
-            tls_required: body.tls_required
-                || !cert_sha256.is_empty()
-                || !cert_subject.is_empty()
-                || !ca_pem.is_empty(),
-            cert_sha256,
-            cert_subject,
-            ca_pem,
-        })
+        .put_peer(
+            Peer {
+                ae_title: ae_title.clone(),
+                host,
+                port: body.port,
+                permissions,
+                tls_required: body.tls_required,
+                cert_sha256,
+                cert_subject,
+                ca_pem,
+            }
+            .with_pins_requiring_tls(),
+        )
         .await?;
     tracing::info!(by = p.name(), peer = %ae_title, "peer registered through the API");
     change(&s, format!("peer {ae_title} registered"));

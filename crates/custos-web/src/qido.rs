@@ -135,15 +135,12 @@ async fn search(
     }
     let cap = state.config.max_find_results;
     let mut query = parse_query(level, &fixed, raw.as_deref(), cap)?;
-    let (keys, studies, patients) = custos_core::audit::describe_query(&query);
     let mut e = crate::audit::event(
         custos_core::audit::EventId::Query,
         'E',
         custos_core::audit::Outcome::Success,
     );
-    e.detail = format!("QIDO-RS {keys}");
-    e.study_uids = studies;
-    e.patient_ids = patients;
+    e.detail = format!("QIDO-RS {}", e.name_query(&query));
     state.archive.audit(e);
     let wanted = query.limit;
     query.limit = wanted.saturating_add(1);

@@ -117,14 +117,12 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
                 host,
                 port,
                 permissions,
-                tls_required: tls_required
-                    || !cert_sha256.is_empty()
-                    || !cert_subject.is_empty()
-                    || !ca_pem.is_empty(),
+                tls_required,
                 cert_sha256,
                 cert_subject,
                 ca_pem,
-            };
+            }
+            .with_pins_requiring_tls();
             index.put_peer(peer.clone()).await?;
             crate::audit_cmd::record_change(
                 index.as_ref(),

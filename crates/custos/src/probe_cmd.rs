@@ -67,24 +67,19 @@ pub async fn run(a: Args) -> Result<bool> {
                 evidence: format!("{} handshake on port {on}", t.version),
                 fix: "nothing to do",
             });
-            let legacy = legacy_versions(&host, on, timeout).await;
-            findings.push(if legacy.is_empty() {
-                Finding {
-                    id: "tls-legacy-refused",
-                    severity: Severity::Info,
-                    title: "TLS 1.0 and 1.1 are refused".into(),
-                    evidence: format!("ClientHellos for TLS 1.0 and 1.1 on port {on} got no ServerHello"),
-                    fix: "nothing to do",
-                }
-            } else {
-                Finding {
-                    id: "tls-legacy-accepted",
-                    severity: Severity::Medium,
-                    title: format!("accepts {}", legacy.join(" and ")),
-                    evidence: format!("the server answered a {} ClientHello on port {on} with a ServerHello of that version", legacy.join(" / ")),
-                    fix: "allow only TLS 1.2 and 1.3 (PS3.15 BCP 195 profiles)",
-                }
-            });
+            findings.push(
+                legacy_tls(&host, on, timeout, false)
+                    .await
+                    .unwrap_or_else(|| Finding {
+                        id: "tls-legacy-refused",
+                        severity: Severity::Info,
+                        title: "TLS 1.0 and 1.1 are refused".into(),
+                        evidence: format!(
+                            "ClientHellos for TLS 1.0 and 1.1 on port {on} got no ServerHello"
+                        ),
+                        fix: "nothing to do",
+                    }),
+            );
             match t.certificate.as_deref().and_then(custos_tls::cert_facts) {
                 Some((days, _)) if days < 0 => findings.push(Finding {
                     id: "tls-cert-expired",
@@ -131,16 +126,7 @@ pub async fn run(a: Args) -> Result<bool> {
                 evidence: format!("no TLS 1.2/1.3 handshake on {port}"),
                 fix: "offer DICOM TLS (PS3.15, port 2762) and require it from peers outside the imaging network",
             });
-            let legacy = legacy_versions(&host, port, timeout).await;
-            if !legacy.is_empty() {
-                findings.push(Finding {
-                    id: "tls-legacy-accepted",
-                    severity: Severity::High,
-                    title: format!("only {} is offered", legacy.join(" and ")),
-                    evidence: format!("the server answered a {} ClientHello on port {port}", legacy.join(" / ")),
-                    fix: "allow only TLS 1.2 and 1.3 (PS3.15 BCP 195 profiles)",
-                });
-            }
+            findings.extend(legacy_tls(&host, port, timeout, true).await);
         }
         None => findings.push(Finding {
             id: "dicom-no-tls",
@@ -159,6 +145,34 @@ pub async fn run(a: Args) -> Result<bool> {
         &findings,
         a.json,
     ))
+}
+
+/// A finding if `host:port` accepts TLS 1.0 or 1.1: medium next to TLS
+/// 1.2+, high when it is `only` what the port offers.
+async fn legacy_tls(host: &str, port: u16, timeout: Duration, only: bool) -> Option<Finding> {
+    let legacy = legacy_versions(host, port, timeout).await;
+    if legacy.is_empty() {
+        return None;
+    }
+    let versions = legacy.join(" and ");
+    Some(Finding {
+        id: "tls-legacy-accepted",
+        severity: if only {
+            Severity::High
+        } else {
+            Severity::Medium
+        },
+        title: if only {
+            format!("only {versions} is offered")
+        } else {
+            format!("accepts {versions}")
+        },
+        evidence: format!(
+            "the server answered a {} ClientHello on port {port} with a ServerHello of that version",
+            legacy.join(" / ")
+        ),
+        fix: "allow only TLS 1.2 and 1.3 (PS3.15 BCP 195 profiles)",
+    })
 }
 
 /// Prints findings as text or as one JSON object (`head` plus `findings`);

@@ -1,6 +1,6 @@
 //! `custos serve`: set up on first run, start the DICOM listener, stop cleanly.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -225,23 +225,10 @@ async fn dicom_tls(
     if d.tls_listen.is_empty() {
         return Ok(None);
     }
-    let files = custos_tls::TlsFiles::in_data(data_dir);
     if d.tls_cert.is_empty() || d.tls_client_ca.is_empty() {
         custos_tls::ensure_local_ca(data_dir)?;
     }
-    let (cert, key) = if d.tls_cert.is_empty() {
-        (files.server_cert, files.server_key)
-    } else {
-        (
-            config.resolve(data_dir, &d.tls_cert),
-            config.resolve(data_dir, &d.tls_key),
-        )
-    };
-    let ca = if d.tls_client_ca.is_empty() {
-        files.ca_cert
-    } else {
-        config.resolve(data_dir, &d.tls_client_ca)
-    };
+    let (cert, key, ca) = dicom_tls_files(data_dir, config);
     let trust = custos_tls::client_trust::ClientTrust::new(&ca)?;
     trust.update(peer_bundles(index.as_ref()).await?);
     // Peers registered later (by the CLI, another node, the API) bring their
@@ -307,12 +294,9 @@ fn lifecycle(what: &str) -> custos_core::audit::AuditEvent {
     e
 }
 
-/// The client side of DICOM TLS for C-MOVE to TLS peers: trusts the client CA
-/// (the data folder's by default) and presents the DICOM TLS certificate.
-fn dicom_tls_client(
-    data_dir: &Path,
-    config: &Config,
-) -> Result<Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>> {
+/// The DICOM TLS certificate, key and client CA: `[dicom] tls_cert`,
+/// `tls_key`, `tls_client_ca`, or the data folder's own where not set.
+fn dicom_tls_files(data_dir: &Path, config: &Config) -> (PathBuf, PathBuf, PathBuf) {
     let d = &config.dicom;
     let files = custos_tls::TlsFiles::in_data(data_dir);
     let (cert, key) = if d.tls_cert.is_empty() {
@@ -328,6 +312,16 @@ fn dicom_tls_client(
     } else {
         config.resolve(data_dir, &d.tls_client_ca)
     };
+    (cert, key, ca)
+}
+
+/// The client side of DICOM TLS for C-MOVE to TLS peers: trusts the client CA
+/// (the data folder's by default) and presents the DICOM TLS certificate.
+fn dicom_tls_client(
+    data_dir: &Path,
+    config: &Config,
+) -> Result<Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>> {
+    let (cert, key, ca) = dicom_tls_files(data_dir, config);
     if !cert.exists() || !ca.exists() {
         return Ok(None);
     }
