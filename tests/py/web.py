@@ -169,6 +169,89 @@ def cmd_probe(args):
     out(results)
 
 
+def cmd_burst(args):
+    """`--count` concurrent GETs of `--path` with Basic credentials
+    `--burst-user`/`--burst-password` (each from its own connection); while
+    they run, the credentials of the main options (--user/--token) GET the same
+    path once a second. Prints the burst's status counts and the other
+    requests' statuses and latencies."""
+    import threading
+    import time
+    from collections import Counter
+
+    statuses = Counter()
+    lock = threading.Lock()
+
+    def attempt():
+        s = requests.Session()
+        s.trust_env = False
+        s.verify = args.ca
+        s.auth = (args.burst_user, args.burst_password)
+        try:
+            code = s.get(args.url + args.path, timeout=120).status_code
+        except requests.RequestException as e:
+            code = type(e).__name__
+        with lock:
+            statuses[str(code)] += 1
+
+    threads = [threading.Thread(target=attempt) for _ in range(args.count)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    others = []
+    s = session(args)
+    while any(t.is_alive() for t in threads) and time.monotonic() - start < 120:
+        t0 = time.monotonic()
+        try:
+            code = s.get(args.url + args.path, timeout=60).status_code
+        except requests.RequestException as e:
+            code = type(e).__name__
+        others.append({"status": code, "seconds": time.monotonic() - t0})
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
+    for t in threads:
+        t.join()
+    out({"burst": dict(statuses), "others": others,
+         "seconds": time.monotonic() - start})
+
+
+def cmd_hold(args):
+    """Opens --count connections to --host:--port from --bind (with a TLS
+    handshake when --ca is given), prints how many the server kept open, then
+    holds them idle for --seconds."""
+    import time
+    held = []
+    for _ in range(args.count):
+        try:
+            s = socket.create_connection((args.host, int(args.port)), timeout=5,
+                                         source_address=(args.bind, 0))
+            if args.tls:
+                ctx = ssl.create_default_context(cafile=args.ca)
+                ctx.check_hostname = False
+                s = ctx.wrap_socket(s)
+            held.append(s)
+        except OSError:
+            pass
+    def still_open():
+        # A connection the server closed reads as EOF (or fails).
+        n = 0
+        for s in held:
+            s.setblocking(False)
+            try:
+                n += 0 if s.recv(1) == b"" else 1
+            except (BlockingIOError, ssl.SSLWantReadError):
+                n += 1
+            except OSError:
+                pass
+        return n
+
+    time.sleep(0.5)
+    print(json.dumps({"opened": len(held), "open": still_open()}), flush=True)
+    if args.recheck:
+        time.sleep(args.recheck)
+        print(json.dumps({"opened": len(held), "open": still_open()}), flush=True)
+    time.sleep(args.seconds)
+
+
 def cmd_tls(args):
     """Handshake with forced TLS versions; report which succeed."""
     host, port = args.host, int(args.port)
@@ -229,6 +312,19 @@ def main():
     s.add_argument("files", nargs="+")
     s = sub.add_parser("probe")
     s.add_argument("--spec", required=True)
+    s = sub.add_parser("burst")
+    s.add_argument("--path", required=True)
+    s.add_argument("--count", type=int, default=100)
+    s.add_argument("--burst-user", required=True)
+    s.add_argument("--burst-password", required=True)
+    s = sub.add_parser("hold")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", required=True)
+    s.add_argument("--bind", default="127.0.0.2")
+    s.add_argument("--count", type=int, default=100)
+    s.add_argument("--seconds", type=float, default=30)
+    s.add_argument("--tls", action="store_true")
+    s.add_argument("--recheck", type=float, help="report again after this many seconds")
     s = sub.add_parser("tls")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", required=True)

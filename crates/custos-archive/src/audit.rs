@@ -1,24 +1,39 @@
 //! The audit trail's writer. Protocol code reports events with
-//! `Archive::audit`, which never blocks and never fails the operation it
-//! describes: events go through a bounded queue to one task that appends them
-//! to the index in batches (the hash chain is computed there, inside the
-//! index's transaction). If the trail cannot be written the task retries and
-//! says so loudly at error level; if the queue overflows, that is an error too.
+//! `Archive::audit`, which never fails the operation it describes: events go
+//! through a bounded queue to one task that appends them to the index in
+//! batches (the hash chain is computed there, inside the index's
+//! transaction). A full queue holds the reporting request back (back-pressure)
+//! rather than losing a record; if the trail cannot be written the task
+//! retries and says so loudly at error level.
+//!
+//! Failures anyone can cause at will (refused logins, rejected associations,
+//! lockout alerts) are coalesced so that a flood of them cannot bury or delay
+//! the records of real access: the first of a kind (same event, outcome, user,
+//! peer, source and detail) is written at once, the repeats within
+//! [`COALESCE_WINDOW`] become one record with their count when the window
+//! ends.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{mpsc, oneshot};
 
-use custos_core::audit::AuditEvent;
+use custos_core::audit::{AuditEvent, EventId, Outcome};
 use custos_index::{Index, IndexError};
 
-/// Events waiting to be written before new ones are refused (loudly).
+/// Events waiting to be written before reporters wait for room.
 const QUEUE: usize = 65_536;
 const BATCH: usize = 512;
+
+/// Repeats of a failure within this window are written as one record.
+pub const COALESCE_WINDOW: Duration = Duration::from_secs(60);
+/// Kinds of failure tracked at once; past this, failures are grouped by
+/// source address alone (attacker-chosen names cannot grow the map).
+const MAX_KINDS: usize = 4096;
 
 pub(crate) enum Msg {
     Event(AuditEvent),
@@ -28,21 +43,123 @@ pub(crate) enum Msg {
 #[derive(Clone)]
 pub struct AuditSender {
     tx: mpsc::Sender<Msg>,
+    coalescer: Arc<Coalescer>,
 }
 
 impl AuditSender {
-    pub(crate) fn send(&self, event: AuditEvent) {
-        if let Err(e) = self.tx.try_send(Msg::Event(event)) {
-            tracing::error!(error = %e, "AUDIT TRAIL: an audit record was lost (queue full or writer stopped)");
+    pub(crate) async fn send(&self, event: AuditEvent) {
+        if !self.coalescer.admit(&event) {
+            return;
+        }
+        if self.tx.send(Msg::Event(event)).await.is_err() {
+            tracing::error!("AUDIT TRAIL: an audit record was lost (the writer stopped)");
         }
     }
 
-    /// Waits until everything reported so far is written (or given up on).
+    /// Waits until everything reported so far is written (or given up on),
+    /// counts of coalesced failures included.
     pub(crate) async fn flush(&self) {
+        for summary in self.coalescer.due(true) {
+            let _ = self.tx.send(Msg::Event(summary)).await;
+        }
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Flush(tx)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
         }
+    }
+}
+
+/// A failure kind seen in the current window: when it started, how many
+/// more came, and the first event (the summary's model).
+struct Seen {
+    since: Instant,
+    repeats: u64,
+    first: AuditEvent,
+}
+
+pub(crate) struct Coalescer {
+    window: Duration,
+    seen: Mutex<HashMap<String, Seen>>,
+}
+
+/// Events a stranger can cause at will.
+fn coalesced(e: &AuditEvent) -> bool {
+    e.outcome != Outcome::Success
+        && matches!(
+            e.event,
+            EventId::UserAuthentication | EventId::SecurityAlert
+        )
+}
+
+impl Coalescer {
+    pub(crate) fn new(window: Duration) -> Coalescer {
+        Coalescer {
+            window,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `e` is to be written now (false: counted into a summary).
+    pub(crate) fn admit(&self, e: &AuditEvent) -> bool {
+        if !coalesced(e) {
+            return true;
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let fine = format!(
+            "{}|{}|{}|{}|{}|{}",
+            e.event.code(),
+            e.outcome as u8,
+            e.user,
+            e.peer,
+            e.source,
+            e.detail
+        );
+        let key = if seen.len() < MAX_KINDS || seen.contains_key(&fine) {
+            fine
+        } else {
+            format!("{}|{}|source:{}", e.event.code(), e.outcome as u8, e.source)
+        };
+        match seen.get_mut(&key) {
+            Some(s) if s.since.elapsed() < self.window => {
+                s.repeats += 1;
+                false
+            }
+            _ => {
+                seen.insert(
+                    key,
+                    Seen {
+                        since: Instant::now(),
+                        repeats: 0,
+                        first: e.clone(),
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Summaries of the windows that ended (all of them with `all`), and
+    /// forgets those windows.
+    pub(crate) fn due(&self, all: bool) -> Vec<AuditEvent> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        seen.retain(|_, s| {
+            if !all && s.since.elapsed() < self.window {
+                return true;
+            }
+            if s.repeats > 0 {
+                let mut e = s.first.clone();
+                e.detail = format!(
+                    "{} (repeated {} more times within {} s)",
+                    e.detail,
+                    s.repeats,
+                    s.since.elapsed().as_secs().max(1)
+                );
+                out.push(e);
+            }
+            false
+        });
+        out
     }
 }
 
@@ -131,6 +248,22 @@ pub async fn verify_chain(index: &dyn Index) -> Result<ChainCheck, IndexError> {
 
 pub(crate) fn start(index: Arc<dyn Index>) -> AuditSender {
     let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
+    let coalescer = Arc::new(Coalescer::new(COALESCE_WINDOW));
+    // Summaries go out as their windows end.
+    let (summaries, ticker) = (tx.downgrade(), coalescer.clone());
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(COALESCE_WINDOW / 4);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let Some(tx) = summaries.upgrade() else { break };
+            for e in ticker.due(false) {
+                if tx.send(Msg::Event(e)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
     tokio::spawn(async move {
         let node = node_name();
         let mut pending: Vec<(String, String)> = Vec::new();
@@ -170,5 +303,53 @@ pub(crate) fn start(index: Arc<dyn Index>) -> AuditSender {
             }
         }
     });
-    AuditSender { tx }
+    AuditSender { tx, coalescer }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(user: &str) -> AuditEvent {
+        let mut e = AuditEvent::new(EventId::UserAuthentication, 'E', Outcome::MinorFailure);
+        e.user = user.into();
+        e.source = "127.0.0.2".into();
+        e.detail = "HTTP authentication failed".into();
+        e
+    }
+
+    #[test]
+    fn repeated_failures_become_one_record_with_a_count() {
+        let c = Coalescer::new(Duration::from_secs(60));
+        assert!(c.admit(&failure("rad")));
+        for _ in 0..499 {
+            assert!(!c.admit(&failure("rad")));
+        }
+        // Another user is another kind; successes are never held back.
+        assert!(c.admit(&failure("boss")));
+        let ok = AuditEvent::new(EventId::InstancesTransferred, 'R', Outcome::Success);
+        for _ in 0..3 {
+            assert!(c.admit(&ok));
+        }
+        assert!(c.due(false).is_empty(), "the window is still open");
+        let summaries = c.due(true);
+        assert_eq!(summaries.len(), 1);
+        assert!(
+            summaries[0].detail.contains("repeated 499 more times"),
+            "{}",
+            summaries[0].detail
+        );
+        assert!(c.admit(&failure("rad")), "a new window starts");
+    }
+
+    #[test]
+    fn attacker_chosen_names_cannot_grow_the_map() {
+        let c = Coalescer::new(Duration::from_secs(60));
+        let admitted = (0..20_000)
+            .filter(|i| c.admit(&failure(&format!("name{i}"))))
+            .count();
+        // One record per name until the map is full, then one for the source.
+        assert_eq!(admitted, MAX_KINDS + 1);
+        assert!(c.seen.lock().unwrap().len() <= MAX_KINDS + 1);
+    }
 }

@@ -82,10 +82,12 @@ impl Archive {
         let _ = self.audit.set(audit::start(self.index.clone()));
     }
 
-    /// Records an event in the audit trail; never blocks, never fails the caller.
-    pub fn audit(&self, event: custos_core::audit::AuditEvent) {
+    /// Records an event in the audit trail; never fails the caller, and
+    /// waits only when the trail's queue is full (back-pressure: a record is
+    /// never dropped). Repeated failures are coalesced (`audit` module).
+    pub async fn audit(&self, event: custos_core::audit::AuditEvent) {
         if let Some(a) = self.audit.get() {
-            a.send(event);
+            a.send(event).await;
         }
     }
 
@@ -118,8 +120,10 @@ impl Archive {
         self.index.find(query).await
     }
 
-    /// The stored instances a retrieve request selects.
+    /// The stored instances a retrieve request selects; the request must name
+    /// them by its level's unique key (`Query::check_retrieve`).
     pub async fn retrieve_set(&self, query: Query) -> Result<Vec<StoredInstance>, IndexError> {
+        query.check_retrieve().map_err(IndexError::BadQuery)?;
         self.index.instances(query).await
     }
 

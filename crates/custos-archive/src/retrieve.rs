@@ -111,6 +111,11 @@ impl Archive {
                 o
             }
         };
+        // A whole object is held in memory, from a file as from S3: bounded
+        // the same way for both.
+        if !header_only && instance.size > MAX_TRANSCODE_BYTES {
+            return Err(RetrieveError::TooLarge(instance.sop_instance_uid.clone()));
+        }
         if let Some(path) = self.store.local_path(&instance.blob_key) {
             return tokio::task::spawn_blocking(move || options().open_file(&path))
                 .await

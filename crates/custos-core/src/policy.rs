@@ -69,6 +69,9 @@ pub enum RejectReason {
     /// The client certificate is not the one registered for the peer
     /// (fingerprint or subject).
     CertificateMismatch,
+    /// A certificate from the configured CA that names neither the calling
+    /// AE title (CN or SAN) nor is pinned for the peer.
+    CertificateNotForAe,
     /// A user identity was sent and did not prove a Custos user.
     IdentityRefused,
 }
@@ -81,6 +84,9 @@ pub struct Transport {
     pub client_cert_sha256: Option<String>,
     /// Its subject, normalised by [`crate::peer::normalize_subject`].
     pub client_cert_subject: Option<String>,
+    /// The names it was issued to: subject common names and DNS subject
+    /// alternative names.
+    pub client_cert_names: Vec<String>,
     /// The chain it presented (DER, leaf first), for peers with their own CA.
     pub client_chain: Vec<Vec<u8>>,
     /// The certificate chains to the server's configured client CAs (not
@@ -99,6 +105,9 @@ impl RejectReason {
             RejectReason::TlsRequired => "peer must connect over TLS with a client certificate",
             RejectReason::CertificateMismatch => {
                 "client certificate is not the one registered for the peer"
+            }
+            RejectReason::CertificateNotForAe => {
+                "client certificate is issued to another name than the calling AE title"
             }
             RejectReason::IdentityRefused => "user identity did not prove a Custos user",
         }
@@ -120,6 +129,20 @@ pub struct PeerChecks {
     /// The client certificate chains to the peer's own CA bundle (false
     /// without a certificate; irrelevant for peers without a bundle).
     pub chains_to_peer_ca: bool,
+}
+
+/// The rights of an accepted peer once its user identity is known: with a
+/// verified user, what both the peer and the user may do; without one, the
+/// peer's rights minus those that require an identity.
+pub fn narrow_by_identity(
+    peer: Permissions,
+    user: Option<Permissions>,
+    require_identity: Permissions,
+) -> Permissions {
+    match user {
+        Some(u) => peer.intersect(u),
+        None => require_identity.actions().fold(peer, Permissions::without),
+    }
 }
 
 /// Decides an association request.
@@ -163,6 +186,19 @@ pub fn decide_association(
     if !vouched {
         return AssociationDecision::Reject(RejectReason::CertificateMismatch);
     }
+    // A certificate from the CA every peer shares must be the calling AE's
+    // own, unless the peer is pinned to one certificate or subject.
+    if presented
+        && !own_ca
+        && !pinned
+        && !named
+        && !transport
+            .client_cert_names
+            .iter()
+            .any(|n| n.trim() == peer.ae_title)
+    {
+        return AssociationDecision::Reject(RejectReason::CertificateNotForAe);
+    }
     AssociationDecision::Accept(Principal::Peer {
         ae_title: peer.ae_title.clone(),
         permissions: peer.permissions,
@@ -192,6 +228,22 @@ mod tests {
             cert_subject: String::new(),
             ca_pem: String::new(),
         }
+    }
+
+    #[test]
+    fn identities_narrow_rights() {
+        let peer: Permissions = "echo,store,find,get".parse().unwrap();
+        let needs: Permissions = "find,get,move".parse().unwrap();
+        let rad: Permissions = "echo,find,get,move".parse().unwrap();
+        assert_eq!(
+            narrow_by_identity(peer, None, needs),
+            "echo,store".parse().unwrap()
+        );
+        assert_eq!(
+            narrow_by_identity(peer, Some(rad), needs),
+            "echo,find,get".parse().unwrap()
+        );
+        assert_eq!(narrow_by_identity(peer, None, Permissions::NONE), peer);
     }
 
     #[test]
@@ -227,9 +279,24 @@ mod tests {
             tls: true,
             client_cert_sha256: Some("ab".repeat(32)),
             client_cert_subject: Some("CN=CT01,O=Radiology".into()),
+            client_cert_names: vec!["CT01".into()],
             client_chain: Vec::new(),
             from_configured_ca: true,
         };
+        // CT01's certificate from the shared CA cannot associate as WS01...
+        let mut ws = ct();
+        ws.ae_title = "WS01".into();
+        ws.tls_required = true;
+        assert_eq!(
+            decide_association("CUSTOS", "CUSTOS", Some(&ws), checks(true), &with_cert),
+            Reject(RejectReason::CertificateNotForAe)
+        );
+        // ...unless WS01 is pinned to exactly that certificate.
+        ws.cert_sha256 = "ab".repeat(32);
+        assert!(matches!(
+            decide_association("CUSTOS", "CUSTOS", Some(&ws), checks(true), &with_cert),
+            Accept(_)
+        ));
         assert!(matches!(
             decide_association(
                 "CUSTOS",

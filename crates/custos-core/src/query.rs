@@ -207,6 +207,45 @@ pub struct Query {
     pub offset: usize,
 }
 
+impl Level {
+    /// The unique key of this level (PS3.4 C.4.2.2.1: the one a retrieve
+    /// at this level must name).
+    pub fn unique_key(self) -> Key {
+        match self {
+            Level::Patient => Key::PatientID,
+            Level::Study => Key::StudyInstanceUID,
+            Level::Series => Key::SeriesInstanceUID,
+            Level::Image => Key::SOPInstanceUID,
+        }
+    }
+}
+
+impl Query {
+    /// A retrieve (C-GET, C-MOVE) must name what it retrieves: the level's
+    /// unique key with one value or a list of values, never empty or
+    /// wildcarded (an empty STUDY-level retrieve would select the archive).
+    pub fn check_retrieve(&self) -> Result<(), String> {
+        let key = self.level.unique_key();
+        let named = self.conditions.iter().any(|(k, m)| {
+            *k == key
+                && match m {
+                    Matcher::Single(_) => true,
+                    Matcher::List(v) => !v.is_empty(),
+                    _ => false,
+                }
+        });
+        if named {
+            Ok(())
+        } else {
+            Err(format!(
+                "a {}-level retrieve needs {} with one or more values (no wildcards)",
+                self.level.name(),
+                key.name()
+            ))
+        }
+    }
+}
+
 /// One match: every key of its level and the levels above, as text.
 pub type Row = BTreeMap<Key, String>;
 
@@ -255,5 +294,47 @@ mod tests {
         assert!(Matcher::parse(KeyKind::Date, "2020-01-01x").is_err());
         assert_eq!(Key::from_tag(0x0010, 0x0010), Some(Key::PatientName));
         assert_eq!(Key::StudyInstanceUID.level(), Level::Study);
+        let q = |level, conditions| Query {
+            level,
+            conditions,
+            limit: 10,
+            offset: 0,
+        };
+        assert!(q(Level::Study, vec![]).check_retrieve().is_err());
+        assert!(
+            q(
+                Level::Study,
+                vec![(Key::StudyInstanceUID, Matcher::Universal)]
+            )
+            .check_retrieve()
+            .is_err()
+        );
+        assert!(
+            q(
+                Level::Patient,
+                vec![(Key::PatientID, Matcher::Wildcard("P*".into()))]
+            )
+            .check_retrieve()
+            .is_err()
+        );
+        assert!(
+            q(
+                Level::Series,
+                vec![
+                    (Key::StudyInstanceUID, Matcher::Single("1.2".into())),
+                    (Key::SeriesInstanceUID, Matcher::List(vec!["1.2.3".into()]))
+                ]
+            )
+            .check_retrieve()
+            .is_ok()
+        );
+        assert!(
+            q(
+                Level::Series,
+                vec![(Key::StudyInstanceUID, Matcher::Single("1.2".into()))]
+            )
+            .check_retrieve()
+            .is_err()
+        );
     }
 }

@@ -255,7 +255,7 @@ impl Association {
                     e.study_uids.push(r.study_uid.clone());
                     e.detail.push_str(&format!(" {}", r.sop_instance_uid));
                 }
-                self.archive.audit(e);
+                self.archive.audit(e).await;
                 let mut rsp = cmd.response(field::C_STORE_RSP, st);
                 rsp.error_comment = comment;
                 send_message(&mut self.assoc, pc, &rsp, None).await
@@ -387,7 +387,7 @@ impl Association {
             custos_core::audit::Outcome::Success,
         );
         e.detail = format!("C-FIND {}", e.name_query(&ident.query));
-        self.archive.audit(e);
+        self.archive.audit(e).await;
         let rows = match self.archive.find(ident.query).await {
             Ok(r) => r,
             Err(e) => {

@@ -54,16 +54,34 @@ pub enum IdentityKind {
     Unknown,
 }
 
-/// Largest association request read ahead for its user identity.
-const MAX_PEEK: usize = 64 * 1024;
+/// Largest A-ASSOCIATE-RQ accepted (PDU header included). Real requests
+/// are a few KiB even with a hundred presentation contexts; a larger declared
+/// length is refused before a byte of the body is read.
+pub const MAX_ASSOCIATE_RQ: usize = 64 * 1024;
+
+/// What the first bytes of a connection are.
+#[derive(Debug)]
+pub enum Peeked {
+    Request(RequestHead),
+    /// An A-ASSOCIATE-RQ declaring more than [`MAX_ASSOCIATE_RQ`] bytes.
+    TooLarge(u32),
+    /// Not an association request, or nothing within the deadline (dicom-ul
+    /// then rejects or aborts as the protocol says).
+    Other,
+}
 
 /// Reads the A-ASSOCIATE-RQ without consuming it: AE titles from its fixed
-/// head, and the user identity from the whole PDU when it fits in 64 KiB.
-/// `None` when the first bytes are not an association request (dicom-ul then
-/// rejects or aborts as the protocol says).
-pub async fn peek_request(stream: &TcpStream, deadline: Duration) -> Option<RequestHead> {
+/// head, and the user identity from the whole PDU.
+pub async fn peek_request(stream: &TcpStream, deadline: Duration) -> Peeked {
+    match peek(stream, deadline).await {
+        Some(p) => p,
+        None => Peeked::Other,
+    }
+}
+
+async fn peek(stream: &TcpStream, deadline: Duration) -> Option<Peeked> {
     let start = tokio::time::Instant::now();
-    let mut buf = vec![0u8; MAX_PEEK];
+    let mut buf = vec![0u8; MAX_ASSOCIATE_RQ];
     let n = loop {
         let n = tokio::time::timeout(
             deadline.saturating_sub(start.elapsed()),
@@ -75,9 +93,13 @@ pub async fn peek_request(stream: &TcpStream, deadline: Duration) -> Option<Requ
         if n == 0 || buf[0] != 0x01 {
             return None;
         }
-        if n >= 42 {
-            let want = 6 + u32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]) as usize;
-            if n >= want.min(MAX_PEEK) {
+        if n >= 6 {
+            let declared = u32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]);
+            let want = 6 + declared as usize;
+            if want > MAX_ASSOCIATE_RQ {
+                return Some(Peeked::TooLarge(declared));
+            }
+            if n >= 42 && n >= want {
                 break n;
             }
         }
@@ -92,11 +114,11 @@ pub async fn peek_request(stream: &TcpStream, deadline: Duration) -> Option<Requ
             .trim_matches(|c: char| c == ' ' || c == '\0')
             .to_string()
     };
-    Some(RequestHead {
+    Some(Peeked::Request(RequestHead {
         called: ae(&buf[10..26]),
         calling: ae(&buf[26..42]),
         identity: identity_of(&buf[..n]),
-    })
+    }))
 }
 
 fn identity_of(pdu: &[u8]) -> Option<IdentityClaim> {
@@ -151,6 +173,8 @@ pub struct Verdict {
     pub peer: Option<Peer>,
     /// The user a verified identity named.
     pub user: Option<String>,
+    /// The user a refused identity claimed (for the audit trail).
+    pub claimed: Option<String>,
 }
 
 pub async fn judge(
@@ -166,6 +190,7 @@ pub async fn judge(
             decision: AssociationDecision::Reject(RejectReason::CallingAeNotRecognized),
             peer: None,
             user: None,
+            claimed: None,
         };
     };
     let peer = match validate_ae_title(&h.calling) {
@@ -191,6 +216,7 @@ pub async fn judge(
         decision,
         peer,
         user: None,
+        claimed: None,
     }
 }
 
@@ -281,7 +307,9 @@ pub fn options(
         .max_pdu_length(limits.max_pdu_length)
         .read_timeout(limits.idle_timeout)
         .write_timeout(limits.idle_timeout)
-        .strict(false);
+        // Strict: a PDU declaring more than our maximum length is refused
+        // from its header, before dicom-ul would buffer the declared length.
+        .strict(true);
     let mut syntaxes = abstract_syntaxes(permissions);
     if syntaxes.is_empty() {
         // dicom-ul needs one; a peer with no rights gets contexts it cannot use.

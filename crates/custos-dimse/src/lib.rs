@@ -23,4 +23,4 @@ pub use gate::{IdentityClaim, IdentityKind};
 pub(crate) fn command_text(e: &dicom_object::mem::InMemElement) -> String {
     custos_archive::text::element_text(e)
 }
-pub use server::{DimseConfig, IdentityVerifier, TlsListener, serve};
+pub use server::{DimseConfig, TlsListener, serve};

@@ -173,6 +173,12 @@ impl Association {
         let keys = e.name_query(&ident.query);
         let set = match self.archive.retrieve_set(ident.query).await {
             Ok(s) => s,
+            Err(custos_index::IndexError::BadQuery(why)) => {
+                info!(calling = self.peer_ae(), reason = %why, "C-GET refused");
+                let mut r = cmd.response(field::C_GET_RSP, status::IDENTIFIER_DOES_NOT_MATCH);
+                r.error_comment = Some(why.chars().take(64).collect());
+                return send_message(&mut self.assoc, pc, &r, None).await;
+            }
             Err(e) => {
                 warn!(error = %e, "C-GET lookup failed");
                 let r = cmd.response(field::C_GET_RSP, status::CANNOT_UNDERSTAND);
@@ -181,7 +187,7 @@ impl Association {
         };
         info!(calling = self.peer_ae(), instances = set.len(), "C-GET");
         e.detail = format!("C-GET {keys}: {} instances", set.len());
-        self.archive.audit(e);
+        self.archive.audit(e).await;
         let mut tally = Tally {
             remaining: set.len(),
             ..Default::default()
@@ -272,6 +278,12 @@ impl Association {
         let keys = e.name_query(&ident.query);
         let set = match self.archive.retrieve_set(ident.query).await {
             Ok(s) => s,
+            Err(custos_index::IndexError::BadQuery(why)) => {
+                info!(calling = self.peer_ae(), reason = %why, "C-MOVE refused");
+                let mut r = cmd.response(field::C_MOVE_RSP, status::IDENTIFIER_DOES_NOT_MATCH);
+                r.error_comment = Some(why.chars().take(64).collect());
+                return send_message(&mut self.assoc, pc, &r, None).await;
+            }
             Err(e) => {
                 warn!(error = %e, "C-MOVE lookup failed");
                 let r = cmd.response(field::C_MOVE_RSP, status::CANNOT_UNDERSTAND);
@@ -284,7 +296,7 @@ impl Association {
             dest.ae_title,
             set.len()
         );
-        self.archive.audit(e);
+        self.archive.audit(e).await;
         let tally = Tally {
             remaining: set.len(),
             ..Default::default()

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use dicom_ul::Pdu;
 use dicom_ul::pdu::{
-    AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
-    AssociationRJSource,
+    AssociationRJ, AssociationRJResult, AssociationRJServiceProviderASCEReason,
+    AssociationRJServiceProviderPresentationReason, AssociationRJSource,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -17,27 +17,24 @@ use tracing::{Instrument, info, warn};
 
 use custos_archive::Archive;
 use custos_core::Permissions;
+use custos_core::limits::PerAddress;
 use custos_core::policy::{AssociationDecision, Principal, RejectReason, Transport};
 
-use crate::gate::IdentityClaim;
+use crate::gate::IdentityKind;
 
 use crate::association::Association;
 use crate::gate::{self, Limits};
 use crate::relay::{IdentityAck, Relay};
-
-/// Checks a user identity sent with an association request (PS3.7 D.3.3.7).
-#[async_trait::async_trait]
-pub trait IdentityVerifier: Send + Sync {
-    /// The user's name and rights when the claim proves who they are.
-    async fn verify(&self, claim: &IdentityClaim) -> Option<(String, Permissions)>;
-}
 
 #[derive(Clone)]
 pub struct DimseConfig {
     pub ae_title: String,
     pub max_pdu_length: u32,
     pub max_associations: usize,
-    /// A-ASSOCIATE-RQ must arrive within this time (ARTIM).
+    /// Connections one source address may hold at once (open or associating).
+    pub max_associations_per_address: usize,
+    /// From accept to an established association (TLS handshake, request,
+    /// negotiation) at most this long (ARTIM).
     pub artim_timeout: Duration,
     /// An association silent this long is aborted.
     pub idle_timeout: Duration,
@@ -45,8 +42,9 @@ pub struct DimseConfig {
     pub max_find_results: usize,
     /// How long in-flight associations may run on after shutdown is asked.
     pub shutdown_grace: Duration,
-    /// Verifies user identities; without one, any identity sent is refused.
-    pub identity: Option<Arc<dyn IdentityVerifier>>,
+    /// Verifies user identities (the same authenticator as HTTPS, so the
+    /// same lockout); without one, any identity sent is refused.
+    pub identity: Option<Arc<custos_auth::Authenticator>>,
     /// Actions a peer may only use with a verified user identity.
     pub require_identity: Permissions,
     /// TLS for C-MOVE to peers registered with `--tls required`: our CA as
@@ -73,6 +71,7 @@ pub async fn serve(
 ) {
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(config.max_associations));
+    let per_address = PerAddress::new(config.max_associations_per_address);
     let relay = match Relay::new().await {
         Ok(r) => Some(Arc::new(r)),
         Err(e) => {
@@ -103,6 +102,12 @@ pub async fn serve(
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
         };
         let _ = stream.set_nodelay(true);
+        // One address may not take every slot: checked before the global limit.
+        let Some(address_slot) = per_address.try_enter(from.ip()) else {
+            warn!(%from, limit = config.max_associations_per_address, "connection limit for this address reached; refusing");
+            tasks.spawn(refuse_busy(stream));
+            continue;
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             warn!(%from, limit = config.max_associations, "association limit reached; refusing");
             tasks.spawn(refuse_busy(stream));
@@ -117,6 +122,7 @@ pub async fn serve(
             _ => None,
         };
         let relay = relay.clone();
+        let opened = tokio::time::Instant::now();
         tasks.spawn(
             async move {
                 let (stream, transport, ack) = match (acceptor, &relay) {
@@ -140,8 +146,9 @@ pub async fn serve(
                     _ => (stream, Transport::default(), None),
                 };
                 let link = Link { ack, relay };
-                handle(stream, from, transport, link, archive, config).await;
+                handle(stream, from, transport, link, archive, config, opened).await;
                 drop(permit);
+                drop(address_slot);
             }
             .instrument(span),
         );
@@ -166,11 +173,13 @@ pub async fn serve(
     }
 }
 
-/// Narrows an accepted peer's rights by its user: with a verified identity,
-/// the intersection of the peer's and the user's rights; without one, the
-/// peer's minus those that require an identity. A refused identity rejects
-/// the association.
-async fn apply_identity(verdict: &mut gate::Verdict, config: &DimseConfig) {
+/// Narrows an accepted peer's rights by its user (`core::policy::
+/// narrow_by_identity`). A refused identity rejects the association, after
+/// the authenticator's slow-down; the claimed user goes into the verdict for
+/// the audit trail.
+async fn apply_identity(verdict: &mut gate::Verdict, config: &DimseConfig, from: SocketAddr) {
+    use custos_auth::{Refusal, Secret};
+    use custos_core::policy::narrow_by_identity;
     let AssociationDecision::Accept(Principal::Peer {
         ae_title,
         permissions,
@@ -179,23 +188,50 @@ async fn apply_identity(verdict: &mut gate::Verdict, config: &DimseConfig) {
         return;
     };
     let claim = verdict.head.as_ref().and_then(|h| h.identity.clone());
-    let narrowed = match (claim, &config.identity) {
-        (None, _) => config
-            .require_identity
-            .actions()
-            .fold(*permissions, Permissions::without),
-        (Some(claim), Some(verifier)) => match verifier.verify(&claim).await {
-            Some((user, rights)) => {
-                info!(%user, "user identity verified");
-                verdict.user = Some(user);
-                permissions.intersect(rights)
+    let user_rights = match (claim, &config.identity) {
+        (None, _) => None,
+        (Some(claim), Some(auth)) => {
+            let primary = String::from_utf8_lossy(&claim.primary).into_owned();
+            let secondary = String::from_utf8_lossy(&claim.secondary).into_owned();
+            let secret = match claim.kind {
+                IdentityKind::UsernamePasscode => Some(Secret::Password {
+                    user: &primary,
+                    password: &secondary,
+                }),
+                IdentityKind::Jwt => Some(Secret::Bearer(&primary)),
+                // A user name alone proves nothing; Kerberos and SAML are not supported.
+                _ => None,
+            };
+            if claim.kind == IdentityKind::Username || claim.kind == IdentityKind::UsernamePasscode
+            {
+                verdict.claimed = Some(primary.chars().take(64).collect());
             }
-            None => {
-                info!(kind = ?claim.kind, "user identity refused");
-                verdict.decision = AssociationDecision::Reject(RejectReason::IdentityRefused);
-                return;
+            let outcome = match secret {
+                Some(s) => auth.authenticate(s, Some(from.ip())).await,
+                None => Err(Refusal::Invalid {
+                    claimed: None,
+                    delay: Duration::ZERO,
+                }),
+            };
+            match outcome {
+                Ok(v) => {
+                    info!(user = %v.principal.name(), "user identity verified");
+                    verdict.user = Some(v.principal.name().to_string());
+                    Some(v.principal.permissions())
+                }
+                Err(refusal) => {
+                    info!(kind = ?claim.kind, refusal = refusal_name(&refusal), "user identity refused");
+                    if let Refusal::Invalid { claimed, delay } = refusal {
+                        if verdict.claimed.is_none() {
+                            verdict.claimed = claimed;
+                        }
+                        tokio::time::sleep(delay).await;
+                    }
+                    verdict.decision = AssociationDecision::Reject(RejectReason::IdentityRefused);
+                    return;
+                }
             }
-        },
+        }
         (Some(_), None) => {
             verdict.decision = AssociationDecision::Reject(RejectReason::IdentityRefused);
             return;
@@ -203,8 +239,17 @@ async fn apply_identity(verdict: &mut gate::Verdict, config: &DimseConfig) {
     };
     verdict.decision = AssociationDecision::Accept(Principal::Peer {
         ae_title: ae_title.clone(),
-        permissions: narrowed,
+        permissions: narrow_by_identity(*permissions, user_rights, config.require_identity),
     });
+}
+
+fn refusal_name(r: &custos_auth::Refusal) -> &'static str {
+    match r {
+        custos_auth::Refusal::Locked { .. } => "locked out after repeated failures",
+        custos_auth::Refusal::Busy => "too many checks in flight from this address",
+        custos_auth::Refusal::Invalid { .. } => "invalid",
+        custos_auth::Refusal::Unavailable(_) => "user registry unavailable",
+    }
 }
 
 /// Accepts on `listener`, or waits forever when there is none.
@@ -215,13 +260,20 @@ async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, S
     }
 }
 
-async fn refuse_busy(mut stream: TcpStream) {
-    let rj = Pdu::AssociationRJ(AssociationRJ {
-        result: AssociationRJResult::Transient,
-        source: AssociationRJSource::ServiceProviderPresentation(
+async fn refuse_busy(stream: TcpStream) {
+    refuse(
+        stream,
+        AssociationRJResult::Transient,
+        AssociationRJSource::ServiceProviderPresentation(
             AssociationRJServiceProviderPresentationReason::TemporaryCongestion,
         ),
-    });
+    )
+    .await
+}
+
+/// A-ASSOCIATE-RJ from the service provider, then close.
+async fn refuse(mut stream: TcpStream, result: AssociationRJResult, source: AssociationRJSource) {
+    let rj = Pdu::AssociationRJ(AssociationRJ { result, source });
     let mut bytes = Vec::new();
     if dicom_ul::pdu::write_pdu(&mut bytes, &rj).is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(2), stream.write_all(&bytes)).await;
@@ -277,8 +329,32 @@ async fn handle(
     link: Link,
     archive: Arc<Archive>,
     config: Arc<DimseConfig>,
+    opened: tokio::time::Instant,
 ) {
-    let head = gate::peek_request(&stream, config.artim_timeout).await;
+    // One deadline from accept to an established association, whatever
+    // the steps in between took.
+    let deadline = opened + config.artim_timeout;
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+    let head = match gate::peek_request(&stream, left()).await {
+        gate::Peeked::Request(h) => Some(h),
+        gate::Peeked::Other => None,
+        gate::Peeked::TooLarge(declared) => {
+            info!(
+                declared,
+                limit = gate::MAX_ASSOCIATE_RQ,
+                "association request longer than the limit; refused unread"
+            );
+            refuse(
+                stream,
+                AssociationRJResult::Permanent,
+                AssociationRJSource::ServiceProviderASCE(
+                    AssociationRJServiceProviderASCEReason::NoReasonGiven,
+                ),
+            )
+            .await;
+            return;
+        }
+    };
     let mut verdict = gate::judge(
         archive.index().as_ref(),
         &config.ae_title,
@@ -287,7 +363,7 @@ async fn handle(
         head,
     )
     .await;
-    apply_identity(&mut verdict, &config).await;
+    apply_identity(&mut verdict, &config, from).await;
     let (calling, called) = verdict
         .head
         .as_ref()
@@ -308,9 +384,13 @@ async fn handle(
         let mut e = AuditEvent::new(EventId::UserAuthentication, 'E', outcome);
         e.peer = calling.clone();
         e.source = from.ip().to_string();
-        e.user = verdict.user.clone().unwrap_or_default();
+        e.user = verdict
+            .user
+            .clone()
+            .or_else(|| verdict.claimed.clone())
+            .unwrap_or_default();
         e.detail = format!("{detail}{}", if transport.tls { " (TLS)" } else { "" });
-        archive.audit(e);
+        archive.audit(e).await;
     }
     match &verdict.decision {
         AssociationDecision::Accept(p) => {
@@ -331,12 +411,9 @@ async fn handle(
             .as_ref()
             .and_then(|h| h.identity.as_ref())
             .is_some_and(|c| c.positive_response);
-    let stream = link
-        .stream_for(stream, answer_identity, config.artim_timeout)
-        .await;
+    let stream = link.stream_for(stream, answer_identity, left()).await;
     let options = gate::options(&config.ae_title, &verdict, &limits);
-    let established =
-        tokio::time::timeout(config.artim_timeout, options.establish_async(stream)).await;
+    let established = tokio::time::timeout(left(), options.establish_async(stream)).await;
     let assoc = match established {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => {

@@ -42,6 +42,10 @@ pub async fn terminate(
         .first()
         .map(|c| custos_core::credentials::sha256_hex(c));
     let subject = chain.first().and_then(|c| custos_tls::subject_of(c));
+    let names = chain
+        .first()
+        .map(|c| custos_tls::names_of(c))
+        .unwrap_or_default();
     let ack = Arc::new(IdentityAck::default());
     let inner = relay
         .interpose(tls, ack.clone(), timeout)
@@ -53,6 +57,7 @@ pub async fn terminate(
             tls: true,
             client_cert_sha256: fingerprint,
             client_cert_subject: subject,
+            client_cert_names: names,
             from_configured_ca: trust.from_configured_ca(&chain),
             client_chain: chain,
         },

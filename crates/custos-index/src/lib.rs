@@ -27,6 +27,11 @@ pub enum IndexError {
         path: String,
         source: rusqlite::Error,
     },
+    #[error("could not create the index file {path}: {source}")]
+    Create {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("index query failed: {0}")]
     Query(#[from] rusqlite::Error),
     #[error("PostgreSQL: {0}")]

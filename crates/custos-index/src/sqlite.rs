@@ -72,6 +72,25 @@ fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection, IndexError> {
     Ok(conn)
 }
 
+/// Creates an empty database file readable by its owner only (0600 on Unix)
+/// when there is none: the index holds patient names, password hashes and the
+/// peer registry. SQLite gives its WAL and shared-memory files the database
+/// file's permissions.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     let version: usize =
         conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
@@ -88,6 +107,10 @@ impl SqliteIndex {
     /// Opens (creating and migrating if needed) the index database at `path`.
     pub fn open(path: impl Into<PathBuf>) -> Result<SqliteIndex, IndexError> {
         let path = path.into();
+        create_private_file(&path).map_err(|source| IndexError::Create {
+            path: path.display().to_string(),
+            source,
+        })?;
         let mut conn = open_conn(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,

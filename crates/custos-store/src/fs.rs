@@ -24,7 +24,7 @@ impl FsStore {
             path: staging.clone(),
             source,
         };
-        std::fs::create_dir_all(&staging).map_err(stage_err)?;
+        crate::create_private_dir(&staging).map_err(stage_err)?;
         for entry in std::fs::read_dir(&staging).map_err(stage_err)?.flatten() {
             let _ = std::fs::remove_file(entry.path());
         }
@@ -32,7 +32,7 @@ impl FsStore {
         for i in 0..4096 {
             let dir = root.join(format!("{i:03x}"));
             if !dir.is_dir() {
-                std::fs::create_dir(&dir).map_err(stage_err)?;
+                crate::create_private_dir(&dir).map_err(stage_err)?;
                 created = true;
             }
         }

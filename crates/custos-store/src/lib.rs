@@ -66,3 +66,16 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Every committed blob with its last modification time (for fsck).
     async fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, StoreError>;
 }
+
+/// Creates `dir` and its missing parents, owner-only (0700 on Unix): blobs
+/// are patient data even when the store lies outside the data folder.
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}

@@ -131,7 +131,7 @@ impl S3Store {
                 .with_secret_access_key(secret);
         }
         let store = builder.build().map_err(|e| stage_err(s3_err(e)))?;
-        std::fs::create_dir_all(&staging).map_err(stage_err)?;
+        crate::create_private_dir(&staging).map_err(stage_err)?;
         for entry in std::fs::read_dir(&staging).map_err(stage_err)?.flatten() {
             let _ = std::fs::remove_file(entry.path());
         }

@@ -18,10 +18,12 @@ impl StagedBlob {
     /// A new, empty staging file in `dir`.
     pub(crate) async fn create(dir: &Path) -> Result<StagedBlob, StoreError> {
         let path = dir.join(crate::fs::new_key());
-        let file = tokio::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
+        let mut options = tokio::fs::OpenOptions::new();
+        options.read(true).write(true).create_new(true);
+        // Blobs hold patient data: owner only, whatever the umask.
+        #[cfg(unix)]
+        options.mode(0o600);
+        let file = options
             .open(&path)
             .await
             .map_err(|source| StoreError::Stage {

@@ -275,3 +275,26 @@ pub fn subject_of(der: &[u8]) -> Option<String> {
         .ok()?;
     custos_core::peer::normalize_subject(&subject).ok()
 }
+
+/// The names a certificate is issued to: the subject's common names and the
+/// DNS names of its subject alternative names (what a peer's AE title is
+/// checked against).
+pub fn names_of(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok())
+        .map(str::to_string)
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                names.push((*d).to_string());
+            }
+        }
+    }
+    names
+}

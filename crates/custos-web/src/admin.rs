@@ -26,14 +26,14 @@ type Result<T> = std::result::Result<T, ApiError>;
 
 /// Records a change of peers, users or tokens (Security Alert, as PS3.15
 /// A.5.3.11 lists for security configuration changes).
-fn change(s: &AppState, detail: String) {
+async fn change(s: &AppState, detail: String) {
     let mut e = crate::audit::event(
         custos_core::audit::EventId::SecurityAlert,
         'U',
         custos_core::audit::Outcome::Success,
     );
     e.detail = detail;
-    s.archive.audit(e);
+    s.archive.audit(e).await;
 }
 
 /// A body that is not the JSON we take, answered in our JSON error shape.
@@ -150,7 +150,7 @@ pub async fn put_peer(
         )
         .await?;
     tracing::info!(by = p.name(), peer = %ae_title, "peer registered through the API");
-    change(&s, format!("peer {ae_title} registered"));
+    change(&s, format!("peer {ae_title} registered")).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -164,7 +164,7 @@ pub async fn remove_peer(
         return Err(ApiError::not_found());
     }
     tracing::info!(by = p.name(), peer = %ae, "peer removed through the API");
-    change(&s, format!("peer {ae} removed"));
+    change(&s, format!("peer {ae} removed")).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -221,7 +221,7 @@ pub async fn add_user(
         })
         .await?;
     tracing::info!(by = p.name(), user = %name, %role, "user set through the API");
-    change(&s, format!("user {name} set with role {role}"));
+    change(&s, format!("user {name} set with role {role}")).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -241,7 +241,7 @@ pub async fn remove_user(
         return Err(ApiError::not_found());
     }
     tracing::info!(by = p.name(), user = %name, "user removed through the API");
-    change(&s, format!("user {name} removed"));
+    change(&s, format!("user {name} removed")).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -300,7 +300,8 @@ pub async fn create_token(
     change(
         &s,
         format!("token {} created for {}", t.token.id, body.user),
-    );
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": t.token.id, "token": t.text, "expires": t.token.expires })),
@@ -318,7 +319,7 @@ pub async fn revoke_token(
         return Err(ApiError::not_found());
     }
     tracing::info!(by = p.name(), token = %id, "token revoked through the API");
-    change(&s, format!("token {id} revoked"));
+    change(&s, format!("token {id} revoked")).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -371,7 +372,7 @@ async fn delete(
             .map(|x| format!(" series {x}"))
             .unwrap_or_default()
     );
-    s.archive.audit(e);
+    s.archive.audit(e).await;
     tracing::info!(
         by = p.name(),
         instances = removed,
@@ -414,7 +415,7 @@ pub async fn audit_trail(
         custos_core::audit::Outcome::Success,
     );
     e.detail = format!("read {} records through the API", records.len());
-    s.archive.audit(e);
+    s.archive.audit(e).await;
     Ok(Json(json!(records
         .iter()
         .map(|r| json!({

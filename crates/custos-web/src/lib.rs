@@ -8,9 +8,9 @@ mod admin;
 pub mod audit;
 pub mod auth;
 mod error;
+mod idle;
 mod json;
 mod multipart;
-pub mod oidc;
 mod openapi;
 mod qido;
 mod render;
@@ -36,7 +36,7 @@ use tower::ServiceExt;
 
 use custos_archive::Archive;
 
-pub use auth::Authenticator;
+pub use custos_auth::Authenticator;
 
 /// Settings of the HTTP side.
 #[derive(Debug, Clone)]
@@ -48,7 +48,13 @@ pub struct WebConfig {
     /// Largest request head (request line + headers) in bytes.
     pub max_header_bytes: usize,
     pub max_find_results: usize,
+    /// Most parts in one STOW-RS request.
+    pub max_stow_parts: usize,
     pub max_connections: usize,
+    /// Connections one source address may hold at once.
+    pub max_connections_per_address: usize,
+    /// A connection carrying no bytes this long is closed.
+    pub idle_timeout: Duration,
     /// Origins allowed by CORS; empty = CORS off.
     pub cors_origins: Vec<String>,
 }
@@ -56,9 +62,9 @@ pub struct WebConfig {
 pub struct AppState {
     pub archive: Arc<Archive>,
     pub config: WebConfig,
-    pub auth: Authenticator,
-    /// Bearer JWTs from an OpenID Connect provider, when configured.
-    pub oidc: Option<Arc<oidc::Oidc>>,
+    /// Passwords, API tokens and OpenID Connect JWTs; shared with DICOM
+    /// user identities.
+    pub auth: Arc<Authenticator>,
 }
 
 /// The peer address of the connection a request came on.
@@ -213,6 +219,9 @@ pub async fn serve(
 ) {
     let app = router(state.clone());
     let slots = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
+    let per_address =
+        custos_core::limits::PerAddress::new(state.config.max_connections_per_address);
+    let idle = state.config.idle_timeout;
     let max_header = state.config.max_header_bytes;
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -227,6 +236,10 @@ pub async fn serve(
             },
             _ = stop.changed() => break,
         };
+        let Some(address_slot) = per_address.try_enter(addr.ip()) else {
+            tracing::warn!(%addr, "too many HTTP connections from this address; closing a new one");
+            continue;
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%addr, "too many HTTP connections; closing a new one");
             continue;
@@ -237,6 +250,7 @@ pub async fn serve(
         let mut stop = stop.clone();
         tasks.spawn(async move {
             let _permit = permit;
+            let _address_slot = address_slot;
             let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ClientAddr(addr));
                 // HTTP/2 carries the host in :authority; handlers read Host.
@@ -259,13 +273,19 @@ pub async fn serve(
             builder
                 .http2()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .max_header_list_size(max_header as u32);
+                .max_header_list_size(max_header as u32)
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+                .keep_alive_timeout(Duration::from_secs(20));
             macro_rules! drive {
                 ($io:expr) => {{
-                    let conn = builder.serve_connection($io, service);
+                    let (io, activity) = idle::Watched::new($io);
+                    let conn = builder.serve_connection(TokioIo::new(io), service);
                     tokio::pin!(conn);
                     tokio::select! {
                         r = conn.as_mut() => { if let Err(e) = r { tracing::debug!(error = %e, "HTTP connection ended"); } }
+                        _ = activity.idle_for(idle) => {
+                            tracing::debug!(%addr, "closing an idle HTTP connection");
+                        }
                         _ = stop.changed() => {
                             conn.as_mut().graceful_shutdown();
                             let _ = conn.await;
@@ -277,12 +297,12 @@ pub async fn serve(
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
                     match handshake {
-                        Ok(Ok(stream)) => drive!(TokioIo::new(stream)),
+                        Ok(Ok(stream)) => drive!(stream),
                         Ok(Err(e)) => tracing::info!(%addr, error = %e, "TLS handshake refused"),
                         Err(_) => tracing::info!(%addr, "TLS handshake timed out"),
                     }
                 }
-                None => drive!(TokioIo::new(tcp)),
+                None => drive!(tcp),
             }
         });
         while tasks.try_join_next().is_some() {}

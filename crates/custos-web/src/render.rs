@@ -43,6 +43,57 @@ fn int(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<u32> {
     obj.element(tag).ok()?.to_int::<u32>().ok()
 }
 
+/// Most bytes one request may decode (frames to native, a rendered frame):
+/// the header's Rows x Columns x Samples x Bits is checked against it before
+/// anything is decoded.
+pub const PIXEL_BUDGET: u64 = 512 << 20;
+
+/// Bytes of one native frame as the header describes it (0 when unknown).
+fn frame_bytes(obj: &DefaultDicomObject) -> u64 {
+    let rows = u64::from(int(obj, tags::ROWS).unwrap_or(0));
+    let cols = u64::from(int(obj, tags::COLUMNS).unwrap_or(0));
+    let spp = u64::from(int(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1));
+    let bits = u64::from(int(obj, tags::BITS_ALLOCATED).unwrap_or(16));
+    rows.saturating_mul(cols)
+        .saturating_mul(spp)
+        .saturating_mul(bits)
+        / 8
+}
+
+/// Refuses to decode `frames` frames whose header promises more than the budget.
+fn check_budget(obj: &DefaultDicomObject, frames: usize) -> Result<(), ApiError> {
+    let total = frame_bytes(obj).saturating_mul(frames as u64);
+    if total > PIXEL_BUDGET {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "decoding this would take {total} bytes, more than the {PIXEL_BUDGET} allowed; ask for the frames as stored (transfer-syntax=*)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// How many frames the instance really holds: its Number of Frames, but never
+/// more than its pixel data can contain (one fragment at least per
+/// encapsulated frame, a whole frame of bytes per native one). A header that
+/// claims four billion frames over one frame of data has one.
+pub fn frame_count(obj: &DefaultDicomObject) -> u32 {
+    let claimed = int(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
+    let Ok(pixel) = obj.element(tags::PIXEL_DATA) else {
+        return 1;
+    };
+    let held = match pixel.value().fragments() {
+        Some(fragments) => fragments.len().max(1) as u64,
+        None => {
+            let size = frame_bytes(obj).max(1);
+            let len = u64::from(pixel.header().len.get().unwrap_or(0));
+            (len / size).max(1)
+        }
+    };
+    claimed.min(u32::try_from(held).unwrap_or(u32::MAX))
+}
+
 /// The frames `numbers` (1-based) of `obj`, as the Accept header allows.
 pub fn frames(
     obj: &DefaultDicomObject,
@@ -57,7 +108,7 @@ pub fn frames(
     let pixel = obj
         .element(tags::PIXEL_DATA)
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "the instance has no pixel data"))?;
-    let count = int(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
+    let count = frame_count(obj);
     if numbers.iter().any(|n| *n > count) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -103,6 +154,7 @@ pub fn frames(
                 "frames are offered as stored or as application/octet-stream",
             ));
         }
+        check_budget(obj, numbers.len())?;
         let data = numbers
             .iter()
             .map(|n| {
@@ -284,6 +336,13 @@ impl RenderOptions {
 
 /// Renders a frame of `obj` to JPEG or PNG.
 pub fn render(obj: &DefaultDicomObject, o: &RenderOptions) -> Result<Vec<u8>, ApiError> {
+    if o.frame < 1 || o.frame > frame_count(obj) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "a requested frame does not exist",
+        ));
+    }
+    check_budget(obj, 1)?;
     let decoded = obj.decode_pixel_data_frame(o.frame - 1).map_err(|_| {
         ApiError::new(
             StatusCode::NOT_ACCEPTABLE,

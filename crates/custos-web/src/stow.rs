@@ -101,12 +101,32 @@ async fn receive(
     let mut referenced = Vec::new();
     let mut failed = Vec::new();
     let mut warned = false;
+    let mut parts = 0usize;
     loop {
         let field = match multipart.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => return Err(multipart_error(e)),
         };
+        // Each part costs a staged file and an answer item: bounded per request.
+        parts += 1;
+        if parts > state.config.max_stow_parts {
+            tracing::info!(
+                user = principal.name(),
+                stored = referenced.len(),
+                limit = state.config.max_stow_parts,
+                "STOW-RS request refused: too many parts"
+            );
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "a request holds at most {} parts; the first {} were processed ({} stored)",
+                    state.config.max_stow_parts,
+                    parts - 1,
+                    referenced.len()
+                ),
+            ));
+        }
         if let Some(ct) = field.content_type()
             && ct.essence_str() != "application/dicom"
         {
@@ -149,7 +169,7 @@ async fn receive(
             e.study_uids.push(r.study_uid.clone());
             e.detail.push_str(&format!(" {}", r.sop_instance_uid));
         }
-        state.archive.audit(e);
+        state.archive.audit(e).await;
         match result {
             Ok((r, _)) if code == status::SUCCESS || code == status::ELEMENTS_DISCARDED => {
                 let mut item = json!({

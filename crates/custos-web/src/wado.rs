@@ -126,7 +126,7 @@ pub async fn resolve(
         set.len()
     );
     e.study_uids.push(target.study.clone());
-    state.archive.audit(e);
+    state.archive.audit(e).await;
     Ok(set)
 }
 
@@ -275,7 +275,7 @@ async fn metadata(
             .archive
             .read_object(inst, true)
             .await
-            .map_err(|e| ApiError::internal("reading a stored instance", e))?;
+            .map_err(object_error)?;
         let mut value = dicom_json::to_value(obj.into_inner())
             .map_err(|e| ApiError::internal("encoding metadata", e))?;
         if let Some(map) = value.as_object_mut() {
@@ -361,19 +361,14 @@ pub async fn frames(
     Path((study, series, instance, list)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let numbers = list
-        .split(',')
-        .map(|n| n.trim().parse::<u32>().ok().filter(|n| *n >= 1))
-        .collect::<Option<Vec<u32>>>()
-        .filter(|v| !v.is_empty() && v.len() <= 10_000)
-        .ok_or_else(|| ApiError::bad_request("frame numbers are a comma-separated list from 1"))?;
+    let numbers = frame_list(&list)?;
     let t = Target::instance(study, series, instance);
     let set = resolve(&state, &p, &t).await?;
     let obj = state
         .archive
         .read_object(&set[0], false)
         .await
-        .map_err(|e| ApiError::internal("reading a stored instance", e))?;
+        .map_err(object_error)?;
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -388,6 +383,45 @@ pub async fn frames(
         .map(|b| Box::pin(async move { Ok(Part::Bytes(b)) }) as PartSource)
         .collect();
     Ok(multipart::response(&frames.media, &frames.part_type, parts))
+}
+
+/// A stored instance that cannot be read into memory: too large (413, the
+/// whole instance can still be retrieved as stored) or broken (500).
+fn object_error(e: custos_archive::RetrieveError) -> ApiError {
+    match e {
+        custos_archive::RetrieveError::TooLarge(_) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "this instance is too large to take apart here; retrieve it whole",
+        ),
+        e => ApiError::internal("reading a stored instance", e),
+    }
+}
+
+/// Frame numbers of a `/frames/{list}` request: 1-based, each once (a
+/// repeated number would copy the frame again), in the order first asked.
+fn frame_list(list: &str) -> Result<Vec<u32>, ApiError> {
+    const MAX_LISTED: usize = 10_000;
+    let bad = || ApiError::bad_request("frame numbers are a comma-separated list from 1");
+    let mut seen = std::collections::HashSet::new();
+    let mut numbers = Vec::new();
+    for (i, n) in list.split(',').enumerate() {
+        if i >= MAX_LISTED {
+            return Err(bad());
+        }
+        let n = n
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(bad)?;
+        if seen.insert(n) {
+            numbers.push(n);
+        }
+    }
+    if numbers.is_empty() {
+        return Err(bad());
+    }
+    Ok(numbers)
 }
 
 /// WADO-RS bulk data of a top-level attribute (`/bulkdata/{tag}`): the value
@@ -412,15 +446,10 @@ pub async fn bulkdata(
         .archive
         .read_object(&set[0], !pixel)
         .await
-        .map_err(|e| ApiError::internal("reading a stored instance", e))?;
+        .map_err(object_error)?;
     if pixel {
-        let count = obj
-            .element(dicom_dictionary_std::tags::NUMBER_OF_FRAMES)
-            .ok()
-            .and_then(|e| e.to_int::<u32>().ok())
-            .unwrap_or(1)
-            .max(1);
-        let numbers: Vec<u32> = (1..=count).collect();
+        // The frames the data holds, not the header's claim.
+        let numbers: Vec<u32> = (1..=render::frame_count(&obj)).collect();
         let accept = headers
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
@@ -471,7 +500,7 @@ async fn rendered_image(
         .archive
         .read_object(&set[0], false)
         .await
-        .map_err(|e| ApiError::internal("reading a stored instance", e))?;
+        .map_err(object_error)?;
     let media = options.media();
     let bytes = tokio::task::spawn_blocking(move || render::render(&obj, &options))
         .await
@@ -529,11 +558,7 @@ pub async fn wado_uri(
         let wanted = get("transferSyntax");
         let body = match plan(inst, wanted.as_deref())? {
             None => {
-                let reader = state
-                    .archive
-                    .open_file(inst)
-                    .await
-                    .map_err(|e| ApiError::internal("reading a stored instance", e))?;
+                let reader = state.archive.open_file(inst).await.map_err(object_error)?;
                 axum::body::Body::from_stream(tokio_util_stream(reader))
             }
             Some(ts) => axum::body::Body::from(
@@ -579,4 +604,19 @@ fn tokio_util_stream(
             Err(e) => Some((Err(e), None)),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame_list;
+
+    #[test]
+    fn frame_lists_are_deduplicated_and_bounded() {
+        assert_eq!(frame_list("3,1,3,1,2").unwrap(), vec![3, 1, 2]);
+        assert_eq!(frame_list(&vec!["1"; 9_000].join(",")).unwrap(), vec![1]);
+        assert!(frame_list(&vec!["1"; 10_001].join(",")).is_err());
+        assert!(frame_list("0").is_err());
+        assert!(frame_list("1,x").is_err());
+        assert!(frame_list("").is_err());
+    }
 }

@@ -45,6 +45,7 @@ pub struct Dicom {
     pub ae_title: String,
     pub max_pdu_length: u32,
     pub max_associations: usize,
+    pub max_associations_per_address: usize,
     pub artim_timeout_secs: u64,
     pub idle_timeout_secs: u64,
     pub max_find_results: usize,
@@ -65,6 +66,7 @@ impl Default for Dicom {
             ae_title: "CUSTOS".into(),
             max_pdu_length: 65536,
             max_associations: 64,
+            max_associations_per_address: 16,
             artim_timeout_secs: 30,
             idle_timeout_secs: 120,
             max_find_results: 10_000,
@@ -86,7 +88,11 @@ pub struct Http {
     pub max_body_mb: u64,
     pub max_header_kb: usize,
     pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    /// Seconds a connection may carry no bytes before it is closed.
+    pub idle_timeout_secs: u64,
     pub max_query_results: usize,
+    pub max_stow_parts: usize,
     pub cors_origins: Vec<String>,
     pub lockout_after: u32,
     pub lockout_secs: u64,
@@ -102,7 +108,10 @@ impl Default for Http {
             max_body_mb: 4096,
             max_header_kb: 64,
             max_connections: 256,
+            max_connections_per_address: 64,
+            idle_timeout_secs: 120,
             max_query_results: 10_000,
+            max_stow_parts: 10_000,
             cors_origins: Vec::new(),
             lockout_after: 10,
             lockout_secs: 300,
@@ -119,6 +128,8 @@ pub struct OidcSection {
     pub jwks_url: String,
     pub role_claim: String,
     pub username_claim: String,
+    /// How often the key set is read again (a removed key stops being trusted).
+    pub jwks_refresh_secs: u64,
 }
 
 impl Default for OidcSection {
@@ -130,6 +141,7 @@ impl Default for OidcSection {
             jwks_url: String::new(),
             role_claim: "custos_role".into(),
             username_claim: "preferred_username".into(),
+            jwks_refresh_secs: 300,
         }
     }
 }
@@ -221,7 +233,11 @@ ae_title = "CUSTOS"
 max_pdu_length = 65536
 # Concurrent associations; more are refused (transient rejection).
 max_associations = 64
-# Seconds a new connection has to send its association request.
+# Connections one source address may hold at once (so that one host cannot
+# take every slot); more are refused (transient rejection).
+max_associations_per_address = 16
+# Seconds from a new connection to its established association (TLS handshake,
+# association request, negotiation).
 artim_timeout_secs = 30
 # Seconds an association may stay silent before it is aborted.
 idle_timeout_secs = 120
@@ -251,13 +267,21 @@ max_body_mb = 4096
 max_header_kb = 64
 # Concurrent HTTP connections; more are closed.
 max_connections = 256
+# Connections one source address may hold at once; more are closed.
+max_connections_per_address = 64
+# Seconds a connection (HTTP/1.1 keep-alive or HTTP/2) may carry no bytes
+# before it is closed.
+idle_timeout_secs = 120
 # QIDO-RS answers at most this many matches per request (use offset for more).
 max_query_results = 10000
+# A STOW-RS request holds at most this many parts (more: 413).
+max_stow_parts = 10000
 # Origins allowed to call the API from a browser (CORS), e.g.
 # ["https://viewer.example.org"]. Empty: CORS off.
 cors_origins = []
-# Failed logins (per user name and per source address) before requests are
-# refused with 429 for lockout_secs; after half of them, answers are delayed
+# Failed logins (per user name and per source address, over HTTP and DICOM
+# user identities alike) before further attempts are refused (HTTP 429, DICOM
+# A-ASSOCIATE-RJ) for lockout_secs; after half of them, answers are delayed
 # more and more (250 ms doubling to 4 s).
 lockout_after = 10
 lockout_secs = 300
@@ -265,15 +289,17 @@ lockout_secs = 300
 [oidc]
 # Accept `Authorization: Bearer <JWT>` from an OpenID Connect provider. Empty
 # issuer: off. The token's signature is checked against the provider's keys
-# (jwks_file, or jwks_url fetched at start and when an unknown key id shows
-# up), then iss, aud and exp; role_claim names a role (admin, radiologist,
-# uploader, auditor), as a string or a list.
+# (jwks_file, or jwks_url — https unless on loopback — read at start, every
+# jwks_refresh_secs, and when an unknown key id shows up; a key the provider
+# removed stops being trusted), then iss, aud, exp and nbf; role_claim names a
+# role (admin, radiologist, uploader, auditor), as a string or a list.
 issuer = ""
 audience = ""
 jwks_file = ""
 jwks_url = ""
 role_claim = "custos_role"
 username_claim = "preferred_username"
+jwks_refresh_secs = 300
 
 [index]
 # SQLite database file (the embedded default).

@@ -40,11 +40,38 @@ pub fn init(data: &Path) -> Result<bool> {
     Ok(fresh)
 }
 
-/// Prints the first admin's password, the only time it is ever shown.
-pub fn announce_admin(password: &str) {
-    println!(
-        "Created user admin with password {password}\n  (shown once, stored only as an argon2id hash; change it with `custos user passwd admin`)"
-    );
+/// Where the first admin's password is left for the operator.
+pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
+
+/// Hands over the first admin's password: written once to a 0600 file in the
+/// data folder, and shown on stdout only when stdout is a terminal (under
+/// systemd stdout is the journal, which keeps it for anyone who reads logs).
+pub fn announce_admin(data: &Path, password: &str) -> Result<()> {
+    use std::io::{IsTerminal, Write};
+    let path = data.join(INITIAL_PASSWORD_FILE);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(&path)
+        .and_then(|mut f| f.write_all(format!("{password}\n").as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))?;
+    if std::io::stdout().is_terminal() {
+        println!(
+            "Created user admin with password {password}\n  (also in {}; stored only as an argon2id hash; change it with `custos user passwd admin`, then delete the file)",
+            path.display()
+        );
+    } else {
+        println!(
+            "Created user admin; its password is in {} (readable by this account only): read it, change it with `custos user passwd admin`, then delete the file",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// Opens the configured index: PostgreSQL when `[index] url` is set (migrating

@@ -221,6 +221,45 @@ pub async fn run(data: &Path, as_json: bool) -> Result<bool> {
                 ));
             }
         }
+        // The index and the blobs hold patient data wherever they are kept.
+        let mut private = Vec::new();
+        if config.index.url.is_empty() {
+            private.push((config.resolve(data, &config.index.path), "the SQLite index"));
+        }
+        if config.store.url.is_empty() {
+            private.push((config.resolve(data, &config.store.path), "the blob folder"));
+        }
+        for (path, what) in private {
+            if let Ok(m) = std::fs::metadata(&path)
+                && m.permissions().mode() & 0o077 != 0
+            {
+                f.push(finding(
+                    "patient-data-open",
+                    Severity::High,
+                    format!("{what} can be read by other users"),
+                    format!(
+                        "{} has mode {:o}",
+                        path.display(),
+                        m.permissions().mode() & 0o777
+                    ),
+                    if m.is_dir() {
+                        "chmod -R go-rwx the folder"
+                    } else {
+                        "chmod 600 the file"
+                    },
+                ));
+            }
+        }
+        let initial = data.join(crate::data::INITIAL_PASSWORD_FILE);
+        if initial.exists() {
+            f.push(finding(
+                "initial-password-left",
+                Severity::Medium,
+                "the first admin password is still on disk".into(),
+                initial.display().to_string(),
+                "change it with `custos user passwd admin` (which removes the file)",
+            ));
+        }
         for key in [&files.ca_key, &files.server_key] {
             if let Ok(m) = std::fs::metadata(key)
                 && m.permissions().mode() & 0o077 != 0

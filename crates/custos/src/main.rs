@@ -8,7 +8,6 @@ mod config;
 mod data;
 mod doctor;
 mod fsck_cmd;
-mod identity;
 mod import;
 mod migrate_cmd;
 mod peer_cmd;
@@ -182,7 +181,7 @@ fn main() -> Result<()> {
                 let config = config::Config::load(&cli.data)?;
                 let index = data::open_index(&cli.data, &config).await?;
                 if let Some(password) = user_cmd::ensure_admin(index.as_ref()).await? {
-                    data::announce_admin(&password);
+                    data::announce_admin(&cli.data, &password)?;
                 }
                 Ok(())
             }

@@ -27,7 +27,7 @@ pub async fn run(data_dir: &Path) -> Result<()> {
 
     let archive = data::open_archive(data_dir, &config).await?;
     archive.start_audit();
-    archive.audit(lifecycle("start"));
+    archive.audit(lifecycle("start")).await;
     if !config.audit.syslog_url.is_empty() {
         let (host, port) = crate::syslog::parse_url(&config.audit.syslog_url)?;
         let files = custos_tls::TlsFiles::in_data(data_dir);
@@ -49,7 +49,7 @@ pub async fn run(data_dir: &Path) -> Result<()> {
         );
     }
     if let Some(password) = crate::user_cmd::ensure_admin(archive.index().as_ref()).await? {
-        data::announce_admin(&password);
+        data::announce_admin(data_dir, &password)?;
     }
     if created {
         println!(
@@ -86,19 +86,24 @@ pub async fn run(data_dir: &Path) -> Result<()> {
             peers.len()
         );
     }
-    let oidc = load_oidc(data_dir, &config).await?;
+    let auth = std::sync::Arc::new(custos_auth::Authenticator::new(
+        archive.index().clone(),
+        load_oidc(data_dir, &config).await?,
+        custos_auth::LockoutPolicy {
+            after: config.http.lockout_after,
+            duration: Duration::from_secs(config.http.lockout_secs),
+        },
+    ));
     let dimse = DimseConfig {
         ae_title: config.dicom.ae_title.clone(),
         max_pdu_length: config.dicom.max_pdu_length,
         max_associations: config.dicom.max_associations,
+        max_associations_per_address: config.dicom.max_associations_per_address,
         artim_timeout: Duration::from_secs(config.dicom.artim_timeout_secs),
         idle_timeout: Duration::from_secs(config.dicom.idle_timeout_secs),
         max_find_results: config.dicom.max_find_results,
         shutdown_grace: Duration::from_secs(config.dicom.shutdown_grace_secs),
-        identity: Some(std::sync::Arc::new(crate::identity::Identities {
-            index: archive.index().clone(),
-            oidc: oidc.clone(),
-        })),
+        identity: Some(auth.clone()),
         tls_client: dicom_tls_client(data_dir, &config)?,
         require_identity: config
             .dicom
@@ -108,7 +113,7 @@ pub async fn run(data_dir: &Path) -> Result<()> {
             .map_err(anyhow::Error::msg)?,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let web = start_web(data_dir, &config, archive.clone(), oidc, stop_rx.clone()).await?;
+    let web = start_web(data_dir, &config, archive.clone(), auth, stop_rx.clone()).await?;
     let archive_for_stop = archive.clone();
     let server = tokio::spawn(custos_dimse::serve(listener, tls, archive, dimse, stop_rx));
     wait_for_signal().await;
@@ -116,7 +121,7 @@ pub async fn run(data_dir: &Path) -> Result<()> {
     let _ = stop_tx.send(true);
     server.await.context("DICOM server task")?;
     web.await.context("HTTP server task")?;
-    archive_for_stop.audit(lifecycle("stop"));
+    archive_for_stop.audit(lifecycle("stop")).await;
     archive_for_stop.flush_audit().await;
     println!("Custos stopped");
     Ok(())
@@ -150,7 +155,7 @@ async fn start_web(
     data_dir: &Path,
     config: &Config,
     archive: std::sync::Arc<custos_archive::Archive>,
-    oidc: Option<std::sync::Arc<custos_web::oidc::Oidc>>,
+    auth: std::sync::Arc<custos_auth::Authenticator>,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let http = &config.http;
@@ -190,14 +195,13 @@ async fn start_web(
             max_body_bytes: http.max_body_mb.saturating_mul(1 << 20),
             max_header_bytes: http.max_header_kb.saturating_mul(1024),
             max_find_results: http.max_query_results,
+            max_stow_parts: http.max_stow_parts,
             max_connections: http.max_connections,
+            max_connections_per_address: http.max_connections_per_address,
+            idle_timeout: Duration::from_secs(http.idle_timeout_secs.max(1)),
             cors_origins: http.cors_origins.clone(),
         },
-        auth: custos_web::Authenticator::new(
-            http.lockout_after,
-            Duration::from_secs(http.lockout_secs),
-        ),
-        oidc,
+        auth,
     });
     Ok(tokio::spawn(custos_web::serve(listener, tls, state, stop)))
 }
@@ -263,11 +267,8 @@ async fn dicom_tls(
 
 /// The OpenID Connect verifier, when `[oidc] issuer` is set; shared by HTTPS
 /// bearer tokens and DICOM user identities.
-async fn load_oidc(
-    data_dir: &Path,
-    config: &Config,
-) -> Result<Option<std::sync::Arc<custos_web::oidc::Oidc>>> {
-    let oidc = custos_web::oidc::Oidc::load(custos_web::oidc::OidcConfig {
+async fn load_oidc(data_dir: &Path, config: &Config) -> Result<Option<custos_auth::Oidc>> {
+    let oidc = custos_auth::Oidc::load(custos_auth::OidcConfig {
         issuer: config.oidc.issuer.clone(),
         audience: config.oidc.audience.clone(),
         jwks_file: if config.oidc.jwks_file.is_empty() {
@@ -281,10 +282,11 @@ async fn load_oidc(
         jwks_url: config.oidc.jwks_url.clone(),
         role_claim: config.oidc.role_claim.clone(),
         username_claim: config.oidc.username_claim.clone(),
+        refresh: Duration::from_secs(config.oidc.jwks_refresh_secs.max(1)),
     })
     .await
     .context("loading the OpenID Connect key set")?;
-    Ok(oidc.map(std::sync::Arc::new))
+    Ok(oidc)
 }
 
 fn lifecycle(what: &str) -> custos_core::audit::AuditEvent {

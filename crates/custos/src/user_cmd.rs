@@ -149,6 +149,10 @@ pub async fn run_user(data: &Path, command: UserCommand) -> Result<()> {
             crate::audit_cmd::record_change(index.as_ref(), format!("password of {name} changed"))
                 .await;
             println!("password of {name} changed");
+            if name == "admin" {
+                // The first password's file has served its purpose.
+                let _ = std::fs::remove_file(data.join(crate::data::INITIAL_PASSWORD_FILE));
+            }
         }
         UserCommand::Disable { name } => {
             let mut user = existing(index.as_ref(), &name).await?;

@@ -11,15 +11,6 @@ const PW_BOSS: &str = "the chief of imaging 7";
 const PW_AUD: &str = "reads the trail only 3";
 const PW_RAD: &str = "reading room 4 lights";
 
-fn export(data: &DataDir) -> Vec<Value> {
-    data.cli(&["audit", "export", "--json"])
-        .success()
-        .stdout()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn has(records: &[Value], code: u64, pred: impl Fn(&Value) -> bool) -> bool {
     records
         .iter()
@@ -108,7 +99,7 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
     assert_eq!(r[5]["status"], 200, "deletion");
     assert!(server.stop(), "clean stop");
 
-    let records = export(&data);
+    let records = data.audit_export();
     for r in &records {
         eprintln!("{}", r["record"]);
     }

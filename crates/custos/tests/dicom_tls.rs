@@ -118,32 +118,51 @@ fn dicom_tls_with_issued_certificates_and_every_refusal() {
         ],
     );
     assert!(store.ok(), "{}", store.stderr());
-    // findscu over TLS for a peer that requires TLS (any certificate of our CA).
-    let find = dcmtk(
-        "findscu",
-        &[
-            "-aet",
-            "WSTLS",
-            "-aec",
-            "CUSTOS",
-            "+tls",
-            &ws.key,
-            &ws.cert,
-            "+cf",
-            &ca,
-            "-S",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            "PatientID=1CT1",
-            "-k",
-            "StudyInstanceUID",
-            "127.0.0.1",
-            &port,
-        ],
-    );
+    // findscu over TLS for a peer that requires TLS: a certificate of our CA
+    // issued to its AE title...
+    let wstls = issue(&data, "WSTLS", &certs);
+    let find_as = |cert: &Issued| {
+        dcmtk(
+            "findscu",
+            &[
+                "-aet",
+                "WSTLS",
+                "-aec",
+                "CUSTOS",
+                "+tls",
+                &cert.key,
+                &cert.cert,
+                "+cf",
+                &ca,
+                "-S",
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                "PatientID=1CT1",
+                "-k",
+                "StudyInstanceUID",
+                "127.0.0.1",
+                &port,
+            ],
+        )
+    };
+    let find = find_as(&wstls);
     assert!(find.ok(), "{}", find.stderr());
     assert!(format!("{}{}", find.stdout(), find.stderr()).contains(CT_STUDY));
+    // ...and not another AE's certificate from the same CA (WS01's key cannot
+    // associate as WSTLS).
+    let borrowed = find_as(&ws);
+    assert!(
+        !borrowed.ok(),
+        "a certificate issued to another AE title must be refused"
+    );
+    assert!(
+        server
+            .log_text()
+            .contains("client certificate is issued to another name than the calling AE title"),
+        "{}",
+        server.log_text()
+    );
 
     // Refusals: no client certificate; another CA's certificate; a certificate
     // of our CA that is not the pinned one; the plain port for a TLS-only peer.

@@ -40,7 +40,7 @@ fn stored_names(server: &Server) -> Vec<String> {
         "--level",
         "STUDY",
         "-k",
-        "PatientID=DUP",
+        "StudyInstanceUID=1.2.826.0.1.3680043.10.511.99",
     ])
     .success();
     let v: Value = serde_json::from_str(&out.stdout()).unwrap();

@@ -169,6 +169,27 @@ fn custos_in_its_default_configuration_has_nothing_high_or_critical() {
         ids(&v, "critical").is_empty() && ids(&v, "high").is_empty(),
         "{v}"
     );
+    // Patient data and the first password are the owner's only, and doctor
+    // reminds that the password file is still there.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str| {
+            std::fs::metadata(data.path.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("index.sqlite"), 0o600);
+        assert_eq!(mode("blobs"), 0o700);
+        assert_eq!(mode("blobs/abc"), 0o700);
+        assert_eq!(mode("initial-admin-password"), 0o600);
+    }
+    assert!(
+        ids(&v, "medium").contains(&"initial-password-left".to_string()),
+        "{v}"
+    );
     assert!(
         ids(&v, "info").contains(&"dicom-unknown-ae-refused".to_string()),
         "{v}"
@@ -297,6 +318,11 @@ open(sys.argv[1], "wb").write(cert.public_bytes(serialization.Encoding.PEM))
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&data.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            data.path.join("index.sqlite"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
     }
     let insecure = [
         ("CUSTOS_DICOM_LISTEN", "0.0.0.0:11112"),
@@ -311,6 +337,7 @@ open(sys.argv[1], "wb").write(cert.public_bytes(serialization.Encoding.PEM))
         "http-plain-beyond-loopback",
         "peer-any-address",
         "data-folder-open",
+        "patient-data-open",
         "peer-ca-expired",
     ] {
         assert!(high.contains(&id.to_string()), "{id}: {v}");

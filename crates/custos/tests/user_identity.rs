@@ -169,7 +169,7 @@ fn identities_narrow_rights_and_wrong_ones_are_rejected() {
         "--level",
         "STUDY",
         "-k",
-        "PatientID=1CT1",
+        &format!("StudyInstanceUID={CT_STUDY}"),
         "--user",
         "rad",
         "--password",

@@ -19,6 +19,16 @@ pub struct DataDir {
 }
 
 impl DataDir {
+    /// The audit trail as `custos audit export --json` prints it, one record per line.
+    pub fn audit_export(&self) -> Vec<serde_json::Value> {
+        self.cli(&["audit", "export", "--json"])
+            .success()
+            .stdout()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     pub fn new(name: &str) -> DataDir {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let path =
