@@ -464,6 +464,8 @@ def cmd_get(args):
 
     ae = make_ae(args.aet)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    if args.each_study:
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     ae.add_requested_context(SecondaryCaptureImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     roles = [build_role(SecondaryCaptureImageStorage, scp_role=True), build_role(CTImageStorage, scp_role=True)]
@@ -473,10 +475,24 @@ def cmd_get(args):
         return
     ds = parse_keys(args.k)
     ds.QueryRetrieveLevel = args.level
+    if args.each_study:
+        # A retrieve must name its studies: find them, then C-GET each one.
+        ds.StudyInstanceUID = ""
+        uids = [str(i.StudyInstanceUID) for st, i in assoc.send_c_find(ds, StudyRootQueryRetrieveInformationModelFind)
+                if st is not None and st.Status in (0xFF00, 0xFF01) and i is not None]
+        requests = []
+        for uid in uids:
+            one = Dataset()
+            one.QueryRetrieveLevel = "STUDY"
+            one.StudyInstanceUID = uid
+            requests.append(one)
+    else:
+        requests = [ds]
     final = None
-    for st, _ in assoc.send_c_get(ds, StudyRootQueryRetrieveInformationModelGet):
-        if st is not None and st.Status != 0xFF00:
-            final = st.Status
+    for req in requests:
+        for st, _ in assoc.send_c_get(req, StudyRootQueryRetrieveInformationModelGet):
+            if st is not None and st.Status != 0xFF00 and final in (None, 0):
+                final = st.Status
     assoc.release()
     out({"accepted": True, "status": final, "received": got, "names": names, "unreadable": unreadable})
 
@@ -610,6 +626,7 @@ def main():
     sp = common(sub.add_parser("get"))
     sp.add_argument("--level", default="STUDY")
     sp.add_argument("-k", action="append", default=[])
+    sp.add_argument("--each-study", action="store_true", help="C-FIND the studies matching -k, then C-GET each by its UID")
     sp.set_defaults(fn=cmd_get)
     sp = common(sub.add_parser("get-uncompressed"))
     sp.add_argument("files", nargs="+")

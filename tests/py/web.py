@@ -171,7 +171,8 @@ def cmd_probe(args):
 
 def cmd_burst(args):
     """`--count` concurrent GETs of `--path` with Basic credentials
-    `--burst-user`/`--burst-password` (each from its own connection); while
+    `--burst-user` and `--burst-password` followed by the request's number
+    (each from its own connection); while
     they run, the credentials of the main options (--user/--token) GET the same
     path once a second. Prints the burst's status counts and the other
     requests' statuses and latencies."""
@@ -182,11 +183,12 @@ def cmd_burst(args):
     statuses = Counter()
     lock = threading.Lock()
 
-    def attempt():
+    def attempt(n):
         s = requests.Session()
         s.trust_env = False
         s.verify = args.ca
-        s.auth = (args.burst_user, args.burst_password)
+        # A different guess each time, as a real attacker would send.
+        s.auth = (args.burst_user, "%s %d" % (args.burst_password, n))
         try:
             code = s.get(args.url + args.path, timeout=120).status_code
         except requests.RequestException as e:
@@ -194,7 +196,7 @@ def cmd_burst(args):
         with lock:
             statuses[str(code)] += 1
 
-    threads = [threading.Thread(target=attempt) for _ in range(args.count)]
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(args.count)]
     start = time.monotonic()
     for t in threads:
         t.start()

@@ -236,11 +236,22 @@ impl Authenticator {
         .map_err(|e| Refusal::Unavailable(e.to_string()))
     }
 
+    /// A token or JWT is checked before any lockout applies: its secret is
+    /// far too long to guess, and a valid one proves its holder even while
+    /// strangers at the same address are locked out. Only failures meet the
+    /// lockout.
     async fn bearer(&self, text: &str, source: Option<IpAddr>) -> Result<Verified, Refusal> {
         let keys = keys(None, source);
-        if let Some(retry_after) = self.throttle.locked(&keys) {
-            return Err(Refusal::Locked { retry_after });
-        }
+        let refuse = |claimed: Option<String>, owner: Option<String>| {
+            if let Some(retry_after) = self.throttle.locked(&keys) {
+                return Refusal::Locked { retry_after };
+            }
+            self.throttle.fail(&keys);
+            if let Some(owner) = owner {
+                self.throttle.fail(&[format!("user:{owner}")]);
+            }
+            self.invalid_counted(&keys, claimed)
+        };
         let Some((id, secret)) = parse_token(text) else {
             if let Some(oidc) = &self.oidc
                 && Oidc::looks_like_jwt(text)
@@ -256,8 +267,7 @@ impl Authenticator {
                     first_use: self.first_token_use(key),
                 });
             }
-            self.throttle.fail(&keys);
-            return Err(self.invalid_counted(&keys, None));
+            return Err(refuse(None, None));
         };
         let token = self
             .accounts
@@ -265,14 +275,10 @@ impl Authenticator {
             .await
             .map_err(|e| Refusal::Unavailable(e.to_string()))?;
         let Some(token) = token else {
-            self.throttle.fail(&keys);
-            return Err(self.invalid_counted(&keys, None));
+            return Err(refuse(None, None));
         };
-        let owner_key = format!("user:{}", token.user);
         if !token_secret_matches(&token, secret) || token.revoked || token.expires <= now_unix() {
-            self.throttle.fail(&keys);
-            self.throttle.fail(&[owner_key]);
-            return Err(self.invalid_counted(&keys, Some(token.user)));
+            return Err(refuse(Some(token.user.clone()), Some(token.user)));
         }
         let user = self
             .accounts
@@ -280,10 +286,8 @@ impl Authenticator {
             .await
             .map_err(|e| Refusal::Unavailable(e.to_string()))?;
         let Some(user) = user.filter(|u| !u.disabled) else {
-            self.throttle.fail(&keys);
-            return Err(self.invalid_counted(&keys, Some(token.user)));
+            return Err(refuse(Some(token.user), None));
         };
-        self.throttle.succeed(&keys);
         Ok(Verified {
             principal: Principal::User {
                 name: user.name,

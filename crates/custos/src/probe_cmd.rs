@@ -205,6 +205,14 @@ pub fn report(title: &str, head: serde_json::Value, findings: &[Finding], as_jso
     findings.iter().all(|f| f.severity < Severity::High)
 }
 
+/// Where archives answer queries over HTTP: DICOMweb (Custos, Orthanc's
+/// plugin, most others), dcm4chee's default archive, Orthanc's own REST API.
+const WEB_PATHS: [&str; 3] = [
+    "/dicom-web/studies?limit=1",
+    "/dcm4chee-arc/aets/DCM4CHEE/rs/studies?limit=1",
+    "/studies",
+];
+
 async fn probe_web(url: &str) -> Vec<Finding> {
     let mut out = Vec::new();
     let base = url.trim_end_matches('/');
@@ -225,29 +233,52 @@ async fn probe_web(url: &str) -> Vec<Finding> {
             fix: "serve the API only over HTTPS",
         });
     }
-    let path = format!("{base}/dicom-web/studies?limit=1");
-    match client.get(&path).send().await {
-        Ok(r) if r.status().is_success() => out.push(Finding {
+    // DICOMweb where most archives put it, then Orthanc's REST API: the
+    // first path that exists (anything but 404) is the one judged.
+    let mut path = String::new();
+    let mut answer = None;
+    for candidate in WEB_PATHS {
+        path = format!("{base}{candidate}");
+        match client.get(&path).send().await {
+            Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
+                answer = Some(Ok(r.status()));
+            }
+            other => {
+                answer = Some(other.map(|r| r.status()));
+                break;
+            }
+        }
+    }
+    match answer {
+        Some(Ok(status)) if status.is_success() => out.push(Finding {
             id: "web-anonymous",
             severity: Severity::Critical,
-            title: "DICOMweb answers without credentials".into(),
-            evidence: format!("GET {path} -> {}", r.status()),
+            title: "the web API answers without credentials".into(),
+            evidence: format!("GET {path} -> {status}"),
             fix: "require authentication on every route",
         }),
-        Ok(r) => out.push(Finding {
-            id: "web-auth-required",
+        Some(Ok(status)) if status == reqwest::StatusCode::NOT_FOUND => out.push(Finding {
+            id: "web-no-api",
             severity: Severity::Info,
-            title: "DICOMweb requires credentials".into(),
-            evidence: format!("GET {path} without credentials -> {}", r.status()),
+            title: "no DICOMweb or REST API found at the usual paths".into(),
+            evidence: format!("{} -> 404", WEB_PATHS.join(", ")),
             fix: "nothing to do",
         }),
-        Err(e) => out.push(Finding {
+        Some(Ok(status)) => out.push(Finding {
+            id: "web-auth-required",
+            severity: Severity::Info,
+            title: "the web API requires credentials".into(),
+            evidence: format!("GET {path} without credentials -> {status}"),
+            fix: "nothing to do",
+        }),
+        Some(Err(e)) => out.push(Finding {
             id: "web-unreachable",
             severity: Severity::Info,
             title: "the web endpoint did not answer".into(),
             evidence: e.to_string(),
             fix: "nothing to do",
         }),
+        None => {}
     }
     for (u, p) in DEFAULT_CREDENTIALS {
         if let Ok(r) = client.get(&path).basic_auth(u, Some(p)).send().await

@@ -121,6 +121,8 @@ pub async fn run(data_dir: &Path) -> Result<()> {
     let _ = stop_tx.send(true);
     server.await.context("DICOM server task")?;
     web.await.context("HTTP server task")?;
+    // Counts of coalesced failures first, so that "stop" is the last record.
+    archive_for_stop.flush_audit().await;
     archive_for_stop.audit(lifecycle("stop")).await;
     archive_for_stop.flush_audit().await;
     println!("Custos stopped");

@@ -398,8 +398,7 @@ pub fn lost_after_restart(server: &Server, acked: &Path) -> (Vec<String>, u64) {
         &server.port(),
         "--aet",
         "PYSCU",
-        "--level",
-        "STUDY",
+        "--each-study",
         "-k",
         "PatientName=DURABLE^TEST",
     ])
