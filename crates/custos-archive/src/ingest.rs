@@ -112,13 +112,18 @@ impl<'a> Ingest<'a> {
         let path = self.blob.staged_path().to_path_buf();
         // Parse only up to Pixel Data: the index needs none of the bulk data.
         let parsed = tokio::task::spawn_blocking(move || {
+            // Declared lengths are checked against the file first: dicom-parser
+            // allocates them before reading (see `lengths`).
+            let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+            crate::lengths::check_part10(file).map_err(|e| e.to_string())?;
             OpenFileOptions::new()
                 .read_until(tags::PIXEL_DATA)
                 .open_file(&path)
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| IngestError::Unreadable(e.to_string()))?
-        .map_err(|e| IngestError::Unreadable(e.to_string()))?;
+        .map_err(IngestError::Unreadable)?;
         let meta = parsed.meta();
         let ts = meta.transfer_syntax().trim_end_matches('\0').to_string();
         let meta_sop = meta

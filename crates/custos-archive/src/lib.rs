@@ -10,6 +10,7 @@ mod attributes;
 pub mod audit;
 mod fsck;
 mod ingest;
+pub mod lengths;
 mod migrate;
 pub mod part10;
 mod retrieve;

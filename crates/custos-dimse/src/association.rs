@@ -2,6 +2,7 @@
 //! each request against the principal's rights, and runs the service.
 //! C-STORE data is streamed into the archive as fragments arrive.
 
+use std::io::Read;
 use std::sync::Arc;
 
 use dicom_encoding::TransferSyntaxIndex;
@@ -13,6 +14,7 @@ use dicom_ul::pdu::{PDataValueType, PresentationContextResultReason};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
+use custos_archive::lengths::{self, Encoding};
 use custos_archive::part10::MetaInfo;
 use custos_archive::{Archive, Ingest};
 use custos_core::{Action, Principal};
@@ -27,6 +29,35 @@ pub(crate) type Assoc = AsyncServerAssociation<TcpStream>;
 
 /// Largest identifier (C-FIND/GET/MOVE data set) we buffer.
 const MAX_IDENTIFIER: usize = 1 << 20;
+
+/// Decodes a query/retrieve identifier after checking its element lengths
+/// against the bytes received. dicom-ul negotiates transfer syntaxes for all
+/// contexts at once, so a deflated identifier can arrive: it is inflated here
+/// with the same 1 MiB cap as the received bytes, never more.
+fn read_identifier(bytes: Vec<u8>, ts: &str) -> Result<InMemDicomObject, String> {
+    let ts = ts.trim_end_matches(['\0', ' ']);
+    let (bytes, ts) = if ts == DEFLATED_EXPLICIT_VR_LE {
+        let mut inflated = Vec::new();
+        flate2::read::DeflateDecoder::new(bytes.as_slice())
+            .take(MAX_IDENTIFIER as u64 + 1)
+            .read_to_end(&mut inflated)
+            .map_err(|e| format!("deflated identifier: {e}"))?;
+        if inflated.len() > MAX_IDENTIFIER {
+            return Err("deflated identifier too large".into());
+        }
+        (inflated, syntaxes::EXPLICIT_VR_LE)
+    } else {
+        (bytes, ts)
+    };
+    lengths::check(bytes.as_slice(), Encoding::of_transfer_syntax(ts), false)
+        .map_err(|e| e.to_string())?;
+    let t = TransferSyntaxRegistry
+        .get(ts)
+        .ok_or_else(|| "unknown transfer syntax".to_string())?;
+    InMemDicomObject::read_dataset_with_ts(bytes.as_slice(), t).map_err(|e| e.to_string())
+}
+
+const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
 
 /// Where the data set of the current request goes.
 enum Sink<'a> {
@@ -338,14 +369,7 @@ impl Association {
         } else {
             Model::StudyRoot
         };
-        let parsed = TransferSyntaxRegistry
-            .get(&ts)
-            .ok_or_else(|| "unknown transfer syntax".to_string())
-            .and_then(|t| {
-                InMemDicomObject::read_dataset_with_ts(bytes.as_slice(), t)
-                    .map_err(|e| e.to_string())
-            });
-        let obj = match parsed {
+        let obj = match read_identifier(bytes, &ts) {
             Ok(o) => o,
             Err(e) => {
                 debug!(error = %e, "unreadable identifier");

@@ -6,6 +6,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 
+use custos_archive::lengths::{self, Encoding};
 use custos_archive::text::element_text;
 
 pub mod field {
@@ -57,6 +58,8 @@ fn int(obj: &InMemDicomObject, tag: Tag) -> Option<u16> {
 impl Command {
     /// Decodes a command set (always implicit VR little endian).
     pub fn decode(bytes: &[u8]) -> Result<Command, String> {
+        lengths::check(bytes, Encoding::IMPLICIT_LE, false)
+            .map_err(|e| format!("malformed command set: {e}"))?;
         let obj =
             InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
                 .map_err(|e| format!("malformed command set: {e}"))?;

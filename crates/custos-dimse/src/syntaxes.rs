@@ -45,10 +45,6 @@ pub const STORAGE_TRANSFER_SYNTAXES: &[&str] = &[
     "1.2.840.10008.1.2.4.108", // HEVC/H.265 Main 10 Profile
 ];
 
-/// Transfer syntaxes for query and retrieve identifiers (small, native data sets).
-pub const IDENTIFIER_TRANSFER_SYNTAXES: &[&str] =
-    &[IMPLICIT_VR_LE, EXPLICIT_VR_LE, "1.2.840.10008.1.2.2"];
-
 /// Abstract syntaxes a principal with `permissions` is offered. Storage classes
 /// come with `store` (to send to us) and with `get` (to receive C-GET sub-operations).
 pub fn abstract_syntaxes(permissions: Permissions) -> Vec<&'static str> {

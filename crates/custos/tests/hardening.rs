@@ -541,3 +541,139 @@ fn idle_http_connections_are_closed() {
     let _ = hold.kill();
     let _ = hold.wait();
 }
+
+/// An implicit VR little endian element whose header declares `declared` bytes.
+fn implicit_element(out: &mut Vec<u8>, group: u16, element: u16, value: &[u8], declared: u32) {
+    out.extend(group.to_le_bytes());
+    out.extend(element.to_le_bytes());
+    out.extend(declared.to_le_bytes());
+    out.extend(value);
+}
+
+/// Sends one DIMSE message (command, then data set if any) on `pc`.
+fn send_message(
+    assoc: &mut dicom_ul::ClientAssociation<TcpStream>,
+    pc: u8,
+    command: Vec<u8>,
+    data: Option<Vec<u8>>,
+) {
+    use dicom_ul::Pdu;
+    use dicom_ul::pdu::{PDataValue, PDataValueType};
+    let mut values = vec![PDataValue {
+        presentation_context_id: pc,
+        value_type: PDataValueType::Command,
+        is_last: true,
+        data: command,
+    }];
+    if let Some(data) = data {
+        values.push(PDataValue {
+            presentation_context_id: pc,
+            value_type: PDataValueType::Data,
+            is_last: true,
+            data,
+        });
+    }
+    assoc.send(&Pdu::PData { data: values }).unwrap();
+}
+
+/// The status of the next response on the association, or None if it ended.
+fn next_status(assoc: &mut dicom_ul::ClientAssociation<TcpStream>) -> Option<u16> {
+    match assoc.receive() {
+        Ok(dicom_ul::Pdu::PData { data }) => {
+            custos_dimse::command::Command::decode(&data[0].data)
+                .unwrap()
+                .status
+        }
+        _ => None,
+    }
+}
+
+#[test]
+fn declared_element_lengths_are_not_allocated_before_the_bytes_arrive() {
+    use custos_dimse::command::{Command, field};
+    const SC: &str = "1.2.840.10008.5.1.4.1.1.7";
+    const FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
+    const HUGE: u32 = 0xFFFF_FFF0;
+    let data = DataDir::new("hard-lengths");
+    data.add_peer("PEER", "127.0.0.1", 104, "echo,store,find");
+    let server = Server::start(&data);
+    assert!(echo(&server, "PEER", "CUSTOS").ok());
+    let pid = server.child.id();
+    let before = peak_rss_kib(pid);
+    let associate = || {
+        ClientAssociationOptions::new()
+            .calling_ae_title("PEER")
+            .called_ae_title("CUSTOS")
+            .with_presentation_context(SC, vec!["1.2.840.10008.1.2"])
+            .with_presentation_context(FIND, vec!["1.2.840.10008.1.2"])
+            .establish(server.addr)
+            .expect("associate")
+    };
+    let pc_of = |assoc: &dicom_ul::ClientAssociation<TcpStream>, n: usize| {
+        assoc.presentation_contexts()[n].id
+    };
+
+    // 1. A command set with an element that declares 4 GiB: the association
+    //    is aborted (it cannot be understood), nothing is allocated.
+    let mut assoc = associate();
+    let mut cmd = Vec::new();
+    implicit_element(&mut cmd, 0x0000, 0x0100, &0x0030u16.to_le_bytes(), 2);
+    implicit_element(&mut cmd, 0x0000, 0x0902, b"x", HUGE);
+    let pc = pc_of(&assoc, 0);
+    send_message(&mut assoc, pc, cmd, None);
+    assert_eq!(next_status(&mut assoc), None, "association ends");
+
+    // 2. A C-FIND identifier that declares 4 GiB for PatientName: refused
+    //    with 0xC000, the association stays usable.
+    let mut assoc = associate();
+    let find = Command {
+        field: field::C_FIND_RQ,
+        message_id: 1,
+        sop_class_uid: FIND.into(),
+        has_data_set: true,
+        ..Default::default()
+    };
+    let mut ident = Vec::new();
+    implicit_element(&mut ident, 0x0008, 0x0052, b"STUDY ", 6);
+    implicit_element(&mut ident, 0x0010, 0x0010, b"A*", HUGE);
+    let pc = pc_of(&assoc, 1);
+    send_message(&mut assoc, pc, find.encode(), Some(ident));
+    assert_eq!(next_status(&mut assoc), Some(0xC000));
+
+    // 3. A C-STORE data set that declares 4 GiB for an element: 0xC000,
+    //    nothing stored.
+    let store = Command {
+        field: field::C_STORE_RQ,
+        message_id: 2,
+        sop_class_uid: SC.into(),
+        sop_instance_uid: "1.2.826.0.1.3680043.10.1.1".into(),
+        has_data_set: true,
+        ..Default::default()
+    };
+    let mut set = Vec::new();
+    implicit_element(&mut set, 0x0008, 0x0016, b"1.2.840.10008.5.1.4.1.1.7\0", 26);
+    implicit_element(
+        &mut set,
+        0x0008,
+        0x0018,
+        b"1.2.826.0.1.3680043.10.1.1\0",
+        28,
+    );
+    implicit_element(&mut set, 0x0010, 0x0010, b"DOE^J", HUGE);
+    let pc = pc_of(&assoc, 0);
+    send_message(&mut assoc, pc, store.encode(), Some(set));
+    assert_eq!(next_status(&mut assoc), Some(0xC000));
+    let _ = assoc.release();
+
+    let after = peak_rss_kib(pid);
+    eprintln!("peak RSS: {before} KiB before, {after} KiB after three 4 GiB element lengths");
+    assert!(
+        after < before + 48 * 1024,
+        "peak RSS grew from {before} KiB to {after} KiB"
+    );
+    assert_eq!(data.blob_count(), 0);
+    assert!(
+        echo(&server, "PEER", "CUSTOS").ok(),
+        "the server keeps serving"
+    );
+}

@@ -1,0 +1,534 @@
+//! Declared element lengths checked against the bytes that are really there,
+//! before dicom-parser sees them.
+//!
+//! dicom-parser (0.10) allocates an element's declared length before reading
+//! its value: a 20-byte command set that declares a 4 GiB element makes the
+//! server zero 4 GiB. This walk reads element headers only, enters sequences
+//! and items, and passes over each value by reading (or seeking past) it, so a
+//! length longer than what follows is refused without allocating anything.
+//! What passes here is parsed by dicom-parser as before; this is a length
+//! guard, not a second parser.
+
+use std::io::{self, Read};
+
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::{StandardDataDictionary, tags};
+
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+const ITEM: Tag = Tag(0xFFFE, 0xE000);
+const ITEM_END: Tag = Tag(0xFFFE, 0xE00D);
+const SEQUENCE_END: Tag = Tag(0xFFFE, 0xE0DD);
+
+/// How a data set is encoded (the transfer syntax's VR and byte order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoding {
+    pub explicit_vr: bool,
+    pub big_endian: bool,
+}
+
+impl Encoding {
+    pub const IMPLICIT_LE: Encoding = Encoding {
+        explicit_vr: false,
+        big_endian: false,
+    };
+    pub const EXPLICIT_LE: Encoding = Encoding {
+        explicit_vr: true,
+        big_endian: false,
+    };
+    pub const EXPLICIT_BE: Encoding = Encoding {
+        explicit_vr: true,
+        big_endian: true,
+    };
+
+    /// The encoding of a native (or encapsulated) transfer syntax's data set;
+    /// deflated ones are this after inflation.
+    pub fn of_transfer_syntax(uid: &str) -> Encoding {
+        match uid.trim_end_matches(['\0', ' ']) {
+            "1.2.840.10008.1.2" => Encoding::IMPLICIT_LE,
+            "1.2.840.10008.1.2.2" => Encoding::EXPLICIT_BE,
+            _ => Encoding::EXPLICIT_LE,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LengthError {
+    #[error("element {tag} declares {declared} bytes but the data ends before them")]
+    BeyondData { tag: Tag, declared: u32 },
+    #[error("element {tag} declares {declared} bytes, more than its enclosing item holds")]
+    BeyondItem { tag: Tag, declared: u32 },
+    #[error("data set nested deeper than {MAX_DEPTH} sequences")]
+    TooDeep,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Deepest nesting of sequences accepted (real data sets use a handful).
+const MAX_DEPTH: usize = 64;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Frame {
+    /// A sequence's items follow.
+    Sequence,
+    /// An item's elements follow.
+    Item,
+    /// Encapsulated pixel data: items are raw fragments.
+    Fragments,
+}
+
+/// Walks a data set from `r` and fails on the first element whose declared
+/// length is not backed by data. With `stop_at_pixel_data`, stops at the
+/// top-level Pixel Data (what ingest parses). The end of the data at an
+/// element boundary ends the walk without error: a truncated data set is
+/// dicom-parser's to report.
+pub fn check<R: Read>(r: R, enc: Encoding, stop_at_pixel_data: bool) -> Result<(), LengthError> {
+    let mut r = Counting { inner: r, pos: 0 };
+    // Open containers and, for those of defined length, where they end.
+    let base = enc;
+    let mut stack: Vec<Open> = Vec::new();
+    loop {
+        while let Some((_, Some(end), _)) = stack.last() {
+            if r.pos < *end {
+                break;
+            }
+            stack.pop();
+        }
+        // Inside an explicit-VR UN of undefined length, the content is
+        // implicit VR little endian (PS3.5 6.2.2).
+        let enc = stack.last().map_or(base, |f| f.2);
+        let Some(tag) = read_tag(&mut r, enc)? else {
+            return Ok(());
+        };
+        let end_of_parent = stack.iter().rev().find_map(|f| f.1);
+        if tag.group() == 0xFFFE {
+            let len = read_u32(&mut r, enc.big_endian)?;
+            match tag {
+                ITEM if stack.last().map(|f| f.0) == Some(Frame::Fragments) => {
+                    skip(&mut r, tag, len, end_of_parent)?;
+                }
+                ITEM => {
+                    let end = defined(len)
+                        .map(|l| fits(&r, tag, l, end_of_parent))
+                        .transpose()?;
+                    push(&mut stack, (Frame::Item, end, enc))?;
+                }
+                ITEM_END => {
+                    if stack.last().map(|f| f.0) == Some(Frame::Item) {
+                        stack.pop();
+                    }
+                }
+                SEQUENCE_END => {
+                    while let Some((f, _, _)) = stack.pop() {
+                        if f != Frame::Item {
+                            break;
+                        }
+                    }
+                }
+                _ => skip(&mut r, tag, len, end_of_parent)?,
+            }
+            continue;
+        }
+        let (vr, len) = if enc.explicit_vr {
+            let mut v = [0u8; 2];
+            r.read_exact(&mut v)?;
+            let vr = VR::from_binary(v).unwrap_or(VR::UN);
+            let len = if has_long_length(vr) {
+                r.read_exact(&mut [0u8; 2])?;
+                read_u32(&mut r, enc.big_endian)?
+            } else {
+                let mut b = [0u8; 2];
+                r.read_exact(&mut b)?;
+                u32::from(if enc.big_endian {
+                    u16::from_be_bytes(b)
+                } else {
+                    u16::from_le_bytes(b)
+                })
+            };
+            (Some(vr), len)
+        } else {
+            (None, read_u32(&mut r, enc.big_endian)?)
+        };
+        if tag == tags::PIXEL_DATA && stop_at_pixel_data && stack.is_empty() {
+            return Ok(());
+        }
+        let is_sequence = match vr {
+            Some(vr) => vr == VR::SQ,
+            None => dictionary_vr(tag) == Some(VR::SQ),
+        };
+        if is_sequence || (len == UNDEFINED && !is_bulk(tag, vr)) {
+            let end = defined(len)
+                .map(|l| fits(&r, tag, l, end_of_parent))
+                .transpose()?;
+            let inner = if vr == Some(VR::UN) && len == UNDEFINED {
+                Encoding::IMPLICIT_LE
+            } else {
+                enc
+            };
+            push(&mut stack, (Frame::Sequence, end, inner))?;
+        } else if len == UNDEFINED {
+            push(&mut stack, (Frame::Fragments, None, enc))?;
+        } else {
+            skip(&mut r, tag, len, end_of_parent)?;
+        }
+    }
+}
+
+/// Checks a Part 10 file (preamble, meta group, data set up to the top-level
+/// Pixel Data). A deflated data set is walked through the inflater, so what
+/// is read is bounded by the inflated bytes really present; the amplification
+/// of a deflate bomb is the time it takes to inflate, not memory.
+pub fn check_part10<R: Read>(r: R) -> Result<(), LengthError> {
+    let mut r = io::BufReader::new(r);
+    let mut preamble = [0u8; 132];
+    if r.read_exact(&mut preamble).is_err() || &preamble[128..] != b"DICM" {
+        // Not Part 10: dicom-object reports it.
+        return Ok(());
+    }
+    let mut transfer_syntax = String::new();
+    let first_after_meta = loop {
+        let mut t = [0u8; 4];
+        match r.read(&mut t[..1])? {
+            0 => return Ok(()),
+            _ => r.read_exact(&mut t[1..])?,
+        }
+        let tag = Tag(
+            u16::from_le_bytes([t[0], t[1]]),
+            u16::from_le_bytes([t[2], t[3]]),
+        );
+        if tag.group() != 0x0002 {
+            break t;
+        }
+        let mut v = [0u8; 2];
+        r.read_exact(&mut v)?;
+        let len = match VR::from_binary(v) {
+            Some(vr) if has_long_length(vr) => {
+                r.read_exact(&mut [0u8; 2])?;
+                read_u32(&mut r, false)?
+            }
+            _ => {
+                let mut b = [0u8; 2];
+                r.read_exact(&mut b)?;
+                u32::from(u16::from_le_bytes(b))
+            }
+        };
+        if len > MAX_META_ELEMENT {
+            return Err(LengthError::BeyondItem { tag, declared: len });
+        }
+        let mut value = Vec::new();
+        r.by_ref().take(u64::from(len)).read_to_end(&mut value)?;
+        if value.len() < len as usize {
+            return Err(LengthError::BeyondData { tag, declared: len });
+        }
+        if tag == tags::TRANSFER_SYNTAX_UID {
+            transfer_syntax = String::from_utf8_lossy(&value).into_owned();
+        }
+    };
+    let rest = io::Cursor::new(first_after_meta).chain(r);
+    let ts = transfer_syntax.trim_end_matches(['\0', ' ']);
+    if ts == DEFLATED_EXPLICIT_LE {
+        // The tag already read is compressed bytes too.
+        check(
+            flate2::read::DeflateDecoder::new(rest),
+            Encoding::EXPLICIT_LE,
+            true,
+        )
+    } else {
+        check(rest, Encoding::of_transfer_syntax(ts), true)
+    }
+}
+
+const DEFLATED_EXPLICIT_LE: &str = "1.2.840.10008.1.2.1.99";
+
+/// Largest file meta element accepted (they hold UIDs and AE titles).
+const MAX_META_ELEMENT: u32 = 64 * 1024;
+
+/// An open container, where it ends if its length is defined, and the
+/// encoding of what it holds.
+type Open = (Frame, Option<u64>, Encoding);
+
+fn push(stack: &mut Vec<Open>, open: Open) -> Result<(), LengthError> {
+    if stack.len() >= MAX_DEPTH * 2 {
+        return Err(LengthError::TooDeep);
+    }
+    stack.push(open);
+    Ok(())
+}
+
+fn defined(len: u32) -> Option<u32> {
+    (len != UNDEFINED).then_some(len)
+}
+
+/// The end offset of a container of `len` bytes starting here, if its parent holds it.
+fn fits<R>(
+    r: &Counting<R>,
+    tag: Tag,
+    len: u32,
+    parent_end: Option<u64>,
+) -> Result<u64, LengthError> {
+    let end = r.pos + u64::from(len);
+    if parent_end.is_some_and(|p| end > p) {
+        return Err(LengthError::BeyondItem { tag, declared: len });
+    }
+    Ok(end)
+}
+
+/// Passes over a value by reading it through a small buffer.
+fn skip<R: Read>(
+    r: &mut Counting<R>,
+    tag: Tag,
+    len: u32,
+    parent_end: Option<u64>,
+) -> Result<(), LengthError> {
+    if len == UNDEFINED {
+        return Ok(());
+    }
+    fits(r, tag, len, parent_end)?;
+    let copied = io::copy(&mut r.by_ref().take(u64::from(len)), &mut io::sink())?;
+    if copied < u64::from(len) {
+        return Err(LengthError::BeyondData { tag, declared: len });
+    }
+    Ok(())
+}
+
+/// Explicit VRs whose length has 4 bytes (PS3.5 7.1.2).
+fn has_long_length(vr: VR) -> bool {
+    use VR::*;
+    matches!(
+        vr,
+        OB | OD | OF | OL | OV | OW | SQ | SV | UC | UN | UR | UT | UV
+    )
+}
+
+/// Elements whose undefined length means encapsulated fragments, not a sequence.
+fn is_bulk(tag: Tag, vr: Option<VR>) -> bool {
+    tag == tags::PIXEL_DATA || matches!(vr, Some(VR::OB) | Some(VR::OW))
+}
+
+fn dictionary_vr(tag: Tag) -> Option<VR> {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+    StandardDataDictionary.by_tag(tag).map(|e| e.vr().relaxed())
+}
+
+/// The next tag, or `None` at the end of the data (between elements).
+fn read_tag<R: Read>(r: &mut Counting<R>, enc: Encoding) -> Result<Option<Tag>, LengthError> {
+    let mut b = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match r.read(&mut b[got..])? {
+            0 if got == 0 => return Ok(None),
+            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+            n => got += n,
+        }
+    }
+    let (g, e) = if enc.big_endian {
+        (
+            u16::from_be_bytes([b[0], b[1]]),
+            u16::from_be_bytes([b[2], b[3]]),
+        )
+    } else {
+        (
+            u16::from_le_bytes([b[0], b[1]]),
+            u16::from_le_bytes([b[2], b[3]]),
+        )
+    };
+    Ok(Some(Tag(g, e)))
+}
+
+fn read_u32<R: Read>(r: &mut R, big_endian: bool) -> Result<u32, LengthError> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    Ok(if big_endian {
+        u32::from_be_bytes(b)
+    } else {
+        u32::from_le_bytes(b)
+    })
+}
+
+/// A reader that knows how far it has read.
+struct Counting<R> {
+    inner: R,
+    pos: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn element_le(
+        out: &mut Vec<u8>,
+        g: u16,
+        e: u16,
+        vr: Option<&[u8; 2]>,
+        value: &[u8],
+        declared: Option<u32>,
+    ) {
+        out.extend(g.to_le_bytes());
+        out.extend(e.to_le_bytes());
+        let len = declared.unwrap_or(value.len() as u32);
+        match vr {
+            Some(vr) if has_long_length(VR::from_binary(*vr).unwrap()) => {
+                out.extend(vr);
+                out.extend([0, 0]);
+                out.extend(len.to_le_bytes());
+            }
+            Some(vr) => {
+                out.extend(vr);
+                out.extend((len as u16).to_le_bytes());
+            }
+            None => out.extend(len.to_le_bytes()),
+        }
+        out.extend(value);
+    }
+
+    #[test]
+    fn a_well_formed_command_set_passes() {
+        let mut b = Vec::new();
+        element_le(&mut b, 0x0000, 0x0100, None, &[0x20, 0], None);
+        element_le(&mut b, 0x0000, 0x0110, None, &[1, 0], None);
+        check(b.as_slice(), Encoding::IMPLICIT_LE, false).unwrap();
+    }
+
+    #[test]
+    fn a_length_beyond_the_data_is_refused_without_allocating_it() {
+        let mut b = Vec::new();
+        element_le(&mut b, 0x0000, 0x0100, None, &[0x20, 0], None);
+        element_le(&mut b, 0x0000, 0x0902, None, b"x", Some(0xFFFF_FFF0));
+        let e = check(b.as_slice(), Encoding::IMPLICIT_LE, false).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LengthError::BeyondData {
+                    declared: 0xFFFF_FFF0,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // and dicom-parser would have tried to allocate it: that is what this guards.
+    }
+
+    #[test]
+    fn elements_inside_sequences_are_checked_too() {
+        // (0008,1115) ReferencedSeriesSequence, undefined length, one item
+        // whose element lies about its length.
+        let mut item = Vec::new();
+        element_le(&mut item, 0x0020, 0x000E, Some(b"UI"), b"1.2", Some(0x7FF0));
+        let mut b = Vec::new();
+        element_le(&mut b, 0x0008, 0x0052, Some(b"CS"), b"SERIES", None);
+        b.extend([0x08, 0x00, 0x15, 0x11]);
+        b.extend(b"SQ");
+        b.extend([0, 0]);
+        b.extend(UNDEFINED.to_le_bytes());
+        b.extend([0xFE, 0xFF, 0x00, 0xE0]);
+        b.extend((item.len() as u32).to_le_bytes());
+        b.extend(&item);
+        b.extend([0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        let e = check(b.as_slice(), Encoding::EXPLICIT_LE, false).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LengthError::BeyondItem { .. } | LengthError::BeyondData { .. }
+            ),
+            "{e}"
+        );
+        // The same item with an honest length passes.
+        let mut item = Vec::new();
+        element_le(&mut item, 0x0020, 0x000E, Some(b"UI"), b"1.2\0", None);
+        let mut ok = Vec::new();
+        ok.extend([0x08, 0x00, 0x15, 0x11]);
+        ok.extend(b"SQ");
+        ok.extend([0, 0]);
+        ok.extend(((item.len() + 8) as u32).to_le_bytes());
+        ok.extend([0xFE, 0xFF, 0x00, 0xE0]);
+        ok.extend((item.len() as u32).to_le_bytes());
+        ok.extend(&item);
+        element_le(&mut ok, 0x0010, 0x0010, Some(b"PN"), b"A^B ", None);
+        check(ok.as_slice(), Encoding::EXPLICIT_LE, false).unwrap();
+    }
+
+    #[test]
+    fn implicit_sequences_are_known_from_the_dictionary() {
+        // (0040,A730) ContentSequence, defined length, implicit VR: its item's
+        // element must still be checked.
+        let mut inner = Vec::new();
+        element_le(&mut inner, 0x0040, 0xA160, None, b"ab", Some(0x1000));
+        let mut item = Vec::new();
+        item.extend([0xFE, 0xFF, 0x00, 0xE0]);
+        item.extend((inner.len() as u32).to_le_bytes());
+        item.extend(&inner);
+        let mut b = Vec::new();
+        element_le(&mut b, 0x0040, 0xA730, None, &item, None);
+        assert!(check(b.as_slice(), Encoding::IMPLICIT_LE, false).is_err());
+    }
+
+    #[test]
+    fn ingest_stops_at_pixel_data_and_walks_encapsulated_fragments() {
+        let mut b = Vec::new();
+        element_le(&mut b, 0x0028, 0x0010, Some(b"US"), &[8, 0], None);
+        b.extend([0xE0, 0x7F, 0x10, 0x00]);
+        b.extend(b"OB");
+        b.extend([0, 0]);
+        b.extend(UNDEFINED.to_le_bytes());
+        b.extend([0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]); // empty offset table
+        b.extend([0xFE, 0xFF, 0x00, 0xE0, 4, 0, 0, 0, 0xFE, 0xFF, 0x00, 0xE0]); // fragment that looks like an item tag
+        b.extend([0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        check(b.as_slice(), Encoding::EXPLICIT_LE, true).unwrap();
+        check(b.as_slice(), Encoding::EXPLICIT_LE, false).unwrap();
+    }
+
+    fn part10(ts: &str, data_set: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 128];
+        f.extend(b"DICM");
+        let mut uid = ts.as_bytes().to_vec();
+        if uid.len() % 2 == 1 {
+            uid.push(0);
+        }
+        element_le(&mut f, 0x0002, 0x0010, Some(b"UI"), &uid, None);
+        f.extend(data_set);
+        f
+    }
+
+    #[test]
+    fn part10_files_are_walked_in_their_transfer_syntax_including_deflate() {
+        use std::io::Write;
+        let mut honest = Vec::new();
+        element_le(&mut honest, 0x0010, 0x0010, None, b"DOE^J ", None);
+        let mut lying = honest.clone();
+        element_le(&mut lying, 0x0010, 0x0020, None, b"12", Some(0xFFFF_FFF0));
+        check_part10(part10("1.2.840.10008.1.2", &honest).as_slice()).unwrap();
+        assert!(check_part10(part10("1.2.840.10008.1.2", &lying).as_slice()).is_err());
+        // Deflated: explicit VR inside the compressed stream.
+        let deflate = |b: &[u8]| {
+            let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+            z.write_all(b).unwrap();
+            z.finish().unwrap()
+        };
+        let mut honest = Vec::new();
+        element_le(&mut honest, 0x0010, 0x0010, Some(b"PN"), b"DOE^J ", None);
+        let mut lying = honest.clone();
+        element_le(
+            &mut lying,
+            0x0042,
+            0x0011,
+            Some(b"OB"),
+            b"12",
+            Some(0xFFFF_FFF0),
+        );
+        let ts = "1.2.840.10008.1.2.1.99";
+        check_part10(part10(ts, &deflate(&honest)).as_slice()).unwrap();
+        assert!(check_part10(part10(ts, &deflate(&lying)).as_slice()).is_err());
+        // A meta element longer than any real one is refused before it is read.
+        let mut f = vec![0u8; 128];
+        f.extend(b"DICM");
+        element_le(&mut f, 0x0002, 0x0001, Some(b"OB"), b"", Some(0x1000_0000));
+        assert!(check_part10(f.as_slice()).is_err());
+    }
+}
