@@ -14,6 +14,7 @@
 //! ends.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{mpsc, oneshot};
 
-use custos_core::audit::{AuditEvent, EventId, Outcome};
+use custos_core::audit::{AuditEvent, AuditKey, AuditRecord, ChainWalk, EventId, Outcome};
 use custos_index::{Index, IndexError};
 
 /// Events waiting to be written before reporters wait for room.
@@ -197,56 +198,221 @@ pub fn node_name() -> String {
         .unwrap_or_default()
 }
 
-/// Appends events now (CLI commands, which have no writer task).
-pub async fn append_now(index: &dyn Index, events: Vec<AuditEvent>) -> Result<(), IndexError> {
-    let node = node_name();
-    let entries = events
-        .iter()
-        .map(|e| {
-            let t = now_rfc3339();
-            let body = body_of(e, &t, &node);
-            (t, body)
+/// The chain's key and this node's checkpoint, both in the data folder,
+/// outside the index (the index could be rewritten; these say how).
+#[derive(Debug, Clone)]
+pub struct AuditTrail {
+    key: AuditKey,
+    checkpoint: PathBuf,
+    /// The trail's first link, once known.
+    first: std::sync::OnceLock<String>,
+}
+
+/// Why a trail cannot be written or checked.
+#[derive(Debug, thiserror::Error)]
+pub enum TrailError {
+    #[error("{0}")]
+    Index(#[from] IndexError),
+    #[error("{path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{key} is missing or does not match the audit trail in the index (its newest record, {seq}, was linked with another key); \
+         restore {key} from a backup, or copy it from a node that shares this index"
+    )]
+    WrongKey { key: PathBuf, seq: i64 },
+}
+
+/// The key's file in the data folder.
+pub const KEY_FILE: &str = "audit.key";
+/// This node's newest checkpoint (sequence number and link it last wrote).
+pub const CHECKPOINT_FILE: &str = "audit.head";
+
+impl AuditTrail {
+    /// Opens the trail of the data folder `dir`: reads the key, or creates
+    /// one (0600) when the trail has no keyed records yet. Refuses a key that
+    /// does not link the newest record.
+    pub async fn open(dir: &Path, index: &dyn Index) -> Result<AuditTrail, TrailError> {
+        let path = dir.join(KEY_FILE);
+        let head = index.audit_head().await?;
+        let file_err = |source| TrailError::File {
+            path: path.clone(),
+            source,
+        };
+        let key = match std::fs::read_to_string(&path) {
+            Ok(text) => AuditKey::from_hex(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(file_err(e)),
+        };
+        let links = |key: &AuditKey, r: &AuditRecord| {
+            r.hash == key.link(r.seq, &r.time, &r.prev_hash, &r.body)
+        };
+        let legacy =
+            |r: &AuditRecord| r.hash == custos_core::audit::legacy_hash(&r.prev_hash, &r.body);
+        let key = match (key, head) {
+            (Some(key), None) => key,
+            (Some(key), Some(r)) if links(&key, &r) || legacy(&r) => key,
+            (None, head) if head.as_ref().is_none_or(legacy) => {
+                let key = AuditKey::generate();
+                write_private(&path, &key.to_hex()).map_err(file_err)?;
+                key
+            }
+            (_, Some(r)) => {
+                return Err(TrailError::WrongKey {
+                    key: path,
+                    seq: r.seq,
+                });
+            }
+            (None, None) => unreachable!("matched above"),
+        };
+        Ok(AuditTrail {
+            key,
+            checkpoint: dir.join(CHECKPOINT_FILE),
+            first: std::sync::OnceLock::new(),
         })
-        .collect();
-    index.append_audit(entries).await
+    }
+
+    /// Appends (time, body) entries and moves this node's checkpoint to the
+    /// new head. The checkpoint is not synced: after a crash it may lag
+    /// behind the trail, never run ahead of it.
+    pub async fn append(
+        &self,
+        index: &dyn Index,
+        entries: Vec<(String, String)>,
+    ) -> Result<(), IndexError> {
+        let (seq, link) = index.append_audit(&self.key, entries).await?;
+        // The checkpoint names its trail by the first record's link, so a data
+        // folder moved to another index starts a new checkpoint.
+        let first = match self.first.get() {
+            Some(f) => f.clone(),
+            None => {
+                let f = index
+                    .audit_after(0, 1)
+                    .await?
+                    .pop()
+                    .map(|r| r.hash)
+                    .unwrap_or_default();
+                self.first.get_or_init(|| f).clone()
+            }
+        };
+        let text = json!({ "first": first, "seq": seq, "link": link }).to_string();
+        if let Err(e) = write_private(&self.checkpoint, &text) {
+            tracing::error!(error = %e, path = %self.checkpoint.display(), "AUDIT CHECKPOINT CANNOT BE WRITTEN");
+        }
+        Ok(())
+    }
+
+    /// Appends events now (CLI commands, which have no writer task).
+    pub async fn append_now(
+        &self,
+        index: &dyn Index,
+        events: Vec<AuditEvent>,
+    ) -> Result<(), IndexError> {
+        let node = node_name();
+        let entries = events
+            .iter()
+            .map(|e| {
+                let t = now_rfc3339();
+                let body = body_of(e, &t, &node);
+                (t, body)
+            })
+            .collect();
+        self.append(index, entries).await
+    }
+
+    /// Recomputes every link of the trail, page by page, then checks that
+    /// this node's checkpoint is still in it: a trail cut after the
+    /// checkpoint, or emptied, does not verify.
+    pub async fn verify(&self, index: &dyn Index) -> Result<ChainCheck, IndexError> {
+        let mut walk = ChainWalk::default();
+        loop {
+            let page = index.audit_after(walk.head_seq, 10_000).await?;
+            if page.is_empty() {
+                break;
+            }
+            if let Some(seq) = walk.step(&self.key, &page) {
+                return Ok(ChainCheck::broken(
+                    walk,
+                    format!("the chain breaks at record {seq}"),
+                ));
+            }
+        }
+        if walk.good == 0 {
+            return Ok(ChainCheck::broken(
+                walk,
+                "the trail is empty, but every data folder records its own creation: records were removed".into(),
+            ));
+        }
+        let Some(checkpoint) = std::fs::read_to_string(&self.checkpoint)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        else {
+            return Ok(ChainCheck { walk, broken: None });
+        };
+        let cut = |seq: i64| {
+            format!(
+                "record {seq}, which this node wrote (checkpoint in {}), is missing or rewritten: the trail was cut or replaced",
+                self.checkpoint.display()
+            )
+        };
+        // Only a holder of the key writes keyed records: a trail this node
+        // wrote to that has none was replaced by someone without it.
+        if walk.legacy == walk.good {
+            return Ok(ChainCheck::broken(
+                walk,
+                cut(checkpoint["seq"].as_i64().unwrap_or(0)),
+            ));
+        }
+        let first = index.audit_after(0, 1).await?.pop().map(|r| r.hash);
+        if first.as_deref() == checkpoint["first"].as_str() {
+            let seq = checkpoint["seq"].as_i64().unwrap_or(i64::MAX);
+            let at = if (1..=walk.head_seq).contains(&seq) {
+                index.audit_after(seq - 1, 1).await?.pop()
+            } else {
+                None
+            };
+            if at.is_none_or(|r| Some(r.hash.as_str()) != checkpoint["link"].as_str()) {
+                return Ok(ChainCheck::broken(walk, cut(seq)));
+            }
+        }
+        Ok(ChainCheck { walk, broken: None })
+    }
+}
+
+/// Writes a small file readable by this account only, atomically.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = PathBuf::from(format!("{}.{}.tmp", path.display(), std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    std::fs::rename(&tmp, path)
 }
 
 /// How a whole trail checked out.
 pub struct ChainCheck {
-    /// Records that verified (all of them when `broken_at` is `None`).
-    pub good: u64,
-    /// The first record where the chain breaks.
-    pub broken_at: Option<i64>,
-    /// The last good hash.
-    pub head: String,
+    pub walk: ChainWalk,
+    /// What does not hold, if anything.
+    pub broken: Option<String>,
 }
 
-/// Recomputes the hash chain of the whole trail, page by page.
-pub async fn verify_chain(index: &dyn Index) -> Result<ChainCheck, IndexError> {
-    let (mut after, mut head, mut good) = (0i64, custos_core::audit::GENESIS.to_string(), 0u64);
-    loop {
-        let page = index.audit_after(after, 10_000).await?;
-        let Some(last) = page.last().cloned() else {
-            return Ok(ChainCheck {
-                good,
-                broken_at: None,
-                head,
-            });
-        };
-        if let Some(seq) = custos_core::audit::first_break(&page, head.clone(), after) {
-            return Ok(ChainCheck {
-                good,
-                broken_at: Some(seq),
-                head,
-            });
+impl ChainCheck {
+    fn broken(walk: ChainWalk, why: String) -> ChainCheck {
+        ChainCheck {
+            walk,
+            broken: Some(why),
         }
-        good += page.len() as u64;
-        after = last.seq;
-        head = last.hash;
     }
 }
 
-pub(crate) fn start(index: Arc<dyn Index>) -> AuditSender {
+pub(crate) fn start(index: Arc<dyn Index>, trail: AuditTrail) -> AuditSender {
     let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
     let coalescer = Arc::new(Coalescer::new(COALESCE_WINDOW));
     // Summaries go out as their windows end.
@@ -286,7 +452,7 @@ pub(crate) fn start(index: Arc<dyn Index>) -> AuditSender {
             }
             let mut delay = Duration::from_millis(200);
             while !pending.is_empty() {
-                match index.append_audit(pending.clone()).await {
+                match trail.append(index.as_ref(), pending.clone()).await {
                     Ok(()) => pending.clear(),
                     Err(e) => {
                         tracing::error!(error = %e, pending = pending.len(), "AUDIT TRAIL CANNOT BE WRITTEN; retrying");

@@ -79,8 +79,8 @@ impl Archive {
 
     /// Starts writing audit records (a server does; one-shot tools use
     /// `audit::append_now`). Without it, `audit` drops events.
-    pub fn start_audit(&self) {
-        let _ = self.audit.set(audit::start(self.index.clone()));
+    pub fn start_audit(&self, trail: audit::AuditTrail) {
+        let _ = self.audit.set(audit::start(self.index.clone(), trail));
     }
 
     /// Records an event in the audit trail; never fails the caller, and

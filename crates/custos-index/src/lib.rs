@@ -15,7 +15,7 @@ pub use postgres::PgIndex;
 pub use sqlite::SqliteIndex;
 
 use async_trait::async_trait;
-use custos_core::audit::AuditRecord;
+use custos_core::audit::{AuditKey, AuditRecord};
 use custos_core::query::{Query, Row};
 use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{ApiToken, Peer, User};
@@ -131,9 +131,17 @@ pub trait Index: Send + Sync + 'static {
         series_uid: Option<&str>,
     ) -> Result<Vec<StoredInstance>, IndexError>;
 
-    /// Appends (time, canonical body) entries to the audit trail, each chained
-    /// to the last record; returns after commit.
-    async fn append_audit(&self, entries: Vec<(String, String)>) -> Result<(), IndexError>;
+    /// Appends (time, canonical body) entries to the audit trail, each linked
+    /// to the last record under `key`; returns the new head (sequence number,
+    /// link) after commit.
+    async fn append_audit(
+        &self,
+        key: &AuditKey,
+        entries: Vec<(String, String)>,
+    ) -> Result<(i64, String), IndexError>;
+
+    /// The newest audit record, if any.
+    async fn audit_head(&self) -> Result<Option<AuditRecord>, IndexError>;
 
     /// Audit records after position `after` (0: from the start), in order.
     async fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, IndexError>;

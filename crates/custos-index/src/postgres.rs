@@ -8,7 +8,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row as PgRow};
 
-use custos_core::audit::{AuditRecord, GENESIS, chain_hash};
+use custos_core::audit::{AuditKey, AuditRecord, GENESIS};
 use custos_core::query::{Query, Row, fold_case};
 use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
@@ -635,7 +635,11 @@ impl Index for PgIndex {
         Ok(rows.iter().map(stored).collect())
     }
 
-    async fn append_audit(&self, entries: Vec<(String, String)>) -> Result<(), IndexError> {
+    async fn append_audit(
+        &self,
+        key: &AuditKey,
+        entries: Vec<(String, String)>,
+    ) -> Result<(i64, String), IndexError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg)?;
         // One chain across every node: appends take turns.
@@ -652,7 +656,7 @@ impl Index for PgIndex {
         };
         for (at, body) in entries {
             seq += 1;
-            let hash = chain_hash(&prev, &body);
+            let hash = key.link(seq, &at, &prev, &body);
             tx.execute(
                 "INSERT INTO audit (seq, at, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5)",
                 &[&seq, &at, &body, &prev, &hash],
@@ -662,7 +666,19 @@ impl Index for PgIndex {
             prev = hash;
         }
         tx.commit().await.map_err(pg)?;
-        Ok(())
+        Ok((seq, prev))
+    }
+
+    async fn audit_head(&self) -> Result<Option<AuditRecord>, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_opt(
+                "SELECT seq, at, body, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.as_ref().map(audit_record))
     }
 
     async fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, IndexError> {
@@ -674,15 +690,16 @@ impl Index for PgIndex {
             )
             .await
             .map_err(pg)?;
-        Ok(rows
-            .iter()
-            .map(|r| AuditRecord {
-                seq: r.get(0),
-                time: r.get(1),
-                body: r.get(2),
-                prev_hash: r.get(3),
-                hash: r.get(4),
-            })
-            .collect())
+        Ok(rows.iter().map(audit_record).collect())
+    }
+}
+
+fn audit_record(r: &tokio_postgres::Row) -> AuditRecord {
+    AuditRecord {
+        seq: r.get(0),
+        time: r.get(1),
+        body: r.get(2),
+        prev_hash: r.get(3),
+        hash: r.get(4),
     }
 }

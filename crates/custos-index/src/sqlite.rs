@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
-use custos_core::audit::{AuditRecord, GENESIS, chain_hash};
+use custos_core::audit::{AuditKey, AuditRecord, GENESIS};
 use custos_core::query::{Query, Row, fold_case};
 use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
@@ -589,7 +589,12 @@ impl Index for SqliteIndex {
         .await
     }
 
-    async fn append_audit(&self, entries: Vec<(String, String)>) -> Result<(), IndexError> {
+    async fn append_audit(
+        &self,
+        key: &AuditKey,
+        entries: Vec<(String, String)>,
+    ) -> Result<(i64, String), IndexError> {
+        let key = key.clone();
         self.write(move |t| {
             let last: Option<(i64, String)> = t
                 .query_row(
@@ -601,14 +606,27 @@ impl Index for SqliteIndex {
             let (mut seq, mut prev) = last.unwrap_or((0, GENESIS.to_string()));
             for (at, body) in entries {
                 seq += 1;
-                let hash = chain_hash(&prev, &body);
+                let hash = key.link(seq, &at, &prev, &body);
                 t.execute(
                     "INSERT INTO audit (seq, at, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![seq, at, body, prev, hash],
                 )?;
                 prev = hash;
             }
-            Ok(())
+            Ok((seq, prev))
+        })
+        .await
+    }
+
+    async fn audit_head(&self) -> Result<Option<AuditRecord>, IndexError> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT seq, at, body, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                    [],
+                    audit_record,
+                )
+                .optional()?)
         })
         .await
     }
@@ -619,15 +637,7 @@ impl Index for SqliteIndex {
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, at, body, prev_hash, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![after, limit], |r| {
-                Ok(AuditRecord {
-                    seq: r.get(0)?,
-                    time: r.get(1)?,
-                    body: r.get(2)?,
-                    prev_hash: r.get(3)?,
-                    hash: r.get(4)?,
-                })
-            })?;
+            let rows = stmt.query_map(params![after, limit], audit_record)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
@@ -784,5 +794,15 @@ fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiToken> {
         created: r.get(4)?,
         expires: r.get(5)?,
         revoked: r.get(6)?,
+    })
+}
+
+fn audit_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: r.get(0)?,
+        time: r.get(1)?,
+        body: r.get(2)?,
+        prev_hash: r.get(3)?,
+        hash: r.get(4)?,
     })
 }

@@ -404,19 +404,23 @@ async fn removing_series_and_studies(ix: Ix) {
 }
 
 async fn audit_chain(ix: Ix) {
-    use custos_core::audit::{GENESIS, first_break};
-    ix.append_audit(vec![
-        ("t1".into(), "{\"a\":1}".into()),
-        ("t2".into(), "{\"b\":2}".into()),
-    ])
+    use custos_core::audit::{AuditKey, ChainWalk, GENESIS};
+    let key = AuditKey::generate();
+    ix.append_audit(
+        &key,
+        vec![
+            ("t1".into(), "{\"a\":1}".into()),
+            ("t2".into(), "{\"b\":2}".into()),
+        ],
+    )
     .await
     .unwrap();
     // Concurrent appends (two nodes, many tasks) still make one unbroken chain.
     let mut tasks = Vec::new();
     for i in 0..20 {
-        let ix = ix.clone();
+        let (ix, key) = (ix.clone(), key.clone());
         tasks.push(tokio::spawn(async move {
-            ix.append_audit(vec![(format!("t{i}"), format!("{{\"n\":{i}}}"))])
+            ix.append_audit(&key, vec![(format!("t{i}"), format!("{{\"n\":{i}}}"))])
                 .await
         }));
     }
@@ -426,7 +430,9 @@ async fn audit_chain(ix: Ix) {
     let all = ix.audit_after(0, 100).await.unwrap();
     assert_eq!(all.len(), 22);
     assert_eq!(all[0].prev_hash, GENESIS);
-    assert_eq!(first_break(&all, GENESIS.into(), 0), None);
+    assert_eq!(ChainWalk::default().step(&key, &all), None);
+    let head = ix.audit_head().await.unwrap().unwrap();
+    assert_eq!((head.seq, &head.hash), (22, &all[21].hash));
     let tail = ix.audit_after(20, 100).await.unwrap();
     assert_eq!(tail.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![21, 22]);
 }

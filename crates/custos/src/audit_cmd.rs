@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 
+use custos_archive::audit::AuditTrail;
 use custos_core::audit::{AuditEvent, EventId, Outcome};
 use custos_index::Index;
 
@@ -32,8 +33,8 @@ pub enum AuditCommand {
 const PAGE: usize = 10_000;
 
 /// Records a change made from the command line (peers, users, tokens).
-pub async fn record_change(index: &dyn Index, detail: String) {
-    record(index, EventId::SecurityAlert, 'U', detail).await;
+pub async fn record_change(data: &Path, index: &dyn Index, detail: String) {
+    record(data, index, EventId::SecurityAlert, 'U', detail).await;
 }
 
 pub async fn run(data: &Path, command: AuditCommand) -> Result<bool> {
@@ -41,21 +42,28 @@ pub async fn run(data: &Path, command: AuditCommand) -> Result<bool> {
     let index = open_index(data, &config).await?;
     match command {
         AuditCommand::Verify => {
-            let check = custos_archive::audit::verify_chain(index.as_ref()).await?;
-            let count = check.good;
-            if let Some(seq) = check.broken_at {
-                println!("audit trail BROKEN at record {seq} (after {count} good records)");
+            let trail = AuditTrail::open(data, index.as_ref()).await?;
+            let check = trail.verify(index.as_ref()).await?;
+            let (count, legacy) = (check.walk.good, check.walk.legacy);
+            if let Some(why) = check.broken {
+                println!("audit trail BROKEN: {why} (after {count} good records)");
                 return Ok(false);
             }
-            let prev = check.head;
+            let head = check.walk.head;
             record(
+                data,
                 index.as_ref(),
                 EventId::AuditLogUsed,
                 'R',
                 format!("verified {count} records"),
             )
             .await;
-            println!("audit trail intact: {count} records, chain head {prev}");
+            let legacy = if legacy > 0 {
+                format!(" ({legacy} oldest written before the chain was keyed)")
+            } else {
+                String::new()
+            };
+            println!("audit trail intact: {count} records{legacy}, chain head {head}");
             Ok(true)
         }
         AuditCommand::Export {
@@ -88,6 +96,7 @@ pub async fn run(data: &Path, command: AuditCommand) -> Result<bool> {
                 println!("</AuditMessages>");
             }
             record(
+                data,
                 index.as_ref(),
                 EventId::AuditLogUsed,
                 'R',
@@ -100,13 +109,17 @@ pub async fn run(data: &Path, command: AuditCommand) -> Result<bool> {
 }
 
 /// Appends one event by the command line's user, loudly if that fails.
-async fn record(index: &dyn Index, id: EventId, action: char, detail: String) {
+async fn record(data: &Path, index: &dyn Index, id: EventId, action: char, detail: String) {
     let mut e = AuditEvent::new(id, action, Outcome::Success);
     e.user = std::env::var("USER")
         .map(|u| format!("cli:{u}"))
         .unwrap_or_else(|_| "cli".into());
     e.detail = detail;
-    if let Err(err) = custos_archive::audit::append_now(index, vec![e]).await {
+    let written = match AuditTrail::open(data, index).await {
+        Ok(trail) => trail.append_now(index, vec![e]).await.map_err(Into::into),
+        Err(e) => Err(e),
+    };
+    if let Err(err) = written {
         eprintln!("AUDIT TRAIL CANNOT BE WRITTEN: {err}");
     }
 }

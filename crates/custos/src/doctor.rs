@@ -157,23 +157,27 @@ pub async fn run(data: &Path, as_json: bool) -> Result<bool> {
     }
 
     // The audit trail.
-    match custos_archive::audit::verify_chain(index.as_ref())
-        .await
-        .map(|c| c.broken_at)
-    {
+    let checked = match custos_archive::audit::AuditTrail::open(data, index.as_ref()).await {
+        Ok(trail) => trail
+            .verify(index.as_ref())
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match checked.map(|c| c.broken) {
         Ok(None) => {}
-        Ok(Some(seq)) => f.push(finding(
+        Ok(Some(why)) => f.push(finding(
             "audit-broken",
             Severity::Critical,
             "the audit trail does not verify".into(),
-            format!("the hash chain breaks at record {seq}"),
+            why,
             "investigate: someone altered or removed audit records (custos audit verify)",
         )),
         Err(e) => f.push(finding(
             "audit-unreadable",
             Severity::High,
             "the audit trail cannot be read".into(),
-            e.to_string(),
+            e,
             "check the index",
         )),
     }

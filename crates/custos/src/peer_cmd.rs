@@ -125,6 +125,7 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
             .with_pins_requiring_tls();
             index.put_peer(peer.clone()).await?;
             crate::audit_cmd::record_change(
+                data,
                 index.as_ref(),
                 format!(
                     "peer {} registered: {}, rights {}{}",
@@ -165,6 +166,7 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
         PeerCommand::Remove { ae_title } => {
             if index.remove_peer(&ae_title).await? {
                 crate::audit_cmd::record_change(
+                    data,
                     index.as_ref(),
                     format!("peer {} removed", ae_title.trim()),
                 )

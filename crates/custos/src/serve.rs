@@ -26,7 +26,10 @@ pub async fn run(data_dir: &Path) -> Result<()> {
         .init();
 
     let archive = data::open_archive(data_dir, &config).await?;
-    archive.start_audit();
+    let trail = custos_archive::audit::AuditTrail::open(data_dir, archive.index().as_ref())
+        .await
+        .context("opening the audit trail")?;
+    archive.start_audit(trail);
     archive.audit(lifecycle("start")).await;
     if !config.audit.syslog_url.is_empty() {
         let (host, port) = crate::syslog::parse_url(&config.audit.syslog_url)?;
@@ -41,6 +44,7 @@ pub async fn run(data_dir: &Path) -> Result<()> {
         tokio::spawn(
             crate::syslog::Forwarder {
                 index: archive.index().clone(),
+                offset_file: data_dir.join("syslog.offset"),
                 host,
                 port,
                 tls,
@@ -48,7 +52,9 @@ pub async fn run(data_dir: &Path) -> Result<()> {
             .run(),
         );
     }
-    if let Some(password) = crate::user_cmd::ensure_admin(archive.index().as_ref()).await? {
+    if let Some(password) =
+        crate::user_cmd::ensure_admin(data_dir, archive.index().as_ref()).await?
+    {
         data::announce_admin(data_dir, &password)?;
     }
     if created {

@@ -2,7 +2,12 @@
 //! messages, RFC 5425 framing), as IHE ATNA expects: each record this node
 //! wrote, as a DICOM audit message (XML). The forwarder follows the trail in
 //! the index, so it never slows the writer; a collector that is down is
-//! retried, and records written meanwhile are sent when it is back.
+//! retried, and records written meanwhile are sent when it is back. Where it
+//! got to is kept in the data folder (`syslog.offset`), so records written
+//! while the server was down (CLI changes) are forwarded at the next start.
+//! Each message carries the record's sequence number and chain link: the
+//! collector holds checkpoints of the trail that a database writer cannot
+//! reach.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +22,8 @@ use custos_index::Index;
 
 pub struct Forwarder {
     pub index: Arc<dyn Index>,
+    /// Where the last forwarded sequence number is kept.
+    pub offset_file: std::path::PathBuf,
     pub host: String,
     pub port: u16,
     pub tls: Arc<tokio_rustls::rustls::ClientConfig>,
@@ -34,16 +41,15 @@ pub fn parse_url(url: &str) -> Result<(String, u16)> {
 }
 
 impl Forwarder {
-    /// Runs until the process ends: follows the trail from its current end.
+    /// Runs until the process ends: follows the trail from where it last
+    /// stopped (from the start the first time).
     pub async fn run(self) {
         let node = custos_archive::audit::node_name();
-        let mut after = match self.last_seq().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "AUDIT FORWARDING: cannot read the trail");
-                0
-            }
-        };
+        let mut after: i64 = std::fs::read_to_string(&self.offset_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        let mut saved = after;
         let mut conn = None;
         let mut warned = false;
         loop {
@@ -78,7 +84,7 @@ impl Forwarder {
                             }
                         }
                     }
-                    let msg = frame(&body, &node, r.seq);
+                    let msg = frame(&body, &node, r.seq, &r.hash);
                     let Some(c) = conn.as_mut() else { continue };
                     match c.write_all(&msg).await {
                         Ok(()) => break,
@@ -93,16 +99,13 @@ impl Forwarder {
             if let Some(c) = conn.as_mut() {
                 let _ = c.flush().await;
             }
-        }
-    }
-
-    async fn last_seq(&self) -> Result<i64> {
-        let mut after = 0;
-        loop {
-            let page = self.index.audit_after(after, 10_000).await?;
-            match page.last() {
-                Some(r) => after = r.seq,
-                None => return Ok(after),
+            if after != saved {
+                match std::fs::write(&self.offset_file, after.to_string()) {
+                    Ok(()) => saved = after,
+                    Err(e) => {
+                        tracing::error!(error = %e, "AUDIT FORWARDING: cannot record how far it got")
+                    }
+                }
             }
         }
     }
@@ -123,12 +126,12 @@ impl Forwarder {
 
 /// One RFC 5424 message (facility authpriv, severity notice; MSGID as IHE
 /// ATNA names it) in RFC 5425 octet-counting framing.
-fn frame(body: &serde_json::Value, node: &str, seq: i64) -> Vec<u8> {
+fn frame(body: &serde_json::Value, node: &str, seq: i64, link: &str) -> Vec<u8> {
     let time = body["time"].as_str().unwrap_or("-");
     let host = if node.is_empty() { "-" } else { node };
     let xml = crate::audit_cmd::audit_message_xml(body);
     let msg = format!(
-        "<85>1 {time} {host} custos {} IHE+RFC-3881 [custos@32473 seq=\"{seq}\"] {xml}",
+        "<85>1 {time} {host} custos {} IHE+RFC-3881 [custos@32473 seq=\"{seq}\" link=\"{link}\"] {xml}",
         std::process::id()
     );
     let mut out = format!("{} ", msg.len()).into_bytes();

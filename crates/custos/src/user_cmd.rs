@@ -117,6 +117,7 @@ pub async fn run_user(data: &Path, command: UserCommand) -> Result<()> {
                 );
             }
             crate::audit_cmd::record_change(
+                data,
                 index.as_ref(),
                 format!("user {name} added with role {role}"),
             )
@@ -146,8 +147,12 @@ pub async fn run_user(data: &Path, command: UserCommand) -> Result<()> {
             user.password_hash = hash(&password)?;
             user.password_changed = now_unix();
             index.put_user(user).await?;
-            crate::audit_cmd::record_change(index.as_ref(), format!("password of {name} changed"))
-                .await;
+            crate::audit_cmd::record_change(
+                data,
+                index.as_ref(),
+                format!("password of {name} changed"),
+            )
+            .await;
             println!("password of {name} changed");
             if name == "admin" {
                 // The first password's file has served its purpose.
@@ -158,21 +163,24 @@ pub async fn run_user(data: &Path, command: UserCommand) -> Result<()> {
             let mut user = existing(index.as_ref(), &name).await?;
             user.disabled = true;
             index.put_user(user).await?;
-            crate::audit_cmd::record_change(index.as_ref(), format!("user {name} disabled")).await;
+            crate::audit_cmd::record_change(data, index.as_ref(), format!("user {name} disabled"))
+                .await;
             println!("user {name} disabled");
         }
         UserCommand::Enable { name } => {
             let mut user = existing(index.as_ref(), &name).await?;
             user.disabled = false;
             index.put_user(user).await?;
-            crate::audit_cmd::record_change(index.as_ref(), format!("user {name} enabled")).await;
+            crate::audit_cmd::record_change(data, index.as_ref(), format!("user {name} enabled"))
+                .await;
             println!("user {name} enabled");
         }
         UserCommand::Remove { name } => {
             if !index.remove_user(&name).await? {
                 bail!("no user named {name}");
             }
-            crate::audit_cmd::record_change(index.as_ref(), format!("user {name} removed")).await;
+            crate::audit_cmd::record_change(data, index.as_ref(), format!("user {name} removed"))
+                .await;
             println!("user {name} removed (with its tokens)");
         }
     }
@@ -217,6 +225,7 @@ pub async fn run_token(data: &Path, command: TokenCommand) -> Result<()> {
             let t = new_token(&user, read_only, now, now + lifetime);
             index.put_token(t.token.clone()).await?;
             crate::audit_cmd::record_change(
+                data,
                 index.as_ref(),
                 format!(
                     "token {} created for {user}{}",
@@ -259,7 +268,8 @@ pub async fn run_token(data: &Path, command: TokenCommand) -> Result<()> {
             if !index.revoke_token(&id).await? {
                 bail!("no token with id {id}");
             }
-            crate::audit_cmd::record_change(index.as_ref(), format!("token {id} revoked")).await;
+            crate::audit_cmd::record_change(data, index.as_ref(), format!("token {id} revoked"))
+                .await;
             println!("token {id} revoked");
         }
     }
@@ -268,7 +278,7 @@ pub async fn run_token(data: &Path, command: TokenCommand) -> Result<()> {
 
 /// Makes the first admin if there are no users at all; returns its password,
 /// to be printed once.
-pub async fn ensure_admin(index: &dyn Index) -> Result<Option<String>> {
+pub async fn ensure_admin(data: &Path, index: &dyn Index) -> Result<Option<String>> {
     if !index.users().await?.is_empty() {
         return Ok(None);
     }
@@ -282,7 +292,8 @@ pub async fn ensure_admin(index: &dyn Index) -> Result<Option<String>> {
     };
     let added = index.insert_user(user).await?;
     if added {
-        crate::audit_cmd::record_change(index, "user admin created on first run".into()).await;
+        crate::audit_cmd::record_change(data, index, "user admin created on first run".into())
+            .await;
     }
     Ok(added.then_some(password))
 }

@@ -210,7 +210,7 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
     assert!(
         broken
             .stdout()
-            .contains(&format!("BROKEN at record {store_seq}")),
+            .contains(&format!("BROKEN: the chain breaks at record {store_seq}")),
         "{}",
         broken.stdout()
     );
@@ -288,4 +288,124 @@ fn records_are_forwarded_to_a_syslog_collector_over_tls() {
         text.contains("AlternativeUserID=\"AETITLES=PYSCU\""),
         "{text}"
     );
+    // Records written while the server was down (the CLI registering the
+    // peer) are forwarded too, each with its place in the chain.
+    assert!(
+        text.lines()
+            .any(|l| l.contains("peer PYSCU registered") && l.contains(" link=\"")),
+        "{text}"
+    );
+}
+
+/// Runs SQL against a data folder's SQLite index behind Custos's back.
+fn tamper(data: &DataDir, sql: &str) {
+    let db = data.path.join("index.sqlite");
+    let ok = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()",
+        ])
+        .arg(&db)
+        .arg(sql)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// Copies the SQLite index (with its write-ahead log) to `to`, or back.
+fn copy_index(from: &std::path::Path, to: &std::path::Path) {
+    for ext in ["", "-wal"] {
+        let (f, t) = (
+            format!("{}{ext}", from.display()),
+            format!("{}{ext}", to.display()),
+        );
+        let _ = std::fs::remove_file(&t);
+        if std::path::Path::new(&f).exists() {
+            std::fs::copy(&f, &t).unwrap();
+        }
+    }
+    let _ = std::fs::remove_file(format!("{}-shm", to.display()));
+}
+
+fn verify(data: &DataDir) -> (bool, String) {
+    let run = data.cli(&["audit", "verify"]);
+    (run.ok(), run.stdout())
+}
+
+#[test]
+fn cutting_emptying_retiming_or_rehashing_the_trail_is_detected() {
+    let data = DataDir::new("audit-cut");
+    for ae in ["A1", "A2", "A3", "A4"] {
+        data.add_peer(ae, "127.0.0.1", 104, "echo");
+    }
+    let (ok, out) = verify(&data);
+    assert!(ok, "{out}");
+    let key = data.path.join("audit.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "the chain's key is private"
+    );
+    let records = data.audit_export();
+    let last = records.last().unwrap()["seq"].as_i64().unwrap();
+
+    // The newest records removed: the checkpoint outside the index names them.
+    let backup = data.path.join("index.backup");
+    let live = data.path.join("index.sqlite");
+    copy_index(&live, &backup);
+    tamper(
+        &data,
+        &format!("DELETE FROM audit WHERE seq >= {}", last - 1),
+    );
+    let (ok, out) = verify(&data);
+    assert!(!ok && out.contains("cut or replaced"), "{out}");
+
+    // Every record removed.
+    tamper(&data, "DELETE FROM audit");
+    let (ok, out) = verify(&data);
+    assert!(!ok && out.contains("empty"), "{out}");
+
+    // The time of a record moved: the time is under the link.
+    copy_index(&backup, &live);
+    let (ok, out) = verify(&data);
+    assert!(ok, "restored: {out}");
+    tamper(
+        &data,
+        "UPDATE audit SET at = '2020-01-01T00:00:00.000Z' WHERE seq = 2",
+    );
+    let (ok, out) = verify(&data);
+    assert!(!ok && out.contains("breaks at record 2"), "{out}");
+
+    // A record rewritten and every link after it recomputed as a database
+    // writer could (SHA-256, without the key).
+    copy_index(&backup, &live);
+    let rechain = r#"
+import hashlib, sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+rows = c.execute("SELECT seq, body FROM audit ORDER BY seq").fetchall()
+prev = "0" * 64
+for seq, body in rows:
+    if seq == 2:
+        body = body.replace("A1", "ZZ")
+    h = hashlib.sha256((prev + "\n" + body).encode()).hexdigest()
+    c.execute("UPDATE audit SET body=?, prev_hash=?, hash=? WHERE seq=?", (body, prev, h, seq))
+    prev = h
+c.commit()
+"#;
+    let ok = std::process::Command::new("python3")
+        .args(["-c", rechain])
+        .arg(data.path.join("index.sqlite"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let (ok, out) = verify(&data);
+    assert!(!ok, "a chain rewritten without the key verifies: {out}");
+
+    // The server refuses a key that does not link the trail.
+    copy_index(&backup, &live);
+    std::fs::write(&key, "11".repeat(32)).unwrap();
+    let run = data.cli(&["audit", "verify"]);
+    assert!(!run.ok());
+    assert!(run.stderr().contains("audit.key"), "{}", run.stderr());
 }

@@ -349,25 +349,32 @@ open(sys.argv[1], "wb").write(cert.public_bytes(serialization.Encoding.PEM))
     );
 
     // A trail old enough to judge usage (its first record re-dated ten days
-    // back, the chain recomputed as Custos would): unused rights show.
+    // back, the chain and this node's checkpoint recomputed with the data
+    // folder's key, as Custos would): unused rights show.
     let db = data.path.join("index.sqlite");
     let redate = std::process::Command::new("python3")
         .args(["-c", &format!(
             r#"
-import sqlite3, hashlib, json, datetime
-c = sqlite3.connect('{}')
+import sqlite3, hashlib, hmac, json, datetime
+c = sqlite3.connect('{db}')
+key = bytes.fromhex(open('{dir}/audit.key').read().strip())
 rows = c.execute('SELECT seq, at, body FROM audit ORDER BY seq').fetchall()
 prev = '0' * 64
 old = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=10)).strftime('%Y-%m-%dT%H:%M:%S.000Z')
+links = []
 for i, (seq, at, body) in enumerate(rows):
     if i == 0:
         b = json.loads(body); b['time'] = old; body = json.dumps(b, separators=(',', ':')); at = old
-    h = hashlib.sha256((prev + chr(10) + body).encode()).hexdigest()
+    msg = ''.join(p + chr(10) for p in (str(seq), at, prev, body))
+    h = hmac.new(key, msg.encode(), hashlib.sha256).hexdigest()
     c.execute('UPDATE audit SET at=?, body=?, prev_hash=?, hash=? WHERE seq=?', (at, body, prev, h, seq))
     prev = h
+    links.append(h)
 c.commit()
+open('{dir}/audit.head', 'w').write(json.dumps({{'first': links[0], 'seq': rows[-1][0], 'link': prev}}))
 "#,
-            db.display()
+            db = db.display(),
+            dir = data.path.display()
         )])
         .output()
         .unwrap();

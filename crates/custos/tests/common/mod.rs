@@ -535,6 +535,9 @@ pub fn node(name: &str, url: &str, store: &std::path::Path, s3: Option<&str>) ->
         config = config.replacen("\nurl = \"\"", &format!("\nurl = \"{s3}\""), 1);
     }
     std::fs::write(data.path.join("custos.toml"), config).unwrap();
+    // Nodes that share an index share the audit chain's key (the README:
+    // copy audit.key to every node).
+    std::fs::write(data.path.join("audit.key"), "5a".repeat(32)).unwrap();
     assert!(
         data.cli(&["db", "migrate"])
             .success()
