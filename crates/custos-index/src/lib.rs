@@ -6,6 +6,7 @@
 //! crosses it: callers see records, queries and outcomes. PostgreSQL is [`PgIndex`].
 #![forbid(unsafe_code)]
 
+mod pg_connect;
 mod postgres;
 mod schema;
 mod sql_query;
@@ -36,6 +37,8 @@ pub enum IndexError {
     Query(#[from] rusqlite::Error),
     #[error("PostgreSQL: {0}")]
     Postgres(String),
+    #[error("{0}")]
+    Config(String),
     #[error("the index writer has stopped")]
     WriterGone,
     #[error("invalid query: {0}")]

@@ -84,25 +84,40 @@ fn pg(e: tokio_postgres::Error) -> IndexError {
     // "db error" alone says nothing: add the server's message.
     match e.as_db_error() {
         Some(db) => IndexError::Postgres(format!("{}: {}", db.code().code(), db.message())),
-        None => IndexError::Postgres(e.to_string()),
+        None => IndexError::Postgres(with_causes(&e)),
     }
 }
 
-fn pool_err(e: impl std::fmt::Display) -> IndexError {
-    IndexError::Postgres(format!("connection pool: {e}"))
+fn pool_err(e: impl std::error::Error) -> IndexError {
+    IndexError::Postgres(format!("connection pool: {}", with_causes(&e)))
+}
+
+/// An error and its causes (a TLS handshake's certificate error, say).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
 }
 
 impl PgIndex {
     /// Connects to `url` (`postgres://user@host:port/db`) and runs pending migrations.
     pub async fn connect(url: &str) -> Result<PgIndex, IndexError> {
-        let config: tokio_postgres::Config = url.parse().map_err(pg)?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let target = crate::pg_connect::parse(url)?;
+        let settings = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match target.tls {
+            Some(tls) => Manager::from_config(
+                target.config,
+                tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+                settings,
+            ),
+            None => Manager::from_config(target.config, NoTls, settings),
+        };
         let pool = Pool::builder(manager)
             .max_size(16)
             .build()

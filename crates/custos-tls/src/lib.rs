@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client_trust;
+pub mod database;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

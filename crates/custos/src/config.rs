@@ -305,7 +305,9 @@ jwks_refresh_secs = 300
 # SQLite database file (the embedded default).
 path = "index.sqlite"
 # Set to "postgres://user@host:port/db" to keep the index on PostgreSQL instead
-# (several Custos nodes can share it). A password here is never printed.
+# (several Custos nodes can share it). A password here is never printed. Beyond
+# loopback add "?sslmode=verify-full&sslrootcert=/path/ca.pem" (the default
+# mode there; plain needs sslmode=disable&allow_plaintext=true).
 url = ""
 
 [store]

@@ -284,3 +284,86 @@ fn migrate_embedded_archive_to_postgres_and_s3() {
     assert_eq!(dcm_dump(&got[0]), dcm_dump(&files.join("CT_small.dcm")));
     let _ = std::fs::remove_dir_all(&src);
 }
+
+/// Connections of other backends to database `db`: (how many, how many over TLS).
+fn tls_connections(admin_url: &str, db: &str) -> (u64, u64) {
+    let out = std::process::Command::new("psql")
+        .arg(admin_url)
+        .args([
+            "-tA",
+            "-c",
+            &format!(
+                "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a \
+                 JOIN pg_stat_ssl s USING (pid) WHERE a.datname = '{db}'"
+            ),
+        ])
+        .output()
+        .expect("psql");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (all, tls) = text.trim().split_once('|').expect("two counts");
+    (all.parse().unwrap(), tls.parse().unwrap())
+}
+
+#[test]
+fn the_index_connection_uses_tls_and_checks_the_certificate() {
+    let ca = std::env::var("CUSTOS_TEST_POSTGRES_CA")
+        .expect("CUSTOS_TEST_POSTGRES_CA is not set: run scripts/test");
+    let admin = std::env::var("CUSTOS_TEST_POSTGRES_URL").unwrap();
+    let url = fresh_database();
+    let db = url.rsplit_once('/').unwrap().1.to_string();
+    let store = std::env::temp_dir().join(format!("custos-tls-blobs-{}", std::process::id()));
+    let tls_url = format!("{url}?sslmode=verify-full&sslrootcert={ca}");
+    let data = node("pg-tls", &tls_url, &store, None);
+    data.add_peer("PEER", "127.0.0.1", 104, "echo");
+    let server = Server::start(&data);
+    assert!(echo(&server, "PEER", "CUSTOS").ok());
+    let (all, tls) = tls_connections(&admin, &db);
+    assert!(all > 0 && tls == all, "{tls} of {all} connections use TLS");
+    drop(server);
+
+    let with_url = |url: &str, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_custos"))
+            .args(args)
+            .arg("--data")
+            .arg(&data.path)
+            .env("CUSTOS_INDEX_URL", url)
+            .output()
+            .unwrap();
+        Run(out)
+    };
+    // A certificate the given CA did not sign (the data folder's own CA).
+    let other_ca = data.path.join("tls/ca.pem");
+    let run = with_url(
+        &format!(
+            "{url}?sslmode=verify-full&sslrootcert={}",
+            other_ca.display()
+        ),
+        &["peer", "list"],
+    );
+    assert!(!run.ok(), "{}", run.stdout());
+    assert!(
+        run.stderr().to_lowercase().contains("certificate"),
+        "{}",
+        run.stderr()
+    );
+    // The right CA but another name: verify-full refuses, verify-ca accepts.
+    let by_name = url.replacen("127.0.0.1", "localhost", 1);
+    let run = with_url(
+        &format!("{by_name}?sslmode=verify-full&sslrootcert={ca}"),
+        &["peer", "list"],
+    );
+    assert!(
+        !run.ok(),
+        "a certificate for 127.0.0.1 accepted for localhost"
+    );
+    let run = with_url(
+        &format!("{by_name}?sslmode=verify-ca&sslrootcert={ca}"),
+        &["peer", "list"],
+    );
+    assert!(
+        run.ok() && run.stdout().contains("PEER"),
+        "{}",
+        run.stderr()
+    );
+    let _ = std::fs::remove_dir_all(&store);
+}
