@@ -121,11 +121,21 @@ impl Archive {
         self.index.find(query).await
     }
 
-    /// The stored instances a retrieve request selects; the request must name
-    /// them by its level's unique key (`Query::check_retrieve`).
-    pub async fn retrieve_set(&self, query: Query) -> Result<Vec<StoredInstance>, IndexError> {
+    /// The stored instances a retrieve request selects, read page by page;
+    /// the request must name them by its level's unique key
+    /// (`Query::check_retrieve`).
+    pub async fn retrieve_set(&self, query: Query) -> Result<RetrieveSet, IndexError> {
         query.check_retrieve().map_err(IndexError::BadQuery)?;
-        self.index.instances(query).await
+        let kinds = self.index.instance_kinds(&query).await?;
+        let total = kinds.iter().map(|k| k.count).sum();
+        Ok(RetrieveSet {
+            index: self.index.clone(),
+            query,
+            after: 0,
+            kinds,
+            total,
+            left: total,
+        })
     }
 
     /// Removes a study or one of its series: index rows first (so no reader
@@ -144,5 +154,57 @@ impl Archive {
             }
         }
         Ok(removed.len())
+    }
+}
+
+/// Instances read from the index per page of a retrieve set.
+const RETRIEVE_PAGE: usize = 256;
+
+/// A retrieve request's instances: how many and of which kinds up front (the
+/// sub-operation counts and the contexts a C-MOVE proposes), then the
+/// instances themselves a page at a time, so a request naming much of the
+/// archive never holds it in memory. It ends after `total` instances even if
+/// more arrive meanwhile.
+pub struct RetrieveSet {
+    index: Arc<dyn Index>,
+    query: Query,
+    after: i64,
+    pub kinds: Vec<custos_index::InstanceKind>,
+    pub total: u64,
+    left: u64,
+}
+
+impl RetrieveSet {
+    /// The next instances; empty when the set is exhausted.
+    pub async fn next_page(&mut self) -> Result<Vec<StoredInstance>, IndexError> {
+        if self.left == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = RETRIEVE_PAGE.min(self.left as usize);
+        let page = self
+            .index
+            .instance_page(&self.query, self.after, limit)
+            .await?;
+        if let Some((pk, _)) = page.last() {
+            self.after = *pk;
+        }
+        self.left = if page.len() < limit {
+            0
+        } else {
+            self.left - page.len() as u64
+        };
+        Ok(page.into_iter().map(|(_, i)| i).collect())
+    }
+
+    /// Every instance at once, for sets known to be small (one study).
+    pub async fn all(mut self) -> Result<Vec<StoredInstance>, IndexError> {
+        let mut out = Vec::new();
+        loop {
+            let page = self.next_page().await?;
+            if page.is_empty() {
+                return Ok(out);
+            }
+            out.extend(page);
+        }
     }
 }

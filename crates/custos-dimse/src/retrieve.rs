@@ -11,7 +11,7 @@ use dicom_ul::association::{AsyncAssociation, ClientAssociationOptions};
 use dicom_ul::pdu::PresentationContextResultReason;
 use tracing::{info, warn};
 
-use custos_archive::Archive;
+use custos_archive::{Archive, RetrieveSet};
 use custos_core::record::StoredInstance;
 
 use crate::association::Association;
@@ -19,6 +19,10 @@ use crate::command::{Command, field, status};
 use crate::identifier::Identifier;
 use crate::link::{LinkError, Stream, receive_command, send_message, send_streamed};
 use crate::syntaxes::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
+
+/// Failed SOP Instance UIDs listed in a final response at most (~640 KB);
+/// past this the counts still say how many failed.
+const MAX_FAILED_UIDS: usize = 10_000;
 
 /// Sub-operation tallies (PS3.4 C.4.2.1.5).
 #[derive(Debug, Default, Clone)]
@@ -47,9 +51,47 @@ impl Tally {
             Some(s) if s & 0xF000 == 0xB000 => self.warning = self.warning.saturating_add(1),
             _ => {
                 self.failed = self.failed.saturating_add(1);
-                self.failed_uids.push(uid.to_string());
+                if self.failed_uids.len() < MAX_FAILED_UIDS {
+                    self.failed_uids.push(uid.to_string());
+                }
             }
         }
+    }
+
+    /// The next page of `set`; empty at its end, or when it cannot be read
+    /// (then everything not yet sent counts as failed).
+    async fn next_page(&mut self, set: &mut RetrieveSet) -> Vec<StoredInstance> {
+        match set.next_page().await {
+            Ok(page) => page,
+            Err(e) => {
+                warn!(error = %e, "retrieve: the set cannot be read further");
+                self.fail_rest(set).await;
+                Vec::new()
+            }
+        }
+    }
+
+    /// Counts every instance of `set` not yet sent as failed.
+    async fn fail_rest(&mut self, set: &mut RetrieveSet) {
+        loop {
+            match set.next_page().await {
+                Ok(page) if page.is_empty() => break,
+                Ok(page) => {
+                    for inst in &page {
+                        self.record(&inst.sop_instance_uid, None);
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "retrieve: the rest of the set cannot be read");
+                    break;
+                }
+            }
+        }
+        // Instances that could not even be listed fail without their UIDs.
+        self.failed = self
+            .failed
+            .saturating_add(self.remaining.min(u16::MAX as usize) as u16);
+        self.remaining = 0;
     }
 
     /// The final response: status, and the Failed SOP Instance UID List when needed.
@@ -185,46 +227,58 @@ impl Association {
                 return send_message(&mut self.assoc, pc, &r, None).await;
             }
         };
-        info!(calling = self.peer_ae(), instances = set.len(), "C-GET");
-        e.detail = format!("C-GET {keys}: {} instances", set.len());
+        let mut set = set;
+        info!(calling = self.peer_ae(), instances = set.total, "C-GET");
+        e.detail = format!("C-GET {keys}: {} instances", set.total);
         self.archive.audit(e).await;
         let mut tally = Tally {
-            remaining: set.len(),
+            remaining: set.total as usize,
             ..Default::default()
         };
         let mut cancelled = false;
         let archive = self.archive.clone();
-        for (i, inst) in set.iter().enumerate() {
-            if cancelled || self.cancel_requested(cmd.message_id).await? {
-                cancelled = true;
+        let mut sub_id: u16 = 0;
+        'pages: loop {
+            let page = tally.next_page(&mut set).await;
+            if page.is_empty() {
                 break;
             }
-            let sub_id = (i as u16).wrapping_add(1);
-            let sent = send_store(&mut self.assoc, &archive, inst, sub_id, None).await?;
-            let st = if sent {
-                // Wait for the C-STORE-RSP; a C-CANCEL may arrive first.
-                loop {
-                    let (_, rsp) = receive_command(&mut self.assoc).await?;
-                    if rsp.field == field::C_CANCEL_RQ {
-                        cancelled = true;
-                        continue;
-                    }
-                    if rsp.field == field::C_STORE_RSP && rsp.responding_to == Some(sub_id) {
-                        break rsp.status;
-                    }
-                    return Err(LinkError::Protocol(
-                        "unexpected message during C-GET".into(),
-                    ));
+            for inst in &page {
+                if cancelled || self.cancel_requested(cmd.message_id).await? {
+                    cancelled = true;
+                    break 'pages;
                 }
-            } else {
-                None
-            };
-            tally.record(&inst.sop_instance_uid, st);
-            if tally.remaining > 0 && !cancelled {
-                let mut r = cmd.response(field::C_GET_RSP, status::PENDING);
-                r.sub_operations = Some(tally.counts());
-                send_message(&mut self.assoc, pc, &r, None).await?;
+                sub_id = sub_id.wrapping_add(1);
+                let sent = send_store(&mut self.assoc, &archive, inst, sub_id, None).await?;
+                let st = if sent {
+                    // Wait for the C-STORE-RSP; a C-CANCEL may arrive first.
+                    loop {
+                        let (_, rsp) = receive_command(&mut self.assoc).await?;
+                        if rsp.field == field::C_CANCEL_RQ {
+                            cancelled = true;
+                            continue;
+                        }
+                        if rsp.field == field::C_STORE_RSP && rsp.responding_to == Some(sub_id) {
+                            break rsp.status;
+                        }
+                        return Err(LinkError::Protocol(
+                            "unexpected message during C-GET".into(),
+                        ));
+                    }
+                } else {
+                    None
+                };
+                tally.record(&inst.sop_instance_uid, st);
+                if tally.remaining > 0 && !cancelled {
+                    let mut r = cmd.response(field::C_GET_RSP, status::PENDING);
+                    r.sub_operations = Some(tally.counts());
+                    send_message(&mut self.assoc, pc, &r, None).await?;
+                }
             }
+        }
+        if !cancelled {
+            // Fewer than counted (deleted meanwhile): nothing is left.
+            tally.remaining = 0;
         }
         self.finish_retrieve(pc, cmd, field::C_GET_RSP, &tally, cancelled)
             .await
@@ -290,18 +344,18 @@ impl Association {
                 return send_message(&mut self.assoc, pc, &r, None).await;
             }
         };
-        info!(calling = self.peer_ae(), destination = %dest.ae_title, instances = set.len(), "C-MOVE");
+        let mut set = set;
+        info!(calling = self.peer_ae(), destination = %dest.ae_title, instances = set.total, "C-MOVE");
         e.detail = format!(
             "C-MOVE {keys} to {}: {} instances",
-            dest.ae_title,
-            set.len()
+            dest.ae_title, set.total
         );
         self.archive.audit(e).await;
         let tally = Tally {
-            remaining: set.len(),
+            remaining: set.total as usize,
             ..Default::default()
         };
-        if set.is_empty() {
+        if set.total == 0 {
             return self
                 .finish_retrieve(pc, cmd, field::C_MOVE_RSP, &tally, false)
                 .await;
@@ -315,13 +369,11 @@ impl Association {
             .connection_timeout(Duration::from_secs(10));
         // One context per (SOP class, stored transfer syntax), so each instance can
         // travel as stored; plus an uncompressed context per class as fallback.
-        let mut pairs: Vec<(String, String)> = Vec::new();
-        for inst in &set {
-            let pair = (inst.sop_class_uid.clone(), inst.transfer_syntax_uid.clone());
-            if !pairs.contains(&pair) {
-                pairs.push(pair);
-            }
-        }
+        let pairs: Vec<(String, String)> = set
+            .kinds
+            .iter()
+            .map(|k| (k.sop_class_uid.clone(), k.transfer_syntax_uid.clone()))
+            .collect();
         let mut proposed = 0;
         let mut fallback_for: Vec<String> = Vec::new();
         for (class, ts) in &pairs {
@@ -344,7 +396,7 @@ impl Association {
         if dest.tls_required {
             let Some(tls) = self.config.tls_client.clone() else {
                 info!(destination = %dest.ae_title, "C-MOVE: destination requires TLS and DICOM TLS is not configured");
-                return self.fail_all_moves(pc, cmd, &set, tally).await;
+                return self.fail_all_moves(pc, cmd, &mut set, tally).await;
             };
             match options
                 .tls_config(tls)
@@ -354,22 +406,24 @@ impl Association {
             {
                 Ok(mut sub) => {
                     let _ = sub.inner_stream().get_ref().0.set_nodelay(true);
-                    self.move_sub_operations(pc, cmd, sub, &set, tally).await
+                    self.move_sub_operations(pc, cmd, sub, &mut set, tally)
+                        .await
                 }
                 Err(e) => {
                     info!(error = %e, destination = %dest.ae_title, "C-MOVE: cannot associate with the destination over TLS");
-                    self.fail_all_moves(pc, cmd, &set, tally).await
+                    self.fail_all_moves(pc, cmd, &mut set, tally).await
                 }
             }
         } else {
             match options.establish_with_async(&target).await {
                 Ok(mut sub) => {
                     let _ = sub.inner_stream().set_nodelay(true);
-                    self.move_sub_operations(pc, cmd, sub, &set, tally).await
+                    self.move_sub_operations(pc, cmd, sub, &mut set, tally)
+                        .await
                 }
                 Err(e) => {
                     info!(error = %e, destination = %dest.ae_title, "C-MOVE: cannot associate with the destination");
-                    self.fail_all_moves(pc, cmd, &set, tally).await
+                    self.fail_all_moves(pc, cmd, &mut set, tally).await
                 }
             }
         }
@@ -379,12 +433,10 @@ impl Association {
         &mut self,
         pc: u8,
         cmd: &Command,
-        set: &[StoredInstance],
+        set: &mut RetrieveSet,
         mut tally: Tally,
     ) -> Result<(), LinkError> {
-        for inst in set {
-            tally.record(&inst.sop_instance_uid, None);
-        }
+        tally.fail_rest(set).await;
         self.finish_retrieve(pc, cmd, field::C_MOVE_RSP, &tally, false)
             .await
     }
@@ -395,53 +447,64 @@ impl Association {
         pc: u8,
         cmd: &Command,
         mut sub: dicom_ul::association::client::AsyncClientAssociation<S>,
-        set: &[StoredInstance],
+        set: &mut RetrieveSet,
         mut tally: Tally,
     ) -> Result<(), LinkError> {
         let archive = self.archive.clone();
         let originator = self.peer_ae().to_string();
         let mut cancelled = false;
-        for (i, inst) in set.iter().enumerate() {
-            if self.cancel_requested(cmd.message_id).await? {
-                cancelled = true;
+        let mut sub_id: u16 = 0;
+        'pages: loop {
+            let page = tally.next_page(set).await;
+            if page.is_empty() {
                 break;
             }
-            let sub_id = (i as u16).wrapping_add(1);
-            let outcome = async {
-                if !send_store(
-                    &mut sub,
-                    &archive,
-                    inst,
-                    sub_id,
-                    Some((&originator, cmd.message_id)),
-                )
-                .await?
-                {
-                    return Ok::<_, LinkError>(None);
+            for (i, inst) in page.iter().enumerate() {
+                if self.cancel_requested(cmd.message_id).await? {
+                    cancelled = true;
+                    break 'pages;
                 }
-                let (_, rsp) = receive_command(&mut sub).await?;
-                Ok(if rsp.field == field::C_STORE_RSP {
-                    rsp.status
-                } else {
-                    None
-                })
-            }
-            .await;
-            match outcome {
-                Ok(st) => tally.record(&inst.sop_instance_uid, st),
-                Err(e) => {
-                    info!(error = %e, "C-MOVE: destination association failed");
-                    for rest in &set[i..] {
-                        tally.record(&rest.sop_instance_uid, None);
+                sub_id = sub_id.wrapping_add(1);
+                let outcome = async {
+                    if !send_store(
+                        &mut sub,
+                        &archive,
+                        inst,
+                        sub_id,
+                        Some((&originator, cmd.message_id)),
+                    )
+                    .await?
+                    {
+                        return Ok::<_, LinkError>(None);
                     }
-                    break;
+                    let (_, rsp) = receive_command(&mut sub).await?;
+                    Ok(if rsp.field == field::C_STORE_RSP {
+                        rsp.status
+                    } else {
+                        None
+                    })
+                }
+                .await;
+                match outcome {
+                    Ok(st) => tally.record(&inst.sop_instance_uid, st),
+                    Err(e) => {
+                        info!(error = %e, "C-MOVE: destination association failed");
+                        for rest in &page[i..] {
+                            tally.record(&rest.sop_instance_uid, None);
+                        }
+                        tally.fail_rest(set).await;
+                        break 'pages;
+                    }
+                }
+                if tally.remaining > 0 {
+                    let mut r = cmd.response(field::C_MOVE_RSP, status::PENDING);
+                    r.sub_operations = Some(tally.counts());
+                    send_message(&mut self.assoc, pc, &r, None).await?;
                 }
             }
-            if tally.remaining > 0 {
-                let mut r = cmd.response(field::C_MOVE_RSP, status::PENDING);
-                r.sub_operations = Some(tally.counts());
-                send_message(&mut self.assoc, pc, &r, None).await?;
-            }
+        }
+        if !cancelled {
+            tally.remaining = 0;
         }
         let _ = sub.release().await;
         self.finish_retrieve(pc, cmd, field::C_MOVE_RSP, &tally, cancelled)

@@ -74,6 +74,14 @@ pub struct Statistics {
 const STATISTICS_SQL: &str = "SELECT (SELECT COUNT(DISTINCT patient_id) FROM studies), (SELECT COUNT(*) FROM studies),
     (SELECT COUNT(*) FROM series), (SELECT COUNT(*) FROM instances), (SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM instances)";
 
+/// Stored instances of one SOP class and transfer syntax under a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceKind {
+    pub sop_class_uid: String,
+    pub transfer_syntax_uid: String,
+    pub count: u64,
+}
+
 #[async_trait]
 pub trait Index: Send + Sync + 'static {
     /// Records a stored instance durably (the call returns after commit).
@@ -87,8 +95,24 @@ pub trait Index: Send + Sync + 'static {
     /// Matches at the query's level; one row per patient, study, series or instance.
     async fn find(&self, query: Query) -> Result<Vec<Row>, IndexError>;
 
-    /// The stored instances under everything the query matches (for C-GET, C-MOVE).
-    async fn instances(&self, query: Query) -> Result<Vec<StoredInstance>, IndexError>;
+    /// The stored instances under everything the query matches, in index
+    /// order after position `after` (0: from the start), at most `limit`,
+    /// each with its position: retrieve sets are read page by page.
+    async fn instance_page(
+        &self,
+        query: &Query,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, StoredInstance)>, IndexError>;
+
+    /// How many instances the query selects, by (SOP class, transfer syntax).
+    async fn instance_kinds(&self, query: &Query) -> Result<Vec<InstanceKind>, IndexError>;
+
+    /// The first `query.limit` stored instances under the query.
+    async fn instances(&self, query: Query) -> Result<Vec<StoredInstance>, IndexError> {
+        let page = self.instance_page(&query, 0, query.limit).await?;
+        Ok(page.into_iter().map(|(_, i)| i).collect())
+    }
 
     async fn instance_count(&self) -> Result<u64, IndexError>;
 

@@ -13,8 +13,8 @@ use custos_core::query::{Query, Row, fold_case};
 use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
 
-use crate::sql_query::{Dialect, SqlValue, find_sql, instances_sql};
-use crate::{Index, IndexError, InsertOutcome, STATISTICS_SQL, Statistics};
+use crate::sql_query::{Dialect, SqlValue, find_sql, instance_kinds_sql, instances_sql};
+use crate::{Index, IndexError, InsertOutcome, InstanceKind, STATISTICS_SQL, Statistics};
 
 /// Versioned schema; `custos_schema_version` records how far a database has come.
 const MIGRATIONS: &[&str] = &[
@@ -188,14 +188,15 @@ fn text_at(row: &PgRow, i: usize) -> String {
     String::new()
 }
 
-fn stored(row: &PgRow) -> StoredInstance {
+/// A stored instance from the columns starting at `at`.
+fn stored(row: &PgRow, at: usize) -> StoredInstance {
     StoredInstance {
-        sop_instance_uid: row.get(0),
-        sop_class_uid: row.get(1),
-        transfer_syntax_uid: row.get(2),
-        blob_key: row.get(3),
-        size: row.get::<_, i64>(4) as u64,
-        sha256: row.get(5),
+        sop_instance_uid: row.get(at),
+        sop_class_uid: row.get(at + 1),
+        transfer_syntax_uid: row.get(at + 2),
+        blob_key: row.get(at + 3),
+        size: row.get::<_, i64>(at + 4) as u64,
+        sha256: row.get(at + 5),
     }
 }
 
@@ -345,7 +346,7 @@ impl Index for PgIndex {
             )
             .await
             .map_err(pg)?
-            .map(|r| stored(&r));
+            .map(|r| stored(&r, 0));
         let outcome = match existing {
             Some(existing) if existing.sha256 == record.sha256 => {
                 InsertOutcome::Identical { existing }
@@ -386,12 +387,32 @@ impl Index for PgIndex {
             .collect())
     }
 
-    async fn instances(&self, query: Query) -> Result<Vec<StoredInstance>, IndexError> {
+    async fn instance_page(
+        &self,
+        query: &Query,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, StoredInstance)>, IndexError> {
         let (sql, params) =
-            instances_sql(&query, Dialect::Postgres).map_err(IndexError::BadQuery)?;
+            instances_sql(query, after, limit, Dialect::Postgres).map_err(IndexError::BadQuery)?;
         let client = self.pool.get().await.map_err(pool_err)?;
         let rows = client.query(&sql, &bind(&params)).await.map_err(pg)?;
-        Ok(rows.iter().map(stored).collect())
+        Ok(rows.iter().map(|r| (r.get(0), stored(r, 1))).collect())
+    }
+
+    async fn instance_kinds(&self, query: &Query) -> Result<Vec<InstanceKind>, IndexError> {
+        let (sql, params) =
+            instance_kinds_sql(query, Dialect::Postgres).map_err(IndexError::BadQuery)?;
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client.query(&sql, &bind(&params)).await.map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| InstanceKind {
+                sop_class_uid: r.get(0),
+                transfer_syntax_uid: r.get(1),
+                count: r.get::<_, i64>(2) as u64,
+            })
+            .collect())
     }
 
     async fn instance_count(&self) -> Result<u64, IndexError> {
@@ -422,7 +443,7 @@ impl Index for PgIndex {
             .map_err(pg)?;
         Ok(rows
             .iter()
-            .map(|r| (r.get::<_, i64>(6), stored(r)))
+            .map(|r| (r.get::<_, i64>(6), stored(r, 0)))
             .collect())
     }
 
@@ -647,7 +668,7 @@ impl Index for PgIndex {
         .await
         .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
-        Ok(rows.iter().map(stored).collect())
+        Ok(rows.iter().map(|r| stored(r, 0)).collect())
     }
 
     async fn append_audit(

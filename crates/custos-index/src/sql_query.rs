@@ -286,17 +286,42 @@ pub fn find_sql(
     Ok((dialect.placeholders(sql), params, keys))
 }
 
-/// Statement listing the stored instances under a query (every level joined).
-pub fn instances_sql(query: &Query, dialect: Dialect) -> Result<(String, Vec<SqlValue>), String> {
+/// Statement listing the stored instances under a query (every level joined),
+/// in index order after position `after`, with each its position first.
+pub fn instances_sql(
+    query: &Query,
+    after: i64,
+    limit: usize,
+    dialect: Dialect,
+) -> Result<(String, Vec<SqlValue>), String> {
     let mut all_levels = query.clone();
     all_levels.level = Level::Image;
-    let (clauses, mut params) = conditions(&all_levels)?;
+    let (mut clauses, mut params) = conditions(&all_levels)?;
+    clauses.push("i.pk > ?".into());
+    params.push(SqlValue::Int(after));
     let sql = format!(
-        "SELECT i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, i.blob_key, i.size, i.sha256 FROM {}{} ORDER BY i.pk LIMIT ?",
+        "SELECT i.pk, i.sop_instance_uid, i.sop_class_uid, i.transfer_syntax_uid, i.blob_key, i.size, i.sha256 FROM {}{} ORDER BY i.pk LIMIT ?",
         from_sql(Level::Image),
         where_sql(&clauses)
     );
-    params.push(SqlValue::Int(query.limit.min(i64::MAX as usize) as i64));
+    params.push(SqlValue::Int(limit.min(i64::MAX as usize) as i64));
+    Ok((dialect.placeholders(sql), params))
+}
+
+/// Statement counting the stored instances under a query by (SOP class,
+/// transfer syntax): what a C-MOVE proposes and how many sub-operations follow.
+pub fn instance_kinds_sql(
+    query: &Query,
+    dialect: Dialect,
+) -> Result<(String, Vec<SqlValue>), String> {
+    let mut all_levels = query.clone();
+    all_levels.level = Level::Image;
+    let (clauses, params) = conditions(&all_levels)?;
+    let sql = format!(
+        "SELECT i.sop_class_uid, i.transfer_syntax_uid, COUNT(*) FROM {}{} GROUP BY i.sop_class_uid, i.transfer_syntax_uid ORDER BY 1, 2",
+        from_sql(Level::Image),
+        where_sql(&clauses)
+    );
     Ok((dialect.placeholders(sql), params))
 }
 

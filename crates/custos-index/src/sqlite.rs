@@ -15,8 +15,8 @@ use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
 
 use crate::schema::MIGRATIONS;
-use crate::sql_query::{Dialect, SqlValue, find_sql, instances_sql};
-use crate::{Index, IndexError, InsertOutcome, STATISTICS_SQL, Statistics};
+use crate::sql_query::{Dialect, SqlValue, find_sql, instance_kinds_sql, instances_sql};
+use crate::{Index, IndexError, InsertOutcome, InstanceKind, STATISTICS_SQL, Statistics};
 
 /// Most inserts folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -276,14 +276,15 @@ fn in_savepoint<T>(
     }
 }
 
-fn stored_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredInstance> {
+/// A stored instance from the columns starting at `at`.
+fn stored_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<StoredInstance> {
     Ok(StoredInstance {
-        sop_instance_uid: r.get(0)?,
-        sop_class_uid: r.get(1)?,
-        transfer_syntax_uid: r.get(2)?,
-        blob_key: r.get(3)?,
-        size: r.get::<_, i64>(4)? as u64,
-        sha256: r.get(5)?,
+        sop_instance_uid: r.get(at)?,
+        sop_class_uid: r.get(at + 1)?,
+        transfer_syntax_uid: r.get(at + 2)?,
+        blob_key: r.get(at + 3)?,
+        size: r.get::<_, i64>(at + 4)? as u64,
+        sha256: r.get(at + 5)?,
     })
 }
 
@@ -296,7 +297,7 @@ fn insert(
         .query_row(
             "SELECT sop_instance_uid, sop_class_uid, transfer_syntax_uid, blob_key, size, sha256 FROM instances WHERE sop_instance_uid = ?1",
             [&rec.sop_instance_uid],
-            stored_from_row,
+            |r| stored_from_row(r, 0),
         )
         .optional()?;
     if let Some(existing) = existing {
@@ -461,11 +462,36 @@ impl Index for SqliteIndex {
         .await
     }
 
-    async fn instances(&self, query: Query) -> Result<Vec<StoredInstance>, IndexError> {
-        let (sql, params) = instances_sql(&query, Dialect::Sqlite).map_err(IndexError::BadQuery)?;
+    async fn instance_page(
+        &self,
+        query: &Query,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, StoredInstance)>, IndexError> {
+        let (sql, params) =
+            instances_sql(query, after, limit, Dialect::Sqlite).map_err(IndexError::BadQuery)?;
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(bind(&params).as_slice(), stored_from_row)?;
+            let rows = stmt.query_map(bind(&params).as_slice(), |r| {
+                Ok((r.get(0)?, stored_from_row(r, 1)?))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn instance_kinds(&self, query: &Query) -> Result<Vec<InstanceKind>, IndexError> {
+        let (sql, params) =
+            instance_kinds_sql(query, Dialect::Sqlite).map_err(IndexError::BadQuery)?;
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(bind(&params).as_slice(), |r| {
+                Ok(InstanceKind {
+                    sop_class_uid: r.get(0)?,
+                    transfer_syntax_uid: r.get(1)?,
+                    count: r.get::<_, i64>(2)? as u64,
+                })
+            })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
@@ -492,7 +518,7 @@ impl Index for SqliteIndex {
                 "SELECT sop_instance_uid, sop_class_uid, transfer_syntax_uid, blob_key, size, sha256, pk
                  FROM instances WHERE pk > ?1 ORDER BY pk LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![after, limit], |r| Ok((r.get::<_, i64>(6)?, stored_from_row(r)?)))?;
+            let rows = stmt.query_map(params![after, limit], |r| Ok((r.get::<_, i64>(6)?, stored_from_row(r, 0)?)))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
@@ -573,7 +599,7 @@ impl Index for SqliteIndex {
                      FROM instances WHERE series_pk = ?1",
                 )?;
                 removed.extend(
-                    stmt.query_map([pk], stored_from_row)?
+                    stmt.query_map([pk], |r| stored_from_row(r, 0))?
                         .collect::<Result<Vec<_>, _>>()?,
                 );
                 t.execute("DELETE FROM instances WHERE series_pk = ?1", [pk])?;

@@ -243,6 +243,27 @@ async fn other_levels_and_retrieve_sets(ix: Ix) {
         .unwrap();
     assert_eq!(set.len(), 4);
     assert_eq!(ix.instance_count().await.unwrap(), 5);
+
+    // Read page by page (two at a time): every instance once, in order, and
+    // the kinds count the same set.
+    let p1 = q(
+        Level::Patient,
+        vec![(Key::PatientID, Matcher::Single("P1".into()))],
+    );
+    let (mut after, mut paged) = (0, Vec::new());
+    loop {
+        let page = ix.instance_page(&p1, after, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some((last, _)) = page.last() else { break };
+        after = *last;
+        paged.extend(page.into_iter().map(|(_, i)| i.sop_instance_uid));
+    }
+    let mut whole: Vec<String> = set.iter().map(|i| i.sop_instance_uid.clone()).collect();
+    assert_eq!(paged, whole);
+    whole.dedup();
+    assert_eq!(whole.len(), 4);
+    let kinds = ix.instance_kinds(&p1).await.unwrap();
+    assert_eq!(kinds.iter().map(|k| k.count).sum::<u64>(), 4);
 }
 
 async fn duplicates(ix: Ix) {

@@ -96,7 +96,13 @@ pub async fn resolve(
 ) -> Result<Vec<StoredInstance>, ApiError> {
     require(principal, Action::Get)?;
     target.check()?;
-    let set = state.archive.retrieve_set(target.query()).await?;
+    // One study at most (the path names it): held whole.
+    let set = state
+        .archive
+        .retrieve_set(target.query())
+        .await?
+        .all()
+        .await?;
     if set.is_empty() {
         return Err(ApiError::not_found());
     }

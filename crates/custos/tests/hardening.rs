@@ -677,3 +677,71 @@ fn declared_element_lengths_are_not_allocated_before_the_bytes_arrive() {
         "the server keeps serving"
     );
 }
+
+#[test]
+fn a_retrieve_naming_a_huge_study_is_read_page_by_page() {
+    const N: u32 = 300_000;
+    let data = DataDir::new("hard-retrieve");
+    data.add_peer("PEER", "127.0.0.1", 104, "echo,move");
+    // A destination nothing listens on: every sub-operation fails at once.
+    data.add_peer("NOWHERE", "127.0.0.1", free_port(), "echo");
+    // One study of 300,000 instances, written straight into the index (their
+    // blobs do not exist: only the index side of a retrieve is measured).
+    let fill = format!(
+        r#"
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+c.execute("INSERT INTO studies (study_uid, patient_id, patient_name, patient_name_fold, patient_birth_date, patient_sex, study_date, study_time, accession_number, study_id, study_description, referring_physician_name, referring_physician_name_fold) VALUES ('2.25.4242', 'BIG', 'BIG^ONE', 'BIG^ONE', '', '', '20200101', '', '', '', '', '', '')")
+c.execute("INSERT INTO series (study_pk, series_uid, modality, series_number, series_description, body_part_examined) VALUES (1, '2.25.4242.1', 'CT', 1, '', '')")
+c.execute("WITH RECURSIVE n(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM n WHERE k < {last}) INSERT INTO instances (series_pk, sop_instance_uid, sop_class_uid, instance_number, number_of_frames, transfer_syntax_uid, blob_key, size, sha256) SELECT 1, '2.25.4242.1.' || k, '1.2.840.10008.5.1.4.1.1.2', k, NULL, '1.2.840.10008.1.2.1', 'absent', 0, '{zeros}' FROM n")
+c.commit()
+"#,
+        last = N - 1,
+        zeros = "0".repeat(64)
+    );
+    let ok = std::process::Command::new("python3")
+        .args(["-c", &fill])
+        .arg(data.path.join("index.sqlite"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let server = Server::start(&data);
+    assert!(echo(&server, "PEER", "CUSTOS").ok());
+    let pid = server.child.id();
+    let before = peak_rss_kib(pid);
+    let started = Instant::now();
+    let run = dcmtk(
+        "movescu",
+        &[
+            "-v",
+            "-S",
+            "-aet",
+            "PEER",
+            "-aec",
+            "CUSTOS",
+            "-aem",
+            "NOWHERE",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyInstanceUID=2.25.4242",
+            "127.0.0.1",
+            &server.port(),
+        ],
+    );
+    let took = started.elapsed();
+    let after = peak_rss_kib(pid);
+    let text = format!("{}{}", run.stdout(), run.stderr());
+    eprintln!("C-MOVE of {N} instances: {took:?}; peak RSS {before} KiB -> {after} KiB");
+    // All counted and failed (the destination is unreachable), in one answer.
+    assert!(
+        text.contains("Final Move Response (Refused: OutOfResourcesSubOperations)"),
+        "{text}"
+    );
+    // Holding the whole set costs ~100 MiB here; pages of it, a few.
+    assert!(
+        after < before + 40 * 1024,
+        "peak RSS grew from {before} KiB to {after} KiB"
+    );
+    assert!(echo(&server, "PEER", "CUSTOS").ok());
+}
