@@ -13,6 +13,7 @@ mod ingest;
 pub mod lengths;
 mod migrate;
 pub mod part10;
+pub mod registry;
 mod retrieve;
 pub mod status;
 pub mod text;

@@ -12,13 +12,11 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 
-use custos_core::auth::validate_user_name;
-use custos_core::credentials::{check_password_policy, hash_password, new_token};
-use custos_core::peer::validate_ae_title;
-use custos_core::{Action, HostPattern, Peer, Permissions, Principal, Role, User};
+use custos_archive::registry;
+use custos_core::{Action, Principal};
 
 use crate::AppState;
-use crate::auth::{now_unix, require};
+use crate::auth::require;
 use crate::error::ApiError;
 use crate::qido::check_uid;
 
@@ -109,48 +107,19 @@ pub async fn put_peer(
 ) -> Result<Response> {
     require(&p, Action::Admin)?;
     let Json(body) = body.map_err(json_rejection)?;
-    let ae_title = validate_ae_title(&body.ae_title).map_err(unprocessable)?;
-    let host: HostPattern = body.host.parse().map_err(unprocessable)?;
-    let permissions: Permissions = body.allow.join(",").parse().map_err(unprocessable)?;
-    if permissions.actions().any(|a| !Action::DIMSE.contains(&a)) || body.port == 0 {
-        return Err(unprocessable(
-            "allow takes echo, store, find, get, move; port 1-65535",
-        ));
-    }
-    let cert_sha256 = match &body.cert_fingerprint {
-        Some(f) => custos_core::peer::parse_fingerprint(f).map_err(unprocessable)?,
-        None => String::new(),
+    let spec = registry::PeerSpec {
+        ae_title: body.ae_title,
+        host: body.host,
+        port: body.port,
+        allow: body.allow.join(","),
+        tls_required: body.tls_required,
+        cert_fingerprint: body.cert_fingerprint,
+        cert_subject: body.cert_subject,
+        ca_pem: body.ca_pem,
     };
-    let cert_subject = match &body.cert_subject {
-        Some(d) => custos_core::peer::normalize_subject(d).map_err(unprocessable)?,
-        None => String::new(),
-    };
-    let ca_pem = match body.ca_pem {
-        Some(pem) => {
-            custos_tls::client_trust::parse_bundle(&pem)
-                .map_err(|e| unprocessable(format!("ca_pem: {e:#}")))?;
-            pem
-        }
-        None => String::new(),
-    };
-    s.archive
-        .index()
-        .put_peer(
-            Peer {
-                ae_title: ae_title.clone(),
-                host,
-                port: body.port,
-                permissions,
-                tls_required: body.tls_required,
-                cert_sha256,
-                cert_subject,
-                ca_pem,
-            }
-            .with_pins_requiring_tls(),
-        )
-        .await?;
-    tracing::info!(by = p.name(), peer = %ae_title, "peer registered through the API");
-    change(&s, format!("peer {ae_title} registered")).await;
+    let (peer, line) = registry::register_peer(s.archive.index().as_ref(), spec).await?;
+    tracing::info!(by = p.name(), peer = %peer.ae_title, "peer registered through the API");
+    change(&s, line).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -160,11 +129,9 @@ pub async fn remove_peer(
     Path(ae): Path<String>,
 ) -> Result<Response> {
     require(&p, Action::Admin)?;
-    if !s.archive.index().remove_peer(&ae).await? {
-        return Err(ApiError::not_found());
-    }
+    let line = registry::remove_peer(s.archive.index().as_ref(), &ae).await?;
     tracing::info!(by = p.name(), peer = %ae, "peer removed through the API");
-    change(&s, format!("peer {ae} removed")).await;
+    change(&s, line).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -195,6 +162,7 @@ pub struct UserBody {
     password: String,
 }
 
+/// Adds a user: 201, or 409 when the name exists (change it with PUT).
 pub async fn add_user(
     State(s): State<Arc<AppState>>,
     Extension(p): Extension<Principal>,
@@ -202,26 +170,52 @@ pub async fn add_user(
 ) -> Result<Response> {
     require(&p, Action::Admin)?;
     let Json(body) = body.map_err(json_rejection)?;
-    let name = validate_user_name(&body.name).map_err(unprocessable)?;
-    let role: Role = body.role.parse().map_err(unprocessable)?;
-    check_password_policy(&name, &body.password).map_err(unprocessable)?;
-    let password = body.password;
-    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|e| ApiError::internal("hashing", e))?
-        .map_err(|e| ApiError::internal("hashing", e))?;
-    s.archive
-        .index()
-        .put_user(User {
-            name: name.clone(),
-            role,
-            password_hash,
-            disabled: false,
-            password_changed: now_unix(),
-        })
-        .await?;
-    tracing::info!(by = p.name(), user = %name, %role, "user set through the API");
-    change(&s, format!("user {name} set with role {role}")).await;
+    let (user, line) = registry::add_user(
+        s.archive.index().as_ref(),
+        &body.name,
+        &body.role,
+        body.password,
+    )
+    .await?;
+    tracing::info!(by = p.name(), user = %user.name, role = %user.role, "user added through the API");
+    change(&s, line).await;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserChangeBody {
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    disabled: Option<bool>,
+}
+
+/// Changes an existing user's role, password or state; 404 if there is none.
+pub async fn update_user(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    body: std::result::Result<Json<UserChangeBody>, JsonRejection>,
+) -> Result<Response> {
+    require(&p, Action::Admin)?;
+    let Json(body) = body.map_err(json_rejection)?;
+    if name == p.name() && (body.disabled == Some(true) || body.role.is_some()) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "you cannot disable yourself or change your own role",
+        ));
+    }
+    let change_of = registry::UserChange {
+        role: body.role,
+        password: body.password,
+        disabled: body.disabled,
+    };
+    let (_, line) = registry::update_user(s.archive.index().as_ref(), &name, change_of).await?;
+    tracing::info!(by = p.name(), user = %name, "user changed through the API");
+    change(&s, line).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -237,11 +231,9 @@ pub async fn remove_user(
             "you cannot remove yourself",
         ));
     }
-    if !s.archive.index().remove_user(&name).await? {
-        return Err(ApiError::not_found());
-    }
+    let line = registry::remove_user(s.archive.index().as_ref(), &name).await?;
     tracing::info!(by = p.name(), user = %name, "user removed through the API");
-    change(&s, format!("user {name} removed")).await;
+    change(&s, line).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -285,23 +277,15 @@ pub async fn create_token(
     if body.expires_days == 0 || body.expires_days > 3650 {
         return Err(unprocessable("expires_days is 1 to 3650"));
     }
-    if s.archive.index().user(&body.user).await?.is_none() {
-        return Err(ApiError::not_found());
-    }
-    let now = now_unix();
-    let t = new_token(
+    let (t, line) = registry::create_token(
+        s.archive.index().as_ref(),
         &body.user,
         body.read_only,
-        now,
-        now + i64::from(body.expires_days) * 86_400,
-    );
-    s.archive.index().put_token(t.token.clone()).await?;
-    tracing::info!(by = p.name(), user = %body.user, token = %t.token.id, "token created through the API");
-    change(
-        &s,
-        format!("token {} created for {}", t.token.id, body.user),
+        i64::from(body.expires_days) * 86_400,
     )
-    .await;
+    .await?;
+    tracing::info!(by = p.name(), user = %body.user, token = %t.token.id, "token created through the API");
+    change(&s, line).await;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": t.token.id, "token": t.text, "expires": t.token.expires })),
@@ -315,11 +299,9 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<Response> {
     require(&p, Action::Admin)?;
-    if !s.archive.index().revoke_token(&id).await? {
-        return Err(ApiError::not_found());
-    }
+    let line = registry::revoke_token(s.archive.index().as_ref(), &id).await?;
     tracing::info!(by = p.name(), token = %id, "token revoked through the API");
-    change(&s, format!("token {id} revoked")).await;
+    change(&s, line).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -57,6 +57,18 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<custos_archive::registry::RegistryError> for ApiError {
+    fn from(e: custos_archive::registry::RegistryError) -> ApiError {
+        use custos_archive::registry::RegistryError as E;
+        match e {
+            E::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m),
+            E::Exists(m) => ApiError::new(StatusCode::CONFLICT, m),
+            E::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
+            E::Index(e) => e.into(),
+        }
+    }
+}
+
 impl From<custos_index::IndexError> for ApiError {
     fn from(e: custos_index::IndexError) -> ApiError {
         match e {

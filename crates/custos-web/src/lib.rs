@@ -122,7 +122,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/peers", get(admin::peers).post(admin::put_peer))
         .route("/peers/{ae}", delete(admin::remove_peer))
         .route("/users", get(admin::users).post(admin::add_user))
-        .route("/users/{name}", delete(admin::remove_user))
+        .route(
+            "/users/{name}",
+            delete(admin::remove_user).put(admin::update_user),
+        )
         .route("/tokens", get(admin::tokens).post(admin::create_token))
         .route("/tokens/{id}", delete(admin::revoke_token))
         .route("/studies/{study}", delete(admin::delete_study))

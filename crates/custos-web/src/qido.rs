@@ -47,15 +47,13 @@ pub fn parse_query(
     for (name, value) in pairs {
         match name.as_str() {
             "limit" => {
-                limit = value
-                    .parse::<usize>()
-                    .map_err(|_| ApiError::bad_request("limit must be a non-negative integer"))?
+                limit = count(&value)
+                    .ok_or_else(|| ApiError::bad_request("limit must be a non-negative integer"))?
                     .min(cap)
             }
             "offset" => {
-                offset = value
-                    .parse()
-                    .map_err(|_| ApiError::bad_request("offset must be a non-negative integer"))?
+                offset = count(&value)
+                    .ok_or_else(|| ApiError::bad_request("offset must be a non-negative integer"))?
             }
             // Names are matched case-insensitively already.
             "fuzzymatching" => {
@@ -235,4 +233,13 @@ pub async fn series_instances(
         (Key::SeriesInstanceUID, series),
     ];
     search(state, p, Level::Image, fixed, raw, headers).await
+}
+
+/// A non-negative integer; one too large for this machine means "as many as
+/// there are" (the result cap still applies).
+fn count(value: &str) -> Option<usize> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(value.parse().unwrap_or(usize::MAX))
 }

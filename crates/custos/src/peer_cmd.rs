@@ -5,8 +5,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
-use custos_core::peer::{normalize_subject, parse_fingerprint, validate_ae_title};
-use custos_core::{Action, HostPattern, Peer, Permissions};
+use custos_archive::registry;
+use custos_core::{Peer, Permissions};
 
 use crate::config::Config;
 use crate::data::open_index;
@@ -70,72 +70,27 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
                 "optional" => false,
                 other => bail!("--tls is required or optional, not `{other}`"),
             };
-            let cert_sha256 = match cert_fingerprint {
-                Some(f) => parse_fingerprint(&f).map_err(anyhow::Error::msg)?,
-                None => String::new(),
-            };
-            let cert_subject = match cert_subject {
-                Some(d) => normalize_subject(&d).map_err(anyhow::Error::msg)?,
-                None => String::new(),
-            };
             let ca_pem = match ca_file {
                 Some(path) => {
                     let pem = std::fs::read_to_string(&path)
                         .with_context(|| format!("reading {}", path.display()))?;
-                    let certs = custos_tls::client_trust::parse_bundle(&pem)
-                        .with_context(|| format!("in {}", path.display()))?;
-                    if let Some(days) = certs
-                        .iter()
-                        .filter_map(|c| custos_tls::cert_facts(c.as_ref()))
-                        .map(|(days, _)| days)
-                        .min()
-                        .filter(|d| *d < 0)
-                    {
-                        eprintln!(
-                            "warning: a certificate in {} expired {} days ago; certificates it issued will be refused",
-                            path.display(),
-                            -days
-                        );
-                    }
-                    pem
+                    warn_if_expired(&pem, &path);
+                    Some(pem)
                 }
-                None => String::new(),
+                None => None,
             };
-            let ae_title = validate_ae_title(&ae_title).map_err(anyhow::Error::msg)?;
-            let host: HostPattern = host.parse().map_err(anyhow::Error::msg)?;
-            let permissions: Permissions = allow.parse().map_err(anyhow::Error::msg)?;
-            if let Some(a) = permissions.actions().find(|a| !Action::DIMSE.contains(a)) {
-                bail!(
-                    "`{a}` is a user right, not a DICOM one; --allow takes echo, store, find, get, move"
-                );
-            }
-            if port == 0 {
-                bail!("--port must be 1-65535");
-            }
-            let peer = Peer {
+            let spec = registry::PeerSpec {
                 ae_title,
                 host,
                 port,
-                permissions,
+                allow,
                 tls_required,
-                cert_sha256,
+                cert_fingerprint,
                 cert_subject,
                 ca_pem,
-            }
-            .with_pins_requiring_tls();
-            index.put_peer(peer.clone()).await?;
-            crate::audit_cmd::record_change(
-                data,
-                index.as_ref(),
-                format!(
-                    "peer {} registered: {}, rights {}{}",
-                    peer.ae_title,
-                    peer.host,
-                    peer.permissions,
-                    tls_note(&peer)
-                ),
-            )
-            .await;
+            };
+            let (peer, line) = registry::register_peer(index.as_ref(), spec).await?;
+            crate::audit_cmd::record_change(data, index.as_ref(), line).await;
             println!(
                 "peer {} at {} port {} may: {}{}",
                 peer.ae_title,
@@ -164,20 +119,32 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
             }
         }
         PeerCommand::Remove { ae_title } => {
-            if index.remove_peer(&ae_title).await? {
-                crate::audit_cmd::record_change(
-                    data,
-                    index.as_ref(),
-                    format!("peer {} removed", ae_title.trim()),
-                )
-                .await;
-                println!("peer {} removed", ae_title.trim());
-            } else {
-                bail!("no peer named {}", ae_title.trim());
-            }
+            let line = registry::remove_peer(index.as_ref(), &ae_title).await?;
+            crate::audit_cmd::record_change(data, index.as_ref(), line.clone()).await;
+            println!("{line}");
         }
     }
     Ok(())
+}
+
+/// Warns when a CA bundle given for a peer holds an expired certificate.
+fn warn_if_expired(pem: &str, path: &std::path::Path) {
+    let Ok(certs) = custos_tls::client_trust::parse_bundle(pem) else {
+        return; // the registry says what is wrong with it
+    };
+    if let Some(days) = certs
+        .iter()
+        .filter_map(|c| custos_tls::cert_facts(c.as_ref()))
+        .map(|(days, _)| days)
+        .min()
+        .filter(|d| *d < 0)
+    {
+        eprintln!(
+            "warning: a certificate in {} expired {} days ago; certificates it issued will be refused",
+            path.display(),
+            -days
+        );
+    }
 }
 
 fn tls_note(p: &Peer) -> String {

@@ -8,8 +8,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 
-use custos_core::auth::validate_user_name;
-use custos_core::credentials::{check_password_policy, hash_password, new_token, random_password};
+use custos_archive::registry;
+use custos_core::credentials::{check_password_policy, hash_password, random_password};
 use custos_core::{Role, User};
 use custos_index::Index;
 use custos_web::auth::now_unix;
@@ -101,28 +101,10 @@ pub async fn run_user(data: &Path, command: UserCommand) -> Result<()> {
             role,
             password_stdin,
         } => {
-            let name = validate_user_name(&name).map_err(anyhow::Error::msg)?;
-            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
             let password = read_password(&name, password_stdin)?;
-            let user = User {
-                name: name.clone(),
-                role,
-                password_hash: hash(&password)?,
-                disabled: false,
-                password_changed: now_unix(),
-            };
-            if !index.insert_user(user).await? {
-                bail!(
-                    "a user named {name} exists; use `custos user passwd` to change its password"
-                );
-            }
-            crate::audit_cmd::record_change(
-                data,
-                index.as_ref(),
-                format!("user {name} added with role {role}"),
-            )
-            .await;
-            println!("user {name} added with role {role}");
+            let (_, line) = registry::add_user(index.as_ref(), &name, &role, password).await?;
+            crate::audit_cmd::record_change(data, index.as_ref(), line.clone()).await;
+            println!("{line}");
         }
         UserCommand::List => {
             let users = index.users().await?;
@@ -142,48 +124,38 @@ pub async fn run_user(data: &Path, command: UserCommand) -> Result<()> {
             name,
             password_stdin,
         } => {
-            let mut user = existing(index.as_ref(), &name).await?;
-            let password = read_password(&name, password_stdin)?;
-            user.password_hash = hash(&password)?;
-            user.password_changed = now_unix();
-            index.put_user(user).await?;
-            crate::audit_cmd::record_change(
-                data,
-                index.as_ref(),
-                format!("password of {name} changed"),
-            )
-            .await;
-            println!("password of {name} changed");
+            existing(index.as_ref(), &name).await?;
+            let change = registry::UserChange {
+                password: Some(read_password(&name, password_stdin)?),
+                ..Default::default()
+            };
+            let (_, line) = registry::update_user(index.as_ref(), &name, change).await?;
+            crate::audit_cmd::record_change(data, index.as_ref(), line.clone()).await;
+            println!("{line}");
             if name == "admin" {
                 // The first password's file has served its purpose.
                 let _ = std::fs::remove_file(data.join(crate::data::INITIAL_PASSWORD_FILE));
             }
         }
-        UserCommand::Disable { name } => {
-            let mut user = existing(index.as_ref(), &name).await?;
-            user.disabled = true;
-            index.put_user(user).await?;
-            crate::audit_cmd::record_change(data, index.as_ref(), format!("user {name} disabled"))
-                .await;
-            println!("user {name} disabled");
-        }
-        UserCommand::Enable { name } => {
-            let mut user = existing(index.as_ref(), &name).await?;
-            user.disabled = false;
-            index.put_user(user).await?;
-            crate::audit_cmd::record_change(data, index.as_ref(), format!("user {name} enabled"))
-                .await;
-            println!("user {name} enabled");
-        }
+        UserCommand::Disable { name } => set_disabled(data, index.as_ref(), &name, true).await?,
+        UserCommand::Enable { name } => set_disabled(data, index.as_ref(), &name, false).await?,
         UserCommand::Remove { name } => {
-            if !index.remove_user(&name).await? {
-                bail!("no user named {name}");
-            }
-            crate::audit_cmd::record_change(data, index.as_ref(), format!("user {name} removed"))
-                .await;
-            println!("user {name} removed (with its tokens)");
+            let line = registry::remove_user(index.as_ref(), &name).await?;
+            crate::audit_cmd::record_change(data, index.as_ref(), line.clone()).await;
+            println!("{line}");
         }
     }
+    Ok(())
+}
+
+async fn set_disabled(data: &Path, index: &dyn Index, name: &str, disabled: bool) -> Result<()> {
+    let change = registry::UserChange {
+        disabled: Some(disabled),
+        ..Default::default()
+    };
+    let (_, line) = registry::update_user(index, name, change).await?;
+    crate::audit_cmd::record_change(data, index, line.clone()).await;
+    println!("{line}");
     Ok(())
 }
 
@@ -220,20 +192,9 @@ pub async fn run_token(data: &Path, command: TokenCommand) -> Result<()> {
             read_only,
         } => {
             let lifetime = parse_lifetime(&expires)?;
-            existing(index.as_ref(), &user).await?;
-            let now = now_unix();
-            let t = new_token(&user, read_only, now, now + lifetime);
-            index.put_token(t.token.clone()).await?;
-            crate::audit_cmd::record_change(
-                data,
-                index.as_ref(),
-                format!(
-                    "token {} created for {user}{}",
-                    t.token.id,
-                    if read_only { " (read-only)" } else { "" }
-                ),
-            )
-            .await;
+            let (t, line) =
+                registry::create_token(index.as_ref(), &user, read_only, lifetime).await?;
+            crate::audit_cmd::record_change(data, index.as_ref(), line).await;
             eprintln!(
                 "token {} for {user}{} (shown once; keep it secret):",
                 t.token.id,
@@ -265,12 +226,9 @@ pub async fn run_token(data: &Path, command: TokenCommand) -> Result<()> {
             }
         }
         TokenCommand::Revoke { id } => {
-            if !index.revoke_token(&id).await? {
-                bail!("no token with id {id}");
-            }
-            crate::audit_cmd::record_change(data, index.as_ref(), format!("token {id} revoked"))
-                .await;
-            println!("token {id} revoked");
+            let line = registry::revoke_token(index.as_ref(), &id).await?;
+            crate::audit_cmd::record_change(data, index.as_ref(), line.clone()).await;
+            println!("{line}");
         }
     }
     Ok(())

@@ -491,3 +491,97 @@ fn cors_answers_only_configured_origins() {
     );
     assert!(r[3]["headers"].get("access-control-allow-origin").is_none());
 }
+
+#[test]
+fn users_and_peers_change_the_same_way_from_the_api_and_the_cli() {
+    let f = fixture("web-registry", &[]);
+    let boss = basic("boss", PW_BOSS);
+    let json_body = json!({ "Content-Type": "application/json" });
+    const CAROL: &str = "reads chest films at night 3";
+    let r = web_requests(
+        &f.server,
+        json!([
+            { "method": "POST", "path": "/api/users", "auth": boss, "headers": json_body,
+              "body": json!({ "name": "carol", "role": "radiologist", "password": CAROL }).to_string() },
+            // The same name again, as admin with another password: refused,
+            // not a silent replacement.
+            { "method": "POST", "path": "/api/users", "auth": boss, "headers": json_body,
+              "body": json!({ "name": "carol", "role": "admin", "password": "another strong one 55" }).to_string() },
+            { "method": "GET", "path": "/dicom-web/studies", "auth": basic("carol", CAROL) },
+            { "method": "GET", "path": "/api/users", "auth": basic("carol", CAROL) },
+            // An explicit change.
+            { "method": "PUT", "path": "/api/users/carol", "auth": boss, "headers": json_body,
+              "body": json!({ "role": "admin" }).to_string() },
+            { "method": "GET", "path": "/api/users", "auth": basic("carol", CAROL) },
+            { "method": "PUT", "path": "/api/users/carol", "auth": boss, "headers": json_body,
+              "body": json!({ "password": "password1234" }).to_string() },
+            { "method": "PUT", "path": "/api/users/nobody", "auth": boss, "headers": json_body,
+              "body": json!({ "disabled": true }).to_string() },
+            { "method": "PUT", "path": "/api/users/boss", "auth": boss, "headers": json_body,
+              "body": json!({ "disabled": true }).to_string() },
+            // A peer given a user right: the same refusal as the CLI's.
+            { "method": "POST", "path": "/api/peers", "auth": boss, "headers": json_body,
+              "body": json!({ "ae_title": "WS9", "host": "127.0.0.1", "port": 104, "allow": ["echo", "admin"] }).to_string() },
+        ]),
+    );
+    let status = |i: usize| r[i]["status"].as_u64().unwrap();
+    assert_eq!(status(0), 201, "{}", r[0]);
+    assert_eq!(status(1), 409, "{}", r[1]);
+    assert_eq!(status(2), 200, "carol keeps her password: {}", r[2]);
+    assert_eq!(status(3), 403, "and her role: {}", r[3]);
+    assert_eq!(status(4), 204, "{}", r[4]);
+    assert_eq!(status(5), 200, "the change took: {}", r[5]);
+    assert_eq!(status(6), 422, "a common password: {}", r[6]);
+    assert_eq!(status(7), 404, "{}", r[7]);
+    assert_eq!(status(8), 409, "an admin cannot disable itself: {}", r[8]);
+    assert_eq!(status(9), 422, "{}", r[9]);
+    let api_reason = r[9]["body"].as_str().unwrap().to_string();
+    assert!(api_reason.contains("is a user right"), "{api_reason}");
+
+    // The CLI refuses the same things with the same words.
+    let cli = f.data.cli(&[
+        "peer",
+        "add",
+        "WS9",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "104",
+        "--allow",
+        "echo,admin",
+    ]);
+    assert!(!cli.ok());
+    assert!(cli.stderr().contains("is a user right"), "{}", cli.stderr());
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "user",
+            "add",
+            "carol",
+            "--role",
+            "uploader",
+            "--password-stdin",
+            "--data",
+        ])
+        .arg(&f.data.path)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(child.stdin.take().unwrap(), "{CAROL} again").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists"));
+
+    // Each change is in the audit trail once, in the registry's words.
+    let records = f.data.audit_export();
+    let details: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["record"]["detail"].as_str())
+        .collect();
+    assert!(
+        details.contains(&"user carol added with role radiologist"),
+        "{details:?}"
+    );
+    assert!(details.contains(&"user carol: role admin"), "{details:?}");
+}
