@@ -1,23 +1,40 @@
 #!/usr/bin/env bash
 # Issue 11's figures against a release build on loopback, default limits:
-#   1. C-ECHO latency (median and max of 20 DCMTK echoscu) alone, then while
+#   1. peak RSS (VmHWM) of the server before and after a connection from a
+#      registered AE title that declares a 4 GiB A-ASSOCIATE-RQ and streams 600 MB;
+#   2. C-ECHO latency (median and max of 20 DCMTK echoscu) alone, then while
 #      127.0.0.2 holds 100 idle DICOM connections (more than the association limit);
-#   2. a brute force of 1,000 concurrent Basic-auth requests with distinct wrong
+#   3. a brute force of 1,000 concurrent Basic-auth requests with distinct wrong
 #      passwords for `admin`: statuses, how long it took, how many reached argon2
 #      (401) and the latency of another user's QIDO-RS meanwhile;
-#   3. peak RSS (VmHWM) of the server before and after a connection from a
-#      registered AE title that declares a 4 GiB A-ASSOCIATE-RQ and streams 600 MB.
 #   bench/hardening.sh            (CUSTOS_BIN: default target/release/custos)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 py="$here/../tests/py/web.py"
 export BENCH_DATA=${BENCH_DATA:-/tmp/custos-bench-hardening}
-export BENCH_PASSWORD="bench password for issue 11"
+export BENCH_PASSWORD="figures for issue eleven 11"
 pid=$("$here/custos-reset.sh" | tail -n 1)
 data=$BENCH_DATA
 bin=${CUSTOS_BIN:-$here/../target/release/custos}
-token=$("$bin" token create --user bench --expires 1d --data "$data" | grep -o 'cst_[A-Za-z0-9_]*' | head -n 1)
+token=$("$bin" token create --user bench --expires 1d --data "$data" 2>/dev/null | tail -n 1)
 rss() { awk '/VmHWM/ {print $2}' "/proc/$pid/status"; }
+
+before=$(rss)
+python3 - <<'PY'
+import socket, struct, time
+s = socket.create_connection(("127.0.0.1", 11120))
+head = bytes([1, 0]) + struct.pack(">I", 0xFFFFFFF0) + bytes([0, 1, 0, 0]) + b"CUSTOS".ljust(16) + b"BENCHSCU".ljust(16) + bytes(32)
+sent = 0
+try:
+    s.sendall(head)
+    chunk = bytes(1 << 20)
+    while sent < 600 << 20:
+        sent += s.send(chunk)
+except OSError:
+    pass
+print("A-ASSOCIATE-RQ declaring 4 GiB: the server closed after %d MB" % (sent >> 20))
+PY
+echo "peak RSS: $before KiB before, $(rss) KiB after"
 
 echoes() {  # prints median and max milliseconds of 20 C-ECHOs
   for _ in $(seq 20); do
@@ -44,20 +61,4 @@ print("brute force: 1000 requests in %.1f s: %s; reached argon2 (401): %d; anoth
     sorted({o["status"] for o in r["others"]}), statistics.median(lat), lat[-1]))
 '
 
-before=$(rss)
-python3 - <<'PY'
-import socket, struct, time
-s = socket.create_connection(("127.0.0.1", 11120))
-head = bytes([1, 0]) + struct.pack(">I", 0xFFFFFFF0) + bytes([0, 1, 0, 0]) + b"CUSTOS".ljust(16) + b"BENCHSCU".ljust(16) + bytes(32)
-sent = 0
-try:
-    s.sendall(head)
-    chunk = bytes(1 << 20)
-    while sent < 600 << 20:
-        sent += s.send(chunk)
-except OSError:
-    pass
-print("A-ASSOCIATE-RQ declaring 4 GiB: the server closed after %d MB" % (sent >> 20))
-PY
-echo "peak RSS: $before KiB before, $(rss) KiB after"
 "$here/custos-reset.sh" >/dev/null; kill "$(cat "$data.pid")" 2>/dev/null || true

@@ -1,6 +1,7 @@
 //! Index behaviour every backend must show: each case runs on SQLite and on a
 //! real PostgreSQL (`CUSTOS_TEST_POSTGRES_URL`, which `scripts/test` provides
 //! by starting a throw-away cluster).
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use custos_core::query::{Key, Level, Matcher, Query};
 use custos_core::record::InstanceRecord;

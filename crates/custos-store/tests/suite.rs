@@ -1,6 +1,7 @@
 //! Blob store behaviour every backend must show: each case runs on the
 //! filesystem store and on a real S3 service (`CUSTOS_TEST_S3_URL` plus
 //! `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`; `scripts/test` starts SeaweedFS).
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;

@@ -4,9 +4,7 @@
 //! input gets a clean 4xx and the server keeps serving; TLS below 1.2 is refused.
 //! No error body carries patient data.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const PW_BOSS: &str = "the chief of imaging 7";

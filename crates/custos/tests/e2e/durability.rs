@@ -2,8 +2,7 @@
 //! concurrent ingest; after restart every instance acknowledged with success
 //! is present and readable, and nothing half-written is visible.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn sigkill_during_concurrent_ingest_loses_no_acknowledged_instance() {

@@ -2,9 +2,7 @@
 //! permissive pynetdicom SCP with a fake patient) and against Custos in its
 //! default configuration. Loopback only.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::BufRead;
 
 fn probe(args: &[&str]) -> Run {

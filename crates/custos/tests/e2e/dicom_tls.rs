@@ -2,9 +2,7 @@
 //! `custos cert issue`; refusals without a certificate, with one from another
 //! CA, with TLS 1.1, and of a `--tls required` peer on the plain port.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 struct Issued {
     key: String,

@@ -1,8 +1,7 @@
 //! Scale-out: the archive on PostgreSQL (`[index] url`) with blobs in a
 //! shared folder or on S3 (`[store] url`); two nodes serving one archive.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn two_nodes_share_one_postgres_index() {

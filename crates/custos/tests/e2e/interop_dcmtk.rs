@@ -1,8 +1,7 @@
 //! DCMTK's own tools (Debian `dcmtk`) against Custos: echoscu, storescu,
 //! findscu, getscu, and movescu with its own receiver.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn received(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = walk_files(dir)

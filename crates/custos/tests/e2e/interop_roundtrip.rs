@@ -2,8 +2,7 @@
 //! C-STORE and comes back byte-identical by C-GET and by C-MOVE (pynetdicom as
 //! the workstation and as the move destination).
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// Files pydicom reads by guessing (its meta says explicit VR, its data set is
 /// implicit VR); DCMTK and dicom-rs refuse them: 0xC000, never stored half-way.

@@ -2,8 +2,7 @@
 //! wildcards, ranges, UID lists, universal matching, levels, character sets,
 //! the result cap and C-CANCEL.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 struct Fixture {

@@ -3,13 +3,11 @@
 //! password guessing over DICOM user identities and over HTTP (one lockout for
 //! both front doors), a burst of concurrent guesses.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use dicom_ul::ClientAssociationOptions;
 
 const PW: &str = "night shift reader 5";

@@ -4,9 +4,7 @@
 //! intersection; a wrong passcode rejects the association. DCMTK storescu
 //! (--user/--password) and pynetdicom (username+passcode, JWT = API token).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const PW: &str = "night shift reader 5";
 const PW_UP: &str = "scanner uploads only 9";

@@ -2,9 +2,7 @@
 //! each level, WADO-RS instances / metadata / frames / rendered, STOW-RS, and
 //! bytes crossing between DIMSE and DICOMweb unchanged in both directions.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use custos_archive::part10::dataset_offset;
 
 const PW_RAD: &str = "reading room 4 lights";

@@ -1,8 +1,7 @@
 //! The same SOP Instance UID arriving again: identical bytes are a success with
 //! one copy; different bytes follow `[dicom] duplicates` (keep, reject, replace).
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const UID: &str = "1.2.826.0.1.3680043.10.511.99.1";

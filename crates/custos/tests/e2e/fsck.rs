@@ -1,7 +1,6 @@
 //! `custos fsck` finds what a disk, an operator or a crash did to the archive.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn fsck_reports_missing_altered_and_orphan_blobs() {

@@ -2,9 +2,7 @@
 //! failure, user change and start/stop becomes a DICOM audit record; the
 //! chain verifies, and breaks at the first record altered behind its back.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const PW_BOSS: &str = "the chief of imaging 7";

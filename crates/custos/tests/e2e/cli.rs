@@ -1,7 +1,6 @@
 //! First run, configuration and peer registry as an administrator uses them.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn init_writes_a_documented_config_and_private_folder() {

@@ -2,8 +2,7 @@
 //! truncated and stalled connections, malformed DIMSE, invalid data sets, a
 //! peer that vanishes mid-store. After each, a C-ECHO still works.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

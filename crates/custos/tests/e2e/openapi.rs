@@ -3,9 +3,7 @@
 //! checks statuses, content types and bodies against it, and that a bad
 //! credential gets 401.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn schemathesis_finds_the_server_conforming_to_its_openapi_document() {

@@ -1,8 +1,7 @@
 //! Association policy (closed by default): each case of the archive issue's
 //! point 3, observed from real peers.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn unknown_calling_ae_is_rejected() {

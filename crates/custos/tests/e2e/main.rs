@@ -1,0 +1,25 @@
+//! End-to-end tests: each module starts real Custos servers (and the
+//! third-party peers it must work with) and checks what a user would see.
+//! One test binary, so the suite links once.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+mod audit;
+mod cli;
+mod dicom_tls;
+mod dicomweb;
+mod duplicates;
+mod durability;
+mod fsck;
+mod hardening;
+mod interop_dcmtk;
+mod interop_roundtrip;
+mod openapi;
+mod policy;
+mod postgres_backend;
+mod probe;
+mod query;
+mod robustness;
+mod user_identity;
+mod web_security;
