@@ -24,7 +24,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::{mpsc, oneshot};
 
 use custos_core::audit::{AuditEvent, AuditKey, AuditRecord, ChainWalk, EventId, Outcome};
-use custos_index::{Index, IndexError};
+use custos_index::{AuditLog, IndexError};
 
 /// Events waiting to be written before reporters wait for room.
 const QUEUE: usize = 65_536;
@@ -234,7 +234,7 @@ impl AuditTrail {
     /// Opens the trail of the data folder `dir`: reads the key, or creates
     /// one (0600) when the trail has no keyed records yet. Refuses a key that
     /// does not link the newest record.
-    pub async fn open(dir: &Path, index: &dyn Index) -> Result<AuditTrail, TrailError> {
+    pub async fn open(dir: &Path, index: &dyn AuditLog) -> Result<AuditTrail, TrailError> {
         let path = dir.join(KEY_FILE);
         let head = index.audit_head().await?;
         let file_err = |source| TrailError::File {
@@ -279,7 +279,7 @@ impl AuditTrail {
     /// behind the trail, never run ahead of it.
     pub async fn append(
         &self,
-        index: &dyn Index,
+        index: &dyn AuditLog,
         entries: Vec<(String, String)>,
     ) -> Result<(), IndexError> {
         let (seq, link) = index.append_audit(&self.key, entries).await?;
@@ -307,7 +307,7 @@ impl AuditTrail {
     /// Appends events now (CLI commands, which have no writer task).
     pub async fn append_now(
         &self,
-        index: &dyn Index,
+        index: &dyn AuditLog,
         events: Vec<AuditEvent>,
     ) -> Result<(), IndexError> {
         let node = node_name();
@@ -325,7 +325,7 @@ impl AuditTrail {
     /// Recomputes every link of the trail, page by page, then checks that
     /// this node's checkpoint is still in it: a trail cut after the
     /// checkpoint, or emptied, does not verify.
-    pub async fn verify(&self, index: &dyn Index) -> Result<ChainCheck, IndexError> {
+    pub async fn verify(&self, index: &dyn AuditLog) -> Result<ChainCheck, IndexError> {
         let mut walk = ChainWalk::default();
         loop {
             let page = index.audit_after(walk.head_seq, 10_000).await?;
@@ -412,7 +412,7 @@ impl ChainCheck {
     }
 }
 
-pub(crate) fn start(index: Arc<dyn Index>, trail: AuditTrail) -> AuditSender {
+pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender {
     let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
     let coalescer = Arc::new(Coalescer::new(COALESCE_WINDOW));
     // Summaries go out as their windows end.

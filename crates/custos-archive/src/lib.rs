@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use custos_core::query::{Query, Row};
 use custos_core::record::StoredInstance;
-use custos_index::{Index, IndexError};
+use custos_index::{AuditLog, Index, IndexError, PeerDirectory, Registry};
 use custos_store::BlobStore;
 
 /// What to do when a SOP Instance UID arrives again with different bytes.
@@ -81,7 +81,7 @@ impl Archive {
     /// Starts writing audit records (a server does; one-shot tools use
     /// `audit::append_now`). Without it, `audit` drops events.
     pub fn start_audit(&self, trail: audit::AuditTrail) {
-        let _ = self.audit.set(audit::start(self.index.clone(), trail));
+        let _ = self.audit.set(audit::start(self.audit_log(), trail));
     }
 
     /// Records an event in the audit trail; never fails the caller, and
@@ -100,8 +100,23 @@ impl Archive {
         }
     }
 
-    pub fn index(&self) -> &Arc<dyn Index> {
-        &self.index
+    /// The registered peers, read-only (the association gate, C-MOVE destinations).
+    pub fn peer_directory(&self) -> Arc<dyn PeerDirectory> {
+        self.index.clone()
+    }
+
+    /// Peers, users and tokens, for authentication and the `registry` use cases.
+    pub fn registry(&self) -> Arc<dyn Registry> {
+        self.index.clone()
+    }
+
+    /// The audit trail, for its writer, its readers and its forwarder.
+    pub fn audit_log(&self) -> Arc<dyn AuditLog> {
+        self.index.clone()
+    }
+
+    pub async fn statistics(&self) -> Result<custos_index::Statistics, IndexError> {
+        self.index.statistics().await
     }
 
     /// Starts receiving an instance whose file meta comes from the network

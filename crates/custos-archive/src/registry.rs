@@ -7,7 +7,7 @@
 use custos_core::credentials::{NewToken, check_password_policy, hash_password, new_token};
 use custos_core::peer::{normalize_subject, parse_fingerprint, validate_ae_title};
 use custos_core::{Action, HostPattern, Peer, Permissions, Role, User};
-use custos_index::{Index, IndexError};
+use custos_index::{IndexError, Registry};
 
 /// Why a change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,7 @@ pub struct PeerSpec {
 }
 
 /// Registers (or re-registers) a peer. Returns it and the audit line.
-pub async fn register_peer(index: &dyn Index, spec: PeerSpec) -> Result<(Peer, String)> {
+pub async fn register_peer(index: &dyn Registry, spec: PeerSpec) -> Result<(Peer, String)> {
     let ae_title = validate_ae_title(&spec.ae_title).map_err(invalid)?;
     let host: HostPattern = spec.host.parse().map_err(invalid)?;
     let permissions: Permissions = spec.allow.parse().map_err(invalid)?;
@@ -98,7 +98,7 @@ pub async fn register_peer(index: &dyn Index, spec: PeerSpec) -> Result<(Peer, S
     Ok((peer, line))
 }
 
-pub async fn remove_peer(index: &dyn Index, ae_title: &str) -> Result<String> {
+pub async fn remove_peer(index: &dyn Registry, ae_title: &str) -> Result<String> {
     let ae = ae_title.trim();
     if !index.remove_peer(ae).await? {
         return Err(RegistryError::NotFound(format!("no peer named {ae}")));
@@ -117,7 +117,7 @@ async fn hashed(name: &str, password: String) -> Result<String> {
 
 /// Adds a user; refuses a name that exists (change it with [`update_user`]).
 pub async fn add_user(
-    index: &dyn Index,
+    index: &dyn Registry,
     name: &str,
     role: &str,
     password: String,
@@ -148,7 +148,7 @@ pub struct UserChange {
 }
 
 pub async fn update_user(
-    index: &dyn Index,
+    index: &dyn Registry,
     name: &str,
     change: UserChange,
 ) -> Result<(User, String)> {
@@ -179,7 +179,7 @@ pub async fn update_user(
     Ok((user, format!("user {name}: {}", what.join(", "))))
 }
 
-pub async fn remove_user(index: &dyn Index, name: &str) -> Result<String> {
+pub async fn remove_user(index: &dyn Registry, name: &str) -> Result<String> {
     if !index.remove_user(name).await? {
         return Err(RegistryError::NotFound(format!("no user named {name}")));
     }
@@ -191,7 +191,7 @@ pub const MAX_TOKEN_SECONDS: i64 = 3650 * 86_400;
 
 /// Creates a token for an existing user; its text is in the result, once.
 pub async fn create_token(
-    index: &dyn Index,
+    index: &dyn Registry,
     user: &str,
     read_only: bool,
     lifetime_seconds: i64,
@@ -213,7 +213,7 @@ pub async fn create_token(
     Ok((t, line))
 }
 
-pub async fn revoke_token(index: &dyn Index, id: &str) -> Result<String> {
+pub async fn revoke_token(index: &dyn Registry, id: &str) -> Result<String> {
     if !index.revoke_token(id).await? {
         return Err(RegistryError::NotFound(format!("no token with id {id}")));
     }

@@ -32,7 +32,7 @@ use custos_core::credentials::{
     MAX_PASSWORD_LEN, constant_time_eq, parse_token, random_text, token_secret_matches,
     verify_dummy, verify_password,
 };
-use custos_index::Index;
+use custos_index::Registry;
 
 pub use oidc::{Oidc, OidcConfig, OidcError};
 pub use throttle::{LockoutPolicy, MAX_IN_FLIGHT_PER_ADDRESS, MAX_TRACKED};
@@ -98,7 +98,7 @@ type Remembered = (String, [u8; 32], Instant);
 type Attempt = (String, [u8; 32]);
 
 pub struct Authenticator {
-    accounts: Arc<dyn Index>,
+    accounts: Arc<dyn Registry>,
     oidc: Option<Oidc>,
     throttle: throttle::Throttle,
     argon2: Semaphore,
@@ -116,7 +116,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Authenticator {
-    pub fn new(accounts: Arc<dyn Index>, oidc: Option<Oidc>, policy: LockoutPolicy) -> Self {
+    pub fn new(accounts: Arc<dyn Registry>, oidc: Option<Oidc>, policy: LockoutPolicy) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut cache_key = [0u8; 32];
         cache_key.copy_from_slice(random_text(32).as_bytes());

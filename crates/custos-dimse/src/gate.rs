@@ -19,7 +19,7 @@ use custos_core::policy::{
     AssociationDecision, PeerChecks, RejectReason, Transport, decide_association,
 };
 use custos_core::{Action, HostPattern, Peer, Permissions};
-use custos_index::Index;
+use custos_index::PeerDirectory;
 
 use crate::syntaxes::{STORAGE_TRANSFER_SYNTAXES, abstract_syntaxes, is_storage};
 
@@ -178,7 +178,7 @@ pub struct Verdict {
 }
 
 pub async fn judge(
-    index: &dyn Index,
+    index: &dyn PeerDirectory,
     our_ae: &str,
     from: SocketAddr,
     transport: &Transport,

@@ -314,7 +314,7 @@ impl Association {
         ident: Identifier,
     ) -> Result<(), LinkError> {
         let dest_ae = cmd.move_destination.trim().to_string();
-        let dest = match self.archive.index().peer(&dest_ae).await {
+        let dest = match self.archive.peer_directory().peer(&dest_ae).await {
             Ok(Some(p)) => p.host.connect_host().map(|h| (p, h)),
             _ => None,
         };

@@ -356,7 +356,7 @@ async fn handle(
         }
     };
     let mut verdict = gate::judge(
-        archive.index().as_ref(),
+        archive.peer_directory().as_ref(),
         &config.ae_title,
         from,
         &transport,

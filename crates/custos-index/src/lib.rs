@@ -82,8 +82,9 @@ pub struct InstanceKind {
     pub count: u64,
 }
 
+/// What is stored and where: instances, queries over them, deletion.
 #[async_trait]
-pub trait Index: Send + Sync + 'static {
+pub trait InstanceIndex: Send + Sync + 'static {
     /// Records a stored instance durably (the call returns after commit).
     /// With `replace`, a different instance under the same UID is replaced.
     async fn insert(
@@ -124,8 +125,30 @@ pub trait Index: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(i64, StoredInstance)>, IndexError>;
 
+    async fn statistics(&self) -> Result<Statistics, IndexError>;
+
+    /// Removes a study (or, with `series_uid`, one of its series) and
+    /// everything under it from the index, and the study itself once it has no
+    /// series left; returns the stored instances removed, whose blobs the caller
+    /// deletes next.
+    async fn remove(
+        &self,
+        study_uid: &str,
+        series_uid: Option<&str>,
+    ) -> Result<Vec<StoredInstance>, IndexError>;
+}
+
+/// The registered peers, read-only: all the association gate gets.
+#[async_trait]
+pub trait PeerDirectory: Send + Sync + 'static {
     async fn peer(&self, ae_title: &str) -> Result<Option<Peer>, IndexError>;
     async fn peers(&self) -> Result<Vec<Peer>, IndexError>;
+}
+
+/// Who may do what: peers, users and API tokens (changed through
+/// `custos_archive::registry`).
+#[async_trait]
+pub trait Registry: PeerDirectory {
     /// Adds or replaces a peer.
     async fn put_peer(&self, peer: Peer) -> Result<(), IndexError>;
     /// Returns whether a peer was removed.
@@ -145,19 +168,11 @@ pub trait Index: Send + Sync + 'static {
     async fn put_token(&self, token: ApiToken) -> Result<(), IndexError>;
     /// Marks a token revoked; returns whether it existed.
     async fn revoke_token(&self, id: &str) -> Result<bool, IndexError>;
+}
 
-    async fn statistics(&self) -> Result<Statistics, IndexError>;
-
-    /// Removes a study (or, with `series_uid`, one of its series) and
-    /// everything under it from the index, and the study itself once it has no
-    /// series left; returns the stored instances removed, whose blobs the caller
-    /// deletes next.
-    async fn remove(
-        &self,
-        study_uid: &str,
-        series_uid: Option<&str>,
-    ) -> Result<Vec<StoredInstance>, IndexError>;
-
+/// The audit trail: appended, read, never changed.
+#[async_trait]
+pub trait AuditLog: Send + Sync + 'static {
     /// Appends (time, canonical body) entries to the audit trail, each linked
     /// to the last record under `key`; returns the new head (sequence number,
     /// link) after commit.
@@ -173,3 +188,11 @@ pub trait Index: Send + Sync + 'static {
     /// Audit records after position `after` (0: from the start), in order.
     async fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, IndexError>;
 }
+
+/// A whole index backend (SQLite or PostgreSQL): what is opened and handed
+/// out in parts — the archive keeps the instances, the registry service and
+/// authentication get the registry, the gate only the peer directory, the
+/// audit writer only the log.
+pub trait Index: InstanceIndex + Registry + AuditLog {}
+
+impl<T: InstanceIndex + Registry + AuditLog> Index for T {}

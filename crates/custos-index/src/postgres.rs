@@ -14,7 +14,10 @@ use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
 
 use crate::sql_query::{Dialect, SqlValue, find_sql, instance_kinds_sql, instances_sql};
-use crate::{Index, IndexError, InsertOutcome, InstanceKind, STATISTICS_SQL, Statistics};
+use crate::{
+    AuditLog, IndexError, InsertOutcome, InstanceIndex, InstanceKind, PeerDirectory, Registry,
+    STATISTICS_SQL, Statistics,
+};
 
 /// Versioned schema; `custos_schema_version` records how far a database has come.
 const MIGRATIONS: &[&str] = &[
@@ -322,7 +325,7 @@ async fn insert_rows(
 }
 
 #[async_trait]
-impl Index for PgIndex {
+impl InstanceIndex for PgIndex {
     async fn insert(
         &self,
         record: InstanceRecord,
@@ -447,6 +450,55 @@ impl Index for PgIndex {
             .collect())
     }
 
+    async fn statistics(&self) -> Result<Statistics, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let r = client.query_one(STATISTICS_SQL, &[]).await.map_err(pg)?;
+        Ok(Statistics {
+            patients: r.get::<_, i64>(0) as u64,
+            studies: r.get::<_, i64>(1) as u64,
+            series: r.get::<_, i64>(2) as u64,
+            instances: r.get::<_, i64>(3) as u64,
+            bytes: r.get::<_, i64>(4) as u64,
+        })
+    }
+
+    async fn remove(
+        &self,
+        study_uid: &str,
+        series_uid: Option<&str>,
+    ) -> Result<Vec<StoredInstance>, IndexError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let rows = tx
+            .query(
+                "DELETE FROM instances WHERE series_pk IN (SELECT se.pk FROM series se JOIN studies st ON se.study_pk = st.pk
+                   WHERE st.study_uid = $1 AND ($2::TEXT IS NULL OR se.series_uid = $2))
+                 RETURNING sop_instance_uid, sop_class_uid, transfer_syntax_uid, blob_key, size, sha256",
+                &[&study_uid, &series_uid],
+            )
+            .await
+            .map_err(pg)?;
+        tx.execute(
+            "DELETE FROM series WHERE study_pk IN (SELECT pk FROM studies WHERE study_uid = $1)
+               AND ($2::TEXT IS NULL OR series_uid = $2)",
+            &[&study_uid, &series_uid],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "DELETE FROM studies WHERE study_uid = $1
+               AND NOT EXISTS (SELECT 1 FROM series WHERE study_pk = studies.pk)",
+            &[&study_uid],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(rows.iter().map(|r| stored(r, 0)).collect())
+    }
+}
+
+#[async_trait]
+impl PeerDirectory for PgIndex {
     async fn peer(&self, ae_title: &str) -> Result<Option<Peer>, IndexError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         let row = client
@@ -470,7 +522,10 @@ impl Index for PgIndex {
             .map_err(pg)?;
         rows.iter().map(peer_of).collect()
     }
+}
 
+#[async_trait]
+impl Registry for PgIndex {
     async fn put_peer(&self, peer: Peer) -> Result<(), IndexError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         client
@@ -624,53 +679,10 @@ impl Index for PgIndex {
             .map_err(pg)?;
         Ok(n > 0)
     }
+}
 
-    async fn statistics(&self) -> Result<Statistics, IndexError> {
-        let client = self.pool.get().await.map_err(pool_err)?;
-        let r = client.query_one(STATISTICS_SQL, &[]).await.map_err(pg)?;
-        Ok(Statistics {
-            patients: r.get::<_, i64>(0) as u64,
-            studies: r.get::<_, i64>(1) as u64,
-            series: r.get::<_, i64>(2) as u64,
-            instances: r.get::<_, i64>(3) as u64,
-            bytes: r.get::<_, i64>(4) as u64,
-        })
-    }
-
-    async fn remove(
-        &self,
-        study_uid: &str,
-        series_uid: Option<&str>,
-    ) -> Result<Vec<StoredInstance>, IndexError> {
-        let mut client = self.pool.get().await.map_err(pool_err)?;
-        let tx = client.transaction().await.map_err(pg)?;
-        let rows = tx
-            .query(
-                "DELETE FROM instances WHERE series_pk IN (SELECT se.pk FROM series se JOIN studies st ON se.study_pk = st.pk
-                   WHERE st.study_uid = $1 AND ($2::TEXT IS NULL OR se.series_uid = $2))
-                 RETURNING sop_instance_uid, sop_class_uid, transfer_syntax_uid, blob_key, size, sha256",
-                &[&study_uid, &series_uid],
-            )
-            .await
-            .map_err(pg)?;
-        tx.execute(
-            "DELETE FROM series WHERE study_pk IN (SELECT pk FROM studies WHERE study_uid = $1)
-               AND ($2::TEXT IS NULL OR series_uid = $2)",
-            &[&study_uid, &series_uid],
-        )
-        .await
-        .map_err(pg)?;
-        tx.execute(
-            "DELETE FROM studies WHERE study_uid = $1
-               AND NOT EXISTS (SELECT 1 FROM series WHERE study_pk = studies.pk)",
-            &[&study_uid],
-        )
-        .await
-        .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        Ok(rows.iter().map(|r| stored(r, 0)).collect())
-    }
-
+#[async_trait]
+impl AuditLog for PgIndex {
     async fn append_audit(
         &self,
         key: &AuditKey,

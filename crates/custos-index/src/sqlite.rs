@@ -16,7 +16,10 @@ use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
 
 use crate::schema::MIGRATIONS;
 use crate::sql_query::{Dialect, SqlValue, find_sql, instance_kinds_sql, instances_sql};
-use crate::{Index, IndexError, InsertOutcome, InstanceKind, STATISTICS_SQL, Statistics};
+use crate::{
+    AuditLog, IndexError, InsertOutcome, InstanceIndex, InstanceKind, PeerDirectory, Registry,
+    STATISTICS_SQL, Statistics,
+};
 
 /// Most inserts folded into one transaction.
 const MAX_BATCH: usize = 512;
@@ -430,7 +433,7 @@ fn value_text(v: rusqlite::types::ValueRef<'_>) -> String {
 }
 
 #[async_trait]
-impl Index for SqliteIndex {
+impl InstanceIndex for SqliteIndex {
     async fn insert(
         &self,
         record: InstanceRecord,
@@ -524,42 +527,6 @@ impl Index for SqliteIndex {
         .await
     }
 
-    async fn peer(&self, ae_title: &str) -> Result<Option<Peer>, IndexError> {
-        let ae = ae_title.trim().to_string();
-        self.read(move |conn| {
-            conn.query_row(
-                "SELECT ae_title, host, port, permissions, tls_required, cert_sha256, cert_subject, ca_pem FROM peers WHERE ae_title = ?1",
-                [&ae],
-                peer_from_row,
-            )
-            .optional()?
-            .transpose()
-        })
-        .await
-    }
-
-    async fn peers(&self) -> Result<Vec<Peer>, IndexError> {
-        self.read(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT ae_title, host, port, permissions, tls_required, cert_sha256, cert_subject, ca_pem FROM peers ORDER BY ae_title")?;
-            let rows = stmt.query_map([], peer_from_row)?;
-            rows.map(|r| r?).collect()
-        })
-        .await
-    }
-
-    async fn put_peer(&self, peer: Peer) -> Result<(), IndexError> {
-        self.write(move |t| put_peer(t, &peer)).await
-    }
-
-    async fn remove_peer(&self, ae_title: &str) -> Result<bool, IndexError> {
-        let ae_title = ae_title.trim().to_string();
-        self.write(move |t| {
-            Ok(t.execute("DELETE FROM peers WHERE ae_title = ?1", [&ae_title])? > 0)
-        })
-        .await
-    }
-
     async fn statistics(&self) -> Result<Statistics, IndexError> {
         self.read(|conn| {
             Ok(conn.query_row(STATISTICS_SQL, [], |r| {
@@ -614,57 +581,45 @@ impl Index for SqliteIndex {
         })
         .await
     }
+}
 
-    async fn append_audit(
-        &self,
-        key: &AuditKey,
-        entries: Vec<(String, String)>,
-    ) -> Result<(i64, String), IndexError> {
-        let key = key.clone();
+#[async_trait]
+impl PeerDirectory for SqliteIndex {
+    async fn peer(&self, ae_title: &str) -> Result<Option<Peer>, IndexError> {
+        let ae = ae_title.trim().to_string();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT ae_title, host, port, permissions, tls_required, cert_sha256, cert_subject, ca_pem FROM peers WHERE ae_title = ?1",
+                [&ae],
+                peer_from_row,
+            )
+            .optional()?
+            .transpose()
+        })
+        .await
+    }
+
+    async fn peers(&self) -> Result<Vec<Peer>, IndexError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT ae_title, host, port, permissions, tls_required, cert_sha256, cert_subject, ca_pem FROM peers ORDER BY ae_title")?;
+            let rows = stmt.query_map([], peer_from_row)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Registry for SqliteIndex {
+    async fn put_peer(&self, peer: Peer) -> Result<(), IndexError> {
+        self.write(move |t| put_peer(t, &peer)).await
+    }
+
+    async fn remove_peer(&self, ae_title: &str) -> Result<bool, IndexError> {
+        let ae_title = ae_title.trim().to_string();
         self.write(move |t| {
-            let last: Option<(i64, String)> = t
-                .query_row(
-                    "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let (mut seq, mut prev) = last.unwrap_or((0, GENESIS.to_string()));
-            for (at, body) in entries {
-                seq += 1;
-                let hash = key.link(seq, &at, &prev, &body);
-                t.execute(
-                    "INSERT INTO audit (seq, at, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![seq, at, body, prev, hash],
-                )?;
-                prev = hash;
-            }
-            Ok((seq, prev))
-        })
-        .await
-    }
-
-    async fn audit_head(&self) -> Result<Option<AuditRecord>, IndexError> {
-        self.read(move |conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT seq, at, body, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1",
-                    [],
-                    audit_record,
-                )
-                .optional()?)
-        })
-        .await
-    }
-
-    async fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, IndexError> {
-        let limit = limit.min(i64::MAX as usize) as i64;
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, at, body, prev_hash, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![after, limit], audit_record)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            Ok(t.execute("DELETE FROM peers WHERE ae_title = ?1", [&ae_title])? > 0)
         })
         .await
     }
@@ -789,6 +744,63 @@ impl Index for SqliteIndex {
         let id = id.to_string();
         self.write(move |t| {
             Ok(t.execute("UPDATE tokens SET revoked = 1 WHERE id = ?1", [&id])? > 0)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AuditLog for SqliteIndex {
+    async fn append_audit(
+        &self,
+        key: &AuditKey,
+        entries: Vec<(String, String)>,
+    ) -> Result<(i64, String), IndexError> {
+        let key = key.clone();
+        self.write(move |t| {
+            let last: Option<(i64, String)> = t
+                .query_row(
+                    "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let (mut seq, mut prev) = last.unwrap_or((0, GENESIS.to_string()));
+            for (at, body) in entries {
+                seq += 1;
+                let hash = key.link(seq, &at, &prev, &body);
+                t.execute(
+                    "INSERT INTO audit (seq, at, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![seq, at, body, prev, hash],
+                )?;
+                prev = hash;
+            }
+            Ok((seq, prev))
+        })
+        .await
+    }
+
+    async fn audit_head(&self) -> Result<Option<AuditRecord>, IndexError> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT seq, at, body, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                    [],
+                    audit_record,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, IndexError> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, at, body, prev_hash, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit], audit_record)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }

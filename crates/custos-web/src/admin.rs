@@ -49,7 +49,7 @@ pub async fn statistics(
     Extension(p): Extension<Principal>,
 ) -> Result<Json<serde_json::Value>> {
     require(&p, Action::Admin)?;
-    let stats = s.archive.index().statistics().await?;
+    let stats = s.archive.statistics().await?;
     Ok(Json(json!({
         "patients": stats.patients,
         "studies": stats.studies,
@@ -64,7 +64,7 @@ pub async fn peers(
     Extension(p): Extension<Principal>,
 ) -> Result<Json<serde_json::Value>> {
     require(&p, Action::Admin)?;
-    let peers = s.archive.index().peers().await?;
+    let peers = s.archive.registry().peers().await?;
     Ok(Json(json!(
         peers
             .iter()
@@ -117,7 +117,7 @@ pub async fn put_peer(
         cert_subject: body.cert_subject,
         ca_pem: body.ca_pem,
     };
-    let (peer, line) = registry::register_peer(s.archive.index().as_ref(), spec).await?;
+    let (peer, line) = registry::register_peer(s.archive.registry().as_ref(), spec).await?;
     tracing::info!(by = p.name(), peer = %peer.ae_title, "peer registered through the API");
     change(&s, line).await;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -129,7 +129,7 @@ pub async fn remove_peer(
     Path(ae): Path<String>,
 ) -> Result<Response> {
     require(&p, Action::Admin)?;
-    let line = registry::remove_peer(s.archive.index().as_ref(), &ae).await?;
+    let line = registry::remove_peer(s.archive.registry().as_ref(), &ae).await?;
     tracing::info!(by = p.name(), peer = %ae, "peer removed through the API");
     change(&s, line).await;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -140,7 +140,7 @@ pub async fn users(
     Extension(p): Extension<Principal>,
 ) -> Result<Json<serde_json::Value>> {
     require(&p, Action::Admin)?;
-    let users = s.archive.index().users().await?;
+    let users = s.archive.registry().users().await?;
     Ok(Json(json!(
         users
             .iter()
@@ -171,7 +171,7 @@ pub async fn add_user(
     require(&p, Action::Admin)?;
     let Json(body) = body.map_err(json_rejection)?;
     let (user, line) = registry::add_user(
-        s.archive.index().as_ref(),
+        s.archive.registry().as_ref(),
         &body.name,
         &body.role,
         body.password,
@@ -213,7 +213,7 @@ pub async fn update_user(
         password: body.password,
         disabled: body.disabled,
     };
-    let (_, line) = registry::update_user(s.archive.index().as_ref(), &name, change_of).await?;
+    let (_, line) = registry::update_user(s.archive.registry().as_ref(), &name, change_of).await?;
     tracing::info!(by = p.name(), user = %name, "user changed through the API");
     change(&s, line).await;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -231,7 +231,7 @@ pub async fn remove_user(
             "you cannot remove yourself",
         ));
     }
-    let line = registry::remove_user(s.archive.index().as_ref(), &name).await?;
+    let line = registry::remove_user(s.archive.registry().as_ref(), &name).await?;
     tracing::info!(by = p.name(), user = %name, "user removed through the API");
     change(&s, line).await;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -242,7 +242,7 @@ pub async fn tokens(
     Extension(p): Extension<Principal>,
 ) -> Result<Json<serde_json::Value>> {
     require(&p, Action::Admin)?;
-    let tokens = s.archive.index().tokens().await?;
+    let tokens = s.archive.registry().tokens().await?;
     Ok(Json(json!(
         tokens
             .iter()
@@ -278,7 +278,7 @@ pub async fn create_token(
         return Err(unprocessable("expires_days is 1 to 3650"));
     }
     let (t, line) = registry::create_token(
-        s.archive.index().as_ref(),
+        s.archive.registry().as_ref(),
         &body.user,
         body.read_only,
         i64::from(body.expires_days) * 86_400,
@@ -299,7 +299,7 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<Response> {
     require(&p, Action::Admin)?;
-    let line = registry::revoke_token(s.archive.index().as_ref(), &id).await?;
+    let line = registry::revoke_token(s.archive.registry().as_ref(), &id).await?;
     tracing::info!(by = p.name(), token = %id, "token revoked through the API");
     change(&s, line).await;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -390,7 +390,7 @@ pub async fn audit_trail(
             "after is a record number (0 or more), limit at most 10000",
         ));
     }
-    let records = s.archive.index().audit_after(q.after, limit).await?;
+    let records = s.archive.audit_log().audit_after(q.after, limit).await?;
     let mut e = crate::audit::event(
         custos_core::audit::EventId::AuditLogUsed,
         'R',

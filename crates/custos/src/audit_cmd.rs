@@ -8,7 +8,7 @@ use clap::Subcommand;
 
 use custos_archive::audit::AuditTrail;
 use custos_core::audit::{AuditEvent, EventId, Outcome};
-use custos_index::Index;
+use custos_index::AuditLog;
 
 use crate::config::Config;
 use crate::data::open_index;
@@ -33,7 +33,7 @@ pub enum AuditCommand {
 const PAGE: usize = 10_000;
 
 /// Records a change made from the command line (peers, users, tokens).
-pub async fn record_change(data: &Path, index: &dyn Index, detail: String) {
+pub async fn record_change(data: &Path, index: &dyn AuditLog, detail: String) {
     record(data, index, EventId::SecurityAlert, 'U', detail).await;
 }
 
@@ -109,7 +109,7 @@ pub async fn run(data: &Path, command: AuditCommand) -> Result<bool> {
 }
 
 /// Appends one event by the command line's user, loudly if that fails.
-async fn record(data: &Path, index: &dyn Index, id: EventId, action: char, detail: String) {
+async fn record(data: &Path, index: &dyn AuditLog, id: EventId, action: char, detail: String) {
     let mut e = AuditEvent::new(id, action, Outcome::Success);
     e.user = std::env::var("USER")
         .map(|u| format!("cli:{u}"))

@@ -180,7 +180,9 @@ fn main() -> Result<()> {
                 }
                 let config = config::Config::load(&cli.data)?;
                 let index = data::open_index(&cli.data, &config).await?;
-                if let Some(password) = user_cmd::ensure_admin(&cli.data, index.as_ref()).await? {
+                if let Some(password) =
+                    user_cmd::ensure_admin(&cli.data, index.as_ref(), index.as_ref()).await?
+                {
                     data::announce_admin(&cli.data, &password)?;
                 }
                 Ok(())

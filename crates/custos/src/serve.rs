@@ -26,7 +26,7 @@ pub async fn run(data_dir: &Path) -> Result<()> {
         .init();
 
     let archive = data::open_archive(data_dir, &config).await?;
-    let trail = custos_archive::audit::AuditTrail::open(data_dir, archive.index().as_ref())
+    let trail = custos_archive::audit::AuditTrail::open(data_dir, archive.audit_log().as_ref())
         .await
         .context("opening the audit trail")?;
     archive.start_audit(trail);
@@ -43,7 +43,7 @@ pub async fn run(data_dir: &Path) -> Result<()> {
             .context("TLS for the syslog collector")?;
         tokio::spawn(
             crate::syslog::Forwarder {
-                index: archive.index().clone(),
+                log: archive.audit_log(),
                 offset_file: data_dir.join("syslog.offset"),
                 host,
                 port,
@@ -52,8 +52,12 @@ pub async fn run(data_dir: &Path) -> Result<()> {
             .run(),
         );
     }
-    if let Some(password) =
-        crate::user_cmd::ensure_admin(data_dir, archive.index().as_ref()).await?
+    if let Some(password) = crate::user_cmd::ensure_admin(
+        data_dir,
+        archive.registry().as_ref(),
+        archive.audit_log().as_ref(),
+    )
+    .await?
     {
         data::announce_admin(data_dir, &password)?;
     }
@@ -79,8 +83,8 @@ pub async fn run(data_dir: &Path) -> Result<()> {
     } else {
         None
     };
-    let tls = dicom_tls(data_dir, &config, archive.index().clone()).await?;
-    let peers = archive.index().peers().await?;
+    let tls = dicom_tls(data_dir, &config, archive.peer_directory()).await?;
+    let peers = archive.peer_directory().peers().await?;
     if peers.is_empty() {
         println!(
             "No peers are registered, so every association will be rejected. Register one with:\n  custos peer add CT01 --host 127.0.0.1 --port 11113 --allow echo,store --data {}",
@@ -93,7 +97,7 @@ pub async fn run(data_dir: &Path) -> Result<()> {
         );
     }
     let auth = std::sync::Arc::new(custos_auth::Authenticator::new(
-        archive.index().clone(),
+        archive.registry(),
         load_oidc(data_dir, &config).await?,
         custos_auth::LockoutPolicy {
             after: config.http.lockout_after,
@@ -217,7 +221,7 @@ async fn start_web(
 /// How often the DICOM TLS handshake picks up peers' CA bundles.
 const PEER_CA_REFRESH: Duration = Duration::from_secs(5);
 
-async fn peer_bundles(index: &dyn custos_index::Index) -> Result<Vec<String>> {
+async fn peer_bundles(index: &dyn custos_index::PeerDirectory) -> Result<Vec<String>> {
     Ok(index
         .peers()
         .await?
@@ -231,7 +235,7 @@ async fn peer_bundles(index: &dyn custos_index::Index) -> Result<Vec<String>> {
 async fn dicom_tls(
     data_dir: &Path,
     config: &Config,
-    index: Arc<dyn custos_index::Index>,
+    index: Arc<dyn custos_index::PeerDirectory>,
 ) -> Result<Option<custos_dimse::TlsListener>> {
     let d = &config.dicom;
     if d.tls_listen.is_empty() {

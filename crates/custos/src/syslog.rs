@@ -18,10 +18,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
 
-use custos_index::Index;
+use custos_index::AuditLog;
 
 pub struct Forwarder {
-    pub index: Arc<dyn Index>,
+    pub log: Arc<dyn AuditLog>,
     /// Where the last forwarded sequence number is kept.
     pub offset_file: std::path::PathBuf,
     pub host: String,
@@ -54,7 +54,7 @@ impl Forwarder {
         let mut warned = false;
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let records = match self.index.audit_after(after, 1000).await {
+            let records = match self.log.audit_after(after, 1000).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "AUDIT FORWARDING: cannot read the trail");

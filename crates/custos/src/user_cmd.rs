@@ -11,7 +11,7 @@ use clap::Subcommand;
 use custos_archive::registry;
 use custos_core::credentials::{check_password_policy, hash_password, random_password};
 use custos_core::{Role, User};
-use custos_index::Index;
+use custos_index::{AuditLog, Index, Registry};
 use custos_web::auth::now_unix;
 
 use crate::config::Config;
@@ -236,7 +236,11 @@ pub async fn run_token(data: &Path, command: TokenCommand) -> Result<()> {
 
 /// Makes the first admin if there are no users at all; returns its password,
 /// to be printed once.
-pub async fn ensure_admin(data: &Path, index: &dyn Index) -> Result<Option<String>> {
+pub async fn ensure_admin(
+    data: &Path,
+    index: &dyn Registry,
+    log: &dyn AuditLog,
+) -> Result<Option<String>> {
     if !index.users().await?.is_empty() {
         return Ok(None);
     }
@@ -250,8 +254,7 @@ pub async fn ensure_admin(data: &Path, index: &dyn Index) -> Result<Option<Strin
     };
     let added = index.insert_user(user).await?;
     if added {
-        crate::audit_cmd::record_change(data, index, "user admin created on first run".into())
-            .await;
+        crate::audit_cmd::record_change(data, log, "user admin created on first run".into()).await;
     }
     Ok(added.then_some(password))
 }
