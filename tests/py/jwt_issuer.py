@@ -46,6 +46,8 @@ def cmd_token(a):
     now = int(time.time())
     claims = {"iss": a.iss, "aud": a.aud, "sub": "sub-" + a.user, "preferred_username": a.user,
               "custos_role": a.role, "iat": now, "exp": now + a.exp}
+    if a.nbf is not None:
+        claims["nbf"] = now + a.nbf
     if a.alg_none:
         print(jwt.encode(claims, None, algorithm="none", headers={"kid": KID}))
         return
@@ -67,6 +69,7 @@ def main():
     t.add_argument("--role", required=True)
     t.add_argument("--user", required=True)
     t.add_argument("--exp", type=int, default=300)
+    t.add_argument("--nbf", type=int, help="not before: seconds from now")
     t.add_argument("--other-key", action="store_true")
     t.add_argument("--alg-none", action="store_true")
     a = p.parse_args()

@@ -3,7 +3,7 @@
 //! Ingest streams an instance into a staged blob, reads back only the attributes
 //! the index needs, commits the blob durably, then commits the index row; the
 //! caller acknowledges only after both. Retrieval hands out the stored bytes.
-//! Protocol layers (DIMSE now, DICOMweb later) call this and nothing below it.
+//! Protocol layers (DIMSE and DICOMweb) call this and nothing below it.
 #![forbid(unsafe_code)]
 
 mod attributes;

@@ -65,7 +65,7 @@ impl FromStr for Role {
     }
 }
 
-/// A web (and, later, DICOM user identity) account.
+/// A user account, for the web and for DICOM user identities.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub name: String,

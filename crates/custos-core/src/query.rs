@@ -1,4 +1,4 @@
-//! Query semantics shared by C-FIND and (later) QIDO-RS: levels, keys and the
+//! Query semantics shared by C-FIND and QIDO-RS: levels, keys and the
 //! matching kinds of PS3.4 C.2.2.2 (single value, wildcard, range, UID list,
 //! universal). The index turns a [`Query`] into its own query language.
 

@@ -14,6 +14,7 @@ mod multipart;
 mod openapi;
 mod qido;
 mod render;
+pub mod routes;
 mod stow;
 mod wado;
 
@@ -26,7 +27,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::get;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
@@ -72,73 +73,7 @@ pub struct AppState {
 pub struct ClientAddr(pub SocketAddr);
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let dicomweb = Router::new()
-        .route("/studies", get(qido::studies).post(stow::store))
-        .route("/series", get(qido::series))
-        .route("/instances", get(qido::instances))
-        .route(
-            "/studies/{study}",
-            get(wado::study).post(stow::store_in_study),
-        )
-        .route("/studies/{study}/metadata", get(wado::study_metadata))
-        .route("/studies/{study}/series", get(qido::study_series))
-        .route("/studies/{study}/instances", get(qido::study_instances))
-        .route("/studies/{study}/series/{series}", get(wado::series))
-        .route(
-            "/studies/{study}/series/{series}/metadata",
-            get(wado::series_metadata),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances",
-            get(qido::series_instances),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}",
-            get(wado::instance),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/metadata",
-            get(wado::instance_metadata),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
-            get(wado::frames),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}",
-            get(wado::bulkdata),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/rendered",
-            get(wado::rendered),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/thumbnail",
-            get(wado::thumbnail),
-        )
-        .route("/wado", get(wado::wado_uri));
-    let api = Router::new()
-        .route("/statistics", get(admin::statistics))
-        .route("/peers", get(admin::peers).post(admin::put_peer))
-        .route("/peers/{ae}", delete(admin::remove_peer))
-        .route("/users", get(admin::users).post(admin::add_user))
-        .route(
-            "/users/{name}",
-            delete(admin::remove_user).put(admin::update_user),
-        )
-        .route("/tokens", get(admin::tokens).post(admin::create_token))
-        .route("/tokens/{id}", delete(admin::revoke_token))
-        .route("/studies/{study}", delete(admin::delete_study))
-        .route(
-            "/studies/{study}/series/{series}",
-            delete(admin::delete_series),
-        )
-        .route("/audit", get(admin::audit_trail))
-        .route("/openapi.json", get(openapi::document));
-    let protected = Router::new()
-        .nest("/dicom-web", dicomweb)
-        .route("/wado", get(wado::wado_uri))
-        .nest("/api", api)
+    let protected = routes::protected()
         .fallback(|| async { error::ApiError::not_found() })
         .layer(middleware::from_fn_with_state(
             state.clone(),

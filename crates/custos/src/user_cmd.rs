@@ -1,4 +1,4 @@
-//! `custos user ...` and `custos token ...`: web (and later DICOM identity)
+//! `custos user ...` and `custos token ...`: web and DICOM identity
 //! accounts. Passwords are read from a prompt or stdin, never from arguments,
 //! and only their argon2id hash is stored; a token's text is printed once.
 

@@ -404,6 +404,7 @@ fn openid_connect_tokens_are_checked_and_mapped_to_roles() {
             ("CUSTOS_OIDC_ISSUER", "https://idp.test"),
             ("CUSTOS_OIDC_AUDIENCE", "custos"),
             ("CUSTOS_OIDC_JWKS_FILE", jwks.to_str().unwrap()),
+            ("CUSTOS_OIDC_JWKS_REFRESH_SECS", "1"),
             ("CUSTOS_HTTP_LOCKOUT_AFTER", "1000"),
         ],
     );
@@ -413,6 +414,8 @@ fn openid_connect_tokens_are_checked_and_mapped_to_roles() {
         (jwt(&keys, &["--role", "uploader"]), 403),
         (jwt(&keys, &["--role", "root"]), 401),
         (jwt(&keys, &["--role", "radiologist", "--exp", "-120"]), 401),
+        // Not valid yet (beyond the one-minute leeway).
+        (jwt(&keys, &["--role", "radiologist", "--nbf", "600"]), 401),
         (jwt(&keys, &["--role", "radiologist", "--other-key"]), 401),
         (jwt(&keys, &["--role", "radiologist", "--alg-none"]), 401),
         (tampered(&jwt(&keys, &["--role", "radiologist"])), 401),
@@ -446,6 +449,33 @@ fn openid_connect_tokens_are_checked_and_mapped_to_roles() {
     assert_eq!(
         web_requests(&f.server, json!([q(&other)]))[0]["status"],
         401
+    );
+
+    // The provider replaces its key: a token signed with the removed key stops
+    // being trusted once the key set is re-read; one signed with the new key works.
+    let old = jwt(&keys, &["--role", "radiologist"]);
+    assert_eq!(web_requests(&f.server, json!([q(&old)]))[0]["status"], 200);
+    assert!(
+        std::process::Command::new("python3")
+            .args([script, "keys", keys.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let new = jwt(&keys, &["--role", "radiologist"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let statuses = loop {
+        let r = web_requests(&f.server, json!([q(&old), q(&new)]));
+        let s = (r[0]["status"].as_u64(), r[1]["status"].as_u64());
+        if s == (Some(401), Some(200)) || std::time::Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert_eq!(
+        statuses,
+        (Some(401), Some(200)),
+        "old key still trusted, or new one not"
     );
     let _ = std::fs::remove_dir_all(&keys);
 }
@@ -582,4 +612,90 @@ fn users_and_peers_change_the_same_way_from_the_api_and_the_cli() {
         "{details:?}"
     );
     assert!(details.contains(&"user carol: role admin"), "{details:?}");
+}
+
+/// The router's own table of routes: every one refuses requests without
+/// valid credentials (401) and, for a user whose role lacks the route's
+/// right, with 403 — before the handler runs, so refused writes change
+/// nothing. A route added to the router is in this test without editing it.
+#[test]
+fn every_route_in_the_router_table_refuses_strangers_and_the_unpermitted() {
+    use custos_core::{Action, Role};
+    use custos_web::routes::{Need, table};
+    let f = fixture("web-matrix", &[("CUSTOS_HTTP_LOCKOUT_AFTER", "1000")]);
+    let token = create_token(&f.data, "rad", "1d", false);
+    let token_id = token.split('_').nth(1).unwrap().to_string();
+    let fill = |p: &str| {
+        let p = p
+            .replace("{study}", CT_STUDY)
+            .replace("{series}", &f.series)
+            .replace("{instance}", CT_SOP)
+            .replace("{frames}", "1")
+            .replace("{tag}", "7FE00010")
+            .replace("{ae}", "STORESCU")
+            .replace("{name}", "rad")
+            .replace("{id}", &token_id);
+        if p.ends_with("/wado") {
+            format!(
+                "{p}?requestType=WADO&studyUID={CT_STUDY}&seriesUID={}&objectUID={CT_SOP}&contentType=application/dicom",
+                f.series
+            )
+        } else {
+            p
+        }
+    };
+    // Who lacks each right: the uploader reads nothing, the radiologist
+    // stores and administers nothing.
+    let lacking = |a: Action| {
+        [
+            ("up", PW_UP, Role::Uploader),
+            ("rad", PW_RAD, Role::Radiologist),
+        ]
+        .into_iter()
+        .find(|(_, _, r)| !r.permissions().allows(a))
+        .map(|(u, pw, _)| basic(u, pw))
+        .expect("a user without the right")
+    };
+    let routes = table();
+    let paths: Vec<&str> = routes.iter().map(|(_, p, _)| *p).collect();
+    assert!(
+        paths.iter().any(|p| p.ends_with("/bulkdata/{tag}")),
+        "{paths:?}"
+    );
+    let (mut strangers, mut unpermitted) = (Vec::new(), Vec::new());
+    for (method, path, need) in &routes {
+        let (m, p) = (method.as_str(), fill(path));
+        let json_body = json!({ "Content-Type": "application/json" });
+        strangers.push(json!({ "method": m, "path": p, "headers": json_body, "body": "{}" }));
+        strangers.push(json!({ "method": m, "path": p, "auth": basic("rad", "wrong password here"), "headers": json_body, "body": "{}" }));
+        strangers.push(json!({ "method": m, "path": p, "auth": bearer("custos_notarealtoken_x"), "headers": json_body, "body": "{}" }));
+        if let Need::Right(a) = need {
+            unpermitted.push(json!({ "method": m, "path": p, "auth": lacking(*a), "headers": json_body, "body": "{}" }));
+        }
+    }
+    let results = web_requests(&f.server, Value::Array(strangers.clone()));
+    for (req, res) in strangers.iter().zip(&results) {
+        assert_eq!(res["status"], 401, "{req} -> {res}");
+    }
+    let results = web_requests(&f.server, Value::Array(unpermitted.clone()));
+    for (req, res) in unpermitted.iter().zip(&results) {
+        assert_eq!(res["status"], 403, "{req} -> {res}");
+    }
+    assert_no_phi(&results);
+    // Nothing a refused request named was changed.
+    assert_eq!(f.data.blob_count(), 1);
+    assert!(
+        f.data
+            .cli(&["peer", "list"])
+            .success()
+            .stdout()
+            .contains("STORESCU")
+    );
+    assert!(
+        f.data
+            .cli(&["token", "list"])
+            .success()
+            .stdout()
+            .contains("valid")
+    );
 }

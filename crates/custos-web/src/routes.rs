@@ -1,0 +1,255 @@
+//! Every HTTP route and what it needs, in one table. The router is built from
+//! it, each route behind a check of its right, and the security tests walk
+//! the same table (`table()`), so a route cannot be added without a declared
+//! right and without being tested for refusals.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::Request;
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{MethodRouter, delete, get, post, put};
+
+use custos_core::{Action, Principal};
+
+use crate::error::ApiError;
+use crate::{AppState, admin, openapi, qido, stow, wado};
+
+/// What a request needs beyond being authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Any authenticated user (the API description).
+    Authenticated,
+    /// The principal may do this.
+    Right(Action),
+}
+
+type Handler = MethodRouter<Arc<AppState>>;
+
+/// (method, path, need, handler) for every authenticated route; `/healthz` is
+/// the only other one.
+fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
+    use Action::*;
+    use Need::*;
+    vec![
+        // QIDO-RS
+        (
+            Method::GET,
+            "/dicom-web/studies",
+            Right(Find),
+            get(qido::studies),
+        ),
+        (
+            Method::GET,
+            "/dicom-web/series",
+            Right(Find),
+            get(qido::series),
+        ),
+        (
+            Method::GET,
+            "/dicom-web/instances",
+            Right(Find),
+            get(qido::instances),
+        ),
+        (
+            Method::GET,
+            "/dicom-web/studies/{study}/series",
+            Right(Find),
+            get(qido::study_series),
+        ),
+        (
+            Method::GET,
+            "/dicom-web/studies/{study}/instances",
+            Right(Find),
+            get(qido::study_instances),
+        ),
+        (
+            Method::GET,
+            "/dicom-web/studies/{study}/series/{series}/instances",
+            Right(Find),
+            get(qido::series_instances),
+        ),
+        // STOW-RS
+        (
+            Method::POST,
+            "/dicom-web/studies",
+            Right(Store),
+            post(stow::store),
+        ),
+        (
+            Method::POST,
+            "/dicom-web/studies/{study}",
+            Right(Store),
+            post(stow::store_in_study),
+        ),
+        // WADO-RS and WADO-URI
+        (
+            Method::GET,
+            "/dicom-web/studies/{study}",
+            Right(Get),
+            get(wado::study),
+        ),
+        (
+            Method::GET,
+            "/dicom-web/studies/{study}/metadata",
+            Right(Get),
+            get(wado::study_metadata),
+        ),
+        (
+            Method::GET,
+            "/dicom-web/studies/{study}/series/{series}",
+            Right(Get),
+            get(wado::series),
+        ),
+        (
+            Method::GET,
+            "/dicom-web/studies/{study}/series/{series}/metadata",
+            Right(Get),
+            get(wado::series_metadata),
+        ),
+        (
+            Method::GET,
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}",
+            Right(Get),
+            get(wado::instance),
+        ),
+        (
+            Method::GET,
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/metadata",
+            Right(Get),
+            get(wado::instance_metadata),
+        ),
+        (
+            Method::GET,
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+            Right(Get),
+            get(wado::frames),
+        ),
+        (
+            Method::GET,
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}",
+            Right(Get),
+            get(wado::bulkdata),
+        ),
+        (
+            Method::GET,
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/rendered",
+            Right(Get),
+            get(wado::rendered),
+        ),
+        (
+            Method::GET,
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/thumbnail",
+            Right(Get),
+            get(wado::thumbnail),
+        ),
+        (
+            Method::GET,
+            "/dicom-web/wado",
+            Right(Get),
+            get(wado::wado_uri),
+        ),
+        (Method::GET, "/wado", Right(Get), get(wado::wado_uri)),
+        // Administration
+        (
+            Method::GET,
+            "/api/statistics",
+            Right(Admin),
+            get(admin::statistics),
+        ),
+        (Method::GET, "/api/peers", Right(Admin), get(admin::peers)),
+        (
+            Method::POST,
+            "/api/peers",
+            Right(Admin),
+            post(admin::put_peer),
+        ),
+        (
+            Method::DELETE,
+            "/api/peers/{ae}",
+            Right(Admin),
+            delete(admin::remove_peer),
+        ),
+        (Method::GET, "/api/users", Right(Admin), get(admin::users)),
+        (
+            Method::POST,
+            "/api/users",
+            Right(Admin),
+            post(admin::add_user),
+        ),
+        (
+            Method::PUT,
+            "/api/users/{name}",
+            Right(Admin),
+            put(admin::update_user),
+        ),
+        (
+            Method::DELETE,
+            "/api/users/{name}",
+            Right(Admin),
+            delete(admin::remove_user),
+        ),
+        (Method::GET, "/api/tokens", Right(Admin), get(admin::tokens)),
+        (
+            Method::POST,
+            "/api/tokens",
+            Right(Admin),
+            post(admin::create_token),
+        ),
+        (
+            Method::DELETE,
+            "/api/tokens/{id}",
+            Right(Admin),
+            delete(admin::revoke_token),
+        ),
+        (
+            Method::DELETE,
+            "/api/studies/{study}",
+            Right(Delete),
+            delete(admin::delete_study),
+        ),
+        (
+            Method::DELETE,
+            "/api/studies/{study}/series/{series}",
+            Right(Delete),
+            delete(admin::delete_series),
+        ),
+        (
+            Method::GET,
+            "/api/audit",
+            Right(Audit),
+            get(admin::audit_trail),
+        ),
+        (
+            Method::GET,
+            "/api/openapi.json",
+            Authenticated,
+            get(openapi::document),
+        ),
+    ]
+}
+
+/// The routes and what each needs (for tests and documentation).
+pub fn table() -> Vec<(Method, &'static str, Need)> {
+    routes().into_iter().map(|(m, p, n, _)| (m, p, n)).collect()
+}
+
+/// The authenticated routes, each behind the check of what it needs.
+pub(crate) fn protected() -> axum::Router<Arc<AppState>> {
+    let mut router = axum::Router::new();
+    for (_, path, need, handler) in routes() {
+        let handler = match need {
+            Need::Authenticated => handler,
+            Need::Right(action) => handler.route_layer(middleware::from_fn(
+                move |Extension(p): Extension<Principal>, request: Request, next: Next| async move {
+                    crate::auth::require(&p, action)?;
+                    Ok::<Response, ApiError>(next.run(request).await)
+                },
+            )),
+        };
+        router = router.route(path, handler);
+    }
+    router
+}
