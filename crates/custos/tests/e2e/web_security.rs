@@ -390,13 +390,17 @@ fn tampered(token: &str) -> String {
 fn openid_connect_tokens_are_checked_and_mapped_to_roles() {
     let keys = std::env::temp_dir().join(format!("custos-oidc-{}", std::process::id()));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/py/jwt_issuer.py");
-    assert!(
-        std::process::Command::new("python3")
-            .args([script, "keys", keys.to_str().unwrap()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    // (Re)makes the provider's signing key and its published key set.
+    let new_keys = || {
+        assert!(
+            std::process::Command::new("python3")
+                .args([script, "keys", keys.to_str().unwrap()])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    new_keys();
     let jwks = keys.join("jwks.json");
     let f = fixture(
         "web-oidc",
@@ -455,13 +459,7 @@ fn openid_connect_tokens_are_checked_and_mapped_to_roles() {
     // being trusted once the key set is re-read; one signed with the new key works.
     let old = jwt(&keys, &["--role", "radiologist"]);
     assert_eq!(web_requests(&f.server, json!([q(&old)]))[0]["status"], 200);
-    assert!(
-        std::process::Command::new("python3")
-            .args([script, "keys", keys.to_str().unwrap()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    new_keys();
     let new = jwt(&keys, &["--role", "radiologist"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     let statuses = loop {
