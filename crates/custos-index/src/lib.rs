@@ -11,6 +11,7 @@ mod postgres;
 mod schema;
 mod sql_query;
 mod sqlite;
+mod statements;
 
 pub use postgres::PgIndex;
 pub use sqlite::SqliteIndex;

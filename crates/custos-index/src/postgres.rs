@@ -9,11 +9,12 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row as PgRow};
 
 use custos_core::audit::{AuditKey, AuditRecord, GENESIS};
-use custos_core::query::{Query, Row, fold_case};
+use custos_core::query::{Query, Row};
 use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
 
 use crate::sql_query::{Dialect, SqlValue, find_sql, instance_kinds_sql, instances_sql};
+use crate::statements::{self, InsertPlan, STORED_COLUMNS};
 use crate::{
     AuditLog, IndexError, InsertOutcome, InstanceIndex, InstanceKind, PeerDirectory, Registry,
     STATISTICS_SQL, Statistics,
@@ -173,6 +174,7 @@ fn bind(params: &[SqlValue]) -> Vec<&(dyn ToSql + Sync)> {
         .map(|p| match p {
             SqlValue::Text(s) => s as &(dyn ToSql + Sync),
             SqlValue::Int(i) => i as &(dyn ToSql + Sync),
+            SqlValue::MaybeInt(i) => i as &(dyn ToSql + Sync),
         })
         .collect()
 }
@@ -250,77 +252,45 @@ fn token_of(row: &PgRow) -> ApiToken {
 const USER_COLUMNS: &str = "name, role, password_hash, disabled, password_changed";
 const TOKEN_COLUMNS: &str = "id, user_name, secret_sha256, read_only, created, expires, revoked";
 
-const STORED_COLUMNS: &str =
-    "sop_instance_uid, sop_class_uid, transfer_syntax_uid, blob_key, size, sha256";
+/// Runs one of `statements` (written with `?`) with its values.
+async fn run(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    values: &[SqlValue],
+) -> Result<u64, IndexError> {
+    let sql = Dialect::Postgres.placeholders(sql.to_string());
+    tx.execute(&sql, &bind(values)).await.map_err(pg)
+}
+
+async fn pk_of(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    uid: &str,
+) -> Result<i64, IndexError> {
+    let sql = Dialect::Postgres.placeholders(sql.to_string());
+    let row = tx.query_one(&sql, &[&uid]).await.map_err(pg)?;
+    row.try_get(0).map_err(pg)
+}
 
 async fn insert_rows(
     tx: &deadpool_postgres::Transaction<'_>,
     rec: &InstanceRecord,
 ) -> Result<(), IndexError> {
-    tx.execute(
-        "INSERT INTO studies (study_uid, patient_id, patient_name, patient_name_fold, patient_birth_date, patient_sex,
-            study_date, study_time, accession_number, study_id, study_description,
-            referring_physician_name, referring_physician_name_fold)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (study_uid) DO NOTHING",
-        &[
-            &rec.study_uid,
-            &rec.patient_id,
-            &rec.patient_name,
-            &fold_case(&rec.patient_name),
-            &rec.patient_birth_date,
-            &rec.patient_sex,
-            &rec.study_date,
-            &rec.study_time,
-            &rec.accession_number,
-            &rec.study_id,
-            &rec.study_description,
-            &rec.referring_physician_name,
-            &fold_case(&rec.referring_physician_name),
-        ],
+    run(tx, statements::INSERT_STUDY, &statements::study_values(rec)).await?;
+    let study_pk = pk_of(tx, statements::STUDY_PK, &rec.study_uid).await?;
+    run(
+        tx,
+        statements::INSERT_SERIES,
+        &statements::series_values(study_pk, rec),
     )
-    .await
-    .map_err(pg)?;
-    let study_pk: i64 = tx
-        .query_one(
-            "SELECT pk FROM studies WHERE study_uid = $1",
-            &[&rec.study_uid],
-        )
-        .await
-        .map_err(pg)?
-        .get(0);
-    tx.execute(
-        "INSERT INTO series (study_pk, series_uid, modality, series_number, series_description, body_part_examined)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (series_uid) DO NOTHING",
-        &[&study_pk, &rec.series_uid, &rec.modality, &rec.series_number, &rec.series_description, &rec.body_part_examined],
+    .await?;
+    let series_pk = pk_of(tx, statements::SERIES_PK, &rec.series_uid).await?;
+    run(
+        tx,
+        statements::INSERT_INSTANCE,
+        &statements::instance_values(series_pk, rec),
     )
-    .await
-    .map_err(pg)?;
-    let series_pk: i64 = tx
-        .query_one(
-            "SELECT pk FROM series WHERE series_uid = $1",
-            &[&rec.series_uid],
-        )
-        .await
-        .map_err(pg)?
-        .get(0);
-    tx.execute(
-        "INSERT INTO instances (series_pk, sop_instance_uid, sop_class_uid, instance_number, number_of_frames,
-            transfer_syntax_uid, blob_key, size, sha256)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        &[
-            &series_pk,
-            &rec.sop_instance_uid,
-            &rec.sop_class_uid,
-            &rec.instance_number,
-            &rec.number_of_frames,
-            &rec.transfer_syntax_uid,
-            &rec.blob_key,
-            &(rec.size as i64),
-            &rec.sha256,
-        ],
-    )
-    .await
-    .map_err(pg)?;
+    .await?;
     Ok(())
 }
 
@@ -344,30 +314,25 @@ impl InstanceIndex for PgIndex {
         .map_err(pg)?;
         let existing = tx
             .query_opt(
-                &format!("SELECT {STORED_COLUMNS} FROM instances WHERE sop_instance_uid = $1"),
+                &Dialect::Postgres.placeholders(statements::SELECT_STORED_BY_UID.to_string()),
                 &[&record.sop_instance_uid],
             )
             .await
             .map_err(pg)?
             .map(|r| stored(&r, 0));
-        let outcome = match existing {
-            Some(existing) if existing.sha256 == record.sha256 => {
-                InsertOutcome::Identical { existing }
-            }
-            Some(existing) if !replace => InsertOutcome::Conflict { existing },
-            Some(previous) => {
-                tx.execute(
-                    "DELETE FROM instances WHERE sop_instance_uid = $1",
-                    &[&record.sop_instance_uid],
-                )
-                .await
-                .map_err(pg)?;
+        let outcome = match statements::decide_insert(existing, &record.sha256, replace) {
+            InsertPlan::Done(outcome) => outcome,
+            InsertPlan::Write { replacing } => {
+                if replacing.is_some() {
+                    run(
+                        &tx,
+                        statements::DELETE_INSTANCE_BY_UID,
+                        &[SqlValue::Text(record.sop_instance_uid.clone())],
+                    )
+                    .await?;
+                }
                 insert_rows(&tx, &record).await?;
-                InsertOutcome::Replaced { previous }
-            }
-            None => {
-                insert_rows(&tx, &record).await?;
-                InsertOutcome::Inserted
+                InsertPlan::written(replacing)
             }
         };
         tx.commit().await.map_err(pg)?;

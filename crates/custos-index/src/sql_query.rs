@@ -15,7 +15,7 @@ pub enum Dialect {
 impl Dialect {
     /// Rewrites `?` placeholders as `$1, $2, ...` for PostgreSQL. The generated
     /// SQL never has `?` inside a literal.
-    fn placeholders(self, sql: String) -> String {
+    pub(crate) fn placeholders(self, sql: String) -> String {
         match self {
             Dialect::Sqlite => sql,
             Dialect::Postgres => {
@@ -39,6 +39,8 @@ impl Dialect {
 pub enum SqlValue {
     Text(String),
     Int(i64),
+    /// An integer column that may be NULL.
+    MaybeInt(Option<i64>),
 }
 
 /// Column expression for a key, or None for keys computed by sub-queries.

@@ -10,12 +10,13 @@ use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
 use custos_core::audit::{AuditKey, AuditRecord, GENESIS};
-use custos_core::query::{Query, Row, fold_case};
+use custos_core::query::{Query, Row};
 use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
 
 use crate::schema::MIGRATIONS;
 use crate::sql_query::{Dialect, SqlValue, find_sql, instance_kinds_sql, instances_sql};
+use crate::statements::{self, InsertPlan};
 use crate::{
     AuditLog, IndexError, InsertOutcome, InstanceIndex, InstanceKind, PeerDirectory, Registry,
     STATISTICS_SQL, Statistics,
@@ -298,85 +299,33 @@ fn insert(
 ) -> Result<InsertOutcome, IndexError> {
     let existing = tx
         .query_row(
-            "SELECT sop_instance_uid, sop_class_uid, transfer_syntax_uid, blob_key, size, sha256 FROM instances WHERE sop_instance_uid = ?1",
+            statements::SELECT_STORED_BY_UID,
             [&rec.sop_instance_uid],
             |r| stored_from_row(r, 0),
         )
         .optional()?;
-    if let Some(existing) = existing {
-        if existing.sha256 == rec.sha256 {
-            return Ok(InsertOutcome::Identical { existing });
-        }
-        if !replace {
-            return Ok(InsertOutcome::Conflict { existing });
-        }
-        tx.execute(
-            "DELETE FROM instances WHERE sop_instance_uid = ?1",
-            [&rec.sop_instance_uid],
-        )?;
-        insert_new(tx, rec)?;
-        return Ok(InsertOutcome::Replaced { previous: existing });
+    let replacing = match statements::decide_insert(existing, &rec.sha256, replace) {
+        InsertPlan::Done(outcome) => return Ok(outcome),
+        InsertPlan::Write { replacing } => replacing,
+    };
+    if replacing.is_some() {
+        tx.execute(statements::DELETE_INSTANCE_BY_UID, [&rec.sop_instance_uid])?;
     }
-    insert_new(tx, rec)?;
-    Ok(InsertOutcome::Inserted)
-}
-
-fn insert_new(tx: &Connection, rec: &InstanceRecord) -> Result<(), IndexError> {
-    // The first instance of a study or series defines its attributes.
     tx.execute(
-        "INSERT INTO studies (study_uid, patient_id, patient_name, patient_name_fold, patient_birth_date, patient_sex,
-            study_date, study_time, accession_number, study_id, study_description,
-            referring_physician_name, referring_physician_name_fold)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-         ON CONFLICT(study_uid) DO NOTHING",
-        params![
-            rec.study_uid,
-            rec.patient_id,
-            rec.patient_name,
-            fold_case(&rec.patient_name),
-            rec.patient_birth_date,
-            rec.patient_sex,
-            rec.study_date,
-            rec.study_time,
-            rec.accession_number,
-            rec.study_id,
-            rec.study_description,
-            rec.referring_physician_name,
-            fold_case(&rec.referring_physician_name),
-        ],
+        statements::INSERT_STUDY,
+        bind(&statements::study_values(rec)).as_slice(),
     )?;
-    let study_pk: i64 = tx.query_row(
-        "SELECT pk FROM studies WHERE study_uid = ?1",
-        [&rec.study_uid],
-        |r| r.get(0),
-    )?;
+    let study_pk: i64 = tx.query_row(statements::STUDY_PK, [&rec.study_uid], |r| r.get(0))?;
     tx.execute(
-        "INSERT INTO series (study_pk, series_uid, modality, series_number, series_description, body_part_examined)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(series_uid) DO NOTHING",
-        params![study_pk, rec.series_uid, rec.modality, rec.series_number, rec.series_description, rec.body_part_examined],
+        statements::INSERT_SERIES,
+        bind(&statements::series_values(study_pk, rec)).as_slice(),
     )?;
-    let series_pk: i64 = tx.query_row(
-        "SELECT pk FROM series WHERE series_uid = ?1",
-        [&rec.series_uid],
-        |r| r.get(0),
-    )?;
+    let series_pk: i64 = tx.query_row(statements::SERIES_PK, [&rec.series_uid], |r| r.get(0))?;
     tx.execute(
-        "INSERT INTO instances (series_pk, sop_instance_uid, sop_class_uid, instance_number, number_of_frames,
-            transfer_syntax_uid, blob_key, size, sha256)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            series_pk,
-            rec.sop_instance_uid,
-            rec.sop_class_uid,
-            rec.instance_number,
-            rec.number_of_frames,
-            rec.transfer_syntax_uid,
-            rec.blob_key,
-            rec.size as i64,
-            rec.sha256,
-        ],
+        statements::INSERT_INSTANCE,
+        bind(&statements::instance_values(series_pk, rec)).as_slice(),
     )?;
-    Ok(())
+    Ok(InsertPlan::written(replacing))
 }
 
 fn put_peer(tx: &Connection, peer: &Peer) -> Result<(), IndexError> {
@@ -418,6 +367,7 @@ fn bind(params: &[SqlValue]) -> Vec<&dyn ToSql> {
         .map(|p| match p {
             SqlValue::Text(s) => s as &dyn ToSql,
             SqlValue::Int(i) => i as &dyn ToSql,
+            SqlValue::MaybeInt(i) => i as &dyn ToSql,
         })
         .collect()
 }

@@ -1,0 +1,150 @@
+//! What both backends do when an instance is recorded, written once: the
+//! duplicate rule (identical, conflict, replace) and the statements with the
+//! values they bind, in `?` form (`Dialect::placeholders` makes PostgreSQL's
+//! `$n`). Each backend only runs them in its own transaction.
+
+use custos_core::query::fold_case;
+use custos_core::record::{InstanceRecord, StoredInstance};
+
+use crate::InsertOutcome;
+use crate::sql_query::SqlValue;
+
+/// The columns of a stored instance, in `StoredInstance` order.
+pub const STORED_COLUMNS: &str =
+    "sop_instance_uid, sop_class_uid, transfer_syntax_uid, blob_key, size, sha256";
+
+pub const SELECT_STORED_BY_UID: &str = "SELECT sop_instance_uid, sop_class_uid, transfer_syntax_uid, blob_key, size, sha256 FROM instances WHERE sop_instance_uid = ?";
+
+pub const DELETE_INSTANCE_BY_UID: &str = "DELETE FROM instances WHERE sop_instance_uid = ?";
+
+/// The first instance of a study or series defines its attributes.
+pub const INSERT_STUDY: &str = "INSERT INTO studies (study_uid, patient_id, patient_name, patient_name_fold, patient_birth_date, patient_sex, \
+     study_date, study_time, accession_number, study_id, study_description, \
+     referring_physician_name, referring_physician_name_fold) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (study_uid) DO NOTHING";
+
+pub const STUDY_PK: &str = "SELECT pk FROM studies WHERE study_uid = ?";
+
+pub const INSERT_SERIES: &str = "INSERT INTO series (study_pk, series_uid, modality, series_number, series_description, body_part_examined) \
+     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (series_uid) DO NOTHING";
+
+pub const SERIES_PK: &str = "SELECT pk FROM series WHERE series_uid = ?";
+
+pub const INSERT_INSTANCE: &str = "INSERT INTO instances (series_pk, sop_instance_uid, sop_class_uid, instance_number, number_of_frames, \
+     transfer_syntax_uid, blob_key, size, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+pub fn study_values(rec: &InstanceRecord) -> Vec<SqlValue> {
+    use SqlValue::Text;
+    vec![
+        Text(rec.study_uid.clone()),
+        Text(rec.patient_id.clone()),
+        Text(rec.patient_name.clone()),
+        Text(fold_case(&rec.patient_name)),
+        Text(rec.patient_birth_date.clone()),
+        Text(rec.patient_sex.clone()),
+        Text(rec.study_date.clone()),
+        Text(rec.study_time.clone()),
+        Text(rec.accession_number.clone()),
+        Text(rec.study_id.clone()),
+        Text(rec.study_description.clone()),
+        Text(rec.referring_physician_name.clone()),
+        Text(fold_case(&rec.referring_physician_name)),
+    ]
+}
+
+pub fn series_values(study_pk: i64, rec: &InstanceRecord) -> Vec<SqlValue> {
+    use SqlValue::{Int, MaybeInt, Text};
+    vec![
+        Int(study_pk),
+        Text(rec.series_uid.clone()),
+        Text(rec.modality.clone()),
+        MaybeInt(rec.series_number),
+        Text(rec.series_description.clone()),
+        Text(rec.body_part_examined.clone()),
+    ]
+}
+
+pub fn instance_values(series_pk: i64, rec: &InstanceRecord) -> Vec<SqlValue> {
+    use SqlValue::{Int, MaybeInt, Text};
+    vec![
+        Int(series_pk),
+        Text(rec.sop_instance_uid.clone()),
+        Text(rec.sop_class_uid.clone()),
+        MaybeInt(rec.instance_number),
+        MaybeInt(rec.number_of_frames),
+        Text(rec.transfer_syntax_uid.clone()),
+        Text(rec.blob_key.clone()),
+        Int(rec.size as i64),
+        Text(rec.sha256.clone()),
+    ]
+}
+
+/// What to do with an instance whose SOP Instance UID may already be stored.
+#[derive(Debug)]
+pub enum InsertPlan {
+    /// Nothing to write; this is the outcome.
+    Done(InsertOutcome),
+    /// Write the new rows, after deleting the stored instance's row if there is one.
+    Write { replacing: Option<StoredInstance> },
+}
+
+/// The duplicate rule: the same bytes (SHA-256) are identical; other bytes
+/// conflict unless the caller replaces.
+pub fn decide_insert(existing: Option<StoredInstance>, sha256: &str, replace: bool) -> InsertPlan {
+    match existing {
+        None => InsertPlan::Write { replacing: None },
+        Some(existing) if existing.sha256 == sha256 => {
+            InsertPlan::Done(InsertOutcome::Identical { existing })
+        }
+        Some(existing) if !replace => InsertPlan::Done(InsertOutcome::Conflict { existing }),
+        Some(previous) => InsertPlan::Write {
+            replacing: Some(previous),
+        },
+    }
+}
+
+impl InsertPlan {
+    /// The outcome once the rows are written.
+    pub fn written(replacing: Option<StoredInstance>) -> InsertOutcome {
+        match replacing {
+            Some(previous) => InsertOutcome::Replaced { previous },
+            None => InsertOutcome::Inserted,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(sha: &str) -> StoredInstance {
+        StoredInstance {
+            sop_instance_uid: "1.2".into(),
+            sop_class_uid: "c".into(),
+            transfer_syntax_uid: "t".into(),
+            blob_key: "k".into(),
+            size: 1,
+            sha256: sha.into(),
+        }
+    }
+
+    #[test]
+    fn the_duplicate_rule() {
+        assert!(matches!(
+            decide_insert(None, "a", false),
+            InsertPlan::Write { replacing: None }
+        ));
+        assert!(matches!(
+            decide_insert(Some(stored("a")), "a", true),
+            InsertPlan::Done(InsertOutcome::Identical { .. })
+        ));
+        assert!(matches!(
+            decide_insert(Some(stored("a")), "b", false),
+            InsertPlan::Done(InsertOutcome::Conflict { .. })
+        ));
+        assert!(matches!(
+            decide_insert(Some(stored("a")), "b", true),
+            InsertPlan::Write { replacing: Some(_) }
+        ));
+    }
+}
