@@ -22,20 +22,20 @@ use custos_core::query::{Query, Row};
 use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{ApiToken, Peer, User};
 
+/// A backend's own error (SQLite's, PostgreSQL's), kept as its source.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("could not open the index at {path}: {source}")]
-    Open {
-        path: String,
-        source: rusqlite::Error,
-    },
+    Open { path: String, source: BackendError },
     #[error("could not create the index file {path}: {source}")]
     Create {
         path: String,
         source: std::io::Error,
     },
     #[error("index query failed: {0}")]
-    Query(#[from] rusqlite::Error),
+    Backend(BackendError),
     #[error("PostgreSQL: {0}")]
     Postgres(String),
     #[error("{0}")]
@@ -74,6 +74,12 @@ pub struct Statistics {
 
 const STATISTICS_SQL: &str = "SELECT (SELECT COUNT(DISTINCT patient_id) FROM studies), (SELECT COUNT(*) FROM studies),
     (SELECT COUNT(*) FROM series), (SELECT COUNT(*) FROM instances), (SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM instances)";
+
+impl From<rusqlite::Error> for IndexError {
+    fn from(e: rusqlite::Error) -> IndexError {
+        IndexError::Backend(Box::new(e))
+    }
+}
 
 /// Stored instances of one SOP class and transfer syntax under a query.
 #[derive(Debug, Clone, PartialEq, Eq)]

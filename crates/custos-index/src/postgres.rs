@@ -151,7 +151,7 @@ impl PgIndex {
             )
             .await
             .map_err(pg)?
-            .get(0);
+            .col(0)?;
         let mut applied = 0;
         for (i, step) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             tx.batch_execute(step).await.map_err(pg)?;
@@ -179,6 +179,19 @@ fn bind(params: &[SqlValue]) -> Vec<&(dyn ToSql + Sync)> {
         .collect()
 }
 
+/// Columns read without panicking: a type that does not match, or a NULL
+/// where none is expected, is a corrupt row.
+trait Col {
+    fn col<'a, T: tokio_postgres::types::FromSql<'a>>(&'a self, i: usize) -> Result<T, IndexError>;
+}
+
+impl Col for PgRow {
+    fn col<'a, T: tokio_postgres::types::FromSql<'a>>(&'a self, i: usize) -> Result<T, IndexError> {
+        self.try_get(i)
+            .map_err(|e| IndexError::Corrupt(format!("column {i}: {e}")))
+    }
+}
+
 /// A column as text whatever its SQL type (text, bigint, count).
 fn text_at(row: &PgRow, i: usize) -> String {
     if let Ok(v) = row.try_get::<_, Option<String>>(i) {
@@ -194,59 +207,56 @@ fn text_at(row: &PgRow, i: usize) -> String {
 }
 
 /// A stored instance from the columns starting at `at`.
-fn stored(row: &PgRow, at: usize) -> StoredInstance {
-    StoredInstance {
-        sop_instance_uid: row.get(at),
-        sop_class_uid: row.get(at + 1),
-        transfer_syntax_uid: row.get(at + 2),
-        blob_key: row.get(at + 3),
-        size: row.get::<_, i64>(at + 4) as u64,
-        sha256: row.get(at + 5),
-    }
+fn stored(row: &PgRow, at: usize) -> Result<StoredInstance, IndexError> {
+    Ok(StoredInstance {
+        sop_instance_uid: row.col(at)?,
+        sop_class_uid: row.col(at + 1)?,
+        transfer_syntax_uid: row.col(at + 2)?,
+        blob_key: row.col(at + 3)?,
+        size: row.col::<i64>(at + 4)? as u64,
+        sha256: row.col(at + 5)?,
+    })
 }
 
 fn peer_of(row: &PgRow) -> Result<Peer, IndexError> {
     Ok(Peer {
-        ae_title: row.get(0),
+        ae_title: row.col(0)?,
         host: row
-            .get::<_, String>(1)
+            .col::<String>(1)?
             .parse::<HostPattern>()
             .map_err(IndexError::Corrupt)?,
-        port: row.get::<_, i32>(2) as u16,
+        port: row.col::<i32>(2)? as u16,
         permissions: row
-            .get::<_, String>(3)
+            .col::<String>(3)?
             .parse::<Permissions>()
             .map_err(IndexError::Corrupt)?,
-        tls_required: row.get(4),
-        cert_sha256: row.get(5),
-        cert_subject: row.get(6),
-        ca_pem: row.get(7),
+        tls_required: row.col(4)?,
+        cert_sha256: row.col(5)?,
+        cert_subject: row.col(6)?,
+        ca_pem: row.col(7)?,
     })
 }
 
 fn user_of(row: &PgRow) -> Result<User, IndexError> {
     Ok(User {
-        name: row.get(0),
-        role: row
-            .get::<_, String>(1)
-            .parse()
-            .map_err(IndexError::Corrupt)?,
-        password_hash: row.get(2),
-        disabled: row.get(3),
-        password_changed: row.get(4),
+        name: row.col(0)?,
+        role: row.col::<String>(1)?.parse().map_err(IndexError::Corrupt)?,
+        password_hash: row.col(2)?,
+        disabled: row.col(3)?,
+        password_changed: row.col(4)?,
     })
 }
 
-fn token_of(row: &PgRow) -> ApiToken {
-    ApiToken {
-        id: row.get(0),
-        user: row.get(1),
-        secret_sha256: row.get(2),
-        read_only: row.get(3),
-        created: row.get(4),
-        expires: row.get(5),
-        revoked: row.get(6),
-    }
+fn token_of(row: &PgRow) -> Result<ApiToken, IndexError> {
+    Ok(ApiToken {
+        id: row.col(0)?,
+        user: row.col(1)?,
+        secret_sha256: row.col(2)?,
+        read_only: row.col(3)?,
+        created: row.col(4)?,
+        expires: row.col(5)?,
+        revoked: row.col(6)?,
+    })
 }
 
 const USER_COLUMNS: &str = "name, role, password_hash, disabled, password_changed";
@@ -319,7 +329,8 @@ impl InstanceIndex for PgIndex {
             )
             .await
             .map_err(pg)?
-            .map(|r| stored(&r, 0));
+            .map(|r| stored(&r, 0))
+            .transpose()?;
         let outcome = match statements::decide_insert(existing, &record.sha256, replace) {
             InsertPlan::Done(outcome) => outcome,
             InsertPlan::Write { replacing } => {
@@ -365,7 +376,9 @@ impl InstanceIndex for PgIndex {
             instances_sql(query, after, limit, Dialect::Postgres).map_err(IndexError::BadQuery)?;
         let client = self.pool.get().await.map_err(pool_err)?;
         let rows = client.query(&sql, &bind(&params)).await.map_err(pg)?;
-        Ok(rows.iter().map(|r| (r.get(0), stored(r, 1))).collect())
+        rows.iter()
+            .map(|r| Ok((r.col(0)?, stored(r, 1)?)))
+            .collect()
     }
 
     async fn instance_kinds(&self, query: &Query) -> Result<Vec<InstanceKind>, IndexError> {
@@ -373,14 +386,15 @@ impl InstanceIndex for PgIndex {
             instance_kinds_sql(query, Dialect::Postgres).map_err(IndexError::BadQuery)?;
         let client = self.pool.get().await.map_err(pool_err)?;
         let rows = client.query(&sql, &bind(&params)).await.map_err(pg)?;
-        Ok(rows
-            .iter()
-            .map(|r| InstanceKind {
-                sop_class_uid: r.get(0),
-                transfer_syntax_uid: r.get(1),
-                count: r.get::<_, i64>(2) as u64,
+        rows.iter()
+            .map(|r| {
+                Ok(InstanceKind {
+                    sop_class_uid: r.col(0)?,
+                    transfer_syntax_uid: r.col(1)?,
+                    count: r.col::<i64>(2)? as u64,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn instance_count(&self) -> Result<u64, IndexError> {
@@ -389,7 +403,7 @@ impl InstanceIndex for PgIndex {
             .query_one("SELECT COUNT(*) FROM instances", &[])
             .await
             .map_err(pg)?
-            .get(0);
+            .col(0)?;
         Ok(n as u64)
     }
 
@@ -411,19 +425,19 @@ impl InstanceIndex for PgIndex {
             .map_err(pg)?;
         Ok(rows
             .iter()
-            .map(|r| (r.get::<_, i64>(6), stored(r, 0)))
-            .collect())
+            .map(|r| Ok((r.col::<i64>(6)?, stored(r, 0)?)))
+            .collect::<Result<_, IndexError>>()?)
     }
 
     async fn statistics(&self) -> Result<Statistics, IndexError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         let r = client.query_one(STATISTICS_SQL, &[]).await.map_err(pg)?;
         Ok(Statistics {
-            patients: r.get::<_, i64>(0) as u64,
-            studies: r.get::<_, i64>(1) as u64,
-            series: r.get::<_, i64>(2) as u64,
-            instances: r.get::<_, i64>(3) as u64,
-            bytes: r.get::<_, i64>(4) as u64,
+            patients: r.col::<i64>(0)? as u64,
+            studies: r.col::<i64>(1)? as u64,
+            series: r.col::<i64>(2)? as u64,
+            instances: r.col::<i64>(3)? as u64,
+            bytes: r.col::<i64>(4)? as u64,
         })
     }
 
@@ -458,7 +472,7 @@ impl InstanceIndex for PgIndex {
         .await
         .map_err(pg)?;
         tx.commit().await.map_err(pg)?;
-        Ok(rows.iter().map(|r| stored(r, 0)).collect())
+        rows.iter().map(|r| stored(r, 0)).collect()
     }
 }
 
@@ -599,7 +613,7 @@ impl Registry for PgIndex {
             )
             .await
             .map_err(pg)?;
-        Ok(row.as_ref().map(token_of))
+        row.as_ref().map(token_of).transpose()
     }
 
     async fn tokens(&self) -> Result<Vec<ApiToken>, IndexError> {
@@ -611,7 +625,7 @@ impl Registry for PgIndex {
             )
             .await
             .map_err(pg)?;
-        Ok(rows.iter().map(token_of).collect())
+        rows.iter().map(token_of).collect()
     }
 
     async fn put_token(&self, t: ApiToken) -> Result<(), IndexError> {
@@ -664,7 +678,7 @@ impl AuditLog for PgIndex {
             .await
             .map_err(pg)?;
         let (mut seq, mut prev): (i64, String) = match last {
-            Some(r) => (r.get(0), r.get(1)),
+            Some(r) => (r.col(0)?, r.col(1)?),
             None => (0, GENESIS.to_string()),
         };
         for (at, body) in entries {
@@ -691,7 +705,7 @@ impl AuditLog for PgIndex {
             )
             .await
             .map_err(pg)?;
-        Ok(row.as_ref().map(audit_record))
+        row.as_ref().map(audit_record).transpose()
     }
 
     async fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, IndexError> {
@@ -703,16 +717,16 @@ impl AuditLog for PgIndex {
             )
             .await
             .map_err(pg)?;
-        Ok(rows.iter().map(audit_record).collect())
+        rows.iter().map(audit_record).collect()
     }
 }
 
-fn audit_record(r: &tokio_postgres::Row) -> AuditRecord {
-    AuditRecord {
-        seq: r.get(0),
-        time: r.get(1),
-        body: r.get(2),
-        prev_hash: r.get(3),
-        hash: r.get(4),
-    }
+fn audit_record(r: &tokio_postgres::Row) -> Result<AuditRecord, IndexError> {
+    Ok(AuditRecord {
+        seq: r.col(0)?,
+        time: r.col(1)?,
+        body: r.col(2)?,
+        prev_hash: r.col(3)?,
+        hash: r.col(4)?,
+    })
 }

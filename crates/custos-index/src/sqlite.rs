@@ -62,9 +62,9 @@ pub struct SqliteIndex {
 }
 
 fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection, IndexError> {
-    let err = |source| IndexError::Open {
+    let err = |source: rusqlite::Error| IndexError::Open {
         path: path.display().to_string(),
-        source,
+        source: Box::new(source),
     };
     let conn = Connection::open_with_flags(path, flags).map_err(err)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
@@ -121,7 +121,7 @@ impl SqliteIndex {
         )?;
         migrate(&mut conn).map_err(|source| IndexError::Open {
             path: path.display().to_string(),
-            source,
+            source: Box::new(source),
         })?;
         let mut readers = Vec::new();
         for _ in 0..READERS {
