@@ -11,7 +11,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result, TlsError};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -24,11 +24,12 @@ pub fn parse_bundle(pem: &str) -> Result<Vec<CertificateDer<'static>>> {
         .collect::<Result<Vec<_>, _>>()
         .context("the CA bundle is not PEM certificates")?;
     if certs.is_empty() {
-        anyhow::bail!("the CA bundle holds no certificate");
+        return Err(TlsError::invalid("the CA bundle holds no certificate"));
     }
     for c in &certs {
-        x509_parser::parse_x509_certificate(c.as_ref())
-            .map_err(|e| anyhow::anyhow!("a certificate in the CA bundle is malformed: {e}"))?;
+        x509_parser::parse_x509_certificate(c.as_ref()).map_err(|e| {
+            TlsError::invalid(format!("a certificate in the CA bundle is malformed: {e}"))
+        })?;
     }
     Ok(certs)
 }
@@ -70,11 +71,10 @@ fn verifier_for(base_pem: &[u8], extra: &[String]) -> Result<Arc<dyn ClientCertV
         }
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-            .allow_unauthenticated()
-            .build()?,
-    )
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .context("building the client certificate verifier")
 }
 
 /// The handshake's client certificate verifier, rebuilt when peers' CA

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result, TlsError};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -39,7 +39,9 @@ pub fn database_client_config(
             .with_custom_certificate_verifier(accept_any_certificate())
             .with_no_client_auth(),
         (_, None) => {
-            anyhow::bail!("checking the database's certificate needs sslrootcert=PATH (a PEM file)")
+            return Err(TlsError::invalid(
+                "checking the database's certificate needs sslrootcert=PATH (a PEM file)",
+            ));
         }
         (Verify::Full, Some(path)) => builder
             .with_root_certificates(crate::trust_roots(path)?)

@@ -7,11 +7,14 @@
 
 pub mod client_trust;
 pub mod database;
+pub mod error;
+
+pub use error::TlsError;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -253,7 +256,7 @@ pub fn days_until_expiry(path: &Path) -> Result<i64> {
         .next()
         .context("no certificate in the file")??;
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
-        .map_err(|e| anyhow::anyhow!("parsing {}: {e}", path.display()))?;
+        .map_err(|e| TlsError::invalid(format!("parsing {}: {e}", path.display())))?;
     let not_after = cert.validity().not_after.timestamp();
     Ok((not_after - OffsetDateTime::now_utc().unix_timestamp()) / 86_400)
 }
@@ -298,4 +301,62 @@ pub fn names_of(der: &[u8]) -> Vec<String> {
         }
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh folder under the system's temporary directory.
+    fn folder(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("custos-tls-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_local_ca_is_made_once_with_private_keys_and_issues_certificates_named_for_their_ae() {
+        use std::os::unix::fs::PermissionsExt;
+        let data = folder("ca");
+        assert!(ensure_local_ca(&data).unwrap(), "made on first run");
+        assert!(!ensure_local_ca(&data).unwrap(), "kept afterwards");
+        let files = TlsFiles::in_data(&data);
+        for key in [&files.ca_key, &files.server_key] {
+            let mode = std::fs::metadata(key).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", key.display());
+        }
+        assert!(days_until_expiry(&files.server_cert).unwrap() > 300);
+        // The server configuration loads what was made; a key from elsewhere does not fit.
+        server_config(&files.server_cert, &files.server_key).unwrap();
+        assert!(server_config(&files.server_cert, &files.ca_key).is_err());
+
+        let (cert, key, sha) = issue_peer_cert(&data, "CT01", &["127.0.0.1".into()]).unwrap();
+        assert!(key.contains("PRIVATE KEY"));
+        assert_eq!(sha.len(), 64);
+        let der = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+        assert!(
+            names_of(&der).iter().any(|n| n == "CT01"),
+            "{:?}",
+            names_of(&der)
+        );
+        // It chains to the CA the data folder trusts for client certificates.
+        let ca = std::fs::read_to_string(&files.ca_cert).unwrap();
+        assert!(client_trust::chain_trusted(&[der.to_vec()], &ca));
+        let other = folder("other-ca");
+        ensure_local_ca(&other).unwrap();
+        let foreign = std::fs::read_to_string(TlsFiles::in_data(&other).ca_cert).unwrap();
+        assert!(!client_trust::chain_trusted(&[der.to_vec()], &foreign));
+        let _ = std::fs::remove_dir_all(&data);
+        let _ = std::fs::remove_dir_all(&other);
+    }
+
+    #[test]
+    fn bad_bundles_and_missing_roots_are_refused_with_a_reason() {
+        let e = client_trust::parse_bundle("not a certificate").unwrap_err();
+        assert!(e.to_string().contains("no certificate"), "{e}");
+        let e = database::database_client_config(database::Verify::Full, None).unwrap_err();
+        assert!(e.to_string().contains("sslrootcert"), "{e}");
+        database::database_client_config(database::Verify::Nothing, None).unwrap();
+    }
 }
