@@ -42,9 +42,25 @@ fn beyond_loopback(listen: &str) -> bool {
 pub async fn run(data: &Path, as_json: bool) -> Result<bool> {
     let config = Config::load(data)?;
     let index = open_index(data, &config).await?;
+    let files = custos_tls::TlsFiles::in_data(data);
     let mut f = Vec::new();
+    listeners(&mut f, &config);
+    peers(&mut f, index.as_ref()).await?;
+    users(&mut f, index.as_ref()).await?;
+    audit_trail(&mut f, data, index.as_ref()).await;
+    certificates(&mut f, &files);
+    permissions(&mut f, data, &config, &files);
+    disk(&mut f, data);
+    Ok(crate::probe_cmd::report(
+        &format!("custos doctor {}", data.display()),
+        json!({ "data": data.display().to_string() }),
+        &f,
+        as_json,
+    ))
+}
 
-    // Listeners.
+/// Plain listeners reachable beyond loopback.
+fn listeners(f: &mut Vec<Finding>, config: &Config) {
     if config.dicom.plaintext && beyond_loopback(&config.dicom.listen) {
         f.push(finding("dicom-plain-beyond-loopback", Severity::High,
             "the plain DICOM listener is reachable beyond loopback".into(),
@@ -57,9 +73,12 @@ pub async fn run(data: &Path, as_json: bool) -> Result<bool> {
             format!("[http] listen = {}, plaintext = true", config.http.listen),
             "serve HTTPS ([http] plaintext = false) or bind plain HTTP to loopback behind a TLS proxy"));
     }
+}
 
-    // Peers, and what the audit trail says they did in it.
-    let used = rights_used(index.as_ref()).await;
+/// Peers open to wide networks, with every right and no TLS, with rights
+/// the audit trail shows unused, with CA bundles near expiry.
+async fn peers(f: &mut Vec<Finding>, index: &dyn custos_index::Index) -> Result<()> {
+    let used = rights_used(index).await;
     for p in index.peers().await? {
         let open = match &p.host {
             HostPattern::Cidr(_, len) => *len == 0,
@@ -121,10 +140,13 @@ pub async fn run(data: &Path, as_json: bool) -> Result<bool> {
             }
         }
     }
+    Ok(())
+}
 
-    // Users.
+/// Admins who never administer, passwords older than a year.
+async fn users(f: &mut Vec<Finding>, index: &dyn custos_index::Index) -> Result<()> {
     let now = custos_web::auth::now_unix();
-    let admin_acts = admin_actions_by_user(index.as_ref()).await;
+    let admin_acts = admin_actions_by_user(index).await;
     for u in index.users().await? {
         if let Some(acted) = &admin_acts
             && u.role == custos_core::Role::Admin
@@ -155,13 +177,13 @@ pub async fn run(data: &Path, as_json: bool) -> Result<bool> {
             ));
         }
     }
+    Ok(())
+}
 
-    // The audit trail.
-    let checked = match custos_archive::audit::AuditTrail::open(data, index.as_ref()).await {
-        Ok(trail) => trail
-            .verify(index.as_ref())
-            .await
-            .map_err(|e| e.to_string()),
+/// An audit trail that does not verify (or cannot be read).
+async fn audit_trail(f: &mut Vec<Finding>, data: &Path, index: &dyn custos_index::Index) {
+    let checked = match custos_archive::audit::AuditTrail::open(data, index).await {
+        Ok(trail) => trail.verify(index).await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     match checked.map(|c| c.broken) {
@@ -181,9 +203,10 @@ pub async fn run(data: &Path, as_json: bool) -> Result<bool> {
             "check the index",
         )),
     }
+}
 
-    // Certificates.
-    let files = custos_tls::TlsFiles::in_data(data);
+/// The server certificate and the local CA near or past expiry.
+fn certificates(f: &mut Vec<Finding>, files: &custos_tls::TlsFiles) {
     for (what, path) in [
         ("server certificate", files.server_cert.clone()),
         ("local CA", files.ca_cert.clone()),
@@ -208,8 +231,10 @@ pub async fn run(data: &Path, as_json: bool) -> Result<bool> {
             }
         }
     }
+}
 
-    // Data folder permissions.
+/// Patient data, keys and the first password readable by others.
+fn permissions(f: &mut Vec<Finding>, data: &Path, config: &Config, files: &custos_tls::TlsFiles) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -264,7 +289,9 @@ pub async fn run(data: &Path, as_json: bool) -> Result<bool> {
                 "change it with `custos user passwd admin` (which removes the file)",
             ));
         }
-        for key in [&files.ca_key, &files.server_key] {
+        // The audit chain's key too: whoever reads it can rewrite the trail.
+        let audit_key = data.join(custos_archive::audit::KEY_FILE);
+        for key in [&files.ca_key, &files.server_key, &audit_key] {
             if let Ok(m) = std::fs::metadata(key)
                 && m.permissions().mode() & 0o077 != 0
             {
@@ -278,8 +305,10 @@ pub async fn run(data: &Path, as_json: bool) -> Result<bool> {
             }
         }
     }
+}
 
-    // Disk space.
+/// The data disk filling up.
+fn disk(f: &mut Vec<Finding>, data: &Path) {
     if let Some(pct) = free_percent(data) {
         if pct < 10 {
             f.push(finding(
@@ -299,13 +328,6 @@ pub async fn run(data: &Path, as_json: bool) -> Result<bool> {
             ));
         }
     }
-
-    Ok(crate::probe_cmd::report(
-        &format!("custos doctor {}", data.display()),
-        json!({ "data": data.display().to_string() }),
-        &f,
-        as_json,
-    ))
 }
 
 /// Visits every audit record body; `None` (nothing visited) while the trail

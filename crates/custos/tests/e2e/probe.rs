@@ -322,6 +322,12 @@ open(sys.argv[1], "wb").write(cert.public_bytes(serialization.Encoding.PEM))
             std::fs::Permissions::from_mode(0o644),
         )
         .unwrap();
+        // The audit chain's key readable by others.
+        std::fs::set_permissions(
+            data.path.join("audit.key"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
     }
     let insecure = [
         ("CUSTOS_DICOM_LISTEN", "0.0.0.0:11112"),
@@ -338,6 +344,7 @@ open(sys.argv[1], "wb").write(cert.public_bytes(serialization.Encoding.PEM))
         "data-folder-open",
         "patient-data-open",
         "peer-ca-expired",
+        "key-file-open",
     ] {
         assert!(high.contains(&id.to_string()), "{id}: {v}");
     }
