@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use custos_archive::status::{self, of_store};
+use custos_archive::{IngestError, Received, StoreOutcome};
 use custos_core::{Action, Principal};
 
 use crate::AppState;
@@ -60,6 +61,57 @@ async fn receive(
     body: Body,
 ) -> Result<Response, ApiError> {
     require(&principal, Action::Store)?;
+    let mut multipart = open_multipart(&state, &headers, body)?;
+    let base = base_url(&state, &headers);
+    let mut answer = Answer::default();
+    let mut parts = 0usize;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        // Each part costs a staged file and an answer item: bounded per request.
+        parts += 1;
+        if parts > state.config.max_stow_parts {
+            tracing::info!(
+                user = principal.name(),
+                stored = answer.referenced.len(),
+                limit = state.config.max_stow_parts,
+                "STOW-RS request refused: too many parts"
+            );
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "a request holds at most {} parts; the first {} were processed ({} stored)",
+                    state.config.max_stow_parts,
+                    parts - 1,
+                    answer.referenced.len()
+                ),
+            ));
+        }
+        if let Some(ct) = field.content_type()
+            && ct.essence_str() != "application/dicom"
+        {
+            answer
+                .failed
+                .push(json!({ "00081197": us(status::CANNOT_UNDERSTAND) }));
+            continue;
+        }
+        let result = store_part(&state, study.as_deref(), field).await?;
+        answer.add(result, &base);
+    }
+    tracing::info!(
+        user = principal.name(),
+        stored = answer.referenced.len(),
+        failed = answer.failed.len(),
+        "STOW-RS"
+    );
+    answer.into_response(&base, study.as_deref())
+}
+
+/// Checks the request's framing (no compression, multipart/related of
+/// application/dicom with a boundary) and opens it with the body size limits.
+fn open_multipart(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<multer::Multipart<'static>, ApiError> {
     if let Some(enc) = headers.get(header::CONTENT_ENCODING)
         && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
     {
@@ -95,81 +147,68 @@ async fn receive(
             .whole_stream(limit)
             .per_field(limit),
     );
-    let mut multipart =
-        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
-    let base = base_url(&state, &headers);
-    let mut referenced = Vec::new();
-    let mut failed = Vec::new();
-    let mut warned = false;
-    let mut parts = 0usize;
-    loop {
-        let field = match multipart.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => return Err(multipart_error(e)),
-        };
-        // Each part costs a staged file and an answer item: bounded per request.
-        parts += 1;
-        if parts > state.config.max_stow_parts {
-            tracing::info!(
-                user = principal.name(),
-                stored = referenced.len(),
-                limit = state.config.max_stow_parts,
-                "STOW-RS request refused: too many parts"
-            );
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "a request holds at most {} parts; the first {} were processed ({} stored)",
-                    state.config.max_stow_parts,
-                    parts - 1,
-                    referenced.len()
-                ),
-            ));
-        }
-        if let Some(ct) = field.content_type()
-            && ct.essence_str() != "application/dicom"
-        {
-            failed.push(json!({ "00081197": us(status::CANNOT_UNDERSTAND) }));
-            continue;
-        }
-        let mut ingest = state
-            .archive
-            .begin_file_ingest()
+    Ok(multer::Multipart::with_constraints(
+        body.into_data_stream(),
+        boundary,
+        constraints,
+    ))
+}
+
+type Stored = Result<(Received, StoreOutcome), IngestError>;
+
+/// Streams one part into the ingest path (the C-STORE one) and records it in
+/// the audit trail.
+async fn store_part(
+    state: &AppState,
+    study: Option<&str>,
+    mut field: multer::Field<'static>,
+) -> Result<Stored, ApiError> {
+    let mut ingest = state
+        .archive
+        .begin_file_ingest()
+        .await
+        .map_err(|e| ApiError::internal("staging an upload", e))?;
+    if let Some(s) = study {
+        ingest.expect_study(s);
+    }
+    while let Some(bytes) = field.chunk().await.map_err(multipart_error)? {
+        ingest
+            .write(&bytes)
             .await
-            .map_err(|e| ApiError::internal("staging an upload", e))?;
-        if let Some(s) = &study {
-            ingest.expect_study(s);
-        }
-        let mut field = field;
-        loop {
-            match field.chunk().await {
-                Ok(Some(bytes)) => ingest
-                    .write(&bytes)
-                    .await
-                    .map_err(|e| ApiError::internal("writing an upload", e))?,
-                Ok(None) => break,
-                Err(e) => return Err(multipart_error(e)),
-            }
-        }
-        let result = ingest.finish().await;
+            .map_err(|e| ApiError::internal("writing an upload", e))?;
+    }
+    let result = ingest.finish().await;
+    let (code, _) = of_store(&result);
+    let mut e = crate::audit::event(
+        custos_core::audit::EventId::InstancesTransferred,
+        'C',
+        if code == status::SUCCESS {
+            custos_core::audit::Outcome::Success
+        } else {
+            custos_core::audit::Outcome::MinorFailure
+        },
+    );
+    e.detail = format!("STOW-RS status {code:04X}");
+    if let Ok((r, _)) = &result {
+        e.patient_ids.push(r.patient_id.clone());
+        e.study_uids.push(r.study_uid.clone());
+        e.detail.push_str(&format!(" {}", r.sop_instance_uid));
+    }
+    state.archive.audit(e).await;
+    Ok(result)
+}
+
+/// The STOW-RS response being built: Referenced and Failed SOP sequences.
+#[derive(Default)]
+struct Answer {
+    referenced: Vec<Value>,
+    failed: Vec<Value>,
+    warned: bool,
+}
+
+impl Answer {
+    fn add(&mut self, result: Stored, base: &str) {
         let (code, _) = of_store(&result);
-        let mut e = crate::audit::event(
-            custos_core::audit::EventId::InstancesTransferred,
-            'C',
-            if code == status::SUCCESS {
-                custos_core::audit::Outcome::Success
-            } else {
-                custos_core::audit::Outcome::MinorFailure
-            },
-        );
-        e.detail = format!("STOW-RS status {code:04X}");
-        if let Ok((r, _)) = &result {
-            e.patient_ids.push(r.patient_id.clone());
-            e.study_uids.push(r.study_uid.clone());
-            e.detail.push_str(&format!(" {}", r.sop_instance_uid));
-        }
-        state.archive.audit(e).await;
         match result {
             Ok((r, _)) if code == status::SUCCESS || code == status::ELEMENTS_DISCARDED => {
                 let mut item = json!({
@@ -181,58 +220,59 @@ async fn receive(
                     )] },
                 });
                 if code != status::SUCCESS {
-                    warned = true;
+                    self.warned = true;
                     item["00081196"] = us(code);
                 }
-                referenced.push(item);
+                self.referenced.push(item);
             }
-            Ok((r, _)) => failed.push(json!({
+            Ok((r, _)) => self.failed.push(json!({
                 "00081150": ui(&r.sop_class_uid),
                 "00081155": ui(&r.sop_instance_uid),
                 "00081197": us(code),
             })),
-            Err(_) => failed.push(json!({ "00081197": us(code) })),
+            Err(_) => self.failed.push(json!({ "00081197": us(code) })),
         }
     }
-    tracing::info!(
-        user = principal.name(),
-        stored = referenced.len(),
-        failed = failed.len(),
-        "STOW-RS"
-    );
-    if referenced.is_empty() && failed.is_empty() {
-        return Err(ApiError::bad_request("the request holds no parts"));
+
+    /// 200 when all were stored, 202 when some, 409 when none.
+    fn into_response(self, base: &str, study: Option<&str>) -> Result<Response, ApiError> {
+        if self.referenced.is_empty() && self.failed.is_empty() {
+            return Err(ApiError::bad_request("the request holds no parts"));
+        }
+        let mut out = serde_json::Map::new();
+        if let Some(s) = study {
+            out.insert(
+                "00081190".into(),
+                json!({ "vr": "UR", "Value": [format!("{base}/studies/{s}")] }),
+            );
+        }
+        let code = if self.failed.is_empty() && !self.warned {
+            StatusCode::OK
+        } else if self.referenced.is_empty() {
+            StatusCode::CONFLICT
+        } else {
+            StatusCode::ACCEPTED
+        };
+        if !self.referenced.is_empty() {
+            out.insert(
+                "00081199".into(),
+                json!({ "vr": "SQ", "Value": self.referenced }),
+            );
+        }
+        if !self.failed.is_empty() {
+            out.insert(
+                "00081198".into(),
+                json!({ "vr": "SQ", "Value": self.failed }),
+            );
+        }
+        Ok((
+            code,
+            [(header::CONTENT_TYPE, "application/dicom+json")],
+            serde_json::to_vec(&Value::Object(out))
+                .map_err(|e| ApiError::internal("encoding the response", e))?,
+        )
+            .into_response())
     }
-    let mut out = serde_json::Map::new();
-    if let Some(s) = &study {
-        out.insert(
-            "00081190".into(),
-            json!({ "vr": "UR", "Value": [format!("{base}/studies/{s}")] }),
-        );
-    }
-    let code = if failed.is_empty() && !warned {
-        StatusCode::OK
-    } else if referenced.is_empty() {
-        StatusCode::CONFLICT
-    } else {
-        StatusCode::ACCEPTED
-    };
-    if !referenced.is_empty() {
-        out.insert(
-            "00081199".into(),
-            json!({ "vr": "SQ", "Value": referenced }),
-        );
-    }
-    if !failed.is_empty() {
-        out.insert("00081198".into(), json!({ "vr": "SQ", "Value": failed }));
-    }
-    Ok((
-        code,
-        [(header::CONTENT_TYPE, "application/dicom+json")],
-        serde_json::to_vec(&Value::Object(out))
-            .map_err(|e| ApiError::internal("encoding the response", e))?,
-    )
-        .into_response())
 }
 
 fn multipart_error(e: multer::Error) -> ApiError {
