@@ -95,32 +95,18 @@ where
     Fut: Future<Output = Result<AsyncClientAssociation<S>, String>>,
 {
     let mut findings = Vec::new();
-    let random = format!("PROBE{:06}", std::process::id() % 1_000_000);
-    let mut callings = vec![random.clone()];
-    callings.extend(COMMON_CALLING.iter().map(|s| s.to_string()));
-    let mut accepted_by: Option<(String, String)> = None;
-    let mut refused = 0;
-    'outer: for called in &o.called {
-        for calling in &callings {
-            match associate(calling.clone(), called.clone()).await {
-                Ok(a) => {
-                    accepted_by = Some((calling.clone(), called.clone()));
-                    let _ = a.release().await;
-                    break 'outer;
-                }
-                Err(_) => refused += 1,
-            }
+    let (calling, called) = match stranger_accepted(o, &associate).await {
+        Ok(pair) => pair,
+        Err(refused) => {
+            findings.push(Finding {
+                id: "dicom-unknown-ae-refused",
+                severity: Severity::Info,
+                title: "associations from unknown AE titles are refused".into(),
+                evidence: format!("{refused} association attempts with unregistered calling AE titles were rejected or failed"),
+                fix: "nothing to do",
+            });
+            return findings;
         }
-    }
-    let Some((calling, called)) = accepted_by else {
-        findings.push(Finding {
-            id: "dicom-unknown-ae-refused",
-            severity: Severity::Info,
-            title: "associations from unknown AE titles are refused".into(),
-            evidence: format!("{refused} association attempts with unregistered calling AE titles were rejected or failed"),
-            fix: "nothing to do",
-        });
-        return findings;
     };
     findings.push(Finding {
         id: "dicom-any-calling-ae",
@@ -146,26 +132,75 @@ where
     let Ok(mut a) = associate(calling.clone(), called.clone()).await else {
         return findings;
     };
-    if let Some(impl_uid) = a.user_variables().iter().find_map(|v| match v {
+    findings.extend(implementation(&a));
+    let accepted = contexts(&a, &mut findings);
+    let found_study = queries(o, &mut a, &accepted, &mut findings).await;
+    let _ = a.release().await;
+    if accepted.iter().any(|s| s == STUDY_ROOT_MOVE) {
+        move_to_stranger(&associate, &calling, &called, &mut findings).await;
+    }
+    if accepted.iter().any(|s| s == STUDY_ROOT_GET) {
+        get_anonymously(o, &associate, &calling, &called, found_study, &mut findings).await;
+    }
+    findings
+}
+
+/// The first (calling, called) pair of AE titles nobody registered that the
+/// node accepts; or how many attempts it refused.
+async fn stranger_accepted<S, F, Fut>(
+    o: &ProbeOptions,
+    associate: &F,
+) -> Result<(String, String), usize>
+where
+    S: Stream,
+    F: Fn(String, String) -> Fut,
+    Fut: Future<Output = Result<AsyncClientAssociation<S>, String>>,
+{
+    let random = format!("PROBE{:06}", std::process::id() % 1_000_000);
+    let mut callings = vec![random.clone()];
+    callings.extend(COMMON_CALLING.iter().map(|s| s.to_string()));
+    let mut accepted_by: Option<(String, String)> = None;
+    let mut refused = 0;
+    'outer: for called in &o.called {
+        for calling in &callings {
+            match associate(calling.clone(), called.clone()).await {
+                Ok(a) => {
+                    accepted_by = Some((calling.clone(), called.clone()));
+                    let _ = a.release().await;
+                    break 'outer;
+                }
+                Err(_) => refused += 1,
+            }
+        }
+    }
+    accepted_by.ok_or(refused)
+}
+
+/// What the node says it is (Implementation Class UID and version name).
+fn implementation<S: Stream>(a: &AsyncClientAssociation<S>) -> Option<Finding> {
+    let impl_uid = a.user_variables().iter().find_map(|v| match v {
         UserVariableItem::ImplementationClassUID(u) => Some(u.clone()),
         _ => None,
-    }) {
-        let version = a
-            .user_variables()
-            .iter()
-            .find_map(|v| match v {
-                UserVariableItem::ImplementationVersionName(n) => Some(n.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
-        findings.push(Finding {
-            id: "dicom-implementation",
-            severity: Severity::Info,
-            title: format!("implementation: {}", product_of(&impl_uid, &version)),
-            evidence: format!("Implementation Class UID {impl_uid}, version name `{version}`"),
-            fix: "nothing to do",
-        });
-    }
+    })?;
+    let version = a
+        .user_variables()
+        .iter()
+        .find_map(|v| match v {
+            UserVariableItem::ImplementationVersionName(n) => Some(n.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    Some(Finding {
+        id: "dicom-implementation",
+        severity: Severity::Info,
+        title: format!("implementation: {}", product_of(&impl_uid, &version)),
+        evidence: format!("Implementation Class UID {impl_uid}, version name `{version}`"),
+        fix: "nothing to do",
+    })
+}
+
+/// The abstract syntaxes accepted for a stranger (and whether storage is among them).
+fn contexts<S: Stream>(a: &AsyncClientAssociation<S>, findings: &mut Vec<Finding>) -> Vec<String> {
     let accepted: Vec<String> = a
         .presentation_contexts()
         .iter()
@@ -189,9 +224,19 @@ where
             fix: "accept C-STORE only from registered modalities",
         });
     }
+    accepted
+}
+
+/// Anonymous C-FIND at STUDY and PATIENT level; returns a study it found.
+async fn queries<S: Stream>(
+    o: &ProbeOptions,
+    a: &mut AsyncClientAssociation<S>,
+    accepted: &[String],
+    findings: &mut Vec<Finding>,
+) -> Option<String> {
     let mut found_study = None;
     if accepted.iter().any(|s| s == STUDY_ROOT_FIND) {
-        match scu::find(&mut a, scu::FindLevel::Study, o.show_phi).await {
+        match scu::find(a, scu::FindLevel::Study, o.show_phi).await {
             Ok(m) if m.count == 0 => findings.push(Finding {
                 id: "dicom-find-open",
                 severity: Severity::Medium,
@@ -223,7 +268,7 @@ where
     }
     if accepted.iter().any(|s| s == PATIENT_ROOT_FIND) {
         findings.push(
-            match scu::find(&mut a, scu::FindLevel::Patient, o.show_phi).await {
+            match scu::find(a, scu::FindLevel::Patient, o.show_phi).await {
                 Ok(m) if m.count == 0 => Finding {
                     id: "dicom-find-patients-open",
                     severity: Severity::Medium,
@@ -252,10 +297,21 @@ where
             },
         );
     }
-    let _ = a.release().await;
-    if accepted.iter().any(|s| s == STUDY_ROOT_MOVE)
-        && let Ok(mut a) = associate(calling.clone(), called.clone()).await
-    {
+    found_study
+}
+
+/// C-MOVE to a destination nobody registered.
+async fn move_to_stranger<S, F, Fut>(
+    associate: &F,
+    calling: &str,
+    called: &str,
+    findings: &mut Vec<Finding>,
+) where
+    S: Stream,
+    F: Fn(String, String) -> Fut,
+    Fut: Future<Output = Result<AsyncClientAssociation<S>, String>>,
+{
+    if let Ok(mut a) = associate(calling.to_string(), called.to_string()).await {
         let st = scu::move_to_unknown(&mut a).await;
         let _ = a.release().await;
         match st {
@@ -278,11 +334,24 @@ where
             None => {}
         }
     }
-    let may_get = accepted.iter().any(|s| s == STUDY_ROOT_GET);
-    if may_get
-        && o.confirm_retrieve
+}
+
+/// C-GET offered to a stranger; with --confirm-retrieve, one found study pulled.
+async fn get_anonymously<S, F, Fut>(
+    o: &ProbeOptions,
+    associate: &F,
+    calling: &str,
+    called: &str,
+    found_study: Option<String>,
+    findings: &mut Vec<Finding>,
+) where
+    S: Stream,
+    F: Fn(String, String) -> Fut,
+    Fut: Future<Output = Result<AsyncClientAssociation<S>, String>>,
+{
+    if o.confirm_retrieve
         && let Some(study) = &found_study
-        && let Ok(mut a) = associate(calling.clone(), called.clone()).await
+        && let Ok(mut a) = associate(calling.to_string(), called.to_string()).await
     {
         let pulled = scu::get_one(&mut a, study).await;
         let _ = a.release().await;
@@ -315,7 +384,7 @@ where
                 fix: "offer C-GET only to registered workstations",
             }),
         }
-    } else if may_get {
+    } else {
         findings.push(Finding {
             id: "dicom-get-open",
             severity: Severity::High,
@@ -324,8 +393,8 @@ where
             fix: "offer C-GET only to registered workstations",
         });
     }
-    findings
 }
+
 fn service_name(uid: &str) -> &'static str {
     match uid {
         VERIFICATION => "verification",
