@@ -14,7 +14,7 @@ use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
 
 use crate::sql_query::{Dialect, SqlValue, find_sql, instance_kinds_sql, instances_sql};
-use crate::statements::{self, InsertPlan, STORED_COLUMNS};
+use crate::statements::{self, InsertPlan, STORED_COLUMNS, TOKEN_COLUMNS, USER_COLUMNS};
 use crate::{
     AuditLog, IndexError, InsertOutcome, InstanceIndex, InstanceKind, PeerDirectory, Registry,
     STATISTICS_SQL, Statistics,
@@ -259,8 +259,10 @@ fn token_of(row: &PgRow) -> Result<ApiToken, IndexError> {
     })
 }
 
-const USER_COLUMNS: &str = "name, role, password_hash, disabled, password_changed";
-const TOKEN_COLUMNS: &str = "id, user_name, secret_sha256, read_only, created, expires, revoked";
+/// One of `statements` with PostgreSQL's `$n` placeholders.
+fn pg_sql(sql: &str) -> String {
+    Dialect::Postgres.placeholders(sql.to_string())
+}
 
 /// Runs one of `statements` (written with `?`) with its values.
 async fn run(
@@ -268,7 +270,7 @@ async fn run(
     sql: &str,
     values: &[SqlValue],
 ) -> Result<u64, IndexError> {
-    let sql = Dialect::Postgres.placeholders(sql.to_string());
+    let sql = pg_sql(sql);
     tx.execute(&sql, &bind(values)).await.map_err(pg)
 }
 
@@ -277,7 +279,7 @@ async fn pk_of(
     sql: &str,
     uid: &str,
 ) -> Result<i64, IndexError> {
-    let sql = Dialect::Postgres.placeholders(sql.to_string());
+    let sql = pg_sql(sql);
     let row = tx.query_one(&sql, &[&uid]).await.map_err(pg)?;
     row.try_get(0).map_err(pg)
 }
@@ -324,7 +326,7 @@ impl InstanceIndex for PgIndex {
         .map_err(pg)?;
         let existing = tx
             .query_opt(
-                &Dialect::Postgres.placeholders(statements::SELECT_STORED_BY_UID.to_string()),
+                &pg_sql(statements::SELECT_STORED_BY_UID),
                 &[&record.sop_instance_uid],
             )
             .await
@@ -674,7 +676,7 @@ impl AuditLog for PgIndex {
             .await
             .map_err(pg)?;
         let last = tx
-            .query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])
+            .query_opt(statements::AUDIT_LAST_LINK, &[])
             .await
             .map_err(pg)?;
         let (mut seq, mut prev): (i64, String) = match last {
@@ -685,7 +687,7 @@ impl AuditLog for PgIndex {
             seq += 1;
             let hash = key.link(seq, &at, &prev, &body);
             tx.execute(
-                "INSERT INTO audit (seq, at, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5)",
+                &pg_sql(statements::INSERT_AUDIT),
                 &[&seq, &at, &body, &prev, &hash],
             )
             .await
@@ -699,10 +701,7 @@ impl AuditLog for PgIndex {
     async fn audit_head(&self) -> Result<Option<AuditRecord>, IndexError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         let row = client
-            .query_opt(
-                "SELECT seq, at, body, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1",
-                &[],
-            )
+            .query_opt(statements::AUDIT_HEAD, &[])
             .await
             .map_err(pg)?;
         row.as_ref().map(audit_record).transpose()
@@ -712,7 +711,7 @@ impl AuditLog for PgIndex {
         let client = self.pool.get().await.map_err(pool_err)?;
         let rows = client
             .query(
-                "SELECT seq, at, body, prev_hash, hash FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &pg_sql(statements::AUDIT_AFTER),
                 &[&after, &(limit.min(i64::MAX as usize) as i64)],
             )
             .await

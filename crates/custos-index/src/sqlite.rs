@@ -16,7 +16,7 @@ use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
 
 use crate::schema::MIGRATIONS;
 use crate::sql_query::{Dialect, SqlValue, find_sql, instance_kinds_sql, instances_sql};
-use crate::statements::{self, InsertPlan};
+use crate::statements::{self, InsertPlan, TOKEN_COLUMNS, USER_COLUMNS};
 use crate::{
     AuditLog, IndexError, InsertOutcome, InstanceIndex, InstanceKind, PeerDirectory, Registry,
     STATISTICS_SQL, Statistics,
@@ -709,20 +709,15 @@ impl AuditLog for SqliteIndex {
         let key = key.clone();
         self.write(move |t| {
             let last: Option<(i64, String)> = t
-                .query_row(
-                    "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
+                .query_row(statements::AUDIT_LAST_LINK, [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .optional()?;
             let (mut seq, mut prev) = last.unwrap_or((0, GENESIS.to_string()));
             for (at, body) in entries {
                 seq += 1;
                 let hash = key.link(seq, &at, &prev, &body);
-                t.execute(
-                    "INSERT INTO audit (seq, at, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![seq, at, body, prev, hash],
-                )?;
+                t.execute(statements::INSERT_AUDIT, params![seq, at, body, prev, hash])?;
                 prev = hash;
             }
             Ok((seq, prev))
@@ -733,11 +728,7 @@ impl AuditLog for SqliteIndex {
     async fn audit_head(&self) -> Result<Option<AuditRecord>, IndexError> {
         self.read(move |conn| {
             Ok(conn
-                .query_row(
-                    "SELECT seq, at, body, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1",
-                    [],
-                    audit_record,
-                )
+                .query_row(statements::AUDIT_HEAD, [], audit_record)
                 .optional()?)
         })
         .await
@@ -746,18 +737,13 @@ impl AuditLog for SqliteIndex {
     async fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, IndexError> {
         let limit = limit.min(i64::MAX as usize) as i64;
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, at, body, prev_hash, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
+            let mut stmt = conn.prepare_cached(statements::AUDIT_AFTER)?;
             let rows = stmt.query_map(params![after, limit], audit_record)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }
 }
-
-const USER_COLUMNS: &str = "name, role, password_hash, disabled, password_changed";
-const TOKEN_COLUMNS: &str = "id, user_name, secret_sha256, read_only, created, expires, revoked";
 
 fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<User, IndexError>> {
     let role: String = r.get(1)?;

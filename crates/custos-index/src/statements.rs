@@ -79,6 +79,19 @@ pub fn instance_values(series_pk: i64, rec: &InstanceRecord) -> Vec<SqlValue> {
     ]
 }
 
+pub const USER_COLUMNS: &str = "name, role, password_hash, disabled, password_changed";
+pub const TOKEN_COLUMNS: &str =
+    "id, user_name, secret_sha256, read_only, created, expires, revoked";
+
+/// The audit chain's newest link, the records around it, and appending one.
+pub const AUDIT_LAST_LINK: &str = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1";
+pub const AUDIT_HEAD: &str =
+    "SELECT seq, at, body, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1";
+pub const AUDIT_AFTER: &str =
+    "SELECT seq, at, body, prev_hash, hash FROM audit WHERE seq > ? ORDER BY seq LIMIT ?";
+pub const INSERT_AUDIT: &str =
+    "INSERT INTO audit (seq, at, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?)";
+
 /// What to do with an instance whose SOP Instance UID may already be stored.
 #[derive(Debug)]
 pub enum InsertPlan {
