@@ -20,66 +20,6 @@ use crate::{
     STATISTICS_SQL, Statistics,
 };
 
-/// Versioned schema; `custos_schema_version` records how far a database has come.
-const MIGRATIONS: &[&str] = &[
-    r#"
-    CREATE TABLE studies (
-        pk BIGSERIAL PRIMARY KEY,
-        study_uid TEXT NOT NULL UNIQUE,
-        patient_id TEXT NOT NULL,
-        patient_name TEXT NOT NULL,
-        patient_name_fold TEXT NOT NULL,
-        patient_birth_date TEXT NOT NULL,
-        patient_sex TEXT NOT NULL,
-        study_date TEXT NOT NULL,
-        study_time TEXT NOT NULL,
-        accession_number TEXT NOT NULL,
-        study_id TEXT NOT NULL,
-        study_description TEXT NOT NULL,
-        referring_physician_name TEXT NOT NULL,
-        referring_physician_name_fold TEXT NOT NULL
-    );
-    CREATE INDEX studies_patient_id ON studies(patient_id);
-    CREATE INDEX studies_patient_name ON studies(patient_name_fold text_pattern_ops);
-    CREATE INDEX studies_date ON studies(study_date);
-    CREATE INDEX studies_accession ON studies(accession_number);
-    CREATE TABLE series (
-        pk BIGSERIAL PRIMARY KEY,
-        study_pk BIGINT NOT NULL REFERENCES studies(pk),
-        series_uid TEXT NOT NULL UNIQUE,
-        modality TEXT NOT NULL,
-        series_number BIGINT,
-        series_description TEXT NOT NULL,
-        body_part_examined TEXT NOT NULL
-    );
-    CREATE INDEX series_study ON series(study_pk);
-    CREATE TABLE instances (
-        pk BIGSERIAL PRIMARY KEY,
-        series_pk BIGINT NOT NULL REFERENCES series(pk),
-        sop_instance_uid TEXT NOT NULL UNIQUE,
-        sop_class_uid TEXT NOT NULL,
-        instance_number BIGINT,
-        number_of_frames BIGINT,
-        transfer_syntax_uid TEXT NOT NULL,
-        blob_key TEXT NOT NULL,
-        size BIGINT NOT NULL,
-        sha256 TEXT NOT NULL,
-        received_at TIMESTAMPTZ NOT NULL DEFAULT now()
-    );
-    CREATE INDEX instances_series ON instances(series_pk);
-    CREATE TABLE peers (
-        ae_title TEXT PRIMARY KEY,
-        host TEXT NOT NULL,
-        port INTEGER NOT NULL,
-        permissions TEXT NOT NULL
-    );
-"#,
-    crate::schema::USERS_AND_TOKENS,
-    crate::schema::PEER_TLS,
-    crate::schema::AUDIT,
-    crate::schema::PEER_PINS,
-];
-
 pub struct PgIndex {
     pool: Pool,
 }
@@ -153,7 +93,11 @@ impl PgIndex {
             .map_err(pg)?
             .col(0)?;
         let mut applied = 0;
-        for (i, step) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        for (i, step) in crate::schema::migrations(Dialect::Postgres)
+            .iter()
+            .enumerate()
+            .skip(current as usize)
+        {
             tx.batch_execute(step).await.map_err(pg)?;
             tx.execute(
                 "INSERT INTO custos_schema_version (version) VALUES ($1)",

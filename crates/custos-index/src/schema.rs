@@ -1,5 +1,9 @@
-//! Versioned SQLite schema. Each entry runs once, in order, inside a transaction;
-//! `PRAGMA user_version` records how far a database has come.
+//! The index schema, versioned and written once for SQLite and PostgreSQL.
+//! Each step runs once, in order, inside a transaction; SQLite's
+//! `PRAGMA user_version` and PostgreSQL's `custos_schema_version` record how
+//! far a database has come.
+
+use crate::sql_query::Dialect;
 
 /// Users and API tokens: the same DDL on SQLite and PostgreSQL (times are
 /// Unix seconds).
@@ -49,11 +53,41 @@ pub const AUDIT: &str = r#"
     CREATE INDEX audit_at ON audit(at);
 "#;
 
-pub const MIGRATIONS: &[&str] = &[
-    // 1: the four levels, and peers.
-    r#"
+/// The schema's steps in order, for one dialect; a database records how
+/// many it has applied. The first step is written once for both backends.
+pub fn migrations(dialect: Dialect) -> Vec<String> {
+    let (pk, int, prefix_ops, received_at) = match dialect {
+        Dialect::Sqlite => (
+            "INTEGER PRIMARY KEY",
+            "INTEGER",
+            "",
+            "TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+        ),
+        // text_pattern_ops: prefix wildcards (LIKE 'A%') use the index.
+        Dialect::Postgres => (
+            "BIGSERIAL PRIMARY KEY",
+            "BIGINT",
+            " text_pattern_ops",
+            "TIMESTAMPTZ NOT NULL DEFAULT now()",
+        ),
+    };
+    let first = FOUR_LEVELS
+        .replace("{PK}", pk)
+        .replace("{INT}", int)
+        .replace("{PREFIX_OPS}", prefix_ops)
+        .replace("{RECEIVED_AT}", received_at);
+    // 2: web users and API tokens; 3: peers that must use TLS, optionally
+    // with a pinned client certificate; 4: the audit trail; 5: peers pinned
+    // by certificate subject or CA bundle.
+    let mut steps = vec![first];
+    steps.extend([USERS_AND_TOKENS, PEER_TLS, AUDIT, PEER_PINS].map(String::from));
+    steps
+}
+
+/// 1: the four levels, and peers.
+const FOUR_LEVELS: &str = r#"
     CREATE TABLE studies (
-        pk INTEGER PRIMARY KEY,
+        pk {PK},
         study_uid TEXT NOT NULL UNIQUE,
         patient_id TEXT NOT NULL,
         patient_name TEXT NOT NULL,
@@ -69,31 +103,31 @@ pub const MIGRATIONS: &[&str] = &[
         referring_physician_name_fold TEXT NOT NULL
     );
     CREATE INDEX studies_patient_id ON studies(patient_id);
-    CREATE INDEX studies_patient_name ON studies(patient_name_fold);
+    CREATE INDEX studies_patient_name ON studies(patient_name_fold{PREFIX_OPS});
     CREATE INDEX studies_date ON studies(study_date);
     CREATE INDEX studies_accession ON studies(accession_number);
     CREATE TABLE series (
-        pk INTEGER PRIMARY KEY,
-        study_pk INTEGER NOT NULL REFERENCES studies(pk),
+        pk {PK},
+        study_pk {INT} NOT NULL REFERENCES studies(pk),
         series_uid TEXT NOT NULL UNIQUE,
         modality TEXT NOT NULL,
-        series_number INTEGER,
+        series_number {INT},
         series_description TEXT NOT NULL,
         body_part_examined TEXT NOT NULL
     );
     CREATE INDEX series_study ON series(study_pk);
     CREATE TABLE instances (
-        pk INTEGER PRIMARY KEY,
-        series_pk INTEGER NOT NULL REFERENCES series(pk),
+        pk {PK},
+        series_pk {INT} NOT NULL REFERENCES series(pk),
         sop_instance_uid TEXT NOT NULL UNIQUE,
         sop_class_uid TEXT NOT NULL,
-        instance_number INTEGER,
-        number_of_frames INTEGER,
+        instance_number {INT},
+        number_of_frames {INT},
         transfer_syntax_uid TEXT NOT NULL,
         blob_key TEXT NOT NULL,
-        size INTEGER NOT NULL,
+        size {INT} NOT NULL,
         sha256 TEXT NOT NULL,
-        received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        received_at {RECEIVED_AT}
     );
     CREATE INDEX instances_series ON instances(series_pk);
     CREATE TABLE peers (
@@ -102,13 +136,28 @@ pub const MIGRATIONS: &[&str] = &[
         port INTEGER NOT NULL,
         permissions TEXT NOT NULL
     );
-    "#,
-    // 2: web users and API tokens.
-    USERS_AND_TOKENS,
-    // 3: peers that must use TLS, optionally with a pinned client certificate.
-    PEER_TLS,
-    // 4: the audit trail.
-    AUDIT,
-    // 5: peers pinned by certificate subject or CA bundle.
-    PEER_PINS,
-];
+    "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_schema_two_dialects() {
+        let lite = migrations(Dialect::Sqlite);
+        let pg = migrations(Dialect::Postgres);
+        assert_eq!(lite.len(), pg.len());
+        assert!(
+            lite[0].contains("pk INTEGER PRIMARY KEY"),
+            "rowid alias on SQLite"
+        );
+        assert!(pg[0].contains("pk BIGSERIAL PRIMARY KEY"));
+        assert!(pg[0].contains("patient_name_fold text_pattern_ops"));
+        assert!(pg[0].contains("size BIGINT NOT NULL"));
+        assert!(
+            lite.iter().chain(&pg).all(|s| !s.contains('{')),
+            "no placeholder left"
+        );
+        assert_eq!(lite[1..], pg[1..]);
+    }
+}

@@ -14,7 +14,6 @@ use custos_core::query::{Query, Row};
 use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
 
-use crate::schema::MIGRATIONS;
 use crate::sql_query::{Dialect, SqlValue, find_sql, instance_kinds_sql, instances_sql};
 use crate::statements::{self, InsertPlan, TOKEN_COLUMNS, USER_COLUMNS};
 use crate::{
@@ -98,7 +97,11 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
 fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     let version: usize =
         conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
-    for (i, step) in MIGRATIONS.iter().enumerate().skip(version) {
+    for (i, step) in crate::schema::migrations(Dialect::Sqlite)
+        .iter()
+        .enumerate()
+        .skip(version)
+    {
         let tx = conn.transaction()?;
         tx.execute_batch(step)?;
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
