@@ -141,7 +141,9 @@ impl Archive {
     /// the request must name them by its level's unique key
     /// (`Query::check_retrieve`).
     pub async fn retrieve_set(&self, query: Query) -> Result<RetrieveSet, IndexError> {
-        query.check_retrieve().map_err(IndexError::BadQuery)?;
+        query
+            .check_retrieve()
+            .map_err(|e| IndexError::BadQuery(e.into()))?;
         let kinds = self.index.instance_kinds(&query).await?;
         let total = kinds.iter().map(|k| k.count).sum();
         Ok(RetrieveSet {

@@ -72,13 +72,13 @@ impl fmt::Display for Action {
 }
 
 impl FromStr for Action {
-    type Err = String;
+    type Err = crate::Invalid;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Action::ALL
             .into_iter()
             .find(|a| a.name().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
-                format!("unknown action `{s}` (expected echo, store, find, get, move, delete, admin or audit)")
+                crate::invalid!("unknown action `{s}` (expected echo, store, find, get, move, delete, admin or audit)")
             })
     }
 }
@@ -126,7 +126,7 @@ impl fmt::Display for Permissions {
 }
 
 impl FromStr for Permissions {
-    type Err = String;
+    type Err = crate::Invalid;
     /// Parses a comma-separated list such as `echo,store`; empty means none.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         s.split(',')

@@ -54,13 +54,15 @@ impl fmt::Display for Role {
 }
 
 impl FromStr for Role {
-    type Err = String;
+    type Err = crate::Invalid;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Role::ALL
             .into_iter()
             .find(|r| r.name().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
-                format!("unknown role `{s}` (expected admin, radiologist, uploader or auditor)")
+                crate::invalid!(
+                    "unknown role `{s}` (expected admin, radiologist, uploader or auditor)"
+                )
             })
     }
 }
@@ -93,7 +95,7 @@ pub struct ApiToken {
 }
 
 /// Checks a user name: 1-64 characters of letters, digits, `.`, `_`, `-`, `@`.
-pub fn validate_user_name(name: &str) -> Result<String, String> {
+pub fn validate_user_name(name: &str) -> Result<String, crate::Invalid> {
     let n = name.trim();
     if n.is_empty() || n.len() > 64 {
         return Err("a user name has 1 to 64 characters".into());

@@ -55,14 +55,16 @@ const COMMON: &[&str] = &[
 ];
 
 /// Checks a new password: long enough, not a common one, not the user name.
-pub fn check_password_policy(user: &str, password: &str) -> Result<(), String> {
+pub fn check_password_policy(user: &str, password: &str) -> Result<(), crate::Invalid> {
     if password.chars().count() < MIN_PASSWORD_LEN {
-        return Err(format!(
+        return Err(crate::invalid!(
             "a password needs at least {MIN_PASSWORD_LEN} characters"
         ));
     }
     if password.len() > MAX_PASSWORD_LEN {
-        return Err(format!("a password has at most {MAX_PASSWORD_LEN} bytes"));
+        return Err(crate::invalid!(
+            "a password has at most {MAX_PASSWORD_LEN} bytes"
+        ));
     }
     let lower = password.to_lowercase();
     if user.len() >= 3 && lower.contains(&user.to_lowercase()) {
@@ -87,14 +89,14 @@ fn argon2() -> Argon2<'static> {
 }
 
 /// An argon2id PHC string for `password`.
-pub fn hash_password(password: &str) -> Result<String, String> {
+pub fn hash_password(password: &str) -> Result<String, crate::Invalid> {
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| crate::Invalid(e.to_string()))?;
     argon2()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+        .map_err(|e| crate::Invalid(e.to_string()))
 }
 
 /// Whether `password` matches the PHC string `hash` (constant-time inside argon2).

@@ -9,6 +9,7 @@ pub mod action;
 pub mod audit;
 pub mod auth;
 pub mod credentials;
+pub mod invalid;
 pub mod limits;
 pub mod peer;
 pub mod policy;
@@ -17,5 +18,6 @@ pub mod record;
 
 pub use action::{Action, Permissions};
 pub use auth::{ApiToken, Role, User};
+pub use invalid::Invalid;
 pub use peer::{HostPattern, Peer};
 pub use policy::{AssociationDecision, Principal, RejectReason};

@@ -48,7 +48,7 @@ impl Peer {
 /// and `O=Radiology,CN=CT01` both become `CN=CT01,O=Radiology` (attribute
 /// types upper-cased, spaces around separators dropped, RDNs sorted; values
 /// kept exactly, escaped commas respected).
-pub fn normalize_subject(s: &str) -> Result<String, String> {
+pub fn normalize_subject(s: &str) -> Result<String, crate::Invalid> {
     let mut parts = Vec::new();
     let mut current = String::new();
     let mut escaped = false;
@@ -68,7 +68,7 @@ pub fn normalize_subject(s: &str) -> Result<String, String> {
     let mut rdns = Vec::new();
     for part in parts {
         let Some((kind, value)) = part.split_once('=') else {
-            return Err(format!(
+            return Err(crate::invalid!(
                 "`{}` is not TYPE=value in a certificate subject such as CN=CT01,O=Radiology",
                 part.trim()
             ));
@@ -86,7 +86,7 @@ pub fn normalize_subject(s: &str) -> Result<String, String> {
 
 /// Normalises a certificate fingerprint: `SHA256:AB:CD...`, `ab cd ..` or
 /// `abcd...` become 64 lower-case hex digits.
-pub fn parse_fingerprint(s: &str) -> Result<String, String> {
+pub fn parse_fingerprint(s: &str) -> Result<String, crate::Invalid> {
     let t = s.trim();
     let t = t
         .strip_prefix("SHA256:")
@@ -161,19 +161,21 @@ fn prefix_eq(a: &[u8], b: &[u8], len: u8) -> bool {
 }
 
 impl FromStr for HostPattern {
-    type Err = String;
+    type Err = crate::Invalid;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         if let Some((net, len)) = s.split_once('/') {
             let net: IpAddr = net
                 .parse()
-                .map_err(|_| format!("bad network address in `{s}`"))?;
+                .map_err(|_| crate::invalid!("bad network address in `{s}`"))?;
             let len: u8 = len
                 .parse()
-                .map_err(|_| format!("bad prefix length in `{s}`"))?;
+                .map_err(|_| crate::invalid!("bad prefix length in `{s}`"))?;
             let max = if net.is_ipv4() { 32 } else { 128 };
             if len > max {
-                return Err(format!("prefix length {len} is too long for `{net}`"));
+                return Err(crate::invalid!(
+                    "prefix length {len} is too long for `{net}`"
+                ));
             }
             return Ok(HostPattern::Cidr(net, len));
         }
@@ -190,7 +192,7 @@ impl FromStr for HostPattern {
         if valid_name {
             Ok(HostPattern::Name(s.to_ascii_lowercase()))
         } else {
-            Err(format!(
+            Err(crate::invalid!(
                 "`{s}` is neither an address, a CIDR network nor a host name"
             ))
         }
@@ -209,13 +211,15 @@ impl fmt::Display for HostPattern {
 
 /// Validates an AE title: 1-16 characters of printable ASCII without backslash,
 /// not all spaces (PS3.5 AE value representation).
-pub fn validate_ae_title(ae: &str) -> Result<String, String> {
+pub fn validate_ae_title(ae: &str) -> Result<String, crate::Invalid> {
     let trimmed = ae.trim();
     if trimmed.is_empty() || trimmed.len() > 16 {
-        return Err(format!("AE title `{ae}` must be 1 to 16 characters"));
+        return Err(crate::invalid!(
+            "AE title `{ae}` must be 1 to 16 characters"
+        ));
     }
     if !trimmed.chars().all(|c| c.is_ascii_graphic() || c == ' ') || trimmed.contains('\\') {
-        return Err(format!(
+        return Err(crate::invalid!(
             "AE title `{ae}` may only contain printable ASCII without `\\`"
         ));
     }

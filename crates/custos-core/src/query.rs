@@ -133,7 +133,7 @@ pub enum Matcher {
 
 impl Matcher {
     /// Interprets a raw query value for a key of the given kind.
-    pub fn parse(kind: KeyKind, raw: &str) -> Result<Matcher, String> {
+    pub fn parse(kind: KeyKind, raw: &str) -> Result<Matcher, crate::Invalid> {
         let v = raw.trim_matches(|c: char| c == ' ' || c == '\0');
         if v.is_empty() || v == "*" {
             return Ok(Matcher::Universal);
@@ -149,7 +149,7 @@ impl Matcher {
                     .iter()
                     .any(|u| !u.chars().all(|c| c.is_ascii_digit() || c == '.'))
                 {
-                    return Err(format!("`{v}` is not a UID or list of UIDs"));
+                    return Err(crate::invalid!("`{v}` is not a UID or list of UIDs"));
                 }
                 Ok(if uids.len() == 1 {
                     Matcher::Single(uids[0].clone())
@@ -158,12 +158,12 @@ impl Matcher {
                 })
             }
             KeyKind::Date | KeyKind::Time => {
-                let clean = |s: &str| -> Result<String, String> {
+                let clean = |s: &str| -> Result<String, crate::Invalid> {
                     let s: String = s.chars().filter(|c| *c != ':').collect();
                     if s.chars().all(|c| c.is_ascii_digit() || c == '.') {
                         Ok(s)
                     } else {
-                        Err(format!("`{v}` is not a valid date or time"))
+                        Err(crate::invalid!("`{v}` is not a valid date or time"))
                     }
                 };
                 if let Some((from, to)) = v.split_once('-') {
@@ -185,7 +185,7 @@ impl Matcher {
             KeyKind::Integer => v
                 .parse::<i64>()
                 .map(|_| Matcher::Single(v.to_string()))
-                .map_err(|_| format!("`{v}` is not an integer")),
+                .map_err(|_| crate::invalid!("`{v}` is not an integer")),
             KeyKind::Text | KeyKind::PersonName | KeyKind::Computed => {
                 if v.contains('*') || v.contains('?') {
                     Ok(Matcher::Wildcard(v.to_string()))
@@ -224,7 +224,7 @@ impl Query {
     /// A retrieve (C-GET, C-MOVE) must name what it retrieves: the level's
     /// unique key with one value or a list of values, never empty or
     /// wildcarded (an empty STUDY-level retrieve would select the archive).
-    pub fn check_retrieve(&self) -> Result<(), String> {
+    pub fn check_retrieve(&self) -> Result<(), crate::Invalid> {
         let key = self.level.unique_key();
         let named = self.conditions.iter().any(|(k, m)| {
             *k == key
@@ -237,7 +237,7 @@ impl Query {
         if named {
             Ok(())
         } else {
-            Err(format!(
+            Err(crate::invalid!(
                 "a {}-level retrieve needs {} with one or more values (no wildcards)",
                 self.level.name(),
                 key.name()

@@ -168,12 +168,12 @@ fn peer_of(row: &PgRow) -> Result<Peer, IndexError> {
         host: row
             .col::<String>(1)?
             .parse::<HostPattern>()
-            .map_err(IndexError::Corrupt)?,
+            .map_err(|e| IndexError::Corrupt(e.to_string()))?,
         port: row.col::<i32>(2)? as u16,
         permissions: row
             .col::<String>(3)?
             .parse::<Permissions>()
-            .map_err(IndexError::Corrupt)?,
+            .map_err(|e| IndexError::Corrupt(e.to_string()))?,
         tls_required: row.col(4)?,
         cert_sha256: row.col(5)?,
         cert_subject: row.col(6)?,
@@ -184,7 +184,10 @@ fn peer_of(row: &PgRow) -> Result<Peer, IndexError> {
 fn user_of(row: &PgRow) -> Result<User, IndexError> {
     Ok(User {
         name: row.col(0)?,
-        role: row.col::<String>(1)?.parse().map_err(IndexError::Corrupt)?,
+        role: row
+            .col::<String>(1)?
+            .parse()
+            .map_err(|e: custos_core::Invalid| IndexError::Corrupt(e.to_string()))?,
         password_hash: row.col(2)?,
         disabled: row.col(3)?,
         password_changed: row.col(4)?,

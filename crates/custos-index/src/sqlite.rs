@@ -352,8 +352,12 @@ fn peer_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Peer, IndexEr
     let ca_pem: String = r.get(7)?;
     Ok((|| {
         Ok(Peer {
-            host: host.parse::<HostPattern>().map_err(IndexError::Corrupt)?,
-            permissions: perms.parse::<Permissions>().map_err(IndexError::Corrupt)?,
+            host: host
+                .parse::<HostPattern>()
+                .map_err(|e| IndexError::Corrupt(e.to_string()))?,
+            permissions: perms
+                .parse::<Permissions>()
+                .map_err(|e| IndexError::Corrupt(e.to_string()))?,
             ae_title,
             port,
             tls_required,
@@ -754,7 +758,7 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<User, IndexEr
         name: r.get(0)?,
         role: match role.parse() {
             Ok(role) => role,
-            Err(e) => return Ok(Err(IndexError::Corrupt(e))),
+            Err(e) => return Ok(Err(IndexError::Corrupt(e.to_string()))),
         },
         password_hash: r.get(2)?,
         disabled: r.get(3)?,
