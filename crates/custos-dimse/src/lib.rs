@@ -9,8 +9,7 @@ mod association;
 pub mod command;
 pub mod gate;
 mod identifier;
-mod link;
-pub mod probe;
+pub mod link;
 mod relay;
 mod retrieve;
 mod server;
@@ -20,7 +19,7 @@ mod tls;
 pub use gate::{IdentityClaim, IdentityKind};
 
 /// Text of a DICOM element (for probe evidence).
-pub(crate) fn command_text(e: &dicom_object::mem::InMemElement) -> String {
+pub fn command_text(e: &dicom_object::mem::InMemElement) -> String {
     custos_archive::text::element_text(e)
 }
 pub use server::{DimseConfig, TlsListener, serve};

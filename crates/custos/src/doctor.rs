@@ -11,7 +11,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use custos_core::{Action, HostPattern};
-use custos_dimse::probe::{Finding, Severity};
+use custos_probe::{Finding, Severity};
 
 use crate::config::Config;
 use crate::data::open_index;

@@ -19,9 +19,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls::ClientConfig;
 
 use super::{CT_STORAGE, ProbeOptions};
-use crate::command::{Command, field, status};
-use crate::link::{Stream, send_message};
-use crate::syntaxes::*;
+use custos_dimse::command::{Command, field, status};
+use custos_dimse::link::{Stream, send_message};
+use custos_dimse::syntaxes::*;
 
 fn options(o: &ProbeOptions, calling: &str, called: &str) -> ClientAssociationOptions<'static> {
     let mut options = ClientAssociationOptions::new()
@@ -219,7 +219,7 @@ pub(super) async fn find<S: Stream>(
                     if first_study.is_none() {
                         first_study = obj
                             .get(tags::STUDY_INSTANCE_UID)
-                            .map(crate::command_text)
+                            .map(custos_dimse::command_text)
                             .map(|u| u.trim_end_matches(['\0', ' ']).to_string())
                             .filter(|u| !u.is_empty());
                     }
@@ -228,7 +228,10 @@ pub(super) async fn find<S: Stream>(
                         (tags::PATIENT_ID, "PatientID"),
                         (tags::PATIENT_BIRTH_DATE, "PatientBirthDate"),
                     ] {
-                        let v = obj.get(tag).map(crate::command_text).unwrap_or_default();
+                        let v = obj
+                            .get(tag)
+                            .map(custos_dimse::command_text)
+                            .unwrap_or_default();
                         if !v.trim().is_empty() {
                             present.insert(name);
                             if show_phi && shown.len() < 20 {

@@ -6,6 +6,7 @@
 
 mod scu;
 mod tls;
+mod web;
 
 use std::future::Future;
 use std::time::Duration;
@@ -13,11 +14,12 @@ use std::time::Duration;
 use dicom_ul::association::client::AsyncClientAssociation;
 use dicom_ul::pdu::{PresentationContextResultReason, UserVariableItem};
 
-use crate::command::status;
-use crate::link::Stream;
-use crate::syntaxes::*;
+use custos_dimse::command::status;
+use custos_dimse::link::Stream;
+use custos_dimse::syntaxes::*;
 
 pub use tls::{TlsSeen, legacy_versions, tls_offered};
+pub use web::{legacy_tls, web};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
