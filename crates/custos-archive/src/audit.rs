@@ -298,7 +298,10 @@ impl AuditTrail {
             }
         };
         let text = json!({ "first": first, "seq": seq, "link": link }).to_string();
-        if let Err(e) = write_private(&self.checkpoint, &text) {
+        // File I/O off the async workers (this runs after every batch).
+        let path = self.checkpoint.clone();
+        let written = tokio::task::spawn_blocking(move || write_private(&path, &text)).await;
+        if let Ok(Err(e)) | Err(e) = written.map_err(std::io::Error::other) {
             tracing::error!(error = %e, path = %self.checkpoint.display(), "AUDIT CHECKPOINT CANNOT BE WRITTEN");
         }
         Ok(())

@@ -227,17 +227,41 @@ pub fn check_part10<R: Read>(r: R) -> Result<(), LengthError> {
     let ts = transfer_syntax.trim_end_matches(['\0', ' ']);
     if ts == DEFLATED_EXPLICIT_LE {
         // The tag already read is compressed bytes too.
-        check(
-            flate2::read::DeflateDecoder::new(rest),
-            Encoding::EXPLICIT_LE,
-            true,
-        )
+        // A deflate bomb costs inflating time, not memory: bound it too.
+        let inflated = Capped {
+            inner: flate2::read::DeflateDecoder::new(rest),
+            left: MAX_INFLATED_HEADER,
+        };
+        check(inflated, Encoding::EXPLICIT_LE, true)
     } else {
         check(rest, Encoding::of_transfer_syntax(ts), true)
     }
 }
 
 const DEFLATED_EXPLICIT_LE: &str = "1.2.840.10008.1.2.1.99";
+
+/// Most bytes a deflated data set may inflate to before its Pixel Data (the
+/// attributes the index reads; real ones are kilobytes).
+const MAX_INFLATED_HEADER: u64 = 256 << 20;
+
+/// A reader that fails, rather than ends, past `left` bytes.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the deflated data set inflates beyond 256 MiB before its pixel data",
+            )
+        })?;
+        Ok(n)
+    }
+}
 
 /// Largest file meta element accepted (they hold UIDs and AE titles).
 const MAX_META_ELEMENT: u32 = 64 * 1024;
@@ -530,5 +554,23 @@ mod tests {
         f.extend(b"DICM");
         element_le(&mut f, 0x0002, 0x0001, Some(b"OB"), b"", Some(0x1000_0000));
         assert!(check_part10(f.as_slice()).is_err());
+    }
+
+    #[test]
+    fn a_deflate_bomb_before_the_pixel_data_is_refused() {
+        use std::io::Write;
+        // One 300 MiB OB of zeros (defined length), deflated to ~300 KB.
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        let len: u32 = 300 << 20;
+        z.write_all(&[0x09, 0x00, 0x10, 0x10, b'O', b'B', 0, 0])
+            .unwrap();
+        z.write_all(&len.to_le_bytes()).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..300 {
+            z.write_all(&zeros).unwrap();
+        }
+        let bomb = z.finish().unwrap();
+        let e = check_part10(part10("1.2.840.10008.1.2.1.99", &bomb).as_slice()).unwrap_err();
+        assert!(e.to_string().contains("256 MiB"), "{e}");
     }
 }
