@@ -17,6 +17,7 @@ pub mod registry;
 mod retrieve;
 pub mod status;
 pub mod text;
+pub mod view;
 
 pub use fsck::{FsckError, FsckOptions, FsckReport};
 pub use ingest::{Ingest, IngestError, Received, StoreOutcome};

@@ -229,6 +229,28 @@ impl Archive {
         .map_err(|e| err(e.to_string()))?
         .map_err(err)
     }
+
+    /// A whole Part 10 file of `instance` in the uncompressed `target_ts`
+    /// (see [`Archive::transcoded_dataset`]).
+    pub async fn transcoded_file(
+        &self,
+        instance: &StoredInstance,
+        target_ts: &str,
+    ) -> Result<Vec<u8>, RetrieveError> {
+        let mut out = crate::part10::header(&crate::part10::MetaInfo {
+            sop_class_uid: instance.sop_class_uid.clone(),
+            sop_instance_uid: instance.sop_instance_uid.clone(),
+            transfer_syntax_uid: target_ts.to_string(),
+            source_ae_title: String::new(),
+        })
+        .map_err(|why| RetrieveError::Transcode {
+            from: instance.transfer_syntax_uid.clone(),
+            to: target_ts.to_string(),
+            why,
+        })?;
+        out.extend(self.transcoded_dataset(instance, target_ts).await?);
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

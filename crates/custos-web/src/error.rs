@@ -77,3 +77,34 @@ impl From<custos_index::IndexError> for ApiError {
         }
     }
 }
+
+impl From<custos_archive::RetrieveError> for ApiError {
+    /// A stored instance that cannot be read into memory: too large (413, the
+    /// whole instance can still be retrieved as stored) or broken (500).
+    fn from(e: custos_archive::RetrieveError) -> ApiError {
+        match e {
+            custos_archive::RetrieveError::TooLarge(_) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "this instance is too large to take apart here; retrieve it whole",
+            ),
+            e => ApiError::internal("reading a stored instance", e),
+        }
+    }
+}
+
+impl From<custos_archive::view::ViewError> for ApiError {
+    fn from(e: custos_archive::view::ViewError) -> ApiError {
+        use custos_archive::view::ViewError as E;
+        let status = match e {
+            E::Read(r) => return r.into(),
+            E::Internal { context, why } => return ApiError::internal(context, why),
+            E::NoPixelData | E::NoSuchFrame | E::NoSuchAttribute | E::NotBulk => {
+                StatusCode::NOT_FOUND
+            }
+            E::OverBudget { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            E::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            E::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}

@@ -8,8 +8,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use custos_archive::part10::{MetaInfo, header as part10_header};
-use custos_archive::{Archive, can_transcode};
+use custos_archive::can_transcode;
+use custos_archive::view::{FrameSelection, RenderOptions};
 use custos_core::query::{Key, Level, Matcher, Query};
 use custos_core::record::StoredInstance;
 use custos_core::{Action, Principal};
@@ -18,8 +18,8 @@ use crate::AppState;
 use crate::auth::require;
 use crate::error::ApiError;
 use crate::multipart::{self, Part, PartSource, media_ranges};
+use crate::pixels;
 use crate::qido::{base_url, check_uid};
-use crate::render;
 
 pub const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 pub const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
@@ -178,27 +178,6 @@ fn plan(instance: &StoredInstance, wanted: Option<&str>) -> Result<Option<String
     }
 }
 
-/// A Part 10 file of `instance`, decompressed to `ts`.
-async fn transcoded_file(
-    archive: &Archive,
-    instance: &StoredInstance,
-    ts: &str,
-) -> Result<Vec<u8>, String> {
-    let mut out = part10_header(&MetaInfo {
-        sop_class_uid: instance.sop_class_uid.clone(),
-        sop_instance_uid: instance.sop_instance_uid.clone(),
-        transfer_syntax_uid: ts.to_string(),
-        source_ae_title: String::new(),
-    })?;
-    out.extend(
-        archive
-            .transcoded_dataset(instance, ts)
-            .await
-            .map_err(|e| e.to_string())?,
-    );
-    Ok(out)
-}
-
 async fn retrieve(
     state: Arc<AppState>,
     principal: Principal,
@@ -227,7 +206,11 @@ async fn retrieve(
                         .await
                         .map(Part::Reader)
                         .map_err(|e| e.to_string()),
-                    Some(ts) => transcoded_file(&archive, &inst, &ts).await.map(Part::Bytes),
+                    Some(ts) => archive
+                        .transcoded_file(&inst, &ts)
+                        .await
+                        .map(Part::Bytes)
+                        .map_err(|e| e.to_string()),
                 }
             }) as PartSource
         })
@@ -277,56 +260,19 @@ async fn metadata(
     let base = base_url(&state, &headers);
     let mut out = Vec::with_capacity(set.len());
     for inst in &set {
-        let obj = state
-            .archive
-            .read_object(inst, true)
-            .await
-            .map_err(object_error)?;
-        let mut value = dicom_json::to_value(obj.into_inner())
-            .map_err(|e| ApiError::internal("encoding metadata", e))?;
-        if let Some(map) = value.as_object_mut() {
-            let study = text_of(map.get("0020000D"));
-            let series = text_of(map.get("0020000E"));
-            let url = format!(
+        let bulk_base = |study: &str, series: &str| {
+            format!(
                 "{base}/studies/{study}/series/{series}/instances/{}/bulkdata",
                 inst.sop_instance_uid
-            );
-            // Large binary values are not inlined: they are fetched by URI.
-            for (tag, attr) in map.iter_mut() {
-                let large = attr
-                    .get("InlineBinary")
-                    .and_then(|v| v.as_str())
-                    .is_some_and(|b| b.len() > INLINE_LIMIT);
-                if large && let Some(vr) = attr.get("vr").cloned() {
-                    *attr = serde_json::json!({ "vr": vr, "BulkDataURI": format!("{url}/{tag}") });
-                }
-            }
-            // Pixel data is not read for metadata; point to where it is.
-            if map.contains_key("00280010") {
-                map.insert(
-                    "7FE00010".into(),
-                    serde_json::json!({ "vr": "OB", "BulkDataURI": format!("{url}/7FE00010") }),
-                );
-            }
-        }
-        out.push(value);
+            )
+        };
+        out.push(state.archive.metadata(inst, &bulk_base).await?);
     }
     Ok((
         [(header::CONTENT_TYPE, "application/dicom+json")],
         serde_json::to_vec(&out).map_err(|e| ApiError::internal("encoding metadata", e))?,
     )
         .into_response())
-}
-
-/// Base64 length above which a binary value becomes a BulkDataURI.
-const INLINE_LIMIT: usize = 4096;
-
-fn text_of(v: Option<&serde_json::Value>) -> String {
-    v.and_then(|v| v.get("Value"))
-        .and_then(|v| v.get(0))
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string()
 }
 
 pub async fn study_metadata(
@@ -370,37 +316,27 @@ pub async fn frames(
     let numbers = frame_list(&list)?;
     let t = Target::instance(study, series, instance);
     let set = resolve(&state, &p, &t).await?;
-    let obj = state
+    frames_response(&state, &set[0], FrameSelection::Numbers(numbers), &headers).await
+}
+
+/// Frames of `instance` as multipart/related, in a type the Accept header takes.
+async fn frames_response(
+    state: &AppState,
+    instance: &StoredInstance,
+    which: FrameSelection,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let frames = state
         .archive
-        .read_object(&set[0], false)
-        .await
-        .map_err(object_error)?;
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let frames =
-        tokio::task::spawn_blocking(move || render::frames(&obj, &numbers, accept.as_deref()))
-            .await
-            .map_err(|e| ApiError::internal("frame extraction", e))??;
+        .frames(instance, which, pixels::accepted_frames(accept))
+        .await?;
     let parts: Vec<PartSource> = frames
         .data
         .into_iter()
         .map(|b| Box::pin(async move { Ok(Part::Bytes(b)) }) as PartSource)
         .collect();
     Ok(multipart::response(&frames.media, &frames.part_type, parts))
-}
-
-/// A stored instance that cannot be read into memory: too large (413, the
-/// whole instance can still be retrieved as stored) or broken (500).
-fn object_error(e: custos_archive::RetrieveError) -> ApiError {
-    match e {
-        custos_archive::RetrieveError::TooLarge(_) => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "this instance is too large to take apart here; retrieve it whole",
-        ),
-        e => ApiError::internal("reading a stored instance", e),
-    }
 }
 
 /// Frame numbers of a `/frames/{list}` request: 1-based, each once (a
@@ -447,37 +383,11 @@ pub async fn bulkdata(
     let element = u16::from_str_radix(&tag[4..], 16).map_err(|_| bad())?;
     let t = Target::instance(study, series, instance);
     let set = resolve(&state, &p, &t).await?;
-    let pixel = (group, element) == (0x7FE0, 0x0010);
-    let obj = state
-        .archive
-        .read_object(&set[0], !pixel)
-        .await
-        .map_err(object_error)?;
-    if pixel {
-        // The frames the data holds, not the header's claim.
-        let numbers: Vec<u32> = (1..=render::frame_count(&obj)).collect();
-        let accept = headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let frames =
-            tokio::task::spawn_blocking(move || render::frames(&obj, &numbers, accept.as_deref()))
-                .await
-                .map_err(|e| ApiError::internal("frame extraction", e))??;
-        let parts: Vec<PartSource> = frames
-            .data
-            .into_iter()
-            .map(|b| Box::pin(async move { Ok(Part::Bytes(b)) }) as PartSource)
-            .collect();
-        return Ok(multipart::response(&frames.media, &frames.part_type, parts));
+    if (group, element) == (0x7FE0, 0x0010) {
+        // Every frame the data holds, as /frames would return them.
+        return frames_response(&state, &set[0], FrameSelection::All, &headers).await;
     }
-    let elem = obj
-        .element(dicom_core::Tag(group, element))
-        .map_err(|_| ApiError::not_found())?;
-    let bytes = elem
-        .to_bytes()
-        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "that attribute holds no bulk data"))?
-        .into_owned();
+    let bytes = state.archive.bulk_value(&set[0], (group, element)).await?;
     let part: PartSource = Box::pin(async move { Ok(Part::Bytes(bytes)) });
     Ok(multipart::response(
         "application/octet-stream",
@@ -497,20 +407,13 @@ async fn rendered_image(
     let params: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
         .map_err(|_| ApiError::bad_request("malformed query string"))?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let mut options = render::RenderOptions::parse(&params, accept)?;
+    let mut options: RenderOptions = pixels::render_options(&params, accept)?;
     if thumbnail && options.viewport.is_none() {
         options.viewport = Some((128, 128));
     }
     let set = resolve(&state, &p, &t).await?;
-    let obj = state
-        .archive
-        .read_object(&set[0], false)
-        .await
-        .map_err(object_error)?;
-    let media = options.media();
-    let bytes = tokio::task::spawn_blocking(move || render::render(&obj, &options))
-        .await
-        .map_err(|e| ApiError::internal("rendering", e))??;
+    let media = pixels::rendered_media(&options);
+    let bytes = state.archive.rendered(&set[0], options).await?;
     Ok(([(header::CONTENT_TYPE, media)], bytes).into_response())
 }
 
@@ -564,11 +467,13 @@ pub async fn wado_uri(
         let wanted = get("transferSyntax");
         let body = match plan(inst, wanted.as_deref())? {
             None => {
-                let reader = state.archive.open_file(inst).await.map_err(object_error)?;
+                let reader = state.archive.open_file(inst).await?;
                 axum::body::Body::from_stream(tokio_util_stream(reader))
             }
             Some(ts) => axum::body::Body::from(
-                transcoded_file(&state.archive, inst, &ts)
+                state
+                    .archive
+                    .transcoded_file(inst, &ts)
                     .await
                     .map_err(|e| ApiError::internal("decompressing", e))?,
             ),

@@ -1,0 +1,111 @@
+//! What the web shows of a stored instance besides its stored bytes: frames
+//! (as stored, or decoded to native), rendered JPEG/PNG images, DICOM JSON
+//! metadata and bulk data values. Decoding DICOM (dicom-pixeldata,
+//! dicom-json) happens here, so the HTTP layer only negotiates media types and
+//! maps a [`ViewError`] to a status.
+
+mod frames;
+mod metadata;
+mod render;
+
+pub use frames::{Accepted, FrameSelection, Frames, frame_media_type};
+pub use render::RenderOptions;
+
+use custos_core::record::StoredInstance;
+
+use crate::{Archive, RetrieveError};
+
+/// Most bytes one request may decode (frames to native, a rendered frame):
+/// the header's Rows x Columns x Samples x Bits is checked against it before
+/// anything is decoded.
+pub const PIXEL_BUDGET: u64 = 512 << 20;
+
+/// Why a view of an instance cannot be given.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error(transparent)]
+    Read(#[from] RetrieveError),
+    #[error("the instance has no pixel data")]
+    NoPixelData,
+    #[error("a requested frame does not exist")]
+    NoSuchFrame,
+    #[error("the instance has no such attribute")]
+    NoSuchAttribute,
+    #[error("that attribute holds no bulk data")]
+    NotBulk,
+    #[error(
+        "decoding this would take {needed} bytes, more than the {PIXEL_BUDGET} allowed; ask for the frames as stored (transfer-syntax=*)"
+    )]
+    OverBudget { needed: u64 },
+    /// None of the media types the client accepts can be produced.
+    #[error("{0}")]
+    NotAcceptable(&'static str),
+    /// The instance is valid but this view of it is not implemented.
+    #[error("{0}")]
+    Unsupported(&'static str),
+    #[error("{context}: {why}")]
+    Internal { context: &'static str, why: String },
+}
+
+fn internal(context: &'static str) -> impl Fn(String) -> ViewError {
+    move |why| ViewError::Internal { context, why }
+}
+
+/// Runs CPU-bound decoding off the async workers.
+async fn blocking<T: Send + 'static>(
+    context: &'static str,
+    work: impl FnOnce() -> Result<T, ViewError> + Send + 'static,
+) -> Result<T, ViewError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| internal(context)(e.to_string()))?
+}
+
+impl Archive {
+    /// Frames of `instance` in a media type the client accepts.
+    pub async fn frames(
+        &self,
+        instance: &StoredInstance,
+        which: FrameSelection,
+        accepted: Vec<Accepted>,
+    ) -> Result<Frames, ViewError> {
+        let obj = self.read_object(instance, false).await?;
+        blocking("frame extraction", move || {
+            frames::frames(&obj, which, &accepted)
+        })
+        .await
+    }
+
+    /// One frame of `instance` rendered to JPEG or PNG.
+    pub async fn rendered(
+        &self,
+        instance: &StoredInstance,
+        options: RenderOptions,
+    ) -> Result<Vec<u8>, ViewError> {
+        let obj = self.read_object(instance, false).await?;
+        blocking("rendering", move || render::render(&obj, &options)).await
+    }
+
+    /// The instance's attributes as DICOM JSON (PS3.18 F.2) without its pixel
+    /// data; large binary values and Pixel Data become a BulkDataURI under
+    /// `bulk_base(study, series)`, the instance's `/bulkdata` URL.
+    pub async fn metadata(
+        &self,
+        instance: &StoredInstance,
+        bulk_base: &(dyn Fn(&str, &str) -> String + Sync),
+    ) -> Result<serde_json::Value, ViewError> {
+        let obj = self.read_object(instance, true).await?;
+        metadata::to_json(obj, bulk_base)
+    }
+
+    /// The value bytes of the top-level attribute (group, element) other
+    /// than Pixel Data (which is read through [`Archive::frames`]).
+    pub async fn bulk_value(
+        &self,
+        instance: &StoredInstance,
+        tag: (u16, u16),
+    ) -> Result<Vec<u8>, ViewError> {
+        let obj = self.read_object(instance, true).await?;
+        metadata::value_bytes(&obj, tag)
+    }
+}
