@@ -339,6 +339,12 @@ level = "info"
 impl Config {
     /// Reads `DATA/custos.toml` (defaults where absent) and applies environment overrides.
     pub fn load(data: &Path) -> Result<Config> {
+        Self::load_with(data, |k| std::env::var(k).ok())
+    }
+
+    /// [`Config::load`] with the `CUSTOS_*` overrides looked up by `get`
+    /// instead of in the environment (in-process servers in tests).
+    pub fn load_with(data: &Path, get: impl Fn(&str) -> Option<String>) -> Result<Config> {
         let path = data.join("custos.toml");
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -348,7 +354,7 @@ impl Config {
         let file: Config =
             toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
         let mut value = toml::Value::try_from(&file)?;
-        apply_env(&mut value, |k| std::env::var(k).ok())?;
+        apply_env(&mut value, get)?;
         let config: Config = value.try_into().context("in environment overrides")?;
         config.validate()?;
         Ok(config)

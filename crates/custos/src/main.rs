@@ -2,19 +2,10 @@
 //! and store, and starting the servers; the work is in the library crates.
 #![forbid(unsafe_code)]
 
-mod audit_cmd;
-mod cert_cmd;
-mod config;
-mod data;
-mod doctor;
-mod fsck_cmd;
-mod import;
-mod migrate_cmd;
-mod peer_cmd;
-mod probe_cmd;
-mod serve;
-mod syslog;
-mod user_cmd;
+use custos::{
+    audit_cmd, cert_cmd, config, data, doctor, fsck_cmd, import, migrate_cmd, peer_cmd, probe_cmd,
+    serve, user_cmd,
+};
 
 use std::path::PathBuf;
 
@@ -170,7 +161,7 @@ fn main() -> Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve => serve::run(&cli.data).await,
+            Command::Serve => serve::main(&cli.data).await,
             Command::Init => {
                 let created = data::init(&cli.data)?;
                 if created {

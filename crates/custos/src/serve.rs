@@ -1,10 +1,14 @@
-//! `custos serve`: set up on first run, start the DICOM listener, stop cleanly.
+//! `custos serve`: set up on first run, bind the listeners, serve until told
+//! to stop. [`run`] takes bound listeners and a shutdown future, so tests run
+//! servers in-process on port 0.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
@@ -13,7 +17,42 @@ use custos_dimse::DimseConfig;
 use crate::config::Config;
 use crate::data;
 
-pub async fn run(data_dir: &Path) -> Result<()> {
+/// The sockets a server answers on, bound before it starts.
+pub struct Listeners {
+    /// Plain DICOM (`[dicom] listen`, unless `plaintext = false`).
+    pub dicom: Option<TcpListener>,
+    /// DICOM over TLS (`[dicom] tls_listen`, when set).
+    pub dicom_tls: Option<TcpListener>,
+    /// HTTPS, or plain HTTP with `[http] plaintext`.
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    /// Binds what `config` names.
+    pub async fn bind(config: &Config) -> Result<Listeners> {
+        let bind = |what: &'static str, at: String| async move {
+            TcpListener::bind(&at)
+                .await
+                .with_context(|| format!("binding the {what} listener on {at}"))
+        };
+        let d = &config.dicom;
+        Ok(Listeners {
+            dicom: match d.plaintext {
+                true => Some(bind("DICOM", d.listen.clone()).await?),
+                false => None,
+            },
+            dicom_tls: match d.tls_listen.is_empty() {
+                true => None,
+                false => Some(bind("DICOM TLS", d.tls_listen.clone()).await?),
+            },
+            http: bind("HTTP", config.http.listen.clone()).await?,
+        })
+    }
+}
+
+/// `custos serve`: first-run set-up, logging, the configured listeners, and
+/// SIGTERM or Ctrl-C to stop.
+pub async fn main(data_dir: &Path) -> Result<()> {
     let created = data::init(data_dir)?;
     let config = Config::load(data_dir)?;
     let filter =
@@ -24,7 +63,59 @@ pub async fn run(data_dir: &Path) -> Result<()> {
         // Colour only on a terminal: logs captured by systemd or a file stay plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if created {
+        println!(
+            "Created {} (configuration in custos.toml)",
+            data_dir.display()
+        );
+    }
+    let listeners = Listeners::bind(&config).await?;
+    run(data_dir, config, listeners, wait_for_signal()).await
+}
 
+/// Serves the initialised data folder `data_dir` with `config` on
+/// `listeners` until `shutdown` completes, then stops cleanly (see
+/// [`Running::stop`]).
+pub async fn run(
+    data_dir: &Path,
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let running = start(data_dir, config, listeners).await?;
+    shutdown.await;
+    running.stop().await
+}
+
+/// A started server: its DIMSE and HTTP tasks.
+pub struct Running {
+    stop: watch::Sender<bool>,
+    dimse: tokio::task::JoinHandle<()>,
+    web: tokio::task::JoinHandle<()>,
+    archive: Arc<custos_archive::Archive>,
+}
+
+impl Running {
+    /// Stops accepting, gives open associations and requests their grace
+    /// period, and records the stop in the audit trail.
+    pub async fn stop(self) -> Result<()> {
+        tracing::info!("shutting down");
+        let _ = self.stop.send(true);
+        self.dimse.await.context("DICOM server task")?;
+        self.web.await.context("HTTP server task")?;
+        // Counts of coalesced failures first, so that "stop" is the last record.
+        self.archive.flush_audit().await;
+        self.archive.audit(lifecycle("stop")).await;
+        self.archive.flush_audit().await;
+        println!("Custos stopped");
+        Ok(())
+    }
+}
+
+/// Opens the archive and the audit trail, then serves on `listeners`; returns
+/// once every listener is being served. Prints one "Custos listening for ..."
+/// line per listener.
+pub async fn start(data_dir: &Path, config: Config, listeners: Listeners) -> Result<Running> {
     let archive = data::open_archive(data_dir, &config).await?;
     let trail = custos_archive::audit::AuditTrail::open(data_dir, archive.audit_log().as_ref())
         .await
@@ -61,16 +152,7 @@ pub async fn run(data_dir: &Path) -> Result<()> {
     {
         data::announce_admin(data_dir, &password)?;
     }
-    if created {
-        println!(
-            "Created {} (configuration in custos.toml)",
-            data_dir.display()
-        );
-    }
-    let listener = if config.dicom.plaintext {
-        let l = tokio::net::TcpListener::bind(&config.dicom.listen)
-            .await
-            .with_context(|| format!("binding DICOM listener on {}", config.dicom.listen))?;
+    let listener = if let Some(l) = listeners.dicom {
         let local = l.local_addr()?;
         println!(
             "Custos listening for DICOM on {local} as AE title {}",
@@ -83,7 +165,10 @@ pub async fn run(data_dir: &Path) -> Result<()> {
     } else {
         None
     };
-    let tls = dicom_tls(data_dir, &config, archive.peer_directory()).await?;
+    let tls = match listeners.dicom_tls {
+        Some(l) => Some(dicom_tls(l, data_dir, &config, archive.peer_directory()).await?),
+        None => None,
+    };
     let peers = archive.peer_directory().peers().await?;
     if peers.is_empty() {
         println!(
@@ -123,20 +208,27 @@ pub async fn run(data_dir: &Path) -> Result<()> {
             .map_err(anyhow::Error::msg)?,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let web = start_web(data_dir, &config, archive.clone(), auth, stop_rx.clone()).await?;
-    let archive_for_stop = archive.clone();
-    let server = tokio::spawn(custos_dimse::serve(listener, tls, archive, dimse, stop_rx));
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    server.await.context("DICOM server task")?;
-    web.await.context("HTTP server task")?;
-    // Counts of coalesced failures first, so that "stop" is the last record.
-    archive_for_stop.flush_audit().await;
-    archive_for_stop.audit(lifecycle("stop")).await;
-    archive_for_stop.flush_audit().await;
-    println!("Custos stopped");
-    Ok(())
+    let web = start_web(
+        listeners.http,
+        data_dir,
+        &config,
+        archive.clone(),
+        auth,
+        stop_rx.clone(),
+    )?;
+    let dimse = tokio::spawn(custos_dimse::serve(
+        listener,
+        tls,
+        archive.clone(),
+        dimse,
+        stop_rx,
+    ));
+    Ok(Running {
+        stop: stop_tx,
+        dimse,
+        web,
+        archive,
+    })
 }
 
 async fn wait_for_signal() {
@@ -161,9 +253,9 @@ async fn wait_for_signal() {
     }
 }
 
-/// Binds the HTTPS (or, when configured, plain HTTP) listener and serves the
-/// web side on it.
-async fn start_web(
+/// Serves the web side on the HTTPS (or, when configured, plain HTTP) listener.
+fn start_web(
+    listener: TcpListener,
     data_dir: &Path,
     config: &Config,
     archive: std::sync::Arc<custos_archive::Archive>,
@@ -171,9 +263,6 @@ async fn start_web(
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let http = &config.http;
-    let listener = tokio::net::TcpListener::bind(&http.listen)
-        .await
-        .with_context(|| format!("binding the HTTP listener on {}", http.listen))?;
     let local = listener.local_addr()?;
     let tls = if http.plaintext {
         println!("Custos listening for HTTP on {local} (plain: [http] plaintext = true)");
@@ -231,16 +320,15 @@ async fn peer_bundles(index: &dyn custos_index::PeerDirectory) -> Result<Vec<Str
         .collect())
 }
 
-/// Binds the DICOM TLS listener when `[dicom] tls_listen` is set.
+/// DICOM over TLS on `listener`: the server certificate, and the client CAs
+/// (configured plus peers' bundles, refreshed).
 async fn dicom_tls(
+    listener: TcpListener,
     data_dir: &Path,
     config: &Config,
     index: Arc<dyn custos_index::PeerDirectory>,
-) -> Result<Option<custos_dimse::TlsListener>> {
+) -> Result<custos_dimse::TlsListener> {
     let d = &config.dicom;
-    if d.tls_listen.is_empty() {
-        return Ok(None);
-    }
     if d.tls_cert.is_empty() || d.tls_client_ca.is_empty() {
         custos_tls::ensure_local_ca(data_dir)?;
     }
@@ -262,19 +350,16 @@ async fn dicom_tls(
         }
     });
     let server_config = custos_tls::dicom_server_config(&cert, &key, trust.clone())?;
-    let listener = tokio::net::TcpListener::bind(&d.tls_listen)
-        .await
-        .with_context(|| format!("binding the DICOM TLS listener on {}", d.tls_listen))?;
     println!(
         "Custos listening for DICOM TLS on {} as AE title {}",
         listener.local_addr()?,
         d.ae_title
     );
-    Ok(Some(custos_dimse::TlsListener {
+    Ok(custos_dimse::TlsListener {
         listener,
         acceptor: tokio_rustls::TlsAcceptor::from(server_config),
         trust,
-    }))
+    })
 }
 
 /// The OpenID Connect verifier, when `[oidc] issuer` is set; shared by HTTPS

@@ -440,7 +440,7 @@ fn c_move_to_a_tls_destination_goes_over_tls() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("storescp");
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    wait_for_port(dest_port.parse().unwrap());
     let study = format!("StudyInstanceUID={CT_STUDY}");
     let mv = dcmtk(
         "movescu",

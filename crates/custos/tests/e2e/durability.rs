@@ -8,7 +8,7 @@ use crate::common::*;
 fn sigkill_during_concurrent_ingest_loses_no_acknowledged_instance() {
     let data = DataDir::new("durability");
     data.add_peer("PYSCU", "127.0.0.1", 104, "echo,store,find,get");
-    let server = Server::start(&data);
+    let server = Server::process(&data);
     let acked = data.path.with_extension("acked");
     let work = data.path.with_extension("work");
     let mut ingest = start_ingest(&server, &acked, &work, 40);

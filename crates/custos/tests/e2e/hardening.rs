@@ -59,9 +59,9 @@ fn pdus_longer_than_we_accept_are_refused_before_they_are_read() {
     const SENT: usize = 600 << 20;
     let data = DataDir::new("hard-pdu");
     data.add_peer("PEER", "127.0.0.1", 104, "echo,store");
-    let server = Server::start(&data);
+    let server = Server::process(&data);
     assert!(echo(&server, "PEER", "CUSTOS").ok());
-    let pid = server.child.id();
+    let pid = server.pid();
     let before = peak_rss_kib(pid);
 
     // A registered AE title (not a secret) declaring a 4 GiB association request.
@@ -357,8 +357,8 @@ fn frame_requests_and_headers_cannot_make_the_server_allocate_without_bound() {
     let data = DataDir::new("hard-frames");
     add_user(&data, "rad", "radiologist", RAD_PW);
     let (study, series, sop) = impossible_instance(&data, "2147483647");
-    let server = Server::start(&data);
-    let pid = server.child.id();
+    let server = Server::process(&data);
+    let pid = server.pid();
     let base = format!("/dicom-web/studies/{study}/series/{series}/instances/{sop}");
     let get = |path: &str, accept: &str| {
         json_of(&web(
@@ -594,9 +594,9 @@ fn declared_element_lengths_are_not_allocated_before_the_bytes_arrive() {
     const HUGE: u32 = 0xFFFF_FFF0;
     let data = DataDir::new("hard-lengths");
     data.add_peer("PEER", "127.0.0.1", 104, "echo,store,find");
-    let server = Server::start(&data);
+    let server = Server::process(&data);
     assert!(echo(&server, "PEER", "CUSTOS").ok());
-    let pid = server.child.id();
+    let pid = server.pid();
     let before = peak_rss_kib(pid);
     let associate = || {
         ClientAssociationOptions::new()
@@ -703,9 +703,9 @@ c.commit()
         .status()
         .unwrap();
     assert!(ok.success());
-    let server = Server::start(&data);
+    let server = Server::process(&data);
     assert!(echo(&server, "PEER", "CUSTOS").ok());
-    let pid = server.child.id();
+    let pid = server.pid();
     let before = peak_rss_kib(pid);
     let started = Instant::now();
     let run = dcmtk(

@@ -10,7 +10,7 @@ fn schemathesis_finds_the_server_conforming_to_its_openapi_document() {
     let data = DataDir::new("openapi");
     let pw = "schema strider 42 lights";
     add_user(&data, "walker", "admin", pw);
-    let server = Server::start_with(&data, &[("CUSTOS_HTTP_LOCKOUT_AFTER", "1000000")]);
+    let server = Server::process_with(&data, &[("CUSTOS_HTTP_LOCKOUT_AFTER", "1000000")]);
     let url = format!("https://localhost:{}/api/openapi.json", server.http.port());
     let auth = format!(
         "Authorization: Basic {}",

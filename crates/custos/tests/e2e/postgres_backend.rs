@@ -196,7 +196,7 @@ fn node_killed_during_ingest_loses_nothing_acknowledged() {
     let a = node("kill-a", &url, &unused, Some(&s3));
     let b = node("kill-b", &url, &unused, Some(&s3));
     a.add_peer("PYSCU", "127.0.0.1", 104, "echo,store,find,get");
-    let sa = Server::start(&a);
+    let sa = Server::process(&a);
     let acked = a.path.with_extension("acked");
     let work = a.path.with_extension("work");
     let mut ingest = start_ingest(&sa, &acked, &work, 30);

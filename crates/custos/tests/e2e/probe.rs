@@ -441,14 +441,7 @@ fn orthanc_out_of_the_box_is_reported_open() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("Orthanc");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", dicom)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "Orthanc did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    wait_for_port(dicom);
     let run = probe(&[
         &format!("127.0.0.1:{dicom}"),
         "--json",

@@ -165,14 +165,11 @@ fn peer_vanishing_mid_store_leaves_nothing() {
     };
     assoc.send(&Pdu::PData { data: vec![part] }).unwrap();
     drop(assoc); // the TCP connection goes away mid data set
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until("staged bytes removed", Duration::from_secs(10), || {
+        walk_files(&data.path.join("blobs/.staging")).is_empty()
+    });
     assert!(echo_works(&server));
     assert_eq!(data.blob_count(), 0);
-    assert_eq!(
-        walk_files(&data.path.join("blobs/.staging")).len(),
-        0,
-        "staged bytes removed"
-    );
 }
 
 #[test]
@@ -236,7 +233,9 @@ fn invalid_data_sets_are_refused_and_not_stored() {
 
 #[test]
 fn graceful_shutdown() {
-    let (_d, server) = start();
+    let d = DataDir::new("robust-stop");
+    d.add_peer("PEER", "127.0.0.1", 104, "echo");
+    let server = Server::process(&d);
     assert!(echo_works(&server));
     assert!(server.stop(), "SIGTERM leads to a clean exit");
 }

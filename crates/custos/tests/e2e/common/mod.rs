@@ -1,9 +1,11 @@
-//! Test harness: runs the real `custos` binary on a temporary data folder and
-//! drives it with real peers (DCMTK tools, pynetdicom scripts).
+//! Test harness: runs Custos (in-process, or the real binary where a test
+//! needs a process) on a temporary data folder and drives it with real peers
+//! (DCMTK tools, pynetdicom scripts).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+mod server;
+pub use server::Server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -114,118 +116,6 @@ impl Run {
     }
     pub fn ok(&self) -> bool {
         self.0.status.success()
-    }
-}
-
-/// A running `custos serve` on an ephemeral loopback port.
-pub struct Server {
-    pub child: Child,
-    pub addr: SocketAddr,
-    /// The HTTPS (or plain HTTP) listener.
-    pub http: SocketAddr,
-    /// The DICOM TLS listener, when on.
-    pub tls: Option<SocketAddr>,
-    pub log: PathBuf,
-    /// The data folder's CA certificate (clients trust it for HTTPS).
-    pub ca: PathBuf,
-}
-
-impl Server {
-    pub fn start(data: &DataDir) -> Server {
-        Self::start_with(data, &[])
-    }
-
-    pub fn start_with(data: &DataDir, env: &[(&str, &str)]) -> Server {
-        let log = data
-            .path
-            .with_extension(format!("log{}", COUNTER.fetch_add(1, Ordering::SeqCst)));
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .arg("--data")
-            .arg(&data.path)
-            .env("CUSTOS_DICOM_LISTEN", "127.0.0.1:0")
-            .env("CUSTOS_HTTP_LISTEN", "127.0.0.1:0")
-            .env("CUSTOS_DICOM_TLS_LISTEN", "127.0.0.1:0")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start custos serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let (mut addr, mut http, mut tls) = (None, None, None);
-        // The DICOM lines come first; the HTTP(S) line ends the start-up.
-        while http.is_none() {
-            assert!(Instant::now() < deadline, "server did not start");
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .expect("read stdout");
-            let parse = |rest: &str| rest.split_whitespace().next().unwrap().parse().unwrap();
-            if let Some(rest) = line.strip_prefix("Custos listening for DICOM on ") {
-                addr = Some(parse(rest));
-            }
-            if let Some(rest) = line.strip_prefix("Custos listening for DICOM TLS on ") {
-                tls = Some(parse(rest));
-            }
-            for prefix in [
-                "Custos listening for HTTPS on ",
-                "Custos listening for HTTP on ",
-            ] {
-                if let Some(rest) = line.strip_prefix(prefix) {
-                    http = Some(parse(rest));
-                }
-            }
-        }
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            addr: addr.unwrap_or_else(|| "0.0.0.0:0".parse().unwrap()),
-            http: http.unwrap(),
-            tls,
-            log,
-            ca: data.path.join("tls").join("ca.pem"),
-        }
-    }
-
-    pub fn port(&self) -> String {
-        self.addr.port().to_string()
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then wait; returns whether it exited successfully.
-    pub fn stop(mut self) -> bool {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.success();
-            }
-            assert!(Instant::now() < deadline, "server did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    pub fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -545,4 +435,23 @@ pub fn node(name: &str, url: &str, store: &std::path::Path, s3: Option<&str>) ->
             .contains("PostgreSQL index")
     );
     data
+}
+
+/// Polls `ready` every 50 ms until it holds; panics with `what` after `limit`.
+/// Tests wait for a condition, never for a fixed time.
+pub fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16) {
+    wait_until(
+        &format!("a listener on port {port}"),
+        Duration::from_secs(30),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
 }

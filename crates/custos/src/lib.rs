@@ -1,0 +1,18 @@
+//! The `custos` binary's commands as a library: `main.rs` parses the command
+//! line and calls these; tests call [`serve::run`] to run a server in-process
+//! on listeners they bound (port 0) and stop it with a future.
+#![forbid(unsafe_code)]
+
+pub mod audit_cmd;
+pub mod cert_cmd;
+pub mod config;
+pub mod data;
+pub mod doctor;
+pub mod fsck_cmd;
+pub mod import;
+pub mod migrate_cmd;
+pub mod peer_cmd;
+pub mod probe_cmd;
+pub mod serve;
+pub mod syslog;
+pub mod user_cmd;
