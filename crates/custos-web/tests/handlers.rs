@@ -1,0 +1,386 @@
+//! The web handlers called through the router, without sockets or TLS: a real
+//! archive (SQLite index, filesystem store) in a temporary folder, requests
+//! made with `tower::ServiceExt::oneshot`. Behaviour a client sees: statuses,
+//! headers, bodies. (Listeners, TLS and the real peers are the e2e tests'.)
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use base64::Engine;
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use tower::ServiceExt;
+
+use custos_archive::{Archive, DuplicatePolicy};
+use custos_web::{AppState, Authenticator, ClientAddr, WebConfig};
+
+const STUDY: &str = "1.2.826.0.1.3680043.8.498.1";
+const SERIES: &str = "1.2.826.0.1.3680043.8.498.1.1";
+const SOP: &str = "1.2.826.0.1.3680043.8.498.1.1.1";
+const CT_IMAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+const PASSWORD: &str = "handler tests walk 42";
+
+struct Fixture {
+    dir: PathBuf,
+    app: axum::Router,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn fixture(name: &str) -> Fixture {
+    let dir = std::env::temp_dir().join(format!("custos-web-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let index = Arc::new(custos_index::SqliteIndex::open(dir.join("index.db")).unwrap());
+    let store = Arc::new(custos_store::FsStore::open(dir.join("blobs")).unwrap());
+    let archive = Arc::new(Archive::new(index, store, DuplicatePolicy::Keep));
+    for (user, role) in [
+        ("boss", "admin"),
+        ("rad", "radiologist"),
+        ("modality", "uploader"),
+    ] {
+        custos_archive::registry::add_user(
+            archive.registry().as_ref(),
+            user,
+            role,
+            PASSWORD.to_string(),
+        )
+        .await
+        .unwrap();
+    }
+    let auth = Arc::new(Authenticator::new(
+        archive.registry(),
+        None,
+        custos_auth::LockoutPolicy {
+            after: 5,
+            duration: Duration::from_secs(60),
+        },
+    ));
+    let state = Arc::new(AppState {
+        archive,
+        config: WebConfig {
+            https: true,
+            max_body_bytes: 64 << 20,
+            max_header_bytes: 64 << 10,
+            max_find_results: 100,
+            max_stow_parts: 10,
+            max_connections: 16,
+            max_connections_per_address: 16,
+            idle_timeout: Duration::from_secs(10),
+            cors_origins: vec![],
+        },
+        auth,
+    });
+    Fixture {
+        dir,
+        app: custos_web::router(state),
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+    fn content_type(&self) -> &str {
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Fixture {
+    async fn send(&self, mut request: Request<Body>) -> Reply {
+        let from: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        request.extensions_mut().insert(ClientAddr(from));
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&self, user: &str, uri: &str) -> Reply {
+        self.send(request(user, "GET", uri).body(Body::empty()).unwrap())
+            .await
+    }
+
+    async fn json(&self, user: &str, method: &str, uri: &str, body: serde_json::Value) -> Reply {
+        self.send(
+            request(user, method, uri)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+    }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {token}")
+}
+
+fn request(user: &str, method: &str, uri: &str) -> axum::http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::HOST, "localhost")
+        .header(header::AUTHORIZATION, basic(user, PASSWORD))
+}
+
+/// The pixel values of the test image.
+fn pixels() -> Vec<u8> {
+    (0u8..16).map(|i| i * 16).collect()
+}
+
+/// A 4x4 8-bit CT image as a Part 10 file.
+fn instance() -> Vec<u8> {
+    let mut obj = InMemDicomObject::new_empty();
+    for (tag, vr, value) in [
+        (tags::SOP_CLASS_UID, VR::UI, CT_IMAGE),
+        (tags::SOP_INSTANCE_UID, VR::UI, SOP),
+        (tags::STUDY_INSTANCE_UID, VR::UI, STUDY),
+        (tags::SERIES_INSTANCE_UID, VR::UI, SERIES),
+        (tags::PATIENT_NAME, VR::PN, "Handler^Hannah"),
+        (tags::PATIENT_ID, VR::LO, "H-1"),
+        (tags::MODALITY, VR::CS, "CT"),
+        (tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+    ] {
+        obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+    }
+    for (tag, v) in [
+        (tags::ROWS, 4u16),
+        (tags::COLUMNS, 4),
+        (tags::SAMPLES_PER_PIXEL, 1),
+        (tags::BITS_ALLOCATED, 8),
+        (tags::BITS_STORED, 8),
+        (tags::HIGH_BIT, 7),
+        (tags::PIXEL_REPRESENTATION, 0),
+    ] {
+        obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+    }
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(pixels()),
+    ));
+    let file = obj
+        .with_meta(
+            FileMetaTableBuilder::new()
+                .transfer_syntax("1.2.840.10008.1.2.1")
+                .media_storage_sop_class_uid(CT_IMAGE)
+                .media_storage_sop_instance_uid(SOP),
+        )
+        .unwrap();
+    let mut out = Vec::new();
+    file.write_all(&mut out).unwrap();
+    out
+}
+
+/// A STOW-RS request of one instance from the uploader.
+fn stow() -> Request<Body> {
+    let boundary = "custos-handler-test";
+    let mut body = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
+    body.extend_from_slice(&instance());
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    request("modality", "POST", "/dicom-web/studies")
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+        )
+        .header(header::ACCEPT, "application/dicom+json")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn strangers_get_401_and_only_healthz_is_open() {
+    let f = fixture("strangers").await;
+    let r = f
+        .send(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = f
+        .send(
+            Request::get("/dicom-web/studies")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.headers.get(header::WWW_AUTHENTICATE).is_some());
+    assert_eq!(r.headers.get("x-content-type-options").unwrap(), "nosniff");
+    let r = f
+        .send(
+            Request::get("/dicom-web/studies")
+                .header(
+                    header::AUTHORIZATION,
+                    basic("rad", "not the password at all"),
+                )
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_stored_instance_is_found_described_rendered_and_guarded() {
+    let f = fixture("dicomweb").await;
+    let r = f.send(stow()).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // The uploader may store but not search.
+    let r = f.get("modality", "/dicom-web/studies").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    let r = f
+        .get("rad", "/dicom-web/studies?PatientName=handler*")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.content_type(), "application/dicom+json");
+    let studies = r.json();
+    assert_eq!(studies.as_array().unwrap().len(), 1, "{studies}");
+    assert_eq!(studies[0]["0020000D"]["Value"][0], STUDY);
+
+    let base = format!("/dicom-web/studies/{STUDY}/series/{SERIES}/instances/{SOP}");
+    let r = f.get("rad", &format!("{base}/metadata")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let meta = r.json();
+    assert_eq!(
+        meta[0]["00100010"]["Value"][0]["Alphabetic"],
+        "Handler^Hannah"
+    );
+    let bulk = meta[0]["7FE00010"]["BulkDataURI"].as_str().unwrap();
+    assert!(
+        bulk.ends_with(&format!("{base}/bulkdata/7FE00010")),
+        "{bulk}"
+    );
+
+    let r = f
+        .send(
+            request("rad", "GET", &format!("{base}/rendered"))
+                .header(header::ACCEPT, "image/png")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.content_type(), "image/png");
+    assert!(r.body.starts_with(b"\x89PNG"));
+
+    // The native frame, byte for byte; a frame that does not exist is 404.
+    let r = f.get("rad", &format!("{base}/frames/1")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body.windows(16).any(|w| w == pixels().as_slice()),
+        "the frame's bytes are in the response"
+    );
+    let r = f.get("rad", &format!("{base}/frames/2")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = f.get("rad", &format!("{base}/rendered?quality=0")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // The radiologist may not delete; the admin may, and then it is gone.
+    let study = format!("/api/studies/{STUDY}");
+    let r = f
+        .send(
+            request("rad", "DELETE", &study)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = f
+        .send(
+            request("boss", "DELETE", &study)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.status);
+    let r = f.get("rad", &format!("{base}/metadata")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn users_are_added_once_and_changed_explicitly() {
+    let f = fixture("users").await;
+    let newbie = serde_json::json!({
+        "name": "newbie", "role": "radiologist", "password": "a new user's passphrase"
+    });
+    let r = f.json("boss", "POST", "/api/users", newbie.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = f.json("boss", "POST", "/api/users", newbie).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let r = f
+        .json(
+            "boss",
+            "PUT",
+            "/api/users/newbie",
+            serde_json::json!({ "role": "auditor" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let users = f.get("boss", "/api/users").await.json();
+    let role = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "newbie")
+        .map(|u| u["role"].clone());
+    assert_eq!(role, Some("auditor".into()), "{users}");
+    // Nobody changes their own role; only admins list users.
+    let r = f
+        .json(
+            "boss",
+            "PUT",
+            "/api/users/boss",
+            serde_json::json!({ "role": "auditor" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(
+        f.get("rad", "/api/users").await.status,
+        StatusCode::FORBIDDEN
+    );
+    // A weak password is refused with the reason.
+    let r = f
+        .json(
+            "boss",
+            "PUT",
+            "/api/users/newbie",
+            serde_json::json!({ "password": "short" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let why = r.json()["error"].as_str().unwrap_or_default().to_string();
+    assert!(why.contains("characters"), "{why}");
+}
