@@ -3,6 +3,8 @@
 //! made with `tower::ServiceExt::oneshot`. Behaviour a client sees: statuses,
 //! headers, bodies. (Listeners, TLS and the real peers are the e2e tests'.)
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
