@@ -49,13 +49,13 @@ pub struct DimseConfig {
     pub require_identity: Permissions,
     /// TLS for C-MOVE to peers registered with `--tls required`: our CA as
     /// trust root, our certificate as client certificate.
-    pub tls_client: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    pub tls_client: Option<Arc<custos_tls::ClientConfig>>,
 }
 
 /// The DICOM TLS listener and its handshake configuration.
 pub struct TlsListener {
     pub listener: TcpListener,
-    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub acceptor: custos_tls::TlsAcceptor,
     /// The client CAs the acceptor's configuration verifies against.
     pub trust: Arc<custos_tls::client_trust::ClientTrust>,
 }

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use custos_tls::TlsAcceptor;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
 
 use custos_core::policy::Transport;
 

@@ -17,7 +17,7 @@ use crate::IndexError;
 /// configuration.
 pub struct PgTarget {
     pub config: tokio_postgres::Config,
-    pub tls: Option<rustls::ClientConfig>,
+    pub tls: Option<custos_tls::ClientConfig>,
 }
 
 pub fn parse(url: &str) -> Result<PgTarget, IndexError> {

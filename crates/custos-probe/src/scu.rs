@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use custos_tls::ClientConfig;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
@@ -16,7 +17,6 @@ use dicom_ul::association::ClientAssociationOptions;
 use dicom_ul::association::client::{AsyncClientAssociation, AsyncTlsStream};
 use dicom_ul::pdu::{PDataValueType, PresentationContextResultReason};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::ClientConfig;
 
 use super::{CT_STORAGE, ProbeOptions};
 use custos_dimse::command::{Command, field, status};

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls;
 
 /// What a TLS handshake on a port showed.
 pub struct TlsSeen {
@@ -16,28 +15,20 @@ pub struct TlsSeen {
     pub certificate: Option<Vec<u8>>,
 }
 
-/// A TLS 1.2/1.3 client that accepts any server certificate: the probe must
-/// reach misconfigured servers too, and judges their certificates itself.
-pub fn any_certificate() -> Option<Arc<rustls::ClientConfig>> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let b = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .ok()?;
-    let config = b
-        .dangerous()
-        .with_custom_certificate_verifier(custos_tls::database::accept_any_certificate())
-        .with_no_client_auth();
-    Some(Arc::new(config))
+/// The probe's TLS client: any server certificate is accepted (the probe
+/// judges it).
+pub fn any_certificate() -> Option<Arc<custos_tls::ClientConfig>> {
+    custos_tls::any_certificate_client()
 }
 
 /// The TLS handshake on `host:port`, if one succeeds (any certificate is
 /// accepted here: the caller judges it).
 pub async fn tls_offered(host: &str, port: u16, timeout: Duration) -> Option<TlsSeen> {
-    let connector = tokio_rustls::TlsConnector::from(any_certificate()?);
+    let connector = custos_tls::TlsConnector::from(any_certificate()?);
     let Ok(Ok(tcp)) = tokio::time::timeout(timeout, TcpStream::connect((host, port))).await else {
         return None;
     };
-    let name = rustls::pki_types::ServerName::try_from(host.to_string()).ok()?;
+    let name = custos_tls::ServerName::try_from(host.to_string()).ok()?;
     let tls = tokio::time::timeout(timeout, connector.connect(name, tcp))
         .await
         .ok()?

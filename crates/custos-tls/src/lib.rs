@@ -11,6 +11,26 @@ pub mod error;
 
 pub use error::TlsError;
 
+// The TLS types the other crates use: rustls and tokio-rustls are known by
+// this crate only.
+pub use rustls::pki_types::ServerName;
+pub use rustls::{ClientConfig, ServerConfig};
+pub use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
+
+/// A TLS 1.2/1.3 client that accepts any server certificate, for the probe
+/// (it must reach misconfigured servers too, and judges their certificates
+/// itself). Handshake signatures are still checked.
+pub fn any_certificate_client() -> Option<Arc<ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .dangerous()
+        .with_custom_certificate_verifier(database::accept_any_certificate())
+        .with_no_client_auth();
+    Some(Arc::new(config))
+}
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

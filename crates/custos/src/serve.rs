@@ -287,7 +287,7 @@ fn start_web(
             cert.display(),
             files.ca_cert.display()
         );
-        Some(tokio_rustls::TlsAcceptor::from(server_config))
+        Some(custos_tls::TlsAcceptor::from(server_config))
     };
     let state = std::sync::Arc::new(custos_web::AppState {
         archive,
@@ -357,7 +357,7 @@ async fn dicom_tls(
     );
     Ok(custos_dimse::TlsListener {
         listener,
-        acceptor: tokio_rustls::TlsAcceptor::from(server_config),
+        acceptor: custos_tls::TlsAcceptor::from(server_config),
         trust,
     })
 }
@@ -419,7 +419,7 @@ fn dicom_tls_files(data_dir: &Path, config: &Config) -> (PathBuf, PathBuf, PathB
 fn dicom_tls_client(
     data_dir: &Path,
     config: &Config,
-) -> Result<Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>> {
+) -> Result<Option<std::sync::Arc<custos_tls::ClientConfig>>> {
     let (cert, key, ca) = dicom_tls_files(data_dir, config);
     if !cert.exists() || !ca.exists() {
         return Ok(None);

@@ -13,10 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use custos_tls::{ServerName, TlsConnector};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::ServerName;
 
 use custos_index::AuditLog;
 
@@ -26,7 +25,7 @@ pub struct Forwarder {
     pub offset_file: std::path::PathBuf,
     pub host: String,
     pub port: u16,
-    pub tls: Arc<tokio_rustls::rustls::ClientConfig>,
+    pub tls: Arc<custos_tls::ClientConfig>,
 }
 
 /// `tls://host:port` → (host, port).
@@ -110,7 +109,7 @@ impl Forwarder {
         }
     }
 
-    async fn connect(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    async fn connect(&self) -> Result<custos_tls::client::TlsStream<TcpStream>> {
         let tcp = tokio::time::timeout(
             Duration::from_secs(10),
             TcpStream::connect((self.host.as_str(), self.port)),
