@@ -9,7 +9,6 @@ pub mod audit;
 pub mod auth;
 mod error;
 mod idle;
-mod json;
 mod multipart;
 mod openapi;
 mod pixels;

@@ -14,7 +14,7 @@ use custos_core::{Action, Principal};
 use crate::AppState;
 use crate::auth::require;
 use crate::error::ApiError;
-use crate::json::row_object;
+use custos_archive::view::row_object;
 
 /// A query attribute named by keyword (`PatientName`) or tag (`00100010`).
 fn key_named(name: &str) -> Option<Key> {

@@ -1,15 +1,17 @@
 //! What the web shows of a stored instance besides its stored bytes: frames
 //! (as stored, or decoded to native), rendered JPEG/PNG images, DICOM JSON
-//! metadata and bulk data values. Decoding DICOM (dicom-pixeldata,
+//! metadata and bulk data values, and index rows as DICOM JSON (QIDO-RS). Decoding DICOM (dicom-pixeldata,
 //! dicom-json) happens here, so the HTTP layer only negotiates media types and
 //! maps a [`ViewError`] to a status.
 
 mod frames;
 mod metadata;
 mod render;
+mod rows;
 
 pub use frames::{Accepted, FrameSelection, Frames, frame_media_type};
 pub use render::RenderOptions;
+pub use rows::row_object;
 
 use custos_core::record::StoredInstance;
 

@@ -1,5 +1,5 @@
 //! Index rows as DICOM JSON (PS3.18 F.2): the QIDO-RS answer, built from the
-//! same rows C-FIND answers from.
+//! same rows C-FIND answers from (no stored file is read).
 
 use serde_json::{Map, Value, json};
 
