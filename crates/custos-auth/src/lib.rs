@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod oidc;
+pub mod session;
 mod throttle;
 
 use std::collections::HashMap;
@@ -35,6 +36,7 @@ use custos_core::credentials::{
 use custos_index::Registry;
 
 pub use oidc::{Oidc, OidcConfig, OidcError};
+pub use session::{NewSession, SessionPolicy};
 pub use throttle::{LockoutPolicy, MAX_IN_FLIGHT_PER_ADDRESS, MAX_TRACKED};
 
 /// How long a verified password (or a token login) is trusted without a new check.
@@ -108,6 +110,7 @@ pub struct Authenticator {
     remembered: Mutex<HashMap<String, Remembered>>,
     cache_key: [u8; 32],
     token_logins: Mutex<HashMap<String, Instant>>,
+    sessions: session::Sessions,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -129,7 +132,66 @@ impl Authenticator {
             remembered: Mutex::new(HashMap::new()),
             cache_key,
             token_logins: Mutex::new(HashMap::new()),
+            sessions: session::Sessions::new(SessionPolicy::default()),
         }
+    }
+
+    /// Browser sessions live as `policy` says (30 minutes idle, 12 hours at
+    /// most by default).
+    pub fn with_session_policy(mut self, policy: SessionPolicy) -> Self {
+        self.sessions = session::Sessions::new(policy);
+        self
+    }
+
+    /// Opens a browser session for `user`, whose password was just verified.
+    pub async fn open_session(&self, user: &str) -> Result<NewSession, Refusal> {
+        let account = self
+            .accounts
+            .user(user)
+            .await
+            .map_err(|e| Refusal::Unavailable(e.to_string()))?
+            .filter(|u| !u.disabled)
+            .ok_or(Refusal::Invalid {
+                claimed: Some(user.to_string()),
+                delay: Duration::ZERO,
+            })?;
+        Ok(self.sessions.open(user, &account.password_hash))
+    }
+
+    /// The principal of browser session `id` and the session's CSRF token.
+    /// A session whose user was disabled, removed or given a new password
+    /// since login is ended. An unknown id is not counted as a failure: it is
+    /// far too long to guess, and a restart leaves stale cookies behind.
+    pub async fn session(&self, id: &str) -> Result<(Principal, String), Refusal> {
+        let gone = || Refusal::Invalid {
+            claimed: None,
+            delay: Duration::ZERO,
+        };
+        let live = self.sessions.touch(id).ok_or_else(gone)?;
+        let account = self
+            .accounts
+            .user(&live.user)
+            .await
+            .map_err(|e| Refusal::Unavailable(e.to_string()))?;
+        match account {
+            Some(u) if !u.disabled && session::same_credential(&live, &u.password_hash) => Ok((
+                Principal::User {
+                    name: u.name,
+                    role: u.role,
+                    read_only: false,
+                },
+                live.csrf,
+            )),
+            _ => {
+                self.sessions.close_user(&live.user);
+                Err(gone())
+            }
+        }
+    }
+
+    /// Ends browser session `id` (logout); returns its user.
+    pub fn close_session(&self, id: &str) -> Option<String> {
+        self.sessions.close(id)
     }
 
     /// Time left of a lockout on this user or address, if either is locked.

@@ -61,14 +61,18 @@ fn presented(headers: &HeaderMap) -> Presented {
     }
 }
 
-/// Middleware: every request except `/healthz` and CORS preflights needs a
-/// valid principal, which handlers then receive as an extension.
+/// Middleware: every request except `/healthz`, the login and the UI's
+/// static files needs a valid principal (from `Authorization`, or a browser
+/// session cookie), which handlers then receive as an extension.
 pub async fn require_principal(
     State(state): State<std::sync::Arc<AppState>>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let ip: Option<IpAddr> = request.extensions().get::<ClientAddr>().map(|a| a.0.ip());
+    // The UI's own requests get no WWW-Authenticate challenge (it would make
+    // the browser pop up its Basic dialog over the login page).
+    let ui = request.headers().contains_key(UI_HEADER);
     let creds = presented(request.headers());
     let claimed = match &creds {
         Presented::Basic { user, .. } if user.len() <= 64 => Some(user.clone()),
@@ -76,13 +80,16 @@ pub async fn require_principal(
     };
     let outcome = match &creds {
         Presented::None => {
+            if let Some(id) = crate::session::session_cookie(request.headers(), state.config.https)
+            {
+                return with_session(&state, ip, &id, request, next).await;
+            }
             // No credentials at all: a plain 401 (the browser's first request),
             // neither counted nor recorded.
             if let Some(wait) = state.auth.locked(None, ip) {
                 return locked(&state, ip, None, wait).await;
             }
-            return ApiError::new(StatusCode::UNAUTHORIZED, "authentication required")
-                .into_response();
+            return unauthorized(ui);
         }
         Presented::Malformed => state.auth.authenticate(Secret::Bearer(""), ip).await,
         Presented::Basic { user, password } => {
@@ -106,8 +113,81 @@ pub async fn require_principal(
             request.extensions_mut().insert(verified.principal);
             crate::audit::CALLER.scope(caller, next.run(request)).await
         }
-        Err(Refusal::Locked { retry_after }) => locked(&state, ip, claimed, retry_after).await,
-        Err(Refusal::Busy) => {
+        Err(refusal) => refused(&state, ip, claimed, refusal, ui).await,
+    }
+}
+
+/// The header the UI's scripts send with every request.
+pub const UI_HEADER: &str = "x-custos-ui";
+
+fn unauthorized(ui: bool) -> Response {
+    let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "authentication required").into_response();
+    if ui {
+        r.headers_mut().remove(header::WWW_AUTHENTICATE);
+    }
+    r
+}
+
+/// A request carrying a browser session cookie: the session's principal, and
+/// for a state change the same origin and the session's CSRF token.
+async fn with_session(
+    state: &AppState,
+    ip: Option<IpAddr>,
+    id: &str,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match state.auth.session(id).await {
+        Ok((principal, csrf)) => {
+            if !crate::session::csrf_ok(&request, &csrf, state.config.https) {
+                tracing::warn!(source = ?ip, "cross-site or token-less request with a session cookie refused");
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "a state change needs this site's page and its X-CSRF-Token",
+                )
+                .into_response();
+            }
+            let caller = crate::audit::caller_of(&principal, ip);
+            request.extensions_mut().insert(principal);
+            request
+                .extensions_mut()
+                .insert(crate::session::SessionCsrf(csrf));
+            crate::audit::CALLER.scope(caller, next.run(request)).await
+        }
+        Err(Refusal::Unavailable(reason)) => unavailable(&reason),
+        Err(_) => {
+            // Expired, logged out, or the user changed: log in again (a
+            // browser: no Basic challenge, which would pop up a dialog).
+            let mut r = unauthorized(true);
+            r.headers_mut()
+                .insert(header::SET_COOKIE, crate::session::clear_cookie(state));
+            r
+        }
+    }
+}
+
+fn unavailable(reason: &str) -> Response {
+    tracing::error!(error = %reason, "cannot check credentials");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "credentials cannot be checked right now",
+    )
+    .into_response()
+}
+
+/// The answer to refused credentials: 429 during a lockout or when too many
+/// checks are in flight, 401 (after the failure delay, recorded) when wrong,
+/// 503 when the registry cannot be read.
+pub(crate) async fn refused(
+    state: &AppState,
+    ip: Option<IpAddr>,
+    claimed: Option<String>,
+    refusal: Refusal,
+    ui: bool,
+) -> Response {
+    match refusal {
+        Refusal::Locked { retry_after } => locked(state, ip, claimed, retry_after).await,
+        Refusal::Busy => {
             let mut r = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many authentication attempts in progress from this address",
@@ -117,10 +197,10 @@ pub async fn require_principal(
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
-        Err(Refusal::Invalid {
+        Refusal::Invalid {
             claimed: who,
             delay,
-        }) => {
+        } => {
             tracing::warn!(source = ?ip, "authentication failed");
             let mut e = AuditEvent::new(EventId::UserAuthentication, 'E', Outcome::MinorFailure);
             e.user = claimed.or(who).unwrap_or_default();
@@ -128,16 +208,9 @@ pub async fn require_principal(
             e.detail = "HTTP authentication failed".into();
             state.archive.audit(e).await;
             tokio::time::sleep(delay).await;
-            ApiError::new(StatusCode::UNAUTHORIZED, "authentication required").into_response()
+            unauthorized(ui)
         }
-        Err(Refusal::Unavailable(reason)) => {
-            tracing::error!(error = %reason, "cannot check credentials");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "credentials cannot be checked right now",
-            )
-            .into_response()
-        }
+        Refusal::Unavailable(reason) => unavailable(&reason),
     }
 }
 

@@ -14,7 +14,9 @@ mod openapi;
 mod pixels;
 mod qido;
 pub mod routes;
+mod session;
 mod stow;
+mod ui;
 mod wado;
 
 use std::net::SocketAddr;
@@ -80,6 +82,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
+        .route("/api/login", axum::routing::post(session::login))
         .merge(protected)
         .layer(DefaultBodyLimit::max(1 << 20))
         .layer(middleware::from_fn_with_state(
@@ -112,10 +117,12 @@ async fn common_headers(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
+    if !h.contains_key("content-security-policy") {
+        h.insert(
+            "content-security-policy",
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     if !h.contains_key(header::CACHE_CONTROL) {

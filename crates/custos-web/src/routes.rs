@@ -15,7 +15,7 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use custos_core::{Action, Principal};
 
 use crate::error::ApiError;
-use crate::{AppState, admin, openapi, qido, stow, wado};
+use crate::{AppState, admin, openapi, qido, session, stow, wado};
 
 /// What a request needs beyond being authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +28,8 @@ pub enum Need {
 
 type Handler = MethodRouter<Arc<AppState>>;
 
-/// (method, path, need, handler) for every authenticated route; `/healthz` is
-/// the only other one.
+/// (method, path, need, handler) for every authenticated route; the others
+/// are `/healthz`, `POST /api/login` and the UI's static files (`ui`).
 fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
     use Action::*;
     use Need::*;
@@ -227,6 +227,19 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
             "/api/openapi.json",
             Authenticated,
             get(openapi::document),
+        ),
+        // The browser's session (logging in is POST /api/login, public).
+        (
+            Method::GET,
+            "/api/session",
+            Authenticated,
+            get(session::whoami),
+        ),
+        (
+            Method::DELETE,
+            "/api/session",
+            Authenticated,
+            delete(session::logout),
         ),
     ]
 }

@@ -124,9 +124,13 @@ impl Fixture {
         }
     }
 
+    /// Sends a request without a body.
+    async fn call(&self, request: axum::http::request::Builder) -> Reply {
+        self.send(request.body(Body::empty()).unwrap()).await
+    }
+
     async fn get(&self, user: &str, uri: &str) -> Reply {
-        self.send(request(user, "GET", uri).body(Body::empty()).unwrap())
-            .await
+        self.call(request(user, "GET", uri)).await
     }
 
     async fn json(&self, user: &str, method: &str, uri: &str, body: serde_json::Value) -> Reply {
@@ -221,30 +225,17 @@ fn stow() -> Request<Body> {
 #[tokio::test]
 async fn strangers_get_401_and_only_healthz_is_open() {
     let f = fixture("strangers").await;
-    let r = f
-        .send(Request::get("/healthz").body(Body::empty()).unwrap())
-        .await;
+    let r = f.call(Request::get("/healthz")).await;
     assert_eq!(r.status, StatusCode::OK);
-    let r = f
-        .send(
-            Request::get("/dicom-web/studies")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let r = f.call(Request::get("/dicom-web/studies")).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.headers.get(header::WWW_AUTHENTICATE).is_some());
     assert_eq!(r.headers.get("x-content-type-options").unwrap(), "nosniff");
     let r = f
-        .send(
-            Request::get("/dicom-web/studies")
-                .header(
-                    header::AUTHORIZATION,
-                    basic("rad", "not the password at all"),
-                )
-                .body(Body::empty())
-                .unwrap(),
-        )
+        .call(Request::get("/dicom-web/studies").header(
+            header::AUTHORIZATION,
+            basic("rad", "not the password at all"),
+        ))
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
@@ -287,11 +278,8 @@ async fn a_stored_instance_is_found_described_rendered_and_guarded() {
     );
 
     let r = f
-        .send(
-            request("rad", "GET", &format!("{base}/rendered"))
-                .header(header::ACCEPT, "image/png")
-                .body(Body::empty())
-                .unwrap(),
+        .call(
+            request("rad", "GET", &format!("{base}/rendered")).header(header::ACCEPT, "image/png"),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
@@ -312,21 +300,9 @@ async fn a_stored_instance_is_found_described_rendered_and_guarded() {
 
     // The radiologist may not delete; the admin may, and then it is gone.
     let study = format!("/api/studies/{STUDY}");
-    let r = f
-        .send(
-            request("rad", "DELETE", &study)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let r = f.call(request("rad", "DELETE", &study)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let r = f
-        .send(
-            request("boss", "DELETE", &study)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let r = f.call(request("boss", "DELETE", &study)).await;
     assert!(r.status.is_success(), "{}", r.status);
     let r = f.get("rad", &format!("{base}/metadata")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
@@ -385,4 +361,183 @@ async fn users_are_added_once_and_changed_explicitly() {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     let why = r.json()["error"].as_str().unwrap_or_default().to_string();
     assert!(why.contains("characters"), "{why}");
+}
+
+/// The session cookie a login response set.
+fn session_cookie(r: &Reply) -> String {
+    let set = r
+        .headers
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Secure"),
+        "{set}"
+    );
+    set.split(';').next().unwrap().to_string()
+}
+
+fn with_cookie(cookie: &str, method: &str, uri: &str) -> axum::http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::HOST, "localhost")
+        .header(header::COOKIE, cookie)
+}
+
+async fn login(f: &Fixture, user: &str, password: &str, origin: Option<&str>) -> Reply {
+    let mut r = Request::post("/api/login")
+        .header(header::HOST, "localhost")
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(o) = origin {
+        r = r.header(header::ORIGIN, o);
+    }
+    f.send(
+        r.body(Body::from(
+            serde_json::json!({ "user": user, "password": password }).to_string(),
+        ))
+        .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn browser_sessions_log_in_refuse_cross_site_changes_and_log_out() {
+    let f = fixture("sessions").await;
+    f.send(stow()).await;
+    // A wrong password: 401 without a Basic challenge (no browser dialog).
+    let r = login(&f, "boss", "not the password at all", None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.headers.get(header::WWW_AUTHENTICATE).is_none());
+    // A login posted from another site is refused before the password is checked.
+    let r = login(&f, "boss", PASSWORD, Some("https://evil.example")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    let r = login(&f, "boss", PASSWORD, Some("https://localhost")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let cookie = session_cookie(&r);
+    assert!(cookie.starts_with("__Host-custos-session="), "{cookie}");
+    let csrf = r.json()["csrf"].as_str().unwrap().to_string();
+    let me = f.call(with_cookie(&cookie, "GET", "/api/session")).await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.json()["user"], "boss");
+    assert_eq!(me.json()["csrf"], csrf.as_str());
+    // Reading with the cookie works.
+    let r = f
+        .call(with_cookie(&cookie, "GET", "/dicom-web/studies"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    // A state change needs the CSRF token, and this site as its origin.
+    let delete = |token: Option<&str>, origin: Option<&str>| {
+        let mut r = with_cookie(&cookie, "DELETE", &format!("/api/studies/{STUDY}"));
+        if let Some(t) = token {
+            r = r.header("x-csrf-token", t);
+        }
+        if let Some(o) = origin {
+            r = r.header(header::ORIGIN, o);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    assert_eq!(
+        f.send(delete(None, None)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        f.send(delete(Some("guessed"), None)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        f.send(delete(Some(&csrf), Some("https://evil.example")))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let r = f.send(delete(Some(&csrf), Some("https://localhost"))).await;
+    assert!(r.status.is_success(), "{}", r.status);
+
+    // Logout ends the session and clears the cookie.
+    let out = f
+        .call(with_cookie(&cookie, "DELETE", "/api/session").header("x-csrf-token", &csrf))
+        .await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    let cleared = out
+        .headers
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    let r = f
+        .call(with_cookie(&cookie, "GET", "/dicom-web/studies"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.headers.get(header::WWW_AUTHENTICATE).is_none());
+}
+
+#[tokio::test]
+async fn a_session_ends_when_its_user_is_disabled_or_gets_a_new_password() {
+    let f = fixture("session-end").await;
+    let cookie = session_cookie(&login(&f, "rad", PASSWORD, None).await);
+    let read = || {
+        with_cookie(&cookie, "GET", "/dicom-web/studies")
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(f.send(read()).await.status, StatusCode::OK);
+    let r = f
+        .json(
+            "boss",
+            "PUT",
+            "/api/users/rad",
+            serde_json::json!({ "password": "another good passphrase" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(f.send(read()).await.status, StatusCode::UNAUTHORIZED);
+
+    let cookie = session_cookie(&login(&f, "modality", PASSWORD, None).await);
+    let r = f
+        .json(
+            "boss",
+            "PUT",
+            "/api/users/modality",
+            serde_json::json!({ "disabled": true }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = f.call(with_cookie(&cookie, "GET", "/api/session")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_ui_is_served_without_login_with_a_strict_policy_and_no_patient_data() {
+    let f = fixture("ui").await;
+    f.send(stow()).await;
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/viewer.js", "text/javascript"),
+        ("/ui/dom.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+    ] {
+        let r = f.call(Request::get(path)).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        assert!(r.content_type().starts_with(kind), "{path}");
+        let csp = r.headers["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
+        assert!(!String::from_utf8_lossy(&r.body).contains("Hannah"));
+    }
+    let r = f.call(Request::get("/ui/secrets")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // The API keeps its own, stricter policy.
+    let r = f.get("rad", "/dicom-web/studies").await;
+    assert_eq!(
+        r.headers["content-security-policy"],
+        "default-src 'none'; frame-ancestors 'none'"
+    );
 }

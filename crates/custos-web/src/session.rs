@@ -1,0 +1,214 @@
+//! Browser logins: `POST /api/login` checks a password exactly as Basic
+//! auth does (same lockout, throttling, audit) and sets a session cookie
+//! (`HttpOnly; SameSite=Strict`, `Secure` and the `__Host-` prefix over
+//! HTTPS); `GET /api/session` tells the page who is logged in, with the CSRF
+//! token it must echo; `DELETE /api/session` logs out. Requests carrying the
+//! cookie are authenticated in `auth::require_principal`, which also refuses
+//! cross-site state changes (`Origin` and `X-CSRF-Token` checks).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::json;
+
+use custos_auth::Secret;
+use custos_core::audit::{AuditEvent, EventId, Outcome};
+use custos_core::{Action, Principal};
+
+use crate::error::ApiError;
+use crate::{AppState, ClientAddr};
+
+/// The header a page sends its session's CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The session of a cookie-authenticated request (absent for Basic/Bearer).
+#[derive(Clone)]
+pub struct SessionCsrf(pub String);
+
+/// The cookie's name: `__Host-` binds it to this origin over HTTPS (the
+/// browser refuses it without `Secure` and `Path=/`).
+pub fn cookie_name(https: bool) -> &'static str {
+    if https {
+        "__Host-custos-session"
+    } else {
+        "custos-session"
+    }
+}
+
+/// The session id in a request's cookies, if any.
+pub fn session_cookie(headers: &HeaderMap, https: bool) -> Option<String> {
+    let name = cookie_name(https);
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+fn set_cookie(state: &AppState, value: &str, max_age: Option<u64>) -> HeaderValue {
+    let mut c = format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict",
+        cookie_name(state.config.https)
+    );
+    if state.config.https {
+        c.push_str("; Secure");
+    }
+    if let Some(age) = max_age {
+        c.push_str(&format!("; Max-Age={age}"));
+    }
+    HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A header that removes the session cookie.
+pub fn clear_cookie(state: &AppState) -> HeaderValue {
+    set_cookie(state, "", Some(0))
+}
+
+/// Whether a request's `Origin` (when the browser sent one) is this server:
+/// a page elsewhere cannot log in or change anything with our cookie.
+pub fn same_origin(headers: &HeaderMap, https: bool) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let scheme = if https { "https" } else { "http" };
+    origin.to_str().ok() == Some(&format!("{scheme}://{host}"))
+}
+
+/// Whether a cookie-authenticated request may go on: safe methods always;
+/// others only from this origin and with the session's CSRF token.
+pub fn csrf_ok(request: &Request, csrf: &str, https: bool) -> bool {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return true;
+    }
+    let echoed = request
+        .headers()
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    same_origin(request.headers(), https) && custos_auth::session::csrf_matches(csrf, echoed)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    user: String,
+    password: String,
+}
+
+fn role_of(p: &Principal) -> &'static str {
+    match p {
+        Principal::User { role, .. } => role.name(),
+        Principal::Peer { .. } => "peer",
+    }
+}
+
+/// The rights a page may offer its user.
+fn rights(p: &Principal) -> Vec<String> {
+    Action::ALL
+        .iter()
+        .filter(|a| p.may(**a))
+        .map(|a| a.to_string())
+        .collect()
+}
+
+/// `POST /api/login`: a password login for the browser.
+pub async fn login(
+    State(state): State<Arc<AppState>>,
+    Extension(ClientAddr(addr)): Extension<ClientAddr>,
+    headers: HeaderMap,
+    body: Result<Json<Login>, JsonRejection>,
+) -> Response {
+    if !same_origin(&headers, state.config.https) {
+        return ApiError::new(StatusCode::FORBIDDEN, "cross-site login refused").into_response();
+    }
+    let Json(login) = match body {
+        Ok(b) => b,
+        Err(r) => return ApiError::new(r.status(), r.body_text()).into_response(),
+    };
+    let ip: Option<IpAddr> = Some(addr.ip());
+    let secret = Secret::Password {
+        user: &login.user,
+        password: &login.password,
+    };
+    let claimed = (login.user.len() <= 64).then(|| login.user.clone());
+    let verified = match state.auth.authenticate(secret, ip).await {
+        Ok(v) => v,
+        Err(refusal) => {
+            return crate::auth::refused(&state, ip, claimed, refusal, true).await;
+        }
+    };
+    let session = match state.auth.open_session(verified.principal.name()).await {
+        Ok(s) => s,
+        Err(refusal) => return crate::auth::refused(&state, ip, claimed, refusal, true).await,
+    };
+    let mut e = AuditEvent::new(EventId::UserAuthentication, 'E', Outcome::Success);
+    e.user = verified.principal.name().to_string();
+    e.source = addr.ip().to_string();
+    e.detail = "HTTP login (browser session)".into();
+    state.archive.audit(e).await;
+    let body = json!({
+        "user": verified.principal.name(),
+        "role": role_of(&verified.principal),
+        "rights": rights(&verified.principal),
+        "csrf": session.csrf,
+    });
+    let mut r = (StatusCode::OK, Json(body)).into_response();
+    r.headers_mut()
+        .insert(header::SET_COOKIE, set_cookie(&state, &session.id, None));
+    r
+}
+
+/// `GET /api/session`: who is asking, what they may do, and (for a browser
+/// session) the CSRF token to echo.
+pub async fn whoami(
+    Extension(p): Extension<Principal>,
+    csrf: Option<Extension<SessionCsrf>>,
+) -> Response {
+    Json(json!({
+        "user": p.name(),
+        "role": role_of(&p),
+        "rights": rights(&p),
+        "csrf": csrf.map(|Extension(SessionCsrf(c))| c),
+    }))
+    .into_response()
+}
+
+/// `DELETE /api/session`: ends the browser session (a no-op for Basic or
+/// Bearer callers) and clears the cookie.
+pub async fn logout(
+    State(state): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Extension(ClientAddr(addr)): Extension<ClientAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(id) = session_cookie(&headers, state.config.https)
+        && state.auth.close_session(&id).is_some()
+    {
+        let mut e = AuditEvent::new(EventId::UserAuthentication, 'E', Outcome::Success);
+        e.user = p.name().to_string();
+        e.source = addr.ip().to_string();
+        e.detail = "HTTP logout (browser session)".into();
+        state.archive.audit(e).await;
+    }
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    r.headers_mut()
+        .insert(header::SET_COOKIE, clear_cookie(&state));
+    r
+}

@@ -1,0 +1,370 @@
+// Custos's browser UI: login, study list, study page, audit trail.
+// Patient data is only ever put into the page with textContent (never as
+// HTML), and never into the URL: the location carries UIDs only.
+
+import { el } from "/ui/dom.js";
+import { openViewer } from "/ui/viewer.js";
+
+const state = { me: null };
+const main = document.getElementById("main");
+
+// ---- HTTP ----
+
+export async function api(path, options = {}) {
+  const headers = { "x-custos-ui": "1", ...(options.headers || {}) };
+  const method = options.method || "GET";
+  if (method !== "GET" && state.me && state.me.csrf) headers["x-csrf-token"] = state.me.csrf;
+  const response = await fetch(path, { ...options, method, headers, credentials: "same-origin" });
+  if (response.status === 401 && path !== "/api/login") {
+    state.me = null;
+    showLogin("Your session has ended; log in again.");
+    throw new Error("not logged in");
+  }
+  return response;
+}
+
+async function json(path) {
+  const r = await api(path, { headers: { accept: "application/dicom+json, application/json" } });
+  if (!r.ok) throw new Error(`${r.status} ${(await r.text()).slice(0, 200)}`);
+  return r.status === 204 ? [] : r.json();
+}
+
+// ---- DICOM JSON ----
+
+/** The first value of DICOM JSON attribute `tag`, as text. */
+export function value(obj, tag) {
+  const a = obj && obj[tag];
+  if (!a || !a.Value || !a.Value.length) return "";
+  const v = a.Value[0];
+  if (v && typeof v === "object") return (v.Alphabetic || "").replaceAll("^", " ").trim();
+  return String(v);
+}
+
+export function values(obj, tag) {
+  const a = obj && obj[tag];
+  return a && a.Value ? a.Value.map(String) : [];
+}
+
+function date(d) {
+  return /^\d{8}$/.test(d) ? `${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6)}` : d;
+}
+
+function ymd(d) {
+  return d.toISOString().slice(0, 10).replaceAll("-", "");
+}
+
+function may(right) {
+  return !!state.me && state.me.rights.includes(right);
+}
+
+// ---- login ----
+
+function showLogin(message = "") {
+  document.getElementById("bar").hidden = true;
+  const error = el("p", { class: "error", role: "alert", text: message });
+  const user = el("input", { name: "user", autocomplete: "username", required: true, "aria-label": "User" });
+  const password = el("input", {
+    name: "password", type: "password", autocomplete: "current-password", required: true, "aria-label": "Password",
+  });
+  const form = el("form", { class: "login", on: { submit: async (e) => {
+    e.preventDefault();
+    error.textContent = "";
+    const r = await api("/api/login", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ user: user.value, password: password.value }),
+    });
+    if (r.ok) {
+      state.me = await r.json();
+      password.value = "";
+      if (location.hash !== "#/") location.hash = "#/";
+      else route();
+    } else if (r.status === 429) {
+      error.textContent = "Too many failed attempts; wait a while and try again.";
+    } else {
+      error.textContent = "Wrong user name or password.";
+    }
+  } } },
+  el("h1", { text: "Custos" }),
+  el("label", {}, "User", user),
+  el("label", {}, "Password", password),
+  el("button", { type: "submit", text: "Log in" }),
+  error);
+  main.replaceChildren(form);
+  user.focus();
+}
+
+async function logout() {
+  try { await api("/api/session", { method: "DELETE" }); } catch (_) { /* ended already */ }
+  state.me = null;
+  history.replaceState(null, "", "/");
+  showLogin("You are logged out.");
+}
+
+function showBar() {
+  const bar = document.getElementById("bar");
+  const nav = document.getElementById("nav");
+  const links = [];
+  if (may("find")) links.push(el("a", { href: "#/", text: "Studies" }));
+  if (may("audit")) links.push(el("a", { href: "#/audit", text: "Audit trail" }));
+  nav.replaceChildren(...links);
+  document.getElementById("who").textContent = `${state.me.user} (${state.me.role})`;
+  bar.hidden = false;
+}
+
+// ---- study list ----
+
+const INCLUDE = ["00100030", "00100040", "00080061", "00081030", "00080050", "00201206", "00201208"];
+const list = { filters: {}, offset: 0, sort: null, rows: [] };
+const PAGE = 50;
+
+function studyQuery() {
+  const q = new URLSearchParams();
+  const f = list.filters;
+  const wild = (v) => (/[*?]/.test(v) ? v : `${v}*`);
+  if (f.name) q.set("PatientName", wild(f.name));
+  if (f.id) q.set("PatientID", wild(f.id));
+  if (f.accession) q.set("AccessionNumber", wild(f.accession));
+  if (f.description) q.set("StudyDescription", wild(f.description));
+  if (f.modality) q.set("ModalitiesInStudy", f.modality.toUpperCase());
+  if (f.from || f.to) q.set("StudyDate", `${f.from || ""}-${f.to || ""}`);
+  for (const t of INCLUDE) q.append("includefield", t);
+  q.set("limit", String(PAGE + 1));
+  q.set("offset", String(list.offset));
+  return q;
+}
+
+const COLUMNS = [
+  ["Patient", "00100010"], ["Patient ID", "00100020"], ["Birth date", "00100030"], ["Sex", "00100040"],
+  ["Study date", "00080020"], ["Modalities", "00080061"], ["Description", "00081030"],
+  ["Accession", "00080050"], ["Series", "00201206"], ["Instances", "00201208"],
+];
+
+function cell(study, tag) {
+  if (tag === "00080061") return values(study, tag).join(", ");
+  const v = value(study, tag);
+  return tag === "00100030" || tag === "00080020" ? date(v) : v;
+}
+
+let searchTimer = null;
+let searchSerial = 0;
+
+async function search() {
+  const serial = ++searchSerial;
+  const status = document.getElementById("list-status");
+  if (status) status.textContent = "Searching…";
+  try {
+    const rows = await json(`/dicom-web/studies?${studyQuery()}`);
+    if (serial !== searchSerial) return; // a newer search is under way
+    list.rows = rows;
+    drawRows();
+  } catch (e) {
+    if (status && serial === searchSerial) status.textContent = `Search failed: ${e.message}`;
+  }
+}
+
+function drawRows() {
+  const tbody = document.getElementById("studies");
+  if (!tbody) return;
+  const more = list.rows.length > PAGE;
+  let rows = list.rows.slice(0, PAGE);
+  if (list.sort) {
+    const [tag, dir] = list.sort;
+    rows = [...rows].sort((a, b) => {
+      const x = cell(a, tag), y = cell(b, tag);
+      const n = Number(x) - Number(y);
+      return dir * (Number.isNaN(n) || x === "" || y === "" ? x.localeCompare(y) : n);
+    });
+  }
+  tbody.replaceChildren(...rows.map((s) => {
+    const uid = value(s, "0020000D");
+    const open = () => { location.hash = `#/study/${uid}`; };
+    return el("tr", { tabindex: 0, "data-study": uid, on: { click: open, keydown: (e) => { if (e.key === "Enter") open(); } } },
+      COLUMNS.map(([, tag]) => el("td", { text: cell(s, tag) })));
+  }));
+  const from = rows.length ? list.offset + 1 : 0;
+  document.getElementById("list-status").textContent =
+    rows.length ? `Studies ${from}–${list.offset + rows.length}${more ? " (more)" : ""}` : "No studies match.";
+  document.getElementById("prev").disabled = list.offset === 0;
+  document.getElementById("next").disabled = !more;
+}
+
+function studyList() {
+  const input = (key, label, cls) => el("label", {}, label, el("input", {
+    name: key, class: cls, value: list.filters[key] || "", autocomplete: "off",
+    on: { input: (e) => {
+      list.filters[key] = e.target.value.trim();
+      list.offset = 0;
+      clearTimeout(searchTimer);
+      searchTimer = setTimeout(search, 250);
+    } },
+  }));
+  const dateInput = (key, label) => el("label", {}, label, el("input", {
+    type: "date", name: key, value: list.filters[key] ? date(list.filters[key]) : "",
+    on: { change: (e) => { list.filters[key] = e.target.value.replaceAll("-", ""); list.offset = 0; search(); } },
+  }));
+  const preset = (label, days) => el("button", { type: "button", text: label, on: { click: () => {
+    const today = new Date();
+    list.filters.to = days === null ? "" : ymd(today);
+    list.filters.from = days === null ? "" : ymd(new Date(today.getTime() - days * 86400000));
+    list.offset = 0;
+    main.replaceChildren(...studyList());
+    search();
+  } } });
+  const header = el("tr", {}, COLUMNS.map(([label, tag]) => el("th", {
+    text: label, tabindex: 0, on: { click: () => {
+      list.sort = list.sort && list.sort[0] === tag ? [tag, -list.sort[1]] : [tag, 1];
+      drawRows();
+    } },
+  })));
+  return [
+    el("form", { class: "filters", role: "search", on: { submit: (e) => { e.preventDefault(); search(); } } },
+      input("name", "Patient name"), input("id", "Patient ID"), input("accession", "Accession"),
+      input("description", "Description"), input("modality", "Modality", "short"),
+      dateInput("from", "From"), dateInput("to", "To"),
+      preset("Today", 0), preset("Last 7 days", 7), preset("Any date", null)),
+    el("table", {}, el("thead", {}, header), el("tbody", { id: "studies" })),
+    el("div", { class: "pager" },
+      el("button", { id: "prev", type: "button", text: "Previous", on: { click: () => { list.offset = Math.max(0, list.offset - PAGE); search(); } } }),
+      el("button", { id: "next", type: "button", text: "Next", on: { click: () => { list.offset += PAGE; search(); } } }),
+      el("span", { id: "list-status" })),
+  ];
+}
+
+// ---- study page ----
+
+async function studyPage(uid) {
+  main.replaceChildren(el("p", { class: "hint", text: "Loading the study…" }));
+  const [studies, series] = await Promise.all([
+    json(`/dicom-web/studies?StudyInstanceUID=${encodeURIComponent(uid)}&${INCLUDE.map((t) => `includefield=${t}`).join("&")}`),
+    json(`/dicom-web/studies/${encodeURIComponent(uid)}/series?includefield=0008103E&includefield=00080021`),
+  ]);
+  const study = studies[0];
+  if (!study) {
+    main.replaceChildren(el("p", { text: "This study is not in the archive." }), el("a", { href: "#/", text: "Back to the list" }));
+    return;
+  }
+  series.sort((a, b) => Number(value(a, "00200011")) - Number(value(b, "00200011")));
+  const actions = [];
+  if (may("delete")) {
+    actions.push(el("button", { type: "button", class: "danger", text: "Delete study", on: { click: async () => {
+      if (!confirm("Delete this study from the archive? This cannot be undone.")) return;
+      const r = await api(`/api/studies/${encodeURIComponent(uid)}`, { method: "DELETE" });
+      if (r.ok) location.hash = "#/";
+      else alert(`The study was not deleted (${r.status}).`);
+    } } }));
+  }
+  const header = el("div", { class: "patient" },
+    el("h2", { text: value(study, "00100010") || "(no name)" }),
+    el("span", { text: `ID ${value(study, "00100020")}` }),
+    el("span", { text: `born ${date(value(study, "00100030"))} ${value(study, "00100040")}` }),
+    el("span", { text: `${date(value(study, "00080020"))} · ${value(study, "00081030")}` }),
+    el("span", { text: `accession ${value(study, "00080050")}` }),
+    ...actions);
+  const viewerBox = el("section", { class: "viewer", "aria-label": "Viewer" });
+  const seriesBox = el("nav", { class: "series", "aria-label": "Series" });
+  main.replaceChildren(header, el("div", { class: "study" }, seriesBox, viewerBox));
+  const buttons = [];
+  for (const s of series) {
+    const se = value(s, "0020000E");
+    const img = el("img", { alt: "", loading: "lazy" });
+    const button = el("button", { type: "button", "data-series": se, on: { click: () => select(se, button) } },
+      img,
+      el("span", { text: `${value(s, "00080060")} #${value(s, "00200011")}\n${value(s, "0008103E")}\n${value(s, "00201209")} images` }));
+    buttons.push(button);
+    seriesBox.append(button);
+    instancesOf(uid, se).then((list) => {
+      if (list.length) img.src = `${instanceUrl(uid, se, list[Math.floor(list.length / 2)])}/thumbnail?viewport=64,64`;
+    }).catch(() => {});
+  }
+  async function select(se, button) {
+    for (const b of buttons) b.classList.toggle("active", b === button);
+    const list = await instancesOf(uid, se);
+    openViewer(viewerBox, list.map((i) => ({
+      url: instanceUrl(uid, se, i),
+      number: value(i, "00200013"),
+      frames: Number(value(i, "00280008")) || 1,
+    })));
+  }
+  if (buttons.length) select(value(series[0], "0020000E"), buttons[0]);
+}
+
+const instanceCache = new Map();
+function instancesOf(study, series) {
+  const key = `${study}/${series}`;
+  if (!instanceCache.has(key)) {
+    instanceCache.set(key, json(`/dicom-web/studies/${encodeURIComponent(study)}/series/${encodeURIComponent(series)}/instances?includefield=00200013&includefield=00280008&limit=10000`)
+      .then((list) => list.sort((a, b) => Number(value(a, "00200013")) - Number(value(b, "00200013")))));
+  }
+  return instanceCache.get(key);
+}
+
+function instanceUrl(study, series, instance) {
+  return `/dicom-web/studies/${encodeURIComponent(study)}/series/${encodeURIComponent(series)}/instances/${encodeURIComponent(value(instance, "00080018"))}`;
+}
+
+// ---- audit trail ----
+
+// DICOM audit outcomes (PS3.15 A.5.3.1.4).
+const OUTCOMES = { 0: "success", 4: "minor failure", 8: "serious failure", 12: "major failure" };
+
+async function auditPage() {
+  main.replaceChildren(el("p", { class: "hint", text: "Loading the audit trail…" }));
+  const records = await json("/api/audit?after=0&limit=10000");
+  const recent = records.slice(-500).reverse();
+  const filter = el("input", { "aria-label": "Filter", placeholder: "Filter (user, event, patient ID…)", on: { input: draw } });
+  const tbody = el("tbody");
+  function draw() {
+    const needle = filter.value.trim().toLowerCase();
+    tbody.replaceChildren(...recent
+      .filter((r) => !needle || JSON.stringify(r.record).toLowerCase().includes(needle))
+      .map((r) => {
+        const rec = r.record || {};
+        return el("tr", {},
+          el("td", { text: String(r.seq) }), el("td", { text: r.time }),
+          el("td", { text: (rec.event && rec.event.display) || "" }),
+          el("td", { text: OUTCOMES[rec.outcome] ?? String(rec.outcome ?? "") }),
+          el("td", { text: rec.user || "" }), el("td", { text: rec.source || "" }),
+          el("td", { text: rec.detail || "" }));
+      }));
+  }
+  draw();
+  main.replaceChildren(
+    el("div", { class: "filters" }, filter, el("span", { class: "hint", text: `${records.length} records; the latest 500 shown` })),
+    el("table", { class: "audit" },
+      el("thead", {}, el("tr", {}, ["#", "Time", "Event", "Outcome", "User", "Source", "Detail"].map((h) => el("th", { text: h })))),
+      tbody));
+}
+
+// ---- routing ----
+
+async function route() {
+  if (!state.me) return showLogin();
+  showBar();
+  const hash = location.hash || "#/";
+  try {
+    const study = hash.match(/^#\/study\/([0-9.]+)$/);
+    if (study && may("get")) await studyPage(study[1]);
+    else if (hash === "#/audit" && may("audit")) await auditPage();
+    else if (may("find")) {
+      main.replaceChildren(...studyList());
+      await search();
+    } else if (may("audit")) {
+      location.hash = "#/audit";
+    } else {
+      main.replaceChildren(el("p", { text: "Your role has nothing to show here." }));
+    }
+  } catch (e) {
+    if (state.me) main.replaceChildren(el("p", { class: "error", text: `Something went wrong: ${e.message}` }));
+  }
+}
+
+async function boot() {
+  document.getElementById("logout").addEventListener("click", logout);
+  window.addEventListener("hashchange", route);
+  const r = await fetch("/api/session", { headers: { "x-custos-ui": "1" }, credentials: "same-origin" });
+  if (r.ok) state.me = await r.json();
+  route();
+}
+
+boot();

@@ -1,0 +1,53 @@
+//! The web UI in a real browser: Debian's chromium driven by Playwright
+//! (`tests/py/browser.py`) logs in, searches, opens a study, checks the
+//! viewer's image by its pixels, scrolls, changes the window, logs out, and
+//! sees the auditor's view. Screenshots of each page are left in
+//! `target/tmp/ui-screenshots/` for a reviewer.
+
+use crate::common::*;
+
+#[test]
+fn a_radiologist_and_an_auditor_use_the_web_ui_in_chromium() {
+    let data = DataDir::new("browser");
+    add_user(&data, "chief", "admin", "morning rounds 42 at eight");
+    add_user(&data, "eve", "auditor", "watches 42 the trail");
+    let server = Server::start(&data);
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/py/browser.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args([
+            "--url",
+            &format!("https://localhost:{}", server.http.port()),
+            "--admin",
+            "chief:morning rounds 42 at eight",
+            "--auditor",
+            "eve:watches 42 the trail",
+            "--shots",
+        ])
+        .arg(&shots)
+        .output()
+        .expect("python3 with playwright (pip install -r tests/py/requirements.txt)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("browser figures: {stdout}");
+    for page in ["login", "studies", "study", "viewer-lung", "audit"] {
+        assert!(shots.join(format!("{page}.png")).exists(), "{page}.png");
+    }
+    // The server recorded the browser session's login, views and logout.
+    let audit = data.audit_export();
+    let detail = |d: &str| {
+        audit
+            .iter()
+            .map(|r| &r["record"])
+            .any(|r| r["user"] == "chief" && r["detail"].as_str().unwrap_or_default().contains(d))
+    };
+    assert!(detail("HTTP login (browser session)"), "login audited");
+    assert!(detail("HTTP logout (browser session)"), "logout audited");
+    assert!(detail("WADO "), "views audited");
+}

@@ -1,0 +1,218 @@
+"""Custos's web UI in a real browser (Debian's chromium, driven by Playwright).
+
+Stores a small CT series (known pixels) through STOW-RS, then, as a person
+would: logs in (a wrong password first), searches, opens the study, checks
+from a screenshot that the viewer shows the known image, scrolls, changes the
+window, logs out, and logs in as an auditor who sees only the audit trail.
+Screenshots go to --shots. Prints one JSON line of figures; exits non-zero
+with the reason on the first failure.
+
+usage: browser.py --url https://localhost:PORT --admin USER:PASSWORD
+                  --auditor USER:PASSWORD --shots DIR
+"""
+
+import argparse
+import io
+import json
+import sys
+import time
+
+import numpy as np
+import requests
+from PIL import Image
+from playwright.sync_api import sync_playwright
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+NAME = "Browser^Bella"
+SHOWN_NAME = "Browser Bella"
+PATIENT_ID = "BR-1"
+SLICES = 5
+
+
+def series():
+    """Five 64x64 CT slices: the left half air, the right half bone."""
+    study, series_uid = generate_uid(), generate_uid()
+    out = []
+    for n in range(1, SLICES + 1):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series_uid
+        ds.PatientName, ds.PatientID = NAME, PATIENT_ID
+        ds.PatientBirthDate, ds.PatientSex = "19700101", "F"
+        ds.StudyDate, ds.StudyDescription = "20260102", "CHEST"
+        ds.AccessionNumber = "ACC-B1"
+        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", 1, n
+        ds.SeriesDescription = "AXIAL"
+        ds.Rows = ds.Columns = 64
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        ds.WindowCenter, ds.WindowWidth = 40, 400
+        pixels = np.zeros((64, 64), dtype=np.uint16)
+        pixels[:, 32:] = 2000  # bone on the right; air (0 -> -1024 HU) on the left
+        pixels[2 * n : 2 * n + 4, 2:6] = 2000  # a marker that moves with the slice
+        ds.PixelData = pixels.tobytes()
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        out.append(buf.getvalue())
+    return study, out
+
+
+def stow(url, auth, files):
+    boundary = "custos-browser-test"
+    body = b""
+    for f in files:
+        body += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + f + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    r = requests.post(
+        f"{url}/dicom-web/studies",
+        data=body,
+        auth=auth,
+        verify=False,
+        headers={
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Accept": "application/dicom+json",
+        },
+    )
+    check(r.status_code == 200, f"STOW-RS answered {r.status_code}: {r.text[:300]}")
+
+
+def check(ok, why):
+    if not ok:
+        print(f"FAILED: {why}", file=sys.stderr)
+        sys.exit(1)
+
+
+def login(page, url, user, password):
+    page.goto(f"{url}/")
+    page.wait_for_selector("form.login")
+    page.fill("input[name=user]", user)
+    page.fill("input[name=password]", password)
+    page.click("form.login button[type=submit]")
+
+
+def halves(png):
+    """Mean brightness of the left and right halves of a screenshot."""
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=float)
+    w = img.shape[1]
+    return img[:, : w // 2].mean(), img[:, w // 2 :].mean()
+
+
+def main():
+    a = argparse.ArgumentParser()
+    a.add_argument("--url", required=True)
+    a.add_argument("--admin", required=True)
+    a.add_argument("--auditor", required=True)
+    a.add_argument("--shots", required=True)
+    args = a.parse_args()
+    url = args.url.rstrip("/")
+    admin = tuple(args.admin.split(":", 1))
+    auditor = tuple(args.auditor.split(":", 1))
+    requests.packages.urllib3.disable_warnings()
+    study, files = series()
+    stow(url, admin, files)
+    figures = {}
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        context = browser.new_context(ignore_https_errors=True, viewport={"width": 1366, "height": 768})
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: m.type == "error" and "Failed to load resource" not in m.text and errors.append(m.text))
+        # Refusals this script provokes on purpose (the session check before
+        # login, a wrong password, the API asked by a stranger, a logged-out
+        # browser and the auditor); anything else that fails is a defect.
+        expected = {("/api/session", 401), ("/api/login", 401), ("/dicom-web/studies", 401), ("/dicom-web/studies", 403)}
+        failed = []
+        page.on("response", lambda r: r.status >= 400 and (r.url.split("?")[0].replace(url, ""), r.status) not in expected and failed.append(f"{r.status} {r.url}"))
+
+        # A stranger sees the login page only; the API refuses it.
+        page.goto(f"{url}/")
+        page.wait_for_selector("form.login")
+        check(page.title() == "Custos", f"title {page.title()!r}")
+        check(NAME not in page.content() and SHOWN_NAME not in page.content(), "patient data before login")
+        status = page.evaluate("fetch('/dicom-web/studies', {headers: {'x-custos-ui': '1'}}).then(r => r.status)")
+        check(status == 401, f"the API answered a stranger with {status}")
+        page.screenshot(path=f"{args.shots}/login.png")
+
+        # A wrong password, then the right one.
+        login(page, url, admin[0], "not the password at all")
+        page.wait_for_selector("text=Wrong user name or password")
+        login(page, url, admin[0], admin[1])
+        row = page.wait_for_selector(f"tr[data-study='{study}']")
+        check(SHOWN_NAME in row.inner_text() and PATIENT_ID in row.inner_text(), "the study row lacks the patient")
+        page.screenshot(path=f"{args.shots}/studies.png")
+
+        # Search as you type: a prefix, case-insensitive, finds it; another name does not.
+        page.fill("input[name=name]", "brow")
+        page.wait_for_selector(f"tr:has-text('{SHOWN_NAME}')")
+        page.fill("input[name=name]", "zzzz")
+        page.wait_for_selector("text=No studies match.")
+        page.fill("input[name=name]", "")
+        row = page.wait_for_selector(f"tr[data-study='{study}']")
+
+        # Open the study; the viewer shows the known image.
+        started = time.monotonic()
+        row.click()
+        page.wait_for_selector(".patient h2")
+        check(study in page.url and NAME not in page.url and PATIENT_ID not in page.url, f"URL {page.url}")
+        page.wait_for_function("() => { const i = document.querySelector('.stage img'); return i && i.complete && i.naturalWidth > 0; }")
+        figures["first_image_ms"] = round((time.monotonic() - started) * 1000)
+        page.wait_for_function("() => [...document.querySelectorAll('.series img')].every(i => i.complete && i.naturalWidth > 0)")
+        left, right = halves(page.locator(".stage img").screenshot())
+        figures["image_left_right_mean"] = [round(left), round(right)]
+        check(right > left + 100, f"the image is not air left / bone right: {left:.0f} vs {right:.0f}")
+        page.screenshot(path=f"{args.shots}/study.png")
+
+        # Scroll with the keyboard: another slice is requested and shown.
+        before = page.get_attribute(".stage img", "src")
+        overlay = page.inner_text(".overlay")
+        page.focus(".stage")
+        page.keyboard.press("ArrowDown")
+        page.wait_for_function("b => document.querySelector('.stage img').getAttribute('src') !== b", arg=before)
+        check(page.inner_text(".overlay") != overlay, "the overlay did not follow the scroll")
+
+        # A window preset: the server renders with that window; the image changes.
+        page.click("button[data-preset=Lung]")
+        page.wait_for_function("() => document.querySelector('.stage img').src.includes('window=-600%2C1500')")
+        page.wait_for_function("() => { const i = document.querySelector('.stage img'); return i.complete && i.naturalWidth > 0; }")
+        l2, r2 = halves(page.locator(".stage img").screenshot())
+        check(r2 > l2, f"lung window lost the image: {l2:.0f} vs {r2:.0f}")
+        check(abs(l2 - left) > 5 or abs(r2 - right) > 5, "the lung window changed nothing")
+        page.screenshot(path=f"{args.shots}/viewer-lung.png")
+
+        # Log out: the login page again, and the API refuses the browser.
+        page.click("#logout")
+        page.wait_for_selector("form.login")
+        page.goto(f"{url}/#/study/{study}")
+        page.wait_for_selector("form.login")
+        status = page.evaluate("fetch('/dicom-web/studies', {headers: {'x-custos-ui': '1'}}).then(r => r.status)")
+        check(status == 401, f"after logout the API answered {status}")
+
+        # The auditor sees the audit trail, with the admin's views in it, and nothing else.
+        login(page, url, auditor[0], auditor[1])
+        page.wait_for_selector("table.audit")
+        nav = page.inner_text("#nav")
+        check("Audit trail" in nav and "Studies" not in nav, f"auditor's menu: {nav!r}")
+        page.wait_for_selector("td:has-text('HTTP login (browser session)')")
+        page.wait_for_selector(f"td:has-text('WADO {study}')")
+        check(page.locator("td:has-text('User Authentication')").count() > 0, "event names in the audit view")
+        status = page.evaluate("fetch('/dicom-web/studies', {headers: {'x-custos-ui': '1'}}).then(r => r.status)")
+        check(status == 403, f"the auditor searched studies: {status}")
+        page.screenshot(path=f"{args.shots}/audit.png")
+
+        check(not errors, f"errors in the page: {errors}")
+        check(not failed, f"failed requests: {failed}")
+        browser.close()
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
