@@ -102,6 +102,25 @@ def cmd_stow(args):
     out(res.to_json_dict())
 
 
+def cmd_stow_new(args):
+    """store_instances of a data set made in memory, with its file meta but
+    never written to a file: dicomweb-client sends it without the preamble."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.22"
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientID, ds.PatientName, ds.Modality = args.patient_id, "Memory^Made", "SR"
+    c = client(args)
+    res = c.store_instances([ds])
+    out(res.to_json_dict())
+
+
 def multipart_parts(resp):
     ctype = resp.headers["Content-Type"]
     raw = b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + resp.content
@@ -305,6 +324,8 @@ def main():
     s = sub.add_parser("stow")
     s.add_argument("--study")
     s.add_argument("files", nargs="+")
+    s = sub.add_parser("stow-new")
+    s.add_argument("--patient-id", required=True)
     s = sub.add_parser("raw-get")
     s.add_argument("--path", required=True)
     s.add_argument("--accept", default='multipart/related; type="application/dicom"; transfer-syntax=*')

@@ -29,13 +29,17 @@ fn key_named(name: &str) -> Option<Key> {
     None
 }
 
-/// The query a QIDO-RS request asks for: `fixed` are the UIDs of the path.
+/// The query a QIDO-RS request asks for (`fixed` are the UIDs of the path),
+/// and the attributes it named that are not matched here: not indexed, or
+/// below the level searched. PS3.18 10.6.1.3.1: those are ignored and named
+/// in a `Warning: 299` header, not refused.
 pub fn parse_query(
     level: Level,
     fixed: &[(Key, String)],
     raw: Option<&str>,
     cap: usize,
-) -> Result<Query, ApiError> {
+) -> Result<(Query, Vec<String>), ApiError> {
+    let mut ignored = Vec::new();
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
         .map_err(|_| ApiError::bad_request("malformed query string"))?;
     let mut conditions: Vec<(Key, Matcher)> = fixed
@@ -65,18 +69,18 @@ pub fn parse_query(
             // changes nothing: every indexed attribute is always returned.
             "includefield" => {}
             _ => {
-                let key = key_named(&name).ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "`{}` is not a supported query attribute",
-                        name.chars().take(64).collect::<String>()
-                    ))
-                })?;
-                if key.level() > level {
-                    return Err(ApiError::bad_request(format!(
-                        "{} cannot be matched at this level",
-                        key.name()
-                    )));
-                }
+                let Some(key) = key_named(&name).filter(|k| k.level() <= level) else {
+                    // Only names that could be attributes are echoed back.
+                    let shown: String = name
+                        .chars()
+                        .filter(|c| c.is_ascii_alphanumeric())
+                        .take(64)
+                        .collect();
+                    if !shown.is_empty() && ignored.len() < 16 && !ignored.contains(&shown) {
+                        ignored.push(shown);
+                    }
+                    continue;
+                };
                 let mut value = value;
                 if key.kind() == KeyKind::Uid {
                     value = value.replace(',', "\\");
@@ -89,12 +93,15 @@ pub fn parse_query(
             }
         }
     }
-    Ok(Query {
-        level,
-        conditions,
-        limit,
-        offset,
-    })
+    Ok((
+        Query {
+            level,
+            conditions,
+            limit,
+            offset,
+        },
+        ignored,
+    ))
 }
 
 /// The `/dicom-web` URL clients reach us at, for RetrieveURL values.
@@ -132,7 +139,7 @@ async fn search(
         check_uid(uid)?;
     }
     let cap = state.config.max_find_results;
-    let mut query = parse_query(level, &fixed, raw.as_deref(), cap)?;
+    let (mut query, ignored) = parse_query(level, &fixed, raw.as_deref(), cap)?;
     let mut e = crate::audit::event(
         custos_core::audit::EventId::Query,
         'E',
@@ -162,12 +169,20 @@ async fn search(
     )
         .into_response();
     if truncated && wanted == cap {
-        response.headers_mut().insert(
+        response.headers_mut().append(
             header::WARNING,
             HeaderValue::from_static(
                 "299 custos \"The number of results exceeded the maximum supported by the server. Additional results can be requested.\"",
             ),
         );
+    }
+    if !ignored.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "299 custos \"The following attributes are not supported and were ignored: {}\"",
+            ignored.join(", ")
+        ))
+    {
+        response.headers_mut().append(header::WARNING, v);
     }
     Ok(response)
 }

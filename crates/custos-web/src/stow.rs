@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use custos_archive::part10::{self, BareMeta};
 use custos_archive::status::{self, of_store};
 use custos_archive::{IngestError, Received, StoreOutcome};
 use custos_core::{Action, Principal};
@@ -171,11 +172,20 @@ async fn store_part(
     if let Some(s) = study {
         ingest.expect_study(s);
     }
+    // The first bytes tell whether the part is a Part 10 file or starts with
+    // its file meta group (what dicomweb-client sends for a data set).
+    let mut head: Vec<u8> = Vec::with_capacity(PART10_HEAD);
+    let mut started = false;
     while let Some(bytes) = field.chunk().await.map_err(multipart_error)? {
-        ingest
-            .write(&bytes)
-            .await
-            .map_err(|e| ApiError::internal("writing an upload", e))?;
+        if started {
+            write(&mut ingest, &bytes).await?;
+            continue;
+        }
+        head.extend_from_slice(&bytes);
+        started = write_head(&mut ingest, &head, false).await?;
+    }
+    if !started {
+        write_head(&mut ingest, &head, true).await?;
     }
     let result = ingest.finish().await;
     let (code, _) = of_store(&result);
@@ -196,6 +206,46 @@ async fn store_part(
     }
     state.archive.audit(e).await;
     Ok(result)
+}
+
+/// A Part 10 file's preamble and `DICM` prefix.
+const PART10_HEAD: usize = 132;
+
+async fn write(ingest: &mut custos_archive::Ingest<'_>, bytes: &[u8]) -> Result<(), ApiError> {
+    ingest
+        .write(bytes)
+        .await
+        .map_err(|e| ApiError::internal("writing an upload", e))
+}
+
+/// Writes the start of a part once it can be told what it is (or at its
+/// `end`): a Part 10 file as it is; a file meta group without preamble as a
+/// complete Part 10 header and the data set after it. Returns whether it
+/// wrote (false: more bytes are needed).
+async fn write_head(
+    ingest: &mut custos_archive::Ingest<'_>,
+    head: &[u8],
+    end: bool,
+) -> Result<bool, ApiError> {
+    if head.get(128..132) == Some(b"DICM".as_slice()) {
+        write(ingest, head).await?;
+        return Ok(true);
+    }
+    match part10::bare_meta(head) {
+        BareMeta::Header { header, consumed } => {
+            write(ingest, &header).await?;
+            write(ingest, &head[consumed..]).await?;
+            Ok(true)
+        }
+        BareMeta::NeedMore if !end => Ok(false),
+        BareMeta::NeedMore | BareMeta::NotMeta if !end && head.len() < PART10_HEAD => Ok(false),
+        // Anything else goes to the ingest as it is, which refuses it if it
+        // is not DICOM.
+        BareMeta::NeedMore | BareMeta::NotMeta => {
+            write(ingest, head).await?;
+            Ok(true)
+        }
+    }
 }
 
 /// The STOW-RS response being built: Referenced and Failed SOP sequences.

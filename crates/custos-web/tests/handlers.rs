@@ -208,9 +208,13 @@ fn instance() -> Vec<u8> {
 
 /// A STOW-RS request of one instance from the uploader.
 fn stow() -> Request<Body> {
+    stow_part(&instance())
+}
+
+fn stow_part(part: &[u8]) -> Request<Body> {
     let boundary = "custos-handler-test";
     let mut body = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
-    body.extend_from_slice(&instance());
+    body.extend_from_slice(part);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     request("modality", "POST", "/dicom-web/studies")
         .header(
@@ -539,5 +543,44 @@ async fn the_ui_is_served_without_login_with_a_strict_policy_and_no_patient_data
     assert_eq!(
         r.headers["content-security-policy"],
         "default-src 'none'; frame-ancestors 'none'"
+    );
+}
+
+#[tokio::test]
+async fn a_stow_part_without_preamble_is_stored_and_unknown_query_keys_are_named() {
+    let f = fixture("no-preamble").await;
+    // What dicomweb-client sends for a pydicom Dataset: the file meta group
+    // first, no 128-byte preamble, no DICM.
+    let file = instance();
+    assert_eq!(&file[128..132], b"DICM");
+    let r = f.send(stow_part(&file[132..])).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let r = f
+        .get(
+            "rad",
+            "/dicom-web/studies?PatientID=H-1&fuzzymatching=false&NotAKey=1&00991099=x",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json().as_array().unwrap().len(), 1);
+    let warning = r.headers[header::WARNING].to_str().unwrap();
+    assert!(
+        warning.starts_with("299 ") && warning.contains("NotAKey") && warning.contains("00991099"),
+        "{warning}"
+    );
+    // Garbage is still refused, with a failure in the answer.
+    let r = f
+        .send(stow_part(b"\x02\x00garbage that is not a meta group"))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CONFLICT,
+        "{}",
+        String::from_utf8_lossy(&r.body)
     );
 }

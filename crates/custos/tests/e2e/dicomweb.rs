@@ -270,6 +270,10 @@ fn stores_and_finds((data, server): (DataDir, Server)) {
         "{res}"
     );
     assert!(res.get("00081198").is_none(), "{res}");
+    // A data set made in memory goes without the preamble and DICM.
+    let res = json_of(&web(&server, "up", PW_UP, &["stow-new", "--patient-id", "MEM1"]).success());
+    assert!(res.get("00081198").is_none(), "{res}");
+    qido_study_of(&server, "PatientID=MEM1");
     let dose_study = qido_study_of(&server, "PatientID=8NM1");
     let find = python(&[
         "find",
