@@ -17,6 +17,7 @@ pub mod routes;
 mod session;
 mod stow;
 mod ui;
+pub mod viewer;
 mod wado;
 
 use std::net::SocketAddr;
@@ -59,6 +60,8 @@ pub struct WebConfig {
     pub idle_timeout: Duration,
     /// Origins allowed by CORS; empty = CORS off.
     pub cors_origins: Vec<String>,
+    /// Where `custos viewer install` puts OHIF (served under `/viewer/`).
+    pub viewer_dir: Option<std::path::PathBuf>,
 }
 
 pub struct AppState {
@@ -85,6 +88,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(ui::index))
         .route("/ui/{file}", get(ui::asset))
         .route("/api/login", axum::routing::post(session::login))
+        .route("/viewer", get(viewer::base))
+        .route("/viewer/", get(viewer::index))
+        .route("/viewer/{*path}", get(viewer::path))
         .merge(protected)
         .layer(DefaultBodyLimit::max(1 << 20))
         .layer(middleware::from_fn_with_state(

@@ -168,6 +168,7 @@ pub async fn login(
         "role": role_of(&verified.principal),
         "rights": rights(&verified.principal),
         "csrf": session.csrf,
+        "viewer": crate::viewer::is_installed(&state),
     });
     let mut r = (StatusCode::OK, Json(body)).into_response();
     r.headers_mut()
@@ -178,6 +179,7 @@ pub async fn login(
 /// `GET /api/session`: who is asking, what they may do, and (for a browser
 /// session) the CSRF token to echo.
 pub async fn whoami(
+    State(state): State<Arc<AppState>>,
     Extension(p): Extension<Principal>,
     csrf: Option<Extension<SessionCsrf>>,
 ) -> Response {
@@ -186,6 +188,7 @@ pub async fn whoami(
         "role": role_of(&p),
         "rights": rights(&p),
         "csrf": csrf.map(|Extension(SessionCsrf(c))| c),
+        "viewer": crate::viewer::is_installed(&state),
     }))
     .into_response()
 }

@@ -79,6 +79,7 @@ async fn fixture(name: &str) -> Fixture {
             max_connections_per_address: 16,
             idle_timeout: Duration::from_secs(10),
             cors_origins: vec![],
+            viewer_dir: None,
         },
         auth,
     });

@@ -246,6 +246,11 @@ async function studyPage(uid) {
   }
   series.sort((a, b) => Number(value(a, "00200011")) - Number(value(b, "00200011")));
   const actions = [];
+  if (state.me.viewer) {
+    actions.push(el("a", { href: `/viewer/viewer?StudyInstanceUIDs=${encodeURIComponent(uid)}`, text: "Open in OHIF" }));
+  } else if (may("admin")) {
+    actions.push(el("span", { class: "hint", text: "OHIF is not installed (custos viewer install); the quick viewer is shown." }));
+  }
   if (may("delete")) {
     actions.push(el("button", { type: "button", class: "danger", text: "Delete study", on: { click: async () => {
       if (!confirm("Delete this study from the archive? This cannot be undone.")) return;

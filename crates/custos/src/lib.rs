@@ -16,3 +16,4 @@ pub mod probe_cmd;
 pub mod serve;
 pub mod syslog;
 pub mod user_cmd;
+pub mod viewer_cmd;

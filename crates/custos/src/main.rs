@@ -4,7 +4,7 @@
 
 use custos::{
     audit_cmd, cert_cmd, config, data, doctor, fsck_cmd, import, migrate_cmd, peer_cmd, probe_cmd,
-    serve, user_cmd,
+    serve, user_cmd, viewer_cmd,
 };
 
 use std::path::PathBuf;
@@ -118,6 +118,11 @@ enum Command {
         #[arg(long)]
         to_store: String,
     },
+    /// The OHIF viewer served under /viewer/.
+    Viewer {
+        #[command(subcommand)]
+        command: ViewerCommand,
+    },
     /// Import DICOM files, folders and DICOMDIRs into the archive.
     Import {
         /// Files or folders (searched recursively).
@@ -140,6 +145,13 @@ enum CertCommand {
         #[arg(long = "host")]
         hosts: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ViewerCommand {
+    /// Install OHIF from the tarball `npm pack @ohif/app@3.13.2` makes (its
+    /// integrity is checked against the pinned release).
+    Install { tarball: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -248,6 +260,9 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Command::Import { paths } => import::run(&cli.data, &paths).await,
+            Command::Viewer {
+                command: ViewerCommand::Install { tarball },
+            } => viewer_cmd::install(&cli.data, &tarball),
             Command::Migrate { to_index, to_store } => {
                 if !migrate_cmd::run(&cli.data, &to_index, &to_store).await? {
                     std::process::exit(1);

@@ -301,6 +301,7 @@ fn start_web(
             max_connections_per_address: http.max_connections_per_address,
             idle_timeout: Duration::from_secs(http.idle_timeout_secs.max(1)),
             cors_origins: http.cors_origins.clone(),
+            viewer_dir: Some(data_dir.join(custos_web::viewer::FOLDER)),
         },
         auth,
     });

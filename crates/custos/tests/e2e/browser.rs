@@ -12,30 +12,18 @@ fn a_radiologist_and_an_auditor_use_the_web_ui_in_chromium() {
     add_user(&data, "chief", "admin", "morning rounds 42 at eight");
     add_user(&data, "eve", "auditor", "watches 42 the trail");
     let server = Server::start(&data);
-    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/py/browser.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .args([
-            "--url",
-            &format!("https://localhost:{}", server.http.port()),
+    let figures = browser_script(
+        &server,
+        "browser.py",
+        &[
             "--admin",
             "chief:morning rounds 42 at eight",
             "--auditor",
             "eve:watches 42 the trail",
-            "--shots",
-        ])
-        .arg(&shots)
-        .output()
-        .expect("python3 with playwright (pip install -r tests/py/requirements.txt)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    eprintln!("browser figures: {stdout}");
+    assert!(figures["first_image_ms"].as_u64().is_some(), "{figures}");
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
     for page in ["login", "studies", "study", "viewer-lung", "audit"] {
         assert!(shots.join(format!("{page}.png")).exists(), "{page}.png");
     }

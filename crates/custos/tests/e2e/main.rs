@@ -16,6 +16,7 @@ mod fsck;
 mod hardening;
 mod interop_dcmtk;
 mod interop_roundtrip;
+mod ohif;
 mod openapi;
 mod policy;
 mod postgres_backend;

@@ -455,3 +455,31 @@ pub fn wait_for_port(port: u16) {
         || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
     );
 }
+
+/// Runs a browser script of `tests/py/` (Playwright in Debian's chromium)
+/// against `server` with `args`, screenshots into target/tmp/ui-screenshots;
+/// returns the JSON figures it printed. Fails the test with its output.
+pub fn browser_script(server: &Server, script: &str, args: &[&str]) -> serde_json::Value {
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/py")
+        .join(script);
+    let out = Command::new("python3")
+        .arg(path)
+        .arg("--url")
+        .arg(format!("https://localhost:{}", server.http.port()))
+        .args(args)
+        .arg("--shots")
+        .arg(&shots)
+        .output()
+        .expect("python3 with playwright (pip install -r tests/py/requirements.txt)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{script} figures: {stdout}");
+    serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null)
+}
