@@ -14,6 +14,7 @@ usage: browser.py --url https://localhost:PORT --admin USER:PASSWORD
 import argparse
 import io
 import json
+import os
 import sys
 import time
 
@@ -30,11 +31,11 @@ PATIENT_ID = "BR-1"
 SLICES = 5
 
 
-def series():
-    """Five 64x64 CT slices: the left half air, the right half bone."""
+def series(name=NAME, patient_id=PATIENT_ID, count=SLICES):
+    """64x64 CT slices: the left half air, the right half bone."""
     study, series_uid = generate_uid(), generate_uid()
     out = []
-    for n in range(1, SLICES + 1):
+    for n in range(1, count + 1):
         ds = Dataset()
         ds.file_meta = FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -43,7 +44,7 @@ def series():
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series_uid
-        ds.PatientName, ds.PatientID = NAME, PATIENT_ID
+        ds.PatientName, ds.PatientID = name, patient_id
         ds.PatientBirthDate, ds.PatientSex = "19700101", "F"
         ds.StudyDate, ds.StudyDescription = "20260102", "CHEST"
         ds.AccessionNumber = "ACC-B1"
@@ -129,7 +130,8 @@ def main():
         # Refusals this script provokes on purpose (the session check before
         # login, a wrong password, the API asked by a stranger, a logged-out
         # browser and the auditor); anything else that fails is a defect.
-        expected = {("/api/session", 401), ("/api/login", 401), ("/dicom-web/studies", 401), ("/dicom-web/studies", 403)}
+        expected = {("/api/session", 401), ("/api/login", 401), ("/dicom-web/studies", 401), ("/dicom-web/studies", 403),
+                    ("/dicom-web/studies", 409)}  # the text file uploaded on purpose
         failed = []
         page.on("response", lambda r: r.status >= 400 and (r.url.split("?")[0].replace(url, ""), r.status) not in expected and failed.append(f"{r.status} {r.url}"))
 
@@ -187,6 +189,50 @@ def main():
         check(r2 > l2, f"lung window lost the image: {l2:.0f} vs {r2:.0f}")
         check(abs(l2 - left) > 5 or abs(r2 - right) > 5, "the lung window changed nothing")
         page.screenshot(path=f"{args.shots}/viewer-lung.png")
+
+        # Upload: a new instance is stored, a text file refused with the
+        # reason; the new study is then found in the list.
+        upload_dir = os.path.join(args.shots, "upload")
+        os.makedirs(upload_dir, exist_ok=True)
+        new_study, new_files = series(name="Upload^Ulla", patient_id="UP-1", count=1)
+        dicom_path = os.path.join(upload_dir, "new.dcm")
+        with open(dicom_path, "wb") as f:
+            f.write(new_files[0])
+        text_path = os.path.join(upload_dir, "notes.txt")
+        with open(text_path, "w") as f:
+            f.write("not an image")
+        page.goto(f"{url}/#/upload")
+        page.set_input_files("input[type=file][multiple]:not([webkitdirectory])", [dicom_path, text_path])
+        page.wait_for_selector("tr[data-file='new.dcm'] td.ok:has-text('stored')")
+        page.wait_for_selector("tr[data-file='notes.txt'] td.bad:has-text('not a DICOM file')")
+        check("1 stored" in page.inner_text("#upload-summary"), page.inner_text("#upload-summary"))
+        page.screenshot(path=f"{args.shots}/upload.png")
+        page.goto(f"{url}/#/")
+        page.fill("input[name=name]", "upload")
+        page.wait_for_selector(f"tr[data-study='{new_study}']")
+
+        # Administration: a user, a token (its secret shown once) and a peer.
+        page.goto(f"{url}/#/admin")
+        page.wait_for_selector("section.admin h2:has-text('Users')")
+        page.fill("input[name=new-user]", "newrad")
+        page.select_option("select[name=new-role]", "radiologist")
+        page.fill("input[name=new-password]", "fresh reader 42 passphrase")
+        page.click("button:has-text('Add user')")
+        page.wait_for_selector("tr[data-user='newrad']")
+        page.select_option("select[name=token-user]", "newrad")
+        page.click("button:has-text('Create token')")
+        page.wait_for_selector(".secret:has-text('shown once')")
+        check("_" in page.inner_text(".secret"), "no token text shown")
+        page.fill("input[name=peer-ae]", "CT09")
+        page.fill("input[name=peer-host]", "127.0.0.1")
+        page.fill("input[name=peer-port]", "11112")
+        page.check("input[name=peer-store]")
+        page.click("button:has-text('Add peer')")
+        page.wait_for_selector("tr[data-peer='CT09']")
+        check("store" in page.inner_text("tr[data-peer='CT09']"), "the peer's rights")
+        page.screenshot(path=f"{args.shots}/admin.png", full_page=True)
+        peers = requests.get(f"{url}/api/peers", auth=admin, verify=False).json()
+        check(any(p["ae_title"] == "CT09" and "store" in p["allow"] for p in peers), f"peers: {peers}")
 
         # Log out: the login page again, and the API refuses the browser.
         page.click("#logout")

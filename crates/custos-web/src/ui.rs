@@ -22,6 +22,16 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../ui/app.js"),
     ),
     (
+        "upload.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../ui/upload.js"),
+    ),
+    (
+        "admin.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../ui/admin.js"),
+    ),
+    (
         "dom.js",
         "text/javascript; charset=utf-8",
         include_str!("../ui/dom.js"),

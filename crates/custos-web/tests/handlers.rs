@@ -525,6 +525,8 @@ async fn the_ui_is_served_without_login_with_a_strict_policy_and_no_patient_data
         ("/ui/app.js", "text/javascript"),
         ("/ui/viewer.js", "text/javascript"),
         ("/ui/dom.js", "text/javascript"),
+        ("/ui/upload.js", "text/javascript"),
+        ("/ui/admin.js", "text/javascript"),
         ("/ui/app.css", "text/css"),
     ] {
         let r = f.call(Request::get(path)).await;

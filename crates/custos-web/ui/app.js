@@ -4,6 +4,8 @@
 
 import { el } from "/ui/dom.js";
 import { openViewer } from "/ui/viewer.js";
+import { uploadPage } from "/ui/upload.js";
+import { adminPage } from "/ui/admin.js";
 
 const state = { me: null };
 const main = document.getElementById("main");
@@ -106,6 +108,8 @@ function showBar() {
   const nav = document.getElementById("nav");
   const links = [];
   if (may("find")) links.push(el("a", { href: "#/", text: "Studies" }));
+  if (may("store")) links.push(el("a", { href: "#/upload", text: "Upload" }));
+  if (may("admin")) links.push(el("a", { href: "#/admin", text: "Administration" }));
   if (may("audit")) links.push(el("a", { href: "#/audit", text: "Audit trail" }));
   nav.replaceChildren(...links);
   document.getElementById("who").textContent = `${state.me.user} (${state.me.role})`;
@@ -351,9 +355,13 @@ async function route() {
     const study = hash.match(/^#\/study\/([0-9.]+)$/);
     if (study && may("get")) await studyPage(study[1]);
     else if (hash === "#/audit" && may("audit")) await auditPage();
+    else if (hash === "#/upload" && may("store")) uploadPage(main, state.me.csrf);
+    else if (hash === "#/admin" && may("admin")) await adminPage(main, api, state.me);
     else if (may("find")) {
       main.replaceChildren(...studyList());
       await search();
+    } else if (may("store")) {
+      location.hash = "#/upload";
     } else if (may("audit")) {
       location.hash = "#/audit";
     } else {

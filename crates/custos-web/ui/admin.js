@@ -1,0 +1,130 @@
+// Administration (admin role): archive status, users, API tokens and DICOM
+// peers, each through the admin API that the CLI's use cases share.
+
+import { el } from "/ui/dom.js";
+
+const ROLES = ["admin", "radiologist", "uploader", "auditor"];
+const RIGHTS = ["echo", "store", "find", "get", "move"];
+
+/**
+ * The admin page in `main`. `api(path, options)` is the UI's fetch (cookie,
+ * CSRF token); `me` the logged-in user.
+ */
+export async function adminPage(main, api, me) {
+  const message = el("p", { class: "error", role: "status" });
+  const call = async (path, method, body) => {
+    message.textContent = "";
+    const r = await api(path, {
+      method,
+      headers: body ? { "content-type": "application/json" } : {},
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    if (!r.ok) {
+      let why = `${r.status}`;
+      try { why = (await r.json()).error || why; } catch (_) { /* no body */ }
+      message.textContent = `Refused: ${why}`;
+      return null;
+    }
+    const text = await r.text();
+    return text ? JSON.parse(text) : {};
+  };
+  const get = (path) => call(path, "GET");
+  const [stats, users, tokens, peers] = await Promise.all([
+    get("/api/statistics"), get("/api/users"), get("/api/tokens"), get("/api/peers"),
+  ]);
+  const reload = () => adminPage(main, api, me);
+  const section = (title, ...content) => el("section", { class: "admin" }, el("h2", { text: title }), ...content);
+  const table = (headers, rows) => el("table", {},
+    el("thead", {}, el("tr", {}, headers.map((h) => el("th", { text: h })))), el("tbody", {}, rows));
+  const button = (text, onClick, cls) => el("button", { type: "button", text, class: cls, on: { click: onClick } });
+  const select = (name, options, value) => el("select", { name, "aria-label": name },
+    options.map((o) => el("option", { value: o, text: o, selected: o === value })));
+
+  // ---- status ----
+  const mib = stats ? (stats.stored_bytes / 1048576).toFixed(1) : "?";
+  const status = section("Archive",
+    el("p", { text: stats ? `${stats.patients} patients, ${stats.studies} studies, ${stats.series} series, ${stats.instances} instances, ${mib} MiB stored` : "" }));
+
+  // ---- users ----
+  const newName = el("input", { name: "new-user", placeholder: "name", autocomplete: "off" });
+  const newRole = select("new-role", ROLES, "radiologist");
+  const newPassword = el("input", { name: "new-password", type: "password", placeholder: "password (12+ characters)", autocomplete: "new-password" });
+  const userRows = (users || []).map((u) => {
+    const role = select(`role-${u.name}`, ROLES, u.role);
+    role.addEventListener("change", async () => { if (await call(`/api/users/${encodeURIComponent(u.name)}`, "PUT", { role: role.value })) reload(); });
+    const self = u.name === me.user;
+    return el("tr", { "data-user": u.name },
+      el("td", { text: u.name }), el("td", {}, self ? u.role : role),
+      el("td", { text: u.disabled ? "disabled" : "active" }),
+      el("td", {},
+        self ? null : button(u.disabled ? "Enable" : "Disable", async () => {
+          if (await call(`/api/users/${encodeURIComponent(u.name)}`, "PUT", { disabled: !u.disabled })) reload();
+        }),
+        button("New password", async () => {
+          const password = prompt(`New password for ${u.name} (12 characters or more):`);
+          if (password && await call(`/api/users/${encodeURIComponent(u.name)}`, "PUT", { password })) message.textContent = `Password of ${u.name} changed.`;
+        }),
+        self ? null : button("Remove", async () => {
+          if (confirm(`Remove the user ${u.name} and their tokens?`) && await call(`/api/users/${encodeURIComponent(u.name)}`, "DELETE")) reload();
+        }, "danger")));
+  });
+  const usersSection = section("Users",
+    table(["Name", "Role", "State", ""], userRows),
+    el("form", { class: "filters", on: { submit: async (e) => {
+      e.preventDefault();
+      if (await call("/api/users", "POST", { name: newName.value.trim(), role: newRole.value, password: newPassword.value })) reload();
+    } } }, newName, newRole, newPassword, el("button", { type: "submit", text: "Add user" })));
+
+  // ---- tokens ----
+  const tokenUser = select("token-user", (users || []).map((u) => u.name), me.user);
+  const tokenDays = el("input", { name: "token-days", type: "number", min: 1, max: 3650, value: 90, class: "short", "aria-label": "days" });
+  const tokenReadOnly = el("input", { name: "token-read-only", type: "checkbox" });
+  const secret = el("p", { class: "secret", role: "status" });
+  const day = (t) => new Date(t * 1000).toISOString().slice(0, 10);
+  const tokenRows = (tokens || []).map((t) => el("tr", { "data-token": t.id },
+    el("td", { text: t.id }), el("td", { text: t.user }), el("td", { text: t.read_only ? "read-only" : "full" }),
+    el("td", { text: day(t.expires) }), el("td", { text: t.revoked ? "revoked" : "" }),
+    el("td", {}, t.revoked ? null : button("Revoke", async () => {
+      if (confirm(`Revoke token ${t.id}?`) && await call(`/api/tokens/${encodeURIComponent(t.id)}`, "DELETE")) reload();
+    }, "danger"))));
+  const tokensSection = section("API tokens",
+    table(["Id", "User", "Rights", "Expires", "", ""], tokenRows),
+    el("form", { class: "filters", on: { submit: async (e) => {
+      e.preventDefault();
+      const made = await call("/api/tokens", "POST", {
+        user: tokenUser.value, expires_days: Number(tokenDays.value), read_only: tokenReadOnly.checked,
+      });
+      if (made) secret.textContent = `New token (shown once, copy it now): ${made.token}`;
+    } } }, tokenUser, el("label", {}, "days ", tokenDays), el("label", {}, tokenReadOnly, " read-only"),
+    el("button", { type: "submit", text: "Create token" })),
+    secret);
+
+  // ---- peers ----
+  const peerForm = (p = {}) => {
+    const ae = el("input", { name: "peer-ae", placeholder: "AE title", value: p.ae_title || "", readonly: !!p.ae_title });
+    const host = el("input", { name: "peer-host", placeholder: "host or CIDR", value: p.host || "" });
+    const port = el("input", { name: "peer-port", type: "number", class: "short", min: 1, max: 65535, value: p.port || 104, "aria-label": "port" });
+    const boxes = RIGHTS.map((r) => el("input", { type: "checkbox", name: `peer-${r}`, checked: (p.allow || ["echo"]).includes(r) }));
+    const tls = el("input", { type: "checkbox", name: "peer-tls", checked: !!p.tls_required });
+    return el("form", { class: "filters", on: { submit: async (e) => {
+      e.preventDefault();
+      const body = {
+        ae_title: ae.value.trim(), host: host.value.trim(), port: Number(port.value),
+        allow: RIGHTS.filter((_, i) => boxes[i].checked), tls_required: tls.checked,
+      };
+      if (await call("/api/peers", "POST", body)) reload();
+    } } }, ae, host, port, RIGHTS.map((r, i) => el("label", {}, boxes[i], ` ${r}`)),
+    el("label", {}, tls, " TLS required"), el("button", { type: "submit", text: p.ae_title ? "Save" : "Add peer" }));
+  };
+  const peerRows = (peers || []).map((p) => el("tr", { "data-peer": p.ae_title },
+    el("td", { text: p.ae_title }), el("td", { text: `${p.host}:${p.port}` }), el("td", { text: p.allow.join(", ") }),
+    el("td", { text: p.tls_required ? "TLS" : "" }),
+    el("td", {},
+      button("Edit", (e) => e.target.closest("tr").after(el("tr", {}, el("td", { colspan: 5 }, peerForm(p))))),
+      button("Remove", async () => {
+        if (confirm(`Remove the peer ${p.ae_title}?`) && await call(`/api/peers/${encodeURIComponent(p.ae_title)}`, "DELETE")) reload();
+      }, "danger"))));
+  const peersSection = section("DICOM peers", table(["AE title", "Address", "May", "", ""], peerRows), peerForm());
+
+  main.replaceChildren(message, status, usersSection, tokensSection, peersSection);
+}
