@@ -27,6 +27,17 @@ pub fn accepted_frames(accept: Option<&str>) -> Vec<Accepted> {
         .collect()
 }
 
+/// Whether an Accept header asks for bulk data as one plain body
+/// (`application/octet-stream` before any multipart/related range), not as
+/// multipart/related.
+pub fn single_part(accept: Option<&str>) -> bool {
+    accept.is_some()
+        && media_ranges(accept)
+            .iter()
+            .find(|r| r.media == "application/octet-stream" || r.media == "multipart/related")
+            .is_some_and(|r| r.media == "application/octet-stream")
+}
+
 /// The media type of a rendered image.
 pub fn rendered_media(o: &RenderOptions) -> &'static str {
     if o.png { "image/png" } else { "image/jpeg" }
@@ -134,6 +145,19 @@ mod tests {
         }
         let e = render_options(&[], Some("application/dicom")).unwrap_err();
         assert_eq!(e.status, StatusCode::NOT_ACCEPTABLE);
+    }
+
+    #[test]
+    fn single_part_bulk_data_is_asked_for_plainly() {
+        assert!(single_part(Some("application/octet-stream")));
+        assert!(single_part(Some(
+            "application/octet-stream, multipart/related"
+        )));
+        assert!(!single_part(Some(
+            "multipart/related; type=application/octet-stream"
+        )));
+        assert!(!single_part(None));
+        assert!(!single_part(Some("*/*")));
     }
 
     #[test]

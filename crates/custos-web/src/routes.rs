@@ -141,6 +141,18 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
         ),
         (
             Method::GET,
+            "/dicom-web/studies/{study}/thumbnail",
+            Right(Get),
+            get(wado::study_thumbnail),
+        ),
+        (
+            Method::GET,
+            "/dicom-web/studies/{study}/series/{series}/thumbnail",
+            Right(Get),
+            get(wado::series_thumbnail),
+        ),
+        (
+            Method::GET,
             "/dicom-web/studies/{study}/series/{series}/instances/{instance}/thumbnail",
             Right(Get),
             get(wado::thumbnail),

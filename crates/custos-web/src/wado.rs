@@ -383,11 +383,33 @@ pub async fn bulkdata(
     let element = u16::from_str_radix(&tag[4..], 16).map_err(|_| bad())?;
     let t = Target::instance(study, series, instance);
     let set = resolve(&state, &p, &t).await?;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let single_part = pixels::single_part(accept);
     if (group, element) == (0x7FE0, 0x0010) {
+        if single_part {
+            // One body: the frames as stored, one after another (what a
+            // client configured for single-part bulk data reads).
+            let frames = state
+                .archive
+                .frames(
+                    &set[0],
+                    FrameSelection::All,
+                    pixels::accepted_frames(Some("*/*")),
+                )
+                .await?;
+            return Ok((
+                [(header::CONTENT_TYPE, frames.part_type)],
+                frames.data.concat(),
+            )
+                .into_response());
+        }
         // Every frame the data holds, as /frames would return them.
         return frames_response(&state, &set[0], FrameSelection::All, &headers).await;
     }
     let bytes = state.archive.bulk_value(&set[0], (group, element)).await?;
+    if single_part {
+        return Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response());
+    }
     let part: PartSource = Box::pin(async move { Ok(Part::Bytes(bytes)) });
     Ok(multipart::response(
         "application/octet-stream",
@@ -413,7 +435,8 @@ async fn rendered_image(
     }
     let set = resolve(&state, &p, &t).await?;
     let media = pixels::rendered_media(&options);
-    let bytes = state.archive.rendered(&set[0], options).await?;
+    // A series' or study's thumbnail shows its middle instance.
+    let bytes = state.archive.rendered(&set[set.len() / 2], options).await?;
     Ok(([(header::CONTENT_TYPE, media)], bytes).into_response())
 }
 
@@ -426,6 +449,28 @@ pub async fn rendered(
 ) -> Result<Response, ApiError> {
     let t = Target::instance(study, series, instance);
     rendered_image(s, p, t, raw, h, false).await
+}
+
+/// `/studies/{study}/thumbnail`: a study's image for lists.
+pub async fn study_thumbnail(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path(study): Path<String>,
+    RawQuery(raw): RawQuery,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    rendered_image(s, p, Target::study(study), raw, h, true).await
+}
+
+/// `/studies/{study}/series/{series}/thumbnail`: a series' image for lists.
+pub async fn series_thumbnail(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path((study, series)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    rendered_image(s, p, Target::series(study, series), raw, h, true).await
 }
 
 pub async fn thumbnail(

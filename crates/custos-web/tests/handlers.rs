@@ -291,6 +291,17 @@ async fn a_stored_instance_is_found_described_rendered_and_guarded() {
     assert_eq!(r.content_type(), "image/png");
     assert!(r.body.starts_with(b"\x89PNG"));
 
+    // Series and study thumbnails show an instance of theirs.
+    for path in [
+        format!("/dicom-web/studies/{STUDY}/thumbnail"),
+        format!("/dicom-web/studies/{STUDY}/series/{SERIES}/thumbnail"),
+    ] {
+        let r = f.get("rad", &path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        assert_eq!(r.content_type(), "image/jpeg", "{path}");
+        assert!(r.body.starts_with(&[0xFF, 0xD8]), "{path}");
+    }
+
     // The native frame, byte for byte; a frame that does not exist is 404.
     let r = f.get("rad", &format!("{base}/frames/1")).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -298,6 +309,15 @@ async fn a_stored_instance_is_found_described_rendered_and_guarded() {
         r.body.windows(16).any(|w| w == pixels().as_slice()),
         "the frame's bytes are in the response"
     );
+    // Single-part bulk data when asked for plainly: exactly the pixel bytes.
+    let r = f
+        .call(
+            request("rad", "GET", &format!("{base}/bulkdata/7FE00010"))
+                .header(header::ACCEPT, "application/octet-stream"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, pixels());
     let r = f.get("rad", &format!("{base}/frames/2")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = f.get("rad", &format!("{base}/rendered?quality=0")).await;
