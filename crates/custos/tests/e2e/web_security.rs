@@ -304,7 +304,7 @@ fn bad_input_gets_a_clean_4xx_and_the_server_keeps_serving() {
         if i == 11 {
             // An attribute QIDO does not match is ignored and named (PS3.18).
             assert_eq!(status(i), Some(200), "{res}");
-            let warning = res["headers"]["Warning"].as_str().unwrap_or_default();
+            let warning = res["headers"]["warning"].as_str().unwrap_or_default();
             assert!(
                 warning.starts_with("299 ") && warning.contains("NoSuchAttribute"),
                 "{res}"
