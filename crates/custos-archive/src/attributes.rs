@@ -36,6 +36,8 @@ pub fn record_of(obj: &InMemDicomObject) -> Result<InstanceRecord, String> {
         series_number: int(obj, tags::SERIES_NUMBER),
         series_description: text(obj, tags::SERIES_DESCRIPTION),
         body_part_examined: text(obj, tags::BODY_PART_EXAMINED),
+        series_date: text(obj, tags::SERIES_DATE),
+        series_time: text(obj, tags::SERIES_TIME).replace(':', ""),
         sop_instance_uid: text(obj, tags::SOP_INSTANCE_UID),
         sop_class_uid: text(obj, tags::SOP_CLASS_UID),
         instance_number: int(obj, tags::INSTANCE_NUMBER),

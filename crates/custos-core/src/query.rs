@@ -106,6 +106,8 @@ keys! {
     SeriesNumber = (0x0020, 0x0011, Series, Integer),
     SeriesDescription = (0x0008, 0x103E, Series, Text),
     BodyPartExamined = (0x0018, 0x0015, Series, Text),
+    SeriesDate = (0x0008, 0x0021, Series, Date),
+    SeriesTime = (0x0008, 0x0031, Series, Time),
     NumberOfSeriesRelatedInstances = (0x0020, 0x1209, Series, Computed),
     SOPInstanceUID = (0x0008, 0x0018, Image, Uid),
     SOPClassUID = (0x0008, 0x0016, Image, Uid),

@@ -23,6 +23,8 @@ pub struct InstanceRecord {
     pub series_number: Option<i64>,
     pub series_description: String,
     pub body_part_examined: String,
+    pub series_date: String,
+    pub series_time: String,
     // instance level
     pub sop_instance_uid: String,
     pub sop_class_uid: String,

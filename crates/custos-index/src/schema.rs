@@ -35,6 +35,13 @@ pub const PEER_TLS: &str = r#"
 
 /// Peers identified by their certificate's subject or issuing CA bundle (same
 /// DDL on both backends).
+/// 6: series date and time (QIDO-RS series level; OHIF's series list asks
+/// for them). Series stored before have them empty.
+pub const SERIES_DATES: &str = r#"
+    ALTER TABLE series ADD COLUMN series_date TEXT NOT NULL DEFAULT '';
+    ALTER TABLE series ADD COLUMN series_time TEXT NOT NULL DEFAULT '';
+"#;
+
 pub const PEER_PINS: &str = r#"
     ALTER TABLE peers ADD COLUMN cert_subject TEXT NOT NULL DEFAULT '';
     ALTER TABLE peers ADD COLUMN ca_pem TEXT NOT NULL DEFAULT '';
@@ -78,9 +85,9 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
         .replace("{RECEIVED_AT}", received_at);
     // 2: web users and API tokens; 3: peers that must use TLS, optionally
     // with a pinned client certificate; 4: the audit trail; 5: peers pinned
-    // by certificate subject or CA bundle.
+    // by certificate subject or CA bundle; 6: series date and time.
     let mut steps = vec![first];
-    steps.extend([USERS_AND_TOKENS, PEER_TLS, AUDIT, PEER_PINS].map(String::from));
+    steps.extend([USERS_AND_TOKENS, PEER_TLS, AUDIT, PEER_PINS, SERIES_DATES].map(String::from));
     steps
 }
 

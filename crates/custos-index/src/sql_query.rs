@@ -62,6 +62,8 @@ pub fn column(key: Key) -> Option<&'static str> {
         Key::SeriesNumber => "se.series_number",
         Key::SeriesDescription => "se.series_description",
         Key::BodyPartExamined => "se.body_part_examined",
+        Key::SeriesDate => "se.series_date",
+        Key::SeriesTime => "se.series_time",
         Key::SOPInstanceUID => "i.sop_instance_uid",
         Key::SOPClassUID => "i.sop_class_uid",
         Key::InstanceNumber => "i.instance_number",

@@ -25,8 +25,8 @@ pub const INSERT_STUDY: &str = "INSERT INTO studies (study_uid, patient_id, pati
 
 pub const STUDY_PK: &str = "SELECT pk FROM studies WHERE study_uid = ?";
 
-pub const INSERT_SERIES: &str = "INSERT INTO series (study_pk, series_uid, modality, series_number, series_description, body_part_examined) \
-     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (series_uid) DO NOTHING";
+pub const INSERT_SERIES: &str = "INSERT INTO series (study_pk, series_uid, modality, series_number, series_description, body_part_examined, \
+     series_date, series_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (series_uid) DO NOTHING";
 
 pub const SERIES_PK: &str = "SELECT pk FROM series WHERE series_uid = ?";
 
@@ -61,6 +61,8 @@ pub fn series_values(study_pk: i64, rec: &InstanceRecord) -> Vec<SqlValue> {
         MaybeInt(rec.series_number),
         Text(rec.series_description.clone()),
         Text(rec.body_part_examined.clone()),
+        Text(rec.series_date.clone()),
+        Text(rec.series_time.clone()),
     ]
 }
 

@@ -174,6 +174,8 @@ fn instance() -> Vec<u8> {
         (tags::PATIENT_NAME, VR::PN, "Handler^Hannah"),
         (tags::PATIENT_ID, VR::LO, "H-1"),
         (tags::MODALITY, VR::CS, "CT"),
+        (tags::SERIES_DATE, VR::DA, "20261201"),
+        (tags::SERIES_TIME, VR::TM, "101500"),
         (tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
     ] {
         obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
@@ -267,6 +269,26 @@ async fn a_stored_instance_is_found_described_rendered_and_guarded() {
     let studies = r.json();
     assert_eq!(studies.as_array().unwrap().len(), 1, "{studies}");
     assert_eq!(studies[0]["0020000D"]["Value"][0], STUDY);
+
+    // Series level carries the series date and time, and matches on them.
+    let r = f
+        .get(
+            "rad",
+            &format!("/dicom-web/studies/{STUDY}/series?SeriesDate=20261101-20261231"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let series = r.json();
+    assert_eq!(series[0]["00080021"]["Value"][0], "20261201", "{series}");
+    assert_eq!(series[0]["00080031"]["Value"][0], "101500", "{series}");
+    assert!(r.headers.get(header::WARNING).is_none());
+    let r = f
+        .get(
+            "rad",
+            &format!("/dicom-web/studies/{STUDY}/series?SeriesDate=20250101"),
+        )
+        .await;
+    assert_eq!(r.json().as_array().map(Vec::len), Some(0));
 
     let base = format!("/dicom-web/studies/{STUDY}/series/{SERIES}/instances/{SOP}");
     let r = f.get("rad", &format!("{base}/metadata")).await;

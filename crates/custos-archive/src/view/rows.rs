@@ -11,8 +11,8 @@ pub fn vr_of(key: Key) -> &'static str {
     match key {
         PatientName | ReferringPhysicianName => "PN",
         PatientID | StudyDescription | SeriesDescription => "LO",
-        PatientBirthDate | StudyDate => "DA",
-        StudyTime => "TM",
+        PatientBirthDate | StudyDate | SeriesDate => "DA",
+        StudyTime | SeriesTime => "TM",
         PatientSex | ModalitiesInStudy | Modality | BodyPartExamined => "CS",
         AccessionNumber | StudyID => "SH",
         StudyInstanceUID | SeriesInstanceUID | SOPInstanceUID | SOPClassUID => "UI",
