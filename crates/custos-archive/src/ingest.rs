@@ -36,6 +36,9 @@ pub enum IngestError {
     /// Readable, but unfit to archive (missing UIDs, mismatch with the command).
     #[error("instance refused: {0}")]
     Invalid(String),
+    /// Readable, but the sender may not store this kind of instance.
+    #[error("not permitted: {0}")]
+    NotPermitted(String),
     #[error("storage failed: {0}")]
     Store(#[from] StoreError),
     #[error("index failed: {0}")]
@@ -58,6 +61,7 @@ pub struct Ingest<'a> {
     blob: StagedBlob,
     expected: Option<MetaInfo>,
     expected_study: Option<String>,
+    derived_only: bool,
 }
 
 impl<'a> Ingest<'a> {
@@ -73,6 +77,7 @@ impl<'a> Ingest<'a> {
             blob,
             expected: Some(meta),
             expected_study: None,
+            derived_only: false,
         })
     }
 
@@ -83,7 +88,14 @@ impl<'a> Ingest<'a> {
             blob,
             expected: None,
             expected_study: None,
+            derived_only: false,
         })
+    }
+
+    /// Refuses the instance unless it is a derived object (the sender has
+    /// only the `store-derived` right).
+    pub fn derived_only(&mut self) {
+        self.derived_only = true;
     }
 
     /// Refuses the instance unless it belongs to this study (STOW-RS to
@@ -146,6 +158,11 @@ impl<'a> Ingest<'a> {
         } else if meta_sop != rec.sop_instance_uid {
             return Err(IngestError::Invalid(
                 "the file meta SOP Instance UID differs from the data set's".into(),
+            ));
+        }
+        if self.derived_only && !custos_core::derived::is_derived(&rec.sop_class_uid) {
+            return Err(IngestError::NotPermitted(
+                "only derived objects (SR, SEG, presentation states, key objects) may be stored with this role".into(),
             ));
         }
         if let Some(study) = &self.expected_study

@@ -41,6 +41,10 @@ pub fn of_store(result: &Result<(Received, StoreOutcome), IngestError>) -> (u16,
             info!(error = %e, "C-STORE refused: unreadable data set");
             (CANNOT_UNDERSTAND, Some("data set cannot be parsed".into()))
         }
+        Err(IngestError::NotPermitted(e)) => {
+            info!(error = %e, "C-STORE refused: not permitted");
+            (NOT_AUTHORIZED, Some(e.clone()))
+        }
         Err(IngestError::Invalid(e)) => {
             info!(error = %e, "C-STORE refused: invalid instance");
             (IDENTIFIER_DOES_NOT_MATCH, Some(e.clone()))

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 /// One operation on the archive. DIMSE services map onto the first five one to
 /// one; DICOMweb routes map onto the same set (QIDO = find, WADO = get,
-/// STOW = store), and the last three exist only for users.
+/// STOW = store), and the last four exist only for users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     Echo,
@@ -19,10 +19,14 @@ pub enum Action {
     Admin,
     /// Read the audit trail.
     Audit,
+    /// Store only derived objects a viewer makes — structured reports,
+    /// segmentations, presentation states, key object selections
+    /// ([`crate::derived::is_derived`]) — over STOW-RS. `store` includes it.
+    StoreDerived,
 }
 
 impl Action {
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 9] = [
         Action::Echo,
         Action::Store,
         Action::Find,
@@ -31,6 +35,7 @@ impl Action {
         Action::Delete,
         Action::Admin,
         Action::Audit,
+        Action::StoreDerived,
     ];
 
     /// What a DICOM peer can be granted.
@@ -44,7 +49,10 @@ impl Action {
 
     /// Actions that change the archive or its configuration.
     pub fn writes(self) -> bool {
-        matches!(self, Action::Store | Action::Delete | Action::Admin)
+        matches!(
+            self,
+            Action::Store | Action::StoreDerived | Action::Delete | Action::Admin
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -57,10 +65,11 @@ impl Action {
             Action::Delete => "delete",
             Action::Admin => "admin",
             Action::Audit => "audit",
+            Action::StoreDerived => "store-derived",
         }
     }
 
-    fn bit(self) -> u8 {
+    fn bit(self) -> u16 {
         1 << (self as u8)
     }
 }
@@ -78,20 +87,22 @@ impl FromStr for Action {
             .into_iter()
             .find(|a| a.name().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
-                crate::invalid!("unknown action `{s}` (expected echo, store, find, get, move, delete, admin or audit)")
+                crate::invalid!("unknown action `{s}` (expected echo, store, find, get, move, delete, admin, audit or store-derived)")
             })
     }
 }
 
 /// A set of granted actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Permissions(u8);
+pub struct Permissions(u16);
 
 impl Permissions {
     pub const NONE: Permissions = Permissions(0);
 
     pub fn allows(self, action: Action) -> bool {
         self.0 & action.bit() != 0
+            // Storing anything includes storing derived objects.
+            || (action == Action::StoreDerived && self.0 & Action::Store.bit() != 0)
     }
 
     pub fn with(self, action: Action) -> Self {
@@ -107,8 +118,12 @@ impl Permissions {
         Permissions(self.0 & other.0)
     }
 
+    /// The actions granted as such (not those implied: `store` lists no
+    /// `store-derived`).
     pub fn actions(self) -> impl Iterator<Item = Action> {
-        Action::ALL.into_iter().filter(move |a| self.allows(*a))
+        Action::ALL
+            .into_iter()
+            .filter(move |a| self.0 & a.bit() != 0)
     }
 }
 

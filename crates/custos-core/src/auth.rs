@@ -40,7 +40,9 @@ impl Role {
         use Action::*;
         match self {
             Role::Admin => Action::ALL.into_iter().collect(),
-            Role::Radiologist => [Echo, Find, Get, Move].into_iter().collect(),
+            // A radiologist saves what the viewer makes (measurements as SR,
+            // segmentations, presentation states), not images.
+            Role::Radiologist => [Echo, Find, Get, Move, StoreDerived].into_iter().collect(),
             Role::Uploader => [Echo, Store].into_iter().collect(),
             Role::Auditor => [Audit].into_iter().collect(),
         }

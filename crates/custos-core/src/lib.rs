@@ -9,6 +9,7 @@ pub mod action;
 pub mod audit;
 pub mod auth;
 pub mod credentials;
+pub mod derived;
 pub mod invalid;
 pub mod limits;
 pub mod peer;

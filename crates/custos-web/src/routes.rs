@@ -75,13 +75,13 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
         (
             Method::POST,
             "/dicom-web/studies",
-            Right(Store),
+            Right(StoreDerived),
             post(stow::store),
         ),
         (
             Method::POST,
             "/dicom-web/studies/{study}",
-            Right(Store),
+            Right(StoreDerived),
             post(stow::store_in_study),
         ),
         // WADO-RS and WADO-URI

@@ -61,7 +61,10 @@ async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    require(&principal, Action::Store)?;
+    // `store-derived` (a radiologist saving a viewer's SR or SEG) stores
+    // derived objects only; `store` anything.
+    require(&principal, Action::StoreDerived)?;
+    let derived_only = !principal.may(Action::Store);
     let mut multipart = open_multipart(&state, &headers, body)?;
     let base = base_url(&state, &headers);
     let mut answer = Answer::default();
@@ -94,7 +97,7 @@ async fn receive(
                 .push(json!({ "00081197": us(status::CANNOT_UNDERSTAND) }));
             continue;
         }
-        let result = store_part(&state, study.as_deref(), field).await?;
+        let result = store_part(&state, study.as_deref(), derived_only, field).await?;
         answer.add(result, &base);
     }
     tracing::info!(
@@ -162,6 +165,7 @@ type Stored = Result<(Received, StoreOutcome), IngestError>;
 async fn store_part(
     state: &AppState,
     study: Option<&str>,
+    derived_only: bool,
     mut field: multer::Field<'static>,
 ) -> Result<Stored, ApiError> {
     let mut ingest = state
@@ -171,6 +175,9 @@ async fn store_part(
         .map_err(|e| ApiError::internal("staging an upload", e))?;
     if let Some(s) = study {
         ingest.expect_study(s);
+    }
+    if derived_only {
+        ingest.derived_only();
     }
     // The first bytes tell whether the part is a Part 10 file or starts with
     // its file meta group (what dicomweb-client sends for a data set).

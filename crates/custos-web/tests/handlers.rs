@@ -165,10 +165,15 @@ fn pixels() -> Vec<u8> {
 
 /// A 4x4 8-bit CT image as a Part 10 file.
 fn instance() -> Vec<u8> {
+    instance_of(CT_IMAGE, SOP)
+}
+
+/// The same test object with another SOP class and instance UID.
+fn instance_of(sop_class: &str, sop: &str) -> Vec<u8> {
     let mut obj = InMemDicomObject::new_empty();
     for (tag, vr, value) in [
-        (tags::SOP_CLASS_UID, VR::UI, CT_IMAGE),
-        (tags::SOP_INSTANCE_UID, VR::UI, SOP),
+        (tags::SOP_CLASS_UID, VR::UI, sop_class),
+        (tags::SOP_INSTANCE_UID, VR::UI, sop),
         (tags::STUDY_INSTANCE_UID, VR::UI, STUDY),
         (tags::SERIES_INSTANCE_UID, VR::UI, SERIES),
         (tags::PATIENT_NAME, VR::PN, "Handler^Hannah"),
@@ -200,8 +205,8 @@ fn instance() -> Vec<u8> {
         .with_meta(
             FileMetaTableBuilder::new()
                 .transfer_syntax("1.2.840.10008.1.2.1")
-                .media_storage_sop_class_uid(CT_IMAGE)
-                .media_storage_sop_instance_uid(SOP),
+                .media_storage_sop_class_uid(sop_class)
+                .media_storage_sop_instance_uid(sop),
         )
         .unwrap();
     let mut out = Vec::new();
@@ -215,11 +220,15 @@ fn stow() -> Request<Body> {
 }
 
 fn stow_part(part: &[u8]) -> Request<Body> {
+    stow_as("modality", part)
+}
+
+fn stow_as(user: &str, part: &[u8]) -> Request<Body> {
     let boundary = "custos-handler-test";
     let mut body = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
     body.extend_from_slice(part);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    request("modality", "POST", "/dicom-web/studies")
+    request(user, "POST", "/dicom-web/studies")
         .header(
             header::CONTENT_TYPE,
             format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
@@ -628,4 +637,55 @@ async fn a_stow_part_without_preamble_is_stored_and_unknown_query_keys_are_named
         "{}",
         String::from_utf8_lossy(&r.body)
     );
+}
+
+#[tokio::test]
+async fn a_radiologist_stores_derived_objects_but_not_images() {
+    let f = fixture("derived").await;
+    let sr = "1.2.840.10008.5.1.4.1.1.88.22";
+    let r = f
+        .send(stow_as(
+            "rad",
+            &instance_of(sr, "1.2.826.0.1.3680043.8.498.9.1"),
+        ))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // An image from the same radiologist is refused as not authorized (0x0124).
+    let r = f.send(stow_as("rad", &instance())).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(
+        r.json()["00081198"]["Value"][0]["00081197"]["Value"][0],
+        0x0124
+    );
+    let r = f
+        .get(
+            "rad",
+            &format!("/dicom-web/studies/{STUDY}/series/{SERIES}/instances"),
+        )
+        .await;
+    let found: Vec<_> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["00080016"]["Value"][0].clone())
+        .collect();
+    assert_eq!(found, vec![serde_json::json!(sr)], "only the SR is stored");
+    // The uploader stores images, derived objects included.
+    assert_eq!(
+        f.send(stow_as("modality", &instance())).await.status,
+        StatusCode::OK
+    );
+    let r = f
+        .send(stow_as(
+            "modality",
+            &instance_of(sr, "1.2.826.0.1.3680043.8.498.9.2"),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
 }

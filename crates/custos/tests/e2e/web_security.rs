@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 const PW_BOSS: &str = "the chief of imaging 7";
 const PW_RAD: &str = "reading room 4 lights";
 const PW_UP: &str = "scanner uploads only 9";
+const PW_AUD: &str = "reads the trail only 3";
 const PHI: [&str; 2] = ["CompressedSamples", "1CT1"];
 
 fn basic(user: &str, pw: &str) -> Value {
@@ -32,6 +33,7 @@ fn fixture(name: &str, env: &[(&str, &str)]) -> Fixture {
     add_user(&data, "boss", "admin", PW_BOSS);
     add_user(&data, "rad", "radiologist", PW_RAD);
     add_user(&data, "up", "uploader", PW_UP);
+    add_user(&data, "aud", "auditor", PW_AUD);
     let server = Server::start_with(&data, env);
     let ct = pydicom_test_files().join("CT_small.dcm");
     python(&[
@@ -144,7 +146,8 @@ fn every_route_refuses_missing_bad_expired_revoked_and_unpermitted_credentials()
     let stow_headers =
         json!({ "Content-Type": "multipart/related; type=\"application/dicom\"; boundary=b" });
     spec.push(json!({ "method": "POST", "path": "/dicom-web/studies", "auth": bearer(&read_only_admin), "headers": stow_headers, "body": "--b--\r\n" }));
-    spec.push(json!({ "method": "POST", "path": "/dicom-web/studies", "auth": basic("rad", PW_RAD), "headers": stow_headers, "body": "--b--\r\n" }));
+    // (A radiologist may store derived objects: the auditor may store nothing.)
+    spec.push(json!({ "method": "POST", "path": "/dicom-web/studies", "auth": basic("aud", PW_AUD), "headers": stow_headers, "body": "--b--\r\n" }));
     spec.push(json!({ "method": "DELETE", "path": format!("/api/studies/{s}"), "auth": bearer(&read_only_admin) }));
     spec.push(json!({ "method": "DELETE", "path": format!("/api/studies/{s}"), "auth": basic("rad", PW_RAD) }));
     spec.push(json!({ "method": "GET", "path": "/api/users", "auth": bearer(&read_only_admin) }));
@@ -656,11 +659,12 @@ fn every_route_in_the_router_table_refuses_strangers_and_the_unpermitted() {
         }
     };
     // Who lacks each right: the uploader reads nothing, the radiologist
-    // stores and administers nothing.
+    // stores no images and administers nothing, the auditor stores nothing.
     let lacking = |a: Action| {
         [
             ("up", PW_UP, Role::Uploader),
             ("rad", PW_RAD, Role::Radiologist),
+            ("aud", PW_AUD, Role::Auditor),
         ]
         .into_iter()
         .find(|(_, _, r)| !r.permissions().allows(a))
