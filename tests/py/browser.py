@@ -230,6 +230,9 @@ def main():
         page.click("button:has-text('Add peer')")
         page.wait_for_selector("tr[data-peer='CT09']")
         check("store" in page.inner_text("tr[data-peer='CT09']"), "the peer's rights")
+        # Nothing listens at CT09's address: the test says so.
+        page.click("tr[data-peer='CT09'] button:has-text('Test')")
+        page.wait_for_selector("p[role=status]:has-text('CT09 did not answer')")
         page.screenshot(path=f"{args.shots}/admin.png", full_page=True)
         peers = requests.get(f"{url}/api/peers", auth=admin, verify=False).json()
         check(any(p["ae_title"] == "CT09" and "store" in p["allow"] for p in peers), f"peers: {peers}")

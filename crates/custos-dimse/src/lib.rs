@@ -7,6 +7,7 @@
 
 mod association;
 pub mod command;
+mod echo;
 pub mod gate;
 mod identifier;
 pub mod link;
@@ -16,6 +17,7 @@ mod server;
 pub mod syntaxes;
 mod tls;
 
+pub use echo::{EchoResult, echo_peer};
 pub use gate::{IdentityClaim, IdentityKind};
 
 /// Text of a DICOM element (for probe evidence).

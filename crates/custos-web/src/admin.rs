@@ -135,6 +135,40 @@ pub async fn remove_peer(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `POST /api/peers/{ae}/echo`: a C-ECHO from Custos to the peer, to test its
+/// address, AE title and TLS set-up. 200 with `ok` and the status or the
+/// reason; 404 for an unknown peer.
+pub async fn echo_peer(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path(ae): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    require(&p, Action::Admin)?;
+    let peer = s
+        .archive
+        .peer_directory()
+        .peer(&ae)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no peer named {ae}")))?;
+    let Some(echo) = &s.peer_echo else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "outbound DICOM is not available here",
+        ));
+    };
+    let answer = match echo.echo(&peer).await {
+        Ok(r) => json!({
+            "ok": r.status == 0,
+            "status": r.status,
+            "tls": r.tls,
+            "ms": r.elapsed.as_millis() as u64,
+        }),
+        Err(why) => json!({ "ok": false, "error": why }),
+    };
+    tracing::info!(by = p.name(), peer = %ae, ok = %answer["ok"], "peer tested with C-ECHO");
+    Ok(Json(answer))
+}
+
 pub async fn users(
     State(s): State<Arc<AppState>>,
     Extension(p): Extension<Principal>,

@@ -70,6 +70,23 @@ pub struct AppState {
     /// Passwords, API tokens and OpenID Connect JWTs; shared with DICOM
     /// user identities.
     pub auth: Arc<Authenticator>,
+    /// C-ECHO to a peer, done by the DICOM side (wired by the binary).
+    pub peer_echo: Option<Arc<dyn PeerEcho>>,
+}
+
+/// What a C-ECHO to a peer showed.
+pub struct EchoAnswer {
+    pub status: u16,
+    pub tls: bool,
+    pub elapsed: Duration,
+}
+
+/// An outbound C-ECHO to a registered peer (the admin page's "Test").
+pub trait PeerEcho: Send + Sync {
+    fn echo<'a>(
+        &'a self,
+        peer: &'a custos_core::peer::Peer,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<EchoAnswer, String>> + Send + 'a>>;
 }
 
 /// The peer address of the connection a request came on.

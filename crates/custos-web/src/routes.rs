@@ -179,6 +179,12 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
             post(admin::put_peer),
         ),
         (
+            Method::POST,
+            "/api/peers/{ae}/echo",
+            Right(Admin),
+            post(admin::echo_peer),
+        ),
+        (
             Method::DELETE,
             "/api/peers/{ae}",
             Right(Admin),

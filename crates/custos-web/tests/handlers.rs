@@ -82,6 +82,7 @@ async fn fixture(name: &str) -> Fixture {
             viewer_dir: None,
         },
         auth,
+        peer_echo: None,
     });
     Fixture {
         dir,

@@ -120,6 +120,15 @@ export async function adminPage(main, api, me) {
     el("td", { text: p.ae_title }), el("td", { text: `${p.host}:${p.port}` }), el("td", { text: p.allow.join(", ") }),
     el("td", { text: p.tls_required ? "TLS" : "" }),
     el("td", {},
+      button("Test", async () => {
+        message.textContent = `Sending C-ECHO to ${p.ae_title}…`;
+        const r = await call(`/api/peers/${encodeURIComponent(p.ae_title)}/echo`, "POST");
+        if (r) {
+          message.textContent = r.ok
+            ? `${p.ae_title} answered C-ECHO (status 0000${r.tls ? ", over TLS" : ""}, ${r.ms} ms).`
+            : `${p.ae_title} did not answer: ${r.error || `status ${Number(r.status).toString(16)}`}`;
+        }
+      }),
       button("Edit", (e) => e.target.closest("tr").after(el("tr", {}, el("td", { colspan: 5 }, peerForm(p))))),
       button("Remove", async () => {
         if (confirm(`Remove the peer ${p.ae_title}?`) && await call(`/api/peers/${encodeURIComponent(p.ae_title)}`, "DELETE")) reload();

@@ -304,8 +304,42 @@ fn start_web(
             viewer_dir: Some(data_dir.join(custos_web::viewer::FOLDER)),
         },
         auth,
+        peer_echo: Some(Arc::new(DimseEcho {
+            ae_title: config.dicom.ae_title.clone(),
+            tls: dicom_tls_client(data_dir, config)?,
+        })),
     });
     Ok(tokio::spawn(custos_web::serve(listener, tls, state, stop)))
+}
+
+/// The admin page's peer test: a C-ECHO as C-MOVE would associate.
+struct DimseEcho {
+    ae_title: String,
+    tls: Option<Arc<custos_tls::ClientConfig>>,
+}
+
+impl custos_web::PeerEcho for DimseEcho {
+    fn echo<'a>(
+        &'a self,
+        peer: &'a custos_core::peer::Peer,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<custos_web::EchoAnswer, String>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            let r = custos_dimse::echo_peer(
+                &self.ae_title,
+                peer,
+                self.tls.clone(),
+                Duration::from_secs(10),
+            )
+            .await?;
+            Ok(custos_web::EchoAnswer {
+                status: r.status,
+                tls: r.tls,
+                elapsed: r.elapsed,
+            })
+        })
+    }
 }
 
 /// How often the DICOM TLS handshake picks up peers' CA bundles.

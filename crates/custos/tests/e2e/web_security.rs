@@ -714,3 +714,56 @@ fn every_route_in_the_router_table_refuses_strangers_and_the_unpermitted() {
             .contains("valid")
     );
 }
+
+#[test]
+fn an_admin_tests_a_peer_by_c_echo_from_custos() {
+    let data = DataDir::new("web-echo");
+    add_user(&data, "boss", "admin", PW_BOSS);
+    let port = free_port();
+    let closed = free_port();
+    data.add_peer("ECHOSCP", "127.0.0.1", port, "echo");
+    data.add_peer("GONE", "127.0.0.1", closed, "echo");
+    data.add_peer("WARD", "127.0.0.0/24", 104, "echo");
+    let server = Server::start(&data);
+    // DCMTK's storescp answers C-ECHO.
+    let mut scp = std::process::Command::new("/usr/bin/storescp")
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("storescp (Debian's dcmtk)");
+    wait_for_port(port);
+    let boss = basic("boss", PW_BOSS);
+    let echo = |ae: &str| json!({ "method": "POST", "path": format!("/api/peers/{ae}/echo"), "auth": boss });
+    let r = web_requests(
+        &server,
+        json!([echo("ECHOSCP"), echo("GONE"), echo("WARD"), echo("NOSUCH")]),
+    );
+    let _ = scp.kill();
+    let _ = scp.wait();
+    let body = |i: usize| {
+        serde_json::from_str::<Value>(r[i]["body"].as_str().unwrap_or("{}")).unwrap_or(Value::Null)
+    };
+    assert_eq!(r[0]["status"], 200, "{}", r[0]);
+    assert_eq!(body(0)["ok"], true, "{}", r[0]);
+    assert_eq!(body(0)["status"], 0);
+    assert_eq!(body(1)["ok"], false, "{}", r[1]);
+    assert!(
+        body(1)["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no association"),
+        "{}",
+        r[1]
+    );
+    assert_eq!(body(2)["ok"], false);
+    assert!(
+        body(2)["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no single address"),
+        "{}",
+        r[2]
+    );
+    assert_eq!(r[3]["status"], 404);
+}
