@@ -244,8 +244,10 @@ async fn write_head(
             write(ingest, &head[consumed..]).await?;
             Ok(true)
         }
+        // Wait for the whole meta group, or for the 132 bytes that show a
+        // preamble and DICM.
         BareMeta::NeedMore if !end => Ok(false),
-        BareMeta::NeedMore | BareMeta::NotMeta if !end && head.len() < PART10_HEAD => Ok(false),
+        BareMeta::NotMeta if !end && head.len() < PART10_HEAD => Ok(false),
         // Anything else goes to the ingest as it is, which refuses it if it
         // is not DICOM.
         BareMeta::NeedMore | BareMeta::NotMeta => {
