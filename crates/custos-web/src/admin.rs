@@ -404,9 +404,13 @@ pub struct AuditQuery {
     after: i64,
     #[serde(default)]
     limit: Option<usize>,
+    /// The newest `last` records instead (at most 10,000).
+    #[serde(default)]
+    last: Option<usize>,
 }
 
-/// The audit trail for auditors: records after `after`, with their hashes.
+/// The audit trail for auditors: records after `after` (or the newest
+/// `last`), with their hashes.
 pub async fn audit_trail(
     State(s): State<Arc<AppState>>,
     Extension(p): Extension<Principal>,
@@ -417,14 +421,22 @@ pub async fn audit_trail(
 ) -> Result<Json<serde_json::Value>> {
     require(&p, Action::Audit)?;
     let axum::extract::Query(q) =
-        query.map_err(|_| ApiError::bad_request("after and limit are integers"))?;
-    let limit = q.limit.unwrap_or(1000);
+        query.map_err(|_| ApiError::bad_request("after, limit and last are integers"))?;
+    let limit = q.last.or(q.limit).unwrap_or(1000);
     if limit > 10_000 || q.after < 0 {
         return Err(ApiError::bad_request(
-            "after is a record number (0 or more), limit at most 10000",
+            "after is a record number (0 or more), limit and last at most 10000",
         ));
     }
-    let records = s.archive.audit_log().audit_after(q.after, limit).await?;
+    let log = s.archive.audit_log();
+    let after = match q.last {
+        Some(last) => {
+            let head = log.audit_head().await?.map_or(0, |r| r.seq);
+            head.saturating_sub(last as i64).max(0)
+        }
+        None => q.after,
+    };
+    let records = log.audit_after(after, limit).await?;
     let mut e = crate::audit::event(
         custos_core::audit::EventId::AuditLogUsed,
         'R',

@@ -319,8 +319,8 @@ const OUTCOMES = { 0: "success", 4: "minor failure", 8: "serious failure", 12: "
 
 async function auditPage() {
   main.replaceChildren(el("p", { class: "hint", text: "Loading the audit trail…" }));
-  const records = await json("/api/audit?after=0&limit=10000");
-  const recent = records.slice(-500).reverse();
+  const records = await json("/api/audit?last=500");
+  const recent = records.reverse();
   const filter = el("input", { "aria-label": "Filter", placeholder: "Filter (user, event, patient ID…)", on: { input: draw } });
   const tbody = el("tbody");
   function draw() {
@@ -339,7 +339,7 @@ async function auditPage() {
   }
   draw();
   main.replaceChildren(
-    el("div", { class: "filters" }, filter, el("span", { class: "hint", text: `${records.length} records; the latest 500 shown` })),
+    el("div", { class: "filters" }, filter, el("span", { class: "hint", text: `the latest ${records.length} records` })),
     el("table", { class: "audit" },
       el("thead", {}, el("tr", {}, ["#", "Time", "Event", "Outcome", "User", "Source", "Detail"].map((h) => el("th", { text: h })))),
       tbody));

@@ -82,8 +82,26 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
             { "method": "GET", "path": "/dicom-web/studies", "auth": { "bearer": token } },
             { "method": "GET", "path": "/dicom-web/studies", "auth": { "bearer": token } },
             { "method": "DELETE", "path": format!("/api/studies/{CT_STUDY}"), "auth": { "basic": ["boss", PW_BOSS] } },
+            // The newest records (what the web page shows), not the oldest.
+            { "method": "GET", "path": "/api/audit?last=1", "auth": { "basic": ["aud", PW_AUD] } },
+            { "method": "GET", "path": "/api/audit?last=2", "auth": { "basic": ["aud", PW_AUD] } },
         ]),
     );
+    let seqs = |i: usize| -> Vec<i64> {
+        serde_json::from_str::<serde_json::Value>(r[i]["body"].as_str().unwrap_or("[]"))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|rec| rec["seq"].as_i64().unwrap())
+            .collect()
+    };
+    let (newest, last) = (seqs(6), seqs(7));
+    assert_eq!(newest.len(), 1, "{}", r[6]);
+    assert!(newest[0] > 10, "not the start of the trail: {newest:?}");
+    assert_eq!(last.len(), 2, "{}", r[7]);
+    assert_eq!(last[1], last[0] + 1);
+    assert!(last[1] >= newest[0], "{last:?} after {newest:?}");
 
     assert_eq!(r[1]["status"], 200, "the auditor reads the trail: {}", r[1]);
     assert!(
