@@ -12,6 +12,7 @@ Loopback only. The series is stored once (STOW-RS) per run of the script.
 import argparse
 import io
 import json
+import os
 import statistics
 import sys
 import time
@@ -20,8 +21,10 @@ import numpy as np
 import requests
 from PIL import Image
 from playwright.sync_api import sync_playwright
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "py"))
+from made import instance  # noqa: E402  (the tests' data set maker)
 
 ARGS = ["--no-sandbox", "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -33,14 +36,7 @@ def ct(slices=100, size=512):
     body = ((xx - size / 2) ** 2 + (yy - size / 2) ** 2) < (size * 0.4) ** 2
     out = []
     for n in range(1, slices + 1):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds = instance(study=study, series=series)
         ds.PatientName, ds.PatientID, ds.Modality = "Bench^Hundred", "BENCH-100", "CT"
         ds.SeriesNumber, ds.InstanceNumber = 1, n
         ds.ImagePositionPatient = [0, 0, n * 2.5]

@@ -3,7 +3,9 @@
 Stores a small CT series (known pixels) through STOW-RS, then, as a person
 would: logs in (a wrong password first), searches, opens the study, checks
 from a screenshot that the viewer shows the known image, scrolls, changes the
-window, logs out, and logs in as an auditor who sees only the audit trail.
+window, downloads the study as a ZIP (pydicom reads its DICOMDIR), uploads,
+administers, reads the status page, logs out, and logs in as an auditor who
+sees only the audit trail, filters it and verifies its chain.
 Screenshots go to --shots. Prints one JSON line of figures; exits non-zero
 with the reason on the first failure.
 
@@ -17,13 +19,17 @@ import json
 import os
 import sys
 import time
+import zipfile
 
 import numpy as np
+import pydicom
 import requests
 from PIL import Image
 from playwright.sync_api import sync_playwright
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.fileset import FileSet
+from pydicom.uid import generate_uid
+
+from made import instance
 
 NAME = "Browser^Bella"
 SHOWN_NAME = "Browser Bella"
@@ -36,14 +42,7 @@ def series(name=NAME, patient_id=PATIENT_ID, count=SLICES):
     study, series_uid = generate_uid(), generate_uid()
     out = []
     for n in range(1, count + 1):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series_uid
+        ds = instance(study=study, series=series_uid)
         ds.PatientName, ds.PatientID = name, patient_id
         ds.PatientBirthDate, ds.PatientSex = "19700101", "F"
         ds.StudyDate, ds.StudyDescription = "20260102", "CHEST"
@@ -190,6 +189,23 @@ def main():
         check(abs(l2 - left) > 5 or abs(r2 - right) > 5, "the lung window changed nothing")
         page.screenshot(path=f"{args.shots}/viewer-lung.png")
 
+        # Download the study as a ZIP: every slice, and a DICOMDIR pydicom
+        # reads (it follows the records' offsets) that lists them all.
+        with page.expect_download() as download:
+            page.click("a:has-text('Download ZIP')")
+        zip_path = os.path.join(args.shots, "study.zip")
+        download.value.save_as(zip_path)
+        unpacked = os.path.join(args.shots, "study-zip")
+        with zipfile.ZipFile(zip_path) as z:
+            check(z.testzip() is None, "a ZIP entry's CRC failed")
+            names = z.namelist()
+            z.extractall(unpacked)
+        check(names[0] == "DICOMDIR" and len(names) == SLICES + 1, f"ZIP entries {names}")
+        fileset = FileSet(pydicom.dcmread(os.path.join(unpacked, "DICOMDIR")))
+        listed = sorted(int(i.InstanceNumber) for i in fileset)
+        check(listed == list(range(1, SLICES + 1)), f"DICOMDIR lists {listed}")
+        check(all(i.load().PatientID == PATIENT_ID for i in fileset), "the files' patient")
+
         # Upload: a new instance is stored, a text file refused with the
         # reason; the new study is then found in the list.
         upload_dir = os.path.join(args.shots, "upload")
@@ -237,6 +253,17 @@ def main():
         peers = requests.get(f"{url}/api/peers", auth=admin, verify=False).json()
         check(any(p["ae_title"] == "CT09" and "store" in p["allow"] for p in peers), f"peers: {peers}")
 
+        # The status page: what is stored, what arrived this hour, doctor's checks.
+        page.goto(f"{url}/#/status")
+        archive = page.wait_for_selector("[data-figure=archive]").inner_text()
+        check(f"2 studies, 2 series, {SLICES + 1} instances" in archive, f"status: {archive!r}")
+        ingest = page.inner_text("[data-figure=ingest]")
+        check(ingest.startswith(f"{SLICES + 1} instances received in the last hour"), f"ingest: {ingest!r}")
+        check(page.locator(".bars span").count() == 60, "a bar per minute")
+        page.click("button:has-text('Run the checks')")
+        page.wait_for_selector("[data-figure=checks]")
+        page.screenshot(path=f"{args.shots}/status.png", full_page=True)
+
         # Log out: the login page again, and the API refuses the browser.
         page.click("#logout")
         page.wait_for_selector("form.login")
@@ -256,6 +283,21 @@ def main():
         status = page.evaluate("fetch('/dicom-web/studies', {headers: {'x-custos-ui': '1'}}).then(r => r.status)")
         check(status == 403, f"the auditor searched studies: {status}")
         page.screenshot(path=f"{args.shots}/audit.png")
+
+        # Filter by patient on the server: only records naming the patient,
+        # the ZIP download among them; then by event; then verify the chain.
+        page.fill("input[name=audit-patient]", PATIENT_ID)
+        page.click("form.filters button[type=submit]")
+        page.wait_for_selector("td:has-text('ZIP download of')")
+        patients = page.locator("table.audit tbody td:nth-child(8)").all_inner_texts()
+        check(patients and all(PATIENT_ID in p for p in patients), f"patient filter: {patients}")
+        page.fill("input[name=audit-patient]", "")
+        page.select_option("select[name=audit-event]", "110114")
+        page.click("form.filters button[type=submit]")
+        page.wait_for_function("() => [...document.querySelectorAll('table.audit tbody td:nth-child(3)')].every(td => td.textContent === 'User Authentication')")
+        page.click("button:has-text('Verify the chain')")
+        page.wait_for_selector("p.ok:has-text('Verified:')")
+        page.screenshot(path=f"{args.shots}/audit-filtered.png")
 
         check(not errors, f"errors in the page: {errors}")
         check(not failed, f"failed requests: {failed}")

@@ -105,20 +105,81 @@ def cmd_stow(args):
 def cmd_stow_new(args):
     """store_instances of a data set made in memory, with its file meta but
     never written to a file: dicomweb-client sends it without the preamble."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.22"
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    from made import instance
+    ds = instance("1.2.840.10008.5.1.4.1.1.88.22")
     ds.PatientID, ds.PatientName, ds.Modality = args.patient_id, "Memory^Made", "SR"
     c = client(args)
     res = c.store_instances([ds])
     out(res.to_json_dict())
+
+
+def cmd_stow_study(args):
+    """One study of `--series` series of `--instances` small CT slices made
+    with pydicom (series numbers descending, so an export must sort them),
+    stored with dicomweb-client; prints the study, series and SOP UIDs."""
+    from pydicom.uid import generate_uid
+    from made import instance
+    study = generate_uid()
+    made, series_uids = [], []
+    for s_index in range(args.series):
+        series_uid = generate_uid()
+        series_uids.append(series_uid)
+        for n in range(1, args.instances + 1):
+            ds = instance(study=study, series=series_uid)
+            ds.SpecificCharacterSet = "ISO_IR 192"
+            ds.PatientName, ds.PatientID = args.name, args.patient_id
+            ds.StudyDate, ds.StudyTime, ds.StudyID = "20261201", "101500", "S1"
+            ds.AccessionNumber, ds.StudyDescription = "ACC-Z1", "EXPORT"
+            ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", args.series - s_index, n
+            ds.Rows = ds.Columns = 8
+            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+            ds.PixelData = bytes([n % 256, s_index]) * 64
+            made.append(ds)
+    res = client(args).store_instances(made)
+    out({"study": study, "series": series_uids, "sops": [str(d.SOPInstanceUID) for d in made],
+         "failed": len(res.get("FailedSOPSequence", []))})
+
+
+def cmd_zip(args):
+    """GET /api/studies/{study}/download.zip, unpack it into `--out`, check
+    every entry's CRC, and read the DICOMDIR with pydicom's FileSet (which
+    follows the records' offsets); prints what each record references and
+    the hashes of the files."""
+    import os
+    import zipfile
+    from io import BytesIO
+    from pydicom.fileset import FileSet
+    s = session(args)
+    r = s.get(f"{args.url}/api/studies/{args.study}/download.zip")
+    if r.status_code != 200:
+        out({"status": r.status_code, "body": r.text[:500]})
+        return
+    z = zipfile.ZipFile(BytesIO(r.content))
+    bad = z.testzip()
+    z.extractall(args.out)
+    names = z.namelist()
+    fs = FileSet(pydicom.dcmread(os.path.join(args.out, "DICOMDIR")))
+    instances = []
+    for inst in fs:
+        ds = inst.load()
+        data = open(inst.path, "rb").read()
+        instances.append({
+            "path": os.path.relpath(inst.path, args.out),
+            "record": inst.node.record_type,
+            "patient_id": inst.PatientID,
+            "patient_name": str(inst.PatientName),
+            "study": inst.StudyInstanceUID,
+            "series": inst.SeriesInstanceUID,
+            "series_number": int(inst.SeriesNumber),
+            "instance_number": int(inst.InstanceNumber),
+            "sop": inst.SOPInstanceUID,
+            "file_sop": str(ds.SOPInstanceUID),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        })
+    out({"status": 200, "content_type": r.headers["Content-Type"],
+         "disposition": r.headers.get("Content-Disposition"), "crc_failure": bad,
+         "names": names, "instances": instances})
 
 
 def multipart_parts(resp):
@@ -160,8 +221,9 @@ def cmd_raw_stow(args):
 
 
 def cmd_probe(args):
-    """Requests from a JSON list of {method, path, auth?, headers?, body?};
-    prints their statuses, WWW-Authenticate headers and bodies."""
+    """Requests from a JSON list of {method, path, auth?, headers?, body?,
+    body_limit?}; prints their statuses, WWW-Authenticate headers and bodies
+    (the first `body_limit` characters, 2000 unless given)."""
     spec = json.load(open(args.spec))
     results = []
     for req in spec:
@@ -182,7 +244,7 @@ def cmd_probe(args):
                           data=data.encode() if isinstance(data, str) else data, timeout=60)
             results.append({"status": r.status_code,
                             "www_authenticate": r.headers.get("WWW-Authenticate"),
-                            "body": r.text[:2000], "headers": dict(r.headers)})
+                            "body": r.text[:req.get("body_limit", 2000)], "headers": dict(r.headers)})
         except requests.RequestException as e:
             results.append({"status": None, "error": type(e).__name__})
     out(results)
@@ -326,6 +388,14 @@ def main():
     s.add_argument("files", nargs="+")
     s = sub.add_parser("stow-new")
     s.add_argument("--patient-id", required=True)
+    s = sub.add_parser("stow-study")
+    s.add_argument("--patient-id", required=True)
+    s.add_argument("--name", required=True)
+    s.add_argument("--series", type=int, default=2)
+    s.add_argument("--instances", type=int, default=3)
+    s = sub.add_parser("zip")
+    s.add_argument("--study", required=True)
+    s.add_argument("--out", required=True)
     s = sub.add_parser("raw-get")
     s.add_argument("--path", required=True)
     s.add_argument("--accept", default='multipart/related; type="application/dicom"; transfer-syntax=*')

@@ -8,6 +8,8 @@
 
 mod attributes;
 pub mod audit;
+pub mod dicomdir;
+mod export;
 mod fsck;
 mod ingest;
 pub mod lengths;
@@ -19,6 +21,7 @@ pub mod status;
 pub mod text;
 pub mod view;
 
+pub use export::{ExportError, StudyExport};
 pub use fsck::{FsckError, FsckOptions, FsckReport};
 pub use ingest::{Ingest, IngestError, Received, StoreOutcome};
 pub use migrate::MigrateReport;
@@ -63,6 +66,7 @@ pub struct Archive {
     store: Arc<dyn BlobStore>,
     duplicates: DuplicatePolicy,
     audit: std::sync::OnceLock<audit::AuditSender>,
+    trail: std::sync::OnceLock<audit::AuditTrail>,
 }
 
 impl Archive {
@@ -76,13 +80,22 @@ impl Archive {
             store,
             duplicates,
             audit: std::sync::OnceLock::new(),
+            trail: std::sync::OnceLock::new(),
         }
     }
 
     /// Starts writing audit records (a server does; one-shot tools use
     /// `audit::append_now`). Without it, `audit` drops events.
     pub fn start_audit(&self, trail: audit::AuditTrail) {
+        let _ = self.trail.set(trail.clone());
         let _ = self.audit.set(audit::start(self.audit_log(), trail));
+    }
+
+    /// Recomputes the trail's chain (what `custos audit verify` does);
+    /// `None` when this archive writes no trail.
+    pub async fn verify_audit(&self) -> Option<Result<audit::ChainCheck, IndexError>> {
+        let trail = self.trail.get()?;
+        Some(trail.verify(self.index.as_ref()).await)
     }
 
     /// Records an event in the audit trail; never fails the caller, and
@@ -118,6 +131,45 @@ impl Archive {
 
     pub async fn statistics(&self) -> Result<custos_index::Statistics, IndexError> {
         self.index.statistics().await
+    }
+
+    /// Adds to an audit event the patients of the studies it names, so a
+    /// retrieve is found by patient even when the request named only UIDs.
+    /// A lookup failure leaves the event as it was (the access is still
+    /// recorded, by study).
+    pub async fn name_patients(&self, e: &mut custos_core::audit::AuditEvent) {
+        if e.study_uids.is_empty() {
+            return;
+        }
+        let q = Query {
+            level: custos_core::query::Level::Study,
+            conditions: vec![(
+                custos_core::query::Key::StudyInstanceUID,
+                custos_core::query::Matcher::List(e.study_uids.clone()),
+            )],
+            limit: e.study_uids.len(),
+            offset: 0,
+        };
+        let Ok(rows) = self.index.find(q).await else {
+            return;
+        };
+        for row in rows {
+            if let Some(id) = row.get(&custos_core::query::Key::PatientID)
+                && !e.patient_ids.contains(id)
+            {
+                e.patient_ids.push(id.clone());
+            }
+        }
+    }
+
+    /// Stored instances per modality, most first.
+    pub async fn instances_by_modality(&self) -> Result<Vec<(String, u64)>, IndexError> {
+        self.index.instances_by_modality().await
+    }
+
+    /// Instances received since `since` (RFC 3339 UTC), per minute.
+    pub async fn received_per_minute(&self, since: &str) -> Result<Vec<(String, u64)>, IndexError> {
+        self.index.received_per_minute(since).await
     }
 
     /// Starts receiving an instance whose file meta comes from the network

@@ -109,6 +109,30 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// Which audit records a reader wants: every condition given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditSearch {
+    /// Records after this sequence number (0: from the start).
+    pub after: i64,
+    /// Records before this sequence number.
+    pub before: Option<i64>,
+    /// The newest matches first (else the oldest first).
+    pub newest_first: bool,
+    pub limit: usize,
+    /// The web user or DICOM user identity, exactly.
+    pub user: Option<String>,
+    /// A patient ID the record names.
+    pub patient_id: Option<String>,
+    /// The event ID's code (110100 ...).
+    pub event_code: Option<u32>,
+    /// Only records about a DICOM peer (associations, DIMSE operations).
+    pub dicom_peers_only: bool,
+    /// Record time bounds, RFC 3339 UTC (`2026-12-01`, or a full time):
+    /// `from` inclusive, `to` exclusive.
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
 /// The secret that keys the chain (32 random bytes, hex in a 0600 file).
 #[derive(Clone, PartialEq, Eq)]
 pub struct AuditKey([u8; 32]);

@@ -134,6 +134,13 @@ pub fn random_text(n: usize) -> String {
         .collect()
 }
 
+/// A new DICOM UID under the UUID-derived root 2.25 (PS3.5 B.2), random.
+pub fn random_uid() -> String {
+    let mut rng = rand::rng();
+    let high = u128::from(rng.next_u64()) << 64;
+    format!("2.25.{}", high | u128::from(rng.next_u64()))
+}
+
 /// A new password that passes the policy (about 119 bits).
 pub fn random_password() -> String {
     random_text(20)

@@ -213,6 +213,7 @@ impl Association {
             custos_core::audit::Outcome::Success,
         );
         let keys = e.name_query(&ident.query);
+        self.archive.name_patients(&mut e).await;
         let set = match self.archive.retrieve_set(ident.query).await {
             Ok(s) => s,
             Err(custos_index::IndexError::BadQuery(why)) => {
@@ -330,6 +331,7 @@ impl Association {
             custos_core::audit::Outcome::Success,
         );
         let keys = e.name_query(&ident.query);
+        self.archive.name_patients(&mut e).await;
         let set = match self.archive.retrieve_set(ident.query).await {
             Ok(s) => s,
             Err(custos_index::IndexError::BadQuery(why)) => {

@@ -17,7 +17,7 @@ pub use postgres::PgIndex;
 pub use sqlite::SqliteIndex;
 
 use async_trait::async_trait;
-use custos_core::audit::{AuditKey, AuditRecord};
+use custos_core::audit::{AuditKey, AuditRecord, AuditSearch};
 use custos_core::query::{Query, Row};
 use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{ApiToken, Peer, User};
@@ -74,6 +74,10 @@ pub struct Statistics {
 
 const STATISTICS_SQL: &str = "SELECT (SELECT COUNT(DISTINCT patient_id) FROM studies), (SELECT COUNT(*) FROM studies),
     (SELECT COUNT(*) FROM series), (SELECT COUNT(*) FROM instances), (SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM instances)";
+
+const BY_MODALITY_SQL: &str =
+    "SELECT se.modality, COUNT(*) FROM instances i JOIN series se ON i.series_pk = se.pk
+    GROUP BY se.modality ORDER BY 2 DESC, 1";
 
 impl From<rusqlite::Error> for IndexError {
     fn from(e: rusqlite::Error) -> IndexError {
@@ -133,6 +137,13 @@ pub trait InstanceIndex: Send + Sync + 'static {
     ) -> Result<Vec<(i64, StoredInstance)>, IndexError>;
 
     async fn statistics(&self) -> Result<Statistics, IndexError>;
+
+    /// Stored instances per modality (of their series), most first.
+    async fn instances_by_modality(&self) -> Result<Vec<(String, u64)>, IndexError>;
+
+    /// Instances received at or after `since` (RFC 3339 UTC), counted per
+    /// minute (`YYYY-MM-DDTHH:MM`, UTC), oldest first.
+    async fn received_per_minute(&self, since: &str) -> Result<Vec<(String, u64)>, IndexError>;
 
     /// Removes a study (or, with `series_uid`, one of its series) and
     /// everything under it from the index, and the study itself once it has no
@@ -194,6 +205,10 @@ pub trait AuditLog: Send + Sync + 'static {
 
     /// Audit records after position `after` (0: from the start), in order.
     async fn audit_after(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>, IndexError>;
+
+    /// Audit records matching `search`, in its order (a scan of the bodies
+    /// within the sequence and time bounds).
+    async fn audit_search(&self, search: &AuditSearch) -> Result<Vec<AuditRecord>, IndexError>;
 }
 
 /// A whole index backend (SQLite or PostgreSQL): what is opened and handed

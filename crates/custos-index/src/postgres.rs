@@ -8,12 +8,14 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row as PgRow};
 
-use custos_core::audit::{AuditKey, AuditRecord, GENESIS};
+use custos_core::audit::{AuditKey, AuditRecord, AuditSearch, GENESIS};
 use custos_core::query::{Query, Row};
 use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
 
-use crate::sql_query::{Dialect, SqlValue, find_sql, instance_kinds_sql, instances_sql};
+use crate::sql_query::{
+    Dialect, SqlValue, audit_search_sql, find_sql, instance_kinds_sql, instances_sql,
+};
 use crate::statements::{self, InsertPlan, STORED_COLUMNS, TOKEN_COLUMNS, USER_COLUMNS};
 use crate::{
     AuditLog, IndexError, InsertOutcome, InstanceIndex, InstanceKind, PeerDirectory, Registry,
@@ -390,6 +392,32 @@ impl InstanceIndex for PgIndex {
         })
     }
 
+    async fn instances_by_modality(&self) -> Result<Vec<(String, u64)>, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(crate::BY_MODALITY_SQL, &[])
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| Ok((r.col(0)?, r.col::<i64>(1)? as u64)))
+            .collect()
+    }
+
+    async fn received_per_minute(&self, since: &str) -> Result<Vec<(String, u64)>, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(
+                "SELECT to_char(date_trunc('minute', received_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:MI'), COUNT(*)
+                 FROM instances WHERE received_at >= CAST($1 AS TEXT)::timestamptz GROUP BY 1 ORDER BY 1",
+                &[&since],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| Ok((r.col(0)?, r.col::<i64>(1)? as u64)))
+            .collect()
+    }
+
     async fn remove(
         &self,
         study_uid: &str,
@@ -663,6 +691,13 @@ impl AuditLog for PgIndex {
             )
             .await
             .map_err(pg)?;
+        rows.iter().map(audit_record).collect()
+    }
+
+    async fn audit_search(&self, search: &AuditSearch) -> Result<Vec<AuditRecord>, IndexError> {
+        let (sql, params) = audit_search_sql(search, Dialect::Postgres);
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client.query(&sql, &bind(&params)).await.map_err(pg)?;
         rows.iter().map(audit_record).collect()
     }
 }

@@ -42,6 +42,12 @@ pub const SERIES_DATES: &str = r#"
     ALTER TABLE series ADD COLUMN series_time TEXT NOT NULL DEFAULT '';
 "#;
 
+/// 7: ingest over time (the status page's last hour) reads instances by
+/// the time they arrived.
+pub const RECEIVED_AT_INDEX: &str = r#"
+    CREATE INDEX instances_received ON instances(received_at);
+"#;
+
 pub const PEER_PINS: &str = r#"
     ALTER TABLE peers ADD COLUMN cert_subject TEXT NOT NULL DEFAULT '';
     ALTER TABLE peers ADD COLUMN ca_pem TEXT NOT NULL DEFAULT '';
@@ -85,9 +91,20 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
         .replace("{RECEIVED_AT}", received_at);
     // 2: web users and API tokens; 3: peers that must use TLS, optionally
     // with a pinned client certificate; 4: the audit trail; 5: peers pinned
-    // by certificate subject or CA bundle; 6: series date and time.
+    // by certificate subject or CA bundle; 6: series date and time; 7: an
+    // index on arrival time.
     let mut steps = vec![first];
-    steps.extend([USERS_AND_TOKENS, PEER_TLS, AUDIT, PEER_PINS, SERIES_DATES].map(String::from));
+    steps.extend(
+        [
+            USERS_AND_TOKENS,
+            PEER_TLS,
+            AUDIT,
+            PEER_PINS,
+            SERIES_DATES,
+            RECEIVED_AT_INDEX,
+        ]
+        .map(String::from),
+    );
     steps
 }
 

@@ -312,6 +312,64 @@ pub fn instances_sql(
     Ok((dialect.placeholders(sql), params))
 }
 
+/// Statement for an audit search (`AuditSearch`): the record columns of
+/// the matches, bodies matched as JSON.
+pub fn audit_search_sql(
+    search: &custos_core::audit::AuditSearch,
+    dialect: Dialect,
+) -> (String, Vec<SqlValue>) {
+    let mut clauses = vec!["seq > ?".to_string()];
+    let mut params = vec![SqlValue::Int(search.after)];
+    if let Some(before) = search.before {
+        clauses.push("seq < ?".into());
+        params.push(SqlValue::Int(before));
+    }
+    if let Some(from) = &search.from {
+        clauses.push("at >= ?".into());
+        params.push(SqlValue::Text(from.clone()));
+    }
+    if let Some(to) = &search.to {
+        clauses.push("at < ?".into());
+        params.push(SqlValue::Text(to.clone()));
+    }
+    let (user, peer, code, patient) = match dialect {
+        Dialect::Sqlite => (
+            "json_extract(body, '$.user') = ?",
+            "json_extract(body, '$.peer') <> ''",
+            "CAST(json_extract(body, '$.event.code') AS TEXT) = ?",
+            "EXISTS (SELECT 1 FROM json_each(body, '$.patients') WHERE value = ?)",
+        ),
+        Dialect::Postgres => (
+            "(body::jsonb ->> 'user') = ?",
+            "(body::jsonb ->> 'peer') <> ''",
+            "(body::jsonb -> 'event' ->> 'code') = ?",
+            "(body::jsonb -> 'patients') @> jsonb_build_array(?::text)",
+        ),
+    };
+    if let Some(u) = &search.user {
+        clauses.push(user.into());
+        params.push(SqlValue::Text(u.clone()));
+    }
+    if search.dicom_peers_only {
+        clauses.push(peer.into());
+    }
+    if let Some(c) = search.event_code {
+        clauses.push(code.into());
+        params.push(SqlValue::Text(c.to_string()));
+    }
+    if let Some(p) = &search.patient_id {
+        clauses.push(patient.into());
+        params.push(SqlValue::Text(p.clone()));
+    }
+    params.push(SqlValue::Int(search.limit.min(i64::MAX as usize) as i64));
+    let sql = format!(
+        "SELECT seq, at, body, prev_hash, hash FROM audit{} ORDER BY seq{} LIMIT ?",
+        where_sql(&clauses),
+        if search.newest_first { " DESC" } else { "" }
+    );
+    (dialect.placeholders(sql), params)
+}
+
 /// Statement counting the stored instances under a query by (SOP class,
 /// transfer syntax): what a C-MOVE proposes and how many sub-operations follow.
 pub fn instance_kinds_sql(

@@ -9,12 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
-use custos_core::audit::{AuditKey, AuditRecord, GENESIS};
+use custos_core::audit::{AuditKey, AuditRecord, AuditSearch, GENESIS};
 use custos_core::query::{Query, Row};
 use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
 
-use crate::sql_query::{Dialect, SqlValue, find_sql, instance_kinds_sql, instances_sql};
+use crate::sql_query::{
+    Dialect, SqlValue, audit_search_sql, find_sql, instance_kinds_sql, instances_sql,
+};
 use crate::statements::{self, InsertPlan, TOKEN_COLUMNS, USER_COLUMNS};
 use crate::{
     AuditLog, IndexError, InsertOutcome, InstanceIndex, InstanceKind, PeerDirectory, Registry,
@@ -499,6 +501,28 @@ impl InstanceIndex for SqliteIndex {
         .await
     }
 
+    async fn instances_by_modality(&self) -> Result<Vec<(String, u64)>, IndexError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(crate::BY_MODALITY_SQL)?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn received_per_minute(&self, since: &str) -> Result<Vec<(String, u64)>, IndexError> {
+        let since = since.to_string();
+        self.read(move |conn| {
+            // received_at is text in RFC 3339 UTC: its first 16 characters are the minute.
+            let mut stmt = conn.prepare_cached(
+                "SELECT substr(received_at, 1, 16), COUNT(*) FROM instances WHERE received_at >= ? GROUP BY 1 ORDER BY 1",
+            )?;
+            let rows = stmt.query_map([since], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     async fn remove(
         &self,
         study_uid: &str,
@@ -746,6 +770,16 @@ impl AuditLog for SqliteIndex {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(statements::AUDIT_AFTER)?;
             let rows = stmt.query_map(params![after, limit], audit_record)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn audit_search(&self, search: &AuditSearch) -> Result<Vec<AuditRecord>, IndexError> {
+        let (sql, params) = audit_search_sql(search, Dialect::Sqlite);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(bind(&params).as_slice(), audit_record)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await

@@ -59,7 +59,9 @@ on_both_backends!(
     paging_through_stored,
     users_and_tokens,
     removing_series_and_studies,
-    audit_chain
+    audit_chain,
+    audit_search,
+    activity_for_the_status_page
 );
 
 type Ix = std::sync::Arc<dyn Index>;
@@ -457,4 +459,149 @@ async fn audit_chain(ix: Ix) {
     assert_eq!((head.seq, &head.hash), (22, &all[21].hash));
     let tail = ix.audit_after(20, 100).await.unwrap();
     assert_eq!(tail.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![21, 22]);
+}
+
+async fn audit_search(ix: Ix) {
+    use custos_core::audit::{AuditKey, AuditSearch};
+    let key = AuditKey::generate();
+    let body = |user: &str, peer: &str, code: u32, patients: &[&str]| {
+        serde_json::json!({
+            "event": { "code": code, "display": "x" },
+            "user": user, "peer": peer, "patients": patients, "detail": "",
+        })
+        .to_string()
+    };
+    ix.append_audit(
+        &key,
+        vec![
+            (
+                "2026-11-30T23:59:59.999Z".into(),
+                body("ann", "", 110112, &["P1"]),
+            ),
+            (
+                "2026-12-01T08:00:00.000Z".into(),
+                body("bob", "", 110103, &["P2", "P1"]),
+            ),
+            (
+                "2026-12-01T09:00:00.000Z".into(),
+                body("", "CT01", 110114, &[]),
+            ),
+            (
+                "2026-12-02T00:00:00.000Z".into(),
+                body("ann", "", 110103, &["P10"]),
+            ),
+            (
+                "2026-12-02T10:00:00.000Z".into(),
+                body("annabel", "MR01", 110114, &[]),
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let seqs =
+        |r: Vec<custos_core::audit::AuditRecord>| r.iter().map(|r| r.seq).collect::<Vec<_>>();
+    let all = AuditSearch {
+        limit: 100,
+        ..Default::default()
+    };
+    let find = |s: AuditSearch| {
+        let ix = ix.clone();
+        async move { seqs(ix.audit_search(&s).await.unwrap()) }
+    };
+    assert_eq!(find(all.clone()).await, [1, 2, 3, 4, 5]);
+    // Exact user, not a prefix.
+    assert_eq!(
+        find(AuditSearch {
+            user: Some("ann".into()),
+            ..all.clone()
+        })
+        .await,
+        [1, 4]
+    );
+    // A patient ID anywhere in the list, exactly (P1 is not P10).
+    assert_eq!(
+        find(AuditSearch {
+            patient_id: Some("P1".into()),
+            ..all.clone()
+        })
+        .await,
+        [1, 2]
+    );
+    assert_eq!(
+        find(AuditSearch {
+            event_code: Some(110103),
+            ..all.clone()
+        })
+        .await,
+        [2, 4]
+    );
+    assert_eq!(
+        find(AuditSearch {
+            dicom_peers_only: true,
+            ..all.clone()
+        })
+        .await,
+        [3, 5]
+    );
+    // A day: from inclusive, to exclusive.
+    let day = AuditSearch {
+        from: Some("2026-12-01".into()),
+        to: Some("2026-12-02".into()),
+        ..all.clone()
+    };
+    assert_eq!(find(day).await, [2, 3]);
+    // The newest first, bounded, and paging back with `before`.
+    let newest = AuditSearch {
+        newest_first: true,
+        limit: 2,
+        ..all.clone()
+    };
+    assert_eq!(find(newest.clone()).await, [5, 4]);
+    assert_eq!(
+        find(AuditSearch {
+            before: Some(4),
+            ..newest
+        })
+        .await,
+        [3, 2]
+    );
+    // Conditions combine.
+    let both = AuditSearch {
+        user: Some("ann".into()),
+        event_code: Some(110103),
+        ..all
+    };
+    assert_eq!(find(both).await, [4]);
+}
+
+async fn activity_for_the_status_page(ix: Ix) {
+    populate(&ix).await;
+    assert_eq!(
+        ix.instances_by_modality().await.unwrap(),
+        [
+            ("CT".to_string(), 3),
+            ("MR".to_string(), 1),
+            ("PR".to_string(), 1)
+        ]
+    );
+    // All five arrived just now, in this minute or the last (the clock may
+    // have turned between inserts).
+    let now = time::OffsetDateTime::now_utc();
+    let format = time::format_description::well_known::Rfc3339;
+    let hour_ago = (now - time::Duration::hours(1)).format(&format).unwrap();
+    let minutes = ix.received_per_minute(&hour_ago).await.unwrap();
+    assert_eq!(
+        minutes.iter().map(|(_, n)| n).sum::<u64>(),
+        5,
+        "{minutes:?}"
+    );
+    let this_minute = now.format(&format).unwrap()[..16].to_string();
+    assert!(
+        minutes
+            .iter()
+            .all(|(m, _)| m.len() == 16 && *m <= this_minute),
+        "{minutes:?}"
+    );
+    let later = (now + time::Duration::minutes(2)).format(&format).unwrap();
+    assert!(ix.received_per_minute(&later).await.unwrap().is_empty());
 }

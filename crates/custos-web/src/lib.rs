@@ -7,6 +7,7 @@
 mod admin;
 pub mod audit;
 pub mod auth;
+mod download;
 mod error;
 mod idle;
 mod multipart;
@@ -15,7 +16,9 @@ mod pixels;
 mod qido;
 pub mod routes;
 mod session;
+mod status;
 mod stow;
+mod trail;
 mod ui;
 pub mod viewer;
 mod wado;
@@ -72,6 +75,18 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// C-ECHO to a peer, done by the DICOM side (wired by the binary).
     pub peer_echo: Option<Arc<dyn PeerEcho>>,
+    /// The server's own checks (`custos doctor`), for the status page.
+    pub checkup: Option<Arc<dyn Checkup>>,
+}
+
+/// `custos doctor` run for the status page (wired by the binary): its
+/// findings and the data disk's free share, as JSON.
+pub trait Checkup: Send + Sync {
+    fn run(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<serde_json::Value, String>> + Send + '_>,
+    >;
 }
 
 /// What a C-ECHO to a peer showed.

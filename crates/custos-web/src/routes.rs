@@ -15,7 +15,7 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use custos_core::{Action, Principal};
 
 use crate::error::ApiError;
-use crate::{AppState, admin, openapi, qido, session, stow, wado};
+use crate::{AppState, admin, download, openapi, qido, session, status, stow, trail, wado};
 
 /// What a request needs beyond being authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +171,18 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
             Right(Admin),
             get(admin::statistics),
         ),
+        (
+            Method::GET,
+            "/api/status",
+            Right(Admin),
+            get(status::status),
+        ),
+        (
+            Method::GET,
+            "/api/status/checks",
+            Right(Admin),
+            get(status::checks),
+        ),
         (Method::GET, "/api/peers", Right(Admin), get(admin::peers)),
         (
             Method::POST,
@@ -223,6 +235,12 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
             delete(admin::revoke_token),
         ),
         (
+            Method::GET,
+            "/api/studies/{study}/download.zip",
+            Right(Get),
+            get(download::study_zip),
+        ),
+        (
             Method::DELETE,
             "/api/studies/{study}",
             Right(Delete),
@@ -234,11 +252,12 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
             Right(Delete),
             delete(admin::delete_series),
         ),
+        (Method::GET, "/api/audit", Right(Audit), get(trail::records)),
         (
             Method::GET,
-            "/api/audit",
+            "/api/audit/verify",
             Right(Audit),
-            get(admin::audit_trail),
+            get(trail::verify),
         ),
         (
             Method::GET,

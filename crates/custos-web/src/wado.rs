@@ -132,6 +132,7 @@ pub async fn resolve(
         set.len()
     );
     e.study_uids.push(target.study.clone());
+    state.archive.name_patients(&mut e).await;
     state.archive.audit(e).await;
     Ok(set)
 }

@@ -83,6 +83,7 @@ async fn fixture(name: &str) -> Fixture {
         },
         auth,
         peer_echo: None,
+        checkup: None,
     });
     Fixture {
         dir,

@@ -1,4 +1,5 @@
-// Custos's browser UI: login, study list, study page, audit trail.
+// Custos's browser UI: login, study list, study page; the routes to the
+// upload, administration, status and audit pages (their own modules).
 // Patient data is only ever put into the page with textContent (never as
 // HTML), and never into the URL: the location carries UIDs only.
 
@@ -6,6 +7,8 @@ import { el } from "/ui/dom.js";
 import { openViewer } from "/ui/viewer.js";
 import { uploadPage } from "/ui/upload.js";
 import { adminPage } from "/ui/admin.js";
+import { auditPage } from "/ui/audit.js";
+import { statusPage } from "/ui/status.js";
 
 const state = { me: null };
 const main = document.getElementById("main");
@@ -109,7 +112,7 @@ function showBar() {
   const links = [];
   if (may("find")) links.push(el("a", { href: "#/", text: "Studies" }));
   if (may("store")) links.push(el("a", { href: "#/upload", text: "Upload" }));
-  if (may("admin")) links.push(el("a", { href: "#/admin", text: "Administration" }));
+  if (may("admin")) links.push(el("a", { href: "#/admin", text: "Administration" }), el("a", { href: "#/status", text: "Status" }));
   if (may("audit")) links.push(el("a", { href: "#/audit", text: "Audit trail" }));
   nav.replaceChildren(...links);
   document.getElementById("who").textContent = `${state.me.user} (${state.me.role})`;
@@ -255,6 +258,7 @@ async function studyPage(uid) {
   } else if (may("admin")) {
     actions.push(el("span", { class: "hint", text: "OHIF is not installed (custos viewer install); the quick viewer is shown." }));
   }
+  actions.push(el("a", { href: `/api/studies/${encodeURIComponent(uid)}/download.zip`, download: "", text: "Download ZIP" }));
   if (may("delete")) {
     actions.push(el("button", { type: "button", class: "danger", text: "Delete study", on: { click: async () => {
       if (!confirm("Delete this study from the archive? This cannot be undone.")) return;
@@ -312,39 +316,6 @@ function instanceUrl(study, series, instance) {
   return `/dicom-web/studies/${encodeURIComponent(study)}/series/${encodeURIComponent(series)}/instances/${encodeURIComponent(value(instance, "00080018"))}`;
 }
 
-// ---- audit trail ----
-
-// DICOM audit outcomes (PS3.15 A.5.3.1.4).
-const OUTCOMES = { 0: "success", 4: "minor failure", 8: "serious failure", 12: "major failure" };
-
-async function auditPage() {
-  main.replaceChildren(el("p", { class: "hint", text: "Loading the audit trail…" }));
-  const records = await json("/api/audit?last=500");
-  const recent = records.reverse();
-  const filter = el("input", { "aria-label": "Filter", placeholder: "Filter (user, event, patient ID…)", on: { input: draw } });
-  const tbody = el("tbody");
-  function draw() {
-    const needle = filter.value.trim().toLowerCase();
-    tbody.replaceChildren(...recent
-      .filter((r) => !needle || JSON.stringify(r.record).toLowerCase().includes(needle))
-      .map((r) => {
-        const rec = r.record || {};
-        return el("tr", {},
-          el("td", { text: String(r.seq) }), el("td", { text: r.time }),
-          el("td", { text: (rec.event && rec.event.display) || "" }),
-          el("td", { text: OUTCOMES[rec.outcome] ?? String(rec.outcome ?? "") }),
-          el("td", { text: rec.user || "" }), el("td", { text: rec.source || "" }),
-          el("td", { text: rec.detail || "" }));
-      }));
-  }
-  draw();
-  main.replaceChildren(
-    el("div", { class: "filters" }, filter, el("span", { class: "hint", text: `the latest ${records.length} records` })),
-    el("table", { class: "audit" },
-      el("thead", {}, el("tr", {}, ["#", "Time", "Event", "Outcome", "User", "Source", "Detail"].map((h) => el("th", { text: h })))),
-      tbody));
-}
-
 // ---- routing ----
 
 async function route() {
@@ -354,7 +325,8 @@ async function route() {
   try {
     const study = hash.match(/^#\/study\/([0-9.]+)$/);
     if (study && may("get")) await studyPage(study[1]);
-    else if (hash === "#/audit" && may("audit")) await auditPage();
+    else if (hash === "#/audit" && may("audit")) await auditPage(main, api);
+    else if (hash === "#/status" && may("admin")) await statusPage(main, api);
     else if (hash === "#/upload" && may("store")) uploadPage(main, state.me.csrf);
     else if (hash === "#/admin" && may("admin")) await adminPage(main, api, state.me);
     else if (may("find")) {

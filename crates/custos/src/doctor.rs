@@ -41,22 +41,53 @@ fn beyond_loopback(listen: &str) -> bool {
 
 pub async fn run(data: &Path, as_json: bool) -> Result<bool> {
     let config = Config::load(data)?;
-    let index = open_index(data, &config).await?;
-    let files = custos_tls::TlsFiles::in_data(data);
-    let mut f = Vec::new();
-    listeners(&mut f, &config);
-    peers(&mut f, index.as_ref()).await?;
-    users(&mut f, index.as_ref()).await?;
-    audit_trail(&mut f, data, index.as_ref()).await;
-    certificates(&mut f, &files);
-    permissions(&mut f, data, &config, &files);
-    disk(&mut f, data);
+    let f = findings(data, &config).await?;
     Ok(crate::probe_cmd::report(
         &format!("custos doctor {}", data.display()),
         json!({ "data": data.display().to_string() }),
         &f,
         as_json,
     ))
+}
+
+/// Every check, on the index the configuration names (opened here, as the
+/// CLI does beside a running server).
+pub async fn findings(data: &Path, config: &Config) -> Result<Vec<Finding>> {
+    let index = open_index(data, config).await?;
+    let files = custos_tls::TlsFiles::in_data(data);
+    let mut f = Vec::new();
+    listeners(&mut f, config);
+    peers(&mut f, index.as_ref()).await?;
+    users(&mut f, index.as_ref()).await?;
+    audit_trail(&mut f, data, index.as_ref()).await;
+    certificates(&mut f, &files);
+    permissions(&mut f, data, config, &files);
+    disk(&mut f, data);
+    Ok(f)
+}
+
+/// The status page's checks: `doctor`'s findings and the data disk's free share.
+pub struct Checkup {
+    pub data: std::path::PathBuf,
+    pub config: Config,
+}
+
+impl custos_web::Checkup for Checkup {
+    fn run(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<serde_json::Value, String>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            let found = findings(&self.data, &self.config)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(json!({
+                "findings": crate::probe_cmd::findings_json(&found),
+                "disk_free_percent": free_percent(&self.data),
+            }))
+        })
+    }
 }
 
 /// Plain listeners reachable beyond loopback.

@@ -143,14 +143,18 @@ pub async fn run(a: Args) -> Result<bool> {
 
 /// Prints findings as text or as one JSON object (`head` plus `findings`);
 /// returns false when any is high or critical (the exit status).
+/// Findings as JSON objects (id, severity, title, evidence, fix).
+pub fn findings_json(findings: &[Finding]) -> serde_json::Value {
+    json!(findings
+        .iter()
+        .map(|f| json!({ "id": f.id, "severity": f.severity.name(), "title": f.title, "evidence": f.evidence, "fix": f.fix }))
+        .collect::<Vec<_>>())
+}
+
 pub fn report(title: &str, head: serde_json::Value, findings: &[Finding], as_json: bool) -> bool {
     if as_json {
-        let list: Vec<_> = findings
-            .iter()
-            .map(|f| json!({ "id": f.id, "severity": f.severity.name(), "title": f.title, "evidence": f.evidence, "fix": f.fix }))
-            .collect();
         let mut out = head;
-        out["findings"] = json!(list);
+        out["findings"] = findings_json(findings);
         println!("{out}");
     } else {
         println!("{title}");

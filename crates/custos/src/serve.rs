@@ -308,6 +308,10 @@ fn start_web(
             ae_title: config.dicom.ae_title.clone(),
             tls: dicom_tls_client(data_dir, config)?,
         })),
+        checkup: Some(Arc::new(crate::doctor::Checkup {
+            data: data_dir.to_path_buf(),
+            config: config.clone(),
+        })),
     });
     Ok(tokio::spawn(custos_web::serve(listener, tls, state, stop)))
 }

@@ -1,7 +1,8 @@
 //! The web UI in a real browser: Debian's chromium driven by Playwright
 //! (`tests/py/browser.py`) logs in, searches, opens a study, checks the
-//! viewer's image by its pixels, scrolls, changes the window, logs out, and
-//! sees the auditor's view. Screenshots of each page are left in
+//! viewer's image by its pixels, scrolls, changes the window, downloads the
+//! study as a ZIP, uploads, administers, reads the status page, logs out,
+//! and sees the auditor's view with its filters. Screenshots of each page are left in
 //! `target/tmp/ui-screenshots/` for a reviewer.
 
 use crate::common::*;
@@ -24,7 +25,17 @@ fn a_radiologist_and_an_auditor_use_the_web_ui_in_chromium() {
     );
     assert!(figures["first_image_ms"].as_u64().is_some(), "{figures}");
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
-    for page in ["login", "studies", "study", "viewer-lung", "audit"] {
+    for page in [
+        "login",
+        "studies",
+        "study",
+        "viewer-lung",
+        "upload",
+        "admin",
+        "status",
+        "audit",
+        "audit-filtered",
+    ] {
         assert!(shots.join(format!("{page}.png")).exists(), "{page}.png");
     }
     // The server recorded the browser session's login, views and logout.
@@ -38,4 +49,5 @@ fn a_radiologist_and_an_auditor_use_the_web_ui_in_chromium() {
     assert!(detail("HTTP login (browser session)"), "login audited");
     assert!(detail("HTTP logout (browser session)"), "logout audited");
     assert!(detail("WADO "), "views audited");
+    assert!(detail("ZIP download of "), "the download audited");
 }
