@@ -227,6 +227,18 @@ def main():
         page.fill("input[name=name]", "upload")
         page.wait_for_selector(f"tr[data-study='{new_study}']")
 
+        # Sorting is done by the server over every page: newest first by
+        # default (same study date: the later stored first), then by ID.
+        page.fill("input[name=name]", "")
+        page.wait_for_function("() => document.querySelectorAll('#studies tr').length === 2")
+        order = lambda: page.eval_on_selector_all("#studies tr", "rows => rows.map(r => r.dataset.study)")
+        check(order() == [new_study, study], f"default order {order()}")
+        page.click("th[data-sort=PatientID]")
+        page.wait_for_function("() => document.querySelector('th[data-sort=PatientID]').textContent.endsWith('▲')")
+        page.wait_for_function(f"() => document.querySelector('#studies tr')?.dataset.study === '{study}'")
+        page.click("th[data-sort=PatientID]")
+        page.wait_for_function(f"() => document.querySelector('#studies tr')?.dataset.study === '{new_study}'")
+
         # Administration: a user, a token (its secret shown once) and a peer.
         page.goto(f"{url}/#/admin")
         page.wait_for_selector("section.admin h2:has-text('Users')")

@@ -53,6 +53,7 @@ impl Archive {
                 conditions: by_study.clone(),
                 limit: usize::MAX,
                 offset: 0,
+                order: Vec::new(),
             })
             .await?;
         let stored: HashMap<String, StoredInstance> = self
@@ -61,6 +62,7 @@ impl Archive {
                 conditions: by_study,
                 limit: usize::MAX,
                 offset: 0,
+                order: Vec::new(),
             })
             .await?
             .all()

@@ -149,6 +149,7 @@ impl Archive {
             )],
             limit: e.study_uids.len(),
             offset: 0,
+            order: Vec::new(),
         };
         let Ok(rows) = self.index.find(q).await else {
             return;

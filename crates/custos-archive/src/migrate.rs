@@ -58,6 +58,7 @@ impl Archive {
             )],
             limit: 1,
             offset: 0,
+            order: Vec::new(),
         };
         let existing = target
             .index

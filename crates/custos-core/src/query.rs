@@ -207,6 +207,9 @@ pub struct Query {
     /// Return at most this many matches.
     pub limit: usize,
     pub offset: usize,
+    /// Sort keys, `true` for descending (QIDO-RS `orderby`, as dcm4chee
+    /// offers it); empty: the order things were stored in.
+    pub order: Vec<(Key, bool)>,
 }
 
 impl Level {
@@ -219,6 +222,14 @@ impl Level {
             Level::Series => Key::SeriesInstanceUID,
             Level::Image => Key::SOPInstanceUID,
         }
+    }
+}
+
+impl Key {
+    /// Whether results can be sorted by this key at `level`: a stored
+    /// attribute of that level or above (computed ones are not).
+    pub fn sortable_at(self, level: Level) -> bool {
+        self.kind() != KeyKind::Computed && self.level() <= level && level != Level::Patient
     }
 }
 
@@ -301,6 +312,7 @@ mod tests {
             conditions,
             limit: 10,
             offset: 0,
+            order: Vec::new(),
         };
         assert!(q(Level::Study, vec![]).check_retrieve().is_err());
         assert!(

@@ -61,6 +61,7 @@ pub fn parse(obj: &InMemDicomObject, model: Model, limit: usize) -> Result<Ident
             conditions,
             limit,
             offset: 0,
+            order: Vec::new(),
         },
         requested,
     })

@@ -272,12 +272,30 @@ pub fn find_sql(
         .iter()
         .map(|k| select_expr(*k, query.level, dialect))
         .collect();
-    let order = match query.level {
-        Level::Patient => " GROUP BY st.patient_id ORDER BY MIN(st.pk)",
-        Level::Study => " ORDER BY st.pk",
-        Level::Series => " ORDER BY se.pk",
-        Level::Image => " ORDER BY i.pk",
+    let (group, pk) = match query.level {
+        Level::Patient => (" GROUP BY st.patient_id", "MIN(st.pk)"),
+        Level::Study => ("", "st.pk"),
+        Level::Series => ("", "se.pk"),
+        Level::Image => ("", "i.pk"),
     };
+    // Requested sort keys first, then the storage order (which also breaks
+    // ties, so paging is stable); names sort case-insensitively.
+    let mut by = Vec::new();
+    for (key, descending) in &query.order {
+        if !key.sortable_at(query.level) {
+            return Err(format!("cannot sort by {} here", key.name()));
+        }
+        let col = column(*key).ok_or_else(|| format!("cannot sort by {}", key.name()))?;
+        let col = if key.kind() == KeyKind::PersonName {
+            format!("{col}_fold")
+        } else {
+            col.to_string()
+        };
+        by.push(format!("{col}{}", if *descending { " DESC" } else { "" }));
+    }
+    let newest_first = query.order.first().is_some_and(|(_, d)| *d);
+    by.push(format!("{pk}{}", if newest_first { " DESC" } else { "" }));
+    let order = format!("{group} ORDER BY {}", by.join(", "));
     let sql = format!(
         "SELECT {} FROM {}{}{} LIMIT ? OFFSET ?",
         select.join(", "),

@@ -61,7 +61,8 @@ on_both_backends!(
     removing_series_and_studies,
     audit_chain,
     audit_search,
-    activity_for_the_status_page
+    activity_for_the_status_page,
+    sorted_results
 );
 
 type Ix = std::sync::Arc<dyn Index>;
@@ -100,6 +101,7 @@ fn q(level: Level, conditions: Vec<(Key, Matcher)>) -> Query {
         conditions,
         limit: 100,
         offset: 0,
+        order: Vec::new(),
     }
 }
 
@@ -604,4 +606,52 @@ async fn activity_for_the_status_page(ix: Ix) {
     );
     let later = (now + time::Duration::minutes(2)).format(&format).unwrap();
     assert!(ix.received_per_minute(&later).await.unwrap().is_empty());
+}
+
+async fn sorted_results(ix: Ix) {
+    populate(&ix).await;
+    let studies = |order: Vec<(Key, bool)>, limit: usize, offset: usize| {
+        let ix = ix.clone();
+        async move {
+            ix.find(Query {
+                level: Level::Study,
+                conditions: vec![],
+                limit,
+                offset,
+                order,
+            })
+            .await
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| r[&Key::StudyInstanceUID].clone())
+                    .collect::<Vec<_>>()
+            })
+        }
+    };
+    assert_eq!(
+        studies(vec![(Key::StudyDate, true)], 10, 0).await.unwrap(),
+        ["2.1", "1.2", "1.1"]
+    );
+    assert_eq!(
+        studies(vec![(Key::StudyDate, false)], 1, 1).await.unwrap(),
+        ["1.2"],
+        "pages follow the order"
+    );
+    // Names case-insensitively (Müller after DOE), then the date within a name.
+    assert_eq!(
+        studies(
+            vec![(Key::PatientName, false), (Key::StudyDate, true)],
+            10,
+            0
+        )
+        .await
+        .unwrap(),
+        ["1.2", "1.1", "2.1"]
+    );
+    // Computed attributes are not sort keys.
+    assert!(
+        studies(vec![(Key::NumberOfStudyRelatedInstances, false)], 10, 0)
+            .await
+            .is_err()
+    );
 }

@@ -48,6 +48,7 @@ pub fn parse_query(
         .collect();
     let mut limit = cap;
     let mut offset = 0usize;
+    let mut order = Vec::new();
     for (name, value) in pairs {
         match name.as_str() {
             "limit" => {
@@ -68,6 +69,26 @@ pub fn parse_query(
             // Attributes not in the index cannot be returned, so includefield
             // changes nothing: every indexed attribute is always returned.
             "includefield" => {}
+            // dcm4chee's extension: `orderby=-StudyDate`, repeated or
+            // comma-separated, a leading `-` for descending.
+            "orderby" => {
+                for item in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+                    let (name, descending) = match item.strip_prefix('-') {
+                        Some(n) => (n, true),
+                        None => (item, false),
+                    };
+                    let key = key_named(name)
+                        .filter(|k| k.sortable_at(level))
+                        .ok_or_else(|| {
+                            ApiError::bad_request(
+                                "orderby names a stored attribute of this level or above",
+                            )
+                        })?;
+                    if order.len() < 8 && !order.iter().any(|(k, _)| *k == key) {
+                        order.push((key, descending));
+                    }
+                }
+            }
             _ => {
                 let Some(key) = key_named(&name).filter(|k| k.level() <= level) else {
                     // Only names that could be attributes are echoed back.
@@ -99,6 +120,7 @@ pub fn parse_query(
             conditions,
             limit,
             offset,
+            order,
         },
         ignored,
     ))

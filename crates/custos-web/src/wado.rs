@@ -84,6 +84,7 @@ impl Target {
             conditions,
             limit: usize::MAX,
             offset: 0,
+            order: Vec::new(),
         }
     }
 }

@@ -691,3 +691,33 @@ async fn a_radiologist_stores_derived_objects_but_not_images() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn qido_sorts_by_stored_attributes_and_refuses_computed_ones() {
+    let f = fixture("orderby").await;
+    assert_eq!(f.send(stow()).await.status, StatusCode::OK);
+    for ok in [
+        "orderby=-StudyDate,PatientName",
+        "orderby=00100020&orderby=-StudyTime",
+    ] {
+        let r = f.get("rad", &format!("/dicom-web/studies?{ok}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{ok}");
+        assert_eq!(r.json().as_array().unwrap().len(), 1);
+    }
+    // Counts are computed, SOP Instance UID is below the study level.
+    for bad in [
+        "orderby=NumberOfStudyRelatedInstances",
+        "orderby=SOPInstanceUID",
+        "orderby=-Nonsense",
+    ] {
+        let r = f.get("rad", &format!("/dicom-web/studies?{bad}")).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let r = f
+        .get(
+            "rad",
+            &format!("/dicom-web/studies/{STUDY}/series?orderby=-SeriesNumber"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}

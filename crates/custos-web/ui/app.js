@@ -135,16 +135,20 @@ function studyQuery() {
   if (f.description) q.set("StudyDescription", wild(f.description));
   if (f.modality) q.set("ModalitiesInStudy", f.modality.toUpperCase());
   if (f.from || f.to) q.set("StudyDate", `${f.from || ""}-${f.to || ""}`);
+  // Sorted by the server across all pages; newest studies first by default.
+  q.set("orderby", list.sort ? `${list.sort[1] < 0 ? "-" : ""}${list.sort[0]}` : "-StudyDate,-StudyTime");
   for (const t of INCLUDE) q.append("includefield", t);
   q.set("limit", String(PAGE + 1));
   q.set("offset", String(list.offset));
   return q;
 }
 
+// [label, tag, sort key (stored attributes only; counts are computed)]
 const COLUMNS = [
-  ["Patient", "00100010"], ["Patient ID", "00100020"], ["Birth date", "00100030"], ["Sex", "00100040"],
-  ["Study date", "00080020"], ["Modalities", "00080061"], ["Description", "00081030"],
-  ["Accession", "00080050"], ["Series", "00201206"], ["Instances", "00201208"],
+  ["Patient", "00100010", "PatientName"], ["Patient ID", "00100020", "PatientID"],
+  ["Birth date", "00100030", "PatientBirthDate"], ["Sex", "00100040", "PatientSex"],
+  ["Study date", "00080020", "StudyDate"], ["Modalities", "00080061"], ["Description", "00081030", "StudyDescription"],
+  ["Accession", "00080050", "AccessionNumber"], ["Series", "00201206"], ["Instances", "00201208"],
 ];
 
 function cell(study, tag) {
@@ -174,15 +178,7 @@ function drawRows() {
   const tbody = document.getElementById("studies");
   if (!tbody) return;
   const more = list.rows.length > PAGE;
-  let rows = list.rows.slice(0, PAGE);
-  if (list.sort) {
-    const [tag, dir] = list.sort;
-    rows = [...rows].sort((a, b) => {
-      const x = cell(a, tag), y = cell(b, tag);
-      const n = Number(x) - Number(y);
-      return dir * (Number.isNaN(n) || x === "" || y === "" ? x.localeCompare(y) : n);
-    });
-  }
+  const rows = list.rows.slice(0, PAGE);
   tbody.replaceChildren(...rows.map((s) => {
     const uid = value(s, "0020000D");
     const open = () => { location.hash = `#/study/${uid}`; };
@@ -218,12 +214,22 @@ function studyList() {
     main.replaceChildren(...studyList());
     search();
   } } });
-  const header = el("tr", {}, COLUMNS.map(([label, tag]) => el("th", {
-    text: label, tabindex: 0, on: { click: () => {
-      list.sort = list.sort && list.sort[0] === tag ? [tag, -list.sort[1]] : [tag, 1];
-      drawRows();
-    } },
-  })));
+  const sortBy = (key) => {
+    list.sort = list.sort && list.sort[0] === key ? [key, -list.sort[1]] : [key, 1];
+    list.offset = 0;
+    main.replaceChildren(...studyList());
+    search();
+  };
+  const arrow = (key) => {
+    if (list.sort) return list.sort[0] === key ? (list.sort[1] < 0 ? " ▼" : " ▲") : "";
+    return key === "StudyDate" ? " ▼" : "";
+  };
+  const header = el("tr", {}, COLUMNS.map(([label, , key]) => (key
+    ? el("th", {
+      text: `${label}${arrow(key)}`, tabindex: 0, "data-sort": key, "aria-sort": arrow(key) ? (arrow(key).includes("▼") ? "descending" : "ascending") : undefined,
+      on: { click: () => sortBy(key), keydown: (e) => { if (e.key === "Enter") sortBy(key); } },
+    })
+    : el("th", { text: label, class: "static" }))));
   return [
     el("form", { class: "filters", role: "search", on: { submit: (e) => { e.preventDefault(); search(); } } },
       input("name", "Patient name"), input("id", "Patient ID"), input("accession", "Accession"),
