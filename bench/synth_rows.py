@@ -6,8 +6,9 @@ sizes no one wants to C-STORE on a test machine (issue 4: 1,000,000 instances).
   synth_rows.py --postgres postgres://user@127.0.0.1:port/db --studies 90000
 
 Each study gets 2 series of 5 instances (the shape of gen_dataset.py's q100k),
-so --studies 90000 adds 900,000 instances. Patients are SYN%07d named
-SYNTHETIC^Pnnnnnnn, studies dated 1990-1999: they never match the harness's
+so --studies 90000 adds 900,000 instances (with the counters the index
+keeps since migration 8: 2 series, 10 instances, modality CT per study).
+Patients are SYN%07d named SYNTHETIC^Pnnnnnnn, studies dated 1990-1999: they never match the harness's
 queries (PatientName=A*, PatientID=PID..., StudyDate=2015), so its expected
 counts still hold while the indexes hold a million rows. The rows point at no
 blob (blob_key "synthetic"): index size only; `custos fsck` reports them missing.
@@ -39,11 +40,12 @@ def sqlite_fill(path, studies, rnd):
         cur.execute(
             "INSERT INTO studies (study_uid, patient_id, patient_name, patient_name_fold, patient_birth_date, patient_sex,"
             " study_date, study_time, accession_number, study_id, study_description, referring_physician_name,"
-            " referring_physician_name_fold) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", study_row(i, rnd))
+            " referring_physician_name_fold, num_series, num_instances, modalities)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,2,10,'CT')", study_row(i, rnd))
         st = cur.lastrowid
         for s in range(2):
             cur.execute("INSERT INTO series (study_pk, series_uid, modality, series_number, series_description,"
-                        " body_part_examined) VALUES (?,?,?,?,?,?)",
+                        " body_part_examined, num_instances) VALUES (?,?,?,?,?,?,5)",
                         (st, f"2.25.9{i:012d}.{s}", "CT", s + 1, "SYN", "CHEST"))
             se = cur.lastrowid
             cur.executemany(
@@ -58,14 +60,15 @@ def sqlite_fill(path, studies, rnd):
 PG_SQL = """
 INSERT INTO studies (study_uid, patient_id, patient_name, patient_name_fold, patient_birth_date, patient_sex,
   study_date, study_time, accession_number, study_id, study_description, referring_physician_name,
-  referring_physician_name_fold)
+  referring_physician_name_fold, num_series, num_instances, modalities)
 SELECT '2.25.9' || lpad(i::text, 12, '0'), 'SYN' || lpad((i / 3)::text, 7, '0'),
   'SYNTHETIC^P' || lpad((i / 3)::text, 7, '0'), 'SYNTHETIC^P' || lpad((i / 3)::text, 7, '0'), '19500101', 'O',
   '199' || (i % 10) || lpad((1 + i % 12)::text, 2, '0') || lpad((1 + i % 28)::text, 2, '0'), '120000',
-  'SACC' || lpad(i::text, 8, '0'), 'S' || i, 'SYNTHETIC STUDY', '', ''
+  'SACC' || lpad(i::text, 8, '0'), 'S' || i, 'SYNTHETIC STUDY', '', '', 2, 10, 'CT'
 FROM generate_series(0, {n} - 1) AS i;
-INSERT INTO series (study_pk, series_uid, modality, series_number, series_description, body_part_examined)
-SELECT st.pk, st.study_uid || '.' || s, 'CT', s + 1, 'SYN', 'CHEST'
+INSERT INTO series (study_pk, series_uid, modality, series_number, series_description, body_part_examined,
+  num_instances)
+SELECT st.pk, st.study_uid || '.' || s, 'CT', s + 1, 'SYN', 'CHEST', 5
 FROM studies st CROSS JOIN generate_series(0, 1) AS s WHERE st.study_uid LIKE '2.25.9%';
 INSERT INTO instances (series_pk, sop_instance_uid, sop_class_uid, instance_number, number_of_frames,
   transfer_syntax_uid, blob_key, size, sha256)

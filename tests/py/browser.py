@@ -150,6 +150,9 @@ def main():
         row = page.wait_for_selector(f"tr[data-study='{study}']")
         check(SHOWN_NAME in row.inner_text() and PATIENT_ID in row.inner_text(), "the study row lacks the patient")
         page.screenshot(path=f"{args.shots}/studies.png")
+        # Readable on a 1366x768 laptop: nothing runs off the side.
+        fits = "() => document.documentElement.scrollWidth <= window.innerWidth"
+        check(page.evaluate(fits), "the study list is wider than a 1366-pixel screen")
 
         # Search as you type: a prefix, case-insensitive, finds it; another name does not.
         page.fill("input[name=name]", "brow")
@@ -171,6 +174,7 @@ def main():
         figures["image_left_right_mean"] = [round(left), round(right)]
         check(right > left + 100, f"the image is not air left / bone right: {left:.0f} vs {right:.0f}")
         page.screenshot(path=f"{args.shots}/study.png")
+        check(page.evaluate(fits), "the study page is wider than a 1366-pixel screen")
 
         # Scroll with the keyboard: another slice is requested and shown.
         before = page.get_attribute(".stage img", "src")
@@ -275,6 +279,16 @@ def main():
         page.click("button:has-text('Run the checks')")
         page.wait_for_selector("[data-figure=checks]")
         page.screenshot(path=f"{args.shots}/status.png", full_page=True)
+
+        # On a 4K monitor the page scales its type up and still fits.
+        page.set_viewport_size({"width": 3840, "height": 2160})
+        page.goto(f"{url}/#/")
+        page.wait_for_selector(f"tr[data-study='{study}']")
+        size = page.evaluate("() => getComputedStyle(document.documentElement).fontSize")
+        check(size == "20px", f"root font size on 4K: {size}")
+        check(page.evaluate(fits), "the study list is wider than a 4K screen")
+        page.screenshot(path=f"{args.shots}/studies-4k.png")
+        page.set_viewport_size({"width": 1366, "height": 768})
 
         # Log out: the login page again, and the API refuses the browser.
         page.click("#logout")

@@ -239,12 +239,13 @@ async fn insert_rows(
 ) -> Result<(), IndexError> {
     run(tx, statements::INSERT_STUDY, &statements::study_values(rec)).await?;
     let study_pk = pk_of(tx, statements::STUDY_PK, &rec.study_uid).await?;
-    run(
+    let new_series = run(
         tx,
         statements::INSERT_SERIES,
         &statements::series_values(study_pk, rec),
     )
-    .await?;
+    .await?
+        > 0;
     let series_pk = pk_of(tx, statements::SERIES_PK, &rec.series_uid).await?;
     run(
         tx,
@@ -252,6 +253,27 @@ async fn insert_rows(
         &statements::instance_values(series_pk, rec),
     )
     .await?;
+    count_instance(tx, series_pk, 1).await?;
+    if new_series {
+        run(
+            tx,
+            &statements::recount_study(Dialect::Postgres),
+            &[SqlValue::Int(study_pk)],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Moves the instance counters of a series and its study by `by`.
+async fn count_instance(
+    tx: &deadpool_postgres::Transaction<'_>,
+    series_pk: i64,
+    by: i64,
+) -> Result<(), IndexError> {
+    let values = [SqlValue::Int(by), SqlValue::Int(series_pk)];
+    run(tx, statements::COUNT_INSTANCE_IN_SERIES, &values).await?;
+    run(tx, statements::COUNT_INSTANCE_IN_STUDY, &values).await?;
     Ok(())
 }
 
@@ -286,12 +308,19 @@ impl InstanceIndex for PgIndex {
             InsertPlan::Done(outcome) => outcome,
             InsertPlan::Write { replacing } => {
                 if replacing.is_some() {
+                    let old_series = pk_of(
+                        &tx,
+                        statements::SERIES_OF_INSTANCE,
+                        &record.sop_instance_uid,
+                    )
+                    .await?;
                     run(
                         &tx,
                         statements::DELETE_INSTANCE_BY_UID,
                         &[SqlValue::Text(record.sop_instance_uid.clone())],
                     )
                     .await?;
+                    count_instance(&tx, old_series, -1).await?;
                 }
                 insert_rows(&tx, &record).await?;
                 InsertPlan::written(replacing)
@@ -448,6 +477,20 @@ impl InstanceIndex for PgIndex {
         )
         .await
         .map_err(pg)?;
+        // A study that keeps series counts again.
+        if let Some(row) = tx
+            .query_opt(&pg_sql(statements::STUDY_PK), &[&study_uid])
+            .await
+            .map_err(pg)?
+        {
+            let pk: i64 = row.try_get(0).map_err(pg)?;
+            run(
+                &tx,
+                &statements::recount_study(Dialect::Postgres),
+                &[SqlValue::Int(pk)],
+            )
+            .await?;
+        }
         tx.commit().await.map_err(pg)?;
         rows.iter().map(|r| stored(r, 0)).collect()
     }

@@ -48,6 +48,32 @@ pub const RECEIVED_AT_INDEX: &str = r#"
     CREATE INDEX instances_received ON instances(received_at);
 "#;
 
+/// 8: the counters C-FIND and QIDO-RS return, kept with the rows
+/// (`statements::COUNT_*`, `recount_study`) instead of aggregated per query;
+/// filled here from what is stored. Studies are listed newest first by
+/// (date, time).
+fn counters(dialect: Dialect) -> String {
+    format!(
+        r#"
+    ALTER TABLE series ADD COLUMN num_instances {int} NOT NULL DEFAULT 0;
+    ALTER TABLE studies ADD COLUMN num_series {int} NOT NULL DEFAULT 0;
+    ALTER TABLE studies ADD COLUMN num_instances {int} NOT NULL DEFAULT 0;
+    ALTER TABLE studies ADD COLUMN modalities TEXT NOT NULL DEFAULT '';
+    UPDATE series SET num_instances = (SELECT COUNT(*) FROM instances i WHERE i.series_pk = series.pk);
+    UPDATE studies AS st SET num_series = (SELECT COUNT(*) FROM series x WHERE x.study_pk = st.pk),
+        num_instances = (SELECT COALESCE(SUM(x.num_instances), 0) FROM series x WHERE x.study_pk = st.pk),
+        modalities = {modalities};
+    DROP INDEX studies_date;
+    CREATE INDEX studies_date_time ON studies(study_date, study_time);
+"#,
+        int = match dialect {
+            Dialect::Sqlite => "INTEGER",
+            Dialect::Postgres => "BIGINT",
+        },
+        modalities = crate::statements::modalities_of_study(dialect)
+    )
+}
+
 pub const PEER_PINS: &str = r#"
     ALTER TABLE peers ADD COLUMN cert_subject TEXT NOT NULL DEFAULT '';
     ALTER TABLE peers ADD COLUMN ca_pem TEXT NOT NULL DEFAULT '';
@@ -92,7 +118,7 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     // 2: web users and API tokens; 3: peers that must use TLS, optionally
     // with a pinned client certificate; 4: the audit trail; 5: peers pinned
     // by certificate subject or CA bundle; 6: series date and time; 7: an
-    // index on arrival time.
+    // index on arrival time; 8: counters.
     let mut steps = vec![first];
     steps.extend(
         [
@@ -105,6 +131,7 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
         ]
         .map(String::from),
     );
+    steps.push(counters(dialect));
     steps
 }
 
@@ -182,6 +209,7 @@ mod tests {
             lite.iter().chain(&pg).all(|s| !s.contains('{')),
             "no placeholder left"
         );
-        assert_eq!(lite[1..], pg[1..]);
+        assert_eq!(lite[1..7], pg[1..7]);
+        assert!(lite[7].contains("GROUP_CONCAT") && pg[7].contains("string_agg"));
     }
 }

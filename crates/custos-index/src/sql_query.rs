@@ -226,26 +226,21 @@ pub fn returned_keys(level: Level) -> Vec<Key> {
         .collect()
 }
 
-fn select_expr(key: Key, level: Level, dialect: Dialect) -> String {
-    let count_of = |from: &str, cond: &str| format!("(SELECT COUNT(*) FROM {from} WHERE {cond})");
+fn select_expr(key: Key, level: Level) -> String {
     match key {
         Key::NumberOfPatientRelatedStudies => "COUNT(*)".into(),
+        // The counters kept with the rows (migration 8), summed over the
+        // patient's studies at patient level.
         Key::NumberOfPatientRelatedSeries => {
-            count_of("series x JOIN studies y ON x.study_pk = y.pk", "y.patient_id = st.patient_id")
+            "(SELECT CAST(SUM(y.num_series) AS BIGINT) FROM studies y WHERE y.patient_id = st.patient_id)".into()
         }
-        Key::NumberOfPatientRelatedInstances => count_of(
-            "instances x JOIN series y ON x.series_pk = y.pk JOIN studies z ON y.study_pk = z.pk",
-            "z.patient_id = st.patient_id",
-        ),
-        Key::ModalitiesInStudy => match dialect {
-            Dialect::Sqlite => "(SELECT GROUP_CONCAT(m, '\\') FROM (SELECT DISTINCT modality AS m FROM series x WHERE x.study_pk = st.pk AND modality <> '' ORDER BY m))".into(),
-            Dialect::Postgres => "(SELECT string_agg(DISTINCT x.modality, '\\' ORDER BY x.modality) FROM series x WHERE x.study_pk = st.pk AND x.modality <> '')".into(),
-        },
-        Key::NumberOfStudyRelatedSeries => count_of("series x", "x.study_pk = st.pk"),
-        Key::NumberOfStudyRelatedInstances => {
-            count_of("instances x JOIN series y ON x.series_pk = y.pk", "y.study_pk = st.pk")
+        Key::NumberOfPatientRelatedInstances => {
+            "(SELECT CAST(SUM(y.num_instances) AS BIGINT) FROM studies y WHERE y.patient_id = st.patient_id)".into()
         }
-        Key::NumberOfSeriesRelatedInstances => count_of("instances x", "x.series_pk = se.pk"),
+        Key::ModalitiesInStudy => "st.modalities".into(),
+        Key::NumberOfStudyRelatedSeries => "st.num_series".into(),
+        Key::NumberOfStudyRelatedInstances => "st.num_instances".into(),
+        Key::NumberOfSeriesRelatedInstances => "se.num_instances".into(),
         k if level == Level::Patient => format!("MAX({})", column(k).expect("patient keys are columns")),
         k => column(k).expect("non-computed keys are columns").to_string(),
     }
@@ -268,10 +263,7 @@ pub fn find_sql(
 ) -> Result<(String, Vec<SqlValue>, Vec<Key>), String> {
     let (clauses, mut params) = conditions(query)?;
     let keys = returned_keys(query.level);
-    let select: Vec<String> = keys
-        .iter()
-        .map(|k| select_expr(*k, query.level, dialect))
-        .collect();
+    let select: Vec<String> = keys.iter().map(|k| select_expr(*k, query.level)).collect();
     let (group, pk) = match query.level {
         Level::Patient => (" GROUP BY st.patient_id", "MIN(st.pk)"),
         Level::Study => ("", "st.pk"),

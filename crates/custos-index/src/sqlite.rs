@@ -314,23 +314,43 @@ fn insert(
         InsertPlan::Write { replacing } => replacing,
     };
     if replacing.is_some() {
+        let old_series: i64 = tx.query_row(
+            statements::SERIES_OF_INSTANCE,
+            [&rec.sop_instance_uid],
+            |r| r.get(0),
+        )?;
         tx.execute(statements::DELETE_INSTANCE_BY_UID, [&rec.sop_instance_uid])?;
+        count_instance(tx, old_series, -1)?;
     }
     tx.execute(
         statements::INSERT_STUDY,
         bind(&statements::study_values(rec)).as_slice(),
     )?;
     let study_pk: i64 = tx.query_row(statements::STUDY_PK, [&rec.study_uid], |r| r.get(0))?;
-    tx.execute(
+    let new_series = tx.execute(
         statements::INSERT_SERIES,
         bind(&statements::series_values(study_pk, rec)).as_slice(),
-    )?;
+    )? > 0;
     let series_pk: i64 = tx.query_row(statements::SERIES_PK, [&rec.series_uid], |r| r.get(0))?;
     tx.execute(
         statements::INSERT_INSTANCE,
         bind(&statements::instance_values(series_pk, rec)).as_slice(),
     )?;
+    count_instance(tx, series_pk, 1)?;
+    if new_series {
+        tx.prepare_cached(&statements::recount_study(Dialect::Sqlite))?
+            .execute([study_pk])?;
+    }
     Ok(InsertPlan::written(replacing))
+}
+
+/// Moves the instance counters of a series and its study by `by`.
+fn count_instance(tx: &Connection, series_pk: i64, by: i64) -> Result<(), IndexError> {
+    tx.prepare_cached(statements::COUNT_INSTANCE_IN_SERIES)?
+        .execute(params![by, series_pk])?;
+    tx.prepare_cached(statements::COUNT_INSTANCE_IN_STUDY)?
+        .execute(params![by, series_pk])?;
+    Ok(())
 }
 
 fn put_peer(tx: &Connection, peer: &Peer) -> Result<(), IndexError> {
@@ -557,6 +577,13 @@ impl InstanceIndex for SqliteIndex {
                 "DELETE FROM studies WHERE study_uid = ?1
                  AND NOT EXISTS (SELECT 1 FROM series WHERE study_pk = studies.pk)",
                 [&study],
+            )?;
+            // A study that keeps series counts again.
+            t.execute(
+                &statements::recount_study(Dialect::Sqlite),
+                [t.query_row(statements::STUDY_PK, [&study], |r| r.get::<_, i64>(0))
+                    .optional()?
+                    .unwrap_or(0)],
             )?;
             Ok(removed)
         })

@@ -7,7 +7,7 @@ use custos_core::query::fold_case;
 use custos_core::record::{InstanceRecord, StoredInstance};
 
 use crate::InsertOutcome;
-use crate::sql_query::SqlValue;
+use crate::sql_query::{Dialect, SqlValue};
 
 /// The columns of a stored instance, in `StoredInstance` order.
 pub const STORED_COLUMNS: &str =
@@ -32,6 +32,38 @@ pub const SERIES_PK: &str = "SELECT pk FROM series WHERE series_uid = ?";
 
 pub const INSERT_INSTANCE: &str = "INSERT INTO instances (series_pk, sop_instance_uid, sop_class_uid, instance_number, number_of_frames, \
      transfer_syntax_uid, blob_key, size, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// Counters kept with the rows (what C-FIND and QIDO-RS return as
+/// NumberOf...RelatedInstances/Series and ModalitiesInStudy), updated in the
+/// transaction that changes what they count, so no query aggregates.
+pub const COUNT_INSTANCE_IN_SERIES: &str =
+    "UPDATE series SET num_instances = num_instances + ? WHERE pk = ?";
+pub const COUNT_INSTANCE_IN_STUDY: &str = "UPDATE studies SET num_instances = num_instances + ? WHERE pk = (SELECT study_pk FROM series WHERE pk = ?)";
+pub const SERIES_OF_INSTANCE: &str = "SELECT series_pk FROM instances WHERE sop_instance_uid = ?";
+
+/// The study's distinct modalities, sorted, backslash-separated, for
+/// `studies st`.
+pub fn modalities_of_study(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => {
+            "COALESCE((SELECT GROUP_CONCAT(m, '\\') FROM (SELECT DISTINCT x.modality AS m FROM series x WHERE x.study_pk = st.pk AND x.modality <> '' ORDER BY m)), '')"
+        }
+        Dialect::Postgres => {
+            "COALESCE((SELECT string_agg(DISTINCT x.modality, '\\' ORDER BY x.modality) FROM series x WHERE x.study_pk = st.pk AND x.modality <> ''), '')"
+        }
+    }
+}
+
+/// Recounts a study's series and instances and its modalities (after a
+/// series is added or removed); binds the study's pk.
+pub fn recount_study(dialect: Dialect) -> String {
+    format!(
+        "UPDATE studies AS st SET num_series = (SELECT COUNT(*) FROM series x WHERE x.study_pk = st.pk), \
+         num_instances = (SELECT COALESCE(SUM(x.num_instances), 0) FROM series x WHERE x.study_pk = st.pk), \
+         modalities = {} WHERE st.pk = ?",
+        modalities_of_study(dialect)
+    )
+}
 
 pub fn study_values(rec: &InstanceRecord) -> Vec<SqlValue> {
     use SqlValue::Text;

@@ -62,7 +62,8 @@ on_both_backends!(
     audit_chain,
     audit_search,
     activity_for_the_status_page,
-    sorted_results
+    sorted_results,
+    counters_follow_inserts_replacements_and_removals
 );
 
 type Ix = std::sync::Arc<dyn Index>;
@@ -654,4 +655,113 @@ async fn sorted_results(ix: Ix) {
             .await
             .is_err()
     );
+}
+
+async fn counters_follow_inserts_replacements_and_removals(ix: Ix) {
+    populate(&ix).await;
+    let study = |uid: &'static str| {
+        let ix = ix.clone();
+        async move {
+            let rows = ix
+                .find(q(
+                    Level::Study,
+                    vec![(Key::StudyInstanceUID, Matcher::Single(uid.into()))],
+                ))
+                .await
+                .unwrap();
+            rows.first().map(|r| {
+                (
+                    r[&Key::NumberOfStudyRelatedSeries].clone(),
+                    r[&Key::NumberOfStudyRelatedInstances].clone(),
+                    r[&Key::ModalitiesInStudy].clone(),
+                )
+            })
+        }
+    };
+    let counts = |s: &str, i: &str, m: &str| Some((s.to_string(), i.to_string(), m.to_string()));
+    assert_eq!(study("1.1").await, counts("2", "3", "CT\\PR"));
+    // A new series with a new modality, then a replacement that moves an
+    // instance from study 1.1 to study 1.2.
+    let mut sr = rec(
+        "P1", "DOE^JOHN", "1.1", "20200105", "1.1.3", "SR", "1.1.3.1",
+    );
+    sr.sha256 = "sr".into();
+    ix.insert(sr, false).await.unwrap();
+    assert_eq!(study("1.1").await, counts("3", "4", "CT\\PR\\SR"));
+    let mut moved = rec(
+        "P1", "DOE^JOHN", "1.2", "20210310", "1.2.1", "MR", "1.1.1.2",
+    );
+    moved.sha256 = "moved".into();
+    assert!(matches!(
+        ix.insert(moved, true).await.unwrap(),
+        InsertOutcome::Replaced { .. }
+    ));
+    assert_eq!(study("1.1").await, counts("3", "3", "CT\\PR\\SR"));
+    assert_eq!(study("1.2").await, counts("1", "2", "MR"));
+    let series = ix
+        .find(q(
+            Level::Series,
+            vec![(Key::SeriesInstanceUID, Matcher::Single("1.1.1".into()))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(series[0][&Key::NumberOfSeriesRelatedInstances], "1");
+    // Removing a series recounts its study; the patient level sums studies.
+    ix.remove("1.1", Some("1.1.2")).await.unwrap();
+    assert_eq!(study("1.1").await, counts("2", "2", "CT\\SR"));
+    let patients = ix
+        .find(q(
+            Level::Patient,
+            vec![(Key::PatientID, Matcher::Single("P1".into()))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(patients[0][&Key::NumberOfPatientRelatedSeries], "3");
+    assert_eq!(patients[0][&Key::NumberOfPatientRelatedInstances], "4");
+    // ModalitiesInStudy still matches any of the study's modalities.
+    let by_modality = ix
+        .find(q(
+            Level::Study,
+            vec![(Key::ModalitiesInStudy, Matcher::Single("SR".into()))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(by_modality.len(), 1);
+}
+
+/// An index written before the counters existed (schema 7) gets them filled
+/// from its rows when it is opened (migration 8).
+#[tokio::test(flavor = "multi_thread")]
+async fn migration_8_counts_what_was_stored_before() {
+    let dir = std::env::temp_dir().join(format!("custos-index-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("index.sqlite");
+    {
+        let ix: Ix = std::sync::Arc::new(SqliteIndex::open(&path).unwrap());
+        populate(&ix).await;
+    }
+    // Back to schema 7: no counters, the old date index.
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(
+        "ALTER TABLE series DROP COLUMN num_instances;
+         ALTER TABLE studies DROP COLUMN num_series;
+         ALTER TABLE studies DROP COLUMN num_instances;
+         ALTER TABLE studies DROP COLUMN modalities;
+         DROP INDEX studies_date_time;
+         CREATE INDEX studies_date ON studies(study_date);
+         PRAGMA user_version = 7;",
+    )
+    .unwrap();
+    drop(db);
+    let ix: Ix = std::sync::Arc::new(SqliteIndex::open(&path).unwrap());
+    let rows = ix
+        .find(q(
+            Level::Study,
+            vec![(Key::StudyInstanceUID, Matcher::Single("1.1".into()))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows[0][&Key::NumberOfStudyRelatedSeries], "2");
+    assert_eq!(rows[0][&Key::NumberOfStudyRelatedInstances], "3");
+    assert_eq!(rows[0][&Key::ModalitiesInStudy], "CT\\PR");
 }
