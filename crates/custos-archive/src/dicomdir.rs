@@ -88,8 +88,10 @@ pub fn build(study: &DirStudy, series: &[DirSeries]) -> Result<Vec<u8>, String> 
     }
 
     // Where the first record starts: the file with an empty record sequence
-    // is everything before the first item plus the sequence delimiter.
-    let empty = file(Vec::new(), 0)?;
+    // is everything before the first item plus the sequence delimiter (the
+    // same file meta, so the same UID: its length moves everything after it).
+    let instance = custos_core::credentials::random_uid();
+    let empty = file(&instance, Vec::new(), 0)?;
     let sequence_delimiter = 8;
     let mut position = empty.len() as u32 - sequence_delimiter;
     let mut offsets = Vec::with_capacity(records.len());
@@ -110,7 +112,7 @@ pub fn build(study: &DirStudy, series: &[DirSeries]) -> Result<Vec<u8>, String> 
             r.item
         })
         .collect();
-    let bytes = file(items, offsets[0])?;
+    let bytes = file(&instance, items, offsets[0])?;
     if bytes.len() as u32 != position + sequence_delimiter {
         return Err("DICOMDIR records encoded to an unexpected length".into());
     }
@@ -279,7 +281,7 @@ fn encoded_len(item: &InMemDicomObject) -> Result<u32, String> {
     Ok(out.len() as u32)
 }
 
-fn file(items: Vec<InMemDicomObject>, first: u32) -> Result<Vec<u8>, String> {
+fn file(instance: &str, items: Vec<InMemDicomObject>, first: u32) -> Result<Vec<u8>, String> {
     let mut o = InMemDicomObject::new_empty();
     text(&mut o, tags::FILE_SET_ID, VR::CS, "CUSTOS");
     // The last root record is the only one: the patient.
@@ -301,10 +303,9 @@ fn file(items: Vec<InMemDicomObject>, first: u32) -> Result<Vec<u8>, String> {
         VR::SQ,
         DataSetSequence::new(items, Length::UNDEFINED),
     ));
-    let instance = custos_core::credentials::random_uid();
     let meta = FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(MEDIA_STORAGE_DIRECTORY)
-        .media_storage_sop_instance_uid(instance.as_str())
+        .media_storage_sop_instance_uid(instance)
         .transfer_syntax(EXPLICIT_VR_LITTLE_ENDIAN.uid())
         .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
         .implementation_version_name(IMPLEMENTATION_VERSION_NAME);
@@ -408,6 +409,24 @@ mod tests {
         assert_eq!(record_at(&b, sr_at).0, "SR DOCUMENT");
         // UTF-8 names are declared.
         assert!(b.windows(10).any(|w| w == b"ISO_IR 192"));
+    }
+
+    /// Every build gets a new random UID of varying length; the offsets
+    /// must not depend on it (they once did: one build in a few failed).
+    #[test]
+    fn offsets_hold_whatever_the_file_uid() {
+        let series = vec![DirSeries {
+            instances: vec![instance(1, "1.2.840.10008.5.1.4.1.1.2")],
+            ..Default::default()
+        }];
+        for _ in 0..300 {
+            let b = build(&DirStudy::default(), &series).unwrap();
+            let root = b
+                .windows(4)
+                .position(|w| w == [0x04, 0x00, 0x00, 0x12])
+                .unwrap();
+            assert_eq!(record_at(&b, le32(&b, root + 8)).0, "PATIENT");
+        }
     }
 
     #[test]
