@@ -51,7 +51,7 @@ pub const RECEIVED_AT_INDEX: &str = r#"
 /// 8: the counters C-FIND and QIDO-RS return, kept with the rows
 /// (`statements::COUNT_*`, `recount_study`) instead of aggregated per query;
 /// filled here from what is stored. Studies are listed newest first by
-/// (date, time).
+/// (date, time), or by name.
 fn counters(dialect: Dialect) -> String {
     format!(
         r#"
@@ -65,12 +65,21 @@ fn counters(dialect: Dialect) -> String {
         modalities = {modalities};
     DROP INDEX studies_date;
     CREATE INDEX studies_date_time ON studies(study_date, study_time);
+    {name_order}
 "#,
         int = match dialect {
             Dialect::Sqlite => "INTEGER",
             Dialect::Postgres => "BIGINT",
         },
-        modalities = crate::statements::modalities_of_study(dialect)
+        modalities = crate::statements::modalities_of_study(dialect),
+        // PostgreSQL's prefix index (text_pattern_ops) cannot give the
+        // list's sort by name; SQLite's one index does both.
+        name_order = match dialect {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => {
+                r#"CREATE INDEX studies_patient_name_sort ON studies (patient_name_fold COLLATE "C");"#
+            }
+        }
     )
 }
 

@@ -278,10 +278,11 @@ pub fn find_sql(
             return Err(format!("cannot sort by {} here", key.name()));
         }
         let col = column(*key).ok_or_else(|| format!("cannot sort by {}", key.name()))?;
-        let col = if key.kind() == KeyKind::PersonName {
-            format!("{col}_fold")
-        } else {
-            col.to_string()
+        let col = match (key.kind(), dialect) {
+            (KeyKind::PersonName, Dialect::Sqlite) => format!("{col}_fold"),
+            // Byte order, as the index on the folded name has it.
+            (KeyKind::PersonName, Dialect::Postgres) => format!("{col}_fold COLLATE \"C\""),
+            _ => col.to_string(),
         };
         by.push(format!("{col}{}", if *descending { " DESC" } else { "" }));
     }
