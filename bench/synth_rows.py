@@ -24,9 +24,22 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 TS = "1.2.840.10008.1.2.1"
 
 
+# --surnames: names spread over the alphabet as in a hospital (3 of 50
+# start with A, 1 is SMITH), for prefix and leading-wildcard queries.
+SURNAMES = ["ADAMS", "ALLEN", "ANDERSON", "BAKER", "BROWN", "CARTER", "CLARK", "COLLINS", "DAVIS", "EDWARDS",
+            "EVANS", "FISCHER", "GARCIA", "GREEN", "HALL", "HARRIS", "HILL", "JACKSON", "JOHNSON", "JONES",
+            "KING", "LEE", "LEWIS", "MARTIN", "MARTINEZ", "MILLER", "MITCHELL", "MOORE", "MULLER", "NELSON",
+            "NGUYEN", "OLSEN", "PARKER", "PEREZ", "PHILLIPS", "ROBERTS", "ROBINSON", "RODRIGUEZ", "SCOTT", "SMITH",
+            "TAYLOR", "THOMAS", "THOMPSON", "TURNER", "WALKER", "WHITE", "WILLIAMS", "WILSON", "WRIGHT", "YOUNG"]
+NAMES = {"surnames": False}
+
+
 def study_row(i, rnd):
     pid = f"SYN{i // 3:07d}"
-    name = f"SYNTHETIC^P{i // 3:07d}"
+    if NAMES["surnames"]:
+        name = f"{SURNAMES[(i // 3) % len(SURNAMES)]}^P{i // 3:07d}"
+    else:
+        name = f"SYNTHETIC^P{i // 3:07d}"
     date = f"199{rnd.randrange(10)}{rnd.randrange(1, 13):02d}{rnd.randrange(1, 29):02d}"
     return (f"2.25.9{i:012d}", pid, name, name.upper(), "19500101", "O", date, "120000",
             f"SACC{i:08d}", f"S{i}", "SYNTHETIC STUDY", "", "")
@@ -62,7 +75,7 @@ INSERT INTO studies (study_uid, patient_id, patient_name, patient_name_fold, pat
   study_date, study_time, accession_number, study_id, study_description, referring_physician_name,
   referring_physician_name_fold, num_series, num_instances, modalities)
 SELECT '2.25.9' || lpad(i::text, 12, '0'), 'SYN' || lpad((i / 3)::text, 7, '0'),
-  'SYNTHETIC^P' || lpad((i / 3)::text, 7, '0'), 'SYNTHETIC^P' || lpad((i / 3)::text, 7, '0'), '19500101', 'O',
+  {name} || '^P' || lpad((i / 3)::text, 7, '0'), {name} || '^P' || lpad((i / 3)::text, 7, '0'), '19500101', 'O',
   '199' || (i % 10) || lpad((1 + i % 12)::text, 2, '0') || lpad((1 + i % 28)::text, 2, '0'), '120000',
   'SACC' || lpad(i::text, 8, '0'), 'S' || i, 'SYNTHETIC STUDY', '', '', 2, 10, 'CT'
 FROM generate_series(0, {n} - 1) AS i;
@@ -83,14 +96,20 @@ def main():
     ap.add_argument("--sqlite")
     ap.add_argument("--postgres")
     ap.add_argument("--studies", type=int, required=True)
+    ap.add_argument("--surnames", action="store_true", help="names from 50 common surnames")
     a = ap.parse_args()
+    NAMES["surnames"] = a.surnames
     rnd = random.Random(7)
     if a.sqlite:
         sqlite_fill(a.sqlite, a.studies, rnd)
     if a.postgres:
         host = urllib.parse.urlparse(a.postgres).hostname
         assert host in ("localhost",) or host.startswith("127."), "loopback only"
-        sql = PG_SQL.format(n=a.studies, ct=CT, ts=TS)
+        name = "'SYNTHETIC'"
+        if a.surnames:
+            listed = ",".join(f"'{n}'" for n in SURNAMES)
+            name = f"(ARRAY[{listed}])[1 + (i / 3) % {len(SURNAMES)}]"
+        sql = PG_SQL.format(n=a.studies, ct=CT, ts=TS, name=name)
         subprocess.run(["psql", a.postgres, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True)
 
 
