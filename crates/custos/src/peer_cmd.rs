@@ -1,4 +1,4 @@
-//! `custos peer add|list|remove`.
+//! `custos peer add|list|remove|echo`.
 
 use std::path::Path;
 
@@ -49,6 +49,10 @@ pub enum PeerCommand {
     List,
     /// Remove a peer.
     Remove { ae_title: String },
+    /// Send a C-ECHO from this server's AE title to a registered peer, as
+    /// C-MOVE would associate with it (TLS when the peer requires it); exit
+    /// status 0 when it answers success.
+    Echo { ae_title: String },
 }
 
 pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
@@ -117,6 +121,33 @@ pub async fn run(data: &Path, command: PeerCommand) -> Result<()> {
                     tls_note(&p)
                 );
             }
+        }
+        PeerCommand::Echo { ae_title } => {
+            let Some(peer) = index.peer(ae_title.trim()).await? else {
+                bail!("no peer {ae_title} is registered (custos peer list)");
+            };
+            let tls = crate::serve::dicom_tls_client(data, &config)?;
+            let answer = custos_dimse::echo_peer(
+                &config.dicom.ae_title,
+                &peer,
+                tls,
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .map_err(|why| anyhow::anyhow!("{} did not answer: {why}", peer.ae_title))?;
+            if answer.status != 0 {
+                bail!(
+                    "{} answered C-ECHO with status {:04X}",
+                    peer.ae_title,
+                    answer.status
+                );
+            }
+            println!(
+                "{} answered C-ECHO (status 0000{}, {} ms)",
+                peer.ae_title,
+                if answer.tls { ", over TLS" } else { "" },
+                answer.elapsed.as_millis()
+            );
         }
         PeerCommand::Remove { ae_title } => {
             let line = registry::remove_peer(index.as_ref(), &ae_title).await?;

@@ -455,7 +455,7 @@ fn dicom_tls_files(data_dir: &Path, config: &Config) -> (PathBuf, PathBuf, PathB
 
 /// The client side of DICOM TLS for C-MOVE to TLS peers: trusts the client CA
 /// (the data folder's by default) and presents the DICOM TLS certificate.
-fn dicom_tls_client(
+pub(crate) fn dicom_tls_client(
     data_dir: &Path,
     config: &Config,
 ) -> Result<Option<std::sync::Arc<custos_tls::ClientConfig>>> {

@@ -101,3 +101,46 @@ fn host_names_are_resolved_when_peers_connect() {
     let run = echo(&server, "NAMED", "CUSTOS");
     assert!(run.ok(), "{}", run.stderr());
 }
+
+/// `custos peer echo AET`: a C-ECHO from this archive's AE title to a
+/// registered peer (DCMTK's storescp), exit status 0 only when it answers.
+#[test]
+fn peer_echo_calls_a_registered_peer_and_says_when_it_does_not_answer() {
+    let data = DataDir::new("cli-echo");
+    let port = free_port();
+    let closed = free_port();
+    data.add_peer("ECHOSCP", "127.0.0.1", port, "echo");
+    data.add_peer("GONE", "127.0.0.1", closed, "echo");
+    let mut scp = std::process::Command::new("/usr/bin/storescp")
+        .args(["--aetitle", "ECHOSCP", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("storescp (Debian's dcmtk)");
+    wait_for_port(port);
+    let answered = data.cli(&["peer", "echo", "ECHOSCP"]);
+    let gone = data.cli(&["peer", "echo", "GONE"]);
+    let unknown = data.cli(&["peer", "echo", "NOSUCH"]);
+    let _ = scp.kill();
+    let _ = scp.wait();
+    let answered = answered.success();
+    assert!(
+        answered
+            .stdout()
+            .contains("ECHOSCP answered C-ECHO (status 0000"),
+        "{}",
+        answered.stdout()
+    );
+    assert!(!gone.ok());
+    assert!(
+        gone.stderr().contains("GONE did not answer"),
+        "{}",
+        gone.stderr()
+    );
+    assert!(!unknown.ok());
+    assert!(
+        unknown.stderr().contains("no peer NOSUCH"),
+        "{}",
+        unknown.stderr()
+    );
+}
