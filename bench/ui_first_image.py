@@ -24,7 +24,7 @@ from playwright.sync_api import sync_playwright
 from pydicom.uid import generate_uid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "py"))
-from made import instance  # noqa: E402  (the tests' data set maker)
+from made import ct_pixels, instance, part10  # noqa: E402  (the tests' data set maker)
 
 ARGS = ["--no-sandbox", "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -42,16 +42,8 @@ def ct(slices=100, size=512):
         ds.ImagePositionPatient = [0, 0, n * 2.5]
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.PixelSpacing, ds.SliceThickness = [0.7, 0.7], 2.5
-        ds.Rows = ds.Columns = size
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-        ds.WindowCenter, ds.WindowWidth = 40, 400
-        pixels = np.where(body, 1064 + (n * 7 + xx // 16) % 200, 0).astype(np.uint16)
-        ds.PixelData = pixels.tobytes()
-        buf = io.BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        out.append(buf.getvalue())
+        ct_pixels(ds, np.where(body, 1064 + (n * 7 + xx // 16) % 200, 0).astype(np.uint16), bits_stored=12)
+        out.append(part10(ds))
     return study, out
 
 

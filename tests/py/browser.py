@@ -29,7 +29,7 @@ from playwright.sync_api import sync_playwright
 from pydicom.fileset import FileSet
 from pydicom.uid import generate_uid
 
-from made import instance
+from made import ct_pixels, instance, part10
 
 NAME = "Browser^Bella"
 SHOWN_NAME = "Browser Bella"
@@ -49,18 +49,11 @@ def series(name=NAME, patient_id=PATIENT_ID, count=SLICES):
         ds.AccessionNumber = "ACC-B1"
         ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", 1, n
         ds.SeriesDescription = "AXIAL"
-        ds.Rows = ds.Columns = 64
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-        ds.WindowCenter, ds.WindowWidth = 40, 400
         pixels = np.zeros((64, 64), dtype=np.uint16)
         pixels[:, 32:] = 2000  # bone on the right; air (0 -> -1024 HU) on the left
         pixels[2 * n : 2 * n + 4, 2:6] = 2000  # a marker that moves with the slice
-        ds.PixelData = pixels.tobytes()
-        buf = io.BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        out.append(buf.getvalue())
+        ct_pixels(ds, pixels)
+        out.append(part10(ds))
     return study, out
 
 

@@ -580,12 +580,12 @@ impl InstanceIndex for SqliteIndex {
                 [&study],
             )?;
             // A study that keeps series counts again.
-            t.execute(
-                &statements::recount_study(Dialect::Sqlite),
-                [t.query_row(statements::STUDY_PK, [&study], |r| r.get::<_, i64>(0))
-                    .optional()?
-                    .unwrap_or(0)],
-            )?;
+            let kept = t
+                .query_row(statements::STUDY_PK, [&study], |r| r.get::<_, i64>(0))
+                .optional()?;
+            if let Some(pk) = kept {
+                t.execute(&statements::recount_study(Dialect::Sqlite), [pk])?;
+            }
             Ok(removed)
         })
         .await
