@@ -89,6 +89,13 @@ def main():
         page.on("response", lambda r: r.status >= 400 and ("/dicom-web/" in r.url or "/viewer/" in r.url or "/wado" in r.url)
                 and failed.append(f"{r.status} {r.url}"))
 
+        # The page itself, asked for by name, needs a session too; OHIF's
+        # files are streamed whole with their length.
+        r = requests.get(f"{url}/viewer/index.html", verify=False, allow_redirects=False)
+        check(r.status_code in (302, 303, 307) and r.headers.get("location") == "/", f"index.html without a session: {r.status_code}")
+        r = requests.get(f"{url}/viewer/app.bundle.0f6159c501addfe9.js", verify=False, allow_redirects=False)
+        check(r.status_code == 200 and int(r.headers["content-length"]) == len(r.content) > 10_000_000,
+              f"OHIF's 17 MB bundle: {r.status_code} {r.headers.get('content-length')}")
         # Without a session the viewer's page sends the browser to the login.
         page.goto(f"{url}/viewer/")
         page.wait_for_selector("form.login")

@@ -28,6 +28,24 @@ pub enum ExportError {
     Index(#[from] IndexError),
     #[error("the DICOMDIR could not be written: {0}")]
     Dicomdir(String),
+    #[error(
+        "more than 999,999 series, or instances in a series, than a DICOMDIR's file IDs can name"
+    )]
+    TooMany,
+}
+
+/// Most series, and instances per series, a file ID of 8 characters names.
+const MOST_NAMED: usize = 999_999;
+
+/// `DICOM/SEnnnnnn/IMnnnnnn` (Part 10 file ID components: 8 characters at most).
+fn file_id(series: usize, instance: usize) -> Option<Vec<String>> {
+    (series <= MOST_NAMED && instance <= MOST_NAMED).then(|| {
+        vec![
+            "DICOM".to_string(),
+            format!("SE{series:06}"),
+            format!("IM{instance:06}"),
+        ]
+    })
 }
 
 fn number(row: &Row, key: Key) -> i64 {
@@ -113,11 +131,7 @@ impl Archive {
             }
             let folder = series.len();
             let Some(s) = series.last_mut() else { continue };
-            let file_id = vec![
-                "DICOM".to_string(),
-                format!("SE{folder:06}"),
-                format!("IM{:06}", s.instances.len() + 1),
-            ];
+            let file_id = file_id(folder, s.instances.len() + 1).ok_or(ExportError::TooMany)?;
             files.push((file_id.join("/"), inst.clone()));
             s.instances.push(DirInstance {
                 file_id,
@@ -136,5 +150,20 @@ impl Archive {
             files,
             patient_id: study.patient_id,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_ids_stay_within_eight_characters() {
+        assert_eq!(
+            file_id(1, 999_999).unwrap(),
+            ["DICOM", "SE000001", "IM999999"]
+        );
+        assert!(file_id(1_000_000, 1).is_none());
+        assert!(file_id(1, 1_000_000).is_none());
     }
 }

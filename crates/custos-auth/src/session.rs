@@ -36,6 +36,11 @@ impl Default for SessionPolicy {
 /// Most sessions held at once; past it the least recently used goes.
 pub const MAX_SESSIONS: usize = 10_000;
 
+/// Most sessions one user holds; a new login past it ends that user's least
+/// recently used one, so one account logging in in a loop cannot push
+/// everyone else's sessions out of the map.
+pub const MAX_SESSIONS_PER_USER: usize = 16;
+
 /// A session just opened: the cookie value (shown once) and its CSRF token.
 pub struct NewSession {
     pub id: String,
@@ -81,6 +86,18 @@ impl Sessions {
         let csrf = random_text(43);
         let now = Instant::now();
         let mut map = lock(&self.by_hash);
+        let (held, oldest_own) = map.iter().filter(|(_, s)| s.user == user).fold(
+            (0, None::<(&String, Instant)>),
+            |(n, oldest), (k, s)| {
+                let older = oldest.is_none_or(|(_, last)| s.last < last);
+                (n + 1, if older { Some((k, s.last)) } else { oldest })
+            },
+        );
+        if held >= MAX_SESSIONS_PER_USER
+            && let Some(key) = oldest_own.map(|(k, _)| k.clone())
+        {
+            map.remove(&key);
+        }
         if map.len() >= MAX_SESSIONS {
             map.retain(|_, s| self.live(s, now));
         }
@@ -187,11 +204,33 @@ mod tests {
     fn the_map_is_bounded() {
         let s = Sessions::new(SessionPolicy::default());
         let first = s.open("u", "h");
-        for _ in 0..MAX_SESSIONS {
-            s.open("u", "h");
+        // Many users (one alone is held to MAX_SESSIONS_PER_USER).
+        for i in 0..MAX_SESSIONS {
+            s.open(&format!("u{i}"), "h");
         }
         assert_eq!(lock(&s.by_hash).len(), MAX_SESSIONS);
         assert!(s.touch(&first.id).is_none(), "the least recently used went");
+    }
+
+    #[test]
+    fn one_user_holds_a_bounded_number_of_sessions() {
+        let s = Sessions::new(SessionPolicy::default());
+        let other = s.open("bob", "hash");
+        let first = s.open("ann", "hash");
+        let rest: Vec<_> = (0..MAX_SESSIONS_PER_USER + 5)
+            .map(|_| s.open("ann", "hash"))
+            .collect();
+        let held = lock(&s.by_hash)
+            .values()
+            .filter(|x| x.user == "ann")
+            .count();
+        assert_eq!(held, MAX_SESSIONS_PER_USER);
+        assert!(s.touch(&first.id).is_none(), "the oldest went");
+        assert!(
+            s.touch(&rest[rest.len() - 1].id).is_some(),
+            "the newest stays"
+        );
+        assert!(s.touch(&other.id).is_some(), "another user's session stays");
     }
 
     #[test]

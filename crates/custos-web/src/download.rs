@@ -72,6 +72,9 @@ pub async fn study_zip(
         .await
         .map_err(|e| match e {
             custos_archive::ExportError::Index(e) => e.into(),
+            e @ custos_archive::ExportError::TooMany => {
+                ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+            }
             e => ApiError::internal("exporting a study", e),
         })?
         .ok_or_else(ApiError::not_found)?;

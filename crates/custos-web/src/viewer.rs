@@ -203,18 +203,31 @@ async fn file(state: Arc<AppState>, headers: HeaderMap, path: String) -> Respons
             .components()
             .all(|c| matches!(c, Component::Normal(_)));
     let wanted = dir.join(relative);
+    let page = dir.join("index.html");
     let target = if safe && !path.is_empty() && wanted.is_file() {
         wanted
     } else {
-        // OHIF's routes are the page; it needs a logged-in browser.
-        if !has_session(&state, &headers).await {
-            return Redirect::to("/").into_response();
-        }
-        dir.join("index.html")
+        page.clone()
     };
-    match tokio::fs::read(&target).await {
-        Ok(bytes) => {
-            let mut r = ([(header::CONTENT_TYPE, content_type(&target))], bytes).into_response();
+    // OHIF's routes and its page itself need a logged-in browser.
+    if target == page && !has_session(&state, &headers).await {
+        return Redirect::to("/").into_response();
+    }
+    // Streamed: OHIF's codecs and source maps run to megabytes each.
+    let opened = match tokio::fs::File::open(&target).await {
+        Ok(f) => f.metadata().await.map(|m| (f, m.len())),
+        Err(e) => Err(e),
+    };
+    match opened {
+        Ok((file, len)) => {
+            let mut r = (
+                [
+                    (header::CONTENT_TYPE, content_type(&target).to_string()),
+                    (header::CONTENT_LENGTH, len.to_string()),
+                ],
+                axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+            )
+                .into_response();
             isolate(&mut r, &script_hashes);
             let cache = if target.ends_with("index.html") {
                 "no-cache"

@@ -324,6 +324,17 @@ async fn a_stored_instance_is_found_described_rendered_and_guarded() {
     assert_eq!(r.content_type(), "image/png");
     assert!(r.body.starts_with(b"\x89PNG"));
 
+    // A viewport that would scale the frame up past the pixel budget is
+    // refused before any memory is taken; a small one is rendered.
+    let r = f
+        .get("rad", &format!("{base}/rendered?viewport=8192,8192"))
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let r = f
+        .get("rad", &format!("{base}/rendered?viewport=64,64"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+
     // Series and study thumbnails show an instance of theirs.
     for path in [
         format!("/dicom-web/studies/{STUDY}/thumbnail"),

@@ -37,6 +37,12 @@ impl Default for RenderOptions {
     }
 }
 
+/// Bytes `resize` to fit (w, h) may take: its f32 RGBA pass over the source
+/// width at the new height, and the new image (at most w x h).
+fn resize_cost(source_width: u32, w: u32, h: u32) -> u64 {
+    (u64::from(source_width) * u64::from(h) + u64::from(w) * u64::from(h)) * 16
+}
+
 pub(super) fn render(obj: &DefaultDicomObject, o: &RenderOptions) -> Result<Vec<u8>, ViewError> {
     if o.frame < 1 || o.frame > frame_count(obj) {
         return Err(ViewError::NoSuchFrame);
@@ -55,6 +61,11 @@ pub(super) fn render(obj: &DefaultDicomObject, o: &RenderOptions) -> Result<Vec<
             ViewError::NotAcceptable("the pixel data of this instance cannot be rendered")
         })?;
     if let Some((w, h)) = o.viewport {
+        // A viewport larger than the frame scales it up: bounded too.
+        let needed = resize_cost(image.width(), w, h);
+        if needed > super::PIXEL_BUDGET {
+            return Err(ViewError::OverBudget { needed });
+        }
         image = image.resize(w, h, dicom_pixeldata::image::imageops::FilterType::Triangle);
     }
     let image = match image {
