@@ -183,13 +183,21 @@ async fn store_part(
     // its file meta group (what dicomweb-client sends for a data set).
     let mut head: Vec<u8> = Vec::with_capacity(PART10_HEAD);
     let mut started = false;
+    // Each look walks the meta group from its start: look again only when
+    // the head has doubled (or reached the bare meta group's limit), so a
+    // client sending the head a byte at a time costs linear work, not
+    // quadratic.
+    let mut next_look = 0;
     while let Some(bytes) = field.chunk().await.map_err(multipart_error)? {
         if started {
             write(&mut ingest, &bytes).await?;
             continue;
         }
         head.extend_from_slice(&bytes);
-        started = write_head(&mut ingest, &head, false).await?;
+        if head.len() >= next_look || head.len() >= part10::MAX_BARE_META {
+            started = write_head(&mut ingest, &head, false).await?;
+            next_look = head.len().saturating_mul(2);
+        }
     }
     if !started {
         write_head(&mut ingest, &head, true).await?;

@@ -732,3 +732,34 @@ async fn qido_sorts_by_stored_attributes_and_refuses_computed_ones() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_part_arriving_a_byte_at_a_time_is_stored() {
+    let f = fixture("byte-chunks").await;
+    // A bare file meta group first (no preamble), each byte its own chunk:
+    // the head is looked at again only as it doubles, and still decided.
+    let file = instance();
+    let boundary = "custos-handler-test";
+    let mut body = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
+    body.extend_from_slice(&file[132..]);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.into_iter().map(|b| Ok(vec![b])).collect();
+    let request = request("modality", "POST", "/dicom-web/studies")
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+        )
+        .header(header::ACCEPT, "application/dicom+json")
+        .body(Body::from_stream(futures_util::stream::iter(chunks)))
+        .unwrap();
+    let r = f.send(request).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let r = f.get("rad", "/dicom-web/studies?PatientID=H-1").await;
+    assert_eq!(r.json().as_array().unwrap().len(), 1);
+}
