@@ -121,20 +121,34 @@ impl<'a> Ingest<'a> {
     /// Parses, commits and indexes the instance. Returns its identity and outcome.
     pub async fn finish(mut self) -> Result<(Received, StoreOutcome), IngestError> {
         self.blob.flush().await?;
-        let path = self.blob.staged_path().to_path_buf();
         // Parse only up to Pixel Data: the index needs none of the bulk data.
-        let parsed = tokio::task::spawn_blocking(move || {
-            // Declared lengths are checked against the file first: dicom-parser
-            // allocates them before reading (see `lengths`).
-            let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
-            crate::lengths::check_part10(file).map_err(|e| e.to_string())?;
-            OpenFileOptions::new()
-                .read_until(tags::PIXEL_DATA)
-                .open_file(&path)
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| IngestError::Unreadable(e.to_string()))?
+        // Declared lengths are checked first: dicom-parser allocates them
+        // before reading (see `lengths`).
+        let parsed = match (self.blob.bytes(), self.blob.staged_path()) {
+            // Held in memory (to be packed): a small one is parsed right here
+            // (tens of microseconds), a larger one off the async workers.
+            (Some(bytes), _) if bytes.len() <= INLINE_PARSE => parse_bytes(bytes),
+            (Some(bytes), _) => {
+                let bytes = bytes.to_vec();
+                tokio::task::spawn_blocking(move || parse_bytes(&bytes))
+                    .await
+                    .map_err(|e| IngestError::Unreadable(e.to_string()))?
+            }
+            (None, Some(path)) => {
+                let path = path.to_path_buf();
+                tokio::task::spawn_blocking(move || {
+                    let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+                    crate::lengths::check_part10(file).map_err(|e| e.to_string())?;
+                    OpenFileOptions::new()
+                        .read_until(tags::PIXEL_DATA)
+                        .open_file(&path)
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| IngestError::Unreadable(e.to_string()))?
+            }
+            (None, None) => Err("the staged instance is gone".to_string()),
+        }
         .map_err(IngestError::Unreadable)?;
         let meta = parsed.meta();
         let ts = meta.transfer_syntax().trim_end_matches('\0').to_string();
@@ -222,6 +236,18 @@ impl<'a> Ingest<'a> {
         };
         Ok((received, result))
     }
+}
+
+/// Instances held in memory up to this size are parsed on the async worker.
+const INLINE_PARSE: usize = 64 * 1024;
+
+/// Parses a Part 10 file in memory up to Pixel Data, lengths checked first.
+fn parse_bytes(bytes: &[u8]) -> Result<dicom_object::DefaultDicomObject, String> {
+    crate::lengths::check_part10(bytes).map_err(|e| e.to_string())?;
+    OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .from_reader(bytes)
+        .map_err(|e| e.to_string())
 }
 
 async fn remove_replaced(store: &dyn custos_store::BlobStore, previous: &StoredInstance) {

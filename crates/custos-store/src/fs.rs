@@ -1,23 +1,40 @@
-//! The filesystem store: `ROOT/abc/<key>` (4096 fan-out folders, made once at
-//! open, so a commit never creates folders) with `ROOT/.staging` for blobs in flight.
+//! The filesystem store: blobs up to the pack limit are appended to pack files
+//! (`ROOT/packs`, see `pack`); larger ones are files `ROOT/abc/<key>` (4096
+//! fan-out folders, made once at open, so a commit never creates folders) with
+//! `ROOT/.staging` for blobs in flight.
 //!
-//! Commit is: fsync the file, rename it into place, fsync the folder, all in one
-//! blocking task. The rename is atomic, so a blob is either absent or whole.
+//! A file's commit is: fsync the file, rename it into place, fsync the folder,
+//! all in one blocking task. The rename is atomic, so a blob is either absent
+//! or whole.
 
 use async_trait::async_trait;
 use std::path::PathBuf;
 
+use crate::pack::{PackKey, Packs};
 use crate::{BlobStore, Reader, StagedBlob, StoreError};
+
+/// Blobs up to this size are packed unless the store is opened otherwise.
+pub const DEFAULT_PACK_LIMIT: usize = 1 << 20;
 
 pub struct FsStore {
     root: PathBuf,
     staging: PathBuf,
+    packs: Packs,
+    /// Largest blob appended to a pack file (held in memory until then); 0: none.
+    pack_limit: usize,
 }
 
 impl FsStore {
-    /// Opens (creating if needed) a store rooted at `root`, and removes blobs
-    /// left in staging by a crash: they were never acknowledged.
+    /// Opens (creating if needed) a store rooted at `root`, packing blobs up to
+    /// [`DEFAULT_PACK_LIMIT`].
     pub fn open(root: impl Into<PathBuf>) -> Result<FsStore, StoreError> {
+        FsStore::open_with(root, DEFAULT_PACK_LIMIT)
+    }
+
+    /// Opens (creating if needed) a store rooted at `root` that packs blobs up
+    /// to `pack_limit` bytes (0: every blob in its own file), and removes blobs
+    /// left in staging by a crash: they were never acknowledged.
+    pub fn open_with(root: impl Into<PathBuf>, pack_limit: usize) -> Result<FsStore, StoreError> {
         let root = root.into();
         let staging = root.join(".staging");
         let stage_err = |source| StoreError::Stage {
@@ -28,7 +45,9 @@ impl FsStore {
         for entry in std::fs::read_dir(&staging).map_err(stage_err)?.flatten() {
             let _ = std::fs::remove_file(entry.path());
         }
-        let mut created = false;
+        let packs_dir = root.join("packs");
+        let mut created = !packs_dir.is_dir();
+        crate::create_private_dir(&packs_dir).map_err(stage_err)?;
         for i in 0..4096 {
             let dir = root.join(format!("{i:03x}"));
             if !dir.is_dir() {
@@ -41,7 +60,13 @@ impl FsStore {
                 .and_then(|d| d.sync_all())
                 .map_err(stage_err)?;
         }
-        Ok(FsStore { root, staging })
+        let packs = Packs::open(packs_dir).map_err(stage_err)?;
+        Ok(FsStore {
+            root,
+            staging,
+            packs,
+            pack_limit,
+        })
     }
 
     fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
@@ -69,10 +94,23 @@ pub(crate) fn new_key() -> String {
 #[async_trait]
 impl BlobStore for FsStore {
     async fn stage(&self) -> Result<StagedBlob, StoreError> {
-        StagedBlob::create(&self.staging).await
+        if self.pack_limit == 0 {
+            return StagedBlob::create(&self.staging).await;
+        }
+        Ok(StagedBlob::in_memory(&self.staging, self.pack_limit))
     }
 
-    async fn commit(&self, staged: StagedBlob) -> Result<String, StoreError> {
+    async fn commit(&self, mut staged: StagedBlob) -> Result<String, StoreError> {
+        if let Some(bytes) = staged.take_memory() {
+            return self
+                .packs
+                .append(bytes)
+                .await
+                .map_err(|source| StoreError::Commit {
+                    key: "(pack)".into(),
+                    source,
+                });
+        }
         let key = new_key();
         let target = self.path_of(&key)?;
         let err = |source| StoreError::Commit {
@@ -100,6 +138,9 @@ impl BlobStore for FsStore {
     }
 
     async fn open(&self, key: &str) -> Result<Reader, StoreError> {
+        if let Some(pk) = PackKey::parse(key) {
+            return self.packs.read(key, &pk).await;
+        }
         let path = self.path_of(key)?;
         match tokio::fs::File::open(&path).await {
             Ok(f) => Ok(Box::new(f)),
@@ -118,6 +159,9 @@ impl BlobStore for FsStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        if let Some(pk) = PackKey::parse(key) {
+            return self.packs.delete(key, pk).await;
+        }
         let path = self.path_of(key)?;
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),
@@ -131,8 +175,9 @@ impl BlobStore for FsStore {
 
     async fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, StoreError> {
         let root = self.root.clone();
+        let packs = self.packs.dir().to_path_buf();
         tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
+            let mut out = crate::pack::list(&packs).map_err(StoreError::List)?;
             for i in 0..4096 {
                 let dir = root.join(format!("{i:03x}"));
                 let Ok(entries) = std::fs::read_dir(&dir) else {

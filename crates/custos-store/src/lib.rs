@@ -7,10 +7,11 @@
 #![forbid(unsafe_code)]
 
 mod fs;
+mod pack;
 mod s3;
 mod staged;
 
-pub use fs::FsStore;
+pub use fs::{DEFAULT_PACK_LIMIT, FsStore};
 pub use s3::{S3Store, S3Url};
 pub use staged::StagedBlob;
 

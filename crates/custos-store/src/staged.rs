@@ -1,4 +1,5 @@
-//! A blob being written: a file in the staging folder, hashed as it grows.
+//! A blob being written: in memory while it is small enough to be packed,
+//! otherwise a file in the staging folder; hashed as it grows.
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -6,8 +7,13 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 
 use crate::StoreError;
 
-/// Bytes on their way into the store. Dropping it without committing removes the file.
+/// Bytes on their way into the store. Dropping it without committing removes
+/// the staging file, if there is one.
 pub struct StagedBlob {
+    /// The bytes while they fit `spill_at`; `None` once they went to a file.
+    memory: Option<Vec<u8>>,
+    spill_at: usize,
+    staging: PathBuf,
     pub(crate) writer: Option<BufWriter<tokio::fs::File>>,
     pub(crate) path: PathBuf,
     hasher: Sha256,
@@ -17,7 +23,27 @@ pub struct StagedBlob {
 impl StagedBlob {
     /// A new, empty staging file in `dir`.
     pub(crate) async fn create(dir: &Path) -> Result<StagedBlob, StoreError> {
-        let path = dir.join(crate::fs::new_key());
+        let mut blob = StagedBlob::in_memory(dir, 0);
+        blob.spill(&[]).await?;
+        Ok(blob)
+    }
+
+    /// A blob held in memory up to `spill_at` bytes, then in a file in `dir`.
+    pub(crate) fn in_memory(dir: &Path, spill_at: usize) -> StagedBlob {
+        StagedBlob {
+            memory: Some(Vec::new()),
+            spill_at,
+            staging: dir.to_path_buf(),
+            writer: None,
+            path: PathBuf::new(),
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    /// Moves the bytes so far, then `more`, into a new staging file.
+    async fn spill(&mut self, more: &[u8]) -> Result<(), StoreError> {
+        let path = self.staging.join(crate::fs::new_key());
         let mut options = tokio::fs::OpenOptions::new();
         options.read(true).write(true).create_new(true);
         // Blobs hold patient data: owner only, whatever the umask.
@@ -30,21 +56,26 @@ impl StagedBlob {
                 path: path.clone(),
                 source,
             })?;
-        Ok(StagedBlob::new(file, path))
-    }
-
-    pub(crate) fn new(file: tokio::fs::File, path: PathBuf) -> Self {
-        StagedBlob {
-            writer: Some(BufWriter::with_capacity(256 * 1024, file)),
-            path,
-            hasher: Sha256::new(),
-            size: 0,
-        }
+        // From here on, drop removes the file.
+        self.path = path;
+        let mut writer = BufWriter::with_capacity(256 * 1024, file);
+        let held = self.memory.take().unwrap_or_default();
+        writer.write_all(&held).await.map_err(StoreError::Write)?;
+        writer.write_all(more).await.map_err(StoreError::Write)?;
+        self.writer = Some(writer);
+        Ok(())
     }
 
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         self.hasher.update(bytes);
         self.size += bytes.len() as u64;
+        if let Some(memory) = self.memory.as_mut() {
+            if memory.len() + bytes.len() <= self.spill_at {
+                memory.extend_from_slice(bytes);
+                return Ok(());
+            }
+            return self.spill(bytes).await;
+        }
         match self.writer.as_mut() {
             Some(w) => w.write_all(bytes).await.map_err(StoreError::Write),
             None => Err(StoreError::Write(std::io::Error::other(
@@ -71,9 +102,20 @@ impl StagedBlob {
         Ok(())
     }
 
-    /// The staging file, complete after [`flush`](Self::flush).
-    pub fn staged_path(&self) -> &Path {
-        &self.path
+    /// The bytes, while the blob is held in memory.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        self.memory.as_deref()
+    }
+
+    /// The staging file, complete after [`flush`](Self::flush); `None` while
+    /// the blob is held in memory.
+    pub fn staged_path(&self) -> Option<&Path> {
+        self.writer.as_ref().map(|_| self.path.as_path())
+    }
+
+    /// The bytes, when the blob never left memory.
+    pub(crate) fn take_memory(&mut self) -> Option<Vec<u8>> {
+        self.memory.take()
     }
 
     /// Flushes buffered bytes and hands back the file and its path; the caller
@@ -92,7 +134,7 @@ impl StagedBlob {
 impl Drop for StagedBlob {
     fn drop(&mut self) {
         // Not committed (an error, a duplicate, a dropped association): remove the
-        // staging file. `finish` empties `path`, so committed blobs are left alone.
+        // staging file. `into_parts` empties `path`, so committed blobs are left alone.
         if !self.path.as_os_str().is_empty() {
             let _ = std::fs::remove_file(&self.path);
         }

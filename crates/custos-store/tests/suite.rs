@@ -17,8 +17,14 @@ fn temp_dir(what: &str) -> std::path::PathBuf {
     ))
 }
 
+/// The default filesystem store: small blobs packed, large ones in files.
 fn fs_store() -> Store {
     Arc::new(FsStore::open(temp_dir("fs")).unwrap())
+}
+
+/// Every blob in its own file.
+fn fs_files_store() -> Store {
+    Arc::new(FsStore::open_with(temp_dir("fs"), 0).unwrap())
 }
 
 fn s3_store() -> Store {
@@ -36,6 +42,8 @@ macro_rules! on_both_stores {
             mod $case {
                 #[tokio::test(flavor = "multi_thread")]
                 async fn filesystem() { super::$case(super::fs_store()).await }
+                #[tokio::test(flavor = "multi_thread")]
+                async fn filesystem_files() { super::$case(super::fs_files_store()).await }
                 #[tokio::test(flavor = "multi_thread")]
                 async fn s3() { super::$case(super::s3_store()).await }
             }
@@ -125,6 +133,18 @@ async fn hostile_keys_are_refused(store: Store) {
     }
 }
 
+async fn listed_keys(store: &Store) -> Vec<String> {
+    let mut keys: Vec<String> = store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    keys.sort();
+    keys
+}
+
 async fn list_names_committed_blobs(store: Store) {
     let mut keys = Vec::new();
     for i in 0..3u8 {
@@ -133,17 +153,37 @@ async fn list_names_committed_blobs(store: Store) {
         keys.push(store.commit(blob).await.unwrap());
     }
     let staged = store.stage().await.unwrap(); // in flight: not listed
-    let mut listed: Vec<String> = store
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
-    listed.sort();
     keys.sort();
-    assert_eq!(listed, keys);
+    assert_eq!(listed_keys(&store).await, keys);
     drop(staged);
     store.delete(&keys[0]).await.unwrap();
     assert_eq!(store.list().await.unwrap().len(), 2);
+}
+
+/// Blobs packed by an earlier process are read, listed and deleted by the
+/// next one, which appends to a segment of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn packed_blobs_outlive_the_process_that_wrote_them() {
+    let root = temp_dir("reopen");
+    let first: Store = Arc::new(FsStore::open(&root).unwrap());
+    let mut keys = Vec::new();
+    for i in 0..3u8 {
+        let mut blob = first.stage().await.unwrap();
+        blob.write(&[i; 5000]).await.unwrap();
+        keys.push(first.commit(blob).await.unwrap());
+    }
+    drop(first);
+    let second: Store = Arc::new(FsStore::open(&root).unwrap());
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(read_all(&second, key).await, vec![i as u8; 5000]);
+    }
+    let mut blob = second.stage().await.unwrap();
+    blob.write(b"new").await.unwrap();
+    let new = second.commit(blob).await.unwrap();
+    assert_ne!(new[1..17], keys[0][1..17], "a new segment per process");
+    second.delete(&keys[1]).await.unwrap();
+    let mut expected = vec![keys[0].clone(), keys[2].clone(), new];
+    expected.sort();
+    assert_eq!(listed_keys(&second).await, expected);
+    let _ = std::fs::remove_dir_all(&root);
 }

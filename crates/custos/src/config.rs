@@ -174,6 +174,9 @@ pub struct StoreConfig {
     /// S3 credentials; when empty, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
     pub access_key_id: String,
     pub secret_access_key: String,
+    /// Instances up to this many KiB are appended to pack files (held in
+    /// memory until then); larger ones get a file each. 0: every one a file.
+    pub pack_limit_kib: u32,
 }
 
 impl Default for StoreConfig {
@@ -183,6 +186,7 @@ impl Default for StoreConfig {
             url: String::new(),
             access_key_id: String::new(),
             secret_access_key: String::new(),
+            pack_limit_kib: (custos_store::DEFAULT_PACK_LIMIT / 1024) as u32,
         }
     }
 }
@@ -320,6 +324,10 @@ path = "blobs"
 url = ""
 access_key_id = ""
 secret_access_key = ""
+# Folder store: instances up to this size are appended to shared pack files
+# (one fsync per batch of concurrent arrivals) instead of a file each. Each
+# one is held in memory while it arrives. 0 turns packing off; at most 16384.
+pack_limit_kib = 1024
 
 [audit]
 # Every access is recorded in the index's tamper-evident trail (`custos audit
@@ -386,6 +394,9 @@ impl Config {
         }
         if self.http.cert.is_empty() != self.http.key.is_empty() {
             bail!("[http] cert and key go together: set both or neither");
+        }
+        if self.store.pack_limit_kib > 16384 {
+            bail!("[store] pack_limit_kib is at most 16384 (each instance is held in memory)");
         }
         if self.dicom.max_associations == 0 {
             bail!("[dicom] max_associations must be at least 1");

@@ -32,7 +32,10 @@ pub fn init(data: &Path) -> Result<bool> {
         SqliteIndex::open(config.resolve(data, &config.index.path))?;
     }
     if config.store.url.is_empty() {
-        FsStore::open(config.resolve(data, &config.store.path))?;
+        FsStore::open_with(
+            config.resolve(data, &config.store.path),
+            config.store.pack_limit_kib as usize * 1024,
+        )?;
     }
     if config.http.cert.is_empty() {
         custos_tls::ensure_local_ca(data).context("creating the local CA")?;
@@ -97,7 +100,10 @@ pub async fn open_index(data: &Path, config: &Config) -> Result<Arc<dyn Index>> 
 pub async fn open_archive(data: &Path, config: &Config) -> Result<Arc<Archive>> {
     let index = open_index(data, config).await?;
     let store: Arc<dyn BlobStore> = if config.store.url.is_empty() {
-        Arc::new(FsStore::open(config.resolve(data, &config.store.path))?)
+        Arc::new(FsStore::open_with(
+            config.resolve(data, &config.store.path),
+            config.store.pack_limit_kib as usize * 1024,
+        )?)
     } else {
         let s = &config.store;
         let credentials = (!s.access_key_id.is_empty())

@@ -23,17 +23,15 @@ fn fsck_reports_missing_altered_and_orphan_blobs() {
         "{clean}"
     );
 
-    let mut blobs: Vec<_> = walk_files(&data.path.join("blobs"))
-        .into_iter()
-        .filter(|p| !p.to_string_lossy().contains(".staging"))
-        .collect();
-    blobs.sort();
-    // One blob removed, one altered by a single byte, one orphan left by a "crash".
-    std::fs::remove_file(&blobs[0]).unwrap();
-    let mut bytes = std::fs::read(&blobs[1]).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
-    std::fs::write(&blobs[1], bytes).unwrap();
+    // The three small instances are packed (one segment file). One blob's
+    // record is marked deleted behind the index's back, one is altered by a
+    // single byte, and one orphan is left as if by a crash.
+    let records = pack_records(&data.path.join("blobs"));
+    assert_eq!(records.len(), 3);
+    let mut pack = std::fs::read(&records[0].path).unwrap();
+    pack[records[0].data_at - 32 + 4] = b'D';
+    pack[records[1].data_at + records[1].len - 1] ^= 0xff;
+    std::fs::write(&records[0].path, pack).unwrap();
     let orphan = data.path.join("blobs/012/0123456789abcdef0123456789abcdef");
     std::fs::write(&orphan, b"bytes no index row names").unwrap();
 

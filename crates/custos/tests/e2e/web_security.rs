@@ -220,6 +220,18 @@ fn every_route_refuses_missing_bad_expired_revoked_and_unpermitted_credentials()
     assert_eq!(del[2]["body"], "[]");
     assert!(del[3]["body"].as_str().unwrap().contains("\"instances\":0"));
     assert_eq!(f.data.blob_count(), 0, "the study's blob is removed");
+    // Its bytes are gone from disk too, not only unreferenced.
+    let records = pack_records(&f.data.path.join("blobs"));
+    assert!(!records.is_empty(), "small instances are packed");
+    for record in records {
+        let pack = std::fs::read(&record.path).unwrap();
+        let data = &pack[record.data_at..record.data_at + record.len];
+        assert!(
+            data.iter().all(|b| *b == 0),
+            "a deleted blob left bytes in {}",
+            record.path.display()
+        );
+    }
 }
 
 #[test]

@@ -67,11 +67,9 @@ impl DataDir {
         .success();
     }
 
+    /// Stored blobs: files in the fan-out folders plus live records in pack files.
     pub fn blob_count(&self) -> usize {
-        walk_files(&self.path.join("blobs"))
-            .into_iter()
-            .filter(|p| !p.to_string_lossy().contains(".staging"))
-            .count()
+        blob_count(&self.path.join("blobs"))
     }
 }
 
@@ -79,6 +77,47 @@ impl Drop for DataDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
     }
+}
+
+/// Blobs in a filesystem store, read from the on-disk layout (ARCHITECTURE.md,
+/// `custos-store`'s `pack`): one per file outside `.staging` and `packs`, and
+/// one per live record (32-byte header "CPK1", state `L`, length) of each pack.
+pub fn blob_count(root: &Path) -> usize {
+    let files = walk_files(root)
+        .into_iter()
+        .filter(|p| {
+            let p = p.to_string_lossy();
+            !p.contains(".staging") && !p.contains("/packs/")
+        })
+        .count();
+    files + pack_records(root).into_iter().filter(|r| r.live).count()
+}
+
+/// A record of a pack file: where its blob's bytes are and whether it is live.
+pub struct PackRecord {
+    pub path: PathBuf,
+    pub data_at: usize,
+    pub len: usize,
+    pub live: bool,
+}
+
+pub fn pack_records(root: &Path) -> Vec<PackRecord> {
+    let mut out = Vec::new();
+    for path in walk_files(&root.join("packs")) {
+        let raw = std::fs::read(&path).unwrap();
+        let mut at = 0;
+        while at + 32 <= raw.len() && &raw[at..at + 4] == b"CPK1" {
+            let len = u64::from_le_bytes(raw[at + 8..at + 16].try_into().unwrap()) as usize;
+            out.push(PackRecord {
+                path: path.clone(),
+                data_at: at + 32,
+                len,
+                live: raw[at + 4] == b'L',
+            });
+            at += 32 + len;
+        }
+    }
+    out
 }
 
 pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
