@@ -60,6 +60,7 @@ def main():
     a.add_argument("--aet", default="BENCHSCU")
     a.add_argument("--aec", default="CUSTOS")
     a.add_argument("-n", type=int, default=30)
+    a.add_argument("--rust-scu", required=True, help="custos-dimse's cfind_latency example, built")
     args = a.parse_args()
     s = loopback.session(args.url, args.user)
     nodelay()
@@ -69,7 +70,7 @@ def main():
     assert assoc.is_established, "association refused"
     figures = {}
     print(f"{'query':38} {'QIDO rows':>9} {'median':>7} {'p95':>7} | {'C-FIND matches':>14} {'median':>7} {'p95':>7}"
-          f" | {'findscu':>7} {'p95':>7}")
+          f" | {'findscu':>7} {'p95':>7} | {'Rust SCU':>7} {'p95':>7}")
     for name, match in QUERIES:
         q = urllib.parse.urlencode({**match, "limit": "100", "includefield": "00201208"})
         qido, rows = [], 0
@@ -99,10 +100,19 @@ def main():
             t = time.perf_counter()
             subprocess.run(argv, check=True, capture_output=True, env={**os.environ, "TCP_NODELAY": "1"})
             dcmtk.append((time.perf_counter() - t) * 1000)
+        # The same C-FIND from a Rust SCU (custos-dimse's cfind_latency
+        # example): the server's latency without pynetdicom's decoding.
+        argv = [args.rust_scu, f"127.0.0.1:{args.port}", args.aet, args.aec, str(args.n)]
+        for k, v in match.items():
+            argv += ["-k", f"{k}={v}"]
+        rust = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
+        assert rust["matches"] == matches, (rust, matches)
         figures[name] = {"qido_rows": rows, "qido_ms": stats(qido), "cfind_matches": matches,
-                         "cfind_pynetdicom_ms": stats(find), "findscu_process_ms": stats(dcmtk)}
+                         "cfind_pynetdicom_ms": stats(find), "findscu_process_ms": stats(dcmtk),
+                         "cfind_rust_ms": [rust["median_ms"], rust["p95_ms"]]}
         print(f"{name:38} {rows:>9} {stats(qido)[0]:>7} {stats(qido)[1]:>7} | {matches:>14} {stats(find)[0]:>7} "
-              f"{stats(find)[1]:>7} | {stats(dcmtk)[0]:>7} {stats(dcmtk)[1]:>7}")
+              f"{stats(find)[1]:>7} | {stats(dcmtk)[0]:>7} {stats(dcmtk)[1]:>7} | {rust['median_ms']:>7} "
+              f"{rust['p95_ms']:>7}")
     assoc.release()
     print(json.dumps(figures))
 

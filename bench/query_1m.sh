@@ -20,5 +20,6 @@ if [ "$backend" = pg ]; then
 else
   python3 "$here/synth_rows.py" --sqlite "$data/index.sqlite" --studies 100000 --surnames
 fi
-python3 "$here/query_1m.py" --url "https://127.0.0.1:${BENCH_HTTP_PORT:-11121}" --user "bench:$BENCH_PASSWORD" \
+cargo build --release -q -p custos-dimse --example cfind_latency --manifest-path "$here/../Cargo.toml"
+python3 "$here/query_1m.py" --rust-scu "$here/../target/release/examples/cfind_latency" --url "https://127.0.0.1:${BENCH_HTTP_PORT:-11121}" --user "bench:$BENCH_PASSWORD" \
   --port "${BENCH_PORT:-11120}"

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """STOW-RS ingest: instances/s with N parallel clients, one instance per
 request over a persistent connection each (what an uploader script does).
+Each client is its own process, so the load generator is not one Python
+interpreter's lock.
 
   stow_bench.py --url URL/dicom-web --dir DATASET [--clients 4] [--user U --password P]
                 [--ca CA.pem | --insecure] [--reset-cmd CMD] [--runs 3] [--limit N]
@@ -12,7 +14,7 @@ import json
 import os
 import statistics
 import subprocess
-import threading
+import multiprocessing
 import time
 import urllib.parse
 
@@ -27,34 +29,41 @@ def files_of(d, limit):
     return out[:limit] if limit else out
 
 
-def run_once(a, files):
-    chunks = [files[i::a.clients] for i in range(a.clients)]
+BOUNDARY = "stow-bench-boundary"
+
+
+def client(args):
+    """One client: its share of the files, one request each; returns the
+    HTTP statuses that were not 200."""
+    a, chunk = args
+    s = requests.Session()
+    s.trust_env = False
+    s.verify = a.ca if a.ca else (not a.insecure)
+    if a.user:
+        s.auth = (a.user, a.password)
     errors = []
-    boundary = "stow-bench-boundary"
+    for f in chunk:
+        with open(f, "rb") as fh:
+            body = (b"--" + BOUNDARY.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n"
+                    + fh.read() + b"\r\n--" + BOUNDARY.encode() + b"--\r\n")
+        r = s.post(a.url.rstrip("/") + "/studies", data=body, headers={
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}',
+            "Accept": "application/dicom+json"})
+        if r.status_code != 200:
+            errors.append(r.status_code)
+    return errors
 
-    def worker(chunk):
-        s = requests.Session()
-        s.trust_env = False
-        s.verify = a.ca if a.ca else (not a.insecure)
-        if a.user:
-            s.auth = (a.user, a.password)
-        for f in chunk:
-            with open(f, "rb") as fh:
-                body = (b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n"
-                        + fh.read() + b"\r\n--" + boundary.encode() + b"--\r\n")
-            r = s.post(a.url.rstrip("/") + "/studies", data=body, headers={
-                "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-                "Accept": "application/dicom+json"})
-            if r.status_code != 200:
-                errors.append(r.status_code)
 
-    threads = [threading.Thread(target=worker, args=(c,)) for c in chunks]
-    t0 = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    dt = time.monotonic() - t0
+def run_once(a, files):
+    if a.rust_client:
+        argv = [a.rust_client, a.url, a.dir, str(a.clients)] + ([f"{a.user}:{a.password}"] if a.user else [])
+        assert not a.limit, "--limit is for the Python clients"
+        return json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
+    chunks = [files[i::a.clients] for i in range(a.clients)]
+    with multiprocessing.get_context("fork").Pool(a.clients) as pool:
+        t0 = time.monotonic()
+        errors = sum(pool.map(client, [(a, c) for c in chunks]), [])
+        dt = time.monotonic() - t0
     return {"instances": len(files), "seconds": dt, "per_s": len(files) / dt, "errors": len(errors)}
 
 
@@ -70,6 +79,7 @@ def main():
     ap.add_argument("--reset-cmd")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--rust-client", help="custos-probe's stow_load example, built: the clients are its tasks")
     a = ap.parse_args()
     host = urllib.parse.urlparse(a.url).hostname
     assert host in ("localhost",) or host.startswith("127."), "loopback only"

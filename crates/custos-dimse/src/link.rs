@@ -168,3 +168,52 @@ where
         }
     }
 }
+
+/// Reads one whole DIMSE message: its command and, when it has one, its data
+/// set (at most `max_data` bytes). For SCU sides reading responses.
+pub async fn receive_message<S: Stream, A>(
+    assoc: &mut A,
+    max_data: usize,
+) -> Result<(Command, Vec<u8>), LinkError>
+where
+    A: AsyncAssociation<S> + Send,
+{
+    let (mut cmd_bytes, mut data, mut cmd) = (Vec::new(), Vec::new(), None::<Command>);
+    loop {
+        let pdvs = match AsyncAssociation::receive(assoc).await? {
+            Pdu::PData { data } => data,
+            Pdu::AbortRQ { .. } => return Err(LinkError::Aborted),
+            Pdu::ReleaseRQ => return Err(LinkError::Released),
+            other => return Err(LinkError::Protocol(format!("unexpected PDU {other:?}"))),
+        };
+        for pdv in pdvs {
+            match pdv.value_type {
+                PDataValueType::Command => {
+                    cmd_bytes.extend_from_slice(&pdv.data);
+                    if cmd_bytes.len() > 64 * 1024 {
+                        return Err(LinkError::Protocol("command set too large".into()));
+                    }
+                    if pdv.is_last {
+                        let c = Command::decode(&cmd_bytes).map_err(LinkError::Protocol)?;
+                        if !c.has_data_set {
+                            return Ok((c, data));
+                        }
+                        cmd = Some(c);
+                    }
+                }
+                PDataValueType::Data => {
+                    data.extend_from_slice(&pdv.data);
+                    if data.len() > max_data {
+                        return Err(LinkError::Protocol("data set too large".into()));
+                    }
+                    if pdv.is_last {
+                        return match cmd.take() {
+                            Some(c) => Ok((c, data)),
+                            None => Err(LinkError::Protocol("data set before its command".into())),
+                        };
+                    }
+                }
+            }
+        }
+    }
+}

@@ -12,10 +12,9 @@ use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-use dicom_ul::Pdu;
 use dicom_ul::association::ClientAssociationOptions;
 use dicom_ul::association::client::{AsyncClientAssociation, AsyncTlsStream};
-use dicom_ul::pdu::{PDataValueType, PresentationContextResultReason};
+use dicom_ul::pdu::PresentationContextResultReason;
 use tokio::net::TcpStream;
 
 use super::{CT_STORAGE, ProbeOptions};
@@ -111,34 +110,9 @@ fn identifier<S: Stream>(
 async fn receive<S: Stream>(
     a: &mut AsyncClientAssociation<S>,
 ) -> Result<(Command, Vec<u8>), String> {
-    let (mut cmd_bytes, mut data, mut cmd, mut want_data) = (Vec::new(), Vec::new(), None, false);
-    loop {
-        let pdu = a.receive().await.map_err(|e| e.to_string())?;
-        let Pdu::PData { data: pdvs } = pdu else {
-            return Err("the peer ended the association".into());
-        };
-        for pdv in pdvs {
-            match pdv.value_type {
-                PDataValueType::Command => {
-                    cmd_bytes.extend_from_slice(&pdv.data);
-                    if pdv.is_last {
-                        let c = Command::decode(&cmd_bytes)?;
-                        want_data = c.has_data_set;
-                        cmd = Some(c);
-                        if !want_data {
-                            return Ok((cmd.take().ok_or("no command")?, data));
-                        }
-                    }
-                }
-                PDataValueType::Data => {
-                    data.extend_from_slice(&pdv.data);
-                    if pdv.is_last && want_data {
-                        return Ok((cmd.take().ok_or("data before command")?, data));
-                    }
-                }
-            }
-        }
-    }
+    custos_dimse::link::receive_message(a, 1 << 30)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// What an anonymous C-FIND returned.

@@ -37,8 +37,6 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-
 use crate::{Reader, StoreError};
 
 const MAGIC: &[u8; 4] = b"CPK1";
@@ -168,33 +166,42 @@ impl Packs {
             .map_err(|_| io::Error::other("the pack writer has stopped"))?
     }
 
-    /// Opens a live blob for reading.
+    /// Reads a live blob. Packed blobs are small (the pack limit), so the
+    /// header and the bytes come in one positional read on one blocking
+    /// thread, instead of an async file's hop per seek and per read.
     pub(crate) async fn read(&self, key: &str, pk: &PackKey) -> Result<Reader, StoreError> {
-        let read_err = |source| StoreError::Read {
-            key: key.into(),
-            source,
-        };
-        let mut file = match tokio::fs::File::open(self.path(&pk.segment)).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(StoreError::NotFound { key: key.into() });
+        let path = self.path(&pk.segment);
+        let (offset, len) = (pk.offset, pk.len);
+        let read = tokio::task::spawn_blocking(move || -> io::Result<Option<Vec<u8>>> {
+            let file = File::open(path)?;
+            let mut buf = vec![0u8; (HEADER + len) as usize];
+            match file.read_exact_at(&mut buf, offset) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(None),
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(read_err(e)),
-        };
-        file.seek(io::SeekFrom::Start(pk.offset))
-            .await
-            .map_err(read_err)?;
-        let mut h = [0u8; HEADER as usize];
-        match file.read_exact(&mut h).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
-                return Err(StoreError::NotFound { key: key.into() });
+            let mut h = [0u8; HEADER as usize];
+            h.copy_from_slice(&buf[..HEADER as usize]);
+            Ok(match decode_header(&h) {
+                Some(h) if h.state == LIVE && h.len == len => Some(buf),
+                _ => None,
+            })
+        })
+        .await
+        .map_err(io::Error::other);
+        let not_found = || StoreError::NotFound { key: key.into() };
+        match read.and_then(|r| r) {
+            Ok(Some(buf)) => {
+                let mut cursor = io::Cursor::new(buf);
+                cursor.set_position(HEADER);
+                Ok(Box::new(cursor))
             }
-            Err(e) => return Err(read_err(e)),
-        }
-        match decode_header(&h) {
-            Some(h) if h.state == LIVE && h.len == pk.len => Ok(Box::new(file.take(pk.len))),
-            _ => Err(StoreError::NotFound { key: key.into() }),
+            Ok(None) => Err(not_found()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(not_found()),
+            Err(source) => Err(StoreError::Read {
+                key: key.into(),
+                source,
+            }),
         }
     }
 
@@ -426,6 +433,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     fn dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("custos-pack-{name}-{}", uuid::Uuid::new_v4()));
