@@ -151,6 +151,27 @@ impl SqliteIndex {
         &self.path
     }
 
+    /// Writes a consistent copy of the whole index to `dest` (a new file,
+    /// owner-only) while writers go on: `VACUUM INTO` reads one snapshot.
+    pub async fn snapshot_into(&self, dest: &Path) -> Result<(), IndexError> {
+        let create = |source| IndexError::Create {
+            path: dest.display().to_string(),
+            source,
+        };
+        if dest.exists() {
+            return Err(create(std::io::Error::from(
+                std::io::ErrorKind::AlreadyExists,
+            )));
+        }
+        create_private_file(dest).map_err(create)?;
+        let target = dest.to_string_lossy().into_owned();
+        self.read(move |conn| {
+            conn.execute("VACUUM INTO ?1", [target])?;
+            Ok(())
+        })
+        .await
+    }
+
     fn send(&self, op: WriteOp) -> Result<(), IndexError> {
         self.writer
             .lock()

@@ -11,7 +11,7 @@ mod pack;
 mod s3;
 mod staged;
 
-pub use fs::{DEFAULT_PACK_LIMIT, FsStore};
+pub use fs::{DEFAULT_PACK_LIMIT, FsStore, copy_blobs};
 pub use s3::{S3Store, S3Url};
 pub use staged::StagedBlob;
 

@@ -75,6 +75,11 @@ impl PackKey {
         })
     }
 
+    /// The file name of its segment in the packs folder.
+    pub(crate) fn segment_file(&self) -> String {
+        format!("{}.pack", self.segment)
+    }
+
     fn render(&self) -> String {
         format!("p{}{:012x}{:010x}", self.segment, self.offset, self.len)
     }

@@ -109,7 +109,7 @@ pub async fn run(data: &Path, command: AuditCommand) -> Result<bool> {
 }
 
 /// Appends one event by the command line's user, loudly if that fails.
-async fn record(data: &Path, index: &dyn AuditLog, id: EventId, action: char, detail: String) {
+pub async fn record(data: &Path, index: &dyn AuditLog, id: EventId, action: char, detail: String) {
     let mut e = AuditEvent::new(id, action, Outcome::Success);
     e.user = std::env::var("USER")
         .map(|u| format!("cli:{u}"))

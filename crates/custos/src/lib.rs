@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit_cmd;
+pub mod backup_cmd;
 pub mod cert_cmd;
 pub mod config;
 pub mod data;

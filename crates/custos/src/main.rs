@@ -3,8 +3,8 @@
 #![forbid(unsafe_code)]
 
 use custos::{
-    audit_cmd, cert_cmd, config, data, doctor, fsck_cmd, import, migrate_cmd, peer_cmd, probe_cmd,
-    serve, user_cmd, viewer_cmd,
+    audit_cmd, backup_cmd, cert_cmd, config, data, doctor, fsck_cmd, import, migrate_cmd, peer_cmd,
+    probe_cmd, serve, user_cmd, viewer_cmd,
 };
 
 use std::path::PathBuf;
@@ -109,6 +109,12 @@ enum Command {
         #[arg(long, default_value_t = 24)]
         grace_hours: u64,
     },
+    /// Copy this archive (SQLite index and blob folder) into the new folder
+    /// DEST while it serves; the copy is verified instance by instance and is
+    /// itself a data folder.
+    Backup { dest: PathBuf },
+    /// Copy the backup SRC into the data folder (new or empty) and verify it.
+    Restore { src: PathBuf },
     /// Copy this archive to PostgreSQL + S3 (resumable, verified, source keeps serving).
     Migrate {
         /// Target index, postgres://user@host:port/db
@@ -269,6 +275,8 @@ fn main() -> Result<()> {
                 }
                 Ok(())
             }
+            Command::Backup { dest } => backup_cmd::backup(&cli.data, &dest).await,
+            Command::Restore { src } => backup_cmd::restore(&src, &cli.data).await,
             Command::Fsck {
                 repair,
                 grace_hours,

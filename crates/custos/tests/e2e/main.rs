@@ -6,6 +6,7 @@
 mod common;
 
 mod audit;
+mod backup;
 mod browser;
 mod cli;
 mod dicom_tls;

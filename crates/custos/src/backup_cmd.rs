@@ -1,0 +1,214 @@
+//! `custos backup DEST` and `custos restore SRC`: a consistent, verified copy
+//! of an embedded archive (SQLite index + blob folder) taken while it serves.
+//!
+//! Order matters. The data folder's small files go first, the audit
+//! checkpoint among them: it never runs ahead of the trail, so the snapshot
+//! taken next holds every record it names. The index is copied with SQLite's
+//! `VACUUM INTO` (one read snapshot; writers go on). Then the blobs the
+//! snapshot names, under the same keys (pack segments whole: they only
+//! grow). Finally the copy is opened as an archive and every instance's size
+//! and SHA-256 are checked against its index, so a backup that exists is one
+//! that restores. A backup is itself a data folder: restore copies it back
+//! into an empty one and checks it the same way.
+//!
+//! PostgreSQL + S3 deployments are backed up with `pg_dump` and the bucket's
+//! versioning or replication instead (ARCHITECTURE.md).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use custos_archive::FsckOptions;
+use custos_core::audit::EventId;
+use custos_index::{InstanceIndex, SqliteIndex};
+
+use crate::audit_cmd::record;
+use crate::config::Config;
+use crate::data::open_archive;
+
+pub async fn backup(data: &Path, dest: &Path) -> Result<()> {
+    let config = Config::load(data)?;
+    embedded_only(&config)?;
+    new_folder(dest)?;
+    let result = copy_archive(data, dest, &config).await;
+    let (instances, bytes) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            // Nothing half-made is left to be mistaken for a backup.
+            let _ = std::fs::remove_dir_all(dest);
+            return Err(e);
+        }
+    };
+    let live = SqliteIndex::open(config.resolve(data, &config.index.path))?;
+    record(
+        data,
+        &live,
+        EventId::Export,
+        'R',
+        format!("backup of {instances} instances to {}", dest.display()),
+    )
+    .await;
+    println!(
+        "backup of {instances} instances ({:.1} MB of blobs) in {}, every instance verified",
+        bytes as f64 / 1e6,
+        dest.display()
+    );
+    Ok(())
+}
+
+pub async fn restore(src: &Path, data: &Path) -> Result<()> {
+    if !src.join("custos.toml").is_file() {
+        bail!("{} is not a Custos backup (no custos.toml)", src.display());
+    }
+    embedded_only(&Config::load(src)?)?;
+    new_folder(data)?;
+    copy_tree(src, data, &[]).with_context(|| format!("copying {}", src.display()))?;
+    let instances = match verify(data).await {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(data);
+            return Err(e.context("the backup does not verify; nothing was restored"));
+        }
+    };
+    let config = Config::load(data)?;
+    let index = SqliteIndex::open(config.resolve(data, &config.index.path))?;
+    record(
+        data,
+        &index,
+        EventId::Import,
+        'C',
+        format!("restored {instances} instances from {}", src.display()),
+    )
+    .await;
+    println!(
+        "restored {instances} instances into {}, every instance verified",
+        data.display()
+    );
+    Ok(())
+}
+
+fn embedded_only(config: &Config) -> Result<()> {
+    if !config.index.url.is_empty() || !config.store.url.is_empty() {
+        bail!(
+            "custos backup copies an embedded archive (SQLite index, blob folder); back up PostgreSQL with pg_dump and S3 with the bucket's versioning or replication"
+        );
+    }
+    for path in [&config.index.path, &config.store.path] {
+        let p = Path::new(path);
+        if p.is_absolute() || p.components().any(|c| c.as_os_str() == "..") {
+            bail!(
+                "custos backup needs the index and blob folder inside the data folder (relative paths in custos.toml); `{path}` is not"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Creates `dir` owner-only, or accepts it when it exists and is empty.
+fn new_folder(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        if std::fs::read_dir(dir)?.next().is_some() {
+            bail!("{} is not empty", dir.display());
+        }
+    } else {
+        custos_store::create_private_dir(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+async fn copy_archive(data: &Path, dest: &Path, config: &Config) -> Result<(u64, u64)> {
+    let index_path = config.resolve(data, &config.index.path);
+    let index_name = index_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let top = |p: &str| {
+        Path::new(p)
+            .components()
+            .next()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let skip = [
+        top(&config.store.path),
+        index_name.clone(),
+        format!("{index_name}-wal"),
+        format!("{index_name}-shm"),
+        format!("{index_name}-journal"),
+    ];
+    copy_tree(data, dest, &skip).context("copying the data folder's files")?;
+
+    let live = SqliteIndex::open(&index_path)?;
+    let snapshot = config.resolve(dest, &config.index.path);
+    if let Some(parent) = snapshot.parent() {
+        custos_store::create_private_dir(parent)?;
+    }
+    live.snapshot_into(&snapshot)
+        .await
+        .context("snapshot of the index")?;
+    drop(live);
+
+    let copy = SqliteIndex::open(&snapshot)?;
+    let (mut keys, mut after) = (Vec::new(), 0);
+    loop {
+        let page = copy.stored_after(after, 1000).await?;
+        let Some((last, _)) = page.last() else { break };
+        after = *last;
+        keys.extend(page.into_iter().map(|(_, i)| i.blob_key));
+    }
+    drop(copy);
+    let (from, to) = (
+        config.resolve(data, &config.store.path),
+        config.resolve(dest, &config.store.path),
+    );
+    let bytes =
+        tokio::task::spawn_blocking(move || custos_store::copy_blobs(&from, &to, &keys)).await??;
+    let instances = verify(dest).await.map_err(|e| {
+        e.context("the copy does not verify, so nothing was kept: an instance deleted or replaced while the backup ran (run it again), or a damaged source (`custos fsck`)")
+    })?;
+    Ok((instances, bytes))
+}
+
+/// Opens `data` as an archive and checks every instance's blob (size and
+/// SHA-256); returns how many there are.
+async fn verify(data: &Path) -> Result<u64> {
+    let config = Config::load(data)?;
+    let archive = open_archive(data, &config).await?;
+    let options = FsckOptions {
+        repair: false,
+        // Unindexed records copied along in a pack segment are not the copy's concern.
+        grace: Duration::from_secs(u64::MAX / 4),
+    };
+    let report = archive.fsck(&options, |_, _| {}).await?;
+    if !report.missing.is_empty() || !report.altered.is_empty() {
+        bail!(
+            "{} instances missing and {} altered in {}",
+            report.missing.len(),
+            report.altered.len(),
+            data.display()
+        );
+    }
+    Ok(report.checked)
+}
+
+/// Copies the folder `from` into `to` (files keep their modes, folders are
+/// owner-only), leaving out the top-level names in `skip`.
+fn copy_tree(from: &Path, to: &Path, skip: &[String]) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if skip.iter().any(|s| *s == name.to_string_lossy()) {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type()?.is_dir() {
+            custos_store::create_private_dir(&target)?;
+            copy_tree(&entry.path(), &target, &[])?;
+        } else if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
