@@ -242,7 +242,7 @@ impl<'a> Ingest<'a> {
 const INLINE_PARSE: usize = 64 * 1024;
 
 /// Parses a Part 10 file in memory up to Pixel Data, lengths checked first.
-fn parse_bytes(bytes: &[u8]) -> Result<dicom_object::DefaultDicomObject, String> {
+pub(crate) fn parse_bytes(bytes: &[u8]) -> Result<dicom_object::DefaultDicomObject, String> {
     crate::lengths::check_part10(bytes).map_err(|e| e.to_string())?;
     OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)

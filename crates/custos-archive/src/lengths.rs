@@ -57,6 +57,18 @@ pub enum LengthError {
     BeyondData { tag: Tag, declared: u32 },
     #[error("element {tag} declares {declared} bytes, more than its enclosing item holds")]
     BeyondItem { tag: Tag, declared: u32 },
+    #[error(
+        "element {tag} declares {declared} bytes, not a whole number of its {unit}-byte values (delimiters: none)"
+    )]
+    Misaligned { tag: Tag, declared: u32, unit: u32 },
+    #[error("the file meta group length says {declared} bytes, its elements take {actual}")]
+    MetaGroupLength { declared: u64, actual: u64 },
+    #[error("file meta element {tag} inside the data set")]
+    MetaInDataSet { tag: Tag },
+    #[error("element {tag} has no valid VR")]
+    UnknownVr { tag: Tag },
+    #[error("{tag} is neither an item nor a delimiter")]
+    NotAnElement { tag: Tag },
     #[error("data set nested deeper than {MAX_DEPTH} sequences")]
     TooDeep,
     #[error("{0}")]
@@ -100,6 +112,12 @@ pub fn check<R: Read>(r: R, enc: Encoding, stop_at_pixel_data: bool) -> Result<(
             return Ok(());
         };
         let end_of_parent = stack.iter().rev().find_map(|f| f.1);
+        // The file meta group has its own encoding, which dicom-parser
+        // applies to a group 2 element wherever it is (found by fuzzing: it
+        // then reads the rest out of step, zero-filling gigabytes).
+        if tag.group() == 0x0002 {
+            return Err(LengthError::MetaInDataSet { tag });
+        }
         if tag.group() == 0xFFFE {
             let len = read_u32(&mut r, enc.big_endian)?;
             match tag {
@@ -111,6 +129,15 @@ pub fn check<R: Read>(r: R, enc: Encoding, stop_at_pixel_data: bool) -> Result<(
                         .map(|l| fits(&r, tag, l, end_of_parent))
                         .transpose()?;
                     push(&mut stack, (Frame::Item, end, enc))?;
+                }
+                // Delimiters carry no value; any other tag of this group is
+                // not an element (dicom-parser reads neither the way we would).
+                ITEM_END | SEQUENCE_END if len != 0 => {
+                    return Err(LengthError::Misaligned {
+                        tag,
+                        declared: len,
+                        unit: 0,
+                    });
                 }
                 ITEM_END => {
                     if stack.last().map(|f| f.0) == Some(Frame::Item) {
@@ -124,14 +151,14 @@ pub fn check<R: Read>(r: R, enc: Encoding, stop_at_pixel_data: bool) -> Result<(
                         }
                     }
                 }
-                _ => skip(&mut r, tag, len, end_of_parent)?,
+                _ => return Err(LengthError::NotAnElement { tag }),
             }
             continue;
         }
         let (vr, len) = if enc.explicit_vr {
             let mut v = [0u8; 2];
             r.read_exact(&mut v)?;
-            let vr = VR::from_binary(v).unwrap_or(VR::UN);
+            let vr = VR::from_binary(v).ok_or(LengthError::UnknownVr { tag })?;
             let len = if has_long_length(vr) {
                 r.read_exact(&mut [0u8; 2])?;
                 read_u32(&mut r, enc.big_endian)?
@@ -168,8 +195,35 @@ pub fn check<R: Read>(r: R, enc: Encoding, stop_at_pixel_data: bool) -> Result<(
         } else if len == UNDEFINED {
             push(&mut stack, (Frame::Fragments, None, enc))?;
         } else {
+            // dicom-parser reads whole binary values: a length that is not a
+            // multiple of their size leaves it out of step with the data, and
+            // the "lengths" it then reads were never checked here (fuzzing
+            // found a 33-byte command set that made it zero-fill gigabytes).
+            let value_vr = vr.or_else(|| dictionary_vr(tag));
+            let unit = if tag.element() == 0 {
+                4 // group length: UL whatever the dictionary says
+            } else {
+                value_vr.map_or(1, unit_size)
+            };
+            if len % unit != 0 {
+                return Err(LengthError::Misaligned {
+                    tag,
+                    declared: len,
+                    unit,
+                });
+            }
             skip(&mut r, tag, len, end_of_parent)?;
         }
+    }
+}
+
+/// The size of one value of a binary VR (1 for the others).
+fn unit_size(vr: VR) -> u32 {
+    match vr {
+        VR::US | VR::SS | VR::OW => 2,
+        VR::UL | VR::SL | VR::FL | VR::AT | VR::OF | VR::OL => 4,
+        VR::FD | VR::SV | VR::UV | VR::OD | VR::OV => 8,
+        _ => 1,
     }
 }
 
@@ -185,6 +239,10 @@ pub fn check_part10<R: Read>(r: R) -> Result<(), LengthError> {
         return Ok(());
     }
     let mut transfer_syntax = String::new();
+    // (0002,0000)'s value and the bytes of the meta elements after it:
+    // dicom-object trusts the group length, so the two must agree (found by
+    // fuzzing: a longer one made it read the data set out of step).
+    let (mut group_length, mut counted) = (None, 0u64);
     let first_after_meta = loop {
         let mut t = [0u8; 4];
         match r.read(&mut t[..1])? {
@@ -196,13 +254,24 @@ pub fn check_part10<R: Read>(r: R) -> Result<(), LengthError> {
             u16::from_le_bytes([t[2], t[3]]),
         );
         if tag.group() != 0x0002 {
+            if group_length.is_some_and(|g| g != counted) {
+                return Err(LengthError::MetaGroupLength {
+                    declared: group_length.unwrap_or_default(),
+                    actual: counted,
+                });
+            }
             break t;
         }
         let mut v = [0u8; 2];
         r.read_exact(&mut v)?;
+        // An unknown VR code puts dicom-object's meta reader out of step
+        // with these bytes (found by fuzzing: a 2 GB zero-filled value).
+        let mut header = 8;
         let len = match VR::from_binary(v) {
+            None => return Err(LengthError::UnknownVr { tag }),
             Some(vr) if has_long_length(vr) => {
                 r.read_exact(&mut [0u8; 2])?;
+                header = 12;
                 read_u32(&mut r, false)?
             }
             _ => {
@@ -218,6 +287,20 @@ pub fn check_part10<R: Read>(r: R) -> Result<(), LengthError> {
         r.by_ref().take(u64::from(len)).read_to_end(&mut value)?;
         if value.len() < len as usize {
             return Err(LengthError::BeyondData { tag, declared: len });
+        }
+        if tag == tags::FILE_META_INFORMATION_GROUP_LENGTH {
+            let bytes: [u8; 4] =
+                value
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| LengthError::Misaligned {
+                        tag,
+                        declared: len,
+                        unit: 4,
+                    })?;
+            group_length = Some(u64::from(u32::from_le_bytes(bytes)));
+        } else if group_length.is_some() {
+            counted += header + u64::from(len);
         }
         if tag == tags::TRANSFER_SYNTAX_UID {
             transfer_syntax = String::from_utf8_lossy(&value).into_owned();
@@ -437,6 +520,78 @@ mod tests {
             "{e}"
         );
         // and dicom-parser would have tried to allocate it: that is what this guards.
+    }
+
+    #[test]
+    fn binary_values_of_odd_length_are_refused() {
+        // Found by `scripts/fuzz` (dimse_command): a group length of 1 byte
+        // put dicom-parser out of step with the data, and it then zero-filled
+        // a buffer of a length nobody declared: seconds of CPU, gigabytes.
+        let bomb: &[u8] = &[
+            0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 253, 26, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0,
+            0, 255, 255, 255, 255,
+        ];
+        assert!(matches!(
+            check(bomb, Encoding::IMPLICIT_LE, false),
+            Err(LengthError::Misaligned { unit: 4, .. })
+        ));
+        // Explicit VR: a US of 3 bytes.
+        let mut us = Vec::new();
+        us.extend_from_slice(&[0x28, 0, 0x10, 0]); // (0028,0010) Rows
+        us.extend_from_slice(b"US");
+        us.extend_from_slice(&3u16.to_le_bytes());
+        us.extend_from_slice(&[1, 2, 3]);
+        assert!(matches!(
+            check(us.as_slice(), Encoding::EXPLICIT_LE, false),
+            Err(LengthError::Misaligned { unit: 2, .. })
+        ));
+        us[6] = 2;
+        us.pop();
+        assert!(check(us.as_slice(), Encoding::EXPLICIT_LE, false).is_ok());
+        // Also found by fuzzing: (FFFE,0000) with a value, which dicom-parser
+        // reads as a bare item header; and delimiters must be empty.
+        let mut odd = vec![0xfe, 0xff, 0, 0, 1, 0, 0, 0, 0];
+        assert!(matches!(
+            check(odd.as_slice(), Encoding::IMPLICIT_LE, false),
+            Err(LengthError::NotAnElement { .. })
+        ));
+        odd[2..4].copy_from_slice(&[0x0d, 0xe0]); // (FFFE,E00D) item end, length 1
+        assert!(matches!(
+            check(odd.as_slice(), Encoding::IMPLICIT_LE, false),
+            Err(LengthError::Misaligned { unit: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn an_unknown_vr_is_refused() {
+        // Found by `scripts/fuzz` (stored_file): (0002,0002) with VR "\0\0"
+        // put dicom-object's meta reader out of step (seconds, gigabytes).
+        let file = include_bytes!("../../../fuzz/regressions/stored_file/unknown-vr-in-meta");
+        assert!(matches!(
+            check_part10(file.as_slice()),
+            Err(LengthError::UnknownVr { .. })
+        ));
+        // And a group 2 element after the meta, which dicom-parser reads as
+        // explicit VR whatever the data set's syntax.
+        // (This file's group length is wrong too; the rule is checked alone below.)
+        let file = include_bytes!("../../../fuzz/regressions/stored_file/meta-group-in-data-set");
+        assert!(check_part10(file.as_slice()).is_err());
+        let mut b = Vec::new();
+        element_le(&mut b, 0x0002, 0x0010, None, b"1.2.840.10008.1.2\0", None);
+        assert!(matches!(
+            check(b.as_slice(), Encoding::IMPLICIT_LE, false),
+            Err(LengthError::MetaInDataSet { .. })
+        ));
+        // And a meta group length longer than the meta elements.
+        let file =
+            include_bytes!("../../../fuzz/regressions/stored_file/meta-group-length-too-long");
+        assert!(matches!(
+            check_part10(file.as_slice()),
+            Err(LengthError::MetaGroupLength {
+                declared: 206,
+                actual: 148
+            })
+        ));
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub mod audit;
 pub mod dicomdir;
 mod export;
 mod fsck;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ingest;
 pub mod lengths;
 mod migrate;

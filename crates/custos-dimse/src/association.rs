@@ -34,7 +34,7 @@ const MAX_IDENTIFIER: usize = 1 << 20;
 /// against the bytes received. dicom-ul negotiates transfer syntaxes for all
 /// contexts at once, so a deflated identifier can arrive: it is inflated here
 /// with the same 1 MiB cap as the received bytes, never more.
-fn read_identifier(bytes: Vec<u8>, ts: &str) -> Result<InMemDicomObject, String> {
+pub(crate) fn read_identifier(bytes: Vec<u8>, ts: &str) -> Result<InMemDicomObject, String> {
     let ts = ts.trim_end_matches(['\0', ' ']);
     let (bytes, ts) = if ts == DEFLATED_EXPLICIT_VR_LE {
         let mut inflated = Vec::new();

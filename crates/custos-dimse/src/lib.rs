@@ -8,6 +8,8 @@
 mod association;
 pub mod command;
 mod echo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 mod identifier;
 pub mod link;

@@ -34,6 +34,11 @@ enum Presented {
     Bearer(String),
 }
 
+/// [`presented`] for the fuzz targets: whether the header was readable.
+pub(crate) fn presented_for_fuzzing(headers: &HeaderMap) -> bool {
+    !matches!(presented(headers), Presented::Malformed)
+}
+
 fn presented(headers: &HeaderMap) -> Presented {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Presented::None;

@@ -9,6 +9,8 @@ pub mod audit;
 pub mod auth;
 mod download;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod idle;
 mod multipart;
 mod openapi;

@@ -13,6 +13,14 @@ pub use frames::{Accepted, FrameSelection, Frames, frame_media_type};
 pub use render::RenderOptions;
 pub use rows::row_object;
 
+/// A parsed instance (read up to Pixel Data) as WADO-RS metadata.
+pub(crate) fn metadata_json(
+    obj: dicom_object::DefaultDicomObject,
+    bulk_base: &(dyn Fn(&str, &str) -> String + Sync),
+) -> Result<serde_json::Value, ViewError> {
+    metadata::to_json(obj, bulk_base)
+}
+
 use custos_core::record::StoredInstance;
 
 use crate::{Archive, RetrieveError};

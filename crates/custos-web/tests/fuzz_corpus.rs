@@ -1,0 +1,12 @@
+//! Replays the HTTP fuzz corpora (fuzz/corpus, kept in the repository,
+//! grown by `scripts/fuzz`) on the stable toolchain.
+
+#[test]
+fn the_authorization_and_qido_corpora_replay_without_panics() {
+    assert!(replay("http_authorization", custos_web::fuzzing::authorization) > 0);
+    assert!(replay("qido_query", custos_web::fuzzing::qido) > 0);
+}
+
+fn replay(target: &str, f: fn(&[u8])) -> usize {
+    custos_archive::fuzzing::replay_corpus(target, f)
+}

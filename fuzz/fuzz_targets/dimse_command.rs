@@ -1,0 +1,4 @@
+//! A DIMSE command set as received.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| custos_dimse::fuzzing::command(data));
