@@ -65,7 +65,8 @@ impl FsStore {
             root,
             staging,
             packs,
-            pack_limit,
+            // Keys of larger blobs would not be read back (`pack::MAX_PACKED`).
+            pack_limit: pack_limit.min(crate::pack::MAX_PACKED as usize),
         })
     }
 

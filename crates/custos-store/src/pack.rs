@@ -49,6 +49,10 @@ const SEGMENT_MAX: u64 = 1 << 30;
 const BATCH_BLOBS: usize = 256;
 const BATCH_BYTES: usize = 16 << 20;
 const KEY_LEN: usize = 1 + 16 + 12 + 10;
+/// No packed blob is larger (the largest pack limit a configuration may set):
+/// a key naming more, from a damaged index row, is refused before a read
+/// allocates it.
+pub const MAX_PACKED: u64 = 16 << 20;
 
 /// Where a packed blob lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,10 +72,14 @@ impl PackKey {
         {
             return None;
         }
+        let len = u64::from_str_radix(&key[29..39], 16).ok()?;
+        if len > MAX_PACKED {
+            return None;
+        }
         Some(PackKey {
             segment: key[1..17].to_string(),
             offset: u64::from_str_radix(&key[17..29], 16).ok()?,
-            len: u64::from_str_radix(&key[29..39], 16).ok()?,
+            len,
         })
     }
 
@@ -526,6 +534,13 @@ mod tests {
             Err(StoreError::NotFound { .. })
         ));
         assert!(PackKey::parse("p../../etc/passwd").is_none());
+        // A length no pack limit allows is refused, not allocated.
+        let huge = PackKey {
+            len: MAX_PACKED + 1,
+            ..pk.clone()
+        }
+        .render();
+        assert!(PackKey::parse(&huge).is_none());
         assert!(PackKey::parse(&key.to_uppercase()).is_none());
         let _ = std::fs::remove_dir_all(&d);
     }
