@@ -43,32 +43,32 @@ pub struct DatasetStream {
 const READ_BLOCK: usize = 1 << 20;
 
 impl DatasetStream {
-    /// Up to `max` next bytes; an empty vector at the end.
-    pub async fn next_chunk(&mut self, max: usize) -> Result<Vec<u8>, std::io::Error> {
-        if self.buf.len() - self.pos < max && !self.done {
-            // Keep what is left and fill up to a block, so that every chunk
-            // but the last is exactly `max` long whatever sizes the store's
-            // reads come in (S3 answers in odd pieces; DIMSE fragments must
-            // stay even).
+    /// Up to `max` next bytes, and whether they are the last (an empty data
+    /// set is one empty, last chunk). Every chunk but the last is exactly
+    /// `max` long whatever sizes the store's reads come in (S3 answers in odd
+    /// pieces; DIMSE fragments must stay even). Borrowed, so the bytes go from
+    /// this buffer to the socket without another copy.
+    pub async fn next_chunk(&mut self, max: usize) -> Result<(&[u8], bool), std::io::Error> {
+        // More than `max` must be buffered (or the end seen) to know whether
+        // this chunk is the last.
+        if self.buf.len() - self.pos <= max && !self.done {
             self.buf.drain(..self.pos);
             self.pos = 0;
-            let want = READ_BLOCK.max(max);
-            let mut filled = self.buf.len();
-            self.buf.resize(want, 0);
-            while filled < want {
-                let n = self.reader.read(&mut self.buf[filled..]).await?;
-                if n == 0 {
+            let want = READ_BLOCK.max(max + 1);
+            self.buf.reserve(want.saturating_sub(self.buf.len()));
+            while self.buf.len() < want {
+                // Into the spare capacity: no zero-filling first.
+                if self.reader.read_buf(&mut self.buf).await? == 0 {
                     self.done = true;
                     break;
                 }
-                filled += n;
             }
-            self.buf.truncate(filled);
         }
         let take = (self.buf.len() - self.pos).min(max);
-        let chunk = self.buf[self.pos..self.pos + take].to_vec();
+        let start = self.pos;
         self.pos += take;
-        Ok(chunk)
+        let last = self.done && self.pos == self.buf.len();
+        Ok((&self.buf[start..self.pos], last))
     }
 }
 
@@ -304,16 +304,48 @@ mod tests {
             .unwrap();
         let (mut out, mut sizes) = (Vec::new(), Vec::new());
         loop {
-            let chunk = rt.block_on(stream.next_chunk(16_372)).unwrap();
-            if chunk.is_empty() {
+            let (chunk, last) = rt.block_on(stream.next_chunk(16_372)).unwrap();
+            sizes.push(chunk.len());
+            out.extend_from_slice(chunk);
+            if last {
                 break;
             }
-            sizes.push(chunk.len());
-            out.extend(chunk);
         }
         assert_eq!(out, data);
         let (last, rest) = sizes.split_last().unwrap();
         assert!(rest.iter().all(|&n| n == 16_372), "{sizes:?}");
         assert_eq!(*last, 100_000 % 16_372);
+    }
+
+    #[test]
+    fn the_last_chunk_is_flagged_even_when_sizes_line_up() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for len in [0usize, 1, 16_372, 2 * 16_372, READ_BLOCK, READ_BLOCK + 1] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let mut stream = DatasetStream {
+                buf: Vec::new(),
+                pos: 0,
+                reader: Box::new(std::io::Cursor::new(data.clone())),
+                done: false,
+            };
+            let (mut out, mut chunks) = (Vec::new(), 0);
+            loop {
+                let (chunk, last) = rt.block_on(stream.next_chunk(16_372)).unwrap();
+                out.extend_from_slice(chunk);
+                chunks += 1;
+                if last {
+                    break;
+                }
+                assert_eq!(chunk.len(), 16_372, "only the last chunk may be short");
+            }
+            assert_eq!(out, data, "{len} bytes");
+            assert_eq!(
+                chunks,
+                len.div_ceil(16_372).max(1),
+                "{len} bytes: no empty tail chunk"
+            );
+        }
     }
 }

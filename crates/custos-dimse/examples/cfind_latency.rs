@@ -100,7 +100,10 @@ async fn main() {
             .unwrap();
         matches = 0;
         loop {
-            let (rsp, data) = receive_message(&mut assoc, 1 << 20).await.unwrap();
+            let (rsp, data) =
+                receive_message(&mut assoc, 1 << 20, std::time::Duration::from_secs(60))
+                    .await
+                    .unwrap();
             match rsp.status {
                 Some(status::PENDING) | Some(0xFF01) => {
                     InMemDicomObject::read_dataset_with_ts(data.as_slice(), ts).unwrap();

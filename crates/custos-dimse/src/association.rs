@@ -21,7 +21,7 @@ use custos_core::{Action, Principal};
 
 use crate::command::{Command, field, status};
 use crate::identifier::{self, Model};
-use crate::link::{LinkError, send_message};
+use crate::link::{LinkError, receive_pdu, send_message};
 use crate::server::DimseConfig;
 use crate::syntaxes::{self, action_of};
 
@@ -147,7 +147,7 @@ impl Association {
         // The request being served and where its data set goes.
         let mut pending: Option<(u8, Command, Sink<'_>)> = None;
         loop {
-            let pdu = self.assoc.receive().await?;
+            let pdu = receive_pdu(&mut self.assoc, self.config.idle_timeout).await?;
             let values = match pdu {
                 Pdu::PData { data } => data,
                 Pdu::ReleaseRQ => {

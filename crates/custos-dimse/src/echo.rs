@@ -53,13 +53,13 @@ pub async fn echo_peer(
             .establish_with_async_tls(&target)
             .await
             .map_err(|e| format!("no association over TLS: {e}"))?;
-        exchange(&mut a).await
+        exchange(&mut a, timeout).await
     } else {
         let mut a = options
             .establish_with_async(&target)
             .await
             .map_err(|e| format!("no association: {e}"))?;
-        exchange(&mut a).await
+        exchange(&mut a, timeout).await
     }?;
     Ok(EchoResult {
         status,
@@ -68,7 +68,7 @@ pub async fn echo_peer(
     })
 }
 
-async fn exchange<S: Stream, A>(a: &mut A) -> Result<u16, String>
+async fn exchange<S: Stream, A>(a: &mut A, timeout: Duration) -> Result<u16, String>
 where
     A: AsyncAssociation<S> + Send,
 {
@@ -87,7 +87,7 @@ where
     send_message(a, pc, &rq, None)
         .await
         .map_err(|e| format!("sending C-ECHO: {e}"))?;
-    let (_, rsp) = receive_command(a)
+    let (_, rsp) = receive_command(a, timeout)
         .await
         .map_err(|e| format!("no C-ECHO response: {e}"))?;
     let _ = a.release().await;

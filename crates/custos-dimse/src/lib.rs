@@ -13,6 +13,7 @@ pub mod fuzzing;
 pub mod gate;
 mod identifier;
 pub mod link;
+pub mod quickack;
 mod relay;
 mod retrieve;
 mod server;

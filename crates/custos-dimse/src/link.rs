@@ -1,13 +1,18 @@
 //! Sending and receiving DIMSE messages as P-DATA fragments over any dicom-ul
 //! async association (ours as acceptor for C-GET, ours as requestor for C-MOVE).
 
+use std::io::IoSlice;
+use std::time::Duration;
+
 use dicom_ul::Pdu;
 use dicom_ul::association::AsyncAssociation;
 use dicom_ul::pdu::{PDataValue, PDataValueType};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use custos_archive::DatasetStream;
 
 use crate::command::Command;
+use crate::quickack::{Tcp, ack_now};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -23,9 +28,51 @@ pub enum LinkError {
     Protocol(String),
 }
 
-/// The byte stream under an association: plain TCP, or TLS.
-pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+/// The byte stream under an association: plain TCP, or TLS over TCP.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Tcp {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Tcp> Stream for T {}
+
+/// The next PDU, as dicom-ul's `receive` reads it, but read into its buffer by
+/// us first so that every read is acknowledged at once ([`crate::quickack`]).
+/// `idle` bounds each read, as dicom-ul's read timeout does. A PDU declaring
+/// more than we accept is left to dicom-ul to refuse.
+pub async fn receive_pdu<S: Stream, A>(assoc: &mut A, idle: Duration) -> Result<Pdu, LinkError>
+where
+    A: AsyncAssociation<S> + Send,
+{
+    let limit = assoc.local_max_pdu_length() as usize;
+    loop {
+        let (stream, buf) = assoc.get_mut();
+        let missing = match buf.get(..6) {
+            Some(h) => {
+                let len = u32::from_be_bytes([h[2], h[3], h[4], h[5]]) as usize;
+                if len > limit || buf.len() >= 6 + len {
+                    break;
+                }
+                6 + len - buf.len()
+            }
+            None => 6 - buf.len(),
+        };
+        buf.reserve(missing.max(16 * 1024));
+        let read = within(idle, "the peer sent nothing in time", stream.read_buf(buf)).await?;
+        if read == 0 {
+            break; // closed: dicom-ul says so
+        }
+        ack_now(stream.tcp());
+    }
+    Ok(AsyncAssociation::receive(assoc).await?)
+}
+
+/// `io`, bounded by `idle` as dicom-ul bounds each of its reads and writes.
+async fn within<T>(
+    idle: Duration,
+    what: &'static str,
+    io: impl Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    tokio::time::timeout(idle, io)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, what))?
+}
 
 /// Largest P-DATA value we put in one PDU for this peer.
 /// Data fragments are kept even-length (DCMTK refuses odd ones: data set
@@ -115,39 +162,68 @@ pub async fn send_streamed<S: Stream, A>(
     pc: u8,
     cmd: &Command,
     mut data: DatasetStream,
+    idle: Duration,
 ) -> Result<(), LinkError>
 where
     A: AsyncAssociation<S> + Send,
 {
     send_fragments(assoc, pc, PDataValueType::Command, &cmd.encode(), true).await?;
     let max = max_fragment(assoc);
-    let mut current = data.next_chunk(max).await?;
     loop {
-        let next = data.next_chunk(max).await?;
-        let is_last = next.is_empty();
-        let pdv = PDataValue {
-            presentation_context_id: pc,
-            value_type: PDataValueType::Data,
-            is_last,
-            data: current,
-        };
-        AsyncAssociation::send(assoc, &Pdu::PData { data: vec![pdv] }).await?;
-        if is_last {
+        let (chunk, last) = data.next_chunk(max).await?;
+        // The PDU is written here rather than by dicom-ul's `send` (which
+        // wants an owned copy and copies it again to encode): P-DATA-TF
+        // header, one PDV item header, then the stored bytes (PS3.8 9.3.5).
+        let item_len = chunk.len() as u32 + 2;
+        let mut head = [0u8; 12];
+        head[0] = 0x04;
+        head[2..6].copy_from_slice(&(item_len + 4).to_be_bytes());
+        head[6..10].copy_from_slice(&item_len.to_be_bytes());
+        head[10] = pc;
+        head[11] = if last { 0x02 } else { 0x00 };
+        let stream = assoc.inner_stream();
+        within(
+            idle,
+            "the peer took nothing in time",
+            write_parts(stream, &head, chunk),
+        )
+        .await?;
+        if last {
+            stream.flush().await?;
             return Ok(());
         }
-        current = next;
     }
+}
+
+/// `head` then `body`, in one system call when the stream takes both.
+async fn write_parts<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    head: &[u8],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < head.len() {
+        let parts = [IoSlice::new(&head[done..]), IoSlice::new(body)];
+        match w.write_vectored(&parts).await? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            n => done += n,
+        }
+    }
+    w.write_all(&body[done - head.len()..]).await
 }
 
 /// Reads the next complete command (data fragments, which responses we expect
 /// never carry, are skipped). Returns the presentation context id too.
-pub async fn receive_command<S: Stream, A>(assoc: &mut A) -> Result<(u8, Command), LinkError>
+pub async fn receive_command<S: Stream, A>(
+    assoc: &mut A,
+    idle: Duration,
+) -> Result<(u8, Command), LinkError>
 where
     A: AsyncAssociation<S> + Send,
 {
     let mut buf = Vec::new();
     loop {
-        match AsyncAssociation::receive(assoc).await? {
+        match receive_pdu(assoc, idle).await? {
             Pdu::PData { data } => {
                 for pdv in data {
                     if pdv.value_type == PDataValueType::Command {
@@ -174,13 +250,14 @@ where
 pub async fn receive_message<S: Stream, A>(
     assoc: &mut A,
     max_data: usize,
+    idle: Duration,
 ) -> Result<(Command, Vec<u8>), LinkError>
 where
     A: AsyncAssociation<S> + Send,
 {
     let (mut cmd_bytes, mut data, mut cmd) = (Vec::new(), Vec::new(), None::<Command>);
     loop {
-        let pdvs = match AsyncAssociation::receive(assoc).await? {
+        let pdvs = match receive_pdu(assoc, idle).await? {
             Pdu::PData { data } => data,
             Pdu::AbortRQ { .. } => return Err(LinkError::Aborted),
             Pdu::ReleaseRQ => return Err(LinkError::Released),

@@ -163,6 +163,7 @@ async fn send_store<S: Stream, A>(
     inst: &StoredInstance,
     message_id: u16,
     originator: Option<(&str, u16)>,
+    idle: Duration,
 ) -> Result<bool, LinkError>
 where
     A: AsyncAssociation<S> + Send,
@@ -183,7 +184,7 @@ where
     };
     match route {
         Route::AsStored(pc) => match archive.open_dataset(inst).await {
-            Ok(stream) => send_streamed(assoc, pc, &rq, stream).await?,
+            Ok(stream) => send_streamed(assoc, pc, &rq, stream, idle).await?,
             Err(e) => {
                 warn!(error = %e, "cannot read a stored instance");
                 return Ok(false);
@@ -250,11 +251,13 @@ impl Association {
                     break 'pages;
                 }
                 sub_id = sub_id.wrapping_add(1);
-                let sent = send_store(&mut self.assoc, &archive, inst, sub_id, None).await?;
+                let idle = self.config.idle_timeout;
+                let sent = send_store(&mut self.assoc, &archive, inst, sub_id, None, idle).await?;
                 let st = if sent {
                     // Wait for the C-STORE-RSP; a C-CANCEL may arrive first.
                     loop {
-                        let (_, rsp) = receive_command(&mut self.assoc).await?;
+                        let (_, rsp) =
+                            receive_command(&mut self.assoc, self.config.idle_timeout).await?;
                         if rsp.field == field::C_CANCEL_RQ {
                             cancelled = true;
                             continue;
@@ -474,12 +477,13 @@ impl Association {
                         inst,
                         sub_id,
                         Some((&originator, cmd.message_id)),
+                        self.config.idle_timeout,
                     )
                     .await?
                     {
                         return Ok::<_, LinkError>(None);
                     }
-                    let (_, rsp) = receive_command(&mut sub).await?;
+                    let (_, rsp) = receive_command(&mut sub, self.config.idle_timeout).await?;
                     Ok(if rsp.field == field::C_STORE_RSP {
                         rsp.status
                     } else {

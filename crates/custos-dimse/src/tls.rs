@@ -26,7 +26,7 @@ pub async fn terminate(
     relay: &Relay,
     timeout: Duration,
 ) -> Result<(TcpStream, Transport, Arc<IdentityAck>), String> {
-    let tls = tokio::time::timeout(timeout, acceptor.accept(tcp))
+    let tls = tokio::time::timeout(timeout, acceptor.accept(crate::quickack::Acking(tcp)))
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?
         .map_err(|e| format!("TLS handshake refused: {e}"))?;

@@ -110,7 +110,7 @@ fn identifier<S: Stream>(
 async fn receive<S: Stream>(
     a: &mut AsyncClientAssociation<S>,
 ) -> Result<(Command, Vec<u8>), String> {
-    custos_dimse::link::receive_message(a, 1 << 30)
+    custos_dimse::link::receive_message(a, 1 << 30, Duration::from_secs(30))
         .await
         .map_err(|e| e.to_string())
 }

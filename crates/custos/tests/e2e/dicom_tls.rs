@@ -435,7 +435,7 @@ fn c_move_to_a_tls_destination_goes_over_tls() {
             received.to_str().unwrap(),
             &dest_port,
         ])
-        .env("TCP_NODELAY", "1")
+        .env_remove("TCP_NODELAY")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -3,14 +3,9 @@
 //! bytes crossing between DIMSE and DICOMweb unchanged in both directions.
 
 use crate::common::*;
-use custos_archive::part10::dataset_offset;
 
 const PW_RAD: &str = "reading room 4 lights";
 const PW_UP: &str = "scanner uploads only 9";
-
-fn dataset_of(bytes: &[u8]) -> &[u8] {
-    &bytes[dataset_offset(bytes).expect("a Part 10 file")..]
-}
 
 /// An embedded (SQLite + files) archive, or with `scale_out` one on
 /// PostgreSQL + S3, with a DICOM peer and two web users.

@@ -135,6 +135,11 @@ pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The data set of a Part 10 file (what must cross the archive unchanged).
+pub fn dataset_of(bytes: &[u8]) -> &[u8] {
+    &bytes[custos_archive::part10::dataset_offset(bytes).expect("a Part 10 file")..]
+}
+
 pub struct Run(pub Output);
 
 impl Run {
@@ -158,12 +163,13 @@ impl Run {
     }
 }
 
-/// Runs a DCMTK tool (from Debian's dcmtk package) with Nagle off.
+/// Runs a DCMTK tool (from Debian's dcmtk package) as shipped: Nagle's
+/// algorithm on, which Custos must not stall on (custos-dimse `quickack`).
 pub fn dcmtk(tool: &str, args: &[&str]) -> Run {
     let path = format!("/usr/bin/{tool}");
     let out = Command::new(&path)
         .args(args)
-        .env("TCP_NODELAY", "1")
+        .env_remove("TCP_NODELAY")
         .output()
         .unwrap_or_else(|e| panic!("cannot run {path} (install Debian's dcmtk): {e}"));
     Run(out)
