@@ -11,6 +11,7 @@ mod browser;
 mod cli;
 mod dicom_tls;
 mod dicomweb;
+mod disk_full;
 mod download;
 mod duplicates;
 mod durability;
