@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio::sync::{mpsc, oneshot};
 
 use custos_core::audit::{AuditEvent, AuditKey, AuditRecord, ChainWalk, EventId, Outcome};
@@ -37,7 +36,9 @@ pub const COALESCE_WINDOW: Duration = Duration::from_secs(60);
 const MAX_KINDS: usize = 4096;
 
 pub(crate) enum Msg {
-    Event(AuditEvent),
+    /// An event and when it happened (stamped by the sender: while the trail
+    /// cannot be written, events wait in the queue and keep their own time).
+    Event(AuditEvent, String),
     Flush(oneshot::Sender<()>),
 }
 
@@ -52,7 +53,12 @@ impl AuditSender {
         if !self.coalescer.admit(&event) {
             return;
         }
-        if self.tx.send(Msg::Event(event)).await.is_err() {
+        if self
+            .tx
+            .send(Msg::Event(event, now_rfc3339()))
+            .await
+            .is_err()
+        {
             tracing::error!("AUDIT TRAIL: an audit record was lost (the writer stopped)");
         }
     }
@@ -61,7 +67,7 @@ impl AuditSender {
     /// counts of coalesced failures included.
     pub(crate) async fn flush(&self) {
         for summary in self.coalescer.due(true) {
-            let _ = self.tx.send(Msg::Event(summary)).await;
+            let _ = self.tx.send(Msg::Event(summary, now_rfc3339())).await;
         }
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Flush(tx)).await.is_ok() {
@@ -164,13 +170,21 @@ impl Coalescer {
     }
 }
 
-/// The current time as the trail records it.
+/// The current time as the trail records it: RFC 3339 UTC with exactly three
+/// fractional digits, so that times sort as strings (`…:49.5Z` would sort
+/// after `…:49.524Z`).
 pub fn now_rfc3339() -> String {
     let t = OffsetDateTime::now_utc();
-    let t = t
-        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
-        .unwrap_or(t);
-    t.format(&Rfc3339).unwrap_or_default()
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
 }
 
 /// The canonical body of an event (what the hash covers), at `time`.
@@ -427,7 +441,7 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
             every.tick().await;
             let Some(tx) = summaries.upgrade() else { break };
             for e in ticker.due(false) {
-                if tx.send(Msg::Event(e)).await.is_err() {
+                if tx.send(Msg::Event(e, now_rfc3339())).await.is_err() {
                     return;
                 }
             }
@@ -442,8 +456,7 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
-                    Msg::Event(e) => {
-                        let t = now_rfc3339();
+                    Msg::Event(e, t) => {
                         let body = body_of(&e, &t, &node);
                         pending.push((t, body));
                     }
@@ -478,6 +491,17 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trail_times_have_a_fixed_width_and_parse() {
+        for _ in 0..50 {
+            let t = now_rfc3339();
+            assert_eq!(t.len(), "2026-12-04T00:18:49.500Z".len(), "{t}");
+            let rfc = time::format_description::well_known::Rfc3339;
+            assert!(OffsetDateTime::parse(&t, &rfc).is_ok(), "{t}");
+            std::thread::sleep(Duration::from_micros(300));
+        }
+    }
 
     fn failure(user: &str) -> AuditEvent {
         let mut e = AuditEvent::new(EventId::UserAuthentication, 'E', Outcome::MinorFailure);

@@ -141,22 +141,34 @@ fn instances(dir: &Path, n: usize) -> Vec<(PathBuf, String)> {
         .collect()
 }
 
-/// Audit records of failed stores (outcome 4, C-STORE or STOW-RS status A700).
-fn refused_in_trail(data: &DataDir) -> (usize, usize) {
+/// Audit records of failed stores (outcome 4, C-STORE or STOW-RS status
+/// A700), and the latest time among them.
+fn refused_in_trail(data: &DataDir) -> (usize, usize, Option<time::OffsetDateTime>) {
     let records = data.audit_export();
-    let failed = |what: &str| {
-        records
+    let refused: Vec<&serde_json::Value> = records
+        .iter()
+        .map(|r| &r["record"])
+        .filter(|r| {
+            r["outcome"] == 4
+                && r["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("status A700"))
+        })
+        .collect();
+    let count = |what: &str| {
+        refused
             .iter()
-            .filter(|r| {
-                let r = &r["record"];
-                r["outcome"] == 4
-                    && r["detail"]
-                        .as_str()
-                        .is_some_and(|d| d.starts_with(what) && d.contains("A700"))
-            })
+            .filter(|r| r["detail"].as_str().unwrap().starts_with(what))
             .count()
     };
-    (failed("C-STORE"), failed("STOW-RS"))
+    let latest = refused
+        .iter()
+        .map(|r| {
+            let t = r["time"].as_str().unwrap();
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap()
+        })
+        .max();
+    (count("C-STORE"), count("STOW-RS"), latest)
 }
 
 #[test]
@@ -204,6 +216,7 @@ fn a_full_disk_refuses_stores_keeps_serving_and_recovers_by_itself() {
     );
 
     // Space returns: ingest resumes without a restart.
+    let freed_at = time::OffsetDateTime::now_utc();
     std::fs::remove_file(filler).unwrap();
     store(&server, files[4]).expect("stores resume once space returns");
     let stow = json_of(&web(
@@ -222,7 +235,13 @@ fn a_full_disk_refuses_stores_keeps_serving_and_recovers_by_itself() {
     wait_until(
         "the refused stores in the audit trail",
         Duration::from_secs(30),
-        || refused_in_trail(&data) == (1, 1),
+        || refused_in_trail(&data).0 == 1 && refused_in_trail(&data).1 == 1,
+    );
+    // Recorded late, but with the time they happened.
+    let latest = refused_in_trail(&data).2.unwrap();
+    assert!(
+        latest < freed_at,
+        "refusals dated {latest}, after the disk had room again ({freed_at})"
     );
     assert!(server.stop(), "clean shutdown");
     // Nothing half-written: every indexed blob verifies, no orphans beyond what
@@ -272,6 +291,7 @@ fn a_full_index_disk_refuses_stores_and_recovers_by_itself() {
         "C-FIND shows exactly the acknowledged stores"
     );
 
+    let freed_at = time::OffsetDateTime::now_utc();
     std::fs::remove_file(filler).unwrap();
     store(&server, &made[20].0).expect("stores resume once space returns");
     assert_eq!(study_count(&server), acked + 1);
@@ -279,6 +299,13 @@ fn a_full_index_disk_refuses_stores_and_recovers_by_itself() {
         "the refused stores in the audit trail",
         Duration::from_secs(30),
         || refused_in_trail(&data).0 == refused,
+    );
+    // The trail could not be written while the index's disk was full: the
+    // records wait, and carry the time of the refusal, not of the writing.
+    let latest = refused_in_trail(&data).2.unwrap();
+    assert!(
+        latest < freed_at,
+        "refusals dated {latest}, after the disk had room again ({freed_at})"
     );
     assert!(server.stop(), "clean shutdown");
     // A refused instance's blob may be left unindexed (its bytes were durable
