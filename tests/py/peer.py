@@ -405,41 +405,58 @@ def cmd_make(args):
 
 def cmd_ingest(args):
     """Stores synthetic instances from several threads; appends each acknowledged
-    SOP Instance UID (status 0x0000) to --acked, flushed, as soon as it is known."""
+    SOP Instance UID (status 0x0000) to --acked, flushed, as soon as it is known.
+    With --reconnect, a refused or broken association is opened again until the
+    time is up (outage trials); prints the statuses seen and the slowest store."""
     os.makedirs(args.workdir, exist_ok=True)
     ack = open(args.acked, "a", buffering=1)
     lock = threading.Lock()
     stop = time.time() + args.seconds
+    statuses, errors, slowest = {}, [0], [0.0]
 
-    def worker(n):
+    def session(n, i):
         ae = make_ae(args.aet)
         ae.add_requested_context(SecondaryCaptureImageStorage, [ExplicitVRLittleEndian])
         assoc = associate(ae, args)
         if not assoc.is_established:
-            return
-        i = 0
+            return i
         try:
             while time.time() < stop:
                 p = os.path.join(args.workdir, "t%d_%d.dcm" % (n, i))
                 uid = generate_uid()
                 write_instance(p, SOPInstanceUID=uid, PatientID="DUR%d" % n, PatientName="DURABLE^TEST")
+                t0 = time.time()
                 st = assoc.send_c_store(Path(p))
-                if st and st.Status == 0:
-                    with lock:
+                took = time.time() - t0
+                code = "%04X" % st.Status if st and "Status" in st else "none"
+                with lock:
+                    statuses[code] = statuses.get(code, 0) + 1
+                    slowest[0] = max(slowest[0], took)
+                    if code == "0000":
                         ack.write(uid + "\n")
                         ack.flush()
                         os.fsync(ack.fileno())
                 i += 1
+                if code == "none":
+                    break  # the association is gone
             assoc.release()
         except Exception:
-            pass  # the server was killed mid-store: expected
+            with lock:
+                errors[0] += 1  # the server was killed mid-store: expected
+        return i
+
+    def worker(n):
+        i = session(n, 0)
+        while args.reconnect and time.time() < stop:
+            time.sleep(0.2)
+            i = session(n, i)
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(args.threads)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    out({"done": True})
+    out({"done": True, "statuses": statuses, "errors": errors[0], "slowest_seconds": round(slowest[0], 3)})
 
 
 def cmd_get(args):
@@ -622,6 +639,7 @@ def main():
     sp.add_argument("--seconds", type=float, default=3)
     sp.add_argument("--acked", required=True)
     sp.add_argument("--workdir", required=True)
+    sp.add_argument("--reconnect", action="store_true", help="associate again after a refusal or failure")
     sp.set_defaults(fn=cmd_ingest)
     sp = common(sub.add_parser("get"))
     sp.add_argument("--level", default="STUDY")

@@ -74,6 +74,9 @@ pub enum RejectReason {
     CertificateNotForAe,
     /// A user identity was sent and did not prove a Custos user.
     IdentityRefused,
+    /// The peer registry could not be read (the index is unavailable): refused
+    /// for now, as transient, so the peer tries again later.
+    DirectoryUnavailable,
 }
 
 /// How the connection reached us.
@@ -110,6 +113,9 @@ impl RejectReason {
                 "client certificate is issued to another name than the calling AE title"
             }
             RejectReason::IdentityRefused => "user identity did not prove a Custos user",
+            RejectReason::DirectoryUnavailable => {
+                "the peer registry cannot be read now (index unavailable)"
+            }
         }
     }
 }

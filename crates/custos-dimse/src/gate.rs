@@ -194,10 +194,19 @@ pub async fn judge(
         };
     };
     let peer = match validate_ae_title(&h.calling) {
-        Ok(ae) => index.peer(&ae).await.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "peer lookup failed; refusing association");
-            None
-        }),
+        Ok(ae) => match index.peer(&ae).await {
+            Ok(peer) => peer,
+            Err(e) => {
+                tracing::error!(error = %e, "peer lookup failed; refusing association for now");
+                return Verdict {
+                    head,
+                    decision: AssociationDecision::Reject(RejectReason::DirectoryUnavailable),
+                    peer: None,
+                    user: None,
+                    claimed: None,
+                };
+            }
+        },
         Err(_) => None,
     };
     let checks = PeerChecks {

@@ -400,6 +400,12 @@ async fn handle(
             info!(calling = %calling, called = %called, reason = reason.describe(), "association rejected")
         }
     }
+    if verdict.decision == AssociationDecision::Reject(RejectReason::DirectoryUnavailable) {
+        // Transient, so that the modality retries instead of reporting a
+        // configuration error.
+        refuse_busy(stream).await;
+        return;
+    }
     let limits = Limits {
         max_pdu_length: config.max_pdu_length,
         idle_timeout: config.idle_timeout,

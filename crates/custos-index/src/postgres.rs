@@ -4,6 +4,8 @@
 //! `ON CONFLICT`, so two nodes storing one instance at once end with one row.
 
 use async_trait::async_trait;
+use std::time::Duration;
+
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row as PgRow};
@@ -64,8 +66,14 @@ impl PgIndex {
             ),
             None => Manager::from_config(target.config, NoTls, settings),
         };
+        // Bounded waits: with the server gone, a request fails within seconds
+        // (A700/503) instead of hanging; connections are made again when it returns.
         let pool = Pool::builder(manager)
             .max_size(16)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(pool_err)?;
         let index = PgIndex { pool };

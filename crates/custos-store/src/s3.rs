@@ -14,12 +14,26 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 use crate::{BlobStore, Reader, StagedBlob, StoreError};
 
 /// Uploads up to this size go in one PUT; larger ones are multipart.
 const SINGLE_PUT_MAX: u64 = 16 << 20;
+
+/// Retries of a failed S3 request: a few, within 10 s, so that with the
+/// service gone a store is refused (A700/503) in seconds, not after
+/// object_store's default of 10 retries over up to 3 minutes.
+const RETRY: object_store::RetryConfig = object_store::RetryConfig {
+    backoff: object_store::BackoffConfig {
+        init_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(2),
+        base: 2.0,
+    },
+    max_retries: 4,
+    retry_timeout: Duration::from_secs(10),
+};
 
 pub struct S3Store {
     store: AmazonS3,
@@ -117,6 +131,10 @@ impl S3Store {
         };
         let parsed = S3Url::parse(url).map_err(|e| stage_err(std::io::Error::other(e)))?;
         let mut builder = AmazonS3Builder::from_env()
+            .with_retry(RETRY)
+            .with_client_options(
+                object_store::ClientOptions::new().with_connect_timeout(Duration::from_secs(5)),
+            )
             .with_bucket_name(&parsed.bucket)
             .with_region(&parsed.region)
             .with_allow_http(parsed.allow_http);

@@ -1,6 +1,6 @@
 //! The data folder: first-run set-up and opening the archive it holds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -97,9 +97,11 @@ pub async fn open_index(data: &Path, config: &Config) -> Result<Arc<dyn Index>> 
     Ok(Arc::new(SqliteIndex::open(path)?))
 }
 
-pub async fn open_archive(data: &Path, config: &Config) -> Result<Arc<Archive>> {
-    let index = open_index(data, config).await?;
-    let store: Arc<dyn BlobStore> = if config.store.url.is_empty() {
+/// The blob store the configuration names. An S3 store stages uploads in
+/// `s3_staging` (emptied on opening: never the serving node's folder for a
+/// command that runs beside it).
+pub fn open_store(data: &Path, config: &Config, s3_staging: PathBuf) -> Result<Arc<dyn BlobStore>> {
+    Ok(if config.store.url.is_empty() {
         Arc::new(FsStore::open_with(
             config.resolve(data, &config.store.path),
             config.store.pack_limit_kib as usize * 1024,
@@ -108,11 +110,13 @@ pub async fn open_archive(data: &Path, config: &Config) -> Result<Arc<Archive>> 
         let s = &config.store;
         let credentials = (!s.access_key_id.is_empty())
             .then(|| (s.access_key_id.clone(), s.secret_access_key.clone()));
-        Arc::new(
-            S3Store::open(&s.url, credentials, data.join("s3-staging"))
-                .context("opening the S3 store")?,
-        )
-    };
+        Arc::new(S3Store::open(&s.url, credentials, s3_staging).context("opening the S3 store")?)
+    })
+}
+
+pub async fn open_archive(data: &Path, config: &Config) -> Result<Arc<Archive>> {
+    let index = open_index(data, config).await?;
+    let store = open_store(data, config, data.join("s3-staging"))?;
     let duplicates: DuplicatePolicy = config
         .dicom
         .duplicates

@@ -63,7 +63,37 @@ pub async fn findings(data: &Path, config: &Config) -> Result<Vec<Finding>> {
     certificates(&mut f, &files);
     permissions(&mut f, data, config, &files);
     disk(&mut f, data);
+    store_answers(&mut f, data, config).await;
     Ok(f)
+}
+
+/// An S3 store answers: asked for an object that does not exist, it says
+/// "not found" (a service that is down, or refuses the credentials, does not;
+/// every store fails with A700/503 until it does). A filesystem store is the
+/// data disk's (checked above). Opened with its own staging folder: opening
+/// one empties it, and the serving node's must be left alone.
+async fn store_answers(f: &mut Vec<Finding>, data: &Path, config: &Config) {
+    if config.store.url.is_empty() {
+        return;
+    }
+    let staging = std::env::temp_dir().join(format!("custos-doctor-{}", std::process::id()));
+    let answer = match crate::data::open_store(data, config, staging.clone()) {
+        Ok(store) => match store.open(&"0".repeat(32)).await {
+            Ok(_) | Err(custos_store::StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(format!("{e:#}")),
+    };
+    let _ = std::fs::remove_dir_all(&staging);
+    if let Err(why) = answer {
+        f.push(finding(
+            "store-unreachable",
+            Severity::High,
+            "the blob store does not answer".into(),
+            why,
+            "check the store's service, address and credentials; stores are refused until it answers",
+        ));
+    }
 }
 
 /// The status page's checks: `doctor`'s findings and the data disk's free share.

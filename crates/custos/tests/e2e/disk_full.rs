@@ -71,24 +71,9 @@ fn data_on(root: &Path) -> DataDir {
 
 /// storescu (as shipped) of one file: Ok on success, else DCMTK's status text.
 fn store(server: &Server, file: &Path) -> Result<(), String> {
-    let run = dcmtk(
-        "storescu",
-        &[
-            "-v",
-            "-aet",
-            "MODALITY",
-            "-aec",
-            "CUSTOS",
-            "127.0.0.1",
-            &server.port(),
-            file.to_str().unwrap(),
-        ],
-    );
-    let text = run.stderr() + &run.stdout();
-    if text.contains("Received Store Response (Success)") {
-        Ok(())
-    } else {
-        Err(text)
+    match storescu_one(server, "MODALITY", file) {
+        (true, _) => Ok(()),
+        (false, text) => Err(text),
     }
 }
 

@@ -21,6 +21,7 @@ mod interop_dcmtk;
 mod interop_roundtrip;
 mod ohif;
 mod openapi;
+mod outage;
 mod policy;
 mod postgres_backend;
 mod probe;

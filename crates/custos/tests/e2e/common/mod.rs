@@ -282,6 +282,18 @@ pub fn free_port() -> u16 {
 /// associations into `server`, and returns once `min_acks` were acknowledged.
 /// Acknowledged SOP Instance UIDs are appended to `acked`, fsynced, as they come.
 pub fn start_ingest(server: &Server, acked: &Path, work: &Path, min_acks: usize) -> Child {
+    start_ingest_with(server, acked, work, min_acks, &["--seconds", "20"])
+}
+
+/// [`start_ingest`] with more of peer.py's `ingest` options (`--seconds`,
+/// `--reconnect`); its summary (statuses seen, slowest store) is on stdout.
+pub fn start_ingest_with(
+    server: &Server,
+    acked: &Path,
+    work: &Path,
+    min_acks: usize,
+    options: &[&str],
+) -> Child {
     let _ = std::fs::remove_file(acked);
     let child = Command::new("python3")
         .arg(concat!(
@@ -296,26 +308,48 @@ pub fn start_ingest(server: &Server, acked: &Path, work: &Path, min_acks: usize)
             "PYSCU",
             "--threads",
             "4",
-            "--seconds",
-            "20",
         ])
+        .args(options)
         .arg("--acked")
         .arg(acked)
         .arg("--workdir")
         .arg(work)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .expect("start the ingest peer");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(acked)
-        .map(|s| s.lines().count())
-        .unwrap_or(0)
-        < min_acks
-    {
+    while acked_count(acked) < min_acks {
         assert!(Instant::now() < deadline, "ingest made no progress");
         std::thread::sleep(Duration::from_millis(50));
     }
     child
+}
+
+/// How many stores the ingest peer has seen acknowledged so far.
+pub fn acked_count(acked: &Path) -> usize {
+    std::fs::read_to_string(acked)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+/// One C-STORE of `file` by DCMTK's storescu (as shipped) from `aet`: whether
+/// it succeeded, and what storescu said.
+pub fn storescu_one(server: &Server, aet: &str, file: &Path) -> (bool, String) {
+    let run = dcmtk(
+        "storescu",
+        &[
+            "-v",
+            "-aet",
+            aet,
+            "-aec",
+            "CUSTOS",
+            "127.0.0.1",
+            &server.port(),
+            file.to_str().unwrap(),
+        ],
+    );
+    let text = run.stderr() + &run.stdout();
+    (text.contains("Received Store Response (Success)"), text)
 }
 
 /// The acknowledged UIDs that `server` cannot return (C-GET of DURABLE^TEST),
