@@ -122,6 +122,7 @@ weed_stop() {
   local pid
   pid=$(cat "$1/weed/pid" 2>/dev/null) || return 0
   kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true # reaped quietly when it is this shell's child
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   rm -f "$1/weed/pid"
 }

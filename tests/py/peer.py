@@ -459,6 +459,115 @@ def cmd_ingest(args):
     out({"done": True, "statuses": statuses, "errors": errors[0], "slowest_seconds": round(slowest[0], 3)})
 
 
+def cmd_crash_load(args):
+    """The rest of the crash trial's load, beside `ingest`: STOW-RS of new
+    instances (patient DURABLE^TEST; each acknowledged SOP Instance UID appended
+    to --acked, fsynced), C-FIND of that patient over and over, and C-MOVE of
+    its studies to a storage SCP run here as --move-dest. Runs until --seconds
+    pass or it is killed; every failure just means: try again."""
+    import requests
+
+    os.makedirs(args.workdir, exist_ok=True)
+    ack = open(args.acked, "a", buffering=1)
+    stop = time.time() + args.seconds
+    counts = {"stow_ok": 0, "stow_failed": 0, "find": 0, "move": 0, "moved": 0}
+    lock = threading.Lock()
+
+    def stow():
+        s = requests.Session()
+        s.trust_env = False
+        s.verify = args.ca
+        s.auth = (args.web_user, args.web_password)
+        i = 0
+        while time.time() < stop:
+            p = os.path.join(args.workdir, "stow%d.dcm" % i)
+            uid = generate_uid()
+            write_instance(p, SOPInstanceUID=uid, PatientID="STOW", PatientName="DURABLE^TEST")
+            body = b"--b0undary\r\nContent-Type: application/dicom\r\n\r\n" + open(p, "rb").read() + b"\r\n--b0undary--\r\n"
+            try:
+                r = s.post(args.http + "/dicom-web/studies", data=body, timeout=30, headers={
+                    "Content-Type": 'multipart/related; type="application/dicom"; boundary=b0undary',
+                    "Accept": "application/dicom+json"})
+                ok = r.status_code == 200
+            except Exception:
+                ok = False
+            with lock:
+                counts["stow_ok" if ok else "stow_failed"] += 1
+                if ok:
+                    ack.write(uid + "\n")
+                    ack.flush()
+                    os.fsync(ack.fileno())
+            if not ok:
+                time.sleep(0.2)
+            i += 1
+
+    def find():
+        while time.time() < stop:
+            ae = make_ae(args.aet)
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+            try:
+                assoc = associate(ae, args)
+                while assoc.is_established and time.time() < stop:
+                    q = Dataset()
+                    q.QueryRetrieveLevel = "STUDY"
+                    q.PatientName = "DURABLE^TEST"
+                    q.StudyInstanceUID = ""
+                    for _ in assoc.send_c_find(q, StudyRootQueryRetrieveInformationModelFind):
+                        pass
+                    with lock:
+                        counts["find"] += 1
+                assoc.release()
+            except Exception:
+                pass
+            time.sleep(0.2)
+
+    def move():
+        while time.time() < stop:
+            ae = make_ae(args.aet)
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+            try:
+                assoc = associate(ae, args)
+                while assoc.is_established and time.time() < stop:
+                    q = Dataset()
+                    q.QueryRetrieveLevel = "STUDY"
+                    q.PatientID = "DUR0"
+                    q.StudyInstanceUID = ""
+                    studies = [str(i.StudyInstanceUID) for st, i in
+                               assoc.send_c_find(q, StudyRootQueryRetrieveInformationModelFind)
+                               if i is not None and st and st.Status in (0xFF00, 0xFF01)]
+                    for uid in studies[:3]:
+                        m = Dataset()
+                        m.QueryRetrieveLevel = "STUDY"
+                        m.StudyInstanceUID = uid
+                        for _ in assoc.send_c_move(m, args.move_dest, StudyRootQueryRetrieveInformationModelMove):
+                            pass
+                        with lock:
+                            counts["move"] += 1
+                    if not studies:
+                        time.sleep(0.2)
+                assoc.release()
+            except Exception:
+                pass
+            time.sleep(0.2)
+
+    def stored(event):
+        with lock:
+            counts["moved"] += 1
+        return 0x0000
+
+    dest = AE(ae_title=args.move_dest)
+    dest.add_supported_context(SecondaryCaptureImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    scp = dest.start_server((HOST, args.move_port), block=False, evt_handlers=[(evt.EVT_C_STORE, stored)])
+    threads = [threading.Thread(target=f) for f in (stow, find, move)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    scp.shutdown()
+    out(counts)
+
+
 def cmd_get(args):
     """C-GET (Study Root) of everything matching the keys; reports the SOP
     Instance UIDs received and whether each data set parses."""
@@ -641,6 +750,17 @@ def main():
     sp.add_argument("--workdir", required=True)
     sp.add_argument("--reconnect", action="store_true", help="associate again after a refusal or failure")
     sp.set_defaults(fn=cmd_ingest)
+    sp = common(sub.add_parser("crash-load"))
+    sp.add_argument("--http", required=True, help="https://localhost:PORT")
+    sp.add_argument("--ca", required=True)
+    sp.add_argument("--web-user", required=True)
+    sp.add_argument("--web-password", required=True)
+    sp.add_argument("--acked", required=True)
+    sp.add_argument("--workdir", required=True)
+    sp.add_argument("--seconds", type=float, default=30)
+    sp.add_argument("--move-dest", required=True)
+    sp.add_argument("--move-port", type=int, required=True)
+    sp.set_defaults(fn=cmd_crash_load)
     sp = common(sub.add_parser("get"))
     sp.add_argument("--level", default="STUDY")
     sp.add_argument("-k", action="append", default=[])

@@ -9,6 +9,7 @@ mod audit;
 mod backup;
 mod browser;
 mod cli;
+mod crash;
 mod dicom_tls;
 mod dicomweb;
 mod disk_full;
