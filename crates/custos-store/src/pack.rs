@@ -187,12 +187,18 @@ impl Packs {
         let (offset, len) = (pk.offset, pk.len);
         let read = tokio::task::spawn_blocking(move || -> io::Result<Option<Vec<u8>>> {
             let file = File::open(path)?;
-            let mut buf = vec![0u8; (HEADER + len) as usize];
-            match file.read_exact_at(&mut buf, offset) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(None),
-                Err(e) => return Err(e),
+            // Into spare capacity: no zero-filling of up to a megabyte first.
+            let want = (HEADER + len) as usize;
+            let mut buf = Vec::with_capacity(want);
+            while buf.len() < want {
+                let at = offset + buf.len() as u64;
+                match rustix::io::pread(&file, rustix::buffer::spare_capacity(&mut buf), at) {
+                    Ok(0) => return Ok(None), // past the end: not a whole record
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
+            buf.truncate(want);
             let mut h = [0u8; HEADER as usize];
             h.copy_from_slice(&buf[..HEADER as usize]);
             Ok(match decode_header(&h) {

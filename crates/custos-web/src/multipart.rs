@@ -48,12 +48,12 @@ pub fn response(media: &str, part_type: &str, parts: Vec<PartSource>) -> Respons
                     }
                 }
                 Part::Reader(mut r) => loop {
-                    let mut buf = vec![0u8; CHUNK];
-                    match r.read(&mut buf).await {
+                    // Read into spare capacity: no zero-filling of each chunk.
+                    let mut buf = bytes::BytesMut::with_capacity(CHUNK);
+                    match r.read_buf(&mut buf).await {
                         Ok(0) => break,
-                        Ok(n) => {
-                            buf.truncate(n);
-                            if tx.send(Ok(Bytes::from(buf))).await.is_err() {
+                        Ok(_) => {
+                            if tx.send(Ok(buf.freeze())).await.is_err() {
                                 return;
                             }
                         }

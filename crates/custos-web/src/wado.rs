@@ -552,13 +552,10 @@ fn tokio_util_stream(
     futures_util::stream::unfold(Some(reader), |state| async move {
         use tokio::io::AsyncReadExt;
         let mut reader = state?;
-        let mut buf = vec![0u8; 256 << 10];
-        match reader.read(&mut buf).await {
+        let mut buf = bytes::BytesMut::with_capacity(256 << 10);
+        match reader.read_buf(&mut buf).await {
             Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(bytes::Bytes::from(buf)), Some(reader)))
-            }
+            Ok(_) => Some((Ok(buf.freeze()), Some(reader))),
             Err(e) => Some((Err(e), None)),
         }
     })
