@@ -78,52 +78,30 @@ fn store(server: &Server, file: &Path) -> Result<(), String> {
 }
 
 fn study_count(server: &Server) -> usize {
-    let run = dcmtk(
-        "findscu",
-        &[
-            "-S",
-            "-aet",
-            "MODALITY",
-            "-aec",
-            "CUSTOS",
-            "127.0.0.1",
-            &server.port(),
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            "StudyInstanceUID",
-        ],
-    );
+    let run = findscu_studies(server, "MODALITY");
     assert!(run.ok(), "{}", run.stderr());
-    run.stderr().matches("(0020,000d)").count()
+    run.stderr().matches("Find Response: ").count()
 }
 
-/// Copies of CT_small.dcm, each its own study (so each C-STORE adds index
-/// rows), with their study UIDs.
+/// Synthetic instances (peer.py's `make`), each its own study (so each
+/// C-STORE adds index rows), with their study UIDs.
 fn instances(dir: &Path, n: usize) -> Vec<(PathBuf, String)> {
-    let src = pydicom_test_files().join("CT_small.dcm");
-    std::fs::create_dir_all(dir).unwrap();
-    let script = format!(
-        "import pydicom,sys\nfrom pydicom.uid import generate_uid\n\
-         for i in range({n}):\n    ds=pydicom.dcmread(sys.argv[1])\n    \
-         ds.StudyInstanceUID=generate_uid();ds.SeriesInstanceUID=generate_uid()\n    \
-         ds.SOPInstanceUID=generate_uid();ds.file_meta.MediaStorageSOPInstanceUID=ds.SOPInstanceUID\n    \
-         ds.PatientID=f'FULL{{i}}'\n    ds.save_as(f'{{sys.argv[2]}}/i{{i:03}}.dcm')\n    print(ds.StudyInstanceUID)\n"
-    );
-    let out = Command::new("python3")
-        .args(["-c", &script, src.to_str().unwrap(), dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    let studies: Vec<String> = (0..n)
+        .map(|i| format!("2.25.{}{i:03}", std::process::id()))
+        .collect();
+    let specs: Vec<String> = studies
+        .iter()
         .enumerate()
-        .map(|(i, uid)| (dir.join(format!("i{i:03}.dcm")), uid.to_string()))
-        .collect()
+        .map(|(i, uid)| {
+            serde_json::json!({"PatientID": format!("FULL{i}"), "StudyInstanceUID": uid})
+                .to_string()
+        })
+        .collect();
+    let mut args = vec!["make", dir.to_str().unwrap()];
+    args.extend(specs.iter().map(String::as_str));
+    let made = python(&args).success();
+    let files: Vec<PathBuf> = serde_json::from_str(&made.stdout()).unwrap();
+    files.into_iter().zip(studies).collect()
 }
 
 /// Audit records of failed stores (outcome 4, C-STORE or STOW-RS status

@@ -207,23 +207,7 @@ fn import_then_query_and_retrieve() {
 
     data.add_peer("DCMTK", "127.0.0.1", 104, "find");
     let server = Server::start(&data);
-    let find = dcmtk(
-        "findscu",
-        &[
-            "-v",
-            "-S",
-            "-aet",
-            "DCMTK",
-            "-aec",
-            "CUSTOS",
-            "127.0.0.1",
-            &server.port(),
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            "StudyInstanceUID",
-        ],
-    );
+    let find = findscu_studies(&server, "DCMTK");
     let text = find.stderr();
     assert!(
         text.contains("Find Response: 2 (Pending)") && !text.contains("Find Response: 3"),

@@ -332,6 +332,28 @@ pub fn acked_count(acked: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// DCMTK's findscu (verbose) from `aet` for every study's UID: one
+/// "Find Response: N (Pending)" line per match in its stderr.
+pub fn findscu_studies(server: &Server, aet: &str) -> Run {
+    dcmtk(
+        "findscu",
+        &[
+            "-v",
+            "-S",
+            "-aet",
+            aet,
+            "-aec",
+            "CUSTOS",
+            "127.0.0.1",
+            &server.port(),
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyInstanceUID",
+        ],
+    )
+}
+
 /// One C-STORE of `file` by DCMTK's storescu (as shipped) from `aet`: whether
 /// it succeeded, and what storescu said.
 pub fn storescu_one(server: &Server, aet: &str, file: &Path) -> (bool, String) {
