@@ -692,6 +692,69 @@ def cmd_store_raw(args):
     out({"status": st.Status if st else None, "echo_after": echo.Status if echo else None})
 
 
+def cmd_commit(args):
+    """Storage commitment as a modality does it: N-ACTION naming the given
+    files' instances (plus --missing UIDs of instances never sent), then wait
+    for the N-EVENT-REPORT: on the same association (--listen-port absent),
+    or on a new association to our own SCP on --listen-port after releasing
+    at once. Prints the N-ACTION status and each report received."""
+    from pynetdicom.sop_class import StorageCommitmentPushModel, StorageCommitmentPushModelInstance
+    reports = []
+    got = threading.Event()
+
+    def on_report(event):
+        info = event.event_information
+        reports.append({
+            "via": "new" if event.assoc.is_acceptor else "same",
+            "calling": event.assoc.requestor.ae_title if event.assoc.is_acceptor else None,
+            "event_type": event.event_type,
+            "transaction": str(info.TransactionUID),
+            "retrieve_ae": str(info.get("RetrieveAETitle", "")),
+            "committed": [str(i.ReferencedSOPInstanceUID) for i in info.get("ReferencedSOPSequence", [])],
+            "failed": [[str(i.ReferencedSOPInstanceUID), int(i.FailureReason)]
+                       for i in info.get("FailedSOPSequence", [])],
+        })
+        got.set()
+        return 0x0000, None
+
+    handlers = [(evt.EVT_N_EVENT_REPORT, on_report)]
+    server = None
+    if args.listen_port:
+        scp = make_ae(args.aet)
+        scp.add_supported_context(StorageCommitmentPushModel, [ExplicitVRLittleEndian, ImplicitVRLittleEndian],
+                                  scu_role=False, scp_role=True)
+        server = scp.start_server((HOST, args.listen_port), block=False, evt_handlers=handlers)
+    ae = make_ae(args.aet)
+    ae.add_requested_context(StorageCommitmentPushModel)
+    ds = Dataset()
+    ds.TransactionUID = generate_uid()
+    refs = []
+    for path in args.files:
+        f = pydicom.dcmread(path, stop_before_pixels=True)
+        refs.append((f.SOPClassUID, f.SOPInstanceUID))
+    refs += [(SecondaryCaptureImageStorage, uid) for uid in args.missing]
+    ds.ReferencedSOPSequence = []
+    for cls, uid in refs:
+        item = Dataset()
+        item.ReferencedSOPClassUID = cls
+        item.ReferencedSOPInstanceUID = uid
+        ds.ReferencedSOPSequence.append(item)
+    assoc = associate(ae, args, evt_handlers=[] if server else handlers)
+    if not assoc.is_established:
+        out({"accepted": False})
+        return
+    status, _ = assoc.send_n_action(ds, 1, StorageCommitmentPushModel, StorageCommitmentPushModelInstance)
+    if server:
+        assoc.release()
+    got.wait(args.wait)
+    if not server:
+        assoc.release()
+    else:
+        server.shutdown()
+    out({"accepted": True, "status": status.Status if status else None,
+         "transaction": str(ds.TransactionUID), "reports": reports})
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -769,6 +832,12 @@ def main():
     sp = common(sub.add_parser("get-uncompressed"))
     sp.add_argument("files", nargs="+")
     sp.set_defaults(fn=cmd_get_uncompressed)
+    sp = common(sub.add_parser("commit"))
+    sp.add_argument("--missing", action="append", default=[], help="a SOP Instance UID never stored")
+    sp.add_argument("--listen-port", type=int, help="release at once; receive the report here")
+    sp.add_argument("--wait", type=float, default=20)
+    sp.add_argument("files", nargs="*")
+    sp.set_defaults(fn=cmd_commit)
     sp = common(sub.add_parser("store-raw"))
     sp.add_argument("--workfile", required=True)
     sp.add_argument("body")

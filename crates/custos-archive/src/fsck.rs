@@ -105,7 +105,7 @@ impl Archive {
     }
 
     /// Size and SHA-256 of a blob as it is now.
-    async fn digest(&self, key: &str) -> Result<(u64, String), StoreError> {
+    pub(crate) async fn digest(&self, key: &str) -> Result<(u64, String), StoreError> {
         let mut reader = self.store.open(key).await?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;

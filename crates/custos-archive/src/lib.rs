@@ -8,6 +8,7 @@
 
 mod attributes;
 pub mod audit;
+pub mod commitment;
 pub mod dicomdir;
 mod export;
 mod fsck;

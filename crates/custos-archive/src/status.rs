@@ -19,6 +19,13 @@ pub const MOVE_DESTINATION_UNKNOWN: u16 = 0xA801;
 pub const IDENTIFIER_DOES_NOT_MATCH: u16 = 0xA900;
 pub const CANNOT_UNDERSTAND: u16 = 0xC000;
 pub const SUBOPS_WARNING: u16 = 0xB000;
+/// DIMSE-N failures (PS3.7 C.4): processing failure, no such SOP instance,
+/// invalid argument value, missing attribute, no such action type.
+pub const PROCESSING_FAILURE: u16 = 0x0110;
+pub const NO_SUCH_SOP_INSTANCE: u16 = 0x0112;
+pub const INVALID_ARGUMENT_VALUE: u16 = 0x0115;
+pub const MISSING_ATTRIBUTE: u16 = 0x0120;
+pub const NO_SUCH_ACTION: u16 = 0x0123;
 /// C-STORE warning: elements discarded (used when a conflicting duplicate is dropped).
 pub const ELEMENTS_DISCARDED: u16 = 0xB006;
 

@@ -3,9 +3,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// One operation on the archive. DIMSE services map onto the first five one to
-/// one; DICOMweb routes map onto the same set (QIDO = find, WADO = get,
-/// STOW = store), and the last four exist only for users.
+/// One operation on the archive. DIMSE services map onto echo, store, find,
+/// get, move and commit one to one; DICOMweb routes map onto the same set
+/// (QIDO = find, WADO = get, STOW = store); delete, admin, audit and
+/// store-derived exist only for users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     Echo,
@@ -23,10 +24,13 @@ pub enum Action {
     /// segmentations, presentation states, key object selections
     /// ([`crate::derived::is_derived`]) — over STOW-RS. `store` includes it.
     StoreDerived,
+    /// Ask the archive to commit to instances it holds (Storage Commitment
+    /// Push Model, N-ACTION): it checks each one and reports by N-EVENT-REPORT.
+    Commit,
 }
 
 impl Action {
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 10] = [
         Action::Echo,
         Action::Store,
         Action::Find,
@@ -36,15 +40,17 @@ impl Action {
         Action::Admin,
         Action::Audit,
         Action::StoreDerived,
+        Action::Commit,
     ];
 
     /// What a DICOM peer can be granted.
-    pub const DIMSE: [Action; 5] = [
+    pub const DIMSE: [Action; 6] = [
         Action::Echo,
         Action::Store,
         Action::Find,
         Action::Get,
         Action::Move,
+        Action::Commit,
     ];
 
     /// Actions that change the archive or its configuration.
@@ -66,6 +72,7 @@ impl Action {
             Action::Admin => "admin",
             Action::Audit => "audit",
             Action::StoreDerived => "store-derived",
+            Action::Commit => "commit",
         }
     }
 
@@ -87,7 +94,7 @@ impl FromStr for Action {
             .into_iter()
             .find(|a| a.name().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
-                crate::invalid!("unknown action `{s}` (expected echo, store, find, get, move, delete, admin, audit or store-derived)")
+                crate::invalid!("unknown action `{s}` (expected echo, store, find, get, move, delete, admin, audit, store-derived or commit)")
             })
     }
 }

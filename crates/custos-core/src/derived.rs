@@ -49,6 +49,9 @@ mod tests {
         };
         assert!(!read_only.may(Action::StoreDerived));
         // `store` does not list the right it implies.
-        assert_eq!(Role::Uploader.permissions().to_string(), "echo,store");
+        assert_eq!(
+            Role::Uploader.permissions().to_string(),
+            "echo,store,commit"
+        );
     }
 }

@@ -77,6 +77,10 @@ pub(crate) struct Association {
     /// Where the association comes from, and its verified user (audit).
     pub source: std::net::SocketAddr,
     pub user: Option<String>,
+    /// A storage commitment report sent here and not yet answered.
+    pub(crate) report: Option<crate::commitment::PendingReport>,
+    /// Message IDs of the requests we send on this association.
+    message_ids: u16,
 }
 
 impl Association {
@@ -95,7 +99,14 @@ impl Association {
             config,
             source,
             user,
+            report: None,
+            message_ids: 0,
         }
+    }
+
+    pub(crate) fn next_message_id(&mut self) -> u16 {
+        self.message_ids = self.message_ids.wrapping_add(1);
+        self.message_ids
     }
 
     /// An audit event from this association's peer, address and user.
@@ -131,7 +142,9 @@ impl Association {
     }
 
     pub async fn run(mut self) {
-        match self.serve_messages().await {
+        let ended = self.serve_messages().await;
+        self.redeliver_unanswered();
+        match ended {
             Ok(()) => debug!("association released"),
             Err(LinkError::Aborted) => info!("peer aborted the association"),
             Err(e) => {
@@ -317,6 +330,10 @@ impl Association {
             }
             // A cancel for a request no longer running: nothing to do.
             field::C_CANCEL_RQ => Ok(()),
+            field::N_EVENT_REPORT_RSP => {
+                self.report_answered(&cmd);
+                Ok(())
+            }
             other => {
                 let rsp = cmd.response(other | 0x8000, status::UNRECOGNIZED_OPERATION);
                 send_message(&mut self.assoc, pc, &rsp, None).await
@@ -330,6 +347,10 @@ impl Association {
         cmd: Command,
         bytes: Vec<u8>,
     ) -> Result<(), LinkError> {
+        if cmd.field == field::N_EVENT_REPORT_RSP {
+            self.report_answered(&cmd);
+            return Ok(());
+        }
         let rsp_field = cmd.field | 0x8000;
         let refuse = |st: u16, why: &str| {
             let mut r = cmd.response(rsp_field, st);
@@ -347,6 +368,7 @@ impl Association {
             field::C_FIND_RQ => Action::Find,
             field::C_GET_RQ => Action::Get,
             field::C_MOVE_RQ => Action::Move,
+            field::N_ACTION_RQ => Action::Commit,
             _ => {
                 let r = refuse(status::UNRECOGNIZED_OPERATION, "unsupported operation");
                 return send_message(&mut self.assoc, pc, &r, None).await;
@@ -363,6 +385,9 @@ impl Association {
             info!(calling = self.peer_ae(), %action, "request refused: not permitted");
             let r = refuse(status::NOT_AUTHORIZED, "not authorized");
             return send_message(&mut self.assoc, pc, &r, None).await;
+        }
+        if action == Action::Commit {
+            return self.commit(pc, &cmd, bytes, &ts).await;
         }
         let model = if abstract_syntax.starts_with("1.2.840.10008.5.1.4.1.2.1.") {
             Model::PatientRoot

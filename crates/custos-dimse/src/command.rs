@@ -21,6 +21,15 @@ pub mod field {
     pub const C_ECHO_RQ: u16 = 0x0030;
     pub const C_ECHO_RSP: u16 = 0x8030;
     pub const C_CANCEL_RQ: u16 = 0x0FFF;
+    pub const N_EVENT_REPORT_RQ: u16 = 0x0100;
+    pub const N_EVENT_REPORT_RSP: u16 = 0x8100;
+    pub const N_ACTION_RQ: u16 = 0x0130;
+    pub const N_ACTION_RSP: u16 = 0x8130;
+
+    /// Requests that carry a Priority (PS3.7 9.3): the composite ones but C-ECHO.
+    pub fn has_priority(field: u16) -> bool {
+        matches!(field, C_STORE_RQ | C_GET_RQ | C_FIND_RQ | C_MOVE_RQ)
+    }
 }
 
 pub use custos_archive::status;
@@ -34,7 +43,9 @@ pub struct Command {
     pub field: u16,
     pub message_id: u16,
     pub responding_to: Option<u16>,
+    /// Affected SOP Class UID (Requested, in an N-ACTION-RQ).
     pub sop_class_uid: String,
+    /// Affected SOP Instance UID (Requested, in an N-ACTION-RQ).
     pub sop_instance_uid: String,
     pub priority: u16,
     pub has_data_set: bool,
@@ -45,6 +56,10 @@ pub struct Command {
     pub move_originator_message_id: Option<u16>,
     /// remaining, completed, failed, warning sub-operations
     pub sub_operations: Option<[u16; 4]>,
+    /// N-ACTION's Action Type ID.
+    pub action_type: Option<u16>,
+    /// N-EVENT-REPORT's Event Type ID.
+    pub event_type: Option<u16>,
 }
 
 fn text(obj: &InMemDicomObject, tag: Tag) -> String {
@@ -72,7 +87,10 @@ impl Command {
                 s if s.is_empty() => text(&obj, tags::REQUESTED_SOP_CLASS_UID),
                 s => s,
             },
-            sop_instance_uid: text(&obj, tags::AFFECTED_SOP_INSTANCE_UID),
+            sop_instance_uid: match text(&obj, tags::AFFECTED_SOP_INSTANCE_UID) {
+                s if s.is_empty() => text(&obj, tags::REQUESTED_SOP_INSTANCE_UID),
+                s => s,
+            },
             priority: int(&obj, tags::PRIORITY).unwrap_or(0),
             has_data_set: int(&obj, tags::COMMAND_DATA_SET_TYPE).unwrap_or(NO_DATA_SET)
                 != NO_DATA_SET,
@@ -86,6 +104,8 @@ impl Command {
                 .map(|_| text(&obj, tags::MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE)),
             move_originator_message_id: int(&obj, tags::MOVE_ORIGINATOR_MESSAGE_ID),
             sub_operations: None,
+            action_type: int(&obj, tags::ACTION_TYPE_ID),
+            event_type: int(&obj, tags::EVENT_TYPE_ID),
         })
     }
 
@@ -126,7 +146,7 @@ impl Command {
                 PrimitiveValue::from(self.move_destination.as_str()),
             );
         }
-        if self.responding_to.is_none() {
+        if self.responding_to.is_none() && field::has_priority(self.field) {
             put(tags::PRIORITY, VR::US, PrimitiveValue::from(self.priority));
         }
         let ds_type = if self.has_data_set {
@@ -153,6 +173,12 @@ impl Command {
                 VR::UI,
                 PrimitiveValue::from(self.sop_instance_uid.as_str()),
             );
+        }
+        if let Some(t) = self.event_type {
+            put(tags::EVENT_TYPE_ID, VR::US, PrimitiveValue::from(t));
+        }
+        if let Some(t) = self.action_type {
+            put(tags::ACTION_TYPE_ID, VR::US, PrimitiveValue::from(t));
         }
         if let Some([rem, done, failed, warn]) = self.sub_operations {
             put(
@@ -242,5 +268,65 @@ mod tests {
         assert_eq!(back.status, Some(status::PENDING));
         assert!(!back.has_data_set);
         assert!(Command::decode(b"\x00\x00garbage").is_err());
+    }
+
+    #[test]
+    fn n_action_names_the_requested_instance() {
+        let mut obj = InMemDicomObject::new_empty();
+        let mut put =
+            |tag, vr, v: &str| obj.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
+        put(
+            tags::REQUESTED_SOP_CLASS_UID,
+            VR::UI,
+            "1.2.840.10008.1.20.1",
+        );
+        put(
+            tags::REQUESTED_SOP_INSTANCE_UID,
+            VR::UI,
+            "1.2.840.10008.1.20.1.1",
+        );
+        obj.put(DataElement::new(
+            tags::COMMAND_FIELD,
+            VR::US,
+            PrimitiveValue::from(field::N_ACTION_RQ),
+        ));
+        obj.put(DataElement::new(
+            tags::MESSAGE_ID,
+            VR::US,
+            PrimitiveValue::from(3u16),
+        ));
+        obj.put(DataElement::new(
+            tags::ACTION_TYPE_ID,
+            VR::US,
+            PrimitiveValue::from(1u16),
+        ));
+        obj.put(DataElement::new(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            PrimitiveValue::from(0u16),
+        ));
+        let mut bytes = Vec::new();
+        obj.write_dataset_with_ts(&mut bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+            .unwrap();
+        let cmd = Command::decode(&bytes).unwrap();
+        assert_eq!(cmd.field, field::N_ACTION_RQ);
+        assert_eq!(cmd.sop_class_uid, "1.2.840.10008.1.20.1");
+        assert_eq!(cmd.sop_instance_uid, "1.2.840.10008.1.20.1.1");
+        assert_eq!(cmd.action_type, Some(1));
+        assert!(cmd.has_data_set);
+        // An event report carries no Priority, and its event type round-trips.
+        let report = Command {
+            field: field::N_EVENT_REPORT_RQ,
+            message_id: 9,
+            event_type: Some(2),
+            has_data_set: true,
+            ..Default::default()
+        };
+        let raw = report.encode();
+        let obj =
+            InMemDicomObject::read_dataset_with_ts(&raw[12..], &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+                .unwrap();
+        assert!(obj.get(tags::PRIORITY).is_none());
+        assert_eq!(Command::decode(&raw).unwrap().event_type, Some(2));
     }
 }

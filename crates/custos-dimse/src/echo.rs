@@ -12,6 +12,7 @@ use custos_core::peer::Peer;
 
 use crate::command::{Command, field};
 use crate::link::{Stream, receive_command, send_message};
+use crate::outbound::with_peer_association;
 use crate::syntaxes::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 
 const VERIFICATION: &str = "1.2.840.10008.1.1";
@@ -33,10 +34,6 @@ pub async fn echo_peer(
     tls: Option<Arc<custos_tls::ClientConfig>>,
     timeout: Duration,
 ) -> Result<EchoResult, String> {
-    let host = peer.host.connect_host().ok_or(
-        "the peer is registered by network or pattern: there is no single address to call",
-    )?;
-    let target = format!("{}@{}:{}", peer.ae_title, host, peer.port);
     let options = ClientAssociationOptions::new()
         .calling_ae_title(calling_ae.to_string())
         .called_ae_title(peer.ae_title.clone())
@@ -45,22 +42,7 @@ pub async fn echo_peer(
         .write_timeout(timeout)
         .connection_timeout(timeout);
     let started = Instant::now();
-    let status = if peer.tls_required {
-        let tls = tls.ok_or("the peer requires TLS and DICOM TLS is not configured here")?;
-        let mut a = options
-            .tls_config(tls)
-            .server_name(&host)
-            .establish_with_async_tls(&target)
-            .await
-            .map_err(|e| format!("no association over TLS: {e}"))?;
-        exchange(&mut a, timeout).await
-    } else {
-        let mut a = options
-            .establish_with_async(&target)
-            .await
-            .map_err(|e| format!("no association: {e}"))?;
-        exchange(&mut a, timeout).await
-    }?;
+    let status = with_peer_association!(options, peer, tls, |a| exchange(&mut a, timeout).await)??;
     Ok(EchoResult {
         status,
         tls: peer.tls_required,

@@ -2,17 +2,20 @@
 //!
 //! [`serve`] accepts TCP connections, passes each through the [`gate`]
 //! (policy decision before negotiation), then runs one task per association
-//! that dispatches C-ECHO, C-STORE, C-FIND, C-GET and C-MOVE to the archive.
+//! that dispatches C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE and storage commitment
+//! (N-ACTION, answered by N-EVENT-REPORT) to the archive.
 #![forbid(unsafe_code)]
 
 mod association;
 pub mod command;
+mod commitment;
 mod echo;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gate;
 mod identifier;
 pub mod link;
+mod outbound;
 pub mod quickack;
 mod relay;
 mod retrieve;

@@ -31,3 +31,4 @@ mod robustness;
 mod status;
 mod user_identity;
 mod web_security;
+mod workflow;

@@ -1,0 +1,83 @@
+//! Storage commitment (PS3.4 J): does the archive really hold each instance a
+//! modality asks about? Each one is looked up in the index and its blob read
+//! back against the recorded size and SHA-256, so a modality deletes its own
+//! copy only of what is here and intact. The DIMSE exchange is `custos-dimse`'s.
+
+use std::collections::HashMap;
+
+use custos_core::query::{Key, Level, Matcher, Query};
+use custos_core::record::StoredInstance;
+use custos_index::IndexError;
+use custos_store::StoreError;
+
+use crate::Archive;
+
+/// Failure Reason values (PS3.3 C.14.1.1) a commitment can report.
+pub mod failure {
+    /// The blob could not be read or does not match the index.
+    pub const PROCESSING_FAILURE: u16 = 0x0110;
+    /// Not in the archive.
+    pub const NO_SUCH_OBJECT_INSTANCE: u16 = 0x0112;
+    /// Stored under another SOP class than the one named.
+    pub const CLASS_INSTANCE_CONFLICT: u16 = 0x0119;
+}
+
+/// One instance a modality asks the archive to commit to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+}
+
+/// UIDs looked up in the index per query.
+const PAGE: usize = 500;
+
+impl Archive {
+    /// For each reference, in order: `None` if the archive holds it intact,
+    /// or the Failure Reason. An unreadable index is an error (the request
+    /// fails as a whole; the modality asks again); an unreadable blob fails
+    /// only its instance.
+    pub async fn commitment(&self, refs: &[Reference]) -> Result<Vec<Option<u16>>, IndexError> {
+        let mut stored: HashMap<String, StoredInstance> = HashMap::new();
+        for page in refs.chunks(PAGE) {
+            let uids: Vec<String> = page.iter().map(|r| r.sop_instance_uid.clone()).collect();
+            let query = Query {
+                level: Level::Image,
+                conditions: vec![(Key::SOPInstanceUID, Matcher::List(uids))],
+                limit: page.len(),
+                offset: 0,
+                order: Vec::new(),
+            };
+            for inst in self.index.instances(query).await? {
+                stored.insert(inst.sop_instance_uid.clone(), inst);
+            }
+        }
+        let mut out = Vec::with_capacity(refs.len());
+        for r in refs {
+            let Some(inst) = stored.get(&r.sop_instance_uid) else {
+                out.push(Some(failure::NO_SUCH_OBJECT_INSTANCE));
+                continue;
+            };
+            if inst.sop_class_uid != r.sop_class_uid {
+                out.push(Some(failure::CLASS_INSTANCE_CONFLICT));
+                continue;
+            }
+            out.push(match self.digest(&inst.blob_key).await {
+                Ok((size, sha)) if size == inst.size && sha == inst.sha256 => None,
+                Ok(_) => {
+                    tracing::warn!(key = %inst.blob_key, "storage commitment: a blob differs from the index");
+                    Some(failure::PROCESSING_FAILURE)
+                }
+                Err(StoreError::NotFound { .. }) => {
+                    tracing::warn!(key = %inst.blob_key, "storage commitment: a blob is missing");
+                    Some(failure::PROCESSING_FAILURE)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "storage commitment: cannot read a blob");
+                    Some(failure::PROCESSING_FAILURE)
+                }
+            });
+        }
+        Ok(out)
+    }
+}
