@@ -23,6 +23,7 @@ mod retrieve;
 pub mod status;
 pub mod text;
 pub mod view;
+pub mod worklist;
 
 pub use export::{ExportError, StudyExport};
 pub use fsck::{FsckError, FsckOptions, FsckReport};

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// One operation on the archive. DIMSE services map onto echo, store, find,
-/// get, move and commit one to one; DICOMweb routes map onto the same set
+/// get, move, commit and worklist one to one; DICOMweb routes map onto the same set
 /// (QIDO = find, WADO = get, STOW = store); delete, admin, audit and
 /// store-derived exist only for users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,10 +27,13 @@ pub enum Action {
     /// Ask the archive to commit to instances it holds (Storage Commitment
     /// Push Model, N-ACTION): it checks each one and reports by N-EVENT-REPORT.
     Commit,
+    /// Query the modality worklist (C-FIND on the Modality Worklist model),
+    /// and, for users, manage its items through the admin API.
+    Worklist,
 }
 
 impl Action {
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::Echo,
         Action::Store,
         Action::Find,
@@ -41,23 +44,31 @@ impl Action {
         Action::Audit,
         Action::StoreDerived,
         Action::Commit,
+        Action::Worklist,
     ];
 
     /// What a DICOM peer can be granted.
-    pub const DIMSE: [Action; 6] = [
+    pub const DIMSE: [Action; 7] = [
         Action::Echo,
         Action::Store,
         Action::Find,
         Action::Get,
         Action::Move,
         Action::Commit,
+        Action::Worklist,
     ];
 
     /// Actions that change the archive or its configuration.
     pub fn writes(self) -> bool {
         matches!(
             self,
-            Action::Store | Action::StoreDerived | Action::Delete | Action::Admin
+            Action::Store
+                | Action::StoreDerived
+                | Action::Delete
+                | Action::Admin
+                // Managing the schedule changes it; a read-only token
+                // neither reads nor changes the worklist.
+                | Action::Worklist
         )
     }
 
@@ -73,6 +84,7 @@ impl Action {
             Action::Audit => "audit",
             Action::StoreDerived => "store-derived",
             Action::Commit => "commit",
+            Action::Worklist => "worklist",
         }
     }
 
@@ -94,7 +106,7 @@ impl FromStr for Action {
             .into_iter()
             .find(|a| a.name().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
-                crate::invalid!("unknown action `{s}` (expected echo, store, find, get, move, delete, admin, audit, store-derived or commit)")
+                crate::invalid!("unknown action `{s}` (expected echo, store, find, get, move, delete, admin, audit, store-derived, commit or worklist)")
             })
     }
 }

@@ -48,3 +48,21 @@ pub struct StoredInstance {
     pub size: u64,
     pub sha256: String,
 }
+
+/// One modality worklist item (PS3.4 K.6): the keys modalities match on —
+/// patient, accession and the first Scheduled Procedure Step's modality,
+/// station AE title, start date and time — and the whole item as DICOM JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WorklistRow {
+    /// Assigned by the index when the item is added.
+    pub id: i64,
+    pub patient_id: String,
+    pub patient_name: String,
+    pub accession_number: String,
+    pub modality: String,
+    pub station_ae: String,
+    /// YYYYMMDD
+    pub start_date: String,
+    pub start_time: String,
+    pub item_json: String,
+}

@@ -365,6 +365,9 @@ impl Association {
             return send_message(&mut self.assoc, pc, &r, None).await;
         };
         let action = match cmd.field {
+            field::C_FIND_RQ if abstract_syntax == syntaxes::MODALITY_WORKLIST_FIND => {
+                Action::Worklist
+            }
             field::C_FIND_RQ => Action::Find,
             field::C_GET_RQ => Action::Get,
             field::C_MOVE_RQ => Action::Move,
@@ -386,8 +389,10 @@ impl Association {
             let r = refuse(status::NOT_AUTHORIZED, "not authorized");
             return send_message(&mut self.assoc, pc, &r, None).await;
         }
-        if action == Action::Commit {
-            return self.commit(pc, &cmd, bytes, &ts).await;
+        match action {
+            Action::Commit => return self.commit(pc, &cmd, bytes, &ts).await,
+            Action::Worklist => return self.worklist_find(pc, &cmd, bytes, &ts).await,
+            _ => {}
         }
         let model = if abstract_syntax.starts_with("1.2.840.10008.5.1.4.1.2.1.") {
             Model::PatientRoot
@@ -449,13 +454,29 @@ impl Association {
         let ts = TransferSyntaxRegistry
             .get(ts_uid)
             .expect("checked when parsing the identifier");
+        let matches = rows
+            .iter()
+            .map(|row| identifier::response(row, level, &ident.requested, &self.config.ae_title))
+            .collect::<Vec<_>>();
+        self.send_find_matches(pc, cmd, matches, ts).await
+    }
+
+    /// Sends each match (at most `max_find_results`) as a pending C-FIND
+    /// response, stopping at a C-CANCEL, then the final status: success, or
+    /// A700 when there were more matches than that.
+    pub(crate) async fn send_find_matches(
+        &mut self,
+        pc: u8,
+        cmd: &Command,
+        matches: Vec<InMemDicomObject>,
+        ts: &dicom_encoding::TransferSyntax,
+    ) -> Result<(), LinkError> {
         let cap = self.config.max_find_results;
-        for row in rows.iter().take(cap) {
+        for obj in matches.iter().take(cap) {
             if self.cancel_requested(cmd.message_id).await? {
                 let r = cmd.response(field::C_FIND_RSP, status::CANCEL);
                 return send_message(&mut self.assoc, pc, &r, None).await;
             }
-            let obj = identifier::response(row, level, &ident.requested, &self.config.ae_title);
             let mut data = Vec::new();
             if let Err(e) = obj.write_dataset_with_ts(&mut data, ts) {
                 warn!(error = %e, "cannot encode a C-FIND match; skipped");
@@ -466,7 +487,7 @@ impl Association {
             send_message(&mut self.assoc, pc, &r, Some(&data)).await?;
         }
         let mut done = cmd.response(field::C_FIND_RSP, status::SUCCESS);
-        if rows.len() > cap {
+        if matches.len() > cap {
             info!(calling = self.peer_ae(), cap, "C-FIND result cap reached");
             done.status = Some(status::OUT_OF_RESOURCES);
             done.error_comment = Some(format!("more than {cap} matches; refine the query"));

@@ -2,8 +2,8 @@
 //!
 //! [`serve`] accepts TCP connections, passes each through the [`gate`]
 //! (policy decision before negotiation), then runs one task per association
-//! that dispatches C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE and storage commitment
-//! (N-ACTION, answered by N-EVENT-REPORT) to the archive.
+//! that dispatches C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE, storage commitment
+//! (N-ACTION, answered by N-EVENT-REPORT) and worklist C-FIND to the archive.
 #![forbid(unsafe_code)]
 
 mod association;
@@ -22,6 +22,7 @@ mod retrieve;
 mod server;
 pub mod syntaxes;
 mod tls;
+mod worklist;
 
 pub use echo::{EchoResult, echo_peer};
 pub use gate::{IdentityClaim, IdentityKind};

@@ -12,6 +12,7 @@ mod schema;
 mod sql_query;
 mod sqlite;
 mod statements;
+mod worklist;
 
 pub use postgres::PgIndex;
 pub use sqlite::SqliteIndex;
@@ -19,7 +20,7 @@ pub use sqlite::SqliteIndex;
 use async_trait::async_trait;
 use custos_core::audit::{AuditKey, AuditRecord, AuditSearch};
 use custos_core::query::{Query, Row};
-use custos_core::record::{InstanceRecord, StoredInstance};
+use custos_core::record::{InstanceRecord, StoredInstance, WorklistRow};
 use custos_core::{ApiToken, Peer, User};
 
 /// A backend's own error (SQLite's, PostgreSQL's), kept as its source.
@@ -211,10 +212,31 @@ pub trait AuditLog: Send + Sync + 'static {
     async fn audit_search(&self, search: &AuditSearch) -> Result<Vec<AuditRecord>, IndexError>;
 }
 
+/// The modality worklist: scheduled procedure steps, kept whole as DICOM
+/// JSON with the keys modalities match on beside them.
+#[async_trait]
+pub trait Worklist: Send + Sync + 'static {
+    /// Adds `row` (its `id` is ignored); returns the new id.
+    async fn add_worklist_item(&self, row: WorklistRow) -> Result<i64, IndexError>;
+    /// Replaces item `row.id`; returns whether it existed.
+    async fn replace_worklist_item(&self, row: WorklistRow) -> Result<bool, IndexError>;
+    async fn worklist_item(&self, id: i64) -> Result<Option<WorklistRow>, IndexError>;
+    /// Returns whether it existed.
+    async fn remove_worklist_item(&self, id: i64) -> Result<bool, IndexError>;
+    /// Items whose start date is within `from..=to` (YYYYMMDD, either end
+    /// open), by start date and time, at most `limit`.
+    async fn worklist_items(
+        &self,
+        from: Option<String>,
+        to: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<WorklistRow>, IndexError>;
+}
+
 /// A whole index backend (SQLite or PostgreSQL): what is opened and handed
 /// out in parts — the archive keeps the instances, the registry service and
 /// authentication get the registry, the gate only the peer directory, the
 /// audit writer only the log.
-pub trait Index: InstanceIndex + Registry + AuditLog {}
+pub trait Index: InstanceIndex + Registry + AuditLog + Worklist {}
 
-impl<T: InstanceIndex + Registry + AuditLog> Index for T {}
+impl<T: InstanceIndex + Registry + AuditLog + Worklist> Index for T {}

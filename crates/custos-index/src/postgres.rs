@@ -25,10 +25,10 @@ use crate::{
 };
 
 pub struct PgIndex {
-    pool: Pool,
+    pub(crate) pool: Pool,
 }
 
-fn pg(e: tokio_postgres::Error) -> IndexError {
+pub(crate) fn pg(e: tokio_postgres::Error) -> IndexError {
     // "db error" alone says nothing: add the server's message.
     match e.as_db_error() {
         Some(db) => IndexError::Postgres(format!("{}: {}", db.code().code(), db.message())),
@@ -36,7 +36,7 @@ fn pg(e: tokio_postgres::Error) -> IndexError {
     }
 }
 
-fn pool_err(e: impl std::error::Error) -> IndexError {
+pub(crate) fn pool_err(e: impl std::error::Error) -> IndexError {
     IndexError::Postgres(format!("connection pool: {}", with_causes(&e)))
 }
 

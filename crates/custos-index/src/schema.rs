@@ -101,6 +101,27 @@ pub const AUDIT: &str = r#"
     CREATE INDEX audit_at ON audit(at);
 "#;
 
+/// 9: the modality worklist (`Worklist`): each item whole as DICOM JSON,
+/// and the keys modalities match on.
+fn worklist(pk: &str) -> String {
+    format!(
+        r#"
+    CREATE TABLE worklist (
+        id {pk},
+        patient_id TEXT NOT NULL,
+        patient_name TEXT NOT NULL,
+        accession_number TEXT NOT NULL,
+        modality TEXT NOT NULL,
+        station_ae TEXT NOT NULL,
+        start_date TEXT NOT NULL,
+        start_time TEXT NOT NULL,
+        item_json TEXT NOT NULL
+    );
+    CREATE INDEX worklist_start ON worklist(start_date, start_time);
+"#
+    )
+}
+
 /// The schema's steps in order, for one dialect; a database records how
 /// many it has applied. The first step is written once for both backends.
 pub fn migrations(dialect: Dialect) -> Vec<String> {
@@ -127,7 +148,7 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     // 2: web users and API tokens; 3: peers that must use TLS, optionally
     // with a pinned client certificate; 4: the audit trail; 5: peers pinned
     // by certificate subject or CA bundle; 6: series date and time; 7: an
-    // index on arrival time; 8: counters.
+    // index on arrival time; 8: counters; 9: the worklist.
     let mut steps = vec![first];
     steps.extend(
         [
@@ -141,6 +162,7 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
         .map(String::from),
     );
     steps.push(counters(dialect));
+    steps.push(worklist(pk));
     steps
 }
 

@@ -181,7 +181,7 @@ impl SqliteIndex {
     }
 
     /// Runs `f` in the writer's next transaction; returns after COMMIT.
-    async fn write<T: Send + 'static>(
+    pub(crate) async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, IndexError> + Send + 'static,
     ) -> Result<T, IndexError> {
@@ -197,7 +197,7 @@ impl SqliteIndex {
     }
 
     /// Runs `f` on a pooled read connection in the blocking pool.
-    async fn read<T: Send + 'static>(
+    pub(crate) async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
     ) -> Result<T, IndexError> {

@@ -740,10 +740,11 @@ async fn migration_8_counts_what_was_stored_before() {
         let ix: Ix = std::sync::Arc::new(SqliteIndex::open(&path).unwrap());
         populate(&ix).await;
     }
-    // Back to schema 7: no counters, the old date index.
+    // Back to schema 7: no counters, the old date index, no worklist.
     let db = rusqlite::Connection::open(&path).unwrap();
     db.execute_batch(
-        "ALTER TABLE series DROP COLUMN num_instances;
+        "DROP TABLE worklist;
+         ALTER TABLE series DROP COLUMN num_instances;
          ALTER TABLE studies DROP COLUMN num_series;
          ALTER TABLE studies DROP COLUMN num_instances;
          ALTER TABLE studies DROP COLUMN modalities;

@@ -24,6 +24,7 @@ mod trail;
 mod ui;
 pub mod viewer;
 mod wado;
+mod worklist;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -15,7 +15,9 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use custos_core::{Action, Principal};
 
 use crate::error::ApiError;
-use crate::{AppState, admin, download, openapi, qido, session, status, stow, trail, wado};
+use crate::{
+    AppState, admin, download, openapi, qido, session, status, stow, trail, wado, worklist,
+};
 
 /// What a request needs beyond being authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +203,36 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
             "/api/peers/{ae}",
             Right(Admin),
             delete(admin::remove_peer),
+        ),
+        (
+            Method::GET,
+            "/api/worklist",
+            Right(Worklist),
+            get(worklist::list),
+        ),
+        (
+            Method::POST,
+            "/api/worklist",
+            Right(Worklist),
+            post(worklist::add),
+        ),
+        (
+            Method::GET,
+            "/api/worklist/{id}",
+            Right(Worklist),
+            get(worklist::get_one),
+        ),
+        (
+            Method::PUT,
+            "/api/worklist/{id}",
+            Right(Worklist),
+            put(worklist::replace),
+        ),
+        (
+            Method::DELETE,
+            "/api/worklist/{id}",
+            Right(Worklist),
+            delete(worklist::remove),
         ),
         (Method::GET, "/api/users", Right(Admin), get(admin::users)),
         (

@@ -385,7 +385,9 @@ impl Config {
         for a in &self.dicom.require_user_identity {
             let action: custos_core::Action = a.parse().map_err(anyhow::Error::msg)?;
             if !custos_core::Action::DIMSE.contains(&action) {
-                bail!("[dicom] require_user_identity takes echo, store, find, get, move, commit");
+                bail!(
+                    "[dicom] require_user_identity takes echo, store, find, get, move, commit, worklist"
+                );
             }
         }
         if !self.dicom.plaintext && self.dicom.tls_listen.is_empty() {

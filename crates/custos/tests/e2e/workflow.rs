@@ -157,3 +157,245 @@ fn storage_commitment(data: &DataDir, blobs: &std::path::Path) {
     );
     server.stop();
 }
+
+/// A worklist item as the RIS posts it (DICOM JSON).
+fn worklist_item(
+    id: &str,
+    name: &str,
+    acc: &str,
+    modality: &str,
+    station: &str,
+    date: &str,
+    time: &str,
+) -> String {
+    serde_json::json!({
+        "00100010": {"vr": "PN", "Value": [{"Alphabetic": name}]},
+        "00100020": {"vr": "LO", "Value": [id]},
+        "00080050": {"vr": "SH", "Value": [acc]},
+        "00321060": {"vr": "LO", "Value": ["CT HEAD"]},
+        "00400100": {"vr": "SQ", "Value": [{
+            "00080060": {"vr": "CS", "Value": [modality]},
+            "00400001": {"vr": "AE", "Value": [station]},
+            "00400002": {"vr": "DA", "Value": [date]},
+            "00400003": {"vr": "TM", "Value": [time]},
+            "00400009": {"vr": "SH", "Value": [format!("SPS-{acc}")]}
+        }]}
+    })
+    .to_string()
+}
+
+/// DCMTK's `findscu -W` from `aet` with `keys`: the responses, each as
+/// dcmdump prints it; `None` if findscu failed.
+fn worklist_query(
+    server: &Server,
+    aet: &str,
+    out: &std::path::Path,
+    keys: &[&str],
+) -> Option<Vec<String>> {
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::create_dir_all(out).unwrap();
+    let port = server.port();
+    let mut args = vec![
+        "-W",
+        "-X",
+        "-od",
+        out.to_str().unwrap(),
+        "-aet",
+        aet,
+        "-aec",
+        "CUSTOS",
+        "127.0.0.1",
+        &port,
+        "-k",
+        "PatientName",
+        "-k",
+        "PatientID",
+        "-k",
+        "AccessionNumber",
+        "-k",
+        "(0040,0100)[0].ScheduledProcedureStepID",
+    ];
+    for k in keys {
+        args.extend(["-k", k]);
+    }
+    let run = dcmtk("findscu", &args);
+    if !run.ok() {
+        return None;
+    }
+    let mut files: Vec<_> = walk_files(out);
+    files.sort();
+    Some(
+        files
+            .iter()
+            .map(|f| dcmtk("dcmdump", &["-q", f.to_str().unwrap()]).stdout())
+            .collect(),
+    )
+}
+
+/// The patient IDs in worklist responses, sorted.
+fn patient_ids(responses: &[String]) -> Vec<String> {
+    let mut ids: Vec<String> = responses
+        .iter()
+        .filter_map(|d| {
+            d.lines()
+                .find(|l| l.starts_with("(0010,0020)"))
+                .and_then(|l| l.split('[').nth(1))
+                .map(|v| v.split(']').next().unwrap().to_string())
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn modality_worklist_from_the_api_to_findscu() {
+    let data = DataDir::new("mwl");
+    mwl_trial(&data);
+}
+
+#[test]
+fn modality_worklist_on_postgres() {
+    let store = std::env::temp_dir().join(format!("custos-mwl-blobs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&store);
+    let data = node("mwl-pg", &fresh_database(), &store, None);
+    mwl_trial(&data);
+    let _ = std::fs::remove_dir_all(&store);
+}
+
+/// Items posted, queried by date, modality, station and name (case and
+/// character set), changed, removed; rights checked on both sides.
+fn mwl_trial(data: &DataDir) {
+    const PW: &str = "schedules 4 modalities";
+    add_user(data, "ris", "admin", PW);
+    add_user(data, "rad", "radiologist", PW);
+    data.add_peer("CT01", "127.0.0.1", free_port(), "echo,worklist");
+    data.add_peer("STOREONLY", "127.0.0.1", free_port(), "echo,store");
+    let server = Server::start(data);
+    let ris = serde_json::json!({"basic": ["ris", PW]});
+    let post = |body: String, auth: &serde_json::Value| {
+        serde_json::json!({"method": "POST", "path": "/api/worklist", "auth": auth,
+            "headers": {"Content-Type": "application/dicom+json"}, "body": body})
+    };
+    let r = web_requests(
+        &server,
+        serde_json::json!([
+            post(worklist_item("MWL1", "Doe^Jane", "ACC1", "CT", "CT01", "20261204", "093000"), &ris),
+            post(worklist_item("MWL2", "Roe^Richard", "ACC2", "MR", "MR01", "20261204", "110000"), &ris),
+            post(worklist_item("MWL3", "Müller^Jürgen", "ACC3", "CT", "CT01", "20261205", "080000"), &ris),
+            post(r#"{"00100020": {"vr": "LO", "Value": ["NOSTEP"]}}"#.to_string(), &ris),
+            post("not json".to_string(), &ris),
+            post(worklist_item("MWL9", "Rad^Ical", "ACC9", "CT", "CT01", "20261204", "0900"), &serde_json::json!({"basic": ["rad", PW]})),
+            {"method": "POST", "path": "/api/worklist", "body": "{}"},
+        ]),
+    );
+    let statuses: Vec<_> = r.iter().map(|x| x["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, vec![201, 201, 201, 422, 400, 403, 401], "{r:?}");
+    let ids: Vec<i64> = r[..3]
+        .iter()
+        .map(|x| {
+            serde_json::from_str::<serde_json::Value>(x["body"].as_str().unwrap()).unwrap()["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        r[0]["headers"]["location"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/api/worklist/{}", ids[0]))
+    );
+    assert!(
+        r[3]["body"]
+            .as_str()
+            .unwrap()
+            .contains("ScheduledProcedureStepSequence"),
+        "{:?}",
+        r[3]
+    );
+
+    let out = data.path.with_extension("mwl-out");
+    let q = |keys: &[&str]| {
+        patient_ids(&worklist_query(&server, "CT01", &out, keys).expect("findscu -W"))
+    };
+    // The CT worklist of one day, as a CT scanner asks for it.
+    assert_eq!(
+        q(&[
+            "(0040,0100)[0].Modality=CT",
+            "(0040,0100)[0].ScheduledProcedureStepStartDate=20261204"
+        ]),
+        vec!["MWL1"]
+    );
+    // A date range, and the station's AE title.
+    assert_eq!(
+        q(&[
+            "(0040,0100)[0].ScheduledStationAETitle=CT01",
+            "(0040,0100)[0].ScheduledProcedureStepStartDate=20261201-20261231"
+        ]),
+        vec!["MWL1", "MWL3"]
+    );
+    // Names match case-insensitively with wildcards; UTF-8 names come back as sent.
+    assert_eq!(q(&["PatientName=roe*"]), vec!["MWL2"]);
+    let full = worklist_query(
+        &server,
+        "CT01",
+        &out,
+        &[
+            "PatientID=MWL3",
+            "(0040,0100)[0].ScheduledProcedureStepStartTime",
+        ],
+    )
+    .unwrap();
+    assert_eq!(full.len(), 1);
+    assert!(full[0].contains("Müller^Jürgen"), "{}", full[0]);
+    assert!(full[0].contains("ISO_IR 192"), "{}", full[0]);
+    assert!(
+        full[0].contains("[SPS-ACC3]") && full[0].contains("[080000]"),
+        "sequence keys answered: {}",
+        full[0]
+    );
+    // Unrequested attributes are not returned.
+    assert!(!full[0].contains("CT HEAD"), "{}", full[0]);
+
+    // The RIS moves MWL2 to the CT and cancels MWL1.
+    let item = |id: i64| format!("/api/worklist/{id}");
+    let r = web_requests(
+        &server,
+        serde_json::json!([
+            {"method": "PUT", "path": item(ids[1]), "auth": ris, "body": worklist_item("MWL2", "Roe^Richard", "ACC2", "CT", "CT01", "20261204", "110000")},
+            {"method": "DELETE", "path": item(ids[0]), "auth": ris},
+            {"method": "GET", "path": item(ids[0]), "auth": ris},
+            {"method": "GET", "path": item(ids[1]), "auth": ris},
+            {"method": "GET", "path": "/api/worklist?from=20261204&to=20261204", "auth": ris},
+            {"method": "DELETE", "path": item(ids[0]), "auth": ris},
+        ]),
+    );
+    let statuses: Vec<_> = r.iter().map(|x| x["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, vec![204, 204, 404, 200, 200, 404], "{r:?}");
+    assert!(
+        r[3]["body"].as_str().unwrap().contains("\"CT\""),
+        "{:?}",
+        r[3]
+    );
+    let listed: serde_json::Value = serde_json::from_str(r[4]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(
+        q(&[
+            "(0040,0100)[0].Modality=CT",
+            "(0040,0100)[0].ScheduledProcedureStepStartDate=20261204"
+        ]),
+        vec!["MWL2"]
+    );
+
+    // A peer without the worklist right is not offered the model.
+    assert!(worklist_query(&server, "STOREONLY", &out, &[]).is_none_or(|r| r.is_empty()));
+
+    // Every change is an Order Record in the audit trail.
+    let trail = data.audit_export();
+    let orders = trail
+        .iter()
+        .filter(|e| e.to_string().contains("Order Record"))
+        .count();
+    assert_eq!(orders, 5, "3 added, 1 changed, 1 removed");
+    let _ = std::fs::remove_dir_all(&out);
+    server.stop();
+}
