@@ -755,6 +755,63 @@ def cmd_commit(args):
          "transaction": str(ds.TransactionUID), "reports": reports})
 
 
+def cmd_mpps(args):
+    """A modality's performed procedure step, and the transitions PS3.4 F
+    refuses: N-CREATE COMPLETED, N-CREATE IN PROGRESS, the same again,
+    N-SET COMPLETED (with its series), N-SET after completion, N-SET of an
+    unknown step. Prints each status and the step's UID."""
+    from pynetdicom.sop_class import ModalityPerformedProcedureStep as MPPS
+    ae = make_ae(args.aet)
+    ae.add_requested_context(MPPS)
+    assoc = associate(ae, args)
+    if not assoc.is_established:
+        out({"accepted": False})
+        return
+
+    def attrs(status):
+        ds = Dataset()
+        ds.PatientName = "Doe^Jane"
+        ds.PatientID = args.patient_id
+        ds.PerformedProcedureStepStatus = status
+        ds.PerformedProcedureStepID = "PPS1"
+        ds.PerformedStationAETitle = args.aet
+        ds.PerformedProcedureStepStartDate = "20261204"
+        ds.PerformedProcedureStepStartTime = "093500"
+        ds.Modality = "CT"
+        step = Dataset()
+        step.StudyInstanceUID = args.study_uid
+        step.AccessionNumber = args.accession
+        step.ScheduledProcedureStepID = "SPS-" + args.accession
+        ds.ScheduledStepAttributesSequence = [step]
+        return ds
+
+    def status_of(rsp):
+        return rsp[0].Status if rsp and rsp[0] else None
+
+    uid = generate_uid()
+    statuses = {}
+    statuses["create_completed"] = status_of(assoc.send_n_create(attrs("COMPLETED"), MPPS, generate_uid()))
+    statuses["create"] = status_of(assoc.send_n_create(attrs("IN PROGRESS"), MPPS, uid))
+    statuses["create_again"] = status_of(assoc.send_n_create(attrs("IN PROGRESS"), MPPS, uid))
+    done = Dataset()
+    done.PerformedProcedureStepStatus = "COMPLETED"
+    done.PerformedProcedureStepEndDate = "20261204"
+    done.PerformedProcedureStepEndTime = "094500"
+    series = Dataset()
+    series.SeriesInstanceUID = generate_uid()
+    series.PerformingPhysicianName = ""
+    series.ProtocolName = "HEAD"
+    series.ReferencedImageSequence = []
+    done.PerformedSeriesSequence = [series]
+    statuses["set_completed"] = status_of(assoc.send_n_set(done, MPPS, uid))
+    again = Dataset()
+    again.PerformedProcedureStepStatus = "DISCONTINUED"
+    statuses["set_after_completion"] = status_of(assoc.send_n_set(again, MPPS, uid))
+    statuses["set_unknown"] = status_of(assoc.send_n_set(again, MPPS, generate_uid()))
+    assoc.release()
+    out({"accepted": True, "uid": uid, "statuses": statuses})
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -838,6 +895,11 @@ def main():
     sp.add_argument("--wait", type=float, default=20)
     sp.add_argument("files", nargs="*")
     sp.set_defaults(fn=cmd_commit)
+    sp = common(sub.add_parser("mpps"))
+    sp.add_argument("--patient-id", required=True)
+    sp.add_argument("--study-uid", required=True)
+    sp.add_argument("--accession", required=True)
+    sp.set_defaults(fn=cmd_mpps)
     sp = common(sub.add_parser("store-raw"))
     sp.add_argument("--workfile", required=True)
     sp.add_argument("body")

@@ -17,6 +17,7 @@ pub mod fuzzing;
 mod ingest;
 pub mod lengths;
 mod migrate;
+pub mod mpps;
 pub mod part10;
 pub mod registry;
 mod retrieve;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// One operation on the archive. DIMSE services map onto echo, store, find,
-/// get, move, commit and worklist one to one; DICOMweb routes map onto the same set
+/// get, move, commit, worklist and mpps one to one; DICOMweb routes map onto the same set
 /// (QIDO = find, WADO = get, STOW = store); delete, admin, audit and
 /// store-derived exist only for users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,10 +30,12 @@ pub enum Action {
     /// Query the modality worklist (C-FIND on the Modality Worklist model),
     /// and, for users, manage its items through the admin API.
     Worklist,
+    /// Report performed procedure steps (MPPS N-CREATE and N-SET).
+    Mpps,
 }
 
 impl Action {
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Action::Echo,
         Action::Store,
         Action::Find,
@@ -45,10 +47,11 @@ impl Action {
         Action::StoreDerived,
         Action::Commit,
         Action::Worklist,
+        Action::Mpps,
     ];
 
     /// What a DICOM peer can be granted.
-    pub const DIMSE: [Action; 7] = [
+    pub const DIMSE: [Action; 8] = [
         Action::Echo,
         Action::Store,
         Action::Find,
@@ -56,6 +59,7 @@ impl Action {
         Action::Move,
         Action::Commit,
         Action::Worklist,
+        Action::Mpps,
     ];
 
     /// Actions that change the archive or its configuration.
@@ -85,6 +89,7 @@ impl Action {
             Action::StoreDerived => "store-derived",
             Action::Commit => "commit",
             Action::Worklist => "worklist",
+            Action::Mpps => "mpps",
         }
     }
 
@@ -106,7 +111,7 @@ impl FromStr for Action {
             .into_iter()
             .find(|a| a.name().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
-                crate::invalid!("unknown action `{s}` (expected echo, store, find, get, move, delete, admin, audit, store-derived, commit or worklist)")
+                crate::invalid!("unknown action `{s}` (expected echo, store, find, get, move, delete, admin, audit, store-derived, commit, worklist or mpps)")
             })
     }
 }

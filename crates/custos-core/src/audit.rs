@@ -22,6 +22,8 @@ pub enum EventId {
     Import,
     /// A scheduled procedure (worklist item) created, changed or removed.
     OrderRecord,
+    /// A performed procedure step reported (MPPS).
+    ProcedureRecord,
     Query,
     SecurityAlert,
     UserAuthentication,
@@ -38,6 +40,7 @@ impl EventId {
             EventId::Export => 110106,
             EventId::Import => 110107,
             EventId::OrderRecord => 110109,
+            EventId::ProcedureRecord => 110111,
             EventId::Query => 110112,
             EventId::SecurityAlert => 110113,
             EventId::UserAuthentication => 110114,
@@ -54,6 +57,7 @@ impl EventId {
             EventId::Export => "Export",
             EventId::Import => "Import",
             EventId::OrderRecord => "Order Record",
+            EventId::ProcedureRecord => "Procedure Record",
             EventId::Query => "Query",
             EventId::SecurityAlert => "Security Alert",
             EventId::UserAuthentication => "User Authentication",

@@ -43,8 +43,9 @@ impl Role {
             // A radiologist saves what the viewer makes (measurements as SR,
             // segmentations, presentation states), not images.
             Role::Radiologist => [Echo, Find, Get, Move, StoreDerived].into_iter().collect(),
-            // A modality's identity: storing and asking for commitment go together.
-            Role::Uploader => [Echo, Store, Commit].into_iter().collect(),
+            // A modality's identity: storing, asking for commitment, reporting
+            // performed steps.
+            Role::Uploader => [Echo, Store, Commit, Mpps].into_iter().collect(),
             Role::Auditor => [Audit].into_iter().collect(),
         }
     }

@@ -51,7 +51,7 @@ mod tests {
         // `store` does not list the right it implies.
         assert_eq!(
             Role::Uploader.permissions().to_string(),
-            "echo,store,commit"
+            "echo,store,commit,mpps"
         );
     }
 }

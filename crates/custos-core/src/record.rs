@@ -66,3 +66,17 @@ pub struct WorklistRow {
     pub start_time: String,
     pub item_json: String,
 }
+
+/// One Modality Performed Procedure Step (PS3.4 F): its state, the study and
+/// worklist item it belongs to, and its attributes as DICOM JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MppsRow {
+    pub sop_instance_uid: String,
+    /// IN PROGRESS, COMPLETED or DISCONTINUED.
+    pub status: String,
+    pub study_uid: String,
+    pub accession_number: String,
+    /// The worklist item it performs (found by accession number), if any.
+    pub worklist_id: Option<i64>,
+    pub attributes_json: String,
+}

@@ -372,6 +372,7 @@ impl Association {
             field::C_GET_RQ => Action::Get,
             field::C_MOVE_RQ => Action::Move,
             field::N_ACTION_RQ => Action::Commit,
+            field::N_CREATE_RQ | field::N_SET_RQ => Action::Mpps,
             _ => {
                 let r = refuse(status::UNRECOGNIZED_OPERATION, "unsupported operation");
                 return send_message(&mut self.assoc, pc, &r, None).await;
@@ -392,6 +393,7 @@ impl Association {
         match action {
             Action::Commit => return self.commit(pc, &cmd, bytes, &ts).await,
             Action::Worklist => return self.worklist_find(pc, &cmd, bytes, &ts).await,
+            Action::Mpps => return self.performed_step(pc, &cmd, bytes, &ts).await,
             _ => {}
         }
         let model = if abstract_syntax.starts_with("1.2.840.10008.5.1.4.1.2.1.") {

@@ -23,8 +23,12 @@ pub mod field {
     pub const C_CANCEL_RQ: u16 = 0x0FFF;
     pub const N_EVENT_REPORT_RQ: u16 = 0x0100;
     pub const N_EVENT_REPORT_RSP: u16 = 0x8100;
+    pub const N_SET_RQ: u16 = 0x0120;
+    pub const N_SET_RSP: u16 = 0x8120;
     pub const N_ACTION_RQ: u16 = 0x0130;
     pub const N_ACTION_RSP: u16 = 0x8130;
+    pub const N_CREATE_RQ: u16 = 0x0140;
+    pub const N_CREATE_RSP: u16 = 0x8140;
 
     /// Requests that carry a Priority (PS3.7 9.3): the composite ones but C-ECHO.
     pub fn has_priority(field: u16) -> bool {

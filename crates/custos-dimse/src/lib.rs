@@ -3,7 +3,8 @@
 //! [`serve`] accepts TCP connections, passes each through the [`gate`]
 //! (policy decision before negotiation), then runs one task per association
 //! that dispatches C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE, storage commitment
-//! (N-ACTION, answered by N-EVENT-REPORT) and worklist C-FIND to the archive.
+//! (N-ACTION, answered by N-EVENT-REPORT), worklist C-FIND and MPPS (N-CREATE,
+//! N-SET) to the archive.
 #![forbid(unsafe_code)]
 
 mod association;
@@ -15,6 +16,7 @@ pub mod fuzzing;
 pub mod gate;
 mod identifier;
 pub mod link;
+mod mpps;
 mod outbound;
 pub mod quickack;
 mod relay;

@@ -11,6 +11,8 @@ pub const STUDY_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
 pub const STUDY_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.2.3";
 /// Modality Worklist Information Model - FIND.
 pub const MODALITY_WORKLIST_FIND: &str = "1.2.840.10008.5.1.4.31";
+/// Modality Performed Procedure Step SOP Class.
+pub const MPPS: &str = "1.2.840.10008.3.1.2.3.3";
 /// Storage Commitment Push Model SOP Class, and its well-known instance.
 pub const STORAGE_COMMITMENT: &str = "1.2.840.10008.1.20.1";
 pub const STORAGE_COMMITMENT_INSTANCE: &str = "1.2.840.10008.1.20.1.1";
@@ -75,6 +77,9 @@ pub fn abstract_syntaxes(permissions: Permissions) -> Vec<&'static str> {
     if permissions.allows(Action::Worklist) {
         out.push(MODALITY_WORKLIST_FIND);
     }
+    if permissions.allows(Action::Mpps) {
+        out.push(MPPS);
+    }
     out
 }
 
@@ -87,6 +92,7 @@ pub fn action_of(sop_class: &str) -> Option<Action> {
         PATIENT_ROOT_GET | STUDY_ROOT_GET => Some(Action::Get),
         STORAGE_COMMITMENT => Some(Action::Commit),
         MODALITY_WORKLIST_FIND => Some(Action::Worklist),
+        MPPS => Some(Action::Mpps),
         s if is_storage(s) => Some(Action::Store),
         _ => None,
     }

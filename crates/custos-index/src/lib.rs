@@ -20,7 +20,7 @@ pub use sqlite::SqliteIndex;
 use async_trait::async_trait;
 use custos_core::audit::{AuditKey, AuditRecord, AuditSearch};
 use custos_core::query::{Query, Row};
-use custos_core::record::{InstanceRecord, StoredInstance, WorklistRow};
+use custos_core::record::{InstanceRecord, MppsRow, StoredInstance, WorklistRow};
 use custos_core::{ApiToken, Peer, User};
 
 /// A backend's own error (SQLite's, PostgreSQL's), kept as its source.
@@ -212,8 +212,9 @@ pub trait AuditLog: Send + Sync + 'static {
     async fn audit_search(&self, search: &AuditSearch) -> Result<Vec<AuditRecord>, IndexError>;
 }
 
-/// The modality worklist: scheduled procedure steps, kept whole as DICOM
-/// JSON with the keys modalities match on beside them.
+/// The department's schedule: worklist items (scheduled procedure steps,
+/// kept whole as DICOM JSON with the keys modalities match on beside them)
+/// and the performed procedure steps modalities report.
 #[async_trait]
 pub trait Worklist: Send + Sync + 'static {
     /// Adds `row` (its `id` is ignored); returns the new id.
@@ -231,6 +232,13 @@ pub trait Worklist: Send + Sync + 'static {
         to: Option<String>,
         limit: usize,
     ) -> Result<Vec<WorklistRow>, IndexError>;
+
+    /// Adds a performed procedure step; `false` if one has its UID.
+    async fn create_mpps(&self, row: MppsRow) -> Result<bool, IndexError>;
+    async fn mpps(&self, sop_instance_uid: &str) -> Result<Option<MppsRow>, IndexError>;
+    /// Replaces the step `row.sop_instance_uid` if it is still IN PROGRESS;
+    /// returns whether it was (the state machine's compare-and-set).
+    async fn update_mpps_in_progress(&self, row: MppsRow) -> Result<bool, IndexError>;
 }
 
 /// A whole index backend (SQLite or PostgreSQL): what is opened and handed

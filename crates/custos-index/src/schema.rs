@@ -122,6 +122,20 @@ fn worklist(pk: &str) -> String {
     )
 }
 
+/// 10: performed procedure steps (MPPS), with the study and worklist item
+/// they belong to (same DDL on both backends).
+pub const MPPS: &str = r#"
+    CREATE TABLE mpps (
+        sop_instance_uid TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        study_uid TEXT NOT NULL,
+        accession_number TEXT NOT NULL,
+        worklist_id BIGINT,
+        attributes_json TEXT NOT NULL
+    );
+    CREATE INDEX mpps_study ON mpps(study_uid);
+"#;
+
 /// The schema's steps in order, for one dialect; a database records how
 /// many it has applied. The first step is written once for both backends.
 pub fn migrations(dialect: Dialect) -> Vec<String> {
@@ -148,7 +162,7 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     // 2: web users and API tokens; 3: peers that must use TLS, optionally
     // with a pinned client certificate; 4: the audit trail; 5: peers pinned
     // by certificate subject or CA bundle; 6: series date and time; 7: an
-    // index on arrival time; 8: counters; 9: the worklist.
+    // index on arrival time; 8: counters; 9: the worklist; 10: MPPS.
     let mut steps = vec![first];
     steps.extend(
         [
@@ -163,6 +177,7 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     );
     steps.push(counters(dialect));
     steps.push(worklist(pk));
+    steps.push(MPPS.to_string());
     steps
 }
 

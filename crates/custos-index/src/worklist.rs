@@ -1,11 +1,11 @@
-//! The modality worklist on both backends: one table, the same columns, the
+//! The modality worklist and performed procedure steps on both backends: one table, the same columns, the
 //! SQL differing only in parameter markers. Matching beyond the start-date
 //! range (names, modality, station) is the archive's, on the rows read here.
 
 use async_trait::async_trait;
 use rusqlite::OptionalExtension;
 
-use custos_core::record::WorklistRow;
+use custos_core::record::{MppsRow, WorklistRow};
 
 use crate::postgres::{pg, pool_err};
 use crate::{IndexError, PgIndex, SqliteIndex, Worklist};
@@ -48,6 +48,31 @@ fn pg_row(r: &tokio_postgres::Row) -> WorklistRow {
         start_date: r.get(6),
         start_time: r.get(7),
         item_json: r.get(8),
+    }
+}
+
+const MPPS_COLUMNS: &str =
+    "sop_instance_uid, status, study_uid, accession_number, worklist_id, attributes_json";
+
+fn sqlite_mpps(r: &rusqlite::Row<'_>) -> rusqlite::Result<MppsRow> {
+    Ok(MppsRow {
+        sop_instance_uid: r.get(0)?,
+        status: r.get(1)?,
+        study_uid: r.get(2)?,
+        accession_number: r.get(3)?,
+        worklist_id: r.get(4)?,
+        attributes_json: r.get(5)?,
+    })
+}
+
+fn pg_mpps(r: &tokio_postgres::Row) -> MppsRow {
+    MppsRow {
+        sop_instance_uid: r.get(0),
+        status: r.get(1),
+        study_uid: r.get(2),
+        accession_number: r.get(3),
+        worklist_id: r.get(4),
+        attributes_json: r.get(5),
     }
 }
 
@@ -108,6 +133,39 @@ impl Worklist for SqliteIndex {
                 sqlite_row,
             )?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn create_mpps(&self, row: MppsRow) -> Result<bool, IndexError> {
+        self.write(move |t| {
+            Ok(t.execute(
+                &format!("INSERT INTO mpps ({MPPS_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (sop_instance_uid) DO NOTHING"),
+                rusqlite::params![row.sop_instance_uid, row.status, row.study_uid, row.accession_number, row.worklist_id, row.attributes_json],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn mpps(&self, sop_instance_uid: &str) -> Result<Option<MppsRow>, IndexError> {
+        let uid = sop_instance_uid.to_string();
+        self.read(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {MPPS_COLUMNS} FROM mpps WHERE sop_instance_uid = ?1"),
+                [uid],
+                sqlite_mpps,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn update_mpps_in_progress(&self, row: MppsRow) -> Result<bool, IndexError> {
+        self.write(move |t| {
+            Ok(t.execute(
+                "UPDATE mpps SET status = ?2, study_uid = ?3, accession_number = ?4, worklist_id = ?5, attributes_json = ?6 WHERE sop_instance_uid = ?1 AND status = 'IN PROGRESS'",
+                rusqlite::params![row.sop_instance_uid, row.status, row.study_uid, row.accession_number, row.worklist_id, row.attributes_json],
+            )? > 0)
         })
         .await
     }
@@ -179,5 +237,41 @@ impl Worklist for PgIndex {
             .await
             .map_err(pg)?;
         Ok(rows.iter().map(pg_row).collect())
+    }
+
+    async fn create_mpps(&self, row: MppsRow) -> Result<bool, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let n = client
+            .execute(
+                &format!("INSERT INTO mpps ({MPPS_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sop_instance_uid) DO NOTHING"),
+                &[&row.sop_instance_uid, &row.status, &row.study_uid, &row.accession_number, &row.worklist_id, &row.attributes_json],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(n > 0)
+    }
+
+    async fn mpps(&self, sop_instance_uid: &str) -> Result<Option<MppsRow>, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {MPPS_COLUMNS} FROM mpps WHERE sop_instance_uid = $1"),
+                &[&sop_instance_uid],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.as_ref().map(pg_mpps))
+    }
+
+    async fn update_mpps_in_progress(&self, row: MppsRow) -> Result<bool, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let n = client
+            .execute(
+                "UPDATE mpps SET status = $2, study_uid = $3, accession_number = $4, worklist_id = $5, attributes_json = $6 WHERE sop_instance_uid = $1 AND status = 'IN PROGRESS'",
+                &[&row.sop_instance_uid, &row.status, &row.study_uid, &row.accession_number, &row.worklist_id, &row.attributes_json],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(n > 0)
     }
 }

@@ -744,6 +744,7 @@ async fn migration_8_counts_what_was_stored_before() {
     let db = rusqlite::Connection::open(&path).unwrap();
     db.execute_batch(
         "DROP TABLE worklist;
+         DROP TABLE mpps;
          ALTER TABLE series DROP COLUMN num_instances;
          ALTER TABLE studies DROP COLUMN num_series;
          ALTER TABLE studies DROP COLUMN num_instances;

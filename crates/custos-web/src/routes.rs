@@ -234,6 +234,12 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
             Right(Worklist),
             delete(worklist::remove),
         ),
+        (
+            Method::GET,
+            "/api/mpps/{uid}",
+            Right(Worklist),
+            get(worklist::performed_step),
+        ),
         (Method::GET, "/api/users", Right(Admin), get(admin::users)),
         (
             Method::POST,

@@ -182,3 +182,29 @@ pub async fn remove(
     record(&s, 'D', format!("worklist item {id} removed"), None).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// `GET /api/mpps/{uid}`: a performed procedure step a modality reported —
+/// its status, study, the worklist item it performs, its attributes.
+pub async fn performed_step(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path(uid): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    require(&p, Action::Worklist)?;
+    let row = s.archive.mpps(&uid).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no such performed procedure step".to_string(),
+        )
+    })?;
+    let attributes: serde_json::Value = serde_json::from_str(&row.attributes_json)
+        .map_err(|e| custos_index::IndexError::Corrupt(format!("performed procedure step: {e}")))?;
+    Ok(Json(json!({
+        "uid": row.sop_instance_uid,
+        "status": row.status,
+        "study_uid": row.study_uid,
+        "accession_number": row.accession_number,
+        "worklist_id": row.worklist_id,
+        "attributes": attributes,
+    })))
+}

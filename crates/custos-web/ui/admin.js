@@ -4,7 +4,7 @@
 import { el } from "/ui/dom.js";
 
 const ROLES = ["admin", "radiologist", "uploader", "auditor"];
-const RIGHTS = ["echo", "store", "find", "get", "move", "commit", "worklist"];
+const RIGHTS = ["echo", "store", "find", "get", "move", "commit", "worklist", "mpps"];
 
 /**
  * The admin page in `main`. `api(path, options)` is the UI's fetch (cookie,

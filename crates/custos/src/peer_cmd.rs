@@ -23,7 +23,7 @@ pub enum PeerCommand {
         /// Port its own DICOM listener uses (C-MOVE destination).
         #[arg(long, default_value_t = 104)]
         port: u16,
-        /// What it may do: any of echo, store, find, get, move, commit, worklist (comma-separated).
+        /// What it may do: any of echo, store, find, get, move, commit, worklist, mpps (comma-separated).
         #[arg(long, default_value = "echo")]
         allow: String,
         /// `required`: only over TLS with a client certificate from the data

@@ -1,5 +1,6 @@
 //! The department's workflow over DICOM (issue 15), against pynetdicom as the
-//! modality: storage commitment.
+//! modality: storage commitment; DCMTK's findscu -W and pynetdicom for the
+//! worklist and MPPS.
 
 use crate::common::*;
 
@@ -268,7 +269,7 @@ fn mwl_trial(data: &DataDir) {
     const PW: &str = "schedules 4 modalities";
     add_user(data, "ris", "admin", PW);
     add_user(data, "rad", "radiologist", PW);
-    data.add_peer("CT01", "127.0.0.1", free_port(), "echo,worklist");
+    data.add_peer("CT01", "127.0.0.1", free_port(), "echo,worklist,mpps");
     data.add_peer("STOREONLY", "127.0.0.1", free_port(), "echo,store");
     let server = Server::start(data);
     let ris = serde_json::json!({"basic": ["ris", PW]});
@@ -386,6 +387,56 @@ fn mwl_trial(data: &DataDir) {
         vec!["MWL2"]
     );
 
+    // The CT performs MWL2 and reports it; the transitions PS3.4 F refuses
+    // get its statuses.
+    let port = server.port();
+    let study = "1.2.826.0.1.3680043.2.1125.77.1";
+    let mpps = |aet: &str| {
+        python(&[
+            "mpps",
+            "--port",
+            &port,
+            "--aet",
+            aet,
+            "--patient-id",
+            "MWL2",
+            "--study-uid",
+            study,
+            "--accession",
+            "ACC2",
+        ])
+    };
+    let m = json_of(&mpps("CT01").success());
+    assert_eq!(
+        m["statuses"],
+        serde_json::json!({"create_completed": 0x0106, "create": 0, "create_again": 0x0111,
+            "set_completed": 0, "set_after_completion": 0x0110, "set_unknown": 0x0112}),
+        "{m}"
+    );
+    let uid = m["uid"].as_str().unwrap();
+    let r = web_requests(
+        &server,
+        serde_json::json!([{"method": "GET", "path": format!("/api/mpps/{uid}"), "auth": ris},
+            {"method": "GET", "path": "/api/mpps/1.2.3", "auth": ris}]),
+    );
+    assert_eq!(r[0]["status"], 200, "{r:?}");
+    assert_eq!(r[1]["status"], 404, "{r:?}");
+    let step: serde_json::Value = serde_json::from_str(r[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(step["status"], "COMPLETED");
+    assert_eq!(step["study_uid"], study);
+    assert_eq!(
+        step["worklist_id"], ids[1],
+        "linked to the worklist item by accession"
+    );
+    assert!(
+        step["attributes"]["00400340"]["Value"][0]["0020000E"].is_object(),
+        "the performed series: {step}"
+    );
+    assert!(
+        !json_of(&mpps("STOREONLY"))["accepted"].as_bool().unwrap(),
+        "a peer without the mpps right"
+    );
+
     // A peer without the worklist right is not offered the model.
     assert!(worklist_query(&server, "STOREONLY", &out, &[]).is_none_or(|r| r.is_empty()));
 
@@ -396,6 +447,12 @@ fn mwl_trial(data: &DataDir) {
         .filter(|e| e.to_string().contains("Order Record"))
         .count();
     assert_eq!(orders, 5, "3 added, 1 changed, 1 removed");
+    let procedures: Vec<_> = trail
+        .iter()
+        .filter(|e| e.to_string().contains("Procedure Record"))
+        .collect();
+    assert_eq!(procedures.len(), 2, "created and completed: {procedures:?}");
+    assert!(procedures.iter().all(|e| e.to_string().contains(study)));
     let _ = std::fs::remove_dir_all(&out);
     server.stop();
 }
