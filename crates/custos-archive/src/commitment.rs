@@ -3,10 +3,6 @@
 //! back against the recorded size and SHA-256, so a modality deletes its own
 //! copy only of what is here and intact. The DIMSE exchange is `custos-dimse`'s.
 
-use std::collections::HashMap;
-
-use custos_core::query::{Key, Level, Matcher, Query};
-use custos_core::record::StoredInstance;
 use custos_index::IndexError;
 use custos_store::StoreError;
 
@@ -29,29 +25,14 @@ pub struct Reference {
     pub sop_instance_uid: String,
 }
 
-/// UIDs looked up in the index per query.
-const PAGE: usize = 500;
-
 impl Archive {
     /// For each reference, in order: `None` if the archive holds it intact,
     /// or the Failure Reason. An unreadable index is an error (the request
     /// fails as a whole; the modality asks again); an unreadable blob fails
     /// only its instance.
     pub async fn commitment(&self, refs: &[Reference]) -> Result<Vec<Option<u16>>, IndexError> {
-        let mut stored: HashMap<String, StoredInstance> = HashMap::new();
-        for page in refs.chunks(PAGE) {
-            let uids: Vec<String> = page.iter().map(|r| r.sop_instance_uid.clone()).collect();
-            let query = Query {
-                level: Level::Image,
-                conditions: vec![(Key::SOPInstanceUID, Matcher::List(uids))],
-                limit: page.len(),
-                offset: 0,
-                order: Vec::new(),
-            };
-            for inst in self.index.instances(query).await? {
-                stored.insert(inst.sop_instance_uid.clone(), inst);
-            }
-        }
+        let uids: Vec<String> = refs.iter().map(|r| r.sop_instance_uid.clone()).collect();
+        let stored = self.stored_by_uid(&uids).await?;
         let mut out = Vec::with_capacity(refs.len());
         for r in refs {
             let Some(inst) = stored.get(&r.sop_instance_uid) else {

@@ -189,6 +189,16 @@ impl<'a> Ingest<'a> {
         rec.transfer_syntax_uid = ts;
         rec.size = self.blob.size();
         rec.sha256 = self.blob.sha256_hex();
+        let facts = custos_core::routing::InstanceFacts {
+            calling_ae: self
+                .expected
+                .as_ref()
+                .map(|m| m.source_ae_title.clone())
+                .unwrap_or_default(),
+            modality: rec.modality.clone(),
+            sop_class: rec.sop_class_uid.clone(),
+            study_description: rec.study_description.clone(),
+        };
         let received = Received {
             patient_id: rec.patient_id.clone(),
             sop_instance_uid: rec.sop_instance_uid.clone(),
@@ -234,6 +244,17 @@ impl<'a> Ingest<'a> {
                 StoreOutcome::Replaced
             }
         };
+        if matches!(
+            result,
+            StoreOutcome::Stored | StoreOutcome::AlreadyStored | StoreOutcome::Replaced
+        ) && !self.archive.routes().is_empty()
+        {
+            // Queued before the sender is acknowledged; if this fails, the
+            // sender gets a failure and sends again (AlreadyStored: queued then).
+            self.archive
+                .route_new(&received.sop_instance_uid, &facts)
+                .await?;
+        }
         Ok((received, result))
     }
 }

@@ -21,6 +21,7 @@ pub mod mpps;
 pub mod part10;
 pub mod registry;
 mod retrieve;
+pub mod routing;
 pub mod status;
 pub mod text;
 pub mod view;
@@ -72,6 +73,8 @@ pub struct Archive {
     duplicates: DuplicatePolicy,
     audit: std::sync::OnceLock<audit::AuditSender>,
     trail: std::sync::OnceLock<audit::AuditTrail>,
+    routes: std::sync::OnceLock<Vec<custos_core::routing::RouteRule>>,
+    queued: tokio::sync::Notify,
 }
 
 impl Archive {
@@ -86,6 +89,8 @@ impl Archive {
             duplicates,
             audit: std::sync::OnceLock::new(),
             trail: std::sync::OnceLock::new(),
+            routes: std::sync::OnceLock::new(),
+            queued: tokio::sync::Notify::new(),
         }
     }
 

@@ -10,7 +10,7 @@ use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
-use custos_core::query::{KeyKind, Matcher, fold_case};
+use custos_core::query::{KeyKind, Matcher, fold_case, wildcard};
 use custos_core::record::WorklistRow;
 use custos_index::IndexError;
 
@@ -109,29 +109,6 @@ impl Condition {
             }
         }
     }
-}
-
-/// `*` any run, `?` one character.
-fn wildcard(pattern: &str, value: &str) -> bool {
-    let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
-    let (mut pi, mut vi, mut star, mut mark) = (0, 0, None, 0);
-    while vi < v.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == v[vi]) {
-            pi += 1;
-            vi += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = vi;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            vi = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// A key modalities match on: at the identifier's top level or in its
@@ -337,16 +314,6 @@ impl Archive {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wildcards() {
-        assert!(wildcard("DOE*", "DOE^JOHN"));
-        assert!(wildcard("*JOHN", "DOE^JOHN"));
-        assert!(wildcard("D?E*", "DOE^JOHN"));
-        assert!(!wildcard("DOE", "DOE^JOHN"));
-        assert!(wildcard("*", ""));
-        assert!(!wildcard("?", ""));
-    }
 
     const ITEM: &str = r#"{
         "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]},

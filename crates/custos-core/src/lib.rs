@@ -16,6 +16,7 @@ pub mod peer;
 pub mod policy;
 pub mod query;
 pub mod record;
+pub mod routing;
 
 pub use action::{Action, Permissions};
 pub use auth::{ApiToken, Role, User};

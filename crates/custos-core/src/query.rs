@@ -262,6 +262,29 @@ impl Query {
 /// One match: every key of its level and the levels above, as text.
 pub type Row = BTreeMap<Key, String>;
 
+/// `*` any run, `?` one character.
+pub fn wildcard(pattern: &str, value: &str) -> bool {
+    let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
+    let (mut pi, mut vi, mut star, mut mark) = (0, 0, None, 0);
+    while vi < v.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == v[vi]) {
+            pi += 1;
+            vi += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = vi;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            vi = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
 /// Normal form of a person name or text for case-insensitive matching.
 pub fn fold_case(s: &str) -> String {
     s.to_uppercase()
@@ -270,6 +293,16 @@ pub fn fold_case(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard("DOE*", "DOE^JOHN"));
+        assert!(wildcard("*JOHN", "DOE^JOHN"));
+        assert!(wildcard("D?E*", "DOE^JOHN"));
+        assert!(!wildcard("DOE", "DOE^JOHN"));
+        assert!(wildcard("*", ""));
+        assert!(!wildcard("?", ""));
+    }
 
     #[test]
     fn matchers() {

@@ -21,6 +21,7 @@ mod outbound;
 pub mod quickack;
 mod relay;
 mod retrieve;
+pub mod router;
 mod server;
 pub mod syntaxes;
 mod tls;

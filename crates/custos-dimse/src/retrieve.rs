@@ -157,7 +157,7 @@ fn route<S: Stream, A: AsyncAssociation<S>>(assoc: &A, inst: &StoredInstance) ->
 
 /// Sends one C-STORE-RQ with its data set. `Ok(false)` means it could not be
 /// sent (no usable context, unreadable blob): a failed sub-operation.
-async fn send_store<S: Stream, A>(
+pub(crate) async fn send_store<S: Stream, A>(
     assoc: &mut A,
     archive: &Archive,
     inst: &StoredInstance,

@@ -8,6 +8,7 @@
 
 mod pg_connect;
 mod postgres;
+mod queue;
 mod schema;
 mod sql_query;
 mod sqlite;
@@ -21,6 +22,7 @@ use async_trait::async_trait;
 use custos_core::audit::{AuditKey, AuditRecord, AuditSearch};
 use custos_core::query::{Query, Row};
 use custos_core::record::{InstanceRecord, MppsRow, StoredInstance, WorklistRow};
+use custos_core::routing::{Job, JobState};
 use custos_core::{ApiToken, Peer, User};
 
 /// A backend's own error (SQLite's, PostgreSQL's), kept as its source.
@@ -241,10 +243,49 @@ pub trait Worklist: Send + Sync + 'static {
     async fn update_mpps_in_progress(&self, row: MppsRow) -> Result<bool, IndexError>;
 }
 
+/// The forwarding queue: jobs survive restarts, and several nodes on one
+/// PostgreSQL index take different jobs (`FOR UPDATE SKIP LOCKED`). A job
+/// taken is leased: if its node dies, it is due again when the lease ends.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Queues (instance, destination) jobs due at `now`. An existing job for
+    /// the same pair is left alone, or with `again` put back to pending.
+    async fn enqueue(
+        &self,
+        jobs: Vec<(String, String)>,
+        reason: &str,
+        now: i64,
+        again: bool,
+    ) -> Result<(), IndexError>;
+    /// Takes up to `limit` due pending jobs: each gets one more attempt and
+    /// is not due again before `lease_until`.
+    async fn take_jobs(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<Job>, IndexError>;
+    /// Records an attempt's end: done, due again at `retry_at`, or (None)
+    /// failed for good.
+    async fn job_done(&self, id: i64) -> Result<(), IndexError>;
+    async fn job_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<i64>,
+    ) -> Result<(), IndexError>;
+    /// Jobs in `state` (all if None), newest first.
+    async fn jobs(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, IndexError>;
+    /// Puts a failed or cancelled job back (attempts reset); whether it was.
+    async fn retry_job(&self, id: i64, now: i64) -> Result<bool, IndexError>;
+    /// Cancels a pending or failed job; whether it was.
+    async fn cancel_job(&self, id: i64) -> Result<bool, IndexError>;
+}
+
 /// A whole index backend (SQLite or PostgreSQL): what is opened and handed
 /// out in parts — the archive keeps the instances, the registry service and
 /// authentication get the registry, the gate only the peer directory, the
 /// audit writer only the log.
-pub trait Index: InstanceIndex + Registry + AuditLog + Worklist {}
+pub trait Index: InstanceIndex + Registry + AuditLog + Worklist + Queue {}
 
-impl<T: InstanceIndex + Registry + AuditLog + Worklist> Index for T {}
+impl<T: InstanceIndex + Registry + AuditLog + Worklist + Queue> Index for T {}

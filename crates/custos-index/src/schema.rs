@@ -136,6 +136,28 @@ pub const MPPS: &str = r#"
     CREATE INDEX mpps_study ON mpps(study_uid);
 "#;
 
+/// 11: the forwarding queue (routing rules, manual sends): one row per
+/// instance and destination; `next_at` is when it may be tried (again).
+fn jobs(pk: &str) -> String {
+    format!(
+        r#"
+    CREATE TABLE jobs (
+        id {pk},
+        sop_instance_uid TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts BIGINT NOT NULL DEFAULT 0,
+        next_at BIGINT NOT NULL,
+        last_error TEXT NOT NULL DEFAULT '',
+        created BIGINT NOT NULL,
+        UNIQUE (sop_instance_uid, destination)
+    );
+    CREATE INDEX jobs_due ON jobs(state, next_at);
+"#
+    )
+}
+
 /// The schema's steps in order, for one dialect; a database records how
 /// many it has applied. The first step is written once for both backends.
 pub fn migrations(dialect: Dialect) -> Vec<String> {
@@ -162,7 +184,7 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     // 2: web users and API tokens; 3: peers that must use TLS, optionally
     // with a pinned client certificate; 4: the audit trail; 5: peers pinned
     // by certificate subject or CA bundle; 6: series date and time; 7: an
-    // index on arrival time; 8: counters; 9: the worklist; 10: MPPS.
+    // index on arrival time; 8: counters; 9: the worklist; 10: MPPS; 11: jobs.
     let mut steps = vec![first];
     steps.extend(
         [
@@ -178,6 +200,7 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     steps.push(counters(dialect));
     steps.push(worklist(pk));
     steps.push(MPPS.to_string());
+    steps.push(jobs(pk));
     steps
 }
 

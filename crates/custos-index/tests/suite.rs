@@ -745,6 +745,7 @@ async fn migration_8_counts_what_was_stored_before() {
     db.execute_batch(
         "DROP TABLE worklist;
          DROP TABLE mpps;
+         DROP TABLE jobs;
          ALTER TABLE series DROP COLUMN num_instances;
          ALTER TABLE studies DROP COLUMN num_series;
          ALTER TABLE studies DROP COLUMN num_instances;

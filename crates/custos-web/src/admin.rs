@@ -397,3 +397,141 @@ async fn delete(
     );
     Ok(Json(json!({ "deleted_instances": removed })).into_response())
 }
+
+#[derive(Deserialize)]
+pub struct JobsQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/jobs?state=&limit=`: the forwarding queue, newest first.
+pub async fn jobs(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    q: std::result::Result<
+        axum::extract::Query<JobsQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<Json<serde_json::Value>> {
+    require(&p, Action::Admin)?;
+    let axum::extract::Query(q) =
+        q.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.body_text()))?;
+    let state = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(custos_core::routing::JobState::parse(s).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "state is pending, done, failed or cancelled",
+            )
+        })?),
+    };
+    let limit = q.limit.unwrap_or(100);
+    if limit > 1000 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "limit is at most 1000",
+        ));
+    }
+    let jobs: Vec<_> = s
+        .archive
+        .jobs(state, limit)
+        .await?
+        .into_iter()
+        .map(|j| {
+            json!({
+                "id": j.id, "state": j.state.name(), "attempts": j.attempts,
+                "destination": j.destination, "sop_instance_uid": j.sop_instance_uid,
+                "reason": j.reason, "last_error": j.last_error, "next_at": j.next_at, "created": j.created,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "jobs": jobs })))
+}
+
+fn job_id(raw: &str) -> Result<i64> {
+    raw.parse()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "a job id is a number"))
+}
+
+/// `POST /api/jobs/{id}/retry`: a failed or cancelled job queued again.
+pub async fn retry_job(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    change_job(&s, &p, &id, true).await
+}
+
+/// `POST /api/jobs/{id}/cancel`: a pending or failed job cancelled.
+pub async fn cancel_job(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    change_job(&s, &p, &id, false).await
+}
+
+/// Retries (or cancels) job `id`: 204, or 404 if it is in no state for that.
+async fn change_job(s: &AppState, p: &Principal, id: &str, retry: bool) -> Result<Response> {
+    require(p, Action::Admin)?;
+    let id = job_id(id)?;
+    let changed = if retry {
+        s.archive.retry_job(id).await?
+    } else {
+        s.archive.cancel_job(id).await?
+    };
+    if !changed {
+        let which = if retry {
+            "failed or cancelled"
+        } else {
+            "pending or failed"
+        };
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no {which} job {id}"),
+        ));
+    }
+    tracing::info!(
+        by = p.name(),
+        job = id,
+        retry,
+        "job changed through the API"
+    );
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+pub struct SendBody {
+    destination: String,
+}
+
+/// `POST /api/studies/{study}/send` `{"destination": AE}`: every instance of
+/// the study queued for a registered peer; 202 with how many.
+pub async fn send_study(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path(study): Path<String>,
+    body: std::result::Result<Json<SendBody>, JsonRejection>,
+) -> Result<Response> {
+    require(&p, Action::Admin)?;
+    check_uid(&study)?;
+    let Json(body) = body.map_err(json_rejection)?;
+    let callable = s
+        .archive
+        .peer_directory()
+        .peer(&body.destination)
+        .await?
+        .is_some_and(|peer| peer.host.connect_host().is_some());
+    if !callable {
+        return Err(unprocessable(format!(
+            "`{}` is not a registered peer with one address and a port",
+            body.destination
+        )));
+    }
+    let n = s.archive.send_study(&study, &body.destination).await?;
+    if n == 0 {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such study"));
+    }
+    tracing::info!(by = p.name(), destination = %body.destination, instances = n, "study queued for sending");
+    Ok((StatusCode::ACCEPTED, Json(json!({ "queued": n }))).into_response())
+}

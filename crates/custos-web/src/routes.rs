@@ -240,6 +240,25 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
             Right(Worklist),
             get(worklist::performed_step),
         ),
+        (Method::GET, "/api/jobs", Right(Admin), get(admin::jobs)),
+        (
+            Method::POST,
+            "/api/jobs/{id}/retry",
+            Right(Admin),
+            post(admin::retry_job),
+        ),
+        (
+            Method::POST,
+            "/api/jobs/{id}/cancel",
+            Right(Admin),
+            post(admin::cancel_job),
+        ),
+        (
+            Method::POST,
+            "/api/studies/{study}/send",
+            Right(Admin),
+            post(admin::send_study),
+        ),
         (Method::GET, "/api/users", Right(Admin), get(admin::users)),
         (
             Method::POST,

@@ -16,6 +16,29 @@ pub struct Config {
     pub store: StoreConfig,
     pub audit: AuditSection,
     pub log: Log,
+    pub routing: Routing,
+    /// `[[route]]` rules: which new instances are forwarded where.
+    #[serde(rename = "route")]
+    pub routes: Vec<custos_core::routing::RouteRule>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Routing {
+    /// First retry of a failed forward after this many seconds, doubled
+    /// each attempt (at most an hour).
+    pub retry_seconds: u64,
+    /// Attempts before a forward is failed for good (`custos jobs retry`).
+    pub max_attempts: u32,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            retry_seconds: 10,
+            max_attempts: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -344,6 +367,24 @@ syslog_ca = ""
 # error, warn, info, debug or trace (RUST_LOG overrides). Patient data is never
 # logged at info or above.
 level = "info"
+
+[routing]
+# A forward that fails (destination down, refusing) is tried again after
+# retry_seconds, doubling each time up to an hour, max_attempts times in all;
+# then it is failed (`custos jobs list --state failed`, `custos jobs retry ID`).
+retry_seconds = 10
+max_attempts = 10
+
+# Forwarding rules: each new instance matching all of a rule's conditions
+# (empty: any; `*` and `?` wildcards, case-insensitive) is queued for the
+# rule's destination, a registered peer with a port, and sent by C-STORE
+# (TLS if the peer requires it). The queue is in the index and survives
+# restarts. Conditions: calling_ae, modality, sop_class, study_description.
+# [[route]]
+# name = "ct-to-ai"
+# destination = "AI01"
+# modality = "CT"
+# study_description = "*HEAD*"
 "#;
 
 impl Config {

@@ -11,6 +11,7 @@ pub mod data;
 pub mod doctor;
 pub mod fsck_cmd;
 pub mod import;
+pub mod jobs_cmd;
 pub mod migrate_cmd;
 pub mod peer_cmd;
 pub mod probe_cmd;

@@ -3,8 +3,8 @@
 #![forbid(unsafe_code)]
 
 use custos::{
-    audit_cmd, backup_cmd, cert_cmd, config, data, doctor, fsck_cmd, import, migrate_cmd, peer_cmd,
-    probe_cmd, serve, user_cmd, viewer_cmd,
+    audit_cmd, backup_cmd, cert_cmd, config, data, doctor, fsck_cmd, import, jobs_cmd, migrate_cmd,
+    peer_cmd, probe_cmd, serve, user_cmd, viewer_cmd,
 };
 
 use std::path::PathBuf;
@@ -42,6 +42,11 @@ enum Command {
     Peer {
         #[command(subcommand)]
         command: peer_cmd::PeerCommand,
+    },
+    /// The forwarding queue: list, retry, cancel, send a study.
+    Jobs {
+        #[command(subcommand)]
+        command: jobs_cmd::JobsCommand,
     },
     /// Web users (HTTP Basic) and their roles.
     User {
@@ -245,6 +250,7 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Command::Peer { command } => peer_cmd::run(&cli.data, command).await,
+            Command::Jobs { command } => jobs_cmd::run(&cli.data, command).await,
             Command::Db {
                 command: DbCommand::Migrate,
             } => {

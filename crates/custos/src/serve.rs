@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
@@ -181,6 +181,8 @@ pub async fn start(data_dir: &Path, config: Config, listeners: Listeners) -> Res
             peers.len()
         );
     }
+    check_routes(&config.routes, &peers)?;
+    archive.set_routes(config.routes.clone());
     let auth = std::sync::Arc::new(custos_auth::Authenticator::new(
         archive.registry(),
         load_oidc(data_dir, &config).await?,
@@ -216,6 +218,15 @@ pub async fn start(data_dir: &Path, config: Config, listeners: Listeners) -> Res
         auth,
         stop_rx.clone(),
     )?;
+    tokio::spawn(custos_dimse::router::run(
+        archive.clone(),
+        std::sync::Arc::new(dimse.clone()),
+        custos_dimse::router::RouterSettings {
+            retry_base: Duration::from_secs(config.routing.retry_seconds.max(1)),
+            max_attempts: i64::from(config.routing.max_attempts.max(1)),
+        },
+        stop_rx.clone(),
+    ));
     let dimse = tokio::spawn(custos_dimse::serve(
         listener,
         tls,
@@ -229,6 +240,31 @@ pub async fn start(data_dir: &Path, config: Config, listeners: Listeners) -> Res
         web,
         archive,
     })
+}
+
+/// Every `[[route]]` must name a registered peer Custos can call (one
+/// address and a port): a rule to anyone else is refused at start.
+fn check_routes(
+    routes: &[custos_core::routing::RouteRule],
+    peers: &[custos_core::Peer],
+) -> Result<()> {
+    for r in routes {
+        let callable = peers
+            .iter()
+            .find(|p| p.ae_title == r.destination.trim())
+            .is_some_and(|p| p.host.connect_host().is_some());
+        if !callable {
+            bail!(
+                "[[route]] `{}`: destination `{}` is not a registered peer with one address and a port (custos peer add)",
+                r.name,
+                r.destination
+            );
+        }
+    }
+    if !routes.is_empty() {
+        println!("{} forwarding rule(s)", routes.len());
+    }
+    Ok(())
 }
 
 async fn wait_for_signal() {

@@ -28,6 +28,7 @@ mod postgres_backend;
 mod probe;
 mod query;
 mod robustness;
+mod routing;
 mod status;
 mod user_identity;
 mod web_security;

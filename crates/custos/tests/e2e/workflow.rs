@@ -4,40 +4,17 @@
 
 use crate::common::*;
 
-/// Makes `n` small instances of one patient and stores them as `aet`: their
-/// files and SOP Instance UIDs.
+/// Makes `n` small instances of one patient and stores them as `aet`.
 fn stored_instances(
     server: &Server,
     dir: &std::path::Path,
     aet: &str,
     n: usize,
 ) -> (Vec<String>, Vec<String>) {
-    let mut args = vec!["make".to_string(), dir.to_string_lossy().into_owned()];
-    for i in 0..n {
-        args.push(format!(
-            r#"{{"PatientID": "COMMIT", "InstanceNumber": "{i}"}}"#
-        ));
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let made = json_of(&python(&args).success());
-    let files: Vec<String> = made
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().to_string())
+    let specs: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"PatientID": "COMMIT", "InstanceNumber": "{i}"}}"#))
         .collect();
-    let port = server.port();
-    let mut store = vec!["store", "--port", &port, "--aet", aet];
-    store.extend(files.iter().map(String::as_str));
-    let stored = json_of(&python(&store).success());
-    let uids = files
-        .iter()
-        .map(|f| {
-            assert_eq!(stored[f]["status"], 0, "{stored}");
-            stored[f]["uid"].as_str().unwrap().to_string()
-        })
-        .collect();
-    (files, uids)
+    make_and_store(server, dir, aet, &specs)
 }
 
 #[test]

@@ -334,6 +334,38 @@ pub fn acked_count(acked: &Path) -> usize {
 
 /// DCMTK's findscu (verbose) from `aet` for every study's UID: one
 /// "Find Response: N (Pending)" line per match in its stderr.
+/// Makes instances with peer.py's `make` (each spec a JSON object of
+/// attributes) and stores each as `aet` (pynetdicom): their files and SOP
+/// Instance UIDs, after checking every status is success.
+pub fn make_and_store(
+    server: &Server,
+    dir: &Path,
+    aet: &str,
+    specs: &[String],
+) -> (Vec<String>, Vec<String>) {
+    let mut args = vec!["make".to_string(), dir.to_string_lossy().into_owned()];
+    args.extend(specs.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let files: Vec<String> = json_of(&python(&args).success())
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    let port = server.port();
+    let mut store = vec!["store", "--port", &port, "--aet", aet];
+    store.extend(files.iter().map(String::as_str));
+    let stored = json_of(&python(&store).success());
+    let uids = files
+        .iter()
+        .map(|f| {
+            assert_eq!(stored[f]["status"], 0, "{stored}");
+            stored[f]["uid"].as_str().unwrap().to_string()
+        })
+        .collect();
+    (files, uids)
+}
+
 pub fn findscu_studies(server: &Server, aet: &str) -> Run {
     dcmtk(
         "findscu",

@@ -1,0 +1,297 @@
+//! The forwarding queue on both backends: one `jobs` table, the same SQL
+//! but for parameter markers and PostgreSQL's `FOR UPDATE SKIP LOCKED`
+//! (several nodes take different jobs).
+
+use async_trait::async_trait;
+
+use custos_core::routing::{Job, JobState};
+
+use crate::postgres::{pg, pool_err};
+use crate::{IndexError, PgIndex, Queue, SqliteIndex};
+
+const COLUMNS: &str =
+    "id, sop_instance_uid, destination, reason, state, attempts, next_at, last_error, created";
+
+/// Placeholders `?n` (SQLite) or `$n` (PostgreSQL).
+type Mark = fn(usize) -> String;
+
+fn sqlite_mark(n: usize) -> String {
+    format!("?{n}")
+}
+
+fn pg_mark(n: usize) -> String {
+    format!("${n}")
+}
+
+fn enqueue_sql(m: Mark, again: bool) -> String {
+    let conflict = if again {
+        "DO UPDATE SET state = 'pending', attempts = 0, next_at = excluded.next_at, last_error = '', reason = excluded.reason WHERE jobs.state <> 'pending'"
+    } else {
+        "DO NOTHING"
+    };
+    format!(
+        "INSERT INTO jobs (sop_instance_uid, destination, reason, state, next_at, created) VALUES ({}, {}, {}, 'pending', {}, {}) ON CONFLICT (sop_instance_uid, destination) {conflict}",
+        m(1),
+        m(2),
+        m(3),
+        m(4),
+        m(4)
+    )
+}
+
+fn take_sql(m: Mark, lock: &str) -> String {
+    format!(
+        "UPDATE jobs SET attempts = attempts + 1, next_at = {lease} WHERE id IN (SELECT id FROM jobs WHERE state = 'pending' AND next_at <= {now} ORDER BY id LIMIT {limit}{lock}) RETURNING {COLUMNS}",
+        now = m(1),
+        lease = m(2),
+        limit = m(3)
+    )
+}
+
+fn failed_sql(m: Mark) -> String {
+    // retry_at NULL: failed for good (dead letter). The cast tells
+    // PostgreSQL the parameter's type where it is first seen.
+    format!(
+        "UPDATE jobs SET last_error = {e}, state = CASE WHEN CAST({at} AS BIGINT) IS NULL THEN 'failed' ELSE 'pending' END, next_at = COALESCE(CAST({at} AS BIGINT), next_at) WHERE id = {id}",
+        id = m(1),
+        e = m(2),
+        at = m(3)
+    )
+}
+
+fn list_sql(m: Mark) -> String {
+    format!(
+        "SELECT {COLUMNS} FROM jobs WHERE ({s} = '' OR state = {s}) ORDER BY id DESC LIMIT {l}",
+        s = m(1),
+        l = m(2)
+    )
+}
+
+fn retry_sql(m: Mark) -> String {
+    format!(
+        "UPDATE jobs SET state = 'pending', attempts = 0, next_at = {now}, last_error = '' WHERE id = {id} AND state IN ('failed', 'cancelled')",
+        id = m(1),
+        now = m(2)
+    )
+}
+
+fn cancel_sql(m: Mark) -> String {
+    format!(
+        "UPDATE jobs SET state = 'cancelled' WHERE id = {} AND state IN ('pending', 'failed')",
+        m(1)
+    )
+}
+
+fn state_of(id: i64, state: &str) -> Result<JobState, IndexError> {
+    JobState::parse(state).ok_or_else(|| IndexError::Corrupt(format!("job {id}: state `{state}`")))
+}
+
+fn sqlite_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job, IndexError>> {
+    let id: i64 = r.get(0)?;
+    let state: String = r.get(4)?;
+    let job = Job {
+        id,
+        sop_instance_uid: r.get(1)?,
+        destination: r.get(2)?,
+        reason: r.get(3)?,
+        state: JobState::Pending,
+        attempts: r.get(5)?,
+        next_at: r.get(6)?,
+        last_error: r.get(7)?,
+        created: r.get(8)?,
+    };
+    Ok(state_of(id, &state).map(|state| Job { state, ..job }))
+}
+
+fn pg_job(r: &tokio_postgres::Row) -> Result<Job, IndexError> {
+    let id: i64 = r.get(0);
+    Ok(Job {
+        id,
+        sop_instance_uid: r.get(1),
+        destination: r.get(2),
+        reason: r.get(3),
+        state: state_of(id, r.get(4))?,
+        attempts: r.get(5),
+        next_at: r.get(6),
+        last_error: r.get(7),
+        created: r.get(8),
+    })
+}
+
+#[async_trait]
+impl Queue for SqliteIndex {
+    async fn enqueue(
+        &self,
+        jobs: Vec<(String, String)>,
+        reason: &str,
+        now: i64,
+        again: bool,
+    ) -> Result<(), IndexError> {
+        let reason = reason.to_string();
+        self.write(move |t| {
+            let mut stmt = t.prepare(&enqueue_sql(sqlite_mark, again))?;
+            for (uid, dest) in &jobs {
+                stmt.execute(rusqlite::params![uid, dest, reason, now])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_jobs(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<Job>, IndexError> {
+        self.write(move |t| {
+            let mut stmt = t.prepare(&take_sql(sqlite_mark, ""))?;
+            let rows = stmt.query_map(
+                rusqlite::params![now, lease_until, limit as i64],
+                sqlite_job,
+            )?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    async fn job_done(&self, id: i64) -> Result<(), IndexError> {
+        self.write(move |t| {
+            t.execute(
+                "UPDATE jobs SET state = 'done', last_error = '' WHERE id = ?1",
+                [id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn job_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<i64>,
+    ) -> Result<(), IndexError> {
+        let error = error.to_string();
+        self.write(move |t| {
+            t.execute(
+                &failed_sql(sqlite_mark),
+                rusqlite::params![id, error, retry_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn jobs(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, IndexError> {
+        let state = state.map(JobState::name).unwrap_or_default();
+        self.read(move |c| {
+            let mut stmt = c.prepare(&list_sql(sqlite_mark))?;
+            let rows = stmt.query_map(rusqlite::params![state, limit as i64], sqlite_job)?;
+            rows.map(|r| r?).collect()
+        })
+        .await
+    }
+
+    async fn retry_job(&self, id: i64, now: i64) -> Result<bool, IndexError> {
+        self.write(move |t| Ok(t.execute(&retry_sql(sqlite_mark), rusqlite::params![id, now])? > 0))
+            .await
+    }
+
+    async fn cancel_job(&self, id: i64) -> Result<bool, IndexError> {
+        self.write(move |t| Ok(t.execute(&cancel_sql(sqlite_mark), [id])? > 0))
+            .await
+    }
+}
+
+#[async_trait]
+impl Queue for PgIndex {
+    async fn enqueue(
+        &self,
+        jobs: Vec<(String, String)>,
+        reason: &str,
+        now: i64,
+        again: bool,
+    ) -> Result<(), IndexError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let stmt = tx.prepare(&enqueue_sql(pg_mark, again)).await.map_err(pg)?;
+        for (uid, dest) in &jobs {
+            tx.execute(&stmt, &[uid, dest, &reason, &now])
+                .await
+                .map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn take_jobs(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<Job>, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(
+                &take_sql(pg_mark, " FOR UPDATE SKIP LOCKED"),
+                &[&now, &lease_until, &(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter().map(pg_job).collect()
+    }
+
+    async fn job_done(&self, id: i64) -> Result<(), IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                "UPDATE jobs SET state = 'done', last_error = '' WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn job_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at: Option<i64>,
+    ) -> Result<(), IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(&failed_sql(pg_mark), &[&id, &error, &retry_at])
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn jobs(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let state = state.map(JobState::name).unwrap_or_default();
+        let rows = client
+            .query(&list_sql(pg_mark), &[&state, &(limit as i64)])
+            .await
+            .map_err(pg)?;
+        rows.iter().map(pg_job).collect()
+    }
+
+    async fn retry_job(&self, id: i64, now: i64) -> Result<bool, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let n = client
+            .execute(&retry_sql(pg_mark), &[&id, &now])
+            .await
+            .map_err(pg)?;
+        Ok(n > 0)
+    }
+
+    async fn cancel_job(&self, id: i64) -> Result<bool, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let n = client
+            .execute(&cancel_sql(pg_mark), &[&id])
+            .await
+            .map_err(pg)?;
+        Ok(n > 0)
+    }
+}

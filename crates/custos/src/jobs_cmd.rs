@@ -1,0 +1,91 @@
+//! `custos jobs list|retry|cancel|send`: the forwarding queue (routing rules
+//! and manual sends), worked by the running server(s).
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+
+use custos_core::routing::JobState;
+
+use crate::config::Config;
+use crate::data::open_archive;
+
+#[derive(Subcommand)]
+pub enum JobsCommand {
+    /// Jobs, newest first: id, state, attempts, destination, instance, rule, last error.
+    List {
+        /// pending, done, failed or cancelled (default: all)
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Puts a failed or cancelled job back in the queue.
+    Retry { id: i64 },
+    /// Cancels a pending or failed job.
+    Cancel { id: i64 },
+    /// Queues every instance of a study for a registered peer.
+    Send {
+        #[arg(long)]
+        study: String,
+        /// AE title of a registered peer with an address and port.
+        #[arg(long)]
+        to: String,
+    },
+}
+
+pub async fn run(data: &Path, command: JobsCommand) -> Result<()> {
+    let config = Config::load(data)?;
+    let archive = open_archive(data, &config).await?;
+    match command {
+        JobsCommand::List { state, limit } => {
+            let state = match state.as_deref() {
+                None => None,
+                Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+                    anyhow::anyhow!("--state is pending, done, failed or cancelled, not `{s}`")
+                })?),
+            };
+            for j in archive.jobs(state, limit).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    j.id,
+                    j.state.name(),
+                    j.attempts,
+                    j.destination,
+                    j.sop_instance_uid,
+                    j.reason,
+                    j.last_error
+                );
+            }
+        }
+        JobsCommand::Retry { id } => {
+            if !archive.retry_job(id).await? {
+                bail!("no failed or cancelled job {id}");
+            }
+            println!("job {id} queued again");
+        }
+        JobsCommand::Cancel { id } => {
+            if !archive.cancel_job(id).await? {
+                bail!("no pending or failed job {id}");
+            }
+            println!("job {id} cancelled");
+        }
+        JobsCommand::Send { study, to } => {
+            let callable = archive
+                .peer_directory()
+                .peer(&to)
+                .await?
+                .is_some_and(|p| p.host.connect_host().is_some());
+            if !callable {
+                bail!("`{to}` is not a registered peer with one address and a port");
+            }
+            let n = archive.send_study(&study, &to).await?;
+            if n == 0 {
+                bail!("no instances of study {study}");
+            }
+            println!("{n} instances queued for {to}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! Forwarding (issue 15): `[[route]]` rules and manual sends through the
+//! durable queue to DCMTK's storescp, across a destination outage and a
+//! SIGKILL of the server.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+
+const PW: &str = "forwards 4 the department";
+
+/// DCMTK's storescp as `aet` on `port`, writing into `dir`, logging each
+/// request it gets (`-v`) to `log`.
+fn storescp(aet: &str, port: u16, dir: &Path, log: &Path) -> Child {
+    std::fs::create_dir_all(dir).unwrap();
+    let child = Command::new("/usr/bin/storescp")
+        .args([
+            "-v",
+            "-aet",
+            aet,
+            "-od",
+            dir.to_str().unwrap(),
+            &port.to_string(),
+        ])
+        .env_remove("TCP_NODELAY")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("storescp");
+    wait_for_port(port);
+    child
+}
+
+/// Adds `[[route]]` rules and a 1 s retry to the data folder's configuration.
+fn configure(data: &DataDir, routes: &str) {
+    let path = data.path.join("custos.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("retry_seconds = 10", "retry_seconds = 1");
+    std::fs::write(&path, format!("{text}\n{routes}\n")).unwrap();
+}
+
+fn jobs(data: &DataDir, state: &str) -> Vec<Vec<String>> {
+    data.cli(&["jobs", "list", "--state", state])
+        .success()
+        .stdout()
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn routes_forward_matching_instances_and_retry_until_the_destination_answers() {
+    let data = DataDir::new("route");
+    let dest_port = free_port();
+    data.add_peer("DEST", "127.0.0.1", dest_port, "echo");
+    data.add_peer("MODALITY", "127.0.0.1", free_port(), "echo,store");
+    configure(
+        &data,
+        "[[route]]\nname = \"ct-only\"\ndestination = \"DEST\"\nmodality = \"ct\"\ncalling_ae = \"MODAL*\"",
+    );
+    add_user(&data, "admin2", "admin", PW);
+    let server = Server::start(&data);
+    let src = data.path.with_extension("src");
+    let (files, _) = make_and_store(
+        &server,
+        &src,
+        "MODALITY",
+        &[
+            r#"{"Modality": "CT", "PatientID": "R1"}"#.into(),
+            r#"{"Modality": "CT", "PatientID": "R1"}"#.into(),
+            r#"{"Modality": "OT", "PatientID": "R2", "StudyInstanceUID": "1.2.826.0.1.3680043.2.1125.88.1"}"#.into(),
+        ],
+    );
+    // The destination is down: the two CT instances wait, with the reason.
+    wait_until(
+        "two forwards tried and failed",
+        Duration::from_secs(30),
+        || {
+            let pending = jobs(&data, "pending");
+            pending.len() == 2 && pending.iter().all(|j| j[2] != "0" && !j[6].is_empty())
+        },
+    );
+    // It comes up: both arrive, byte for byte, and nothing else.
+    let received = data.path.with_extension("received");
+    let log = data.path.with_extension("storescp.log");
+    let mut scp = storescp("DEST", dest_port, &received, &log);
+    wait_until(
+        "both CT instances forwarded",
+        Duration::from_secs(60),
+        || walk_files(&received).len() == 2 && jobs(&data, "done").len() == 2,
+    );
+    let mut sent: Vec<Vec<u8>> = files[..2]
+        .iter()
+        .map(|f| dataset_of(&std::fs::read(f).unwrap()).to_vec())
+        .collect();
+    let mut got: Vec<Vec<u8>> = walk_files(&received)
+        .iter()
+        .map(|f| dataset_of(&std::fs::read(f).unwrap()).to_vec())
+        .collect();
+    sent.sort();
+    got.sort();
+    assert!(sent == got, "forwarded data sets differ from those stored");
+
+    // An administrator sends the OT study by hand.
+    let queued = data
+        .cli(&[
+            "jobs",
+            "send",
+            "--study",
+            "1.2.826.0.1.3680043.2.1125.88.1",
+            "--to",
+            "DEST",
+        ])
+        .success()
+        .stdout();
+    assert!(queued.contains("1 instances queued"), "{queued}");
+    wait_until("the study sent by hand", Duration::from_secs(30), || {
+        walk_files(&received).len() == 3
+    });
+    let refused = data.cli(&["jobs", "send", "--study", "1.2.3", "--to", "NOBODY"]);
+    assert!(!refused.ok() && refused.stderr().contains("not a registered peer"));
+    // The same through the admin API.
+    let admin = serde_json::json!({"basic": ["admin2", PW]});
+    let r = web_requests(
+        &server,
+        serde_json::json!([
+            {"method": "GET", "path": "/api/jobs?state=done", "auth": admin},
+            {"method": "POST", "path": "/api/studies/1.2.826.0.1.3680043.2.1125.88.1/send", "auth": admin,
+             "headers": {"Content-Type": "application/json"}, "body": "{\"destination\": \"NOBODY\"}"},
+            {"method": "POST", "path": "/api/studies/1.2.826.0.1.3680043.2.1125.88.1/send", "auth": admin,
+             "headers": {"Content-Type": "application/json"}, "body": "{\"destination\": \"DEST\"}"},
+        ]),
+    );
+    assert_eq!(r[0]["status"], 200, "{r:?}");
+    let done: serde_json::Value = serde_json::from_str(r[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(done["jobs"].as_array().unwrap().len(), 3, "{done}");
+    assert_eq!(r[1]["status"], 422, "{r:?}");
+    assert_eq!(r[2]["status"], 202, "{r:?}");
+    wait_until(
+        "the study sent again through the API",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches("Received Store Request")
+                .count()
+                == 4
+        },
+    );
+    let _ = scp.kill();
+    let _ = scp.wait();
+
+    let trail = data.audit_export();
+    assert!(
+        trail
+            .iter()
+            .any(|e| e.to_string().contains("forwarded") && e.to_string().contains("DEST")),
+        "forwards are audited"
+    );
+    server.stop();
+}
+
+#[test]
+fn a_route_to_an_unregistered_peer_is_refused_at_start() {
+    let data = DataDir::new("route-bad");
+    configure(
+        &data,
+        "[[route]]\nname = \"lost\"\ndestination = \"NOBODY\"",
+    );
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args(["serve", "--data", data.path.to_str().unwrap()])
+        .env("CUSTOS_DICOM_LISTEN", "127.0.0.1:0")
+        .env("CUSTOS_DICOM_TLS_LISTEN", "")
+        .env("CUSTOS_HTTP_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut exited = None;
+    wait_until(
+        "serve to refuse the configuration",
+        Duration::from_secs(30),
+        || {
+            exited = serve.try_wait().unwrap();
+            exited.is_some()
+        },
+    );
+    assert!(!exited.unwrap().success());
+    let out = serve.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`NOBODY` is not a registered peer"), "{err}");
+}
+
+#[test]
+fn queued_forwards_survive_a_sigkill() {
+    sigkill_trial(&DataDir::new("route-kill"));
+}
+
+#[test]
+fn queued_forwards_survive_a_sigkill_on_postgres() {
+    let store = std::env::temp_dir().join(format!("custos-route-blobs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&store);
+    sigkill_trial(&node("route-pg", &fresh_database(), &store, None));
+    let _ = std::fs::remove_dir_all(&store);
+}
+
+/// 20 instances routed to a destination that is down, the server killed,
+/// the destination up, the server restarted: each arrives once.
+fn sigkill_trial(data: &DataDir) {
+    let dest_port = free_port();
+    data.add_peer("DEST", "127.0.0.1", dest_port, "echo");
+    data.add_peer("MODALITY", "127.0.0.1", free_port(), "echo,store");
+    configure(data, "[[route]]\nname = \"all\"\ndestination = \"DEST\"");
+    let server = Server::process(data);
+    let specs: Vec<String> = (0..20)
+        .map(|i| format!(r#"{{"PatientID": "KILL", "InstanceNumber": "{i}"}}"#))
+        .collect();
+    make_and_store(
+        &server,
+        &data.path.with_extension("src"),
+        "MODALITY",
+        &specs,
+    );
+    wait_until("every forward tried once", Duration::from_secs(30), || {
+        let pending = jobs(data, "pending");
+        pending.len() == 20 && pending.iter().all(|j| j[2] != "0")
+    });
+    server.kill9();
+    let received = data.path.with_extension("received");
+    let log = data.path.with_extension("storescp.log");
+    let mut scp = storescp("DEST", dest_port, &received, &log);
+    let server = Server::process(data);
+    wait_until(
+        "all 20 forwarded after the restart",
+        Duration::from_secs(90),
+        || jobs(data, "done").len() == 20,
+    );
+    assert_eq!(walk_files(&received).len(), 20);
+    server.stop();
+    let _ = scp.kill();
+    let _ = scp.wait();
+    // Each was sent once: storescp logged one request per instance.
+    let requests = std::fs::read_to_string(&log)
+        .unwrap()
+        .matches("Received Store Request")
+        .count();
+    assert_eq!(requests, 20, "sent exactly once each");
+}
