@@ -30,13 +30,19 @@ macro_rules! with_peer_association {
                             .establish_with_async_tls(&target)
                             .await
                         {
-                            Ok(mut $a) => Ok($body),
+                            Ok(mut $a) => {
+                                $crate::outbound::no_delay(&mut $a);
+                                Ok($body)
+                            }
                             Err(e) => Err(format!("no association over TLS: {e}")),
                         },
                     }
                 } else {
                     match $options.establish_with_async(&target).await {
-                        Ok(mut $a) => Ok($body),
+                        Ok(mut $a) => {
+                            $crate::outbound::no_delay(&mut $a);
+                            Ok($body)
+                        }
                         Err(e) => Err(format!("no association: {e}")),
                     }
                 }
@@ -46,3 +52,11 @@ macro_rules! with_peer_association {
 }
 
 pub(crate) use with_peer_association;
+
+/// Sends each write at once (a C-STORE is a command PDU then data PDUs:
+/// with Nagle's algorithm on, the second waits for the peer's delayed ACK).
+pub(crate) fn no_delay<S: crate::link::Stream, A: dicom_ul::association::AsyncAssociation<S>>(
+    a: &mut A,
+) {
+    let _ = crate::quickack::Tcp::tcp(a.inner_stream()).set_nodelay(true);
+}
