@@ -2,6 +2,8 @@
 //! `custos cert issue`; refusals without a certificate, with one from another
 //! CA, with TLS 1.1, and of a `--tls required` peer on the plain port.
 
+use std::time::Duration;
+
 use crate::common::*;
 
 struct Issued {
@@ -459,8 +461,25 @@ fn c_move_to_a_tls_destination_goes_over_tls() {
             &server.port(),
         ],
     );
+    // The other outbound associations take the same TLS path: C-ECHO from
+    // the CLI, and forwarding from the queue.
+    let echo = data.cli(&["peer", "echo", "DEST"]);
+    let sent = data.cli(&["jobs", "send", "--study", CT_STUDY, "--to", "DEST"]);
+    wait_until(
+        "the study forwarded over TLS",
+        Duration::from_secs(30),
+        || {
+            data.cli(&["jobs", "list", "--state", "done"])
+                .stdout()
+                .lines()
+                .count()
+                == 1
+        },
+    );
     let _ = scp.kill();
     let _ = scp.wait();
+    assert!(echo.ok(), "{}{}", echo.stdout(), echo.stderr());
+    assert!(sent.ok(), "{}", sent.stderr());
     assert!(mv.ok(), "{}", mv.stderr());
     let files = walk_files(&received);
     assert_eq!(
