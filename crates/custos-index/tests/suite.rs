@@ -63,7 +63,9 @@ on_both_backends!(
     audit_search,
     activity_for_the_status_page,
     sorted_results,
-    counters_follow_inserts_replacements_and_removals
+    counters_follow_inserts_replacements_and_removals,
+    forwarding_queue,
+    worklist_and_performed_steps
 );
 
 type Ix = std::sync::Arc<dyn Index>;
@@ -731,6 +733,143 @@ async fn counters_follow_inserts_replacements_and_removals(ix: Ix) {
 
 /// An index written before the counters existed (schema 7) gets them filled
 /// from its rows when it is opened (migration 8).
+/// Jobs are taken once while leased, come due again after a failure, go to
+/// the dead letter without a retry time, and are put back or cancelled.
+async fn forwarding_queue(ix: Ix) {
+    use custos_core::routing::JobState;
+    let pair = |u: &str, d: &str| (u.to_string(), d.to_string());
+    ix.enqueue(
+        vec![pair("1.1", "A"), pair("1.2", "A"), pair("1.1", "B")],
+        "rule",
+        100,
+        false,
+    )
+    .await
+    .unwrap();
+    // The same pair again changes nothing (a re-sent instance).
+    ix.enqueue(vec![pair("1.1", "A")], "rule", 100, false)
+        .await
+        .unwrap();
+    assert_eq!(ix.jobs(None, 10).await.unwrap().len(), 3);
+    assert!(
+        ix.take_jobs(99, 200, 10).await.unwrap().is_empty(),
+        "not due yet"
+    );
+    let taken = ix.take_jobs(100, 160, 2).await.unwrap();
+    assert_eq!(taken.len(), 2);
+    assert!(
+        taken
+            .iter()
+            .all(|j| j.attempts == 1 && j.state == JobState::Pending)
+    );
+    // Leased: the third only, until the lease ends.
+    let third = ix.take_jobs(100, 160, 10).await.unwrap();
+    assert_eq!(third.len(), 1);
+    assert!(ix.take_jobs(150, 210, 10).await.unwrap().is_empty());
+    ix.job_done(taken[0].id).await.unwrap();
+    ix.job_failed(taken[1].id, "refused", Some(170))
+        .await
+        .unwrap();
+    ix.job_failed(third[0].id, "gone", None).await.unwrap();
+    let again = ix.take_jobs(170, 230, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (taken[1].id, 2));
+    let failed = ix.jobs(Some(JobState::Failed), 10).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].last_error, "gone");
+    assert_eq!(ix.jobs(Some(JobState::Done), 10).await.unwrap().len(), 1);
+    // Retry puts a failed job back with its attempts reset; cancel ends it.
+    assert!(ix.retry_job(third[0].id, 300).await.unwrap());
+    assert!(
+        !ix.retry_job(taken[0].id, 300).await.unwrap(),
+        "a done job is not retried"
+    );
+    assert!(ix.cancel_job(taken[1].id).await.unwrap());
+    assert_eq!(
+        ix.jobs(Some(JobState::Cancelled), 10).await.unwrap().len(),
+        1
+    );
+    let back = ix.take_jobs(300, 360, 10).await.unwrap();
+    assert_eq!(
+        back.iter().map(|j| (j.id, j.attempts)).collect::<Vec<_>>(),
+        vec![(third[0].id, 1)]
+    );
+    // Sending again on purpose re-queues a finished pair.
+    ix.enqueue(vec![pair("1.1", "A")], "manual", 400, true)
+        .await
+        .unwrap();
+    let resent = ix.take_jobs(400, 460, 10).await.unwrap();
+    assert!(
+        resent
+            .iter()
+            .any(|j| j.id == taken[0].id && j.reason == "manual")
+    );
+}
+
+/// Worklist items by start date; performed steps created once and changed
+/// only while in progress.
+async fn worklist_and_performed_steps(ix: Ix) {
+    use custos_core::record::{MppsRow, WorklistRow};
+    let item = |date: &str, acc: &str| WorklistRow {
+        patient_id: "P".into(),
+        accession_number: acc.into(),
+        modality: "CT".into(),
+        start_date: date.into(),
+        start_time: "0900".into(),
+        item_json: "{}".into(),
+        ..Default::default()
+    };
+    let a = ix.add_worklist_item(item("20261204", "A1")).await.unwrap();
+    let b = ix.add_worklist_item(item("20261205", "B1")).await.unwrap();
+    assert_ne!(a, b);
+    let day = ix
+        .worklist_items(Some("20261205".into()), Some("20261205".into()), 10)
+        .await
+        .unwrap();
+    assert_eq!(day.iter().map(|r| r.id).collect::<Vec<_>>(), vec![b]);
+    assert_eq!(ix.worklist_items(None, None, 10).await.unwrap().len(), 2);
+    assert!(
+        ix.replace_worklist_item(WorklistRow {
+            id: a,
+            ..item("20261206", "A2")
+        })
+        .await
+        .unwrap()
+    );
+    assert_eq!(
+        ix.worklist_item(a).await.unwrap().unwrap().accession_number,
+        "A2"
+    );
+    assert!(ix.remove_worklist_item(b).await.unwrap());
+    assert!(!ix.remove_worklist_item(b).await.unwrap());
+    let step = MppsRow {
+        sop_instance_uid: "9.9".into(),
+        status: "IN PROGRESS".into(),
+        worklist_id: Some(a),
+        attributes_json: "{}".into(),
+        ..Default::default()
+    };
+    assert!(ix.create_mpps(step.clone()).await.unwrap());
+    assert!(
+        !ix.create_mpps(step.clone()).await.unwrap(),
+        "one step per UID"
+    );
+    let done = MppsRow {
+        status: "COMPLETED".into(),
+        ..step.clone()
+    };
+    assert!(ix.update_mpps_in_progress(done.clone()).await.unwrap());
+    assert!(
+        !ix.update_mpps_in_progress(done).await.unwrap(),
+        "completed steps stay so"
+    );
+    let stored = ix.mpps("9.9").await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status.as_str(), stored.worklist_id),
+        ("COMPLETED", Some(a))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn migration_8_counts_what_was_stored_before() {
     let dir = std::env::temp_dir().join(format!("custos-index-{}", uuid::Uuid::new_v4()));
