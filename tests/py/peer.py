@@ -367,6 +367,41 @@ def cmd_find(args):
     out({"accepted": True, "matches": matches, "status": final})
 
 
+def cmd_worklist(args):
+    """A modality's worklist query (Modality Worklist Information Model -
+    FIND): patient and accession asked for, the scheduled step matched on
+    --modality and --date (a DICOM date or range). Prints each match's
+    patient ID and name and its step's modality and start date."""
+    from pynetdicom.sop_class import ModalityWorklistInformationFind
+    ae = make_ae(args.aet)
+    ae.add_requested_context(ModalityWorklistInformationFind)
+    assoc = associate(ae, args)
+    if not assoc.is_established:
+        out({"accepted": False})
+        return
+    ds = Dataset()
+    ds.PatientName = args.name or ""
+    ds.PatientID = ""
+    ds.AccessionNumber = ""
+    step = Dataset()
+    step.Modality = args.modality or ""
+    step.ScheduledProcedureStepStartDate = args.date or ""
+    step.ScheduledStationAETitle = ""
+    ds.ScheduledProcedureStepSequence = [step]
+    matches, final = [], None
+    for st, ident in assoc.send_c_find(ds, ModalityWorklistInformationFind):
+        if st is None:
+            break
+        if st.Status in (0xFF00, 0xFF01) and ident is not None:
+            sps = ident.ScheduledProcedureStepSequence[0]
+            matches.append({"PatientID": str(ident.PatientID), "PatientName": str(ident.PatientName),
+                            "Modality": str(sps.Modality), "Date": str(sps.ScheduledProcedureStepStartDate)})
+        else:
+            final = st.Status
+    assoc.release()
+    out({"accepted": True, "matches": matches, "status": final})
+
+
 def write_instance(path, **attrs):
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
@@ -895,6 +930,11 @@ def main():
     sp.add_argument("--wait", type=float, default=20)
     sp.add_argument("files", nargs="*")
     sp.set_defaults(fn=cmd_commit)
+    sp = common(sub.add_parser("worklist"))
+    sp.add_argument("--modality")
+    sp.add_argument("--date")
+    sp.add_argument("--name")
+    sp.set_defaults(fn=cmd_worklist)
     sp = common(sub.add_parser("mpps"))
     sp.add_argument("--patient-id", required=True)
     sp.add_argument("--study-uid", required=True)

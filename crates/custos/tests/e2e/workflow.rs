@@ -331,6 +331,28 @@ fn mwl_trial(data: &DataDir) {
         "sequence keys answered: {}",
         full[0]
     );
+    // pynetdicom as the modality: the same matching.
+    let port = server.port();
+    let py = json_of(
+        &python(&[
+            "worklist",
+            "--port",
+            &port,
+            "--aet",
+            "CT01",
+            "--modality",
+            "CT",
+            "--date",
+            "20261205",
+        ])
+        .success(),
+    );
+    assert_eq!(py["status"], 0, "{py}");
+    assert_eq!(
+        py["matches"],
+        serde_json::json!([{"PatientID": "MWL3", "PatientName": "Müller^Jürgen", "Modality": "CT", "Date": "20261205"}]),
+        "{py}"
+    );
     // Unrequested attributes are not returned.
     assert!(!full[0].contains("CT HEAD"), "{}", full[0]);
 
