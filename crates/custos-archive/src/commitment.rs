@@ -34,6 +34,9 @@ impl Archive {
         let uids: Vec<String> = refs.iter().map(|r| r.sop_instance_uid.clone()).collect();
         let stored = self.stored_by_uid(&uids).await?;
         let mut out = Vec::with_capacity(refs.len());
+        // Each blob is read once however often a request names it.
+        let mut verified: std::collections::HashMap<&str, Option<u16>> =
+            std::collections::HashMap::new();
         for r in refs {
             let Some(inst) = stored.get(&r.sop_instance_uid) else {
                 out.push(Some(failure::NO_SUCH_OBJECT_INSTANCE));
@@ -43,7 +46,11 @@ impl Archive {
                 out.push(Some(failure::CLASS_INSTANCE_CONFLICT));
                 continue;
             }
-            out.push(match self.digest(&inst.blob_key).await {
+            if let Some(known) = verified.get(inst.blob_key.as_str()) {
+                out.push(*known);
+                continue;
+            }
+            let result = match self.digest(&inst.blob_key).await {
                 Ok((size, sha)) if size == inst.size && sha == inst.sha256 => None,
                 Ok(_) => {
                     tracing::warn!(key = %inst.blob_key, "storage commitment: a blob differs from the index");
@@ -57,7 +64,9 @@ impl Archive {
                     tracing::warn!(error = %e, "storage commitment: cannot read a blob");
                     Some(failure::PROCESSING_FAILURE)
                 }
-            });
+            };
+            verified.insert(inst.blob_key.as_str(), result);
+            out.push(result);
         }
         Ok(out)
     }

@@ -251,8 +251,9 @@ impl<'a> Ingest<'a> {
         {
             // Queued before the sender is acknowledged; if this fails, the
             // sender gets a failure and sends again (AlreadyStored: queued then).
+            let again = result == StoreOutcome::Replaced;
             self.archive
-                .route_new(&received.sop_instance_uid, &facts)
+                .route_new(&received.sop_instance_uid, &facts, again)
                 .await?;
         }
         Ok((received, result))

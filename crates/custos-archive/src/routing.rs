@@ -43,18 +43,21 @@ impl Archive {
     }
 
     /// Queues a newly stored instance for every rule it matches.
+    /// `again` (its content was replaced) queues it even if sent before.
     pub(crate) async fn route_new(
         &self,
         uid: &str,
         facts: &InstanceFacts,
+        again: bool,
     ) -> Result<(), IndexError> {
         for rule in self.routes().iter().filter(|r| r.matches(facts)) {
+            let destination = rule.destination.trim().to_string();
             self.index
                 .enqueue(
-                    vec![(uid.to_string(), rule.destination.clone())],
+                    vec![(uid.to_string(), destination)],
                     &rule.name,
                     now(),
-                    false,
+                    again,
                 )
                 .await?;
             self.queued.notify_one();
@@ -122,19 +125,19 @@ impl Archive {
         self.index.take_jobs(now, now + lease_secs, limit).await
     }
 
-    pub async fn job_done(&self, id: i64) -> Result<(), IndexError> {
-        self.index.job_done(id).await
+    pub async fn job_done(&self, job: &Job) -> Result<(), IndexError> {
+        self.index.job_done(job.id, job.attempts).await
     }
 
     /// An attempt failed: due again after `retry_secs`, or failed for good.
     pub async fn job_failed(
         &self,
-        id: i64,
+        job: &Job,
         error: &str,
         retry_secs: Option<i64>,
     ) -> Result<(), IndexError> {
         self.index
-            .job_failed(id, error, retry_secs.map(|s| now() + s))
+            .job_failed(job.id, job.attempts, error, retry_secs.map(|s| now() + s))
             .await
     }
 

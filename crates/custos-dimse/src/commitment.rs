@@ -131,9 +131,11 @@ impl Association {
         let message_id = self.next_message_id();
         let rq = report.request(message_id);
         let data = encode(&report.dataset, ts).map_err(LinkError::Protocol)?;
-        send_message(&mut self.assoc, pc, &rq, Some(&data)).await?;
+        // An earlier report still unanswered goes on a new association; this
+        // one is pending before it is sent, so a failed send still delivers it.
+        self.redeliver_unanswered();
         self.report = Some(PendingReport { message_id, report });
-        Ok(())
+        send_message(&mut self.assoc, pc, &rq, Some(&data)).await
     }
 
     /// The modality's N-EVENT-REPORT-RSP to the report sent on this

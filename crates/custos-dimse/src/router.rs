@@ -35,10 +35,12 @@ pub struct RouterSettings {
 }
 
 /// A job taken is not taken again (by any node) for this long: a node that
-/// dies mid-send delays its jobs by at most this.
-const LEASE_SECS: i64 = 60;
+/// dies mid-send delays its jobs by at most this. An attempt that outlives
+/// its lease may be repeated by another node, but its outcome is then
+/// ignored (`Queue::job_done` checks the attempt).
+const LEASE_SECS: i64 = 120;
 /// Jobs taken at once.
-const BATCH: usize = 64;
+const BATCH: usize = 32;
 
 /// Works the queue until `shutdown` turns true.
 pub async fn run(
@@ -94,20 +96,20 @@ async fn forward(
         let recorded = match outcome {
             Ok(()) => {
                 sent += 1;
-                archive.job_done(job.id).await
+                archive.job_done(job).await
             }
-            Err(Failure::Permanent(why)) => archive.job_failed(job.id, &why, None).await,
+            Err(Failure::Permanent(why)) => archive.job_failed(job, &why, None).await,
             Err(Failure::Transient(why)) => {
                 let retry = (job.attempts < settings.max_attempts).then(|| {
                     let factor = 1u32 << (job.attempts.clamp(1, 12) - 1);
-                    (settings.retry_base * factor)
+                    (settings.retry_base.saturating_mul(factor))
                         .min(Duration::from_secs(3600))
                         .as_secs() as i64
                 });
                 if retry.is_none() {
                     warn!(destination, job = job.id, error = %why, "forwarding failed for good");
                 }
-                archive.job_failed(job.id, &why, retry).await
+                archive.job_failed(job, &why, retry).await
             }
         };
         if let Err(e) = recorded {

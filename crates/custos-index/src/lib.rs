@@ -265,12 +265,15 @@ pub trait Queue: Send + Sync + 'static {
         lease_until: i64,
         limit: usize,
     ) -> Result<Vec<Job>, IndexError>;
-    /// Records an attempt's end: done, due again at `retry_at`, or (None)
-    /// failed for good.
-    async fn job_done(&self, id: i64) -> Result<(), IndexError>;
+    /// Records the end of attempt `attempt` (the job's `attempts` when
+    /// taken): done, due again at `retry_at`, or (None) failed for good.
+    /// Ignored if the job was cancelled or taken again since (its lease ran
+    /// out): a stale attempt never overwrites a newer outcome.
+    async fn job_done(&self, id: i64, attempt: i64) -> Result<(), IndexError>;
     async fn job_failed(
         &self,
         id: i64,
+        attempt: i64,
         error: &str,
         retry_at: Option<i64>,
     ) -> Result<(), IndexError>;

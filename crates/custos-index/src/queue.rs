@@ -52,12 +52,16 @@ fn failed_sql(m: Mark) -> String {
     // retry_at NULL: failed for good (dead letter). The cast tells
     // PostgreSQL the parameter's type where it is first seen.
     format!(
-        "UPDATE jobs SET last_error = {e}, state = CASE WHEN CAST({at} AS BIGINT) IS NULL THEN 'failed' ELSE 'pending' END, next_at = COALESCE(CAST({at} AS BIGINT), next_at) WHERE id = {id}",
+        "UPDATE jobs SET last_error = {e}, state = CASE WHEN CAST({at} AS BIGINT) IS NULL THEN 'failed' ELSE 'pending' END, next_at = COALESCE(CAST({at} AS BIGINT), next_at) WHERE id = {id} AND attempts = {n} AND state = 'pending'",
         id = m(1),
         e = m(2),
-        at = m(3)
+        at = m(3),
+        n = m(4)
     )
 }
+
+const DONE_SQLITE: &str = "UPDATE jobs SET state = 'done', last_error = '' WHERE id = ?1 AND attempts = ?2 AND state = 'pending'";
+const DONE_PG: &str = "UPDATE jobs SET state = 'done', last_error = '' WHERE id = $1 AND attempts = $2 AND state = 'pending'";
 
 fn list_sql(m: Mark) -> String {
     format!(
@@ -155,12 +159,9 @@ impl Queue for SqliteIndex {
         .await
     }
 
-    async fn job_done(&self, id: i64) -> Result<(), IndexError> {
+    async fn job_done(&self, id: i64, attempt: i64) -> Result<(), IndexError> {
         self.write(move |t| {
-            t.execute(
-                "UPDATE jobs SET state = 'done', last_error = '' WHERE id = ?1",
-                [id],
-            )?;
+            t.execute(DONE_SQLITE, [id, attempt])?;
             Ok(())
         })
         .await
@@ -169,6 +170,7 @@ impl Queue for SqliteIndex {
     async fn job_failed(
         &self,
         id: i64,
+        attempt: i64,
         error: &str,
         retry_at: Option<i64>,
     ) -> Result<(), IndexError> {
@@ -176,7 +178,7 @@ impl Queue for SqliteIndex {
         self.write(move |t| {
             t.execute(
                 &failed_sql(sqlite_mark),
-                rusqlite::params![id, error, retry_at],
+                rusqlite::params![id, error, retry_at, attempt],
             )?;
             Ok(())
         })
@@ -241,13 +243,10 @@ impl Queue for PgIndex {
         rows.iter().map(pg_job).collect()
     }
 
-    async fn job_done(&self, id: i64) -> Result<(), IndexError> {
+    async fn job_done(&self, id: i64, attempt: i64) -> Result<(), IndexError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         client
-            .execute(
-                "UPDATE jobs SET state = 'done', last_error = '' WHERE id = $1",
-                &[&id],
-            )
+            .execute(DONE_PG, &[&id, &attempt])
             .await
             .map_err(pg)?;
         Ok(())
@@ -256,12 +255,13 @@ impl Queue for PgIndex {
     async fn job_failed(
         &self,
         id: i64,
+        attempt: i64,
         error: &str,
         retry_at: Option<i64>,
     ) -> Result<(), IndexError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         client
-            .execute(&failed_sql(pg_mark), &[&id, &error, &retry_at])
+            .execute(&failed_sql(pg_mark), &[&id, &error, &retry_at, &attempt])
             .await
             .map_err(pg)?;
         Ok(())

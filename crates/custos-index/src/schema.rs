@@ -198,9 +198,15 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
         .map(String::from),
     );
     steps.push(counters(dialect));
-    steps.push(worklist(pk));
+    // Ids an API hands out are never reused after a delete (SQLite reuses
+    // the highest rowid without AUTOINCREMENT; PostgreSQL's sequence never).
+    let ids = match dialect {
+        Dialect::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+        Dialect::Postgres => pk,
+    };
+    steps.push(worklist(ids));
     steps.push(MPPS.to_string());
-    steps.push(jobs(pk));
+    steps.push(jobs(ids));
     steps
 }
 

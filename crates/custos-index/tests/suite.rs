@@ -766,14 +766,24 @@ async fn forwarding_queue(ix: Ix) {
     let third = ix.take_jobs(100, 160, 10).await.unwrap();
     assert_eq!(third.len(), 1);
     assert!(ix.take_jobs(150, 210, 10).await.unwrap().is_empty());
-    ix.job_done(taken[0].id).await.unwrap();
-    ix.job_failed(taken[1].id, "refused", Some(170))
+    ix.job_done(taken[0].id, 1).await.unwrap();
+    ix.job_failed(taken[1].id, 1, "refused", Some(170))
         .await
         .unwrap();
-    ix.job_failed(third[0].id, "gone", None).await.unwrap();
+    ix.job_failed(third[0].id, 1, "gone", None).await.unwrap();
     let again = ix.take_jobs(170, 230, 10).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!((again[0].id, again[0].attempts), (taken[1].id, 2));
+    // The first attempt's late answer changes nothing now (a stale lease).
+    ix.job_done(taken[1].id, 1).await.unwrap();
+    ix.job_failed(taken[1].id, 1, "stale", None).await.unwrap();
+    assert!(
+        ix.jobs(Some(JobState::Pending), 10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|j| j.id == taken[1].id && j.last_error == "refused")
+    );
     let failed = ix.jobs(Some(JobState::Failed), 10).await.unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].last_error, "gone");
@@ -785,6 +795,10 @@ async fn forwarding_queue(ix: Ix) {
         "a done job is not retried"
     );
     assert!(ix.cancel_job(taken[1].id).await.unwrap());
+    // A send still running when it was cancelled does not revive it.
+    ix.job_failed(taken[1].id, 2, "late", Some(300))
+        .await
+        .unwrap();
     assert_eq!(
         ix.jobs(Some(JobState::Cancelled), 10).await.unwrap().len(),
         1
