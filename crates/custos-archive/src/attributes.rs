@@ -1,16 +1,12 @@
 //! Reading the indexed attributes out of a parsed instance.
 
+use crate::text::attribute_text as text;
 use dicom_core::Tag;
 
-use crate::text::element_text;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
 use custos_core::record::InstanceRecord;
-
-fn text(obj: &InMemDicomObject, tag: Tag) -> String {
-    obj.get(tag).map(element_text).unwrap_or_default()
-}
 
 fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
     let s = text(obj, tag);

@@ -4,6 +4,7 @@
 //! worklist item it performs (by accession number); the state machine of
 //! PS3.4 F.7.2 refuses what it does not allow, with its statuses.
 
+use crate::text::attribute_text as text;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
@@ -11,7 +12,6 @@ use custos_core::record::MppsRow;
 use custos_index::IndexError;
 
 use crate::Archive;
-use crate::text::element_text;
 
 /// Statuses of a refused N-CREATE or N-SET (PS3.4 F.7.2.1.2, F.7.2.2.2).
 pub mod refusal {
@@ -38,10 +38,6 @@ pub enum MppsError {
 
 fn refused(status: u16, why: &str) -> MppsError {
     MppsError::Refused(status, why.to_string())
-}
-
-fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
-    obj.get(tag).map(element_text).unwrap_or_default()
 }
 
 fn to_json(obj: &InMemDicomObject) -> Result<String, MppsError> {

@@ -6,6 +6,11 @@
 use dicom_core::VR;
 use dicom_object::mem::InMemElement;
 
+/// The text of `tag` in `obj` (`element_text`), empty when absent.
+pub fn attribute_text(obj: &dicom_object::InMemDicomObject, tag: dicom_core::Tag) -> String {
+    obj.get(tag).map(element_text).unwrap_or_default()
+}
+
 /// The element's value as text, trimmed of DICOM padding.
 pub fn element_text(elem: &InMemElement) -> String {
     let value = if elem.vr() == VR::UN {

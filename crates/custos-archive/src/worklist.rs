@@ -5,6 +5,7 @@
 //! accession, modality, station) are matched here with C-FIND's semantics
 //! (`*`/`?` wildcards, names case-insensitive, date and time ranges).
 
+use crate::text::attribute_text as text;
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
@@ -28,10 +29,6 @@ pub enum WorklistError {
 
 /// Items read from the index for one query, before the other keys filter.
 const SCAN_LIMIT: usize = 10_000;
-
-fn text(obj: &InMemDicomObject, tag: Tag) -> String {
-    obj.get(tag).map(element_text).unwrap_or_default()
-}
 
 /// The first Scheduled Procedure Step item, if any.
 fn first_step(obj: &InMemDicomObject) -> Option<&InMemDicomObject> {

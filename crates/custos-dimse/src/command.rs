@@ -1,13 +1,13 @@
 //! DIMSE command sets (PS3.7 E.1): one typed struct, encoded and decoded here
 //! only. dicom-rs has no DIMSE message layer; this is ours.
 
+use custos_archive::text::attribute_text as text;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 
 use custos_archive::lengths::{self, Encoding};
-use custos_archive::text::element_text;
 
 pub mod field {
     pub const C_STORE_RQ: u16 = 0x0001;
@@ -64,10 +64,6 @@ pub struct Command {
     pub action_type: Option<u16>,
     /// N-EVENT-REPORT's Event Type ID.
     pub event_type: Option<u16>,
-}
-
-fn text(obj: &InMemDicomObject, tag: Tag) -> String {
-    obj.get(tag).map(element_text).unwrap_or_default()
 }
 
 fn int(obj: &InMemDicomObject, tag: Tag) -> Option<u16> {

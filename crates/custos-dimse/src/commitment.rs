@@ -9,6 +9,7 @@
 //! The retries live in this process: a restart forgets a report not yet
 //! delivered, and the modality, which got no report, asks again.
 
+use custos_archive::text::attribute_text as text;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +24,6 @@ use dicom_ul::pdu::PresentationContextResultReason;
 use tracing::{info, warn};
 
 use custos_archive::commitment::Reference;
-use custos_archive::text::element_text;
 use custos_core::audit::{EventId, Outcome};
 
 use crate::association::{Association, read_identifier};
@@ -189,10 +189,6 @@ impl Report {
             ..Default::default()
         }
     }
-}
-
-fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
-    obj.get(tag).map(element_text).unwrap_or_default()
 }
 
 /// Transaction UID and references of an N-ACTION data set, or the status and
