@@ -76,12 +76,7 @@ impl Archive {
         let worklist_id = if accession.is_empty() {
             None
         } else {
-            self.index
-                .worklist_items(None, None, 10_000)
-                .await?
-                .into_iter()
-                .find(|w| w.accession_number == accession)
-                .map(|w| w.id)
+            self.index.worklist_id_by_accession(&accession).await?
         };
         let row = MppsRow {
             sop_instance_uid: uid.to_string(),

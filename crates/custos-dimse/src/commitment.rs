@@ -300,15 +300,49 @@ fn encode(ds: &InMemDicomObject, ts: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Reports waiting for delivery on a new association, at most: a peer that
+/// loops N-ACTION + release cannot make Custos hold reports without end.
+const MAX_PENDING_DELIVERIES: usize = 256;
+
+static PENDING_DELIVERIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A slot for one pending delivery, freed when dropped; `None` when all
+/// `MAX_PENDING_DELIVERIES` are taken.
+struct DeliverySlot;
+
+impl DeliverySlot {
+    fn take() -> Option<DeliverySlot> {
+        use std::sync::atomic::Ordering;
+        PENDING_DELIVERIES
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_PENDING_DELIVERIES).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| DeliverySlot)
+    }
+}
+
+impl Drop for DeliverySlot {
+    fn drop(&mut self) {
+        PENDING_DELIVERIES.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Delivers `report` to `peer_ae` on new associations until one succeeds or
-/// the attempts run out.
+/// the attempts run out; dropped (the modality asks again) when too many
+/// reports are already waiting.
 fn spawn_delivery(
     config: Arc<DimseConfig>,
     archive: Arc<custos_archive::Archive>,
     peer_ae: String,
     report: Report,
 ) {
+    let Some(slot) = DeliverySlot::take() else {
+        warn!(peer = %peer_ae, limit = MAX_PENDING_DELIVERIES, "storage commitment report dropped: too many waiting for delivery");
+        return;
+    };
     tokio::spawn(async move {
+        let _slot = slot;
         for (attempt, delay) in DELIVERY_DELAYS.iter().enumerate() {
             tokio::time::sleep(*delay).await;
             let peer = match archive.peer_directory().peer(&peer_ae).await {
@@ -435,6 +469,18 @@ mod tests {
         let all = report("9.9", &refs[..1], &[None], "CUSTOS");
         assert_eq!(all.event_type, ALL_COMMITTED);
         assert!(all.dataset.get(tags::FAILED_SOP_SEQUENCE).is_none());
+    }
+
+    #[test]
+    fn pending_deliveries_are_bounded() {
+        let slots: Vec<_> = std::iter::from_fn(DeliverySlot::take).take(1000).collect();
+        assert_eq!(slots.len(), MAX_PENDING_DELIVERIES);
+        assert!(DeliverySlot::take().is_none());
+        drop(slots);
+        assert!(
+            DeliverySlot::take().is_some(),
+            "slots come back when deliveries end"
+        );
     }
 
     #[test]

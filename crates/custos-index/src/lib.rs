@@ -235,6 +235,8 @@ pub trait Worklist: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<WorklistRow>, IndexError>;
 
+    /// The first worklist item with this accession number.
+    async fn worklist_id_by_accession(&self, accession: &str) -> Result<Option<i64>, IndexError>;
     /// Adds a performed procedure step; `false` if one has its UID.
     async fn create_mpps(&self, row: MppsRow) -> Result<bool, IndexError>;
     async fn mpps(&self, sop_instance_uid: &str) -> Result<Option<MppsRow>, IndexError>;

@@ -76,6 +76,8 @@ fn pg_mpps(r: &tokio_postgres::Row) -> MppsRow {
     }
 }
 
+const BY_ACCESSION: &str = "SELECT id FROM worklist WHERE accession_number = {a} ORDER BY start_date, start_time, id LIMIT 1";
+
 #[async_trait]
 impl Worklist for SqliteIndex {
     async fn add_worklist_item(&self, row: WorklistRow) -> Result<i64, IndexError> {
@@ -133,6 +135,19 @@ impl Worklist for SqliteIndex {
                 sqlite_row,
             )?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn worklist_id_by_accession(&self, accession: &str) -> Result<Option<i64>, IndexError> {
+        let accession = accession.to_string();
+        self.read(move |c| {
+            Ok(
+                c.query_row(&BY_ACCESSION.replace("{a}", "?1"), [accession], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            )
         })
         .await
     }
@@ -237,6 +252,15 @@ impl Worklist for PgIndex {
             .await
             .map_err(pg)?;
         Ok(rows.iter().map(pg_row).collect())
+    }
+
+    async fn worklist_id_by_accession(&self, accession: &str) -> Result<Option<i64>, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_opt(&BY_ACCESSION.replace("{a}", "$1"), &[&accession])
+            .await
+            .map_err(pg)?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     async fn create_mpps(&self, row: MppsRow) -> Result<bool, IndexError> {

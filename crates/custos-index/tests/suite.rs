@@ -854,6 +854,8 @@ async fn worklist_and_performed_steps(ix: Ix) {
         ix.worklist_item(a).await.unwrap().unwrap().accession_number,
         "A2"
     );
+    assert_eq!(ix.worklist_id_by_accession("A2").await.unwrap(), Some(a));
+    assert_eq!(ix.worklist_id_by_accession("ZZ").await.unwrap(), None);
     assert!(ix.remove_worklist_item(b).await.unwrap());
     assert!(!ix.remove_worklist_item(b).await.unwrap());
     let step = MppsRow {
