@@ -190,6 +190,7 @@ impl<'a> Ingest<'a> {
         rec.size = self.blob.size();
         rec.sha256 = self.blob.sha256_hex();
         let facts = custos_core::routing::InstanceFacts {
+            study_instance_uid: rec.study_uid.clone(),
             calling_ae: self
                 .expected
                 .as_ref()

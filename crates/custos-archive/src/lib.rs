@@ -74,6 +74,7 @@ pub struct Archive {
     audit: std::sync::OnceLock<audit::AuditSender>,
     trail: std::sync::OnceLock<audit::AuditTrail>,
     routes: std::sync::OnceLock<Vec<custos_core::routing::RouteRule>>,
+    web_destinations: std::sync::OnceLock<Vec<custos_core::routing::WebDestination>>,
     queued: tokio::sync::Notify,
 }
 
@@ -90,6 +91,7 @@ impl Archive {
             audit: std::sync::OnceLock::new(),
             trail: std::sync::OnceLock::new(),
             routes: std::sync::OnceLock::new(),
+            web_destinations: std::sync::OnceLock::new(),
             queued: tokio::sync::Notify::new(),
         }
     }

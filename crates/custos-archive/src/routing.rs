@@ -1,19 +1,63 @@
 //! Forwarding: routing rules match each newly stored instance and queue it
-//! for their destinations in the index's durable queue before the sender
-//! gets its success status (so a crash loses no forward: either the queue
-//! has the job, or the sender was not acknowledged and sends again). An
-//! administrator can also send a whole study. `custos-dimse::router` works
-//! the queue.
+//! (or its study, to go once quiet) for their destinations in the index's
+//! durable queue before the sender gets its success status (so a crash
+//! loses no forward: either the queue has the job, or the sender was not
+//! acknowledged and sends again). An administrator can also send a whole
+//! study. The binary's `forward` loop works the queue, sending over DIMSE
+//! (`custos-dimse::router`) or STOW-RS; the use cases it shares with the
+//! CLI and the API are here: which destinations exist, what a job sends,
+//! and how an attempt's outcome is recorded.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use custos_core::query::{Key, Level, Matcher, Query};
 use custos_core::record::StoredInstance;
-use custos_core::routing::{InstanceFacts, Job, JobState, RouteRule};
+use custos_core::routing::{InstanceFacts, Job, JobScope, JobState, RouteRule, WebDestination};
 use custos_index::IndexError;
 
 use crate::Archive;
+
+/// Why an attempt at a job did not deliver it.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// Worth trying again later (peer down, refused, busy).
+    Transient(String),
+    /// Will not get better (the instance is gone).
+    Permanent(String),
+}
+
+/// How failed attempts are retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// First retry after this; doubled each attempt, at most an hour.
+    pub base: Duration,
+    /// Attempts before a job is failed for good (dead letter).
+    pub max_attempts: i64,
+}
+
+impl RetryPolicy {
+    /// Seconds until the next attempt after attempt `attempts` failed, or
+    /// None if that was the last.
+    pub fn delay(&self, attempts: i64) -> Option<i64> {
+        (attempts < self.max_attempts).then(|| {
+            let factor = 1u32 << (attempts.clamp(1, 12) - 1);
+            self.base
+                .saturating_mul(factor)
+                .min(Duration::from_secs(3600))
+                .as_secs() as i64
+        })
+    }
+}
+
+/// Where a destination name leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// A registered DICOM peer with one address and a port (C-STORE).
+    Peer,
+    /// A `[[dicomweb_destination]]` (STOW-RS).
+    Web(WebDestination),
+}
 
 /// Unix seconds now.
 pub fn now() -> i64 {
@@ -37,6 +81,28 @@ impl Archive {
         self.routes.get().map(Vec::as_slice).unwrap_or_default()
     }
 
+    /// The DICOMweb servers forwards may go to (set once, at start).
+    pub fn set_web_destinations(&self, destinations: Vec<WebDestination>) {
+        let _ = self.web_destinations.set(destinations);
+    }
+
+    /// What `name` is as a destination, or why it is none: a DICOMweb
+    /// destination, or a registered peer Custos can call.
+    pub async fn destination(&self, name: &str) -> Result<Destination, DestinationError> {
+        let name = name.trim();
+        if let Some(w) = self
+            .web_destinations
+            .get()
+            .and_then(|all| all.iter().find(|w| w.name == name))
+        {
+            return Ok(Destination::Web(w.clone()));
+        }
+        match self.peer_directory().peer(name).await? {
+            Some(p) if p.host.connect_host().is_some() => Ok(Destination::Peer),
+            _ => Err(DestinationError::Unknown(name.to_string())),
+        }
+    }
+
     /// Woken when jobs are queued.
     pub fn queue_notified(&self) -> &tokio::sync::Notify {
         &self.queued
@@ -52,11 +118,22 @@ impl Archive {
     ) -> Result<(), IndexError> {
         for rule in self.routes().iter().filter(|r| r.matches(facts)) {
             let destination = rule.destination.trim().to_string();
+            let now = now();
+            let (scope, uid, due) = match rule.stable_seconds {
+                0 => (JobScope::Instance, uid, now),
+                quiet => (
+                    JobScope::Study,
+                    facts.study_instance_uid.as_str(),
+                    now.saturating_add(quiet.min(i64::MAX as u64) as i64),
+                ),
+            };
             self.index
                 .enqueue(
+                    scope,
                     vec![(uid.to_string(), destination)],
                     &rule.name,
-                    now(),
+                    now,
+                    due,
                     again,
                 )
                 .await?;
@@ -72,16 +149,7 @@ impl Archive {
         study_uid: &str,
         destination: &str,
     ) -> Result<usize, IndexError> {
-        let query = Query {
-            level: Level::Study,
-            conditions: vec![(
-                Key::StudyInstanceUID,
-                Matcher::Single(study_uid.to_string()),
-            )],
-            limit: usize::MAX >> 1,
-            offset: 0,
-            order: Vec::new(),
-        };
+        let query = whole_study(study_uid);
         let mut after = 0;
         let mut count = 0;
         loop {
@@ -93,7 +161,9 @@ impl Archive {
                 .into_iter()
                 .map(|(_, i)| (i.sop_instance_uid, destination.to_string()))
                 .collect();
-            self.index.enqueue(jobs, "manual", now(), true).await?;
+            self.index
+                .enqueue(JobScope::Instance, jobs, "manual", now(), now(), true)
+                .await?;
         }
         self.queued.notify_one();
         Ok(count)
@@ -120,25 +190,85 @@ impl Archive {
         Ok(stored)
     }
 
+    /// What each job sends, in order: its instance (none if no longer
+    /// stored), or every stored instance of its study.
+    pub async fn job_instances(
+        &self,
+        jobs: &[Job],
+    ) -> Result<Vec<Vec<StoredInstance>>, IndexError> {
+        let uids: Vec<String> = jobs
+            .iter()
+            .filter(|j| j.scope == JobScope::Instance)
+            .map(|j| j.uid.clone())
+            .collect();
+        let mut single = self.stored_by_uid(&uids).await?;
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            out.push(match job.scope {
+                JobScope::Instance => single.remove(&job.uid).into_iter().collect(),
+                JobScope::Study => self.study_instances(&job.uid).await?,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn study_instances(&self, study_uid: &str) -> Result<Vec<StoredInstance>, IndexError> {
+        self.retrieve_set(whole_study(study_uid)).await?.all().await
+    }
+
+    /// The studies (and so, through `name_patients`, the patients) of the
+    /// instances sent, for the forward's audit record.
+    pub async fn studies_of(&self, sop_uids: &[String]) -> Result<Vec<String>, IndexError> {
+        let mut studies: Vec<String> = Vec::new();
+        for page in sop_uids.chunks(PAGE) {
+            let query = Query {
+                level: Level::Image,
+                conditions: vec![(Key::SOPInstanceUID, Matcher::List(page.to_vec()))],
+                limit: page.len(),
+                offset: 0,
+                order: Vec::new(),
+            };
+            for row in self.index.find(query).await? {
+                if let Some(s) = row.get(&Key::StudyInstanceUID)
+                    && !studies.contains(s)
+                {
+                    studies.push(s.clone());
+                }
+            }
+        }
+        Ok(studies)
+    }
+
+    /// Records how an attempt at `job` went: done, due again after the
+    /// policy's back-off, or failed for good.
+    pub async fn record_attempt(
+        &self,
+        job: &Job,
+        outcome: Result<(), Failure>,
+        policy: RetryPolicy,
+    ) -> Result<(), IndexError> {
+        match outcome {
+            Ok(()) => self.index.job_done(job.id, job.attempts).await,
+            Err(Failure::Permanent(why)) => {
+                self.index
+                    .job_failed(job.id, job.attempts, &why, None)
+                    .await
+            }
+            Err(Failure::Transient(why)) => {
+                let retry = policy.delay(job.attempts);
+                if retry.is_none() {
+                    tracing::warn!(destination = %job.destination, job = job.id, error = %why, "forwarding failed for good");
+                }
+                self.index
+                    .job_failed(job.id, job.attempts, &why, retry.map(|s| now() + s))
+                    .await
+            }
+        }
+    }
+
     pub async fn take_jobs(&self, lease_secs: i64, limit: usize) -> Result<Vec<Job>, IndexError> {
         let now = now();
         self.index.take_jobs(now, now + lease_secs, limit).await
-    }
-
-    pub async fn job_done(&self, job: &Job) -> Result<(), IndexError> {
-        self.index.job_done(job.id, job.attempts).await
-    }
-
-    /// An attempt failed: due again after `retry_secs`, or failed for good.
-    pub async fn job_failed(
-        &self,
-        job: &Job,
-        error: &str,
-        retry_secs: Option<i64>,
-    ) -> Result<(), IndexError> {
-        self.index
-            .job_failed(job.id, job.attempts, error, retry_secs.map(|s| now() + s))
-            .await
     }
 
     pub async fn jobs(
@@ -157,5 +287,52 @@ impl Archive {
 
     pub async fn cancel_job(&self, id: i64) -> Result<bool, IndexError> {
         self.index.cancel_job(id).await
+    }
+}
+
+/// Every instance of one study.
+fn whole_study(study_uid: &str) -> Query {
+    Query {
+        level: Level::Study,
+        conditions: vec![(
+            Key::StudyInstanceUID,
+            Matcher::Single(study_uid.to_string()),
+        )],
+        limit: usize::MAX >> 1,
+        offset: 0,
+        order: Vec::new(),
+    }
+}
+
+/// A destination that is neither a DICOMweb destination nor a callable peer.
+#[derive(Debug, thiserror::Error)]
+pub enum DestinationError {
+    #[error(
+        "`{0}` is neither a registered peer with one address and a port nor a [[dicomweb_destination]]"
+    )]
+    Unknown(String),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_then_stop() {
+        let p = RetryPolicy {
+            base: Duration::from_secs(10),
+            max_attempts: 4,
+        };
+        assert_eq!(
+            (1..=4).map(|a| p.delay(a)).collect::<Vec<_>>(),
+            vec![Some(10), Some(20), Some(40), None]
+        );
+        let long = RetryPolicy {
+            base: Duration::from_secs(600),
+            max_attempts: 100,
+        };
+        assert_eq!(long.delay(30), Some(3600), "at most an hour");
     }
 }

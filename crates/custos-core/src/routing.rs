@@ -1,8 +1,9 @@
 //! Routing rules: which new instances are forwarded to which registered
-//! peer. A rule names a destination AE title and any of the conditions
-//! below; an instance that meets all of a rule's conditions is queued for
-//! its destination (the queue is the index's `jobs` table, worked by
-//! `custos-dimse::router`).
+//! peer or DICOMweb server. A rule names a destination and any of the
+//! conditions below; an instance that meets all of a rule's conditions is
+//! queued for its destination, alone or (with `stable_seconds`) as part of
+//! its study once the study has been quiet that long. The queue is the
+//! index's `jobs` table, worked by the binary's `forward` loop.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +16,8 @@ use crate::query::{fold_case, wildcard};
 pub struct RouteRule {
     /// Named in logs, the audit trail and `custos jobs list`.
     pub name: String,
-    /// AE title of a registered peer with an address and port.
+    /// AE title of a registered peer with an address and port, or the name
+    /// of a `[[dicomweb_destination]]`.
     pub destination: String,
     /// The AE title that sent the instance (STOW-RS: none, so a rule with
     /// this condition takes only DIMSE arrivals).
@@ -23,11 +25,16 @@ pub struct RouteRule {
     pub modality: String,
     pub sop_class: String,
     pub study_description: String,
+    /// 0: each instance is forwarded as it arrives. Otherwise the whole study
+    /// is sent once no instance of it has arrived for this many seconds (and
+    /// again, whole, if more arrive later).
+    pub stable_seconds: u64,
 }
 
 /// What a rule looks at in a newly stored instance.
 #[derive(Debug, Clone, Default)]
 pub struct InstanceFacts {
+    pub study_instance_uid: String,
     pub calling_ae: String,
     pub modality: String,
     pub sop_class: String,
@@ -79,11 +86,37 @@ impl JobState {
     }
 }
 
-/// One instance to forward to one destination.
+/// What a job sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobScope {
+    /// One instance, by SOP Instance UID.
+    Instance,
+    /// Every instance of a study, by Study Instance UID.
+    Study,
+}
+
+impl JobScope {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobScope::Instance => "instance",
+            JobScope::Study => "study",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobScope> {
+        [JobScope::Instance, JobScope::Study]
+            .into_iter()
+            .find(|j| j.name() == s)
+    }
+}
+
+/// One instance or study to forward to one destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     pub id: i64,
-    pub sop_instance_uid: String,
+    pub scope: JobScope,
+    /// The SOP Instance UID or the Study Instance UID, as `scope` says.
+    pub uid: String,
     pub destination: String,
     /// The rule that queued it, or `manual`.
     pub reason: String,
@@ -93,6 +126,78 @@ pub struct Job {
     pub next_at: i64,
     pub last_error: String,
     pub created: i64,
+}
+
+/// A DICOMweb server new instances can be forwarded to by STOW-RS
+/// (`[[dicomweb_destination]]` in custos.toml). Credentials come from files,
+/// never from the configuration itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebDestination {
+    /// What rules and manual sends call it; not a registered peer's AE title.
+    pub name: String,
+    /// The service's base URL; instances are POSTed to `{url}/studies`.
+    /// `https://`, or `http://` to a loopback address only.
+    pub url: String,
+    /// HTTP Basic authentication: this user, the password in `password_file`.
+    pub username: String,
+    pub password_file: String,
+    /// Or a bearer token in this file.
+    pub token_file: String,
+    /// PEM certificates trusted besides the system's roots (a private CA).
+    pub ca_file: String,
+}
+
+impl WebDestination {
+    /// Why this destination cannot be used, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        let name = &self.name;
+        if name.trim().is_empty() || name.len() > 16 || name.contains('\\') {
+            return Err(format!(
+                "[[dicomweb_destination]] `{name}`: a name is 1 to 16 characters, like an AE title"
+            ));
+        }
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return Err(format!(
+                "dicomweb destination `{name}`: url `{}` is not a URL",
+                self.url
+            ));
+        };
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+        let host = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => host.split(':').next().unwrap_or_default(),
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "https" => {}
+            "http" if is_loopback(host) => {}
+            "http" => {
+                return Err(format!(
+                    "dicomweb destination `{name}`: plain http is allowed only to a loopback address; use https"
+                ));
+            }
+            _ => return Err(format!("dicomweb destination `{name}`: url must be https")),
+        }
+        if !self.username.is_empty() && self.password_file.is_empty() {
+            return Err(format!(
+                "dicomweb destination `{name}`: username without password_file"
+            ));
+        }
+        if !self.token_file.is_empty() && !self.username.is_empty() {
+            return Err(format!(
+                "dicomweb destination `{name}`: both username and token_file"
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback())
 }
 
 #[cfg(test)]
@@ -109,6 +214,7 @@ mod tests {
             ..Default::default()
         };
         let facts = |modality: &str, desc: &str| InstanceFacts {
+            study_instance_uid: "1.2.3".into(),
             calling_ae: "CT01".into(),
             modality: modality.into(),
             sop_class: "1.2.840.10008.5.1.4.1.1.2".into(),
@@ -122,5 +228,27 @@ mod tests {
             ..Default::default()
         };
         assert!(any.matches(&facts("MR", "")));
+    }
+
+    #[test]
+    fn dicomweb_destinations_need_tls_beyond_loopback() {
+        let d = |url: &str| WebDestination {
+            name: "W".into(),
+            url: url.into(),
+            ..Default::default()
+        };
+        assert!(d("https://pacs.example.org/dicom-web").check().is_ok());
+        assert!(d("http://127.0.0.1:8042/dicom-web").check().is_ok());
+        assert!(d("http://[::1]:8042/").check().is_ok());
+        assert!(d("http://localhost/").check().is_ok());
+        assert!(d("http://pacs.example.org/dicom-web").check().is_err());
+        assert!(d("http://127.0.0.1.example.org/").check().is_err());
+        assert!(d("ftp://127.0.0.1/").check().is_err());
+        assert!(d("pacs").check().is_err());
+        let mut basic = d("https://x/");
+        basic.username = "u".into();
+        assert!(basic.check().is_err(), "a user needs a password file");
+        basic.password_file = "/p".into();
+        assert!(basic.check().is_ok());
     }
 }

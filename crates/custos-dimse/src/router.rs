@@ -1,22 +1,15 @@
-//! The forwarding queue's worker: takes due jobs from the index (leased, so
-//! a node that dies mid-send leaves them due again, and several nodes on
-//! PostgreSQL take different ones), opens one association per destination
-//! (TLS if the peer requires it), sends each instance as stored (or
-//! decompressed if the peer takes only uncompressed), and records each job
-//! done, due again after a back-off, or failed for good.
+//! Forwarding over DIMSE: one association to a registered peer (TLS if the
+//! peer requires it) carrying a batch of instances, each sent as stored (or
+//! decompressed if the peer takes only uncompressed), with one outcome per
+//! instance. The queue itself is worked by the binary's `forward` loop.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use dicom_ul::association::{AsyncAssociation, ClientAssociationOptions};
-use tokio::sync::watch;
-use tracing::{info, warn};
 
 use custos_archive::Archive;
-use custos_core::audit::{AuditEvent, EventId, Outcome};
+use custos_archive::routing::Failure;
 use custos_core::record::StoredInstance;
-use custos_core::routing::Job;
 
 use crate::command::field;
 use crate::link::{Stream, receive_command};
@@ -25,123 +18,17 @@ use crate::retrieve::send_store;
 use crate::server::DimseConfig;
 use crate::syntaxes::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 
-/// How the worker retries.
-#[derive(Debug, Clone, Copy)]
-pub struct RouterSettings {
-    /// First retry after this; doubled each attempt, at most an hour.
-    pub retry_base: Duration,
-    /// Attempts before a job is failed for good (dead letter).
-    pub max_attempts: i64,
-}
-
-/// A job taken is not taken again (by any node) for this long: a node that
-/// dies mid-send delays its jobs by at most this. An attempt that outlives
-/// its lease may be repeated by another node, but its outcome is then
-/// ignored (`Queue::job_done` checks the attempt).
-const LEASE_SECS: i64 = 120;
-/// Jobs taken at once.
-const BATCH: usize = 32;
-
-/// Works the queue until `shutdown` turns true.
-pub async fn run(
-    archive: Arc<Archive>,
-    config: Arc<DimseConfig>,
-    settings: RouterSettings,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        let jobs = match archive.take_jobs(LEASE_SECS, BATCH).await {
-            Ok(j) => j,
-            Err(e) => {
-                warn!(error = %e, "forwarding queue unavailable");
-                Vec::new()
-            }
-        };
-        if jobs.is_empty() {
-            // New jobs wake us; retries come due on the second.
-            tokio::select! {
-                _ = archive.queue_notified().notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.changed() => return,
-            }
-            continue;
-        }
-        let mut by_destination: BTreeMap<String, Vec<Job>> = BTreeMap::new();
-        for j in jobs {
-            by_destination
-                .entry(j.destination.clone())
-                .or_default()
-                .push(j);
-        }
-        for (destination, jobs) in by_destination {
-            forward(&archive, &config, settings, &destination, jobs).await;
-        }
-    }
-}
-
-/// Sends `jobs` to `destination` and records how each went.
-async fn forward(
-    archive: &Archive,
-    config: &DimseConfig,
-    settings: RouterSettings,
-    destination: &str,
-    jobs: Vec<Job>,
-) {
-    let outcomes = attempt(archive, config, destination, &jobs).await;
-    let mut sent = 0;
-    for (job, outcome) in jobs.iter().zip(outcomes) {
-        let recorded = match outcome {
-            Ok(()) => {
-                sent += 1;
-                archive.job_done(job).await
-            }
-            Err(Failure::Permanent(why)) => archive.job_failed(job, &why, None).await,
-            Err(Failure::Transient(why)) => {
-                let retry = (job.attempts < settings.max_attempts).then(|| {
-                    let factor = 1u32 << (job.attempts.clamp(1, 12) - 1);
-                    (settings.retry_base.saturating_mul(factor))
-                        .min(Duration::from_secs(3600))
-                        .as_secs() as i64
-                });
-                if retry.is_none() {
-                    warn!(destination, job = job.id, error = %why, "forwarding failed for good");
-                }
-                archive.job_failed(job, &why, retry).await
-            }
-        };
-        if let Err(e) = recorded {
-            // The lease runs out and the job is tried again.
-            warn!(error = %e, job = job.id, "cannot record a forwarding attempt");
-        }
-    }
-    if sent > 0 {
-        info!(destination, sent, of = jobs.len(), "forwarded");
-        let mut e = AuditEvent::new(EventId::InstancesTransferred, 'R', Outcome::Success);
-        e.peer = destination.to_string();
-        e.detail = format!("forwarded {sent} instances to {destination}");
-        archive.audit(e).await;
-    }
-}
-
-enum Failure {
-    /// Worth trying again later (peer down, refused, busy).
-    Transient(String),
-    /// Will not get better (the instance is gone).
-    Permanent(String),
-}
-
-/// One attempt at every job: an outcome per job, in order.
-async fn attempt(
+/// Sends `instances` to the registered peer `destination` on one
+/// association: an outcome per instance, in order.
+pub async fn send(
     archive: &Archive,
     config: &DimseConfig,
     destination: &str,
-    jobs: &[Job],
+    instances: &[StoredInstance],
 ) -> Vec<Result<(), Failure>> {
     let all = |why: String| {
-        jobs.iter()
+        instances
+            .iter()
             .map(|_| Err(Failure::Transient(why.clone())))
             .collect()
     };
@@ -150,15 +37,6 @@ async fn attempt(
         Ok(None) => return all(format!("{destination} is not a registered peer")),
         Err(e) => return all(format!("peer lookup failed: {e}")),
     };
-    let uids: Vec<String> = jobs.iter().map(|j| j.sop_instance_uid.clone()).collect();
-    let stored = match archive.stored_by_uid(&uids).await {
-        Ok(s) => s,
-        Err(e) => return all(format!("index unavailable: {e}")),
-    };
-    let present: Vec<&StoredInstance> = jobs
-        .iter()
-        .filter_map(|j| stored.get(&j.sop_instance_uid))
-        .collect();
     let mut options = ClientAssociationOptions::new()
         .calling_ae_title(config.ae_title.clone())
         .called_ae_title(peer.ae_title.clone())
@@ -167,7 +45,7 @@ async fn attempt(
         .write_timeout(config.idle_timeout)
         .connection_timeout(Duration::from_secs(10));
     let mut proposed: Vec<(String, String)> = Vec::new();
-    for inst in &present {
+    for inst in instances {
         for ts in [inst.transfer_syntax_uid.as_str(), EXPLICIT_VR_LE] {
             let pair = (inst.sop_class_uid.clone(), ts.to_string());
             if proposed.len() < 126 && !proposed.contains(&pair) {
@@ -180,19 +58,12 @@ async fn attempt(
             }
         }
     }
-    if present.is_empty() {
-        return jobs
-            .iter()
-            .map(|_| {
-                Err(Failure::Permanent(
-                    "the instance is no longer stored".into(),
-                ))
-            })
-            .collect();
+    if instances.is_empty() {
+        return Vec::new();
     }
     let idle = config.idle_timeout;
     let sent = with_peer_association!(options, &peer, config.tls_client.clone(), |a| {
-        send_all(&mut a, archive, jobs, &stored, idle).await
+        send_all(&mut a, archive, instances, idle).await
     });
     match sent {
         Ok(outcomes) => outcomes,
@@ -203,26 +74,19 @@ async fn attempt(
 async fn send_all<S: Stream, A>(
     a: &mut A,
     archive: &Archive,
-    jobs: &[Job],
-    stored: &std::collections::HashMap<String, StoredInstance>,
+    instances: &[StoredInstance],
     idle: Duration,
 ) -> Vec<Result<(), Failure>>
 where
     A: AsyncAssociation<S> + Send,
 {
-    let mut out = Vec::with_capacity(jobs.len());
+    let mut out = Vec::with_capacity(instances.len());
     let mut broken: Option<String> = None;
-    for (n, job) in jobs.iter().enumerate() {
+    for (n, inst) in instances.iter().enumerate() {
         if let Some(why) = &broken {
             out.push(Err(Failure::Transient(why.clone())));
             continue;
         }
-        let Some(inst) = stored.get(&job.sop_instance_uid) else {
-            out.push(Err(Failure::Permanent(
-                "the instance is no longer stored".into(),
-            )));
-            continue;
-        };
         let message_id = (n % 0xFFFF) as u16 + 1;
         match send_store(a, archive, inst, message_id, None, idle).await {
             Ok(true) => {}

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use custos_core::audit::{AuditKey, AuditRecord, AuditSearch};
 use custos_core::query::{Query, Row};
 use custos_core::record::{InstanceRecord, MppsRow, StoredInstance, WorklistRow};
-use custos_core::routing::{Job, JobState};
+use custos_core::routing::{Job, JobScope, JobState};
 use custos_core::{ApiToken, Peer, User};
 
 /// A backend's own error (SQLite's, PostgreSQL's), kept as its source.
@@ -250,13 +250,19 @@ pub trait Worklist: Send + Sync + 'static {
 /// taken is leased: if its node dies, it is due again when the lease ends.
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
-    /// Queues (instance, destination) jobs due at `now`. An existing job for
-    /// the same pair is left alone, or with `again` put back to pending.
+    /// Queues (UID, destination) jobs of `scope` made at `now`, due at `due`.
+    /// An existing instance job for the same pair is left alone, or with
+    /// `again` put back to pending. An existing study job (the study is
+    /// still arriving) is due at `due` instead, and with `again` pending
+    /// anew even if it was sent (the study changed): whole studies are sent
+    /// once they have been quiet for a while.
     async fn enqueue(
         &self,
+        scope: JobScope,
         jobs: Vec<(String, String)>,
         reason: &str,
         now: i64,
+        due: i64,
         again: bool,
     ) -> Result<(), IndexError>;
     /// Takes up to `limit` due pending jobs: each gets one more attempt and

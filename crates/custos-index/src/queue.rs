@@ -4,13 +4,13 @@
 
 use async_trait::async_trait;
 
-use custos_core::routing::{Job, JobState};
+use custos_core::routing::{Job, JobScope, JobState};
 
 use crate::postgres::{pg, pool_err};
 use crate::{IndexError, PgIndex, Queue, SqliteIndex};
 
-const COLUMNS: &str =
-    "id, sop_instance_uid, destination, reason, state, attempts, next_at, last_error, created";
+// `sop_instance_uid` holds a study's UID in study jobs (the column predates them).
+const COLUMNS: &str = "id, sop_instance_uid, destination, reason, state, attempts, next_at, last_error, created, scope";
 
 /// Placeholders `?n` (SQLite) or `$n` (PostgreSQL).
 type Mark = fn(usize) -> String;
@@ -23,19 +23,24 @@ fn pg_mark(n: usize) -> String {
     format!("${n}")
 }
 
-fn enqueue_sql(m: Mark, again: bool) -> String {
-    let conflict = if again {
-        "DO UPDATE SET state = 'pending', attempts = 0, next_at = excluded.next_at, last_error = '', reason = excluded.reason WHERE jobs.state <> 'pending'"
-    } else {
-        "DO NOTHING"
+fn enqueue_sql(m: Mark, scope: JobScope, again: bool) -> String {
+    let rearm = "DO UPDATE SET state = 'pending', attempts = 0, next_at = excluded.next_at, last_error = '', reason = excluded.reason";
+    let conflict = match (scope, again) {
+        (JobScope::Instance, false) => "DO NOTHING".to_string(),
+        (JobScope::Instance, true) => format!("{rearm} WHERE jobs.state <> 'pending'"),
+        // A study still arriving: its timer starts again (an attempt under
+        // way is superseded: its outcome no longer counts, attempts = 0).
+        (JobScope::Study, false) => format!("{rearm} WHERE jobs.state = 'pending'"),
+        (JobScope::Study, true) => rearm.to_string(),
     };
     format!(
-        "INSERT INTO jobs (sop_instance_uid, destination, reason, state, next_at, created) VALUES ({}, {}, {}, 'pending', {}, {}) ON CONFLICT (sop_instance_uid, destination) {conflict}",
+        "INSERT INTO jobs (sop_instance_uid, destination, reason, state, next_at, created, scope) VALUES ({}, {}, {}, 'pending', {}, {}, '{}') ON CONFLICT (sop_instance_uid, destination) {conflict}",
         m(1),
         m(2),
         m(3),
         m(4),
-        m(4)
+        m(5),
+        scope.name()
     )
 }
 
@@ -90,12 +95,18 @@ fn state_of(id: i64, state: &str) -> Result<JobState, IndexError> {
     JobState::parse(state).ok_or_else(|| IndexError::Corrupt(format!("job {id}: state `{state}`")))
 }
 
+fn scope_of(id: i64, scope: &str) -> Result<JobScope, IndexError> {
+    JobScope::parse(scope).ok_or_else(|| IndexError::Corrupt(format!("job {id}: scope `{scope}`")))
+}
+
 fn sqlite_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job, IndexError>> {
     let id: i64 = r.get(0)?;
     let state: String = r.get(4)?;
+    let scope: String = r.get(9)?;
     let job = Job {
         id,
-        sop_instance_uid: r.get(1)?,
+        scope: JobScope::Instance,
+        uid: r.get(1)?,
         destination: r.get(2)?,
         reason: r.get(3)?,
         state: JobState::Pending,
@@ -104,14 +115,21 @@ fn sqlite_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job, IndexError>
         last_error: r.get(7)?,
         created: r.get(8)?,
     };
-    Ok(state_of(id, &state).map(|state| Job { state, ..job }))
+    Ok(state_of(id, &state).and_then(|state| {
+        Ok(Job {
+            state,
+            scope: scope_of(id, &scope)?,
+            ..job
+        })
+    }))
 }
 
 fn pg_job(r: &tokio_postgres::Row) -> Result<Job, IndexError> {
     let id: i64 = r.get(0);
     Ok(Job {
         id,
-        sop_instance_uid: r.get(1),
+        scope: scope_of(id, r.get(9))?,
+        uid: r.get(1),
         destination: r.get(2),
         reason: r.get(3),
         state: state_of(id, r.get(4))?,
@@ -126,16 +144,18 @@ fn pg_job(r: &tokio_postgres::Row) -> Result<Job, IndexError> {
 impl Queue for SqliteIndex {
     async fn enqueue(
         &self,
+        scope: JobScope,
         jobs: Vec<(String, String)>,
         reason: &str,
         now: i64,
+        due: i64,
         again: bool,
     ) -> Result<(), IndexError> {
         let reason = reason.to_string();
         self.write(move |t| {
-            let mut stmt = t.prepare(&enqueue_sql(sqlite_mark, again))?;
+            let mut stmt = t.prepare_cached(&enqueue_sql(sqlite_mark, scope, again))?;
             for (uid, dest) in &jobs {
-                stmt.execute(rusqlite::params![uid, dest, reason, now])?;
+                stmt.execute(rusqlite::params![uid, dest, reason, due, now])?;
             }
             Ok(())
         })
@@ -210,16 +230,21 @@ impl Queue for SqliteIndex {
 impl Queue for PgIndex {
     async fn enqueue(
         &self,
+        scope: JobScope,
         jobs: Vec<(String, String)>,
         reason: &str,
         now: i64,
+        due: i64,
         again: bool,
     ) -> Result<(), IndexError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg)?;
-        let stmt = tx.prepare(&enqueue_sql(pg_mark, again)).await.map_err(pg)?;
+        let stmt = tx
+            .prepare_cached(&enqueue_sql(pg_mark, scope, again))
+            .await
+            .map_err(pg)?;
         for (uid, dest) in &jobs {
-            tx.execute(&stmt, &[uid, dest, &reason, &now])
+            tx.execute(&stmt, &[uid, dest, &reason, &due, &now])
                 .await
                 .map_err(pg)?;
         }

@@ -184,7 +184,8 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     // 2: web users and API tokens; 3: peers that must use TLS, optionally
     // with a pinned client certificate; 4: the audit trail; 5: peers pinned
     // by certificate subject or CA bundle; 6: series date and time; 7: an
-    // index on arrival time; 8: counters; 9: the worklist; 10: MPPS; 11: jobs.
+    // index on arrival time; 8: counters; 9: the worklist; 10: MPPS; 11: jobs;
+    // 12: study jobs.
     let mut steps = vec![first];
     steps.extend(
         [
@@ -207,8 +208,12 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     steps.push(worklist(ids));
     steps.push(MPPS.to_string());
     steps.push(jobs(ids));
+    steps.push(JOB_SCOPE.to_string());
     steps
 }
+
+/// 12: jobs that send a whole study once it is stable.
+const JOB_SCOPE: &str = "ALTER TABLE jobs ADD COLUMN scope TEXT NOT NULL DEFAULT 'instance';";
 
 /// 1: the four levels, and peers.
 const FOUR_LEVELS: &str = r#"

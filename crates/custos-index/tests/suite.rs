@@ -736,18 +736,21 @@ async fn counters_follow_inserts_replacements_and_removals(ix: Ix) {
 /// Jobs are taken once while leased, come due again after a failure, go to
 /// the dead letter without a retry time, and are put back or cancelled.
 async fn forwarding_queue(ix: Ix) {
-    use custos_core::routing::JobState;
+    use custos_core::routing::{JobScope, JobState};
     let pair = |u: &str, d: &str| (u.to_string(), d.to_string());
+    let one = JobScope::Instance;
     ix.enqueue(
+        one,
         vec![pair("1.1", "A"), pair("1.2", "A"), pair("1.1", "B")],
         "rule",
+        100,
         100,
         false,
     )
     .await
     .unwrap();
     // The same pair again changes nothing (a re-sent instance).
-    ix.enqueue(vec![pair("1.1", "A")], "rule", 100, false)
+    ix.enqueue(one, vec![pair("1.1", "A")], "rule", 100, 100, false)
         .await
         .unwrap();
     assert_eq!(ix.jobs(None, 10).await.unwrap().len(), 3);
@@ -809,15 +812,53 @@ async fn forwarding_queue(ix: Ix) {
         vec![(third[0].id, 1)]
     );
     // Sending again on purpose re-queues a finished pair.
-    ix.enqueue(vec![pair("1.1", "A")], "manual", 400, true)
+    ix.enqueue(one, vec![pair("1.1", "A")], "manual", 400, 400, true)
         .await
         .unwrap();
     let resent = ix.take_jobs(400, 460, 10).await.unwrap();
     assert!(
         resent
             .iter()
-            .any(|j| j.id == taken[0].id && j.reason == "manual")
+            .any(|j| j.id == taken[0].id && j.reason == "manual" && j.scope == one)
     );
+
+    // A study job: due once the study has been quiet; each arrival pushes it.
+    // (Only it counts from here: the instance jobs above come due again.)
+    let study = JobScope::Study;
+    let take = async |now: i64| -> Vec<custos_core::routing::Job> {
+        let mut all = ix.take_jobs(now, now + 100, 10).await.unwrap();
+        all.retain(|j| j.uid == "2.1");
+        all
+    };
+    ix.enqueue(study, vec![pair("2.1", "A")], "stable", 500, 510, true)
+        .await
+        .unwrap();
+    ix.enqueue(study, vec![pair("2.1", "A")], "stable", 505, 515, true)
+        .await
+        .unwrap();
+    assert!(take(512).await.is_empty(), "pushed");
+    let sent = take(515).await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0].scope, sent[0].uid.as_str()), (study, "2.1"));
+    // An arrival during the attempt supersedes it: its outcome is ignored
+    // and the study goes again, whole, once quiet.
+    ix.enqueue(study, vec![pair("2.1", "A")], "stable", 520, 530, true)
+        .await
+        .unwrap();
+    ix.job_done(sent[0].id, 1).await.unwrap();
+    let again = take(530).await;
+    assert_eq!((again.len(), again[0].attempts), (1, 1));
+    ix.job_done(again[0].id, 1).await.unwrap();
+    // A re-sent instance of it (already stored) does not resend the study;
+    // a new one does.
+    ix.enqueue(study, vec![pair("2.1", "A")], "stable", 700, 710, false)
+        .await
+        .unwrap();
+    assert!(take(800).await.is_empty());
+    ix.enqueue(study, vec![pair("2.1", "A")], "stable", 700, 710, true)
+        .await
+        .unwrap();
+    assert_eq!(take(800).await.len(), 1);
 }
 
 /// Worklist items by start date; performed steps created once and changed

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use custos_archive::registry;
+use custos_archive::routing::DestinationError;
 use custos_core::{Action, Principal};
 
 use crate::AppState;
@@ -440,7 +441,7 @@ pub async fn jobs(
         .map(|j| {
             json!({
                 "id": j.id, "state": j.state.name(), "attempts": j.attempts,
-                "destination": j.destination, "sop_instance_uid": j.sop_instance_uid,
+                "destination": j.destination, "scope": j.scope.name(), "uid": j.uid,
                 "reason": j.reason, "last_error": j.last_error, "next_at": j.next_at, "created": j.created,
             })
         })
@@ -505,8 +506,9 @@ pub struct SendBody {
     destination: String,
 }
 
-/// `POST /api/studies/{study}/send` `{"destination": AE}`: every instance of
-/// the study queued for a registered peer; 202 with how many.
+/// `POST /api/studies/{study}/send` `{"destination": NAME}`: every instance
+/// of the study queued for a registered peer or a DICOMweb destination; 202
+/// with how many.
 pub async fn send_study(
     State(s): State<Arc<AppState>>,
     Extension(p): Extension<Principal>,
@@ -516,17 +518,10 @@ pub async fn send_study(
     require(&p, Action::Admin)?;
     check_uid(&study)?;
     let Json(body) = body.map_err(json_rejection)?;
-    let callable = s
-        .archive
-        .peer_directory()
-        .peer(&body.destination)
-        .await?
-        .is_some_and(|peer| peer.host.connect_host().is_some());
-    if !callable {
-        return Err(unprocessable(format!(
-            "`{}` is not a registered peer with one address and a port",
-            body.destination
-        )));
+    match s.archive.destination(&body.destination).await {
+        Ok(_) => {}
+        Err(DestinationError::Index(e)) => return Err(e.into()),
+        Err(e) => return Err(unprocessable(e.to_string())),
     }
     let n = s.archive.send_study(&study, &body.destination).await?;
     if n == 0 {

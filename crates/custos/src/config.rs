@@ -20,6 +20,9 @@ pub struct Config {
     /// `[[route]]` rules: which new instances are forwarded where.
     #[serde(rename = "route")]
     pub routes: Vec<custos_core::routing::RouteRule>,
+    /// `[[dicomweb_destination]]`: DICOMweb servers rules may forward to.
+    #[serde(rename = "dicomweb_destination")]
+    pub dicomweb_destinations: Vec<custos_core::routing::WebDestination>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -377,14 +380,25 @@ max_attempts = 10
 
 # Forwarding rules: each new instance matching all of a rule's conditions
 # (empty: any; `*` and `?` wildcards, case-insensitive) is queued for the
-# rule's destination, a registered peer with a port, and sent by C-STORE
-# (TLS if the peer requires it). The queue is in the index and survives
-# restarts. Conditions: calling_ae, modality, sop_class, study_description.
+# rule's destination: a registered peer with a port, sent by C-STORE (TLS if
+# the peer requires it), or a [[dicomweb_destination]], sent by STOW-RS. The
+# queue is in the index and survives restarts. Conditions: calling_ae,
+# modality, sop_class, study_description. With stable_seconds, the whole
+# study goes once no instance of it has arrived for that long.
 # [[route]]
 # name = "ct-to-ai"
 # destination = "AI01"
 # modality = "CT"
 # study_description = "*HEAD*"
+# stable_seconds = 60
+#
+# A DICOMweb server forwards may go to (https, or http to loopback only);
+# credentials are read from files: username + password_file (Basic) or
+# token_file (Bearer); ca_file adds trusted PEM roots.
+# [[dicomweb_destination]]
+# name = "RESEARCH"
+# url = "https://research.example.org/dicom-web"
+# token_file = "/etc/custos/research.token"
 "#;
 
 impl Config {

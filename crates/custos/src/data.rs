@@ -122,5 +122,7 @@ pub async fn open_archive(data: &Path, config: &Config) -> Result<Arc<Archive>> 
         .duplicates
         .parse()
         .map_err(anyhow::Error::msg)?;
-    Ok(Arc::new(Archive::new(index, store, duplicates)))
+    let archive = Arc::new(Archive::new(index, store, duplicates));
+    archive.set_web_destinations(config.dicomweb_destinations.clone());
+    Ok(archive)
 }

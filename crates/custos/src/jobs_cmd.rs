@@ -13,7 +13,9 @@ use crate::data::open_archive;
 
 #[derive(Subcommand)]
 pub enum JobsCommand {
-    /// Jobs, newest first: id, state, attempts, destination, instance, rule, last error.
+    /// Jobs, newest first: id, state, attempts, destination, UID (an
+    /// instance's, or a study's for rules with stable_seconds), rule, last
+    /// error.
     List {
         /// pending, done, failed or cancelled (default: all)
         #[arg(long)]
@@ -25,11 +27,12 @@ pub enum JobsCommand {
     Retry { id: i64 },
     /// Cancels a pending or failed job.
     Cancel { id: i64 },
-    /// Queues every instance of a study for a registered peer.
+    /// Queues every instance of a study for a registered peer or a DICOMweb destination.
     Send {
         #[arg(long)]
         study: String,
-        /// AE title of a registered peer with an address and port.
+        /// AE title of a registered peer with an address and port, or a
+        /// [[dicomweb_destination]]'s name.
         #[arg(long)]
         to: String,
     },
@@ -53,7 +56,7 @@ pub async fn run(data: &Path, command: JobsCommand) -> Result<()> {
                     j.state.name(),
                     j.attempts,
                     j.destination,
-                    j.sop_instance_uid,
+                    j.uid,
                     j.reason,
                     j.last_error
                 );
@@ -72,14 +75,7 @@ pub async fn run(data: &Path, command: JobsCommand) -> Result<()> {
             println!("job {id} cancelled");
         }
         JobsCommand::Send { study, to } => {
-            let callable = archive
-                .peer_directory()
-                .peer(&to)
-                .await?
-                .is_some_and(|p| p.host.connect_host().is_some());
-            if !callable {
-                bail!("`{to}` is not a registered peer with one address and a port");
-            }
+            archive.destination(&to).await?;
             let n = archive.send_study(&study, &to).await?;
             if n == 0 {
                 bail!("no instances of study {study}");

@@ -181,7 +181,7 @@ pub async fn start(data_dir: &Path, config: Config, listeners: Listeners) -> Res
             peers.len()
         );
     }
-    check_routes(&config.routes, &peers)?;
+    check_routes(&config, &archive).await?;
     archive.set_routes(config.routes.clone());
     let auth = std::sync::Arc::new(custos_auth::Authenticator::new(
         archive.registry(),
@@ -218,11 +218,11 @@ pub async fn start(data_dir: &Path, config: Config, listeners: Listeners) -> Res
         auth,
         stop_rx.clone(),
     )?;
-    tokio::spawn(custos_dimse::router::run(
+    tokio::spawn(crate::forward::run(
         archive.clone(),
-        std::sync::Arc::new(dimse.clone()),
-        custos_dimse::router::RouterSettings {
-            retry_base: Duration::from_secs(config.routing.retry_seconds.max(1)),
+        crate::forward::Senders::new(dimse.clone(), &config.dicomweb_destinations)?,
+        custos_archive::routing::RetryPolicy {
+            base: Duration::from_secs(config.routing.retry_seconds.max(1)),
             max_attempts: i64::from(config.routing.max_attempts.max(1)),
         },
         stop_rx.clone(),
@@ -242,27 +242,28 @@ pub async fn start(data_dir: &Path, config: Config, listeners: Listeners) -> Res
     })
 }
 
-/// Every `[[route]]` must name a registered peer Custos can call (one
-/// address and a port): a rule to anyone else is refused at start.
-fn check_routes(
-    routes: &[custos_core::routing::RouteRule],
-    peers: &[custos_core::Peer],
-) -> Result<()> {
-    for r in routes {
-        let callable = peers
-            .iter()
-            .find(|p| p.ae_title == r.destination.trim())
-            .is_some_and(|p| p.host.connect_host().is_some());
-        if !callable {
+/// Every `[[dicomweb_destination]]` must be usable and named apart from the
+/// registered peers, and every `[[route]]` must name one of them or a
+/// registered peer Custos can call (one address and a port): a rule to
+/// anyone else is refused at start.
+async fn check_routes(config: &Config, archive: &custos_archive::Archive) -> Result<()> {
+    let mut names = std::collections::HashSet::new();
+    for w in &config.dicomweb_destinations {
+        w.check().map_err(anyhow::Error::msg)?;
+        if !names.insert(w.name.as_str()) {
+            bail!("two [[dicomweb_destination]] are named `{}`", w.name);
+        }
+        if archive.peer_directory().peer(&w.name).await?.is_some() {
             bail!(
-                "[[route]] `{}`: destination `{}` is not a registered peer with one address and a port (custos peer add)",
-                r.name,
-                r.destination
+                "[[dicomweb_destination]] `{}` has the AE title of a registered peer; name it apart",
+                w.name
             );
         }
     }
-    if !routes.is_empty() {
-        println!("{} forwarding rule(s)", routes.len());
+    for r in &config.routes {
+        if let Err(e) = archive.destination(&r.destination).await {
+            bail!("[[route]] `{}`: {e}", r.name);
+        }
     }
     Ok(())
 }

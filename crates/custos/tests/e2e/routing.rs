@@ -1,6 +1,7 @@
 //! Forwarding (issue 15): `[[route]]` rules and manual sends through the
 //! durable queue to DCMTK's storescp, across a destination outage and a
-//! SIGKILL of the server.
+//! SIGKILL of the server; whole studies once stable; STOW-RS to Orthanc's
+//! DICOMweb plugin.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -120,7 +121,7 @@ fn routes_forward_matching_instances_and_retry_until_the_destination_answers() {
         walk_files(&received).len() == 3
     });
     let refused = data.cli(&["jobs", "send", "--study", "1.2.3", "--to", "NOBODY"]);
-    assert!(!refused.ok() && refused.stderr().contains("not a registered peer"));
+    assert!(!refused.ok() && refused.stderr().contains("neither a registered peer"));
     // The same through the admin API.
     let admin = serde_json::json!({"basic": ["admin2", PW]});
     let r = web_requests(
@@ -190,7 +191,10 @@ fn a_route_to_an_unregistered_peer_is_refused_at_start() {
     assert!(!exited.unwrap().success());
     let out = serve.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("`NOBODY` is not a registered peer"), "{err}");
+    assert!(
+        err.contains("`NOBODY` is neither a registered peer"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -247,4 +251,251 @@ fn sigkill_trial(data: &DataDir) {
         .matches("Received Store Request")
         .count();
     assert_eq!(requests, 20, "sent exactly once each");
+}
+
+/// A rule with `stable_seconds` sends nothing while the study is arriving,
+/// then the whole study as one job.
+#[test]
+fn a_stable_study_is_forwarded_whole_once_quiet() {
+    let data = DataDir::new("route-stable");
+    let dest_port = free_port();
+    data.add_peer("DEST", "127.0.0.1", dest_port, "echo");
+    data.add_peer("MODALITY", "127.0.0.1", free_port(), "echo,store");
+    configure(
+        &data,
+        "[[route]]\nname = \"whole\"\ndestination = \"DEST\"\nstable_seconds = 4",
+    );
+    let received = data.path.with_extension("received");
+    let log = data.path.with_extension("storescp.log");
+    let mut scp = storescp("DEST", dest_port, &received, &log);
+    let server = Server::start(&data);
+    let src = data.path.with_extension("src");
+    let study = "1.2.826.0.1.3680043.2.1125.88.7";
+    let spec = |n: u32| {
+        format!(r#"{{"PatientID": "S1", "StudyInstanceUID": "{study}", "InstanceNumber": "{n}"}}"#)
+    };
+    make_and_store(&server, &src.join("a"), "MODALITY", &[spec(1)]);
+    std::thread::sleep(Duration::from_secs(1));
+    let waiting = jobs(&data, "pending");
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(
+        (waiting[0][2].as_str(), waiting[0][4].as_str()),
+        ("0", study)
+    );
+    assert!(
+        walk_files(&received).is_empty(),
+        "sent before the study was quiet"
+    );
+    make_and_store(&server, &src.join("b"), "MODALITY", &[spec(2), spec(3)]);
+    wait_until("the study forwarded whole", Duration::from_secs(60), || {
+        jobs(&data, "done").len() == 1
+    });
+    assert_eq!(walk_files(&received).len(), 3);
+    let requests = std::fs::read_to_string(&log)
+        .unwrap()
+        .matches("Received Store Request")
+        .count();
+    assert_eq!(requests, 3, "each instance once");
+    assert!(jobs(&data, "pending").is_empty());
+    let trail = data.audit_export();
+    assert!(
+        trail.iter().any(|e| {
+            let t = e.to_string();
+            t.contains("forwarded 3 instances to DEST") && t.contains(study) && t.contains("S1")
+        }),
+        "the forward is audited with its study and patient"
+    );
+    server.stop();
+    let _ = scp.kill();
+    let _ = scp.wait();
+}
+
+/// Debian's Orthanc with its DICOMweb plugin on loopback, HTTP Basic
+/// authentication on: the destination of STOW-RS forwards.
+struct Orthanc {
+    child: Child,
+    work: std::path::PathBuf,
+    http: u16,
+}
+
+const ORTHANC_PW: &str = "stow me 7 times";
+
+impl Orthanc {
+    fn start(work: std::path::PathBuf) -> Orthanc {
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).unwrap();
+        let plugin = std::fs::read_dir("/usr/lib/orthanc")
+            .expect("Debian's orthanc-dicomweb package")
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().contains("libOrthancDicomWeb.so"))
+            .expect("Debian's orthanc-dicomweb package");
+        let (http, dicom) = (free_port(), free_port());
+        let config = serde_json::json!({
+            "Name": "CustosDestination",
+            "StorageDirectory": work.join("db"),
+            "IndexDirectory": work.join("db"),
+            "HttpPort": http,
+            "DicomPort": dicom,
+            "RemoteAccessAllowed": false,
+            "AuthenticationEnabled": true,
+            "RegisteredUsers": {"custos": ORTHANC_PW},
+            "Plugins": [plugin],
+            "DicomWeb": {"Enable": true, "Root": "/dicom-web/"}
+        });
+        let path = work.join("orthanc.json");
+        std::fs::write(&path, config.to_string()).unwrap();
+        let child = Command::new("/usr/sbin/Orthanc")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(work.join("orthanc.log")).unwrap())
+            .spawn()
+            .expect("Orthanc");
+        wait_for_port(http);
+        Orthanc { child, work, http }
+    }
+
+    /// GET `path` from Orthanc's REST API (its own credentials).
+    fn get(&self, path: &str) -> Vec<u8> {
+        let script = r#"
+import base64, sys, urllib.request
+r = urllib.request.Request(sys.argv[1], headers={"Authorization": "Basic " + base64.b64encode(sys.argv[2].encode()).decode()})
+sys.stdout.buffer.write(urllib.request.urlopen(r, timeout=10).read())
+"#;
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                script,
+                &format!("http://127.0.0.1:{}{path}", self.http),
+                &format!("custos:{ORTHANC_PW}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    fn instances(&self) -> Vec<String> {
+        serde_json::from_slice(&self.get("/instances")).unwrap()
+    }
+}
+
+impl Drop for Orthanc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
+/// A rule to a `[[dicomweb_destination]]` sends by STOW-RS: Orthanc gets
+/// the instances byte for byte; a destination with a wrong password keeps
+/// its jobs retrying with the reason; a manual send goes the same way.
+#[test]
+fn routes_forward_by_stow_rs_to_orthanc() {
+    let data = DataDir::new("route-stow");
+    let orthanc = Orthanc::start(data.path.with_extension("orthanc"));
+    data.add_peer("MODALITY", "127.0.0.1", free_port(), "echo,store");
+    let good = data.path.with_extension("orthanc.pw");
+    let bad = data.path.with_extension("wrong.pw");
+    std::fs::write(&good, format!("{ORTHANC_PW}\n")).unwrap();
+    std::fs::write(&bad, "not it\n").unwrap();
+    let url = format!("http://127.0.0.1:{}/dicom-web", orthanc.http);
+    configure(
+        &data,
+        &format!(
+            r#"[[dicomweb_destination]]
+name = "ORTHANC_WEB"
+url = "{url}"
+username = "custos"
+password_file = "{}"
+
+[[dicomweb_destination]]
+name = "LOCKED_OUT"
+url = "{url}"
+username = "custos"
+password_file = "{}"
+
+[[route]]
+name = "mr-to-web"
+destination = "ORTHANC_WEB"
+modality = "MR"
+
+[[route]]
+name = "nowhere"
+destination = "LOCKED_OUT"
+modality = "MR"
+"#,
+            good.display(),
+            bad.display()
+        ),
+    );
+    let server = Server::start(&data);
+    let src = data.path.with_extension("src");
+    let (files, uids) = make_and_store(
+        &server,
+        &src,
+        "MODALITY",
+        &[
+            r#"{"Modality": "MR", "PatientID": "W1"}"#.into(),
+            r#"{"Modality": "MR", "PatientID": "W1"}"#.into(),
+            r#"{"Modality": "CT", "PatientID": "W2", "StudyInstanceUID": "1.2.826.0.1.3680043.2.1125.88.9"}"#.into(),
+        ],
+    );
+    wait_until(
+        "the MR instances in Orthanc",
+        Duration::from_secs(60),
+        || orthanc.instances().len() == 2,
+    );
+    for id in orthanc.instances() {
+        let stored = orthanc.get(&format!("/instances/{id}/file"));
+        let tags: serde_json::Value =
+            serde_json::from_slice(&orthanc.get(&format!("/instances/{id}/simplified-tags")))
+                .unwrap();
+        let uid = tags["SOPInstanceUID"].as_str().unwrap();
+        let n = uids.iter().position(|u| u == uid).expect("one of ours");
+        assert!(n < 2, "only the MR instances");
+        assert!(
+            dataset_of(&stored) == dataset_of(&std::fs::read(&files[n]).unwrap()),
+            "Orthanc has the data set as sent"
+        );
+    }
+    wait_until(
+        "the locked-out forwards retrying",
+        Duration::from_secs(30),
+        || {
+            let pending = jobs(&data, "pending");
+            pending.len() == 2
+                && pending
+                    .iter()
+                    .all(|j| j[3] == "LOCKED_OUT" && j[6].contains("401"))
+        },
+    );
+    assert_eq!(jobs(&data, "done").len(), 2);
+    // By hand: the CT study to Orthanc too.
+    let queued = data
+        .cli(&[
+            "jobs",
+            "send",
+            "--study",
+            "1.2.826.0.1.3680043.2.1125.88.9",
+            "--to",
+            "ORTHANC_WEB",
+        ])
+        .success()
+        .stdout();
+    assert!(queued.contains("1 instances queued"), "{queued}");
+    wait_until("the CT study in Orthanc", Duration::from_secs(60), || {
+        orthanc.instances().len() == 3
+    });
+    assert!(
+        data.audit_export()
+            .iter()
+            .any(|e| e.to_string().contains("to ORTHANC_WEB") && e.to_string().contains("W2")),
+        "STOW-RS forwards are audited with the patient"
+    );
+    server.stop();
 }

@@ -1,0 +1,169 @@
+//! The forwarding queue's worker: takes due jobs from the index (leased, so
+//! a node that dies mid-send leaves them due again, and several nodes on
+//! PostgreSQL take different ones), groups them by destination, sends each
+//! group's instances on one association (`custos-dimse::router`) or in
+//! STOW-RS requests (`stow_out`), and records each job done, due again
+//! after a back-off, or failed for good. Each delivery is audited (110104)
+//! with its destination, studies and patients.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use custos_archive::Archive;
+use custos_archive::routing::{Failure, RetryPolicy};
+use custos_core::audit::{AuditEvent, EventId, Outcome};
+use custos_core::record::StoredInstance;
+use custos_core::routing::{Job, WebDestination};
+use custos_dimse::DimseConfig;
+
+use crate::stow_out::StowClient;
+
+/// A job taken is not taken again (by any node) for this long: a node that
+/// dies mid-send delays its jobs by at most this. An attempt that outlives
+/// its lease may be repeated by another node, but its outcome is then
+/// ignored (`Queue::job_done` checks the attempt).
+const LEASE_SECS: i64 = 120;
+/// Jobs taken at once.
+const BATCH: usize = 32;
+
+/// How jobs reach their destinations: DIMSE to registered peers, STOW-RS to
+/// the configured DICOMweb servers (by name).
+pub struct Senders {
+    dimse: DimseConfig,
+    web: HashMap<String, StowClient>,
+}
+
+impl Senders {
+    pub fn new(dimse: DimseConfig, web: &[WebDestination]) -> Result<Senders> {
+        let web = web
+            .iter()
+            .map(|w| Ok((w.name.clone(), StowClient::new(w)?)))
+            .collect::<Result<_>>()?;
+        Ok(Senders { dimse, web })
+    }
+}
+
+/// Works the queue until `shutdown` turns true.
+pub async fn run(
+    archive: Arc<Archive>,
+    senders: Senders,
+    policy: RetryPolicy,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let jobs = match archive.take_jobs(LEASE_SECS, BATCH).await {
+            Ok(j) => j,
+            Err(e) => {
+                warn!(error = %e, "forwarding queue unavailable");
+                Vec::new()
+            }
+        };
+        if jobs.is_empty() {
+            // New jobs wake us; retries and quiet studies come due on the second.
+            tokio::select! {
+                _ = archive.queue_notified().notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+            continue;
+        }
+        let mut by_destination: BTreeMap<String, Vec<Job>> = BTreeMap::new();
+        for j in jobs {
+            by_destination
+                .entry(j.destination.clone())
+                .or_default()
+                .push(j);
+        }
+        for (destination, jobs) in by_destination {
+            forward(&archive, &senders, policy, &destination, jobs).await;
+        }
+    }
+}
+
+/// Sends `jobs` to `destination` and records how each went.
+async fn forward(
+    archive: &Arc<Archive>,
+    senders: &Senders,
+    policy: RetryPolicy,
+    destination: &str,
+    jobs: Vec<Job>,
+) {
+    let outcomes = match archive.job_instances(&jobs).await {
+        Ok(sets) => {
+            let flat: Vec<StoredInstance> = sets.iter().flatten().cloned().collect();
+            let sent = match senders.web.get(destination) {
+                Some(stow) => stow.send(archive, &flat).await,
+                None => {
+                    custos_dimse::router::send(archive, &senders.dimse, destination, &flat).await
+                }
+            };
+            per_job(&sets, sent)
+        }
+        Err(e) => jobs
+            .iter()
+            .map(|_| {
+                let why = Failure::Transient(format!("index unavailable: {e}"));
+                (Err(why), Vec::new())
+            })
+            .collect(),
+    };
+    let mut delivered: Vec<String> = Vec::new();
+    for (job, (outcome, uids)) in jobs.iter().zip(outcomes) {
+        if outcome.is_ok() {
+            delivered.extend(uids);
+        }
+        if let Err(e) = archive.record_attempt(job, outcome, policy).await {
+            // The lease runs out and the job is tried again.
+            warn!(error = %e, job = job.id, "cannot record a forwarding attempt");
+        }
+    }
+    if !delivered.is_empty() {
+        info!(
+            destination,
+            sent = delivered.len(),
+            jobs = jobs.len(),
+            "forwarded"
+        );
+        let mut e = AuditEvent::new(EventId::InstancesTransferred, 'R', Outcome::Success);
+        e.peer = destination.to_string();
+        e.detail = format!("forwarded {} instances to {destination}", delivered.len());
+        e.study_uids = archive.studies_of(&delivered).await.unwrap_or_default();
+        archive.name_patients(&mut e).await;
+        archive.audit(e).await;
+    }
+}
+
+/// One outcome per job from one per instance: a job succeeds when all its
+/// instances did; a job with no instance left is failed for good.
+fn per_job(
+    sets: &[Vec<StoredInstance>],
+    sent: Vec<Result<(), Failure>>,
+) -> Vec<(Result<(), Failure>, Vec<String>)> {
+    let mut sent = sent.into_iter();
+    sets.iter()
+        .map(|set| {
+            if set.is_empty() {
+                let gone = Failure::Permanent("nothing of it is stored any more".into());
+                return (Err(gone), Vec::new());
+            }
+            // Every instance's outcome is taken, the first failure kept.
+            let mut outcome = Ok(());
+            for _ in set {
+                let one = sent
+                    .next()
+                    .unwrap_or_else(|| Err(Failure::Transient("no outcome".into())));
+                outcome = outcome.and(one);
+            }
+            let uids = set.iter().map(|i| i.sop_instance_uid.clone()).collect();
+            (outcome, uids)
+        })
+        .collect()
+}
