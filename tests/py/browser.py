@@ -262,6 +262,29 @@ def main():
         peers = requests.get(f"{url}/api/peers", auth=admin, verify=False).json()
         check(any(p["ae_title"] == "CT09" and "store" in p["allow"] for p in peers), f"peers: {peers}")
 
+        # Send the study to CT09 from its page; the jobs page shows the
+        # forwards waiting (nothing listens there), cancels and retries one.
+        page.goto(f"{url}/#/study/{study}")
+        page.wait_for_selector("select[name=send-to]")
+        page.select_option("select[name=send-to]", "CT09")
+        page.click(".send button:has-text('Send')")
+        page.wait_for_selector(f".send [role=status]:has-text('{SLICES} instances queued for CT09')")
+        page.click("#nav a:has-text('Jobs')")
+        page.wait_for_function(f"() => document.querySelectorAll('tr[data-job][data-state=pending]').length === {SLICES}")
+        page.wait_for_selector("tr[data-job] td:has-text('CT09')")
+        first = page.get_attribute("tr[data-job]", "data-job")
+        page.click(f"tr[data-job='{first}'] button:has-text('Cancel')")
+        page.wait_for_selector(f"tr[data-job='{first}'][data-state=cancelled]")
+        page.select_option("select[name=job-state]", "cancelled")
+        page.wait_for_function("() => document.querySelectorAll('tr[data-job]').length === 1")
+        page.click(f"tr[data-job='{first}'] button:has-text('Retry')")
+        page.wait_for_selector("p.hint:has-text('No jobs.')")
+        page.select_option("select[name=job-state]", "all")
+        page.wait_for_selector(f"tr[data-job='{first}'][data-state=pending]")
+        page.screenshot(path=f"{args.shots}/jobs.png", full_page=True)
+        jobs = requests.get(f"{url}/api/jobs?state=pending", auth=admin, verify=False).json()["jobs"]
+        check(len(jobs) == SLICES and all(j["destination"] == "CT09" and j["reason"] == "manual" for j in jobs), f"jobs: {jobs}")
+
         # The status page: what is stored, what arrived this hour, doctor's checks.
         page.goto(f"{url}/#/status")
         archive = page.wait_for_selector("[data-figure=archive]").inner_text()

@@ -86,6 +86,23 @@ impl Archive {
         let _ = self.web_destinations.set(destinations);
     }
 
+    /// Every destination by name: the registered peers Custos can call, then
+    /// the DICOMweb destinations.
+    pub async fn destinations(&self) -> Result<Vec<(String, Destination)>, IndexError> {
+        let mut all: Vec<(String, Destination)> = self
+            .peer_directory()
+            .peers()
+            .await?
+            .into_iter()
+            .filter(|p| p.host.connect_host().is_some())
+            .map(|p| (p.ae_title, Destination::Peer))
+            .collect();
+        for w in self.web_destinations.get().into_iter().flatten() {
+            all.push((w.name.clone(), Destination::Web(w.clone())));
+        }
+        Ok(all)
+    }
+
     /// What `name` is as a destination, or why it is none: a DICOMweb
     /// destination, or a registered peer Custos can call.
     pub async fn destination(&self, name: &str) -> Result<Destination, DestinationError> {

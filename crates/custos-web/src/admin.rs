@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use custos_archive::registry;
-use custos_archive::routing::DestinationError;
+use custos_archive::routing::{Destination, DestinationError};
 use custos_core::{Action, Principal};
 
 use crate::AppState;
@@ -403,6 +403,29 @@ async fn delete(
 pub struct JobsQuery {
     state: Option<String>,
     limit: Option<usize>,
+}
+
+/// `GET /api/destinations`: where studies can be sent (registered peers
+/// with an address and port, DICOMweb destinations), for the UI's "Send".
+pub async fn destinations(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+) -> Result<Json<serde_json::Value>> {
+    require(&p, Action::Admin)?;
+    let list: Vec<_> = s
+        .archive
+        .destinations()
+        .await?
+        .into_iter()
+        .map(|(name, d)| {
+            let kind = match d {
+                Destination::Peer => "dicom",
+                Destination::Web(_) => "dicomweb",
+            };
+            json!({ "name": name, "kind": kind })
+        })
+        .collect();
+    Ok(Json(json!({ "destinations": list })))
 }
 
 /// `GET /api/jobs?state=&limit=`: the forwarding queue, newest first.

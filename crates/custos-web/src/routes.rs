@@ -242,6 +242,12 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
         ),
         (Method::GET, "/api/jobs", Right(Admin), get(admin::jobs)),
         (
+            Method::GET,
+            "/api/destinations",
+            Right(Admin),
+            get(admin::destinations),
+        ),
+        (
             Method::POST,
             "/api/jobs/{id}/retry",
             Right(Admin),

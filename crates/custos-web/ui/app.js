@@ -1,5 +1,5 @@
 // Custos's browser UI: login, study list, study page; the routes to the
-// upload, administration, status and audit pages (their own modules).
+// upload, administration, jobs, status and audit pages (their own modules).
 // Patient data is only ever put into the page with textContent (never as
 // HTML), and never into the URL: the location carries UIDs only.
 
@@ -9,6 +9,7 @@ import { uploadPage } from "/ui/upload.js";
 import { adminPage } from "/ui/admin.js";
 import { auditPage } from "/ui/audit.js";
 import { statusPage } from "/ui/status.js";
+import { jobsPage, sendControl } from "/ui/jobs.js";
 
 const state = { me: null };
 const main = document.getElementById("main");
@@ -112,7 +113,7 @@ function showBar() {
   const links = [];
   if (may("find")) links.push(el("a", { href: "#/", text: "Studies" }));
   if (may("store")) links.push(el("a", { href: "#/upload", text: "Upload" }));
-  if (may("admin")) links.push(el("a", { href: "#/admin", text: "Administration" }), el("a", { href: "#/status", text: "Status" }));
+  if (may("admin")) links.push(el("a", { href: "#/admin", text: "Administration" }), el("a", { href: "#/jobs", text: "Jobs" }), el("a", { href: "#/status", text: "Status" }));
   if (may("audit")) links.push(el("a", { href: "#/audit", text: "Audit trail" }));
   nav.replaceChildren(...links);
   document.getElementById("who").textContent = `${state.me.user} (${state.me.role})`;
@@ -265,6 +266,10 @@ async function studyPage(uid) {
     actions.push(el("span", { class: "hint", text: "OHIF is not installed (custos viewer install); the quick viewer is shown." }));
   }
   actions.push(el("a", { href: `/api/studies/${encodeURIComponent(uid)}/download.zip`, download: "", text: "Download ZIP" }));
+  if (may("admin")) {
+    const send = await sendControl(api, uid);
+    if (send) actions.push(send);
+  }
   if (may("delete")) {
     actions.push(el("button", { type: "button", class: "danger", text: "Delete study", on: { click: async () => {
       if (!confirm("Delete this study from the archive? This cannot be undone.")) return;
@@ -335,6 +340,7 @@ async function route() {
     else if (hash === "#/status" && may("admin")) await statusPage(main, api);
     else if (hash === "#/upload" && may("store")) uploadPage(main, state.me.csrf);
     else if (hash === "#/admin" && may("admin")) await adminPage(main, api, state.me);
+    else if (hash === "#/jobs" && may("admin")) await jobsPage(main, api);
     else if (may("find")) {
       main.replaceChildren(...studyList());
       await search();

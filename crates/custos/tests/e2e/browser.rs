@@ -1,7 +1,8 @@
 //! The web UI in a real browser: Debian's chromium driven by Playwright
 //! (`tests/py/browser.py`) logs in, searches, opens a study, checks the
 //! viewer's image by its pixels, scrolls, changes the window, downloads the
-//! study as a ZIP, uploads, administers, reads the status page, logs out,
+//! study as a ZIP, uploads, administers, sends the study to a peer and
+//! manages its forwarding jobs, reads the status page, logs out,
 //! and sees the auditor's view with its filters. Screenshots of each page are left in
 //! `target/tmp/ui-screenshots/` for a reviewer.
 
@@ -32,6 +33,7 @@ fn a_radiologist_and_an_auditor_use_the_web_ui_in_chromium() {
         "viewer-lung",
         "upload",
         "admin",
+        "jobs",
         "status",
         "audit",
         "audit-filtered",

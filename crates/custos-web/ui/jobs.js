@@ -1,0 +1,81 @@
+// Forwarding jobs (admin role): the queue that routing rules and manual
+// sends fill, by state, with retry and cancel; and the "Send to" control of
+// the study page. Both through the admin API the CLI's `custos jobs` shares.
+
+import { el } from "/ui/dom.js";
+
+const STATES = ["all", "pending", "failed", "done", "cancelled"];
+
+const when = (t) => (t ? new Date(t * 1000).toISOString().replace("T", " ").slice(0, 19) : "");
+
+async function refused(r) {
+  let why = `${r.status}`;
+  try { why = (await r.json()).error || why; } catch (_) { /* no body */ }
+  return `Refused: ${why}`;
+}
+
+/** The jobs page in `main`, showing jobs in `filter` ("all" or a state). */
+export async function jobsPage(main, api, filter = "all") {
+  const message = el("p", { class: "error", role: "status" });
+  const query = filter === "all" ? "" : `&state=${filter}`;
+  const r = await api(`/api/jobs?limit=200${query}`);
+  if (!r.ok) {
+    main.replaceChildren(el("p", { class: "error", text: await refused(r) }));
+    return;
+  }
+  const { jobs } = await r.json();
+  const reload = (f = filter) => jobsPage(main, api, f);
+  const act = async (job, what) => {
+    const r = await api(`/api/jobs/${job.id}/${what}`, { method: "POST" });
+    if (r.ok) reload();
+    else message.textContent = await refused(r);
+  };
+  const button = (text, onClick, cls) => el("button", { type: "button", text, class: cls, on: { click: onClick } });
+  const stateSelect = el("select", { name: "job-state", "aria-label": "state", on: { change: () => reload(stateSelect.value) } },
+    STATES.map((s) => el("option", { value: s, text: s, selected: s === filter })));
+  const rows = jobs.map((j) => el("tr", { "data-job": j.id, "data-state": j.state },
+    el("td", { text: j.id }),
+    el("td", { text: j.state }),
+    el("td", { text: j.destination }),
+    el("td", { text: j.scope === "study" ? `study ${j.uid}` : j.uid }),
+    el("td", { text: j.reason }),
+    el("td", { text: j.attempts }),
+    el("td", { text: j.state === "pending" ? when(j.next_at) : "" }),
+    el("td", { text: j.last_error }),
+    el("td", {},
+      j.state === "failed" || j.state === "cancelled" ? button("Retry", () => act(j, "retry")) : null,
+      j.state === "pending" || j.state === "failed" ? button("Cancel", () => act(j, "cancel"), "danger") : null)));
+  main.replaceChildren(el("section", { class: "admin" },
+    el("h2", { text: "Forwarding jobs" }),
+    el("div", { class: "filters" }, el("label", {}, "state ", stateSelect), button("Refresh", () => reload())),
+    message,
+    jobs.length
+      ? el("table", { class: "jobs" },
+        el("thead", {}, el("tr", {}, ["Id", "State", "Destination", "What", "Rule", "Attempts", "Next attempt (UTC)", "Last error", ""].map((h) => el("th", { text: h })))),
+        el("tbody", {}, rows))
+      : el("p", { class: "hint", text: "No jobs." })));
+}
+
+/**
+ * A "Send to" control for the study `uid`: the destinations the server
+ * knows, and a button that queues the whole study for the chosen one.
+ */
+export async function sendControl(api, uid) {
+  const r = await api("/api/destinations");
+  if (!r.ok) return null;
+  const { destinations } = await r.json();
+  if (!destinations.length) return null;
+  const status = el("span", { class: "hint", role: "status" });
+  const choice = el("select", { name: "send-to", "aria-label": "destination" },
+    destinations.map((d) => el("option", { value: d.name, text: d.kind === "dicomweb" ? `${d.name} (DICOMweb)` : d.name })));
+  const send = async () => {
+    status.textContent = "";
+    const r = await api(`/api/studies/${encodeURIComponent(uid)}/send`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ destination: choice.value }),
+    });
+    status.textContent = r.ok ? `${(await r.json()).queued} instances queued for ${choice.value}` : await refused(r);
+  };
+  return el("span", { class: "send" }, choice, el("button", { type: "button", text: "Send", on: { click: send } }), status);
+}
