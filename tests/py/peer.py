@@ -754,7 +754,7 @@ def cmd_commit(args):
 
     handlers = [(evt.EVT_N_EVENT_REPORT, on_report)]
     server = None
-    if args.listen_port:
+    if args.listen_port and not args.no_listen:
         scp = make_ae(args.aet)
         scp.add_supported_context(StorageCommitmentPushModel, [ExplicitVRLittleEndian, ImplicitVRLittleEndian],
                                   scu_role=False, scp_role=True)
@@ -779,8 +779,12 @@ def cmd_commit(args):
         out({"accepted": False})
         return
     status, _ = assoc.send_n_action(ds, 1, StorageCommitmentPushModel, StorageCommitmentPushModelInstance)
-    if server:
+    if server or args.no_listen:
         assoc.release()
+    if args.no_listen:
+        out({"accepted": True, "status": status.Status if status else None,
+             "transaction": str(ds.TransactionUID), "reports": []})
+        return
     got.wait(args.wait)
     if not server:
         assoc.release()
@@ -788,6 +792,35 @@ def cmd_commit(args):
         server.shutdown()
     out({"accepted": True, "status": status.Status if status else None,
          "transaction": str(ds.TransactionUID), "reports": reports})
+
+
+def cmd_await_report(args):
+    """A modality's Storage Commitment SCP on --listen-port, waiting up to
+    --wait seconds for one N-EVENT-REPORT; prints it (none: empty list)."""
+    from pynetdicom.sop_class import StorageCommitmentPushModel
+    reports = []
+    got = threading.Event()
+
+    def on_report(event):
+        info = event.event_information
+        reports.append({
+            "calling": event.assoc.requestor.ae_title,
+            "event_type": event.event_type,
+            "transaction": str(info.TransactionUID),
+            "committed": [str(i.ReferencedSOPInstanceUID) for i in info.get("ReferencedSOPSequence", [])],
+        })
+        got.set()
+        return 0x0000, None
+
+    scp = make_ae(args.aet)
+    scp.add_supported_context(StorageCommitmentPushModel, [ExplicitVRLittleEndian, ImplicitVRLittleEndian],
+                              scu_role=False, scp_role=True)
+    server = scp.start_server((HOST, args.listen_port), block=False,
+                              evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    print("listening", file=sys.stderr, flush=True)
+    got.wait(args.wait)
+    server.shutdown()
+    out({"reports": reports})
 
 
 def cmd_mpps(args):
@@ -927,9 +960,14 @@ def main():
     sp = common(sub.add_parser("commit"))
     sp.add_argument("--missing", action="append", default=[], help="a SOP Instance UID never stored")
     sp.add_argument("--listen-port", type=int, help="release at once; receive the report here")
+    sp.add_argument("--no-listen", action="store_true", help="release at once; receive no report (our SCP is down)")
     sp.add_argument("--wait", type=float, default=20)
     sp.add_argument("files", nargs="*")
     sp.set_defaults(fn=cmd_commit)
+    sp = common(sub.add_parser("await-report"))
+    sp.add_argument("--listen-port", type=int, required=True)
+    sp.add_argument("--wait", type=float, default=60)
+    sp.set_defaults(fn=cmd_await_report)
     sp = common(sub.add_parser("worklist"))
     sp.add_argument("--modality")
     sp.add_argument("--date")

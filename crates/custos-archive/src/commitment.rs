@@ -1,7 +1,9 @@
 //! Storage commitment (PS3.4 J): does the archive really hold each instance a
 //! modality asks about? Each one is looked up in the index and its blob read
 //! back against the recorded size and SHA-256, so a modality deletes its own
-//! copy only of what is here and intact. The DIMSE exchange is `custos-dimse`'s.
+//! copy only of what is here and intact. The report is held in the durable
+//! queue before the modality is answered, so a restart cannot lose it. The
+//! DIMSE exchange is `custos-dimse`'s.
 
 use custos_index::IndexError;
 use custos_store::StoreError;
@@ -19,13 +21,68 @@ pub mod failure {
 }
 
 /// One instance a modality asks the archive to commit to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Reference {
     pub sop_class_uid: String,
     pub sop_instance_uid: String,
 }
 
+/// A transaction's outcome as the queue keeps it until the report is
+/// delivered: each reference with its Failure Reason, or none if committed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeldReport {
+    pub transaction: String,
+    pub references: Vec<(Reference, Option<u16>)>,
+}
+
+impl HeldReport {
+    pub fn from_payload(payload: &str) -> Result<HeldReport, String> {
+        serde_json::from_str(payload)
+            .map_err(|e| format!("a held commitment report does not parse: {e}"))
+    }
+}
+
+/// How long a held report waits for the association that asked for it to
+/// take it before it is due on a new association (a crash meanwhile: then).
+const SAME_ASSOCIATION_GRACE: i64 = 30;
+
 impl Archive {
+    /// Keeps `report` in the durable queue for the peer `peer_ae` before the
+    /// modality is answered: delivered later on a new association unless
+    /// `report_settled` says the modality took it on its own.
+    pub async fn hold_report(&self, peer_ae: &str, report: &HeldReport) -> Result<(), IndexError> {
+        let payload = serde_json::to_string(report)
+            .map_err(|e| IndexError::Corrupt(format!("commitment report: {e}")))?;
+        let now = crate::routing::now();
+        self.index
+            .enqueue_report(
+                &report.transaction,
+                peer_ae,
+                &payload,
+                now,
+                now + SAME_ASSOCIATION_GRACE,
+            )
+            .await
+    }
+
+    /// The modality took the held report on its association (`delivered`),
+    /// or did not: then it goes on a new association now.
+    pub async fn report_settled(&self, peer_ae: &str, transaction: &str, delivered: bool) {
+        let now = crate::routing::now();
+        match self
+            .index
+            .settle_report(transaction, peer_ae, delivered, now)
+            .await
+        {
+            Ok(()) if !delivered => self.queued.notify_one(),
+            Ok(()) => {}
+            // The report stays held and goes out when its grace ends.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record a storage commitment report's delivery")
+            }
+        }
+    }
+
     /// For each reference, in order: `None` if the archive holds it intact,
     /// or the Failure Reason. An unreadable index is an error (the request
     /// fails as a whole; the modality asks again); an unreadable blob fails

@@ -93,6 +93,9 @@ pub enum JobScope {
     Instance,
     /// Every instance of a study, by Study Instance UID.
     Study,
+    /// A storage commitment report (N-EVENT-REPORT) for the peer, by
+    /// Transaction UID; what it reports is the job's payload.
+    Commitment,
 }
 
 impl JobScope {
@@ -100,11 +103,12 @@ impl JobScope {
         match self {
             JobScope::Instance => "instance",
             JobScope::Study => "study",
+            JobScope::Commitment => "commitment",
         }
     }
 
     pub fn parse(s: &str) -> Option<JobScope> {
-        [JobScope::Instance, JobScope::Study]
+        [JobScope::Instance, JobScope::Study, JobScope::Commitment]
             .into_iter()
             .find(|j| j.name() == s)
     }
@@ -115,8 +119,11 @@ impl JobScope {
 pub struct Job {
     pub id: i64,
     pub scope: JobScope,
-    /// The SOP Instance UID or the Study Instance UID, as `scope` says.
+    /// The SOP Instance UID, Study Instance UID or Transaction UID, as
+    /// `scope` says.
     pub uid: String,
+    /// What a commitment report says (empty for other jobs, and in listings).
+    pub payload: String,
     pub destination: String,
     /// The rule that queued it, or `manual`.
     pub reason: String,

@@ -143,7 +143,7 @@ impl Association {
 
     pub async fn run(mut self) {
         let ended = self.serve_messages().await;
-        self.redeliver_unanswered();
+        self.redeliver_unanswered().await;
         match ended {
             Ok(()) => debug!("association released"),
             Err(LinkError::Aborted) => info!("peer aborted the association"),
@@ -331,7 +331,7 @@ impl Association {
             // A cancel for a request no longer running: nothing to do.
             field::C_CANCEL_RQ => Ok(()),
             field::N_EVENT_REPORT_RSP => {
-                self.report_answered(&cmd);
+                self.report_answered(&cmd).await;
                 Ok(())
             }
             other => {
@@ -348,7 +348,7 @@ impl Association {
         bytes: Vec<u8>,
     ) -> Result<(), LinkError> {
         if cmd.field == field::N_EVENT_REPORT_RSP {
-            self.report_answered(&cmd);
+            self.report_answered(&cmd).await;
             return Ok(());
         }
         let rsp_field = cmd.field | 0x8000;

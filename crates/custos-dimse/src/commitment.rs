@@ -4,13 +4,12 @@
 //! index, blob intact) before it answers, then reports committed and failed
 //! references by N-EVENT-REPORT — on the same association if the modality
 //! still holds it, otherwise on a new association to the peer's registered
-//! address and port (TLS if it requires it), retried a few times.
-//!
-//! The retries live in this process: a restart forgets a report not yet
-//! delivered, and the modality, which got no report, asks again.
+//! address and port (TLS if it requires it). Each report is held in the
+//! index's durable queue before the N-ACTION is answered; one the modality
+//! does not take on its association is delivered by the queue's worker
+//! (`deliver_held`), retried with the forwarding back-off, across restarts.
 
 use custos_archive::text::attribute_text as text;
-use std::sync::Arc;
 use std::time::Duration;
 
 use dicom_core::value::DataSetSequence;
@@ -23,7 +22,9 @@ use dicom_ul::association::{AsyncAssociation, ClientAssociationOptions};
 use dicom_ul::pdu::PresentationContextResultReason;
 use tracing::{info, warn};
 
-use custos_archive::commitment::Reference;
+use custos_archive::Archive;
+use custos_archive::commitment::{HeldReport, Reference};
+use custos_archive::routing::Failure;
 use custos_core::audit::{EventId, Outcome};
 
 use crate::association::{Association, read_identifier};
@@ -39,22 +40,13 @@ use crate::syntaxes::{
 const ALL_COMMITTED: u16 = 1;
 const SOME_FAILED: u16 = 2;
 
-/// Delays before each attempt to deliver a report on a new association.
-const DELIVERY_DELAYS: [Duration; 4] = [
-    Duration::ZERO,
-    Duration::from_secs(10),
-    Duration::from_secs(60),
-    Duration::from_secs(300),
-];
-
 /// A report sent on the association that asked for it and not yet answered.
 pub(crate) struct PendingReport {
     pub message_id: u16,
-    pub report: Report,
+    pub transaction: String,
 }
 
 /// The N-EVENT-REPORT of one transaction: its event type and data set.
-#[derive(Clone)]
 pub(crate) struct Report {
     pub event_type: u16,
     pub dataset: InMemDicomObject,
@@ -104,6 +96,17 @@ impl Association {
                 return send_message(&mut self.assoc, pc, &r, None).await;
             }
         };
+        // Held before answering: from here the report reaches the modality
+        // even if this process dies.
+        let held = HeldReport {
+            transaction: transaction.clone(),
+            references: refs.iter().cloned().zip(results.iter().copied()).collect(),
+        };
+        if let Err(e) = self.archive.hold_report(self.peer_ae(), &held).await {
+            warn!(error = %e, "storage commitment: cannot hold the report");
+            let r = refuse(status::PROCESSING_FAILURE, "archive index unavailable");
+            return send_message(&mut self.assoc, pc, &r, None).await;
+        }
         let failed = results.iter().filter(|r| r.is_some()).count();
         info!(
             calling = self.peer_ae(),
@@ -133,8 +136,11 @@ impl Association {
         let data = encode(&report.dataset, ts).map_err(LinkError::Protocol)?;
         // An earlier report still unanswered goes on a new association; this
         // one is pending before it is sent, so a failed send still delivers it.
-        self.redeliver_unanswered();
-        self.report = Some(PendingReport { message_id, report });
+        self.redeliver_unanswered().await;
+        self.report = Some(PendingReport {
+            message_id,
+            transaction,
+        });
         send_message(&mut self.assoc, pc, &rq, Some(&data)).await
     }
 
@@ -142,7 +148,7 @@ impl Association {
     /// association. A failure status means it would not take the report
     /// here (some modalities take reports only on an association of their
     /// own): it goes out again on a new association.
-    pub(crate) fn report_answered(&mut self, rsp: &Command) {
+    pub(crate) async fn report_answered(&mut self, rsp: &Command) {
         match &self.report {
             Some(p) if rsp.responding_to == Some(p.message_id) => {
                 if rsp.status == Some(status::SUCCESS) {
@@ -150,10 +156,14 @@ impl Association {
                         calling = self.peer_ae(),
                         "storage commitment report delivered"
                     );
-                    self.report = None;
+                    if let Some(p) = self.report.take() {
+                        self.archive
+                            .report_settled(self.peer_ae(), &p.transaction, true)
+                            .await;
+                    }
                 } else {
                     info!(calling = self.peer_ae(), status = ?rsp.status, "storage commitment report refused on this association; sending it on a new one");
-                    self.redeliver_unanswered();
+                    self.redeliver_unanswered().await;
                 }
             }
             _ => info!(
@@ -163,16 +173,13 @@ impl Association {
         }
     }
 
-    /// A report the modality did not answer (or refused) goes out again on a
-    /// new association.
-    pub(crate) fn redeliver_unanswered(&mut self) {
+    /// A report the modality did not answer (or refused) is due at once on
+    /// a new association (the queue's worker sends it).
+    pub(crate) async fn redeliver_unanswered(&mut self) {
         if let Some(p) = self.report.take() {
-            spawn_delivery(
-                self.config.clone(),
-                self.archive.clone(),
-                self.peer_ae().to_string(),
-                p.report,
-            );
+            self.archive
+                .report_settled(self.peer_ae(), &p.transaction, false)
+                .await;
         }
     }
 }
@@ -300,74 +307,31 @@ fn encode(ds: &InMemDicomObject, ts: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Reports waiting for delivery on a new association, at most: a peer that
-/// loops N-ACTION + release cannot make Custos hold reports without end.
-const MAX_PENDING_DELIVERIES: usize = 256;
-
-static PENDING_DELIVERIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// A slot for one pending delivery, freed when dropped; `None` when all
-/// `MAX_PENDING_DELIVERIES` are taken.
-struct DeliverySlot;
-
-impl DeliverySlot {
-    fn take() -> Option<DeliverySlot> {
-        use std::sync::atomic::Ordering;
-        PENDING_DELIVERIES
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_PENDING_DELIVERIES).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| DeliverySlot)
-    }
-}
-
-impl Drop for DeliverySlot {
-    fn drop(&mut self) {
-        PENDING_DELIVERIES.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
-}
-
-/// Delivers `report` to `peer_ae` on new associations until one succeeds or
-/// the attempts run out; dropped (the modality asks again) when too many
-/// reports are already waiting.
-fn spawn_delivery(
-    config: Arc<DimseConfig>,
-    archive: Arc<custos_archive::Archive>,
-    peer_ae: String,
-    report: Report,
-) {
-    let Some(slot) = DeliverySlot::take() else {
-        warn!(peer = %peer_ae, limit = MAX_PENDING_DELIVERIES, "storage commitment report dropped: too many waiting for delivery");
-        return;
-    };
-    tokio::spawn(async move {
-        let _slot = slot;
-        for (attempt, delay) in DELIVERY_DELAYS.iter().enumerate() {
-            tokio::time::sleep(*delay).await;
-            let peer = match archive.peer_directory().peer(&peer_ae).await {
-                Ok(Some(p)) => p,
-                Ok(None) => {
-                    warn!(peer = %peer_ae, "storage commitment report dropped: the peer is no longer registered");
-                    return;
-                }
-                Err(e) => {
-                    warn!(error = %e, "storage commitment report: cannot look up the peer");
-                    continue;
-                }
-            };
-            match deliver(&config, &peer, &report).await {
-                Ok(()) => {
-                    info!(peer = %peer_ae, "storage commitment report delivered on a new association");
-                    return;
-                }
-                Err(e) => {
-                    warn!(peer = %peer_ae, attempt = attempt + 1, error = %e, "storage commitment report not delivered")
-                }
-            }
+/// Delivers a held report (the queue's payload) to `peer_ae` on a new
+/// association: the forward loop's attempt at a commitment job.
+pub async fn deliver_held(
+    archive: &Archive,
+    config: &DimseConfig,
+    peer_ae: &str,
+    payload: &str,
+) -> Result<(), Failure> {
+    let held = HeldReport::from_payload(payload).map_err(Failure::Permanent)?;
+    let peer = match archive.peer_directory().peer(peer_ae).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return Err(Failure::Permanent(format!(
+                "{peer_ae} is no longer a registered peer"
+            )));
         }
-        warn!(peer = %peer_ae, "storage commitment report given up after every attempt");
-    });
+        Err(e) => return Err(Failure::Transient(format!("peer lookup failed: {e}"))),
+    };
+    let (refs, results): (Vec<Reference>, Vec<Option<u16>>) = held.references.into_iter().unzip();
+    let report = report(&held.transaction, &refs, &results, &config.ae_title);
+    deliver(config, &peer, &report)
+        .await
+        .map_err(Failure::Transient)?;
+    info!(peer = %peer_ae, "storage commitment report delivered on a new association");
+    Ok(())
 }
 
 /// One attempt: associate with the peer, proposing the Storage Commitment
@@ -469,18 +433,6 @@ mod tests {
         let all = report("9.9", &refs[..1], &[None], "CUSTOS");
         assert_eq!(all.event_type, ALL_COMMITTED);
         assert!(all.dataset.get(tags::FAILED_SOP_SEQUENCE).is_none());
-    }
-
-    #[test]
-    fn pending_deliveries_are_bounded() {
-        let slots: Vec<_> = std::iter::from_fn(DeliverySlot::take).take(1000).collect();
-        assert_eq!(slots.len(), MAX_PENDING_DELIVERIES);
-        assert!(DeliverySlot::take().is_none());
-        drop(slots);
-        assert!(
-            DeliverySlot::take().is_some(),
-            "slots come back when deliveries end"
-        );
     }
 
     #[test]

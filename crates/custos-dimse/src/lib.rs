@@ -9,7 +9,7 @@
 
 mod association;
 pub mod command;
-mod commitment;
+pub mod commitment;
 mod echo;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -265,6 +265,26 @@ pub trait Queue: Send + Sync + 'static {
         due: i64,
         again: bool,
     ) -> Result<(), IndexError>;
+    /// Holds a storage commitment report (`payload`) of transaction `uid` for
+    /// the peer `destination`, due at `due`; a report of the same transaction
+    /// replaces an earlier one (the modality asked again).
+    async fn enqueue_report(
+        &self,
+        uid: &str,
+        destination: &str,
+        payload: &str,
+        now: i64,
+        due: i64,
+    ) -> Result<(), IndexError>;
+    /// A held report was delivered on the association that asked for it
+    /// (`delivered`: done), or was not (due at `now`).
+    async fn settle_report(
+        &self,
+        uid: &str,
+        destination: &str,
+        delivered: bool,
+        now: i64,
+    ) -> Result<(), IndexError>;
     /// Takes up to `limit` due pending jobs: each gets one more attempt and
     /// is not due again before `lease_until`.
     async fn take_jobs(
@@ -285,7 +305,7 @@ pub trait Queue: Send + Sync + 'static {
         error: &str,
         retry_at: Option<i64>,
     ) -> Result<(), IndexError>;
-    /// Jobs in `state` (all if None), newest first.
+    /// Jobs in `state` (all if None), newest first, without their payloads.
     async fn jobs(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, IndexError>;
     /// Puts a failed or cancelled job back (attempts reset); whether it was.
     async fn retry_job(&self, id: i64, now: i64) -> Result<bool, IndexError>;

@@ -10,7 +10,9 @@ use crate::postgres::{pg, pool_err};
 use crate::{IndexError, PgIndex, Queue, SqliteIndex};
 
 // `sop_instance_uid` holds a study's UID in study jobs (the column predates them).
-const COLUMNS: &str = "id, sop_instance_uid, destination, reason, state, attempts, next_at, last_error, created, scope";
+const COLUMNS: &str = "id, sop_instance_uid, destination, reason, state, attempts, next_at, last_error, created, scope, payload";
+/// The same without payloads (listings).
+const LISTED: &str = "id, sop_instance_uid, destination, reason, state, attempts, next_at, last_error, created, scope, '' AS payload";
 
 /// Placeholders `?n` (SQLite) or `$n` (PostgreSQL).
 type Mark = fn(usize) -> String;
@@ -26,8 +28,10 @@ fn pg_mark(n: usize) -> String {
 fn enqueue_sql(m: Mark, scope: JobScope, again: bool) -> String {
     let rearm = "DO UPDATE SET state = 'pending', attempts = 0, next_at = excluded.next_at, last_error = '', reason = excluded.reason";
     let conflict = match (scope, again) {
-        (JobScope::Instance, false) => "DO NOTHING".to_string(),
-        (JobScope::Instance, true) => format!("{rearm} WHERE jobs.state <> 'pending'"),
+        (JobScope::Instance | JobScope::Commitment, false) => "DO NOTHING".to_string(),
+        (JobScope::Instance | JobScope::Commitment, true) => {
+            format!("{rearm} WHERE jobs.state <> 'pending'")
+        }
         // A study still arriving: its timer starts again (an attempt under
         // way is superseded: its outcome no longer counts, attempts = 0).
         (JobScope::Study, false) => format!("{rearm} WHERE jobs.state = 'pending'"),
@@ -41,6 +45,30 @@ fn enqueue_sql(m: Mark, scope: JobScope, again: bool) -> String {
         m(4),
         m(5),
         scope.name()
+    )
+}
+
+fn report_sql(m: Mark) -> String {
+    format!(
+        "INSERT INTO jobs (sop_instance_uid, destination, reason, state, next_at, created, scope, payload) VALUES ({uid}, {dest}, 'storage commitment', 'pending', {due}, {now}, 'commitment', {payload}) ON CONFLICT (sop_instance_uid, destination) DO UPDATE SET state = 'pending', attempts = 0, next_at = excluded.next_at, last_error = '', payload = excluded.payload",
+        uid = m(1),
+        dest = m(2),
+        payload = m(3),
+        now = m(4),
+        due = m(5)
+    )
+}
+
+fn settle_sql(m: Mark, delivered: bool) -> String {
+    let set = if delivered {
+        "state = 'done', last_error = ''".to_string()
+    } else {
+        format!("next_at = {}", m(3))
+    };
+    format!(
+        "UPDATE jobs SET {set} WHERE sop_instance_uid = {} AND destination = {} AND scope = 'commitment' AND state = 'pending'",
+        m(1),
+        m(2)
     )
 }
 
@@ -70,7 +98,7 @@ const DONE_PG: &str = "UPDATE jobs SET state = 'done', last_error = '' WHERE id 
 
 fn list_sql(m: Mark) -> String {
     format!(
-        "SELECT {COLUMNS} FROM jobs WHERE ({s} = '' OR state = {s}) ORDER BY id DESC LIMIT {l}",
+        "SELECT {LISTED} FROM jobs WHERE ({s} = '' OR state = {s}) ORDER BY id DESC LIMIT {l}",
         s = m(1),
         l = m(2)
     )
@@ -114,6 +142,7 @@ fn sqlite_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job, IndexError>
         next_at: r.get(6)?,
         last_error: r.get(7)?,
         created: r.get(8)?,
+        payload: r.get(10)?,
     };
     Ok(state_of(id, &state).and_then(|state| {
         Ok(Job {
@@ -137,6 +166,7 @@ fn pg_job(r: &tokio_postgres::Row) -> Result<Job, IndexError> {
         next_at: r.get(6),
         last_error: r.get(7),
         created: r.get(8),
+        payload: r.get(10),
     })
 }
 
@@ -156,6 +186,49 @@ impl Queue for SqliteIndex {
             let mut stmt = t.prepare_cached(&enqueue_sql(sqlite_mark, scope, again))?;
             for (uid, dest) in &jobs {
                 stmt.execute(rusqlite::params![uid, dest, reason, due, now])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn enqueue_report(
+        &self,
+        uid: &str,
+        destination: &str,
+        payload: &str,
+        now: i64,
+        due: i64,
+    ) -> Result<(), IndexError> {
+        let (uid, destination, payload) = (
+            uid.to_string(),
+            destination.to_string(),
+            payload.to_string(),
+        );
+        self.write(move |t| {
+            t.execute(
+                &report_sql(sqlite_mark),
+                rusqlite::params![uid, destination, payload, now, due],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn settle_report(
+        &self,
+        uid: &str,
+        destination: &str,
+        delivered: bool,
+        now: i64,
+    ) -> Result<(), IndexError> {
+        let (uid, destination) = (uid.to_string(), destination.to_string());
+        self.write(move |t| {
+            let sql = settle_sql(sqlite_mark, delivered);
+            if delivered {
+                t.execute(&sql, rusqlite::params![uid, destination])?;
+            } else {
+                t.execute(&sql, rusqlite::params![uid, destination, now])?;
             }
             Ok(())
         })
@@ -249,6 +322,43 @@ impl Queue for PgIndex {
                 .map_err(pg)?;
         }
         tx.commit().await.map_err(pg)
+    }
+
+    async fn enqueue_report(
+        &self,
+        uid: &str,
+        destination: &str,
+        payload: &str,
+        now: i64,
+        due: i64,
+    ) -> Result<(), IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                &report_sql(pg_mark),
+                &[&uid, &destination, &payload, &now, &due],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn settle_report(
+        &self,
+        uid: &str,
+        destination: &str,
+        delivered: bool,
+        now: i64,
+    ) -> Result<(), IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let sql = settle_sql(pg_mark, delivered);
+        if delivered {
+            client.execute(&sql, &[&uid, &destination]).await
+        } else {
+            client.execute(&sql, &[&uid, &destination, &now]).await
+        }
+        .map_err(pg)?;
+        Ok(())
     }
 
     async fn take_jobs(

@@ -185,7 +185,7 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     // with a pinned client certificate; 4: the audit trail; 5: peers pinned
     // by certificate subject or CA bundle; 6: series date and time; 7: an
     // index on arrival time; 8: counters; 9: the worklist; 10: MPPS; 11: jobs;
-    // 12: study jobs.
+    // 12: study jobs; 13: job payloads (commitment reports).
     let mut steps = vec![first];
     steps.extend(
         [
@@ -209,8 +209,12 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     steps.push(MPPS.to_string());
     steps.push(jobs(ids));
     steps.push(JOB_SCOPE.to_string());
+    steps.push(JOB_PAYLOAD.to_string());
     steps
 }
+
+/// 13: storage commitment reports waiting for delivery, kept in the queue.
+const JOB_PAYLOAD: &str = "ALTER TABLE jobs ADD COLUMN payload TEXT NOT NULL DEFAULT '';";
 
 /// 12: jobs that send a whole study once it is stable.
 const JOB_SCOPE: &str = "ALTER TABLE jobs ADD COLUMN scope TEXT NOT NULL DEFAULT 'instance';";

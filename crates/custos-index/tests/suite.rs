@@ -859,6 +859,48 @@ async fn forwarding_queue(ix: Ix) {
         .await
         .unwrap();
     assert_eq!(take(800).await.len(), 1);
+
+    // A commitment report held with its payload: due after a grace period,
+    // or at once when the modality's association did not take it; a report
+    // delivered there is done.
+    let report = async |now: i64| -> Vec<custos_core::routing::Job> {
+        let mut all = ix.take_jobs(now, now + 100, 10).await.unwrap();
+        all.retain(|j| j.uid == "9.9");
+        all
+    };
+    ix.enqueue_report("9.9", "MOD", r#"{"v":1}"#, 1000, 1030)
+        .await
+        .unwrap();
+    assert!(
+        report(1001).await.is_empty(),
+        "held for the same association"
+    );
+    ix.settle_report("9.9", "MOD", false, 1002).await.unwrap();
+    let due = report(1002).await;
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        (due[0].scope, due[0].payload.as_str()),
+        (JobScope::Commitment, r#"{"v":1}"#)
+    );
+    // The modality asks again: the new report replaces the old one.
+    ix.enqueue_report("9.9", "MOD", r#"{"v":2}"#, 1200, 1230)
+        .await
+        .unwrap();
+    assert_eq!(report(1230).await[0].payload, r#"{"v":2}"#);
+    ix.enqueue_report("9.9", "MOD", r#"{"v":3}"#, 1400, 1430)
+        .await
+        .unwrap();
+    ix.settle_report("9.9", "MOD", true, 1401).await.unwrap();
+    assert!(
+        report(1500).await.is_empty(),
+        "delivered on the association"
+    );
+    let listed = ix.jobs(Some(JobState::Done), 100).await.unwrap();
+    let done = listed.iter().find(|j| j.uid == "9.9").unwrap();
+    assert_eq!(
+        (done.scope, done.payload.as_str()),
+        (JobScope::Commitment, "")
+    );
 }
 
 /// Worklist items by start date; performed steps created once and changed

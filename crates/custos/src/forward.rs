@@ -2,9 +2,10 @@
 //! a node that dies mid-send leaves them due again, and several nodes on
 //! PostgreSQL take different ones), groups them by destination, sends each
 //! group's instances on one association (`custos-dimse::router`) or in
-//! STOW-RS requests (`stow_out`), and records each job done, due again
-//! after a back-off, or failed for good. Each delivery is audited (110104)
-//! with its destination, studies and patients.
+//! STOW-RS requests (`stow_out`), delivers held storage commitment reports
+//! (`custos-dimse::commitment`), and records each job done, due again after
+//! a back-off, or failed for good. Each forward is audited (110104) with its
+//! destination, studies and patients.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use custos_archive::Archive;
 use custos_archive::routing::{Failure, RetryPolicy};
 use custos_core::audit::{AuditEvent, EventId, Outcome};
 use custos_core::record::StoredInstance;
-use custos_core::routing::{Job, WebDestination};
+use custos_core::routing::{Job, JobScope, WebDestination};
 use custos_dimse::DimseConfig;
 
 use crate::stow_out::StowClient;
@@ -77,6 +78,19 @@ pub async fn run(
         }
         let mut by_destination: BTreeMap<String, Vec<Job>> = BTreeMap::new();
         for j in jobs {
+            if j.scope == JobScope::Commitment {
+                let outcome = custos_dimse::commitment::deliver_held(
+                    &archive,
+                    &senders.dimse,
+                    &j.destination,
+                    &j.payload,
+                )
+                .await;
+                if let Err(e) = archive.record_attempt(&j, outcome, policy).await {
+                    warn!(error = %e, job = j.id, "cannot record a report's delivery");
+                }
+                continue;
+            }
             by_destination
                 .entry(j.destination.clone())
                 .or_default()

@@ -455,3 +455,89 @@ fn mwl_trial(data: &DataDir) {
     let _ = std::fs::remove_dir_all(&out);
     server.stop();
 }
+
+/// A report the modality could not take (it released at once and its SCP is
+/// down) is held in the durable queue: it survives a SIGKILL of the server
+/// and reaches the modality's SCP after the restart.
+#[test]
+fn a_held_commitment_report_survives_a_sigkill() {
+    let data = DataDir::new("commit-kill");
+    let listen = free_port();
+    data.add_peer("MODALITY", "127.0.0.1", listen, "echo,store,commit");
+    let toml = data.path.join("custos.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replace("retry_seconds = 10", "retry_seconds = 1"),
+    )
+    .unwrap();
+    let server = Server::process(&data);
+    let (files, uids) = stored_instances(&server, &data.path.with_extension("src"), "MODALITY", 2);
+    let port = server.port();
+    let listen_port = listen.to_string();
+    let mut args = vec![
+        "commit",
+        "--port",
+        &port,
+        "--aet",
+        "MODALITY",
+        "--listen-port",
+        &listen_port,
+        "--no-listen",
+    ];
+    args.extend(files.iter().map(String::as_str));
+    let r = json_of(&python(&args).success());
+    assert_eq!(r["status"], 0, "{r}");
+    let transaction = r["transaction"].as_str().unwrap().to_string();
+    let held = |state: &str| {
+        data.cli(&["jobs", "list", "--state", state])
+            .success()
+            .stdout()
+            .lines()
+            .filter(|l| l.split('\t').nth(4) == Some(transaction.as_str()))
+            .map(|l| l.split('\t').map(str::to_string).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    };
+    wait_until(
+        "the report tried on a new association and failed",
+        std::time::Duration::from_secs(30),
+        || held("pending").first().is_some_and(|j| j[2] != "0"),
+    );
+    server.kill9();
+
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/py/peer.py");
+    let listener = std::process::Command::new("python3")
+        .arg(script)
+        .args(["await-report", "--port", "0", "--aet", "MODALITY"])
+        .args(["--listen-port", &listen_port, "--wait", "90"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_port(listen);
+    let server = Server::process(&data);
+    let out = listener.wait_with_output().unwrap();
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let reports = got["reports"].as_array().unwrap();
+    assert_eq!(reports.len(), 1, "{got}");
+    assert_eq!(reports[0]["transaction"], transaction.as_str());
+    assert_eq!(reports[0]["calling"], "CUSTOS");
+    assert_eq!(reports[0]["event_type"], 1, "{got}");
+    let mut committed: Vec<&str> = reports[0]["committed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    committed.sort();
+    let mut want: Vec<&str> = uids.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(committed, want);
+    wait_until(
+        "the held report done",
+        std::time::Duration::from_secs(30),
+        || held("done").len() == 1,
+    );
+    server.stop();
+}
