@@ -199,6 +199,12 @@ impl<'a> Ingest<'a> {
             modality: rec.modality.clone(),
             sop_class: rec.sop_class_uid.clone(),
             study_description: rec.study_description.clone(),
+            attributes: self
+                .archive
+                .route_keys()
+                .iter()
+                .filter_map(|k| rec.value(*k).map(|v| (*k, v)))
+                .collect(),
         };
         let received = Received {
             patient_id: rec.patient_id.clone(),

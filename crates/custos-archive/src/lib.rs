@@ -75,6 +75,7 @@ pub struct Archive {
     trail: std::sync::OnceLock<audit::AuditTrail>,
     routes: std::sync::OnceLock<Vec<custos_core::routing::RouteRule>>,
     web_destinations: std::sync::OnceLock<Vec<custos_core::routing::WebDestination>>,
+    route_keys: std::sync::OnceLock<Vec<custos_core::query::Key>>,
     queued: tokio::sync::Notify,
 }
 
@@ -92,6 +93,7 @@ impl Archive {
             trail: std::sync::OnceLock::new(),
             routes: std::sync::OnceLock::new(),
             web_destinations: std::sync::OnceLock::new(),
+            route_keys: std::sync::OnceLock::new(),
             queued: tokio::sync::Notify::new(),
         }
     }

@@ -74,7 +74,20 @@ impl Archive {
     /// The routing rules new instances are matched against (set once, by
     /// the server, after checking their destinations).
     pub fn set_routes(&self, rules: Vec<RouteRule>) {
+        let mut keys: Vec<custos_core::query::Key> = rules
+            .iter()
+            .flat_map(|r| r.attribute_keys().unwrap_or_default())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let _ = self.route_keys.set(keys);
         let _ = self.routes.set(rules);
+    }
+
+    /// The attributes routing rules name besides their fixed conditions:
+    /// what ingest hands them in `InstanceFacts::attributes`.
+    pub fn route_keys(&self) -> &[custos_core::query::Key] {
+        self.route_keys.get().map(Vec::as_slice).unwrap_or_default()
     }
 
     pub fn routes(&self) -> &[RouteRule] {

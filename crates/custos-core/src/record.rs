@@ -38,6 +38,45 @@ pub struct InstanceRecord {
     pub sha256: String,
 }
 
+impl InstanceRecord {
+    /// The record's value of an indexed attribute (None for computed ones).
+    pub fn value(&self, key: crate::query::Key) -> Option<String> {
+        use crate::query::Key::*;
+        let number = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
+        Some(match key {
+            PatientName => self.patient_name.clone(),
+            PatientID => self.patient_id.clone(),
+            PatientBirthDate => self.patient_birth_date.clone(),
+            PatientSex => self.patient_sex.clone(),
+            StudyInstanceUID => self.study_uid.clone(),
+            StudyDate => self.study_date.clone(),
+            StudyTime => self.study_time.clone(),
+            AccessionNumber => self.accession_number.clone(),
+            StudyID => self.study_id.clone(),
+            StudyDescription => self.study_description.clone(),
+            ReferringPhysicianName => self.referring_physician_name.clone(),
+            SeriesInstanceUID => self.series_uid.clone(),
+            Modality => self.modality.clone(),
+            SeriesNumber => number(self.series_number),
+            SeriesDescription => self.series_description.clone(),
+            BodyPartExamined => self.body_part_examined.clone(),
+            SeriesDate => self.series_date.clone(),
+            SeriesTime => self.series_time.clone(),
+            SOPInstanceUID => self.sop_instance_uid.clone(),
+            SOPClassUID => self.sop_class_uid.clone(),
+            InstanceNumber => number(self.instance_number),
+            NumberOfFrames => number(self.number_of_frames),
+            NumberOfPatientRelatedStudies
+            | NumberOfPatientRelatedSeries
+            | NumberOfPatientRelatedInstances
+            | ModalitiesInStudy
+            | NumberOfStudyRelatedSeries
+            | NumberOfStudyRelatedInstances
+            | NumberOfSeriesRelatedInstances => return None,
+        })
+    }
+}
+
 /// Where and how one stored instance can be read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredInstance {

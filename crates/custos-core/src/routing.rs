@@ -5,9 +5,11 @@
 //! its study once the study has been quiet that long. The queue is the
 //! index's `jobs` table, worked by the binary's `forward` loop.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::query::{fold_case, wildcard};
+use crate::query::{Key, KeyKind, fold_case, wildcard};
 
 /// One `[[route]]` of custos.toml. Patterns take `*` and `?`; text is
 /// compared case-insensitively.
@@ -29,6 +31,10 @@ pub struct RouteRule {
     /// is sent once no instance of it has arrived for this many seconds (and
     /// again, whole, if more arrive later).
     pub stable_seconds: u64,
+    /// Any indexed attribute by keyword (`[route.attributes]`, e.g.
+    /// `PatientID = "RES-*"`, `StudyDate = "20260101-20261231"`): a pattern,
+    /// or for dates an inclusive range.
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// What a rule looks at in a newly stored instance.
@@ -39,18 +45,65 @@ pub struct InstanceFacts {
     pub modality: String,
     pub sop_class: String,
     pub study_description: String,
+    /// The values of the attributes some rule names in `attributes`.
+    pub attributes: BTreeMap<Key, String>,
+}
+
+fn holds(pattern: &str, value: &str) -> bool {
+    pattern.is_empty() || wildcard(&fold_case(pattern.trim()), &fold_case(value.trim()))
 }
 
 impl RouteRule {
     pub fn matches(&self, f: &InstanceFacts) -> bool {
-        let holds = |pattern: &str, value: &str| {
-            pattern.is_empty() || wildcard(&fold_case(pattern.trim()), &fold_case(value.trim()))
-        };
         holds(&self.calling_ae, &f.calling_ae)
             && holds(&self.modality, &f.modality)
             && holds(&self.sop_class, &f.sop_class)
             && holds(&self.study_description, &f.study_description)
+            && self.attributes.iter().all(|(name, pattern)| {
+                let Some(key) = attribute_key(name) else {
+                    return false;
+                };
+                let value = f.attributes.get(&key).map(String::as_str).unwrap_or("");
+                match pattern.split_once('-') {
+                    Some((from, to)) if key.kind() == KeyKind::Date => {
+                        !value.is_empty()
+                            && (from.is_empty() || value >= from.trim())
+                            && (to.is_empty() || value <= to.trim())
+                    }
+                    _ => holds(pattern, value),
+                }
+            })
     }
+
+    /// The indexed attributes the rule's `attributes` name; an error for a
+    /// name that is not one (refused at start).
+    pub fn attribute_keys(&self) -> Result<Vec<Key>, String> {
+        self.attributes
+            .keys()
+            .map(|name| {
+                attribute_key(name).ok_or_else(|| {
+                    format!(
+                        "[[route]] `{}`: `{name}` is not an indexed attribute (one of {})",
+                        self.name,
+                        Key::ALL
+                            .iter()
+                            .filter(|k| k.kind() != KeyKind::Computed)
+                            .map(|k| k.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// An indexed, stored attribute by its keyword.
+fn attribute_key(name: &str) -> Option<Key> {
+    Key::ALL
+        .iter()
+        .copied()
+        .find(|k| k.name() == name.trim() && k.kind() != KeyKind::Computed)
 }
 
 /// Where a forwarding job is.
@@ -226,10 +279,39 @@ mod tests {
             modality: modality.into(),
             sop_class: "1.2.840.10008.5.1.4.1.1.2".into(),
             study_description: desc.into(),
+            attributes: Default::default(),
         };
         assert!(rule.matches(&facts("CT", "CT HEAD W/O")));
         assert!(!rule.matches(&facts("MR", "CT HEAD W/O")));
         assert!(!rule.matches(&facts("CT", "CHEST")));
+        let mut research = RouteRule {
+            destination: "RES".into(),
+            ..Default::default()
+        };
+        research
+            .attributes
+            .insert("PatientID".into(), "res-*".into());
+        research
+            .attributes
+            .insert("StudyDate".into(), "20260101-20261231".into());
+        assert_eq!(
+            research.attribute_keys(),
+            Ok(vec![Key::PatientID, Key::StudyDate])
+        );
+        let mut f = facts("MR", "");
+        assert!(!research.matches(&f), "no values: no match");
+        f.attributes.insert(Key::PatientID, "RES-0042".into());
+        f.attributes.insert(Key::StudyDate, "20260704".into());
+        assert!(research.matches(&f));
+        f.attributes.insert(Key::StudyDate, "20250704".into());
+        assert!(!research.matches(&f), "outside the date range");
+        let mut bad = research.clone();
+        bad.attributes
+            .insert("NumberOfStudyRelatedInstances".into(), "3".into());
+        assert!(
+            bad.attribute_keys().is_err(),
+            "computed attributes are not matched"
+        );
         let any = RouteRule {
             destination: "OFFSITE".into(),
             ..Default::default()

@@ -383,14 +383,18 @@ max_attempts = 10
 # rule's destination: a registered peer with a port, sent by C-STORE (TLS if
 # the peer requires it), or a [[dicomweb_destination]], sent by STOW-RS. The
 # queue is in the index and survives restarts. Conditions: calling_ae,
-# modality, sop_class, study_description. With stable_seconds, the whole
-# study goes once no instance of it has arrived for that long.
+# modality, sop_class, study_description, and any indexed attribute by keyword
+# under [route.attributes] (dates also as ranges). With stable_seconds, the
+# whole study goes once no instance of it has arrived for that long.
 # [[route]]
 # name = "ct-to-ai"
 # destination = "AI01"
 # modality = "CT"
 # study_description = "*HEAD*"
 # stable_seconds = 60
+# [route.attributes]
+# PatientID = "RES-*"
+# StudyDate = "20260101-20261231"
 #
 # A DICOMweb server forwards may go to (https, or http to loopback only);
 # credentials are read from files: username + password_file (Basic) or

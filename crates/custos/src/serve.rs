@@ -261,6 +261,7 @@ async fn check_routes(config: &Config, archive: &custos_archive::Archive) -> Res
         }
     }
     for r in &config.routes {
+        r.attribute_keys().map_err(anyhow::Error::msg)?;
         if let Err(e) = archive.destination(&r.destination).await {
             bail!("[[route]] `{}`: {e}", r.name);
         }

@@ -59,7 +59,7 @@ fn routes_forward_matching_instances_and_retry_until_the_destination_answers() {
     data.add_peer("MODALITY", "127.0.0.1", free_port(), "echo,store");
     configure(
         &data,
-        "[[route]]\nname = \"ct-only\"\ndestination = \"DEST\"\nmodality = \"ct\"\ncalling_ae = \"MODAL*\"",
+        "[[route]]\nname = \"ct-only\"\ndestination = \"DEST\"\nmodality = \"ct\"\ncalling_ae = \"MODAL*\"\n[route.attributes]\nPatientID = \"r?\"",
     );
     add_user(&data, "admin2", "admin", PW);
     let server = Server::start(&data);
@@ -72,6 +72,8 @@ fn routes_forward_matching_instances_and_retry_until_the_destination_answers() {
             r#"{"Modality": "CT", "PatientID": "R1"}"#.into(),
             r#"{"Modality": "CT", "PatientID": "R1"}"#.into(),
             r#"{"Modality": "OT", "PatientID": "R2", "StudyInstanceUID": "1.2.826.0.1.3680043.2.1125.88.1"}"#.into(),
+            // A CT of a patient the rule's PatientID pattern leaves out.
+            r#"{"Modality": "CT", "PatientID": "X9"}"#.into(),
         ],
     );
     // The destination is down: the two CT instances wait, with the reason.
