@@ -823,6 +823,36 @@ def cmd_await_report(args):
     out({"reports": reports})
 
 
+def cmd_receive(args):
+    """A forwarding destination: a Storage SCP for every storage class, as
+    --aet on --port, keeping each data set's bytes as received in --dir
+    (named by SOP Instance UID) until --count arrived or --seconds passed.
+    Prints one entry per C-STORE: the instance and the calling AE title."""
+    from pynetdicom import StoragePresentationContexts
+    got = []
+    done = threading.Event()
+    out_dir = Path(args.dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def on_store(event):
+        uid = str(event.request.AffectedSOPInstanceUID)
+        (out_dir / uid).write_bytes(event.request.DataSet.getvalue())
+        got.append({"uid": uid, "calling": event.assoc.requestor.ae_title})
+        if len(got) >= args.count:
+            done.set()
+        return 0x0000
+
+    ae = make_ae(args.aet)
+    for cx in StoragePresentationContexts:
+        ae.add_supported_context(cx.abstract_syntax, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    server = ae.start_server((HOST, args.port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    print("listening", file=sys.stderr, flush=True)
+    done.wait(args.seconds)
+    time.sleep(0.5)  # anything sent after the count would show up here
+    server.shutdown()
+    out(got)
+
+
 def cmd_mpps(args):
     """A modality's performed procedure step, and the transitions PS3.4 F
     refuses: N-CREATE COMPLETED, N-CREATE IN PROGRESS, the same again,
@@ -964,6 +994,11 @@ def main():
     sp.add_argument("--wait", type=float, default=20)
     sp.add_argument("files", nargs="*")
     sp.set_defaults(fn=cmd_commit)
+    sp = common(sub.add_parser("receive"))
+    sp.add_argument("--dir", required=True)
+    sp.add_argument("--count", type=int, required=True)
+    sp.add_argument("--seconds", type=float, default=60)
+    sp.set_defaults(fn=cmd_receive)
     sp = common(sub.add_parser("await-report"))
     sp.add_argument("--listen-port", type=int, required=True)
     sp.add_argument("--wait", type=float, default=60)

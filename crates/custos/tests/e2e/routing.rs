@@ -1,5 +1,5 @@
 //! Forwarding (issue 15): `[[route]]` rules and manual sends through the
-//! durable queue to DCMTK's storescp, across a destination outage and a
+//! durable queue to DCMTK's storescp and pynetdicom, across a destination outage and a
 //! SIGKILL of the server; whole studies once stable; STOW-RS to Orthanc's
 //! DICOMweb plugin.
 
@@ -255,8 +255,29 @@ fn sigkill_trial(data: &DataDir) {
     assert_eq!(requests, 20, "sent exactly once each");
 }
 
+/// pynetdicom as a forwarding destination (`peer.py receive`): a Storage
+/// SCP keeping what it gets, until `count` instances arrived.
+fn pynetdicom_destination(aet: &str, port: u16, dir: &Path, count: usize) -> Child {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/py/peer.py");
+    let child = Command::new("python3")
+        .arg(script)
+        .args(["receive", "--port", &port.to_string(), "--aet", aet])
+        .args([
+            "--dir",
+            dir.to_str().unwrap(),
+            "--count",
+            &count.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    child
+}
+
 /// A rule with `stable_seconds` sends nothing while the study is arriving,
-/// then the whole study as one job.
+/// then the whole study as one job, here to pynetdicom.
 #[test]
 fn a_stable_study_is_forwarded_whole_once_quiet() {
     let data = DataDir::new("route-stable");
@@ -268,15 +289,14 @@ fn a_stable_study_is_forwarded_whole_once_quiet() {
         "[[route]]\nname = \"whole\"\ndestination = \"DEST\"\nstable_seconds = 4",
     );
     let received = data.path.with_extension("received");
-    let log = data.path.with_extension("storescp.log");
-    let mut scp = storescp("DEST", dest_port, &received, &log);
+    let dest = pynetdicom_destination("DEST", dest_port, &received, 3);
     let server = Server::start(&data);
     let src = data.path.with_extension("src");
     let study = "1.2.826.0.1.3680043.2.1125.88.7";
     let spec = |n: u32| {
         format!(r#"{{"PatientID": "S1", "StudyInstanceUID": "{study}", "InstanceNumber": "{n}"}}"#)
     };
-    make_and_store(&server, &src.join("a"), "MODALITY", &[spec(1)]);
+    let (mut files, mut uids) = make_and_store(&server, &src.join("a"), "MODALITY", &[spec(1)]);
     std::thread::sleep(Duration::from_secs(1));
     let waiting = jobs(&data, "pending");
     assert_eq!(waiting.len(), 1, "{waiting:?}");
@@ -288,16 +308,36 @@ fn a_stable_study_is_forwarded_whole_once_quiet() {
         walk_files(&received).is_empty(),
         "sent before the study was quiet"
     );
-    make_and_store(&server, &src.join("b"), "MODALITY", &[spec(2), spec(3)]);
-    wait_until("the study forwarded whole", Duration::from_secs(60), || {
+    let (more_files, more_uids) =
+        make_and_store(&server, &src.join("b"), "MODALITY", &[spec(2), spec(3)]);
+    files.extend(more_files);
+    uids.extend(more_uids);
+    let out = dest.wait_with_output().unwrap();
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let mut got_uids: Vec<&str> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            assert_eq!(g["calling"], "CUSTOS");
+            g["uid"].as_str().unwrap()
+        })
+        .collect();
+    got_uids.sort();
+    let mut want: Vec<&str> = uids.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(got_uids, want, "the whole study, each instance once");
+    for (file, uid) in files.iter().zip(&uids) {
+        let sent = std::fs::read(file).unwrap();
+        assert!(
+            std::fs::read(received.join(uid)).unwrap() == dataset_of(&sent),
+            "pynetdicom got the data set as stored"
+        );
+    }
+    wait_until("the study job done", Duration::from_secs(30), || {
         jobs(&data, "done").len() == 1
     });
-    assert_eq!(walk_files(&received).len(), 3);
-    let requests = std::fs::read_to_string(&log)
-        .unwrap()
-        .matches("Received Store Request")
-        .count();
-    assert_eq!(requests, 3, "each instance once");
     assert!(jobs(&data, "pending").is_empty());
     let trail = data.audit_export();
     assert!(
@@ -308,8 +348,6 @@ fn a_stable_study_is_forwarded_whole_once_quiet() {
         "the forward is audited with its study and patient"
     );
     server.stop();
-    let _ = scp.kill();
-    let _ = scp.wait();
 }
 
 /// Debian's Orthanc with its DICOMweb plugin on loopback, HTTP Basic
