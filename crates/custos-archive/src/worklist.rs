@@ -27,8 +27,9 @@ pub enum WorklistError {
     Index(#[from] IndexError),
 }
 
-/// Items read from the index for one query, before the other keys filter.
-const SCAN_LIMIT: usize = 10_000;
+/// Items read from the index at a time for one query, before the other
+/// keys filter (every item in the date range is looked at, page by page).
+const SCAN_PAGE: usize = 1000;
 
 /// The first Scheduled Procedure Step item, if any.
 fn first_step(obj: &InMemDicomObject) -> Option<&InMemDicomObject> {
@@ -266,7 +267,7 @@ impl Archive {
         to: Option<String>,
         limit: usize,
     ) -> Result<Vec<(i64, serde_json::Value)>, IndexError> {
-        let rows = self.index.worklist_items(from, to, limit).await?;
+        let rows = self.index.worklist_items(from, to, limit, 0).await?;
         rows.into_iter()
             .map(|r| {
                 serde_json::from_str(&r.item_json)
@@ -293,18 +294,27 @@ impl Archive {
             Some(Ok(Matcher::Range { from, to })) => (from, to),
             _ => (None, None),
         };
-        let rows = self.index.worklist_items(from, to, SCAN_LIMIT).await?;
         let mut out = Vec::new();
-        for row in rows
-            .iter()
-            .filter(|r| conditions.iter().all(|c| c.holds(r)))
-        {
-            if out.len() >= limit {
-                break;
+        let mut offset = 0;
+        loop {
+            let rows = self
+                .index
+                .worklist_items(from.clone(), to.clone(), SCAN_PAGE, offset)
+                .await?;
+            for row in rows
+                .iter()
+                .filter(|r| conditions.iter().all(|c| c.holds(r)))
+            {
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                out.push(response(ident, &item_of(row)?));
             }
-            out.push(response(ident, &item_of(row)?));
+            if rows.len() < SCAN_PAGE {
+                return Ok(out);
+            }
+            offset += SCAN_PAGE;
         }
-        Ok(out)
     }
 }
 

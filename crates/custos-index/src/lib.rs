@@ -233,6 +233,7 @@ pub trait Worklist: Send + Sync + 'static {
         from: Option<String>,
         to: Option<String>,
         limit: usize,
+        offset: usize,
     ) -> Result<Vec<WorklistRow>, IndexError>;
 
     /// The first worklist item with this accession number.

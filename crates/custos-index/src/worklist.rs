@@ -16,10 +16,11 @@ const COLUMNS: &str = "id, patient_id, patient_name, accession_number, modality,
 /// from `mark`.
 fn range_sql(mark: fn(usize) -> String) -> String {
     format!(
-        "SELECT {COLUMNS} FROM worklist WHERE ({a} = '' OR start_date >= {a}) AND ({b} = '' OR start_date <= {b}) ORDER BY start_date, start_time, id LIMIT {c}",
+        "SELECT {COLUMNS} FROM worklist WHERE ({a} = '' OR start_date >= {a}) AND ({b} = '' OR start_date <= {b}) ORDER BY start_date, start_time, id LIMIT {c} OFFSET {d}",
         a = mark(1),
         b = mark(2),
-        c = mark(3)
+        c = mark(3),
+        d = mark(4)
     )
 }
 
@@ -123,6 +124,7 @@ impl Worklist for SqliteIndex {
         from: Option<String>,
         to: Option<String>,
         limit: usize,
+        offset: usize,
     ) -> Result<Vec<WorklistRow>, IndexError> {
         self.read(move |c| {
             let mut stmt = c.prepare(&range_sql(|n| format!("?{n}")))?;
@@ -130,7 +132,8 @@ impl Worklist for SqliteIndex {
                 rusqlite::params![
                     from.unwrap_or_default(),
                     to.unwrap_or_default(),
-                    limit as i64
+                    limit as i64,
+                    offset as i64
                 ],
                 sqlite_row,
             )?;
@@ -238,6 +241,7 @@ impl Worklist for PgIndex {
         from: Option<String>,
         to: Option<String>,
         limit: usize,
+        offset: usize,
     ) -> Result<Vec<WorklistRow>, IndexError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         let rows = client
@@ -247,6 +251,7 @@ impl Worklist for PgIndex {
                     &from.unwrap_or_default(),
                     &to.unwrap_or_default(),
                     &(limit as i64),
+                    &(offset as i64),
                 ],
             )
             .await

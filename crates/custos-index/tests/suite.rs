@@ -920,11 +920,13 @@ async fn worklist_and_performed_steps(ix: Ix) {
     let b = ix.add_worklist_item(item("20261205", "B1")).await.unwrap();
     assert_ne!(a, b);
     let day = ix
-        .worklist_items(Some("20261205".into()), Some("20261205".into()), 10)
+        .worklist_items(Some("20261205".into()), Some("20261205".into()), 10, 0)
         .await
         .unwrap();
     assert_eq!(day.iter().map(|r| r.id).collect::<Vec<_>>(), vec![b]);
-    assert_eq!(ix.worklist_items(None, None, 10).await.unwrap().len(), 2);
+    assert_eq!(ix.worklist_items(None, None, 10, 0).await.unwrap().len(), 2);
+    let second = ix.worklist_items(None, None, 1, 1).await.unwrap();
+    assert_eq!((second.len(), second[0].id), (1, b), "paged in date order");
     assert!(
         ix.replace_worklist_item(WorklistRow {
             id: a,
