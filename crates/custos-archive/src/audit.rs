@@ -63,6 +63,11 @@ impl AuditSender {
         }
     }
 
+    /// Records waiting in the queue for the writer.
+    pub(crate) fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Waits until everything reported so far is written (or given up on),
     /// counts of coalesced failures included.
     pub(crate) async fn flush(&self) {

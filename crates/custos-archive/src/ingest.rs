@@ -188,6 +188,7 @@ impl<'a> Ingest<'a> {
         }
         rec.transfer_syntax_uid = ts;
         rec.size = self.blob.size();
+        let stored_bytes = rec.size;
         rec.sha256 = self.blob.sha256_hex();
         let facts = custos_core::routing::InstanceFacts {
             study_instance_uid: rec.study_uid.clone(),
@@ -251,6 +252,11 @@ impl<'a> Ingest<'a> {
                 StoreOutcome::Replaced
             }
         };
+        if matches!(result, StoreOutcome::Stored | StoreOutcome::Replaced) {
+            self.archive
+                .metrics()
+                .add("custos_ingest_bytes_total", &[], stored_bytes);
+        }
         if matches!(
             result,
             StoreOutcome::Stored | StoreOutcome::AlreadyStored | StoreOutcome::Replaced

@@ -77,6 +77,7 @@ pub struct Archive {
     web_destinations: std::sync::OnceLock<Vec<custos_core::routing::WebDestination>>,
     route_keys: std::sync::OnceLock<Vec<custos_core::query::Key>>,
     queued: tokio::sync::Notify,
+    metrics: Arc<custos_core::metrics::Metrics>,
 }
 
 impl Archive {
@@ -95,7 +96,36 @@ impl Archive {
             web_destinations: std::sync::OnceLock::new(),
             route_keys: std::sync::OnceLock::new(),
             queued: tokio::sync::Notify::new(),
+            metrics: Arc::new(custos_core::metrics::Metrics::new()),
         }
+    }
+
+    /// This server's counters and latencies (`/metrics`).
+    pub fn metrics(&self) -> &custos_core::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// Audit records waiting to be written.
+    pub fn audit_queue_depth(&self) -> usize {
+        self.audit.get().map_or(0, |a| a.queued())
+    }
+
+    /// Counts a failed request by what failed, if it was the index or the
+    /// store (`custos_index_errors_total`, `custos_store_errors_total`).
+    pub fn count_ingest_error(&self, e: &IngestError) {
+        match e {
+            IngestError::Index(_) => self.count_index_error(),
+            IngestError::Store(_) => self.count_store_error(),
+            _ => {}
+        }
+    }
+
+    pub fn count_index_error(&self) {
+        self.metrics.inc("custos_index_errors_total", &[]);
+    }
+
+    pub fn count_store_error(&self) {
+        self.metrics.inc("custos_store_errors_total", &[]);
     }
 
     /// Starts writing audit records (a server does; one-shot tools use

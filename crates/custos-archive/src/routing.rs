@@ -311,6 +311,11 @@ impl Archive {
         self.index.jobs(state, limit).await
     }
 
+    /// Jobs pending and failed for good (`/metrics`).
+    pub async fn job_counts(&self) -> Result<Vec<(JobState, i64)>, IndexError> {
+        self.index.job_counts().await
+    }
+
     pub async fn retry_job(&self, id: i64) -> Result<bool, IndexError> {
         let ok = self.index.retry_job(id, now()).await?;
         self.queued.notify_one();

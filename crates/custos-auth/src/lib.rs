@@ -194,6 +194,11 @@ impl Authenticator {
         self.sessions.close(id)
     }
 
+    /// Lockouts begun since start (users and addresses), for `/metrics`.
+    pub fn lockouts(&self) -> u64 {
+        self.throttle.lockouts()
+    }
+
     /// Time left of a lockout on this user or address, if either is locked.
     pub fn locked(&self, user: Option<&str>, source: Option<IpAddr>) -> Option<Duration> {
         self.throttle.locked(&keys(user, source))

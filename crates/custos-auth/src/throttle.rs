@@ -37,6 +37,8 @@ pub(crate) struct Throttle {
     policy: LockoutPolicy,
     failures: Mutex<HashMap<String, Failures>>,
     in_flight: PerAddress,
+    /// Lockouts begun (a user or address reaching the failure limit).
+    lockouts: std::sync::atomic::AtomicU64,
 }
 
 /// A poisoned lock only means another check panicked; the counts are still
@@ -54,7 +56,13 @@ impl Throttle {
             },
             failures: Mutex::new(HashMap::new()),
             in_flight: PerAddress::new(MAX_IN_FLIGHT_PER_ADDRESS),
+            lockouts: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Lockouts begun since start.
+    pub(crate) fn lockouts(&self) -> u64 {
+        self.lockouts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn live(&self, f: &Failures) -> bool {
@@ -118,6 +126,10 @@ impl Throttle {
         }
         f.count = f.count.saturating_add(1);
         f.last = now;
+        if f.count == self.policy.after {
+            self.lockouts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Makes room: expired entries first, then the least recently failed tenth.

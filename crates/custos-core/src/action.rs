@@ -32,10 +32,13 @@ pub enum Action {
     Worklist,
     /// Report performed procedure steps (MPPS N-CREATE and N-SET).
     Mpps,
+    /// Read the server's metrics (`/metrics`): counts and latencies, never
+    /// patient data.
+    Metrics,
 }
 
 impl Action {
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 13] = [
         Action::Echo,
         Action::Store,
         Action::Find,
@@ -48,6 +51,7 @@ impl Action {
         Action::Commit,
         Action::Worklist,
         Action::Mpps,
+        Action::Metrics,
     ];
 
     /// What a DICOM peer can be granted.
@@ -90,6 +94,7 @@ impl Action {
             Action::Commit => "commit",
             Action::Worklist => "worklist",
             Action::Mpps => "mpps",
+            Action::Metrics => "metrics",
         }
     }
 
@@ -111,7 +116,7 @@ impl FromStr for Action {
             .into_iter()
             .find(|a| a.name().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
-                crate::invalid!("unknown action `{s}` (expected echo, store, find, get, move, delete, admin, audit, store-derived, commit, worklist or mpps)")
+                crate::invalid!("unknown action `{s}` (expected echo, store, find, get, move, delete, admin, audit, store-derived, commit, worklist, mpps or metrics)")
             })
     }
 }

@@ -17,14 +17,17 @@ pub enum Role {
     Uploader,
     /// The audit trail only.
     Auditor,
+    /// The metrics only (a Prometheus scraper's token).
+    Monitor,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [
+    pub const ALL: [Role; 5] = [
         Role::Admin,
         Role::Radiologist,
         Role::Uploader,
         Role::Auditor,
+        Role::Monitor,
     ];
 
     pub fn name(self) -> &'static str {
@@ -33,6 +36,7 @@ impl Role {
             Role::Radiologist => "radiologist",
             Role::Uploader => "uploader",
             Role::Auditor => "auditor",
+            Role::Monitor => "monitor",
         }
     }
 
@@ -47,6 +51,7 @@ impl Role {
             // performed steps.
             Role::Uploader => [Echo, Store, Commit, Mpps].into_iter().collect(),
             Role::Auditor => [Audit].into_iter().collect(),
+            Role::Monitor => [Metrics].into_iter().collect(),
         }
     }
 }
@@ -65,7 +70,7 @@ impl FromStr for Role {
             .find(|r| r.name().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
                 crate::invalid!(
-                    "unknown role `{s}` (expected admin, radiologist, uploader or auditor)"
+                    "unknown role `{s}` (expected admin, radiologist, uploader, auditor or monitor)"
                 )
             })
     }

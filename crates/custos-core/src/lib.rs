@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod derived;
 pub mod invalid;
 pub mod limits;
+pub mod metrics;
 pub mod peer;
 pub mod policy;
 pub mod query;

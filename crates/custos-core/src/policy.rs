@@ -98,6 +98,20 @@ pub struct Transport {
 }
 
 impl RejectReason {
+    /// A short fixed name (a metrics label).
+    pub fn code(self) -> &'static str {
+        match self {
+            RejectReason::CalledAeNotRecognized => "called_ae",
+            RejectReason::CallingAeNotRecognized => "calling_ae",
+            RejectReason::AddressNotAllowed => "address",
+            RejectReason::TlsRequired => "tls_required",
+            RejectReason::CertificateMismatch => "certificate_mismatch",
+            RejectReason::CertificateNotForAe => "certificate_not_for_ae",
+            RejectReason::IdentityRefused => "identity",
+            RejectReason::DirectoryUnavailable => "directory_unavailable",
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             RejectReason::CalledAeNotRecognized => "called AE title is not this server's",

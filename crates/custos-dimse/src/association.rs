@@ -4,6 +4,7 @@
 
 use std::io::Read;
 use std::sync::Arc;
+use std::time::Instant;
 
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
@@ -157,8 +158,9 @@ impl Association {
     async fn serve_messages(&mut self) -> Result<(), LinkError> {
         let archive = self.archive.clone();
         let mut command_buf: Vec<u8> = Vec::new();
-        // The request being served and where its data set goes.
-        let mut pending: Option<(u8, Command, Sink<'_>)> = None;
+        // The request being served, where its data set goes, and when its
+        // command arrived.
+        let mut pending: Option<(u8, Command, Sink<'_>, Instant)> = None;
         loop {
             let pdu = receive_pdu(&mut self.assoc, self.config.idle_timeout).await?;
             let values = match pdu {
@@ -193,15 +195,18 @@ impl Association {
                         let cmd = Command::decode(&command_buf).map_err(LinkError::Protocol)?;
                         command_buf.clear();
                         let pc = pdv.presentation_context_id;
+                        let started = Instant::now();
                         if cmd.has_data_set {
                             let sink = self.open_sink(&archive, pc, &cmd).await;
-                            pending = Some((pc, cmd, sink));
+                            pending = Some((pc, cmd, sink, started));
                         } else {
+                            let op = field::op_name(cmd.field);
                             self.dispatch_without_data(pc, cmd).await?;
+                            self.timed(op, started);
                         }
                     }
                     PDataValueType::Data => {
-                        let Some((pc, _, sink)) = pending.as_mut() else {
+                        let Some((pc, _, sink, _)) = pending.as_mut() else {
                             return Err(LinkError::Protocol(
                                 "data fragment without a command".into(),
                             ));
@@ -230,13 +235,33 @@ impl Association {
                             }
                         }
                         if pdv.is_last {
-                            let (pc, cmd, sink) = pending.take().expect("checked above");
+                            let (pc, cmd, sink, started) = pending.take().expect("checked above");
+                            let op = field::op_name(cmd.field);
                             self.complete(pc, cmd, sink).await?;
+                            self.timed(op, started);
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Records how long request `op` took, command to last response.
+    fn timed(&self, op: &'static str, started: Instant) {
+        self.archive.metrics().observe(
+            "custos_dimse_request_seconds",
+            &[("op", op)],
+            started.elapsed(),
+        );
+    }
+
+    /// Counts an instance received and the status it was answered with.
+    fn count_instance(&self, status: u16) {
+        let status = format!("{status:04X}");
+        self.archive.metrics().inc(
+            "custos_instances_total",
+            &[("protocol", "dimse"), ("status", &status)],
+        );
     }
 
     /// Decides where a request's data set goes, before any of it arrives.
@@ -283,6 +308,10 @@ impl Association {
             Sink::Store(ingest) => {
                 let result = ingest.finish().await;
                 let (st, comment) = custos_archive::status::of_store(&result);
+                if let Err(e) = &result {
+                    self.archive.count_ingest_error(e);
+                }
+                self.count_instance(st);
                 let outcome = if st == status::SUCCESS {
                     custos_core::audit::Outcome::Success
                 } else {
@@ -305,6 +334,7 @@ impl Association {
                 send_message(&mut self.assoc, pc, &rsp, None).await
             }
             Sink::Discard(st, why) => {
+                self.count_instance(st);
                 let mut rsp = cmd.response(field::C_STORE_RSP, st);
                 rsp.error_comment = Some(why);
                 send_message(&mut self.assoc, pc, &rsp, None).await

@@ -30,6 +30,21 @@ pub mod field {
     pub const N_CREATE_RQ: u16 = 0x0140;
     pub const N_CREATE_RSP: u16 = 0x8140;
 
+    /// The operation's name (a metrics label); responses and the rest: "other".
+    pub fn op_name(field: u16) -> &'static str {
+        match field {
+            C_STORE_RQ => "C-STORE",
+            C_GET_RQ => "C-GET",
+            C_FIND_RQ => "C-FIND",
+            C_MOVE_RQ => "C-MOVE",
+            C_ECHO_RQ => "C-ECHO",
+            N_SET_RQ => "N-SET",
+            N_ACTION_RQ => "N-ACTION",
+            N_CREATE_RQ => "N-CREATE",
+            _ => "other",
+        }
+    }
+
     /// Requests that carry a Priority (PS3.7 9.3): the composite ones but C-ECHO.
     pub fn has_priority(field: u16) -> bool {
         matches!(field, C_STORE_RQ | C_GET_RQ | C_FIND_RQ | C_MOVE_RQ)

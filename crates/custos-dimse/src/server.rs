@@ -139,6 +139,10 @@ pub async fn serve(
                             Ok((s, t, ack)) => (s, t, Some(ack)),
                             Err(e) => {
                                 info!(error = %e, "DICOM TLS connection refused");
+                                archive.metrics().inc(
+                                    "custos_tls_handshake_failures_total",
+                                    &[("listener", "dicom")],
+                                );
                                 return;
                             }
                         }
@@ -392,6 +396,14 @@ async fn handle(
         e.detail = format!("{detail}{}", if transport.tls { " (TLS)" } else { "" });
         archive.audit(e).await;
     }
+    let (result, reason) = match &verdict.decision {
+        AssociationDecision::Accept(_) => ("accepted", ""),
+        AssociationDecision::Reject(r) => ("rejected", r.code()),
+    };
+    archive.metrics().inc(
+        "custos_associations_total",
+        &[("result", result), ("reason", reason)],
+    );
     match &verdict.decision {
         AssociationDecision::Accept(p) => {
             info!(calling = %calling, permissions = %p.permissions(), "association request accepted by policy")

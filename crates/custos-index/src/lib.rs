@@ -306,6 +306,8 @@ pub trait Queue: Send + Sync + 'static {
         error: &str,
         retry_at: Option<i64>,
     ) -> Result<(), IndexError>;
+    /// How many jobs are pending and how many failed for good.
+    async fn job_counts(&self) -> Result<Vec<(JobState, i64)>, IndexError>;
     /// Jobs in `state` (all if None), newest first, without their payloads.
     async fn jobs(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, IndexError>;
     /// Puts a failed or cancelled job back (attempts reset); whether it was.

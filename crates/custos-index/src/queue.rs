@@ -104,6 +104,16 @@ fn list_sql(m: Mark) -> String {
     )
 }
 
+/// Pending and failed only: the (state, next_at) index answers it; done jobs
+/// are many and not counted.
+const COUNTS: &str = "SELECT state, COUNT(*) FROM jobs WHERE state IN ('pending', 'failed') GROUP BY state ORDER BY state";
+
+fn counted(rows: Vec<(String, i64)>) -> Vec<(JobState, i64)> {
+    rows.into_iter()
+        .filter_map(|(s, n)| JobState::parse(&s).map(|s| (s, n)))
+        .collect()
+}
+
 fn retry_sql(m: Mark) -> String {
     format!(
         "UPDATE jobs SET state = 'pending', attempts = 0, next_at = {now}, last_error = '' WHERE id = {id} AND state IN ('failed', 'cancelled')",
@@ -278,6 +288,15 @@ impl Queue for SqliteIndex {
         .await
     }
 
+    async fn job_counts(&self) -> Result<Vec<(JobState, i64)>, IndexError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(COUNTS)?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(counted(rows.collect::<Result<Vec<_>, _>>()?))
+        })
+        .await
+    }
+
     async fn jobs(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, IndexError> {
         let state = state.map(JobState::name).unwrap_or_default();
         self.read(move |c| {
@@ -400,6 +419,12 @@ impl Queue for PgIndex {
             .await
             .map_err(pg)?;
         Ok(())
+    }
+
+    async fn job_counts(&self) -> Result<Vec<(JobState, i64)>, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client.query(COUNTS, &[]).await.map_err(pg)?;
+        Ok(counted(rows.iter().map(|r| (r.get(0), r.get(1))).collect()))
     }
 
     async fn jobs(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, IndexError> {

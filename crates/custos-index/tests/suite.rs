@@ -789,6 +789,10 @@ async fn forwarding_queue(ix: Ix) {
     );
     let failed = ix.jobs(Some(JobState::Failed), 10).await.unwrap();
     assert_eq!(failed.len(), 1);
+    assert_eq!(
+        ix.job_counts().await.unwrap(),
+        vec![(JobState::Failed, 1), (JobState::Pending, 1)]
+    );
     assert_eq!(failed[0].last_error, "gone");
     assert_eq!(ix.jobs(Some(JobState::Done), 10).await.unwrap().len(), 1);
     // Retry puts a failed job back with its attempts reset; cancel ends it.

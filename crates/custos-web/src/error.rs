@@ -9,6 +9,16 @@ use axum::response::{IntoResponse, Response};
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// The backend that failed, if one did (counted by `/metrics`).
+    pub failed: Option<Failed>,
+}
+
+/// Which backend a failed request could not use; put into the response's
+/// extensions for the metering middleware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failed {
+    Index,
+    Store,
 }
 
 impl ApiError {
@@ -16,7 +26,13 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            failed: None,
         }
+    }
+
+    fn failed(mut self, backend: Failed) -> ApiError {
+        self.failed = Some(backend);
+        self
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
@@ -43,6 +59,9 @@ impl IntoResponse for ApiError {
             Json(serde_json::json!({ "error": self.message })),
         )
             .into_response();
+        if let Some(f) = self.failed {
+            r.extensions_mut().insert(f);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().append(
                 header::WWW_AUTHENTICATE,
@@ -73,7 +92,7 @@ impl From<custos_index::IndexError> for ApiError {
     fn from(e: custos_index::IndexError) -> ApiError {
         match e {
             custos_index::IndexError::BadQuery(m) => ApiError::bad_request(m),
-            e => ApiError::internal("index failure", e),
+            e => ApiError::internal("index failure", e).failed(Failed::Index),
         }
     }
 }
@@ -87,6 +106,9 @@ impl From<custos_archive::RetrieveError> for ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "this instance is too large to take apart here; retrieve it whole",
             ),
+            e @ custos_archive::RetrieveError::Store(_) => {
+                ApiError::internal("reading a stored instance", e).failed(Failed::Store)
+            }
             e => ApiError::internal("reading a stored instance", e),
         }
     }

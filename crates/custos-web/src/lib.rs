@@ -12,6 +12,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod idle;
+mod metrics;
 mod multipart;
 mod openapi;
 mod pixels;
@@ -127,6 +128,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/viewer/", get(viewer::index))
         .route("/viewer/{*path}", get(viewer::path))
         .merge(protected)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::metered,
+        ))
         .layer(DefaultBodyLimit::max(1 << 20))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -233,7 +238,9 @@ pub async fn serve(
         let app = app.clone();
         let tls = tls.clone();
         let mut stop = stop.clone();
+        let archive = state.archive.clone();
         tasks.spawn(async move {
+            let metrics = archive.metrics();
             let _permit = permit;
             let _address_slot = address_slot;
             let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
@@ -283,8 +290,14 @@ pub async fn serve(
                     let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
                     match handshake {
                         Ok(Ok(stream)) => drive!(stream),
-                        Ok(Err(e)) => tracing::info!(%addr, error = %e, "TLS handshake refused"),
-                        Err(_) => tracing::info!(%addr, "TLS handshake timed out"),
+                        Ok(Err(e)) => {
+                            tracing::info!(%addr, error = %e, "TLS handshake refused");
+                            metrics.inc("custos_tls_handshake_failures_total", &[("listener", "http")]);
+                        }
+                        Err(_) => {
+                            tracing::info!(%addr, "TLS handshake timed out");
+                            metrics.inc("custos_tls_handshake_failures_total", &[("listener", "http")]);
+                        }
                     }
                 }
                 None => drive!(tcp),

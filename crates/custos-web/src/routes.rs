@@ -16,7 +16,7 @@ use custos_core::{Action, Principal};
 
 use crate::error::ApiError;
 use crate::{
-    AppState, admin, download, openapi, qido, session, status, stow, trail, wado, worklist,
+    AppState, admin, download, metrics, openapi, qido, session, status, stow, trail, wado, worklist,
 };
 
 /// What a request needs beyond being authenticated.
@@ -316,6 +316,12 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
             delete(admin::delete_series),
         ),
         (Method::GET, "/api/audit", Right(Audit), get(trail::records)),
+        (
+            Method::GET,
+            "/metrics",
+            Right(Metrics),
+            get(metrics::render),
+        ),
         (
             Method::GET,
             "/api/audit/verify",

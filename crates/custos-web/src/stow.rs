@@ -204,6 +204,13 @@ async fn store_part(
     }
     let result = ingest.finish().await;
     let (code, _) = of_store(&result);
+    if let Err(e) = &result {
+        state.archive.count_ingest_error(e);
+    }
+    state.archive.metrics().inc(
+        "custos_instances_total",
+        &[("protocol", "stow"), ("status", &format!("{code:04X}"))],
+    );
     let mut e = crate::audit::event(
         custos_core::audit::EventId::InstancesTransferred,
         'C',

@@ -3,7 +3,7 @@
 
 import { el } from "/ui/dom.js";
 
-const ROLES = ["admin", "radiologist", "uploader", "auditor"];
+const ROLES = ["admin", "radiologist", "uploader", "auditor", "monitor"];
 const RIGHTS = ["echo", "store", "find", "get", "move", "commit", "worklist", "mpps"];
 
 /**

@@ -20,6 +20,7 @@ mod fsck;
 mod hardening;
 mod interop_dcmtk;
 mod interop_roundtrip;
+mod metrics;
 mod ohif;
 mod openapi;
 mod outage;

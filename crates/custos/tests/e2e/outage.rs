@@ -128,6 +128,7 @@ fn postgres_and_s3_outages_fail_fast_and_the_node_recovers() {
         Some(&s3),
     );
     data.add_peer("PYSCU", "127.0.0.1", 104, "echo,store,find,get");
+    add_user(&data, "prom", "monitor", "scrapes 42 the outage");
     let env = [
         ("AWS_ACCESS_KEY_ID", vars["AWS_ACCESS_KEY_ID"].as_str()),
         (
@@ -199,6 +200,23 @@ fn postgres_and_s3_outages_fail_fast_and_the_node_recovers() {
     let (lost, unreadable) = lost_after_restart(&server, &acked);
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
     assert_eq!(unreadable, 0);
+    // The monitoring saw both outages as failed stores.
+    let r = web_requests(
+        &server,
+        serde_json::json!([{"method": "GET", "path": "/metrics", "auth": {"basic": ["prom", "scrapes 42 the outage"]}, "body_limit": 1_000_000}]),
+    );
+    let text = r[0]["body"].as_str().unwrap();
+    let count = |series: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(count("custos_index_errors_total ") > 0.0, "{text}");
+    assert!(count("custos_store_errors_total ") > 0.0, "{text}");
+    assert!(
+        count(r#"custos_instances_total{protocol="dimse",status="A700"} "#) > 0.0,
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&work);
     let _ = std::fs::remove_file(&acked);
 }
