@@ -8,6 +8,7 @@
 
 mod attributes;
 pub mod audit;
+pub mod changes;
 pub mod commitment;
 pub mod dicomdir;
 mod export;
@@ -76,7 +77,10 @@ pub struct Archive {
     routes: std::sync::OnceLock<Vec<custos_core::routing::RouteRule>>,
     web_destinations: std::sync::OnceLock<Vec<custos_core::routing::WebDestination>>,
     route_keys: std::sync::OnceLock<Vec<custos_core::query::Key>>,
+    webhook_hosts: std::sync::OnceLock<Vec<String>>,
     queued: tokio::sync::Notify,
+    /// Woken when a change is written (the change feed's sequencer waits).
+    changed: tokio::sync::Notify,
     metrics: Arc<custos_core::metrics::Metrics>,
 }
 
@@ -95,7 +99,9 @@ impl Archive {
             routes: std::sync::OnceLock::new(),
             web_destinations: std::sync::OnceLock::new(),
             route_keys: std::sync::OnceLock::new(),
+            webhook_hosts: std::sync::OnceLock::new(),
             queued: tokio::sync::Notify::new(),
+            changed: tokio::sync::Notify::new(),
             metrics: Arc::new(custos_core::metrics::Metrics::new()),
         }
     }
@@ -264,6 +270,7 @@ impl Archive {
         series_uid: Option<&str>,
     ) -> Result<usize, IndexError> {
         let removed = self.index.remove(study_uid, series_uid).await?;
+        self.note_change();
         for inst in &removed {
             if let Err(e) = self.store.delete(&inst.blob_key).await {
                 tracing::warn!(error = %e, "could not remove the blob of a deleted instance");

@@ -237,8 +237,8 @@ impl Archive {
             out.push(match job.scope {
                 JobScope::Instance => single.remove(&job.uid).into_iter().collect(),
                 JobScope::Study => self.study_instances(&job.uid).await?,
-                // Not instances: the forward loop delivers reports itself.
-                JobScope::Commitment => Vec::new(),
+                // Not instances: the forward loop delivers these itself.
+                JobScope::Commitment | JobScope::Webhook => Vec::new(),
             });
         }
         Ok(out)

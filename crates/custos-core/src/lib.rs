@@ -8,6 +8,7 @@
 pub mod action;
 pub mod audit;
 pub mod auth;
+pub mod changes;
 pub mod credentials;
 pub mod derived;
 pub mod invalid;

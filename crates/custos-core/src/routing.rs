@@ -149,6 +149,9 @@ pub enum JobScope {
     /// A storage commitment report (N-EVENT-REPORT) for the peer, by
     /// Transaction UID; what it reports is the job's payload.
     Commitment,
+    /// A webhook delivery (destination `webhook:ID`), by change sequence or
+    /// `stable:` and a Study Instance UID; the body is the payload.
+    Webhook,
 }
 
 impl JobScope {
@@ -157,13 +160,19 @@ impl JobScope {
             JobScope::Instance => "instance",
             JobScope::Study => "study",
             JobScope::Commitment => "commitment",
+            JobScope::Webhook => "webhook",
         }
     }
 
     pub fn parse(s: &str) -> Option<JobScope> {
-        [JobScope::Instance, JobScope::Study, JobScope::Commitment]
-            .into_iter()
-            .find(|j| j.name() == s)
+        [
+            JobScope::Instance,
+            JobScope::Study,
+            JobScope::Commitment,
+            JobScope::Webhook,
+        ]
+        .into_iter()
+        .find(|j| j.name() == s)
     }
 }
 
@@ -217,28 +226,7 @@ impl WebDestination {
                 "[[dicomweb_destination]] `{name}`: a name is 1 to 16 characters, like an AE title"
             ));
         }
-        let Some((scheme, rest)) = self.url.split_once("://") else {
-            return Err(format!(
-                "dicomweb destination `{name}`: url `{}` is not a URL",
-                self.url
-            ));
-        };
-        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-        let host = match host.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or_default(),
-            None => host.split(':').next().unwrap_or_default(),
-        };
-        match scheme.to_ascii_lowercase().as_str() {
-            "https" => {}
-            "http" if is_loopback(host) => {}
-            "http" => {
-                return Err(format!(
-                    "dicomweb destination `{name}`: plain http is allowed only to a loopback address; use https"
-                ));
-            }
-            _ => return Err(format!("dicomweb destination `{name}`: url must be https")),
-        }
+        outbound_url(&self.url).map_err(|e| format!("dicomweb destination `{name}`: {e}"))?;
         if !self.username.is_empty() && self.password_file.is_empty() {
             return Err(format!(
                 "dicomweb destination `{name}`: username without password_file"
@@ -250,6 +238,30 @@ impl WebDestination {
             ));
         }
         Ok(())
+    }
+}
+
+/// Whether Custos may send to `url`: https anywhere, plain http only to a
+/// loopback address (patient data crosses no network in clear). The host,
+/// if so.
+pub fn outbound_url(url: &str) -> Result<String, String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!("`{url}` is not a URL"));
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    if host.is_empty() {
+        return Err(format!("`{url}` names no host"));
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" => Ok(host.to_ascii_lowercase()),
+        "http" if is_loopback(host) => Ok(host.to_ascii_lowercase()),
+        "http" => Err("plain http is allowed only to a loopback address; use https".into()),
+        _ => Err("the url must be https".into()),
     }
 }
 

@@ -6,6 +6,7 @@
 //! crosses it: callers see records, queries and outcomes. PostgreSQL is [`PgIndex`].
 #![forbid(unsafe_code)]
 
+mod changes;
 mod pg_connect;
 mod postgres;
 mod queue;
@@ -316,10 +317,44 @@ pub trait Queue: Send + Sync + 'static {
     async fn cancel_job(&self, id: i64) -> Result<bool, IndexError>;
 }
 
+/// The change feed and webhooks. Each change is written to an outbox in
+/// the transaction that makes it; `sequence_changes` moves outbox rows into
+/// the feed with consecutive numbers, one sequencer at a time across nodes
+/// (a PostgreSQL advisory lock), queuing the webhook deliveries they cause
+/// in the same transaction — so the feed has no gaps and no change is
+/// delivered twice or lost.
+#[async_trait]
+pub trait Changes: Send + Sync + 'static {
+    /// Sequences up to `limit` waiting changes; returns how many. Study
+    /// "stable" deliveries are due `stable_secs` after the study's last
+    /// instance.
+    async fn sequence_changes(
+        &self,
+        limit: usize,
+        now: i64,
+        stable_secs: i64,
+    ) -> Result<usize, IndexError>;
+    /// The feed after `after`, in order.
+    async fn changes(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<custos_core::changes::Change>, IndexError>;
+    async fn add_webhook(
+        &self,
+        url: &str,
+        events: &[String],
+        secret: &str,
+        now: i64,
+    ) -> Result<i64, IndexError>;
+    async fn webhooks(&self) -> Result<Vec<custos_core::changes::Webhook>, IndexError>;
+    async fn remove_webhook(&self, id: i64) -> Result<bool, IndexError>;
+}
+
 /// A whole index backend (SQLite or PostgreSQL): what is opened and handed
 /// out in parts — the archive keeps the instances, the registry service and
 /// authentication get the registry, the gate only the peer directory, the
 /// audit writer only the log.
-pub trait Index: InstanceIndex + Registry + AuditLog + Worklist + Queue {}
+pub trait Index: InstanceIndex + Registry + AuditLog + Worklist + Queue + Changes {}
 
-impl<T: InstanceIndex + Registry + AuditLog + Worklist + Queue> Index for T {}
+impl<T: InstanceIndex + Registry + AuditLog + Worklist + Queue + Changes> Index for T {}

@@ -244,8 +244,9 @@ async fn pk_of(
 async fn insert_rows(
     tx: &deadpool_postgres::Transaction<'_>,
     rec: &InstanceRecord,
+    replaced: bool,
 ) -> Result<(), IndexError> {
-    run(tx, statements::INSERT_STUDY, &statements::study_values(rec)).await?;
+    let new_study = run(tx, statements::INSERT_STUDY, &statements::study_values(rec)).await? > 0;
     let study_pk = pk_of(tx, statements::STUDY_PK, &rec.study_uid).await?;
     let new_series = run(
         tx,
@@ -269,6 +270,9 @@ async fn insert_rows(
             &[SqlValue::Int(study_pk)],
         )
         .await?;
+    }
+    for change in statements::stored_changes(rec, replaced, new_study, new_series) {
+        run(tx, statements::OUTBOX_INSERT, &change).await?;
     }
     Ok(())
 }
@@ -330,7 +334,7 @@ impl InstanceIndex for PgIndex {
                     .await?;
                     count_instance(&tx, old_series, -1).await?;
                 }
-                insert_rows(&tx, &record).await?;
+                insert_rows(&tx, &record, replacing.is_some()).await?;
                 InsertPlan::written(replacing)
             }
         };
@@ -499,8 +503,15 @@ impl InstanceIndex for PgIndex {
             )
             .await?;
         }
+        let removed: Vec<StoredInstance> = rows
+            .iter()
+            .map(|r| stored(r, 0))
+            .collect::<Result<_, _>>()?;
+        for change in statements::deleted_changes(study_uid, series_uid, &removed) {
+            run(&tx, statements::OUTBOX_INSERT, &change).await?;
+        }
         tx.commit().await.map_err(pg)?;
-        rows.iter().map(|r| stored(r, 0)).collect()
+        Ok(removed)
     }
 }
 

@@ -15,21 +15,23 @@ const COLUMNS: &str = "id, sop_instance_uid, destination, reason, state, attempt
 const LISTED: &str = "id, sop_instance_uid, destination, reason, state, attempts, next_at, last_error, created, scope, '' AS payload";
 
 /// Placeholders `?n` (SQLite) or `$n` (PostgreSQL).
-type Mark = fn(usize) -> String;
+pub(crate) type Mark = fn(usize) -> String;
 
-fn sqlite_mark(n: usize) -> String {
+pub(crate) fn sqlite_mark(n: usize) -> String {
     format!("?{n}")
 }
 
-fn pg_mark(n: usize) -> String {
+pub(crate) fn pg_mark(n: usize) -> String {
     format!("${n}")
 }
 
 fn enqueue_sql(m: Mark, scope: JobScope, again: bool) -> String {
     let rearm = "DO UPDATE SET state = 'pending', attempts = 0, next_at = excluded.next_at, last_error = '', reason = excluded.reason";
     let conflict = match (scope, again) {
-        (JobScope::Instance | JobScope::Commitment, false) => "DO NOTHING".to_string(),
-        (JobScope::Instance | JobScope::Commitment, true) => {
+        (JobScope::Instance | JobScope::Commitment | JobScope::Webhook, false) => {
+            "DO NOTHING".to_string()
+        }
+        (JobScope::Instance | JobScope::Commitment | JobScope::Webhook, true) => {
             format!("{rearm} WHERE jobs.state <> 'pending'")
         }
         // A study still arriving: its timer starts again (an attempt under
@@ -49,13 +51,27 @@ fn enqueue_sql(m: Mark, scope: JobScope, again: bool) -> String {
 }
 
 fn report_sql(m: Mark) -> String {
+    payload_job_sql(m, "storage commitment", JobScope::Commitment, true)
+}
+
+/// Queues a job that carries its payload: uid ?1, destination ?2, due ?3,
+/// now ?4, payload ?5. With `rearm`, an existing one for the same pair is
+/// replaced and due again (a newer report, a study arriving still);
+/// otherwise it is left alone (one delivery per change).
+pub(crate) fn payload_job_sql(m: Mark, reason: &str, scope: JobScope, rearm: bool) -> String {
+    let conflict = if rearm {
+        "DO UPDATE SET state = 'pending', attempts = 0, next_at = excluded.next_at, last_error = '', payload = excluded.payload"
+    } else {
+        "DO NOTHING"
+    };
     format!(
-        "INSERT INTO jobs (sop_instance_uid, destination, reason, state, next_at, created, scope, payload) VALUES ({uid}, {dest}, 'storage commitment', 'pending', {due}, {now}, 'commitment', {payload}) ON CONFLICT (sop_instance_uid, destination) DO UPDATE SET state = 'pending', attempts = 0, next_at = excluded.next_at, last_error = '', payload = excluded.payload",
+        "INSERT INTO jobs (sop_instance_uid, destination, reason, state, next_at, created, scope, payload) VALUES ({uid}, {dest}, '{reason}', 'pending', {due}, {now}, '{scope}', {payload}) ON CONFLICT (sop_instance_uid, destination) {conflict}",
         uid = m(1),
         dest = m(2),
-        payload = m(3),
+        due = m(3),
         now = m(4),
-        due = m(5)
+        payload = m(5),
+        scope = scope.name()
     )
 }
 
@@ -218,7 +234,7 @@ impl Queue for SqliteIndex {
         self.write(move |t| {
             t.execute(
                 &report_sql(sqlite_mark),
-                rusqlite::params![uid, destination, payload, now, due],
+                rusqlite::params![uid, destination, due, now, payload],
             )?;
             Ok(())
         })
@@ -355,7 +371,7 @@ impl Queue for PgIndex {
         client
             .execute(
                 &report_sql(pg_mark),
-                &[&uid, &destination, &payload, &now, &due],
+                &[&uid, &destination, &due, &now, &payload],
             )
             .await
             .map_err(pg)?;

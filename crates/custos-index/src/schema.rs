@@ -185,7 +185,8 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     // with a pinned client certificate; 4: the audit trail; 5: peers pinned
     // by certificate subject or CA bundle; 6: series date and time; 7: an
     // index on arrival time; 8: counters; 9: the worklist; 10: MPPS; 11: jobs;
-    // 12: study jobs; 13: job payloads (commitment reports).
+    // 12: study jobs; 13: job payloads (commitment reports); 14: the change
+    // feed and webhooks.
     let mut steps = vec![first];
     steps.extend(
         [
@@ -210,7 +211,42 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     steps.push(jobs(ids));
     steps.push(JOB_SCOPE.to_string());
     steps.push(JOB_PAYLOAD.to_string());
+    steps.push(changes(ids));
     steps
+}
+
+/// 14: the change feed (an outbox written with each change, moved into the
+/// gap-free `changes` by one sequencer at a time) and webhooks.
+fn changes(pk: &str) -> String {
+    format!(
+        r#"
+    CREATE TABLE change_outbox (
+        id {pk},
+        kind TEXT NOT NULL,
+        level TEXT NOT NULL,
+        study_uid TEXT NOT NULL,
+        series_uid TEXT NOT NULL,
+        sop_instance_uid TEXT NOT NULL,
+        at BIGINT NOT NULL
+    );
+    CREATE TABLE changes (
+        seq BIGINT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        level TEXT NOT NULL,
+        study_uid TEXT NOT NULL,
+        series_uid TEXT NOT NULL,
+        sop_instance_uid TEXT NOT NULL,
+        at BIGINT NOT NULL
+    );
+    CREATE TABLE webhooks (
+        id {pk},
+        url TEXT NOT NULL,
+        events TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        created BIGINT NOT NULL
+    );
+"#
+    )
 }
 
 /// 13: storage commitment reports waiting for delivery, kept in the queue.

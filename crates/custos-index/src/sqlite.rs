@@ -344,8 +344,10 @@ fn insert(
             .execute([&rec.sop_instance_uid])?;
         count_instance(tx, old_series, -1)?;
     }
-    tx.prepare_cached(statements::INSERT_STUDY)?
-        .execute(bind(&statements::study_values(rec)).as_slice())?;
+    let new_study = tx
+        .prepare_cached(statements::INSERT_STUDY)?
+        .execute(bind(&statements::study_values(rec)).as_slice())?
+        > 0;
     let study_pk: i64 = tx
         .prepare_cached(statements::STUDY_PK)?
         .query_row([&rec.study_uid], |r| r.get(0))?;
@@ -362,6 +364,11 @@ fn insert(
     if new_series {
         tx.prepare_cached(&statements::recount_study(Dialect::Sqlite))?
             .execute([study_pk])?;
+    }
+    let changes = statements::stored_changes(rec, replacing.is_some(), new_study, new_series);
+    for change in changes {
+        tx.prepare_cached(statements::OUTBOX_INSERT)?
+            .execute(bind(&change).as_slice())?;
     }
     Ok(InsertPlan::written(replacing))
 }
@@ -606,6 +613,10 @@ impl InstanceIndex for SqliteIndex {
                 .optional()?;
             if let Some(pk) = kept {
                 t.execute(&statements::recount_study(Dialect::Sqlite), [pk])?;
+            }
+            for change in statements::deleted_changes(&study, series.as_deref(), &removed) {
+                t.prepare_cached(statements::OUTBOX_INSERT)?
+                    .execute(bind(&change).as_slice())?;
             }
             Ok(removed)
         })

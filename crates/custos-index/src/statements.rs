@@ -126,6 +126,88 @@ pub const AUDIT_AFTER: &str =
 pub const INSERT_AUDIT: &str =
     "INSERT INTO audit (seq, at, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?)";
 
+/// A change waiting for its sequence number (the feed's outbox), written in
+/// the transaction that makes the change.
+pub const OUTBOX_INSERT: &str = "INSERT INTO change_outbox (kind, level, study_uid, series_uid, sop_instance_uid, at) VALUES (?, ?, ?, ?, ?, ?)";
+
+/// Unix seconds now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// The outbox rows of an instance written: the instance stored or updated
+/// (replaced), and its series and study when they are new.
+pub fn stored_changes(
+    rec: &InstanceRecord,
+    replaced: bool,
+    new_study: bool,
+    new_series: bool,
+) -> Vec<Vec<SqlValue>> {
+    let now = unix_now();
+    let row = |kind: &str, level: &str, series: &str, sop: &str| {
+        vec![
+            SqlValue::Text(kind.into()),
+            SqlValue::Text(level.into()),
+            SqlValue::Text(rec.study_uid.clone()),
+            SqlValue::Text(series.into()),
+            SqlValue::Text(sop.into()),
+            SqlValue::Int(now),
+        ]
+    };
+    let mut rows = Vec::with_capacity(3);
+    if new_study {
+        rows.push(row("stored", "study", "", ""));
+    }
+    if new_series {
+        rows.push(row("stored", "series", &rec.series_uid, ""));
+    }
+    let kind = if replaced { "updated" } else { "stored" };
+    rows.push(row(
+        kind,
+        "instance",
+        &rec.series_uid,
+        &rec.sop_instance_uid,
+    ));
+    rows
+}
+
+/// The outbox rows of a removal: the study or series, then each instance.
+pub fn deleted_changes(
+    study_uid: &str,
+    series_uid: Option<&str>,
+    removed: &[StoredInstance],
+) -> Vec<Vec<SqlValue>> {
+    let now = unix_now();
+    let row = |level: &str, series: &str, sop: &str| {
+        vec![
+            SqlValue::Text("deleted".into()),
+            SqlValue::Text(level.into()),
+            SqlValue::Text(study_uid.into()),
+            SqlValue::Text(series.into()),
+            SqlValue::Text(sop.into()),
+            SqlValue::Int(now),
+        ]
+    };
+    if removed.is_empty() {
+        return Vec::new();
+    }
+    let mut rows = vec![match series_uid {
+        Some(se) => row("series", se, ""),
+        None => row("study", "", ""),
+    }];
+    for inst in removed {
+        rows.push(row(
+            "instance",
+            series_uid.unwrap_or(""),
+            &inst.sop_instance_uid,
+        ));
+    }
+    rows
+}
+
 /// What to do with an instance whose SOP Instance UID may already be stored.
 #[derive(Debug)]
 pub enum InsertPlan {

@@ -65,7 +65,8 @@ on_both_backends!(
     sorted_results,
     counters_follow_inserts_replacements_and_removals,
     forwarding_queue,
-    worklist_and_performed_steps
+    worklist_and_performed_steps,
+    change_feed_and_webhooks
 );
 
 type Ix = std::sync::Arc<dyn Index>;
@@ -990,6 +991,9 @@ async fn migration_8_counts_what_was_stored_before() {
         "DROP TABLE worklist;
          DROP TABLE mpps;
          DROP TABLE jobs;
+         DROP TABLE change_outbox;
+         DROP TABLE changes;
+         DROP TABLE webhooks;
          ALTER TABLE series DROP COLUMN num_instances;
          ALTER TABLE studies DROP COLUMN num_series;
          ALTER TABLE studies DROP COLUMN num_instances;
@@ -1011,4 +1015,96 @@ async fn migration_8_counts_what_was_stored_before() {
     assert_eq!(rows[0][&Key::NumberOfStudyRelatedSeries], "2");
     assert_eq!(rows[0][&Key::NumberOfStudyRelatedInstances], "3");
     assert_eq!(rows[0][&Key::ModalitiesInStudy], "CT\\PR");
+}
+
+/// Changes are numbered without gaps in the order they are sequenced,
+/// webhook deliveries are queued with them, and a study's "stable" delivery
+/// is pushed back by each new instance.
+async fn change_feed_and_webhooks(ix: Ix) {
+    use custos_core::routing::{JobScope, JobState};
+    let hook = ix
+        .add_webhook(
+            "https://hooks.example/in",
+            &[
+                "instance.stored".into(),
+                "study.deleted".into(),
+                "study.stable".into(),
+            ],
+            "s3cret",
+            100,
+        )
+        .await
+        .unwrap();
+    let first = rec("P", "N", "9.1", "20260101", "9.1.1", "CT", "9.1.1.1");
+    ix.insert(first.clone(), false).await.unwrap();
+    ix.insert(first, false).await.unwrap(); // identical: no change
+    assert_eq!(ix.sequence_changes(100, 1000, 30).await.unwrap(), 3);
+    ix.insert(
+        rec("P", "N", "9.1", "20260101", "9.1.1", "CT", "9.1.1.2"),
+        false,
+    )
+    .await
+    .unwrap();
+    let mut replaced = rec("P", "N", "9.1", "20260101", "9.1.1", "CT", "9.1.1.2");
+    replaced.sha256 = "other".into();
+    ix.insert(replaced, true).await.unwrap();
+    assert_eq!(ix.sequence_changes(100, 1010, 30).await.unwrap(), 2);
+    assert_eq!(ix.sequence_changes(100, 1010, 30).await.unwrap(), 0);
+    let feed = ix.changes(0, 100).await.unwrap();
+    let events: Vec<(i64, String, String)> = feed
+        .iter()
+        .map(|c| (c.seq, c.event(), c.instance.clone()))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (1, "study.stored".into(), "".into()),
+            (2, "series.stored".into(), "".into()),
+            (3, "instance.stored".into(), "9.1.1.1".into()),
+            (4, "instance.stored".into(), "9.1.1.2".into()),
+            (5, "instance.updated".into(), "9.1.1.2".into()),
+        ]
+    );
+    assert_eq!(ix.changes(3, 1).await.unwrap()[0].seq, 4, "paged");
+    ix.remove("9.1", None).await.unwrap();
+    assert_eq!(ix.sequence_changes(100, 1020, 30).await.unwrap(), 3);
+    let deleted = ix.changes(5, 100).await.unwrap();
+    assert_eq!(
+        deleted
+            .iter()
+            .map(|c| (c.seq, c.event()))
+            .collect::<Vec<_>>(),
+        vec![
+            (6, "study.deleted".to_string()),
+            (7, "instance.deleted".to_string()),
+            (8, "instance.deleted".to_string()),
+        ]
+    );
+    // Deliveries: the two stored instances and the deleted study, once
+    // each; the study's stable delivery due 30 s after its last instance.
+    let jobs = ix.jobs(Some(JobState::Pending), 100).await.unwrap();
+    let mine: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.destination == format!("webhook:{hook}"))
+        .collect();
+    let mut uids: Vec<&str> = mine.iter().map(|j| j.uid.as_str()).collect();
+    uids.sort();
+    assert_eq!(uids, vec!["3", "4", "6", "stable:9.1"]);
+    assert!(mine.iter().all(|j| j.scope == JobScope::Webhook));
+    let due = ix.take_jobs(1039, 2000, 100).await.unwrap();
+    assert!(
+        !due.iter().any(|j| j.uid == "stable:9.1"),
+        "the update at 1010 pushed it to 1040"
+    );
+    let due = ix.take_jobs(1040, 2000, 100).await.unwrap();
+    let stable = due.iter().find(|j| j.uid == "stable:9.1").unwrap();
+    assert_eq!(
+        stable.payload,
+        r#"{"event":"study.stable","study":"9.1","seq":5}"#
+    );
+    let stored = due.iter().find(|j| j.uid == "3");
+    assert!(stored.is_none(), "taken at 1039 already");
+    assert_eq!(ix.webhooks().await.unwrap()[0].secret, "s3cret");
+    assert!(ix.remove_webhook(hook).await.unwrap());
+    assert!(ix.webhooks().await.unwrap().is_empty());
 }

@@ -7,6 +7,7 @@
 mod admin;
 pub mod audit;
 pub mod auth;
+mod changes;
 mod download;
 mod error;
 #[doc(hidden)]

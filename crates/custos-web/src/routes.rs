@@ -16,7 +16,8 @@ use custos_core::{Action, Principal};
 
 use crate::error::ApiError;
 use crate::{
-    AppState, admin, download, metrics, openapi, qido, session, status, stow, trail, wado, worklist,
+    AppState, admin, changes, download, metrics, openapi, qido, session, status, stow, trail, wado,
+    worklist,
 };
 
 /// What a request needs beyond being authenticated.
@@ -321,6 +322,25 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
             "/metrics",
             Right(Metrics),
             get(metrics::render),
+        ),
+        (Method::GET, "/api/changes", Right(Find), get(changes::feed)),
+        (
+            Method::GET,
+            "/api/webhooks",
+            Right(Admin),
+            get(changes::list),
+        ),
+        (
+            Method::POST,
+            "/api/webhooks",
+            Right(Admin),
+            post(changes::add),
+        ),
+        (
+            Method::DELETE,
+            "/api/webhooks/{id}",
+            Right(Admin),
+            delete(changes::remove),
         ),
         (
             Method::GET,

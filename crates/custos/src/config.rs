@@ -6,6 +6,26 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Webhooks {
+    /// "study.stable" fires once no instance of the study has arrived for
+    /// this many seconds.
+    pub stable_seconds: u64,
+    /// The only hosts webhooks may be registered for (none by default: an
+    /// API token alone cannot send events anywhere).
+    pub hosts: Vec<String>,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        Webhooks {
+            stable_seconds: 60,
+            hosts: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -17,6 +37,7 @@ pub struct Config {
     pub audit: AuditSection,
     pub log: Log,
     pub routing: Routing,
+    pub webhooks: Webhooks,
     /// `[[route]]` rules: which new instances are forwarded where.
     #[serde(rename = "route")]
     pub routes: Vec<custos_core::routing::RouteRule>,
@@ -377,6 +398,16 @@ level = "info"
 # then it is failed (`custos jobs list --state failed`, `custos jobs retry ID`).
 retry_seconds = 10
 max_attempts = 10
+
+[webhooks]
+# `custos webhook add URL --events ... --secret-stdin` registers a receiver
+# (https, or http to loopback only); deliveries are signed (X-Custos-Signature:
+# sha256=HMAC-SHA256 of the body with the secret), queued with the change they
+# report and retried like forwards. "study.stable" fires once a study has had
+# no new instance for stable_seconds. Webhooks may point only at the hosts
+# listed here (none by default).
+stable_seconds = 60
+hosts = []
 
 # Forwarding rules: each new instance matching all of a rule's conditions
 # (empty: any; `*` and `?` wildcards, case-insensitive) is queued for the

@@ -124,5 +124,6 @@ pub async fn open_archive(data: &Path, config: &Config) -> Result<Arc<Archive>> 
         .map_err(anyhow::Error::msg)?;
     let archive = Arc::new(Archive::new(index, store, duplicates));
     archive.set_web_destinations(config.dicomweb_destinations.clone());
+    archive.set_webhook_hosts(config.webhooks.hosts.clone());
     Ok(archive)
 }

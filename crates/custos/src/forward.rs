@@ -3,7 +3,7 @@
 //! PostgreSQL take different ones), groups them by destination, sends each
 //! group's instances on one association (`custos-dimse::router`) or in
 //! STOW-RS requests (`stow_out`), delivers held storage commitment reports
-//! (`custos-dimse::commitment`), and records each job done, due again after
+//! (`custos-dimse::commitment`) and webhook events (`webhooks`), and records each job done, due again after
 //! a back-off, or failed for good. Each forward is audited (110104) with its
 //! destination, studies and patients.
 
@@ -37,6 +37,7 @@ const BATCH: usize = 32;
 pub struct Senders {
     dimse: DimseConfig,
     web: HashMap<String, StowClient>,
+    hooks: reqwest::Client,
 }
 
 impl Senders {
@@ -45,7 +46,11 @@ impl Senders {
             .iter()
             .map(|w| Ok((w.name.clone(), StowClient::new(w)?)))
             .collect::<Result<_>>()?;
-        Ok(Senders { dimse, web })
+        Ok(Senders {
+            dimse,
+            web,
+            hooks: crate::webhooks::client()?,
+        })
     }
 }
 
@@ -78,16 +83,20 @@ pub async fn run(
         }
         let mut by_destination: BTreeMap<String, Vec<Job>> = BTreeMap::new();
         for j in jobs {
-            if j.scope == JobScope::Commitment {
-                let outcome = custos_dimse::commitment::deliver_held(
-                    &archive,
-                    &senders.dimse,
-                    &j.destination,
-                    &j.payload,
-                )
-                .await;
+            if matches!(j.scope, JobScope::Commitment | JobScope::Webhook) {
+                let outcome = if j.scope == JobScope::Webhook {
+                    crate::webhooks::deliver(&archive, &senders.hooks, &j).await
+                } else {
+                    custos_dimse::commitment::deliver_held(
+                        &archive,
+                        &senders.dimse,
+                        &j.destination,
+                        &j.payload,
+                    )
+                    .await
+                };
                 if let Err(e) = archive.record_attempt(&j, outcome, policy).await {
-                    warn!(error = %e, job = j.id, "cannot record a report's delivery");
+                    warn!(error = %e, job = j.id, "cannot record a delivery");
                 }
                 continue;
             }

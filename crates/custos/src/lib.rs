@@ -21,3 +21,5 @@ pub mod stow_out;
 pub mod syslog;
 pub mod user_cmd;
 pub mod viewer_cmd;
+pub mod webhook_cmd;
+pub mod webhooks;

@@ -48,6 +48,11 @@ enum Command {
         #[command(subcommand)]
         command: jobs_cmd::JobsCommand,
     },
+    /// Webhooks: receivers of change events (stored, deleted, study stable).
+    Webhook {
+        #[command(subcommand)]
+        command: custos::webhook_cmd::WebhookCommand,
+    },
     /// Web users (HTTP Basic) and their roles.
     User {
         #[command(subcommand)]
@@ -251,6 +256,7 @@ fn main() -> Result<()> {
             }
             Command::Peer { command } => peer_cmd::run(&cli.data, command).await,
             Command::Jobs { command } => jobs_cmd::run(&cli.data, command).await,
+            Command::Webhook { command } => custos::webhook_cmd::run(&cli.data, command).await,
             Command::Db {
                 command: DbCommand::Migrate,
             } => {

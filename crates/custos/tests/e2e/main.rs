@@ -8,6 +8,7 @@ mod common;
 mod audit;
 mod backup;
 mod browser;
+mod changes;
 mod cli;
 mod crash;
 mod dicom_tls;

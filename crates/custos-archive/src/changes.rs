@@ -1,0 +1,135 @@
+//! The change feed and webhooks as use cases: the sequencer that numbers
+//! waiting changes (one task per server; the index keeps several servers
+//! from numbering at once), reading the feed, and registering webhooks
+//! (the CLI and the admin API share these).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use custos_core::changes::{Change, Webhook, parse_events};
+use custos_index::IndexError;
+
+use crate::Archive;
+
+/// Changes numbered per transaction.
+const SEQUENCE_BATCH: usize = 500;
+
+/// A webhook that cannot be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// Secrets shorter than this are refused (they sign every delivery).
+pub const MIN_SECRET: usize = 16;
+
+impl Archive {
+    /// Numbers waiting changes until `shutdown` turns true: woken by every
+    /// change this server makes, and every quarter second for other
+    /// writers' (other nodes, `custos import`).
+    pub async fn run_sequencer(
+        self: Arc<Self>,
+        stable_secs: i64,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let now = crate::routing::now();
+            match self
+                .index
+                .sequence_changes(SEQUENCE_BATCH, now, stable_secs)
+                .await
+            {
+                Ok(n) if n > 0 => {
+                    // Webhook deliveries may have been queued.
+                    self.queued.notify_one();
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "change feed: cannot number changes"),
+            }
+            tokio::select! {
+                _ = self.changed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// The hosts webhooks may be sent to (`[webhooks] hosts`; set once).
+    pub fn set_webhook_hosts(&self, hosts: Vec<String>) {
+        let _ = self.webhook_hosts.set(hosts);
+    }
+
+    /// Whether events may be sent to `url`: https (or http to loopback) to
+    /// a host `[webhooks] hosts` lists. Checked when a webhook is added and
+    /// again at each delivery (the list may have changed).
+    pub fn webhook_allowed(&self, url: &str) -> Result<(), String> {
+        let host = custos_core::routing::outbound_url(url)?;
+        let allowed = self
+            .webhook_hosts
+            .get()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if allowed.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{host}` is not among [webhooks] hosts in custos.toml"
+            ))
+        }
+    }
+
+    /// Tells the sequencer a change was written.
+    pub(crate) fn note_change(&self) {
+        self.changed.notify_one();
+    }
+
+    /// The feed after `after`, at most `limit`.
+    pub async fn changes(&self, after: i64, limit: usize) -> Result<Vec<Change>, IndexError> {
+        self.index.changes(after, limit).await
+    }
+
+    /// Registers a webhook; returns its id.
+    pub async fn add_webhook(
+        &self,
+        url: &str,
+        events: &str,
+        secret: &str,
+    ) -> Result<i64, WebhookError> {
+        self.webhook_allowed(url).map_err(WebhookError::Invalid)?;
+        let events = parse_events(events).map_err(WebhookError::Invalid)?;
+        if secret.chars().count() < MIN_SECRET {
+            return Err(WebhookError::Invalid(format!(
+                "the secret needs {MIN_SECRET} characters or more"
+            )));
+        }
+        Ok(self
+            .index
+            .add_webhook(url, &events, secret, crate::routing::now())
+            .await?)
+    }
+
+    pub async fn webhooks(&self) -> Result<Vec<Webhook>, IndexError> {
+        self.index.webhooks().await
+    }
+
+    pub async fn webhook(&self, id: i64) -> Result<Option<Webhook>, IndexError> {
+        Ok(self
+            .index
+            .webhooks()
+            .await?
+            .into_iter()
+            .find(|w| w.id == id))
+    }
+
+    /// Removes a webhook and cancels its waiting deliveries.
+    pub async fn remove_webhook(&self, id: i64) -> Result<bool, IndexError> {
+        self.index.remove_webhook(id).await
+    }
+}
