@@ -774,7 +774,7 @@ def cmd_commit(args):
         item.ReferencedSOPClassUID = cls
         item.ReferencedSOPInstanceUID = uid
         ds.ReferencedSOPSequence.append(item)
-    assoc = associate(ae, args, evt_handlers=[] if server else handlers)
+    assoc = associate(ae, args, evt_handlers=[] if server or args.no_listen else handlers)
     if not assoc.is_established:
         out({"accepted": False})
         return
