@@ -21,6 +21,7 @@ mod migrate;
 pub mod mpps;
 pub mod part10;
 pub mod registry;
+pub mod retention;
 mod retrieve;
 pub mod routing;
 pub mod status;
@@ -78,6 +79,7 @@ pub struct Archive {
     web_destinations: std::sync::OnceLock<Vec<custos_core::routing::WebDestination>>,
     route_keys: std::sync::OnceLock<Vec<custos_core::query::Key>>,
     webhook_hosts: std::sync::OnceLock<Vec<String>>,
+    retention: std::sync::OnceLock<retention::RetentionConfig>,
     queued: tokio::sync::Notify,
     /// Woken when a change is written (the change feed's sequencer waits).
     changed: tokio::sync::Notify,
@@ -100,6 +102,7 @@ impl Archive {
             web_destinations: std::sync::OnceLock::new(),
             route_keys: std::sync::OnceLock::new(),
             webhook_hosts: std::sync::OnceLock::new(),
+            retention: std::sync::OnceLock::new(),
             queued: tokio::sync::Notify::new(),
             changed: tokio::sync::Notify::new(),
             metrics: Arc::new(custos_core::metrics::Metrics::new()),

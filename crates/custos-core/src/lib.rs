@@ -18,6 +18,7 @@ pub mod peer;
 pub mod policy;
 pub mod query;
 pub mod record;
+pub mod retention;
 pub mod routing;
 
 pub use action::{Action, Permissions};

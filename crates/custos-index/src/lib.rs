@@ -10,6 +10,7 @@ mod changes;
 mod pg_connect;
 mod postgres;
 mod queue;
+mod retention;
 mod schema;
 mod sql_query;
 mod sqlite;
@@ -351,10 +352,34 @@ pub trait Changes: Send + Sync + 'static {
     async fn remove_webhook(&self, id: i64) -> Result<bool, IndexError>;
 }
 
+/// What retention reads and the flag that keeps a study from it.
+#[async_trait]
+pub trait Retention: Send + Sync + 'static {
+    /// Studies after `after` (a study key from the previous page) with their
+    /// dates, modalities, last arrival and protection, at most `limit`.
+    async fn study_activity(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, custos_core::retention::StudyActivity)>, IndexError>;
+    /// Protects a study from retention (`on`), or lifts it; whether the
+    /// flag changed.
+    async fn set_protected(
+        &self,
+        study_uid: &str,
+        on: bool,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, IndexError>;
+}
+
 /// A whole index backend (SQLite or PostgreSQL): what is opened and handed
 /// out in parts — the archive keeps the instances, the registry service and
 /// authentication get the registry, the gate only the peer directory, the
 /// audit writer only the log.
-pub trait Index: InstanceIndex + Registry + AuditLog + Worklist + Queue + Changes {}
+pub trait Index:
+    InstanceIndex + Registry + AuditLog + Worklist + Queue + Changes + Retention
+{
+}
 
-impl<T: InstanceIndex + Registry + AuditLog + Worklist + Queue + Changes> Index for T {}
+impl<T: InstanceIndex + Registry + AuditLog + Worklist + Queue + Changes + Retention> Index for T {}

@@ -186,7 +186,7 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     // by certificate subject or CA bundle; 6: series date and time; 7: an
     // index on arrival time; 8: counters; 9: the worklist; 10: MPPS; 11: jobs;
     // 12: study jobs; 13: job payloads (commitment reports); 14: the change
-    // feed and webhooks.
+    // feed and webhooks; 15: studies protected from retention.
     let mut steps = vec![first];
     steps.extend(
         [
@@ -212,8 +212,18 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     steps.push(JOB_SCOPE.to_string());
     steps.push(JOB_PAYLOAD.to_string());
     steps.push(changes(ids));
+    steps.push(PROTECTED.to_string());
     steps
 }
+
+/// 15: studies retention must not delete.
+const PROTECTED: &str = r#"
+    CREATE TABLE protected_studies (
+        study_uid TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        at BIGINT NOT NULL
+    );
+"#;
 
 /// 14: the change feed (an outbox written with each change, moved into the
 /// gap-free `changes` by one sequencer at a time) and webhooks.

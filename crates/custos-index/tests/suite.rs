@@ -66,7 +66,8 @@ on_both_backends!(
     counters_follow_inserts_replacements_and_removals,
     forwarding_queue,
     worklist_and_performed_steps,
-    change_feed_and_webhooks
+    change_feed_and_webhooks,
+    retention_reads
 );
 
 type Ix = std::sync::Arc<dyn Index>;
@@ -994,6 +995,7 @@ async fn migration_8_counts_what_was_stored_before() {
          DROP TABLE change_outbox;
          DROP TABLE changes;
          DROP TABLE webhooks;
+         DROP TABLE protected_studies;
          ALTER TABLE series DROP COLUMN num_instances;
          ALTER TABLE studies DROP COLUMN num_series;
          ALTER TABLE studies DROP COLUMN num_instances;
@@ -1107,4 +1109,49 @@ async fn change_feed_and_webhooks(ix: Ix) {
     assert_eq!(ix.webhooks().await.unwrap()[0].secret, "s3cret");
     assert!(ix.remove_webhook(hook).await.unwrap());
     assert!(ix.webhooks().await.unwrap().is_empty());
+}
+
+/// Each study's date, modalities and last arrival, page by page, and the
+/// protection flag.
+async fn retention_reads(ix: Ix) {
+    populate(&ix).await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let first = ix.study_activity(0, 2).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let rest = ix.study_activity(first[1].0, 100).await.unwrap();
+    let all: Vec<_> = first.iter().chain(&rest).map(|(_, s)| s.clone()).collect();
+    let s11 = all.iter().find(|s| s.study_uid == "1.1").unwrap();
+    assert_eq!(
+        (s11.study_date.as_str(), s11.patient_id.as_str()),
+        ("20200105", "P1")
+    );
+    assert!(s11.modalities.contains("CT"));
+    assert!(
+        (before - 120..=before + 120).contains(&s11.last_received),
+        "{s11:?}"
+    );
+    assert!(all.iter().all(|s| !s.protected));
+    assert!(
+        ix.set_protected("1.1", true, "legal hold", before)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !ix.set_protected("1.1", true, "again", before)
+            .await
+            .unwrap()
+    );
+    let all = ix.study_activity(0, 100).await.unwrap();
+    assert!(all.iter().any(|(_, s)| s.study_uid == "1.1" && s.protected));
+    assert!(ix.set_protected("1.1", false, "", before).await.unwrap());
+    assert!(
+        ix.study_activity(0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|(_, s)| !s.protected)
+    );
 }

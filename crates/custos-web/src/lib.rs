@@ -18,6 +18,7 @@ mod multipart;
 mod openapi;
 mod pixels;
 mod qido;
+mod retention;
 pub mod routes;
 mod session;
 mod status;

@@ -16,8 +16,8 @@ use custos_core::{Action, Principal};
 
 use crate::error::ApiError;
 use crate::{
-    AppState, admin, changes, download, metrics, openapi, qido, session, status, stow, trail, wado,
-    worklist,
+    AppState, admin, changes, download, metrics, openapi, qido, retention, session, status, stow,
+    trail, wado, worklist,
 };
 
 /// What a request needs beyond being authenticated.
@@ -324,6 +324,24 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
             get(metrics::render),
         ),
         (Method::GET, "/api/changes", Right(Find), get(changes::feed)),
+        (
+            Method::GET,
+            "/api/retention",
+            Right(Delete),
+            get(retention::plan),
+        ),
+        (
+            Method::POST,
+            "/api/retention/run",
+            Right(Delete),
+            post(retention::run),
+        ),
+        (
+            Method::PUT,
+            "/api/studies/{study}/protected",
+            Right(Delete),
+            put(retention::protect),
+        ),
         (
             Method::GET,
             "/api/webhooks",

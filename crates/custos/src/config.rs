@@ -8,6 +8,28 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// A study is never deleted until this many seconds after its last
+    /// instance arrived.
+    pub quiet_seconds: u64,
+    /// The server runs a pass this often (when a policy exists).
+    pub interval_minutes: u64,
+    #[serde(rename = "policy")]
+    pub policies: Vec<custos_core::retention::RetentionPolicy>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            quiet_seconds: 86_400,
+            interval_minutes: 60,
+            policies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Webhooks {
     /// "study.stable" fires once no instance of the study has arrived for
     /// this many seconds.
@@ -38,6 +60,7 @@ pub struct Config {
     pub log: Log,
     pub routing: Routing,
     pub webhooks: Webhooks,
+    pub retention: Retention,
     /// `[[route]]` rules: which new instances are forwarded where.
     #[serde(rename = "route")]
     pub routes: Vec<custos_core::routing::RouteRule>,
@@ -408,6 +431,20 @@ max_attempts = 10
 # listed here (none by default).
 stable_seconds = 60
 hosts = []
+
+[retention]
+# Studies the policies below name are deleted (index first, then blobs;
+# audited as Study Deleted with the policy) by a pass every interval_minutes,
+# never before quiet_seconds after their last instance, never if protected
+# (`custos study protect UID`). `custos retention run --dry-run` lists them.
+# No policy: nothing is ever deleted.
+quiet_seconds = 86400
+interval_minutes = 60
+# [[retention.policy]]
+# name = "ct-after-10-years"
+# modality = "CT"            # a pattern; empty: any
+# study_age_days = 3650      # by Study Date
+# received_age_days = 0      # by last arrival (0: not used)
 
 # Forwarding rules: each new instance matching all of a rule's conditions
 # (empty: any; `*` and `?` wildcards, case-insensitive) is queued for the

@@ -114,6 +114,17 @@ pub fn open_store(data: &Path, config: &Config, s3_staging: PathBuf) -> Result<A
     })
 }
 
+/// The archive with its audit trail writing, for commands whose use cases
+/// record events themselves (flush before exiting: `Archive::flush_audit`).
+pub async fn open_audited_archive(data: &Path, config: &Config) -> Result<Arc<Archive>> {
+    let archive = open_archive(data, config).await?;
+    let trail = custos_archive::audit::AuditTrail::open(data, archive.audit_log().as_ref())
+        .await
+        .context("opening the audit trail")?;
+    archive.start_audit(trail);
+    Ok(archive)
+}
+
 pub async fn open_archive(data: &Path, config: &Config) -> Result<Arc<Archive>> {
     let index = open_index(data, config).await?;
     let store = open_store(data, config, data.join("s3-staging"))?;
@@ -125,5 +136,12 @@ pub async fn open_archive(data: &Path, config: &Config) -> Result<Arc<Archive>> 
     let archive = Arc::new(Archive::new(index, store, duplicates));
     archive.set_web_destinations(config.dicomweb_destinations.clone());
     archive.set_webhook_hosts(config.webhooks.hosts.clone());
+    for p in &config.retention.policies {
+        p.check().map_err(anyhow::Error::msg)?;
+    }
+    archive.set_retention(custos_archive::retention::RetentionConfig {
+        policies: config.retention.policies.clone(),
+        quiet_secs: config.retention.quiet_seconds.min(i64::MAX as u64) as i64,
+    });
     Ok(archive)
 }

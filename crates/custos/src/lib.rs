@@ -16,6 +16,7 @@ pub mod jobs_cmd;
 pub mod migrate_cmd;
 pub mod peer_cmd;
 pub mod probe_cmd;
+pub mod retention_cmd;
 pub mod serve;
 pub mod stow_out;
 pub mod syslog;

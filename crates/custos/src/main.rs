@@ -53,6 +53,16 @@ enum Command {
         #[command(subcommand)]
         command: custos::webhook_cmd::WebhookCommand,
     },
+    /// Retention: delete (or list) what the [[retention.policy]] rules name.
+    Retention {
+        #[command(subcommand)]
+        command: custos::retention_cmd::RetentionCommand,
+    },
+    /// Studies: protect from retention.
+    Study {
+        #[command(subcommand)]
+        command: custos::retention_cmd::StudyCommand,
+    },
     /// Web users (HTTP Basic) and their roles.
     User {
         #[command(subcommand)]
@@ -257,6 +267,8 @@ fn main() -> Result<()> {
             Command::Peer { command } => peer_cmd::run(&cli.data, command).await,
             Command::Jobs { command } => jobs_cmd::run(&cli.data, command).await,
             Command::Webhook { command } => custos::webhook_cmd::run(&cli.data, command).await,
+            Command::Retention { command } => custos::retention_cmd::run(&cli.data, command).await,
+            Command::Study { command } => custos::retention_cmd::study(&cli.data, command).await,
             Command::Db {
                 command: DbCommand::Migrate,
             } => {

@@ -218,6 +218,10 @@ pub async fn start(data_dir: &Path, config: Config, listeners: Listeners) -> Res
         auth,
         stop_rx.clone(),
     )?;
+    tokio::spawn(archive.clone().run_retention(
+        Duration::from_secs(config.retention.interval_minutes.max(1) * 60),
+        stop_rx.clone(),
+    ));
     tokio::spawn(archive.clone().run_sequencer(
         config.webhooks.stable_seconds.min(i64::MAX as u64) as i64,
         stop_rx.clone(),

@@ -40,6 +40,12 @@ pub async fn run(data: &Path, command: WebhookCommand) -> Result<()> {
             std::io::stdin().read_to_string(&mut secret)?;
             let secret = secret.trim_end_matches(['\r', '\n']);
             let id = archive.add_webhook(&url, &events, secret).await?;
+            crate::audit_cmd::record_change(
+                data,
+                archive.audit_log().as_ref(),
+                format!("webhook {id} added: {url} for {events}"),
+            )
+            .await;
             println!("webhook {id} added");
         }
         WebhookCommand::List => {
@@ -51,6 +57,12 @@ pub async fn run(data: &Path, command: WebhookCommand) -> Result<()> {
             if !archive.remove_webhook(id).await? {
                 bail!("no webhook {id}");
             }
+            crate::audit_cmd::record_change(
+                data,
+                archive.audit_log().as_ref(),
+                format!("webhook {id} removed"),
+            )
+            .await;
             println!("webhook {id} removed");
         }
     }

@@ -29,6 +29,7 @@ mod policy;
 mod postgres_backend;
 mod probe;
 mod query;
+mod retention;
 mod robustness;
 mod routing;
 mod status;

@@ -1,0 +1,186 @@
+//! Retention as use cases: a pass over every study deciding, with the
+//! clock it is given, which ones the configured policies delete — listed
+//! (dry run) or deleted through the same path as an administrator's delete
+//! (index first, then blobs), each audited as Study Deleted with its policy.
+//! The server runs a pass periodically; the CLI and the API run one on
+//! demand. Protection is a per-study flag.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use custos_core::audit::{EventId, Outcome};
+use custos_core::retention::{RetentionPolicy, StudyActivity, Verdict, verdict};
+use custos_index::IndexError;
+
+use crate::Archive;
+
+/// Studies read per page of a pass.
+const PAGE: usize = 500;
+/// Studies a report lists at most (the counts cover all).
+const MAX_LISTED: usize = 10_000;
+
+/// The configured policies and the quiet period before a study may go.
+#[derive(Debug, Clone, Default)]
+pub struct RetentionConfig {
+    pub policies: Vec<RetentionPolicy>,
+    pub quiet_secs: i64,
+}
+
+/// What a pass found (and, unless a dry run, did).
+#[derive(Debug, Clone, Default)]
+pub struct RetentionReport {
+    /// Studies a policy takes: deleted, or to be deleted in a dry run (at
+    /// most `MAX_LISTED`), with the policy's name.
+    pub deleted: Vec<(StudyActivity, String)>,
+    /// How many in all (may exceed the list).
+    pub deleted_count: usize,
+    /// Studies a policy would take but that are protected, or still
+    /// receiving.
+    pub protected: usize,
+    pub receiving: usize,
+    pub studies: usize,
+}
+
+impl Archive {
+    pub fn set_retention(&self, config: RetentionConfig) {
+        let _ = self.retention.set(config);
+    }
+
+    pub fn retention_config(&self) -> RetentionConfig {
+        self.retention.get().cloned().unwrap_or_default()
+    }
+
+    /// One pass at unix time `now`; with `apply`, the studies are deleted.
+    /// `by` names who ran it in the audit records.
+    pub async fn retention_pass(
+        &self,
+        now: i64,
+        apply: bool,
+        by: &str,
+    ) -> Result<RetentionReport, IndexError> {
+        let config = self.retention_config();
+        let mut report = RetentionReport::default();
+        if config.policies.is_empty() {
+            return Ok(report);
+        }
+        let mut after = 0;
+        loop {
+            let page = self.index.study_activity(after, PAGE).await?;
+            let Some((last, _)) = page.last() else { break };
+            after = *last;
+            for (_, study) in page {
+                report.studies += 1;
+                let policy = match verdict(&config.policies, &study, now, config.quiet_secs) {
+                    Verdict::Delete(p) => p,
+                    Verdict::Keep => continue,
+                    spared => {
+                        // Counted only if a policy would otherwise take it.
+                        let mut bare = study.clone();
+                        bare.protected = false;
+                        if matches!(verdict(&config.policies, &bare, now, 0), Verdict::Delete(_)) {
+                            if spared == Verdict::Protected {
+                                report.protected += 1;
+                            } else {
+                                report.receiving += 1;
+                            }
+                        }
+                        continue;
+                    }
+                };
+                if apply {
+                    self.retention_delete(&study, &policy, by).await?;
+                }
+                report.deleted_count += 1;
+                if report.deleted.len() < MAX_LISTED {
+                    report.deleted.push((study, policy));
+                }
+            }
+        }
+        if !apply && report.deleted_count > 0 {
+            let mut e = custos_core::audit::AuditEvent::new(EventId::Query, 'E', Outcome::Success);
+            e.user = by.to_string();
+            e.detail = format!(
+                "retention dry run: {} studies would be deleted",
+                report.deleted_count
+            );
+            self.audit(e).await;
+        }
+        Ok(report)
+    }
+
+    async fn retention_delete(
+        &self,
+        study: &StudyActivity,
+        policy: &str,
+        by: &str,
+    ) -> Result<(), IndexError> {
+        let removed = self.delete(&study.study_uid, None).await?;
+        let mut e =
+            custos_core::audit::AuditEvent::new(EventId::StudyDeleted, 'D', Outcome::Success);
+        e.user = by.to_string();
+        e.patient_ids.push(study.patient_id.clone());
+        e.study_uids.push(study.study_uid.clone());
+        e.detail = format!(
+            "deleted {} by retention policy {policy}: {removed} instances",
+            study.study_uid
+        );
+        self.audit(e).await;
+        Ok(())
+    }
+
+    /// Runs a pass every `every` with the server's clock until `shutdown`.
+    pub async fn run_retention(
+        self: Arc<Self>,
+        every: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        if self.retention_config().policies.is_empty() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            match self
+                .retention_pass(crate::routing::now(), true, "retention")
+                .await
+            {
+                Ok(r) if r.deleted_count > 0 => {
+                    tracing::info!(deleted = r.deleted_count, "retention pass")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+            }
+        }
+    }
+
+    /// Protects a study from retention, or lifts it; audited. Whether the
+    /// flag changed.
+    pub async fn protect_study(
+        &self,
+        study_uid: &str,
+        on: bool,
+        reason: &str,
+        by: &str,
+    ) -> Result<bool, IndexError> {
+        let changed = self
+            .index
+            .set_protected(study_uid, on, reason, crate::routing::now())
+            .await?;
+        if changed {
+            let mut e =
+                custos_core::audit::AuditEvent::new(EventId::SecurityAlert, 'U', Outcome::Success);
+            e.user = by.to_string();
+            e.study_uids.push(study_uid.to_string());
+            e.detail = if on {
+                format!("study {study_uid} protected from retention: {reason}")
+            } else {
+                format!("study {study_uid} no longer protected from retention")
+            };
+            self.name_patients(&mut e).await;
+            self.audit(e).await;
+        }
+        Ok(changed)
+    }
+}

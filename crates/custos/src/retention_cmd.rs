@@ -1,0 +1,100 @@
+//! `custos retention run [--dry-run] [--now TIME]` and `custos study
+//! protect|unprotect UID`: retention on demand, with a clock one can set
+//! (to plan, and to test), and the flag that keeps a study from it.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+
+use crate::config::Config;
+use crate::data::open_audited_archive;
+
+#[derive(Subcommand)]
+pub enum RetentionCommand {
+    /// One pass of the [[retention.policy]] rules: deletes (or lists) the
+    /// studies they name: study UID, patient ID, study date, policy.
+    Run {
+        /// List only; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Decide as if it were this time (RFC 3339, e.g.
+        /// 2030-01-01T00:00:00Z, or unix seconds) instead of now.
+        #[arg(long)]
+        now: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum StudyCommand {
+    /// Keeps a study from retention (e.g. a legal hold).
+    Protect {
+        uid: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lets retention consider the study again.
+    Unprotect { uid: String },
+}
+
+pub async fn run(data: &Path, command: RetentionCommand) -> Result<()> {
+    let config = Config::load(data)?;
+    let archive = open_audited_archive(data, &config).await?;
+    let RetentionCommand::Run { dry_run, now } = command;
+    let now = match now {
+        None => custos_archive::routing::now(),
+        Some(t) => match t.parse::<i64>() {
+            Ok(unix) => unix,
+            Err(_) => {
+                time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                    .with_context(|| format!("--now `{t}` is not an RFC 3339 time"))?
+                    .unix_timestamp()
+            }
+        },
+    };
+    if config.retention.policies.is_empty() {
+        bail!("no [[retention.policy]] in custos.toml: nothing to do");
+    }
+    let report = archive
+        .retention_pass(now, !dry_run, "custos retention")
+        .await?;
+    archive.flush_audit().await;
+    for (s, policy) in &report.deleted {
+        println!(
+            "{}\t{}\t{}\t{policy}",
+            s.study_uid, s.patient_id, s.study_date
+        );
+    }
+    eprintln!(
+        "{} of {} studies {}; {} protected, {} still receiving",
+        report.deleted_count,
+        report.studies,
+        if dry_run {
+            "would be deleted"
+        } else {
+            "deleted"
+        },
+        report.protected,
+        report.receiving
+    );
+    Ok(())
+}
+
+pub async fn study(data: &Path, command: StudyCommand) -> Result<()> {
+    let config = Config::load(data)?;
+    let archive = open_audited_archive(data, &config).await?;
+    let (uid, on, reason) = match command {
+        StudyCommand::Protect { uid, reason } => (uid, true, reason),
+        StudyCommand::Unprotect { uid } => (uid, false, String::new()),
+    };
+    let changed = archive
+        .protect_study(&uid, on, &reason, "custos study")
+        .await?;
+    archive.flush_audit().await;
+    println!(
+        "study {uid} {}{}",
+        if on { "protected" } else { "not protected" },
+        if changed { "" } else { " (already)" }
+    );
+    Ok(())
+}
