@@ -62,6 +62,8 @@ pub struct Ingest<'a> {
     expected: Option<MetaInfo>,
     expected_study: Option<String>,
     derived_only: bool,
+    /// Replace a stored instance of the same UID whatever the duplicate rule.
+    replace: bool,
 }
 
 impl<'a> Ingest<'a> {
@@ -78,6 +80,7 @@ impl<'a> Ingest<'a> {
             expected: Some(meta),
             expected_study: None,
             derived_only: false,
+            replace: false,
         })
     }
 
@@ -89,6 +92,7 @@ impl<'a> Ingest<'a> {
             expected: None,
             expected_study: None,
             derived_only: false,
+            replace: false,
         })
     }
 
@@ -96,6 +100,12 @@ impl<'a> Ingest<'a> {
     /// only the `store-derived` right).
     pub fn derived_only(&mut self) {
         self.derived_only = true;
+    }
+
+    /// Replaces the stored instance of the same SOP Instance UID (a
+    /// correction's rewritten copy), whatever the duplicate rule says.
+    pub fn replace_existing(&mut self) {
+        self.replace = true;
     }
 
     /// Refuses the instance unless it belongs to this study (STOW-RS to
@@ -218,7 +228,7 @@ impl<'a> Ingest<'a> {
         let store = &self.archive.store;
         let key = store.commit(self.blob).await?;
         rec.blob_key = key.clone();
-        let replace = self.archive.duplicates == DuplicatePolicy::Replace;
+        let replace = self.replace || self.archive.duplicates == DuplicatePolicy::Replace;
         let outcome = match self.archive.index.insert(rec, replace).await {
             Ok(o) => o,
             Err(e) => {

@@ -10,6 +10,7 @@ mod attributes;
 pub mod audit;
 pub mod changes;
 pub mod commitment;
+pub mod corrections;
 pub mod dicomdir;
 mod export;
 mod fsck;

@@ -328,7 +328,7 @@ impl Archive {
 }
 
 /// Every instance of one study.
-fn whole_study(study_uid: &str) -> Query {
+pub(crate) fn whole_study(study_uid: &str) -> Query {
     Query {
         level: Level::Study,
         conditions: vec![(

@@ -22,6 +22,8 @@ pub enum EventId {
     Import,
     /// A scheduled procedure (worklist item) created, changed or removed.
     OrderRecord,
+    /// Patient or study attributes corrected, patients merged.
+    PatientRecord,
     /// A performed procedure step reported (MPPS).
     ProcedureRecord,
     Query,
@@ -40,6 +42,7 @@ impl EventId {
             EventId::Export => 110106,
             EventId::Import => 110107,
             EventId::OrderRecord => 110109,
+            EventId::PatientRecord => 110110,
             EventId::ProcedureRecord => 110111,
             EventId::Query => 110112,
             EventId::SecurityAlert => 110113,
@@ -57,6 +60,7 @@ impl EventId {
             EventId::Export => "Export",
             EventId::Import => "Import",
             EventId::OrderRecord => "Order Record",
+            EventId::PatientRecord => "Patient Record",
             EventId::ProcedureRecord => "Procedure Record",
             EventId::Query => "Query",
             EventId::SecurityAlert => "Security Alert",

@@ -271,6 +271,20 @@ async fn insert_rows(
         )
         .await?;
     }
+    if replaced {
+        run(
+            tx,
+            statements::UPDATE_STUDY,
+            &statements::study_update_values(rec),
+        )
+        .await?;
+        run(
+            tx,
+            statements::UPDATE_SERIES,
+            &statements::series_update_values(rec),
+        )
+        .await?;
+    }
     for change in statements::stored_changes(rec, replaced, new_study, new_series) {
         run(tx, statements::OUTBOX_INSERT, &change).await?;
     }

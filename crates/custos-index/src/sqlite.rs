@@ -365,6 +365,12 @@ fn insert(
         tx.prepare_cached(&statements::recount_study(Dialect::Sqlite))?
             .execute([study_pk])?;
     }
+    if replacing.is_some() {
+        tx.prepare_cached(statements::UPDATE_STUDY)?
+            .execute(bind(&statements::study_update_values(rec)).as_slice())?;
+        tx.prepare_cached(statements::UPDATE_SERIES)?
+            .execute(bind(&statements::series_update_values(rec)).as_slice())?;
+    }
     let changes = statements::stored_changes(rec, replacing.is_some(), new_study, new_series);
     for change in changes {
         tx.prepare_cached(statements::OUTBOX_INSERT)?

@@ -84,6 +84,29 @@ pub fn study_values(rec: &InstanceRecord) -> Vec<SqlValue> {
     ]
 }
 
+/// A replaced instance's study and series take its attributes (a corrected
+/// patient or study, or the newer copy under the "replace" duplicate rule).
+pub const UPDATE_STUDY: &str = "UPDATE studies SET patient_id = ?, patient_name = ?, patient_name_fold = ?, \
+     patient_birth_date = ?, patient_sex = ?, study_date = ?, study_time = ?, accession_number = ?, study_id = ?, \
+     study_description = ?, referring_physician_name = ?, referring_physician_name_fold = ? WHERE study_uid = ?";
+pub const UPDATE_SERIES: &str = "UPDATE series SET modality = ?, series_number = ?, series_description = ?, \
+     body_part_examined = ?, series_date = ?, series_time = ? WHERE series_uid = ?";
+
+/// `study_values` in `UPDATE_STUDY`'s order (the UID last).
+pub fn study_update_values(rec: &InstanceRecord) -> Vec<SqlValue> {
+    let mut v = study_values(rec);
+    v.rotate_left(1);
+    v
+}
+
+/// `series_values` in `UPDATE_SERIES`'s order.
+pub fn series_update_values(rec: &InstanceRecord) -> Vec<SqlValue> {
+    let mut v = series_values(0, rec);
+    v.remove(0);
+    v.rotate_left(1);
+    v
+}
+
 pub fn series_values(study_pk: i64, rec: &InstanceRecord) -> Vec<SqlValue> {
     use SqlValue::{Int, MaybeInt, Text};
     vec![

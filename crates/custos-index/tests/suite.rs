@@ -294,10 +294,28 @@ async fn duplicates(ix: Ix) {
         InsertOutcome::Conflict { existing } => assert_eq!(existing.blob_key, "key-1.1.1.1"),
         o => panic!("{o:?}"),
     }
+    other.patient_name = "ROE^JANE".into();
+    other.series_description = "corrected".into();
     match ix.insert(other, true).await.unwrap() {
         InsertOutcome::Replaced { previous } => assert_eq!(previous.blob_key, "key-1.1.1.1"),
         o => panic!("{o:?}"),
     }
+    // The study and series take the replacing instance's attributes.
+    let study = ix
+        .find(q(
+            Level::Series,
+            vec![(Key::SeriesInstanceUID, Matcher::Single("1.1.1".into()))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        study[0].get(&Key::PatientName).map(String::as_str),
+        Some("ROE^JANE")
+    );
+    assert_eq!(
+        study[0].get(&Key::SeriesDescription).map(String::as_str),
+        Some("corrected")
+    );
     let set = ix
         .instances(q(
             Level::Image,

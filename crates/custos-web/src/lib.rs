@@ -13,12 +13,12 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod idle;
+mod lifecycle;
 mod metrics;
 mod multipart;
 mod openapi;
 mod pixels;
 mod qido;
-mod retention;
 pub mod routes;
 mod session;
 mod status;

@@ -16,7 +16,7 @@ use custos_core::{Action, Principal};
 
 use crate::error::ApiError;
 use crate::{
-    AppState, admin, changes, download, metrics, openapi, qido, retention, session, status, stow,
+    AppState, admin, changes, download, lifecycle, metrics, openapi, qido, session, status, stow,
     trail, wado, worklist,
 };
 
@@ -328,19 +328,31 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
             Method::GET,
             "/api/retention",
             Right(Delete),
-            get(retention::plan),
+            get(lifecycle::plan),
         ),
         (
             Method::POST,
             "/api/retention/run",
             Right(Delete),
-            post(retention::run),
+            post(lifecycle::run),
         ),
         (
             Method::PUT,
             "/api/studies/{study}/protected",
             Right(Delete),
-            put(retention::protect),
+            put(lifecycle::protect),
+        ),
+        (
+            Method::POST,
+            "/api/studies/{study}/correct",
+            Right(Admin),
+            post(lifecycle::correct),
+        ),
+        (
+            Method::POST,
+            "/api/patients/merge",
+            Right(Admin),
+            post(lifecycle::merge),
         ),
         (
             Method::GET,

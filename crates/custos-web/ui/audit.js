@@ -9,7 +9,8 @@ const OUTCOMES = { 0: "success", 4: "minor failure", 8: "serious failure", 12: "
 const EVENTS = [
   ["", "any event"], ["110100", "Application Activity"], ["110101", "Audit Log Used"],
   ["110103", "DICOM Instances Accessed"], ["110104", "DICOM Instances Transferred"],
-  ["110105", "DICOM Study Deleted"], ["110107", "Import"], ["110112", "Query"],
+  ["110105", "DICOM Study Deleted"], ["110106", "Export"], ["110107", "Import"],
+  ["110109", "Order Record"], ["110110", "Patient Record"], ["110111", "Procedure Record"], ["110112", "Query"],
   ["110113", "Security Alert"], ["110114", "User Authentication"],
 ];
 const PAGE = 200;

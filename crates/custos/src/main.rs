@@ -56,12 +56,17 @@ enum Command {
     /// Retention: delete (or list) what the [[retention.policy]] rules name.
     Retention {
         #[command(subcommand)]
-        command: custos::retention_cmd::RetentionCommand,
+        command: custos::study_cmd::RetentionCommand,
     },
-    /// Studies: protect from retention.
+    /// Studies: protect from retention, correct attributes.
     Study {
         #[command(subcommand)]
-        command: custos::retention_cmd::StudyCommand,
+        command: custos::study_cmd::StudyCommand,
+    },
+    /// Patients: merge two.
+    Patient {
+        #[command(subcommand)]
+        command: custos::study_cmd::PatientCommand,
     },
     /// Web users (HTTP Basic) and their roles.
     User {
@@ -267,8 +272,9 @@ fn main() -> Result<()> {
             Command::Peer { command } => peer_cmd::run(&cli.data, command).await,
             Command::Jobs { command } => jobs_cmd::run(&cli.data, command).await,
             Command::Webhook { command } => custos::webhook_cmd::run(&cli.data, command).await,
-            Command::Retention { command } => custos::retention_cmd::run(&cli.data, command).await,
-            Command::Study { command } => custos::retention_cmd::study(&cli.data, command).await,
+            Command::Retention { command } => custos::study_cmd::run(&cli.data, command).await,
+            Command::Study { command } => custos::study_cmd::study(&cli.data, command).await,
+            Command::Patient { command } => custos::study_cmd::patient(&cli.data, command).await,
             Command::Db {
                 command: DbCommand::Migrate,
             } => {

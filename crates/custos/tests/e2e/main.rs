@@ -10,6 +10,7 @@ mod backup;
 mod browser;
 mod changes;
 mod cli;
+mod corrections;
 mod crash;
 mod dicom_tls;
 mod dicomweb;

@@ -1,6 +1,7 @@
-//! `custos retention run [--dry-run] [--now TIME]` and `custos study
-//! protect|unprotect UID`: retention on demand, with a clock one can set
-//! (to plan, and to test), and the flag that keeps a study from it.
+//! Changing what is stored from the command line: `custos retention run
+//! [--dry-run] [--now TIME]` (retention on demand, with a clock one can set
+//! to plan and to test), `custos study protect|unprotect|correct UID` and
+//! `custos patient merge`.
 
 use std::path::Path;
 
@@ -35,6 +36,65 @@ pub enum StudyCommand {
     },
     /// Lets retention consider the study again.
     Unprotect { uid: String },
+    /// Rewrites every instance of the study with corrected patient or study
+    /// attributes (SOP Instance UIDs kept): --set PatientID=P-2 ...
+    Correct {
+        uid: String,
+        /// KEYWORD=VALUE: PatientID, PatientName, PatientBirthDate,
+        /// PatientSex, IssuerOfPatientID, AccessionNumber, StudyID,
+        /// StudyDescription, StudyDate, StudyTime, ReferringPhysicianName.
+        #[arg(long = "set", required = true)]
+        set: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PatientCommand {
+    /// Moves every study of the patient --from to the patient the --set
+    /// values name (PatientID required; PatientName, PatientBirthDate,
+    /// PatientSex, IssuerOfPatientID optional).
+    Merge {
+        #[arg(long)]
+        from: String,
+        #[arg(long = "set", required = true)]
+        set: Vec<String>,
+    },
+}
+
+fn pairs(set: &[String]) -> Result<Vec<(String, String)>> {
+    set.iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .with_context(|| format!("--set `{kv}`: KEYWORD=VALUE"))
+        })
+        .collect()
+}
+
+fn changes(set: &[String]) -> Result<Vec<custos_archive::corrections::AttributeChange>> {
+    custos_archive::corrections::parse_changes(&pairs(set)?).map_err(anyhow::Error::msg)
+}
+
+/// The command line's user, for audit records.
+fn by() -> String {
+    std::env::var("USER")
+        .map(|u| format!("cli:{u}"))
+        .unwrap_or_else(|_| "cli".into())
+}
+
+pub async fn patient(data: &Path, command: PatientCommand) -> Result<()> {
+    let config = Config::load(data)?;
+    let archive = open_audited_archive(data, &config).await?;
+    let PatientCommand::Merge { from, set } = command;
+    let into = changes(&set)?;
+    let done = archive.merge_patients(&from, &into, &by()).await;
+    archive.flush_audit().await;
+    let done = done?;
+    println!(
+        "patient {from} merged: {} studies, {} instances rewritten",
+        done.studies, done.instances
+    );
+    Ok(())
 }
 
 pub async fn run(data: &Path, command: RetentionCommand) -> Result<()> {
@@ -86,6 +146,16 @@ pub async fn study(data: &Path, command: StudyCommand) -> Result<()> {
     let (uid, on, reason) = match command {
         StudyCommand::Protect { uid, reason } => (uid, true, reason),
         StudyCommand::Unprotect { uid } => (uid, false, String::new()),
+        StudyCommand::Correct { uid, set } => {
+            let changes = changes(&set)?;
+            let done = archive.correct_study(&uid, &changes, &by()).await;
+            archive.flush_audit().await;
+            println!(
+                "study {uid} corrected: {} instances rewritten",
+                done?.instances
+            );
+            return Ok(());
+        }
     };
     let changed = archive
         .protect_study(&uid, on, &reason, "custos study")
