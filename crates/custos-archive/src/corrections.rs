@@ -106,16 +106,7 @@ impl Archive {
         changes: &[AttributeChange],
         by: &str,
     ) -> Result<Corrected, CorrectionError> {
-        let query = Query {
-            level: Level::Study,
-            conditions: vec![(
-                Key::StudyInstanceUID,
-                Matcher::Single(study_uid.to_string()),
-            )],
-            limit: usize::MAX >> 1,
-            offset: 0,
-            order: Vec::new(),
-        };
+        let query = crate::routing::whole_study(study_uid);
         let old_patient = self
             .find(Query {
                 limit: 1,
