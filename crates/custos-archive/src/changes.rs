@@ -27,9 +27,11 @@ pub enum WebhookError {
 pub const MIN_SECRET: usize = 16;
 
 impl Archive {
-    /// Numbers waiting changes until `shutdown` turns true: woken by every
-    /// change this server makes, and every quarter second for other
-    /// writers' (other nodes, `custos import`).
+    /// Numbers waiting changes until `shutdown` turns true, every fifth of
+    /// a second (at once again while there is a full batch): a webhook hears
+    /// of a change within about that, and numbering stays a few large writes
+    /// a second instead of one per stored instance competing with ingest
+    /// for the index's writer.
     pub async fn run_sequencer(
         self: Arc<Self>,
         stable_secs: i64,
@@ -48,14 +50,15 @@ impl Archive {
                 Ok(n) if n > 0 => {
                     // Webhook deliveries may have been queued.
                     self.queued.notify_one();
-                    continue;
+                    if n == SEQUENCE_BATCH {
+                        continue;
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "change feed: cannot number changes"),
             }
             tokio::select! {
-                _ = self.changed.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 _ = shutdown.changed() => return,
             }
         }
@@ -83,11 +86,6 @@ impl Archive {
                 "`{host}` is not among [webhooks] hosts in custos.toml"
             ))
         }
-    }
-
-    /// Tells the sequencer a change was written.
-    pub(crate) fn note_change(&self) {
-        self.changed.notify_one();
     }
 
     /// The feed after `after`, at most `limit`.

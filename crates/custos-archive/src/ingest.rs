@@ -266,7 +266,6 @@ impl<'a> Ingest<'a> {
             self.archive
                 .metrics()
                 .add("custos_ingest_bytes_total", &[], stored_bytes);
-            self.archive.note_change();
         }
         if matches!(
             result,

@@ -82,8 +82,6 @@ pub struct Archive {
     webhook_hosts: std::sync::OnceLock<Vec<String>>,
     retention: std::sync::OnceLock<retention::RetentionConfig>,
     queued: tokio::sync::Notify,
-    /// Woken when a change is written (the change feed's sequencer waits).
-    changed: tokio::sync::Notify,
     metrics: Arc<custos_core::metrics::Metrics>,
 }
 
@@ -105,7 +103,6 @@ impl Archive {
             webhook_hosts: std::sync::OnceLock::new(),
             retention: std::sync::OnceLock::new(),
             queued: tokio::sync::Notify::new(),
-            changed: tokio::sync::Notify::new(),
             metrics: Arc::new(custos_core::metrics::Metrics::new()),
         }
     }
@@ -274,7 +271,6 @@ impl Archive {
         series_uid: Option<&str>,
     ) -> Result<usize, IndexError> {
         let removed = self.index.remove(study_uid, series_uid).await?;
-        self.note_change();
         for inst in &removed {
             if let Err(e) = self.store.delete(&inst.blob_key).await {
                 tracing::warn!(error = %e, "could not remove the blob of a deleted instance");

@@ -86,7 +86,7 @@ fn webhook_of(id: i64, url: String, events: String, secret: String, created: i64
 }
 
 fn sqlite_hooks(c: &rusqlite::Connection) -> rusqlite::Result<Vec<Webhook>> {
-    let mut stmt = c.prepare(HOOKS)?;
+    let mut stmt = c.prepare_cached(HOOKS)?;
     let rows = stmt.query_map([], |r| {
         Ok(webhook_of(
             r.get(0)?,
@@ -131,18 +131,30 @@ impl Changes for SqliteIndex {
         now: i64,
         stable_secs: i64,
     ) -> Result<usize, IndexError> {
+        // Nothing waiting (most of the time): no write for the writer thread.
+        let waiting: bool = self
+            .read(|c| {
+                Ok(
+                    c.prepare_cached("SELECT EXISTS (SELECT 1 FROM change_outbox)")?
+                        .query_row([], |r| r.get(0))?,
+                )
+            })
+            .await?;
+        if !waiting {
+            return Ok(0);
+        }
         self.write(move |t| {
             let waiting: Vec<(i64, Change)> = {
-                let mut stmt = t.prepare(&format!("{OUTBOX_TAKE}{limit}"))?;
+                let mut stmt = t.prepare_cached(&format!("{OUTBOX_TAKE}{limit}"))?;
                 let rows = stmt.query_map([], |r| Ok((r.get(0)?, sqlite_change(r, 0)?)))?;
                 rows.collect::<Result<_, _>>()?
             };
             if waiting.is_empty() {
                 return Ok(0);
             }
-            let mut seq: i64 = t.query_row(LAST_SEQ, [], |r| r.get(0))?;
+            let mut seq: i64 = t.prepare_cached(LAST_SEQ)?.query_row([], |r| r.get(0))?;
             let hooks = sqlite_hooks(t)?;
-            for (id, mut change) in waiting.iter().cloned() {
+            for (_, mut change) in waiting.iter().cloned() {
                 seq += 1;
                 change.seq = seq;
                 t.prepare_cached(&insert_change_sql(sqlite_mark))?
@@ -155,14 +167,18 @@ impl Changes for SqliteIndex {
                         change.instance,
                         change.at
                     ])?;
-                t.prepare_cached(&delete_outbox_sql(sqlite_mark))?
-                    .execute([id])?;
                 for (uid, dest, due, payload, stable) in
                     deliveries(&change, &hooks, now, stable_secs)
                 {
                     t.prepare_cached(&delivery_sql(sqlite_mark, stable))?
                         .execute(rusqlite::params![uid, dest, due, now, payload])?;
                 }
+            }
+            // One writer at a time in SQLite: every row up to the last taken
+            // was taken (none can commit later with a lower id).
+            if let Some((last, _)) = waiting.last() {
+                t.prepare_cached("DELETE FROM change_outbox WHERE id <= ?1")?
+                    .execute([last])?;
             }
             Ok(waiting.len())
         })

@@ -28,7 +28,13 @@ pub async fn metered(State(s): State<Arc<AppState>>, request: Request, next: Nex
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = request.method().as_str().to_string();
+    // Only the methods the routes use: any other (clients may send made-up
+    // ones) is "other", so the label's values stay few.
+    let method = match request.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_string();
     let response = next.run(request).await;
     let m = s.archive.metrics();
     let code = response.status().as_u16().to_string();

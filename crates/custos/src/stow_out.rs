@@ -141,8 +141,8 @@ impl StowClient {
             Err(e) => return all(format!("STOW-RS request failed: {}", error_chain(&e))),
         };
         let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        let answer: Option<Value> = serde_json::from_str(&text).ok();
+        let text = bounded_body(response).await;
+        let answer: Option<Value> = serde_json::from_slice(&text).ok();
         let failed = answer.as_ref().map(failed_uids).unwrap_or_default();
         if !status.is_success() && failed.is_empty() {
             return all(format!("the destination answered HTTP {status}"));
@@ -212,6 +212,21 @@ fn multipart_body(
         rx.recv().await.map(|item| (item, rx))
     });
     reqwest::Body::wrap_stream(stream)
+}
+
+/// A response body up to `MAX_RESPONSE` bytes (a STOW-RS answer names each
+/// instance sent: well under that); a longer one is cut, and then not read
+/// as JSON.
+async fn bounded_body(mut response: reqwest::Response) -> Vec<u8> {
+    const MAX_RESPONSE: usize = 16 << 20;
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        if body.len() + chunk.len() > MAX_RESPONSE {
+            return Vec::new();
+        }
+        body.extend_from_slice(&chunk);
+    }
+    body
 }
 
 /// SOP Instance UIDs in a STOW-RS response's Failed SOP Sequence

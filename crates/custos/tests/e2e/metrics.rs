@@ -78,6 +78,7 @@ fn metrics_scrape(data: &DataDir) {
             {"method": "GET", "path": "/dicom-web/studies?PatientID=METRIC-PAT-1", "auth": {"basic": ["reader", "reads 42 the images"]}},
             {"method": "GET", "path": "/metrics", "auth": {"basic": ["reader", "reads 42 the images"]}},
             {"method": "GET", "path": "/metrics"},
+            {"method": "BREW", "path": "/dicom-web/studies"},
         ]),
     );
     assert_eq!(r[0]["status"], 200, "{r:?}");
