@@ -262,6 +262,19 @@ def main():
         peers = requests.get(f"{url}/api/peers", auth=admin, verify=False).json()
         check(any(p["ae_title"] == "CT09" and "store" in p["allow"] for p in peers), f"peers: {peers}")
 
+        # A webhook added and removed; the retention dry run (no policy here).
+        page.fill("input[name=hook-url]", "http://127.0.0.1:9/hook")
+        page.fill("input[name=hook-secret]", "browser hook secret 42")
+        page.check("input[name='hook-study.stable']")
+        page.click("button:has-text('Add webhook')")
+        page.wait_for_selector("tr[data-hook] td:has-text('study.stable')")
+        check(requests.get(f"{url}/api/webhooks", auth=admin, verify=False).json()["webhooks"][0]["events"] == ["study.stable"], "webhook events")
+        page.once("dialog", lambda d: d.accept())
+        page.click("tr[data-hook] button:has-text('Remove')")
+        page.wait_for_function("() => !document.querySelector('tr[data-hook]')")
+        page.click("button:has-text('Show what would be deleted')")
+        page.wait_for_selector(".retention-plan p:has-text('would be deleted')")
+
         # Send the study to CT09 from its page; the jobs page shows the
         # forwards waiting (nothing listens there), cancels and retries one.
         page.goto(f"{url}/#/study/{study}")
@@ -282,6 +295,19 @@ def main():
         page.select_option("select[name=job-state]", "all")
         page.wait_for_selector(f"tr[data-job='{first}'][data-state=pending]")
         page.screenshot(path=f"{args.shots}/jobs.png", full_page=True)
+
+        # Retention protection and a correction from the study page.
+        page.goto(f"{url}/#/study/{study}")
+        page.wait_for_selector("[data-protected=false]")
+        page.click("button:has-text('Protect')")
+        page.wait_for_selector("[data-protected=true]")
+        page.click("button:has-text('Correct…')")
+        page.fill("input[name=correct-StudyDescription]", "Corrected in the UI")
+        page.click("button:has-text('Rewrite the study')")
+        page.wait_for_selector(".patient span:has-text('Corrected in the UI')")
+        page.wait_for_selector("[data-protected=true]")
+        page.screenshot(path=f"{args.shots}/study-corrected.png")
+
         jobs = requests.get(f"{url}/api/jobs?state=pending", auth=admin, verify=False).json()["jobs"]
         check(len(jobs) == SLICES and all(j["destination"] == "CT09" and j["reason"] == "manual" for j in jobs), f"jobs: {jobs}")
 

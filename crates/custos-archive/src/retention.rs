@@ -155,6 +155,10 @@ impl Archive {
         }
     }
 
+    pub async fn is_protected(&self, study_uid: &str) -> Result<bool, IndexError> {
+        self.index.is_protected(study_uid).await
+    }
+
     /// Protects a study from retention, or lifts it; audited. Whether the
     /// flag changed.
     pub async fn protect_study(

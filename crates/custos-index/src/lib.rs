@@ -362,6 +362,8 @@ pub trait Retention: Send + Sync + 'static {
         after: i64,
         limit: usize,
     ) -> Result<Vec<(i64, custos_core::retention::StudyActivity)>, IndexError>;
+    /// Whether a study is protected from retention.
+    async fn is_protected(&self, study_uid: &str) -> Result<bool, IndexError>;
     /// Protects a study from retention (`on`), or lifts it; whether the
     /// flag changed.
     async fn set_protected(

@@ -15,8 +15,19 @@ const ACTIVITY: &str =
   FROM studies st JOIN series se ON se.study_pk = st.pk JOIN instances i ON i.series_pk = se.pk
  WHERE st.pk > {a} GROUP BY st.pk ORDER BY st.pk LIMIT {b}";
 
+const IS_PROTECTED: &str = "SELECT EXISTS (SELECT 1 FROM protected_studies WHERE study_uid = {a})";
+
 #[async_trait]
 impl Retention for SqliteIndex {
+    async fn is_protected(&self, study_uid: &str) -> Result<bool, IndexError> {
+        let uid = study_uid.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached(&IS_PROTECTED.replace("{a}", "?1"))?
+                .query_row([uid], |r| r.get(0))?)
+        })
+        .await
+    }
+
     async fn study_activity(
         &self,
         after: i64,
@@ -74,6 +85,15 @@ impl Retention for SqliteIndex {
 
 #[async_trait]
 impl Retention for PgIndex {
+    async fn is_protected(&self, study_uid: &str) -> Result<bool, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_one(&IS_PROTECTED.replace("{a}", "$1"), &[&study_uid])
+            .await
+            .map_err(pg)?;
+        Ok(row.get(0))
+    }
+
     async fn study_activity(
         &self,
         after: i64,

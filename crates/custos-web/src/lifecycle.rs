@@ -73,6 +73,19 @@ pub struct Protection {
     reason: String,
 }
 
+/// `GET /api/studies/{study}/protected`: whether retention may take it.
+pub async fn protection(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path(study): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    require(&p, Action::Delete)?;
+    check_uid(&study)?;
+    Ok(Json(
+        json!({ "protected": s.archive.is_protected(&study).await? }),
+    ))
+}
+
 /// `PUT /api/studies/{study}/protected` `{"protected": bool, "reason"}`.
 pub async fn protect(
     State(s): State<Arc<AppState>>,

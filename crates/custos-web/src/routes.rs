@@ -337,6 +337,12 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
             post(lifecycle::run),
         ),
         (
+            Method::GET,
+            "/api/studies/{study}/protected",
+            Right(Delete),
+            get(lifecycle::protection),
+        ),
+        (
             Method::PUT,
             "/api/studies/{study}/protected",
             Right(Delete),

@@ -1,10 +1,13 @@
-// Administration (admin role): archive status, users, API tokens and DICOM
-// peers, each through the admin API that the CLI's use cases share.
+// Administration (admin role): archive status, users, API tokens, DICOM
+// peers, webhooks and retention, each through the admin API that the CLI's
+// use cases share.
 
 import { el } from "/ui/dom.js";
 
 const ROLES = ["admin", "radiologist", "uploader", "auditor", "monitor"];
 const RIGHTS = ["echo", "store", "find", "get", "move", "commit", "worklist", "mpps"];
+const EVENTS = ["instance.stored", "instance.updated", "instance.deleted", "series.stored",
+  "series.deleted", "study.stored", "study.deleted", "study.stable"];
 
 /**
  * The admin page in `main`. `api(path, options)` is the UI's fetch (cookie,
@@ -29,8 +32,8 @@ export async function adminPage(main, api, me) {
     return text ? JSON.parse(text) : {};
   };
   const get = (path) => call(path, "GET");
-  const [stats, users, tokens, peers] = await Promise.all([
-    get("/api/statistics"), get("/api/users"), get("/api/tokens"), get("/api/peers"),
+  const [stats, users, tokens, peers, hooks] = await Promise.all([
+    get("/api/statistics"), get("/api/users"), get("/api/tokens"), get("/api/peers"), get("/api/webhooks"),
   ]);
   const reload = () => adminPage(main, api, me);
   const section = (title, ...content) => el("section", { class: "admin" }, el("h2", { text: title }), ...content);
@@ -135,5 +138,44 @@ export async function adminPage(main, api, me) {
       }, "danger"))));
   const peersSection = section("DICOM peers", table(["AE title", "Address", "May", "", ""], peerRows), peerForm());
 
-  main.replaceChildren(message, status, usersSection, tokensSection, peersSection);
+  // ---- webhooks ----
+  const hookUrl = el("input", { name: "hook-url", placeholder: "https://receiver/path", autocomplete: "off" });
+  const hookSecret = el("input", { name: "hook-secret", type: "password", placeholder: "secret (16+ characters)", autocomplete: "new-password" });
+  const hookBoxes = EVENTS.map((e) => el("input", { type: "checkbox", name: `hook-${e}` }));
+  const hookRows = ((hooks && hooks.webhooks) || []).map((h) => el("tr", { "data-hook": h.id },
+    el("td", { text: h.id }), el("td", { text: h.url }), el("td", { text: h.events.join(", ") }),
+    el("td", {}, button("Remove", async () => {
+      if (confirm(`Remove webhook ${h.id}? Its waiting deliveries are cancelled.`) && await call(`/api/webhooks/${h.id}`, "DELETE")) reload();
+    }, "danger"))));
+  const hooksSection = section("Webhooks",
+    el("p", { class: "hint", text: "Receivers of change events, signed with HMAC-SHA256 (X-Custos-Signature). Hosts must be listed in [webhooks] hosts of custos.toml." }),
+    table(["Id", "URL", "Events", ""], hookRows),
+    el("form", { class: "filters", on: { submit: async (e) => {
+      e.preventDefault();
+      const body = { url: hookUrl.value.trim(), secret: hookSecret.value, events: EVENTS.filter((_, i) => hookBoxes[i].checked) };
+      if (await call("/api/webhooks", "POST", body)) reload();
+    } } }, hookUrl, hookSecret, EVENTS.map((e, i) => el("label", {}, hookBoxes[i], ` ${e}`)),
+    el("button", { type: "submit", text: "Add webhook" })));
+
+  // ---- retention ----
+  const planBox = el("div", { class: "retention-plan" });
+  const showPlan = (plan, done) => {
+    const rows = plan.studies.map((st) => el("tr", {},
+      el("td", { text: st.study }), el("td", { text: st.patient_id }), el("td", { text: st.study_date }), el("td", { text: st.policy })));
+    planBox.replaceChildren(
+      el("p", { role: "status", text: `${plan.count} of ${plan.examined} studies ${done ? "deleted" : "would be deleted"}; ${plan.protected} protected, ${plan.receiving} still receiving.` }),
+      rows.length ? table(["Study", "Patient ID", "Study date", "Policy"], rows) : null);
+  };
+  const retentionSection = section("Retention",
+    el("p", { class: "hint", text: "Policies are set in custos.toml ([[retention.policy]]); protected studies and studies still receiving are never deleted." }),
+    el("div", { class: "filters" },
+      button("Show what would be deleted", async () => { const plan = await get("/api/retention"); if (plan) showPlan(plan, false); }),
+      button("Run now", async () => {
+        if (!confirm("Delete now every study the retention policies name?")) return;
+        const plan = await call("/api/retention/run", "POST");
+        if (plan) showPlan(plan, true);
+      }, "danger")),
+    planBox);
+
+  main.replaceChildren(message, status, usersSection, tokensSection, peersSection, hooksSection, retentionSection);
 }

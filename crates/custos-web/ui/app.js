@@ -9,7 +9,7 @@ import { uploadPage } from "/ui/upload.js";
 import { adminPage } from "/ui/admin.js";
 import { auditPage } from "/ui/audit.js";
 import { statusPage } from "/ui/status.js";
-import { jobsPage, sendControl } from "/ui/jobs.js";
+import { jobsPage, sendControl, protectControl } from "/ui/jobs.js";
 
 const state = { me: null };
 const main = document.getElementById("main");
@@ -247,6 +247,28 @@ function studyList() {
 
 // ---- study page ----
 
+// Study corrections (admin): the patient and study attributes the server
+// rewrites into every stored file; the page reloads with the new values.
+function correctForm(uid, study) {
+  const fields = [["PatientID", "00100020"], ["PatientName", "00100010"], ["AccessionNumber", "00080050"], ["StudyDescription", "00081030"]];
+  // As stored (a person name with its ^ separators), to edit and compare.
+  const raw = (tag) => { const v = study[tag] && study[tag].Value && study[tag].Value[0]; return v && typeof v === "object" ? v.Alphabetic || "" : v ? String(v) : ""; };
+  const inputs = fields.map(([k, tag]) => el("input", { name: `correct-${k}`, value: raw(tag), "aria-label": k }));
+  const status = el("p", { class: "error", role: "status" });
+  const form = el("form", { class: "filters correct", on: { submit: async (e) => {
+    e.preventDefault();
+    const attributes = {};
+    fields.forEach(([k, tag], i) => { if (inputs[i].value !== raw(tag)) attributes[k] = inputs[i].value; });
+    if (!Object.keys(attributes).length) { status.textContent = "Nothing changed."; return; }
+    const r = await api(`/api/studies/${encodeURIComponent(uid)}/correct`, {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ attributes }),
+    });
+    if (r.ok) studyPage(uid);
+    else status.textContent = `Refused: ${(await r.json().catch(() => ({}))).error || r.status}`;
+  } } }, fields.map(([k], i) => el("label", {}, k, inputs[i])), el("button", { type: "submit", text: "Rewrite the study" }), status);
+  main.prepend(form);
+}
+
 async function studyPage(uid) {
   main.replaceChildren(el("p", { class: "hint", text: "Loading the study…" }));
   const [studies, series] = await Promise.all([
@@ -269,7 +291,9 @@ async function studyPage(uid) {
   if (may("admin")) {
     const send = await sendControl(api, uid);
     if (send) actions.push(send);
+    actions.push(el("button", { type: "button", text: "Correct…", on: { click: () => correctForm(uid, study) } }));
   }
+  if (may("delete")) actions.push(await protectControl(api, uid));
   if (may("delete")) {
     actions.push(el("button", { type: "button", class: "danger", text: "Delete study", on: { click: async () => {
       if (!confirm("Delete this study from the archive? This cannot be undone.")) return;

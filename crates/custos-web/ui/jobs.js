@@ -1,6 +1,6 @@
 // Forwarding jobs (admin role): the queue that routing rules and manual
-// sends fill, by state, with retry and cancel; and the "Send to" control of
-// the study page. Both through the admin API the CLI's `custos jobs` shares.
+// sends fill, by state, with retry and cancel; and the study page's "Send
+// to" and retention protection controls, through the same API as the CLI.
 
 import { el } from "/ui/dom.js";
 
@@ -78,4 +78,19 @@ export async function sendControl(api, uid) {
     status.textContent = r.ok ? `${(await r.json()).queued} instances queued for ${choice.value}` : await refused(r);
   };
   return el("span", { class: "send" }, choice, el("button", { type: "button", text: "Send", on: { click: send } }), status);
+}
+
+/** A study's protection from retention: its state and a button to flip it. */
+export async function protectControl(api, uid) {
+  const path = `/api/studies/${encodeURIComponent(uid)}/protected`;
+  const box = el("span", { class: "send" });
+  const show = (on) => box.replaceChildren(
+    el("span", { class: "hint", "data-protected": String(on), text: on ? "Protected from retention" : "Retention applies" }),
+    el("button", { type: "button", text: on ? "Unprotect" : "Protect", on: { click: async () => {
+      const r = await api(path, { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ protected: !on, reason: "set in the web UI" }) });
+      if (r.ok) show((await r.json()).protected);
+    } } }));
+  const r = await api(path);
+  if (r.ok) show((await r.json()).protected);
+  return box;
 }

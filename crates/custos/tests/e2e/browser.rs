@@ -11,6 +11,9 @@ use crate::common::*;
 #[test]
 fn a_radiologist_and_an_auditor_use_the_web_ui_in_chromium() {
     let data = DataDir::new("browser");
+    let toml = data.path.join("custos.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, text.replace("hosts = []", "hosts = [\"127.0.0.1\"]")).unwrap();
     add_user(&data, "chief", "admin", "morning rounds 42 at eight");
     add_user(&data, "eve", "auditor", "watches 42 the trail");
     let server = Server::start(&data);
@@ -34,6 +37,7 @@ fn a_radiologist_and_an_auditor_use_the_web_ui_in_chromium() {
         "upload",
         "admin",
         "jobs",
+        "study-corrected",
         "status",
         "audit",
         "audit-filtered",
