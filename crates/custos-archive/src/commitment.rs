@@ -86,10 +86,17 @@ impl Archive {
     /// For each reference, in order: `None` if the archive holds it intact,
     /// or the Failure Reason. An unreadable index is an error (the request
     /// fails as a whole; the modality asks again); an unreadable blob fails
-    /// only its instance.
+    /// only its instance. An instance once received with other content than
+    /// the stored copy (a conflicting duplicate, kept or refused) fails: the
+    /// archive cannot tell which copy the modality holds, and it must not
+    /// delete its own on the archive's word.
     pub async fn commitment(&self, refs: &[Reference]) -> Result<Vec<Option<u16>>, IndexError> {
         let uids: Vec<String> = refs.iter().map(|r| r.sop_instance_uid.clone()).collect();
         let stored = self.stored_by_uid(&uids).await?;
+        let mut conflicted = std::collections::HashSet::new();
+        for page in uids.chunks(500) {
+            conflicted.extend(self.index.conflicted(page.to_vec()).await?);
+        }
         let mut out = Vec::with_capacity(refs.len());
         // Each blob is read once however often a request names it.
         let mut verified: std::collections::HashMap<&str, Option<u16>> =
@@ -101,6 +108,10 @@ impl Archive {
             };
             if inst.sop_class_uid != r.sop_class_uid {
                 out.push(Some(failure::CLASS_INSTANCE_CONFLICT));
+                continue;
+            }
+            if conflicted.contains(&r.sop_instance_uid) {
+                out.push(Some(failure::PROCESSING_FAILURE));
                 continue;
             }
             if let Some(known) = verified.get(inst.blob_key.as_str()) {

@@ -122,6 +122,10 @@ pub trait InstanceIndex: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(i64, StoredInstance)>, IndexError>;
 
+    /// Which of `uids` were received with other content than their stored
+    /// copy (and not replaced since).
+    async fn conflicted(&self, uids: Vec<String>) -> Result<Vec<String>, IndexError>;
+
     /// How many instances the query selects, by (SOP class, transfer syntax).
     async fn instance_kinds(&self, query: &Query) -> Result<Vec<InstanceKind>, IndexError>;
 

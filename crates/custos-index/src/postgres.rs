@@ -274,6 +274,12 @@ async fn insert_rows(
     if replaced {
         run(
             tx,
+            statements::FORGET_CONFLICT,
+            &[SqlValue::Text(rec.sop_instance_uid.clone())],
+        )
+        .await?;
+        run(
+            tx,
             statements::UPDATE_STUDY,
             &statements::study_update_values(rec),
         )
@@ -331,7 +337,21 @@ impl InstanceIndex for PgIndex {
             .map(|r| stored(&r, 0))
             .transpose()?;
         let outcome = match statements::decide_insert(existing, &record.sha256, replace) {
-            InsertPlan::Done(outcome) => outcome,
+            InsertPlan::Done(outcome) => {
+                if matches!(outcome, InsertOutcome::Conflict { .. }) {
+                    run(
+                        &tx,
+                        statements::NOTE_CONFLICT,
+                        &[
+                            SqlValue::Text(record.sop_instance_uid.clone()),
+                            SqlValue::Text(record.sha256.clone()),
+                            SqlValue::Int(statements::unix_now()),
+                        ],
+                    )
+                    .await?;
+                }
+                outcome
+            }
             InsertPlan::Write { replacing } => {
                 if replacing.is_some() {
                     let old_series = pk_of(
@@ -385,6 +405,18 @@ impl InstanceIndex for PgIndex {
         rows.iter()
             .map(|r| Ok((r.col(0)?, stored(r, 1)?)))
             .collect()
+    }
+
+    async fn conflicted(&self, uids: Vec<String>) -> Result<Vec<String>, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(
+                "SELECT sop_instance_uid FROM conflicts WHERE sop_instance_uid = ANY($1)",
+                &[&uids],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn instance_kinds(&self, query: &Query) -> Result<Vec<InstanceKind>, IndexError> {

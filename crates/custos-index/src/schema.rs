@@ -186,7 +186,7 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     // by certificate subject or CA bundle; 6: series date and time; 7: an
     // index on arrival time; 8: counters; 9: the worklist; 10: MPPS; 11: jobs;
     // 12: study jobs; 13: job payloads (commitment reports); 14: the change
-    // feed and webhooks; 15: studies protected from retention.
+    // feed and webhooks; 15: studies protected from retention; 16: conflicting duplicates.
     let mut steps = vec![first];
     steps.extend(
         [
@@ -213,8 +213,19 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     steps.push(JOB_PAYLOAD.to_string());
     steps.push(changes(ids));
     steps.push(PROTECTED.to_string());
+    steps.push(CONFLICTS.to_string());
     steps
 }
+
+/// 16: SOP Instance UIDs received with other content than the stored copy
+/// (kept or refused): storage commitment does not vouch for them.
+const CONFLICTS: &str = r#"
+    CREATE TABLE conflicts (
+        sop_instance_uid TEXT PRIMARY KEY,
+        sha256 TEXT NOT NULL,
+        at BIGINT NOT NULL
+    );
+"#;
 
 /// 15: studies retention must not delete.
 const PROTECTED: &str = r#"

@@ -333,7 +333,17 @@ fn insert(
         .query_row([&rec.sop_instance_uid], |r| stored_from_row(r, 0))
         .optional()?;
     let replacing = match statements::decide_insert(existing, &rec.sha256, replace) {
-        InsertPlan::Done(outcome) => return Ok(outcome),
+        InsertPlan::Done(outcome) => {
+            if matches!(outcome, InsertOutcome::Conflict { .. }) {
+                tx.prepare_cached(statements::NOTE_CONFLICT)?
+                    .execute(rusqlite::params![
+                        rec.sop_instance_uid,
+                        rec.sha256,
+                        statements::unix_now()
+                    ])?;
+            }
+            return Ok(outcome);
+        }
         InsertPlan::Write { replacing } => replacing,
     };
     if replacing.is_some() {
@@ -366,6 +376,8 @@ fn insert(
             .execute([study_pk])?;
     }
     if replacing.is_some() {
+        tx.prepare_cached(statements::FORGET_CONFLICT)?
+            .execute([&rec.sop_instance_uid])?;
         tx.prepare_cached(statements::UPDATE_STUDY)?
             .execute(bind(&statements::study_update_values(rec)).as_slice())?;
         tx.prepare_cached(statements::UPDATE_SERIES)?
@@ -493,6 +505,21 @@ impl InstanceIndex for SqliteIndex {
                 Ok((r.get(0)?, stored_from_row(r, 1)?))
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn conflicted(&self, uids: Vec<String>) -> Result<Vec<String>, IndexError> {
+        self.read(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT 1 FROM conflicts WHERE sop_instance_uid = ?1")?;
+            let mut out = Vec::new();
+            for uid in uids {
+                if stmt.exists([&uid])? {
+                    out.push(uid);
+                }
+            }
+            Ok(out)
         })
         .await
     }

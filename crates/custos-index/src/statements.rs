@@ -153,6 +153,12 @@ pub const INSERT_AUDIT: &str =
 /// the transaction that makes the change.
 pub const OUTBOX_INSERT: &str = "INSERT INTO change_outbox (kind, level, study_uid, series_uid, sop_instance_uid, at) VALUES (?, ?, ?, ?, ?, ?)";
 
+/// A conflicting duplicate noted (see `conflicts` in the schema), and
+/// forgotten once a copy replaces the stored one.
+pub const NOTE_CONFLICT: &str = "INSERT INTO conflicts (sop_instance_uid, sha256, at) VALUES (?, ?, ?) \
+     ON CONFLICT (sop_instance_uid) DO UPDATE SET sha256 = excluded.sha256, at = excluded.at";
+pub const FORGET_CONFLICT: &str = "DELETE FROM conflicts WHERE sop_instance_uid = ?";
+
 /// Unix seconds now.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()

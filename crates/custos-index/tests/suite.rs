@@ -294,12 +294,26 @@ async fn duplicates(ix: Ix) {
         InsertOutcome::Conflict { existing } => assert_eq!(existing.blob_key, "key-1.1.1.1"),
         o => panic!("{o:?}"),
     }
+    // Noted: storage commitment will not vouch for this UID.
+    assert_eq!(
+        ix.conflicted(vec!["1.1.1.1".into(), "1.1.1.2".into()])
+            .await
+            .unwrap(),
+        vec!["1.1.1.1".to_string()]
+    );
     other.patient_name = "ROE^JANE".into();
     other.series_description = "corrected".into();
     match ix.insert(other, true).await.unwrap() {
         InsertOutcome::Replaced { previous } => assert_eq!(previous.blob_key, "key-1.1.1.1"),
         o => panic!("{o:?}"),
     }
+    assert!(
+        ix.conflicted(vec!["1.1.1.1".into()])
+            .await
+            .unwrap()
+            .is_empty(),
+        "replaced: the stored copy is the one last sent"
+    );
     // The study and series take the replacing instance's attributes.
     let study = ix
         .find(q(
@@ -1014,6 +1028,7 @@ async fn migration_8_counts_what_was_stored_before() {
          DROP TABLE changes;
          DROP TABLE webhooks;
          DROP TABLE protected_studies;
+         DROP TABLE conflicts;
          ALTER TABLE series DROP COLUMN num_instances;
          ALTER TABLE studies DROP COLUMN num_series;
          ALTER TABLE studies DROP COLUMN num_instances;

@@ -113,6 +113,34 @@ fn storage_commitment(data: &DataDir, blobs: &std::path::Path) {
     assert_eq!(reports[0]["transaction"], r["transaction"]);
     assert_eq!(reports[0]["committed"].as_array().unwrap().len(), 2);
 
+    // Another copy of the second instance, with other content, arrives and
+    // is answered B006 (the stored copy kept): commitment no longer vouches
+    // for that UID, since the modality may hold the other copy.
+    let other_dir = data.path.with_extension("conflict");
+    let made = json_of(
+        &python(&[
+            "make",
+            other_dir.to_str().unwrap(),
+            &format!(
+                r#"{{"PatientID": "COMMIT", "SOPInstanceUID": "{}"}}"#,
+                uids[1]
+            ),
+        ])
+        .success(),
+    );
+    let other = made[0].as_str().unwrap();
+    let stored =
+        json_of(&python(&["store", "--port", &port, "--aet", "MODALITY", other]).success());
+    assert_eq!(stored[other]["status"], 0xB006, "{stored}");
+    let r = json_of(&commit("MODALITY", &[files[0], other]).success());
+    let rep = &r["reports"][0];
+    assert_eq!(rep["committed"], serde_json::json!([uids[0]]), "{r}");
+    assert_eq!(
+        rep["failed"],
+        serde_json::json!([[uids[1], 0x0110]]),
+        "a conflicting duplicate is not committed: {r}"
+    );
+
     // A peer without the commit right is not offered the service.
     let refused = commit("STOREONLY", &["--wait", "1", files[0]]);
     let out = refused.stdout();
@@ -127,7 +155,7 @@ fn storage_commitment(data: &DataDir, blobs: &std::path::Path) {
         .iter()
         .filter(|e| e.to_string().contains("storage commitment"))
         .collect();
-    assert_eq!(commits.len(), 2, "{commits:?}");
+    assert_eq!(commits.len(), 3, "{commits:?}");
     assert!(
         commits[0].to_string().contains("2 committed, 2 failed"),
         "{:?}",
