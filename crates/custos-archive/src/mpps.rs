@@ -92,6 +92,7 @@ impl Archive {
                 "a performed procedure step with this UID exists",
             ));
         }
+        self.follow_on_worklist(&row, "STARTED").await;
         Ok(row)
     }
 
@@ -134,7 +135,22 @@ impl Archive {
                 "the performed procedure step may no longer be updated",
             ));
         }
+        if FINAL.contains(&row.status.as_str()) {
+            let status = row.status.clone();
+            self.follow_on_worklist(&row, &status).await;
+        }
         Ok(row)
+    }
+
+    /// The linked worklist item's step takes the performed step's progress
+    /// (STARTED, COMPLETED, DISCONTINUED), as dcm4chee does: a finished
+    /// exam leaves the modality's worklist. The step is recorded either way;
+    /// a failure here is logged.
+    async fn follow_on_worklist(&self, row: &MppsRow, status: &str) {
+        let Some(id) = row.worklist_id else { return };
+        if let Err(e) = self.set_worklist_status(id, status).await {
+            tracing::warn!(error = %e, item = id, "cannot update the worklist item of a performed step");
+        }
     }
 
     pub async fn mpps(&self, uid: &str) -> Result<Option<MppsRow>, IndexError> {

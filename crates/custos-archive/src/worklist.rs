@@ -256,6 +256,30 @@ impl Archive {
             .map_err(|e| IndexError::Corrupt(format!("worklist item {id}: {e}")))
     }
 
+    /// Sets the Scheduled Procedure Step Status of item `id` (its first
+    /// step), as the performed step reports progress; `false` if the item
+    /// is gone.
+    pub async fn set_worklist_status(&self, id: i64, status: &str) -> Result<bool, WorklistError> {
+        let Some(mut item) = self.worklist_item(id).await? else {
+            return Ok(false);
+        };
+        let Some(step) = item
+            .get_mut("00400100")
+            .and_then(|sq| sq.get_mut("Value"))
+            .and_then(|v| v.get_mut(0))
+            .and_then(|s| s.as_object_mut())
+        else {
+            return Ok(false);
+        };
+        step.insert(
+            "00400020".into(),
+            serde_json::json!({ "vr": "CS", "Value": [status] }),
+        );
+        let json = serde_json::to_vec(&item)
+            .map_err(|e| WorklistError::Invalid(format!("worklist item {id}: {e}")))?;
+        self.replace_worklist_item(id, &json).await
+    }
+
     pub async fn remove_worklist_item(&self, id: i64) -> Result<bool, IndexError> {
         self.index.remove_worklist_item(id).await
     }
@@ -308,13 +332,38 @@ impl Archive {
                 if out.len() >= limit {
                     return Ok(out);
                 }
-                out.push(response(ident, &item_of(row)?));
+                let item = item_of(row)?;
+                if status_matches(ident, &item) {
+                    out.push(response(ident, &item));
+                }
             }
             if rows.len() < SCAN_PAGE {
                 return Ok(out);
             }
             offset += SCAN_PAGE;
         }
+    }
+}
+
+/// Steps that are over: not on a modality's worklist unless it asks for them.
+const DONE: [&str; 3] = ["COMPLETED", "DISCONTINUED", "CANCELED"];
+
+/// The query's Scheduled Procedure Step Status if it names one (values
+/// separated by backslashes), else every status but the finished ones.
+fn status_matches(ident: &InMemDicomObject, item: &InMemDicomObject) -> bool {
+    let of = |o: &InMemDicomObject| {
+        first_step(o)
+            .and_then(|s| s.get(tags::SCHEDULED_PROCEDURE_STEP_STATUS))
+            .map(element_text)
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_uppercase()
+    };
+    let (wanted, status) = (of(ident), of(item));
+    if wanted.is_empty() {
+        !DONE.contains(&status.as_str())
+    } else {
+        wanted.split('\\').any(|w| w.trim() == status)
     }
 }
 

@@ -459,6 +459,25 @@ fn mwl_trial(data: &DataDir) {
         step["attributes"]["00400340"]["Value"][0]["0020000E"].is_object(),
         "the performed series: {step}"
     );
+    // The worklist item follows: COMPLETED, off the CT's list unless asked for.
+    let r = web_requests(
+        &server,
+        serde_json::json!([{"method": "GET", "path": item(ids[1]), "auth": ris}]),
+    );
+    let done: serde_json::Value = serde_json::from_str(r[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        done["00400100"]["Value"][0]["00400020"]["Value"][0], "COMPLETED",
+        "{done}"
+    );
+    let day = "(0040,0100)[0].ScheduledProcedureStepStartDate=20261204";
+    assert!(
+        q(&["(0040,0100)[0].Modality=CT", day]).is_empty(),
+        "a finished exam left the worklist"
+    );
+    assert_eq!(
+        q(&["(0040,0100)[0].ScheduledProcedureStepStatus=COMPLETED", day]),
+        vec!["MWL2"]
+    );
     assert!(
         !json_of(&mpps("STOREONLY"))["accepted"].as_bool().unwrap(),
         "a peer without the mpps right"
