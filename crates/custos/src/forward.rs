@@ -81,33 +81,44 @@ pub async fn run(
             }
             continue;
         }
+        // Destinations are worked side by side (at most a batch's worth), so
+        // one that is down or slow holds up no other.
         let mut by_destination: BTreeMap<String, Vec<Job>> = BTreeMap::new();
+        let mut single = Vec::new();
         for j in jobs {
             if matches!(j.scope, JobScope::Commitment | JobScope::Webhook) {
-                let outcome = if j.scope == JobScope::Webhook {
-                    crate::webhooks::deliver(&archive, &senders.hooks, &j).await
-                } else {
-                    custos_dimse::commitment::deliver_held(
-                        &archive,
-                        &senders.dimse,
-                        &j.destination,
-                        &j.payload,
-                    )
-                    .await
-                };
-                if let Err(e) = archive.record_attempt(&j, outcome, policy).await {
-                    warn!(error = %e, job = j.id, "cannot record a delivery");
-                }
-                continue;
+                single.push(j);
+            } else {
+                by_destination
+                    .entry(j.destination.clone())
+                    .or_default()
+                    .push(j);
             }
-            by_destination
-                .entry(j.destination.clone())
-                .or_default()
-                .push(j);
         }
-        for (destination, jobs) in by_destination {
-            forward(&archive, &senders, policy, &destination, jobs).await;
-        }
+        let singles = single
+            .iter()
+            .map(|j| deliver_one(&archive, &senders, policy, j));
+        let groups = by_destination
+            .into_iter()
+            .map(|(destination, jobs)| forward(&archive, &senders, policy, destination, jobs));
+        futures_util::future::join(
+            futures_util::future::join_all(singles),
+            futures_util::future::join_all(groups),
+        )
+        .await;
+    }
+}
+
+/// A held commitment report or a webhook delivery: one attempt, recorded.
+async fn deliver_one(archive: &Arc<Archive>, senders: &Senders, policy: RetryPolicy, j: &Job) {
+    let outcome = if j.scope == JobScope::Webhook {
+        crate::webhooks::deliver(archive, &senders.hooks, j).await
+    } else {
+        custos_dimse::commitment::deliver_held(archive, &senders.dimse, &j.destination, &j.payload)
+            .await
+    };
+    if let Err(e) = archive.record_attempt(j, outcome, policy).await {
+        warn!(error = %e, job = j.id, "cannot record a delivery");
     }
 }
 
@@ -116,9 +127,10 @@ async fn forward(
     archive: &Arc<Archive>,
     senders: &Senders,
     policy: RetryPolicy,
-    destination: &str,
+    destination: String,
     jobs: Vec<Job>,
 ) {
+    let destination = destination.as_str();
     let outcomes = match archive.job_instances(&jobs).await {
         Ok(sets) => {
             let flat: Vec<StoredInstance> = sets.iter().flatten().cloned().collect();

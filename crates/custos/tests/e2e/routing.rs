@@ -238,9 +238,10 @@ fn sigkill_trial(data: &DataDir) {
     let log = data.path.with_extension("storescp.log");
     let mut scp = storescp("DEST", dest_port, &received, &log);
     let server = Server::process(data);
+    // Jobs the killed server had taken stay leased for up to 120 s.
     wait_until(
         "all 20 forwarded after the restart",
-        Duration::from_secs(90),
+        Duration::from_secs(180),
         || jobs(data, "done").len() == 20,
     );
     assert_eq!(walk_files(&received).len(), 20);
