@@ -159,6 +159,49 @@ impl Archive {
         self.index.is_protected(study_uid).await
     }
 
+    /// Removes, every hour until `shutdown`, finished forwarding jobs older
+    /// than `jobs_days` and change-feed entries older than `changes_days`
+    /// (0: kept for ever), so neither table grows without end.
+    pub async fn run_housekeeping(
+        self: Arc<Self>,
+        jobs_days: u32,
+        changes_days: u32,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            let now = crate::routing::now();
+            let day = 86_400;
+            if jobs_days > 0 {
+                match self
+                    .index
+                    .prune_jobs(now - i64::from(jobs_days) * day)
+                    .await
+                {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(removed = n, "finished forwarding jobs pruned")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot prune finished jobs"),
+                }
+            }
+            if changes_days > 0 {
+                match self
+                    .index
+                    .prune_changes(now - i64::from(changes_days) * day)
+                    .await
+                {
+                    Ok(n) if n > 0 => tracing::info!(removed = n, "change feed pruned"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot prune the change feed"),
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
     /// Protects a study from retention, or lifts it; audited. Whether the
     /// flag changed.
     pub async fn protect_study(

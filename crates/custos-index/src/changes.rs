@@ -125,6 +125,11 @@ fn pg_change(r: &tokio_postgres::Row, seq: i64) -> Change {
 
 #[async_trait]
 impl Changes for SqliteIndex {
+    async fn prune_changes(&self, before: i64) -> Result<u64, IndexError> {
+        self.write(move |t| Ok(t.execute(&PRUNE.replace("{a}", "?1"), [before])? as u64))
+            .await
+    }
+
     async fn sequence_changes(
         &self,
         limit: usize,
@@ -232,8 +237,18 @@ impl Changes for SqliteIndex {
     }
 }
 
+const PRUNE: &str = "DELETE FROM changes WHERE at < {a}";
+
 #[async_trait]
 impl Changes for PgIndex {
+    async fn prune_changes(&self, before: i64) -> Result<u64, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(&PRUNE.replace("{a}", "$1"), &[&before])
+            .await
+            .map_err(pg)
+    }
+
     async fn sequence_changes(
         &self,
         limit: usize,

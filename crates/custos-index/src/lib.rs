@@ -320,6 +320,9 @@ pub trait Queue: Send + Sync + 'static {
     async fn retry_job(&self, id: i64, now: i64) -> Result<bool, IndexError>;
     /// Cancels a pending or failed job; whether it was.
     async fn cancel_job(&self, id: i64) -> Result<bool, IndexError>;
+    /// Removes done and cancelled jobs last touched before `before` (unix
+    /// seconds); how many. Pending and failed ones stay.
+    async fn prune_jobs(&self, before: i64) -> Result<u64, IndexError>;
 }
 
 /// The change feed and webhooks. Each change is written to an outbox in
@@ -354,6 +357,8 @@ pub trait Changes: Send + Sync + 'static {
     ) -> Result<i64, IndexError>;
     async fn webhooks(&self) -> Result<Vec<custos_core::changes::Webhook>, IndexError>;
     async fn remove_webhook(&self, id: i64) -> Result<bool, IndexError>;
+    /// Removes feed entries older than `before` (unix seconds); how many.
+    async fn prune_changes(&self, before: i64) -> Result<u64, IndexError>;
 }
 
 /// What retention reads and the flag that keeps a study from it.

@@ -145,6 +145,15 @@ fn cancel_sql(m: Mark) -> String {
     )
 }
 
+/// Finished jobs last touched before ?1 (`next_at` is the last attempt's
+/// time for them); the (state, next_at) index finds them.
+fn prune_sql(m: Mark) -> String {
+    format!(
+        "DELETE FROM jobs WHERE state IN ('done', 'cancelled') AND next_at < {}",
+        m(1)
+    )
+}
+
 fn state_of(id: i64, state: &str) -> Result<JobState, IndexError> {
     JobState::parse(state).ok_or_else(|| IndexError::Corrupt(format!("job {id}: state `{state}`")))
 }
@@ -332,6 +341,11 @@ impl Queue for SqliteIndex {
         self.write(move |t| Ok(t.execute(&cancel_sql(sqlite_mark), [id])? > 0))
             .await
     }
+
+    async fn prune_jobs(&self, before: i64) -> Result<u64, IndexError> {
+        self.write(move |t| Ok(t.execute(&prune_sql(sqlite_mark), [before])? as u64))
+            .await
+    }
 }
 
 #[async_trait]
@@ -460,6 +474,14 @@ impl Queue for PgIndex {
             .await
             .map_err(pg)?;
         Ok(n > 0)
+    }
+
+    async fn prune_jobs(&self, before: i64) -> Result<u64, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(&prune_sql(pg_mark), &[&before])
+            .await
+            .map_err(pg)
     }
 
     async fn cancel_job(&self, id: i64) -> Result<bool, IndexError> {

@@ -186,7 +186,8 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     // by certificate subject or CA bundle; 6: series date and time; 7: an
     // index on arrival time; 8: counters; 9: the worklist; 10: MPPS; 11: jobs;
     // 12: study jobs; 13: job payloads (commitment reports); 14: the change
-    // feed and webhooks; 15: studies protected from retention; 16: conflicting duplicates.
+    // feed and webhooks; 15: studies protected from retention; 16: conflicting duplicates; 17: an index
+    // on the feed's times.
     let mut steps = vec![first];
     steps.extend(
         [
@@ -214,8 +215,12 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     steps.push(changes(ids));
     steps.push(PROTECTED.to_string());
     steps.push(CONFLICTS.to_string());
+    steps.push(CHANGES_AT.to_string());
     steps
 }
+
+/// 17: the feed pruned by age.
+const CHANGES_AT: &str = "CREATE INDEX changes_at ON changes(at);";
 
 /// 16: SOP Instance UIDs received with other content than the stored copy
 /// (kept or refused): storage commitment does not vouch for them.

@@ -854,6 +854,9 @@ async fn forwarding_queue(ix: Ix) {
         .await
         .unwrap();
     let resent = ix.take_jobs(400, 460, 10).await.unwrap();
+    // Pruning leaves what is pending or failed, and what is recent.
+    let before = ix.jobs(None, 100).await.unwrap().len();
+    assert_eq!(ix.prune_jobs(0).await.unwrap(), 0, "nothing that old");
     assert!(
         resent
             .iter()
@@ -893,6 +896,13 @@ async fn forwarding_queue(ix: Ix) {
         .await
         .unwrap();
     assert!(take(800).await.is_empty());
+    let finished = ix.jobs(Some(JobState::Done), 100).await.unwrap().len()
+        + ix.jobs(Some(JobState::Cancelled), 100).await.unwrap().len();
+    let all = ix.jobs(None, 100).await.unwrap().len();
+    assert_eq!(ix.prune_jobs(10_000).await.unwrap() as usize, finished);
+    assert_eq!(ix.jobs(None, 100).await.unwrap().len(), all - finished);
+    assert!(ix.jobs(Some(JobState::Done), 100).await.unwrap().is_empty());
+    assert!(before > 0);
     ix.enqueue(study, vec![pair("2.1", "A")], "stable", 700, 710, true)
         .await
         .unwrap();
@@ -1101,6 +1111,8 @@ async fn change_feed_and_webhooks(ix: Ix) {
         ]
     );
     assert_eq!(ix.changes(3, 1).await.unwrap()[0].seq, 4, "paged");
+    // Old entries go; the numbering of the rest stays.
+    assert_eq!(ix.prune_changes(0).await.unwrap(), 0);
     ix.remove("9.1", None).await.unwrap();
     assert_eq!(ix.sequence_changes(100, 1020, 30).await.unwrap(), 3);
     let deleted = ix.changes(5, 100).await.unwrap();
@@ -1142,6 +1154,9 @@ async fn change_feed_and_webhooks(ix: Ix) {
     assert_eq!(ix.webhooks().await.unwrap()[0].secret, "s3cret");
     assert!(ix.remove_webhook(hook).await.unwrap());
     assert!(ix.webhooks().await.unwrap().is_empty());
+    let far = i64::MAX / 2;
+    assert_eq!(ix.prune_changes(far).await.unwrap(), 8);
+    assert!(ix.changes(0, 100).await.unwrap().is_empty());
 }
 
 /// Each study's date, modalities and last arrival, page by page, and the

@@ -14,6 +14,10 @@ pub struct Retention {
     pub quiet_seconds: u64,
     /// The server runs a pass this often (when a policy exists).
     pub interval_minutes: u64,
+    /// Finished forwarding jobs are kept this many days (0: for ever).
+    pub keep_jobs_days: u32,
+    /// Change feed entries are kept this many days (0: for ever).
+    pub keep_changes_days: u32,
     #[serde(rename = "policy")]
     pub policies: Vec<custos_core::retention::RetentionPolicy>,
 }
@@ -23,6 +27,8 @@ impl Default for Retention {
         Retention {
             quiet_seconds: 86_400,
             interval_minutes: 60,
+            keep_jobs_days: 30,
+            keep_changes_days: 90,
             policies: Vec::new(),
         }
     }
@@ -440,6 +446,11 @@ hosts = []
 # No policy: nothing is ever deleted.
 quiet_seconds = 86400
 interval_minutes = 60
+# The archive's own records: finished forwarding jobs and change-feed entries
+# are removed after this many days (0: never). A feed reader that falls
+# further behind misses what was removed.
+keep_jobs_days = 30
+keep_changes_days = 90
 # [[retention.policy]]
 # name = "ct-after-10-years"
 # modality = "CT"            # a pattern; empty: any

@@ -222,6 +222,11 @@ pub async fn start(data_dir: &Path, config: Config, listeners: Listeners) -> Res
         Duration::from_secs(config.retention.interval_minutes.max(1) * 60),
         stop_rx.clone(),
     ));
+    tokio::spawn(archive.clone().run_housekeeping(
+        config.retention.keep_jobs_days,
+        config.retention.keep_changes_days,
+        stop_rx.clone(),
+    ));
     tokio::spawn(archive.clone().run_sequencer(
         config.webhooks.stable_seconds.min(i64::MAX as u64) as i64,
         stop_rx.clone(),
