@@ -206,13 +206,7 @@ impl Archive {
     ) -> Result<HashMap<String, StoredInstance>, IndexError> {
         let mut stored = HashMap::new();
         for page in uids.chunks(PAGE) {
-            let query = Query {
-                level: Level::Image,
-                conditions: vec![(Key::SOPInstanceUID, Matcher::List(page.to_vec()))],
-                limit: page.len(),
-                offset: 0,
-                order: Vec::new(),
-            };
+            let query = instances_named(page);
             for inst in self.index.instances(query).await? {
                 stored.insert(inst.sop_instance_uid.clone(), inst);
             }
@@ -251,24 +245,16 @@ impl Archive {
     /// The studies (and so, through `name_patients`, the patients) of the
     /// instances sent, for the forward's audit record.
     pub async fn studies_of(&self, sop_uids: &[String]) -> Result<Vec<String>, IndexError> {
-        let mut studies: Vec<String> = Vec::new();
+        let mut studies: std::collections::BTreeSet<String> = Default::default();
         for page in sop_uids.chunks(PAGE) {
-            let query = Query {
-                level: Level::Image,
-                conditions: vec![(Key::SOPInstanceUID, Matcher::List(page.to_vec()))],
-                limit: page.len(),
-                offset: 0,
-                order: Vec::new(),
-            };
+            let query = instances_named(page);
             for row in self.index.find(query).await? {
-                if let Some(s) = row.get(&Key::StudyInstanceUID)
-                    && !studies.contains(s)
-                {
-                    studies.push(s.clone());
+                if let Some(s) = row.get(&Key::StudyInstanceUID) {
+                    studies.insert(s.clone());
                 }
             }
         }
-        Ok(studies)
+        Ok(studies.into_iter().collect())
     }
 
     /// Records how an attempt at `job` went: done, due again after the
@@ -324,6 +310,17 @@ impl Archive {
 
     pub async fn cancel_job(&self, id: i64) -> Result<bool, IndexError> {
         self.index.cancel_job(id).await
+    }
+}
+
+/// The instances of these SOP Instance UIDs.
+fn instances_named(uids: &[String]) -> Query {
+    Query {
+        level: Level::Image,
+        conditions: vec![(Key::SOPInstanceUID, Matcher::List(uids.to_vec()))],
+        limit: uids.len(),
+        offset: 0,
+        order: Vec::new(),
     }
 }
 

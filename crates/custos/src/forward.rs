@@ -150,27 +150,35 @@ async fn forward(
             })
             .collect(),
     };
-    let mut delivered: Vec<String> = Vec::new();
+    // What went: instances by count; studies named by study jobs directly,
+    // looked up only for single instances.
+    let mut sent = 0;
+    let mut single: Vec<String> = Vec::new();
+    let mut studies: Vec<String> = Vec::new();
     for (job, (outcome, uids)) in jobs.iter().zip(outcomes) {
         if outcome.is_ok() {
-            delivered.extend(uids);
+            sent += uids.len();
+            match job.scope {
+                JobScope::Study => studies.push(job.uid.clone()),
+                _ => single.extend(uids),
+            }
         }
         if let Err(e) = archive.record_attempt(job, outcome, policy).await {
             // The lease runs out and the job is tried again.
             warn!(error = %e, job = job.id, "cannot record a forwarding attempt");
         }
     }
-    if !delivered.is_empty() {
-        info!(
-            destination,
-            sent = delivered.len(),
-            jobs = jobs.len(),
-            "forwarded"
-        );
+    if sent > 0 {
+        info!(destination, sent, jobs = jobs.len(), "forwarded");
         let mut e = AuditEvent::new(EventId::InstancesTransferred, 'R', Outcome::Success);
         e.peer = destination.to_string();
-        e.detail = format!("forwarded {} instances to {destination}", delivered.len());
-        e.study_uids = archive.studies_of(&delivered).await.unwrap_or_default();
+        e.detail = format!("forwarded {sent} instances to {destination}");
+        for study in archive.studies_of(&single).await.unwrap_or_default() {
+            if !studies.contains(&study) {
+                studies.push(study);
+            }
+        }
+        e.study_uids = studies;
         archive.name_patients(&mut e).await;
         archive.audit(e).await;
     }
