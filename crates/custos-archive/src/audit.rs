@@ -404,7 +404,7 @@ impl AuditTrail {
 }
 
 /// Writes a small file readable by this account only, atomically.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = PathBuf::from(format!("{}.{}.tmp", path.display(), std::process::id()));

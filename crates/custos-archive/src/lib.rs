@@ -11,6 +11,7 @@ pub mod audit;
 pub mod changes;
 pub mod commitment;
 pub mod corrections;
+pub mod deidentify;
 pub mod dicomdir;
 mod export;
 mod fsck;
@@ -83,6 +84,7 @@ pub struct Archive {
     retention: std::sync::OnceLock<retention::RetentionConfig>,
     queued: tokio::sync::Notify,
     metrics: Arc<custos_core::metrics::Metrics>,
+    deid: std::sync::OnceLock<(custos_core::deid::DeidKey, Vec<deidentify::SafePrivate>)>,
 }
 
 impl Archive {
@@ -104,6 +106,7 @@ impl Archive {
             retention: std::sync::OnceLock::new(),
             queued: tokio::sync::Notify::new(),
             metrics: Arc::new(custos_core::metrics::Metrics::new()),
+            deid: std::sync::OnceLock::new(),
         }
     }
 

@@ -35,10 +35,13 @@ pub enum Action {
     /// Read the server's metrics (`/metrics`): counts and latencies, never
     /// patient data.
     Metrics,
+    /// De-identify studies (PS3.15 Annex E): download a de-identified copy,
+    /// or (with `store`) keep one in the archive.
+    Deidentify,
 }
 
 impl Action {
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 14] = [
         Action::Echo,
         Action::Store,
         Action::Find,
@@ -52,6 +55,7 @@ impl Action {
         Action::Worklist,
         Action::Mpps,
         Action::Metrics,
+        Action::Deidentify,
     ];
 
     /// What a DICOM peer can be granted.
@@ -95,6 +99,7 @@ impl Action {
             Action::Worklist => "worklist",
             Action::Mpps => "mpps",
             Action::Metrics => "metrics",
+            Action::Deidentify => "deidentify",
         }
     }
 
@@ -116,7 +121,7 @@ impl FromStr for Action {
             .into_iter()
             .find(|a| a.name().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
-                crate::invalid!("unknown action `{s}` (expected echo, store, find, get, move, delete, admin, audit, store-derived, commit, worklist, mpps or metrics)")
+                crate::invalid!("unknown action `{s}` (expected echo, store, find, get, move, delete, admin, audit, store-derived, commit, worklist, mpps, metrics or deidentify)")
             })
     }
 }

@@ -8,8 +8,10 @@
 pub mod action;
 pub mod audit;
 pub mod auth;
+pub mod calendar;
 pub mod changes;
 pub mod credentials;
+pub mod deid;
 pub mod derived;
 pub mod invalid;
 pub mod limits;

@@ -97,16 +97,7 @@ pub fn verdict(
 
 /// The UTC calendar date of unix time `t` as YYYYMMDD.
 pub fn ymd(t: i64) -> String {
-    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
-    let z = t.div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = crate::calendar::civil_from_days(t.div_euclid(86_400));
     format!("{y:04}{m:02}{d:02}")
 }
 

@@ -30,7 +30,7 @@ const CHUNK: usize = 256 << 10;
 
 /// What the ZIP writer has written and the response has not yet sent.
 #[derive(Clone, Default)]
-struct Pending(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Pending(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Pending {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -51,10 +51,10 @@ impl Pending {
     }
 }
 
-type Tx = mpsc::Sender<Result<Bytes, std::io::Error>>;
+pub(crate) type Tx = mpsc::Sender<Result<Bytes, std::io::Error>>;
 
 /// Sends what the writer produced; `false` when the client went away.
-async fn send(pending: &Pending, tx: &Tx) -> bool {
+pub(crate) async fn send(pending: &Pending, tx: &Tx) -> bool {
     let bytes = pending.take();
     bytes.is_empty() || tx.send(Ok(Bytes::from(bytes))).await.is_ok()
 }

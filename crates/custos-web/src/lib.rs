@@ -8,6 +8,7 @@ mod admin;
 pub mod audit;
 pub mod auth;
 mod changes;
+mod deidentify;
 mod download;
 mod error;
 #[doc(hidden)]

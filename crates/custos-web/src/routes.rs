@@ -16,8 +16,8 @@ use custos_core::{Action, Principal};
 
 use crate::error::ApiError;
 use crate::{
-    AppState, admin, changes, download, lifecycle, metrics, openapi, qido, session, status, stow,
-    trail, wado, worklist,
+    AppState, admin, changes, deidentify, download, lifecycle, metrics, openapi, qido, session,
+    status, stow, trail, wado, worklist,
 };
 
 /// What a request needs beyond being authenticated.
@@ -303,6 +303,18 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
             "/api/studies/{study}/download.zip",
             Right(Get),
             get(download::study_zip),
+        ),
+        (
+            Method::GET,
+            "/api/studies/{study}/deidentified.zip",
+            Right(Deidentify),
+            get(deidentify::zip),
+        ),
+        (
+            Method::POST,
+            "/api/studies/{study}/deidentify",
+            Right(Deidentify),
+            post(deidentify::copy),
         ),
         (
             Method::DELETE,

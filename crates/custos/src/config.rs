@@ -54,6 +54,16 @@ impl Default for Webhooks {
     }
 }
 
+/// `[deidentify]`: what de-identification may keep.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Deidentify {
+    /// Private attributes known to carry no identity, kept in de-identified
+    /// copies: `"gggg,xxee CREATOR"` (e.g. `"0043,xx39 GEMS_PARM_01"`);
+    /// every other private attribute is removed.
+    pub safe_private: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -67,6 +77,7 @@ pub struct Config {
     pub routing: Routing,
     pub webhooks: Webhooks,
     pub retention: Retention,
+    pub deidentify: Deidentify,
     /// `[[route]]` rules: which new instances are forwarded where.
     #[serde(rename = "route")]
     pub routes: Vec<custos_core::routing::RouteRule>,

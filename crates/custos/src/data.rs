@@ -143,5 +143,15 @@ pub async fn open_archive(data: &Path, config: &Config) -> Result<Arc<Archive>> 
         policies: config.retention.policies.clone(),
         quiet_secs: config.retention.quiet_seconds.min(i64::MAX as u64) as i64,
     });
+    let safe_private = config
+        .deidentify
+        .safe_private
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(anyhow::Error::msg)?;
+    let key = custos_archive::deidentify::load_key(data)
+        .with_context(|| format!("the de-identification key in {}", data.display()))?;
+    archive.set_deidentification(key, safe_private);
     Ok(archive)
 }

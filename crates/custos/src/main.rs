@@ -63,6 +63,9 @@ enum Command {
         #[command(subcommand)]
         command: custos::study_cmd::StudyCommand,
     },
+    /// A de-identified copy of a study kept in the archive (PS3.15 Basic
+    /// Profile; UIDs and pseudonyms from the data folder's deid.key).
+    Deidentify(custos::study_cmd::DeidentifyArgs),
     /// Patients: merge two.
     Patient {
         #[command(subcommand)]
@@ -274,6 +277,7 @@ fn main() -> Result<()> {
             Command::Webhook { command } => custos::webhook_cmd::run(&cli.data, command).await,
             Command::Retention { command } => custos::study_cmd::run(&cli.data, command).await,
             Command::Study { command } => custos::study_cmd::study(&cli.data, command).await,
+            Command::Deidentify(args) => custos::study_cmd::deidentify(&cli.data, args).await,
             Command::Patient { command } => custos::study_cmd::patient(&cli.data, command).await,
             Command::Db {
                 command: DbCommand::Migrate,

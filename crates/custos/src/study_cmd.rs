@@ -61,6 +61,53 @@ pub enum PatientCommand {
     },
 }
 
+#[derive(clap::Args)]
+pub struct DeidentifyArgs {
+    /// The study to de-identify (its Study Instance UID).
+    #[arg(long)]
+    study: String,
+    /// Options of PS3.15 E.3, comma-separated: retain-dates (shifted per
+    /// patient), retain-patient-characteristics, clean-descriptors.
+    #[arg(long, default_value = "")]
+    options: String,
+    /// UIDs and pseudonyms are consistent within a project, unrelated across.
+    #[arg(long, default_value = "default")]
+    project: String,
+    /// The de-identified study's description.
+    #[arg(long)]
+    to_study_description: Option<String>,
+    /// The de-identified patient's ID (default: a pseudonym).
+    #[arg(long)]
+    to_patient_id: Option<String>,
+    /// The de-identified patient's name (default: ANONYMOUS^pseudonym).
+    #[arg(long)]
+    to_patient_name: Option<String>,
+    /// Go on although instances have burned-in annotation.
+    #[arg(long)]
+    force: bool,
+}
+
+pub async fn deidentify(data: &Path, a: DeidentifyArgs) -> Result<()> {
+    let config = Config::load(data)?;
+    let archive = open_audited_archive(data, &config).await?;
+    let request = custos_archive::deidentify::Request {
+        options: custos_core::deid::Options::parse(&a.options).map_err(anyhow::Error::msg)?,
+        project: a.project,
+        study_description: a.to_study_description,
+        patient_id: a.to_patient_id,
+        patient_name: a.to_patient_name,
+        force: a.force,
+    };
+    let done = archive.deidentify_study(&a.study, &request, &by()).await;
+    archive.flush_audit().await;
+    let done = done?;
+    println!(
+        "study {} de-identified as {} (patient {}): {} instances",
+        a.study, done.study_uid, done.patient_id, done.instances
+    );
+    Ok(())
+}
+
 fn pairs(set: &[String]) -> Result<Vec<(String, String)>> {
     set.iter()
         .map(|kv| {

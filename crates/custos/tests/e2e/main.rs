@@ -12,6 +12,7 @@ mod changes;
 mod cli;
 mod corrections;
 mod crash;
+mod deidentify;
 mod dicom_tls;
 mod dicomweb;
 mod disk_full;
