@@ -322,6 +322,23 @@ def main():
         page.wait_for_selector("[data-figure=checks]")
         page.screenshot(path=f"{args.shots}/status.png", full_page=True)
 
+        # De-identification from the study page: the ZIP, then a copy kept.
+        page.goto(f"{url}/#/study/{study}")
+        page.click("button:has-text('De-identify…')")
+        page.check("input[name=deid-retain-dates]")
+        page.fill("input[name=deid-description]", "Teaching file")
+        with page.expect_download() as dl:
+            page.click("a:has-text('Download de-identified ZIP')")
+        names = zipfile.ZipFile(dl.value.path()).namelist()
+        check(len(names) == SLICES and all(n.startswith("2.25.") for n in names), f"de-identified ZIP: {names}")
+        page.click("button:has-text('Keep a copy in the archive')")
+        copy = page.wait_for_selector("[data-deidentified]").get_attribute("data-deidentified")
+        check(copy.startswith("2.25.") and copy != study, f"de-identified copy {copy}")
+        page.screenshot(path=f"{args.shots}/deidentify.png")
+        page.click("[data-deidentified]")
+        page.wait_for_selector(".patient span:has-text('Teaching file')")
+        page.wait_for_selector(".patient h2:has-text('ANONYMOUS')")
+
         # On a 4K monitor the page scales its type up and still fits.
         page.set_viewport_size({"width": 3840, "height": 2160})
         page.goto(f"{url}/#/")

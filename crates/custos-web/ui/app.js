@@ -269,6 +269,41 @@ function correctForm(uid, study) {
   main.prepend(form);
 }
 
+// De-identification (PS3.15 Basic Profile and options): a ZIP to download,
+// or, with the store right, a copy kept in the archive as a new study.
+function deidentifyForm(uid) {
+  const options = [["retain-dates", "Keep dates, shifted per patient"], ["retain-patient-characteristics", "Keep sex, age, size, weight"], ["clean-descriptors", "Keep descriptions, cleaned of names and IDs"]];
+  const boxes = options.map(([name]) => el("input", { type: "checkbox", name: `deid-${name}` }));
+  const project = el("input", { name: "deid-project", value: "default", "aria-label": "Project" });
+  const description = el("input", { name: "deid-description", "aria-label": "New study description" });
+  const force = el("input", { type: "checkbox", name: "deid-force" });
+  const status = el("p", { role: "status" });
+  const params = () => {
+    const p = { options: options.filter((_, i) => boxes[i].checked).map(([n]) => n).join(","), project: project.value };
+    if (description.value) p.study_description = description.value;
+    if (force.checked) p.force = true;
+    return p;
+  };
+  const link = el("a", { download: "", text: "Download de-identified ZIP" });
+  const relink = () => { link.href = `/api/studies/${encodeURIComponent(uid)}/deidentified.zip?${new URLSearchParams(params())}`; };
+  relink();
+  const keep = el("button", { type: "button", text: "Keep a copy in the archive", on: { click: async () => {
+    status.textContent = "De-identifying…";
+    const r = await api(`/api/studies/${encodeURIComponent(uid)}/deidentify`, {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(params()),
+    });
+    const body = await r.json().catch(() => ({}));
+    if (r.ok) status.replaceChildren(`Kept as a new study of patient ${body.patient_id} (${body.instances} instances): `, el("a", { href: `#/study/${encodeURIComponent(body.study)}`, "data-deidentified": body.study, text: "open it" }));
+    else status.textContent = `Refused: ${body.error || r.status}`;
+  } } });
+  const form = el("form", { class: "filters deidentify", on: { change: relink, input: relink, submit: (e) => e.preventDefault() } },
+    ...options.map(([, label], i) => el("label", {}, boxes[i], label)),
+    el("label", {}, "Project", project), el("label", {}, "New description", description),
+    el("label", {}, force, "Despite burned-in annotation"),
+    link, may("store") ? keep : null, status);
+  main.prepend(form);
+}
+
 async function studyPage(uid) {
   main.replaceChildren(el("p", { class: "hint", text: "Loading the study…" }));
   const [studies, series] = await Promise.all([
@@ -292,6 +327,9 @@ async function studyPage(uid) {
     const send = await sendControl(api, uid);
     if (send) actions.push(send);
     actions.push(el("button", { type: "button", text: "Correct…", on: { click: () => correctForm(uid, study) } }));
+  }
+  if (may("deidentify")) {
+    actions.push(el("button", { type: "button", text: "De-identify…", on: { click: () => deidentifyForm(uid) } }));
   }
   if (may("delete")) actions.push(await protectControl(api, uid));
   if (may("delete")) {

@@ -38,6 +38,7 @@ fn a_radiologist_and_an_auditor_use_the_web_ui_in_chromium() {
         "admin",
         "jobs",
         "study-corrected",
+        "deidentify",
         "status",
         "audit",
         "audit-filtered",
