@@ -3,6 +3,7 @@
 
 use dicom_dictionary_std::tags;
 use dicom_object::OpenFileOptions;
+use dicom_object::file::ReadPreamble;
 use tracing::{debug, warn};
 
 use custos_core::record::StoredInstance;
@@ -114,8 +115,16 @@ impl<'a> Ingest<'a> {
         self.expected_study = Some(study_uid.to_string());
     }
 
-    /// Appends received bytes.
+    /// Appends received bytes. A Part 10 file that starts at `DICM`, without
+    /// its preamble, gets an empty one: stored files always have it, and the
+    /// parse insists on it, so that the length check (`lengths`) and
+    /// dicom-parser read the same bytes the same way (found by fuzzing: such
+    /// a file passed unchecked, and dicom-object's preamble detection then
+    /// parsed it).
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
+        if self.blob.size() == 0 && bytes.starts_with(b"DICM") {
+            self.blob.write(&[0u8; 128]).await?;
+        }
         Ok(self.blob.write(bytes).await?)
     }
 
@@ -150,6 +159,7 @@ impl<'a> Ingest<'a> {
                     let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
                     crate::lengths::check_part10(file).map_err(|e| e.to_string())?;
                     OpenFileOptions::new()
+                        .read_preamble(ReadPreamble::Always)
                         .read_until(tags::PIXEL_DATA)
                         .open_file(&path)
                         .map_err(|e| e.to_string())
@@ -286,10 +296,12 @@ impl<'a> Ingest<'a> {
 /// Instances held in memory up to this size are parsed on the async worker.
 const INLINE_PARSE: usize = 64 * 1024;
 
-/// Parses a Part 10 file in memory up to Pixel Data, lengths checked first.
+/// Parses a Part 10 file in memory up to Pixel Data, lengths checked first;
+/// only with its preamble, as `check_part10` reads it.
 pub(crate) fn parse_bytes(bytes: &[u8]) -> Result<dicom_object::DefaultDicomObject, String> {
     crate::lengths::check_part10(bytes).map_err(|e| e.to_string())?;
     OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Always)
         .read_until(tags::PIXEL_DATA)
         .from_reader(bytes)
         .map_err(|e| e.to_string())

@@ -563,6 +563,22 @@ mod tests {
     }
 
     #[test]
+    fn a_file_without_its_preamble_is_checked_like_any_other() {
+        // Found by `scripts/fuzz` (stored_file): starting at DICM, the file
+        // skipped this check (no preamble, "not Part 10") while dicom-object
+        // detected the missing preamble and parsed it, out of step, into a
+        // 2 GB zero-filled buffer. The parse now insists on the preamble
+        // (which `Ingest::write` adds), so the two read the same bytes.
+        let file = include_bytes!(
+            "../../../fuzz/regressions/stored_file/preamble-less-slow-parse-1436-bytes"
+        );
+        assert!(crate::ingest::parse_bytes(file).is_err());
+        let mut with_preamble = vec![0u8; 128];
+        with_preamble.extend_from_slice(file);
+        assert!(check_part10(with_preamble.as_slice()).is_err());
+    }
+
+    #[test]
     fn an_unknown_vr_is_refused() {
         // Found by `scripts/fuzz` (stored_file): (0002,0002) with VR "\0\0"
         // put dicom-object's meta reader out of step (seconds, gigabytes).

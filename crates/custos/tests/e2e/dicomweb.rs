@@ -314,6 +314,18 @@ fn stores_and_finds((data, server): (DataDir, Server)) {
         bad["body"]["00081198"]["Value"][0]["00081197"]["Value"][0],
         0xC000
     );
+
+    // A Part 10 file without its preamble (it starts at DICM) is stored
+    // with an empty one, and parsed as the length check reads it.
+    let ct = std::fs::read(pydicom_test_files().join("CT_small.dcm")).unwrap();
+    let bare = data.path.join("bare.dcm");
+    std::fs::write(&bare, &ct[128..]).unwrap();
+    let r = json_of(&web(&server, "up", PW_UP, &["raw-stow", bare.to_str().unwrap()]).success());
+    assert_eq!(r["status"], 200, "{r}");
+    let study = qido_study_of(&server, "PatientID=1CT1");
+    let got = getscu_study(&server, "STORESCU", &study, &data.path.join("get-bare"));
+    assert_eq!(got.len(), 1);
+    assert!(dataset_of(&std::fs::read(&got[0]).unwrap()) == dataset_of(&ct));
 }
 
 fn qido_study_of(server: &Server, filter: &str) -> String {

@@ -35,6 +35,7 @@ mod retention;
 mod robustness;
 mod routing;
 mod status;
+mod sustained;
 mod user_identity;
 mod web_security;
 mod workflow;
