@@ -63,6 +63,8 @@ pub enum LengthError {
     Misaligned { tag: Tag, declared: u32, unit: u32 },
     #[error("the file meta group length says {declared} bytes, its elements take {actual}")]
     MetaGroupLength { declared: u64, actual: u64 },
+    #[error("file meta element {tag} repeated or out of order")]
+    MetaOrder { tag: Tag },
     #[error("file meta element {tag} inside the data set")]
     MetaInDataSet { tag: Tag },
     #[error("element {tag} has no valid VR")]
@@ -243,6 +245,10 @@ pub fn check_part10<R: Read>(r: R) -> Result<(), LengthError> {
     // dicom-object trusts the group length, so the two must agree (found by
     // fuzzing: a longer one made it read the data set out of step).
     let (mut group_length, mut counted) = (None, 0u64);
+    // Each meta element once, in order: dicom-object takes the first of two
+    // group lengths, this walk the last (found by fuzzing: a repeated
+    // (0002,0000) declaring 1.3 GB).
+    let mut previous: Option<Tag> = None;
     let first_after_meta = loop {
         let mut t = [0u8; 4];
         match r.read(&mut t[..1])? {
@@ -262,6 +268,10 @@ pub fn check_part10<R: Read>(r: R) -> Result<(), LengthError> {
             }
             break t;
         }
+        if previous.is_some_and(|p| tag <= p) {
+            return Err(LengthError::MetaOrder { tag });
+        }
+        previous = Some(tag);
         let mut v = [0u8; 2];
         r.read_exact(&mut v)?;
         // An unknown VR code puts dicom-object's meta reader out of step
@@ -560,6 +570,17 @@ mod tests {
             check(odd.as_slice(), Encoding::IMPLICIT_LE, false),
             Err(LengthError::Misaligned { unit: 0, .. })
         ));
+    }
+
+    #[test]
+    fn a_repeated_meta_group_length_is_refused() {
+        let file =
+            include_bytes!("../../../fuzz/regressions/stored_file/repeated-meta-group-length");
+        assert!(matches!(
+            check_part10(file.as_slice()),
+            Err(LengthError::MetaOrder { .. })
+        ));
+        assert!(crate::ingest::parse_bytes(file).is_err());
     }
 
     #[test]
