@@ -88,9 +88,9 @@ fn mixed_load_with_a_hostile_address_short_form() {
         "every association of the known peers was accepted: {report}"
     );
     // Once the load is over, its connections close: no sockets or files leak.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let mut now = open_files(pid);
-    while now > before + 4 && std::time::Instant::now() < deadline {
+    while now > before + 10 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(500));
         now = open_files(pid);
     }
@@ -99,8 +99,8 @@ fn mixed_load_with_a_hostile_address_short_form() {
         report["open_files"]
     );
     assert!(
-        now <= before + 4,
-        "open files: {before} before the load, {now} a minute after it: {}",
+        now <= before + 10,
+        "open files: {before} before the load, {now} two minutes after it: {}",
         report["open_files"]
     );
     server.stop();
