@@ -107,10 +107,32 @@ impl Archive {
                 "the secret needs {MIN_SECRET} characters or more"
             )));
         }
+        // Sealed under the data folder's key: the index alone does not
+        // give the secret away.
+        let sealed = self
+            .secrets
+            .get()
+            .ok_or_else(|| WebhookError::Invalid("no secrets key is loaded".into()))?
+            .seal(secret)
+            .map_err(|e| WebhookError::Invalid(e.to_string()))?;
         Ok(self
             .index
-            .add_webhook(url, &events, secret, crate::routing::now())
+            .add_webhook(url, &events, &sealed, crate::routing::now())
             .await?)
+    }
+
+    /// The key that seals secrets kept in the index (`secrets.key`).
+    pub fn set_secret_box(&self, secrets: custos_tls::sealed::SecretBox) {
+        let _ = self.secrets.set(secrets);
+    }
+
+    /// A webhook's signing secret, unsealed.
+    pub fn webhook_secret(&self, hook: &Webhook) -> Result<String, String> {
+        self.secrets
+            .get()
+            .ok_or("no secrets key is loaded")?
+            .open(&hook.secret)
+            .map_err(|e| e.to_string())
     }
 
     pub async fn webhooks(&self) -> Result<Vec<Webhook>, IndexError> {

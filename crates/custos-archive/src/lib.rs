@@ -85,6 +85,7 @@ pub struct Archive {
     queued: tokio::sync::Notify,
     metrics: Arc<custos_core::metrics::Metrics>,
     deid: std::sync::OnceLock<(custos_core::deid::DeidKey, Vec<deidentify::SafePrivate>)>,
+    secrets: std::sync::OnceLock<custos_tls::sealed::SecretBox>,
 }
 
 impl Archive {
@@ -107,6 +108,7 @@ impl Archive {
             queued: tokio::sync::Notify::new(),
             metrics: Arc::new(custos_core::metrics::Metrics::new()),
             deid: std::sync::OnceLock::new(),
+            secrets: std::sync::OnceLock::new(),
         }
     }
 

@@ -2,12 +2,14 @@
 //! certificate authority and server certificate, made on first run so that TLS
 //! works with no set-up; peer certificates issued from it; the rustls
 //! configurations (TLS 1.2 and 1.3 only); and which CAs may issue client
-//! certificates ([`client_trust`]).
+//! certificates ([`client_trust`]); and secrets sealed at rest under the data
+//! folder's key ([`sealed`]).
 #![forbid(unsafe_code)]
 
 pub mod client_trust;
 pub mod database;
 pub mod error;
+pub mod sealed;
 
 pub use error::TlsError;
 

@@ -153,5 +153,8 @@ pub async fn open_archive(data: &Path, config: &Config) -> Result<Arc<Archive>> 
     let key = custos_archive::deidentify::load_key(data)
         .with_context(|| format!("the de-identification key in {}", data.display()))?;
     archive.set_deidentification(key, safe_private);
+    archive.set_secret_box(
+        custos_tls::sealed::SecretBox::open_or_create(data).context("the secrets key")?,
+    );
     Ok(archive)
 }

@@ -353,7 +353,14 @@ fn permissions(f: &mut Vec<Finding>, data: &Path, config: &Config, files: &custo
         // The audit chain's key too: whoever reads it can rewrite the trail.
         let audit_key = data.join(custos_archive::audit::KEY_FILE);
         let deid_key = data.join(custos_archive::deidentify::KEY_FILE);
-        for key in [&files.ca_key, &files.server_key, &audit_key, &deid_key] {
+        let secrets_key = data.join(custos_tls::sealed::KEY_FILE);
+        for key in [
+            &files.ca_key,
+            &files.server_key,
+            &audit_key,
+            &deid_key,
+            &secrets_key,
+        ] {
             if let Ok(m) = std::fs::metadata(key)
                 && m.permissions().mode() & 0o077 != 0
             {

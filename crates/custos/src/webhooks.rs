@@ -42,6 +42,8 @@ pub async fn deliver(
     archive
         .webhook_allowed(&hook.url)
         .map_err(Failure::Permanent)?;
+    // A node without the key that sealed it keeps the delivery waiting.
+    let secret = archive.webhook_secret(&hook).map_err(Failure::Transient)?;
     let body = serde_json::from_str::<serde_json::Value>(&job.payload).unwrap_or_default();
     let event = body["event"].as_str().unwrap_or_default().to_string();
     let delivery = format!("{}.{}", job.id, body["seq"].as_i64().unwrap_or_default());
@@ -52,7 +54,7 @@ pub async fn deliver(
         .header("x-custos-delivery", delivery)
         .header(
             "x-custos-signature",
-            signature(&hook.secret, job.payload.as_bytes()),
+            signature(&secret, job.payload.as_bytes()),
         )
         .body(job.payload.clone())
         .send()

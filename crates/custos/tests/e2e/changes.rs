@@ -101,6 +101,16 @@ fn feed_and_hooks(data: &DataDir) {
         listed.contains(&url) && !listed.contains(SECRET),
         "{listed}"
     );
+    // Sealed in the index (secrets.key): no file of the data folder, the
+    // SQLite index and its WAL included, holds the secret in clear.
+    for file in walk_files(&data.path) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "{} holds the webhook secret in clear",
+            file.display()
+        );
+    }
 
     let server = Server::process(data);
     // The API refuses hosts not configured, short secrets, other roles.
