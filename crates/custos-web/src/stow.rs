@@ -116,6 +116,16 @@ fn open_multipart(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<multer::Multipart<'static>, ApiError> {
+    let boundary = boundary_of(headers)?;
+    Ok(parts(
+        body.into_data_stream(),
+        boundary,
+        state.config.max_body_bytes,
+    ))
+}
+
+/// The multipart boundary of a STOW-RS request, or why it is refused.
+pub(crate) fn boundary_of(headers: &HeaderMap) -> Result<String, ApiError> {
     if let Some(enc) = headers.get(header::CONTENT_ENCODING)
         && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
     {
@@ -140,22 +150,24 @@ fn open_multipart(
             "only application/dicom parts are accepted (not the JSON/bulk data form)",
         ));
     }
-    let boundary = range
+    Ok(range
         .param("boundary")
         .filter(|b| !b.is_empty() && b.len() <= 200)
         .ok_or_else(|| ApiError::bad_request("the multipart boundary is missing"))?
-        .to_string();
-    let limit = state.config.max_body_bytes;
+        .to_string())
+}
+
+/// The parts of a body, each and all of them at most `limit` bytes.
+pub(crate) fn parts<S>(stream: S, boundary: String, limit: u64) -> multer::Multipart<'static>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, axum::Error>> + Send + 'static,
+{
     let constraints = multer::Constraints::new().size_limit(
         multer::SizeLimit::new()
             .whole_stream(limit)
             .per_field(limit),
     );
-    Ok(multer::Multipart::with_constraints(
-        body.into_data_stream(),
-        boundary,
-        constraints,
-    ))
+    multer::Multipart::with_constraints(stream, boundary, constraints)
 }
 
 type Stored = Result<(Received, StoreOutcome), IngestError>;
