@@ -524,10 +524,13 @@ def cmd_crash_load(args):
                     "Content-Type": 'multipart/related; type="application/dicom"; boundary=b0undary',
                     "Accept": "application/dicom+json"})
                 ok = r.status_code == 200
-            except Exception:
-                ok = False
+                why = "HTTP %d %s" % (r.status_code, r.text[:200])
+            except Exception as e:
+                ok, why = False, repr(e)
             with lock:
                 counts["stow_ok" if ok else "stow_failed"] += 1
+                if not ok and counts["stow_failed"] <= 5:
+                    print("crash-load: STOW-RS failed:", why, file=sys.stderr, flush=True)
                 if ok:
                     ack.write(uid + "\n")
                     ack.flush()

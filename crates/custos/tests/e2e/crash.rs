@@ -71,9 +71,21 @@ fn crash_load(
         .arg("--workdir")
         .arg(work)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(work.with_extension("log")).expect("the load's log"))
         .spawn()
         .expect("start the crash load")
+}
+
+/// What the last crash load wrote on stderr (its tail).
+fn load_log(work: &std::path::Path) -> String {
+    let log = std::fs::read_to_string(work.join("s").with_extension("log")).unwrap_or_default();
+    log.chars()
+        .rev()
+        .take(3000)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect()
 }
 
 fn trials(data: DataDir, env: &[(&str, &str)], label: &str) {
@@ -93,7 +105,21 @@ fn trials(data: DataDir, env: &[(&str, &str)], label: &str) {
         let options = ["--seconds", "60", "--reconnect"];
         let mut ingest = start_ingest_with(&server, &acked, &work.join("i"), 5, &options);
         let mut load = crash_load(&server, &stowed, &work.join("s"), move_port);
-        std::thread::sleep(Duration::from_millis(moments.next_ms(200, 2500)));
+        // Kill at a random moment once both loads are running: on a busy
+        // 2-core machine Python and its imports alone can take seconds.
+        let started = Instant::now();
+        while (acked_count(&acked) == 0 || acked_count(&stowed) == 0)
+            && started.elapsed() < Duration::from_secs(60)
+        {
+            if let Ok(Some(status)) = load.try_wait() {
+                panic!(
+                    "{label}: the crash load exited ({status}): {}",
+                    load_log(&work)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(moments.next_ms(0, 2500)));
         server.kill9();
         let _ = ingest.kill();
         let _ = load.kill();
@@ -130,7 +156,8 @@ fn trials(data: DataDir, env: &[(&str, &str)], label: &str) {
     }
     assert!(
         by_stow > 0,
-        "{label}: no STOW-RS was acknowledged: the load did not run"
+        "{label}: no STOW-RS was acknowledged: the load did not run: {}",
+        load_log(&work)
     );
     assert!(server.stop());
     data.cli(&["audit", "verify"]).success();
