@@ -403,6 +403,8 @@ def cmd_worklist(args):
 
 
 def write_instance(path, **attrs):
+    # "_pixel_bytes": N makes an image of N bytes (a multiple of 4096) instead of 64.
+    pixel_bytes = attrs.pop("_pixel_bytes", None)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = attrs.get("SOPInstanceUID") or generate_uid()
@@ -423,6 +425,10 @@ def write_instance(path, **attrs):
     ds.HighBit = 7
     ds.PixelRepresentation = 0
     ds.PixelData = bytes(range(64))
+    if pixel_bytes:
+        ds.Columns = 4096
+        ds.Rows = pixel_bytes // 4096
+        ds.PixelData = (bytes(range(251)) * (pixel_bytes // 251 + 1))[:ds.Rows * 4096]
     ds.save_as(path, enforce_file_format=True)
 
 

@@ -2,6 +2,7 @@
 //! case), or re-encoded into another uncompressed transfer syntax when the
 //! receiver does not accept the stored one.
 
+use bytes::Bytes;
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
@@ -31,16 +32,28 @@ pub enum RetrieveError {
     },
 }
 
-/// The data set of a stored instance (no preamble, no file meta), read in chunks.
+/// The data set of a stored instance (no preamble, no file meta): held whole
+/// when the instance is small enough, otherwise read in blocks.
 pub struct DatasetStream {
-    buf: Vec<u8>,
+    source: Source,
     pos: usize,
-    reader: Reader,
-    done: bool,
+}
+
+enum Source {
+    Whole(Bytes),
+    Blocks {
+        buf: Vec<u8>,
+        reader: Reader,
+        done: bool,
+    },
 }
 
 /// Bytes read from the store at a time (few blocking reads, bounded memory).
 const READ_BLOCK: usize = 1 << 20;
+
+/// Stored instances up to this size are read whole, in one read into the
+/// buffer that goes to the peer (larger ones stream in blocks).
+const WHOLE_READ_MAX: u64 = 8 << 20;
 
 impl DatasetStream {
     /// Up to `max` next bytes, and whether they are the last (an empty data
@@ -49,27 +62,39 @@ impl DatasetStream {
     /// pieces; DIMSE fragments must stay even). Borrowed, so the bytes go from
     /// this buffer to the socket without another copy.
     pub async fn next_chunk(&mut self, max: usize) -> Result<(&[u8], bool), std::io::Error> {
-        // More than `max` must be buffered (or the end seen) to know whether
-        // this chunk is the last.
-        if self.buf.len() - self.pos <= max && !self.done {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-            let want = READ_BLOCK.max(max + 1);
-            self.buf.reserve(want.saturating_sub(self.buf.len()));
-            while self.buf.len() < want {
-                // Into the spare capacity: no zero-filling first.
-                if self.reader.read_buf(&mut self.buf).await? == 0 {
-                    self.done = true;
-                    break;
+        let (buf, done): (&[u8], bool) = match &mut self.source {
+            Source::Whole(bytes) => (&bytes[..], true),
+            Source::Blocks { buf, reader, done } => {
+                // More than `max` must be buffered (or the end seen) to know
+                // whether this chunk is the last.
+                if buf.len() - self.pos <= max && !*done {
+                    buf.drain(..self.pos);
+                    self.pos = 0;
+                    let want = READ_BLOCK.max(max + 1);
+                    buf.reserve(want.saturating_sub(buf.len()));
+                    while buf.len() < want {
+                        // Into the spare capacity: no zero-filling first.
+                        if reader.read_buf(buf).await? == 0 {
+                            *done = true;
+                            break;
+                        }
+                    }
                 }
+                (&buf[..], *done)
             }
-        }
-        let take = (self.buf.len() - self.pos).min(max);
+        };
+        let take = (buf.len() - self.pos).min(max);
         let start = self.pos;
         self.pos += take;
-        let last = self.done && self.pos == self.buf.len();
-        Ok((&self.buf[start..self.pos], last))
+        let last = done && self.pos == buf.len();
+        Ok((&buf[start..self.pos], last))
     }
+}
+
+/// A stored Part 10 file as WADO returns it: whole when small enough.
+pub enum StoredFile {
+    Whole(Bytes),
+    Stream(Reader),
 }
 
 /// Whether a stored transfer syntax can be converted to an uncompressed one:
@@ -89,6 +114,21 @@ impl Archive {
     /// Opens the whole stored Part 10 file of `instance` (WADO returns it as is).
     pub async fn open_file(&self, instance: &StoredInstance) -> Result<Reader, RetrieveError> {
         Ok(self.store.open(&instance.blob_key).await?)
+    }
+
+    /// The whole stored Part 10 file of `instance`: in one read when it is
+    /// small enough to hold, else as a reader.
+    pub async fn stored_file(
+        &self,
+        instance: &StoredInstance,
+    ) -> Result<StoredFile, RetrieveError> {
+        if instance.size <= WHOLE_READ_MAX {
+            Ok(StoredFile::Whole(
+                self.store.read(&instance.blob_key).await?,
+            ))
+        } else {
+            Ok(StoredFile::Stream(self.open_file(instance).await?))
+        }
     }
 
     /// Parses a stored instance: with `header_only`, everything before Pixel
@@ -155,16 +195,28 @@ impl Archive {
         &self,
         instance: &StoredInstance,
     ) -> Result<DatasetStream, RetrieveError> {
+        if instance.size <= WHOLE_READ_MAX {
+            let whole = self.store.read(&instance.blob_key).await?;
+            let Some(offset) = dataset_offset(&whole) else {
+                return Err(RetrieveError::Corrupt(instance.sop_instance_uid.clone()));
+            };
+            return Ok(DatasetStream {
+                source: Source::Whole(whole),
+                pos: offset,
+            });
+        }
         let mut reader = self.store.open(&instance.blob_key).await?;
         let mut head = Vec::with_capacity(8192);
         loop {
             if let Some(offset) = dataset_offset(&head) {
                 let buf = head.split_off(offset);
                 return Ok(DatasetStream {
-                    buf,
+                    source: Source::Blocks {
+                        buf,
+                        reader,
+                        done: false,
+                    },
                     pos: 0,
-                    reader,
-                    done: false,
                 });
             }
             let mut buf = [0u8; 4096];
@@ -290,14 +342,16 @@ mod tests {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         // 3,363 bytes left over from reading the file meta (odd), the rest trickling.
         let mut stream = DatasetStream {
-            buf: data[..3363].to_vec(),
+            source: Source::Blocks {
+                buf: data[..3363].to_vec(),
+                reader: Box::new(Trickle {
+                    data: data[3363..].to_vec(),
+                    pos: 0,
+                    step: 3,
+                }),
+                done: false,
+            },
             pos: 0,
-            reader: Box::new(Trickle {
-                data: data[3363..].to_vec(),
-                pos: 0,
-                step: 3,
-            }),
-            done: false,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -322,13 +376,26 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        for len in [0usize, 1, 16_372, 2 * 16_372, READ_BLOCK, READ_BLOCK + 1] {
+        let lens = [0usize, 1, 16_372, 2 * 16_372, READ_BLOCK, READ_BLOCK + 1];
+        for (len, whole) in lens.into_iter().flat_map(|n| [(n, false), (n, true)]) {
             let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
-            let mut stream = DatasetStream {
-                buf: Vec::new(),
-                pos: 0,
-                reader: Box::new(std::io::Cursor::new(data.clone())),
-                done: false,
+            // Held whole (after 132 bytes of preamble and meta), or read in blocks.
+            let mut stream = if whole {
+                let mut file = vec![7u8; 132];
+                file.extend_from_slice(&data);
+                DatasetStream {
+                    source: Source::Whole(file.into()),
+                    pos: 132,
+                }
+            } else {
+                DatasetStream {
+                    source: Source::Blocks {
+                        buf: Vec::new(),
+                        reader: Box::new(std::io::Cursor::new(data.clone())),
+                        done: false,
+                    },
+                    pos: 0,
+                }
             };
             let (mut out, mut chunks) = (Vec::new(), 0);
             loop {
@@ -340,7 +407,7 @@ mod tests {
                 }
                 assert_eq!(chunk.len(), 16_372, "only the last chunk may be short");
             }
-            assert_eq!(out, data, "{len} bytes");
+            assert_eq!(out, data, "{len} bytes, whole: {whole}");
             assert_eq!(
                 chunks,
                 len.div_ceil(16_372).max(1),

@@ -188,6 +188,29 @@ impl BlobStore for FsStore {
         }
     }
 
+    async fn read(&self, key: &str) -> Result<bytes::Bytes, StoreError> {
+        if let Some(pk) = PackKey::parse(key) {
+            return self.packs.read_bytes(key, &pk).await;
+        }
+        let path = self.path_of(key)?;
+        // std::fs::read sizes its buffer from the file's length: one
+        // allocation, read straight into it.
+        match tokio::task::spawn_blocking(move || std::fs::read(path))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+        {
+            Ok(bytes) => Ok(bytes.into()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::NotFound { key: key.into() })
+            }
+            Err(source) => Err(StoreError::Read {
+                key: key.into(),
+                source,
+            }),
+        }
+    }
+
     fn local_path(&self, key: &str) -> Option<PathBuf> {
         self.path_of(key).ok()
     }

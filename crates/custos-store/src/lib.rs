@@ -58,6 +58,12 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Opens a committed blob for reading.
     async fn open(&self, key: &str) -> Result<Reader, StoreError>;
 
+    /// A committed blob's bytes, whole, in one read: for blobs the caller
+    /// knows to be small enough to hold (retrieval reads instances up to a
+    /// few MiB this way: one read into the buffer that goes to the socket,
+    /// instead of chunks copied through `open`'s reader).
+    async fn read(&self, key: &str) -> Result<bytes::Bytes, StoreError>;
+
     /// A local file holding the blob, when the store has one (seekable access).
     fn local_path(&self, key: &str) -> Option<PathBuf>;
 

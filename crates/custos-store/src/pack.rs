@@ -183,6 +183,16 @@ impl Packs {
     /// header and the bytes come in one positional read on one blocking
     /// thread, instead of an async file's hop per seek and per read.
     pub(crate) async fn read(&self, key: &str, pk: &PackKey) -> Result<Reader, StoreError> {
+        let bytes = self.read_bytes(key, pk).await?;
+        Ok(Box::new(io::Cursor::new(bytes)))
+    }
+
+    /// A record's blob bytes (after its header), checked live and whole.
+    pub(crate) async fn read_bytes(
+        &self,
+        key: &str,
+        pk: &PackKey,
+    ) -> Result<bytes::Bytes, StoreError> {
         let path = self.path(&pk.segment);
         let (offset, len) = (pk.offset, pk.len);
         let read = tokio::task::spawn_blocking(move || -> io::Result<Option<Vec<u8>>> {
@@ -210,11 +220,7 @@ impl Packs {
         .map_err(io::Error::other);
         let not_found = || StoreError::NotFound { key: key.into() };
         match read.and_then(|r| r) {
-            Ok(Some(buf)) => {
-                let mut cursor = io::Cursor::new(buf);
-                cursor.set_position(HEADER);
-                Ok(Box::new(cursor))
-            }
+            Ok(Some(buf)) => Ok(bytes::Bytes::from(buf).slice(HEADER as usize..)),
             Ok(None) => Err(not_found()),
             Err(e) if e.kind() == ErrorKind::NotFound => Err(not_found()),
             Err(source) => Err(StoreError::Read {

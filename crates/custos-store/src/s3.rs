@@ -238,6 +238,24 @@ impl BlobStore for S3Store {
         }
     }
 
+    async fn read(&self, key: &str) -> Result<bytes::Bytes, StoreError> {
+        let object = self.object(key)?;
+        let got = match self.store.get(&object).await {
+            Ok(result) => result.bytes().await,
+            Err(e) => Err(e),
+        };
+        match got {
+            Ok(bytes) => Ok(bytes),
+            Err(object_store::Error::NotFound { .. }) => {
+                Err(StoreError::NotFound { key: key.into() })
+            }
+            Err(e) => Err(StoreError::Read {
+                key: key.into(),
+                source: s3_err(e),
+            }),
+        }
+    }
+
     fn local_path(&self, _key: &str) -> Option<PathBuf> {
         None
     }

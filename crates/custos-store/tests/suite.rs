@@ -82,9 +82,14 @@ async fn stage_commit_read_delete(store: Store) {
     );
     let key = store.commit(blob).await.unwrap();
     assert_eq!(read_all(&store, &key).await, b"hello world");
+    assert_eq!(&store.read(&key).await.unwrap()[..], b"hello world");
     store.delete(&key).await.unwrap();
     assert!(matches!(
         store.open(&key).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.read(&key).await,
         Err(StoreError::NotFound { .. })
     ));
     store.delete(&key).await.unwrap(); // deleting twice is fine
@@ -103,6 +108,7 @@ async fn large_blobs_stream(store: Store) {
     let back = read_all(&store, &key).await;
     assert_eq!(back.len(), 40 << 20);
     assert!(back.chunks(1 << 20).all(|c| c == chunk.as_slice()));
+    assert_eq!(&store.read(&key).await.unwrap()[..], &back[..]);
 }
 
 async fn abandoned_blobs_leave_nothing(store: Store) {
@@ -124,6 +130,10 @@ async fn hostile_keys_are_refused(store: Store) {
     ] {
         assert!(
             matches!(store.open(key).await, Err(StoreError::BadKey(_))),
+            "{key}"
+        );
+        assert!(
+            matches!(store.read(key).await, Err(StoreError::BadKey(_))),
             "{key}"
         );
         assert!(
@@ -176,6 +186,7 @@ async fn packed_blobs_outlive_the_process_that_wrote_them() {
     let second: Store = Arc::new(FsStore::open(&root).unwrap());
     for (i, key) in keys.iter().enumerate() {
         assert_eq!(read_all(&second, key).await, vec![i as u8; 5000]);
+        assert_eq!(second.read(key).await.unwrap(), vec![i as u8; 5000]);
     }
     let mut blob = second.stage().await.unwrap();
     blob.write(b"new").await.unwrap();

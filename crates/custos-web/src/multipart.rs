@@ -14,9 +14,13 @@ const CHUNK: usize = 256 << 10;
 
 /// One part: its content type and where its bytes come from.
 pub enum Part {
-    Bytes(Vec<u8>),
+    Bytes(Bytes),
     Reader(custos_store::Reader),
 }
+
+/// Parts made ahead of the one being sent: the next instance is read from
+/// the store while this one goes out.
+const AHEAD: usize = 2;
 
 pub type PartSource = std::pin::Pin<Box<dyn Future<Output = Result<Part, String>> + Send>>;
 
@@ -29,8 +33,10 @@ pub fn response(media: &str, part_type: &str, parts: Vec<PartSource>) -> Respons
     let head = format!("--{boundary}\r\nContent-Type: {part_type}\r\n\r\n");
     let tail = format!("--{boundary}--\r\n");
     tokio::spawn(async move {
-        for source in parts {
-            let part = match source.await {
+        use futures_util::StreamExt;
+        let mut parts = futures_util::stream::iter(parts).buffered(AHEAD);
+        while let Some(part) = parts.next().await {
+            let part = match part {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(error = %e, "aborting a multipart response");
@@ -43,7 +49,7 @@ pub fn response(media: &str, part_type: &str, parts: Vec<PartSource>) -> Respons
             }
             match part {
                 Part::Bytes(b) => {
-                    if tx.send(Ok(Bytes::from(b))).await.is_err() {
+                    if tx.send(Ok(b)).await.is_err() {
                         return;
                     }
                 }

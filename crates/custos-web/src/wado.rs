@@ -8,8 +8,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use custos_archive::can_transcode;
 use custos_archive::view::{FrameSelection, RenderOptions};
+use custos_archive::{StoredFile, can_transcode};
 use custos_core::query::{Key, Level, Matcher, Query};
 use custos_core::record::StoredInstance;
 use custos_core::{Action, Principal};
@@ -203,15 +203,15 @@ async fn retrieve(
             let archive = state.archive.clone();
             Box::pin(async move {
                 match ts {
-                    None => archive
-                        .open_file(&inst)
-                        .await
-                        .map(Part::Reader)
-                        .map_err(|e| e.to_string()),
+                    None => match archive.stored_file(&inst).await {
+                        Ok(StoredFile::Whole(b)) => Ok(Part::Bytes(b)),
+                        Ok(StoredFile::Stream(r)) => Ok(Part::Reader(r)),
+                        Err(e) => Err(e.to_string()),
+                    },
                     Some(ts) => archive
                         .transcoded_file(&inst, &ts)
                         .await
-                        .map(Part::Bytes)
+                        .map(|b| Part::Bytes(b.into()))
                         .map_err(|e| e.to_string()),
                 }
             }) as PartSource
@@ -336,7 +336,7 @@ async fn frames_response(
     let parts: Vec<PartSource> = frames
         .data
         .into_iter()
-        .map(|b| Box::pin(async move { Ok(Part::Bytes(b)) }) as PartSource)
+        .map(|b| Box::pin(async move { Ok(Part::Bytes(b.into())) }) as PartSource)
         .collect();
     Ok(multipart::response(&frames.media, &frames.part_type, parts))
 }
@@ -412,7 +412,7 @@ pub async fn bulkdata(
     if single_part {
         return Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response());
     }
-    let part: PartSource = Box::pin(async move { Ok(Part::Bytes(bytes)) });
+    let part: PartSource = Box::pin(async move { Ok(Part::Bytes(bytes.into())) });
     Ok(multipart::response(
         "application/octet-stream",
         "application/octet-stream",
@@ -513,10 +513,12 @@ pub async fn wado_uri(
         let inst = &set[0];
         let wanted = get("transferSyntax");
         let body = match plan(inst, wanted.as_deref())? {
-            None => {
-                let reader = state.archive.open_file(inst).await?;
-                axum::body::Body::from_stream(tokio_util_stream(reader))
-            }
+            None => match state.archive.stored_file(inst).await? {
+                StoredFile::Whole(bytes) => axum::body::Body::from(bytes),
+                StoredFile::Stream(reader) => {
+                    axum::body::Body::from_stream(tokio_util_stream(reader))
+                }
+            },
             Some(ts) => axum::body::Body::from(
                 state
                     .archive

@@ -116,21 +116,7 @@ fn a_study_downloads_as_a_zip_whose_dicomdir_pydicom_reads() {
     );
 
     // The bytes are the stored bytes, as WADO-RS hands them out.
-    let wado = json_of(
-        &web(
-            &server,
-            "rad",
-            PW_RAD,
-            &[
-                "raw-get",
-                "--path",
-                &format!("/dicom-web/studies/{study}"),
-                "--out",
-                out.join("wado").to_str().unwrap(),
-            ],
-        )
-        .success(),
-    );
+    let wado = wado_study_parts(&server, "rad", PW_RAD, study, &out.join("wado"));
     let wado_hashes: BTreeSet<&str> = wado["parts"]
         .as_array()
         .unwrap()

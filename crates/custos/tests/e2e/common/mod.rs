@@ -226,6 +226,28 @@ pub fn web_requests(server: &Server, spec: serde_json::Value) -> Vec<serde_json:
 }
 
 /// Parses a script's JSON output, failing with its stderr if it has none.
+/// A study by WADO-RS through web.py's raw-get (each part written to
+/// `out`-N): status, content type and each part's length and SHA-256.
+pub fn wado_study_parts(
+    server: &Server,
+    user: &str,
+    password: &str,
+    study: &str,
+    out: &Path,
+) -> serde_json::Value {
+    let path = format!("/dicom-web/studies/{study}");
+    let args = ["raw-get", "--path", &path, "--out", out.to_str().unwrap()];
+    json_of(&web(server, user, password, &args).success())
+}
+
+/// Lower-case hex SHA-256, as web.py reports parts.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    <sha2::Sha256 as sha2::Digest>::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 pub fn json_of(run: &Run) -> serde_json::Value {
     serde_json::from_str(&run.stdout())
         .unwrap_or_else(|e| panic!("no JSON ({e}): {}\n{}", run.stdout(), run.stderr()))
