@@ -42,7 +42,7 @@ use std::sync::Arc;
 
 use custos_core::query::{Query, Row};
 use custos_core::record::StoredInstance;
-use custos_index::{AuditLog, Index, IndexError, PeerDirectory, Registry};
+use custos_index::{AuditLog, Index, IndexError, PeerDirectory, Registry, RowStream};
 use custos_store::BlobStore;
 
 /// What to do when a SOP Instance UID arrives again with different bytes.
@@ -245,6 +245,11 @@ impl Archive {
 
     pub async fn find(&self, query: Query) -> Result<Vec<Row>, IndexError> {
         self.index.find(query).await
+    }
+
+    /// Matches as the index's cursor reads them (see `InstanceIndex::find_stream`).
+    pub async fn find_stream(&self, query: Query) -> Result<RowStream, IndexError> {
+        self.index.find_stream(query).await
     }
 
     /// The stored instances a retrieve request selects, read page by page;

@@ -474,28 +474,45 @@ impl Association {
         );
         e.detail = format!("C-FIND {}", e.name_query(&ident.query));
         self.archive.audit(e).await;
-        let rows = match self.archive.find(ident.query).await {
+        let failed = |cmd: &Command| {
+            let mut r = cmd.response(field::C_FIND_RSP, status::CANNOT_UNDERSTAND);
+            r.error_comment = Some("query failed".into());
+            r
+        };
+        let mut rows = match self.archive.find_stream(ident.query).await {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "C-FIND failed");
-                let mut r = cmd.response(field::C_FIND_RSP, status::CANNOT_UNDERSTAND);
-                r.error_comment = Some("query failed".into());
-                return send_message(&mut self.assoc, pc, &r, None).await;
+                return send_message(&mut self.assoc, pc, &failed(cmd), None).await;
             }
         };
         let ts = TransferSyntaxRegistry
             .get(ts_uid)
             .expect("checked when parsing the identifier");
-        let matches = rows
-            .iter()
-            .map(|row| identifier::response(row, level, &ident.requested, &self.config.ae_title))
-            .collect::<Vec<_>>();
-        self.send_find_matches(pc, cmd, matches, ts).await
+        // Each match goes out as the index reads it.
+        let (cap, mut sent) = (self.config.max_find_results, 0);
+        while let Some(row) = rows.recv().await {
+            let row = match row {
+                Ok(row) => row,
+                Err(e) => {
+                    warn!(error = %e, "C-FIND failed");
+                    return send_message(&mut self.assoc, pc, &failed(cmd), None).await;
+                }
+            };
+            if sent == cap {
+                return self.end_find(pc, cmd, true).await;
+            }
+            sent += 1;
+            let obj = identifier::response(&row, level, &ident.requested, &self.config.ae_title);
+            if !self.send_find_match(pc, cmd, &obj, ts).await? {
+                return Ok(());
+            }
+        }
+        self.end_find(pc, cmd, false).await
     }
 
     /// Sends each match (at most `max_find_results`) as a pending C-FIND
-    /// response, stopping at a C-CANCEL, then the final status: success, or
-    /// A700 when there were more matches than that.
+    /// response, stopping at a C-CANCEL, then the final status.
     pub(crate) async fn send_find_matches(
         &mut self,
         pc: u8,
@@ -505,21 +522,44 @@ impl Association {
     ) -> Result<(), LinkError> {
         let cap = self.config.max_find_results;
         for obj in matches.iter().take(cap) {
-            if self.cancel_requested(cmd.message_id).await? {
-                let r = cmd.response(field::C_FIND_RSP, status::CANCEL);
-                return send_message(&mut self.assoc, pc, &r, None).await;
+            if !self.send_find_match(pc, cmd, obj, ts).await? {
+                return Ok(());
             }
-            let mut data = Vec::new();
-            if let Err(e) = obj.write_dataset_with_ts(&mut data, ts) {
-                warn!(error = %e, "cannot encode a C-FIND match; skipped");
-                continue;
-            }
-            let mut r = cmd.response(field::C_FIND_RSP, status::PENDING);
-            r.has_data_set = true;
-            send_message(&mut self.assoc, pc, &r, Some(&data)).await?;
         }
+        self.end_find(pc, cmd, matches.len() > cap).await
+    }
+
+    /// One match as a pending C-FIND response; `false` when the peer had
+    /// cancelled (then the cancel status has been sent instead).
+    async fn send_find_match(
+        &mut self,
+        pc: u8,
+        cmd: &Command,
+        obj: &InMemDicomObject,
+        ts: &dicom_encoding::TransferSyntax,
+    ) -> Result<bool, LinkError> {
+        if self.cancel_requested(cmd.message_id).await? {
+            let r = cmd.response(field::C_FIND_RSP, status::CANCEL);
+            send_message(&mut self.assoc, pc, &r, None).await?;
+            return Ok(false);
+        }
+        let mut data = Vec::new();
+        if let Err(e) = obj.write_dataset_with_ts(&mut data, ts) {
+            warn!(error = %e, "cannot encode a C-FIND match; skipped");
+            return Ok(true);
+        }
+        let mut r = cmd.response(field::C_FIND_RSP, status::PENDING);
+        r.has_data_set = true;
+        send_message(&mut self.assoc, pc, &r, Some(&data)).await?;
+        Ok(true)
+    }
+
+    /// The final C-FIND status: success, or A700 when there were more
+    /// matches than `max_find_results`.
+    async fn end_find(&mut self, pc: u8, cmd: &Command, more: bool) -> Result<(), LinkError> {
         let mut done = cmd.response(field::C_FIND_RSP, status::SUCCESS);
-        if matches.len() > cap {
+        if more {
+            let cap = self.config.max_find_results;
             info!(calling = self.peer_ae(), cap, "C-FIND result cap reached");
             done.status = Some(status::OUT_OF_RESOURCES);
             done.error_comment = Some(format!("more than {cap} matches; refine the query"));

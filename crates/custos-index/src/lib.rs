@@ -98,6 +98,12 @@ pub struct InstanceKind {
     pub count: u64,
 }
 
+/// Query matches as a database cursor yields them.
+pub type RowStream = tokio::sync::mpsc::Receiver<Result<Row, IndexError>>;
+
+/// Rows a cursor reads ahead of its consumer.
+const ROWS_AHEAD: usize = 64;
+
 /// What is stored and where: instances, queries over them, deletion.
 #[async_trait]
 pub trait InstanceIndex: Send + Sync + 'static {
@@ -109,8 +115,22 @@ pub trait InstanceIndex: Send + Sync + 'static {
         replace: bool,
     ) -> Result<InsertOutcome, IndexError>;
 
-    /// Matches at the query's level; one row per patient, study, series or instance.
-    async fn find(&self, query: Query) -> Result<Vec<Row>, IndexError>;
+    /// Matches at the query's level (one row per patient, study, series or
+    /// instance), handed over as the database's cursor reads them, a few
+    /// rows ahead of the caller: a C-FIND sends its first match before the
+    /// last is read, and never holds them all. Dropping the stream stops
+    /// the read. A query that fails does so as an `Err` row.
+    async fn find_stream(&self, query: Query) -> Result<RowStream, IndexError>;
+
+    /// Every match at the query's level (bounded by its limit).
+    async fn find(&self, query: Query) -> Result<Vec<Row>, IndexError> {
+        let mut stream = self.find_stream(query).await?;
+        let mut rows = Vec::new();
+        while let Some(row) = stream.recv().await {
+            rows.push(row?);
+        }
+        Ok(rows)
+    }
 
     /// The stored instances under everything the query matches, in index
     /// order after position `after` (0: from the start), at most `limit`,

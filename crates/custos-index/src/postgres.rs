@@ -11,7 +11,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row as PgRow};
 
 use custos_core::audit::{AuditKey, AuditRecord, AuditSearch, GENESIS};
-use custos_core::query::{Query, Row};
+use custos_core::query::Query;
 use custos_core::record::{InstanceRecord, StoredInstance};
 use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
 
@@ -20,8 +20,8 @@ use crate::sql_query::{
 };
 use crate::statements::{self, InsertPlan, STORED_COLUMNS, TOKEN_COLUMNS, USER_COLUMNS};
 use crate::{
-    AuditLog, IndexError, InsertOutcome, InstanceIndex, InstanceKind, PeerDirectory, Registry,
-    STATISTICS_SQL, Statistics,
+    AuditLog, IndexError, InsertOutcome, InstanceIndex, InstanceKind, PeerDirectory, ROWS_AHEAD,
+    Registry, RowStream, STATISTICS_SQL, Statistics,
 };
 
 pub struct PgIndex {
@@ -376,20 +376,38 @@ impl InstanceIndex for PgIndex {
         Ok(outcome)
     }
 
-    async fn find(&self, query: Query) -> Result<Vec<Row>, IndexError> {
+    async fn find_stream(&self, query: Query) -> Result<RowStream, IndexError> {
         let (sql, params, keys) =
             find_sql(&query, Dialect::Postgres).map_err(IndexError::BadQuery)?;
         let client = self.pool.get().await.map_err(pool_err)?;
-        let rows = client.query(&sql, &bind(&params)).await.map_err(pg)?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                keys.iter()
-                    .enumerate()
-                    .map(|(i, k)| (*k, text_at(r, i)))
-                    .collect()
-            })
-            .collect())
+        let (tx, rx) = tokio::sync::mpsc::channel(ROWS_AHEAD);
+        // The connection stays with the read until the last row is handed
+        // over or the consumer goes away (tokio-postgres then discards the
+        // rest before the pool lends the connection again).
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let rows = match client.query_raw(&sql, bind(&params)).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let _ = tx.send(Err(pg(e))).await;
+                    return;
+                }
+            };
+            let mut rows = std::pin::pin!(rows);
+            while let Some(r) = rows.next().await {
+                let row = r.map(|r| {
+                    keys.iter()
+                        .enumerate()
+                        .map(|(i, k)| (*k, text_at(&r, i)))
+                        .collect()
+                });
+                let failed = row.is_err();
+                if tx.send(row.map_err(pg)).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
     }
 
     async fn instance_page(

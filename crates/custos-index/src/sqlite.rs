@@ -19,8 +19,8 @@ use crate::sql_query::{
 };
 use crate::statements::{self, InsertPlan, TOKEN_COLUMNS, USER_COLUMNS};
 use crate::{
-    AuditLog, IndexError, InsertOutcome, InstanceIndex, InstanceKind, PeerDirectory, Registry,
-    STATISTICS_SQL, Statistics,
+    AuditLog, IndexError, InsertOutcome, InstanceIndex, InstanceKind, PeerDirectory, ROWS_AHEAD,
+    Registry, RowStream, STATISTICS_SQL, Statistics,
 };
 
 /// Most inserts folded into one transaction.
@@ -201,6 +201,16 @@ impl SqliteIndex {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
     ) -> Result<T, IndexError> {
+        self.spawn_read(f)
+            .await
+            .map_err(|e| IndexError::Corrupt(format!("reader task failed: {e}")))?
+    }
+
+    /// `f` with a pooled read-only connection on a blocking thread.
+    fn spawn_read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, IndexError> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<T, IndexError>> {
         let pool = self.readers.clone();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
@@ -217,8 +227,6 @@ impl SqliteIndex {
             }
             result
         })
-        .await
-        .map_err(|e| IndexError::Corrupt(format!("reader task failed: {e}")))?
     }
 }
 
@@ -474,21 +482,36 @@ impl InstanceIndex for SqliteIndex {
         rx.await.map_err(|_| IndexError::WriterGone)?
     }
 
-    async fn find(&self, query: Query) -> Result<Vec<Row>, IndexError> {
+    async fn find_stream(&self, query: Query) -> Result<RowStream, IndexError> {
         let (sql, params, keys) =
             find_sql(&query, Dialect::Sqlite).map_err(IndexError::BadQuery)?;
-        self.read(move |conn| {
+        let (tx, rx) = tokio::sync::mpsc::channel(ROWS_AHEAD);
+        let failed = tx.clone();
+        // The statement steps on a blocking thread, each row handed over as
+        // it is read; a consumer that goes away ends the read.
+        let reading = self.spawn_read(move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(bind(&params).as_slice(), |r| {
+            let mut rows = stmt.query(bind(&params).as_slice())?;
+            while let Some(r) = rows.next()? {
                 let mut row = Row::new();
                 for (i, key) in keys.iter().enumerate() {
                     row.insert(*key, value_text(r.get_ref(i)?));
                 }
-                Ok(row)
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+                if tx.blocking_send(Ok(row)).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        tokio::spawn(async move {
+            let error = match reading.await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e,
+                Err(e) => IndexError::Corrupt(format!("reader task failed: {e}")),
+            };
+            let _ = failed.send(Err(error)).await;
+        });
+        Ok(rx)
     }
 
     async fn instance_page(

@@ -67,7 +67,8 @@ on_both_backends!(
     forwarding_queue,
     worklist_and_performed_steps,
     change_feed_and_webhooks,
-    retention_reads
+    retention_reads,
+    streamed_matches
 );
 
 type Ix = std::sync::Arc<dyn Index>;
@@ -1202,4 +1203,42 @@ async fn retention_reads(ix: Ix) {
             .iter()
             .all(|(_, s)| !s.protected)
     );
+}
+
+/// Matches come from the cursor in the order asked (here: as stored); a consumer that stops
+/// after the first ends the read and the connection serves the next queries
+/// (more of them than either backend pools); a failing query fails.
+async fn streamed_matches(ix: Ix) {
+    for i in 0..300 {
+        let study = format!("9.{i}");
+        let r = rec(
+            "PS",
+            "STREAM^ME",
+            &study,
+            "20240101",
+            &format!("{study}.1"),
+            "CT",
+            &format!("{study}.1.1"),
+        );
+        ix.insert(r, false).await.unwrap();
+    }
+    let mut query = q(
+        Level::Study,
+        vec![(Key::PatientID, Matcher::Single("PS".into()))],
+    );
+    query.limit = 1000;
+    let mut stream = ix.find_stream(query.clone()).await.unwrap();
+    let mut uids = Vec::new();
+    while let Some(row) = stream.recv().await {
+        uids.push(row.unwrap()[&Key::StudyInstanceUID].clone());
+    }
+    let stored: Vec<String> = (0..300).map(|i| format!("9.{i}")).collect();
+    assert_eq!(uids, stored, "all, in the order stored");
+    assert_eq!(ix.find(query.clone()).await.unwrap().len(), 300);
+    for _ in 0..40 {
+        let mut stream = ix.find_stream(query.clone()).await.unwrap();
+        assert!(stream.recv().await.unwrap().is_ok());
+        drop(stream);
+    }
+    assert_eq!(ix.find(query).await.unwrap().len(), 300);
 }
