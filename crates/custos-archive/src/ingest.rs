@@ -143,30 +143,29 @@ impl<'a> Ingest<'a> {
         // Parse only up to Pixel Data: the index needs none of the bulk data.
         // Declared lengths are checked first: dicom-parser allocates them
         // before reading (see `lengths`).
-        let parsed = match (self.blob.bytes(), self.blob.staged_path()) {
+        let held = self.blob.bytes().map(<[u8]>::len);
+        let staged = self.blob.staged_path().map(std::path::Path::to_path_buf);
+        let parsed = match (held, staged) {
             // Held in memory (to be packed): a small one is parsed right here
             // (tens of microseconds), a larger one off the async workers.
-            (Some(bytes), _) if bytes.len() <= INLINE_PARSE => parse_bytes(bytes),
-            (Some(bytes), _) => {
-                let bytes = bytes.to_vec();
-                tokio::task::spawn_blocking(move || parse_bytes(&bytes))
-                    .await
-                    .map_err(|e| IngestError::Unreadable(e.to_string()))?
+            (Some(len), _) if len <= INLINE_PARSE => {
+                parse_bytes(self.blob.bytes().unwrap_or_default())
             }
-            (None, Some(path)) => {
-                let path = path.to_path_buf();
-                tokio::task::spawn_blocking(move || {
-                    let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
-                    crate::lengths::check_part10(file).map_err(|e| e.to_string())?;
-                    OpenFileOptions::new()
-                        .read_preamble(ReadPreamble::Always)
-                        .read_until(tags::PIXEL_DATA)
-                        .open_file(&path)
-                        .map_err(|e| e.to_string())
-                })
-                .await
-                .map_err(|e| IngestError::Unreadable(e.to_string()))?
-            }
+            (Some(_), _) => match self.blob.with_bytes_off_thread(parse_bytes).await {
+                Some(parsed) => parsed.map_err(|e| IngestError::Unreadable(e.to_string()))?,
+                None => Err("the staged instance is gone".to_string()),
+            },
+            (None, Some(path)) => tokio::task::spawn_blocking(move || {
+                let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+                crate::lengths::check_part10(file).map_err(|e| e.to_string())?;
+                OpenFileOptions::new()
+                    .read_preamble(ReadPreamble::Always)
+                    .read_until(tags::PIXEL_DATA)
+                    .open_file(&path)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| IngestError::Unreadable(e.to_string()))?,
             (None, None) => Err("the staged instance is gone".to_string()),
         }
         .map_err(IngestError::Unreadable)?;

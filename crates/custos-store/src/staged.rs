@@ -107,6 +107,25 @@ impl StagedBlob {
         self.memory.as_deref()
     }
 
+    /// `f` over the bytes held in memory, on a blocking thread and without
+    /// copying them (they are lent to the thread and put back); `None` when
+    /// the blob is in a file.
+    pub async fn with_bytes_off_thread<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&[u8]) -> T + Send + 'static,
+    ) -> Option<Result<T, tokio::task::JoinError>> {
+        let bytes = self.memory.take()?;
+        let lent = tokio::task::spawn_blocking(move || {
+            let out = f(&bytes);
+            (out, bytes)
+        })
+        .await;
+        Some(lent.map(|(out, bytes)| {
+            self.memory = Some(bytes);
+            out
+        }))
+    }
+
     /// The staging file, complete after [`flush`](Self::flush); `None` while
     /// the blob is held in memory.
     pub fn staged_path(&self) -> Option<&Path> {

@@ -198,3 +198,22 @@ async fn packed_blobs_outlive_the_process_that_wrote_them() {
     assert_eq!(listed_keys(&second).await, expected);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A blob held in memory is lent to a blocking thread and put back whole:
+/// it commits and reads back unchanged.
+#[tokio::test(flavor = "multi_thread")]
+async fn held_bytes_are_lent_off_thread_and_kept() {
+    let store = fs_store();
+    let mut blob = store.stage().await.unwrap();
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 249) as u8).collect();
+    blob.write(&bytes).await.unwrap();
+    let seen = blob.with_bytes_off_thread(|b| (b.len(), b[99_999])).await;
+    assert_eq!(seen.unwrap().unwrap(), (100_000, (99_999 % 249) as u8));
+    assert_eq!(blob.bytes(), Some(&bytes[..]));
+    let key = store.commit(blob).await.unwrap();
+    assert_eq!(store.read(&key).await.unwrap(), bytes);
+    // A blob in a file has no bytes to lend.
+    let mut blob = fs_files_store().stage().await.unwrap();
+    blob.write(b"on disk").await.unwrap();
+    assert!(blob.with_bytes_off_thread(|b| b.len()).await.is_none());
+}
