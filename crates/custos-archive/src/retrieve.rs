@@ -52,8 +52,10 @@ enum Source {
 const READ_BLOCK: usize = 1 << 20;
 
 /// Stored instances up to this size are read whole, in one read into the
-/// buffer that goes to the peer (larger ones stream in blocks).
-const WHOLE_READ_MAX: u64 = 8 << 20;
+/// buffer that goes to the peer (larger ones stream in blocks). Small enough
+/// that a WADO-RS response's read-ahead (two parts, a four-slot channel)
+/// holds a few MiB, not tens.
+const WHOLE_READ_MAX: u64 = 2 << 20;
 
 impl DatasetStream {
     /// Up to `max` next bytes, and whether they are the last (an empty data

@@ -1,5 +1,7 @@
 //! multipart/related bodies for WADO-RS, written as the bytes come from the
-//! store: a 1 GB study never sits in memory, only a few chunks in a channel.
+//! store: a 1 GB study never sits in memory, only the next two parts and a
+//! few chunks in a channel (an instance is read whole up to 2 MiB, larger
+//! ones in 256 KiB chunks).
 
 use axum::body::Body;
 use axum::http::header;

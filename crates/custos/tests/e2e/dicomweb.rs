@@ -255,7 +255,7 @@ fn stores_and_finds((data, server): (DataDir, Server)) {
         "C-GET bytes differ from STOW-RS's"
     );
 
-    // An instance above the size read whole (8 MiB) streams back in
+    // An instance above the size read whole (2 MiB) streams back in
     // blocks, byte for byte, by WADO-RS and by C-GET.
     let made = data.path.join("made-big");
     python(&[
