@@ -117,10 +117,7 @@ impl Oidc {
 
     /// The principal a valid token names; `None` for anything invalid.
     pub async fn principal(&self, token: &str) -> Option<Principal> {
-        let header = decode_header(token).ok()?;
-        if !ALLOWED.contains(&header.alg) {
-            return None;
-        }
+        let header = allowed_header(token)?;
         let kid = header.kid.clone().unwrap_or_default();
         let since_try = self.tried.read().ok()?.elapsed();
         if since_try >= self.config.refresh
@@ -129,7 +126,7 @@ impl Oidc {
             self.refresh().await;
         }
         let key = self.key(&kid)?;
-        verified(token, &self.config, &key)
+        verified(token, header.alg, &self.config, &key)
     }
 
     /// Reads the key set again (one reader at a time; others use what is there).
@@ -164,14 +161,22 @@ impl Oidc {
     }
 }
 
-/// The principal `token` names if it is signed by `key` and its claims are
-/// this configuration's (issuer, audience, expiry, role); `None` otherwise.
-fn verified(token: &str, config: &OidcConfig, key: &DecodingKey) -> Option<Principal> {
+/// The token's header, if it parses and names an allowed algorithm.
+fn allowed_header(token: &str) -> Option<jsonwebtoken::Header> {
     let header = decode_header(token).ok()?;
-    if !ALLOWED.contains(&header.alg) {
-        return None;
-    }
-    let mut validation = Validation::new(header.alg);
+    ALLOWED.contains(&header.alg).then_some(header)
+}
+
+/// The principal `token` (whose header says `alg`, checked by
+/// [`allowed_header`]) names if it is signed by `key` and its claims are this
+/// configuration's (issuer, audience, expiry, role); `None` otherwise.
+fn verified(
+    token: &str,
+    alg: Algorithm,
+    config: &OidcConfig,
+    key: &DecodingKey,
+) -> Option<Principal> {
+    let mut validation = Validation::new(alg);
     validation.set_issuer(&[&config.issuer]);
     validation.set_audience(&[&config.audience]);
     validation.set_required_spec_claims(&["exp", "iss", "aud"]);
@@ -205,6 +210,9 @@ pub fn fuzzing_token(bytes: &[u8]) {
     if !Oidc::looks_like_jwt(token) {
         return;
     }
+    let Some(header) = allowed_header(token) else {
+        return;
+    };
     let Ok(key) = DecodingKey::from_ed_components("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
     else {
         return;
@@ -214,7 +222,7 @@ pub fn fuzzing_token(bytes: &[u8]) {
         audience: "custos".into(),
         ..OidcConfig::default()
     };
-    let _ = verified(token, &config, &key);
+    let _ = verified(token, header.alg, &config, &key);
 }
 
 /// A JWKS URL must be https, unless it names a loopback address.
