@@ -25,7 +25,7 @@ import numpy as np
 import pydicom
 import requests
 from PIL import Image
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout, sync_playwright
 from pydicom.fileset import FileSet
 from pydicom.uid import generate_uid
 
@@ -373,7 +373,20 @@ def main():
         # the ZIP download among them; then by event; then verify the chain.
         page.fill("input[name=audit-patient]", PATIENT_ID)
         page.click("form.filters button[type=submit]")
-        page.wait_for_selector("td:has-text('ZIP download of')")
+        # The unfiltered list has a ZIP download too: wait for the filtered
+        # answer itself (every row naming the patient), not for one row in it.
+        try:
+            page.wait_for_function(
+                """id => {
+                    const cells = [...document.querySelectorAll('table.audit tbody td:nth-child(8)')];
+                    return cells.length > 0 && cells.every(td => td.textContent.includes(id))
+                        && [...document.querySelectorAll('table.audit tbody td')].some(td => td.textContent.includes('ZIP download of'));
+                }""",
+                arg=PATIENT_ID,
+                timeout=15000,
+            )
+        except PlaywrightTimeout:
+            pass
         patients = page.locator("table.audit tbody td:nth-child(8)").all_inner_texts()
         check(patients and all(PATIENT_ID in p for p in patients), f"patient filter: {patients}")
         page.fill("input[name=audit-patient]", "")
