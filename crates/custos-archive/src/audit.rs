@@ -28,6 +28,8 @@ use custos_index::{AuditLog, IndexError};
 /// Events waiting to be written before reporters wait for room.
 const QUEUE: usize = 65_536;
 const BATCH: usize = 512;
+/// Under steady load, this node's checkpoint file is rewritten this often.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Repeats of a failure within this window are written as one record.
 pub const COALESCE_WINDOW: Duration = Duration::from_secs(60);
@@ -301,6 +303,18 @@ impl AuditTrail {
         index: &dyn AuditLog,
         entries: Vec<(String, String)>,
     ) -> Result<(), IndexError> {
+        let checkpoint = self.append_records(index, entries).await?;
+        self.write_checkpoint(checkpoint).await;
+        Ok(())
+    }
+
+    /// Appends (time, body) entries; returns the checkpoint naming the new
+    /// head, for [`write_checkpoint`](Self::write_checkpoint) now or later.
+    async fn append_records(
+        &self,
+        index: &dyn AuditLog,
+        entries: Vec<(String, String)>,
+    ) -> Result<String, IndexError> {
         let (seq, link) = index.append_audit(&self.key, entries).await?;
         // The checkpoint names its trail by the first record's link, so a data
         // folder moved to another index starts a new checkpoint.
@@ -316,14 +330,17 @@ impl AuditTrail {
                 self.first.get_or_init(|| f).clone()
             }
         };
-        let text = json!({ "first": first, "seq": seq, "link": link }).to_string();
-        // File I/O off the async workers (this runs after every batch).
+        Ok(json!({ "first": first, "seq": seq, "link": link }).to_string())
+    }
+
+    /// Replaces this node's checkpoint file with `text` (atomically, by rename).
+    async fn write_checkpoint(&self, text: String) {
+        // File I/O off the async workers.
         let path = self.checkpoint.clone();
         let written = tokio::task::spawn_blocking(move || write_private(&path, &text)).await;
         if let Ok(Err(e)) | Err(e) = written.map_err(std::io::Error::other) {
             tracing::error!(error = %e, path = %self.checkpoint.display(), "AUDIT CHECKPOINT CANNOT BE WRITTEN");
         }
-        Ok(())
     }
 
     /// Appends events now (CLI commands, which have no writer task).
@@ -456,8 +473,29 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
         let node = node_name();
         let mut pending: Vec<(String, String)> = Vec::new();
         let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+        // The newest head not yet in the checkpoint file, and when the file
+        // was last written: under load it is rewritten every CHECKPOINT_EVERY,
+        // not after every batch (a create and a rename each time, ~3% of the
+        // server's CPU at 600 instances/s), and within CHECKPOINT_EVERY of the
+        // last batch when the load stops, or at once for a flush.
+        let mut checkpoint: Option<String> = None;
+        let mut written_at = Instant::now();
         loop {
-            let Some(first) = rx.recv().await else { break };
+            let received = match checkpoint.is_some() {
+                true => tokio::time::timeout(CHECKPOINT_EVERY, rx.recv()).await,
+                false => Ok(rx.recv().await),
+            };
+            let first = match received {
+                Ok(Some(first)) => first,
+                Ok(None) => break,
+                Err(_quiet) => {
+                    if let Some(text) = checkpoint.take() {
+                        trail.write_checkpoint(text).await;
+                        written_at = Instant::now();
+                    }
+                    continue;
+                }
+            };
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
@@ -473,8 +511,11 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
             }
             let mut delay = Duration::from_millis(200);
             while !pending.is_empty() {
-                match trail.append(index.as_ref(), pending.clone()).await {
-                    Ok(()) => pending.clear(),
+                match trail.append_records(index.as_ref(), pending.clone()).await {
+                    Ok(head) => {
+                        pending.clear();
+                        checkpoint = Some(head);
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, pending = pending.len(), "AUDIT TRAIL CANNOT BE WRITTEN; retrying");
                         tokio::time::sleep(delay).await;
@@ -485,9 +526,18 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
                     }
                 }
             }
+            if (!waiters.is_empty() || written_at.elapsed() >= CHECKPOINT_EVERY)
+                && let Some(text) = checkpoint.take()
+            {
+                trail.write_checkpoint(text).await;
+                written_at = Instant::now();
+            }
             for w in waiters.drain(..) {
                 let _ = w.send(());
             }
+        }
+        if let Some(text) = checkpoint.take() {
+            trail.write_checkpoint(text).await;
         }
     });
     AuditSender { tx, coalescer }

@@ -113,6 +113,42 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
     assert_eq!(r[3]["status"], 200, "bearer token");
     assert_eq!(r[4]["status"], 200, "the same token again");
     assert_eq!(r[5]["status"], 200, "deletion");
+    // Once the server is quiet, this node's checkpoint names the newest
+    // record (it is rewritten at most every 250 ms under load, never left behind).
+    let newest = || {
+        let out = std::process::Command::new("python3")
+            .args(["-c", &format!(
+                "import sqlite3; print(sqlite3.connect('{}').execute('SELECT max(seq) FROM audit').fetchone()[0])",
+                data.path.join("index.sqlite").display()
+            )])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    let head = || {
+        let text = std::fs::read_to_string(data.path.join("audit.head")).unwrap_or_default();
+        serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["seq"].as_i64())
+    };
+    let mut caught_up = false;
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let (h, n) = (head(), newest());
+        if h == Some(n) {
+            caught_up = true;
+            break;
+        }
+    }
+    assert!(
+        caught_up,
+        "audit.head {:?} never reached the newest record {}",
+        head(),
+        newest()
+    );
     assert!(server.stop(), "clean stop");
 
     let records = data.audit_export();
