@@ -32,10 +32,13 @@ pub enum LinkError {
 pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Tcp {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Tcp> Stream for T {}
 
-/// The next PDU, as dicom-ul's `receive` reads it, but read into its buffer by
-/// us first so that every read is acknowledged at once ([`crate::quickack`]).
-/// `idle` bounds each read, as dicom-ul's read timeout does. A PDU declaring
-/// more than we accept is left to dicom-ul to refuse.
+/// The next PDU, read into the association's buffer by us so that every read
+/// is acknowledged at once ([`crate::quickack`]), and decoded by dicom-ul's
+/// `read_pdu` from the PDU's bytes split off that buffer: dicom-ul's own
+/// `receive` would first copy the whole PDU out of it (a P-DATA value is then
+/// copied once, into its `Vec`, instead of twice). `idle` bounds each read,
+/// as dicom-ul's read timeout does. A PDU declaring more than we accept, or a
+/// closed connection, is left to dicom-ul's `receive` to report.
 pub async fn receive_pdu<S: Stream, A>(assoc: &mut A, idle: Duration) -> Result<Pdu, LinkError>
 where
     A: AsyncAssociation<S> + Send,
@@ -46,8 +49,19 @@ where
         let missing = match buf.get(..6) {
             Some(h) => {
                 let len = u32::from_be_bytes([h[2], h[3], h[4], h[5]]) as usize;
-                if len > limit || buf.len() >= 6 + len {
+                if len > limit {
                     break;
+                }
+                if buf.len() >= 6 + len {
+                    let frame = buf.split_to(6 + len).freeze();
+                    // Same checks as dicom-ul's `receive` (strict, as the gate
+                    // configures associations); the frame is whole, so `None`
+                    // (incomplete) cannot come back.
+                    return match dicom_ul::read_pdu(frame, limit as u32, true) {
+                        Ok(Some(pdu)) => Ok(pdu),
+                        Ok(None) => Err(LinkError::Protocol("incomplete PDU".into())),
+                        Err(e) => Err(LinkError::Protocol(format!("invalid PDU: {e}"))),
+                    };
                 }
                 6 + len - buf.len()
             }
