@@ -6,6 +6,8 @@
 #   bench/ingest.sh small|big DATASETS_DIR WORK_DIR
 # DATASETS_DIR holds `small` / `big` from ../shared/bench/gen_dataset.py (see
 # bench/README.md). Prints the report of every run; raw samples in WORK_DIR.
+# With BASE_BIN=path/to/an/older/custos, the file-per-instance runs are
+# replaced by that binary's default (packed) runs: a before/after in one run.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/env.sh"
@@ -15,18 +17,20 @@ set_arg=(--"$kind" "$D/$kind" --sections ingest --modes 1,P --workdir "$W/scratc
 orthanc() {
   python3 "$S/run.py" --target orthanc --label "orthanc-$1" "${set_arg[@]}" --out "$W/ingest_${kind}_orthanc_$1.json" >/dev/null
 }
-custos() { # label pack_limit_kib
-  CUSTOS_STORE_PACK_LIMIT_KIB=$2 python3 "$S/run.py" --target external --label "custos-$1" --host 127.0.0.1 --port 11120 \
+custos() { # label pack_limit_kib [binary]
+  CUSTOS_BIN=${3:-${CUSTOS_BIN:-}} CUSTOS_STORE_PACK_LIMIT_KIB=$2 python3 "$S/run.py" --target external --label "custos-$1" --host 127.0.0.1 --port 11120 \
     --aec CUSTOS --aet BENCHSCU --dicomweb http://127.0.0.1:9/dicom-web --reset-cmd "$here/custos-reset.sh" \
     "${set_arg[@]}" --out "$W/ingest_${kind}_custos_$1.json" >/dev/null
 }
+first=files; first_limit=0
+if [ -n "${BASE_BIN:-}" ]; then first=base; first_limit=1024; fi
 orthanc 1
-custos files1 0
+custos "${first}1" "$first_limit" "${BASE_BIN:-}"
 custos packs1 1024
-custos files2 0
+custos "${first}2" "$first_limit" "${BASE_BIN:-}"
 custos packs2 1024
 orthanc 2
 kill "$(cat "${BENCH_DATA:-/tmp/custos-bench-data}.pid")" 2>/dev/null || true # the last reset's server
-python3 "$S/report.py" "$W"/ingest_"${kind}"_orthanc_1.json "$W"/ingest_"${kind}"_custos_files1.json \
-  "$W"/ingest_"${kind}"_custos_packs1.json "$W"/ingest_"${kind}"_custos_files2.json \
+python3 "$S/report.py" "$W"/ingest_"${kind}"_orthanc_1.json "$W"/ingest_"${kind}"_custos_"${first}"1.json \
+  "$W"/ingest_"${kind}"_custos_packs1.json "$W"/ingest_"${kind}"_custos_"${first}"2.json \
   "$W"/ingest_"${kind}"_custos_packs2.json "$W"/ingest_"${kind}"_orthanc_2.json

@@ -8,7 +8,7 @@ use tracing::{debug, warn};
 
 use custos_core::record::StoredInstance;
 use custos_index::{IndexError, InsertOutcome};
-use custos_store::{StagedBlob, StoreError};
+use custos_store::{Held, StagedBlob, StoreError};
 
 use crate::attributes::record_of;
 use crate::part10::{MetaInfo, header};
@@ -128,6 +128,15 @@ impl<'a> Ingest<'a> {
         Ok(self.blob.write(bytes).await?)
     }
 
+    /// As [`write`](Self::write), taking the buffer over (a P-DATA value)
+    /// instead of copying it while the instance is held in memory.
+    pub async fn write_owned(&mut self, bytes: Vec<u8>) -> Result<(), IngestError> {
+        if self.blob.size() == 0 && bytes.starts_with(b"DICM") {
+            self.blob.write(&[0u8; 128]).await?;
+        }
+        Ok(self.blob.write_owned(bytes).await?)
+    }
+
     /// SHA-256 of the bytes received so far (the whole file once all are in).
     pub fn sha256_hex(&self) -> String {
         self.blob.sha256_hex()
@@ -143,15 +152,20 @@ impl<'a> Ingest<'a> {
         // Parse only up to Pixel Data: the index needs none of the bulk data.
         // Declared lengths are checked first: dicom-parser allocates them
         // before reading (see `lengths`).
-        let held = self.blob.bytes().map(<[u8]>::len);
+        let held = self.blob.held().map(Held::len);
         let staged = self.blob.staged_path().map(std::path::Path::to_path_buf);
         let parsed = match (held, staged) {
             // Held in memory (to be packed): a small one is parsed right here
             // (tens of microseconds), a larger one off the async workers.
-            (Some(len), _) if len <= INLINE_PARSE => {
-                parse_bytes(self.blob.bytes().unwrap_or_default())
-            }
-            (Some(_), _) => match self.blob.with_bytes_off_thread(parse_bytes).await {
+            (Some(len), _) if len <= INLINE_PARSE => match self.blob.held() {
+                Some(held) => parse_reader(held.reader()),
+                None => Err("the staged instance is gone".to_string()),
+            },
+            (Some(_), _) => match self
+                .blob
+                .with_held_off_thread(|h| parse_reader(h.reader()))
+                .await
+            {
                 Some(parsed) => parsed.map_err(|e| IngestError::Unreadable(e.to_string()))?,
                 None => Err("the staged instance is gone".to_string()),
             },
@@ -298,7 +312,15 @@ const INLINE_PARSE: usize = 64 * 1024;
 /// Parses a Part 10 file in memory up to Pixel Data, lengths checked first;
 /// only with its preamble, as `check_part10` reads it.
 pub(crate) fn parse_bytes(bytes: &[u8]) -> Result<dicom_object::DefaultDicomObject, String> {
-    crate::lengths::check_part10(bytes).map_err(|e| e.to_string())?;
+    parse_reader(bytes)
+}
+
+/// [`parse_bytes`] over anything that reads the file from its start twice
+/// (the length check, then the parse).
+fn parse_reader<R: std::io::Read + Clone>(
+    bytes: R,
+) -> Result<dicom_object::DefaultDicomObject, String> {
+    crate::lengths::check_part10(bytes.clone()).map_err(|e| e.to_string())?;
     OpenFileOptions::new()
         .read_preamble(ReadPreamble::Always)
         .read_until(tags::PIXEL_DATA)

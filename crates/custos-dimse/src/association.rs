@@ -218,7 +218,7 @@ impl Association {
                         }
                         match sink {
                             Sink::Store(ingest) => {
-                                if let Err(e) = ingest.write(&pdv.data).await {
+                                if let Err(e) = ingest.write_owned(pdv.data).await {
                                     warn!(error = %e, "could not write received data");
                                     *sink = Sink::Discard(
                                         status::OUT_OF_RESOURCES,

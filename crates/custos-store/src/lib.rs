@@ -13,7 +13,7 @@ mod staged;
 
 pub use fs::{DEFAULT_PACK_LIMIT, FsStore, copy_blobs};
 pub use s3::{S3Store, S3Url};
-pub use staged::StagedBlob;
+pub use staged::{Held, HeldReader, StagedBlob};
 
 use async_trait::async_trait;
 use std::path::PathBuf;

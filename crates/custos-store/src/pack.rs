@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::{Reader, StoreError};
+use crate::{Held, Reader, StoreError};
 
 const MAGIC: &[u8; 4] = b"CPK1";
 const HEADER: u64 = 32;
@@ -142,7 +142,7 @@ fn now_millis() -> u64 {
 
 /// One blob to append, and where to say how it went.
 struct Append {
-    bytes: Vec<u8>,
+    bytes: Held,
     done: tokio::sync::oneshot::Sender<io::Result<String>>,
 }
 
@@ -169,7 +169,7 @@ impl Packs {
     }
 
     /// Appends a blob; returns its key once it is durable.
-    pub(crate) async fn append(&self, bytes: Vec<u8>) -> io::Result<String> {
+    pub(crate) async fn append(&self, bytes: Held) -> io::Result<String> {
         let (done, result) = tokio::sync::oneshot::channel();
         self.appends
             .send(Append { bytes, done })
@@ -405,7 +405,11 @@ impl Writer {
                 segment
                     .file
                     .write_all_at(&encode_header(len, written), at)?;
-                segment.file.write_all_at(&append.bytes, at + HEADER)?;
+                let mut piece_at = at + HEADER;
+                for piece in append.bytes.pieces() {
+                    segment.file.write_all_at(piece, piece_at)?;
+                    piece_at += piece.len() as u64;
+                }
                 keys.push(
                     PackKey {
                         segment: segment.id.clone(),
@@ -483,7 +487,10 @@ mod tests {
             let packs = packs.clone();
             tasks.push(tokio::spawn(async move {
                 let bytes = vec![i; 1000 + i as usize * 37];
-                (packs.append(bytes.clone()).await.unwrap(), bytes)
+                (
+                    packs.append(Held::from_vec(bytes.clone())).await.unwrap(),
+                    bytes,
+                )
             }));
         }
         let mut stored = Vec::new();
@@ -524,7 +531,10 @@ mod tests {
     async fn a_torn_tail_ends_the_listing_and_forged_keys_are_refused() {
         let d = dir("torn");
         let packs = Packs::open(d.clone()).unwrap();
-        let key = packs.append(b"whole".to_vec()).await.unwrap();
+        let key = packs
+            .append(Held::from_vec(b"whole".to_vec()))
+            .await
+            .unwrap();
         let pk = PackKey::parse(&key).unwrap();
         // A crash mid-append: a header whose blob never arrived, then garbage.
         let path = packs.path(&pk.segment);

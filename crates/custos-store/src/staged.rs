@@ -1,5 +1,8 @@
 //! A blob being written: in memory while it is small enough to be packed,
-//! otherwise a file in the staging folder; hashed as it grows.
+//! otherwise a file in the staging folder; hashed as it grows. In memory it
+//! is kept as the pieces it arrived in ([`Held`]): a DICOM peer's P-DATA
+//! values are taken over as they are, not copied into one growing buffer
+//! (which copied every byte once more, plus its reallocations).
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -11,7 +14,7 @@ use crate::StoreError;
 /// the staging file, if there is one.
 pub struct StagedBlob {
     /// The bytes while they fit `spill_at`; `None` once they went to a file.
-    memory: Option<Vec<u8>>,
+    memory: Option<Held>,
     spill_at: usize,
     staging: PathBuf,
     pub(crate) writer: Option<BufWriter<tokio::fs::File>>,
@@ -31,7 +34,7 @@ impl StagedBlob {
     /// A blob held in memory up to `spill_at` bytes, then in a file in `dir`.
     pub(crate) fn in_memory(dir: &Path, spill_at: usize) -> StagedBlob {
         StagedBlob {
-            memory: Some(Vec::new()),
+            memory: Some(Held::default()),
             spill_at,
             staging: dir.to_path_buf(),
             writer: None,
@@ -60,7 +63,9 @@ impl StagedBlob {
         self.path = path;
         let mut writer = BufWriter::with_capacity(256 * 1024, file);
         let held = self.memory.take().unwrap_or_default();
-        writer.write_all(&held).await.map_err(StoreError::Write)?;
+        for piece in &held.pieces {
+            writer.write_all(piece).await.map_err(StoreError::Write)?;
+        }
         writer.write_all(more).await.map_err(StoreError::Write)?;
         self.writer = Some(writer);
         Ok(())
@@ -70,12 +75,31 @@ impl StagedBlob {
         self.hasher.update(bytes);
         self.size += bytes.len() as u64;
         if let Some(memory) = self.memory.as_mut() {
-            if memory.len() + bytes.len() <= self.spill_at {
-                memory.extend_from_slice(bytes);
+            if memory.len + bytes.len() <= self.spill_at {
+                memory.push_slice(bytes);
                 return Ok(());
             }
             return self.spill(bytes).await;
         }
+        self.write_to_file(bytes).await
+    }
+
+    /// As [`write`](Self::write), taking the buffer over instead of copying
+    /// it while the blob is held in memory.
+    pub async fn write_owned(&mut self, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.hasher.update(&bytes);
+        self.size += bytes.len() as u64;
+        if let Some(memory) = self.memory.as_mut() {
+            if memory.len + bytes.len() <= self.spill_at {
+                memory.push(bytes);
+                return Ok(());
+            }
+            return self.spill(&bytes).await;
+        }
+        self.write_to_file(&bytes).await
+    }
+
+    async fn write_to_file(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         match self.writer.as_mut() {
             Some(w) => w.write_all(bytes).await.map_err(StoreError::Write),
             None => Err(StoreError::Write(std::io::Error::other(
@@ -103,16 +127,16 @@ impl StagedBlob {
     }
 
     /// The bytes, while the blob is held in memory.
-    pub fn bytes(&self) -> Option<&[u8]> {
-        self.memory.as_deref()
+    pub fn held(&self) -> Option<&Held> {
+        self.memory.as_ref()
     }
 
     /// `f` over the bytes held in memory, on a blocking thread and without
     /// copying them (they are lent to the thread and put back); `None` when
     /// the blob is in a file.
-    pub async fn with_bytes_off_thread<T: Send + 'static>(
+    pub async fn with_held_off_thread<T: Send + 'static>(
         &mut self,
-        f: impl FnOnce(&[u8]) -> T + Send + 'static,
+        f: impl FnOnce(&Held) -> T + Send + 'static,
     ) -> Option<Result<T, tokio::task::JoinError>> {
         let bytes = self.memory.take()?;
         let lent = tokio::task::spawn_blocking(move || {
@@ -133,7 +157,7 @@ impl StagedBlob {
     }
 
     /// The bytes, when the blob never left memory.
-    pub(crate) fn take_memory(&mut self) -> Option<Vec<u8>> {
+    pub(crate) fn take_memory(&mut self) -> Option<Held> {
         self.memory.take()
     }
 
@@ -157,5 +181,136 @@ impl Drop for StagedBlob {
         if !self.path.as_os_str().is_empty() {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+/// A blob held in memory: its bytes in the pieces they were written in.
+#[derive(Debug, Default)]
+pub struct Held {
+    pieces: Vec<Vec<u8>>,
+    len: usize,
+}
+
+/// Pieces shorter than this are appended to the previous piece when it has
+/// room (a file meta header, a STOW-RS part's small chunks).
+const SMALL: usize = 4096;
+
+impl Held {
+    /// A blob of one piece.
+    pub fn from_vec(bytes: Vec<u8>) -> Held {
+        let mut held = Held::default();
+        held.push(bytes);
+        held
+    }
+
+    fn push_slice(&mut self, bytes: &[u8]) {
+        self.len += bytes.len();
+        match self.pieces.last_mut() {
+            Some(last) if last.capacity() - last.len() >= bytes.len() => {
+                last.extend_from_slice(bytes)
+            }
+            _ => {
+                let mut piece = Vec::with_capacity(bytes.len().max(SMALL));
+                piece.extend_from_slice(bytes);
+                self.pieces.push(piece);
+            }
+        }
+    }
+
+    fn push(&mut self, bytes: Vec<u8>) {
+        if bytes.len() < SMALL {
+            return self.push_slice(&bytes);
+        }
+        self.len += bytes.len();
+        self.pieces.push(bytes);
+    }
+
+    /// Bytes held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The pieces, in order.
+    pub fn pieces(&self) -> &[Vec<u8>] {
+        &self.pieces
+    }
+
+    /// The bytes as one reader, piece after piece.
+    pub fn reader(&self) -> HeldReader<'_> {
+        HeldReader {
+            pieces: &self.pieces,
+            at: 0,
+        }
+    }
+
+    /// The bytes in one buffer (a copy, unless there is a single piece).
+    pub fn into_vec(mut self) -> Vec<u8> {
+        if self.pieces.len() == 1 {
+            return self.pieces.pop().unwrap_or_default();
+        }
+        self.pieces.concat()
+    }
+}
+
+/// Reads a [`Held`] blob from its start (a clone reads it again from where
+/// the original was).
+#[derive(Clone)]
+pub struct HeldReader<'a> {
+    pieces: &'a [Vec<u8>],
+    /// Position within the first piece.
+    at: usize,
+}
+
+impl std::io::Read for HeldReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while let Some((first, rest)) = self.pieces.split_first() {
+            let left = &first[self.at..];
+            if left.is_empty() {
+                self.pieces = rest;
+                self.at = 0;
+                continue;
+            }
+            let n = left.len().min(buf.len());
+            buf[..n].copy_from_slice(&left[..n]);
+            self.at += n;
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn held_pieces_read_back_in_order() {
+        let mut held = Held::default();
+        held.push_slice(b"ab");
+        held.push_slice(b"cd"); // appended to the first piece
+        held.push(vec![7u8; SMALL]); // taken over as its own piece
+        held.push(b"ef".to_vec());
+        assert_eq!(held.pieces().len(), 3);
+        assert_eq!(held.len(), 4 + SMALL + 2);
+        let mut out = Vec::new();
+        let mut r = held.reader();
+        let mut small = [0u8; 3];
+        loop {
+            let n = r.read(&mut small).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&small[..n]);
+        }
+        let mut want = b"abcd".to_vec();
+        want.extend(vec![7u8; SMALL]);
+        want.extend_from_slice(b"ef");
+        assert_eq!(out, want);
+        assert_eq!(held.into_vec(), want);
     }
 }

@@ -200,20 +200,39 @@ async fn packed_blobs_outlive_the_process_that_wrote_them() {
 }
 
 /// A blob held in memory is lent to a blocking thread and put back whole:
-/// it commits and reads back unchanged.
+/// it commits and reads back unchanged, whether written as slices (a file
+/// meta header, STOW-RS chunks) or as buffers taken over (P-DATA values).
 #[tokio::test(flavor = "multi_thread")]
 async fn held_bytes_are_lent_off_thread_and_kept() {
+    use sha2::Digest;
+    use std::io::Read;
     let store = fs_store();
     let mut blob = store.stage().await.unwrap();
     let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 249) as u8).collect();
-    blob.write(&bytes).await.unwrap();
-    let seen = blob.with_bytes_off_thread(|b| (b.len(), b[99_999])).await;
-    assert_eq!(seen.unwrap().unwrap(), (100_000, (99_999 % 249) as u8));
-    assert_eq!(blob.bytes(), Some(&bytes[..]));
+    blob.write(&bytes[..100]).await.unwrap();
+    blob.write(&bytes[100..200]).await.unwrap();
+    blob.write_owned(bytes[200..60_000].to_vec()).await.unwrap();
+    blob.write_owned(bytes[60_000..60_010].to_vec())
+        .await
+        .unwrap();
+    blob.write(&bytes[60_010..]).await.unwrap();
+    let seen = blob
+        .with_held_off_thread(|h| {
+            let mut all = Vec::new();
+            h.reader().read_to_end(&mut all).map(|_| (h.len(), all))
+        })
+        .await;
+    assert_eq!(seen.unwrap().unwrap().unwrap(), (100_000, bytes.clone()));
+    assert_eq!(blob.held().map(|h| h.len()), Some(100_000));
+    assert_eq!(blob.sha256_hex(), hex::encode(sha2::Sha256::digest(&bytes)));
     let key = store.commit(blob).await.unwrap();
     assert_eq!(store.read(&key).await.unwrap(), bytes);
-    // A blob in a file has no bytes to lend.
-    let mut blob = fs_files_store().stage().await.unwrap();
+    // A blob in a file has no bytes to lend, however written.
+    let files = fs_files_store();
+    let mut blob = files.stage().await.unwrap();
     blob.write(b"on disk").await.unwrap();
-    assert!(blob.with_bytes_off_thread(|b| b.len()).await.is_none());
+    blob.write_owned(b" too".to_vec()).await.unwrap();
+    assert!(blob.with_held_off_thread(|h| h.len()).await.is_none());
+    let key = files.commit(blob).await.unwrap();
+    assert_eq!(files.read(&key).await.unwrap(), &b"on disk too"[..]);
 }
