@@ -195,8 +195,10 @@ def pct(xs, p):
 
 
 def sample(pid):
-    rss = int([ln.split()[1] for ln in open("/proc/%d/status" % pid) if ln.startswith("VmRSS")][0]) // 1024
-    return rss, len(os.listdir("/proc/%d/fd" % pid))
+    """RSS, open files, and RSS split: anonymous (the heap) and file-backed (the binary's pages)."""
+    status = {ln.split(":")[0]: ln.split()[1] for ln in open("/proc/%d/status" % pid) if ln.startswith(("VmRSS", "RssAnon", "RssFile"))}
+    mib = lambda k: int(status.get(k, 0)) // 1024  # noqa: E731
+    return mib("VmRSS"), len(os.listdir("/proc/%d/fd" % pid)), mib("RssAnon"), mib("RssFile")
 
 
 def main():
@@ -260,7 +262,12 @@ def main():
                              "p50_ms": round(pct(d["ok"], 0.5), 1), "p99_ms": round(pct(d["ok"], 0.99), 1)}
     rss = [s[0] for s in samples]
     fds = [s[1] for s in samples]
-    report["rss_mib"] = {"first": rss[0], "max": max(rss), "last": rss[-1], "every_5s": rss}
+    anon = [s[2] for s in samples]
+    filed = [s[3] for s in samples]
+    report["rss_mib"] = {"first": rss[0], "max": max(rss), "last": rss[-1], "every_5s": rss,
+                         "anon_first": anon[0], "anon_max": max(anon), "anon_last": anon[-1],
+                         "file_first": filed[0], "file_max": max(filed), "file_last": filed[-1],
+                         "anon_every_5s": anon}
     report["open_files"] = {"first": fds[0], "max": max(fds), "last": fds[-1]}
     # Audit completeness: a record per successful operation of each kind.
     time.sleep(2)
