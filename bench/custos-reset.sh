@@ -37,7 +37,11 @@ fi
 if [ -n "${BENCH_PASSWORD:-}" ]; then
   printf '%s\n' "$BENCH_PASSWORD" | "$bin" user add bench --role admin --password-stdin --data "$data" >/dev/null
 fi
-CUSTOS_DICOM_LISTEN="127.0.0.1:$port" CUSTOS_DICOM_TLS_LISTEN="127.0.0.1:${BENCH_TLS_PORT:-11122}" CUSTOS_HTTP_LISTEN="127.0.0.1:$http_port" CUSTOS_HTTP_PLAINTEXT="$plaintext" \
+# As a service runs it: without RUST_BACKTRACE, which a developer's shell may
+# set and which makes every dicom-rs error that carries an optional backtrace
+# (e.g. the end of each DIMSE command set) capture one.
+env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE \
+  CUSTOS_DICOM_LISTEN="127.0.0.1:$port" CUSTOS_DICOM_TLS_LISTEN="127.0.0.1:${BENCH_TLS_PORT:-11122}" CUSTOS_HTTP_LISTEN="127.0.0.1:$http_port" CUSTOS_HTTP_PLAINTEXT="$plaintext" \
   RUST_LOG=warn nohup "$bin" serve --data "$data" >"$data.log" 2>&1 &
 pid=$!
 echo "$pid" >"$pidfile"
