@@ -122,19 +122,23 @@ impl<'a> Ingest<'a> {
     /// a file passed unchecked, and dicom-object's preamble detection then
     /// parsed it).
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
-        if self.blob.size() == 0 && bytes.starts_with(b"DICM") {
-            self.blob.write(&[0u8; 128]).await?;
-        }
+        self.preamble_before(bytes).await?;
         Ok(self.blob.write(bytes).await?)
     }
 
     /// As [`write`](Self::write), taking the buffer over (a P-DATA value)
     /// instead of copying it while the instance is held in memory.
     pub async fn write_owned(&mut self, bytes: Vec<u8>) -> Result<(), IngestError> {
+        self.preamble_before(&bytes).await?;
+        Ok(self.blob.write_owned(bytes).await?)
+    }
+
+    /// The empty preamble, if `bytes` start a file at `DICM` (see `write`).
+    async fn preamble_before(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
         if self.blob.size() == 0 && bytes.starts_with(b"DICM") {
             self.blob.write(&[0u8; 128]).await?;
         }
-        Ok(self.blob.write_owned(bytes).await?)
+        Ok(())
     }
 
     /// SHA-256 of the bytes received so far (the whole file once all are in).
@@ -157,18 +161,16 @@ impl<'a> Ingest<'a> {
         let parsed = match (held, staged) {
             // Held in memory (to be packed): a small one is parsed right here
             // (tens of microseconds), a larger one off the async workers.
-            (Some(len), _) if len <= INLINE_PARSE => match self.blob.held() {
-                Some(held) => parse_reader(held.reader()),
-                None => Err("the staged instance is gone".to_string()),
-            },
-            (Some(_), _) => match self
+            (Some(len), _) if len <= INLINE_PARSE => self
+                .blob
+                .held()
+                .map_or_else(|| Err(GONE.to_string()), |h| parse_reader(h.reader())),
+            (Some(_), _) => self
                 .blob
                 .with_held_off_thread(|h| parse_reader(h.reader()))
                 .await
-            {
-                Some(parsed) => parsed.map_err(|e| IngestError::Unreadable(e.to_string()))?,
-                None => Err("the staged instance is gone".to_string()),
-            },
+                .unwrap_or_else(|| Ok(Err(GONE.to_string())))
+                .map_err(|e| IngestError::Unreadable(e.to_string()))?,
             (None, Some(path)) => tokio::task::spawn_blocking(move || {
                 let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
                 crate::lengths::check_part10(file).map_err(|e| e.to_string())?;
@@ -180,7 +182,7 @@ impl<'a> Ingest<'a> {
             })
             .await
             .map_err(|e| IngestError::Unreadable(e.to_string()))?,
-            (None, None) => Err("the staged instance is gone".to_string()),
+            (None, None) => Err(GONE.to_string()),
         }
         .map_err(IngestError::Unreadable)?;
         let meta = parsed.meta();
@@ -305,6 +307,9 @@ impl<'a> Ingest<'a> {
         Ok((received, result))
     }
 }
+
+/// Why a staged instance could not be parsed when its bytes are missing.
+const GONE: &str = "the staged instance is gone";
 
 /// Instances held in memory up to this size are parsed on the async worker.
 const INLINE_PARSE: usize = 64 * 1024;

@@ -87,6 +87,10 @@ fn params() -> Params {
     Params::new(19 * 1024, 2, 1, None).unwrap_or_default()
 }
 
+/// Largest argon2 memory a stored hash may ask for when verified (KiB): a
+/// row edited to claim gigabytes is refused, not allocated.
+const MAX_M_COST_KIB: u32 = 256 * 1024;
+
 /// argon2's working memory for `blocks` blocks of 1 KiB. Reserved with room
 /// for 33 MiB, above the largest threshold glibc's malloc adapts its mmap
 /// threshold to (32 MiB on 64-bit), so it is always a mapping of its own and
@@ -159,6 +163,10 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
             None => Version::default(),
         };
         let params = Params::try_from(&parsed)?;
+        // The stored string says how much memory to take: not without limit.
+        if params.m_cost() > MAX_M_COST_KIB {
+            return Ok(false);
+        }
         let computed = argon2_output(
             algorithm,
             version,
@@ -321,6 +329,10 @@ mod tests {
         .to_string();
         assert!(verify_password(&cheap, "correct horse battery"));
         assert!(!verify_password(&cheap, "correct horse batterx"));
+        // A hash asking for more memory than MAX_M_COST_KIB is not computed.
+        let greedy = cheap.replace("m=1024", "m=4194304");
+        assert!(greedy.contains("m=4194304"));
+        assert!(!verify_password(&greedy, "correct horse battery"));
         // A hash without its output, or of another algorithm, never matches.
         assert!(!verify_password(
             cheap.rsplit_once('$').unwrap().0,

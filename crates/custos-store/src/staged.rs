@@ -72,31 +72,44 @@ impl StagedBlob {
     }
 
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
-        self.hasher.update(bytes);
-        self.size += bytes.len() as u64;
-        if let Some(memory) = self.memory.as_mut() {
-            if memory.len + bytes.len() <= self.spill_at {
+        match self.take_in(bytes) {
+            Some(memory) => {
                 memory.push_slice(bytes);
-                return Ok(());
+                Ok(())
             }
-            return self.spill(bytes).await;
+            None => self.write_out(bytes).await,
         }
-        self.write_to_file(bytes).await
     }
 
     /// As [`write`](Self::write), taking the buffer over instead of copying
     /// it while the blob is held in memory.
     pub async fn write_owned(&mut self, bytes: Vec<u8>) -> Result<(), StoreError> {
-        self.hasher.update(&bytes);
-        self.size += bytes.len() as u64;
-        if let Some(memory) = self.memory.as_mut() {
-            if memory.len + bytes.len() <= self.spill_at {
+        match self.take_in(&bytes) {
+            Some(memory) => {
                 memory.push(bytes);
-                return Ok(());
+                Ok(())
             }
-            return self.spill(&bytes).await;
+            None => self.write_out(&bytes).await,
         }
-        self.write_to_file(&bytes).await
+    }
+
+    /// Hashes and counts `bytes`; the memory to keep them in, if they fit.
+    fn take_in(&mut self, bytes: &[u8]) -> Option<&mut Held> {
+        self.hasher.update(bytes);
+        self.size += bytes.len() as u64;
+        let spill_at = self.spill_at;
+        self.memory
+            .as_mut()
+            .filter(|memory| memory.len + bytes.len() <= spill_at)
+    }
+
+    /// Bytes that do not fit in memory: to the staging file (made now, with
+    /// what was held, if this is the first time).
+    async fn write_out(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        if self.memory.is_some() {
+            return self.spill(bytes).await;
+        }
+        self.write_to_file(bytes).await
     }
 
     async fn write_to_file(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
@@ -200,7 +213,8 @@ const SMALL: usize = 4096;
 
 impl Held {
     /// A blob of one piece.
-    pub fn from_vec(bytes: Vec<u8>) -> Held {
+    #[cfg(test)]
+    pub(crate) fn from_vec(bytes: Vec<u8>) -> Held {
         let mut held = Held::default();
         held.push(bytes);
         held
@@ -238,7 +252,7 @@ impl Held {
     }
 
     /// The pieces, in order.
-    pub fn pieces(&self) -> &[Vec<u8>] {
+    pub(crate) fn pieces(&self) -> &[Vec<u8>] {
         &self.pieces
     }
 
@@ -248,14 +262,6 @@ impl Held {
             pieces: &self.pieces,
             at: 0,
         }
-    }
-
-    /// The bytes in one buffer (a copy, unless there is a single piece).
-    pub fn into_vec(mut self) -> Vec<u8> {
-        if self.pieces.len() == 1 {
-            return self.pieces.pop().unwrap_or_default();
-        }
-        self.pieces.concat()
     }
 }
 
@@ -327,6 +333,5 @@ mod tests {
         want.extend(vec![7u8; SMALL]);
         want.extend_from_slice(b"ef");
         assert_eq!(out, want);
-        assert_eq!(held.into_vec(), want);
     }
 }
