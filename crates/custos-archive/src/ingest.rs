@@ -6,6 +6,7 @@ use dicom_object::OpenFileOptions;
 use dicom_object::file::ReadPreamble;
 use tracing::{debug, warn};
 
+use bytes::Bytes;
 use custos_core::record::StoredInstance;
 use custos_index::{IndexError, InsertOutcome};
 use custos_store::{Held, StagedBlob, StoreError};
@@ -126,9 +127,11 @@ impl<'a> Ingest<'a> {
         Ok(self.blob.write(bytes).await?)
     }
 
-    /// As [`write`](Self::write), taking the buffer over (a P-DATA value)
+    /// As [`write`](Self::write), taking the buffer over (a P-DATA value, a
+    /// STOW-RS chunk)
     /// instead of copying it while the instance is held in memory.
-    pub async fn write_owned(&mut self, bytes: Vec<u8>) -> Result<(), IngestError> {
+    pub async fn write_owned(&mut self, bytes: impl Into<Bytes>) -> Result<(), IngestError> {
+        let bytes = bytes.into();
         self.preamble_before(&bytes).await?;
         Ok(self.blob.write_owned(bytes).await?)
     }

@@ -26,10 +26,13 @@ pub async fn terminate(
     relay: &Relay,
     timeout: Duration,
 ) -> Result<(TcpStream, Transport, Arc<IdentityAck>), String> {
-    let tls = tokio::time::timeout(timeout, acceptor.accept(crate::quickack::Acking(tcp)))
-        .await
-        .map_err(|_| "TLS handshake timed out".to_string())?
-        .map_err(|e| format!("TLS handshake refused: {e}"))?;
+    let tls = tokio::time::timeout(
+        timeout,
+        acceptor.accept(custos_tls::read_ahead(crate::quickack::Acking(tcp))),
+    )
+    .await
+    .map_err(|_| "TLS handshake timed out".to_string())?
+    .map_err(|e| format!("TLS handshake refused: {e}"))?;
     let chain: Vec<Vec<u8>> = tls
         .get_ref()
         .1

@@ -39,6 +39,9 @@ async fn main() {
         "loopback only"
     );
     let clients: usize = clients.parse().expect("CLIENTS is a number");
+    // STOW_HTTP1=1: HTTP/1.1 over TLS too, as `requests`-based uploaders
+    // (dicomweb-client) send; otherwise ALPN picks HTTP/2.
+    let http1 = std::env::var_os("STOW_HTTP1").is_some_and(|v| v == "1");
     let auth = rest.first().map(|u| {
         let (user, password) = u.split_once(':').expect("USER:PASSWORD");
         (user.to_string(), password.to_string())
@@ -53,11 +56,13 @@ async fn main() {
         let mine: Vec<PathBuf> = all.iter().skip(c).step_by(clients).cloned().collect();
         let (target, auth) = (target.clone(), auth.clone());
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder()
+            let mut client = reqwest::Client::builder()
                 .danger_accept_invalid_certs(true)
-                .pool_max_idle_per_host(1)
-                .build()
-                .unwrap();
+                .pool_max_idle_per_host(1);
+            if http1 {
+                client = client.http1_only();
+            }
+            let client = client.build().unwrap();
             let mut errors = 0;
             for path in mine {
                 let file = tokio::fs::read(&path).await.unwrap();

@@ -4,6 +4,7 @@
 //! values are taken over as they are, not copied into one growing buffer
 //! (which copied every byte once more, plus its reallocations).
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncWriteExt, BufWriter};
@@ -63,8 +64,8 @@ impl StagedBlob {
         self.path = path;
         let mut writer = BufWriter::with_capacity(256 * 1024, file);
         let held = self.memory.take().unwrap_or_default();
-        for piece in &held.pieces {
-            writer.write_all(piece).await.map_err(StoreError::Write)?;
+        for slice in held.slices() {
+            writer.write_all(slice).await.map_err(StoreError::Write)?;
         }
         writer.write_all(more).await.map_err(StoreError::Write)?;
         self.writer = Some(writer);
@@ -83,7 +84,8 @@ impl StagedBlob {
 
     /// As [`write`](Self::write), taking the buffer over instead of copying
     /// it while the blob is held in memory.
-    pub async fn write_owned(&mut self, bytes: Vec<u8>) -> Result<(), StoreError> {
+    pub async fn write_owned(&mut self, bytes: impl Into<Bytes>) -> Result<(), StoreError> {
+        let bytes = bytes.into();
         match self.take_in(&bytes) {
             Some(memory) => {
                 memory.push(bytes);
@@ -200,15 +202,19 @@ impl Drop for StagedBlob {
 /// A blob held in memory: its bytes in the pieces they were written in.
 #[derive(Debug, Default)]
 pub struct Held {
-    pieces: Vec<Vec<u8>>,
+    pieces: Vec<Bytes>,
+    /// Short slices gathered since the last piece (a file meta header, a
+    /// STOW-RS part's small chunks): they follow `pieces`.
+    tail: Vec<u8>,
     len: usize,
 }
 
-/// Pieces shorter than this are appended to the previous piece when it has
-/// room (a file meta header, a STOW-RS part's small chunks). Longer slices
-/// become pieces of their own size: no reallocation, no large fresh buffer
-/// (pieces growing with the blob up to 256 KiB measured slower on STOW-RS:
-/// page faults of fresh large buffers on every instance).
+/// Slices shorter than this are gathered in the tail. Longer ones become
+/// pieces of their own: taken over when given as owned buffers (P-DATA
+/// values, STOW-RS chunks), copied at their own size when lent (no
+/// reallocation, no large fresh buffer: pieces growing with the blob up to
+/// 256 KiB measured slower on STOW-RS, page faults of fresh large buffers on
+/// every instance).
 const SMALL: usize = 4096;
 
 impl Held {
@@ -216,27 +222,26 @@ impl Held {
     #[cfg(test)]
     pub(crate) fn from_vec(bytes: Vec<u8>) -> Held {
         let mut held = Held::default();
-        held.push(bytes);
+        held.push(bytes.into());
         held
     }
 
     fn push_slice(&mut self, bytes: &[u8]) {
-        self.len += bytes.len();
-        match self.pieces.last_mut() {
-            Some(last) if last.capacity() - last.len() >= bytes.len() => {
-                last.extend_from_slice(bytes)
-            }
-            _ => {
-                let mut piece = Vec::with_capacity(bytes.len().max(SMALL));
-                piece.extend_from_slice(bytes);
-                self.pieces.push(piece);
-            }
+        if bytes.len() < SMALL {
+            self.len += bytes.len();
+            self.tail.extend_from_slice(bytes);
+        } else {
+            self.push(Bytes::copy_from_slice(bytes));
         }
     }
 
-    fn push(&mut self, bytes: Vec<u8>) {
+    fn push(&mut self, bytes: Bytes) {
         if bytes.len() < SMALL {
             return self.push_slice(&bytes);
+        }
+        if !self.tail.is_empty() {
+            let tail = std::mem::take(&mut self.tail);
+            self.pieces.push(tail.into());
         }
         self.len += bytes.len();
         self.pieces.push(bytes);
@@ -251,15 +256,19 @@ impl Held {
         self.len == 0
     }
 
-    /// The pieces, in order.
-    pub(crate) fn pieces(&self) -> &[Vec<u8>] {
-        &self.pieces
+    /// The bytes, in order, as the slices they are held in.
+    pub(crate) fn slices(&self) -> impl Iterator<Item = &[u8]> {
+        self.pieces
+            .iter()
+            .map(|p| &p[..])
+            .chain(Some(&self.tail[..]).filter(|t| !t.is_empty()))
     }
 
     /// The bytes as one reader, piece after piece.
     pub fn reader(&self) -> HeldReader<'_> {
         HeldReader {
             pieces: &self.pieces,
+            tail: &self.tail,
             at: 0,
         }
     }
@@ -269,26 +278,33 @@ impl Held {
 /// the original was).
 #[derive(Clone)]
 pub struct HeldReader<'a> {
-    pieces: &'a [Vec<u8>],
-    /// Position within the first piece.
+    pieces: &'a [Bytes],
+    tail: &'a [u8],
+    /// Position within the first piece (the tail once no piece is left).
     at: usize,
 }
 
 impl std::io::Read for HeldReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while let Some((first, rest)) = self.pieces.split_first() {
-            let left = &first[self.at..];
-            if left.is_empty() {
-                self.pieces = rest;
-                self.at = 0;
-                continue;
+        loop {
+            let (current, rest) = match self.pieces.split_first() {
+                Some((first, rest)) => (&first[..], Some(rest)),
+                None => (self.tail, None),
+            };
+            let left = current.get(self.at..).unwrap_or_default();
+            match rest {
+                Some(rest) if left.is_empty() => {
+                    self.pieces = rest;
+                    self.at = 0;
+                }
+                _ => {
+                    let n = left.len().min(buf.len());
+                    buf[..n].copy_from_slice(&left[..n]);
+                    self.at += n;
+                    return Ok(n);
+                }
             }
-            let n = left.len().min(buf.len());
-            buf[..n].copy_from_slice(&left[..n]);
-            self.at += n;
-            return Ok(n);
         }
-        Ok(0)
     }
 }
 
@@ -301,10 +317,10 @@ mod tests {
     fn held_pieces_read_back_in_order() {
         let mut held = Held::default();
         held.push_slice(b"ab");
-        held.push_slice(b"cd"); // appended to the first piece
-        held.push(vec![7u8; SMALL]); // taken over as its own piece
-        held.push(b"ef".to_vec());
-        assert_eq!(held.pieces().len(), 3);
+        held.push_slice(b"cd"); // gathered with the first
+        held.push(vec![7u8; SMALL].into()); // taken over as its own piece
+        held.push(b"ef".to_vec().into()); // gathered again, after it
+        assert_eq!(held.slices().count(), 3);
         assert_eq!(held.len(), 4 + SMALL + 2);
         // Many slices (a STOW-RS part's chunks) read back in order.
         let mut chunked = Held::default();

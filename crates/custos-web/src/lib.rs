@@ -290,7 +290,7 @@ pub async fn serve(
             }
             match tls {
                 Some(acceptor) => {
-                    let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
+                    let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(custos_tls::read_ahead(tcp))).await;
                     match handshake {
                         Ok(Ok(stream)) => drive!(stream),
                         Ok(Err(e)) => {

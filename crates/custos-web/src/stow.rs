@@ -201,8 +201,14 @@ async fn store_part(
     // quadratic.
     let mut next_look = 0;
     while let Some(bytes) = field.chunk().await.map_err(multipart_error)? {
-        if started {
-            write(&mut ingest, &bytes).await?;
+        // A Part 10 file whose first chunk shows its preamble and DICM (the
+        // usual case) is taken over chunk by chunk, never copied here.
+        if started || (head.is_empty() && bytes.get(128..132) == Some(b"DICM".as_slice())) {
+            started = true;
+            ingest
+                .write_owned(bytes)
+                .await
+                .map_err(|e| ApiError::internal("writing an upload", e))?;
             continue;
         }
         head.extend_from_slice(&bytes);
