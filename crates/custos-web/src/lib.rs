@@ -20,6 +20,7 @@ mod multipart;
 mod openapi;
 mod pixels;
 mod qido;
+mod records;
 pub mod routes;
 mod session;
 mod status;
@@ -257,7 +258,17 @@ pub async fn serve(
                 {
                     req.headers_mut().insert(header::HOST, v);
                 }
-                app.clone().oneshot(req.map(axum::body::Body::new))
+                // HTTP/2 bodies in pieces that fit a TLS record (see `records`).
+                let h2 = req.version() == hyper::Version::HTTP_2;
+                let answer = app.clone().oneshot(req.map(axum::body::Body::new));
+                async move {
+                    let response = answer.await?;
+                    Ok::<_, std::convert::Infallible>(if h2 {
+                        response.map(records::fit)
+                    } else {
+                        response
+                    })
+                }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
