@@ -170,6 +170,11 @@ where
     Ok(())
 }
 
+/// Data set bytes written per system call when sending a stored instance: a
+/// peer's maximum PDU is often 16 KiB (DCMTK's default), and one write per
+/// PDU woke the receiver once per 16 KiB.
+const WRITE_BATCH: usize = 256 << 10;
+
 /// Sends a command followed by a stored data set, streamed from the store.
 pub async fn send_streamed<S: Stream, A>(
     assoc: &mut A,
@@ -183,23 +188,35 @@ where
 {
     send_fragments(assoc, pc, PDataValueType::Command, &cmd.encode(), true).await?;
     let max = max_fragment(assoc);
+    let batch = (WRITE_BATCH / max).max(1) * max;
     loop {
-        let (chunk, last) = data.next_chunk(max).await?;
-        // The PDU is written here rather than by dicom-ul's `send` (which
-        // wants an owned copy and copies it again to encode): P-DATA-TF
-        // header, one PDV item header, then the stored bytes (PS3.8 9.3.5).
-        let item_len = chunk.len() as u32 + 2;
-        let mut head = [0u8; 12];
-        head[0] = 0x04;
-        head[2..6].copy_from_slice(&(item_len + 4).to_be_bytes());
-        head[6..10].copy_from_slice(&item_len.to_be_bytes());
-        head[10] = pc;
-        head[11] = if last { 0x02 } else { 0x00 };
+        let (chunk, last) = data.next_chunk(batch).await?;
+        // The PDUs are written here rather than by dicom-ul's `send` (which
+        // wants an owned copy and copies it again to encode): each a P-DATA-TF
+        // header and one PDV item header, then the stored bytes (PS3.8 9.3.5).
+        let pieces: Vec<&[u8]> = if chunk.is_empty() {
+            vec![chunk]
+        } else {
+            chunk.chunks(max).collect()
+        };
+        let heads: Vec<[u8; 12]> = pieces
+            .iter()
+            .enumerate()
+            .map(|(i, piece)| {
+                let end = last && i + 1 == pieces.len();
+                pdu_head(pc, piece.len(), if end { LAST_DATA } else { DATA })
+            })
+            .collect();
+        let mut slices: Vec<IoSlice<'_>> = heads
+            .iter()
+            .zip(&pieces)
+            .flat_map(|(head, piece)| [IoSlice::new(head), IoSlice::new(piece)])
+            .collect();
         let stream = assoc.inner_stream();
         within(
             idle,
             "the peer took nothing in time",
-            write_parts(stream, &head, chunk),
+            write_all_vectored(stream, &mut slices),
         )
         .await?;
         if last {
@@ -209,21 +226,36 @@ where
     }
 }
 
-/// `head` then `body`, in one system call when the stream takes both.
-async fn write_parts<W: AsyncWrite + Unpin>(
+/// Message control headers of a data PDV (PS3.8 E.2): more follow, last.
+const DATA: u8 = 0x00;
+const LAST_DATA: u8 = 0x02;
+
+/// The header of a P-DATA-TF PDU holding one PDV of `len` bytes.
+fn pdu_head(pc: u8, len: usize, control: u8) -> [u8; 12] {
+    let item_len = len as u32 + 2;
+    let mut head = [0u8; 12];
+    head[0] = 0x04;
+    head[2..6].copy_from_slice(&(item_len + 4).to_be_bytes());
+    head[6..10].copy_from_slice(&item_len.to_be_bytes());
+    head[10] = pc;
+    head[11] = control;
+    head
+}
+
+/// All of `slices`, in as few system calls as the stream allows.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
     w: &mut W,
-    head: &[u8],
-    body: &[u8],
+    mut slices: &mut [IoSlice<'_>],
 ) -> std::io::Result<()> {
-    let mut done = 0;
-    while done < head.len() {
-        let parts = [IoSlice::new(&head[done..]), IoSlice::new(body)];
-        match w.write_vectored(&parts).await? {
-            0 => return Err(std::io::ErrorKind::WriteZero.into()),
-            n => done += n,
+    while !slices.is_empty() {
+        match w.write_vectored(slices).await? {
+            0 if slices.iter().any(|s| !s.is_empty()) => {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            n => IoSlice::advance_slices(&mut slices, n),
         }
     }
-    w.write_all(&body[done - head.len()..]).await
+    Ok(())
 }
 
 /// Reads the next complete command (data fragments, which responses we expect

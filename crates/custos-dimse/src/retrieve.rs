@@ -1,7 +1,8 @@
 //! C-GET and C-MOVE: C-STORE sub-operations back over the same association
 //! (GET) or over a new association to a registered destination (MOVE).
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
@@ -11,7 +12,7 @@ use dicom_ul::association::{AsyncAssociation, ClientAssociationOptions};
 use dicom_ul::pdu::PresentationContextResultReason;
 use tracing::{info, warn};
 
-use custos_archive::{Archive, RetrieveSet};
+use custos_archive::{Archive, DatasetStream, RetrieveError, RetrieveSet};
 use custos_core::record::StoredInstance;
 
 use crate::association::Association;
@@ -24,6 +25,13 @@ use crate::syntaxes::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 /// past this the counts still say how many failed.
 const MAX_FAILED_UIDS: usize = 10_000;
 
+/// Pending responses go out at most this often. PS3.4 C.4.2.3.1 and
+/// C.4.3.3.1 make them optional; each one is a message the requester must
+/// take while the sub-operations wait (one per instance measured ~2% of a
+/// 100-instance C-MOVE to DCMTK). A quarter of a second still moves a
+/// viewer's progress bar smoothly.
+const PENDING_EVERY: Duration = Duration::from_millis(250);
+
 /// Sub-operation tallies (PS3.4 C.4.2.1.5).
 #[derive(Debug, Default, Clone)]
 struct Tally {
@@ -32,9 +40,26 @@ struct Tally {
     failed: u16,
     warning: u16,
     failed_uids: Vec<String>,
+    /// When the last Pending response was sent.
+    pending_sent: Option<Instant>,
 }
 
 impl Tally {
+    /// Whether a Pending response is due now: after the first sub-operation,
+    /// then once per [`PENDING_EVERY`] while some remain.
+    fn pending_due(&mut self) -> bool {
+        let now = Instant::now();
+        if self.remaining == 0
+            || self
+                .pending_sent
+                .is_some_and(|at| now.duration_since(at) < PENDING_EVERY)
+        {
+            return false;
+        }
+        self.pending_sent = Some(now);
+        true
+    }
+
     fn counts(&self) -> [u16; 4] {
         [
             self.remaining.min(u16::MAX as usize) as u16,
@@ -155,12 +180,56 @@ fn route<S: Stream, A: AsyncAssociation<S>>(assoc: &A, inst: &StoredInstance) ->
     None
 }
 
+/// The next sub-operation's data set, read from the store while the current
+/// one is sent and acknowledged: sub-operations go one at a time, so without
+/// this each read waited behind the peer's answer to the one before.
+#[derive(Default)]
+pub(crate) struct ReadAhead {
+    next: Option<(
+        String,
+        tokio::task::JoinHandle<Result<DatasetStream, RetrieveError>>,
+    )>,
+}
+
+impl ReadAhead {
+    /// Starts reading `next` if it will travel as stored over `assoc`.
+    pub(crate) fn start<S: Stream, A: AsyncAssociation<S>>(
+        &mut self,
+        assoc: &A,
+        archive: &Arc<Archive>,
+        next: Option<&StoredInstance>,
+    ) {
+        let Some(next) = next else { return };
+        if let Some(Route::AsStored(_)) = route(assoc, next) {
+            let (archive, inst) = (archive.clone(), next.clone());
+            let read = tokio::spawn(async move { archive.open_dataset(&inst).await });
+            self.next = Some((next.sop_instance_uid.clone(), read));
+        }
+    }
+
+    /// `inst`'s data set: the one read ahead if it is that one, else read now.
+    async fn take(
+        &mut self,
+        archive: &Archive,
+        inst: &StoredInstance,
+    ) -> Result<DatasetStream, RetrieveError> {
+        if let Some((uid, read)) = self.next.take()
+            && uid == inst.sop_instance_uid
+            && let Ok(result) = read.await
+        {
+            return result;
+        }
+        archive.open_dataset(inst).await
+    }
+}
+
 /// Sends one C-STORE-RQ with its data set. `Ok(false)` means it could not be
 /// sent (no usable context, unreadable blob): a failed sub-operation.
 pub(crate) async fn send_store<S: Stream, A>(
     assoc: &mut A,
     archive: &Archive,
     inst: &StoredInstance,
+    ahead: &mut ReadAhead,
     message_id: u16,
     originator: Option<(&str, u16)>,
     idle: Duration,
@@ -183,7 +252,7 @@ where
         ..Default::default()
     };
     match route {
-        Route::AsStored(pc) => match archive.open_dataset(inst).await {
+        Route::AsStored(pc) => match ahead.take(archive, inst).await {
             Ok(stream) => send_streamed(assoc, pc, &rq, stream, idle).await?,
             Err(e) => {
                 warn!(error = %e, "cannot read a stored instance");
@@ -245,14 +314,26 @@ impl Association {
             if page.is_empty() {
                 break;
             }
-            for inst in &page {
+            let mut ahead = ReadAhead::default();
+            for (i, inst) in page.iter().enumerate() {
                 if cancelled || self.cancel_requested(cmd.message_id).await? {
                     cancelled = true;
                     break 'pages;
                 }
                 sub_id = sub_id.wrapping_add(1);
                 let idle = self.config.idle_timeout;
-                let sent = send_store(&mut self.assoc, &archive, inst, sub_id, None, idle).await?;
+                let mut this = std::mem::take(&mut ahead);
+                ahead.start(&self.assoc, &archive, page.get(i + 1));
+                let sent = send_store(
+                    &mut self.assoc,
+                    &archive,
+                    inst,
+                    &mut this,
+                    sub_id,
+                    None,
+                    idle,
+                )
+                .await?;
                 let st = if sent {
                     // Wait for the C-STORE-RSP; a C-CANCEL may arrive first.
                     loop {
@@ -273,7 +354,7 @@ impl Association {
                     None
                 };
                 tally.record(&inst.sop_instance_uid, st);
-                if tally.remaining > 0 && !cancelled {
+                if !cancelled && tally.pending_due() {
                     let mut r = cmd.response(field::C_GET_RSP, status::PENDING);
                     r.sub_operations = Some(tally.counts());
                     send_message(&mut self.assoc, pc, &r, None).await?;
@@ -464,17 +545,21 @@ impl Association {
             if page.is_empty() {
                 break;
             }
+            let mut ahead = ReadAhead::default();
             for (i, inst) in page.iter().enumerate() {
                 if self.cancel_requested(cmd.message_id).await? {
                     cancelled = true;
                     break 'pages;
                 }
                 sub_id = sub_id.wrapping_add(1);
+                let mut this = std::mem::take(&mut ahead);
+                ahead.start(&sub, &archive, page.get(i + 1));
                 let outcome = async {
                     if !send_store(
                         &mut sub,
                         &archive,
                         inst,
+                        &mut this,
                         sub_id,
                         Some((&originator, cmd.message_id)),
                         self.config.idle_timeout,
@@ -502,7 +587,7 @@ impl Association {
                         break 'pages;
                     }
                 }
-                if tally.remaining > 0 {
+                if tally.pending_due() {
                     let mut r = cmd.response(field::C_MOVE_RSP, status::PENDING);
                     r.sub_operations = Some(tally.counts());
                     send_message(&mut self.assoc, pc, &r, None).await?;

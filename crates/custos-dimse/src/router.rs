@@ -3,6 +3,7 @@
 //! decompressed if the peer takes only uncompressed), with one outcome per
 //! instance. The queue itself is worked by the binary's `forward` loop.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use dicom_ul::association::{AsyncAssociation, ClientAssociationOptions};
@@ -14,14 +15,14 @@ use custos_core::record::StoredInstance;
 use crate::command::field;
 use crate::link::{Stream, receive_command};
 use crate::outbound::with_peer_association;
-use crate::retrieve::send_store;
+use crate::retrieve::{ReadAhead, send_store};
 use crate::server::DimseConfig;
 use crate::syntaxes::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 
 /// Sends `instances` to the registered peer `destination` on one
 /// association: an outcome per instance, in order.
 pub async fn send(
-    archive: &Archive,
+    archive: &Arc<Archive>,
     config: &DimseConfig,
     destination: &str,
     instances: &[StoredInstance],
@@ -73,7 +74,7 @@ pub async fn send(
 
 async fn send_all<S: Stream, A>(
     a: &mut A,
-    archive: &Archive,
+    archive: &Arc<Archive>,
     instances: &[StoredInstance],
     idle: Duration,
 ) -> Vec<Result<(), Failure>>
@@ -82,13 +83,16 @@ where
 {
     let mut out = Vec::with_capacity(instances.len());
     let mut broken: Option<String> = None;
+    let mut ahead = ReadAhead::default();
     for (n, inst) in instances.iter().enumerate() {
         if let Some(why) = &broken {
             out.push(Err(Failure::Transient(why.clone())));
             continue;
         }
         let message_id = (n % 0xFFFF) as u16 + 1;
-        match send_store(a, archive, inst, message_id, None, idle).await {
+        let mut this = std::mem::take(&mut ahead);
+        ahead.start(a, archive, instances.get(n + 1));
+        match send_store(a, archive, inst, &mut this, message_id, None, idle).await {
             Ok(true) => {}
             Ok(false) => {
                 out.push(Err(Failure::Transient(
