@@ -128,8 +128,8 @@ impl<'a> Ingest<'a> {
     }
 
     /// As [`write`](Self::write), taking the buffer over (a P-DATA value, a
-    /// STOW-RS chunk)
-    /// instead of copying it while the instance is held in memory.
+    /// STOW-RS chunk) instead of copying it while the instance is held in
+    /// memory.
     pub async fn write_owned(&mut self, bytes: impl Into<Bytes>) -> Result<(), IngestError> {
         let bytes = bytes.into();
         self.preamble_before(&bytes).await?;

@@ -21,10 +21,11 @@ pub use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
 /// Bytes read from a TLS connection's socket per system call.
 ///
-/// rustls asks its transport for at most 4 KiB at a time, so a 0.5 MB upload
-/// took ~130 `read`s (and, for DICOM, as many quick-ACK `setsockopt`s) plus a
-/// pass through tokio's reactor for each. Reading ahead into a buffer of this
-/// size turns them into a few large reads and cheap copies.
+/// rustls reads from its transport into a buffer only 4 KiB larger than what
+/// it already holds: measured, 72,000 `recvfrom`s for 2,000 STOW-RS uploads of
+/// 0.5 MB (and, for DICOM, a quick-ACK `setsockopt` after each), each a pass
+/// through tokio's reactor. Reading ahead into a buffer of this size made it
+/// 18,000, for a copy of the ciphertext.
 pub const READ_AHEAD: usize = 64 << 10;
 
 /// `io` with a read-ahead buffer of [`READ_AHEAD`] bytes, for the
