@@ -47,7 +47,9 @@ def timed(rec, op, fn):
     try:
         ok = fn()
     except Exception as e:
-        ok, why = False, repr(e)[:120]
+        # The clock time, to line a failure up with the RSS samples and the
+        # server's log.
+        ok, why = False, time.strftime("%H:%M:%S ") + repr(e)[:120]
     rec.append((op, time.perf_counter() - t0, bool(ok), why))
 
 
@@ -254,7 +256,7 @@ def main():
             d["ok"].append(dt)
         else:
             d["errors"] += 1
-            if why and len(d["why"]) < 3:
+            if why and len(d["why"]) < 50:
                 d["why"].append(why)
     report = {"seconds": a.seconds, "hostile": a.hostile, "ops": {}}
     for op, d in sorted(ops.items()):
