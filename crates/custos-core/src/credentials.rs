@@ -91,6 +91,11 @@ fn params() -> Params {
 /// row edited to claim gigabytes is refused, not allocated.
 const MAX_M_COST_KIB: u32 = 256 * 1024;
 
+/// Most passes a stored hash may ask for: with the memory cap, one
+/// verification stays within seconds instead of holding a hashing slot for
+/// as long as a forged row says.
+const MAX_T_COST: u32 = 10;
+
 /// argon2's working memory for `blocks` blocks of 1 KiB. Reserved with room
 /// for 33 MiB, above the largest threshold glibc's malloc adapts its mmap
 /// threshold to (32 MiB on 64-bit), so it is always a mapping of its own and
@@ -163,8 +168,9 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
             None => Version::default(),
         };
         let params = Params::try_from(&parsed)?;
-        // The stored string says how much memory to take: not without limit.
-        if params.m_cost() > MAX_M_COST_KIB {
+        // The stored string says how much memory and time to take: not
+        // without limit.
+        if params.m_cost() > MAX_M_COST_KIB || params.t_cost() > MAX_T_COST {
             return Ok(false);
         }
         let computed = argon2_output(
@@ -333,6 +339,11 @@ mod tests {
         let greedy = cheap.replace("m=1024", "m=4194304");
         assert!(greedy.contains("m=4194304"));
         assert!(!verify_password(&greedy, "correct horse battery"));
+        // So is one asking for more passes than MAX_T_COST (computed, this
+        // would take tens of minutes).
+        let slow = cheap.replace("t=1", "t=1000000");
+        assert!(slow.contains("t=1000000"));
+        assert!(!verify_password(&slow, "correct horse battery"));
         // A hash without its output, or of another algorithm, never matches.
         assert!(!verify_password(
             cheap.rsplit_once('$').unwrap().0,
