@@ -10,6 +10,7 @@ pub mod client_trust;
 pub mod database;
 pub mod error;
 pub mod sealed;
+pub mod write_behind;
 
 pub use error::TlsError;
 

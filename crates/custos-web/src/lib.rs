@@ -42,6 +42,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use custos_tls::TlsAcceptor;
+use custos_tls::write_behind::WriteBehind;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
@@ -301,9 +302,14 @@ pub async fn serve(
             }
             match tls {
                 Some(acceptor) => {
-                    let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(custos_tls::read_ahead(tcp))).await;
+                    let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(WriteBehind::new(custos_tls::read_ahead(tcp)))).await;
                     match handshake {
-                        Ok(Ok(stream)) => drive!(stream),
+                        Ok(Ok(mut stream)) => {
+                            // HTTP/2 writes frame by frame: gather them (see `write_behind`).
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            stream.get_mut().0.gather(h2);
+                            drive!(stream)
+                        }
                         Ok(Err(e)) => {
                             tracing::info!(%addr, error = %e, "TLS handshake refused");
                             metrics.inc("custos_tls_handshake_failures_total", &[("listener", "http")]);
