@@ -17,8 +17,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 D=$1; W=$2; rounds=${3:-3}
 mkdir -p "$W"
 command -v nginx >/dev/null || { apt-get install -y -qq nginx-light >/dev/null; pkill -x nginx || true; }
-study_dir=$(ls -d "$D"/big/st* | head -1)
-first=$(find "$study_dir" -type f | head -1)
+studies=("$D"/big/st*); study_dir=${studies[0]}
+first=$(find "$study_dir" -type f -print -quit)
 study=$(/usr/bin/dcmdump +P StudyInstanceUID "$first" | sed -n 's/.*\[\(.*\)\].*/\1/p')
 
 "$S/orthanc.sh" wipe -d "$W/orthanc" 2>/dev/null || true

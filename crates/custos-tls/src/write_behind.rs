@@ -19,6 +19,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// At most this many bytes are held before they are sent.
 pub const GATHER: usize = 256 << 10;
 
+/// A buffer grown past this is given back after a batch smaller than a
+/// quarter of it (the end of a large response), so an idle connection keeps
+/// at most this much.
+const KEEP: usize = 64 << 10;
+
 /// `inner` with writes gathered once [`WriteBehind::gather`] is switched on
 /// (until then, and for reads, it passes straight through).
 pub struct WriteBehind<S> {
@@ -45,9 +50,6 @@ impl<S> WriteBehind<S> {
     /// Gather writes from now on (after the handshake, for HTTP/2).
     pub fn gather(&mut self, on: bool) {
         self.on = on;
-        if on && self.held.capacity() == 0 {
-            self.held.reserve_exact(GATHER);
-        }
     }
 }
 
@@ -60,6 +62,9 @@ impl<S: AsyncWrite + Unpin> WriteBehind<S> {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.sent += n;
+        }
+        if self.held.capacity() > KEEP && self.held.len() < KEEP / 4 {
+            self.held = Vec::new();
         }
         self.held.clear();
         self.sent = 0;
@@ -307,6 +312,26 @@ mod tests {
         assert!(Pin::new(&mut w).poll_shutdown(&mut cx).is_ready());
         assert_eq!(sent(&w), expected);
         assert!(w.held.is_empty());
+    }
+
+    #[test]
+    fn a_large_buffer_is_given_back_after_a_small_batch() {
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut w = WriteBehind::new(Socket::default());
+        w.gather(true);
+        for i in 0..10 {
+            write(&mut w, &mut cx, &frame(i));
+        }
+        assert!(read(&mut w, &mut cx).is_pending());
+        assert!(
+            w.held.capacity() >= 10 * 16_384,
+            "kept while large batches go"
+        );
+        write(&mut w, &mut cx, &[7u8; 100]);
+        assert!(read(&mut w, &mut cx).is_pending());
+        assert_eq!(w.held.capacity(), 0, "given back after a small one");
+        assert_eq!(sent(&w).len(), 10 * 16_384 + 100);
     }
 
     #[test]
