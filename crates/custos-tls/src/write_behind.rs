@@ -19,9 +19,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// At most this many bytes are held before they are sent.
 pub const GATHER: usize = 256 << 10;
 
-/// A buffer grown past this is given back after a batch smaller than a
-/// quarter of it (the end of a large response), so an idle connection keeps
-/// at most this much.
+/// A buffer grown past this is given back when the connection reads with
+/// nothing held — a round without output: the response is done. An idle
+/// HTTP/2 connection reads at least at each keep-alive ping.
 const KEEP: usize = 64 << 10;
 
 /// `inner` with writes gathered once [`WriteBehind::gather`] is switched on
@@ -63,9 +63,6 @@ impl<S: AsyncWrite + Unpin> WriteBehind<S> {
             }
             self.sent += n;
         }
-        if self.held.capacity() > KEEP && self.held.len() < KEEP / 4 {
-            self.held = Vec::new();
-        }
         self.held.clear();
         self.sent = 0;
         self.owed = false;
@@ -91,10 +88,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WriteBehind<S> {
         // Before waiting for the peer, send it what it is owed. If the socket
         // is full, read anyway (the peer may be waiting to be read from); the
         // socket's wake-up when it drains brings the task back to send.
-        if !self.held.is_empty()
-            && let Poll::Ready(Err(e)) = self.poll_send(cx)
-        {
-            return Poll::Ready(Err(e));
+        if !self.held.is_empty() {
+            if let Poll::Ready(Err(e)) = self.poll_send(cx) {
+                return Poll::Ready(Err(e));
+            }
+        } else if self.held.capacity() > KEEP {
+            self.held = Vec::new();
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
@@ -315,7 +314,7 @@ mod tests {
     }
 
     #[test]
-    fn a_large_buffer_is_given_back_after_a_small_batch() {
+    fn a_large_buffer_is_given_back_when_a_read_finds_nothing_held() {
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         let mut w = WriteBehind::new(Socket::default());
@@ -324,14 +323,14 @@ mod tests {
             write(&mut w, &mut cx, &frame(i));
         }
         assert!(read(&mut w, &mut cx).is_pending());
-        assert!(
-            w.held.capacity() >= 10 * 16_384,
-            "kept while large batches go"
-        );
-        write(&mut w, &mut cx, &[7u8; 100]);
+        assert!(w.held.capacity() >= 10 * 16_384, "kept while batches go");
+        write(&mut w, &mut cx, &frame(10));
         assert!(read(&mut w, &mut cx).is_pending());
-        assert_eq!(w.held.capacity(), 0, "given back after a small one");
-        assert_eq!(sent(&w).len(), 10 * 16_384 + 100);
+        assert!(w.held.capacity() >= 10 * 16_384, "kept while batches go");
+        // A round without output: the response is done.
+        assert!(read(&mut w, &mut cx).is_pending());
+        assert_eq!(w.held.capacity(), 0, "given back");
+        assert_eq!(sent(&w).len(), 11 * 16_384);
     }
 
     #[test]
