@@ -659,12 +659,33 @@ def cmd_get(args):
     else:
         requests = [ds]
     final = None
+    # A C-GET that gets no response at all (pynetdicom 3.0.4's reactor can take
+    # a fast response meant for send_c_get, which then waits out its DIMSE
+    # timeout and aborts; see RELIABILITY.md) is asked again on a new
+    # association, at most twice in all; the retries are reported.
+    retries = 0
     for req in requests:
-        for st, _ in assoc.send_c_get(req, StudyRootQueryRetrieveInformationModelGet):
-            if st is not None and st.Status != 0xFF00 and final in (None, 0):
-                final = st.Status
-    assoc.release()
-    out({"accepted": True, "status": final, "received": got, "names": names, "unreadable": unreadable})
+        while True:
+            answered = False
+            for st, _ in assoc.send_c_get(req, StudyRootQueryRetrieveInformationModelGet):
+                if st is None or "Status" not in st:
+                    continue
+                answered = True
+                if st.Status != 0xFF00 and final in (None, 0):
+                    final = st.Status
+            if answered or retries == 2:
+                break
+            retries += 1
+            print(f"C-GET of {req.get('StudyInstanceUID', '')} got no response; asking again", file=sys.stderr)
+            if assoc.is_established:
+                assoc.abort()
+            assoc = associate(ae, args, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, keep)])
+            if not assoc.is_established:
+                break
+    if assoc.is_established:
+        assoc.release()
+    out({"accepted": True, "status": final, "received": got, "names": names, "unreadable": unreadable,
+         "retries": retries})
 
 
 def cmd_get_uncompressed(args):

@@ -13,6 +13,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -20,9 +21,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub const GATHER: usize = 256 << 10;
 
 /// A buffer grown past this is given back when the connection reads with
-/// nothing held — a round without output: the response is done. An idle
-/// HTTP/2 connection reads at least at each keep-alive ping.
+/// nothing held and has sent no batch for [`IDLE`] (a client's frames in the
+/// middle of a response must not free it each round). An idle HTTP/2
+/// connection reads at least at each keep-alive ping.
 const KEEP: usize = 64 << 10;
+const IDLE: Duration = Duration::from_secs(1);
 
 /// `inner` with writes gathered once [`WriteBehind::gather`] is switched on
 /// (until then, and for reads, it passes straight through).
@@ -34,6 +37,8 @@ pub struct WriteBehind<S> {
     on: bool,
     /// A flush was put off and the task woken to finish it.
     owed: bool,
+    /// When the last batch was sent.
+    last_batch: Instant,
 }
 
 impl<S> WriteBehind<S> {
@@ -44,6 +49,7 @@ impl<S> WriteBehind<S> {
             sent: 0,
             on: false,
             owed: false,
+            last_batch: Instant::now(),
         }
     }
 
@@ -62,6 +68,9 @@ impl<S: AsyncWrite + Unpin> WriteBehind<S> {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.sent += n;
+        }
+        if !self.held.is_empty() {
+            self.last_batch = Instant::now();
         }
         self.held.clear();
         self.sent = 0;
@@ -92,7 +101,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WriteBehind<S> {
             if let Poll::Ready(Err(e)) = self.poll_send(cx) {
                 return Poll::Ready(Err(e));
             }
-        } else if self.held.capacity() > KEEP {
+        } else if self.held.capacity() > KEEP && self.last_batch.elapsed() >= IDLE {
             self.held = Vec::new();
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -180,6 +189,8 @@ mod tests {
         writes: Vec<Vec<u8>>,
         full: bool,
         incoming: Vec<u8>,
+        /// Takes at most this many bytes per write (0: all).
+        most: usize,
     }
 
     impl AsyncWrite for Socket {
@@ -191,8 +202,13 @@ mod tests {
             if self.full {
                 return Poll::Pending;
             }
-            self.writes.push(data.to_vec());
-            Poll::Ready(Ok(data.len()))
+            let n = if self.most == 0 {
+                data.len()
+            } else {
+                data.len().min(self.most)
+            };
+            self.writes.push(data[..n].to_vec());
+            Poll::Ready(Ok(n))
         }
         fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
@@ -293,6 +309,52 @@ mod tests {
     }
 
     #[test]
+    fn each_put_off_batch_wakes_the_task_once() {
+        let wakes = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut w = WriteBehind::new(Socket::default());
+        w.gather(true);
+        for round in 1..=3 {
+            write(&mut w, &mut cx, &frame(round));
+            flush(&mut w, &mut cx);
+            write(&mut w, &mut cx, &frame(round));
+            flush(&mut w, &mut cx);
+            assert_eq!(wakes.0.load(Ordering::SeqCst), round, "round {round}");
+            assert!(read(&mut w, &mut cx).is_pending());
+        }
+        assert_eq!(w.inner.writes.len(), 3);
+    }
+
+    #[test]
+    fn short_socket_writes_and_a_full_socket_keep_the_order() {
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut w = WriteBehind::new(Socket {
+            most: 5_000,
+            ..Socket::default()
+        });
+        w.gather(true);
+        let mut expected = Vec::new();
+        for i in 0..16 {
+            write(&mut w, &mut cx, &frame(i));
+            expected.extend(frame(i));
+        }
+        assert!(w.inner.writes.is_empty(), "16 frames fill 256 KiB");
+        // The 17th does not fit: sending what is held meets a full socket, so
+        // the frame is refused, not taken.
+        w.inner.full = true;
+        let f = frame(16);
+        assert!(Pin::new(&mut w).poll_write(&mut cx, &f).is_pending());
+        w.inner.full = false;
+        write(&mut w, &mut cx, &f);
+        expected.extend(f);
+        assert!(Pin::new(&mut w).poll_shutdown(&mut cx).is_ready());
+        assert_eq!(sent(&w), expected);
+        assert!(w.inner.writes.iter().all(|piece| piece.len() <= 5_000));
+    }
+
+    #[test]
     fn at_most_gather_bytes_are_held() {
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
@@ -314,7 +376,7 @@ mod tests {
     }
 
     #[test]
-    fn a_large_buffer_is_given_back_when_a_read_finds_nothing_held() {
+    fn a_large_buffer_is_given_back_once_the_connection_is_quiet() {
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         let mut w = WriteBehind::new(Socket::default());
@@ -327,7 +389,12 @@ mod tests {
         write(&mut w, &mut cx, &frame(10));
         assert!(read(&mut w, &mut cx).is_pending());
         assert!(w.held.capacity() >= 10 * 16_384, "kept while batches go");
-        // A round without output: the response is done.
+        // A read with nothing held right after a batch: the client's frames
+        // in the middle of a response.
+        assert!(read(&mut w, &mut cx).is_pending());
+        assert!(w.held.capacity() >= 10 * 16_384, "kept while batches go");
+        // The same once no batch has gone for IDLE: the response is done.
+        w.last_batch -= IDLE;
         assert!(read(&mut w, &mut cx).is_pending());
         assert_eq!(w.held.capacity(), 0, "given back");
         assert_eq!(sent(&w).len(), 11 * 16_384);

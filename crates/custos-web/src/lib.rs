@@ -284,7 +284,8 @@ pub async fn serve(
                 .keep_alive_interval(Some(Duration::from_secs(30)))
                 .keep_alive_timeout(Duration::from_secs(20));
             macro_rules! drive {
-                ($io:expr) => {{
+                ($io:expr, $builder:expr) => {{
+                    let builder = $builder;
                     let (io, activity) = idle::Watched::new($io);
                     let conn = builder.serve_connection(TokioIo::new(io), service);
                     tokio::pin!(conn);
@@ -305,10 +306,17 @@ pub async fn serve(
                     let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(WriteBehind::new(custos_tls::read_ahead(tcp)))).await;
                     match handshake {
                         Ok(Ok(mut stream)) => {
-                            // HTTP/2 writes frame by frame: gather them (see `write_behind`).
+                            // HTTP/2 writes frame by frame: gather them (see
+                            // `write_behind`). A client that chose h2 must speak
+                            // it (RFC 9113 3.2); HTTP/1.1 there would meet
+                            // flushes put off for HTTP/2.
                             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                             stream.get_mut().0.gather(h2);
-                            drive!(stream)
+                            if h2 {
+                                drive!(stream, builder.http2_only())
+                            } else {
+                                drive!(stream, builder)
+                            }
                         }
                         Ok(Err(e)) => {
                             tracing::info!(%addr, error = %e, "TLS handshake refused");
@@ -320,7 +328,7 @@ pub async fn serve(
                         }
                     }
                 }
-                None => drive!(tcp),
+                None => drive!(tcp, builder),
             }
         });
         while tasks.try_join_next().is_some() {}

@@ -449,6 +449,9 @@ pub fn lost_after_restart(server: &Server, acked: &Path) -> (Vec<String>, u64) {
     ])
     .success();
     let v: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    if v["retries"].as_u64().unwrap_or(0) > 0 {
+        eprintln!("C-GET asked again: {}", out.stderr());
+    }
     let received: std::collections::HashSet<&str> = v["received"]
         .as_array()
         .unwrap()
