@@ -9,6 +9,9 @@
 //! holds before reading from the socket (every poll of an h2 connection reads
 //! before it writes) or once [`GATHER`] bytes are held. So the frames one poll
 //! produces leave in one call, and a flush is never put off past the next poll.
+//! What is held when a connection is dropped without a shutdown is lost; h2
+//! drops one that way only on an error, and then the alert rustls queues for a
+//! corrupt record is not sent (the peer sees the connection close).
 
 use std::io;
 use std::pin::Pin;
