@@ -7,7 +7,8 @@ QIDO-RS, WADO-RS and STOW-RS, for --seconds. Workers run in several processes (t
 each), so that Python is not the bottleneck it would be in one. Reports per
 operation: count, errors, p50 and p99 latency; the server's RSS and open
 files sampled every 5 s (first, max, last); and whether the audit trail has a
-record for every operation that succeeded. With --hostile, one more process
+record for every operation that succeeded; and pynetdicom's own warnings,
+counted. With --hostile, one more process
 from 127.0.0.2 keeps half-open connections, drips association requests a byte
 at a time and declares oversized PDUs, all the while. Loopback only.
 
@@ -16,6 +17,7 @@ at a time and declares oversized PDUs, all the while. Loopback only.
 """
 import argparse
 import json
+import logging
 import multiprocessing as mp
 import os
 import socket
@@ -100,7 +102,10 @@ def find_thread(a, n, rec, stop):
                 last = None
                 for st, _ in assoc.send_c_find(q, StudyRootQueryRetrieveInformationModelFind):
                     last = st
-                return last is not None and last.Status in (0x0000, 0xA700)
+                if last is None or "Status" not in last:
+                    # No final response reached the caller (see Warnings).
+                    raise RuntimeError("status none")
+                return last.Status in (0x0000, 0xA700)
             timed(rec, "C-FIND", find)
         assoc.release()
 
@@ -167,8 +172,25 @@ def hostile(a, stop):
         time.sleep(1)
 
 
+class Warnings(logging.Handler):
+    """pynetdicom's own warnings, counted by text: e.g. "Received unexpected
+    C-FIND service message" — its reactor thread took a response meant for the
+    request waiting for it (pynetdicom 3.0.4's race, RELIABILITY.md)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.seen = {}
+
+    def emit(self, record):
+        text = record.getMessage()[:160]
+        if text in self.seen or len(self.seen) < 50:
+            self.seen[text] = self.seen.get(text, 0) + 1
+
+
 def proc(kind, a, nthreads, first, out_path, stop):
     rec = []
+    warnings = Warnings()
+    logging.getLogger("pynetdicom").addHandler(warnings)
     target = {"store": store_thread, "find": find_thread, "http": http_thread}[kind]
     ts = [threading.Thread(target=target, args=(a, first + k, rec, stop)) for k in range(nthreads)]
     for t in ts:
@@ -176,7 +198,7 @@ def proc(kind, a, nthreads, first, out_path, stop):
     for t in ts:
         t.join()
     with open(out_path, "w") as f:
-        json.dump(rec, f)
+        json.dump({"rec": rec, "warnings": warnings.seen}, f)
 
 
 def seed(a):
@@ -246,9 +268,12 @@ def main():
     for p in procs:
         p.join()
     samples.append(sample(a.pid))
-    rec = []
+    rec, warnings = [], {}
     for o in outs:
-        rec += json.load(open(o))
+        d = json.load(open(o))
+        rec += d["rec"]
+        for text, n in d["warnings"].items():
+            warnings[text] = warnings.get(text, 0) + n
     ops = {}
     for op, dt, ok, why in rec:
         d = ops.setdefault(op, {"ok": [], "errors": 0, "why": []})
@@ -271,6 +296,7 @@ def main():
                          "file_first": filed[0], "file_max": max(filed), "file_last": filed[-1],
                          "anon_every_5s": anon}
     report["open_files"] = {"first": fds[0], "max": max(fds), "last": fds[-1]}
+    report["client_warnings"] = warnings
     # Audit completeness: a record per successful operation of each kind.
     time.sleep(2)
     trail = subprocess.run([a.bin, "audit", "export", "--since", started, "--data", a.data],

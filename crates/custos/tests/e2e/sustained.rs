@@ -64,14 +64,20 @@ fn mixed_load_with_a_hostile_address_short_form() {
             "{op} was served under the hostile load: {report}"
         );
         let errors = ops[op]["errors"].as_u64().unwrap_or(0);
-        // pynetdicom 3.0.4 sometimes drops a C-STORE response it received
-        // (RELIABILITY.md: "status none"; the server stored and audited it):
-        // that one client defect is tolerated, rarely; nothing else is.
+        // pynetdicom 3.0.4's reactor thread sometimes takes the response a
+        // C-STORE or C-FIND is waiting for (RELIABILITY.md: "status none";
+        // the server answered and audited it). That one client defect is
+        // tolerated, rarely, when pynetdicom itself reported it; nothing
+        // else is.
         let samples = ops[op]["error_samples"]
             .as_array()
             .cloned()
             .unwrap_or_default();
-        let tolerated = op == "C-STORE"
+        let client_race = report["client_warnings"]
+            .get(format!("Received unexpected {op} service message"))
+            .is_some();
+        let tolerated = matches!(op, "C-STORE" | "C-FIND")
+            && client_race
             && errors * 200 <= count
             && samples
                 .iter()
