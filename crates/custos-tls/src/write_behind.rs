@@ -24,8 +24,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub const GATHER: usize = 256 << 10;
 
 /// A buffer grown past this is given back when the connection reads with
-/// nothing held and has sent no batch for [`IDLE`] (a client's frames in the
-/// middle of a response must not free it each round). An idle HTTP/2
+/// nothing held and has sent no batch of this size for [`IDLE`] (a client's
+/// frames in the middle of a response must not free it each round; a
+/// keep-alive ping's small batch must not keep it). An idle HTTP/2
 /// connection reads at least at each keep-alive ping.
 const KEEP: usize = 64 << 10;
 const IDLE: Duration = Duration::from_secs(1);
@@ -40,8 +41,8 @@ pub struct WriteBehind<S> {
     on: bool,
     /// A flush was put off and the task woken to finish it.
     owed: bool,
-    /// When the last batch was sent.
-    last_batch: Instant,
+    /// When the last batch of at least [`KEEP`] bytes was sent.
+    last_large: Instant,
 }
 
 impl<S> WriteBehind<S> {
@@ -52,7 +53,7 @@ impl<S> WriteBehind<S> {
             sent: 0,
             on: false,
             owed: false,
-            last_batch: Instant::now(),
+            last_large: Instant::now(),
         }
     }
 
@@ -72,8 +73,8 @@ impl<S: AsyncWrite + Unpin> WriteBehind<S> {
             }
             self.sent += n;
         }
-        if !self.held.is_empty() {
-            self.last_batch = Instant::now();
+        if self.held.len() >= KEEP {
+            self.last_large = Instant::now();
         }
         self.held.clear();
         self.sent = 0;
@@ -104,7 +105,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WriteBehind<S> {
             if let Poll::Ready(Err(e)) = self.poll_send(cx) {
                 return Poll::Ready(Err(e));
             }
-        } else if self.held.capacity() > KEEP && self.last_batch.elapsed() >= IDLE {
+        } else if self.held.capacity() > KEEP && self.last_large.elapsed() >= IDLE {
             self.held = Vec::new();
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -396,11 +397,14 @@ mod tests {
         // in the middle of a response.
         assert!(read(&mut w, &mut cx).is_pending());
         assert!(w.held.capacity() >= 10 * 16_384, "kept while batches go");
-        // The same once no batch has gone for IDLE: the response is done.
-        w.last_batch -= IDLE;
+        // Once no large batch has gone for IDLE (a ping's small one does not
+        // count), the response is done.
+        w.last_large -= IDLE;
+        write(&mut w, &mut cx, &[6u8; 17]);
+        assert!(read(&mut w, &mut cx).is_pending());
         assert!(read(&mut w, &mut cx).is_pending());
         assert_eq!(w.held.capacity(), 0, "given back");
-        assert_eq!(sent(&w).len(), 11 * 16_384);
+        assert_eq!(sent(&w).len(), 11 * 16_384 + 17);
     }
 
     #[test]
