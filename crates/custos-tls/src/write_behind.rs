@@ -114,22 +114,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WriteBehind<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for WriteBehind<S> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if !this.on {
-            if !this.held.is_empty() {
-                ready!(this.poll_send(cx))?;
-            }
-            return Pin::new(&mut this.inner).poll_write(cx, data);
-        }
-        if !ready!(this.poll_room(cx, data.len()))? {
-            return Pin::new(&mut this.inner).poll_write(cx, data);
-        }
-        this.held.extend_from_slice(data);
-        Poll::Ready(Ok(data.len()))
+        self.poll_write_vectored(cx, &[io::IoSlice::new(data)])
     }
 
     fn poll_write_vectored(
@@ -245,6 +234,13 @@ mod tests {
         }
     }
 
+    /// A writer over `socket` with gathering on, as for an HTTP/2 connection.
+    fn gathering(socket: Socket) -> WriteBehind<Socket> {
+        let mut w = WriteBehind::new(socket);
+        w.gather(true);
+        w
+    }
+
     fn frame(i: usize) -> Vec<u8> {
         vec![i as u8; 16_384]
     }
@@ -286,8 +282,7 @@ mod tests {
         let wakes = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&waker);
-        let mut w = WriteBehind::new(Socket::default());
-        w.gather(true);
+        let mut w = gathering(Socket::default());
         let mut expected = Vec::new();
         for i in 0..10 {
             write(&mut w, &mut cx, &frame(i));
@@ -317,8 +312,7 @@ mod tests {
         let wakes = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&waker);
-        let mut w = WriteBehind::new(Socket::default());
-        w.gather(true);
+        let mut w = gathering(Socket::default());
         for round in 1..=3 {
             write(&mut w, &mut cx, &frame(round));
             flush(&mut w, &mut cx);
@@ -334,11 +328,10 @@ mod tests {
     fn short_socket_writes_and_a_full_socket_keep_the_order() {
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
-        let mut w = WriteBehind::new(Socket {
+        let mut w = gathering(Socket {
             most: 5_000,
             ..Socket::default()
         });
-        w.gather(true);
         let mut expected = Vec::new();
         for i in 0..16 {
             write(&mut w, &mut cx, &frame(i));
@@ -362,8 +355,7 @@ mod tests {
     fn at_most_gather_bytes_are_held() {
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
-        let mut w = WriteBehind::new(Socket::default());
-        w.gather(true);
+        let mut w = gathering(Socket::default());
         let mut expected = Vec::new();
         for i in 0..40 {
             write(&mut w, &mut cx, &frame(i));
@@ -383,8 +375,7 @@ mod tests {
     fn a_large_buffer_is_given_back_once_the_connection_is_quiet() {
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
-        let mut w = WriteBehind::new(Socket::default());
-        w.gather(true);
+        let mut w = gathering(Socket::default());
         for i in 0..10 {
             write(&mut w, &mut cx, &frame(i));
         }
@@ -426,8 +417,7 @@ mod tests {
     fn a_full_socket_does_not_stop_reading() {
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
-        let mut w = WriteBehind::new(Socket::default());
-        w.gather(true);
+        let mut w = gathering(Socket::default());
         write(&mut w, &mut cx, &frame(1));
         flush(&mut w, &mut cx);
         w.inner.full = true;
