@@ -277,7 +277,7 @@ impl AuditTrail {
             (Some(key), Some(r)) if links(&key, &r) || legacy(&r) => key,
             (None, head) if head.as_ref().is_none_or(legacy) => {
                 let key = AuditKey::generate();
-                write_private(&path, &key.to_hex()).map_err(file_err)?;
+                write_key(&path, &key.to_hex()).map_err(file_err)?;
                 key
             }
             (_, Some(r)) => {
@@ -420,7 +420,19 @@ impl AuditTrail {
     }
 }
 
-/// Writes a small file readable by this account only, atomically.
+/// Writes a key file (the trail's, de-identification's) as
+/// [`write_private`] does, and its folder's entry durably: records keyed by
+/// it are fsynced as soon as they are written, so a power cut must not leave
+/// them with a missing key.
+pub(crate) fn write_key(path: &Path, text: &str) -> std::io::Result<()> {
+    write_private(path, text)?;
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+    std::fs::File::open(folder.unwrap_or(Path::new(".")))?.sync_all()
+}
+
+/// Writes a small file readable by this account only, atomically: its bytes
+/// are on disk before the rename makes them its content (never an empty file
+/// after a power cut).
 pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -432,6 +444,7 @@ pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
         .mode(0o600)
         .open(&tmp)?;
     f.write_all(text.as_bytes())?;
+    f.sync_all()?;
     std::fs::rename(&tmp, path)
 }
 

@@ -43,7 +43,7 @@ pub fn load_key(dir: &Path) -> std::io::Result<DeidKey> {
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = DeidKey::generate();
-            crate::audit::write_private(&path, &key.to_hex())?;
+            crate::audit::write_key(&path, &key.to_hex())?;
             Ok(key)
         }
         Err(e) => Err(e),

@@ -93,8 +93,9 @@ impl Relay {
     }
 }
 
-/// `opening`: how long to wait for the association request and its answer
-/// (the server's ARTIM time); a silent client is dropped after it.
+/// `opening_wait`: how long to wait for the association request and its
+/// answer (the server's ARTIM time; a silent client is dropped after it), and
+/// later for a client to take the bytes of one write.
 async fn pipe<S>(mut client: S, mut outer: TcpStream, ack: Arc<IdentityAck>, opening_wait: Duration)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -108,7 +109,47 @@ where
         forward_pdu(&mut outer, &mut client, Some(&ack)).await
     };
     if let Ok(Ok(())) = tokio::time::timeout(opening_wait, opening).await {
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut outer).await;
+        relay_until_association_ends(client, outer, opening_wait).await;
+    }
+}
+
+/// Copies both ways until the association's side closes: dicom-ul closing
+/// its end (release, abort, rejection, its timeouts) ends the client's
+/// connection too. A client that stopped sending but keeps its socket open
+/// is not waited for, nor one that stops reading for `stall`: the connection
+/// must not outlive the association slot it was counted against.
+async fn relay_until_association_ends<S>(client: S, outer: TcpStream, stall: Duration)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut client_in, mut client_out) = tokio::io::split(client);
+    let (mut assoc_in, mut assoc_out) = outer.into_split();
+    let up = async {
+        let _ = tokio::io::copy(&mut client_in, &mut assoc_out).await;
+        // The client is done sending: tell dicom-ul, then wait for it.
+        let _ = assoc_out.shutdown().await;
+        std::future::pending::<()>().await
+    };
+    let down = async {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match assoc_in.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let sent = async {
+                client_out.write_all(&buf[..n]).await?;
+                client_out.flush().await
+            };
+            if !matches!(tokio::time::timeout(stall, sent).await, Ok(Ok(()))) {
+                return;
+            }
+        }
+        let _ = tokio::time::timeout(stall, client_out.shutdown()).await;
+    };
+    tokio::select! {
+        () = up => {}
+        () = down => {}
     }
 }
 

@@ -490,3 +490,69 @@ fn c_move_to_a_tls_destination_goes_over_tls() {
     );
     assert_eq!(dcm_dump(&files[0]), dcm_dump(&ct));
 }
+
+/// A TLS client refused at association (an unknown AE title) that then keeps
+/// its socket open without a word is disconnected: its connection does not
+/// outlive the association slot it was counted against (before, each one kept
+/// the client socket and a loopback relay socket open for good, outside every
+/// limit: a stranger could use up the server's file descriptors).
+#[test]
+fn refused_tls_clients_that_hold_their_sockets_are_disconnected() {
+    use dicom_ul::pdu::{
+        AssociationRQ, Pdu, PresentationContextProposed, UserVariableItem, write_pdu,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let data = DataDir::new("dicom-tls-linger");
+    let server = Server::process(&data);
+    let port = server.tls.unwrap().port();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    let rq = Pdu::AssociationRQ(AssociationRQ {
+        protocol_version: 1,
+        calling_ae_title: "STRANGER".into(),
+        called_ae_title: "CUSTOS".into(),
+        application_context_name: "1.2.840.10008.3.1.1.1".into(),
+        presentation_contexts: vec![PresentationContextProposed {
+            id: 1,
+            abstract_syntax: "1.2.840.10008.1.1".into(),
+            transfer_syntaxes: vec!["1.2.840.10008.1.2".into()],
+        }],
+        user_variables: vec![UserVariableItem::MaxLength(16_384)],
+    });
+    let mut rq_bytes = Vec::new();
+    write_pdu(&mut rq_bytes, &rq).unwrap();
+
+    const CLIENTS: usize = 8;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let held = runtime.block_on(async {
+        let connector =
+            custos_tls::TlsConnector::from(custos_tls::any_certificate_client().unwrap());
+        let mut held = Vec::new();
+        for _ in 0..CLIENTS {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let name = custos_tls::ServerName::try_from("localhost").unwrap();
+            let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+            tls.write_all(&rq_bytes).await.unwrap();
+            tls.flush().await.unwrap();
+            let mut head = [0u8; 6];
+            tls.read_exact(&mut head).await.unwrap();
+            assert_eq!(head[0], 0x03, "an A-ASSOCIATE-RJ for an unknown AE title");
+            // Kept open, silent: neither read further nor closed.
+            held.push(tls);
+        }
+        held
+    });
+    wait_until(
+        "the server to close the refused connections",
+        Duration::from_secs(15),
+        || fds() < before + CLIENTS,
+    );
+    drop(held);
+}
