@@ -261,8 +261,16 @@ impl<'a> Ingest<'a> {
             Ok(o) => o,
             Err(e) => {
                 // Blob first, index second: an unindexed blob is removed now
-                // (or, after a crash, found by fsck as an orphan).
-                let _ = store.delete(&key).await;
+                // (or, after a crash, found by fsck as an orphan). Unless the
+                // row may have been committed after all: removing the blob
+                // would leave an indexed instance without bytes, which a
+                // resend would then find "already stored". Kept, it is either
+                // the row's blob or an orphan fsck removes.
+                if e.may_have_committed() {
+                    warn!(error = %e, "index outcome unknown; the received blob is kept");
+                } else {
+                    let _ = store.delete(&key).await;
+                }
                 return Err(e.into());
             }
         };

@@ -47,10 +47,22 @@ pub enum IndexError {
     Config(String),
     #[error("the index writer has stopped")]
     WriterGone,
+    /// The commit was sent but its answer never came (the connection broke):
+    /// the change may be in the index or not.
+    #[error("the index's answer to a commit was lost: {0}")]
+    Uncertain(String),
     #[error("invalid query: {0}")]
     BadQuery(String),
     #[error("corrupt index row: {0}")]
     Corrupt(String),
+}
+
+impl IndexError {
+    /// Whether the change asked for may have been committed all the same:
+    /// what it wrote (an instance's blob) must then be kept, not undone.
+    pub fn may_have_committed(&self) -> bool {
+        matches!(self, IndexError::Uncertain(_) | IndexError::WriterGone)
+    }
 }
 
 /// What happened to an instance offered to the index.

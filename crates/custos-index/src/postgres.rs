@@ -372,7 +372,12 @@ impl InstanceIndex for PgIndex {
                 InsertPlan::written(replacing)
             }
         };
-        tx.commit().await.map_err(pg)?;
+        // The server's refusal of the commit is a rollback; a connection lost
+        // on the way is not known to be one.
+        tx.commit().await.map_err(|e| match e.as_db_error() {
+            Some(_) => pg(e),
+            None => IndexError::Uncertain(with_causes(&e)),
+        })?;
         Ok(outcome)
     }
 

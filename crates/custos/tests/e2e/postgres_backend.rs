@@ -362,3 +362,114 @@ fn the_index_connection_uses_tls_and_checks_the_certificate() {
     );
     let _ = std::fs::remove_dir_all(&store);
 }
+
+/// A TCP relay to PostgreSQL that, once, lets through the COMMIT of a
+/// transaction that indexed an instance and cuts the connection before the
+/// answer can come back: the commit happened, the node cannot know it.
+fn commit_cutting_relay(pg: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let used = Arc::new(AtomicBool::new(false));
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = TcpStream::connect(pg) else {
+                continue;
+            };
+            let (mut from_pg, mut to_client) =
+                (server.try_clone().unwrap(), client.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_pg, &mut to_client);
+                let _ = to_client.shutdown(Shutdown::Both);
+            });
+            let (mut from_client, mut to_pg) = (client, server);
+            let used = used.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                let mut indexed = false;
+                loop {
+                    let n = match from_client.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let chunk = &buf[..n];
+                    indexed |= contains(chunk, b"INSERT INTO instances");
+                    let cut =
+                        indexed && contains(chunk, b"COMMIT") && !used.swap(true, Ordering::SeqCst);
+                    if cut {
+                        // The node hears nothing more; PostgreSQL gets the COMMIT.
+                        let _ = from_client.shutdown(Shutdown::Both);
+                    }
+                    if to_pg.write_all(chunk).is_err() {
+                        break;
+                    }
+                    if cut {
+                        std::thread::sleep(std::time::Duration::from_millis(500));
+                        let _ = to_pg.shutdown(Shutdown::Both);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The connection to PostgreSQL breaks after the COMMIT of an instance's row
+/// was sent, before its answer: the row is in the index, the node saw an
+/// error. The received blob must not be removed (before, it was: the resend
+/// then found the instance "already stored" and was acknowledged while the
+/// archive had no bytes for it). The instance comes back whole.
+#[test]
+fn a_commit_whose_answer_is_lost_keeps_the_blob() {
+    let url = fresh_database();
+    let rest = url.split_once("@").unwrap().1;
+    let (host_port, db) = rest.split_once('/').unwrap();
+    let pg: std::net::SocketAddr = host_port.parse().unwrap();
+    let relay = commit_cutting_relay(pg);
+    let relayed = url.replace(host_port, &relay.to_string());
+    assert!(relayed.ends_with(db));
+    let store = std::env::temp_dir().join(format!("custos-lostcommit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&store);
+    let data = node("pg-lost-commit", &relayed, &store, None);
+    data.add_peer("DCMTK", "127.0.0.1", 104, "echo,store,find,get");
+    let server = Server::start(&data);
+    let ct = pydicom_test_files().join("CT_small.dcm");
+
+    let (first, text) = storescu_one(&server, "DCMTK", &ct);
+    assert!(
+        !first,
+        "the store whose commit answer was lost reported success:\n{text}"
+    );
+    let (again, text) = storescu_one(&server, "DCMTK", &ct);
+    assert!(again, "the resend failed:\n{text}");
+
+    let dump = dcmtk("dcmdump", &["-q", "+P", "0020,000d", ct.to_str().unwrap()]).stdout();
+    let study = dump
+        .split('[')
+        .nth(1)
+        .and_then(|l| l.split(']').next())
+        .unwrap()
+        .to_string();
+    let out = data.path.join("got");
+    let files = getscu_study(&server, "DCMTK", &study, &out);
+    assert_eq!(
+        files.len(),
+        1,
+        "the acknowledged instance cannot be retrieved"
+    );
+    // storescu sends the data set without its group lengths: compared by
+    // value (SOP Instance UID, name, every pixel).
+    assert_eq!(dcm_dump(&files[0]), dcm_dump(&ct), "the data set differs");
+    assert!(server.stop());
+    let fsck = data.cli(&["fsck", "--grace-hours", "0"]).stdout();
+    assert!(fsck.contains("0 missing"), "{fsck}");
+    let _ = std::fs::remove_dir_all(&store);
+}
