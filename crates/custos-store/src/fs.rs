@@ -18,7 +18,8 @@ pub const DEFAULT_PACK_LIMIT: usize = 1 << 20;
 
 pub struct FsStore {
     root: PathBuf,
-    staging: PathBuf,
+    /// This store's own folder under `ROOT/.staging` (`crate::staging`).
+    staging: crate::staging::Staging,
     packs: Packs,
     /// Largest blob appended to a pack file (held in memory until then); 0: none.
     pack_limit: usize,
@@ -33,7 +34,7 @@ impl FsStore {
 
     /// Opens (creating if needed) a store rooted at `root` that packs blobs up
     /// to `pack_limit` bytes (0: every blob in its own file), and removes blobs
-    /// left in staging by a crash: they were never acknowledged.
+    /// a crashed process left in staging (never acknowledged; `crate::staging`).
     pub fn open_with(root: impl Into<PathBuf>, pack_limit: usize) -> Result<FsStore, StoreError> {
         let root = root.into();
         let staging = root.join(".staging");
@@ -41,10 +42,7 @@ impl FsStore {
             path: staging.clone(),
             source,
         };
-        crate::create_private_dir(&staging).map_err(stage_err)?;
-        for entry in std::fs::read_dir(&staging).map_err(stage_err)?.flatten() {
-            let _ = std::fs::remove_file(entry.path());
-        }
+        let staging = crate::staging::prepare(&staging).map_err(stage_err)?;
         let packs_dir = root.join("packs");
         let mut created = !packs_dir.is_dir();
         crate::create_private_dir(&packs_dir).map_err(stage_err)?;
@@ -129,9 +127,9 @@ pub(crate) fn new_key() -> String {
 impl BlobStore for FsStore {
     async fn stage(&self) -> Result<StagedBlob, StoreError> {
         if self.pack_limit == 0 {
-            return StagedBlob::create(&self.staging).await;
+            return StagedBlob::create(&self.staging.dir).await;
         }
-        Ok(StagedBlob::in_memory(&self.staging, self.pack_limit))
+        Ok(StagedBlob::in_memory(&self.staging.dir, self.pack_limit))
     }
 
     async fn commit(&self, mut staged: StagedBlob) -> Result<String, StoreError> {

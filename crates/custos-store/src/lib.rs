@@ -10,6 +10,7 @@ mod fs;
 mod pack;
 mod s3;
 mod staged;
+mod staging;
 
 pub use fs::{DEFAULT_PACK_LIMIT, FsStore, copy_blobs};
 pub use s3::{S3Store, S3Url};

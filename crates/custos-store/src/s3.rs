@@ -38,7 +38,8 @@ const RETRY: object_store::RetryConfig = object_store::RetryConfig {
 pub struct S3Store {
     store: AmazonS3,
     prefix: String,
-    staging: PathBuf,
+    /// This store's own folder under the staging folder (`crate::staging`).
+    staging: crate::staging::Staging,
 }
 
 /// The parts of an `s3://` URL.
@@ -149,10 +150,7 @@ impl S3Store {
                 .with_secret_access_key(secret);
         }
         let store = builder.build().map_err(|e| stage_err(s3_err(e)))?;
-        crate::create_private_dir(&staging).map_err(stage_err)?;
-        for entry in std::fs::read_dir(&staging).map_err(stage_err)?.flatten() {
-            let _ = std::fs::remove_file(entry.path());
-        }
+        let staging = crate::staging::prepare(&staging).map_err(stage_err)?;
         Ok(S3Store {
             store,
             prefix: parsed.prefix,
@@ -174,7 +172,7 @@ impl S3Store {
 #[async_trait]
 impl BlobStore for S3Store {
     async fn stage(&self) -> Result<StagedBlob, StoreError> {
-        StagedBlob::create(&self.staging).await
+        StagedBlob::create(&self.staging.dir).await
     }
 
     async fn commit(&self, staged: StagedBlob) -> Result<String, StoreError> {

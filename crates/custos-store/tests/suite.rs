@@ -236,3 +236,62 @@ async fn held_bytes_are_lent_off_thread_and_kept() {
     let key = files.commit(blob).await.unwrap();
     assert_eq!(files.read(&key).await.unwrap(), &b"on disk too"[..]);
 }
+
+/// Opening a store (every CLI command does, beside the serving node; so does
+/// another node on a shared folder) leaves the stores in flight alone, and
+/// removes what a dead process left: a staging folder whose lock nobody
+/// holds.
+async fn opening_again_spares_blobs_in_flight(
+    first: Store,
+    open_again: impl Fn() -> Store,
+    staging: std::path::PathBuf,
+) {
+    let mut blob = first.stage().await.unwrap();
+    let part = vec![5u8; 3 << 20];
+    blob.write(&part).await.unwrap();
+    // A crashed process's folder: its lock file claimed, no longer locked.
+    let dead = staging.join("0123456789abcdef0123456789abcdef");
+    std::fs::create_dir_all(&dead).unwrap();
+    std::fs::write(dead.join(".lock"), "4242\n").unwrap();
+    std::fs::write(
+        dead.join("fedcba9876543210fedcba9876543210"),
+        b"never acknowledged",
+    )
+    .unwrap();
+    let second = open_again();
+    assert!(!dead.exists(), "a dead process's staging folder was kept");
+    blob.write(&part).await.unwrap();
+    let key = first
+        .commit(blob)
+        .await
+        .expect("the blob in flight was lost");
+    assert_eq!(read_all(&first, &key).await.len(), part.len() * 2);
+    // The second store's own folder is not taken for a dead one by a third.
+    let mut other = second.stage().await.unwrap();
+    other.write(&part).await.unwrap();
+    let _third = open_again();
+    other.write(&part).await.unwrap();
+    let key = second
+        .commit(other)
+        .await
+        .expect("the second store's blob was lost");
+    assert_eq!(read_all(&second, &key).await.len(), part.len() * 2);
+}
+#[tokio::test(flavor = "multi_thread")]
+async fn opening_again_spares_blobs_in_flight_filesystem() {
+    let dir = temp_dir("fs");
+    let store: Store = Arc::new(FsStore::open_with(&dir, 0).unwrap());
+    let again = || Arc::new(FsStore::open_with(&dir, 0).unwrap()) as Store;
+    opening_again_spares_blobs_in_flight(store, again, dir.join(".staging")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opening_again_spares_blobs_in_flight_s3() {
+    let url = std::env::var("CUSTOS_TEST_S3_URL")
+        .expect("CUSTOS_TEST_S3_URL is not set: run scripts/test, which starts SeaweedFS");
+    let (base, query) = url.split_once('?').unwrap_or((&url, ""));
+    let url = format!("{base}/case-{}?{query}", uuid::Uuid::new_v4().simple());
+    let staging = temp_dir("s3-staging");
+    let open = || Arc::new(S3Store::open(&url, None, staging.clone()).unwrap()) as Store;
+    opening_again_spares_blobs_in_flight(open(), open, staging.clone()).await;
+}

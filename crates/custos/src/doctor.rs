@@ -70,8 +70,8 @@ pub async fn findings(data: &Path, config: &Config) -> Result<Vec<Finding>> {
 /// An S3 store answers: asked for an object that does not exist, it says
 /// "not found" (a service that is down, or refuses the credentials, does not;
 /// every store fails with A700/503 until it does). A filesystem store is the
-/// data disk's (checked above). Opened with its own staging folder: opening
-/// one empties it, and the serving node's must be left alone.
+/// data disk's (checked above). Opened with its own staging folder, so that
+/// a read-only check writes nothing into the serving node's.
 async fn store_answers(f: &mut Vec<Finding>, data: &Path, config: &Config) {
     if config.store.url.is_empty() {
         return;

@@ -17,7 +17,7 @@ fn sigkill_during_concurrent_ingest_loses_no_acknowledged_instance() {
 
     let server = Server::start(&data);
     assert_eq!(
-        walk_files(&data.path.join("blobs/.staging")).len(),
+        staged_files(&data.path.join("blobs/.staging")).len(),
         0,
         "no staged bytes survive a restart"
     );

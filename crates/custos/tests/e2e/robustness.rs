@@ -166,7 +166,7 @@ fn peer_vanishing_mid_store_leaves_nothing() {
     assoc.send(&Pdu::PData { data: vec![part] }).unwrap();
     drop(assoc); // the TCP connection goes away mid data set
     wait_until("staged bytes removed", Duration::from_secs(10), || {
-        walk_files(&data.path.join("blobs/.staging")).is_empty()
+        staged_files(&data.path.join("blobs/.staging")).is_empty()
     });
     assert!(echo_works(&server));
     assert_eq!(data.blob_count(), 0);

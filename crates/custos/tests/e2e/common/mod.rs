@@ -135,6 +135,15 @@ pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Blobs in flight in a store's staging folder (each open store's folder
+/// holds its lock file too, which is not a blob).
+pub fn staged_files(staging: &Path) -> Vec<PathBuf> {
+    walk_files(staging)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n != ".lock"))
+        .collect()
+}
+
 /// The data set of a Part 10 file (what must cross the archive unchanged).
 pub fn dataset_of(bytes: &[u8]) -> &[u8] {
     &bytes[custos_archive::part10::dataset_offset(bytes).expect("a Part 10 file")..]
