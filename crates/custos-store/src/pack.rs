@@ -15,7 +15,7 @@
 //!
 //! ```text
 //! 0  "CPK1"            magic
-//! 4  state             b'L' live, b'D' deleted
+//! 4  state             b'L' live, b'E' being erased, b'D' deleted
 //! 5  3 bytes zero
 //! 8  length  u64 LE    of the blob
 //! 16 written u64 LE    milliseconds since the Unix epoch
@@ -25,10 +25,12 @@
 //! A key names the segment, the header's offset and the length
 //! (`p` + 16 + 12 + 10 hex digits). A key is returned only after the batch it
 //! belongs to is durable, so an index row never names bytes that are not on
-//! disk. Deleting punches a hole over the blob (the bytes are gone and the
-//! space is returned; zeros are written where the filesystem cannot punch),
-//! then marks the header deleted; a crash between the two leaves a live record
-//! no index row names, which `fsck` reports as an orphan.
+//! disk. Deleting marks the record being erased (readers no longer return
+//! it), punches a hole over the blob (the bytes are gone and the space is
+//! returned; zeros are written where the filesystem cannot punch), then marks
+//! it deleted; a crash before the last step leaves a record no index row
+//! names, listed like a live one, which `fsck` reports as an orphan and
+//! `--repair` erases.
 
 use std::fs::File;
 use std::io::{self, ErrorKind};
@@ -42,6 +44,8 @@ use crate::{Held, Reader, StoreError};
 const MAGIC: &[u8; 4] = b"CPK1";
 const HEADER: u64 = 32;
 const LIVE: u8 = b'L';
+/// Deleted by the index, bytes not yet gone: no longer read, still listed.
+const ERASING: u8 = b'E';
 const DELETED: u8 = b'D';
 /// A segment stops growing past this size; the next batch opens a new one.
 const SEGMENT_MAX: u64 = 1 << 30;
@@ -236,10 +240,14 @@ impl Packs {
             buf.truncate(want);
             let mut h = [0u8; HEADER as usize];
             h.copy_from_slice(&buf[..HEADER as usize]);
-            Ok(match decode_header(&h) {
-                Some(h) if h.state == LIVE && h.len == len => Some(buf),
-                _ => None,
-            })
+            if !matches!(decode_header(&h), Some(h) if h.state == LIVE && h.len == len) {
+                return Ok(None);
+            }
+            // Still live after the bytes were read: `erase` marks a record
+            // before it punches the bytes out, so these are whole.
+            let mut state = [0u8; 1];
+            file.read_exact_at(&mut state, offset + 4)?;
+            Ok((state[0] == LIVE).then_some(buf))
         })
         .await
         .map_err(io::Error::other);
@@ -273,7 +281,8 @@ impl Packs {
     }
 }
 
-/// Every live record of every segment in `dir`, with the time it was written.
+/// Every record of every segment in `dir` whose bytes may still be there
+/// (live, or being erased when a crash came), with the time it was written.
 pub(crate) fn list(dir: &Path) -> io::Result<Vec<(String, SystemTime)>> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(dir) {
@@ -291,7 +300,7 @@ pub(crate) fn list(dir: &Path) -> io::Result<Vec<(String, SystemTime)>> {
             continue;
         }
         for (pk, header) in records(&entry.path(), segment)? {
-            if header.state == LIVE {
+            if header.state == LIVE || header.state == ERASING {
                 let at = UNIX_EPOCH + Duration::from_millis(header.written);
                 out.push((pk.render(), at));
             }
@@ -327,8 +336,11 @@ fn records(path: &Path, segment: &str) -> io::Result<Vec<(PackKey, Header)>> {
     Ok(out)
 }
 
-/// Punches the blob's bytes out (zeros where punching is not supported), then
-/// marks the header deleted. Erasing a missing or already deleted blob is a no-op.
+/// Marks the record being erased, punches the blob's bytes out (zeros where
+/// punching is not supported), then marks it deleted. In this order a reader
+/// that finds the record still live after reading its bytes read them whole
+/// (`read_bytes`), and a crash midway leaves a record that `list` still
+/// names, for fsck to erase again. Erasing a missing or deleted blob is a no-op.
 fn erase(path: &Path, pk: &PackKey) -> io::Result<()> {
     let file = match std::fs::OpenOptions::new()
         .read(true)
@@ -344,9 +356,11 @@ fn erase(path: &Path, pk: &PackKey) -> io::Result<()> {
         return Ok(());
     }
     match decode_header(&h) {
-        Some(header) if header.state == LIVE && header.len == pk.len => {}
+        Some(header)
+            if (header.state == LIVE || header.state == ERASING) && header.len == pk.len => {}
         _ => return Ok(()),
     }
+    file.write_all_at(&[ERASING], pk.offset + 4)?;
     let start = pk.offset + HEADER;
     let punched = rustix::fs::fallocate(
         &file,
@@ -520,6 +534,69 @@ mod tests {
         let back = std::fs::read(d.join("seg")).unwrap();
         assert!(back[..100].iter().all(|b| *b == 0));
         assert_eq!(back[100..], owned.concat()[..]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A read racing a delete gets the whole blob or "not found", never
+    /// bytes already punched out (C-MOVE reads ahead rows a deletion, a
+    /// correction or a replacing duplicate may erase meanwhile).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_read_racing_a_delete_never_returns_erased_bytes() {
+        let d = dir("race");
+        let packs = std::sync::Arc::new(Packs::open(d.clone()).unwrap());
+        let bytes = vec![0xA5u8; 1 << 20];
+        let mut bad = 0;
+        for _ in 0..100 {
+            let key = packs.append(Held::from_vec(bytes.clone())).await.unwrap();
+            let pk = PackKey::parse(&key).unwrap();
+            let reader = {
+                let (packs, key, pk, bytes) =
+                    (packs.clone(), key.clone(), pk.clone(), bytes.clone());
+                tokio::spawn(async move {
+                    let mut bad = 0;
+                    loop {
+                        match packs.read_bytes(&key, &pk).await {
+                            Ok(got) if got[..] == bytes[..] => {}
+                            Ok(_) => bad += 1,
+                            Err(StoreError::NotFound { .. }) => return bad,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            };
+            tokio::task::yield_now().await;
+            packs.delete(&key, pk).await.unwrap();
+            bad += reader.await.unwrap();
+        }
+        assert_eq!(bad, 0, "reads returned erased bytes as the blob");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A crash after the "being erased" mark: not read, still listed (fsck
+    /// reports it as an orphan), and erased by a later delete.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_record_left_being_erased_is_listed_and_erased_again() {
+        let d = dir("erasing");
+        let packs = Packs::open(d.clone()).unwrap();
+        let key = packs.append(Held::from_vec(vec![7u8; 5000])).await.unwrap();
+        let pk = PackKey::parse(&key).unwrap();
+        let segment = packs.path(&pk.segment);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap();
+        file.write_all_at(&[ERASING], pk.offset + 4).unwrap();
+        assert!(matches!(
+            read(&packs, &key).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert_eq!(list(&d).unwrap().len(), 1);
+        packs.delete(&key, pk.clone()).await.unwrap();
+        assert!(list(&d).unwrap().is_empty());
+        let raw = std::fs::read(&segment).unwrap();
+        let at = (pk.offset + HEADER) as usize;
+        assert!(raw[at..at + 5000].iter().all(|b| *b == 0));
+        assert_eq!(raw[pk.offset as usize + 4], DELETED);
         let _ = std::fs::remove_dir_all(&d);
     }
 
