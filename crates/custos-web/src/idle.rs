@@ -2,10 +2,12 @@
 //! for the idle timeout gives its slot back. hyper bounds the wait for a
 //! request head on HTTP/1.1 but has no idle limit for HTTP/2, where a client
 //! can hold a connection open forever without a request; this covers both.
+//! A connection whose request is being answered is not idle however long the
+//! answer takes (a correction of a large study): the client waits for it.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,9 +25,34 @@ pub struct Watched<T> {
 pub struct Activity {
     start: Instant,
     last_ms: Arc<AtomicU64>,
+    /// Requests whose response has not started yet.
+    answering: Arc<AtomicUsize>,
+}
+
+/// Held while a request is answered: the connection is not idle meanwhile.
+pub struct Answering(Arc<AtomicUsize>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Activity {
+    pub fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+            answering: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Marks a request being answered until the returned guard drops.
+    pub fn answering(&self) -> Answering {
+        self.answering.fetch_add(1, Ordering::Relaxed);
+        Answering(self.answering.clone())
+    }
+
     fn touch(&self) {
         let ms = self.start.elapsed().as_millis() as u64;
         self.last_ms.store(ms, Ordering::Relaxed);
@@ -38,6 +65,9 @@ impl Activity {
     /// Returns once no byte has moved for `limit`.
     pub async fn idle_for(&self, limit: Duration) {
         loop {
+            if self.answering.load(Ordering::Relaxed) > 0 {
+                self.touch();
+            }
             let quiet_until = self.last() + limit;
             if Instant::now() >= quiet_until {
                 return;
@@ -48,18 +78,8 @@ impl Activity {
 }
 
 impl<T> Watched<T> {
-    pub fn new(inner: T) -> (Watched<T>, Activity) {
-        let activity = Activity {
-            start: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
-        };
-        (
-            Watched {
-                inner,
-                activity: activity.clone(),
-            },
-            activity,
-        )
+    pub fn new(inner: T, activity: Activity) -> Watched<T> {
+        Watched { inner, activity }
     }
 }
 
@@ -124,7 +144,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn idle_is_measured_from_the_last_byte() {
         let (a, mut b) = tokio::io::duplex(64);
-        let (mut watched, activity) = Watched::new(a);
+        let activity = Activity::new();
+        let mut watched = Watched::new(a, activity.clone());
         let limit = Duration::from_secs(10);
         tokio::time::advance(Duration::from_secs(6)).await;
         b.write_all(b"x").await.unwrap();
@@ -134,5 +155,20 @@ mod tests {
         activity.idle_for(limit).await;
         // Ten seconds after the byte, not after the stream was made.
         assert_eq!(started.elapsed(), limit);
+    }
+
+    /// A request being answered keeps the connection from counting as idle;
+    /// once answered, the limit counts again from then.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_being_answered_is_not_idleness() {
+        let activity = Activity::new();
+        let limit = Duration::from_secs(10);
+        let guard = activity.answering();
+        let waited = tokio::time::timeout(Duration::from_secs(60), activity.idle_for(limit)).await;
+        assert!(waited.is_err(), "idle while a request was being answered");
+        drop(guard);
+        let started = Instant::now();
+        activity.idle_for(limit).await;
+        assert!(started.elapsed() <= limit);
     }
 }

@@ -124,6 +124,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             auth::require_principal,
         ));
+    let protected = protected.layer(middleware::from_fn(run_to_completion));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/", get(ui::index))
@@ -143,6 +144,27 @@ pub fn router(state: Arc<AppState>) -> Router {
             common_headers,
         ))
         .with_state(state)
+}
+
+/// A request that may change the archive (any method but GET, HEAD and
+/// OPTIONS) runs in a task of its own: a client that goes away, or its
+/// connection closed meanwhile, does not cut a correction, a deletion or a
+/// de-identified copy off halfway, before its audit record is written.
+async fn run_to_completion(request: Request, next: Next) -> Response {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return next.run(request).await;
+    }
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "a request's task failed");
+            error::ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                .into_response()
+        }
+    }
 }
 
 /// Security headers on every response, and CORS for configured origins only.
@@ -248,7 +270,10 @@ pub async fn serve(
             let metrics = archive.metrics();
             let _permit = permit;
             let _address_slot = address_slot;
+            let activity = idle::Activity::new();
+            let watch = activity.clone();
             let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                let answering = watch.answering();
                 req.extensions_mut().insert(ClientAddr(addr));
                 // HTTP/2 carries the host in :authority; handlers read Host.
                 if !req.headers().contains_key(header::HOST)
@@ -264,6 +289,7 @@ pub async fn serve(
                 let answer = app.clone().oneshot(req.map(axum::body::Body::new));
                 async move {
                     let response = answer.await?;
+                    drop(answering);
                     Ok::<_, std::convert::Infallible>(if h2 {
                         response.map(records::fit)
                     } else {
@@ -286,7 +312,7 @@ pub async fn serve(
             macro_rules! drive {
                 ($io:expr, $builder:expr) => {{
                     let builder = $builder;
-                    let (io, activity) = idle::Watched::new($io);
+                    let io = idle::Watched::new($io, activity.clone());
                     let conn = builder.serve_connection(TokioIo::new(io), service);
                     tokio::pin!(conn);
                     tokio::select! {

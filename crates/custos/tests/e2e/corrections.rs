@@ -208,3 +208,99 @@ fn corrections(data: &DataDir) {
     assert!(records[1].contains("OLD-7") && records[1].contains("RIGHT-1"));
     server.stop();
 }
+
+/// A client that sends a correction and hangs up once the handler runs (over
+/// HTTP/1.1 its connection then closes while the correction is under way)
+/// does not cut the correction off: every instance ends up rewritten, none
+/// keeps the old patient, and the correction is audited. Before, the handler
+/// was dropped with the connection, before its audit record.
+#[test]
+fn a_correction_whose_client_hangs_up_completes_and_is_audited() {
+    use base64::Engine as _;
+    use tokio::io::AsyncWriteExt;
+
+    let data = DataDir::new("correct-hangup");
+    data.add_peer("MODALITY", "127.0.0.1", free_port(), "echo,store,find");
+    add_user(&data, ADMIN.0, "admin", ADMIN.1);
+    let server = Server::start(&data);
+    let study = "1.2.826.0.1.3680043.2.1125.56.1";
+    const N: usize = 40;
+    let specs: Vec<String> = (1..=N)
+        .map(|i| {
+            format!(
+                r#"{{"PatientID": "GONE-1", "PatientName": "Gone^Client", "StudyInstanceUID": "{study}", "SeriesInstanceUID": "{study}.1", "InstanceNumber": "{i}"}}"#
+            )
+        })
+        .collect();
+    make_and_store(
+        &server,
+        &data.path.with_extension("src"),
+        "MODALITY",
+        &specs,
+    );
+
+    let body = r#"{"attributes": {"PatientID": "STAYED-1"}}"#;
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", ADMIN.0, ADMIN.1));
+    let head = format!(
+        "POST /api/studies/{study}/correct HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {credentials}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    let port = server.http.port();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use tokio::io::AsyncReadExt;
+        let connector =
+            custos_tls::TlsConnector::from(custos_tls::any_certificate_client().unwrap());
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let name = custos_tls::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tls.write_all(head.as_bytes()).await.unwrap();
+        tls.flush().await.unwrap();
+        // "100 Continue" comes once the handler reads the body: it runs.
+        let mut interim = [0u8; 25];
+        tls.read_exact(&mut interim).await.unwrap();
+        assert!(
+            interim.starts_with(b"HTTP/1.1 100 Continue"),
+            "{}",
+            String::from_utf8_lossy(&interim)
+        );
+        tls.write_all(body.as_bytes()).await.unwrap();
+        tls.flush().await.unwrap();
+        // Hangs up without waiting for the answer.
+        let _ = tls.shutdown().await;
+    });
+
+    let count = |patient: &str| {
+        let found = json_of(
+            &web(
+                &server,
+                ADMIN.0,
+                ADMIN.1,
+                &[
+                    "search",
+                    "--level",
+                    "instances",
+                    "-k",
+                    &format!("PatientID={patient}"),
+                ],
+            )
+            .success(),
+        );
+        found.as_array().map_or(0, Vec::len)
+    };
+    let audited = || {
+        data.audit_export()
+            .iter()
+            .any(|e| e.to_string().contains("110110") && e.to_string().contains("STAYED-1"))
+    };
+    wait_until(
+        "the correction audited",
+        std::time::Duration::from_secs(60),
+        audited,
+    );
+    assert_eq!(count("STAYED-1"), N, "instances rewritten");
+    assert_eq!(count("GONE-1"), 0, "instances left with the old patient");
+    server.stop();
+}
