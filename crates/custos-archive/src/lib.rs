@@ -219,6 +219,38 @@ impl Archive {
         }
     }
 
+    /// For a retrieve: the studies and patients of what `query` selects when
+    /// it names no study (a C-GET or C-MOVE of series or instances by UID
+    /// alone), so that the transfer is found by patient and study; else as
+    /// [`name_patients`](Self::name_patients).
+    pub async fn name_retrieved(&self, e: &mut custos_core::audit::AuditEvent, query: &Query) {
+        use custos_core::query::Key;
+        if e.study_uids.is_empty() && !query.conditions.is_empty() {
+            let q = Query {
+                level: query.level,
+                conditions: query.conditions.clone(),
+                limit: 1000,
+                offset: 0,
+                order: Vec::new(),
+            };
+            if let Ok(rows) = self.index.find(q).await {
+                for row in rows {
+                    for (key, names) in [
+                        (Key::StudyInstanceUID, &mut e.study_uids),
+                        (Key::PatientID, &mut e.patient_ids),
+                    ] {
+                        if let Some(v) = row.get(&key)
+                            && !names.contains(v)
+                        {
+                            names.push(v.clone());
+                        }
+                    }
+                }
+            }
+        }
+        self.name_patients(e).await;
+    }
+
     /// Stored instances per modality, most first.
     pub async fn instances_by_modality(&self) -> Result<Vec<(String, u64)>, IndexError> {
         self.index.instances_by_modality().await

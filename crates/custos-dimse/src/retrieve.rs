@@ -283,7 +283,7 @@ impl Association {
             custos_core::audit::Outcome::Success,
         );
         let keys = e.name_query(&ident.query);
-        self.archive.name_patients(&mut e).await;
+        self.archive.name_retrieved(&mut e, &ident.query).await;
         let set = match self.archive.retrieve_set(ident.query).await {
             Ok(s) => s,
             Err(custos_index::IndexError::BadQuery(why)) => {
@@ -415,7 +415,7 @@ impl Association {
             custos_core::audit::Outcome::Success,
         );
         let keys = e.name_query(&ident.query);
-        self.archive.name_patients(&mut e).await;
+        self.archive.name_retrieved(&mut e, &ident.query).await;
         let set = match self.archive.retrieve_set(ident.query).await {
             Ok(s) => s,
             Err(custos_index::IndexError::BadQuery(why)) => {

@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 const PW_BOSS: &str = "the chief of imaging 7";
 const PW_AUD: &str = "reads the trail only 3";
 const PW_RAD: &str = "reading room 4 lights";
+/// CT_small.dcm's SOP Instance UID.
+const CT_SOP: &str = "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322";
 
 fn has(records: &[Value], code: u64, pred: impl Fn(&Value) -> bool) -> bool {
     records
@@ -52,6 +54,28 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
     ])
     .success();
     getscu_study(&server, "PYSCU", CT_STUDY, &data.path.join("get"));
+    // A retrieve naming one instance by its UID alone is still found by
+    // patient and study in the trail.
+    let one = data.path.join("get-one");
+    std::fs::create_dir_all(&one).unwrap();
+    let got = dcmtk(
+        "getscu",
+        &[
+            "-aet",
+            "PYSCU",
+            "-aec",
+            "CUSTOS",
+            "127.0.0.1",
+            &port,
+            "-k",
+            "QueryRetrieveLevel=IMAGE",
+            "-k",
+            &format!("SOPInstanceUID={CT_SOP}"),
+            "-od",
+            one.to_str().unwrap(),
+        ],
+    );
+    assert!(got.ok() && walk_files(&one).len() == 1, "{}", got.stderr());
     web(
         &server,
         "rad",
@@ -183,6 +207,13 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
             .contains("PatientName=Compressed*")));
     assert!(has(&records, 110104, |b| b["action"] == "R"
         && b["detail"].as_str().unwrap().starts_with("C-GET")));
+    assert!(
+        has(&records, 110104, |b| b["action"] == "R"
+            && b["detail"].as_str().unwrap().contains(CT_SOP)
+            && b["patients"] == json!(["1CT1"])
+            && b["studies"] == json!([CT_STUDY])),
+        "the C-GET by SOP Instance UID alone is not named by patient and study"
+    );
     assert!(has(&records, 110112, |b| b["user"] == "rad"
         && b["patients"] == json!(["1CT1"])));
     assert!(has(&records, 110104, |b| b["user"] == "rad"
