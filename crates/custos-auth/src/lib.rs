@@ -374,7 +374,9 @@ impl Authenticator {
 
     fn invalid_counted(&self, keys: &[String], claimed: Option<String>) -> Refusal {
         Refusal::Invalid {
-            claimed,
+            // A name no user can have is not recorded: a stranger could
+            // otherwise write a megabyte into the audit trail per attempt.
+            claimed: claimed.filter(|name| name.len() <= MAX_USER_LEN),
             delay: self.throttle.delay(keys),
         }
     }

@@ -43,9 +43,24 @@ fn check_json(body: &[u8]) -> Result<()> {
 }
 
 async fn record(s: &AppState, action: char, detail: String, patient: Option<String>) {
-    let mut e = crate::audit::event(EventId::OrderRecord, action, Outcome::Success);
+    record_as(s, EventId::OrderRecord, action, detail, patient).await;
+}
+
+/// An audit record of `event` naming the patients (each once).
+async fn record_as(
+    s: &AppState,
+    event: EventId,
+    action: char,
+    detail: String,
+    patients: impl IntoIterator<Item = String>,
+) {
+    let mut e = crate::audit::event(event, action, Outcome::Success);
     e.detail = detail;
-    e.patient_ids.extend(patient);
+    for p in patients {
+        if !e.patient_ids.contains(&p) {
+            e.patient_ids.push(p);
+        }
+    }
     s.archive.audit(e).await;
 }
 
@@ -108,6 +123,19 @@ pub async fn list(
         ));
     }
     let items = s.archive.worklist_items(q.from, q.to, limit).await?;
+    // Patient data leaves: recorded as a query naming each patient listed.
+    let patients: Vec<String> = items
+        .iter()
+        .filter_map(|(_, item)| item["00100020"]["Value"][0].as_str().map(str::to_string))
+        .collect();
+    record_as(
+        &s,
+        EventId::Query,
+        'E',
+        format!("worklist items listed ({})", items.len()),
+        patients,
+    )
+    .await;
     let items: Vec<_> = items
         .into_iter()
         .map(|(id, item)| json!({ "id": id, "item": item }))
@@ -133,11 +161,14 @@ pub async fn get_one(
 ) -> Result<Json<serde_json::Value>> {
     require(&p, Action::Worklist)?;
     let id = id_of(&id)?;
-    s.archive
+    let item = s
+        .archive
         .worklist_item(id)
         .await?
-        .map(Json)
-        .ok_or_else(|| not_found(id))
+        .ok_or_else(|| not_found(id))?;
+    let patient = item["00100020"]["Value"][0].as_str().map(str::to_string);
+    record(&s, 'R', format!("worklist item {id} read"), patient).await;
+    Ok(Json(item))
 }
 
 /// `PUT /api/worklist/{id}`: replaces the item; 204, or 404.
@@ -199,6 +230,16 @@ pub async fn performed_step(
     })?;
     let attributes: serde_json::Value = serde_json::from_str(&row.attributes_json)
         .map_err(|e| custos_index::IndexError::Corrupt(format!("performed procedure step: {e}")))?;
+    let patient = attributes["00100020"]["Value"][0]
+        .as_str()
+        .map(str::to_string);
+    record(
+        &s,
+        'R',
+        format!("performed procedure step {uid} read"),
+        patient,
+    )
+    .await;
     Ok(Json(json!({
         "uid": row.sop_instance_uid,
         "status": row.status,

@@ -763,3 +763,40 @@ async fn a_part_arriving_a_byte_at_a_time_is_stored() {
     let r = f.get("rad", "/dicom-web/studies?PatientID=H-1").await;
     assert_eq!(r.json().as_array().unwrap().len(), 1);
 }
+
+/// A failed login's claimed name goes into the audit record only when it
+/// could be a user's (at most 64 characters): a stranger cannot write a
+/// megabyte into the trail per attempt.
+#[tokio::test]
+async fn a_name_too_long_for_any_user_is_not_claimed() {
+    let dir = std::env::temp_dir().join(format!("custos-web-longname-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let index = Arc::new(custos_index::SqliteIndex::open(dir.join("index.db")).unwrap());
+    let auth = Authenticator::new(
+        index,
+        None,
+        custos_auth::LockoutPolicy {
+            after: 5,
+            duration: Duration::from_secs(60),
+        },
+    );
+    let ip = Some("127.0.0.9".parse().unwrap());
+    for (name, expected) in [
+        ("x".repeat(500_000), None),
+        ("mallory".to_string(), Some("mallory")),
+    ] {
+        let secret = custos_auth::Secret::Password {
+            user: &name,
+            password: "guess",
+        };
+        match auth.authenticate(secret, ip).await {
+            Err(custos_auth::Refusal::Invalid { claimed, .. }) => {
+                assert_eq!(claimed.as_deref(), expected)
+            }
+            Err(other) => panic!("refused otherwise: {other:?}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

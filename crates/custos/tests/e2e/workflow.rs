@@ -492,7 +492,30 @@ fn mwl_trial(data: &DataDir) {
         .iter()
         .filter(|e| e.to_string().contains("Order Record"))
         .count();
-    assert_eq!(orders, 5, "3 added, 1 changed, 1 removed");
+    assert_eq!(orders, 8, "3 added, 1 changed, 1 removed, 3 read");
+    // Reads of patient data are recorded too, naming the patient: the item
+    // read twice, the performed step once, the list as a query.
+    let reads: Vec<_> = trail
+        .iter()
+        .map(|e| &e["record"])
+        .filter(|r| r["event"]["code"] == 110109 && r["action"] == "R")
+        .collect();
+    assert_eq!(reads.len(), 3, "{reads:?}");
+    assert!(
+        reads
+            .iter()
+            .all(|r| r["patients"] == serde_json::json!(["MWL2"])),
+        "{reads:?}"
+    );
+    assert!(
+        trail
+            .iter()
+            .map(|e| &e["record"])
+            .any(|r| r["event"]["code"] == 110112
+                && r["detail"] == "worklist items listed (1)"
+                && r["patients"] == serde_json::json!(["MWL2"])),
+        "the worklist list is not recorded"
+    );
     let procedures: Vec<_> = trail
         .iter()
         .filter(|e| e.to_string().contains("Procedure Record"))
