@@ -521,6 +521,16 @@ async fn change_job(s: &AppState, p: &Principal, id: &str, retry: bool) -> Resul
         retry,
         "job changed through the API"
     );
+    let mut e = crate::audit::event(
+        custos_core::audit::EventId::InstancesTransferred,
+        'E',
+        custos_core::audit::Outcome::Success,
+    );
+    e.detail = format!(
+        "forwarding job {id} {}",
+        if retry { "queued again" } else { "cancelled" }
+    );
+    s.archive.audit(e).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -551,5 +561,20 @@ pub async fn send_study(
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such study"));
     }
     tracing::info!(by = p.name(), destination = %body.destination, instances = n, "study queued for sending");
+    // Who sent it where: the forwarding worker's own record, when the
+    // instances leave, cannot name the user.
+    let mut e = crate::audit::event(
+        custos_core::audit::EventId::InstancesTransferred,
+        'E',
+        custos_core::audit::Outcome::Success,
+    );
+    e.peer = body.destination.clone();
+    e.detail = format!(
+        "study queued for sending to {} ({n} instances)",
+        body.destination
+    );
+    e.study_uids = vec![study.clone()];
+    s.archive.name_patients(&mut e).await;
+    s.archive.audit(e).await;
     Ok((StatusCode::ACCEPTED, Json(json!({ "queued": n }))).into_response())
 }

@@ -162,6 +162,18 @@ fn routes_forward_matching_instances_and_retry_until_the_destination_answers() {
             .any(|e| e.to_string().contains("forwarded") && e.to_string().contains("DEST")),
         "forwards are audited"
     );
+    // The order to send, with who gave it.
+    assert!(
+        trail
+            .iter()
+            .map(|e| &e["record"])
+            .any(|r| r["event"]["code"] == 110104
+                && r["action"] == "E"
+                && r["user"] == "admin2"
+                && r["peer"] == "DEST"
+                && r["studies"] == serde_json::json!(["1.2.826.0.1.3680043.2.1125.88.1"])),
+        "the API's send is not audited with its user"
+    );
     server.stop();
 }
 
