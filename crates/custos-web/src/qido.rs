@@ -103,8 +103,18 @@ pub fn parse_query(
                     continue;
                 };
                 let mut value = value;
-                if key.kind() == KeyKind::Uid {
+                // Lists are comma-separated in a URL (PS3.18 8.3.4.1; OHIF's
+                // modality filter sends ModalitiesInStudy=CT%2CMR); neither
+                // UIDs nor modality codes can contain a comma.
+                if key.kind() == KeyKind::Uid || key == Key::ModalitiesInStudy {
                     value = value.replace(',', "\\");
+                }
+                // ModalitiesInStudy=CT&ModalitiesInStudy=MR: any of them.
+                if key == Key::ModalitiesInStudy
+                    && let Some((_, Matcher::Single(before))) =
+                        conditions.iter().find(|(k, _)| *k == key)
+                {
+                    value = format!("{before}\\{value}");
                 }
                 let matcher = Matcher::parse(key.kind(), &value).map_err(|_| {
                     ApiError::bad_request(format!("invalid value for {}", key.name()))

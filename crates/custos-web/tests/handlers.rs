@@ -800,3 +800,25 @@ async fn a_name_too_long_for_any_user_is_not_claimed() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// ModalitiesInStudy takes a list as a URL gives it: comma-separated (OHIF's
+/// modality filter sends `ModalitiesInStudy=CT%2CMR`) or repeated; any of
+/// the modalities matches.
+#[tokio::test]
+async fn qido_modalities_in_study_takes_a_list() {
+    let f = fixture("modalities").await;
+    assert_eq!(f.send(stow()).await.status, StatusCode::OK);
+    for (query, found) in [
+        ("ModalitiesInStudy=CT", 1),
+        ("ModalitiesInStudy=MR", 0),
+        ("ModalitiesInStudy=CT%2CMR", 1),
+        ("ModalitiesInStudy=MR,CT", 1),
+        ("ModalitiesInStudy=MR%2CUS", 0),
+        ("ModalitiesInStudy=MR&ModalitiesInStudy=CT", 1),
+        ("ModalitiesInStudy=MR&ModalitiesInStudy=US", 0),
+    ] {
+        let r = f.get("rad", &format!("/dicom-web/studies?{query}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{query}");
+        assert_eq!(r.json().as_array().map_or(0, Vec::len), found, "{query}");
+    }
+}
