@@ -89,7 +89,10 @@ pub fn same_origin(headers: &HeaderMap, https: bool) -> bool {
 }
 
 /// Whether a cookie-authenticated request may go on: safe methods always;
-/// others only from this origin and with the session's CSRF token.
+/// others only from this origin and with the session's CSRF token — or, for
+/// STOW-RS, from this origin by the browser's own word (`Sec-Fetch-Site:
+/// same-origin`, which no page can set): OHIF, served from this origin, saves
+/// reports and segmentations by STOW-RS and cannot send our token.
 pub fn csrf_ok(request: &Request, csrf: &str, https: bool) -> bool {
     if matches!(
         *request.method(),
@@ -97,12 +100,25 @@ pub fn csrf_ok(request: &Request, csrf: &str, https: bool) -> bool {
     ) {
         return true;
     }
+    if !same_origin(request.headers(), https) {
+        return false;
+    }
     let echoed = request
         .headers()
         .get(CSRF_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    same_origin(request.headers(), https) && custos_auth::session::csrf_matches(csrf, echoed)
+    if custos_auth::session::csrf_matches(csrf, echoed) {
+        return true;
+    }
+    let stow = *request.method() == Method::POST
+        && request.uri().path().starts_with("/dicom-web/studies")
+        && request.headers().contains_key(header::ORIGIN);
+    let fetched_here = request
+        .headers()
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"same-origin");
+    stow && fetched_here
 }
 
 #[derive(Deserialize)]

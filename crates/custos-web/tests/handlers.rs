@@ -822,3 +822,69 @@ async fn qido_modalities_in_study_takes_a_list() {
         assert_eq!(r.json().as_array().map_or(0, Vec::len), found, "{query}");
     }
 }
+
+/// OHIF, served from this origin and signed in by the browser session, saves
+/// a report by STOW-RS without our CSRF token: accepted when the browser says
+/// the request comes from this origin (Sec-Fetch-Site, which no page can
+/// set) and Origin agrees; refused from anywhere else, and for every other
+/// state change.
+#[tokio::test]
+async fn the_viewer_saves_a_report_by_stow_rs_with_the_session() {
+    let f = fixture("viewer-stow").await;
+    let r = login(&f, "rad", PASSWORD, Some("https://localhost")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let cookie = session_cookie(&r);
+    let sr = "1.2.840.10008.5.1.4.1.1.88.22";
+    let stow = |sop: &str, origin: Option<&str>, site: Option<&str>| {
+        let boundary = "viewer-saves";
+        let mut body =
+            format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
+        body.extend_from_slice(&instance_of(sr, sop));
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let mut r = with_cookie(&cookie, "POST", "/dicom-web/studies").header(
+            header::CONTENT_TYPE,
+            format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+        );
+        if let Some(o) = origin {
+            r = r.header(header::ORIGIN, o);
+        }
+        if let Some(s) = site {
+            r = r.header("sec-fetch-site", s);
+        }
+        r.body(Body::from(body)).unwrap()
+    };
+    let here = Some("https://localhost");
+    let refused = [
+        stow("1.2.826.0.1.3680043.8.498.9.11", None, Some("same-origin")),
+        stow("1.2.826.0.1.3680043.8.498.9.12", here, None),
+        stow("1.2.826.0.1.3680043.8.498.9.13", here, Some("same-site")),
+        stow(
+            "1.2.826.0.1.3680043.8.498.9.14",
+            Some("https://evil.example"),
+            Some("same-origin"),
+        ),
+    ];
+    for request in refused {
+        assert_eq!(f.send(request).await.status, StatusCode::FORBIDDEN);
+    }
+    let r = f
+        .send(stow(
+            "1.2.826.0.1.3680043.8.498.9.15",
+            here,
+            Some("same-origin"),
+        ))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // Only STOW-RS: a deletion still needs the token.
+    let delete = with_cookie(&cookie, "DELETE", &format!("/api/studies/{STUDY}"))
+        .header(header::ORIGIN, "https://localhost")
+        .header("sec-fetch-site", "same-origin")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(f.send(delete).await.status, StatusCode::FORBIDDEN);
+}
