@@ -27,17 +27,31 @@ const AHEAD: usize = 2;
 pub type PartSource = std::pin::Pin<Box<dyn Future<Output = Result<Part, String>> + Send>>;
 
 /// A response streaming `parts` (each made when its turn comes) as
-/// `multipart/related; type="<media>"`. An error mid-stream aborts the
-/// response, so a client never mistakes a truncated body for a whole one.
+/// `multipart/related; type="<media>"`, each part of type `part_type`.
 pub fn response(media: &str, part_type: &str, parts: Vec<PartSource>) -> Response {
+    let typed = parts
+        .into_iter()
+        .map(|p| (part_type.to_string(), p))
+        .collect();
+    response_typed(media, typed)
+}
+
+/// The same with a content type per part (instances sent in different
+/// transfer syntaxes). An error mid-stream aborts the response, so a client
+/// never mistakes a truncated body for a whole one.
+pub fn response_typed(media: &str, parts: Vec<(String, PartSource)>) -> Response {
     let boundary = custos_core::credentials::random_text(32);
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    let head = format!("--{boundary}\r\nContent-Type: {part_type}\r\n\r\n");
     let tail = format!("--{boundary}--\r\n");
+    let (types, parts): (Vec<String>, Vec<PartSource>) = parts.into_iter().unzip();
+    let delimiter = format!("--{boundary}\r\nContent-Type: ");
+    let head = move |t: &str| format!("{delimiter}{t}\r\n\r\n");
     tokio::spawn(async move {
         use futures_util::StreamExt;
         let mut parts = futures_util::stream::iter(parts).buffered(AHEAD);
+        let mut types = types.into_iter();
         while let Some(part) = parts.next().await {
+            let part_type = types.next().unwrap_or_default();
             let part = match part {
                 Ok(p) => p,
                 Err(e) => {
@@ -46,7 +60,7 @@ pub fn response(media: &str, part_type: &str, parts: Vec<PartSource>) -> Respons
                     return;
                 }
             };
-            if tx.send(Ok(Bytes::from(head.clone()))).await.is_err() {
+            if tx.send(Ok(Bytes::from(head(&part_type)))).await.is_err() {
                 return;
             }
             match part {

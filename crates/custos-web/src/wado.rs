@@ -138,46 +138,72 @@ pub async fn resolve(
     Ok(set)
 }
 
-/// The transfer syntax the client asks for: `None` for "as stored".
-fn wanted_syntax(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+/// The transfer syntaxes the client accepts for application/dicom, most
+/// wanted first (q-values, then the order given): `None` for "as stored".
+/// Each instance goes in the first of them it can be had in (`plan`).
+fn wanted_syntaxes(headers: &HeaderMap) -> Result<Vec<Option<String>>, ApiError> {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    for range in media_ranges(accept) {
-        let dicom = match range.media.as_str() {
+    let mut ranges: Vec<(f32, Option<String>)> = media_ranges(accept)
+        .into_iter()
+        .filter(|range| match range.media.as_str() {
             "multipart/related" => range
                 .param("type")
                 .is_none_or(|t| t.eq_ignore_ascii_case("application/dicom")),
             "application/dicom" | "*/*" | "multipart/*" => true,
             _ => false,
-        };
-        if dicom {
-            return Ok(match range.param("transfer-syntax") {
+        })
+        .map(|range| {
+            let q = range
+                .param("q")
+                .and_then(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let ts = match range.param("transfer-syntax") {
                 None | Some("*") => None,
                 Some(ts) => Some(ts.to_string()),
-            });
+            };
+            (q, ts)
+        })
+        .filter(|(q, _)| *q > 0.0)
+        .collect();
+    ranges.sort_by(|a, b| b.0.total_cmp(&a.0));
+    if ranges.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "only multipart/related; type=\"application/dicom\" is offered here",
+        ));
+    }
+    Ok(ranges.into_iter().map(|(_, ts)| ts).collect())
+}
+
+/// How one stored instance is delivered: the first of `wanted` it can be had
+/// in, as stored or decompressed; the transfer syntax to decompress to (None:
+/// as stored) and its part's content type.
+fn plan(
+    instance: &StoredInstance,
+    wanted: &[Option<String>],
+) -> Result<(Option<String>, String), ApiError> {
+    for w in wanted {
+        match w {
+            None => return Ok((None, "application/dicom".to_string())),
+            Some(ts) if *ts == instance.transfer_syntax_uid => {
+                return Ok((None, format!("application/dicom; transfer-syntax={ts}")));
+            }
+            Some(ts)
+                if (ts == EXPLICIT_LE || ts == IMPLICIT_LE)
+                    && can_transcode(&instance.transfer_syntax_uid) =>
+            {
+                return Ok((
+                    Some(ts.clone()),
+                    format!("application/dicom; transfer-syntax={ts}"),
+                ));
+            }
+            Some(_) => {}
         }
     }
     Err(ApiError::new(
         StatusCode::NOT_ACCEPTABLE,
-        "only multipart/related; type=\"application/dicom\" is offered here",
+        "the requested transfer syntax cannot be produced from the stored one",
     ))
-}
-
-/// How one stored instance is delivered in `wanted`: as stored, or decompressed.
-fn plan(instance: &StoredInstance, wanted: Option<&str>) -> Result<Option<String>, ApiError> {
-    match wanted {
-        None => Ok(None),
-        Some(ts) if ts == instance.transfer_syntax_uid => Ok(None),
-        Some(ts)
-            if (ts == EXPLICIT_LE || ts == IMPLICIT_LE)
-                && can_transcode(&instance.transfer_syntax_uid) =>
-        {
-            Ok(Some(ts.to_string()))
-        }
-        Some(_) => Err(ApiError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            "the requested transfer syntax cannot be produced from the stored one",
-        )),
-    }
 }
 
 async fn retrieve(
@@ -186,22 +212,18 @@ async fn retrieve(
     target: Target,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let wanted = wanted_syntax(&headers)?;
+    let wanted = wanted_syntaxes(&headers)?;
     let set = resolve(&state, &principal, &target).await?;
     let plans = set
         .iter()
-        .map(|i| plan(i, wanted.as_deref()))
+        .map(|i| plan(i, &wanted))
         .collect::<Result<Vec<_>, _>>()?;
-    let part_type = match &wanted {
-        Some(ts) => format!("application/dicom; transfer-syntax={ts}"),
-        None => "application/dicom".to_string(),
-    };
-    let parts: Vec<PartSource> = set
+    let parts: Vec<(String, PartSource)> = set
         .into_iter()
         .zip(plans)
-        .map(|(inst, ts)| {
+        .map(|(inst, (ts, part_type))| {
             let archive = state.archive.clone();
-            Box::pin(async move {
+            let part = Box::pin(async move {
                 match ts {
                     None => match archive.stored_file(&inst).await {
                         Ok(StoredFile::Whole(b)) => Ok(Part::Bytes(b)),
@@ -214,10 +236,11 @@ async fn retrieve(
                         .map(|b| Part::Bytes(b.into()))
                         .map_err(|e| e.to_string()),
                 }
-            }) as PartSource
+            }) as PartSource;
+            (part_type, part)
         })
         .collect();
-    Ok(multipart::response("application/dicom", &part_type, parts))
+    Ok(multipart::response_typed("application/dicom", parts))
 }
 
 pub async fn study(
@@ -511,8 +534,8 @@ pub async fn wado_uri(
     if content_type == "application/dicom" {
         let set = resolve(&state, &p, &t).await?;
         let inst = &set[0];
-        let wanted = get("transferSyntax");
-        let body = match plan(inst, wanted.as_deref())? {
+        let wanted = [get("transferSyntax")];
+        let body = match plan(inst, &wanted)?.0 {
             None => match state.archive.stored_file(inst).await? {
                 StoredFile::Whole(bytes) => axum::body::Body::from(bytes),
                 StoredFile::Stream(reader) => {

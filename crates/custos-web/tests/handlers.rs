@@ -888,3 +888,38 @@ async fn the_viewer_saves_a_report_by_stow_rs_with_the_session() {
         .unwrap();
     assert_eq!(f.send(delete).await.status, StatusCode::FORBIDDEN);
 }
+
+/// WADO-RS honours every media range of Accept, not the first alone: an
+/// instance goes in the first transfer syntax it can be had in (a client
+/// listing JPEG 2000 first and Explicit VR Little Endian second gets the
+/// latter for an uncompressed instance); q=0 rules a range out.
+#[tokio::test]
+async fn wado_rs_takes_the_first_acceptable_of_several_ranges() {
+    let f = fixture("accept-ranges").await;
+    assert_eq!(f.send(stow()).await.status, StatusCode::OK);
+    let j2k =
+        r#"multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.90"#;
+    let ele = r#"multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1"#;
+    let fetch = |accept: String| {
+        f.call(
+            request("rad", "GET", &format!("/dicom-web/studies/{STUDY}"))
+                .header(header::ACCEPT, accept),
+        )
+    };
+    let r = fetch(j2k.to_string()).await;
+    assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE);
+    let r = fetch(format!("{j2k}, {ele}")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(
+        body.contains("Content-Type: application/dicom; transfer-syntax=1.2.840.10008.1.2.1\r\n"),
+        "{}",
+        &body[..body.len().min(300)]
+    );
+    assert!(
+        r.body.windows(4).any(|w| w == b"DICM"),
+        "the instance is in the body"
+    );
+    let r = fetch(format!("{ele}; q=0, {j2k}")).await;
+    assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE);
+}
