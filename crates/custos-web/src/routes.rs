@@ -132,6 +132,12 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
         ),
         (
             Method::GET,
+            "/dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
+            Right(Get),
+            get(wado::frame_rendered),
+        ),
+        (
+            Method::GET,
             "/dicom-web/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}",
             Right(Get),
             get(wado::bulkdata),

@@ -476,6 +476,28 @@ pub async fn rendered(
     rendered_image(s, p, t, raw, h, false).await
 }
 
+/// `.../instances/{instance}/frames/{frame}/rendered`: one frame rendered
+/// (PS3.18 10.4; what dicomweb-client's `retrieve_instance_frames_rendered`
+/// asks for), as `/rendered?frame=` gives it.
+pub async fn frame_rendered(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path((study, series, instance, frames)): Path<(String, String, String, String)>,
+    RawQuery(raw): RawQuery,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
+    let [frame] = frame_list(&frames)?[..] else {
+        return Err(ApiError::bad_request("one frame is rendered at a time"));
+    };
+    let mut pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|_| ApiError::bad_request("malformed query string"))?;
+    pairs.retain(|(k, _)| k != "frame");
+    pairs.push(("frame".into(), frame.to_string()));
+    let raw = serde_urlencoded::to_string(&pairs).ok();
+    let t = Target::instance(study, series, instance);
+    rendered_image(s, p, t, raw, h, false).await
+}
+
 /// `/studies/{study}/thumbnail`: a study's image for lists.
 pub async fn study_thumbnail(
     State(s): State<Arc<AppState>>,
@@ -565,6 +587,9 @@ pub async fn wado_uri(
     }
     if let Some(q) = get("imageQuality") {
         pairs.push(("quality".into(), q));
+    }
+    if let Some(n) = get("frameNumber") {
+        pairs.push(("frame".into(), n));
     }
     let raw = serde_urlencoded::to_string(&pairs).ok();
     rendered_image(state, p, t, raw, headers, false).await

@@ -923,3 +923,33 @@ async fn wado_rs_takes_the_first_acceptable_of_several_ranges() {
     let r = fetch(format!("{ele}; q=0, {j2k}")).await;
     assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE);
 }
+
+/// One frame rendered at `/frames/{n}/rendered` (PS3.18 10.4, what
+/// dicomweb-client asks for), as `/rendered?frame=n` renders it; WADO-URI's
+/// frameNumber picks the frame too.
+#[tokio::test]
+async fn a_frame_is_rendered_by_its_own_resource_and_by_wado_uri() {
+    let f = fixture("frame-rendered").await;
+    assert_eq!(f.send(stow()).await.status, StatusCode::OK);
+    let base = format!("/dicom-web/studies/{STUDY}/series/{SERIES}/instances/{SOP}");
+    let png = |uri: String| f.call(request("rad", "GET", &uri).header(header::ACCEPT, "image/png"));
+    let by_resource = png(format!("{base}/frames/1/rendered")).await;
+    assert_eq!(by_resource.status, StatusCode::OK);
+    assert_eq!(by_resource.headers[header::CONTENT_TYPE], "image/png");
+    let by_parameter = png(format!("{base}/rendered?frame=1")).await;
+    assert_eq!(by_resource.body, by_parameter.body);
+    assert_eq!(
+        png(format!("{base}/frames/1,2/rendered")).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let uri = |frame: u32| {
+        format!(
+            "/wado?requestType=WADO&studyUID={STUDY}&seriesUID={SERIES}&objectUID={SOP}&contentType=image/png&frameNumber={frame}"
+        )
+    };
+    let first = f.get("rad", &uri(1)).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.body, by_resource.body);
+    // The image has one frame: asking for the second is an error, not frame 1.
+    assert!(f.get("rad", &uri(2)).await.status.is_client_error());
+}
