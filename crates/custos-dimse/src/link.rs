@@ -220,7 +220,10 @@ where
         )
         .await?;
         if last {
-            stream.flush().await?;
+            // A TLS stream may still hold the last records: the peer must
+            // take them in time too (a destination that stops reading would
+            // otherwise hold a C-MOVE, or the forwarding worker, for ever).
+            within(idle, "the peer took nothing in time", stream.flush()).await?;
             return Ok(());
         }
     }

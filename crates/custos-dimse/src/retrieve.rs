@@ -131,15 +131,35 @@ impl Tally {
     }
 }
 
+/// The final response's Failed SOP Instance UID List. Under an explicit VR
+/// a UI value's length has 16 bits: the list is cut to what fits (the counts
+/// still say how many failed) rather than lost whole.
 fn failed_list(uids: &[String], ts: &dicom_encoding::TransferSyntax) -> Option<Vec<u8>> {
     if uids.is_empty() {
         return None;
+    }
+    let room = if ts.uid().trim_end_matches('\0') == IMPLICIT_VR_LE {
+        usize::MAX
+    } else {
+        0xFFFE
+    };
+    let mut value = String::new();
+    for uid in uids {
+        let more = if value.is_empty() { 0 } else { 1 } + uid.len();
+        // Padded to an even length when odd.
+        if (value.len() + more).div_ceil(2) * 2 > room {
+            break;
+        }
+        if !value.is_empty() {
+            value.push('\\');
+        }
+        value.push_str(uid);
     }
     let mut obj = InMemDicomObject::new_empty();
     obj.put(DataElement::new(
         tags::FAILED_SOP_INSTANCE_UID_LIST,
         VR::UI,
-        PrimitiveValue::from(uids.join("\\")),
+        PrimitiveValue::from(value),
     ));
     let mut out = Vec::new();
     obj.write_dataset_with_ts(&mut out, ts).ok()?;
@@ -401,7 +421,15 @@ impl Association {
         let dest_ae = cmd.move_destination.trim().to_string();
         let dest = match self.archive.peer_directory().peer(&dest_ae).await {
             Ok(Some(p)) => p.host.connect_host().map(|h| (p, h)),
-            _ => None,
+            Ok(None) => None,
+            Err(e) => {
+                // Not "destination unknown": the registry could not be read
+                // (the peer should try again, not fix its configuration).
+                warn!(error = %e, "C-MOVE: cannot look the destination up");
+                let mut r = cmd.response(field::C_MOVE_RSP, status::OUT_OF_RESOURCES_SUBOPS);
+                r.error_comment = Some("the peer registry cannot be read".into());
+                return send_message(&mut self.assoc, pc, &r, None).await;
+            }
         };
         let Some((dest, host)) = dest else {
             info!(calling = self.peer_ae(), destination = %dest_ae, "C-MOVE refused: destination is not a registered peer with one host");
@@ -600,5 +628,36 @@ impl Association {
         let _ = sub.release().await;
         self.finish_retrieve(pc, cmd, field::C_MOVE_RSP, &tally, cancelled)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_encoding::TransferSyntaxIndex;
+    use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+    /// 1,500 failed UIDs (~96 KB) are cut to what a 16-bit length holds under
+    /// Explicit VR, and sent whole under Implicit VR.
+    #[test]
+    fn a_long_failed_list_fits_its_transfer_syntax() {
+        let uids: Vec<String> = (0..1500)
+            .map(|i| format!("1.2.826.0.1.3680043.8.498.{i:040}"))
+            .collect();
+        for (ts, whole) in [(EXPLICIT_VR_LE, false), (IMPLICIT_VR_LE, true)] {
+            let ts = TransferSyntaxRegistry.get(ts).unwrap();
+            let bytes = failed_list(&uids, ts).expect("a list");
+            let back = InMemDicomObject::read_dataset_with_ts(&bytes[..], ts).unwrap();
+            let value = back
+                .element(tags::FAILED_SOP_INSTANCE_UID_LIST)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            let listed: Vec<&str> = value.trim_end_matches('\0').split('\\').collect();
+            assert_eq!(listed.len() == uids.len(), whole, "{}", listed.len());
+            assert!(listed.len() > 900);
+            assert_eq!(listed[..], uids[..listed.len()]);
+        }
     }
 }

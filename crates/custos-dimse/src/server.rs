@@ -105,12 +105,12 @@ pub async fn serve(
         // One address may not take every slot: checked before the global limit.
         let Some(address_slot) = per_address.try_enter(from.ip()) else {
             warn!(%from, limit = config.max_associations_per_address, "connection limit for this address reached; refusing");
-            tasks.spawn(refuse_busy(stream));
+            turn_away(&mut tasks, stream, over_tls);
             continue;
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             warn!(%from, limit = config.max_associations, "association limit reached; refusing");
-            tasks.spawn(refuse_busy(stream));
+            turn_away(&mut tasks, stream, over_tls);
             continue;
         };
         let archive = archive.clone();
@@ -261,6 +261,16 @@ async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, S
     match listener {
         Some(l) => l.accept().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Turns a connection away when the server is full: on the plain port with
+/// an A-ASSOCIATE-RJ (transient, local limit exceeded); on the TLS port by
+/// closing it, since a cleartext PDU in answer to a ClientHello reads as a
+/// TLS error, and a handshake is work a full server should not take on.
+fn turn_away(tasks: &mut JoinSet<()>, stream: TcpStream, over_tls: bool) {
+    if !over_tls {
+        tasks.spawn(refuse_busy(stream));
     }
 }
 
