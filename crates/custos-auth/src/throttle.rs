@@ -132,17 +132,29 @@ impl Throttle {
         }
     }
 
-    /// Makes room: expired entries first, then the least recently failed tenth.
+    /// Makes room: expired entries first, then the least recently failed
+    /// tenth of those not locked out — a flood of cheap failures from many
+    /// addresses must not clear a user's lockout — and only when nearly every
+    /// entry is a lockout, the least recent of all.
     fn evict(&self, map: &mut HashMap<String, Failures>) {
         map.retain(|_, f| self.live(f));
         if map.len() < MAX_TRACKED {
             return;
         }
-        let mut ages: Vec<Instant> = map.values().map(|f| f.last).collect();
+        let after = self.policy.after;
+        let mut ages: Vec<Instant> = map
+            .values()
+            .filter(|f| f.count < after)
+            .map(|f| f.last)
+            .collect();
+        let spare_locked = ages.len() < map.len() / 10;
+        if spare_locked {
+            ages = map.values().map(|f| f.last).collect();
+        }
         let cut = ages.len() / 10;
         let (_, oldest_kept, _) = ages.select_nth_unstable(cut);
         let oldest_kept = *oldest_kept;
-        map.retain(|_, f| f.last >= oldest_kept);
+        map.retain(|_, f| f.last >= oldest_kept || (!spare_locked && f.count >= after));
     }
 
     /// Clears the keys of a verified attempt.
@@ -235,6 +247,23 @@ mod tests {
         assert_eq!(t.delay(&keys), Duration::from_millis(250));
         t.begin(&keys).unwrap();
         assert_eq!(t.delay(&keys), Duration::from_millis(500));
+    }
+
+    /// A flood of cheap failures (bad tokens from many addresses) fills the
+    /// map; a user locked out meanwhile stays locked out.
+    #[test]
+    fn a_flood_of_failures_does_not_clear_a_lockout() {
+        let t = throttle();
+        let alice = vec!["user:alice".to_string()];
+        for _ in 0..3 {
+            t.fail(&alice);
+        }
+        assert!(t.locked(&alice).is_some());
+        for i in 0..(MAX_TRACKED + 5_000) {
+            t.fail(&[format!("ip:10.0.{}.{}", i / 256, i % 256)]);
+        }
+        assert!(t.tracked() <= MAX_TRACKED, "{}", t.tracked());
+        assert!(t.locked(&alice).is_some(), "the lockout was evicted");
     }
 
     #[test]

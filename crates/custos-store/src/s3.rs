@@ -199,15 +199,25 @@ impl BlobStore for S3Store {
                 let upload = self.store.put_multipart(&object).await.map_err(s3_err)?;
                 let mut writer = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
                 let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = file.read(&mut buf).await?;
-                    if n == 0 {
-                        break;
+                let sent = async {
+                    loop {
+                        let n = file.read(&mut buf).await?;
+                        if n == 0 {
+                            return Ok::<_, std::io::Error>(());
+                        }
+                        writer.write(&buf[..n]);
+                        // Bound memory: at most two parts in flight.
+                        writer.wait_for_capacity(2).await.map_err(s3_err)?;
                     }
-                    writer.write(&buf[..n]);
-                    // Bound memory: at most two parts in flight.
-                    writer.wait_for_capacity(2).await.map_err(s3_err)?;
                 }
+                .await;
+                if let Err(e) = sent {
+                    // The parts sent so far would stay in the bucket, unlisted
+                    // (fsck cannot see them) and billed: the upload is abandoned.
+                    let _ = writer.abort().await;
+                    return Err(e);
+                }
+                // `finish` abandons the upload itself when it fails.
                 writer.finish().await.map_err(s3_err)?;
             }
             Ok::<_, std::io::Error>(())

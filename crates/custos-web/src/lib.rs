@@ -216,7 +216,7 @@ async fn common_headers(
         );
         h.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+            HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
         );
         h.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,

@@ -530,6 +530,14 @@ fn cors_answers_only_configured_origins() {
         r[0]["headers"]["access-control-allow-origin"],
         "https://viewer.example.org"
     );
+    // Every method a route takes, PUT included (worklist items, users,
+    // study protection).
+    let methods = r[0]["headers"]["access-control-allow-methods"]
+        .as_str()
+        .unwrap();
+    for m in ["GET", "POST", "PUT", "DELETE"] {
+        assert!(methods.split(", ").any(|x| x == m), "{methods}");
+    }
     assert!(
         r[1]["headers"].get("access-control-allow-origin").is_none(),
         "{}",
