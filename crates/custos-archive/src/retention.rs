@@ -68,7 +68,7 @@ impl Archive {
             let page = self.index.study_activity(after, PAGE).await?;
             let Some((last, _)) = page.last() else { break };
             after = *last;
-            for (_, study) in page {
+            for (pk, study) in page {
                 report.studies += 1;
                 let policy = match verdict(&config.policies, &study, now, config.quiet_secs) {
                     Verdict::Delete(p) => p,
@@ -88,6 +88,20 @@ impl Archive {
                     }
                 };
                 if apply {
+                    // The page was read before the deletions ahead of this
+                    // one (minutes, on a large pass): a study protected, or
+                    // sent more instances, since then is looked at again.
+                    let now_seen = self.index.study_activity(pk - 1, 1).await?;
+                    let still = match now_seen.first() {
+                        Some((p, fresh)) if *p == pk => {
+                            verdict(&config.policies, fresh, now, config.quiet_secs)
+                                == Verdict::Delete(policy.clone())
+                        }
+                        _ => false,
+                    };
+                    if !still {
+                        continue;
+                    }
                     self.retention_delete(&study, &policy, by).await?;
                 }
                 report.deleted_count += 1;
