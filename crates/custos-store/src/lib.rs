@@ -87,3 +87,13 @@ pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     }
     builder.create(dir)
 }
+
+/// Makes everything written to the filesystem holding `path` durable
+/// (syncfs): for a whole folder copied file by file (a backup, a restore),
+/// one call instead of an fsync per file and folder. Write-back errors since
+/// the files were written are reported (Linux 5.8 and later).
+pub fn sync_filesystem_of(path: &std::path::Path) -> std::io::Result<()> {
+    let dir = std::fs::File::open(path)?;
+    rustix::fs::syncfs(&dir)?;
+    Ok(())
+}

@@ -24,6 +24,14 @@ pub(crate) struct Staging {
     _lock: File,
 }
 
+impl Drop for Staging {
+    /// A store closed cleanly takes its folder with it (a crash leaves it to
+    /// the next store opened).
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Makes `parent` if needed, removes what dead processes left in it, and
 /// makes and locks a folder for this store.
 pub(crate) fn prepare(parent: &Path) -> std::io::Result<Staging> {

@@ -31,7 +31,10 @@ pub async fn backup(data: &Path, dest: &Path) -> Result<()> {
     let config = Config::load(data)?;
     embedded_only(&config)?;
     new_folder(dest)?;
-    let result = copy_archive(data, dest, &config).await;
+    let result = copy_archive(data, dest, &config).await.and_then(|done| {
+        durable(dest, &config)?;
+        Ok(done)
+    });
     let (instances, bytes) = match result {
         Ok(done) => done,
         Err(e) => {
@@ -72,6 +75,10 @@ pub async fn restore(src: &Path, data: &Path) -> Result<()> {
         }
     };
     let config = Config::load(data)?;
+    if let Err(e) = durable(data, &config) {
+        let _ = std::fs::remove_dir_all(data);
+        return Err(e.context("the restored copy could not be made durable; nothing was restored"));
+    }
     let index = SqliteIndex::open(config.resolve(data, &config.index.path))?;
     record(
         data,
@@ -85,6 +92,21 @@ pub async fn restore(src: &Path, data: &Path) -> Result<()> {
         "restored {instances} instances into {}, every instance verified",
         data.display()
     );
+    Ok(())
+}
+
+/// Puts a copied archive on disk for good before it is called a backup or
+/// served: the files were copied one by one (and SQLite's `VACUUM INTO`
+/// does not sync its output), so the folder's filesystem is synced, and the
+/// blob folder's if it is another one.
+fn durable(folder: &Path, config: &Config) -> Result<()> {
+    for path in [
+        folder.to_path_buf(),
+        config.resolve(folder, &config.store.path),
+    ] {
+        custos_store::sync_filesystem_of(&path)
+            .with_context(|| format!("syncing {} to disk", path.display()))?;
+    }
     Ok(())
 }
 
