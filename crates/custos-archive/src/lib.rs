@@ -35,7 +35,9 @@ pub use export::{ExportError, StudyExport};
 pub use fsck::{FsckError, FsckOptions, FsckReport};
 pub use ingest::{Ingest, IngestError, Received, StoreOutcome};
 pub use migrate::MigrateReport;
-pub use retrieve::{DatasetStream, RetrieveError, StoredFile, can_transcode};
+pub use retrieve::{
+    DatasetStream, RetrieveError, StoredFile, can_transcode, can_transcode_instance,
+};
 
 use std::str::FromStr;
 use std::sync::Arc;

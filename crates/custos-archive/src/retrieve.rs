@@ -112,6 +112,14 @@ pub fn can_transcode(ts_uid: &str) -> bool {
 /// Largest stored instance we decode in memory to re-encode it.
 const MAX_TRANSCODE_BYTES: u64 = 256 << 20;
 
+/// Whether `instance` can be decompressed for a client that does not take it
+/// as stored: its transfer syntax can be decoded and it is small enough to
+/// be decoded in memory. Asked before a response starts, so that a refusal
+/// is a status, not a stream cut off midway.
+pub fn can_transcode_instance(instance: &StoredInstance) -> bool {
+    instance.size <= MAX_TRANSCODE_BYTES && can_transcode(&instance.transfer_syntax_uid)
+}
+
 impl Archive {
     /// Opens the whole stored Part 10 file of `instance` (WADO returns it as is).
     pub async fn open_file(&self, instance: &StoredInstance) -> Result<Reader, RetrieveError> {
@@ -312,6 +320,26 @@ mod tests {
     use super::*;
     use std::pin::Pin;
     use std::task::{Context, Poll};
+
+    /// Decompression is offered only for what can be decoded in memory.
+    #[test]
+    fn only_instances_small_enough_are_offered_decompressed() {
+        let instance = |size: u64, ts: &str| StoredInstance {
+            sop_instance_uid: "1.2.3".into(),
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+            transfer_syntax_uid: ts.into(),
+            blob_key: String::new(),
+            size,
+            sha256: String::new(),
+        };
+        let rle = "1.2.840.10008.1.2.5";
+        assert!(can_transcode_instance(&instance(10 << 20, rle)));
+        assert!(!can_transcode_instance(&instance(
+            MAX_TRANSCODE_BYTES + 1,
+            rle
+        )));
+        assert!(!can_transcode_instance(&instance(10 << 20, "1.2.3.4.5.6")));
+    }
 
     /// A store reader answering in small pieces of varying (odd and even)
     /// sizes, as an S3 response body can.

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use custos_archive::view::{FrameSelection, RenderOptions};
-use custos_archive::{StoredFile, can_transcode};
+use custos_archive::{StoredFile, can_transcode_instance};
 use custos_core::query::{Key, Level, Matcher, Query};
 use custos_core::record::StoredInstance;
 use custos_core::{Action, Principal};
@@ -189,8 +189,7 @@ fn plan(
                 return Ok((None, format!("application/dicom; transfer-syntax={ts}")));
             }
             Some(ts)
-                if (ts == EXPLICIT_LE || ts == IMPLICIT_LE)
-                    && can_transcode(&instance.transfer_syntax_uid) =>
+                if (ts == EXPLICIT_LE || ts == IMPLICIT_LE) && can_transcode_instance(instance) =>
             {
                 return Ok((
                     Some(ts.clone()),

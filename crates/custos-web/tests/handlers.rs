@@ -314,6 +314,11 @@ async fn a_stored_instance_is_found_described_rendered_and_guarded() {
         bulk.ends_with(&format!("{base}/bulkdata/7FE00010")),
         "{bulk}"
     );
+    // How it is stored (viewers choose their decoder, or video player, by it).
+    assert_eq!(
+        meta[0]["00083002"],
+        serde_json::json!({"vr": "UI", "Value": ["1.2.840.10008.1.2.1"]})
+    );
 
     let r = f
         .call(

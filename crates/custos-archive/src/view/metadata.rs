@@ -23,9 +23,19 @@ pub(super) fn to_json(
     obj: DefaultDicomObject,
     bulk_base: &(dyn Fn(&str, &str) -> String + Sync),
 ) -> Result<Value, ViewError> {
+    let stored_as = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
     let mut value = dicom_json::to_value(obj.into_inner())
         .map_err(|e| internal("encoding metadata")(e.to_string()))?;
     if let Some(map) = value.as_object_mut() {
+        // Available Transfer Syntax UID (PS3.18 F.2): how the instance is
+        // stored, which viewers read to tell video and compressed pixel data
+        // (OHIF chooses its video player by it).
+        map.entry("00083002")
+            .or_insert_with(|| json!({ "vr": "UI", "Value": [stored_as] }));
         let url = bulk_base(&text_of(map.get("0020000D")), &text_of(map.get("0020000E")));
         // Large binary values are not inlined: they are fetched by URI.
         for (tag, attr) in map.iter_mut() {
