@@ -243,13 +243,32 @@ impl WebDestination {
 
 /// Whether Custos may send to `url`: https anywhere, plain http only to a
 /// loopback address (patient data crosses no network in clear). The host,
-/// if so.
+/// if so. The host read here must be the one the HTTP client connects to:
+/// so a URL with anything a URL parser reads differently from this plain
+/// split is refused — a backslash (which ends the host for WHATWG parsers:
+/// `https://evil\@allowed/`), whitespace or control characters (removed),
+/// non-ASCII text (IDNA-mapped), and credentials (`user@`; they go in the
+/// password or token settings).
 pub fn outbound_url(url: &str) -> Result<String, String> {
+    if !url.is_ascii()
+        || url
+            .bytes()
+            .any(|b| b.is_ascii_control() || b == b' ' || b == b'\\')
+    {
+        return Err(format!(
+            "`{}` holds characters a URL here must not (spaces, backslashes, control or non-ASCII characters)",
+            url.escape_default()
+        ));
+    }
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!("`{url}` is not a URL"));
     };
     let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    if host.contains('@') {
+        return Err(
+            "credentials in the URL are not taken: use the password or token settings".into(),
+        );
+    }
     let host = match host.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
         None => host.split(':').next().unwrap_or_default(),
@@ -275,6 +294,33 @@ fn is_loopback(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the host check reads is what a URL parser connects to: forms
+    /// that parsers read differently are refused, not judged by their look.
+    #[test]
+    fn urls_read_differently_by_a_parser_are_refused() {
+        assert_eq!(
+            outbound_url("https://Hooks.Example.org/x").unwrap(),
+            "hooks.example.org"
+        );
+        assert_eq!(
+            outbound_url("http://127.0.0.1:8080/hook").unwrap(),
+            "127.0.0.1"
+        );
+        for bad in [
+            "https://evil.example\\@hooks.example.org/x",
+            "http://evil.example\\@127.0.0.1/",
+            "https://user:pw@hooks.example.org/x",
+            "https://evil.example@hooks.example.org/",
+            "https://hooks.exa\tmple.org/",
+            "https://evil.example /x",
+            "https://hooks\u{ff0e}example.org/",
+            "http://evil.example/",
+            "ftp://hooks.example.org/",
+        ] {
+            assert!(outbound_url(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn a_rule_needs_all_its_conditions() {
