@@ -629,26 +629,70 @@ fn redact(value: &mut toml::Value) {
                 redact(v);
             }
         }
+    } else if let Some(items) = value.as_array_mut() {
+        // [[dicomweb_destination]], [[route]], ...
+        items.iter_mut().for_each(redact);
     }
 }
 
-/// `scheme://user:secret@host/...` -> `scheme://user:<redacted>@host/...`.
+/// `scheme://user:secret@host/...?password=secret&...` ->
+/// `scheme://user:<redacted>@host/...?password=<redacted>&...`: the
+/// password in the userinfo and in a `password` query parameter (which
+/// PostgreSQL's URLs take too).
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_string();
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
     };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
-        None => url.to_string(),
+    let mut out = format!("{scheme}://");
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => out.push_str(&format!("{user}:<redacted>@{host}")),
+            None => out.push_str(rest),
+        },
+        None => out.push_str(rest),
     }
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=<redacted>"),
+                _ => p.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_never_shown() {
+        for (url, shown) in [
+            ("postgres://u:hunter2@db/x", "postgres://u:<redacted>@db/x"),
+            (
+                "postgres://u@127.0.0.1/x?sslmode=verify-full&password=hunter2",
+                "postgres://u@127.0.0.1/x?sslmode=verify-full&password=<redacted>",
+            ),
+            ("https://a:p@q@h/x?a=1", "https://a:<redacted>@h/x?a=1"),
+            ("s3://bucket/prefix", "s3://bucket/prefix"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+        let mut c: toml::Value = toml::from_str(
+            "[index]\nurl = 'postgres://u@h/x?password=hunter2'\n[[dicomweb_destination]]\nname = 'A'\nurl = 'https://u:hunter2@h/dicom-web'\n",
+        )
+        .unwrap();
+        redact(&mut c);
+        assert!(!c.to_string().contains("hunter2"), "{c}");
+    }
 
     #[test]
     fn default_file_matches_defaults() {
