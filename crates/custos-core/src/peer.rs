@@ -120,11 +120,19 @@ impl HostPattern {
         let ip = canonical(ip);
         match self {
             HostPattern::Addr(a) => canonical(*a) == ip,
-            HostPattern::Cidr(net, len) => match (canonical(*net), ip) {
-                (IpAddr::V4(n), IpAddr::V4(i)) => prefix_eq(&n.octets(), &i.octets(), *len),
-                (IpAddr::V6(n), IpAddr::V6(i)) => prefix_eq(&n.octets(), &i.octets(), *len),
-                _ => false,
-            },
+            HostPattern::Cidr(net, len) => {
+                // An IPv4-mapped network (::ffff:10.1.5.0/120) compares as
+                // IPv4, its prefix counted from the IPv4 part.
+                let len = match net {
+                    IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => len.saturating_sub(96),
+                    _ => *len,
+                };
+                match (canonical(*net), ip) {
+                    (IpAddr::V4(n), IpAddr::V4(i)) => prefix_eq(&n.octets(), &i.octets(), len),
+                    (IpAddr::V6(n), IpAddr::V6(i)) => prefix_eq(&n.octets(), &i.octets(), len),
+                    _ => false,
+                }
+            }
             HostPattern::Name(_) => false,
         }
     }
@@ -148,6 +156,9 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 fn prefix_eq(a: &[u8], b: &[u8], len: u8) -> bool {
+    // Never longer than the address (a pattern checked elsewhere, but a
+    // panic here would drop every association from the peer).
+    let len = len.min((a.len() * 8) as u8);
     let full = (len / 8) as usize;
     let rest = len % 8;
     if a[..full] != b[..full] {
@@ -229,6 +240,21 @@ pub fn validate_ae_title(ae: &str) -> Result<String, crate::Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An IPv4-mapped network is an IPv4 network (it used to panic on every
+    /// association of the peer).
+    #[test]
+    fn ipv4_mapped_networks_match_ipv4_addresses() {
+        let p: HostPattern = "::ffff:10.1.5.0/120".parse().unwrap();
+        assert!(p.contains("10.1.5.77".parse().unwrap()));
+        assert!(p.contains("::ffff:10.1.5.9".parse().unwrap()));
+        assert!(!p.contains("10.1.6.1".parse().unwrap()));
+        let all: HostPattern = "::ffff:0.0.0.0/96".parse().unwrap();
+        assert!(all.contains("192.0.2.1".parse().unwrap()));
+        let host: HostPattern = "::ffff:10.1.5.7/128".parse().unwrap();
+        assert!(host.contains("10.1.5.7".parse().unwrap()));
+        assert!(!host.contains("10.1.5.8".parse().unwrap()));
+    }
 
     #[test]
     fn subjects_normalise() {
