@@ -162,7 +162,9 @@ async fn set_disabled(data: &Path, index: &dyn Index, name: &str, disabled: bool
 /// `30d`, `12h`, `2w` in seconds.
 fn parse_lifetime(s: &str) -> Result<i64> {
     let s = s.trim();
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    // The unit is the last character, whatever its width.
+    let unit_at = s.char_indices().last().map_or(0, |(i, _)| i);
+    let (n, unit) = s.split_at(unit_at);
     let n: i64 = n
         .parse()
         .ok()
@@ -176,10 +178,9 @@ fn parse_lifetime(s: &str) -> Result<i64> {
         "w" => 7 * 86_400,
         _ => bail!("`{s}` is not a lifetime such as 30d, 12h or 2w"),
     };
-    if n * secs > 3650 * 86_400 {
-        bail!("a token lives at most ten years");
-    }
-    Ok(n * secs)
+    n.checked_mul(secs)
+        .filter(|total| *total <= 3650 * 86_400)
+        .context("a token lives at most ten years")
 }
 
 pub async fn run_token(data: &Path, command: TokenCommand) -> Result<()> {
@@ -261,6 +262,25 @@ pub async fn ensure_admin(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lifetimes_parse_and_odd_input_is_an_error_not_a_panic() {
+        use super::parse_lifetime;
+        assert_eq!(parse_lifetime("30d").unwrap(), 30 * 86_400);
+        assert_eq!(parse_lifetime("2w").unwrap(), 14 * 86_400);
+        for bad in [
+            "30é",
+            "é",
+            "",
+            "d",
+            "0d",
+            "-1d",
+            "9223372036854775807w",
+            "11000d",
+        ] {
+            assert!(parse_lifetime(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]
