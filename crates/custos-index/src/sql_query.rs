@@ -126,16 +126,31 @@ pub fn conditions(query: &Query) -> Result<(Vec<String>, Vec<SqlValue>), String>
             continue;
         }
         if *key == Key::ModalitiesInStudy {
-            let mods: Vec<String> = match matcher {
-                Matcher::Single(v) => v.split('\\').map(str::to_string).collect(),
-                Matcher::List(l) => l.clone(),
-                _ => return Err("ModalitiesInStudy takes a value or a list".into()),
+            // Any of the values (empty ones, as a trailing `\\` leaves, are
+            // not values); a wildcard matches as on Modality (C.2.2.2.4).
+            let (test, values): (String, Vec<String>) = match matcher {
+                Matcher::Single(v) => {
+                    let mods: Vec<String> = v
+                        .split('\\')
+                        .filter(|m| !m.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                    (format!("IN ({})", vec!["?"; mods.len()].join(",")), mods)
+                }
+                Matcher::List(l) => {
+                    let mods: Vec<String> = l.iter().filter(|m| !m.is_empty()).cloned().collect();
+                    (format!("IN ({})", vec!["?"; mods.len()].join(",")), mods)
+                }
+                Matcher::Wildcard(w) => ("LIKE ? ESCAPE '\\'".to_string(), vec![like_pattern(w)]),
+                _ => return Err("ModalitiesInStudy takes a value, a list or a wildcard".into()),
             };
-            let marks = vec!["?"; mods.len()].join(",");
+            if values.is_empty() {
+                continue;
+            }
             clauses.push(format!(
-                "EXISTS (SELECT 1 FROM series ms WHERE ms.study_pk = st.pk AND ms.modality IN ({marks}))"
+                "EXISTS (SELECT 1 FROM series ms WHERE ms.study_pk = st.pk AND ms.modality {test})"
             ));
-            params.extend(mods.into_iter().map(SqlValue::Text));
+            params.extend(values.into_iter().map(SqlValue::Text));
             continue;
         }
         let Some(col) = match_column(*key) else {

@@ -119,6 +119,23 @@ pub fn parse_query(
                 let matcher = Matcher::parse(key.kind(), &value).map_err(|_| {
                     ApiError::bad_request(format!("invalid value for {}", key.name()))
                 })?;
+                // A UID in the path (studies/{study}/series) is the search's
+                // scope: the query string may repeat it, not widen or move it.
+                if let Some((_, path)) = fixed.iter().find(|(k, _)| *k == key) {
+                    let same = match &matcher {
+                        Matcher::Universal => true,
+                        Matcher::Single(v) => v == path,
+                        Matcher::List(l) => l.contains(path),
+                        _ => false,
+                    };
+                    if !same {
+                        return Err(ApiError::bad_request(format!(
+                            "{} in the query string disagrees with the path",
+                            key.name()
+                        )));
+                    }
+                    continue;
+                }
                 conditions.retain(|(k, _)| *k != key);
                 conditions.push((key, matcher));
             }

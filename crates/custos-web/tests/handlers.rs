@@ -821,6 +821,9 @@ async fn qido_modalities_in_study_takes_a_list() {
         ("ModalitiesInStudy=MR%2CUS", 0),
         ("ModalitiesInStudy=MR&ModalitiesInStudy=CT", 1),
         ("ModalitiesInStudy=MR&ModalitiesInStudy=US", 0),
+        ("ModalitiesInStudy=C*", 1),
+        ("ModalitiesInStudy=M?", 0),
+        ("ModalitiesInStudy=CT%2C", 1),
     ] {
         let r = f.get("rad", &format!("/dicom-web/studies?{query}")).await;
         assert_eq!(r.status, StatusCode::OK, "{query}");
@@ -957,4 +960,30 @@ async fn a_frame_is_rendered_by_its_own_resource_and_by_wado_uri() {
     assert_eq!(first.body, by_resource.body);
     // The image has one frame: asking for the second is an error, not frame 1.
     assert!(f.get("rad", &uri(2)).await.status.is_client_error());
+}
+
+/// A UID in a QIDO path is the search's scope: the query string may repeat
+/// it but not widen it (`StudyInstanceUID=` is universal matching) or move
+/// it to another study.
+#[tokio::test]
+async fn qido_path_uids_cannot_be_widened_by_the_query_string() {
+    let f = fixture("qido-scope").await;
+    assert_eq!(f.send(stow()).await.status, StatusCode::OK);
+    let other = "1.2.826.0.1.3680043.8.498.77";
+    let series = |q: &str| format!("/dicom-web/studies/{other}/series{q}");
+    // The study in the path has no series here, whatever the query says.
+    for q in ["", "?StudyInstanceUID=", "?StudyInstanceUID=*"] {
+        let r = f.get("rad", &series(q)).await;
+        assert_eq!(r.status, StatusCode::OK, "{q}");
+        assert_eq!(r.json().as_array().map_or(0, Vec::len), 0, "{q}");
+    }
+    let moved = series(&format!("?StudyInstanceUID={STUDY}"));
+    assert_eq!(f.get("rad", &moved).await.status, StatusCode::BAD_REQUEST);
+    let r = f
+        .get(
+            "rad",
+            &format!("/dicom-web/studies/{STUDY}/series?StudyInstanceUID={STUDY}"),
+        )
+        .await;
+    assert_eq!(r.json().as_array().map_or(0, Vec::len), 1);
 }
