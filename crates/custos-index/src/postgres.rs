@@ -241,11 +241,13 @@ async fn pk_of(
     row.try_get(0).map_err(pg)
 }
 
+/// `left`: for a replacing copy, the series and study the old one was in.
 async fn insert_rows(
     tx: &deadpool_postgres::Transaction<'_>,
     rec: &InstanceRecord,
-    replaced: bool,
+    left: Option<(i64, i64)>,
 ) -> Result<(), IndexError> {
+    let replaced = left.is_some();
     let new_study = run(tx, statements::INSERT_STUDY, &statements::study_values(rec)).await? > 0;
     let study_pk = pk_of(tx, statements::STUDY_PK, &rec.study_uid).await?;
     let new_series = run(
@@ -290,6 +292,26 @@ async fn insert_rows(
             &statements::series_update_values(rec),
         )
         .await?;
+    }
+    if let Some((old_series, old_study)) = left {
+        // As on SQLite: what the copy left is dropped if empty, both
+        // studies counted again (another series, study or modality).
+        run(
+            tx,
+            statements::DROP_SERIES_IF_EMPTY,
+            &[SqlValue::Int(old_series)],
+        )
+        .await?;
+        run(
+            tx,
+            statements::DROP_STUDY_IF_EMPTY,
+            &[SqlValue::Int(old_study)],
+        )
+        .await?;
+        let recount = statements::recount_study(Dialect::Postgres);
+        for pk in [old_study, study_pk] {
+            run(tx, &recount, &[SqlValue::Int(pk)]).await?;
+        }
     }
     for change in statements::stored_changes(rec, replaced, new_study, new_series) {
         run(tx, statements::OUTBOX_INSERT, &change).await?;
@@ -353,6 +375,7 @@ impl InstanceIndex for PgIndex {
                 outcome
             }
             InsertPlan::Write { replacing } => {
+                let mut left = None;
                 if replacing.is_some() {
                     let old_series = pk_of(
                         &tx,
@@ -360,6 +383,12 @@ impl InstanceIndex for PgIndex {
                         &record.sop_instance_uid,
                     )
                     .await?;
+                    let old_study = tx
+                        .query_one(&pg_sql(statements::STUDY_OF_SERIES), &[&old_series])
+                        .await
+                        .map_err(pg)?
+                        .try_get(0)
+                        .map_err(pg)?;
                     run(
                         &tx,
                         statements::DELETE_INSTANCE_BY_UID,
@@ -367,8 +396,9 @@ impl InstanceIndex for PgIndex {
                     )
                     .await?;
                     count_instance(&tx, old_series, -1).await?;
+                    left = Some((old_series, old_study));
                 }
-                insert_rows(&tx, &record, replacing.is_some()).await?;
+                insert_rows(&tx, &record, left).await?;
                 InsertPlan::written(replacing)
             }
         };

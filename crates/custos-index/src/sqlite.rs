@@ -354,13 +354,19 @@ fn insert(
         }
         InsertPlan::Write { replacing } => replacing,
     };
+    // Where the replaced copy was: (series, study).
+    let mut left = None;
     if replacing.is_some() {
         let old_series: i64 = tx
             .prepare_cached(statements::SERIES_OF_INSTANCE)?
             .query_row([&rec.sop_instance_uid], |r| r.get(0))?;
+        let old_study: i64 = tx
+            .prepare_cached(statements::STUDY_OF_SERIES)?
+            .query_row([old_series], |r| r.get(0))?;
         tx.prepare_cached(statements::DELETE_INSTANCE_BY_UID)?
             .execute([&rec.sop_instance_uid])?;
         count_instance(tx, old_series, -1)?;
+        left = Some((old_series, old_study));
     }
     let new_study = tx
         .prepare_cached(statements::INSERT_STUDY)?
@@ -390,6 +396,18 @@ fn insert(
             .execute(bind(&statements::study_update_values(rec)).as_slice())?;
         tx.prepare_cached(statements::UPDATE_SERIES)?
             .execute(bind(&statements::series_update_values(rec)).as_slice())?;
+    }
+    if let Some((old_series, old_study)) = left {
+        // The copy may name another series or study, or another modality:
+        // what it left is dropped if empty, both studies counted again.
+        tx.prepare_cached(statements::DROP_SERIES_IF_EMPTY)?
+            .execute([old_series])?;
+        tx.prepare_cached(statements::DROP_STUDY_IF_EMPTY)?
+            .execute([old_study])?;
+        let recount = statements::recount_study(Dialect::Sqlite);
+        for pk in [old_study, study_pk] {
+            tx.prepare_cached(&recount)?.execute([pk])?;
+        }
     }
     let changes = statements::stored_changes(rec, replacing.is_some(), new_study, new_series);
     for change in changes {

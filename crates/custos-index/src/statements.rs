@@ -40,6 +40,12 @@ pub const COUNT_INSTANCE_IN_SERIES: &str =
     "UPDATE series SET num_instances = num_instances + ? WHERE pk = ?";
 pub const COUNT_INSTANCE_IN_STUDY: &str = "UPDATE studies SET num_instances = num_instances + ? WHERE pk = (SELECT study_pk FROM series WHERE pk = ?)";
 pub const SERIES_OF_INSTANCE: &str = "SELECT series_pk FROM instances WHERE sop_instance_uid = ?";
+pub const STUDY_OF_SERIES: &str = "SELECT study_pk FROM series WHERE pk = ?";
+/// After a replacing copy moved an instance out: the series and study it
+/// left, if nothing is left in them (C-FIND must not list them, nor count
+/// them among a patient's).
+pub const DROP_SERIES_IF_EMPTY: &str = "DELETE FROM series WHERE pk = ? AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.series_pk = series.pk)";
+pub const DROP_STUDY_IF_EMPTY: &str = "DELETE FROM studies WHERE pk = ? AND NOT EXISTS (SELECT 1 FROM series x WHERE x.study_pk = studies.pk)";
 
 /// The study's distinct modalities, sorted, backslash-separated, for
 /// `studies st`.

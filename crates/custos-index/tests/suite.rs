@@ -764,6 +764,30 @@ async fn counters_follow_inserts_replacements_and_removals(ix: Ix) {
         .await
         .unwrap();
     assert_eq!(by_modality.len(), 1);
+    // A replacing copy with another modality: the study's modalities follow.
+    let mut ko = rec(
+        "P1", "DOE^JOHN", "1.1", "20200105", "1.1.3", "KO", "1.1.3.1",
+    );
+    ko.sha256 = "ko".into();
+    ix.insert(ko, true).await.unwrap();
+    assert_eq!(study("1.1").await, counts("2", "2", "CT\\KO"));
+    // A replacing copy moving a study's only instance to another study: the
+    // series and study it left are gone, not listed empty.
+    let mut away = rec(
+        "P1", "DOE^JOHN", "1.2", "20210310", "1.2.9", "CT", "2.1.1.1",
+    );
+    away.sha256 = "away".into();
+    ix.insert(away, true).await.unwrap();
+    assert_eq!(study("2.1").await, None, "an empty study is still listed");
+    assert_eq!(study("1.2").await, counts("2", "3", "CT\\MR"));
+    let empty_series = ix
+        .find(q(
+            Level::Series,
+            vec![(Key::SeriesInstanceUID, Matcher::Single("2.1.1".into()))],
+        ))
+        .await
+        .unwrap();
+    assert!(empty_series.is_empty(), "an empty series is still listed");
 }
 
 /// An index written before the counters existed (schema 7) gets them filled
