@@ -310,7 +310,9 @@ impl<'a> Ingest<'a> {
         {
             // Queued before the sender is acknowledged; if this fails, the
             // sender gets a failure and sends again (AlreadyStored: queued then).
-            let again = result == StoreOutcome::Replaced;
+            // New or replaced content is sent even if its job was done: a
+            // study forwarded whole goes again when more of it arrives.
+            let again = matches!(result, StoreOutcome::Stored | StoreOutcome::Replaced);
             self.archive
                 .route_new(&received.sop_instance_uid, &facts, again)
                 .await?;

@@ -360,6 +360,24 @@ fn a_stable_study_is_forwarded_whole_once_quiet() {
         }),
         "the forward is audited with its study and patient"
     );
+    // A late series: the study goes again, whole, once quiet again.
+    let again = data.path.with_extension("received-again");
+    let dest = pynetdicom_destination("DEST", dest_port, &again, 4);
+    let (_, late) = make_and_store(&server, &src.join("c"), "MODALITY", &[spec(4)]);
+    let out = dest.wait_with_output().unwrap();
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let got: Vec<&str> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["uid"].as_str().unwrap())
+        .collect();
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(
+        got.contains(&late[0].as_str()),
+        "the late instance was not forwarded"
+    );
     server.stop();
 }
 
