@@ -66,7 +66,12 @@ pub async fn restore(src: &Path, data: &Path) -> Result<()> {
     }
     embedded_only(&Config::load(src)?)?;
     new_folder(data)?;
-    copy_tree(src, data, &[]).with_context(|| format!("copying {}", src.display()))?;
+    if let Err(e) = copy_tree(src, data, &[]) {
+        // Nothing half-made is left to be served or to block a retry.
+        let _ = std::fs::remove_dir_all(data);
+        return Err(anyhow::Error::new(e)
+            .context(format!("copying {}; nothing was restored", src.display())));
+    }
     let instances = match verify(data).await {
         Ok(n) => n,
         Err(e) => {
@@ -225,11 +230,20 @@ fn copy_tree(from: &Path, to: &Path, skip: &[String]) -> std::io::Result<()> {
             continue;
         }
         let target = to.join(&name);
-        if entry.file_type()?.is_dir() {
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
             custos_store::create_private_dir(&target)?;
             copy_tree(&entry.path(), &target, &[])?;
-        } else if entry.file_type()?.is_file() {
+        } else if kind.is_file() || (kind.is_symlink() && entry.path().is_file()) {
+            // A symlinked file (custos.toml kept in /etc, say) is copied as
+            // the file it names: leaving it out made a backup that verified
+            // on the defaults and that restore then refused.
             std::fs::copy(entry.path(), &target)?;
+        } else if kind.is_symlink() {
+            return Err(std::io::Error::other(format!(
+                "{} is a symbolic link to a folder, which is not copied",
+                entry.path().display()
+            )));
         }
     }
     Ok(())

@@ -32,6 +32,11 @@ fn a_backup_taken_during_ingest_restores_every_instance_it_holds() {
         1
     );
 
+    // custos.toml kept elsewhere and linked (as from /etc): the backup
+    // carries the file it names.
+    let kept = data.path.with_extension("etc.toml");
+    std::fs::rename(&toml, &kept).unwrap();
+    std::os::unix::fs::symlink(&kept, &toml).unwrap();
     let server = Server::process(&data);
     let acked = data.path.with_extension("acked");
     let work = data.path.with_extension("work");
