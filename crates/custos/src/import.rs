@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::AsyncReadExt;
 
 use custos_archive::{Archive, IngestError, StoreOutcome};
 
 use crate::config::Config;
-use crate::data::open_archive;
+use crate::data::open_audited_archive;
 
 #[derive(Default)]
 struct Summary {
@@ -22,8 +22,10 @@ struct Summary {
     rejected: BTreeMap<String, Vec<PathBuf>>,
 }
 
-/// Every file under `paths`; a DICOMDIR stands for the folder it indexes.
-fn collect(paths: &[PathBuf]) -> Vec<PathBuf> {
+/// Every file under `paths`; a DICOMDIR stands for the folder it indexes. A
+/// path that cannot be read (mistyped, no permission) is an error, not an
+/// import of nothing.
+fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for p in paths {
         let root = if p
@@ -36,11 +38,8 @@ fn collect(paths: &[PathBuf]) -> Vec<PathBuf> {
         } else {
             p.clone()
         };
-        for entry in walkdir::WalkDir::new(&root)
-            .follow_links(false)
-            .into_iter()
-            .flatten()
-        {
+        for entry in walkdir::WalkDir::new(&root).follow_links(false) {
+            let entry = entry.with_context(|| format!("reading {}", root.display()))?;
             if entry.file_type().is_file() {
                 files.push(entry.into_path());
             }
@@ -48,7 +47,7 @@ fn collect(paths: &[PathBuf]) -> Vec<PathBuf> {
     }
     files.sort();
     files.dedup();
-    files
+    Ok(files)
 }
 
 async fn is_part10(path: &Path) -> bool {
@@ -80,14 +79,15 @@ async fn import_one(archive: &Archive, path: &Path) -> Result<StoreOutcome, Inge
 
 pub async fn run(data: &Path, paths: &[PathBuf]) -> Result<()> {
     let config = Config::load(data)?;
-    let archive = open_archive(data, &config).await?;
-    let files = collect(paths);
+    let files = collect(paths)?;
+    let archive = open_audited_archive(data, &config).await?;
     let bar = ProgressBar::new(files.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} files  {per_sec}  eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut sum = Summary::default();
+    let mut archive_failed = 0;
     for path in &files {
         bar.inc(1);
         if path
@@ -103,6 +103,9 @@ pub async fn run(data: &Path, paths: &[PathBuf]) -> Result<()> {
             Ok(StoreOutcome::AlreadyStored) => sum.duplicates += 1,
             Ok(StoreOutcome::ConflictKept | StoreOutcome::ConflictRejected) => sum.conflicts += 1,
             Err(e) => {
+                if matches!(e, IngestError::Store(_) | IngestError::Index(_)) {
+                    archive_failed += 1;
+                }
                 let reason = match &e {
                     IngestError::Unreadable(_) => "not readable as DICOM".to_string(),
                     other => other.to_string(),
@@ -122,6 +125,27 @@ pub async fn run(data: &Path, paths: &[PathBuf]) -> Result<()> {
         for f in files {
             println!("  {}", f.display());
         }
+    }
+    let mut e = custos_core::audit::AuditEvent::new(
+        custos_core::audit::EventId::Import,
+        'C',
+        if archive_failed == 0 {
+            custos_core::audit::Outcome::Success
+        } else {
+            custos_core::audit::Outcome::SeriousFailure
+        },
+    );
+    e.user = "custos import".into();
+    e.detail = format!(
+        "imported {} instances from {} files ({} already stored, {rejected} rejected)",
+        sum.stored,
+        files.len(),
+        sum.duplicates
+    );
+    archive.audit(e).await;
+    archive.flush_audit().await;
+    if archive_failed > 0 {
+        bail!("{archive_failed} files could not be stored: the archive failed (reasons above)");
     }
     Ok(())
 }

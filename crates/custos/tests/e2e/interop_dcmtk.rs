@@ -204,6 +204,16 @@ fn import_then_query_and_retrieve() {
         .stdout();
     assert!(again.contains("0 stored, 2 already stored"), "{again}");
     assert_eq!(data.blob_count(), 2);
+    // A path that is not there is an error, not an import of nothing.
+    let missing = data.cli(&["import", dir.join("no-such-folder").to_str().unwrap()]);
+    assert!(!missing.ok(), "{}", missing.stdout());
+    // Each import is in the audit trail.
+    let imports = data
+        .audit_export()
+        .iter()
+        .filter(|r| r["record"]["event"]["code"] == 110107)
+        .count();
+    assert_eq!(imports, 2, "one Import record per run");
 
     data.add_peer("DCMTK", "127.0.0.1", 104, "find");
     let server = Server::start(&data);
