@@ -2,8 +2,10 @@
 //! for the idle timeout gives its slot back. hyper bounds the wait for a
 //! request head on HTTP/1.1 but has no idle limit for HTTP/2, where a client
 //! can hold a connection open forever without a request; this covers both.
-//! A connection whose request is being answered is not idle however long the
-//! answer takes (a correction of a large study): the client waits for it.
+//! A connection whose request has been read whole and is being answered is
+//! not idle however long the answer takes (a correction of a large study):
+//! the client waits for it. One still sending its request is idle when its
+//! bytes stop coming (a request head, then silence, holds nothing for long).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -74,6 +76,73 @@ impl Activity {
             }
             tokio::time::sleep_until(quiet_until).await;
         }
+    }
+}
+
+/// A request's answering mark, set once its body has been read whole and
+/// given up when its response is ready (`ReadWhole`).
+#[derive(Clone, Default)]
+pub struct Mark(Arc<std::sync::Mutex<Option<Answering>>>);
+
+impl Mark {
+    fn set(&self, activity: &Activity) {
+        if let Ok(mut held) = self.0.lock()
+            && held.is_none()
+        {
+            *held = Some(activity.answering());
+        }
+    }
+
+    /// The response is ready: the connection counts as idle again.
+    pub fn clear(&self) {
+        if let Ok(mut held) = self.0.lock() {
+            held.take();
+        }
+    }
+}
+
+/// A request body that sets its request's [`Mark`] once it has been read to
+/// the end (or at once, when there is none).
+pub struct ReadWhole<B> {
+    inner: B,
+    activity: Activity,
+    mark: Mark,
+}
+
+impl<B: hyper::body::Body> ReadWhole<B> {
+    pub fn new(inner: B, activity: Activity, mark: Mark) -> ReadWhole<B> {
+        if inner.is_end_stream() {
+            mark.set(&activity);
+        }
+        ReadWhole {
+            inner,
+            activity,
+            mark,
+        }
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for ReadWhole<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(r, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.mark.set(&self.activity);
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -170,5 +239,44 @@ mod tests {
         let started = Instant::now();
         activity.idle_for(limit).await;
         assert!(started.elapsed() <= limit);
+    }
+
+    /// A request counts as being answered only once its body has been read
+    /// to the end: one whose body stops coming stays subject to the limit.
+    #[tokio::test]
+    async fn a_request_counts_as_answered_once_read_whole() {
+        use hyper::body::{Body as _, Frame};
+        /// Frames handed out one by one.
+        struct Frames(std::collections::VecDeque<Frame<bytes::Bytes>>);
+        impl hyper::body::Body for Frames {
+            type Data = bytes::Bytes;
+            type Error = std::convert::Infallible;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<bytes::Bytes>, Self::Error>>> {
+                Poll::Ready(self.0.pop_front().map(Ok))
+            }
+            fn is_end_stream(&self) -> bool {
+                self.0.is_empty()
+            }
+        }
+        let answering = |a: &Activity| a.answering.load(Ordering::Relaxed);
+        let activity = Activity::new();
+        let mark = Mark::default();
+        let frames = Frames([Frame::data(bytes::Bytes::from_static(b"{}"))].into());
+        let mut body = ReadWhole::new(frames, activity.clone(), mark.clone());
+        assert_eq!(answering(&activity), 0, "marked before the body came");
+        let first = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        assert!(first.is_some());
+        assert_eq!(answering(&activity), 1, "read whole");
+        mark.clear();
+        assert_eq!(answering(&activity), 0);
+        // No body at all: answered from the start.
+        let _empty = ReadWhole::new(Frames(Default::default()), activity.clone(), mark.clone());
+        assert_eq!(answering(&activity), 1);
+        drop(_empty);
+        mark.clear();
+        assert_eq!(answering(&activity), 0);
     }
 }

@@ -273,7 +273,8 @@ pub async fn serve(
             let activity = idle::Activity::new();
             let watch = activity.clone();
             let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                let answering = watch.answering();
+                // Not idle while answering a request read whole (`idle`).
+                let mark = idle::Mark::default();
                 req.extensions_mut().insert(ClientAddr(addr));
                 // HTTP/2 carries the host in :authority; handlers read Host.
                 if !req.headers().contains_key(header::HOST)
@@ -286,10 +287,11 @@ pub async fn serve(
                 }
                 // HTTP/2 bodies in pieces that fit a TLS record (see `records`).
                 let h2 = req.version() == hyper::Version::HTTP_2;
-                let answer = app.clone().oneshot(req.map(axum::body::Body::new));
+                let body = |b| axum::body::Body::new(idle::ReadWhole::new(b, watch.clone(), mark.clone()));
+                let answer = app.clone().oneshot(req.map(body));
                 async move {
                     let response = answer.await?;
-                    drop(answering);
+                    mark.clear();
                     Ok::<_, std::convert::Infallible>(if h2 {
                         response.map(records::fit)
                     } else {
