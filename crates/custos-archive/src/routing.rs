@@ -289,6 +289,15 @@ impl Archive {
         self.index.take_jobs(now, now + lease_secs, limit).await
     }
 
+    /// Keeps `jobs` (taken, still being worked) leased for `lease_secs` more.
+    pub async fn extend_leases(
+        &self,
+        jobs: &[(i64, i64)],
+        lease_secs: i64,
+    ) -> Result<(), IndexError> {
+        self.index.extend_leases(jobs, now() + lease_secs).await
+    }
+
     pub async fn jobs(
         &self,
         state: Option<JobState>,

@@ -337,6 +337,12 @@ pub trait Queue: Send + Sync + 'static {
     /// Ignored if the job was cancelled or taken again since (its lease ran
     /// out): a stale attempt never overwrites a newer outcome.
     async fn job_done(&self, id: i64, attempt: i64) -> Result<(), IndexError>;
+    /// Keeps the jobs of attempts `(id, attempt)` still under way leased until
+    /// `lease_until` (a send longer than the lease must not be taken again by
+    /// another node meanwhile). Jobs finished, cancelled or taken again since
+    /// are left alone.
+    async fn extend_leases(&self, taken: &[(i64, i64)], lease_until: i64)
+    -> Result<(), IndexError>;
     async fn job_failed(
         &self,
         id: i64,

@@ -109,6 +109,15 @@ fn failed_sql(m: Mark) -> String {
     )
 }
 
+fn lease_sql(m: Mark) -> String {
+    format!(
+        "UPDATE jobs SET next_at = {until} WHERE id = {id} AND attempts = {n} AND state = 'pending'",
+        until = m(1),
+        id = m(2),
+        n = m(3)
+    )
+}
+
 const DONE_SQLITE: &str = "UPDATE jobs SET state = 'done', last_error = '' WHERE id = ?1 AND attempts = ?2 AND state = 'pending'";
 const DONE_PG: &str = "UPDATE jobs SET state = 'done', last_error = '' WHERE id = $1 AND attempts = $2 AND state = 'pending'";
 
@@ -295,6 +304,22 @@ impl Queue for SqliteIndex {
         .await
     }
 
+    async fn extend_leases(
+        &self,
+        taken: &[(i64, i64)],
+        lease_until: i64,
+    ) -> Result<(), IndexError> {
+        let taken = taken.to_vec();
+        self.write(move |t| {
+            let mut stmt = t.prepare_cached(&lease_sql(sqlite_mark))?;
+            for (id, attempt) in taken {
+                stmt.execute([lease_until, id, attempt])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn job_failed(
         &self,
         id: i64,
@@ -433,6 +458,22 @@ impl Queue for PgIndex {
             .execute(DONE_PG, &[&id, &attempt])
             .await
             .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn extend_leases(
+        &self,
+        taken: &[(i64, i64)],
+        lease_until: i64,
+    ) -> Result<(), IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let sql = lease_sql(pg_mark);
+        for (id, attempt) in taken {
+            client
+                .execute(&sql, &[&lease_until, id, attempt])
+                .await
+                .map_err(pg)?;
+        }
         Ok(())
     }
 

@@ -65,6 +65,7 @@ on_both_backends!(
     sorted_results,
     counters_follow_inserts_replacements_and_removals,
     forwarding_queue,
+    a_renewed_lease_keeps_a_long_attempt,
     worklist_and_performed_steps,
     change_feed_and_webhooks,
     retention_reads,
@@ -794,6 +795,44 @@ async fn counters_follow_inserts_replacements_and_removals(ix: Ix) {
 /// from its rows when it is opened (migration 8).
 /// Jobs are taken once while leased, come due again after a failure, go to
 /// the dead letter without a retry time, and are put back or cancelled.
+/// A send longer than its lease, renewed as it goes, is not taken again by
+/// another node, and its outcome counts; a lease is not renewed for an
+/// attempt superseded since.
+async fn a_renewed_lease_keeps_a_long_attempt(ix: Ix) {
+    use custos_core::routing::{JobScope, JobState};
+    let pairs = vec![("9.1".to_string(), "A".to_string())];
+    ix.enqueue(JobScope::Study, pairs, "rule", 100, 100, false)
+        .await
+        .unwrap();
+    let taken = ix.take_jobs(100, 220, 10).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    let attempt = (taken[0].id, taken[0].attempts);
+    // Renewed at 200 until 320: at 250 no node takes it again.
+    ix.extend_leases(&[attempt], 320).await.unwrap();
+    assert!(ix.take_jobs(250, 370, 10).await.unwrap().is_empty());
+    ix.job_done(attempt.0, attempt.1).await.unwrap();
+    assert_eq!(ix.jobs(Some(JobState::Done), 10).await.unwrap().len(), 1);
+    // A renewal for a stale attempt changes nothing.
+    ix.enqueue(
+        JobScope::Study,
+        vec![("9.2".into(), "A".into())],
+        "rule",
+        100,
+        100,
+        false,
+    )
+    .await
+    .unwrap();
+    let first = ix.take_jobs(100, 220, 10).await.unwrap()[0].clone();
+    let second = ix.take_jobs(230, 350, 10).await.unwrap()[0].clone();
+    assert_eq!(first.id, second.id);
+    ix.extend_leases(&[(first.id, first.attempts)], 10_000)
+        .await
+        .unwrap();
+    let third = ix.take_jobs(360, 480, 10).await.unwrap();
+    assert_eq!(third.len(), 1, "the stale attempt's renewal held the job");
+}
+
 async fn forwarding_queue(ix: Ix) {
     use custos_core::routing::{JobScope, JobState};
     let pair = |u: &str, d: &str| (u.to_string(), d.to_string());

@@ -25,9 +25,10 @@ use custos_dimse::DimseConfig;
 use crate::stow_out::StowClient;
 
 /// A job taken is not taken again (by any node) for this long: a node that
-/// dies mid-send delays its jobs by at most this. An attempt that outlives
-/// its lease may be repeated by another node, but its outcome is then
-/// ignored (`Queue::job_done` checks the attempt).
+/// dies mid-send delays its jobs by at most this. While a batch is being
+/// worked its leases are renewed every third of it (a study that takes
+/// minutes to send is not taken again by another node, its outcome then
+/// ignored, for ever); `Queue::job_done` still checks the attempt.
 const LEASE_SECS: i64 = 120;
 /// Jobs taken at once.
 const BATCH: usize = 32;
@@ -95,17 +96,33 @@ pub async fn run(
                     .push(j);
             }
         }
+        let leased: Vec<(i64, i64)> = single
+            .iter()
+            .chain(by_destination.values().flatten())
+            .map(|j| (j.id, j.attempts))
+            .collect();
         let singles = single
             .iter()
             .map(|j| deliver_one(&archive, &senders, policy, j));
         let groups = by_destination
             .into_iter()
             .map(|(destination, jobs)| forward(&archive, &senders, policy, destination, jobs));
-        futures_util::future::join(
+        let work = futures_util::future::join(
             futures_util::future::join_all(singles),
             futures_util::future::join_all(groups),
-        )
-        .await;
+        );
+        tokio::pin!(work);
+        let renew = Duration::from_secs(LEASE_SECS as u64 / 3);
+        loop {
+            tokio::select! {
+                _ = &mut work => break,
+                _ = tokio::time::sleep(renew) => {
+                    if let Err(e) = archive.extend_leases(&leased, LEASE_SECS).await {
+                        warn!(error = %e, "cannot renew the forwarding leases");
+                    }
+                }
+            }
+        }
     }
 }
 
