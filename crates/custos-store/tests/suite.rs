@@ -17,23 +17,37 @@ fn temp_dir(what: &str) -> std::path::PathBuf {
     ))
 }
 
+/// A folder the test removes when it is done (each case writes megabytes;
+/// left behind, every run of the suite leaked a gigabyte of /tmp).
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(what: &str) -> Scratch {
+    Scratch(temp_dir(what))
+}
+
 /// The default filesystem store: small blobs packed, large ones in files.
-fn fs_store() -> Store {
-    Arc::new(FsStore::open(temp_dir("fs")).unwrap())
+fn fs_store(dir: &Scratch) -> Store {
+    Arc::new(FsStore::open(&dir.0).unwrap())
 }
 
 /// Every blob in its own file.
-fn fs_files_store() -> Store {
-    Arc::new(FsStore::open_with(temp_dir("fs"), 0).unwrap())
+fn fs_files_store(dir: &Scratch) -> Store {
+    Arc::new(FsStore::open_with(&dir.0, 0).unwrap())
 }
 
-fn s3_store() -> Store {
+fn s3_store(staging: &Scratch) -> Store {
     let url = std::env::var("CUSTOS_TEST_S3_URL")
         .expect("CUSTOS_TEST_S3_URL is not set: run scripts/test, which starts SeaweedFS");
     // A prefix per case keeps cases apart in the one test bucket.
     let (base, query) = url.split_once('?').unwrap_or((&url, ""));
     let url = format!("{base}/case-{}?{query}", uuid::Uuid::new_v4().simple());
-    Arc::new(S3Store::open(&url, None, temp_dir("s3-staging")).unwrap())
+    Arc::new(S3Store::open(&url, None, staging.0.clone()).unwrap())
 }
 
 macro_rules! on_both_stores {
@@ -41,11 +55,20 @@ macro_rules! on_both_stores {
         $(
             mod $case {
                 #[tokio::test(flavor = "multi_thread")]
-                async fn filesystem() { super::$case(super::fs_store()).await }
+                async fn filesystem() {
+                    let dir = super::scratch("fs");
+                    super::$case(super::fs_store(&dir)).await
+                }
                 #[tokio::test(flavor = "multi_thread")]
-                async fn filesystem_files() { super::$case(super::fs_files_store()).await }
+                async fn filesystem_files() {
+                    let dir = super::scratch("fs");
+                    super::$case(super::fs_files_store(&dir)).await
+                }
                 #[tokio::test(flavor = "multi_thread")]
-                async fn s3() { super::$case(super::s3_store()).await }
+                async fn s3() {
+                    let dir = super::scratch("s3-staging");
+                    super::$case(super::s3_store(&dir)).await
+                }
             }
         )*
     };
@@ -174,7 +197,8 @@ async fn list_names_committed_blobs(store: Store) {
 /// next one, which appends to a segment of its own.
 #[tokio::test(flavor = "multi_thread")]
 async fn packed_blobs_outlive_the_process_that_wrote_them() {
-    let root = temp_dir("reopen");
+    let scratch = scratch("reopen");
+    let root = scratch.0.clone();
     let first: Store = Arc::new(FsStore::open(&root).unwrap());
     let mut keys = Vec::new();
     for i in 0..3u8 {
@@ -196,7 +220,6 @@ async fn packed_blobs_outlive_the_process_that_wrote_them() {
     let mut expected = vec![keys[0].clone(), keys[2].clone(), new];
     expected.sort();
     assert_eq!(listed_keys(&second).await, expected);
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// A blob held in memory is lent to a blocking thread and put back whole:
@@ -206,7 +229,8 @@ async fn packed_blobs_outlive_the_process_that_wrote_them() {
 async fn held_bytes_are_lent_off_thread_and_kept() {
     use sha2::Digest;
     use std::io::Read;
-    let store = fs_store();
+    let (dir, files_dir) = (scratch("fs"), scratch("fs"));
+    let store = fs_store(&dir);
     let mut blob = store.stage().await.unwrap();
     let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 249) as u8).collect();
     blob.write(&bytes[..100]).await.unwrap();
@@ -228,7 +252,7 @@ async fn held_bytes_are_lent_off_thread_and_kept() {
     let key = store.commit(blob).await.unwrap();
     assert_eq!(store.read(&key).await.unwrap(), bytes);
     // A blob in a file has no bytes to lend, however written.
-    let files = fs_files_store();
+    let files = fs_files_store(&files_dir);
     let mut blob = files.stage().await.unwrap();
     blob.write(b"on disk").await.unwrap();
     blob.write_owned(b" too".to_vec()).await.unwrap();
@@ -279,7 +303,8 @@ async fn opening_again_spares_blobs_in_flight(
 }
 #[tokio::test(flavor = "multi_thread")]
 async fn opening_again_spares_blobs_in_flight_filesystem() {
-    let dir = temp_dir("fs");
+    let scratch = scratch("fs");
+    let dir = scratch.0.clone();
     let store: Store = Arc::new(FsStore::open_with(&dir, 0).unwrap());
     let again = || Arc::new(FsStore::open_with(&dir, 0).unwrap()) as Store;
     opening_again_spares_blobs_in_flight(store, again, dir.join(".staging")).await;
@@ -291,7 +316,8 @@ async fn opening_again_spares_blobs_in_flight_s3() {
         .expect("CUSTOS_TEST_S3_URL is not set: run scripts/test, which starts SeaweedFS");
     let (base, query) = url.split_once('?').unwrap_or((&url, ""));
     let url = format!("{base}/case-{}?{query}", uuid::Uuid::new_v4().simple());
-    let staging = temp_dir("s3-staging");
+    let scratch = scratch("s3-staging");
+    let staging = scratch.0.clone();
     let open = || Arc::new(S3Store::open(&url, None, staging.clone()).unwrap()) as Store;
     opening_again_spares_blobs_in_flight(open(), open, staging.clone()).await;
 }
