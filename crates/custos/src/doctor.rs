@@ -5,7 +5,7 @@
 //! a data folder others can read, a disk nearly full.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde_json::json;
@@ -60,7 +60,7 @@ pub async fn findings(data: &Path, config: &Config) -> Result<Vec<Finding>> {
     peers(&mut f, index.as_ref()).await?;
     users(&mut f, index.as_ref()).await?;
     audit_trail(&mut f, data, index.as_ref()).await;
-    certificates(&mut f, &files);
+    certificates(&mut f, &files, data, config);
     permissions(&mut f, data, config, &files);
     disk(&mut f, data);
     store_answers(&mut f, data, config).await;
@@ -266,12 +266,24 @@ async fn audit_trail(f: &mut Vec<Finding>, data: &Path, index: &dyn custos_index
     }
 }
 
-/// The server certificate and the local CA near or past expiry.
-fn certificates(f: &mut Vec<Finding>, files: &custos_tls::TlsFiles) {
+/// The certificates in use near or past expiry: the data folder's server
+/// certificate and CA, and those configured instead (`[http] cert`,
+/// `[dicom] tls_cert`).
+fn certificates(f: &mut Vec<Finding>, files: &custos_tls::TlsFiles, data: &Path, config: &Config) {
+    let configured = [
+        ("HTTPS certificate", &config.http.cert),
+        ("DICOM TLS certificate", &config.dicom.tls_cert),
+    ]
+    .into_iter()
+    .filter(|(_, p)| !p.is_empty())
+    .map(|(what, p)| (what, config.resolve(data, p)));
     for (what, path) in [
         ("server certificate", files.server_cert.clone()),
         ("local CA", files.ca_cert.clone()),
-    ] {
+    ]
+    .into_iter()
+    .chain(configured)
+    {
         if let Ok(days) = custos_tls::days_until_expiry(&path) {
             if days < 0 {
                 f.push(finding(
@@ -354,13 +366,21 @@ fn permissions(f: &mut Vec<Finding>, data: &Path, config: &Config, files: &custo
         let audit_key = data.join(custos_archive::audit::KEY_FILE);
         let deid_key = data.join(custos_archive::deidentify::KEY_FILE);
         let secrets_key = data.join(custos_tls::sealed::KEY_FILE);
+        let configured: Vec<PathBuf> = [&config.http.key, &config.dicom.tls_key]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| config.resolve(data, p))
+            .collect();
         for key in [
             &files.ca_key,
             &files.server_key,
             &audit_key,
             &deid_key,
             &secrets_key,
-        ] {
+        ]
+        .into_iter()
+        .chain(&configured)
+        {
             if let Ok(m) = std::fs::metadata(key)
                 && m.permissions().mode() & 0o077 != 0
             {

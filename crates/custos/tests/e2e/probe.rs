@@ -352,6 +352,32 @@ open(sys.argv[1], "wb").write(cert.public_bytes(serialization.Encoding.PEM))
         ids(&v, "medium").contains(&"peer-all-rights-plain".to_string()),
         "{v}"
     );
+    // A certificate and key configured outside the data folder are checked
+    // too: the key readable by others is named.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let tls = custos_tls::TlsFiles::in_data(&data.path);
+        let own = data.path.with_extension("own-tls");
+        std::fs::create_dir_all(&own).unwrap();
+        let (cert, key) = (own.join("cert.pem"), own.join("key.pem"));
+        std::fs::copy(&tls.server_cert, &cert).unwrap();
+        std::fs::copy(&tls.server_key, &key).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (_, v) = doctor(
+            &data,
+            &[
+                ("CUSTOS_HTTP_CERT", cert.to_str().unwrap()),
+                ("CUSTOS_HTTP_KEY", key.to_str().unwrap()),
+            ],
+        );
+        let named = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["id"] == "key-file-open" && x["evidence"] == key.to_str().unwrap());
+        assert!(named, "the configured key is not checked: {v}");
+    }
 
     // A trail old enough to judge usage (its first record re-dated ten days
     // back, the chain and this node's checkpoint recomputed with the data
