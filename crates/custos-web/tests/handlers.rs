@@ -225,16 +225,20 @@ fn stow_part(part: &[u8]) -> Request<Body> {
     stow_as("modality", part)
 }
 
-fn stow_as(user: &str, part: &[u8]) -> Request<Body> {
+/// A STOW-RS body of one part: its Content-Type and bytes.
+fn stow_body(part: &[u8]) -> (String, Vec<u8>) {
     let boundary = "custos-handler-test";
     let mut body = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
     body.extend_from_slice(part);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let media = format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
+    (media, body)
+}
+
+fn stow_as(user: &str, part: &[u8]) -> Request<Body> {
+    let (media, body) = stow_body(part);
     request(user, "POST", "/dicom-web/studies")
-        .header(
-            header::CONTENT_TYPE,
-            format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
-        )
+        .header(header::CONTENT_TYPE, media)
         .header(header::ACCEPT, "application/dicom+json")
         .body(Body::from(body))
         .unwrap()
@@ -844,15 +848,9 @@ async fn the_viewer_saves_a_report_by_stow_rs_with_the_session() {
     let cookie = session_cookie(&r);
     let sr = "1.2.840.10008.5.1.4.1.1.88.22";
     let stow = |sop: &str, origin: Option<&str>, site: Option<&str>| {
-        let boundary = "viewer-saves";
-        let mut body =
-            format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
-        body.extend_from_slice(&instance_of(sr, sop));
-        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        let mut r = with_cookie(&cookie, "POST", "/dicom-web/studies").header(
-            header::CONTENT_TYPE,
-            format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
-        );
+        let (media, body) = stow_body(&instance_of(sr, sop));
+        let mut r =
+            with_cookie(&cookie, "POST", "/dicom-web/studies").header(header::CONTENT_TYPE, media);
         if let Some(o) = origin {
             r = r.header(header::ORIGIN, o);
         }

@@ -216,7 +216,6 @@ fn corrections(data: &DataDir) {
 /// was dropped with the connection, before its audit record.
 #[test]
 fn a_correction_whose_client_hangs_up_completes_and_is_audited() {
-    use base64::Engine as _;
     use tokio::io::AsyncWriteExt;
 
     let data = DataDir::new("correct-hangup");
@@ -240,22 +239,15 @@ fn a_correction_whose_client_hangs_up_completes_and_is_audited() {
     );
 
     let body = r#"{"attributes": {"PatientID": "STAYED-1"}}"#;
-    let credentials =
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", ADMIN.0, ADMIN.1));
+    let credentials = basic_auth(ADMIN.0, ADMIN.1);
     let head = format!(
-        "POST /api/studies/{study}/correct HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {credentials}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        "POST /api/studies/{study}/correct HTTP/1.1\r\nHost: localhost\r\nAuthorization: {credentials}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
         body.len()
     );
     let port = server.http.port();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         use tokio::io::AsyncReadExt;
-        let connector =
-            custos_tls::TlsConnector::from(custos_tls::any_certificate_client().unwrap());
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let name = custos_tls::ServerName::try_from("localhost").unwrap();
-        let mut tls = connector.connect(name, tcp).await.unwrap();
+        let mut tls = tls_connect(port).await;
         tls.write_all(head.as_bytes()).await.unwrap();
         tls.flush().await.unwrap();
         // "100 Continue" comes once the handler reads the body: it runs.

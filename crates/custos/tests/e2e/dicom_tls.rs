@@ -530,15 +530,9 @@ fn refused_tls_clients_that_hold_their_sockets_are_disconnected() {
     const CLIENTS: usize = 8;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let held = runtime.block_on(async {
-        let connector =
-            custos_tls::TlsConnector::from(custos_tls::any_certificate_client().unwrap());
         let mut held = Vec::new();
         for _ in 0..CLIENTS {
-            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .unwrap();
-            let name = custos_tls::ServerName::try_from("localhost").unwrap();
-            let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+            let mut tls = tls_connect(port).await;
             tls.write_all(&rq_bytes).await.unwrap();
             tls.flush().await.unwrap();
             let mut head = [0u8; 6];

@@ -541,23 +541,15 @@ fn idle_http_connections_are_closed() {
 
     // A request whose body never comes is idleness too (only a request read
     // whole and being answered holds the connection open).
-    use base64::Engine as _;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     add_user(&data, "uploader1", "uploader", "uploads 42 slowly or never");
-    let credentials =
-        base64::engine::general_purpose::STANDARD.encode("uploader1:uploads 42 slowly or never");
+    let credentials = basic_auth("uploader1", "uploads 42 slowly or never");
     let head = format!(
-        "POST /dicom-web/studies HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {credentials}\r\nContent-Type: multipart/related; type=\"application/dicom\"; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n"
+        "POST /dicom-web/studies HTTP/1.1\r\nHost: localhost\r\nAuthorization: {credentials}\r\nContent-Type: multipart/related; type=\"application/dicom\"; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n"
     );
     let port = server.http.port();
     let closed = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let connector =
-            custos_tls::TlsConnector::from(custos_tls::any_certificate_client().unwrap());
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let name = custos_tls::ServerName::try_from("localhost").unwrap();
-        let mut tls = connector.connect(name, tcp).await.unwrap();
+        let mut tls = tls_connect(port).await;
         tls.write_all(head.as_bytes()).await.unwrap();
         tls.flush().await.unwrap();
         let mut rest = Vec::new();

@@ -650,3 +650,21 @@ pub fn browser_script(server: &Server, script: &str, args: &[&str]) -> serde_jso
     eprintln!("{script} figures: {stdout}");
     serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null)
 }
+
+/// A raw TLS connection to `port` on loopback (any server certificate), for
+/// tests that speak the bytes themselves: half-sent requests, silent peers.
+pub async fn tls_connect(port: u16) -> custos_tls::client::TlsStream<tokio::net::TcpStream> {
+    let connector = custos_tls::TlsConnector::from(custos_tls::any_certificate_client().unwrap());
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = custos_tls::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.expect("TLS handshake")
+}
+
+/// The value of an `Authorization: Basic` header.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {pair}")
+}
