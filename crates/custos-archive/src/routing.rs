@@ -284,9 +284,18 @@ impl Archive {
         }
     }
 
-    pub async fn take_jobs(&self, lease_secs: i64, limit: usize) -> Result<Vec<Job>, IndexError> {
+    /// Takes up to `limit` due jobs, none for the destinations in `skip`
+    /// (still being sent to), leased for `lease_secs`.
+    pub async fn take_jobs(
+        &self,
+        lease_secs: i64,
+        limit: usize,
+        skip: &[String],
+    ) -> Result<Vec<Job>, IndexError> {
         let now = now();
-        self.index.take_jobs(now, now + lease_secs, limit).await
+        self.index
+            .take_jobs(now, now + lease_secs, limit, skip)
+            .await
     }
 
     /// Keeps `jobs` (taken, still being worked) leased for `lease_secs` more.

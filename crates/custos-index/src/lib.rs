@@ -324,13 +324,14 @@ pub trait Queue: Send + Sync + 'static {
         delivered: bool,
         now: i64,
     ) -> Result<(), IndexError>;
-    /// Takes up to `limit` due pending jobs: each gets one more attempt and
-    /// is not due again before `lease_until`.
+    /// Takes up to `limit` due pending jobs for destinations not in `skip`:
+    /// each gets one more attempt and is not due again before `lease_until`.
     async fn take_jobs(
         &self,
         now: i64,
         lease_until: i64,
         limit: usize,
+        skip: &[String],
     ) -> Result<Vec<Job>, IndexError>;
     /// Records the end of attempt `attempt` (the job's `attempts` when
     /// taken): done, due again at `retry_at`, or (None) failed for good.

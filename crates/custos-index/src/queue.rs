@@ -88,9 +88,17 @@ fn settle_sql(m: Mark, delivered: bool) -> String {
     )
 }
 
-fn take_sql(m: Mark, lock: &str) -> String {
+/// Takes due jobs: now ?1, lease until ?2, limit ?3, and `skip`
+/// destinations ?4.. left out (those this node is still sending to).
+fn take_sql(m: Mark, lock: &str, skip: usize) -> String {
+    let skip = if skip == 0 {
+        String::new()
+    } else {
+        let marks: Vec<String> = (4..4 + skip).map(m).collect();
+        format!(" AND destination NOT IN ({})", marks.join(", "))
+    };
     format!(
-        "UPDATE jobs SET attempts = attempts + 1, next_at = {lease} WHERE id IN (SELECT id FROM jobs WHERE state = 'pending' AND next_at <= {now} ORDER BY id LIMIT {limit}{lock}) RETURNING {COLUMNS}",
+        "UPDATE jobs SET attempts = attempts + 1, next_at = {lease} WHERE id IN (SELECT id FROM jobs WHERE state = 'pending' AND next_at <= {now}{skip} ORDER BY id LIMIT {limit}{lock}) RETURNING {COLUMNS}",
         now = m(1),
         lease = m(2),
         limit = m(3)
@@ -284,13 +292,15 @@ impl Queue for SqliteIndex {
         now: i64,
         lease_until: i64,
         limit: usize,
+        skip: &[String],
     ) -> Result<Vec<Job>, IndexError> {
+        let skip = skip.to_vec();
         self.write(move |t| {
-            let mut stmt = t.prepare(&take_sql(sqlite_mark, ""))?;
-            let rows = stmt.query_map(
-                rusqlite::params![now, lease_until, limit as i64],
-                sqlite_job,
-            )?;
+            let mut stmt = t.prepare(&take_sql(sqlite_mark, "", skip.len()))?;
+            let mut params: Vec<rusqlite::types::Value> =
+                vec![now.into(), lease_until.into(), (limit as i64).into()];
+            params.extend(skip.into_iter().map(Into::into));
+            let rows = stmt.query_map(rusqlite::params_from_iter(params), sqlite_job)?;
             rows.map(|r| r?).collect()
         })
         .await
@@ -440,12 +450,20 @@ impl Queue for PgIndex {
         now: i64,
         lease_until: i64,
         limit: usize,
+        skip: &[String],
     ) -> Result<Vec<Job>, IndexError> {
         let client = self.pool.get().await.map_err(pool_err)?;
+        let limit = limit as i64;
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            vec![&now, &lease_until, &limit];
+        params.extend(
+            skip.iter()
+                .map(|d| d as &(dyn tokio_postgres::types::ToSql + Sync)),
+        );
         let rows = client
             .query(
-                &take_sql(pg_mark, " FOR UPDATE SKIP LOCKED"),
-                &[&now, &lease_until, &(limit as i64)],
+                &take_sql(pg_mark, " FOR UPDATE SKIP LOCKED", skip.len()),
+                &params,
             )
             .await
             .map_err(pg)?;

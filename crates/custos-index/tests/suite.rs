@@ -66,6 +66,7 @@ on_both_backends!(
     counters_follow_inserts_replacements_and_removals,
     forwarding_queue,
     a_renewed_lease_keeps_a_long_attempt,
+    busy_destinations_are_skipped,
     worklist_and_performed_steps,
     change_feed_and_webhooks,
     retention_reads,
@@ -804,12 +805,12 @@ async fn a_renewed_lease_keeps_a_long_attempt(ix: Ix) {
     ix.enqueue(JobScope::Study, pairs, "rule", 100, 100, false)
         .await
         .unwrap();
-    let taken = ix.take_jobs(100, 220, 10).await.unwrap();
+    let taken = ix.take_jobs(100, 220, 10, &[]).await.unwrap();
     assert_eq!(taken.len(), 1);
     let attempt = (taken[0].id, taken[0].attempts);
     // Renewed at 200 until 320: at 250 no node takes it again.
     ix.extend_leases(&[attempt], 320).await.unwrap();
-    assert!(ix.take_jobs(250, 370, 10).await.unwrap().is_empty());
+    assert!(ix.take_jobs(250, 370, 10, &[]).await.unwrap().is_empty());
     ix.job_done(attempt.0, attempt.1).await.unwrap();
     assert_eq!(ix.jobs(Some(JobState::Done), 10).await.unwrap().len(), 1);
     // A renewal for a stale attempt changes nothing.
@@ -823,14 +824,39 @@ async fn a_renewed_lease_keeps_a_long_attempt(ix: Ix) {
     )
     .await
     .unwrap();
-    let first = ix.take_jobs(100, 220, 10).await.unwrap()[0].clone();
-    let second = ix.take_jobs(230, 350, 10).await.unwrap()[0].clone();
+    let first = ix.take_jobs(100, 220, 10, &[]).await.unwrap()[0].clone();
+    let second = ix.take_jobs(230, 350, 10, &[]).await.unwrap()[0].clone();
     assert_eq!(first.id, second.id);
     ix.extend_leases(&[(first.id, first.attempts)], 10_000)
         .await
         .unwrap();
-    let third = ix.take_jobs(360, 480, 10).await.unwrap();
+    let third = ix.take_jobs(360, 480, 10, &[]).await.unwrap();
     assert_eq!(third.len(), 1, "the stale attempt's renewal held the job");
+}
+
+/// Destinations a node is still sending to are left out of what it takes:
+/// their jobs wait, and every other destination's are taken.
+async fn busy_destinations_are_skipped(ix: Ix) {
+    use custos_core::routing::JobScope;
+    let pair = |u: &str, d: &str| (u.to_string(), d.to_string());
+    let pairs = vec![
+        pair("7.1", "SLOW"),
+        pair("7.2", "FAST"),
+        pair("7.3", "HOOK"),
+    ];
+    ix.enqueue(JobScope::Instance, pairs, "rule", 100, 100, false)
+        .await
+        .unwrap();
+    let skip = ["SLOW".to_string(), "HOOK".to_string()];
+    let taken = ix.take_jobs(100, 200, 10, &skip).await.unwrap();
+    let names: Vec<&str> = taken.iter().map(|j| j.destination.as_str()).collect();
+    assert_eq!(names, ["FAST"]);
+    let taken = ix.take_jobs(100, 200, 10, &skip[..1]).await.unwrap();
+    let names: Vec<&str> = taken.iter().map(|j| j.destination.as_str()).collect();
+    assert_eq!(names, ["HOOK"]);
+    let taken = ix.take_jobs(100, 200, 10, &[]).await.unwrap();
+    let names: Vec<&str> = taken.iter().map(|j| j.destination.as_str()).collect();
+    assert_eq!(names, ["SLOW"]);
 }
 
 async fn forwarding_queue(ix: Ix) {
@@ -853,10 +879,10 @@ async fn forwarding_queue(ix: Ix) {
         .unwrap();
     assert_eq!(ix.jobs(None, 10).await.unwrap().len(), 3);
     assert!(
-        ix.take_jobs(99, 200, 10).await.unwrap().is_empty(),
+        ix.take_jobs(99, 200, 10, &[]).await.unwrap().is_empty(),
         "not due yet"
     );
-    let taken = ix.take_jobs(100, 160, 2).await.unwrap();
+    let taken = ix.take_jobs(100, 160, 2, &[]).await.unwrap();
     assert_eq!(taken.len(), 2);
     assert!(
         taken
@@ -864,15 +890,15 @@ async fn forwarding_queue(ix: Ix) {
             .all(|j| j.attempts == 1 && j.state == JobState::Pending)
     );
     // Leased: the third only, until the lease ends.
-    let third = ix.take_jobs(100, 160, 10).await.unwrap();
+    let third = ix.take_jobs(100, 160, 10, &[]).await.unwrap();
     assert_eq!(third.len(), 1);
-    assert!(ix.take_jobs(150, 210, 10).await.unwrap().is_empty());
+    assert!(ix.take_jobs(150, 210, 10, &[]).await.unwrap().is_empty());
     ix.job_done(taken[0].id, 1).await.unwrap();
     ix.job_failed(taken[1].id, 1, "refused", Some(170))
         .await
         .unwrap();
     ix.job_failed(third[0].id, 1, "gone", None).await.unwrap();
-    let again = ix.take_jobs(170, 230, 10).await.unwrap();
+    let again = ix.take_jobs(170, 230, 10, &[]).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!((again[0].id, again[0].attempts), (taken[1].id, 2));
     // The first attempt's late answer changes nothing now (a stale lease).
@@ -908,7 +934,7 @@ async fn forwarding_queue(ix: Ix) {
         ix.jobs(Some(JobState::Cancelled), 10).await.unwrap().len(),
         1
     );
-    let back = ix.take_jobs(300, 360, 10).await.unwrap();
+    let back = ix.take_jobs(300, 360, 10, &[]).await.unwrap();
     assert_eq!(
         back.iter().map(|j| (j.id, j.attempts)).collect::<Vec<_>>(),
         vec![(third[0].id, 1)]
@@ -917,7 +943,7 @@ async fn forwarding_queue(ix: Ix) {
     ix.enqueue(one, vec![pair("1.1", "A")], "manual", 400, 400, true)
         .await
         .unwrap();
-    let resent = ix.take_jobs(400, 460, 10).await.unwrap();
+    let resent = ix.take_jobs(400, 460, 10, &[]).await.unwrap();
     // Pruning leaves what is pending or failed, and what is recent.
     let before = ix.jobs(None, 100).await.unwrap().len();
     assert_eq!(ix.prune_jobs(0).await.unwrap(), 0, "nothing that old");
@@ -931,7 +957,7 @@ async fn forwarding_queue(ix: Ix) {
     // (Only it counts from here: the instance jobs above come due again.)
     let study = JobScope::Study;
     let take = async |now: i64| -> Vec<custos_core::routing::Job> {
-        let mut all = ix.take_jobs(now, now + 100, 10).await.unwrap();
+        let mut all = ix.take_jobs(now, now + 100, 10, &[]).await.unwrap();
         all.retain(|j| j.uid == "2.1");
         all
     };
@@ -976,7 +1002,7 @@ async fn forwarding_queue(ix: Ix) {
     // or at once when the modality's association did not take it; a report
     // delivered there is done.
     let report = async |now: i64| -> Vec<custos_core::routing::Job> {
-        let mut all = ix.take_jobs(now, now + 100, 10).await.unwrap();
+        let mut all = ix.take_jobs(now, now + 100, 10, &[]).await.unwrap();
         all.retain(|j| j.uid == "9.9");
         all
     };
@@ -1202,12 +1228,12 @@ async fn change_feed_and_webhooks(ix: Ix) {
     uids.sort();
     assert_eq!(uids, vec!["3", "4", "6", "stable:9.1"]);
     assert!(mine.iter().all(|j| j.scope == JobScope::Webhook));
-    let due = ix.take_jobs(1039, 2000, 100).await.unwrap();
+    let due = ix.take_jobs(1039, 2000, 100, &[]).await.unwrap();
     assert!(
         !due.iter().any(|j| j.uid == "stable:9.1"),
         "the update at 1010 pushed it to 1040"
     );
-    let due = ix.take_jobs(1040, 2000, 100).await.unwrap();
+    let due = ix.take_jobs(1040, 2000, 100, &[]).await.unwrap();
     let stable = due.iter().find(|j| j.uid == "stable:9.1").unwrap();
     assert_eq!(
         stable.payload,

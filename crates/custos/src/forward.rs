@@ -1,10 +1,11 @@
 //! The forwarding queue's worker: takes due jobs from the index (leased, so
 //! a node that dies mid-send leaves them due again, and several nodes on
-//! PostgreSQL take different ones), groups them by destination, sends each
-//! group's instances on one association (`custos-dimse::router`) or in
-//! STOW-RS requests (`stow_out`), delivers held storage commitment reports
-//! (`custos-dimse::commitment`) and webhook events (`webhooks`), and records each job done, due again after
-//! a back-off, or failed for good. Each forward is audited (110104) with its
+//! PostgreSQL take different ones), works each destination in a task of its
+//! own (a slow one holds up no other), sends a destination's instances on
+//! one association (`custos-dimse::router`) or in STOW-RS requests
+//! (`stow_out`), delivers held storage commitment reports
+//! (`custos-dimse::commitment`) and webhook events (`webhooks`), and records
+//! each job done, due again after a back-off, or failed for good. Each forward is audited (110104) with its
 //! destination, studies and patients.
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use custos_archive::Archive;
@@ -55,71 +57,122 @@ impl Senders {
     }
 }
 
+/// Destinations worked at once: new jobs are taken only while fewer are busy.
+const PARALLEL: usize = 16;
+
 /// Works the queue until `shutdown` turns true.
+///
+/// Each destination's jobs are worked in a task of their own, and the
+/// queue is read again at once, leaving out the destinations still being
+/// sent to: one that is down or slow (an association can wait minutes for
+/// a silent peer) holds up no other destination, webhook or commitment
+/// report, and its own jobs stay queued, in order, until it is free.
 pub async fn run(
     archive: Arc<Archive>,
     senders: Senders,
     policy: RetryPolicy,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let senders = Arc::new(senders);
+    let mut busy: HashMap<tokio::task::Id, String> = HashMap::new();
+    let mut work: JoinSet<()> = JoinSet::new();
     loop {
         if *shutdown.borrow() {
+            // Sends under way go on while the server drains.
+            work.detach_all();
             return;
         }
-        let jobs = match archive.take_jobs(LEASE_SECS, BATCH).await {
-            Ok(j) => j,
-            Err(e) => {
-                warn!(error = %e, "forwarding queue unavailable");
-                Vec::new()
+        while let Some(done) = work.try_join_next_with_id() {
+            finished(&mut busy, done);
+        }
+        let jobs = if busy.len() >= PARALLEL {
+            Vec::new()
+        } else {
+            let skip: Vec<String> = busy.values().cloned().collect();
+            match archive.take_jobs(LEASE_SECS, BATCH, &skip).await {
+                Ok(j) => j,
+                Err(e) => {
+                    warn!(error = %e, "forwarding queue unavailable");
+                    Vec::new()
+                }
             }
         };
         if jobs.is_empty() {
-            // New jobs wake us; retries and quiet studies come due on the second.
+            // New jobs and a destination set free wake us; retries and
+            // quiet studies come due on the second.
+            let full = busy.len() >= PARALLEL;
             tokio::select! {
-                _ = archive.queue_notified().notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.changed() => return,
+                Some(done) = work.join_next_with_id() => finished(&mut busy, done),
+                _ = archive.queue_notified().notified(), if !full => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)), if !full => {}
+                _ = shutdown.changed() => {}
             }
             continue;
         }
-        // Destinations are worked side by side (at most a batch's worth), so
-        // one that is down or slow holds up no other.
         let mut by_destination: BTreeMap<String, Vec<Job>> = BTreeMap::new();
-        let mut single = Vec::new();
         for j in jobs {
-            if matches!(j.scope, JobScope::Commitment | JobScope::Webhook) {
-                single.push(j);
-            } else {
-                by_destination
-                    .entry(j.destination.clone())
-                    .or_default()
-                    .push(j);
-            }
+            by_destination
+                .entry(j.destination.clone())
+                .or_default()
+                .push(j);
         }
-        let leased: Vec<(i64, i64)> = single
-            .iter()
-            .chain(by_destination.values().flatten())
-            .map(|j| (j.id, j.attempts))
-            .collect();
-        let singles = single
-            .iter()
-            .map(|j| deliver_one(&archive, &senders, policy, j));
-        let groups = by_destination
-            .into_iter()
-            .map(|(destination, jobs)| forward(&archive, &senders, policy, destination, jobs));
-        let work = futures_util::future::join(
-            futures_util::future::join_all(singles),
-            futures_util::future::join_all(groups),
-        );
-        tokio::pin!(work);
-        let renew = Duration::from_secs(LEASE_SECS as u64 / 3);
-        loop {
-            tokio::select! {
-                _ = &mut work => break,
-                _ = tokio::time::sleep(renew) => {
-                    if let Err(e) = archive.extend_leases(&leased, LEASE_SECS).await {
-                        warn!(error = %e, "cannot renew the forwarding leases");
-                    }
+        for (destination, jobs) in by_destination {
+            let (archive, senders) = (archive.clone(), senders.clone());
+            let task = work.spawn({
+                let destination = destination.clone();
+                async move { work_destination(&archive, &senders, policy, destination, jobs).await }
+            });
+            busy.insert(task.id(), destination);
+        }
+    }
+}
+
+/// A destination's task ended: it may be taken again.
+fn finished(
+    busy: &mut HashMap<tokio::task::Id, String>,
+    done: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+) {
+    let id = match done {
+        Ok((id, ())) => id,
+        Err(e) => {
+            // Its jobs' leases run out and they are tried again.
+            warn!(error = %e, "a forwarding task ended abnormally");
+            e.id()
+        }
+    };
+    busy.remove(&id);
+}
+
+/// Works one destination's jobs: forwards on one association (or in
+/// STOW-RS requests), held commitment reports and webhook deliveries each
+/// once; their leases are renewed while this lasts.
+async fn work_destination(
+    archive: &Arc<Archive>,
+    senders: &Senders,
+    policy: RetryPolicy,
+    destination: String,
+    jobs: Vec<Job>,
+) {
+    let leased: Vec<(i64, i64)> = jobs.iter().map(|j| (j.id, j.attempts)).collect();
+    let (single, forwards): (Vec<Job>, Vec<Job>) = jobs
+        .into_iter()
+        .partition(|j| matches!(j.scope, JobScope::Commitment | JobScope::Webhook));
+    let singles = single
+        .iter()
+        .map(|j| deliver_one(archive, senders, policy, j));
+    let work = futures_util::future::join(futures_util::future::join_all(singles), async {
+        if !forwards.is_empty() {
+            forward(archive, senders, policy, destination, forwards).await;
+        }
+    });
+    tokio::pin!(work);
+    let renew = Duration::from_secs(LEASE_SECS as u64 / 3);
+    loop {
+        tokio::select! {
+            _ = &mut work => return,
+            _ = tokio::time::sleep(renew) => {
+                if let Err(e) = archive.extend_leases(&leased, LEASE_SECS).await {
+                    warn!(error = %e, "cannot renew the forwarding leases");
                 }
             }
         }

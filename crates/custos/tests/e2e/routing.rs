@@ -177,6 +177,67 @@ fn routes_forward_matching_instances_and_retry_until_the_destination_answers() {
     server.stop();
 }
 
+/// A destination that takes the TCP connection and never answers holds its
+/// own forwards (the association waits out the 120 s idle time), and no
+/// other destination's: instances stored meanwhile still reach the other.
+#[test]
+fn a_silent_destination_holds_up_no_other() {
+    let data = DataDir::new("route-silent");
+    let (fast_port, slow) = (
+        free_port(),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+    );
+    let slow_port = slow.local_addr().unwrap().port();
+    data.add_peer("FAST", "127.0.0.1", fast_port, "echo");
+    data.add_peer("SLOW", "127.0.0.1", slow_port, "echo");
+    data.add_peer("MODALITY", "127.0.0.1", free_port(), "echo,store");
+    configure(
+        &data,
+        "[[route]]\nname = \"slow\"\ndestination = \"SLOW\"\n[[route]]\nname = \"fast\"\ndestination = \"FAST\"",
+    );
+    // Accepts and keeps every connection, says nothing.
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    std::thread::spawn({
+        let held = held.clone();
+        move || {
+            for c in slow.incoming().flatten() {
+                held.lock().unwrap().push(c);
+            }
+        }
+    });
+    let received = data.path.with_extension("received");
+    let log = data.path.with_extension("storescp.log");
+    let mut scp = storescp("FAST", fast_port, &received, &log);
+    let server = Server::start(&data);
+    let ct = [r#"{"Modality": "CT"}"#.to_string()];
+    make_and_store(&server, &data.path.with_extension("src1"), "MODALITY", &ct);
+    wait_until(
+        "the first instance at FAST, SLOW connected",
+        Duration::from_secs(30),
+        || walk_files(&received).len() == 1 && held.lock().unwrap().len() == 1,
+    );
+    // SLOW still holds its association: the next instance reaches FAST
+    // all the same, and SLOW's second job waits, untried.
+    make_and_store(&server, &data.path.with_extension("src2"), "MODALITY", &ct);
+    wait_until(
+        "the second instance at FAST while SLOW is silent",
+        Duration::from_secs(30),
+        || walk_files(&received).len() == 2,
+    );
+    let pending = jobs(&data, "pending");
+    assert_eq!(held.lock().unwrap().len(), 1, "SLOW was not tried again");
+    let slow_jobs: Vec<&Vec<String>> = pending.iter().filter(|j| j[3] == "SLOW").collect();
+    assert_eq!(slow_jobs.len(), 2, "{pending:?}");
+    let attempts: Vec<&str> = slow_jobs.iter().map(|j| j[2].as_str()).collect();
+    assert!(
+        attempts.contains(&"1") && attempts.contains(&"0"),
+        "{pending:?}"
+    );
+    let _ = scp.kill();
+    let _ = scp.wait();
+    server.stop();
+}
+
 #[test]
 fn a_route_to_an_unregistered_peer_is_refused_at_start() {
     let data = DataDir::new("route-bad");
