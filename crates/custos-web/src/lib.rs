@@ -124,7 +124,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             auth::require_principal,
         ));
-    let protected = protected.layer(middleware::from_fn(run_to_completion));
+    let protected = protected
+        .layer(middleware::from_fn(run_to_completion))
+        .layer(middleware::from_fn(accept_parameter));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/", get(ui::index))
@@ -144,6 +146,37 @@ pub fn router(state: Arc<AppState>) -> Router {
             common_headers,
         ))
         .with_state(state)
+}
+
+/// DICOMweb's `accept` query parameter (PS3.18 8.3.3.1) stands for the
+/// Accept header and wins over it: a browser's `<video src>` or a link
+/// cannot set headers (OHIF builds `.../bulkdata/7FE00010?accept=video/mp4`
+/// when configured for single-part video).
+async fn accept_parameter(mut request: Request, next: Next) -> Response {
+    let query = request.uri().query().unwrap_or("");
+    if !request.uri().path().starts_with("/dicom-web/") || !query.contains("accept=") {
+        return next.run(request).await;
+    }
+    let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(query) else {
+        return next.run(request).await;
+    };
+    let ranges: Vec<String> = pairs
+        .into_iter()
+        .filter(|(name, _)| name == "accept")
+        .map(|(_, value)| value)
+        .collect();
+    if ranges.is_empty() {
+        return next.run(request).await;
+    }
+    match axum::http::HeaderValue::from_str(&ranges.join(", ")) {
+        Ok(v) => {
+            request.headers_mut().insert(axum::http::header::ACCEPT, v);
+            next.run(request).await
+        }
+        Err(_) => {
+            error::ApiError::bad_request("the accept parameter is not a media type").into_response()
+        }
+    }
 }
 
 /// A request that may change the archive (any method but GET, HEAD and

@@ -28,14 +28,15 @@ pub fn accepted_frames(accept: Option<&str>) -> Vec<Accepted> {
 }
 
 /// Whether an Accept header asks for bulk data as one plain body
-/// (`application/octet-stream` before any multipart/related range), not as
-/// multipart/related.
+/// (`application/octet-stream`, or a video type, before any
+/// multipart/related range), not as multipart/related.
 pub fn single_part(accept: Option<&str>) -> bool {
+    let plain = |m: &str| m == "application/octet-stream" || m.starts_with("video/");
     accept.is_some()
         && media_ranges(accept)
             .iter()
-            .find(|r| r.media == "application/octet-stream" || r.media == "multipart/related")
-            .is_some_and(|r| r.media == "application/octet-stream")
+            .find(|r| plain(&r.media) || r.media == "multipart/related")
+            .is_some_and(|r| plain(&r.media))
 }
 
 /// The media type of a rendered image.
@@ -158,6 +159,9 @@ mod tests {
         )));
         assert!(!single_part(None));
         assert!(!single_part(Some("*/*")));
+        assert!(single_part(Some(
+            "video/mp4, multipart/related; type=\"video/mp4\""
+        )));
     }
 
     #[test]

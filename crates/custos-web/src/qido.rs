@@ -69,6 +69,8 @@ pub fn parse_query(
             // Attributes not in the index cannot be returned, so includefield
             // changes nothing: every indexed attribute is always returned.
             "includefield" => {}
+            // The Accept header's stand-in (taken by the router's layer).
+            "accept" => {}
             // dcm4chee's extension: `orderby=-StudyDate`, repeated or
             // comma-separated, a leading `-` for descending.
             "orderby" => {

@@ -985,3 +985,123 @@ async fn qido_path_uids_cannot_be_widened_by_the_query_string() {
         .await;
     assert_eq!(r.json().as_array().map_or(0, Vec::len), 1);
 }
+
+/// An MPEG-4 video (Video Endoscopic Image Storage): its encapsulated
+/// stream in three fragments, 300 pictures in it.
+fn video_instance(stream: &[&[u8]]) -> Vec<u8> {
+    use dicom_core::value::{PixelFragmentSequence, Value};
+    const VIDEO_ENDOSCOPIC: &str = "1.2.840.10008.5.1.4.1.1.77.1.1.1";
+    let mut obj = InMemDicomObject::new_empty();
+    for (tag, vr, value) in [
+        (tags::SOP_CLASS_UID, VR::UI, VIDEO_ENDOSCOPIC),
+        (tags::SOP_INSTANCE_UID, VR::UI, SOP),
+        (tags::STUDY_INSTANCE_UID, VR::UI, STUDY),
+        (tags::SERIES_INSTANCE_UID, VR::UI, SERIES),
+        (tags::PATIENT_NAME, VR::PN, "Handler^Hannah"),
+        (tags::PATIENT_ID, VR::LO, "H-1"),
+        (tags::MODALITY, VR::CS, "ES"),
+        (tags::NUMBER_OF_FRAMES, VR::IS, "300"),
+        (tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "YBR_PARTIAL_420"),
+    ] {
+        obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+    }
+    for (tag, v) in [
+        (tags::ROWS, 480u16),
+        (tags::COLUMNS, 640),
+        (tags::SAMPLES_PER_PIXEL, 3),
+        (tags::BITS_ALLOCATED, 8),
+        (tags::BITS_STORED, 8),
+        (tags::HIGH_BIT, 7),
+        (tags::PIXEL_REPRESENTATION, 0),
+    ] {
+        obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+    }
+    let fragments: Vec<Vec<u8>> = stream.iter().map(|f| f.to_vec()).collect();
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        Value::PixelSequence(PixelFragmentSequence::new(Vec::<u32>::new(), fragments)),
+    ));
+    let file = obj
+        .with_meta(
+            FileMetaTableBuilder::new()
+                .transfer_syntax("1.2.840.10008.1.2.4.102")
+                .media_storage_sop_class_uid(VIDEO_ENDOSCOPIC)
+                .media_storage_sop_instance_uid(SOP),
+        )
+        .unwrap();
+    let mut out = Vec::new();
+    file.write_all(&mut out).unwrap();
+    out
+}
+
+/// A video's bulk data is its stream as stored, whole: OHIF 3 asks for the
+/// Pixel Data's BulkDataURI as multipart application/octet-stream and plays
+/// the part it gets; a client asking for video/mp4 gets it so labelled.
+#[tokio::test]
+async fn a_video_is_handed_out_as_its_stream() {
+    let f = fixture("video").await;
+    let pieces: [&[u8]; 3] = [b"\0\0\0\x18ftypmp42\0\0\0\0", &[0x55; 1000], &[0xAA; 78]];
+    let r = f.send(stow_part(&video_instance(&pieces))).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let stream = pieces.concat();
+    let base = format!("/dicom-web/studies/{STUDY}/series/{SERIES}/instances/{SOP}");
+    let meta = f.get("rad", &format!("{base}/metadata")).await.json();
+    let uri = meta[0]["7FE00010"]["BulkDataURI"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{meta}"));
+    let path = &uri[uri.find("/dicom-web/").unwrap()..];
+    let fetch =
+        |accept: &'static str| f.call(request("rad", "GET", path).header(header::ACCEPT, accept));
+    // What OHIF's dicomweb-client sends (video/mp4 is not among its types).
+    let r = fetch(r#"multipart/related; type="application/octet-stream""#).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.content_type().starts_with("multipart/related"),
+        "{}",
+        r.content_type()
+    );
+    let body = &r.body;
+    let head_end = body.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&body[..head_end]);
+    assert!(
+        head.contains(
+            "Content-Type: application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.102"
+        ),
+        "{head}"
+    );
+    assert_eq!(&body[head_end..head_end + stream.len()], stream.as_slice());
+    assert!(body[head_end + stream.len()..].starts_with(b"\r\n--"));
+    // As a video, single part.
+    let r = fetch("video/mp4").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.content_type().starts_with("video/mp4"),
+        "{}",
+        r.content_type()
+    );
+    assert_eq!(r.body, stream);
+    // The same by the accept parameter (what a <video src> can carry),
+    // which wins over the header.
+    let r = f
+        .call(
+            request("rad", "GET", &format!("{path}?accept=video%2Fmp4"))
+                .header(header::ACCEPT, "image/jpeg"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.content_type().starts_with("video/mp4"),
+        "{}",
+        r.content_type()
+    );
+    assert_eq!(r.body, stream);
+    // Its fragments are not frames.
+    let r = f.get("rad", &format!("{base}/frames/2")).await;
+    assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
+}

@@ -1,6 +1,8 @@
 //! Frames of pixel data for WADO-RS `/frames` and `/bulkdata/7FE00010`: the
 //! compressed frames as stored when the client takes them, otherwise decoded
-//! to native bytes within [`super::PIXEL_BUDGET`].
+//! to native bytes within [`super::PIXEL_BUDGET`]. A video (MPEG-2, MPEG-4
+//! AVC, HEVC) is one stream, handed out whole as stored: its fragments are
+//! not frames, and decoding video is a player's work, not an archive's.
 
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
@@ -119,6 +121,10 @@ pub(super) fn frames(
     let pixel = obj
         .element(tags::PIXEL_DATA)
         .map_err(|_| ViewError::NoPixelData)?;
+    let compressed_media = frame_media_type(&ts);
+    if compressed_media.starts_with("video/") {
+        return video(pixel, &ts, which, accepted);
+    }
     let count = frame_count(obj);
     let numbers = match which {
         FrameSelection::All => (1..=count).collect(),
@@ -127,7 +133,6 @@ pub(super) fn frames(
     if numbers.iter().any(|n| *n == 0 || *n > count) {
         return Err(ViewError::NoSuchFrame);
     }
-    let compressed_media = frame_media_type(&ts);
     if let Some(fragments) = pixel.value().fragments() {
         // Encapsulated: hand out the compressed frames if the client takes them.
         let as_compressed = takes(accepted, compressed_media, false);
@@ -196,6 +201,46 @@ pub(super) fn frames(
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(octet_stream(data))
+}
+
+/// The stream of a video's pixel data (all its fragments, in order) as one
+/// part: as its video type when the client takes it (OHIF's player makes a
+/// blob of it), or as application/octet-stream — still the stream, labelled
+/// with its transfer syntax (OHIF asks for bulk data only so; nothing here
+/// decodes video).
+fn video(
+    pixel: &dicom_object::mem::InMemElement,
+    ts: &str,
+    which: FrameSelection,
+    accepted: &[Accepted],
+) -> Result<Frames, ViewError> {
+    if let FrameSelection::Numbers(_) = which {
+        return Err(ViewError::Unsupported(
+            "the frames of a video are not offered one by one; its bulk data (7FE00010) is the stream",
+        ));
+    }
+    let Some(fragments) = pixel.value().fragments() else {
+        return Err(ViewError::Unsupported(
+            "this video's pixel data is not encapsulated",
+        ));
+    };
+    let stream = frame_media_type(ts);
+    let media = if takes(accepted, stream, false) {
+        stream
+    } else if takes(accepted, "application/octet-stream", false)
+        || takes(accepted, "application/octet-stream", true)
+    {
+        "application/octet-stream"
+    } else {
+        return Err(ViewError::NotAcceptable(
+            "a video is offered as its stream (video/mpeg or video/mp4, or application/octet-stream)",
+        ));
+    };
+    Ok(Frames {
+        media: media.into(),
+        part_type: format!("{media}; transfer-syntax={ts}"),
+        data: vec![fragments.concat()],
+    })
 }
 
 fn octet_stream(data: Vec<Vec<u8>>) -> Frames {
@@ -267,6 +312,67 @@ mod tests {
             true
         ));
         assert!(takes(&accept("*/*", None), "image/jls", true));
+    }
+
+    /// A video's pixel data: fragments that are pieces of one stream, a
+    /// Number of Frames that counts pictures in it.
+    fn video_object(ts: &str) -> DefaultDicomObject {
+        use dicom_core::value::{PixelFragmentSequence, Value};
+        use dicom_core::{DataElement, PrimitiveValue, VR};
+        let mut obj = dicom_object::InMemDicomObject::new_empty();
+        obj.put(DataElement::new(
+            tags::NUMBER_OF_FRAMES,
+            VR::IS,
+            PrimitiveValue::from("300"),
+        ));
+        let fragments = vec![b"\0\0\0\x18ftypmp42".to_vec(), vec![7u8; 10], vec![9u8; 4]];
+        obj.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OB,
+            Value::PixelSequence(PixelFragmentSequence::new(Vec::<u32>::new(), fragments)),
+        ));
+        obj.with_meta(
+            dicom_object::meta::FileMetaTableBuilder::new()
+                .transfer_syntax(ts)
+                .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.77.1.1.1")
+                .media_storage_sop_instance_uid("1.2.3.4"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_video_is_its_whole_stream() {
+        let stream = [b"\0\0\0\x18ftypmp42".to_vec(), vec![7u8; 10], vec![9u8; 4]].concat();
+        let mp4 = video_object("1.2.840.10008.1.2.4.102");
+        // As OHIF asks for bulk data: octet-stream, and gets the stream.
+        let f = frames(
+            &mp4,
+            FrameSelection::All,
+            &accept("application/octet-stream", None),
+        )
+        .unwrap();
+        assert_eq!(f.data, vec![stream.clone()]);
+        assert_eq!(
+            f.part_type,
+            "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.102"
+        );
+        let f = frames(&mp4, FrameSelection::All, &accept("video/mp4", None)).unwrap();
+        assert_eq!((f.media.as_str(), f.data.len()), ("video/mp4", 1));
+        let f = frames(&mp4, FrameSelection::All, &accept("*/*", None)).unwrap();
+        assert_eq!(f.media, "video/mp4");
+        assert_eq!(f.data, vec![stream]);
+        let mpeg2 = video_object("1.2.840.10008.1.2.4.100");
+        let f = frames(&mpeg2, FrameSelection::All, &accept("video/mpeg", None)).unwrap();
+        assert_eq!(f.media, "video/mpeg");
+        // Not its fragments one by one as frames, nor an image type.
+        assert!(matches!(
+            frames(&mp4, FrameSelection::Numbers(vec![2]), &accept("*/*", None)),
+            Err(ViewError::Unsupported(_))
+        ));
+        assert!(matches!(
+            frames(&mp4, FrameSelection::All, &accept("image/jpeg", None)),
+            Err(ViewError::NotAcceptable(_))
+        ));
     }
 
     #[test]
