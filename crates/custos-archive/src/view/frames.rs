@@ -137,11 +137,18 @@ pub(super) fn frames(
         // Encapsulated: hand out the compressed frames if the client takes them.
         let as_compressed = takes(accepted, compressed_media, false);
         if as_compressed || takes(accepted, "application/octet-stream", true) {
-            let offsets = pixel.value().offset_table().unwrap_or(&[]);
+            let offsets = match extended_offsets(obj) {
+                Some(table) => table,
+                None => {
+                    let basic = pixel.value().offset_table().unwrap_or(&[]);
+                    basic.iter().map(|o| u64::from(*o)).collect()
+                }
+            };
+            let ranges = frame_fragments(fragments, &offsets, count)?;
             let data = numbers
                 .iter()
-                .map(|n| encapsulated_frame(fragments, offsets, count, *n))
-                .collect::<Result<Vec<_>, _>>()?;
+                .map(|n| fragments[ranges[*n as usize - 1].clone()].concat())
+                .collect();
             let media = if as_compressed {
                 compressed_media
             } else {
@@ -251,40 +258,80 @@ fn octet_stream(data: Vec<Vec<u8>>) -> Frames {
     }
 }
 
-/// Frame `n` of encapsulated pixel data: one fragment per frame, all
-/// fragments for a single frame, or grouped by the basic offset table.
-fn encapsulated_frame(
+/// The Extended Offset Table (7FE0,0001), if the instance has one: byte
+/// offsets of each frame's first fragment, as the Basic Offset Table's but
+/// 64-bit (PS3.5 A.4; the Basic one is then empty).
+fn extended_offsets(obj: &DefaultDicomObject) -> Option<Vec<u64>> {
+    use dicom_core::PrimitiveValue;
+    let e = obj.element(dicom_core::Tag(0x7FE0, 0x0001)).ok()?;
+    let table: Vec<u64> = match e.value().primitive()? {
+        PrimitiveValue::U64(v) => v.to_vec(),
+        PrimitiveValue::U8(b) => b
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect(),
+        _ => return None,
+    };
+    (!table.is_empty()).then_some(table)
+}
+
+/// Whether a fragment begins a JPEG (SOI), JPEG-LS (SOI), JPEG 2000
+/// codestream (SOC then SIZ) or JP2 file (its signature box).
+fn starts_codestream(fragment: &[u8]) -> bool {
+    fragment.starts_with(&[0xFF, 0xD8])
+        || fragment.starts_with(&[0xFF, 0x4F, 0xFF, 0x51])
+        || fragment.starts_with(&[0, 0, 0, 0x0C, 0x6A, 0x50, 0x20, 0x20])
+}
+
+/// Which fragments make each of `count` frames of encapsulated pixel data
+/// (PS3.5 A.4): one fragment per frame; all of them for a single frame; by
+/// the offset table (Basic or Extended: each frame's first fragment, as a
+/// byte offset from the first fragment's item); or, with no table and more
+/// fragments than frames, by where each frame's codestream starts — a
+/// fragment that begins one begins a frame, as pydicom and DCMTK find them.
+fn frame_fragments(
     fragments: &[Vec<u8>],
-    offsets: &[u32],
+    offsets: &[u64],
     count: u32,
-    n: u32,
-) -> Result<Vec<u8>, ViewError> {
+) -> Result<Vec<std::ops::Range<usize>>, ViewError> {
+    let count = count as usize;
+    let unmapped =
+        || ViewError::Unsupported("this instance's fragments cannot be mapped to frames");
     if count == 1 {
-        return Ok(fragments.concat());
+        return Ok(vec![0..fragments.len()]);
     }
-    let i = n as usize - 1;
-    if fragments.len() == count as usize {
-        return Ok(fragments[i].clone());
-    }
-    if offsets.len() == count as usize {
-        let start = u64::from(offsets[i]);
-        let end = offsets
-            .get(i + 1)
-            .map(|e| u64::from(*e))
-            .unwrap_or(u64::MAX);
+    let starts: Vec<usize> = if fragments.len() == count {
+        (0..count).collect()
+    } else if offsets.len() == count {
+        // Each offset must fall on a fragment's item.
+        let mut at = std::collections::HashMap::new();
         let mut pos = 0u64;
-        let mut out = Vec::new();
-        for f in fragments {
-            if pos >= start && pos < end {
-                out.extend_from_slice(f);
-            }
+        for (i, f) in fragments.iter().enumerate() {
+            at.insert(pos, i);
             pos += 8 + f.len() as u64;
         }
-        return Ok(out);
+        offsets
+            .iter()
+            .map(|o| at.get(o).copied().ok_or_else(unmapped))
+            .collect::<Result<_, _>>()?
+    } else {
+        fragments
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| *i == 0 || starts_codestream(f))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    if starts.len() != count || starts.first() != Some(&0) || !starts.is_sorted() {
+        return Err(unmapped());
     }
-    Err(ViewError::Unsupported(
-        "this instance's fragments cannot be mapped to frames",
-    ))
+    let ends = starts.iter().skip(1).copied().chain([fragments.len()]);
+    Ok(starts
+        .iter()
+        .copied()
+        .zip(ends)
+        .map(|(s, e)| s..e)
+        .collect())
 }
 
 #[cfg(test)]
@@ -379,17 +426,76 @@ mod tests {
     fn frames_of_an_encapsulated_value() {
         let f = vec![vec![1u8; 4], vec![2u8; 6], vec![3u8; 2]];
         // One fragment per frame.
-        assert_eq!(encapsulated_frame(&f, &[], 3, 2).unwrap(), vec![2u8; 6]);
+        assert_eq!(frame_fragments(&f, &[], 3).unwrap(), [0..1, 1..2, 2..3]);
         // A single frame is all fragments.
-        assert_eq!(encapsulated_frame(&f, &[], 1, 1).unwrap().len(), 12);
+        assert_eq!(frame_fragments(&f, &[], 1).unwrap(), [0..3]);
         // Two frames by the offset table: the first two fragments, then the third.
-        assert_eq!(
-            encapsulated_frame(&f, &[0, 26], 2, 2).unwrap(),
-            vec![3u8; 2]
-        );
+        assert_eq!(frame_fragments(&f, &[0, 26], 2).unwrap(), [0..2, 2..3]);
+        // An offset inside a fragment, or no way to tell: not guessed.
         assert!(matches!(
-            encapsulated_frame(&f, &[], 2, 1),
+            frame_fragments(&f, &[0, 20], 2),
             Err(ViewError::Unsupported(_))
         ));
+        assert!(matches!(
+            frame_fragments(&f, &[], 2),
+            Err(ViewError::Unsupported(_))
+        ));
+    }
+
+    /// Frames mapped by the Extended Offset Table (7FE0,0001) alone: the
+    /// fragments carry no codestream start to go by.
+    #[test]
+    fn frames_by_the_extended_offset_table() {
+        use dicom_core::value::{PixelFragmentSequence, Value};
+        use dicom_core::{DataElement, PrimitiveValue, VR};
+        let mut obj = dicom_object::InMemDicomObject::new_empty();
+        obj.put(DataElement::new(
+            tags::NUMBER_OF_FRAMES,
+            VR::IS,
+            PrimitiveValue::from("2"),
+        ));
+        // Frame 1: fragments 0 and 1 (8 + 4, 8 + 6 bytes); frame 2 at 26.
+        let fragments = vec![vec![1u8; 4], vec![2u8; 6], vec![3u8; 2], vec![4u8; 2]];
+        obj.put(DataElement::new(
+            dicom_core::Tag(0x7FE0, 0x0001),
+            VR::OV,
+            PrimitiveValue::U64([0u64, 26].into_iter().collect()),
+        ));
+        obj.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OB,
+            Value::PixelSequence(PixelFragmentSequence::new(Vec::<u32>::new(), fragments)),
+        ));
+        let obj = obj
+            .with_meta(
+                dicom_object::meta::FileMetaTableBuilder::new()
+                    .transfer_syntax("1.2.840.10008.1.2.4.50")
+                    .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+                    .media_storage_sop_instance_uid("1.2.3.4"),
+            )
+            .unwrap();
+        let f = frames(&obj, FrameSelection::All, &accept("image/jpeg", None)).unwrap();
+        assert_eq!(
+            f.data,
+            vec![
+                [vec![1u8; 4], vec![2u8; 6]].concat(),
+                [vec![3u8; 2], vec![4u8; 2]].concat()
+            ]
+        );
+    }
+
+    /// No offset table, frames split over fragments: each frame's
+    /// codestream start begins it (JPEG, JPEG 2000 codestream and JP2).
+    #[test]
+    fn frames_found_by_where_their_codestreams_start() {
+        let jpeg = |tail: u8| vec![0xFF, 0xD8, 0xFF, 0xE0, tail, tail];
+        let f = vec![jpeg(1), vec![5; 4], vec![6; 2], jpeg(2), vec![7; 2]];
+        assert_eq!(frame_fragments(&f, &[], 2).unwrap(), [0..3, 3..5]);
+        let j2k = vec![0xFF, 0x4F, 0xFF, 0x51, 0, 0];
+        let jp2 = vec![0, 0, 0, 0x0C, 0x6A, 0x50, 0x20, 0x20];
+        let f = vec![j2k.clone(), vec![1; 2], j2k, jp2, vec![1; 2]];
+        assert_eq!(frame_fragments(&f, &[], 3).unwrap(), [0..2, 2..3, 3..5]);
+        // Starts that do not add up to the frames: refused, not guessed.
+        assert!(frame_fragments(&f, &[], 2).is_err());
     }
 }
