@@ -581,8 +581,15 @@ pub async fn wado_uri(
     if let Some(w) = get("windowCenter").zip(get("windowWidth")) {
         pairs.push(("window".into(), format!("{},{},linear", w.0, w.1)));
     }
-    if let Some(r) = get("rows").zip(get("columns")) {
-        pairs.push(("viewport".into(), format!("{},{}", r.1, r.0)));
+    // One of rows and columns alone: the other follows the aspect ratio
+    // (the image is fitted within the viewport, the largest side allowed).
+    match (get("rows"), get("columns")) {
+        (None, None) => {}
+        (rows, columns) => {
+            let most = || "8192".to_string();
+            let (w, h) = (columns.unwrap_or_else(most), rows.unwrap_or_else(most));
+            pairs.push(("viewport".into(), format!("{w},{h}")));
+        }
     }
     if let Some(q) = get("imageQuality") {
         pairs.push(("quality".into(), q));

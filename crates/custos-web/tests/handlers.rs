@@ -956,6 +956,12 @@ async fn a_frame_is_rendered_by_its_own_resource_and_by_wado_uri() {
     let first = f.get("rad", &uri(1)).await;
     assert_eq!(first.status, StatusCode::OK);
     assert_eq!(first.body, by_resource.body);
+    // Rows alone: the 4x4 image comes back 2x2 (columns follow the aspect ratio).
+    let r = f.get("rad", &format!("{}&rows=2", uri(1))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let png = r.body;
+    let size = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    assert_eq!((size(16), size(20)), (2, 2), "width and height of the PNG");
     // The image has one frame: asking for the second is an error, not frame 1.
     assert!(f.get("rad", &uri(2)).await.status.is_client_error());
 }
