@@ -120,7 +120,31 @@ pub fn can_transcode_instance(instance: &StoredInstance) -> bool {
     instance.size <= MAX_TRANSCODE_BYTES && can_transcode(&instance.transfer_syntax_uid)
 }
 
+/// JPEG Extended (Process 2 & 4): the decoder here (jpeg-decoder) reads its
+/// 8-bit images but not the 12-bit ones it mostly holds.
+const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+
 impl Archive {
+    /// Whether `instance` can be decompressed ([`can_transcode_instance`]),
+    /// its header read when the transfer syntax alone cannot tell (12-bit
+    /// JPEG Extended): asked before a response starts, so that what cannot
+    /// be decoded is refused with a status, not cut off mid-stream.
+    pub async fn can_decompress(&self, instance: &StoredInstance) -> bool {
+        if !can_transcode_instance(instance) {
+            return false;
+        }
+        if instance.transfer_syntax_uid != JPEG_EXTENDED {
+            return true;
+        }
+        let Ok(obj) = self.read_object(instance, true).await else {
+            return false;
+        };
+        obj.element(tags::BITS_STORED)
+            .ok()
+            .and_then(|e| e.to_int::<u16>().ok())
+            .is_some_and(|bits| bits <= 8)
+    }
+
     /// Opens the whole stored Part 10 file of `instance` (WADO returns it as is).
     pub async fn open_file(&self, instance: &StoredInstance) -> Result<Reader, RetrieveError> {
         Ok(self.store.open(&instance.blob_key).await?)

@@ -8,8 +8,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use custos_archive::StoredFile;
 use custos_archive::view::{FrameSelection, RenderOptions};
-use custos_archive::{StoredFile, can_transcode_instance};
 use custos_core::query::{Key, Level, Matcher, Query};
 use custos_core::record::StoredInstance;
 use custos_core::{Action, Principal};
@@ -176,11 +176,12 @@ fn wanted_syntaxes(headers: &HeaderMap) -> Result<Vec<Option<String>>, ApiError>
 }
 
 /// How one stored instance is delivered: the first of `wanted` it can be had
-/// in, as stored or decompressed; the transfer syntax to decompress to (None:
-/// as stored) and its part's content type.
+/// in, as stored or (if `decodable`) decompressed; the transfer syntax to
+/// decompress to (None: as stored) and its part's content type.
 fn plan(
     instance: &StoredInstance,
     wanted: &[Option<String>],
+    decodable: bool,
 ) -> Result<(Option<String>, String), ApiError> {
     for w in wanted {
         match w {
@@ -188,9 +189,7 @@ fn plan(
             Some(ts) if *ts == instance.transfer_syntax_uid => {
                 return Ok((None, format!("application/dicom; transfer-syntax={ts}")));
             }
-            Some(ts)
-                if (ts == EXPLICIT_LE || ts == IMPLICIT_LE) && can_transcode_instance(instance) =>
-            {
+            Some(ts) if (ts == EXPLICIT_LE || ts == IMPLICIT_LE) && decodable => {
                 return Ok((
                     Some(ts.clone()),
                     format!("application/dicom; transfer-syntax={ts}"),
@@ -205,6 +204,21 @@ fn plan(
     ))
 }
 
+/// Whether `instance` could be decompressed, asked only when it may have to
+/// be (no "as stored" wanted before a transfer syntax other than its own).
+async fn decodable(state: &AppState, instance: &StoredInstance, wanted: &[Option<String>]) -> bool {
+    let as_stored = |w: &Option<String>| {
+        w.as_deref()
+            .is_none_or(|ts| ts == instance.transfer_syntax_uid)
+    };
+    match wanted.iter().position(|w| !as_stored(w)) {
+        Some(first) if !wanted[..first].iter().any(as_stored) => {
+            state.archive.can_decompress(instance).await
+        }
+        _ => false,
+    }
+}
+
 async fn retrieve(
     state: Arc<AppState>,
     principal: Principal,
@@ -213,10 +227,10 @@ async fn retrieve(
 ) -> Result<Response, ApiError> {
     let wanted = wanted_syntaxes(&headers)?;
     let set = resolve(&state, &principal, &target).await?;
-    let plans = set
-        .iter()
-        .map(|i| plan(i, &wanted))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut plans = Vec::with_capacity(set.len());
+    for i in &set {
+        plans.push(plan(i, &wanted, decodable(&state, i, &wanted).await)?);
+    }
     let parts: Vec<(String, PartSource)> = set
         .into_iter()
         .zip(plans)
@@ -556,7 +570,7 @@ pub async fn wado_uri(
         let set = resolve(&state, &p, &t).await?;
         let inst = &set[0];
         let wanted = [get("transferSyntax")];
-        let body = match plan(inst, &wanted)?.0 {
+        let body = match plan(inst, &wanted, decodable(&state, inst, &wanted).await)?.0 {
             None => match state.archive.stored_file(inst).await? {
                 StoredFile::Whole(bytes) => axum::body::Body::from(bytes),
                 StoredFile::Stream(reader) => {

@@ -995,18 +995,36 @@ async fn qido_path_uids_cannot_be_widened_by_the_query_string() {
 /// An MPEG-4 video (Video Endoscopic Image Storage): its encapsulated
 /// stream in three fragments, 300 pictures in it.
 fn video_instance(stream: &[&[u8]]) -> Vec<u8> {
-    use dicom_core::value::{PixelFragmentSequence, Value};
     const VIDEO_ENDOSCOPIC: &str = "1.2.840.10008.5.1.4.1.1.77.1.1.1";
+    encapsulated_instance(
+        VIDEO_ENDOSCOPIC,
+        "1.2.840.10008.1.2.4.102",
+        8,
+        "300",
+        stream,
+    )
+}
+
+/// An instance of `sop_class` stored in transfer syntax `ts`, `bits` bits
+/// stored, `frames` frames, its pixel data the fragments `stream`.
+fn encapsulated_instance(
+    sop_class: &str,
+    ts: &str,
+    bits: u16,
+    frames: &str,
+    stream: &[&[u8]],
+) -> Vec<u8> {
+    use dicom_core::value::{PixelFragmentSequence, Value};
     let mut obj = InMemDicomObject::new_empty();
     for (tag, vr, value) in [
-        (tags::SOP_CLASS_UID, VR::UI, VIDEO_ENDOSCOPIC),
+        (tags::SOP_CLASS_UID, VR::UI, sop_class),
         (tags::SOP_INSTANCE_UID, VR::UI, SOP),
         (tags::STUDY_INSTANCE_UID, VR::UI, STUDY),
         (tags::SERIES_INSTANCE_UID, VR::UI, SERIES),
         (tags::PATIENT_NAME, VR::PN, "Handler^Hannah"),
         (tags::PATIENT_ID, VR::LO, "H-1"),
         (tags::MODALITY, VR::CS, "ES"),
-        (tags::NUMBER_OF_FRAMES, VR::IS, "300"),
+        (tags::NUMBER_OF_FRAMES, VR::IS, frames),
         (tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "YBR_PARTIAL_420"),
     ] {
         obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
@@ -1015,9 +1033,9 @@ fn video_instance(stream: &[&[u8]]) -> Vec<u8> {
         (tags::ROWS, 480u16),
         (tags::COLUMNS, 640),
         (tags::SAMPLES_PER_PIXEL, 3),
-        (tags::BITS_ALLOCATED, 8),
-        (tags::BITS_STORED, 8),
-        (tags::HIGH_BIT, 7),
+        (tags::BITS_ALLOCATED, if bits > 8 { 16 } else { 8 }),
+        (tags::BITS_STORED, bits),
+        (tags::HIGH_BIT, bits - 1),
         (tags::PIXEL_REPRESENTATION, 0),
     ] {
         obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
@@ -1031,14 +1049,47 @@ fn video_instance(stream: &[&[u8]]) -> Vec<u8> {
     let file = obj
         .with_meta(
             FileMetaTableBuilder::new()
-                .transfer_syntax("1.2.840.10008.1.2.4.102")
-                .media_storage_sop_class_uid(VIDEO_ENDOSCOPIC)
+                .transfer_syntax(ts)
+                .media_storage_sop_class_uid(sop_class)
                 .media_storage_sop_instance_uid(SOP),
         )
         .unwrap();
     let mut out = Vec::new();
     file.write_all(&mut out).unwrap();
     out
+}
+
+/// 12-bit JPEG Extended cannot be decoded here: a client that will not take
+/// it as stored is refused before the response starts (it was offered
+/// Explicit VR Little Endian and the part then failed mid-stream).
+#[tokio::test]
+async fn undecodable_jpeg_extended_is_refused_up_front() {
+    let f = fixture("jpeg-12").await;
+    let sc = "1.2.840.10008.5.1.4.1.1.7";
+    let jpeg: [&[u8]; 1] = [b"\xFF\xD8\xFF\xC1\0\x0B\x0C\0\x04\0\x04\x01\x01\x11\0\xFF\xD9\0"];
+    let part = encapsulated_instance(sc, "1.2.840.10008.1.2.4.51", 12, "1", &jpeg);
+    let r = f.send(stow_part(&part)).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let fetch = |accept: &'static str| {
+        f.call(
+            request("rad", "GET", &format!("/dicom-web/studies/{STUDY}"))
+                .header(header::ACCEPT, accept),
+        )
+    };
+    let ele = r#"multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1"#;
+    assert_eq!(fetch(ele).await.status, StatusCode::NOT_ACCEPTABLE);
+    let r = fetch(r#"multipart/related; type="application/dicom"; transfer-syntax=*"#).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.windows(4).any(|w| w == b"DICM"));
+    let uri = format!(
+        "/wado?requestType=WADO&studyUID={STUDY}&seriesUID={SERIES}&objectUID={SOP}&contentType=application%2Fdicom&transferSyntax=1.2.840.10008.1.2.1"
+    );
+    assert_eq!(f.get("rad", &uri).await.status, StatusCode::NOT_ACCEPTABLE);
 }
 
 /// A video's bulk data is its stream as stored, whole: OHIF 3 asks for the
