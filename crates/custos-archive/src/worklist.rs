@@ -11,7 +11,7 @@ use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
-use custos_core::query::{KeyKind, Matcher, fold_case, wildcard};
+use custos_core::query::{KeyKind, Matcher, fold_case, fold_name, wildcard};
 use custos_core::record::WorklistRow;
 use custos_index::IndexError;
 
@@ -96,7 +96,7 @@ impl Condition {
         let value = (self.value)(row);
         match &self.matcher {
             Matcher::Universal => true,
-            Matcher::Single(v) if self.fold => fold_case(value) == fold_case(v),
+            Matcher::Single(v) if self.fold => fold_name(value) == fold_name(v),
             Matcher::Single(v) => value == v,
             Matcher::List(vs) => vs.iter().any(|v| v == value),
             Matcher::Wildcard(p) if self.fold => wildcard(&fold_case(p), &fold_case(value)),

@@ -290,9 +290,37 @@ pub fn fold_case(s: &str) -> String {
     s.to_uppercase()
 }
 
+/// Normal form of a person name for matching: case folded, and the empty
+/// trailing components and groups some senders pad with dropped
+/// (`DOE^JOHN^^`, `DOE^JOHN^^^^=`): PS3.5 6.2.1 lets them be left out, so
+/// they are the same name as `DOE^JOHN`. Index migration 18 applies the
+/// same to names stored before.
+pub fn fold_name(s: &str) -> String {
+    let folded = fold_case(s);
+    let groups: Vec<&str> = folded
+        .split('=')
+        .map(|g| g.trim_end_matches([' ', '^']))
+        .collect();
+    let joined = groups.join("=");
+    joined.trim_end_matches(['=', ' ']).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_fold_without_their_empty_trailing_components() {
+        assert_eq!(fold_name("Doe^John^^"), "DOE^JOHN");
+        assert_eq!(fold_name("DOE^JOHN^^^^="), "DOE^JOHN");
+        assert_eq!(
+            fold_name("Yamada^Tarou^^=山田^太郎^^"),
+            "YAMADA^TAROU=山田^太郎"
+        );
+        assert_eq!(fold_name("^John"), "^JOHN");
+        assert_eq!(fold_name("DOE^JOHN "), "DOE^JOHN");
+        assert_eq!(fold_name(""), "");
+    }
 
     #[test]
     fn wildcards() {

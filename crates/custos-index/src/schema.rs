@@ -187,7 +187,7 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     // index on arrival time; 8: counters; 9: the worklist; 10: MPPS; 11: jobs;
     // 12: study jobs; 13: job payloads (commitment reports); 14: the change
     // feed and webhooks; 15: studies protected from retention; 16: conflicting duplicates; 17: an index
-    // on the feed's times.
+    // on the feed's times; 18: names without their padding.
     let mut steps = vec![first];
     steps.extend(
         [
@@ -216,7 +216,27 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     steps.push(PROTECTED.to_string());
     steps.push(CONFLICTS.to_string());
     steps.push(CHANGES_AT.to_string());
+    steps.push(
+        NAMES_WITHOUT_PADDING
+            .replace("{patient}", &unpadded("patient_name_fold"))
+            .replace("{referring}", &unpadded("referring_physician_name_fold")),
+    );
     steps
+}
+
+/// 18: names stored before compared without their empty trailing
+/// components (`query::fold_name`).
+const NAMES_WITHOUT_PADDING: &str = "UPDATE studies SET patient_name_fold = {patient}, referring_physician_name_fold = {referring};";
+
+/// SQL giving `query::fold_name` of an already case-folded `column` (the
+/// same functions on SQLite and PostgreSQL): up to four empty components
+/// dropped before each `=`, then the trailing ones.
+fn unpadded(column: &str) -> String {
+    let mut e = format!("REPLACE({column}, ' =', '=')");
+    for _ in 0..4 {
+        e = format!("REPLACE({e}, '^=', '=')");
+    }
+    format!("RTRIM({e}, '^= ')")
 }
 
 /// 17: the feed pruned by age.
@@ -357,5 +377,24 @@ mod tests {
         );
         assert_eq!(lite[1..7], pg[1..7]);
         assert!(lite[7].contains("GROUP_CONCAT") && pg[7].contains("string_agg"));
+    }
+
+    /// Migration 18's SQL gives what `fold_name` gives names stored from now.
+    #[test]
+    fn stored_names_lose_their_padding_as_new_ones_do() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        for name in [
+            "DOE^JOHN^^",
+            "DOE^JOHN^^^^=",
+            "YAMADA^TAROU^^=山田^太郎^^",
+            "DOE^JOHN =",
+            "^JOHN",
+            "DOE",
+            "",
+        ] {
+            let sql = format!("SELECT {}", unpadded("?1"));
+            let got: String = db.query_row(&sql, [name], |r| r.get(0)).unwrap();
+            assert_eq!(got, custos_core::query::fold_name(name), "{name}");
+        }
     }
 }

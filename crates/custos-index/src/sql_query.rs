@@ -3,7 +3,7 @@
 //! Aliases: `st` studies, `se` series, `i` instances. Patient-level queries
 //! group studies by patient ID. Every value travels as a bound parameter.
 
-use custos_core::query::{Key, KeyKind, Level, Matcher, Query, fold_case};
+use custos_core::query::{Key, KeyKind, Level, Matcher, Query, fold_case, fold_name};
 
 /// The SQL flavours the index speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,13 +157,11 @@ pub fn conditions(query: &Query) -> Result<(Vec<String>, Vec<SqlValue>), String>
             // Counts are return keys only.
             continue;
         };
-        let fold = |v: &str| {
-            if key.kind() == KeyKind::PersonName {
-                fold_case(v)
-            } else {
-                v.to_string()
-            }
-        };
+        // Names are compared in their normal form; a wildcard pattern only
+        // case-folded (its trailing `^` before a `*` means something).
+        let is_name = key.kind() == KeyKind::PersonName;
+        let fold = |v: &str| if is_name { fold_name(v) } else { v.to_string() };
+        let fold_pattern = |v: &str| if is_name { fold_case(v) } else { v.to_string() };
         match matcher {
             Matcher::Universal => {}
             Matcher::Single(v) if key.kind() == KeyKind::Integer => {
@@ -179,7 +177,7 @@ pub fn conditions(query: &Query) -> Result<(Vec<String>, Vec<SqlValue>), String>
             }
             Matcher::Wildcard(v) => {
                 clauses.push(format!("{col} LIKE ? ESCAPE '\\'"));
-                params.push(SqlValue::Text(like_pattern(&fold(v))));
+                params.push(SqlValue::Text(like_pattern(&fold_pattern(v))));
             }
             Matcher::List(values) => {
                 let marks = vec!["?"; values.len()].join(",");

@@ -3,7 +3,7 @@
 //! values they bind, in `?` form (`Dialect::placeholders` makes PostgreSQL's
 //! `$n`). Each backend only runs them in its own transaction.
 
-use custos_core::query::fold_case;
+use custos_core::query::fold_name;
 use custos_core::record::{InstanceRecord, StoredInstance};
 
 use crate::InsertOutcome;
@@ -77,7 +77,7 @@ pub fn study_values(rec: &InstanceRecord) -> Vec<SqlValue> {
         Text(rec.study_uid.clone()),
         Text(rec.patient_id.clone()),
         Text(rec.patient_name.clone()),
-        Text(fold_case(&rec.patient_name)),
+        Text(fold_name(&rec.patient_name)),
         Text(rec.patient_birth_date.clone()),
         Text(rec.patient_sex.clone()),
         Text(rec.study_date.clone()),
@@ -86,7 +86,7 @@ pub fn study_values(rec: &InstanceRecord) -> Vec<SqlValue> {
         Text(rec.study_id.clone()),
         Text(rec.study_description.clone()),
         Text(rec.referring_physician_name.clone()),
-        Text(fold_case(&rec.referring_physician_name)),
+        Text(fold_name(&rec.referring_physician_name)),
     ]
 }
 

@@ -65,6 +65,7 @@ on_both_backends!(
     sorted_results,
     counters_follow_inserts_replacements_and_removals,
     forwarding_queue,
+    padded_names_match,
     a_renewed_lease_keeps_a_long_attempt,
     busy_destinations_are_skipped,
     worklist_and_performed_steps,
@@ -140,6 +141,55 @@ async fn populate(ix: &Ix) {
     for r in recs {
         assert_eq!(ix.insert(r, false).await.unwrap(), InsertOutcome::Inserted);
     }
+}
+
+/// A name stored with empty trailing components is the same name without
+/// them, either way round (PS3.5 6.2.1).
+async fn padded_names_match(ix: Ix) {
+    for r in [
+        rec(
+            "R1",
+            "Roe^Richard^^",
+            "5.1",
+            "20200101",
+            "5.1.1",
+            "CT",
+            "5.1.1.1",
+        ),
+        rec(
+            "R2", "Roe^Rita", "5.2", "20200101", "5.2.1", "CT", "5.2.1.1",
+        ),
+    ] {
+        assert_eq!(ix.insert(r, false).await.unwrap(), InsertOutcome::Inserted);
+    }
+    for (asked, study) in [
+        ("ROE^RICHARD", "5.1"),
+        ("roe^rita^^", "5.2"),
+        ("Roe^Rita^^^^=", "5.2"),
+    ] {
+        let rows = ix
+            .find(q(
+                Level::Study,
+                vec![(Key::PatientName, Matcher::Single(asked.into()))],
+            ))
+            .await
+            .unwrap();
+        let found: Vec<&str> = rows
+            .iter()
+            .map(|r| r[&Key::StudyInstanceUID].as_str())
+            .collect();
+        assert_eq!(found, [study], "{asked}");
+    }
+    // Stored as sent.
+    let rows = ix
+        .find(q(
+            Level::Study,
+            vec![(Key::PatientName, Matcher::Wildcard("roe^ri*".into()))],
+        ))
+        .await
+        .unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r[&Key::PatientName].as_str()).collect();
+    assert_eq!(names, ["Roe^Richard^^", "Roe^Rita"]);
 }
 
 async fn study_matching_and_counts(ix: Ix) {
