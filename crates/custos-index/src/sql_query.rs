@@ -241,9 +241,13 @@ pub fn returned_keys(level: Level) -> Vec<Key> {
 
 fn select_expr(key: Key, level: Level) -> String {
     match key {
-        Key::NumberOfPatientRelatedStudies => "COUNT(*)".into(),
-        // The counters kept with the rows (migration 8), summed over the
-        // patient's studies at patient level.
+        // All the patient's studies, not only those the keys matched (a
+        // study under an older spelling of the name is the patient's too),
+        // as the series and instances are counted: the counters kept with
+        // the rows (migration 8), summed over the patient's studies.
+        Key::NumberOfPatientRelatedStudies => {
+            "(SELECT CAST(COUNT(*) AS BIGINT) FROM studies y WHERE y.patient_id = st.patient_id)".into()
+        }
         Key::NumberOfPatientRelatedSeries => {
             "(SELECT CAST(SUM(y.num_series) AS BIGINT) FROM studies y WHERE y.patient_id = st.patient_id)".into()
         }

@@ -66,6 +66,7 @@ on_both_backends!(
     counters_follow_inserts_replacements_and_removals,
     forwarding_queue,
     padded_names_match,
+    patient_counts_cover_all_their_studies,
     a_renewed_lease_keeps_a_long_attempt,
     busy_destinations_are_skipped,
     worklist_and_performed_steps,
@@ -260,6 +261,24 @@ async fn study_matching_and_counts(ix: Ix) {
         .unwrap()
         .is_empty()
     );
+}
+
+async fn patient_counts_cover_all_their_studies(ix: Ix) {
+    populate(&ix).await;
+    // A study under another spelling of the name still counts for the
+    // patient, as its series and instances do.
+    let renamed = rec("P1", "DOE^JON", "1.3", "20220101", "1.3.1", "CT", "1.3.1.1");
+    ix.insert(renamed, false).await.unwrap();
+    let by_name = vec![(Key::PatientName, Matcher::Single("DOE^JOHN".into()))];
+    let patients = ix.find(q(Level::Patient, by_name)).await.unwrap();
+    assert_eq!(patients.len(), 1);
+    let counts = [
+        Key::NumberOfPatientRelatedStudies,
+        Key::NumberOfPatientRelatedSeries,
+        Key::NumberOfPatientRelatedInstances,
+    ]
+    .map(|k| patients[0][&k].as_str());
+    assert_eq!(counts, ["3", "4", "5"]);
 }
 
 async fn other_levels_and_retrieve_sets(ix: Ix) {
