@@ -295,13 +295,26 @@ pub fn find_sql(
             return Err(format!("cannot sort by {} here", key.name()));
         }
         let col = column(*key).ok_or_else(|| format!("cannot sort by {}", key.name()))?;
+        // The same order on both backends: bytes (SQLite's BINARY; on
+        // PostgreSQL "C", not the database's locale) for names and text —
+        // dates, times and UIDs are digits, ordered alike by any collation,
+        // and keep their indexes' order — and numbers missing last.
         let col = match (key.kind(), dialect) {
             (KeyKind::PersonName, Dialect::Sqlite) => format!("{col}_fold"),
             // Byte order, as the index on the folded name has it.
             (KeyKind::PersonName, Dialect::Postgres) => format!("{col}_fold COLLATE \"C\""),
+            (KeyKind::Text, Dialect::Postgres) => format!("{col} COLLATE \"C\""),
             _ => col.to_string(),
         };
-        by.push(format!("{col}{}", if *descending { " DESC" } else { "" }));
+        let nulls = if key.kind() == KeyKind::Integer {
+            " NULLS LAST"
+        } else {
+            ""
+        };
+        by.push(format!(
+            "{col}{}{nulls}",
+            if *descending { " DESC" } else { "" }
+        ));
     }
     let newest_first = query.order.first().is_some_and(|(_, d)| *d);
     by.push(format!("{pk}{}", if newest_first { " DESC" } else { "" }));

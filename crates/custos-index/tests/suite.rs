@@ -757,6 +757,37 @@ async fn sorted_results(ix: Ix) {
         .unwrap(),
         ["1.2", "1.1", "2.1"]
     );
+    // Instances without a number come last either way, on both backends
+    // (SQLite put them first ascending, PostgreSQL first descending).
+    for (n, sop) in [
+        (Some(2), "9.1.1.1"),
+        (None, "9.1.1.2"),
+        (Some(1), "9.1.1.3"),
+    ] {
+        let mut r = rec("P9", "NUM^BERS", "9.1", "20230101", "9.1.1", "CT", sop);
+        r.instance_number = n;
+        ix.insert(r, false).await.unwrap();
+    }
+    for (descending, expected) in [
+        (false, ["9.1.1.3", "9.1.1.1", "9.1.1.2"]),
+        (true, ["9.1.1.1", "9.1.1.3", "9.1.1.2"]),
+    ] {
+        let rows = ix
+            .find(Query {
+                level: Level::Image,
+                conditions: vec![(Key::SeriesInstanceUID, Matcher::Single("9.1.1".into()))],
+                limit: 10,
+                offset: 0,
+                order: vec![(Key::InstanceNumber, descending)],
+            })
+            .await
+            .unwrap();
+        let got: Vec<&str> = rows
+            .iter()
+            .map(|r| r[&Key::SOPInstanceUID].as_str())
+            .collect();
+        assert_eq!(got, expected, "descending: {descending}");
+    }
     // Computed attributes are not sort keys.
     assert!(
         studies(vec![(Key::NumberOfStudyRelatedInstances, false)], 10, 0)
