@@ -550,3 +550,72 @@ fn refused_tls_clients_that_hold_their_sockets_are_disconnected() {
     );
     drop(held);
 }
+
+/// A server at its association limit turns newcomers away: on the plain port
+/// with an A-ASSOCIATE-RJ a modality understands (transient, service provider,
+/// temporary congestion: try again later), on the TLS port by closing — no
+/// cleartext answer to a ClientHello, no handshake taken on. Once the slots
+/// are free, associations are taken again.
+#[test]
+fn a_full_server_turns_newcomers_away_and_recovers() {
+    use std::io::Read;
+    let data = DataDir::new("dicom-full");
+    let path = data.path.join("custos.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("max_associations_per_address = 16"));
+    std::fs::write(
+        &path,
+        text.replace(
+            "max_associations_per_address = 16",
+            "max_associations_per_address = 2",
+        ),
+    )
+    .unwrap();
+    data.add_peer("ECHO", "127.0.0.1", 104, "echo");
+    let server = Server::start(&data);
+    let plain: u16 = server.port().parse().unwrap();
+    let tls = server.tls.unwrap();
+    let echo = || {
+        dcmtk(
+            "echoscu",
+            &[
+                "-aet",
+                "ECHO",
+                "-aec",
+                "CUSTOS",
+                "127.0.0.1",
+                &server.port(),
+            ],
+        )
+    };
+    assert!(echo().ok(), "an echo before the slots are taken");
+    // Two silent connections take this address's two slots.
+    let held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", plain)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = std::net::TcpStream::connect(("127.0.0.1", plain)).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rj = [0u8; 10];
+    third.read_exact(&mut rj).unwrap();
+    // A-ASSOCIATE-RJ: type 3, length 4, result 2 (transient), source 3
+    // (service provider, presentation), reason 1 (temporary congestion).
+    assert_eq!(rj, [0x03, 0, 0, 0, 0, 4, 0, 2, 3, 1]);
+    let mut over_tls = std::net::TcpStream::connect(tls).unwrap();
+    over_tls
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    over_tls.read_to_end(&mut answer).unwrap();
+    assert!(answer.is_empty(), "closed without a word: {answer:?}");
+    // Slots freed: taken again.
+    drop(held);
+    wait_until(
+        "an echo once the slots are free",
+        Duration::from_secs(15),
+        || echo().ok(),
+    );
+    server.stop();
+}
