@@ -152,6 +152,9 @@ def main():
         page.wait_for_selector(f"tr:has-text('{SHOWN_NAME}')")
         page.fill("input[name=name]", "zzzz")
         page.wait_for_selector("text=No studies match.")
+        # The name typed as the list shows it ("Family Given") finds it too.
+        page.fill("input[name=name]", SHOWN_NAME.lower())
+        page.wait_for_selector(f"tr:has-text('{SHOWN_NAME}')")
         page.fill("input[name=name]", "")
         row = page.wait_for_selector(f"tr[data-study='{study}']")
 
@@ -356,6 +359,14 @@ def main():
         page.wait_for_selector("form.login")
         status = page.evaluate("fetch('/dicom-web/studies', {headers: {'x-custos-ui': '1'}}).then(r => r.status)")
         check(status == 401, f"after logout the API answered {status}")
+        # Logging in from a study's link lands on that study, not the list.
+        page.fill("input[name=user]", admin[0])
+        page.fill("input[name=password]", admin[1])
+        page.click("form.login button[type=submit]")
+        page.wait_for_selector(".patient h2")
+        check(page.url.endswith(f"#/study/{study}"), f"after login from a study's link: {page.url}")
+        page.click("#logout")
+        page.wait_for_selector("form.login")
 
         # The auditor sees the audit trail, with the admin's views in it, and nothing else.
         login(page, url, auditor[0], auditor[1])

@@ -92,17 +92,21 @@ def main():
         # The page itself, asked for by name, needs a session too; OHIF's
         # files are streamed whole with their length.
         r = requests.get(f"{url}/viewer/index.html", verify=False, allow_redirects=False)
-        check(r.status_code in (302, 303, 307) and r.headers.get("location") == "/", f"index.html without a session: {r.status_code}")
+        check(r.status_code in (302, 303, 307) and r.headers.get("location") == "/#/open?to=%2Fviewer%2Findex.html",
+              f"index.html without a session: {r.status_code} {r.headers.get('location')}")
         r = requests.get(f"{url}/viewer/app.bundle.0f6159c501addfe9.js", verify=False, allow_redirects=False)
         check(r.status_code == 200 and int(r.headers["content-length"]) == len(r.content) > 10_000_000,
               f"OHIF's 17 MB bundle: {r.status_code} {r.headers.get('content-length')}")
-        # Without a session the viewer's page sends the browser to the login.
-        page.goto(f"{url}/viewer/")
+        # Without a session a viewer link (from a RIS, an e-mail) sends the
+        # browser to the login, and after it on to the study it named.
+        link = f"/viewer/viewer?StudyInstanceUIDs={studies['ct-jpeg2000']}"
+        page.goto(f"{url}{link}")
         page.wait_for_selector("form.login")
         page.fill("input[name=user]", user)
         page.fill("input[name=password]", password)
         page.click("form.login button[type=submit]")
-        page.wait_for_selector("#studies tr")
+        page.wait_for_url(f"{url}{link}", timeout=30000)
+        page.wait_for_selector(".cornerstone-viewport-element canvas, [data-viewport-uid] canvas", timeout=90000)
         # Custos's study page links to OHIF.
         page.goto(f"{url}/#/study/{studies['ct-jpeg2000']}")
         page.wait_for_selector("a:has-text('Open in OHIF')")

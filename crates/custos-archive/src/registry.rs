@@ -40,6 +40,8 @@ pub struct PeerSpec {
     /// Comma-separated DICOM rights (echo, store, find, get, move).
     pub allow: String,
     pub tls_required: bool,
+    /// Certificate pins: `None` keeps what a peer of that AE title already
+    /// has, `Some("")` removes it.
     pub cert_fingerprint: Option<String>,
     pub cert_subject: Option<String>,
     /// PEM CA bundle the peer's client certificates chain to.
@@ -59,21 +61,33 @@ pub async fn register_peer(index: &dyn Registry, spec: PeerSpec) -> Result<(Peer
     if spec.port == 0 {
         return Err(invalid("the port must be 1-65535"));
     }
-    let cert_sha256 = match &spec.cert_fingerprint {
+    // A pin not given is kept (editing a peer's port must not drop its
+    // certificate pinning); given empty, it is removed.
+    let old = index.peer(&ae_title).await?;
+    let cert_sha256 = match spec.cert_fingerprint.as_deref().map(str::trim) {
+        Some("") => String::new(),
         Some(f) => parse_fingerprint(f).map_err(invalid)?,
-        None => String::new(),
+        None => old
+            .as_ref()
+            .map(|p| p.cert_sha256.clone())
+            .unwrap_or_default(),
     };
-    let cert_subject = match &spec.cert_subject {
+    let cert_subject = match spec.cert_subject.as_deref().map(str::trim) {
+        Some("") => String::new(),
         Some(d) => normalize_subject(d).map_err(invalid)?,
-        None => String::new(),
+        None => old
+            .as_ref()
+            .map(|p| p.cert_subject.clone())
+            .unwrap_or_default(),
     };
     let ca_pem = match spec.ca_pem {
+        Some(pem) if pem.trim().is_empty() => String::new(),
         Some(pem) => {
             custos_tls::client_trust::parse_bundle(&pem)
                 .map_err(|e| invalid(format!("the CA bundle: {e:#}")))?;
             pem
         }
-        None => String::new(),
+        None => old.map(|p| p.ca_pem).unwrap_or_default(),
     };
     let peer = Peer {
         ae_title,

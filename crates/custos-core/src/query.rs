@@ -226,6 +226,13 @@ impl Level {
 }
 
 impl Key {
+    /// Text matched without regard to case: descriptions, which users type
+    /// as they remember them ("chest" for "CHEST CT"), as Orthanc matches
+    /// them. Other text keys (IDs, accession numbers, codes) stay exact.
+    pub fn any_case(self) -> bool {
+        matches!(self, Key::StudyDescription | Key::SeriesDescription)
+    }
+
     /// Whether results can be sorted by this key at `level`: a stored
     /// attribute of that level or above (computed ones are not).
     pub fn sortable_at(self, level: Level) -> bool {

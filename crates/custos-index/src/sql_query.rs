@@ -171,9 +171,17 @@ pub fn conditions(query: &Query) -> Result<(Vec<String>, Vec<SqlValue>), String>
                 clauses.push(format!("{col} = ?"));
                 params.push(SqlValue::Int(n));
             }
+            Matcher::Single(v) if key.any_case() => {
+                clauses.push(format!("UPPER({col}) = UPPER(?)"));
+                params.push(SqlValue::Text(v.clone()));
+            }
             Matcher::Single(v) => {
                 clauses.push(format!("{col} = ?"));
                 params.push(SqlValue::Text(fold(v)));
+            }
+            Matcher::Wildcard(v) if key.any_case() => {
+                clauses.push(format!("UPPER({col}) LIKE UPPER(?) ESCAPE '\\'"));
+                params.push(SqlValue::Text(like_pattern(v)));
             }
             Matcher::Wildcard(v) => {
                 clauses.push(format!("{col} LIKE ? ESCAPE '\\'"));

@@ -66,6 +66,7 @@ on_both_backends!(
     counters_follow_inserts_replacements_and_removals,
     forwarding_queue,
     padded_names_match,
+    descriptions_match_in_any_case,
     patient_counts_cover_all_their_studies,
     a_renewed_lease_keeps_a_long_attempt,
     busy_destinations_are_skipped,
@@ -191,6 +192,35 @@ async fn padded_names_match(ix: Ix) {
         .unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r[&Key::PatientName].as_str()).collect();
     assert_eq!(names, ["Roe^Richard^^", "Roe^Rita"]);
+}
+
+/// Descriptions match in any case (what users type is rarely how the
+/// modality wrote it); other text stays exact.
+async fn descriptions_match_in_any_case(ix: Ix) {
+    let mut r = rec(
+        "D1",
+        "DESC^DORA",
+        "6.1",
+        "20200101",
+        "6.1.1",
+        "CT",
+        "6.1.1.1",
+    );
+    r.study_description = "CT Chest w/o".into();
+    r.accession_number = "Acc-1".into();
+    ix.insert(r, false).await.unwrap();
+    for m in [
+        Matcher::Wildcard("*chest*".into()),
+        Matcher::Single("ct chest W/O".into()),
+    ] {
+        let rows = ix
+            .find(q(Level::Study, vec![(Key::StudyDescription, m.clone())]))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1, "{m:?}");
+    }
+    let exact = vec![(Key::AccessionNumber, Matcher::Single("ACC-1".into()))];
+    assert!(ix.find(q(Level::Study, exact)).await.unwrap().is_empty());
 }
 
 async fn study_matching_and_counts(ix: Ix) {

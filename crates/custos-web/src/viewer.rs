@@ -16,7 +16,7 @@
 use std::path::{Component, Path as FsPath, PathBuf};
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
@@ -169,8 +169,12 @@ pub async fn base() -> Redirect {
 }
 
 /// `GET /viewer/`: OHIF's page.
-pub async fn index(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    file(state, headers, String::new()).await
+pub async fn index(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    file(state, headers, String::new(), query).await
 }
 
 /// `GET /viewer/{*path}`: a file of OHIF's, `app-config.js` as Custos makes
@@ -179,11 +183,17 @@ pub async fn path(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(path): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Response {
-    file(state, headers, path).await
+    file(state, headers, path, query).await
 }
 
-async fn file(state: Arc<AppState>, headers: HeaderMap, path: String) -> Response {
+async fn file(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    path: String,
+    query: Option<String>,
+) -> Response {
     let Some(dir) = installed(&state) else {
         return not_installed();
     };
@@ -210,8 +220,15 @@ async fn file(state: Arc<AppState>, headers: HeaderMap, path: String) -> Respons
         page.clone()
     };
     // OHIF's routes and its page itself need a logged-in browser.
+    // A link from elsewhere (a RIS, an e-mail) comes back here after the
+    // login: the UI opens `to` (only ever a /viewer/ address) once logged in.
     if target == page && !has_session(&state, &headers).await {
-        return Redirect::to("/").into_response();
+        let mut back = format!("/viewer/{path}");
+        if let Some(q) = query.filter(|q| !q.is_empty()) {
+            back = format!("{back}?{q}");
+        }
+        let to = serde_urlencoded::to_string([("to", back)]).unwrap_or_default();
+        return Redirect::to(&format!("/#/open?{to}")).into_response();
     }
     // Streamed: OHIF's codecs and source maps run to megabytes each.
     let opened = match tokio::fs::File::open(&target).await {

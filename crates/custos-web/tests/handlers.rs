@@ -1162,3 +1162,60 @@ async fn a_video_is_handed_out_as_its_stream() {
     let r = f.get("rad", &format!("{base}/frames/2")).await;
     assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
 }
+
+/// Editing a peer (its port, as the admin page's form sends it) keeps its
+/// certificate pins; only an explicit empty value removes one.
+#[tokio::test]
+async fn editing_a_peer_keeps_its_certificate_pins() {
+    let f = fixture("peer-pins").await;
+    let fp = format!("SHA256:{}", "ab".repeat(32));
+    let put = |body: serde_json::Value| f.json("boss", "POST", "/api/peers", body);
+    let r = put(serde_json::json!({
+        "ae_title": "CT01", "host": "127.0.0.1", "port": 104, "allow": ["store"],
+        "tls_required": true, "cert_fingerprint": fp, "cert_subject": "CN=CT01,O=Radiology"
+    }))
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let pinned = |peers: serde_json::Value| {
+        let p = peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["ae_title"] == "CT01")
+            .cloned()
+            .unwrap();
+        (
+            p["port"].clone(),
+            p["cert_fingerprint"].clone(),
+            p["cert_subject"].clone(),
+        )
+    };
+    // The form's edit: no pin fields at all.
+    let r = put(serde_json::json!({
+        "ae_title": "CT01", "host": "127.0.0.1", "port": 11112, "allow": ["store"], "tls_required": true
+    }))
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let (port, fingerprint, subject) = pinned(f.get("boss", "/api/peers").await.json());
+    assert_eq!(port, 11112);
+    assert_eq!(
+        fingerprint,
+        serde_json::json!(fp.to_lowercase().replace("sha256:", "SHA256:"))
+    );
+    assert!(
+        subject.as_str().is_some_and(|s| s.contains("CT01")),
+        "{subject}"
+    );
+    // Removed only when asked.
+    let r = put(serde_json::json!({
+        "ae_title": "CT01", "host": "127.0.0.1", "port": 11112, "allow": ["store"],
+        "tls_required": true, "cert_fingerprint": "", "cert_subject": ""
+    }))
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let (_, fingerprint, subject) = pinned(f.get("boss", "/api/peers").await.json());
+    assert!(
+        fingerprint.is_null() && subject.is_null(),
+        "{fingerprint} {subject}"
+    );
+}

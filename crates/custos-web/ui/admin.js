@@ -115,13 +115,21 @@ export async function adminPage(main, api, me) {
         ae_title: ae.value.trim(), host: host.value.trim(), port: Number(port.value),
         allow: RIGHTS.filter((_, i) => boxes[i].checked), tls_required: tls.checked,
       };
+      // Certificate pins are not sent: the server keeps a peer's pins.
+      const known = !p.ae_title && (peers || []).some((q) => q.ae_title === body.ae_title);
+      if (known && !confirm(`${body.ae_title} is already a peer: replace its address and rights?`)) return;
       if (await call("/api/peers", "POST", body)) reload();
     } } }, ae, host, port, RIGHTS.map((r, i) => el("label", {}, boxes[i], ` ${r}`)),
     el("label", {}, tls, " TLS required"), el("button", { type: "submit", text: p.ae_title ? "Save" : "Add peer" }));
   };
   const peerRows = (peers || []).map((p) => el("tr", { "data-peer": p.ae_title },
     el("td", { text: p.ae_title }), el("td", { text: `${p.host}:${p.port}` }), el("td", { text: p.allow.join(", ") }),
-    el("td", { text: p.tls_required ? "TLS" : "" }),
+    el("td", { text: [
+      p.tls_required ? "TLS" : "",
+      p.cert_fingerprint ? `certificate ${p.cert_fingerprint.slice(0, 19)}…` : "",
+      p.cert_subject ? `subject ${p.cert_subject}` : "",
+      p.ca_bundle ? "own CA" : "",
+    ].filter(Boolean).join(", ") }),
     el("td", {},
       button("Test", async () => {
         message.textContent = `Sending C-ECHO to ${p.ae_title}…`;
@@ -132,11 +140,17 @@ export async function adminPage(main, api, me) {
             : `${p.ae_title} did not answer: ${r.error || `status ${Number(r.status).toString(16)}`}`;
         }
       }),
-      button("Edit", (e) => e.target.closest("tr").after(el("tr", {}, el("td", { colspan: 5 }, peerForm(p))))),
+      button("Edit", (e) => {
+        // One edit form per peer: a second click closes it.
+        const row = e.target.closest("tr");
+        const next = row.nextElementSibling;
+        if (next && next.dataset.editOf === p.ae_title) next.remove();
+        else row.after(el("tr", { "data-edit-of": p.ae_title }, el("td", { colspan: 5 }, peerForm(p))));
+      }),
       button("Remove", async () => {
         if (confirm(`Remove the peer ${p.ae_title}?`) && await call(`/api/peers/${encodeURIComponent(p.ae_title)}`, "DELETE")) reload();
       }, "danger"))));
-  const peersSection = section("DICOM peers", table(["AE title", "Address", "May", "", ""], peerRows), peerForm());
+  const peersSection = section("DICOM peers", table(["AE title", "Address", "May", "Security", ""], peerRows), peerForm());
 
   // ---- webhooks ----
   const hookUrl = el("input", { name: "hook-url", placeholder: "https://receiver/path", autocomplete: "off" });

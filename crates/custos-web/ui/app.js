@@ -55,8 +55,10 @@ function date(d) {
   return /^\d{8}$/.test(d) ? `${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6)}` : d;
 }
 
+/** `d` as YYYYMMDD in the browser's time zone (the day the user lives in). */
 function ymd(d) {
-  return d.toISOString().slice(0, 10).replaceAll("-", "");
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}${pad(d.getMonth() + 1)}${pad(d.getDate())}`;
 }
 
 function may(right) {
@@ -83,8 +85,8 @@ function showLogin(message = "") {
     if (r.ok) {
       state.me = await r.json();
       password.value = "";
-      if (location.hash !== "#/") location.hash = "#/";
-      else route();
+      // Where the user was going (a study's link, a viewer link) is kept.
+      route();
     } else if (r.status === 429) {
       error.textContent = "Too many failed attempts; wait a while and try again.";
     } else {
@@ -130,10 +132,14 @@ function studyQuery() {
   const q = new URLSearchParams();
   const f = list.filters;
   const wild = (v) => (/[*?]/.test(v) ? v : `${v}*`);
-  if (f.name) q.set("PatientName", wild(f.name));
+  // A name as the list shows it ("Doe John") or as typed ("doe, j"): its
+  // parts in order, whatever separates them (stored as DOE^JOHN).
+  if (f.name) q.set("PatientName", wild(/[*?]/.test(f.name) ? f.name : f.name.split(/[\s,^]+/).filter(Boolean).join("*")));
   if (f.id) q.set("PatientID", wild(f.id));
   if (f.accession) q.set("AccessionNumber", wild(f.accession));
-  if (f.description) q.set("StudyDescription", wild(f.description));
+  // Descriptions: anywhere in the text, in any case (the server matches
+  // descriptions case-insensitively).
+  if (f.description) q.set("StudyDescription", /[*?]/.test(f.description) ? f.description : `*${f.description}*`);
   if (f.modality) q.set("ModalitiesInStudy", f.modality.toUpperCase());
   if (f.from || f.to) q.set("StudyDate", `${f.from || ""}-${f.to || ""}`);
   // Sorted by the server across all pages; newest studies first by default.
@@ -210,7 +216,9 @@ function studyList() {
   const preset = (label, days) => el("button", { type: "button", text: label, on: { click: () => {
     const today = new Date();
     list.filters.to = days === null ? "" : ymd(today);
-    list.filters.from = days === null ? "" : ymd(new Date(today.getTime() - days * 86400000));
+    const from = new Date(today);
+    if (days !== null) from.setDate(from.getDate() - days);
+    list.filters.from = days === null ? "" : ymd(from);
     list.offset = 0;
     main.replaceChildren(...studyList());
     search();
@@ -395,12 +403,27 @@ async function route() {
   if (!state.me) return showLogin();
   showBar();
   const hash = location.hash || "#/";
+  // A viewer link that needed a login (the server sent it here): opened
+  // now, only ever under /viewer/ of this server.
+  const open = hash.match(/^#\/open\?(.*)$/);
+  if (open) {
+    const to = new URLSearchParams(open[1]).get("to") || "";
+    if (/^\/viewer\/[^\\]*$/.test(to) && !to.includes("//")) {
+      location.replace(to);
+      return;
+    }
+  }
   try {
     const study = hash.match(/^#\/study\/([0-9.]+)$/);
     if (study && may("get")) await studyPage(study[1]);
     else if (hash === "#/audit" && may("audit")) await auditPage(main, api);
     else if (hash === "#/status" && may("admin")) await statusPage(main, api);
-    else if (hash === "#/upload" && may("store")) uploadPage(main, state.me.csrf);
+    else if (hash === "#/upload" && may("store")) {
+      uploadPage(main, state.me.csrf, () => {
+        state.me = null;
+        showLogin("Your session has ended; log in again to upload the rest.");
+      });
+    }
     else if (hash === "#/admin" && may("admin")) await adminPage(main, api, state.me);
     else if (hash === "#/jobs" && may("admin")) await jobsPage(main, api);
     else if (may("find")) {

@@ -37,7 +37,7 @@ export async function jobsPage(main, api, filter = "all") {
     el("td", { text: j.id }),
     el("td", { text: j.state }),
     el("td", { text: j.destination }),
-    el("td", { text: j.scope === "instance" ? j.uid : `${j.scope === "study" ? "study" : "commitment report"} ${j.uid}` }),
+    el("td", { text: j.scope === "instance" ? j.uid : `${{ study: "study", commitment: "commitment report", webhook: "webhook delivery" }[j.scope] || j.scope} ${j.uid}` }),
     el("td", { text: j.reason }),
     el("td", { text: j.attempts }),
     el("td", { text: j.state === "pending" ? when(j.next_at) : "" }),

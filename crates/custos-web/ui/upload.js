@@ -28,6 +28,7 @@ function outcome(status, body) {
   if (code !== undefined) return [REASONS[code] || `status ${code.toString(16).padStart(4, "0").toUpperCase()}`, status === 202];
   if (status === 413) return ["refused: too large for this server", false];
   if (status === 403) return ["refused: your role may not store", false];
+  if (status === 401) return ["not sent: the session has ended", false];
   return [`failed (HTTP ${status})`, false];
 }
 
@@ -64,14 +65,15 @@ function send(file, csrf, onProgress) {
     xhr.setRequestHeader("x-custos-ui", "1");
     if (csrf) xhr.setRequestHeader("x-csrf-token", csrf);
     xhr.upload.onprogress = (e) => onProgress(e.lengthComputable ? e.loaded / e.total : 0);
-    xhr.onload = () => resolve(outcome(xhr.status, xhr.responseText));
+    xhr.onload = () => resolve([...outcome(xhr.status, xhr.responseText), xhr.status]);
     xhr.onerror = () => resolve(["failed: the connection broke", false]);
     xhr.send(body);
   });
 }
 
-/** The upload page in `main`; `csrf` is the session's token. */
-export function uploadPage(main, csrf) {
+/** The upload page in `main`; `csrf` is the session's token; `expired` is
+ * called (once) when the session ends mid-upload: what is left is not sent. */
+export function uploadPage(main, csrf, expired) {
   const input = el("input", { type: "file", multiple: true, "aria-label": "Choose files" });
   const folder = el("input", { type: "file", webkitdirectory: true, "aria-label": "Choose a folder" });
   const overall = el("progress", { max: 1, value: 0, "aria-label": "Overall progress" });
@@ -99,7 +101,11 @@ export function uploadPage(main, csrf) {
       const job = queue.shift();
       running += 1;
       job.result.textContent = "sending";
-      send(job.file, csrf, (f) => { job.bar.value = f; }).then(([text, ok]) => {
+      send(job.file, csrf, (f) => { job.bar.value = f; }).then(([text, ok, status]) => {
+        if (status === 401 && queue.length + running > 0) {
+          for (const left of queue.splice(0)) left.result.textContent = "not sent: the session has ended";
+          if (expired) { expired(); expired = null; }
+        }
         job.bar.value = 1;
         job.result.textContent = text;
         job.result.className = ok ? "ok" : "bad";

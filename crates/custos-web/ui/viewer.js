@@ -88,7 +88,8 @@ export function openViewer(box, images) {
     }
     play.textContent = "Pause";
     view.playing = setInterval(() => {
-      if (!box.isConnected) return clearInterval(view.playing);
+      // This series' image gone (another series opened, or another page).
+      if (!stage.isConnected) return clearInterval(view.playing);
       view.index = (view.index + 1) % slices.length;
       show();
     }, 100);
