@@ -312,7 +312,7 @@ tls_cert = ""
 tls_key = ""
 # CA bundle client certificates must chain to; empty: tls/ca.pem.
 tls_client_ca = ""
-# Actions (find, get, move, store, echo) that need a user identity on the
+# Actions (echo, store, find, get, move, commit, worklist, mpps) that need a user identity on the
 # association (PS3.7 user identity negotiation: username + passcode, or a JWT /
 # Custos API token). The peer's rights are then narrowed to the user's role.
 # E.g. ["find", "get", "move"]: a workstation's radiologist must log in, a
@@ -385,7 +385,7 @@ lockout_secs = 300
 # (jwks_file, or jwks_url — https unless on loopback — read at start, every
 # jwks_refresh_secs, and when an unknown key id shows up; a key the provider
 # removed stops being trusted), then iss, aud, exp and nbf; role_claim names a
-# role (admin, radiologist, uploader, auditor), as a string or a list.
+# role (admin, radiologist, uploader, auditor, monitor), as a string or a list.
 issuer = ""
 audience = ""
 jwks_file = ""
@@ -493,6 +493,12 @@ keep_changes_days = 90
 # name = "RESEARCH"
 # url = "https://research.example.org/dicom-web"
 # token_file = "/etc/custos/research.token"
+
+[deidentify]
+# Private attributes known to carry no identity, kept in de-identified copies
+# ("gggg,xxee CREATOR", e.g. "0043,xx39 GEMS_PARM_01"); every other private
+# attribute is removed.
+safe_private = []
 "#;
 
 impl Config {
@@ -535,7 +541,7 @@ impl Config {
             let action: custos_core::Action = a.parse().map_err(anyhow::Error::msg)?;
             if !custos_core::Action::DIMSE.contains(&action) {
                 bail!(
-                    "[dicom] require_user_identity takes echo, store, find, get, move, commit, worklist"
+                    "[dicom] require_user_identity takes echo, store, find, get, move, commit, worklist, mpps"
                 );
             }
         }

@@ -22,7 +22,7 @@ pub enum UserCommand {
     /// Add a user (password from a prompt, or one line on stdin).
     Add {
         name: String,
-        /// admin, radiologist (search, view, download, store derived objects), uploader (store), auditor (audit trail).
+        /// admin, radiologist (search, view, download, store derived objects), uploader (store), auditor (audit trail), monitor (metrics).
         #[arg(long)]
         role: String,
         /// Read the password from the first line of standard input.
