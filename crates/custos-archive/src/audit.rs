@@ -225,8 +225,16 @@ pub fn node_name() -> String {
 pub struct AuditTrail {
     key: AuditKey,
     checkpoint: PathBuf,
-    /// The trail's first link, once known.
+    /// The first link of the trail this node writes to: named by its
+    /// checkpoint, else learnt from the index at the first append.
     first: std::sync::OnceLock<String>,
+    /// The index's trail does not begin with that link (emptied and begun
+    /// again, or replaced): the checkpoint is then left as it is, so that
+    /// verification keeps finding the break instead of the next write
+    /// covering it up.
+    replaced: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the index's first record was compared with `first` yet.
+    compared: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a trail cannot be written or checked.
@@ -288,10 +296,22 @@ impl AuditTrail {
             }
             (None, None) => unreachable!("matched above"),
         };
+        let checkpoint = dir.join(CHECKPOINT_FILE);
+        let first = std::sync::OnceLock::new();
+        if let Some(named) = std::fs::read_to_string(&checkpoint)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|c| c["first"].as_str().map(str::to_string))
+            .filter(|f| !f.is_empty())
+        {
+            let _ = first.set(named);
+        }
         Ok(AuditTrail {
             key,
-            checkpoint: dir.join(CHECKPOINT_FILE),
-            first: std::sync::OnceLock::new(),
+            checkpoint,
+            first,
+            replaced: Arc::default(),
+            compared: Arc::default(),
         })
     }
 
@@ -315,26 +335,36 @@ impl AuditTrail {
         index: &dyn AuditLog,
         entries: Vec<(String, String)>,
     ) -> Result<String, IndexError> {
+        use std::sync::atomic::Ordering;
         let (seq, link) = index.append_audit(&self.key, entries).await?;
-        // The checkpoint names its trail by the first record's link, so a data
-        // folder moved to another index starts a new checkpoint.
-        let first = match self.first.get() {
-            Some(f) => f.clone(),
-            None => {
-                let f = index
-                    .audit_after(0, 1)
-                    .await?
-                    .pop()
-                    .map(|r| r.hash)
-                    .unwrap_or_default();
-                self.first.get_or_init(|| f).clone()
+        // The checkpoint names its trail by the first record's link; once per
+        // process the index's trail is checked to begin with it.
+        if !self.compared.load(Ordering::Relaxed) {
+            let actual = index
+                .audit_after(0, 1)
+                .await?
+                .pop()
+                .map(|r| r.hash)
+                .unwrap_or_default();
+            let named = self.first.get_or_init(|| actual.clone());
+            if *named != actual {
+                self.replaced.store(true, Ordering::Relaxed);
+                tracing::error!(
+                    checkpoint = %self.checkpoint.display(),
+                    "AUDIT TRAIL REPLACED: the index's trail does not begin with the record this node's checkpoint names (emptied and begun again, or another index); the checkpoint is kept, `custos audit verify` reports the break"
+                );
             }
-        };
+            self.compared.store(true, Ordering::Relaxed);
+        }
+        let first = self.first.get().cloned().unwrap_or_default();
         Ok(json!({ "first": first, "seq": seq, "link": link }).to_string())
     }
 
     /// Replaces this node's checkpoint file with `text` (atomically, by rename).
     async fn write_checkpoint(&self, text: String) {
+        if self.replaced.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         // File I/O off the async workers.
         let path = self.checkpoint.clone();
         let written = tokio::task::spawn_blocking(move || write_private(&path, &text)).await;
@@ -404,17 +434,32 @@ impl AuditTrail {
                 cut(checkpoint["seq"].as_i64().unwrap_or(0)),
             ));
         }
+        // The trail this node wrote to starts with the record its checkpoint
+        // names: a trail emptied and begun again (by the next record anyone
+        // writes, keyed with the same key) is not that trail. Checkpoints
+        // written before they named the first record are checked by their
+        // link alone.
         let first = index.audit_after(0, 1).await?.pop().map(|r| r.hash);
-        if first.as_deref() == checkpoint["first"].as_str() {
-            let seq = checkpoint["seq"].as_i64().unwrap_or(i64::MAX);
-            let at = if (1..=walk.head_seq).contains(&seq) {
-                index.audit_after(seq - 1, 1).await?.pop()
-            } else {
-                None
-            };
-            if at.is_none_or(|r| Some(r.hash.as_str()) != checkpoint["link"].as_str()) {
-                return Ok(ChainCheck::broken(walk, cut(seq)));
-            }
+        let seq = checkpoint["seq"].as_i64().unwrap_or(i64::MAX);
+        if let Some(named) = checkpoint["first"].as_str()
+            && first.as_deref() != Some(named)
+        {
+            return Ok(ChainCheck::broken(
+                walk,
+                format!(
+                    "the trail does not begin with the record this node's checkpoint ({}) names: it was emptied and begun again, or replaced — {}",
+                    self.checkpoint.display(),
+                    cut(seq)
+                ),
+            ));
+        }
+        let at = if (1..=walk.head_seq).contains(&seq) {
+            index.audit_after(seq - 1, 1).await?.pop()
+        } else {
+            None
+        };
+        if at.is_none_or(|r| Some(r.hash.as_str()) != checkpoint["link"].as_str()) {
+            return Ok(ChainCheck::broken(walk, cut(seq)));
         }
         Ok(ChainCheck { walk, broken: None })
     }

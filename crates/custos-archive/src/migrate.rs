@@ -21,6 +21,38 @@ pub struct MigrateReport {
 }
 
 impl Archive {
+    /// Copies this archive's audit trail into `target`'s, record for record
+    /// (same sequence numbers, times, bodies and links: the chain and every
+    /// node's checkpoint hold on the new index), after what `target` already
+    /// has of it; returns how many were copied. A target whose trail is not
+    /// a beginning of this one is refused, nothing copied.
+    pub async fn copy_audit_to(&self, target: &Archive) -> Result<usize, custos_index::IndexError> {
+        let (from, to) = (self.audit_log(), target.audit_log());
+        let mut after = match to.audit_head().await? {
+            None => 0,
+            Some(head) => {
+                let ours = from.audit_after(head.seq - 1, 1).await?.pop();
+                if ours.is_none_or(|r| r.hash != head.hash) {
+                    return Err(custos_index::IndexError::AuditMismatch(format!(
+                        "the target's audit trail (up to record {}) is not this archive's",
+                        head.seq
+                    )));
+                }
+                head.seq
+            }
+        };
+        let mut copied = 0;
+        loop {
+            let page = from.audit_after(after, 5_000).await?;
+            let Some(last) = page.last() else {
+                return Ok(copied);
+            };
+            after = last.seq;
+            to.copy_audit(&page).await?;
+            copied += page.len();
+        }
+    }
+
     /// Copies every instance of `self` into `target`; `progress(done, total)`.
     pub async fn migrate_to(
         &self,

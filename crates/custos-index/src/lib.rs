@@ -55,6 +55,30 @@ pub enum IndexError {
     BadQuery(String),
     #[error("corrupt index row: {0}")]
     Corrupt(String),
+    /// Audit records offered to [`AuditLog::copy_audit`] do not continue
+    /// this trail.
+    #[error("the audit trails differ: {0}")]
+    AuditMismatch(String),
+}
+
+/// Whether `records` continue a trail whose newest record is `head`
+/// (consecutive sequence numbers, each linked to the one before).
+pub(crate) fn continues(
+    head: Option<(i64, String)>,
+    records: &[AuditRecord],
+) -> Result<(), IndexError> {
+    let (mut seq, mut prev) = head.unwrap_or((0, custos_core::audit::GENESIS.to_string()));
+    for r in records {
+        if r.seq != seq + 1 || r.prev_hash != prev {
+            return Err(IndexError::AuditMismatch(format!(
+                "record {} does not follow record {seq} of this trail",
+                r.seq
+            )));
+        }
+        seq = r.seq;
+        prev = r.hash.clone();
+    }
+    Ok(())
 }
 
 impl IndexError {
@@ -241,6 +265,11 @@ pub trait AuditLog: Send + Sync + 'static {
         entries: Vec<(String, String)>,
     ) -> Result<(i64, String), IndexError>;
 
+    /// Copies records of another index's trail as they are (`custos
+    /// migrate`): only onto this trail's head (`records[0]` follows it, by
+    /// sequence number and link, or starts an empty trail), in one
+    /// transaction; else [`IndexError::AuditMismatch`].
+    async fn copy_audit(&self, records: &[AuditRecord]) -> Result<(), IndexError>;
     /// The newest audit record, if any.
     async fn audit_head(&self) -> Result<Option<AuditRecord>, IndexError>;
 

@@ -834,6 +834,31 @@ impl AuditLog for PgIndex {
         Ok((seq, prev))
     }
 
+    async fn copy_audit(&self, records: &[AuditRecord]) -> Result<(), IndexError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.execute("SELECT pg_advisory_xact_lock(7305727)", &[])
+            .await
+            .map_err(pg)?;
+        let last = match tx
+            .query_opt(statements::AUDIT_LAST_LINK, &[])
+            .await
+            .map_err(pg)?
+        {
+            Some(r) => Some((r.col(0)?, r.col(1)?)),
+            None => None,
+        };
+        crate::continues(last, records)?;
+        let insert = pg_sql(statements::INSERT_AUDIT);
+        for r in records {
+            tx.execute(&insert, &[&r.seq, &r.time, &r.body, &r.prev_hash, &r.hash])
+                .await
+                .map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(())
+    }
+
     async fn audit_head(&self) -> Result<Option<AuditRecord>, IndexError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         let row = client

@@ -890,6 +890,26 @@ impl AuditLog for SqliteIndex {
         .await
     }
 
+    async fn copy_audit(&self, records: &[AuditRecord]) -> Result<(), IndexError> {
+        let records = records.to_vec();
+        self.write(move |t| {
+            let last: Option<(i64, String)> = t
+                .query_row(statements::AUDIT_LAST_LINK, [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            crate::continues(last, &records)?;
+            for r in records {
+                t.execute(
+                    statements::INSERT_AUDIT,
+                    params![r.seq, r.time, r.body, r.prev_hash, r.hash],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn audit_head(&self) -> Result<Option<AuditRecord>, IndexError> {
         self.read(move |conn| {
             Ok(conn

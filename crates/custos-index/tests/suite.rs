@@ -61,6 +61,7 @@ on_both_backends!(
     removing_series_and_studies,
     audit_chain,
     audit_search,
+    audit_trail_copied_as_it_is,
     activity_for_the_status_page,
     sorted_results,
     counters_follow_inserts_replacements_and_removals,
@@ -566,6 +567,35 @@ async fn removing_series_and_studies(ix: Ix) {
     assert!(ix.remove("9.9", None).await.unwrap().is_empty());
     let stats = ix.statistics().await.unwrap();
     assert_eq!((stats.patients, stats.studies, stats.instances), (2, 2, 2));
+}
+
+/// `custos migrate` copies a trail record for record: onto an empty trail,
+/// then only what follows its head; the copy goes on with the same key.
+async fn audit_trail_copied_as_it_is(ix: Ix) {
+    use custos_core::audit::{AuditKey, ChainWalk};
+    use custos_index::AuditLog;
+    let source = sqlite_index();
+    let key = AuditKey::generate();
+    let entries = |n: usize| {
+        (0..n)
+            .map(|i| (format!("t{i}"), format!("{{\"n\":{i}}}")))
+            .collect()
+    };
+    source.append_audit(&key, entries(3)).await.unwrap();
+    let first = source.audit_after(0, 100).await.unwrap();
+    ix.copy_audit(&first).await.unwrap();
+    assert_eq!(ix.audit_after(0, 100).await.unwrap(), first);
+    // The same again, or records with a gap: refused, nothing written.
+    assert!(ix.copy_audit(&first).await.is_err());
+    source.append_audit(&key, entries(2)).await.unwrap();
+    let rest = source.audit_after(3, 100).await.unwrap();
+    assert!(ix.copy_audit(&rest[1..]).await.is_err());
+    ix.copy_audit(&rest).await.unwrap();
+    // The copy goes on as one chain.
+    ix.append_audit(&key, entries(1)).await.unwrap();
+    let all = ix.audit_after(0, 100).await.unwrap();
+    assert_eq!(all.len(), 6);
+    assert_eq!(ChainWalk::default().step(&key, &all), None);
 }
 
 async fn audit_chain(ix: Ix) {

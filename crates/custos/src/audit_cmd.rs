@@ -108,12 +108,17 @@ pub async fn run(data: &Path, command: AuditCommand) -> Result<bool> {
     }
 }
 
+/// The command line's user as audit records name them (`cli:$USER`).
+pub fn cli_user() -> String {
+    std::env::var("USER")
+        .map(|u| format!("cli:{u}"))
+        .unwrap_or_else(|_| "cli".into())
+}
+
 /// Appends one event by the command line's user, loudly if that fails.
 pub async fn record(data: &Path, index: &dyn AuditLog, id: EventId, action: char, detail: String) {
     let mut e = AuditEvent::new(id, action, Outcome::Success);
-    e.user = std::env::var("USER")
-        .map(|u| format!("cli:{u}"))
-        .unwrap_or_else(|_| "cli".into());
+    e.user = cli_user();
     e.detail = detail;
     let written = match AuditTrail::open(data, index).await {
         Ok(trail) => trail.append_now(index, vec![e]).await.map_err(Into::into),

@@ -135,7 +135,7 @@ pub async fn run(data: &Path, paths: &[PathBuf]) -> Result<()> {
             custos_core::audit::Outcome::SeriousFailure
         },
     );
-    e.user = "custos import".into();
+    e.user = crate::audit_cmd::cli_user();
     e.detail = format!(
         "imported {} instances from {} files ({} already stored, {rejected} rejected)",
         sum.stored,

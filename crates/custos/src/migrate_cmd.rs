@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::{Config, redact_url};
-use crate::data::open_archive;
+use crate::data::{open_archive, open_audited_archive};
 
 pub async fn run(data: &Path, to_index: &str, to_store: &str) -> Result<bool> {
     let config = Config::load(data)?;
@@ -16,7 +16,8 @@ pub async fn run(data: &Path, to_index: &str, to_store: &str) -> Result<bool> {
     if !to_store.starts_with("s3://") {
         bail!("--to-store must be an s3:// URL");
     }
-    let source = open_archive(data, &config).await?;
+    // The source records the migration in its trail, which is then copied.
+    let source = open_audited_archive(data, &config).await?;
     let mut target_config = config.clone();
     target_config.index.url = to_index.to_string();
     target_config.store.url = to_store.to_string();
@@ -38,17 +39,44 @@ pub async fn run(data: &Path, to_index: &str, to_store: &str) -> Result<bool> {
         })
         .await?;
     bar.finish_and_clear();
+    let mut e = custos_core::audit::AuditEvent::new(
+        custos_core::audit::EventId::Export,
+        'R',
+        if report.failed.is_empty() {
+            custos_core::audit::Outcome::Success
+        } else {
+            custos_core::audit::Outcome::SeriousFailure
+        },
+    );
+    e.user = crate::audit_cmd::cli_user();
+    e.detail = format!(
+        "migrated to index {} and store {}: {} instances copied, {} already there, {} failed",
+        redact_url(to_index),
+        to_store.split('?').next().unwrap_or(to_store),
+        report.copied,
+        report.already_there,
+        report.failed.len()
+    );
+    source.audit(e).await;
+    source.flush_audit().await;
+    let records = source
+        .copy_audit_to(&target)
+        .await
+        .map_err(|e| anyhow::anyhow!("copying the audit trail: {e}"))?;
     println!(
         "{} copied and verified, {} already in the target, {} failed",
         report.copied,
         report.already_there,
         report.failed.len()
     );
+    println!("{records} audit records copied (the trail goes on in the new index)");
     for (uid, why) in &report.failed {
         println!("failed: SOP Instance UID {uid}: {why}");
     }
     if report.failed.is_empty() {
-        println!("point [index] url and [store] url at the new backends when every node is ready");
+        println!(
+            "point [index] url and [store] url at the new backends when every node is ready (stop the nodes and run this once more first: it copies what arrived meanwhile, audit records included)"
+        );
     }
     Ok(report.failed.is_empty())
 }

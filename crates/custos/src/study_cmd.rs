@@ -124,9 +124,7 @@ fn changes(set: &[String]) -> Result<Vec<custos_archive::corrections::AttributeC
 
 /// The command line's user, for audit records.
 fn by() -> String {
-    std::env::var("USER")
-        .map(|u| format!("cli:{u}"))
-        .unwrap_or_else(|_| "cli".into())
+    crate::audit_cmd::cli_user()
 }
 
 pub async fn patient(data: &Path, command: PatientCommand) -> Result<()> {

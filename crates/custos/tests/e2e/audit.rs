@@ -448,6 +448,13 @@ fn cutting_emptying_retiming_or_rehashing_the_trail_is_detected() {
     tamper(&data, "DELETE FROM audit");
     let (ok, out) = verify(&data);
     assert!(!ok && out.contains("empty"), "{out}");
+    // ... and the trail begun again by the next record written (keyed with
+    // the same key, linked from the start): still not the trail this node
+    // wrote to.
+    data.add_peer("A5", "127.0.0.1", 104, "echo");
+    assert_eq!(data.audit_export().len(), 1, "one record since the wipe");
+    let (ok, out) = verify(&data);
+    assert!(!ok && out.contains("begun again"), "{out}");
 
     // The time of a record moved: the time is under the link.
     copy_index(&backup, &live);

@@ -259,12 +259,40 @@ fn migrate_embedded_archive_to_postgres_and_s3() {
         "{}",
         again.stdout()
     );
+    // The audit trail came along, record for record: the same data folder
+    // pointed at the new index verifies it (its checkpoint included), and
+    // the migrations themselves are in it.
+    let on_new_index = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_custos"))
+            .args(args)
+            .arg("--data")
+            .arg(&embedded.path)
+            .env("CUSTOS_INDEX_URL", &url)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, out) = on_new_index(&["audit", "verify"]);
+    assert!(ok && out.contains("intact"), "{out}");
+    let (_, exported) = on_new_index(&["audit", "export"]);
+    assert_eq!(
+        exported.matches("migrated to index").count(),
+        2,
+        "{exported}"
+    );
+    assert!(exported.contains("imported 5 instances"), "{exported}");
 
     // A node on the new backends: fsck re-hashes every blob against the
     // SHA-256 carried over (so each is byte-identical to the source), and
     // DICOM retrieval returns what was imported.
     let unused = std::env::temp_dir().join("custos-unused-blob-folder");
     let node = node("migrate-dst", &url, &unused, Some(&s3));
+    // Another node on the migrated index holds the trail's key, as every
+    // node sharing an index does.
+    std::fs::copy(embedded.path.join("audit.key"), node.path.join("audit.key")).unwrap();
     let fsck = node.cli(&["fsck"]).success();
     assert!(
         fsck.stdout()
