@@ -124,6 +124,18 @@ impl Association {
         e
     }
 
+    /// Records a refused request (a security alert; repeated ones are
+    /// coalesced into one record with a count).
+    pub(crate) async fn refused(&self, why: &str) {
+        let mut e = self.event(
+            custos_core::audit::EventId::SecurityAlert,
+            'E',
+            custos_core::audit::Outcome::MinorFailure,
+        );
+        e.detail = format!("DIMSE request refused: {why}");
+        self.archive.audit(e).await;
+    }
+
     pub fn peer_ae(&self) -> &str {
         self.principal.name()
     }
@@ -334,6 +346,9 @@ impl Association {
                 send_message(&mut self.assoc, pc, &rsp, None).await
             }
             Sink::Discard(st, why) => {
+                if st == status::NOT_AUTHORIZED {
+                    self.refused("store is not granted to this peer").await;
+                }
                 self.count_instance(st);
                 let mut rsp = cmd.response(field::C_STORE_RSP, st);
                 rsp.error_comment = Some(why);
@@ -417,6 +432,8 @@ impl Association {
         }
         if !self.principal.may(action) {
             info!(calling = self.peer_ae(), %action, "request refused: not permitted");
+            self.refused(&format!("{action} is not granted to this peer"))
+                .await;
             let r = refuse(status::NOT_AUTHORIZED, "not authorized");
             return send_message(&mut self.assoc, pc, &r, None).await;
         }

@@ -433,6 +433,11 @@ impl Association {
         };
         let Some((dest, host)) = dest else {
             info!(calling = self.peer_ae(), destination = %dest_ae, "C-MOVE refused: destination is not a registered peer with one host");
+            let shown: String = dest_ae.chars().take(16).collect();
+            self.refused(&format!(
+                "C-MOVE to `{shown}`, not a registered peer with one host"
+            ))
+            .await;
             let mut r = cmd.response(field::C_MOVE_RSP, status::MOVE_DESTINATION_UNKNOWN);
             r.error_comment = Some("move destination unknown".into());
             return send_message(&mut self.assoc, pc, &r, None).await;

@@ -118,7 +118,7 @@ pub trait PeerEcho: Send + Sync {
 pub struct ClientAddr(pub SocketAddr);
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let protected = routes::protected()
+    let protected = routes::protected(state.clone())
         .fallback(|| async { error::ApiError::not_found() })
         .layer(middleware::from_fn_with_state(
             state.clone(),

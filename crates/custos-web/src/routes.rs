@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -430,14 +430,33 @@ pub fn table() -> Vec<(Method, &'static str, Need)> {
 }
 
 /// The authenticated routes, each behind the check of what it needs.
-pub(crate) fn protected() -> axum::Router<Arc<AppState>> {
+pub(crate) fn protected(state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
     let mut router = axum::Router::new();
     for (_, path, need, handler) in routes() {
         let handler = match need {
             Need::Authenticated => handler,
-            Need::Right(action) => handler.route_layer(middleware::from_fn(
-                move |Extension(p): Extension<Principal>, request: Request, next: Next| async move {
-                    crate::auth::require(&p, action)?;
+            Need::Right(action) => handler.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                move |State(s): State<Arc<AppState>>,
+                      Extension(p): Extension<Principal>,
+                      request: Request,
+                      next: Next| async move {
+                    if let Err(refusal) = crate::auth::require(&p, action) {
+                        // Recorded as a security alert (repeated ones are
+                        // coalesced into one record with a count).
+                        let mut e = crate::audit::event(
+                            custos_core::audit::EventId::SecurityAlert,
+                            'E',
+                            custos_core::audit::Outcome::MinorFailure,
+                        );
+                        let route: String = path.chars().take(200).collect();
+                        e.detail = format!(
+                            "HTTP request refused: {} {route} needs the {action} right",
+                            request.method()
+                        );
+                        s.archive.audit(e).await;
+                        return Err(refusal);
+                    }
                     Ok::<Response, ApiError>(next.run(request).await)
                 },
             )),

@@ -180,6 +180,12 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
         eprintln!("{}", r["record"]);
     }
     let peer_is = |ae: &'static str| move |b: &Value| b["peer"] == ae;
+    // A request refused for want of a right is a security alert, with who.
+    assert!(has(&records, 110113, |b| b["user"] == "rad"
+        && b["source"] == "127.0.0.1"
+        && b["detail"].as_str().unwrap().contains(
+            "HTTP request refused: GET /api/audit needs the audit right"
+        )));
     assert!(has(&records, 110100, |b| b["detail"]
         .as_str()
         .unwrap()

@@ -1,6 +1,8 @@
 //! DCMTK's own tools (Debian `dcmtk`) against Custos: echoscu, storescu,
 //! findscu, getscu, and movescu with its own receiver.
 
+use std::time::Duration;
+
 use crate::common::*;
 
 fn received(dir: &std::path::Path) -> Vec<String> {
@@ -174,6 +176,23 @@ fn dcmtk_tools_store_find_get_move() {
         ],
     );
     assert!(!mv.stderr().contains("Success"), "{}", mv.stderr());
+    // Each refusal is in the audit trail, as a security alert with the peer.
+    for (peer, why) in [
+        ("VIEWONLY", "store is not granted to this peer"),
+        ("DCMTK", "C-MOVE to `ELSEWHERE`, not a registered peer"),
+    ] {
+        wait_until(
+            &format!("a security alert: {why}"),
+            Duration::from_secs(10),
+            || {
+                data.audit_export().iter().any(|e| {
+                    e["record"]["event"]["code"] == 110113
+                        && e["record"]["peer"] == peer
+                        && e.to_string().contains(why)
+                })
+            },
+        );
+    }
     let _ = std::fs::remove_dir_all(&out);
 }
 
