@@ -60,6 +60,30 @@ pub enum Destination {
 }
 
 /// Unix seconds now.
+/// The audit record of a study queued by hand for `destination` (`n`
+/// instances), for the caller to add who: the forwarding worker's own
+/// record, when the instances leave, cannot name the user.
+pub fn sent_by_hand(study: &str, destination: &str, n: usize) -> custos_core::audit::AuditEvent {
+    use custos_core::audit::{AuditEvent, EventId, Outcome};
+    let mut e = AuditEvent::new(EventId::InstancesTransferred, 'E', Outcome::Success);
+    e.peer = destination.to_string();
+    e.detail = format!("study queued for sending to {destination} ({n} instances)");
+    e.study_uids = vec![study.to_string()];
+    e
+}
+
+/// The audit record of forwarding job `id` queued again (`retry`) or
+/// cancelled by hand, for the caller to add who.
+pub fn job_changed(id: i64, retry: bool) -> custos_core::audit::AuditEvent {
+    use custos_core::audit::{AuditEvent, EventId, Outcome};
+    let mut e = AuditEvent::new(EventId::InstancesTransferred, 'E', Outcome::Success);
+    e.detail = format!(
+        "forwarding job {id} {}",
+        if retry { "queued again" } else { "cancelled" }
+    );
+    e
+}
+
 pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -367,28 +367,35 @@ async fn delete(
     if let Some(se) = &series {
         check_uid(se)?;
     }
-    let removed = s
-        .archive
-        .delete(&study, series.as_deref())
-        .await
-        .map_err(|e| ApiError::internal("deleting", e))?;
-    if removed == 0 {
-        return Err(ApiError::not_found());
-    }
+    // The patient is looked up while the study's rows still exist: an
+    // auditor searching by patient finds the deletion.
     let mut e = crate::audit::event(
         custos_core::audit::EventId::StudyDeleted,
         'D',
         custos_core::audit::Outcome::Success,
     );
     e.study_uids.push(study.clone());
-    e.detail = format!(
-        "deleted {}{}: {removed} instances",
-        study,
+    s.archive.name_patients(&mut e).await;
+    let what = format!(
+        "{study}{}",
         series
             .as_deref()
             .map(|x| format!(" series {x}"))
             .unwrap_or_default()
     );
+    let removed = match s.archive.delete(&study, series.as_deref()).await {
+        Ok(n) => n,
+        Err(err) => {
+            e.outcome = custos_core::audit::Outcome::SeriousFailure;
+            e.detail = format!("deleting {what} failed");
+            s.archive.audit(e).await;
+            return Err(ApiError::internal("deleting", err));
+        }
+    };
+    if removed == 0 {
+        return Err(ApiError::not_found());
+    }
+    e.detail = format!("deleted {what}: {removed} instances");
     s.archive.audit(e).await;
     tracing::info!(
         by = p.name(),
@@ -521,15 +528,7 @@ async fn change_job(s: &AppState, p: &Principal, id: &str, retry: bool) -> Resul
         retry,
         "job changed through the API"
     );
-    let mut e = crate::audit::event(
-        custos_core::audit::EventId::InstancesTransferred,
-        'E',
-        custos_core::audit::Outcome::Success,
-    );
-    e.detail = format!(
-        "forwarding job {id} {}",
-        if retry { "queued again" } else { "cancelled" }
-    );
+    let e = crate::audit::by_caller(custos_archive::routing::job_changed(id, retry));
     s.archive.audit(e).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -561,19 +560,11 @@ pub async fn send_study(
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such study"));
     }
     tracing::info!(by = p.name(), destination = %body.destination, instances = n, "study queued for sending");
-    // Who sent it where: the forwarding worker's own record, when the
-    // instances leave, cannot name the user.
-    let mut e = crate::audit::event(
-        custos_core::audit::EventId::InstancesTransferred,
-        'E',
-        custos_core::audit::Outcome::Success,
-    );
-    e.peer = body.destination.clone();
-    e.detail = format!(
-        "study queued for sending to {} ({n} instances)",
-        body.destination
-    );
-    e.study_uids = vec![study.clone()];
+    let mut e = crate::audit::by_caller(custos_archive::routing::sent_by_hand(
+        &study,
+        &body.destination,
+        n,
+    ));
     s.archive.name_patients(&mut e).await;
     s.archive.audit(e).await;
     Ok((StatusCode::ACCEPTED, Json(json!({ "queued": n }))).into_response())

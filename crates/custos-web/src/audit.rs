@@ -25,6 +25,15 @@ pub fn event(id: EventId, action: char, outcome: Outcome) -> AuditEvent {
     e
 }
 
+/// `e` with the current request's user and address.
+pub fn by_caller(mut e: AuditEvent) -> AuditEvent {
+    let _ = CALLER.try_with(|c| {
+        e.user = c.user.clone();
+        e.source = c.source.clone();
+    });
+    e
+}
+
 pub fn caller_of(p: &Principal, source: Option<std::net::IpAddr>) -> Caller {
     Caller {
         user: p.name().to_string(),

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use custos_core::routing::JobState;
 
 use crate::config::Config;
-use crate::data::open_archive;
+use crate::data::open_audited_archive;
 
 #[derive(Subcommand)]
 pub enum JobsCommand {
@@ -40,7 +40,7 @@ pub enum JobsCommand {
 
 pub async fn run(data: &Path, command: JobsCommand) -> Result<()> {
     let config = Config::load(data)?;
-    let archive = open_archive(data, &config).await?;
+    let archive = open_audited_archive(data, &config).await?;
     match command {
         JobsCommand::List { state, limit } => {
             let state = match state.as_deref() {
@@ -66,12 +66,20 @@ pub async fn run(data: &Path, command: JobsCommand) -> Result<()> {
             if !archive.retry_job(id).await? {
                 bail!("no failed or cancelled job {id}");
             }
+            let mut e = custos_archive::routing::job_changed(id, true);
+            e.user = crate::audit_cmd::cli_user();
+            archive.audit(e).await;
+            archive.flush_audit().await;
             println!("job {id} queued again");
         }
         JobsCommand::Cancel { id } => {
             if !archive.cancel_job(id).await? {
                 bail!("no pending or failed job {id}");
             }
+            let mut e = custos_archive::routing::job_changed(id, false);
+            e.user = crate::audit_cmd::cli_user();
+            archive.audit(e).await;
+            archive.flush_audit().await;
             println!("job {id} cancelled");
         }
         JobsCommand::Send { study, to } => {
@@ -80,6 +88,11 @@ pub async fn run(data: &Path, command: JobsCommand) -> Result<()> {
             if n == 0 {
                 bail!("no instances of study {study}");
             }
+            let mut e = custos_archive::routing::sent_by_hand(&study, &to, n);
+            e.user = crate::audit_cmd::cli_user();
+            archive.name_patients(&mut e).await;
+            archive.audit(e).await;
+            archive.flush_audit().await;
             println!("{n} instances queued for {to}");
         }
     }

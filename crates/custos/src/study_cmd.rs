@@ -160,10 +160,13 @@ pub async fn run(data: &Path, command: RetentionCommand) -> Result<()> {
     if config.retention.policies.is_empty() {
         bail!("no [[retention.policy]] in custos.toml: nothing to do");
     }
+    // The records of what was deleted are written even if a later
+    // deletion failed.
     let report = archive
         .retention_pass(now, !dry_run, "custos retention")
-        .await?;
+        .await;
     archive.flush_audit().await;
+    let report = report?;
     for (s, policy) in &report.deleted {
         println!(
             "{}\t{}\t{}\t{policy}",

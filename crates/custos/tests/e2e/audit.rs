@@ -237,8 +237,10 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
         })
         .count();
     assert_eq!(token_logins, 1);
+    // The deletion names the patient (looked up before the rows went).
     assert!(has(&records, 110105, |b| b["user"] == "boss"
-        && b["studies"] == json!([CT_STUDY])));
+        && b["studies"] == json!([CT_STUDY])
+        && b["patients"].to_string().contains("1CT1")));
     assert!(has(&records, 110113, |b| b["detail"]
         == "user rad added with role radiologist"));
     assert!(

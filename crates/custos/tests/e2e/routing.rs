@@ -174,6 +174,18 @@ fn routes_forward_matching_instances_and_retry_until_the_destination_answers() {
                 && r["studies"] == serde_json::json!(["1.2.826.0.1.3680043.2.1125.88.1"])),
         "the API's send is not audited with its user"
     );
+    // The command line's send too, with the account that ran it.
+    assert!(
+        trail
+            .iter()
+            .map(|e| &e["record"])
+            .any(|r| r["event"]["code"] == 110104
+                && r["action"] == "E"
+                && r["user"].as_str().is_some_and(|u| u.starts_with("cli"))
+                && r["peer"] == "DEST"
+                && r["studies"] == serde_json::json!(["1.2.826.0.1.3680043.2.1125.88.1"])),
+        "`custos jobs send` is not audited"
+    );
     server.stop();
 }
 
