@@ -162,28 +162,23 @@ fn routes_forward_matching_instances_and_retry_until_the_destination_answers() {
             .any(|e| e.to_string().contains("forwarded") && e.to_string().contains("DEST")),
         "forwards are audited"
     );
-    // The order to send, with who gave it.
-    assert!(
-        trail
-            .iter()
-            .map(|e| &e["record"])
-            .any(|r| r["event"]["code"] == 110104
+    // The order to send, with who gave it: through the API, and on the
+    // command line (the account that ran it).
+    let sent_by = |user: &dyn Fn(&str) -> bool| {
+        trail.iter().map(|e| &e["record"]).any(|r| {
+            r["event"]["code"] == 110104
                 && r["action"] == "E"
-                && r["user"] == "admin2"
+                && r["user"].as_str().is_some_and(user)
                 && r["peer"] == "DEST"
-                && r["studies"] == serde_json::json!(["1.2.826.0.1.3680043.2.1125.88.1"])),
+                && r["studies"] == serde_json::json!(["1.2.826.0.1.3680043.2.1125.88.1"])
+        })
+    };
+    assert!(
+        sent_by(&|u| u == "admin2"),
         "the API's send is not audited with its user"
     );
-    // The command line's send too, with the account that ran it.
     assert!(
-        trail
-            .iter()
-            .map(|e| &e["record"])
-            .any(|r| r["event"]["code"] == 110104
-                && r["action"] == "E"
-                && r["user"].as_str().is_some_and(|u| u.starts_with("cli"))
-                && r["peer"] == "DEST"
-                && r["studies"] == serde_json::json!(["1.2.826.0.1.3680043.2.1125.88.1"])),
+        sent_by(&|u| u.starts_with("cli")),
         "`custos jobs send` is not audited"
     );
     server.stop();
