@@ -216,22 +216,33 @@ async fn forward(
             .iter()
             .map(|_| {
                 let why = Failure::Transient(format!("index unavailable: {e}"));
-                (Err(why), Vec::new())
+                (Err(why), Vec::new(), 0)
             })
             .collect(),
     };
-    // What went: instances by count; studies named by study jobs directly,
-    // looked up only for single instances.
+    // What went, and what did not: instances by count; studies named by
+    // study jobs directly, looked up only for single instances. Instances
+    // that arrived count even when others of their job failed (the job is
+    // tried again, whole); failures are recorded too.
     let mut sent = 0;
-    let mut single: Vec<String> = Vec::new();
-    let mut studies: Vec<String> = Vec::new();
-    for (job, (outcome, uids)) in jobs.iter().zip(outcomes) {
-        if outcome.is_ok() {
-            sent += uids.len();
+    let (mut single, mut studies) = (Vec::new(), Vec::new());
+    let (mut failed, mut failed_studies, mut why) = (0, Vec::new(), None);
+    for (job, (outcome, delivered, undelivered)) in jobs.iter().zip(outcomes) {
+        sent += delivered.len();
+        failed += undelivered;
+        if !delivered.is_empty() {
             match job.scope {
                 JobScope::Study => studies.push(job.uid.clone()),
-                _ => single.extend(uids),
+                _ => single.extend(delivered),
             }
+        }
+        if let Err(f) = &outcome {
+            if job.scope == JobScope::Study {
+                failed_studies.push(job.uid.clone());
+            }
+            why.get_or_insert_with(|| match f {
+                Failure::Transient(w) | Failure::Permanent(w) => w.clone(),
+            });
         }
         if let Err(e) = archive.record_attempt(job, outcome, policy).await {
             // The lease runs out and the job is tried again.
@@ -252,31 +263,86 @@ async fn forward(
         archive.name_patients(&mut e).await;
         archive.audit(e).await;
     }
+    if let Some(why) = why {
+        let mut e = AuditEvent::new(EventId::InstancesTransferred, 'R', Outcome::MinorFailure);
+        e.peer = destination.to_string();
+        let why: String = why.chars().take(200).collect();
+        e.detail = format!("forwarding {failed} instances to {destination} failed: {why}");
+        e.study_uids = failed_studies;
+        archive.name_patients(&mut e).await;
+        archive.audit(e).await;
+    }
 }
 
-/// One outcome per job from one per instance: a job succeeds when all its
-/// instances did; a job with no instance left is failed for good.
-fn per_job(
-    sets: &[Vec<StoredInstance>],
-    sent: Vec<Result<(), Failure>>,
-) -> Vec<(Result<(), Failure>, Vec<String>)> {
+/// One outcome per job from one per instance, with the instances that
+/// arrived and how many did not: a job succeeds when all its instances did;
+/// a job with no instance left is failed for good.
+fn per_job(sets: &[Vec<StoredInstance>], sent: Vec<Result<(), Failure>>) -> Vec<JobOutcome> {
     let mut sent = sent.into_iter();
     sets.iter()
         .map(|set| {
             if set.is_empty() {
                 let gone = Failure::Permanent("nothing of it is stored any more".into());
-                return (Err(gone), Vec::new());
+                return (Err(gone), Vec::new(), 0);
             }
             // Every instance's outcome is taken, the first failure kept.
             let mut outcome = Ok(());
-            for _ in set {
+            let (mut delivered, mut undelivered) = (Vec::new(), 0);
+            for instance in set {
                 let one = sent
                     .next()
                     .unwrap_or_else(|| Err(Failure::Transient("no outcome".into())));
+                if one.is_ok() {
+                    delivered.push(instance.sop_instance_uid.clone());
+                } else {
+                    undelivered += 1;
+                }
                 outcome = outcome.and(one);
             }
-            let uids = set.iter().map(|i| i.sop_instance_uid.clone()).collect();
-            (outcome, uids)
+            (outcome, delivered, undelivered)
         })
         .collect()
+}
+
+/// A job's outcome, the UIDs of its instances that arrived, and how many did not.
+type JobOutcome = (Result<(), Failure>, Vec<String>, usize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(uid: &str) -> StoredInstance {
+        StoredInstance {
+            sop_instance_uid: uid.into(),
+            sop_class_uid: String::new(),
+            transfer_syntax_uid: String::new(),
+            blob_key: String::new(),
+            size: 0,
+            sha256: String::new(),
+        }
+    }
+
+    #[test]
+    fn instances_that_arrived_count_even_when_their_job_failed() {
+        let sets = vec![
+            vec![instance("a"), instance("b")],
+            vec![instance("c")],
+            vec![],
+        ];
+        let sent = vec![Ok(()), Err(Failure::Transient("refused".into())), Ok(())];
+        let out = per_job(&sets, sent);
+        assert!(matches!(&out[0].0, Err(Failure::Transient(w)) if w == "refused"));
+        assert_eq!(
+            (out[0].1.as_slice(), out[0].2),
+            (["a".to_string()].as_slice(), 1)
+        );
+        assert!(out[1].0.is_ok());
+        assert_eq!(
+            (out[1].1.as_slice(), out[1].2),
+            (["c".to_string()].as_slice(), 0)
+        );
+        // Nothing of it stored any more: failed for good, nothing sent.
+        assert!(matches!(out[2].0, Err(Failure::Permanent(_))));
+        assert!(out[2].1.is_empty());
+    }
 }

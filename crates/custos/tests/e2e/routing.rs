@@ -85,6 +85,21 @@ fn routes_forward_matching_instances_and_retry_until_the_destination_answers() {
             pending.len() == 2 && pending.iter().all(|j| j[2] != "0" && !j[6].is_empty())
         },
     );
+    // The failed attempts are in the audit trail, with the destination.
+    wait_until(
+        "the failed forwards audited",
+        Duration::from_secs(10),
+        || {
+            data.audit_export().iter().map(|e| &e["record"]).any(|r| {
+                r["event"]["code"] == 110104
+                    && r["outcome"] == 4
+                    && r["peer"] == "DEST"
+                    && r["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("instances to DEST failed"))
+            })
+        },
+    );
     // It comes up: both arrive, byte for byte, and nothing else.
     let received = data.path.with_extension("received");
     let log = data.path.with_extension("storescp.log");
