@@ -235,6 +235,11 @@ pub struct AuditTrail {
     replaced: Arc<std::sync::atomic::AtomicBool>,
     /// Whether the index's first record was compared with `first` yet.
     compared: Arc<std::sync::atomic::AtomicBool>,
+    /// The newest record this node wrote (sequence number, link), from its
+    /// checkpoint at first: checked to be still in the trail before each
+    /// append, so that records removed from the end are not covered up by
+    /// the next ones.
+    last: Arc<std::sync::Mutex<Option<(i64, String)>>>,
 }
 
 /// Why a trail cannot be written or checked.
@@ -298,20 +303,26 @@ impl AuditTrail {
         };
         let checkpoint = dir.join(CHECKPOINT_FILE);
         let first = std::sync::OnceLock::new();
-        if let Some(named) = std::fs::read_to_string(&checkpoint)
+        let named = std::fs::read_to_string(&checkpoint)
             .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|c| c["first"].as_str().map(str::to_string))
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        if let Some(f) = named
+            .as_ref()
+            .and_then(|c| c["first"].as_str())
             .filter(|f| !f.is_empty())
         {
-            let _ = first.set(named);
+            let _ = first.set(f.to_string());
         }
+        let last = named
+            .as_ref()
+            .and_then(|c| Some((c["seq"].as_i64()?, c["link"].as_str()?.to_string())));
         Ok(AuditTrail {
             key,
             checkpoint,
             first,
             replaced: Arc::default(),
             compared: Arc::default(),
+            last: Arc::new(std::sync::Mutex::new(last)),
         })
     }
 
@@ -336,7 +347,22 @@ impl AuditTrail {
         entries: Vec<(String, String)>,
     ) -> Result<String, IndexError> {
         use std::sync::atomic::Ordering;
+        let mine = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some((seq, link)) = mine
+            && !self.replaced.load(Ordering::Relaxed)
+        {
+            let at = index.audit_after(seq - 1, 1).await?.pop();
+            if at.is_none_or(|r| r.seq != seq || r.hash != link) {
+                self.replaced.store(true, Ordering::Relaxed);
+                tracing::error!(
+                    seq,
+                    checkpoint = %self.checkpoint.display(),
+                    "AUDIT TRAIL CUT: a record this node wrote is missing or rewritten; the checkpoint is kept, `custos audit verify` reports the break"
+                );
+            }
+        }
         let (seq, link) = index.append_audit(&self.key, entries).await?;
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((seq, link.clone()));
         // The checkpoint names its trail by the first record's link; once per
         // process the index's trail is checked to begin with it.
         if !self.compared.load(Ordering::Relaxed) {

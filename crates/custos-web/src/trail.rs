@@ -143,7 +143,19 @@ pub async fn verify(
             "this server writes no audit trail",
         )
     })??;
-    record_use(&s, "verified the chain through the API".into()).await;
+    match &check.broken {
+        None => record_use(&s, "verified the chain through the API".into()).await,
+        Some(why) => {
+            let mut e = crate::audit::event(
+                custos_core::audit::EventId::SecurityAlert,
+                'E',
+                custos_core::audit::Outcome::SeriousFailure,
+            );
+            let why: String = why.chars().take(400).collect();
+            e.detail = format!("audit trail verification found a break: {why}");
+            s.archive.audit(e).await;
+        }
+    }
     Ok(Json(json!({
         "verified": check.broken.is_none(),
         "records": check.walk.good,

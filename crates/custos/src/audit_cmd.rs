@@ -47,6 +47,17 @@ pub async fn run(data: &Path, command: AuditCommand) -> Result<bool> {
             let (count, legacy) = (check.walk.good, check.walk.legacy);
             if let Some(why) = check.broken {
                 println!("audit trail BROKEN: {why} (after {count} good records)");
+                // The finding itself goes into the trail (a security alert).
+                let why: String = why.chars().take(400).collect();
+                record_outcome(
+                    data,
+                    index.as_ref(),
+                    EventId::SecurityAlert,
+                    'E',
+                    Outcome::SeriousFailure,
+                    format!("audit trail verification found a break: {why}"),
+                )
+                .await;
                 return Ok(false);
             }
             let head = check.walk.head;
@@ -117,7 +128,19 @@ pub fn cli_user() -> String {
 
 /// Appends one event by the command line's user, loudly if that fails.
 pub async fn record(data: &Path, index: &dyn AuditLog, id: EventId, action: char, detail: String) {
-    let mut e = AuditEvent::new(id, action, Outcome::Success);
+    record_outcome(data, index, id, action, Outcome::Success, detail).await
+}
+
+/// [`record`] with an outcome other than success.
+pub async fn record_outcome(
+    data: &Path,
+    index: &dyn AuditLog,
+    id: EventId,
+    action: char,
+    outcome: Outcome,
+    detail: String,
+) {
+    let mut e = AuditEvent::new(id, action, outcome);
     e.user = cli_user();
     e.detail = detail;
     let written = match AuditTrail::open(data, index).await {
