@@ -240,6 +240,10 @@ pub struct AuditTrail {
     /// append, so that records removed from the end are not covered up by
     /// the next ones.
     last: Arc<std::sync::Mutex<Option<(i64, String)>>>,
+    /// The index the trail is in (`AuditLog::audit_identity`): a checkpoint
+    /// written for another index (a data folder pointed at a new one) is
+    /// not held against this one's trail.
+    identity: String,
 }
 
 /// Why a trail cannot be written or checked.
@@ -303,9 +307,11 @@ impl AuditTrail {
         };
         let checkpoint = dir.join(CHECKPOINT_FILE);
         let first = std::sync::OnceLock::new();
+        let identity = index.audit_identity();
         let named = std::fs::read_to_string(&checkpoint)
             .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .filter(|c| c["index"].as_str() == Some(identity.as_str()));
         if let Some(f) = named
             .as_ref()
             .and_then(|c| c["first"].as_str())
@@ -323,6 +329,7 @@ impl AuditTrail {
             replaced: Arc::default(),
             compared: Arc::default(),
             last: Arc::new(std::sync::Mutex::new(last)),
+            identity,
         })
     }
 
@@ -383,7 +390,7 @@ impl AuditTrail {
             self.compared.store(true, Ordering::Relaxed);
         }
         let first = self.first.get().cloned().unwrap_or_default();
-        Ok(json!({ "first": first, "seq": seq, "link": link }).to_string())
+        Ok(json!({ "first": first, "seq": seq, "link": link, "index": self.identity }).to_string())
     }
 
     /// Replaces this node's checkpoint file with `text` (atomically, by rename).
@@ -467,7 +474,18 @@ impl AuditTrail {
         // link alone.
         let first = index.audit_after(0, 1).await?.pop().map(|r| r.hash);
         let seq = checkpoint["seq"].as_i64().unwrap_or(i64::MAX);
-        if let Some(named) = checkpoint["first"].as_str()
+        let same_index = checkpoint["index"].as_str().map(|i| i == self.identity);
+        if same_index == Some(false) {
+            // Written for another index: nothing to hold this trail to.
+            return Ok(ChainCheck { walk, broken: None });
+        }
+        let named = checkpoint["first"].as_str();
+        if same_index.is_none() && named.is_some() && first.as_deref() != named {
+            // A checkpoint from before they named their index, of another
+            // trail (the folder pointed elsewhere since).
+            return Ok(ChainCheck { walk, broken: None });
+        }
+        if let Some(named) = named
             && first.as_deref() != Some(named)
         {
             return Ok(ChainCheck::broken(

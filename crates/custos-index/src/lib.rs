@@ -265,6 +265,9 @@ pub trait AuditLog: Send + Sync + 'static {
         entries: Vec<(String, String)>,
     ) -> Result<(i64, String), IndexError>;
 
+    /// Which index this is (its file, or its database's hosts, ports and
+    /// name; never credentials): a node's checkpoint is about one index.
+    fn audit_identity(&self) -> String;
     /// Copies records of another index's trail as they are (`custos
     /// migrate`): only onto this trail's head (`records[0]` follows it, by
     /// sequence number and link, or starts an empty trail), in one

@@ -26,6 +26,8 @@ use crate::{
 
 pub struct PgIndex {
     pub(crate) pool: Pool,
+    /// Which database this is (hosts, ports, name; no credentials).
+    identity: String,
 }
 
 pub(crate) fn pg(e: tokio_postgres::Error) -> IndexError {
@@ -55,6 +57,27 @@ impl PgIndex {
     /// Connects to `url` (`postgres://user@host:port/db`) and runs pending migrations.
     pub async fn connect(url: &str) -> Result<PgIndex, IndexError> {
         let target = crate::pg_connect::parse(url)?;
+        let hosts: Vec<String> = target
+            .config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        let ports: Vec<String> = target
+            .config
+            .get_ports()
+            .iter()
+            .map(u16::to_string)
+            .collect();
+        let identity = format!(
+            "postgres://{}:{}/{}",
+            hosts.join(","),
+            ports.join(","),
+            target.config.get_dbname().unwrap_or("")
+        );
         let settings = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
@@ -76,7 +99,7 @@ impl PgIndex {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(pool_err)?;
-        let index = PgIndex { pool };
+        let index = PgIndex { pool, identity };
         index.migrate().await?;
         Ok(index)
     }
@@ -800,6 +823,10 @@ impl Registry for PgIndex {
 
 #[async_trait]
 impl AuditLog for PgIndex {
+    fn audit_identity(&self) -> String {
+        self.identity.clone()
+    }
+
     async fn append_audit(
         &self,
         key: &AuditKey,

@@ -866,6 +866,11 @@ impl Registry for SqliteIndex {
 
 #[async_trait]
 impl AuditLog for SqliteIndex {
+    fn audit_identity(&self) -> String {
+        let path = std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
+        format!("sqlite:{}", path.display())
+    }
+
     async fn append_audit(
         &self,
         key: &AuditKey,
