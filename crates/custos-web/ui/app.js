@@ -124,7 +124,8 @@ function showBar() {
 
 // ---- study list ----
 
-const INCLUDE = ["00100030", "00100040", "00080061", "00081030", "00080050", "00201206", "00201208"];
+const INCLUDE = ["00100030", "00100040", "00080061", "00081030", "00080050", "00201206", "00201208",
+  "00100021", "00200010", "00080030", "00080090"];
 const list = { filters: {}, offset: 0, sort: null, rows: [] };
 const PAGE = 50;
 
@@ -258,7 +259,14 @@ function studyList() {
 // Study corrections (admin): the patient and study attributes the server
 // rewrites into every stored file; the page reloads with the new values.
 function correctForm(uid, study) {
-  const fields = [["PatientID", "00100020"], ["PatientName", "00100010"], ["AccessionNumber", "00080050"], ["StudyDescription", "00081030"]];
+  // One form at a time: the button opens it, or closes it again.
+  const open = main.querySelector("form.correct");
+  if (open) { open.remove(); return; }
+  // Every attribute the server corrects (archive::corrections::CORRECTABLE).
+  const fields = [["PatientID", "00100020"], ["PatientName", "00100010"], ["PatientBirthDate", "00100030"],
+    ["PatientSex", "00100040"], ["IssuerOfPatientID", "00100021"], ["AccessionNumber", "00080050"],
+    ["StudyID", "00200010"], ["StudyDescription", "00081030"], ["StudyDate", "00080020"], ["StudyTime", "00080030"],
+    ["ReferringPhysicianName", "00080090"]];
   // As stored (a person name with its ^ separators), to edit and compare.
   const raw = (tag) => { const v = study[tag] && study[tag].Value && study[tag].Value[0]; return v && typeof v === "object" ? v.Alphabetic || "" : v ? String(v) : ""; };
   const inputs = fields.map(([k, tag]) => el("input", { name: `correct-${k}`, value: raw(tag), "aria-label": k }));
@@ -280,6 +288,8 @@ function correctForm(uid, study) {
 // De-identification (PS3.15 Basic Profile and options): a ZIP to download,
 // or, with the store right, a copy kept in the archive as a new study.
 function deidentifyForm(uid) {
+  const open = main.querySelector("form.deidentify");
+  if (open) { open.remove(); return; }
   const options = [["retain-dates", "Keep dates, shifted per patient"], ["retain-patient-characteristics", "Keep sex, age, size, weight"], ["clean-descriptors", "Keep descriptions, cleaned of names and IDs"]];
   const boxes = options.map(([name]) => el("input", { type: "checkbox", name: `deid-${name}` }));
   const project = el("input", { name: "deid-project", value: "default", "aria-label": "Project" });
@@ -340,6 +350,19 @@ async function studyPage(uid) {
     actions.push(el("button", { type: "button", text: "De-identify…", on: { click: () => deidentifyForm(uid) } }));
   }
   if (may("delete")) actions.push(await protectControl(api, uid));
+  // The series shown in the viewer, for "Delete series".
+  let current = null;
+  if (may("delete") && series.length > 1) {
+    actions.push(el("button", { type: "button", class: "danger", text: "Delete series", on: { click: async () => {
+      const s = series.find((x) => value(x, "0020000E") === current);
+      if (!s) return;
+      const label = `${value(s, "00080060")} #${value(s, "00200011")} ${value(s, "0008103E")}`.trim();
+      if (!confirm(`Delete the series ${label} from the archive? This cannot be undone.`)) return;
+      const r = await api(`/api/studies/${encodeURIComponent(uid)}/series/${encodeURIComponent(current)}`, { method: "DELETE" });
+      if (r.ok) { instanceCache.clear(); studyPage(uid); }
+      else alert(`The series was not deleted (${r.status}).`);
+    } } }));
+  }
   if (may("delete")) {
     actions.push(el("button", { type: "button", class: "danger", text: "Delete study", on: { click: async () => {
       if (!confirm("Delete this study from the archive? This cannot be undone.")) return;
@@ -372,6 +395,7 @@ async function studyPage(uid) {
     }).catch(() => {});
   }
   async function select(se, button) {
+    current = se;
     for (const b of buttons) b.classList.toggle("active", b === button);
     const list = await instancesOf(uid, se);
     openViewer(viewerBox, list.map((i) => ({

@@ -44,6 +44,7 @@ export async function auditPage(main, api) {
       el("td", { text: OUTCOMES[rec.outcome] ?? String(rec.outcome ?? "") }),
       el("td", { text: rec.user || "" }), el("td", { text: rec.peer || "" }), el("td", { text: rec.source || "" }),
       el("td", { text: (rec.patients || []).join(", ") }),
+      el("td", { class: "uids", text: (rec.studies || []).join(", ") }),
       el("td", { text: rec.detail || "" }));
   };
   async function load(append) {
@@ -79,7 +80,7 @@ export async function auditPage(main, api) {
       user, patient, event, from, to, el("button", { type: "submit", text: "Search" }), verify),
     verdict,
     el("table", { class: "audit" },
-      el("thead", {}, el("tr", {}, ["#", "Time (UTC)", "Event", "Outcome", "User", "Peer", "Source", "Patients", "Detail"]
+      el("thead", {}, el("tr", {}, ["#", "Time (UTC)", "Event", "Outcome", "User", "Peer", "Source", "Patients", "Studies", "Detail"]
         .map((h) => el("th", { text: h })))),
       tbody),
     el("div", { class: "pager" }, older, status));
