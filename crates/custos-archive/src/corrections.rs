@@ -118,37 +118,49 @@ impl Archive {
             .ok_or(CorrectionError::NotFound)?;
         let instances = self.retrieve_set(query).await?.all().await?;
         let unicode = changes.iter().any(|(_, _, v)| !v.is_ascii());
-        for inst in &instances {
-            let mut obj = self.read_object(inst, false).await?;
-            if unicode {
-                // Text is held decoded; written back as UTF-8 with the new values.
-                obj.put(DataElement::new(
-                    tags::SPECIFIC_CHARACTER_SET,
-                    VR::CS,
-                    PrimitiveValue::from("ISO_IR 192"),
-                ));
+        // Recorded however far it got: a failure part-way has changed the
+        // instances rewritten before it.
+        let mut done = 0;
+        let rewritten: Result<(), CorrectionError> = async {
+            for inst in &instances {
+                let mut obj = self.read_object(inst, false).await?;
+                if unicode {
+                    // Text is held decoded; written back as UTF-8 with the new values.
+                    obj.put(DataElement::new(
+                        tags::SPECIFIC_CHARACTER_SET,
+                        VR::CS,
+                        PrimitiveValue::from("ISO_IR 192"),
+                    ));
+                }
+                for (tag, vr, value) in changes {
+                    obj.put(DataElement::new(
+                        *tag,
+                        *vr,
+                        PrimitiveValue::from(value.as_str()),
+                    ));
+                }
+                let mut bytes = Vec::new();
+                obj.write_all(&mut bytes).map_err(|e| {
+                    CorrectionError::Invalid(format!("cannot write the corrected copy: {e}"))
+                })?;
+                let mut ingest = self.begin_file_ingest().await?;
+                ingest.replace_existing();
+                ingest.write(&bytes).await?;
+                ingest.finish().await?;
+                done += 1;
             }
-            for (tag, vr, value) in changes {
-                obj.put(DataElement::new(
-                    *tag,
-                    *vr,
-                    PrimitiveValue::from(value.as_str()),
-                ));
-            }
-            let mut bytes = Vec::new();
-            obj.write_all(&mut bytes).map_err(|e| {
-                CorrectionError::Invalid(format!("cannot write the corrected copy: {e}"))
-            })?;
-            let mut ingest = self.begin_file_ingest().await?;
-            ingest.replace_existing();
-            ingest.write(&bytes).await?;
-            ingest.finish().await?;
+            Ok(())
         }
+        .await;
         let new_patient = changes
             .iter()
             .find(|(t, _, _)| *t == tags::PATIENT_ID)
             .map_or(old_patient.clone(), |c| c.2.clone());
-        let mut e = AuditEvent::new(EventId::PatientRecord, 'U', Outcome::Success);
+        let outcome = match rewritten {
+            Ok(()) => Outcome::Success,
+            Err(_) => Outcome::SeriousFailure,
+        };
+        let mut e = AuditEvent::new(EventId::PatientRecord, 'U', outcome);
         e.user = by.to_string();
         e.patient_ids.push(old_patient.clone());
         if new_patient != old_patient {
@@ -156,8 +168,13 @@ impl Archive {
         }
         e.study_uids.push(study_uid.to_string());
         e.detail = format!(
-            "study {study_uid} corrected ({} instances): {}; patient {old_patient} -> {new_patient}",
+            "study {study_uid} corrected ({done} of {} instances{}): {}; patient {old_patient} -> {new_patient}",
             instances.len(),
+            if rewritten.is_err() {
+                ", then it failed"
+            } else {
+                ""
+            },
             changes
                 .iter()
                 .map(|(t, _, _)| CORRECTABLE.iter().find(|c| c.1 == *t).map_or("?", |c| c.0))
@@ -165,6 +182,7 @@ impl Archive {
                 .join(", ")
         );
         self.audit(e).await;
+        rewritten?;
         Ok(Corrected {
             studies: 1,
             instances: instances.len(),
