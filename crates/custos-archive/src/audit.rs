@@ -308,10 +308,23 @@ impl AuditTrail {
         let checkpoint = dir.join(CHECKPOINT_FILE);
         let first = std::sync::OnceLock::new();
         let identity = index.audit_identity();
-        let named = std::fs::read_to_string(&checkpoint)
+        let mut named = std::fs::read_to_string(&checkpoint)
             .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .filter(|c| c["index"].as_str() == Some(identity.as_str()));
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        // A checkpoint is held against this trail if it names this index, or,
+        // written before checkpoints named one, this trail's first record.
+        if let Some(c) = &named {
+            let ours = match c["index"].as_str() {
+                Some(i) => i == identity,
+                None => {
+                    let first = index.audit_after(0, 1).await?.pop().map(|r| r.hash);
+                    first.is_some() && c["first"].as_str() == first.as_deref()
+                }
+            };
+            if !ours {
+                named = None;
+            }
+        }
         if let Some(f) = named
             .as_ref()
             .and_then(|c| c["first"].as_str())
@@ -372,13 +385,12 @@ impl AuditTrail {
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((seq, link.clone()));
         // The checkpoint names its trail by the first record's link; once per
         // process the index's trail is checked to begin with it.
-        if !self.compared.load(Ordering::Relaxed) {
-            let actual = index
-                .audit_after(0, 1)
-                .await?
-                .pop()
-                .map(|r| r.hash)
-                .unwrap_or_default();
+        // (Not `?`: the records are in; an error here must not make the
+        // writer append them again. Compared at the next append instead.)
+        if !self.compared.load(Ordering::Relaxed)
+            && let Ok(mut page) = index.audit_after(0, 1).await
+        {
+            let actual = page.pop().map(|r| r.hash).unwrap_or_default();
             let named = self.first.get_or_init(|| actual.clone());
             if *named != actual {
                 self.replaced.store(true, Ordering::Relaxed);
@@ -428,6 +440,11 @@ impl AuditTrail {
     /// this node's checkpoint is still in it: a trail cut after the
     /// checkpoint, or emptied, does not verify.
     pub async fn verify(&self, index: &dyn AuditLog) -> Result<ChainCheck, IndexError> {
+        // Read before the walk: a checkpoint is never ahead of the trail, so
+        // one written while the walk runs cannot name a record it missed.
+        let checkpoint = std::fs::read_to_string(&self.checkpoint)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
         let mut walk = ChainWalk::default();
         loop {
             let page = index.audit_after(walk.head_seq, 10_000).await?;
@@ -447,10 +464,7 @@ impl AuditTrail {
                 "the trail is empty, but every data folder records its own creation: records were removed".into(),
             ));
         }
-        let Some(checkpoint) = std::fs::read_to_string(&self.checkpoint)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        else {
+        let Some(checkpoint) = checkpoint else {
             return Ok(ChainCheck { walk, broken: None });
         };
         let cut = |seq: i64| {
@@ -479,7 +493,8 @@ impl AuditTrail {
             // Written for another index: nothing to hold this trail to.
             return Ok(ChainCheck { walk, broken: None });
         }
-        let named = checkpoint["first"].as_str();
+        // (Empty: written before the trail's first record could be read.)
+        let named = checkpoint["first"].as_str().filter(|f| !f.is_empty());
         if same_index.is_none() && named.is_some() && first.as_deref() != named {
             // A checkpoint from before they named their index, of another
             // trail (the folder pointed elsewhere since).

@@ -216,25 +216,39 @@ pub fn migrations(dialect: Dialect) -> Vec<String> {
     steps.push(PROTECTED.to_string());
     steps.push(CONFLICTS.to_string());
     steps.push(CHANGES_AT.to_string());
-    steps.push(
+    // 18 also gives PostgreSQL the byte-ordered indexes the study list's
+    // sort by ID and accession uses (`orderby` sorts text by bytes on both
+    // backends; SQLite's indexes already are).
+    let sort_indexes = match dialect {
+        Dialect::Sqlite => "",
+        Dialect::Postgres => {
+            r#"
+    CREATE INDEX studies_patient_id_sort ON studies (patient_id COLLATE "C");
+    CREATE INDEX studies_accession_sort ON studies (accession_number COLLATE "C");"#
+        }
+    };
+    steps.push(format!(
+        "{}{sort_indexes}",
         NAMES_WITHOUT_PADDING
             .replace("{patient}", &unpadded("patient_name_fold"))
-            .replace("{referring}", &unpadded("referring_physician_name_fold")),
-    );
+            .replace("{referring}", &unpadded("referring_physician_name_fold"))
+    ));
     steps
 }
 
 /// 18: names stored before compared without their empty trailing
 /// components (`query::fold_name`).
-const NAMES_WITHOUT_PADDING: &str = "UPDATE studies SET patient_name_fold = {patient}, referring_physician_name_fold = {referring};";
+/// Only the rows whose names change are written.
+const NAMES_WITHOUT_PADDING: &str = "UPDATE studies SET patient_name_fold = {patient}, referring_physician_name_fold = {referring} \
+     WHERE patient_name_fold <> {patient} OR referring_physician_name_fold <> {referring};";
 
 /// SQL giving `query::fold_name` of an already case-folded `column` (the
-/// same functions on SQLite and PostgreSQL): up to four empty components
-/// dropped before each `=`, then the trailing ones.
+/// same functions on SQLite and PostgreSQL): up to eight padding characters
+/// (`^` or space) dropped before each `=`, then the trailing ones.
 fn unpadded(column: &str) -> String {
-    let mut e = format!("REPLACE({column}, ' =', '=')");
-    for _ in 0..4 {
-        e = format!("REPLACE({e}, '^=', '=')");
+    let mut e = column.to_string();
+    for _ in 0..8 {
+        e = format!("REPLACE(REPLACE({e}, ' =', '='), '^=', '=')");
     }
     format!("RTRIM({e}, '^= ')")
 }
@@ -388,6 +402,9 @@ mod tests {
             "DOE^JOHN^^^^=",
             "YAMADA^TAROU^^=山田^太郎^^",
             "DOE^JOHN =",
+            "DOE^JOHN^^^^^=X",
+            "DOE  =X^^",
+            "DOE ^=X",
             "^JOHN",
             "DOE",
             "",

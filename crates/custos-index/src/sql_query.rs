@@ -304,9 +304,10 @@ pub fn find_sql(
         }
         let col = column(*key).ok_or_else(|| format!("cannot sort by {}", key.name()))?;
         // The same order on both backends: bytes (SQLite's BINARY; on
-        // PostgreSQL "C", not the database's locale) for names and text —
-        // dates, times and UIDs are digits, ordered alike by any collation,
-        // and keep their indexes' order — and numbers missing last.
+        // PostgreSQL "C", not the database's locale, with "C" indexes for
+        // names, IDs and accession numbers, migrations 8 and 18) for names
+        // and text — dates, times and UIDs are digits, ordered alike by any
+        // collation — and numbers missing last.
         let col = match (key.kind(), dialect) {
             (KeyKind::PersonName, Dialect::Sqlite) => format!("{col}_fold"),
             // Byte order, as the index on the folded name has it.

@@ -74,6 +74,16 @@ fn open_conn(path: &Path, flags: OpenFlags) -> Result<Connection, IndexError> {
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA case_sensitive_like=ON;",
     )
     .map_err(err)?;
+    // SQLite's own UPPER folds ASCII letters only, PostgreSQL's every
+    // letter: descriptions (`Key::any_case`) match alike on both.
+    conn.create_scalar_function(
+        "upper",
+        1,
+        rusqlite::functions::FunctionFlags::SQLITE_UTF8
+            | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| Ok(ctx.get::<Option<String>>(0)?.map(|s| s.to_uppercase())),
+    )
+    .map_err(err)?;
     // The writer's statements (insert, counters, audit) and the readers'
     // most used ones stay prepared.
     conn.set_prepared_statement_cache_capacity(64);

@@ -210,9 +210,21 @@ async fn descriptions_match_in_any_case(ix: Ix) {
     r.study_description = "CT Chest w/o".into();
     r.accession_number = "Acc-1".into();
     ix.insert(r, false).await.unwrap();
+    let mut r = rec(
+        "D2",
+        "DESC^DANA",
+        "6.2",
+        "20200101",
+        "6.2.1",
+        "MR",
+        "6.2.1.1",
+    );
+    r.study_description = "Étude du crâne".into();
+    ix.insert(r, false).await.unwrap();
     for m in [
         Matcher::Wildcard("*chest*".into()),
         Matcher::Single("ct chest W/O".into()),
+        Matcher::Wildcard("étude*CRÂNE".into()),
     ] {
         let rows = ix
             .find(q(Level::Study, vec![(Key::StudyDescription, m.clone())]))

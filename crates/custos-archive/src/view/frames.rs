@@ -24,7 +24,12 @@ pub fn frame_media_type(ts: &str) -> &'static str {
             "image/jphc"
         }
         "1.2.840.10008.1.2.5" => "image/dicom-rle",
-        "1.2.840.10008.1.2.4.100" | "1.2.840.10008.1.2.4.101" => "video/mpeg",
+        // MPEG-2 (and its fragmentable forms, .1).
+        "1.2.840.10008.1.2.4.100"
+        | "1.2.840.10008.1.2.4.100.1"
+        | "1.2.840.10008.1.2.4.101"
+        | "1.2.840.10008.1.2.4.101.1" => "video/mpeg",
+        // MPEG-4 AVC/H.264 and HEVC/H.265 (.102-.108, and .1 forms).
         t if t.starts_with("1.2.840.10008.1.2.4.10") => "video/mp4",
         _ => "application/octet-stream",
     }
@@ -322,7 +327,11 @@ fn frame_fragments(
             .map(|(i, _)| i)
             .collect()
     };
-    if starts.len() != count || starts.first() != Some(&0) || !starts.is_sorted() {
+    // Each frame at least one fragment: starts strictly increasing.
+    if starts.len() != count
+        || starts.first() != Some(&0)
+        || !starts.windows(2).all(|w| w[0] < w[1])
+    {
         return Err(unmapped());
     }
     let ends = starts.iter().skip(1).copied().chain([fragments.len()]);
@@ -431,6 +440,8 @@ mod tests {
         assert_eq!(frame_fragments(&f, &[], 1).unwrap().first(), Some(&(0..3)));
         // Two frames by the offset table: the first two fragments, then the third.
         assert_eq!(frame_fragments(&f, &[0, 26], 2).unwrap(), [0..2, 2..3]);
+        // Two frames at one offset: refused, not an empty frame.
+        assert!(frame_fragments(&f, &[0, 0], 2).is_err());
         // An offset inside a fragment, or no way to tell: not guessed.
         assert!(matches!(
             frame_fragments(&f, &[0, 20], 2),

@@ -61,8 +61,13 @@ pub(super) fn render(obj: &DefaultDicomObject, o: &RenderOptions) -> Result<Vec<
             ViewError::NotAcceptable("the pixel data of this instance cannot be rendered")
         })?;
     if let Some((w, h)) = o.viewport {
-        // A viewport larger than the frame scales it up: bounded too.
-        let needed = resize_cost(image.width(), w, h);
+        // The image is fitted inside the viewport, keeping its aspect ratio
+        // (a side left open is the largest allowed): the cost is that of the
+        // fitted size. A viewport larger than the frame scales it up: bounded too.
+        let (iw, ih) = (image.width().max(1), image.height().max(1));
+        let ratio = f64::min(f64::from(w) / f64::from(iw), f64::from(h) / f64::from(ih));
+        let fitted = |side: u32| ((f64::from(side) * ratio).round() as u32).max(1);
+        let needed = resize_cost(iw, fitted(iw), fitted(ih));
         if needed > super::PIXEL_BUDGET {
             return Err(ViewError::OverBudget { needed });
         }
