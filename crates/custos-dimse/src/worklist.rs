@@ -35,11 +35,34 @@ impl Association {
             }
         };
         info!(calling = self.peer_ae(), "worklist C-FIND");
-        let mut e = self.event(EventId::Query, 'E', Outcome::Success);
-        e.detail = "C-FIND modality worklist".into();
-        self.archive.audit(e).await;
         let cap = self.config.max_find_results;
-        let items = match self.archive.worklist_find(&ident, cap + 1).await {
+        let found = self.archive.worklist_find(&ident, cap + 1).await;
+        // Recorded with the patients it returns (a worklist lists them).
+        let mut e = self.event(
+            EventId::Query,
+            'E',
+            if found.is_ok() {
+                Outcome::Success
+            } else {
+                Outcome::MinorFailure
+            },
+        );
+        e.detail = "C-FIND modality worklist".into();
+        for item in found.iter().flatten() {
+            let id = item
+                .element(dicom_dictionary_std::tags::PATIENT_ID)
+                .ok()
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().to_string());
+            if let Some(id) = id.filter(|i| !i.is_empty())
+                && !e.patient_ids.contains(&id)
+                && e.patient_ids.len() < 100
+            {
+                e.patient_ids.push(id);
+            }
+        }
+        self.archive.audit(e).await;
+        let items = match found {
             Ok(items) => items,
             Err(WorklistError::Invalid(why)) => {
                 let r = refuse(status::IDENTIFIER_DOES_NOT_MATCH, &why);

@@ -54,7 +54,10 @@ export async function adminPage(main, api, me) {
   const newPassword = el("input", { name: "new-password", type: "password", placeholder: "password (12+ characters)", autocomplete: "new-password" });
   const userRows = (users || []).map((u) => {
     const role = select(`role-${u.name}`, ROLES, u.role);
-    role.addEventListener("change", async () => { if (await call(`/api/users/${encodeURIComponent(u.name)}`, "PUT", { role: role.value })) reload(); });
+    role.addEventListener("change", async () => {
+      if (!confirm(`Give ${u.name} the role ${role.value}?`)) { role.value = u.role; return; }
+      if (await call(`/api/users/${encodeURIComponent(u.name)}`, "PUT", { role: role.value })) reload();
+    });
     const self = u.name === me.user;
     return el("tr", { "data-user": u.name },
       el("td", { text: u.name }), el("td", {}, self ? u.role : role),

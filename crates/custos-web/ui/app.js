@@ -31,7 +31,13 @@ export async function api(path, options = {}) {
 
 async function json(path) {
   const r = await api(path, { headers: { accept: "application/dicom+json, application/json" } });
-  if (!r.ok) throw new Error(`${r.status} ${(await r.text()).slice(0, 200)}`);
+  if (!r.ok) {
+    // The server's reason, not its JSON.
+    const text = await r.text();
+    let why = text.slice(0, 200);
+    try { why = JSON.parse(text).error || why; } catch (_) { /* not JSON */ }
+    throw new Error(`${r.status}: ${why}`);
+  }
   return r.status === 204 ? [] : r.json();
 }
 
@@ -190,8 +196,12 @@ function drawRows() {
   tbody.replaceChildren(...rows.map((s) => {
     const uid = value(s, "0020000D");
     const open = () => { location.hash = `#/study/${uid}`; };
-    return el("tr", { tabindex: 0, "data-study": uid, on: { click: open, keydown: (e) => { if (e.key === "Enter") open(); } } },
-      COLUMNS.map(([, tag]) => el("td", { text: cell(s, tag) })));
+    // The name is a link too: it opens in a new tab, and screen readers
+    // announce the row's way in.
+    return el("tr", { tabindex: 0, "data-study": uid, on: { click: (e) => { if (!e.target.closest("a")) open(); }, keydown: (e) => { if (e.key === "Enter") open(); } } },
+      COLUMNS.map(([, tag], i) => el("td", {}, i === 0
+        ? el("a", { href: `#/study/${uid}`, text: cell(s, tag) || "(no name)", tabindex: -1 })
+        : cell(s, tag))));
   }));
   const from = rows.length ? list.offset + 1 : 0;
   document.getElementById("list-status").textContent =
@@ -237,7 +247,7 @@ function studyList() {
   const header = el("tr", {}, COLUMNS.map(([label, , key]) => (key
     ? el("th", {
       text: `${label}${arrow(key)}`, tabindex: 0, "data-sort": key, "aria-sort": arrow(key) ? (arrow(key).includes("▼") ? "descending" : "ascending") : undefined,
-      on: { click: () => sortBy(key), keydown: (e) => { if (e.key === "Enter") sortBy(key); } },
+      on: { click: () => sortBy(key), keydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); sortBy(key); } } },
     })
     : el("th", { text: label, class: "static" }))));
   return [

@@ -516,6 +516,17 @@ fn mwl_trial(data: &DataDir) {
                 && r["patients"] == serde_json::json!(["MWL2"])),
         "the worklist list is not recorded"
     );
+    // A modality's worklist C-FIND names the patients it was given.
+    assert!(
+        trail
+            .iter()
+            .map(|e| &e["record"])
+            .any(|r| r["event"]["code"] == 110112
+                && r["peer"] == "CT01"
+                && r["detail"] == "C-FIND modality worklist"
+                && r["patients"] == serde_json::json!(["MWL1", "MWL3"])),
+        "the modality's worklist query does not name its patients"
+    );
     let procedures: Vec<_> = trail
         .iter()
         .filter(|e| e.to_string().contains("Procedure Record"))
