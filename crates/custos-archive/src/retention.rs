@@ -231,7 +231,7 @@ impl Archive {
             .await?;
         if changed {
             let mut e =
-                custos_core::audit::AuditEvent::new(EventId::SecurityAlert, 'U', Outcome::Success);
+                custos_core::audit::AuditEvent::new(EventId::SecurityAlert, 'E', Outcome::Success);
             e.user = by.to_string();
             e.study_uids.push(study_uid.to_string());
             e.detail = if on {

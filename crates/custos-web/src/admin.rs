@@ -28,7 +28,7 @@ type Result<T> = std::result::Result<T, ApiError>;
 async fn change(s: &AppState, detail: String) {
     let mut e = crate::audit::event(
         custos_core::audit::EventId::SecurityAlert,
-        'U',
+        'E',
         custos_core::audit::Outcome::Success,
     );
     e.detail = detail;

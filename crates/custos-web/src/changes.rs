@@ -89,7 +89,7 @@ pub async fn add(
             WebhookError::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m),
             WebhookError::Index(e) => e.into(),
         })?;
-    let mut e = crate::audit::event(EventId::SecurityAlert, 'C', Outcome::Success);
+    let mut e = crate::audit::event(EventId::SecurityAlert, 'E', Outcome::Success);
     e.detail = format!(
         "webhook {id} added: {} for {}",
         body.url,
@@ -116,7 +116,7 @@ pub async fn remove(
     if !s.archive.remove_webhook(id).await? {
         return Err(ApiError::not_found());
     }
-    let mut e = crate::audit::event(EventId::SecurityAlert, 'D', Outcome::Success);
+    let mut e = crate::audit::event(EventId::SecurityAlert, 'E', Outcome::Success);
     e.detail = format!("webhook {id} removed");
     s.archive.audit(e).await;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -34,7 +34,7 @@ const PAGE: usize = 10_000;
 
 /// Records a change made from the command line (peers, users, tokens).
 pub async fn record_change(data: &Path, index: &dyn AuditLog, detail: String) {
-    record(data, index, EventId::SecurityAlert, 'U', detail).await;
+    record(data, index, EventId::SecurityAlert, 'E', detail).await;
 }
 
 pub async fn run(data: &Path, command: AuditCommand) -> Result<bool> {
@@ -171,6 +171,26 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The EventTypeCode (DCM) a message of event `code` carries, by what its
+/// record says (PS3.15 A.5.3: Application Activity, User Authentication and
+/// Security Alert name their kind).
+fn event_type(code: u64, detail: &str) -> Option<(u32, &'static str)> {
+    let has = |w: &str| detail.contains(w);
+    match code {
+        110100 if has("stop") => Some((110121, "Application Stop")),
+        110100 => Some((110120, "Application Start")),
+        110114 if has("logout") || has("logged out") => Some((110123, "Logout")),
+        110114 => Some((110122, "Login")),
+        110113 if has("refused") => Some((110132, "Use of Restricted Function")),
+        110113 if has("user ") || has("token") => {
+            Some((110137, "User Security Attributes Changed"))
+        }
+        110113 if has("webhook") => Some((110131, "Software Configuration")),
+        110113 => Some((110129, "Security Configuration")),
+        _ => None,
+    }
+}
+
 /// One record as a DICOM Audit Message (PS3.15 A.5.1; validated against the
 /// schema in tests/data by the audit test). The record's text goes into
 /// EventOutcomeDescription; patient and study identifiers become participant
@@ -188,12 +208,19 @@ pub fn audit_message_xml(b: &serde_json::Value) -> String {
             esc(&detail)
         )
     };
+    let code = b["event"]["code"].as_u64().unwrap_or(0);
+    let type_code = event_type(code, &detail)
+        .map(|(c, name)| {
+            format!(
+                "<EventTypeCode csd-code=\"{c}\" codeSystemName=\"DCM\" originalText=\"{name}\"/>"
+            )
+        })
+        .unwrap_or_default();
     let mut x = format!(
-        "<AuditMessage><EventIdentification EventActionCode=\"{}\" EventDateTime=\"{}\" EventOutcomeIndicator=\"{}\"><EventID csd-code=\"{}\" codeSystemName=\"DCM\" originalText=\"{}\"/>{description}</EventIdentification>",
+        "<AuditMessage><EventIdentification EventActionCode=\"{}\" EventDateTime=\"{}\" EventOutcomeIndicator=\"{}\"><EventID csd-code=\"{code}\" codeSystemName=\"DCM\" originalText=\"{}\"/>{type_code}{description}</EventIdentification>",
         esc(&s("action")),
         esc(&s("time")),
         b["outcome"].as_u64().unwrap_or(0),
-        b["event"]["code"].as_u64().unwrap_or(0),
         esc(b["event"]["display"].as_str().unwrap_or_default()),
     );
     let (user, peer, source) = (s("user"), s("peer"), s("source"));

@@ -258,6 +258,14 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
         xml.contains("<EventID csd-code=\"110112\" codeSystemName=\"DCM\""),
         "{xml}"
     );
+    // Events that name their kind carry it (PS3.15 A.5.3): the server's
+    // start and stop, logins, a refused request.
+    for kind in ["110120", "110121", "110122", "110132"] {
+        assert!(
+            xml.contains(&format!("<EventTypeCode csd-code=\"{kind}\" codeSystemName=\"DCM\"")),
+            "no EventTypeCode {kind}"
+        );
+    }
     // Every message validates against the DICOM Audit Message Schema
     // (PS3.15 A.5.1, shipped in tests/data).
     let xml_file = data.path.join("export.xml");
