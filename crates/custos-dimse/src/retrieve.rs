@@ -402,6 +402,29 @@ impl Association {
         } else {
             tally.final_status()
         };
+        // The retrieve was recorded when it began; one that did not deliver
+        // everything is recorded again with how it ended.
+        if cancelled || tally.failed > 0 {
+            let mut e = self.event(
+                custos_core::audit::EventId::InstancesTransferred,
+                'R',
+                custos_core::audit::Outcome::MinorFailure,
+            );
+            e.detail = format!(
+                "{} ended{}: {} sent, {} failed, {} with warnings, {} not attempted",
+                if rsp_field == field::C_GET_RSP {
+                    "C-GET"
+                } else {
+                    "C-MOVE"
+                },
+                if cancelled { " (cancelled)" } else { "" },
+                tally.completed,
+                tally.failed,
+                tally.warning,
+                tally.remaining
+            );
+            self.archive.audit(e).await;
+        }
         let mut r = cmd.response(rsp_field, st);
         r.sub_operations = Some(tally.counts());
         let ts = self

@@ -262,7 +262,9 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
     // start and stop, logins, a refused request.
     for kind in ["110120", "110121", "110122", "110132"] {
         assert!(
-            xml.contains(&format!("<EventTypeCode csd-code=\"{kind}\" codeSystemName=\"DCM\"")),
+            xml.contains(&format!(
+                "<EventTypeCode csd-code=\"{kind}\" codeSystemName=\"DCM\""
+            )),
             "no EventTypeCode {kind}"
         );
     }

@@ -143,4 +143,19 @@ fn c_get_decompresses_for_receivers_without_codecs() {
     let jls = of("MR_small_jpeg_ls_lossless.dcm");
     assert_eq!(jls["status"], 0xA702, "{jls}");
     assert!(jls["received_ts"].is_null());
+    // The retrieve that delivered nothing is recorded with how it ended.
+    wait_until(
+        "the failed C-GET audited",
+        std::time::Duration::from_secs(10),
+        || {
+            data.audit_export().iter().map(|e| &e["record"]).any(|r| {
+                r["event"]["code"] == 110104
+                    && r["outcome"] == 4
+                    && r["peer"] == "PYSCU"
+                    && r["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.starts_with("C-GET ended: 0 sent, 1 failed"))
+            })
+        },
+    );
 }
