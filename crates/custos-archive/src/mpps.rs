@@ -49,6 +49,14 @@ fn to_json(obj: &InMemDicomObject) -> Result<String, MppsError> {
     })
 }
 
+/// The patient a performed step names (its Patient ID), if any.
+pub fn patient_of(row: &custos_core::record::MppsRow) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(&row.attributes_json)
+        .ok()
+        .and_then(|a| a["00100020"]["Value"][0].as_str().map(str::to_string))
+        .filter(|p| !p.is_empty())
+}
+
 impl Archive {
     /// N-CREATE: a new step, IN PROGRESS, from its attributes.
     pub async fn create_mpps(

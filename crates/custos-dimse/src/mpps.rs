@@ -63,6 +63,10 @@ impl Association {
                 if !row.study_uid.is_empty() {
                     e.study_uids.push(row.study_uid.clone());
                 }
+                // The patient, as the step's attributes name it.
+                if let Some(id) = custos_archive::mpps::patient_of(&row) {
+                    e.patient_ids.push(id);
+                }
                 self.archive.audit(e).await;
             }
             Err(MppsError::Refused(st, why)) => {

@@ -533,6 +533,12 @@ fn mwl_trial(data: &DataDir) {
         .collect();
     assert_eq!(procedures.len(), 2, "created and completed: {procedures:?}");
     assert!(procedures.iter().all(|e| e.to_string().contains(study)));
+    assert!(
+        procedures
+            .iter()
+            .all(|e| e["record"]["patients"] == serde_json::json!(["MWL2"])),
+        "the performed steps name their patient: {procedures:?}"
+    );
     let _ = std::fs::remove_dir_all(&out);
     server.stop();
 }
