@@ -289,26 +289,38 @@ impl Archive {
     ) -> Result<Deidentified, DeidError> {
         let (instances, key, old_patient, patient_id, new_study) =
             self.deid_plan(study_uid, request).await?;
-        for inst in &instances {
-            let (_, _, bytes) = self.deidentify_instance(inst, &key, request).await?;
-            let mut ingest = self.begin_file_ingest().await?;
-            ingest.replace_existing();
-            ingest.write(&bytes).await?;
-            ingest.finish().await?;
+        // Recorded however far it got (copies made before a failure stay).
+        let mut made = 0;
+        let copied: Result<(), DeidError> = async {
+            for inst in &instances {
+                let (_, _, bytes) = self.deidentify_instance(inst, &key, request).await?;
+                let mut ingest = self.begin_file_ingest().await?;
+                ingest.replace_existing();
+                ingest.write(&bytes).await?;
+                ingest.finish().await?;
+                made += 1;
+            }
+            Ok(())
         }
+        .await;
         let done = Deidentified {
             study_uid: new_study,
             patient_id,
-            instances: instances.len(),
+            instances: made,
         };
-        self.audit(self.audit_export(
+        let mut e = self.audit_export(
             by,
             study_uid,
             &done,
             &old_patient,
             "copy kept in the archive",
-        ))
-        .await;
+        );
+        if copied.is_err() {
+            e.outcome = Outcome::SeriousFailure;
+            e.detail = format!("{} of {}; then it failed", e.detail, instances.len());
+        }
+        self.audit(e).await;
+        copied?;
         Ok(done)
     }
 

@@ -53,6 +53,38 @@ pub async fn run(data: &Path, repair: bool, grace_hours: u64) -> Result<bool> {
     for key in &report.orphans {
         println!("orphan blob{}: {key}", if repair { " removed" } else { "" });
     }
+    // In the trail: blobs removed, and instances found missing or altered
+    // (an altered blob is what tampering with the store looks like).
+    let index = archive.audit_log();
+    if repair && report.orphans_removed > 0 {
+        crate::audit_cmd::record_outcome(
+            data,
+            index.as_ref(),
+            custos_core::audit::EventId::StudyDeleted,
+            'D',
+            custos_core::audit::Outcome::Success,
+            format!(
+                "fsck --repair removed {} orphan blobs (files no index row names)",
+                report.orphans_removed
+            ),
+        )
+        .await;
+    }
+    if !report.missing.is_empty() || !report.altered.is_empty() {
+        crate::audit_cmd::record_outcome(
+            data,
+            index.as_ref(),
+            custos_core::audit::EventId::SecurityAlert,
+            'E',
+            custos_core::audit::Outcome::SeriousFailure,
+            format!(
+                "fsck found {} instances missing and {} altered in the store",
+                report.missing.len(),
+                report.altered.len()
+            ),
+        )
+        .await;
+    }
     if !report.is_clean() && !repair && !report.orphans.is_empty() {
         println!(
             "run with --repair to remove orphan blobs; missing and altered instances need a re-send from the modality or a backup"

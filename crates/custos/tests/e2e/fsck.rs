@@ -66,5 +66,19 @@ fn fsck_reports_missing_altered_and_orphan_blobs() {
         !repaired.ok(),
         "missing and altered instances still need attention"
     );
+    // Both are in the audit trail: the damage found, the blob removed.
+    let trail: Vec<String> = data.audit_export().iter().map(|e| e.to_string()).collect();
+    assert!(
+        trail
+            .iter()
+            .any(|e| e.contains("110113") && e.contains("1 instances missing and 1 altered")),
+        "{trail:?}"
+    );
+    assert!(
+        trail
+            .iter()
+            .any(|e| e.contains("110105") && e.contains("removed 1 orphan blobs")),
+        "{trail:?}"
+    );
     let _ = std::fs::remove_dir_all(&src);
 }
