@@ -143,10 +143,7 @@ impl Archive {
                 obj.write_all(&mut bytes).map_err(|e| {
                     CorrectionError::Invalid(format!("cannot write the corrected copy: {e}"))
                 })?;
-                let mut ingest = self.begin_file_ingest().await?;
-                ingest.replace_existing();
-                ingest.write(&bytes).await?;
-                ingest.finish().await?;
+                self.store_replacing(&bytes).await?;
                 done += 1;
             }
             Ok(())

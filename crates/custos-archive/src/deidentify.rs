@@ -294,10 +294,7 @@ impl Archive {
         let copied: Result<(), DeidError> = async {
             for inst in &instances {
                 let (_, _, bytes) = self.deidentify_instance(inst, &key, request).await?;
-                let mut ingest = self.begin_file_ingest().await?;
-                ingest.replace_existing();
-                ingest.write(&bytes).await?;
-                ingest.finish().await?;
+                self.store_replacing(&bytes).await?;
                 made += 1;
             }
             Ok(())

@@ -277,6 +277,17 @@ impl Archive {
         Ingest::file(self).await
     }
 
+    /// Stores a rewritten copy of an instance (a correction, a
+    /// de-identified copy) through the ingest path, replacing one with the
+    /// same SOP Instance UID.
+    pub(crate) async fn store_replacing(&self, bytes: &[u8]) -> Result<(), IngestError> {
+        let mut ingest = self.begin_file_ingest().await?;
+        ingest.replace_existing();
+        ingest.write(bytes).await?;
+        ingest.finish().await?;
+        Ok(())
+    }
+
     pub async fn find(&self, query: Query) -> Result<Vec<Row>, IndexError> {
         self.index.find(query).await
     }
