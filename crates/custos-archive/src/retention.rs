@@ -117,6 +117,13 @@ impl Archive {
                 "retention dry run: {} studies would be deleted",
                 report.deleted_count
             );
+            // The answer lists them: the record names what it showed.
+            for (s, _) in &report.deleted {
+                if !e.patient_ids.contains(&s.patient_id) {
+                    e.patient_ids.push(s.patient_id.clone());
+                }
+                e.study_uids.push(s.study_uid.clone());
+            }
             self.audit(e).await;
         }
         Ok(report)

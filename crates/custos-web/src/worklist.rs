@@ -207,10 +207,16 @@ pub async fn remove(
 ) -> Result<Response> {
     require(&p, Action::Worklist)?;
     let id = id_of(&id)?;
+    // Whose item it was, read before it goes.
+    let patient = s
+        .archive
+        .worklist_item(id)
+        .await?
+        .and_then(|v| v["00100020"]["Value"][0].as_str().map(str::to_string));
     if !s.archive.remove_worklist_item(id).await? {
         return Err(not_found(id));
     }
-    record(&s, 'D', format!("worklist item {id} removed"), None).await;
+    record(&s, 'D', format!("worklist item {id} removed"), patient).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -516,6 +516,16 @@ fn mwl_trial(data: &DataDir) {
                 && r["patients"] == serde_json::json!(["MWL2"])),
         "the worklist list is not recorded"
     );
+    // The removed item's record names whose it was.
+    assert!(
+        trail
+            .iter()
+            .map(|e| &e["record"])
+            .any(|r| r["event"]["code"] == 110109
+                && r["action"] == "D"
+                && r["patients"] == serde_json::json!(["MWL1"])),
+        "the removal does not name the patient"
+    );
     // A modality's worklist C-FIND names the patients it was given.
     assert!(
         trail
