@@ -346,7 +346,8 @@ async function studyPage(uid) {
   series.sort((a, b) => Number(value(a, "00200011")) - Number(value(b, "00200011")));
   const actions = [];
   if (state.me.viewer) {
-    actions.push(el("a", { href: `/viewer/viewer?StudyInstanceUIDs=${encodeURIComponent(uid)}`, text: "Open in OHIF" }));
+    // A tab of its own: the study page stays where it was.
+    actions.push(el("a", { href: `/viewer/viewer?StudyInstanceUIDs=${encodeURIComponent(uid)}`, target: "_blank", rel: "noopener", text: "Open in OHIF" }));
   } else if (may("admin")) {
     actions.push(el("span", { class: "hint", text: "OHIF is not installed (custos viewer install); the quick viewer is shown." }));
   }

@@ -30,6 +30,16 @@ export async function jobsPage(main, api, filter = "all") {
     if (r.ok) reload();
     else message.textContent = await refused(r);
   };
+  // Every failed job shown, queued again one after another.
+  const failed = jobs.filter((j) => j.state === "failed");
+  const retryFailed = async () => {
+    if (!confirm(`Queue the ${failed.length} failed jobs again?`)) return;
+    for (const j of failed) {
+      const r = await api(`/api/jobs/${j.id}/retry`, { method: "POST" });
+      if (!r.ok) { message.textContent = await refused(r); return; }
+    }
+    reload();
+  };
   const button = (text, onClick, cls) => el("button", { type: "button", text, class: cls, on: { click: onClick } });
   const stateSelect = el("select", { name: "job-state", "aria-label": "state", on: { change: () => reload(stateSelect.value) } },
     STATES.map((s) => el("option", { value: s, text: s, selected: s === filter })));
@@ -40,6 +50,7 @@ export async function jobsPage(main, api, filter = "all") {
     el("td", { text: j.scope === "instance" ? j.uid : `${{ study: "study", commitment: "commitment report", webhook: "webhook delivery" }[j.scope] || j.scope} ${j.uid}` }),
     el("td", { text: j.reason }),
     el("td", { text: j.attempts }),
+    el("td", { text: when(j.created) }),
     el("td", { text: j.state === "pending" ? when(j.next_at) : "" }),
     el("td", { text: j.last_error }),
     el("td", {},
@@ -47,11 +58,13 @@ export async function jobsPage(main, api, filter = "all") {
       j.state === "pending" || j.state === "failed" ? button("Cancel", () => act(j, "cancel"), "danger") : null)));
   main.replaceChildren(el("section", { class: "admin" },
     el("h2", { text: "Forwarding jobs" }),
-    el("div", { class: "filters" }, el("label", {}, "state ", stateSelect), button("Refresh", () => reload())),
+    el("div", { class: "filters" }, el("label", {}, "state ", stateSelect), button("Refresh", () => reload()),
+      failed.length ? button(`Retry the ${failed.length} failed`, retryFailed) : null),
     message,
+    jobs.length >= 200 ? el("p", { class: "hint", text: "The newest 200 are shown; choose a state to see others." }) : null,
     jobs.length
       ? el("table", { class: "jobs" },
-        el("thead", {}, el("tr", {}, ["Id", "State", "Destination", "What", "Rule", "Attempts", "Next attempt (UTC)", "Last error", ""].map((h) => el("th", { text: h })))),
+        el("thead", {}, el("tr", {}, ["Id", "State", "Destination", "What", "Rule", "Attempts", "Queued (UTC)", "Next attempt (UTC)", "Last error", ""].map((h) => el("th", { text: h })))),
         el("tbody", {}, rows))
       : el("p", { class: "hint", text: "No jobs." })));
 }
@@ -89,6 +102,7 @@ export async function protectControl(api, uid) {
     el("button", { type: "button", text: on ? "Unprotect" : "Protect", on: { click: async () => {
       const r = await api(path, { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ protected: !on, reason: "set in the web UI" }) });
       if (r.ok) show((await r.json()).protected);
+      else box.append(el("span", { class: "error", role: "status", text: await refused(r) }));
     } } }));
   const r = await api(path);
   if (r.ok) show((await r.json()).protected);
