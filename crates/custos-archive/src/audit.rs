@@ -219,6 +219,26 @@ pub fn node_name() -> String {
         .unwrap_or_default()
 }
 
+tokio::task_local! {
+    /// The address of the web request being served, if any.
+    static REQUEST_SOURCE: String;
+}
+
+/// Runs `f` with `source` as the address events recorded by the archive
+/// itself (corrections, de-identification, retention) name when their
+/// caller did not (`Archive::audit`).
+pub async fn with_request_source<F: std::future::Future>(source: String, f: F) -> F::Output {
+    REQUEST_SOURCE.scope(source, f).await
+}
+
+/// The address of the request being served, if any.
+pub(crate) fn request_source() -> Option<String> {
+    REQUEST_SOURCE
+        .try_with(Clone::clone)
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
 /// The chain's key and this node's checkpoint, both in the data folder,
 /// outside the index (the index could be rewritten; these say how).
 #[derive(Debug, Clone)]

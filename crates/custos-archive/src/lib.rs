@@ -159,7 +159,12 @@ impl Archive {
     /// Records an event in the audit trail; never fails the caller, and
     /// waits only when the trail's queue is full (back-pressure: a record is
     /// never dropped). Repeated failures are coalesced (`audit` module).
-    pub async fn audit(&self, event: custos_core::audit::AuditEvent) {
+    pub async fn audit(&self, mut event: custos_core::audit::AuditEvent) {
+        if event.source.is_empty()
+            && let Some(source) = audit::request_source()
+        {
+            event.source = source;
+        }
         if let Some(a) = self.audit.get() {
             a.send(event).await;
         }

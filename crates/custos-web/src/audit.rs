@@ -34,6 +34,19 @@ pub fn by_caller(mut e: AuditEvent) -> AuditEvent {
     e
 }
 
+/// Runs `f` (a request) with `caller` known to the web's events and the
+/// archive's (corrections, de-identification, retention record the address
+/// the request came from too).
+pub async fn scoped<F: std::future::Future>(caller: Caller, f: F) -> F::Output {
+    let source = caller.source.clone();
+    CALLER
+        .scope(
+            caller,
+            custos_archive::audit::with_request_source(source, f),
+        )
+        .await
+}
+
 pub fn caller_of(p: &Principal, source: Option<std::net::IpAddr>) -> Caller {
     Caller {
         user: p.name().to_string(),

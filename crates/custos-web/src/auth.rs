@@ -116,7 +116,7 @@ pub async fn require_principal(
             }
             let caller = crate::audit::caller_of(&verified.principal, ip);
             request.extensions_mut().insert(verified.principal);
-            crate::audit::CALLER.scope(caller, next.run(request)).await
+            crate::audit::scoped(caller, next.run(request)).await
         }
         Err(refusal) => refused(&state, ip, claimed, refusal, ui).await,
     }
@@ -157,7 +157,7 @@ async fn with_session(
             request
                 .extensions_mut()
                 .insert(crate::session::SessionCsrf(csrf));
-            crate::audit::CALLER.scope(caller, next.run(request)).await
+            crate::audit::scoped(caller, next.run(request)).await
         }
         Err(Refusal::Unavailable(reason)) => unavailable(&reason),
         Err(_) => {

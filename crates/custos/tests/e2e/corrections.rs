@@ -206,6 +206,16 @@ fn corrections(data: &DataDir) {
     assert_eq!(records.len(), 2, "{records:?}");
     assert!(records[0].contains("WRONG-1") && records[0].contains("RIGHT-1"));
     assert!(records[1].contains("OLD-7") && records[1].contains("RIGHT-1"));
+    // The one made through the API names the address it came from.
+    assert!(
+        trail
+            .iter()
+            .map(|e| &e["record"])
+            .any(|r| r["event"]["code"] == 110110
+                && r["user"] == ADMIN.0
+                && r["source"] == "127.0.0.1"),
+        "{records:?}"
+    );
     server.stop();
 }
 
