@@ -324,6 +324,11 @@ def main():
         page.click("button:has-text('Run the checks')")
         page.wait_for_selector("[data-figure=checks]")
         page.screenshot(path=f"{args.shots}/status.png", full_page=True)
+        # It refreshes itself, keeping the checks' findings.
+        stamp = page.inner_text("p.hint:has-text('Refreshed every')")
+        page.wait_for_function("s => { const p = [...document.querySelectorAll('p.hint')].find(x => x.textContent.startsWith('Refreshed every')); return p && p.textContent !== s; }",
+                               arg=stamp, timeout=30000)
+        check(page.locator("[data-figure=checks]").count() == 1, "the findings went with the refresh")
 
         # De-identification from the study page: the ZIP, then a copy kept.
         page.goto(f"{url}/#/study/{study}")

@@ -11,9 +11,12 @@ const size = (bytes) => {
   return `${u ? v.toFixed(1) : v} ${units[u]}`;
 };
 
-/** The status page in `main`; `api(path)` is the UI's fetch. */
-export async function statusPage(main, api) {
-  main.replaceChildren(el("p", { class: "hint", text: "Loading the status…" }));
+const REFRESH_MS = 15000;
+
+/** The status page in `main`; `api(path)` is the UI's fetch. It refreshes
+ * itself every 15 s while shown, keeping the checks' findings (`checks`). */
+export async function statusPage(main, api, checks = null) {
+  if (!checks) main.replaceChildren(el("p", { class: "hint", text: "Loading the status…" }));
   const r = await api("/api/status");
   if (!r.ok) {
     main.replaceChildren(el("p", { class: "error", text: `The status could not be read (${r.status}).` }));
@@ -57,6 +60,19 @@ export async function statusPage(main, api) {
         el("td", { text: x.detail || "" }))))
       : el("p", { class: "hint", text: "No association yet." }));
 
+  if (!checks) checks = checksSection(api, section, table);
+  main.replaceChildren(archive, ingest, associations, checks,
+    el("p", { class: "hint", text: `Refreshed every ${REFRESH_MS / 1000} s; last at ${new Date().toLocaleTimeString()}.` }));
+  const tick = () => {
+    if (!checks.isConnected) return; // another page is shown
+    if (document.hidden) setTimeout(tick, REFRESH_MS);
+    else statusPage(main, api, checks);
+  };
+  setTimeout(tick, REFRESH_MS);
+}
+
+/** `custos doctor`'s findings, on request. */
+function checksSection(api, section, table) {
   const findings = el("div", { role: "status" });
   const run = el("button", { type: "button", text: "Run the checks (custos doctor)", on: { click: async () => {
     findings.replaceChildren(el("p", { class: "hint", text: "Checking…" }));
@@ -70,7 +86,5 @@ export async function statusPage(main, api) {
         el("td", { class: f.severity === "high" || f.severity === "critical" ? "bad" : "", text: f.severity }),
         el("td", { text: f.title }), el("td", { text: f.evidence }), el("td", { text: f.fix })))) : null);
   } } });
-  const checks = section("Checks", run, findings);
-
-  main.replaceChildren(archive, ingest, associations, checks);
+  return section("Checks", run, findings);
 }
