@@ -224,6 +224,20 @@ pub fn audit_message_xml(b: &serde_json::Value) -> String {
         esc(b["event"]["display"].as_str().unwrap_or_default()),
     );
     let (user, peer, source) = (s("user"), s("peer"), s("source"));
+    // Instances Transferred (A.5.3.10) names who sent and who received:
+    // the peer sent what was stored ('C'), Custos what was read ('R').
+    let role = |id: u32, name: &str| {
+        format!("<RoleIDCode csd-code=\"{id}\" codeSystemName=\"DCM\" originalText=\"{name}\"/>")
+    };
+    let (source_role, destination_role) = (
+        role(110153, "Source Role ID"),
+        role(110152, "Destination Role ID"),
+    );
+    let (peer_role, own_role) = match (code, s("action").as_str()) {
+        (110104, "C") => (source_role, destination_role),
+        (110104, "R") => (destination_role, source_role),
+        _ => (String::new(), String::new()),
+    };
     if !user.is_empty() || !peer.is_empty() {
         // The requestor: the user if one was identified, else the peer's AE title.
         let id = if user.is_empty() { &peer } else { &user };
@@ -238,10 +252,10 @@ pub fn audit_message_xml(b: &serde_json::Value) -> String {
                 esc(&source)
             ));
         }
-        x.push_str("/>");
+        x.push_str(&format!(">{peer_role}</ActiveParticipant>"));
     }
     x.push_str(&format!(
-        "<ActiveParticipant UserID=\"custos@{}\" UserIsRequestor=\"false\"/><AuditSourceIdentification AuditSourceID=\"custos@{}\"><AuditSourceTypeCode csd-code=\"4\"/></AuditSourceIdentification>",
+        "<ActiveParticipant UserID=\"custos@{}\" UserIsRequestor=\"false\">{own_role}</ActiveParticipant><AuditSourceIdentification AuditSourceID=\"custos@{}\"><AuditSourceTypeCode csd-code=\"4\"/></AuditSourceIdentification>",
         esc(&s("node")),
         esc(&s("node"))
     ));

@@ -260,6 +260,15 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
     );
     // Events that name their kind carry it (PS3.15 A.5.3): the server's
     // start and stop, logins, a refused request.
+    // Transfers name the sending and the receiving participant.
+    for role in ["110153", "110152"] {
+        assert!(
+            xml.contains(&format!(
+                "<RoleIDCode csd-code=\"{role}\" codeSystemName=\"DCM\""
+            )),
+            "no RoleIDCode {role}"
+        );
+    }
     for kind in ["110120", "110121", "110122", "110132"] {
         assert!(
             xml.contains(&format!(
