@@ -821,6 +821,24 @@ impl Registry for PgIndex {
     }
 }
 
+/// Takes the trail's turn for this transaction (one chain across every
+/// node: writers take turns) and reads its head (sequence number, link).
+async fn audit_head_locked(
+    tx: &deadpool_postgres::Transaction<'_>,
+) -> Result<Option<(i64, String)>, IndexError> {
+    tx.execute("SELECT pg_advisory_xact_lock(7305727)", &[])
+        .await
+        .map_err(pg)?;
+    match tx
+        .query_opt(statements::AUDIT_LAST_LINK, &[])
+        .await
+        .map_err(pg)?
+    {
+        Some(r) => Ok(Some((r.col(0)?, r.col(1)?))),
+        None => Ok(None),
+    }
+}
+
 #[async_trait]
 impl AuditLog for PgIndex {
     fn audit_identity(&self) -> String {
@@ -834,18 +852,9 @@ impl AuditLog for PgIndex {
     ) -> Result<(i64, String), IndexError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg)?;
-        // One chain across every node: appends take turns.
-        tx.execute("SELECT pg_advisory_xact_lock(7305727)", &[])
-            .await
-            .map_err(pg)?;
-        let last = tx
-            .query_opt(statements::AUDIT_LAST_LINK, &[])
-            .await
-            .map_err(pg)?;
-        let (mut seq, mut prev): (i64, String) = match last {
-            Some(r) => (r.col(0)?, r.col(1)?),
-            None => (0, GENESIS.to_string()),
-        };
+        let (mut seq, mut prev) = audit_head_locked(&tx)
+            .await?
+            .unwrap_or((0, GENESIS.to_string()));
         for (at, body) in entries {
             seq += 1;
             let hash = key.link(seq, &at, &prev, &body);
@@ -864,18 +873,7 @@ impl AuditLog for PgIndex {
     async fn copy_audit(&self, records: &[AuditRecord]) -> Result<(), IndexError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg)?;
-        tx.execute("SELECT pg_advisory_xact_lock(7305727)", &[])
-            .await
-            .map_err(pg)?;
-        let last = match tx
-            .query_opt(statements::AUDIT_LAST_LINK, &[])
-            .await
-            .map_err(pg)?
-        {
-            Some(r) => Some((r.col(0)?, r.col(1)?)),
-            None => None,
-        };
-        crate::continues(last, records)?;
+        crate::continues(audit_head_locked(&tx).await?, records)?;
         let insert = pg_sql(statements::INSERT_AUDIT);
         for r in records {
             tx.execute(&insert, &[&r.seq, &r.time, &r.body, &r.prev_hash, &r.hash])

@@ -874,6 +874,14 @@ impl Registry for SqliteIndex {
     }
 }
 
+/// The trail's head (sequence number, link), read in the writer's transaction.
+fn audit_head(t: &rusqlite::Transaction<'_>) -> Result<Option<(i64, String)>, IndexError> {
+    Ok(t.query_row(statements::AUDIT_LAST_LINK, [], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .optional()?)
+}
+
 #[async_trait]
 impl AuditLog for SqliteIndex {
     fn audit_identity(&self) -> String {
@@ -888,11 +896,7 @@ impl AuditLog for SqliteIndex {
     ) -> Result<(i64, String), IndexError> {
         let key = key.clone();
         self.write(move |t| {
-            let last: Option<(i64, String)> = t
-                .query_row(statements::AUDIT_LAST_LINK, [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?;
+            let last = audit_head(t)?;
             let (mut seq, mut prev) = last.unwrap_or((0, GENESIS.to_string()));
             for (at, body) in entries {
                 seq += 1;
@@ -908,11 +912,7 @@ impl AuditLog for SqliteIndex {
     async fn copy_audit(&self, records: &[AuditRecord]) -> Result<(), IndexError> {
         let records = records.to_vec();
         self.write(move |t| {
-            let last: Option<(i64, String)> = t
-                .query_row(statements::AUDIT_LAST_LINK, [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?;
+            let last = audit_head(t)?;
             crate::continues(last, &records)?;
             for r in records {
                 t.execute(

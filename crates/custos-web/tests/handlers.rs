@@ -172,6 +172,25 @@ fn instance() -> Vec<u8> {
 
 /// The same test object with another SOP class and instance UID.
 fn instance_of(sop_class: &str, sop: &str) -> Vec<u8> {
+    let mut obj = identified(sop_class, sop, "CT");
+    for (tag, vr, value) in [
+        (tags::SERIES_DATE, VR::DA, "20261201"),
+        (tags::SERIES_TIME, VR::TM, "101500"),
+        (tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+    ] {
+        obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+    }
+    describe_pixels(&mut obj, 4, 4, 1, 8);
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(pixels()),
+    ));
+    part10(obj, "1.2.840.10008.1.2.1", sop_class, sop)
+}
+
+/// A test object's class, identity, patient and modality.
+fn identified(sop_class: &str, sop: &str, modality: &str) -> InMemDicomObject {
     let mut obj = InMemDicomObject::new_empty();
     for (tag, vr, value) in [
         (tags::SOP_CLASS_UID, VR::UI, sop_class),
@@ -180,33 +199,34 @@ fn instance_of(sop_class: &str, sop: &str) -> Vec<u8> {
         (tags::SERIES_INSTANCE_UID, VR::UI, SERIES),
         (tags::PATIENT_NAME, VR::PN, "Handler^Hannah"),
         (tags::PATIENT_ID, VR::LO, "H-1"),
-        (tags::MODALITY, VR::CS, "CT"),
-        (tags::SERIES_DATE, VR::DA, "20261201"),
-        (tags::SERIES_TIME, VR::TM, "101500"),
-        (tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+        (tags::MODALITY, VR::CS, modality),
     ] {
         obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
     }
+    obj
+}
+
+/// Rows, columns, samples per pixel and `bits` stored (unsigned).
+fn describe_pixels(obj: &mut InMemDicomObject, rows: u16, columns: u16, samples: u16, bits: u16) {
     for (tag, v) in [
-        (tags::ROWS, 4u16),
-        (tags::COLUMNS, 4),
-        (tags::SAMPLES_PER_PIXEL, 1),
-        (tags::BITS_ALLOCATED, 8),
-        (tags::BITS_STORED, 8),
-        (tags::HIGH_BIT, 7),
+        (tags::ROWS, rows),
+        (tags::COLUMNS, columns),
+        (tags::SAMPLES_PER_PIXEL, samples),
+        (tags::BITS_ALLOCATED, if bits > 8 { 16 } else { 8 }),
+        (tags::BITS_STORED, bits),
+        (tags::HIGH_BIT, bits - 1),
         (tags::PIXEL_REPRESENTATION, 0),
     ] {
         obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
     }
-    obj.put(DataElement::new(
-        tags::PIXEL_DATA,
-        VR::OB,
-        PrimitiveValue::from(pixels()),
-    ));
+}
+
+/// `obj` as a Part 10 file in transfer syntax `ts`.
+fn part10(obj: InMemDicomObject, ts: &str, sop_class: &str, sop: &str) -> Vec<u8> {
     let file = obj
         .with_meta(
             FileMetaTableBuilder::new()
-                .transfer_syntax("1.2.840.10008.1.2.1")
+                .transfer_syntax(ts)
                 .media_storage_sop_class_uid(sop_class)
                 .media_storage_sop_instance_uid(sop),
         )
@@ -1015,48 +1035,21 @@ fn encapsulated_instance(
     stream: &[&[u8]],
 ) -> Vec<u8> {
     use dicom_core::value::{PixelFragmentSequence, Value};
-    let mut obj = InMemDicomObject::new_empty();
+    let mut obj = identified(sop_class, SOP, "ES");
     for (tag, vr, value) in [
-        (tags::SOP_CLASS_UID, VR::UI, sop_class),
-        (tags::SOP_INSTANCE_UID, VR::UI, SOP),
-        (tags::STUDY_INSTANCE_UID, VR::UI, STUDY),
-        (tags::SERIES_INSTANCE_UID, VR::UI, SERIES),
-        (tags::PATIENT_NAME, VR::PN, "Handler^Hannah"),
-        (tags::PATIENT_ID, VR::LO, "H-1"),
-        (tags::MODALITY, VR::CS, "ES"),
         (tags::NUMBER_OF_FRAMES, VR::IS, frames),
         (tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "YBR_PARTIAL_420"),
     ] {
         obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
     }
-    for (tag, v) in [
-        (tags::ROWS, 480u16),
-        (tags::COLUMNS, 640),
-        (tags::SAMPLES_PER_PIXEL, 3),
-        (tags::BITS_ALLOCATED, if bits > 8 { 16 } else { 8 }),
-        (tags::BITS_STORED, bits),
-        (tags::HIGH_BIT, bits - 1),
-        (tags::PIXEL_REPRESENTATION, 0),
-    ] {
-        obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
-    }
+    describe_pixels(&mut obj, 480, 640, 3, bits);
     let fragments: Vec<Vec<u8>> = stream.iter().map(|f| f.to_vec()).collect();
     obj.put(DataElement::new(
         tags::PIXEL_DATA,
         VR::OB,
         Value::PixelSequence(PixelFragmentSequence::new(Vec::<u32>::new(), fragments)),
     ));
-    let file = obj
-        .with_meta(
-            FileMetaTableBuilder::new()
-                .transfer_syntax(ts)
-                .media_storage_sop_class_uid(sop_class)
-                .media_storage_sop_instance_uid(SOP),
-        )
-        .unwrap();
-    let mut out = Vec::new();
-    file.write_all(&mut out).unwrap();
-    out
+    part10(obj, ts, sop_class, SOP)
 }
 
 /// 12-bit JPEG Extended cannot be decoded here: a client that will not take
