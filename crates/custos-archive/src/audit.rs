@@ -6,6 +6,14 @@
 //! rather than losing a record; if the trail cannot be written the task
 //! retries and says so loudly at error level.
 //!
+//! Records of access to patient data (queries, retrievals, downloads) are
+//! different: the data must not leave before its record is in the index, or
+//! a crash (or a kill) right after serving it would leave an access no one
+//! can see. Those requests use [`AuditSender::record_access`], which waits
+//! for the batch holding the record to commit (concurrent requests share
+//! one commit) and refuses the access if the trail cannot be written within
+//! [`ACCESS_WAIT`]: when unsure, deny.
+//!
 //! Failures anyone can cause at will (refused logins, rejected associations,
 //! lockout alerts) are coalesced so that a flood of them cannot bury or delay
 //! the records of real access: the first of a kind (same event, outcome, user,
@@ -31,6 +39,13 @@ const BATCH: usize = 512;
 /// Under steady load, this node's checkpoint file is rewritten this often.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
+/// How long an access waits for its record to be written before it is
+/// refused.
+pub const ACCESS_WAIT: Duration = Duration::from_secs(10);
+
+/// The longest pause between attempts to write a batch the index refused.
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
 /// Repeats of a failure within this window are written as one record.
 pub const COALESCE_WINDOW: Duration = Duration::from_secs(60);
 /// Kinds of failure tracked at once; past this, failures are grouped by
@@ -39,10 +54,16 @@ const MAX_KINDS: usize = 4096;
 
 pub(crate) enum Msg {
     /// An event and when it happened (stamped by the sender: while the trail
-    /// cannot be written, events wait in the queue and keep their own time).
-    Event(AuditEvent, String),
+    /// cannot be written, events wait in the queue and keep their own time),
+    /// and who waits for it to be written, if anyone.
+    Event(AuditEvent, String, Option<oneshot::Sender<()>>),
     Flush(oneshot::Sender<()>),
 }
+
+/// The trail could not take an access's record in time: the access is refused.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the audit trail cannot be written; access refused until it can")]
+pub struct TrailUnavailable;
 
 #[derive(Clone)]
 pub struct AuditSender {
@@ -57,11 +78,34 @@ impl AuditSender {
         }
         if self
             .tx
-            .send(Msg::Event(event, now_rfc3339()))
+            .send(Msg::Event(event, now_rfc3339(), None))
             .await
             .is_err()
         {
             tracing::error!("AUDIT TRAIL: an audit record was lost (the writer stopped)");
+        }
+    }
+
+    /// Records an access and returns once the record is in the index; an
+    /// error when it is not there within `wait` (the writer gives up on a
+    /// record whose access was refused, unless its batch is being written).
+    pub(crate) async fn record_access(
+        &self,
+        event: AuditEvent,
+        wait: Duration,
+    ) -> Result<(), TrailUnavailable> {
+        let (done, written) = oneshot::channel();
+        let sent = tokio::time::timeout(
+            wait,
+            self.tx.send(Msg::Event(event, now_rfc3339(), Some(done))),
+        )
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            return Err(TrailUnavailable);
+        }
+        match tokio::time::timeout(wait, written).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(TrailUnavailable),
         }
     }
 
@@ -74,7 +118,7 @@ impl AuditSender {
     /// counts of coalesced failures included.
     pub(crate) async fn flush(&self) {
         for summary in self.coalescer.due(true) {
-            let _ = self.tx.send(Msg::Event(summary, now_rfc3339())).await;
+            let _ = self.tx.send(Msg::Event(summary, now_rfc3339(), None)).await;
         }
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Flush(tx)).await.is_ok() {
@@ -600,7 +644,7 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
             every.tick().await;
             let Some(tx) = summaries.upgrade() else { break };
             for e in ticker.due(false) {
-                if tx.send(Msg::Event(e, now_rfc3339())).await.is_err() {
+                if tx.send(Msg::Event(e, now_rfc3339(), None)).await.is_err() {
                     return;
                 }
             }
@@ -608,7 +652,8 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
     });
     tokio::spawn(async move {
         let node = node_name();
-        let mut pending: Vec<(String, String)> = Vec::new();
+        // (time, body, the access waiting for it if any)
+        let mut pending: Vec<(String, String, Option<oneshot::Sender<()>>)> = Vec::new();
         let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
         // The newest head not yet in the checkpoint file, and when the file
         // was last written: under load it is rewritten every CHECKPOINT_EVERY,
@@ -636,9 +681,12 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
-                    Msg::Event(e, t) => {
+                    // Its access already refused (it waited in the queue
+                    // too long): it did not happen.
+                    Msg::Event(_, _, Some(w)) if w.is_closed() => {}
+                    Msg::Event(e, t, access) => {
                         let body = body_of(&e, &t, &node);
-                        pending.push((t, body));
+                        pending.push((t, body, access));
                     }
                     Msg::Flush(w) => waiters.push(w),
                 }
@@ -646,18 +694,32 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
                     next = rx.try_recv().ok();
                 }
             }
+            // Retried often enough that an access arriving once the trail is
+            // back waits at most RETRY_MAX for the next attempt.
             let mut delay = Duration::from_millis(200);
+            let began = Instant::now();
             while !pending.is_empty() {
-                match trail.append_records(index.as_ref(), pending.clone()).await {
+                let entries = pending.iter().map(|(t, b, _)| (t.clone(), b.clone()));
+                match trail
+                    .append_records(index.as_ref(), entries.collect())
+                    .await
+                {
                     Ok(head) => {
-                        pending.clear();
+                        for (_, _, access) in pending.drain(..) {
+                            if let Some(w) = access {
+                                let _ = w.send(());
+                            }
+                        }
                         checkpoint = Some(head);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, pending = pending.len(), "AUDIT TRAIL CANNOT BE WRITTEN; retrying");
                         tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(10));
-                        if !waiters.is_empty() && delay >= Duration::from_secs(10) {
+                        delay = (delay * 2).min(RETRY_MAX);
+                        // An access that stopped waiting was refused: it did
+                        // not happen, its record is not written.
+                        pending.retain(|(_, _, a)| a.as_ref().is_none_or(|w| !w.is_closed()));
+                        if !waiters.is_empty() && began.elapsed() >= Duration::from_secs(10) {
                             break;
                         }
                     }

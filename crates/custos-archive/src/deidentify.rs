@@ -141,6 +141,8 @@ pub enum DeidError {
     Store(#[from] IngestError),
     #[error("writing a de-identified instance: {0}")]
     Write(String),
+    #[error(transparent)]
+    Trail(#[from] crate::audit::TrailUnavailable),
 }
 
 /// What a de-identified study is now called.
@@ -336,8 +338,9 @@ impl Archive {
             patient_id: patient_id.clone(),
             instances: instances.len(),
         };
-        self.audit(self.audit_export(by, study_uid, &done, &old_patient, "download"))
-            .await;
+        // The source is read for this download: recorded before.
+        self.record_access(self.audit_export(by, study_uid, &done, &old_patient, "download"))
+            .await?;
         Ok(Files {
             count: instances.len(),
             instances: instances.into_iter(),

@@ -170,6 +170,43 @@ impl Archive {
         }
     }
 
+    /// Records an access to patient data before it happens: returns once
+    /// the record is in the index (concurrent accesses share a commit). An
+    /// error means the trail could not be written within
+    /// [`audit::ACCESS_WAIT`]: the caller refuses the access, which is then
+    /// recorded as a security alert when the trail works again.
+    pub async fn record_access(
+        &self,
+        mut event: custos_core::audit::AuditEvent,
+    ) -> Result<(), audit::TrailUnavailable> {
+        if event.source.is_empty()
+            && let Some(source) = audit::request_source()
+        {
+            event.source = source;
+        }
+        let Some(a) = self.audit.get() else {
+            return Ok(());
+        };
+        let mut alert = event.clone();
+        a.record_access(event, audit::ACCESS_WAIT)
+            .await
+            .inspect_err(|_| {
+                tracing::error!(
+                    "AUDIT TRAIL CANNOT BE WRITTEN: an access to patient data was refused"
+                );
+                alert.event = custos_core::audit::EventId::SecurityAlert;
+                alert.action = 'E';
+                alert.outcome = custos_core::audit::Outcome::SeriousFailure;
+                alert.detail = format!(
+                    "refused, the audit trail could not be written: {}",
+                    alert.detail
+                );
+                let a = a.clone();
+                // Not awaited: the queue may be full while the trail is down.
+                tokio::spawn(async move { a.send(alert).await });
+            })
+    }
+
     /// Waits until the events reported so far are written.
     pub async fn flush_audit(&self) {
         if let Some(a) = self.audit.get() {

@@ -490,7 +490,11 @@ impl Association {
             custos_core::audit::Outcome::Success,
         );
         e.detail = format!("C-FIND {}", e.name_query(&ident.query));
-        self.archive.audit(e).await;
+        if self.archive.record_access(e).await.is_err() {
+            let mut r = cmd.response(field::C_FIND_RSP, status::OUT_OF_RESOURCES);
+            r.error_comment = Some(crate::retrieve::TRAIL_DOWN.into());
+            return send_message(&mut self.assoc, pc, &r, None).await;
+        }
         let failed = |cmd: &Command| {
             let mut r = cmd.response(field::C_FIND_RSP, status::CANNOT_UNDERSTAND);
             r.error_comment = Some("query failed".into());

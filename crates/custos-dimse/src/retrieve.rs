@@ -24,6 +24,9 @@ use crate::syntaxes::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 /// Failed SOP Instance UIDs listed in a final response at most (~640 KB);
 /// past this the counts still say how many failed.
 const MAX_FAILED_UIDS: usize = 10_000;
+/// The Error Comment of a query or retrieval refused because its audit
+/// record could not be written (at most 64 characters).
+pub(crate) const TRAIL_DOWN: &str = "audit trail unavailable, try again later";
 
 /// Pending responses go out at most this often. PS3.4 C.4.2.3.1 and
 /// C.4.3.3.1 make them optional; each one is a message the requester must
@@ -321,7 +324,11 @@ impl Association {
         let mut set = set;
         info!(calling = self.peer_ae(), instances = set.total, "C-GET");
         e.detail = format!("C-GET {keys}: {} instances", set.total);
-        self.archive.audit(e).await;
+        if self.archive.record_access(e).await.is_err() {
+            let mut r = cmd.response(field::C_GET_RSP, status::OUT_OF_RESOURCES_SUBOPS);
+            r.error_comment = Some(TRAIL_DOWN.into());
+            return send_message(&mut self.assoc, pc, &r, None).await;
+        }
         let mut tally = Tally {
             remaining: set.total as usize,
             ..Default::default()
@@ -492,7 +499,11 @@ impl Association {
             "C-MOVE {keys} to {}: {} instances",
             dest.ae_title, set.total
         );
-        self.archive.audit(e).await;
+        if self.archive.record_access(e).await.is_err() {
+            let mut r = cmd.response(field::C_MOVE_RSP, status::OUT_OF_RESOURCES_SUBOPS);
+            r.error_comment = Some(TRAIL_DOWN.into());
+            return send_message(&mut self.assoc, pc, &r, None).await;
+        }
         let tally = Tally {
             remaining: set.total as usize,
             ..Default::default()

@@ -61,7 +61,14 @@ impl Association {
                 e.patient_ids.push(id);
             }
         }
-        self.archive.audit(e).await;
+        if found.is_ok() {
+            if self.archive.record_access(e).await.is_err() {
+                let r = refuse(status::OUT_OF_RESOURCES, crate::retrieve::TRAIL_DOWN);
+                return send_message(&mut self.assoc, pc, &r, None).await;
+            }
+        } else {
+            self.archive.audit(e).await;
+        }
         let items = match found {
             Ok(items) => items,
             Err(WorklistError::Invalid(why)) => {

@@ -46,7 +46,7 @@ pub async fn feed(
     let last = changes.last().map_or(after, |c| c.seq);
     let mut e = crate::audit::event(EventId::Query, 'E', Outcome::Success);
     e.detail = format!("change feed after {after}: {} changes", changes.len());
-    s.archive.audit(e).await;
+    s.archive.record_access(e).await?;
     Ok(Json(json!({ "changes": changes, "last": last })))
 }
 

@@ -71,6 +71,7 @@ fn error(e: DeidError) -> ApiError {
         e @ DeidError::BurnedIn(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
         DeidError::Index(e) => e.into(),
         DeidError::Read(e) => e.into(),
+        DeidError::Trail(e) => e.into(),
         e => ApiError::internal("de-identifying a study", e),
     }
 }

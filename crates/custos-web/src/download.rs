@@ -84,7 +84,7 @@ pub async fn study_zip(
         e.patient_ids.push(export.patient_id.clone());
     }
     e.detail = format!("ZIP download of {study}: {} instances", export.files.len());
-    s.archive.audit(e).await;
+    s.archive.record_access(e).await?;
 
     let (tx, rx) = mpsc::channel(4);
     let archive = s.archive.clone();

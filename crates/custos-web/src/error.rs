@@ -88,6 +88,13 @@ impl From<custos_archive::registry::RegistryError> for ApiError {
     }
 }
 
+/// The access's record could not be written: refused, the client may retry.
+impl From<custos_archive::audit::TrailUnavailable> for ApiError {
+    fn from(e: custos_archive::audit::TrailUnavailable) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
 impl From<custos_index::IndexError> for ApiError {
     fn from(e: custos_index::IndexError) -> ApiError {
         match e {

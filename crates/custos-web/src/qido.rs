@@ -197,7 +197,7 @@ async fn search(
         custos_core::audit::Outcome::Success,
     );
     e.detail = format!("QIDO-RS {}", e.name_query(&query));
-    state.archive.audit(e).await;
+    state.archive.record_access(e).await?;
     let wanted = query.limit;
     query.limit = wanted.saturating_add(1);
     let mut rows = state.archive.find(query).await?;

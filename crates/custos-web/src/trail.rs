@@ -91,10 +91,10 @@ impl AuditQuery {
     }
 }
 
-async fn record_use(s: &AppState, detail: String) {
+fn use_of_trail(detail: String) -> custos_core::audit::AuditEvent {
     let mut e = crate::audit::event(EventId::AuditLogUsed, 'R', Outcome::Success);
     e.detail = detail;
-    s.archive.audit(e).await;
+    e
 }
 
 /// The audit trail for auditors: matching records in trail order (the
@@ -112,11 +112,9 @@ pub async fn records(
     if search.newest_first {
         records.reverse();
     }
-    record_use(
-        &s,
-        format!("read {} records through the API", records.len()),
-    )
-    .await;
+    // Records name patients: read like patient data.
+    let e = use_of_trail(format!("read {} records through the API", records.len()));
+    s.archive.record_access(e).await?;
     Ok(Json(json!(
         records
             .iter()
@@ -144,7 +142,10 @@ pub async fn verify(
         )
     })??;
     match &check.broken {
-        None => record_use(&s, "verified the chain through the API".into()).await,
+        None => {
+            let e = use_of_trail("verified the chain through the API".into());
+            s.archive.audit(e).await;
+        }
         Some(why) => {
             let mut e = crate::audit::event(
                 custos_core::audit::EventId::SecurityAlert,

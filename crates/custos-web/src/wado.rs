@@ -134,7 +134,7 @@ pub async fn resolve(
     );
     e.study_uids.push(target.study.clone());
     state.archive.name_patients(&mut e).await;
-    state.archive.audit(e).await;
+    state.archive.record_access(e).await?;
     Ok(set)
 }
 

@@ -43,17 +43,17 @@ fn check_json(body: &[u8]) -> Result<()> {
 }
 
 async fn record(s: &AppState, action: char, detail: String, patient: Option<String>) {
-    record_as(s, EventId::OrderRecord, action, detail, patient).await;
+    let e = naming_patients(EventId::OrderRecord, action, detail, patient);
+    s.archive.audit(e).await;
 }
 
-/// An audit record of `event` naming the patients (each once).
-async fn record_as(
-    s: &AppState,
+/// An audit event naming the patients (each once).
+fn naming_patients(
     event: EventId,
     action: char,
     detail: String,
     patients: impl IntoIterator<Item = String>,
-) {
+) -> custos_core::audit::AuditEvent {
     let mut e = crate::audit::event(event, action, Outcome::Success);
     e.detail = detail;
     for p in patients {
@@ -61,7 +61,7 @@ async fn record_as(
             e.patient_ids.push(p);
         }
     }
-    s.archive.audit(e).await;
+    e
 }
 
 fn patient_of(item: &[u8]) -> Option<String> {
@@ -128,14 +128,13 @@ pub async fn list(
         .iter()
         .filter_map(|(_, item)| item["00100020"]["Value"][0].as_str().map(str::to_string))
         .collect();
-    record_as(
-        &s,
+    let e = naming_patients(
         EventId::Query,
         'E',
         format!("worklist items listed ({})", items.len()),
         patients,
-    )
-    .await;
+    );
+    s.archive.record_access(e).await?;
     let items: Vec<_> = items
         .into_iter()
         .map(|(id, item)| json!({ "id": id, "item": item }))

@@ -364,14 +364,7 @@ fn records_are_forwarded_to_a_syslog_collector_over_tls() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(collector.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready");
-    }
+    first_line_is(&mut collector, "ready");
     let url = format!("tls://127.0.0.1:{port}");
     let server = Server::start_with(&data, &[("CUSTOS_AUDIT_SYSLOG_URL", url.as_str())]);
     assert!(echo(&server, "PYSCU", "CUSTOS").ok());
@@ -535,4 +528,126 @@ c.commit()
     let run = data.cli(&["audit", "verify"]);
     assert!(!run.ok());
     assert!(run.stderr().contains("audit.key"), "{}", run.stderr());
+}
+
+/// Holds the SQLite index's write lock, as another program's long
+/// transaction would, until dropped. Reads go on (write-ahead log).
+struct WriteLock(std::process::Child);
+
+impl WriteLock {
+    fn take(db: &std::path::Path) -> WriteLock {
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3,sys,time\n\
+                 c=sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)\n\
+                 c.execute('BEGIN IMMEDIATE')\n\
+                 print('locked', flush=True)\n\
+                 time.sleep(300)",
+            ])
+            .arg(db)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        first_line_is(&mut child, "locked");
+        WriteLock(child)
+    }
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn no_patient_data_leaves_while_its_access_cannot_be_recorded() {
+    let data = DataDir::new("audit-down");
+    data.add_peer("PYSCU", "127.0.0.1", 104, "echo,store,find,get");
+    add_user(&data, "rad", "radiologist", PW_RAD);
+    let server = Server::start(&data);
+    let ct = pydicom_test_files().join("CT_small.dcm");
+    let port = server.port();
+    let (stored, said) = storescu_one(&server, "PYSCU", &ct);
+    assert!(stored, "{said}");
+    let qido = |id: &str| {
+        json!({ "method": "GET", "path": format!("/dicom-web/studies?PatientID={id}"),
+                "auth": { "basic": ["rad", PW_RAD] } })
+    };
+    let served = web_requests(&server, json!([qido("1CT1")]));
+    assert_eq!(served[0]["status"], 200, "{served:?}");
+    assert!(served[0]["body"].as_str().unwrap().contains(CT_STUDY));
+
+    // The trail cannot be written (the index's write lock is held elsewhere):
+    // queries and retrievals are refused instead of served unrecorded.
+    let lock = WriteLock::take(&data.path.join("index.sqlite"));
+    let find = std::thread::scope(|s| {
+        let find = s.spawn(|| {
+            dcmtk(
+                "findscu",
+                &[
+                    "-v",
+                    "-S",
+                    "-aet",
+                    "PYSCU",
+                    "-aec",
+                    "CUSTOS",
+                    "127.0.0.1",
+                    &port,
+                    "-k",
+                    "QueryRetrieveLevel=STUDY",
+                    "-k",
+                    "PatientID=REFUSEDFIND",
+                    "-k",
+                    "StudyInstanceUID",
+                ],
+            )
+        });
+        let refused = web_requests(
+            &server,
+            json!([
+                qido("REFUSEDQIDO"),
+                { "method": "GET", "path": format!("/dicom-web/studies/{CT_STUDY}/metadata"),
+                  "auth": { "basic": ["rad", PW_RAD] } },
+            ]),
+        );
+        for r in &refused {
+            assert_eq!(r["status"], 503, "{refused:?}");
+            assert!(!r["body"].as_str().unwrap().contains("1CT1"), "{r}");
+        }
+        find.join().unwrap()
+    });
+    let said = format!("{}{}", find.stdout(), find.stderr()).to_lowercase();
+    assert!(
+        said.contains("final find response (refused: outofresources)"),
+        "{said}"
+    );
+    assert!(!said.contains(CT_STUDY), "{said}");
+    drop(lock);
+
+    // Once it can: served again, and the trail names each refusal, never a
+    // refused access as one that happened.
+    let served = web_requests(&server, json!([qido("1CT1")]));
+    assert_eq!(served[0]["status"], 200, "{served:?}");
+    server.stop();
+    let records = data.audit_export();
+    for key in ["REFUSEDQIDO", "REFUSEDFIND"] {
+        let naming: Vec<&Value> = records
+            .iter()
+            .map(|r| &r["record"])
+            .filter(|r| r["detail"].as_str().unwrap_or("").contains(key))
+            .collect();
+        assert!(
+            naming.iter().all(|r| r["event"]["code"] == 110113),
+            "{naming:?}"
+        );
+        assert!(
+            naming.iter().any(|r| r["detail"]
+                .as_str()
+                .unwrap()
+                .contains("the audit trail could not be written")),
+            "{key}: {naming:?}"
+        );
+    }
 }

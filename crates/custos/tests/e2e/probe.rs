@@ -3,7 +3,6 @@
 //! default configuration. Loopback only.
 
 use crate::common::*;
-use std::io::BufRead;
 
 fn probe(args: &[&str]) -> Run {
     let out = std::process::Command::new(BIN)
@@ -35,11 +34,7 @@ fn permissive_scp(extra: &[&str]) -> (std::process::Child, String) {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(scp.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
+    first_line_is(&mut scp, "ready");
     (scp, port)
 }
 

@@ -668,3 +668,14 @@ pub fn basic_auth(user: &str, password: &str) -> String {
     let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     format!("Basic {pair}")
 }
+
+/// Waits for a helper process to print `ready` (its first line of output)
+/// as its sign that it is listening or holding what it was started for.
+pub fn first_line_is(child: &mut Child, ready: &str) {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().expect("stdout piped"))
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), ready);
+}
