@@ -10,12 +10,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/env.sh"
 D=$1; rounds=${2:-3}
 new=${CUSTOS_BIN:-$here/../target/release/custos}
-studies=$(ls -d "$D"/small/st* | head -50)
+studies=("$D"/small/st*); studies=("${studies[@]:0:50}")
 for r in $(seq "$rounds"); do
   for label in base new; do
     bin=$BASE_BIN; [ "$label" = new ] && bin=$new
     pid=$(CUSTOS_BIN=$bin "$here/custos-reset.sh" | tail -1)
-    for st in $studies; do
+    for st in "${studies[@]}"; do
       /usr/bin/storescu -aet BENCHSCU -aec CUSTOS +sd +r 127.0.0.1 "${BENCH_PORT:-11120}" "$st" >/dev/null 2>&1
     done
     echo "round $r $label $(python3 "$here/access_audit.py" --url "https://127.0.0.1:${BENCH_HTTP_PORT:-11121}" --user "bench:$BENCH_PASSWORD" | tail -1)"

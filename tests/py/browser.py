@@ -121,9 +121,10 @@ def main():
         page.on("console", lambda m: m.type == "error" and "Failed to load resource" not in m.text and errors.append(m.text))
         # Refusals this script provokes on purpose (the session check before
         # login, a wrong password, the API asked by a stranger, a logged-out
-        # browser and the auditor); anything else that fails is a defect.
+        # browser, the auditor, and a wrong current password); anything else that fails is a defect.
         expected = {("/api/session", 401), ("/api/login", 401), ("/dicom-web/studies", 401), ("/dicom-web/studies", 403),
-                    ("/dicom-web/studies", 409)}  # the text file uploaded on purpose
+                    ("/dicom-web/studies", 409),  # the text file uploaded on purpose
+                    ("/api/session/password", 403)}  # a wrong current password
         failed = []
         page.on("response", lambda r: r.status >= 400 and (r.url.split("?")[0].replace(url, ""), r.status) not in expected and failed.append(f"{r.status} {r.url}"))
 
@@ -247,6 +248,18 @@ def main():
         page.fill("input[name=new-password]", "fresh reader 42 passphrase")
         page.click("button:has-text('Add user')")
         page.wait_for_selector("tr[data-user='newrad']")
+        # A new password for them, typed twice into password fields (two
+        # that differ are refused before anything is sent).
+        page.click("tr[data-user='newrad'] button:has-text('New password')")
+        page.fill("input[name=password-newrad-new]", "second reader 42 passphrase")
+        page.fill("input[name=password-newrad-again]", "second reader 42 passphrasf")
+        page.click("button:has-text('Set password')")
+        page.wait_for_selector("p[role=status]:has-text('differ')")
+        page.fill("input[name=password-newrad-again]", "second reader 42 passphrase")
+        page.click("button:has-text('Set password')")
+        page.wait_for_selector("p[role=status]:has-text('Password of newrad changed.')")
+        whoami = requests.get(f"{url}/api/session", auth=("newrad", "second reader 42 passphrase"), verify=False)
+        check(whoami.status_code == 200, f"newrad's new password: {whoami.status_code}")
         page.select_option("select[name=token-user]", "newrad")
         page.click("button:has-text('Create token')")
         page.wait_for_selector(".secret:has-text('shown once')")
@@ -277,6 +290,27 @@ def main():
         page.wait_for_function("() => !document.querySelector('tr[data-hook]')")
         page.click("button:has-text('Show what would be deleted')")
         page.wait_for_selector(".retention-plan p:has-text('would be deleted')")
+
+        # The modality worklist: two steps scheduled today by hand, one
+        # removed (the test then asks the worklist by DICOM, as a modality).
+        page.click("#nav a:has-text('Worklist')")
+        page.wait_for_selector("h2:has-text('Modality worklist')")
+        for pid, name, modality, time_ in (("WL-KEEP", "Worklist^Kept", "CT", "09:30"), ("WL-GONE", "Worklist^Removed", "MR", "10:15")):
+            page.fill("input[name=wl-name]", name)
+            page.fill("input[name=wl-patient-id]", pid)
+            page.fill("input[name=wl-accession]", f"ACC-{pid}")
+            page.select_option("select[name=wl-modality]", modality)
+            page.fill("input[name=wl-station]", "CT01")
+            page.fill("input[name=wl-time]", time_)
+            page.fill("input[name=wl-procedure]", "Chest")
+            page.click("button:has-text('Schedule')")
+            page.wait_for_selector(f"tr[data-worklist] td:has-text('{pid}')")
+        rows = page.locator("tr[data-worklist]").all_inner_texts()
+        check(len(rows) == 2 and "09:30" in rows[0] and "Worklist Kept" in rows[0] and "SCHEDULED" in rows[0], f"worklist rows: {rows}")
+        page.once("dialog", lambda d: d.accept())
+        page.click("tr[data-worklist]:has-text('WL-GONE') button:has-text('Remove')")
+        page.wait_for_function("() => document.querySelectorAll('tr[data-worklist]').length === 1")
+        page.screenshot(path=f"{args.shots}/worklist.png", full_page=True)
 
         # Send the study to CT09 from its page; the jobs page shows the
         # forwards waiting (nothing listens there), cancels and retries one.
@@ -412,6 +446,22 @@ def main():
         page.click("button:has-text('Verify the chain')")
         page.wait_for_selector("p.ok:has-text('Verified:')")
         page.screenshot(path=f"{args.shots}/audit-filtered.png")
+
+        # The auditor changes their own password: a wrong current one is
+        # refused on the page; the right one ends the session, and the new
+        # password logs in.
+        page.click("#own-password")
+        page.fill("input[name=current-password]", "not what it is")
+        page.fill("input[name=own-new]", "the trail at night 42")
+        page.fill("input[name=own-again]", "the trail at night 42")
+        page.click("button:has-text('Change password')")
+        page.wait_for_selector("p[role=status]:has-text('current password is not right')")
+        page.fill("input[name=current-password]", auditor[1])
+        page.click("button:has-text('Change password')")
+        page.wait_for_selector("form.login p[role=alert]:has-text('log in with the new one')")
+        login(page, url, auditor[0], "the trail at night 42")
+        page.wait_for_selector("table.audit")
+        page.screenshot(path=f"{args.shots}/password.png")
 
         check(not errors, f"errors in the page: {errors}")
         check(not failed, f"failed requests: {failed}")

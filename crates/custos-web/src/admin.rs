@@ -25,7 +25,7 @@ type Result<T> = std::result::Result<T, ApiError>;
 
 /// Records a change of peers, users or tokens (Security Alert, as PS3.15
 /// A.5.3.11 lists for security configuration changes).
-async fn change(s: &AppState, detail: String) {
+pub(crate) async fn change(s: &AppState, detail: String) {
     let mut e = crate::audit::event(
         custos_core::audit::EventId::SecurityAlert,
         'E',

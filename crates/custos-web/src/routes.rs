@@ -421,6 +421,12 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
             Authenticated,
             delete(session::logout),
         ),
+        (
+            Method::PUT,
+            "/api/session/password",
+            Authenticated,
+            put(session::change_password),
+        ),
     ]
 }
 

@@ -2,7 +2,8 @@
 //! auth does (same lockout, throttling, audit) and sets a session cookie
 //! (`HttpOnly; SameSite=Strict`, `Secure` and the `__Host-` prefix over
 //! HTTPS); `GET /api/session` tells the page who is logged in, with the CSRF
-//! token it must echo; `DELETE /api/session` logs out. Requests carrying the
+//! token it must echo; `DELETE /api/session` logs out;
+//! `PUT /api/session/password` changes one's own password. Requests carrying the
 //! cookie are authenticated in `auth::require_principal`, which also refuses
 //! cross-site state changes (`Origin` and `X-CSRF-Token` checks).
 
@@ -230,4 +231,61 @@ pub async fn logout(
     r.headers_mut()
         .insert(header::SET_COOKIE, clear_cookie(&state));
     r
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPassword {
+    current: String,
+    new: String,
+}
+
+/// `PUT /api/session/password`: a user changes their own password, proving
+/// the current one as a login does (the same lockout, throttling and audit
+/// of failures; a wrong one is 403, not 401, so the page keeps its session).
+/// Every browser session of the user ends with the old password.
+pub async fn change_password(
+    State(state): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Extension(ClientAddr(addr)): Extension<ClientAddr>,
+    body: Result<Json<NewPassword>, JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(r) => return ApiError::new(r.status(), r.body_text()).into_response(),
+    };
+    let name = match &p {
+        Principal::User {
+            name,
+            read_only: false,
+            ..
+        } => name.clone(),
+        _ => return ApiError::forbidden().into_response(),
+    };
+    let ip = Some(addr.ip());
+    let secret = Secret::Password {
+        user: &name,
+        password: &body.current,
+    };
+    if let Err(refusal) = state.auth.authenticate(secret, ip).await {
+        let r = crate::auth::refused(&state, ip, Some(name), refusal, true).await;
+        if r.status() != StatusCode::UNAUTHORIZED {
+            return r;
+        }
+        return ApiError::new(StatusCode::FORBIDDEN, "the current password is not right")
+            .into_response();
+    }
+    let change = custos_archive::registry::UserChange {
+        password: Some(body.new),
+        ..Default::default()
+    };
+    let registry = state.archive.registry();
+    match custos_archive::registry::update_user(registry.as_ref(), &name, change).await {
+        Ok((_, line)) => {
+            tracing::info!(user = %name, "password changed by its user");
+            crate::admin::change(&state, format!("{line} (by the user)")).await;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }

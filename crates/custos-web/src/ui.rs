@@ -1,5 +1,5 @@
 //! The browser UI: a login page, the study list, a study page with a quick
-//! viewer, upload, administration, forwarding jobs, status and the audit trail — plain ES modules and CSS embedded in the
+//! viewer, upload, administration, forwarding jobs, status, the modality worklist, the audit trail and one's own password — plain ES modules and CSS embedded in the
 //! binary (no build step, no CDN, nothing fetched at run time). The page and
 //! its files are the only unauthenticated content besides `/healthz` and the
 //! login, and hold no patient data: everything else comes from the
@@ -45,6 +45,16 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "status.js",
         "text/javascript; charset=utf-8",
         include_str!("../ui/status.js"),
+    ),
+    (
+        "worklist.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../ui/worklist.js"),
+    ),
+    (
+        "account.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../ui/account.js"),
     ),
     (
         "dom.js",

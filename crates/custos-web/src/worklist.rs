@@ -166,7 +166,13 @@ pub async fn get_one(
         .await?
         .ok_or_else(|| not_found(id))?;
     let patient = item["00100020"]["Value"][0].as_str().map(str::to_string);
-    record(&s, 'R', format!("worklist item {id} read"), patient).await;
+    let e = naming_patients(
+        EventId::OrderRecord,
+        'R',
+        format!("worklist item {id} read"),
+        patient,
+    );
+    s.archive.record_access(e).await?;
     Ok(Json(item))
 }
 
@@ -238,13 +244,13 @@ pub async fn performed_step(
     let patient = attributes["00100020"]["Value"][0]
         .as_str()
         .map(str::to_string);
-    record(
-        &s,
+    let e = naming_patients(
+        EventId::OrderRecord,
         'R',
         format!("performed procedure step {uid} read"),
         patient,
-    )
-    .await;
+    );
+    s.archive.record_access(e).await?;
     Ok(Json(json!({
         "uid": row.sop_instance_uid,
         "status": row.status,

@@ -610,6 +610,82 @@ async fn a_session_ends_when_its_user_is_disabled_or_gets_a_new_password() {
 }
 
 #[tokio::test]
+async fn users_change_their_own_password_by_proving_the_current_one() {
+    let f = fixture("own-password").await;
+    let cookie = session_cookie(&login(&f, "rad", PASSWORD, None).await);
+    let csrf = login(&f, "rad", PASSWORD, None).await.json()["csrf"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let change = |current: &str, new: &str| {
+        request("rad", "PUT", "/api/session/password")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                serde_json::json!({ "current": current, "new": new }).to_string(),
+            ))
+            .unwrap()
+    };
+    // A wrong current password: 403 (the page keeps its session), counted
+    // as a failed login.
+    let r = f
+        .send(change("not my password", "a new reading room 7"))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // A new password the policy refuses.
+    let r = f.send(change(PASSWORD, "short")).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // A read-only token cannot, whatever it knows.
+    let token = f
+        .json(
+            "boss",
+            "POST",
+            "/api/tokens",
+            serde_json::json!({ "user": "rad", "expires_days": 1, "read_only": true }),
+        )
+        .await
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        f.send(
+            Request::put("/api/session/password")
+                .header(header::HOST, "localhost")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    serde_json::json!({ "current": PASSWORD, "new": "a new reading room 7" })
+                        .to_string()
+                ))
+                .unwrap()
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    let r = f.send(change(PASSWORD, "a new reading room 7")).await;
+    assert_eq!(
+        r.status,
+        StatusCode::NO_CONTENT,
+        "{:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // The old password is gone, the new one works, the old session ended.
+    assert_eq!(
+        login(&f, "rad", PASSWORD, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login(&f, "rad", "a new reading room 7", None).await.status,
+        StatusCode::OK
+    );
+    let r = f
+        .call(with_cookie(&cookie, "GET", "/api/session").header("x-csrf-token", &csrf))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn the_ui_is_served_without_login_with_a_strict_policy_and_no_patient_data() {
     let f = fixture("ui").await;
     f.send(stow()).await;

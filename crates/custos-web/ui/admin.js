@@ -3,6 +3,7 @@
 // use cases share.
 
 import { el } from "/ui/dom.js";
+import { newPasswordFields } from "/ui/account.js";
 
 const ROLES = ["admin", "radiologist", "uploader", "auditor", "monitor"];
 const RIGHTS = ["echo", "store", "find", "get", "move", "commit", "worklist", "mpps"];
@@ -66,9 +67,23 @@ export async function adminPage(main, api, me) {
         self ? null : button(u.disabled ? "Enable" : "Disable", async () => {
           if (await call(`/api/users/${encodeURIComponent(u.name)}`, "PUT", { disabled: !u.disabled })) reload();
         }),
-        button("New password", async () => {
-          const password = prompt(`New password for ${u.name} (12 characters or more):`);
-          if (password && await call(`/api/users/${encodeURIComponent(u.name)}`, "PUT", { password })) message.textContent = `Password of ${u.name} changed.`;
+        button("New password", (e) => {
+          // Typed twice into password fields of a row of its own (never into
+          // a prompt that shows it); a second click closes the row.
+          const row = e.target.closest("tr");
+          const next = row.nextElementSibling;
+          if (next && next.dataset.passwordOf === u.name) { next.remove(); return; }
+          const fresh = newPasswordFields(`password-${u.name}`);
+          row.after(el("tr", { "data-password-of": u.name }, el("td", { colspan: 4 },
+            el("form", { class: "filters", on: { submit: async (ev) => {
+              ev.preventDefault();
+              if (fresh.differ()) { message.textContent = "The two passwords differ."; return; }
+              if (await call(`/api/users/${encodeURIComponent(u.name)}`, "PUT", { password: fresh.value() })) {
+                ev.target.closest("tr").remove();
+                message.textContent = `Password of ${u.name} changed.`;
+              }
+            } } }, ...fresh.fields, el("button", { type: "submit", text: "Set password" })))));
+          fresh.fields[0].focus();
         }),
         self ? null : button("Remove", async () => {
           if (confirm(`Remove the user ${u.name} and their tokens?`) && await call(`/api/users/${encodeURIComponent(u.name)}`, "DELETE")) reload();

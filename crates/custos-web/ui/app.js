@@ -1,15 +1,18 @@
 // Custos's browser UI: login, study list, study page; the routes to the
-// upload, administration, jobs, status and audit pages (their own modules).
+// upload, administration, jobs, status, worklist, audit and password pages
+// (their own modules).
 // Patient data is only ever put into the page with textContent (never as
 // HTML), and never into the URL: the location carries UIDs only.
 
-import { el } from "/ui/dom.js";
+import { el, ymd } from "/ui/dom.js";
 import { openViewer } from "/ui/viewer.js";
 import { uploadPage } from "/ui/upload.js";
 import { adminPage } from "/ui/admin.js";
 import { auditPage } from "/ui/audit.js";
 import { statusPage } from "/ui/status.js";
 import { jobsPage, sendControl, protectControl } from "/ui/jobs.js";
+import { passwordPage } from "/ui/account.js";
+import { worklistPage } from "/ui/worklist.js";
 
 const state = { me: null };
 const main = document.getElementById("main");
@@ -61,11 +64,6 @@ function date(d) {
   return /^\d{8}$/.test(d) ? `${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6)}` : d;
 }
 
-/** `d` as YYYYMMDD in the browser's time zone (the day the user lives in). */
-function ymd(d) {
-  const pad = (n) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}${pad(d.getMonth() + 1)}${pad(d.getDate())}`;
-}
 
 function may(right) {
   return !!state.me && state.me.rights.includes(right);
@@ -122,9 +120,11 @@ function showBar() {
   if (may("find")) links.push(el("a", { href: "#/", text: "Studies" }));
   if (may("store")) links.push(el("a", { href: "#/upload", text: "Upload" }));
   if (may("admin")) links.push(el("a", { href: "#/admin", text: "Administration" }), el("a", { href: "#/jobs", text: "Jobs" }), el("a", { href: "#/status", text: "Status" }));
+  if (may("worklist")) links.push(el("a", { href: "#/worklist", text: "Worklist" }));
   if (may("audit")) links.push(el("a", { href: "#/audit", text: "Audit trail" }));
   nav.replaceChildren(...links);
-  document.getElementById("who").textContent = `${state.me.user} (${state.me.role})`;
+  document.getElementById("who").replaceChildren(`${state.me.user} (${state.me.role}) `,
+    el("a", { href: "#/password", id: "own-password", text: "Password" }));
   bar.hidden = false;
 }
 
@@ -461,6 +461,14 @@ async function route() {
     }
     else if (hash === "#/admin" && may("admin")) await adminPage(main, api, state.me);
     else if (hash === "#/jobs" && may("admin")) await jobsPage(main, api);
+    else if (hash === "#/worklist" && may("worklist")) await worklistPage(main, api);
+    else if (hash === "#/password") {
+      passwordPage(main, api, state.me, (message) => {
+        state.me = null;
+        history.replaceState(null, "", "/");
+        showLogin(message);
+      });
+    }
     else if (may("find")) {
       main.replaceChildren(...studyList());
       await search();

@@ -2,17 +2,12 @@
 // sends fill, by state, with retry and cancel; and the study page's "Send
 // to" and retention protection controls, through the same API as the CLI.
 
-import { el } from "/ui/dom.js";
+import { el, refused } from "/ui/dom.js";
 
 const STATES = ["all", "pending", "failed", "done", "cancelled"];
 
 const when = (t) => (t ? new Date(t * 1000).toISOString().replace("T", " ").slice(0, 19) : "");
 
-async function refused(r) {
-  let why = `${r.status}`;
-  try { why = (await r.json()).error || why; } catch (_) { /* no body */ }
-  return `Refused: ${why}`;
-}
 
 /** The jobs page in `main`, showing jobs in `filter` ("all" or a state). */
 export async function jobsPage(main, api, filter = "all") {

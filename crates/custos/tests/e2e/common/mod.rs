@@ -679,3 +679,66 @@ pub fn first_line_is(child: &mut Child, ready: &str) {
         .unwrap();
     assert_eq!(line.trim(), ready);
 }
+
+/// DCMTK's `findscu -W` from `aet` with `keys`: the responses, each as
+/// dcmdump prints it; `None` if findscu failed.
+pub fn worklist_query(
+    server: &Server,
+    aet: &str,
+    out: &std::path::Path,
+    keys: &[&str],
+) -> Option<Vec<String>> {
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::create_dir_all(out).unwrap();
+    let port = server.port();
+    let mut args = vec![
+        "-W",
+        "-X",
+        "-od",
+        out.to_str().unwrap(),
+        "-aet",
+        aet,
+        "-aec",
+        "CUSTOS",
+        "127.0.0.1",
+        &port,
+        "-k",
+        "PatientName",
+        "-k",
+        "PatientID",
+        "-k",
+        "AccessionNumber",
+        "-k",
+        "(0040,0100)[0].ScheduledProcedureStepID",
+    ];
+    for k in keys {
+        args.extend(["-k", k]);
+    }
+    let run = dcmtk("findscu", &args);
+    if !run.ok() {
+        return None;
+    }
+    let mut files: Vec<_> = walk_files(out);
+    files.sort();
+    Some(
+        files
+            .iter()
+            .map(|f| dcmtk("dcmdump", &["-q", f.to_str().unwrap()]).stdout())
+            .collect(),
+    )
+}
+
+/// The patient IDs in worklist responses, sorted.
+pub fn patient_ids(responses: &[String]) -> Vec<String> {
+    let mut ids: Vec<String> = responses
+        .iter()
+        .filter_map(|d| {
+            d.lines()
+                .find(|l| l.starts_with("(0010,0020)"))
+                .and_then(|l| l.split('[').nth(1))
+                .map(|v| v.split(']').next().unwrap().to_string())
+        })
+        .collect();
+    ids.sort();
+    ids
+}
