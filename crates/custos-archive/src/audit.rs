@@ -87,26 +87,23 @@ impl AuditSender {
     }
 
     /// Records an access and returns once the record is in the index; an
-    /// error when it is not there within `wait` (the writer gives up on a
-    /// record whose access was refused, unless its batch is being written).
+    /// error when it is not there within `wait`, room in the queue included.
+    /// The writer leaves out the record of an access refused so; one its
+    /// batch was already committing is followed by a record saying so.
     pub(crate) async fn record_access(
         &self,
         event: AuditEvent,
         wait: Duration,
     ) -> Result<(), TrailUnavailable> {
         let (done, written) = oneshot::channel();
-        let sent = tokio::time::timeout(
-            wait,
-            self.tx.send(Msg::Event(event, now_rfc3339(), Some(done))),
-        )
-        .await;
-        if !matches!(sent, Ok(Ok(()))) {
-            return Err(TrailUnavailable);
-        }
-        match tokio::time::timeout(wait, written).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(TrailUnavailable),
-        }
+        let msg = Msg::Event(event, now_rfc3339(), Some(done));
+        let recorded = async {
+            self.tx.send(msg).await.map_err(|_| TrailUnavailable)?;
+            written.await.map_err(|_| TrailUnavailable)
+        };
+        tokio::time::timeout(wait, recorded)
+            .await
+            .unwrap_or(Err(TrailUnavailable))
     }
 
     /// Records waiting in the queue for the writer.
@@ -418,18 +415,18 @@ impl AuditTrail {
         index: &dyn AuditLog,
         entries: Vec<(String, String)>,
     ) -> Result<(), IndexError> {
-        let checkpoint = self.append_records(index, entries).await?;
+        let (_, checkpoint) = self.append_records(index, entries).await?;
         self.write_checkpoint(checkpoint).await;
         Ok(())
     }
 
-    /// Appends (time, body) entries; returns the checkpoint naming the new
-    /// head, for [`write_checkpoint`](Self::write_checkpoint) now or later.
+    /// Appends (time, body) entries; returns the new head's sequence number
+    /// and the checkpoint naming it, for [`write_checkpoint`](Self::write_checkpoint) now or later.
     async fn append_records(
         &self,
         index: &dyn AuditLog,
         entries: Vec<(String, String)>,
-    ) -> Result<String, IndexError> {
+    ) -> Result<(i64, String), IndexError> {
         use std::sync::atomic::Ordering;
         let mine = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some((seq, link)) = mine
@@ -466,7 +463,9 @@ impl AuditTrail {
             self.compared.store(true, Ordering::Relaxed);
         }
         let first = self.first.get().cloned().unwrap_or_default();
-        Ok(json!({ "first": first, "seq": seq, "link": link, "index": self.identity }).to_string())
+        let checkpoint =
+            json!({ "first": first, "seq": seq, "link": link, "index": self.identity }).to_string();
+        Ok((seq, checkpoint))
     }
 
     /// Replaces this node's checkpoint file with `text` (atomically, by rename).
@@ -652,8 +651,8 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
     });
     tokio::spawn(async move {
         let node = node_name();
-        // (time, body, the access waiting for it if any)
-        let mut pending: Vec<(String, String, Option<oneshot::Sender<()>>)> = Vec::new();
+        // (time, body, the access waiting for it if any, with its event)
+        let mut pending: Vec<Pending> = Vec::new();
         let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
         // The newest head not yet in the checkpoint file, and when the file
         // was last written: under load it is rewritten every CHECKPOINT_EVERY,
@@ -686,7 +685,7 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
                     Msg::Event(_, _, Some(w)) if w.is_closed() => {}
                     Msg::Event(e, t, access) => {
                         let body = body_of(&e, &t, &node);
-                        pending.push((t, body, access));
+                        pending.push((t, body, access.map(|w| (w, e))));
                     }
                     Msg::Flush(w) => waiters.push(w),
                 }
@@ -698,17 +697,36 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
             // back waits at most RETRY_MAX for the next attempt.
             let mut delay = Duration::from_millis(200);
             let began = Instant::now();
-            while !pending.is_empty() {
+            loop {
+                // An access that stopped waiting was refused: it did not
+                // happen, its record is not written.
+                pending.retain(|(_, _, a)| a.as_ref().is_none_or(|(w, _)| !w.is_closed()));
+                if pending.is_empty() {
+                    break;
+                }
                 let entries = pending.iter().map(|(t, b, _)| (t.clone(), b.clone()));
                 match trail
                     .append_records(index.as_ref(), entries.collect())
                     .await
                 {
-                    Ok(head) => {
-                        for (_, _, access) in pending.drain(..) {
-                            if let Some(w) = access {
-                                let _ = w.send(());
+                    Ok((head_seq, head)) => {
+                        // Records were given consecutive numbers, the last
+                        // `head_seq`. One whose access stopped waiting while
+                        // its batch was committing is followed by a record
+                        // that says the access did not happen.
+                        let first_seq = head_seq + 1 - pending.len() as i64;
+                        let mut late = Vec::new();
+                        for (i, (_, _, access)) in pending.drain(..).enumerate() {
+                            if let Some((w, e)) = access
+                                && w.send(()).is_err()
+                            {
+                                late.push(refused_after_all(e, first_seq + i as i64));
                             }
+                        }
+                        for e in late {
+                            let t = now_rfc3339();
+                            let body = body_of(&e, &t, &node);
+                            pending.push((t, body, None));
                         }
                         checkpoint = Some(head);
                     }
@@ -716,9 +734,6 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
                         tracing::error!(error = %e, pending = pending.len(), "AUDIT TRAIL CANNOT BE WRITTEN; retrying");
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(RETRY_MAX);
-                        // An access that stopped waiting was refused: it did
-                        // not happen, its record is not written.
-                        pending.retain(|(_, _, a)| a.as_ref().is_none_or(|w| !w.is_closed()));
                         if !waiters.is_empty() && began.elapsed() >= Duration::from_secs(10) {
                             break;
                         }
@@ -740,6 +755,23 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
         }
     });
     AuditSender { tx, coalescer }
+}
+
+/// A record waiting to be appended: (time, body, the access waiting for
+/// it if any, with its event).
+type Pending = (String, String, Option<(oneshot::Sender<()>, AuditEvent)>);
+
+/// The record that corrects record `seq`: the access it names was refused
+/// (its request stopped waiting) while its batch was being committed.
+fn refused_after_all(mut e: AuditEvent, seq: i64) -> AuditEvent {
+    e.event = EventId::SecurityAlert;
+    e.action = 'E';
+    e.outcome = Outcome::MinorFailure;
+    e.detail = format!(
+        "record {seq} names an access that did not happen: it was refused (the audit trail answered too late) — {}",
+        e.detail
+    );
+    e
 }
 
 #[cfg(test)]
@@ -787,6 +819,107 @@ mod tests {
             summaries[0].detail
         );
         assert!(c.admit(&failure("rad")), "a new window starts");
+    }
+
+    /// The real SQLite index, its appends made slow (a stalled fsync, a
+    /// lock wait): what an access sees when the trail answers late.
+    struct Slow(custos_index::SqliteIndex, Duration);
+
+    #[async_trait::async_trait]
+    impl AuditLog for Slow {
+        async fn append_audit(
+            &self,
+            key: &AuditKey,
+            entries: Vec<(String, String)>,
+        ) -> Result<(i64, String), IndexError> {
+            tokio::time::sleep(self.1).await;
+            self.0.append_audit(key, entries).await
+        }
+        fn audit_identity(&self) -> String {
+            self.0.audit_identity()
+        }
+        async fn copy_audit(&self, records: &[AuditRecord]) -> Result<(), IndexError> {
+            self.0.copy_audit(records).await
+        }
+        async fn audit_head(&self) -> Result<Option<AuditRecord>, IndexError> {
+            self.0.audit_head().await
+        }
+        async fn audit_after(
+            &self,
+            after: i64,
+            limit: usize,
+        ) -> Result<Vec<AuditRecord>, IndexError> {
+            self.0.audit_after(after, limit).await
+        }
+        async fn audit_search(
+            &self,
+            search: &custos_core::audit::AuditSearch,
+        ) -> Result<Vec<AuditRecord>, IndexError> {
+            self.0.audit_search(search).await
+        }
+    }
+
+    fn access(detail: &str) -> AuditEvent {
+        let mut e = AuditEvent::new(EventId::Query, 'E', Outcome::Success);
+        e.user = "rad".into();
+        e.detail = detail.into();
+        e
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_access_refused_for_a_late_trail_is_never_left_as_served() {
+        let dir = std::env::temp_dir().join(format!("custos-audit-late-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let index = Arc::new(Slow(
+            custos_index::SqliteIndex::open(dir.join("index.db")).unwrap(),
+            Duration::from_millis(600),
+        ));
+        let trail = AuditTrail::open(&dir, index.as_ref()).await.unwrap();
+        let sender = start(index.clone(), trail);
+        let wait = Duration::from_millis(150);
+        // In time: served, and its record is in.
+        let patient = Duration::from_secs(5);
+        assert!(
+            sender
+                .record_access(access("in time"), patient)
+                .await
+                .is_ok()
+        );
+        // Its batch commits after the access gave up: written, then
+        // corrected by the record after it.
+        assert!(
+            sender
+                .record_access(access("committing"), wait)
+                .await
+                .is_err()
+        );
+        // Queued behind that batch, given up before its own began: never
+        // written.
+        assert!(sender.record_access(access("queued"), wait).await.is_err());
+        sender.flush().await;
+        let records = index.audit_after(0, 100).await.unwrap();
+        let detail = |r: &AuditRecord| {
+            serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["detail"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let seq_of = |d: &str| records.iter().find(|r| detail(r) == d).map(|r| r.seq);
+        assert!(seq_of("in time").is_some());
+        assert!(seq_of("queued").is_none(), "a refused access recorded");
+        let late = seq_of("committing").expect("the committing batch's record");
+        let corrected = records.iter().any(|r| {
+            detail(r).starts_with(&format!(
+                "record {late} names an access that did not happen"
+            ))
+        });
+        assert!(
+            corrected,
+            "{:?}",
+            records.iter().map(detail).collect::<Vec<_>>()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

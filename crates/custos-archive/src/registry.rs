@@ -166,6 +166,13 @@ pub async fn update_user(
     name: &str,
     change: UserChange,
 ) -> Result<(User, String)> {
+    // Hashed first (argon2 takes a while): the row is read and written back
+    // right after, so a change made meanwhile (an admin disabling the user)
+    // is not overwritten by a stale copy.
+    let hash = match change.password {
+        Some(password) => Some(hashed(name, password).await?),
+        None => None,
+    };
     let mut user = index
         .user(name)
         .await?
@@ -175,8 +182,8 @@ pub async fn update_user(
         user.role = role.parse().map_err(invalid)?;
         what.push(format!("role {}", user.role));
     }
-    if let Some(password) = change.password {
-        user.password_hash = hashed(name, password).await?;
+    if let Some(hash) = hash {
+        user.password_hash = hash;
         user.password_changed = now_unix();
         what.push("password changed".to_string());
     }

@@ -110,23 +110,32 @@ impl Archive {
                 }
             }
         }
-        if !apply && report.deleted_count > 0 {
-            let mut e = custos_core::audit::AuditEvent::new(EventId::Query, 'E', Outcome::Success);
-            e.user = by.to_string();
-            e.detail = format!(
-                "retention dry run: {} studies would be deleted",
-                report.deleted_count
-            );
-            // The answer lists them: the record names what it showed.
-            for (s, _) in &report.deleted {
-                if !e.patient_ids.contains(&s.patient_id) {
-                    e.patient_ids.push(s.patient_id.clone());
-                }
-                e.study_uids.push(s.study_uid.clone());
-            }
-            self.audit(e).await;
-        }
         Ok(report)
+    }
+
+    /// The record of a dry run's answer, which lists patients and studies
+    /// (`None` when it lists none): the caller records it before showing
+    /// the list (`record_access`).
+    pub fn retention_listing(
+        report: &RetentionReport,
+        by: &str,
+    ) -> Option<custos_core::audit::AuditEvent> {
+        if report.deleted_count == 0 {
+            return None;
+        }
+        let mut e = custos_core::audit::AuditEvent::new(EventId::Query, 'E', Outcome::Success);
+        e.user = by.to_string();
+        e.detail = format!(
+            "retention dry run: {} studies would be deleted",
+            report.deleted_count
+        );
+        for (s, _) in &report.deleted {
+            if !e.patient_ids.contains(&s.patient_id) {
+                e.patient_ids.push(s.patient_id.clone());
+            }
+            e.study_uids.push(s.study_uid.clone());
+        }
+        Some(e)
     }
 
     async fn retention_delete(

@@ -266,7 +266,16 @@ fn select_expr(key: Key, level: Level) -> String {
         Key::NumberOfStudyRelatedSeries => "st.num_series".into(),
         Key::NumberOfStudyRelatedInstances => "st.num_instances".into(),
         Key::NumberOfSeriesRelatedInstances => "se.num_instances".into(),
-        k if level == Level::Patient => format!("MAX({})", column(k).expect("patient keys are columns")),
+        // The patient as their newest study has them (a name corrected or
+        // spelled anew since), as Orthanc keeps a patient's tags from the
+        // latest instance; not whichever value sorts last.
+        k if level == Level::Patient => {
+            let col = column(k).expect("patient keys are columns");
+            let col = col.strip_prefix("st.").unwrap_or(col);
+            format!(
+                "(SELECT y.{col} FROM studies y WHERE y.patient_id = st.patient_id ORDER BY y.pk DESC LIMIT 1)"
+            )
+        }
         k => column(k).expect("non-computed keys are columns").to_string(),
     }
 }

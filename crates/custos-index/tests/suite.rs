@@ -69,6 +69,7 @@ on_both_backends!(
     padded_names_match,
     descriptions_match_in_any_case,
     patient_counts_cover_all_their_studies,
+    a_patient_is_named_as_their_newest_study_has_it,
     a_renewed_lease_keeps_a_long_attempt,
     busy_destinations_are_skipped,
     worklist_and_performed_steps,
@@ -322,6 +323,24 @@ async fn patient_counts_cover_all_their_studies(ix: Ix) {
     ]
     .map(|k| patients[0][&k].as_str());
     assert_eq!(counts, ["3", "4", "5"]);
+}
+
+async fn a_patient_is_named_as_their_newest_study_has_it(ix: Ix) {
+    populate(&ix).await;
+    // A later study spells the name anew (sorting before the old one).
+    let renamed = rec(
+        "P1", "DOE^JOAN", "1.3", "20220101", "1.3.1", "CT", "1.3.1.1",
+    );
+    ix.insert(renamed, false).await.unwrap();
+    let by_id = vec![(Key::PatientID, Matcher::Single("P1".into()))];
+    let patients = ix.find(q(Level::Patient, by_id)).await.unwrap();
+    assert_eq!(patients.len(), 1);
+    assert_eq!(patients[0][&Key::PatientName], "DOE^JOAN");
+    // Found by the old spelling too, and shown as the patient is now called.
+    let by_old = vec![(Key::PatientName, Matcher::Single("DOE^JOHN".into()))];
+    let patients = ix.find(q(Level::Patient, by_old)).await.unwrap();
+    assert_eq!(patients.len(), 1);
+    assert_eq!(patients[0][&Key::PatientName], "DOE^JOAN");
 }
 
 async fn other_levels_and_retrieve_sets(ix: Ix) {

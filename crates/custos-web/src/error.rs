@@ -62,6 +62,11 @@ impl IntoResponse for ApiError {
         if let Some(f) = self.failed {
             r.extensions_mut().insert(f);
         }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // A backend or the audit trail is out: not at once again.
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().append(
                 header::WWW_AUTHENTICATE,

@@ -63,6 +63,9 @@ async fn pass(s: &AppState, p: &Principal, apply: bool) -> Result<Json<serde_jso
         .archive
         .retention_pass(custos_archive::routing::now(), apply, p.name())
         .await?;
+    if !apply && let Some(e) = custos_archive::Archive::retention_listing(&r, p.name()) {
+        s.archive.record_access(crate::audit::by_caller(e)).await?;
+    }
     Ok(Json(report_json(&r)))
 }
 

@@ -262,6 +262,20 @@ pub async fn change_password(
         } => name.clone(),
         _ => return ApiError::forbidden().into_response(),
     };
+    // A user signed in by an identity provider has no password here (and
+    // must not be counted as failing to give one).
+    let registry = state.archive.registry();
+    match registry.user(&name).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "your password is not kept here: your identity provider signs you in",
+            )
+            .into_response();
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    }
     let ip = Some(addr.ip());
     let secret = Secret::Password {
         user: &name,
@@ -279,7 +293,6 @@ pub async fn change_password(
         password: Some(body.new),
         ..Default::default()
     };
-    let registry = state.archive.registry();
     match custos_archive::registry::update_user(registry.as_ref(), &name, change).await {
         Ok((_, line)) => {
             tracing::info!(user = %name, "password changed by its user");

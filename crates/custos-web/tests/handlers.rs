@@ -612,11 +612,9 @@ async fn a_session_ends_when_its_user_is_disabled_or_gets_a_new_password() {
 #[tokio::test]
 async fn users_change_their_own_password_by_proving_the_current_one() {
     let f = fixture("own-password").await;
-    let cookie = session_cookie(&login(&f, "rad", PASSWORD, None).await);
-    let csrf = login(&f, "rad", PASSWORD, None).await.json()["csrf"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let session = login(&f, "rad", PASSWORD, None).await;
+    let cookie = session_cookie(&session);
+    let csrf = session.json()["csrf"].as_str().unwrap().to_string();
     let change = |current: &str, new: &str| {
         request("rad", "PUT", "/api/session/password")
             .header(header::CONTENT_TYPE, "application/json")
@@ -683,6 +681,32 @@ async fn users_change_their_own_password_by_proving_the_current_one() {
         .call(with_cookie(&cookie, "GET", "/api/session").header("x-csrf-token", &csrf))
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // Wrong current passwords count as failed logins: from a browser
+    // session (someone else's, left open), the lockout (after 5 here)
+    // applies to this endpoint as to the login.
+    let session = login(&f, "rad", "a new reading room 7", None).await;
+    let (cookie, csrf) = (
+        session_cookie(&session),
+        session.json()["csrf"].as_str().unwrap().to_string(),
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let wrong = with_cookie(&cookie, "PUT", "/api/session/password")
+            .header("x-csrf-token", &csrf)
+            .header(header::ORIGIN, "https://localhost")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                serde_json::json!({ "current": "a guess", "new": "a guessed room 77" }).to_string(),
+            ))
+            .unwrap();
+        statuses.push(f.send(wrong).await.status);
+    }
+    assert_eq!(statuses[0], StatusCode::FORBIDDEN, "{statuses:?}");
+    assert_eq!(
+        statuses.last(),
+        Some(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
 }
 
 #[tokio::test]

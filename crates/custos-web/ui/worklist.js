@@ -17,9 +17,14 @@ const step = (item) => (item["00400100"] && item["00400100"].Value && item["0040
 const dashed = (d) => (/^\d{8}$/.test(d) ? `${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6)}` : d);
 const clock = (t) => (/^\d{4}/.test(t) ? `${t.slice(0, 2)}:${t.slice(2, 4)}` : t);
 
-/** A new Study Instance UID from a random UUID (PS3.5 B.2: 2.25.<integer>). */
+/** A new Study Instance UID from 128 random bits (PS3.5 B.2: 2.25.<integer>;
+ * getRandomValues, unlike randomUUID, works over plain HTTP too). */
 function newUid() {
-  return `2.25.${BigInt(`0x${crypto.randomUUID().replaceAll("-", "")}`).toString()}`;
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40; // a version 4 UUID, as B.2 asks
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return `2.25.${BigInt(`0x${hex}`).toString()}`;
 }
 
 /** The item a scheduling form describes, as DICOM JSON (PS3.4 K.6). */
@@ -99,13 +104,17 @@ export async function worklistPage(main, api, day = ymd(new Date())) {
   const form = el("form", { class: "filters", on: { submit: async (e) => {
     e.preventDefault();
     const values = Object.fromEntries(Object.entries(f).map(([k, v]) => [k, v.value]));
-    const r = await api("/api/worklist", {
-      method: "POST",
-      headers: { "content-type": "application/dicom+json" },
-      body: JSON.stringify(itemOf(values)),
-    });
-    if (r.ok) reload(values.date.replaceAll("-", ""));
-    else message.textContent = await refused(r);
+    try {
+      const r = await api("/api/worklist", {
+        method: "POST",
+        headers: { "content-type": "application/dicom+json" },
+        body: JSON.stringify(itemOf(values)),
+      });
+      if (r.ok) reload(values.date.replaceAll("-", ""));
+      else message.textContent = await refused(r);
+    } catch (err) {
+      if (err.message !== "not logged in") message.textContent = `Not scheduled: ${err.message}`;
+    }
   } } },
   label("Patient name", f.name), label("Patient ID", f.patientId), label("Birth date", f.birthDate),
   label("Sex", f.sex), label("Accession", f.accession), label("Modality", f.modality),

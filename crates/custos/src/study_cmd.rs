@@ -165,6 +165,12 @@ pub async fn run(data: &Path, command: RetentionCommand) -> Result<()> {
     let report = archive
         .retention_pass(now, !dry_run, "custos retention")
         .await;
+    if dry_run
+        && let Ok(r) = &report
+        && let Some(e) = custos_archive::Archive::retention_listing(r, "custos retention")
+    {
+        archive.audit(e).await;
+    }
     archive.flush_audit().await;
     let report = report?;
     for (s, policy) in &report.deleted {
