@@ -428,21 +428,27 @@ impl AuditTrail {
         entries: Vec<(String, String)>,
     ) -> Result<(i64, String), IndexError> {
         use std::sync::atomic::Ordering;
-        let mine = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some((seq, link)) = mine
-            && !self.replaced.load(Ordering::Relaxed)
+        // The newest record this node wrote is checked to be still there in
+        // the append's own transaction (from the head it reads anyway).
+        let mine = self
+            .last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|_| !self.replaced.load(Ordering::Relaxed));
+        let checked = mine.as_ref().map(|(seq, _)| *seq);
+        let appended = index.append_audit(&self.key, entries, mine).await?;
+        if let Some(seq) = checked
+            && !appended.mine_intact
         {
-            let at = index.audit_after(seq - 1, 1).await?.pop();
-            if at.is_none_or(|r| r.seq != seq || r.hash != link) {
-                self.replaced.store(true, Ordering::Relaxed);
-                tracing::error!(
-                    seq,
-                    checkpoint = %self.checkpoint.display(),
-                    "AUDIT TRAIL CUT: a record this node wrote is missing or rewritten; the checkpoint is kept, `custos audit verify` reports the break"
-                );
-            }
+            self.replaced.store(true, Ordering::Relaxed);
+            tracing::error!(
+                seq,
+                checkpoint = %self.checkpoint.display(),
+                "AUDIT TRAIL CUT: a record this node wrote is missing or rewritten; the checkpoint is kept, `custos audit verify` reports the break"
+            );
         }
-        let (seq, link) = index.append_audit(&self.key, entries).await?;
+        let (seq, link) = (appended.seq, appended.link);
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((seq, link.clone()));
         // The checkpoint names its trail by the first record's link; once per
         // process the index's trail is checked to begin with it.
@@ -831,9 +837,10 @@ mod tests {
             &self,
             key: &AuditKey,
             entries: Vec<(String, String)>,
-        ) -> Result<(i64, String), IndexError> {
+            mine: Option<(i64, String)>,
+        ) -> Result<custos_index::Appended, IndexError> {
             tokio::time::sleep(self.1).await;
-            self.0.append_audit(key, entries).await
+            self.0.append_audit(key, entries, mine).await
         }
         fn audit_identity(&self) -> String {
             self.0.audit_identity()

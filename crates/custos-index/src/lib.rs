@@ -61,6 +61,40 @@ pub enum IndexError {
     AuditMismatch(String),
 }
 
+/// What appending to the audit trail did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The new head: its sequence number and link.
+    pub seq: i64,
+    pub link: String,
+    /// Whether the record the appending node named as the newest it wrote
+    /// was still in the trail as written (false: the trail was cut or
+    /// rewritten behind the node's back).
+    pub mine_intact: bool,
+}
+
+/// How to tell whether a node's newest record `mine` is still in a trail
+/// whose head is `head`: known from the head alone, or by reading the
+/// record at that sequence number (another node wrote since).
+pub(crate) enum MineCheck {
+    Known(bool),
+    LinkAt(i64, String),
+}
+
+pub(crate) fn check_mine(head: Option<&(i64, String)>, mine: Option<&(i64, String)>) -> MineCheck {
+    match (mine, head) {
+        (None, _) => MineCheck::Known(true),
+        (Some((seq, link)), Some((head_seq, head_link))) if seq == head_seq => {
+            MineCheck::Known(link == head_link)
+        }
+        (Some((seq, link)), Some((head_seq, _))) if seq < head_seq => {
+            MineCheck::LinkAt(*seq, link.clone())
+        }
+        // No head, or one before the record: removed.
+        _ => MineCheck::Known(false),
+    }
+}
+
 /// Whether `records` continue a trail whose newest record is `head`
 /// (consecutive sequence numbers, each linked to the one before).
 pub(crate) fn continues(
@@ -257,13 +291,15 @@ pub trait Registry: PeerDirectory {
 #[async_trait]
 pub trait AuditLog: Send + Sync + 'static {
     /// Appends (time, canonical body) entries to the audit trail, each linked
-    /// to the last record under `key`; returns the new head (sequence number,
-    /// link) after commit.
+    /// to the last record under `key`; returns the new head after commit,
+    /// and whether `mine` (the newest record the caller wrote, if any) was
+    /// still in the trail as written, checked in the same transaction.
     async fn append_audit(
         &self,
         key: &AuditKey,
         entries: Vec<(String, String)>,
-    ) -> Result<(i64, String), IndexError>;
+        mine: Option<(i64, String)>,
+    ) -> Result<Appended, IndexError>;
 
     /// Which index this is (its file, or its database's hosts, ports and
     /// name; never credentials): a node's checkpoint is about one index.

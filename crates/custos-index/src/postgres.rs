@@ -20,8 +20,8 @@ use crate::sql_query::{
 };
 use crate::statements::{self, InsertPlan, STORED_COLUMNS, TOKEN_COLUMNS, USER_COLUMNS};
 use crate::{
-    AuditLog, IndexError, InsertOutcome, InstanceIndex, InstanceKind, PeerDirectory, ROWS_AHEAD,
-    Registry, RowStream, STATISTICS_SQL, Statistics,
+    Appended, AuditLog, IndexError, InsertOutcome, InstanceIndex, InstanceKind, PeerDirectory,
+    ROWS_AHEAD, Registry, RowStream, STATISTICS_SQL, Statistics,
 };
 
 pub struct PgIndex {
@@ -849,12 +849,25 @@ impl AuditLog for PgIndex {
         &self,
         key: &AuditKey,
         entries: Vec<(String, String)>,
-    ) -> Result<(i64, String), IndexError> {
+        mine: Option<(i64, String)>,
+    ) -> Result<Appended, IndexError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg)?;
-        let (mut seq, mut prev) = audit_head_locked(&tx)
-            .await?
-            .unwrap_or((0, GENESIS.to_string()));
+        let last = audit_head_locked(&tx).await?;
+        let mine_intact = match crate::check_mine(last.as_ref(), mine.as_ref()) {
+            crate::MineCheck::Known(intact) => intact,
+            crate::MineCheck::LinkAt(seq, link) => {
+                let at = tx
+                    .query_opt(&pg_sql(statements::AUDIT_LINK_AT), &[&seq])
+                    .await
+                    .map_err(pg)?;
+                match at {
+                    Some(r) => r.col::<String>(0)? == link,
+                    None => false,
+                }
+            }
+        };
+        let (mut seq, mut prev) = last.unwrap_or((0, GENESIS.to_string()));
         for (at, body) in entries {
             seq += 1;
             let hash = key.link(seq, &at, &prev, &body);
@@ -867,7 +880,11 @@ impl AuditLog for PgIndex {
             prev = hash;
         }
         tx.commit().await.map_err(pg)?;
-        Ok((seq, prev))
+        Ok(Appended {
+            seq,
+            link: prev,
+            mine_intact,
+        })
     }
 
     async fn copy_audit(&self, records: &[AuditRecord]) -> Result<(), IndexError> {

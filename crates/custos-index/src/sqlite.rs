@@ -19,8 +19,8 @@ use crate::sql_query::{
 };
 use crate::statements::{self, InsertPlan, TOKEN_COLUMNS, USER_COLUMNS};
 use crate::{
-    AuditLog, IndexError, InsertOutcome, InstanceIndex, InstanceKind, PeerDirectory, ROWS_AHEAD,
-    Registry, RowStream, STATISTICS_SQL, Statistics,
+    Appended, AuditLog, IndexError, InsertOutcome, InstanceIndex, InstanceKind, PeerDirectory,
+    ROWS_AHEAD, Registry, RowStream, STATISTICS_SQL, Statistics,
 };
 
 /// Most inserts folded into one transaction.
@@ -893,10 +893,20 @@ impl AuditLog for SqliteIndex {
         &self,
         key: &AuditKey,
         entries: Vec<(String, String)>,
-    ) -> Result<(i64, String), IndexError> {
+        mine: Option<(i64, String)>,
+    ) -> Result<Appended, IndexError> {
         let key = key.clone();
         self.write(move |t| {
             let last = audit_head(t)?;
+            let mine_intact = match crate::check_mine(last.as_ref(), mine.as_ref()) {
+                crate::MineCheck::Known(intact) => intact,
+                crate::MineCheck::LinkAt(seq, link) => {
+                    let at: Option<String> = t
+                        .query_row(statements::AUDIT_LINK_AT, [seq], |r| r.get(0))
+                        .optional()?;
+                    at.as_deref() == Some(link.as_str())
+                }
+            };
             let (mut seq, mut prev) = last.unwrap_or((0, GENESIS.to_string()));
             for (at, body) in entries {
                 seq += 1;
@@ -904,7 +914,11 @@ impl AuditLog for SqliteIndex {
                 t.execute(statements::INSERT_AUDIT, params![seq, at, body, prev, hash])?;
                 prev = hash;
             }
-            Ok((seq, prev))
+            Ok(Appended {
+                seq,
+                link: prev,
+                mine_intact,
+            })
         })
         .await
     }

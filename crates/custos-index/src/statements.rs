@@ -152,6 +152,7 @@ pub const AUDIT_HEAD: &str =
     "SELECT seq, at, body, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT 1";
 pub const AUDIT_AFTER: &str =
     "SELECT seq, at, body, prev_hash, hash FROM audit WHERE seq > ? ORDER BY seq LIMIT ?";
+pub const AUDIT_LINK_AT: &str = "SELECT hash FROM audit WHERE seq = ?";
 pub const INSERT_AUDIT: &str =
     "INSERT INTO audit (seq, at, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?)";
 

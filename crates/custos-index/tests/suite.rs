@@ -612,18 +612,18 @@ async fn audit_trail_copied_as_it_is(ix: Ix) {
             .map(|i| (format!("t{i}"), format!("{{\"n\":{i}}}")))
             .collect()
     };
-    source.append_audit(&key, entries(3)).await.unwrap();
+    source.append_audit(&key, entries(3), None).await.unwrap();
     let first = source.audit_after(0, 100).await.unwrap();
     ix.copy_audit(&first).await.unwrap();
     assert_eq!(ix.audit_after(0, 100).await.unwrap(), first);
     // The same again, or records with a gap: refused, nothing written.
     assert!(ix.copy_audit(&first).await.is_err());
-    source.append_audit(&key, entries(2)).await.unwrap();
+    source.append_audit(&key, entries(2), None).await.unwrap();
     let rest = source.audit_after(3, 100).await.unwrap();
     assert!(ix.copy_audit(&rest[1..]).await.is_err());
     ix.copy_audit(&rest).await.unwrap();
     // The copy goes on as one chain.
-    ix.append_audit(&key, entries(1)).await.unwrap();
+    ix.append_audit(&key, entries(1), None).await.unwrap();
     let all = ix.audit_after(0, 100).await.unwrap();
     assert_eq!(all.len(), 6);
     assert_eq!(ChainWalk::default().step(&key, &all), None);
@@ -638,6 +638,7 @@ async fn audit_chain(ix: Ix) {
             ("t1".into(), "{\"a\":1}".into()),
             ("t2".into(), "{\"b\":2}".into()),
         ],
+        None,
     )
     .await
     .unwrap();
@@ -646,8 +647,12 @@ async fn audit_chain(ix: Ix) {
     for i in 0..20 {
         let (ix, key) = (ix.clone(), key.clone());
         tasks.push(tokio::spawn(async move {
-            ix.append_audit(&key, vec![(format!("t{i}"), format!("{{\"n\":{i}}}"))])
-                .await
+            ix.append_audit(
+                &key,
+                vec![(format!("t{i}"), format!("{{\"n\":{i}}}"))],
+                None,
+            )
+            .await
         }));
     }
     for t in tasks {
@@ -661,6 +666,23 @@ async fn audit_chain(ix: Ix) {
     assert_eq!((head.seq, &head.hash), (22, &all[21].hash));
     let tail = ix.audit_after(20, 100).await.unwrap();
     assert_eq!(tail.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![21, 22]);
+    // An append says whether the caller's newest record is still there as
+    // written: at the head, further back (others wrote since), forged,
+    // or past the end (the trail was cut).
+    let one = || vec![("t".to_string(), "{}".to_string())];
+    let intact = |seq: i64, link: &str| {
+        let (ix, key, one) = (ix.clone(), key.clone(), one());
+        let mine = Some((seq, link.to_string()));
+        async move { ix.append_audit(&key, one, mine).await.unwrap().mine_intact }
+    };
+    assert!(intact(22, &all[21].hash).await);
+    assert!(intact(5, &all[4].hash).await);
+    assert!(!intact(5, &all[5].hash).await);
+    assert!(!intact(24, "forged").await);
+    assert!(!intact(999, &all[21].hash).await);
+    let appended = ix.append_audit(&key, one(), None).await.unwrap();
+    assert!(appended.mine_intact);
+    assert_eq!(appended.seq, 28);
 }
 
 async fn audit_search(ix: Ix) {
@@ -697,6 +719,7 @@ async fn audit_search(ix: Ix) {
                 body("annabel", "MR01", 110114, &[]),
             ),
         ],
+        None,
     )
     .await
     .unwrap();
