@@ -331,12 +331,14 @@ impl Archive {
         self.index.extend_leases(jobs, now() + lease_secs).await
     }
 
+    /// Jobs newest first (older than job `before`, for the next page).
     pub async fn jobs(
         &self,
         state: Option<JobState>,
         limit: usize,
+        before: Option<i64>,
     ) -> Result<Vec<Job>, IndexError> {
-        self.index.jobs(state, limit).await
+        self.index.jobs(state, limit, before).await
     }
 
     /// Jobs pending and failed for good (`/metrics`).

@@ -421,8 +421,14 @@ pub trait Queue: Send + Sync + 'static {
     ) -> Result<(), IndexError>;
     /// How many jobs are pending and how many failed for good.
     async fn job_counts(&self) -> Result<Vec<(JobState, i64)>, IndexError>;
-    /// Jobs in `state` (all if None), newest first, without their payloads.
-    async fn jobs(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, IndexError>;
+    /// Jobs in `state` (all if None), newest first, older than job `before`
+    /// if given (the next page), without their payloads.
+    async fn jobs(
+        &self,
+        state: Option<JobState>,
+        limit: usize,
+        before: Option<i64>,
+    ) -> Result<Vec<Job>, IndexError>;
     /// Puts a failed or cancelled job back (attempts reset); whether it was.
     async fn retry_job(&self, id: i64, now: i64) -> Result<bool, IndexError>;
     /// Cancels a pending or failed job; whether it was.

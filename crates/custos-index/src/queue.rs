@@ -131,9 +131,10 @@ const DONE_PG: &str = "UPDATE jobs SET state = 'done', last_error = '' WHERE id 
 
 fn list_sql(m: Mark) -> String {
     format!(
-        "SELECT {LISTED} FROM jobs WHERE ({s} = '' OR state = {s}) ORDER BY id DESC LIMIT {l}",
+        "SELECT {LISTED} FROM jobs WHERE ({s} = '' OR state = {s}) AND id < {b} ORDER BY id DESC LIMIT {l}",
         s = m(1),
-        l = m(2)
+        l = m(2),
+        b = m(3)
     )
 }
 
@@ -357,11 +358,18 @@ impl Queue for SqliteIndex {
         .await
     }
 
-    async fn jobs(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, IndexError> {
+    async fn jobs(
+        &self,
+        state: Option<JobState>,
+        limit: usize,
+        before: Option<i64>,
+    ) -> Result<Vec<Job>, IndexError> {
         let state = state.map(JobState::name).unwrap_or_default();
+        let before = before.unwrap_or(i64::MAX);
         self.read(move |c| {
             let mut stmt = c.prepare(&list_sql(sqlite_mark))?;
-            let rows = stmt.query_map(rusqlite::params![state, limit as i64], sqlite_job)?;
+            let rows =
+                stmt.query_map(rusqlite::params![state, limit as i64, before], sqlite_job)?;
             rows.map(|r| r?).collect()
         })
         .await
@@ -516,11 +524,17 @@ impl Queue for PgIndex {
         Ok(counted(rows.iter().map(|r| (r.get(0), r.get(1))).collect()))
     }
 
-    async fn jobs(&self, state: Option<JobState>, limit: usize) -> Result<Vec<Job>, IndexError> {
+    async fn jobs(
+        &self,
+        state: Option<JobState>,
+        limit: usize,
+        before: Option<i64>,
+    ) -> Result<Vec<Job>, IndexError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         let state = state.map(JobState::name).unwrap_or_default();
+        let before = before.unwrap_or(i64::MAX);
         let rows = client
-            .query(&list_sql(pg_mark), &[&state, &(limit as i64)])
+            .query(&list_sql(pg_mark), &[&state, &(limit as i64), &before])
             .await
             .map_err(pg)?;
         rows.iter().map(pg_job).collect()

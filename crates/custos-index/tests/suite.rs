@@ -1026,7 +1026,10 @@ async fn a_renewed_lease_keeps_a_long_attempt(ix: Ix) {
     ix.extend_leases(&[attempt], 320).await.unwrap();
     assert!(ix.take_jobs(250, 370, 10, &[]).await.unwrap().is_empty());
     ix.job_done(attempt.0, attempt.1).await.unwrap();
-    assert_eq!(ix.jobs(Some(JobState::Done), 10).await.unwrap().len(), 1);
+    assert_eq!(
+        ix.jobs(Some(JobState::Done), 10, None).await.unwrap().len(),
+        1
+    );
     // A renewal for a stale attempt changes nothing.
     ix.enqueue(
         JobScope::Study,
@@ -1091,7 +1094,14 @@ async fn forwarding_queue(ix: Ix) {
     ix.enqueue(one, vec![pair("1.1", "A")], "rule", 100, 100, false)
         .await
         .unwrap();
-    assert_eq!(ix.jobs(None, 10).await.unwrap().len(), 3);
+    let all = ix.jobs(None, 10, None).await.unwrap();
+    assert_eq!(all.len(), 3);
+    // Pages, newest first: the next one starts after the last listed.
+    let page = ix.jobs(None, 2, None).await.unwrap();
+    let next = ix.jobs(None, 2, Some(page[1].id)).await.unwrap();
+    let ids = |jobs: &[custos_core::routing::Job]| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_eq!([ids(&page), ids(&next)].concat(), ids(&all));
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id));
     assert!(
         ix.take_jobs(99, 200, 10, &[]).await.unwrap().is_empty(),
         "not due yet"
@@ -1119,20 +1129,23 @@ async fn forwarding_queue(ix: Ix) {
     ix.job_done(taken[1].id, 1).await.unwrap();
     ix.job_failed(taken[1].id, 1, "stale", None).await.unwrap();
     assert!(
-        ix.jobs(Some(JobState::Pending), 10)
+        ix.jobs(Some(JobState::Pending), 10, None)
             .await
             .unwrap()
             .iter()
             .any(|j| j.id == taken[1].id && j.last_error == "refused")
     );
-    let failed = ix.jobs(Some(JobState::Failed), 10).await.unwrap();
+    let failed = ix.jobs(Some(JobState::Failed), 10, None).await.unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!(
         ix.job_counts().await.unwrap(),
         vec![(JobState::Failed, 1), (JobState::Pending, 1)]
     );
     assert_eq!(failed[0].last_error, "gone");
-    assert_eq!(ix.jobs(Some(JobState::Done), 10).await.unwrap().len(), 1);
+    assert_eq!(
+        ix.jobs(Some(JobState::Done), 10, None).await.unwrap().len(),
+        1
+    );
     // Retry puts a failed job back with its attempts reset; cancel ends it.
     assert!(ix.retry_job(third[0].id, 300).await.unwrap());
     assert!(
@@ -1145,7 +1158,10 @@ async fn forwarding_queue(ix: Ix) {
         .await
         .unwrap();
     assert_eq!(
-        ix.jobs(Some(JobState::Cancelled), 10).await.unwrap().len(),
+        ix.jobs(Some(JobState::Cancelled), 10, None)
+            .await
+            .unwrap()
+            .len(),
         1
     );
     let back = ix.take_jobs(300, 360, 10, &[]).await.unwrap();
@@ -1159,7 +1175,7 @@ async fn forwarding_queue(ix: Ix) {
         .unwrap();
     let resent = ix.take_jobs(400, 460, 10, &[]).await.unwrap();
     // Pruning leaves what is pending or failed, and what is recent.
-    let before = ix.jobs(None, 100).await.unwrap().len();
+    let before = ix.jobs(None, 100, None).await.unwrap().len();
     assert_eq!(ix.prune_jobs(0).await.unwrap(), 0, "nothing that old");
     assert!(
         resent
@@ -1200,12 +1216,27 @@ async fn forwarding_queue(ix: Ix) {
         .await
         .unwrap();
     assert!(take(800).await.is_empty());
-    let finished = ix.jobs(Some(JobState::Done), 100).await.unwrap().len()
-        + ix.jobs(Some(JobState::Cancelled), 100).await.unwrap().len();
-    let all = ix.jobs(None, 100).await.unwrap().len();
+    let finished = ix
+        .jobs(Some(JobState::Done), 100, None)
+        .await
+        .unwrap()
+        .len()
+        + ix.jobs(Some(JobState::Cancelled), 100, None)
+            .await
+            .unwrap()
+            .len();
+    let all = ix.jobs(None, 100, None).await.unwrap().len();
     assert_eq!(ix.prune_jobs(10_000).await.unwrap() as usize, finished);
-    assert_eq!(ix.jobs(None, 100).await.unwrap().len(), all - finished);
-    assert!(ix.jobs(Some(JobState::Done), 100).await.unwrap().is_empty());
+    assert_eq!(
+        ix.jobs(None, 100, None).await.unwrap().len(),
+        all - finished
+    );
+    assert!(
+        ix.jobs(Some(JobState::Done), 100, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(before > 0);
     ix.enqueue(study, vec![pair("2.1", "A")], "stable", 700, 710, true)
         .await
@@ -1247,7 +1278,7 @@ async fn forwarding_queue(ix: Ix) {
         report(1500).await.is_empty(),
         "delivered on the association"
     );
-    let listed = ix.jobs(Some(JobState::Done), 100).await.unwrap();
+    let listed = ix.jobs(Some(JobState::Done), 100, None).await.unwrap();
     let done = listed.iter().find(|j| j.uid == "9.9").unwrap();
     assert_eq!(
         (done.scope, done.payload.as_str()),
@@ -1433,7 +1464,7 @@ async fn change_feed_and_webhooks(ix: Ix) {
     );
     // Deliveries: the two stored instances and the deleted study, once
     // each; the study's stable delivery due 30 s after its last instance.
-    let jobs = ix.jobs(Some(JobState::Pending), 100).await.unwrap();
+    let jobs = ix.jobs(Some(JobState::Pending), 100, None).await.unwrap();
     let mine: Vec<_> = jobs
         .iter()
         .filter(|j| j.destination == format!("webhook:{hook}"))

@@ -410,6 +410,8 @@ async fn delete(
 pub struct JobsQuery {
     state: Option<String>,
     limit: Option<usize>,
+    /// Only jobs older than this one (the next page).
+    before: Option<i64>,
 }
 
 /// `GET /api/destinations`: where studies can be sent (registered peers
@@ -465,7 +467,7 @@ pub async fn jobs(
     }
     let jobs: Vec<_> = s
         .archive
-        .jobs(state, limit)
+        .jobs(state, limit, q.before)
         .await?
         .into_iter()
         .map(|j| {

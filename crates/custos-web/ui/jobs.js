@@ -9,17 +9,22 @@ const STATES = ["all", "pending", "failed", "done", "cancelled"];
 const when = (t) => (t ? new Date(t * 1000).toISOString().replace("T", " ").slice(0, 19) : "");
 
 
-/** The jobs page in `main`, showing jobs in `filter` ("all" or a state). */
-export async function jobsPage(main, api, filter = "all") {
+const PAGE = 200;
+
+/**
+ * The jobs page in `main`, showing jobs in `filter` ("all" or a state),
+ * newest first: a page of them, older than job `before` if given.
+ */
+export async function jobsPage(main, api, filter = "all", before = null) {
   const message = el("p", { class: "error", role: "status" });
-  const query = filter === "all" ? "" : `&state=${filter}`;
-  const r = await api(`/api/jobs?limit=200${query}`);
+  const query = (filter === "all" ? "" : `&state=${filter}`) + (before ? `&before=${before}` : "");
+  const r = await api(`/api/jobs?limit=${PAGE}${query}`);
   if (!r.ok) {
     main.replaceChildren(el("p", { class: "error", text: await refused(r) }));
     return;
   }
   const { jobs } = await r.json();
-  const reload = (f = filter) => jobsPage(main, api, f);
+  const reload = (f = filter) => jobsPage(main, api, f, f === filter ? before : null);
   const act = async (job, what) => {
     const r = await api(`/api/jobs/${job.id}/${what}`, { method: "POST" });
     if (r.ok) reload();
@@ -54,9 +59,14 @@ export async function jobsPage(main, api, filter = "all") {
   main.replaceChildren(el("section", { class: "admin" },
     el("h2", { text: "Forwarding jobs" }),
     el("div", { class: "filters" }, el("label", {}, "state ", stateSelect), button("Refresh", () => reload()),
-      failed.length ? button(`Retry the ${failed.length} failed`, retryFailed) : null),
+      failed.length ? button(`Retry the ${failed.length} failed shown`, retryFailed) : null),
     message,
-    jobs.length >= 200 ? el("p", { class: "hint", text: "The newest 200 are shown; choose a state to see others." }) : null,
+    before || jobs.length >= PAGE
+      ? el("div", { class: "pager" },
+        before ? button("Newest", () => jobsPage(main, api, filter)) : null,
+        el("span", { text: jobs.length ? `Jobs ${jobs[0].id} to ${jobs[jobs.length - 1].id}` : "" }),
+        jobs.length >= PAGE ? button("Older", () => jobsPage(main, api, filter, jobs[jobs.length - 1].id)) : null)
+      : null,
     jobs.length
       ? el("table", { class: "jobs" },
         el("thead", {}, el("tr", {}, ["Id", "State", "Destination", "What", "Rule", "Attempts", "Queued (UTC)", "Next attempt (UTC)", "Last error", ""].map((h) => el("th", { text: h })))),

@@ -49,7 +49,7 @@ pub async fn run(data: &Path, command: JobsCommand) -> Result<()> {
                     anyhow::anyhow!("--state is pending, done, failed or cancelled, not `{s}`")
                 })?),
             };
-            for j in archive.jobs(state, limit).await? {
+            for j in archive.jobs(state, limit, None).await? {
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     j.id,

@@ -154,6 +154,26 @@ fn routes_forward_matching_instances_and_retry_until_the_destination_answers() {
     assert_eq!(r[0]["status"], 200, "{r:?}");
     let done: serde_json::Value = serde_json::from_str(r[0]["body"].as_str().unwrap()).unwrap();
     assert_eq!(done["jobs"].as_array().unwrap().len(), 3, "{done}");
+    // Paged: two, then the one older than the second.
+    let ids = |body: &serde_json::Value| -> Vec<i64> {
+        let v: serde_json::Value = serde_json::from_str(body.as_str().unwrap()).unwrap();
+        v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_i64().unwrap())
+            .collect()
+    };
+    let page = web_requests(
+        &server,
+        serde_json::json!([{"method": "GET", "path": "/api/jobs?state=done&limit=2", "auth": admin}]),
+    );
+    let first = ids(&page[0]["body"]);
+    let page = web_requests(
+        &server,
+        serde_json::json!([{"method": "GET", "path": format!("/api/jobs?state=done&limit=2&before={}", first[1]), "auth": admin}]),
+    );
+    assert_eq!([first, ids(&page[0]["body"])].concat(), ids(&r[0]["body"]));
     assert_eq!(r[1]["status"], 422, "{r:?}");
     assert_eq!(r[2]["status"], 202, "{r:?}");
     wait_until(
