@@ -12,7 +12,10 @@
 //! can see. Those requests use [`AuditSender::record_access`], which waits
 //! for the batch holding the record to commit (concurrent requests share
 //! one commit) and refuses the access if the trail cannot be written within
-//! [`ACCESS_WAIT`]: when unsure, deny.
+//! [`ACCESS_WAIT`]: when unsure, deny. When the index refuses a batch (its
+//! disk full, its database away), waiting accesses are recorded in the
+//! reserve, a file allocated in the data folder at start
+//! (`audit_reserve`), and served; the index gets them when it can.
 //!
 //! Failures anyone can cause at will (refused logins, rejected associations,
 //! lockout alerts) are coalesced so that a flood of them cannot bury or delay
@@ -474,6 +477,62 @@ impl AuditTrail {
         Ok((seq, checkpoint))
     }
 
+    /// The writer's reserve in the data folder, allocated now while there is
+    /// room; `None` (said loudly) if it cannot be.
+    fn open_reserve(&self) -> Option<crate::audit_reserve::Reserve> {
+        let dir = self.checkpoint.parent()?;
+        let path = dir.join(crate::audit_reserve::RESERVE_FILE);
+        crate::audit_reserve::Reserve::open(&path, crate::audit_reserve::SIZE)
+            .inspect_err(|e| {
+                tracing::error!(error = %e, path = %path.display(), "AUDIT RESERVE CANNOT BE ALLOCATED: accesses are refused whenever the index cannot take their records");
+            })
+            .ok()
+    }
+
+    /// The records a crash left in the reserve that the trail does not hold
+    /// (an append may have committed before the reserve was emptied):
+    /// compared with the trail from this node's checkpoint on, at most the
+    /// newest 100,000 records; if the trail cannot be read, all of them.
+    async fn left_in_reserve(
+        &self,
+        index: &dyn AuditLog,
+        reserve: &crate::audit_reserve::Reserve,
+    ) -> Vec<(String, String)> {
+        let left = match reserve.entries() {
+            Ok(left) => left,
+            Err(e) => {
+                tracing::error!(error = %e, "AUDIT RESERVE CANNOT BE READ");
+                return Vec::new();
+            }
+        };
+        if left.is_empty() {
+            return left;
+        }
+        let mut missing: std::collections::HashSet<(String, String)> =
+            left.iter().cloned().collect();
+        let head = index.audit_head().await.ok().flatten().map_or(0, |r| r.seq);
+        let mine = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut after = mine
+            .map_or(0, |(seq, _)| seq - 1)
+            .max(head - 100_000)
+            .max(0);
+        while !missing.is_empty() {
+            let Ok(page) = index.audit_after(after, 10_000).await else {
+                break;
+            };
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for r in page {
+                missing.remove(&(r.time, r.body));
+            }
+        }
+        tracing::warn!(
+            records = missing.len(),
+            "AUDIT RESERVE: records a crash left there are appended to the trail"
+        );
+        left.into_iter().filter(|e| missing.contains(e)).collect()
+    }
+
     /// Replaces this node's checkpoint file with `text` (atomically, by rename).
     async fn write_checkpoint(&self, text: String) {
         if self.replaced.load(std::sync::atomic::Ordering::Relaxed) {
@@ -660,6 +719,18 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
         // (time, body, the access waiting for it if any, with its event)
         let mut pending: Vec<Pending> = Vec::new();
         let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+        // Where accesses are recorded while the index cannot take them
+        // (`audit_reserve`); the first `journaled` of `pending` are in it.
+        let mut reserve = trail.open_reserve();
+        let mut journaled = 0;
+        if let Some(r) = reserve.as_mut() {
+            let left = trail.left_in_reserve(index.as_ref(), r).await;
+            journaled = left.len();
+            if left.is_empty() {
+                let _ = r.clear();
+            }
+            pending.extend(left.into_iter().map(|(t, b)| (t, b, None)));
+        }
         // The newest head not yet in the checkpoint file, and when the file
         // was last written: under load it is rewritten every CHECKPOINT_EVERY,
         // not after every batch (a create and a rename each time, ~3% of the
@@ -703,6 +774,7 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
             // back waits at most RETRY_MAX for the next attempt.
             let mut delay = Duration::from_millis(200);
             let began = Instant::now();
+            let mut logged: Option<Instant> = None;
             loop {
                 // An access that stopped waiting was refused: it did not
                 // happen, its record is not written.
@@ -716,6 +788,14 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
                     .await
                 {
                     Ok((head_seq, head)) => {
+                        if journaled > 0
+                            && let Some(r) = reserve.as_mut()
+                        {
+                            journaled = 0;
+                            if let Err(e) = r.clear() {
+                                tracing::error!(error = %e, "AUDIT RESERVE CANNOT BE EMPTIED: its records may be appended twice at the next start");
+                            }
+                        }
                         // Records were given consecutive numbers, the last
                         // `head_seq`. One whose access stopped waiting while
                         // its batch was committing is followed by a record
@@ -726,7 +806,8 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
                             if let Some((w, e)) = access
                                 && w.send(()).is_err()
                             {
-                                late.push(refused_after_all(e, first_seq + i as i64));
+                                let which = format!("record {}", first_seq + i as i64);
+                                late.push(refused_after_all(e, &which));
                             }
                         }
                         for e in late {
@@ -737,8 +818,77 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
                         checkpoint = Some(head);
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, pending = pending.len(), "AUDIT TRAIL CANNOT BE WRITTEN; retrying");
-                        tokio::time::sleep(delay).await;
+                        // Once a second at most: accesses arriving during an
+                        // outage each make an attempt.
+                        if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                            tracing::error!(error = %e, pending = pending.len(), "AUDIT TRAIL CANNOT BE WRITTEN; retrying");
+                            logged = Some(Instant::now());
+                        }
+                        // Accesses waiting are recorded in the reserve and
+                        // served; the index gets them when it can.
+                        if let Some(r) = reserve.as_mut()
+                            && pending[journaled..].iter().any(|(_, _, a)| a.is_some())
+                        {
+                            let fresh: Vec<(String, String)> = pending[journaled..]
+                                .iter()
+                                .map(|(t, b, _)| (t.clone(), b.clone()))
+                                .collect();
+                            match r.write(&fresh) {
+                                Ok(()) => {
+                                    tracing::warn!(
+                                        records = fresh.len(),
+                                        "AUDIT RESERVE: records kept in audit.reserve until the index takes them"
+                                    );
+                                    journaled = pending.len();
+                                    let mut late = Vec::new();
+                                    for (t, _, access) in pending.iter_mut() {
+                                        if let Some((w, e)) = access.take()
+                                            && w.send(()).is_err()
+                                        {
+                                            late.push(refused_after_all(
+                                                e,
+                                                &format!("the record of {t}"),
+                                            ));
+                                        }
+                                    }
+                                    for e in late {
+                                        let t = now_rfc3339();
+                                        let body = body_of(&e, &t, &node);
+                                        pending.push((t, body, None));
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::error!(error = %e, "AUDIT RESERVE CANNOT BE WRITTEN: accesses are refused until the trail can be");
+                                }
+                            }
+                        }
+                        // Until the next attempt, what arrives joins the
+                        // batch; an access (to be served from the reserve if
+                        // the index still refuses) brings the attempt forward.
+                        // Past QUEUE records, the queue holds reporters back.
+                        let wait = tokio::time::sleep(delay);
+                        tokio::pin!(wait);
+                        loop {
+                            tokio::select! {
+                                _ = &mut wait => break,
+                                msg = rx.recv(), if pending.len() < QUEUE => match msg {
+                                    Some(Msg::Event(_, _, Some(w))) if w.is_closed() => {}
+                                    Some(Msg::Event(e, t, access)) => {
+                                        let body = body_of(&e, &t, &node);
+                                        let is_access = access.is_some();
+                                        pending.push((t, body, access.map(|w| (w, e))));
+                                        if is_access {
+                                            break;
+                                        }
+                                    }
+                                    Some(Msg::Flush(w)) => waiters.push(w),
+                                    None => {
+                                        (&mut wait).await;
+                                        break;
+                                    }
+                                },
+                            }
+                        }
                         delay = (delay * 2).min(RETRY_MAX);
                         if !waiters.is_empty() && began.elapsed() >= Duration::from_secs(10) {
                             break;
@@ -767,14 +917,14 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
 /// it if any, with its event).
 type Pending = (String, String, Option<(oneshot::Sender<()>, AuditEvent)>);
 
-/// The record that corrects record `seq`: the access it names was refused
-/// (its request stopped waiting) while its batch was being committed.
-fn refused_after_all(mut e: AuditEvent, seq: i64) -> AuditEvent {
+/// The record that corrects `which` record: the access it names was
+/// refused (its request stopped waiting) while it was being written.
+fn refused_after_all(mut e: AuditEvent, which: &str) -> AuditEvent {
     e.event = EventId::SecurityAlert;
     e.action = 'E';
     e.outcome = Outcome::MinorFailure;
     e.detail = format!(
-        "record {seq} names an access that did not happen: it was refused (the audit trail answered too late) — {}",
+        "{which} names an access that did not happen: it was refused (the audit trail answered too late) — {}",
         e.detail
     );
     e
@@ -926,6 +1076,64 @@ mod tests {
             "{:?}",
             records.iter().map(detail).collect::<Vec<_>>()
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn records_a_crash_left_in_the_reserve_reach_the_trail_once() {
+        let dir = std::env::temp_dir().join(format!("custos-audit-left-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let index = Arc::new(custos_index::SqliteIndex::open(dir.join("index.db")).unwrap());
+        let trail = AuditTrail::open(&dir, index.as_ref()).await.unwrap();
+        let node = node_name();
+        let entry = |detail: &str| {
+            let t = now_rfc3339();
+            let body = body_of(&access(detail), &t, &node);
+            (t, body)
+        };
+        // One record made it into the trail before the crash, one did not;
+        // both are still in the reserve.
+        let (done, lost) = (
+            entry("appended before the crash"),
+            entry("only in the reserve"),
+        );
+        trail
+            .append(index.as_ref(), vec![done.clone()])
+            .await
+            .unwrap();
+        let path = dir.join(crate::audit_reserve::RESERVE_FILE);
+        let mut reserve =
+            crate::audit_reserve::Reserve::open(&path, crate::audit_reserve::SIZE).unwrap();
+        reserve.write(&[done, lost]).unwrap();
+        drop(reserve);
+        // The next start appends what is missing, once, and empties it.
+        let sender = start(index.clone(), trail);
+        sender.send(access("after the start")).await;
+        sender.flush().await;
+        let details: Vec<String> = index
+            .audit_after(0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["detail"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            details,
+            [
+                "appended before the crash",
+                "only in the reserve",
+                "after the start"
+            ]
+        );
+        let reserve =
+            crate::audit_reserve::Reserve::open(&path, crate::audit_reserve::SIZE).unwrap();
+        assert!(reserve.entries().unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -8,6 +8,7 @@
 
 mod attributes;
 pub mod audit;
+mod audit_reserve;
 pub mod changes;
 pub mod commitment;
 pub mod corrections;

@@ -206,6 +206,25 @@ fn a_full_disk_refuses_stores_keeps_serving_and_recovers_by_itself() {
         latest < freed_at,
         "refusals dated {latest}, after the disk had room again ({freed_at})"
     );
+    // The reads served while the disk was full were recorded before they
+    // were served (in the audit reserve, allocated at start) and are in the
+    // trail now, with the time they happened.
+    let read_while_full = data.audit_export().iter().any(|r| {
+        let r = &r["record"];
+        let t = r["time"].as_str().unwrap_or_default();
+        let t = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339);
+        r["event"]["code"] == 110104
+            && r["action"] == "R"
+            && r["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("C-GET")
+            && t.is_ok_and(|t| t > latest - time::Duration::seconds(30) && t < freed_at)
+    });
+    assert!(
+        read_while_full,
+        "the C-GET made while the disk was full is not in the trail"
+    );
     assert!(server.stop(), "clean shutdown");
     // Nothing half-written: every indexed blob verifies, no orphans beyond what
     // a refused store may leave (fsck --repair removes those).
