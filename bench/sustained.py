@@ -130,7 +130,10 @@ def http_thread(a, n, rec, stop):
             r = s.post(a.http + "/dicom-web/studies", data=body, timeout=60, headers={
                 "Content-Type": 'multipart/related; type="application/dicom"; boundary=bNd',
                 "Accept": "application/dicom+json"})
-            return r.status_code == 200
+            if r.status_code != 200:
+                # Said in the report's error samples.
+                raise RuntimeError("status %d: %s" % (r.status_code, r.text[:80]))
+            return True
         timed(rec, "STOW-RS", stow)
 
         def qido():
