@@ -36,18 +36,11 @@ use tokio::sync::{mpsc, oneshot};
 use custos_core::audit::{AuditEvent, AuditKey, AuditRecord, ChainWalk, EventId, Outcome};
 use custos_index::{AuditLog, IndexError};
 
-/// Events waiting to be written before reporters wait for room.
-const QUEUE: usize = 65_536;
-const BATCH: usize = 512;
-/// Under steady load, this node's checkpoint file is rewritten this often.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+use crate::audit_writer::QUEUE;
 
 /// How long an access waits for its record to be written before it is
 /// refused.
 pub const ACCESS_WAIT: Duration = Duration::from_secs(10);
-
-/// The longest pause between attempts to write a batch the index refused.
-const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Repeats of a failure within this window are written as one record.
 pub const COALESCE_WINDOW: Duration = Duration::from_secs(60);
@@ -425,7 +418,7 @@ impl AuditTrail {
 
     /// Appends (time, body) entries; returns the new head's sequence number
     /// and the checkpoint naming it, for [`write_checkpoint`](Self::write_checkpoint) now or later.
-    async fn append_records(
+    pub(crate) async fn append_records(
         &self,
         index: &dyn AuditLog,
         entries: Vec<(String, String)>,
@@ -479,7 +472,7 @@ impl AuditTrail {
 
     /// The writer's reserve in the data folder, allocated now while there is
     /// room; `None` (said loudly) if it cannot be.
-    fn open_reserve(&self) -> Option<crate::audit_reserve::Reserve> {
+    pub(crate) fn open_reserve(&self) -> Option<crate::audit_reserve::Reserve> {
         let dir = self.checkpoint.parent()?;
         let path = dir.join(crate::audit_reserve::RESERVE_FILE);
         crate::audit_reserve::Reserve::open(&path, crate::audit_reserve::SIZE)
@@ -489,52 +482,69 @@ impl AuditTrail {
             .ok()
     }
 
+    /// The sequence number of the newest record this node wrote (0: none).
+    pub(crate) fn newest_written(&self) -> i64 {
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        last.as_ref().map_or(0, |(seq, _)| *seq)
+    }
+
     /// The records a crash left in the reserve that the trail does not hold
-    /// (an append may have committed before the reserve was emptied):
-    /// compared with the trail from this node's checkpoint on, at most the
-    /// newest 100,000 records; if the trail cannot be read, all of them.
-    async fn left_in_reserve(
+    /// (an append may have committed before the reserve was emptied): looked
+    /// for in the trail after the record the reserve names, counted (two
+    /// identical accesses in one millisecond are two records). An error
+    /// (the reserve or the trail unreadable) leaves the reserve as it is.
+    pub(crate) async fn left_in_reserve(
         &self,
         index: &dyn AuditLog,
         reserve: &crate::audit_reserve::Reserve,
-    ) -> Vec<(String, String)> {
-        let left = match reserve.entries() {
-            Ok(left) => left,
-            Err(e) => {
-                tracing::error!(error = %e, "AUDIT RESERVE CANNOT BE READ");
-                return Vec::new();
-            }
-        };
+    ) -> std::io::Result<Vec<(String, String)>> {
+        let left = reserve.entries()?;
         if left.is_empty() {
-            return left;
+            return Ok(left);
         }
-        let mut missing: std::collections::HashSet<(String, String)> =
-            left.iter().cloned().collect();
-        let head = index.audit_head().await.ok().flatten().map_or(0, |r| r.seq);
-        let mine = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut after = mine
-            .map_or(0, |(seq, _)| seq - 1)
-            .max(head - 100_000)
-            .max(0);
+        let mut missing: HashMap<(String, String), usize> = HashMap::new();
+        for e in &left {
+            *missing.entry(e.clone()).or_default() += 1;
+        }
+        let mut after = reserve.since().max(0);
         while !missing.is_empty() {
-            let Ok(page) = index.audit_after(after, 10_000).await else {
-                break;
-            };
+            let page = index
+                .audit_after(after, 10_000)
+                .await
+                .map_err(std::io::Error::other)?;
             let Some(last) = page.last() else { break };
             after = last.seq;
             for r in page {
-                missing.remove(&(r.time, r.body));
+                let key = (r.time, r.body);
+                if let Some(n) = missing.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        missing.remove(&key);
+                    }
+                }
             }
         }
+        // The last ones of each kind are the ones not in the trail.
+        let mut out: Vec<(String, String)> = Vec::new();
+        for e in left.into_iter().rev() {
+            if let Some(n) = missing.get_mut(&e) {
+                *n -= 1;
+                if *n == 0 {
+                    missing.remove(&e);
+                }
+                out.push(e);
+            }
+        }
+        out.reverse();
         tracing::warn!(
-            records = missing.len(),
+            records = out.len(),
             "AUDIT RESERVE: records a crash left there are appended to the trail"
         );
-        left.into_iter().filter(|e| missing.contains(e)).collect()
+        Ok(out)
     }
 
     /// Replaces this node's checkpoint file with `text` (atomically, by rename).
-    async fn write_checkpoint(&self, text: String) {
+    pub(crate) async fn write_checkpoint(&self, text: String) {
         if self.replaced.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
@@ -697,7 +707,7 @@ impl ChainCheck {
 }
 
 pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender {
-    let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
+    let (tx, rx) = mpsc::channel::<Msg>(QUEUE);
     let coalescer = Arc::new(Coalescer::new(COALESCE_WINDOW));
     // Summaries go out as their windows end.
     let (summaries, ticker) = (tx.downgrade(), coalescer.clone());
@@ -714,220 +724,8 @@ pub(crate) fn start(index: Arc<dyn AuditLog>, trail: AuditTrail) -> AuditSender 
             }
         }
     });
-    tokio::spawn(async move {
-        let node = node_name();
-        // (time, body, the access waiting for it if any, with its event)
-        let mut pending: Vec<Pending> = Vec::new();
-        let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
-        // Where accesses are recorded while the index cannot take them
-        // (`audit_reserve`); the first `journaled` of `pending` are in it.
-        let mut reserve = trail.open_reserve();
-        let mut journaled = 0;
-        if let Some(r) = reserve.as_mut() {
-            let left = trail.left_in_reserve(index.as_ref(), r).await;
-            journaled = left.len();
-            if left.is_empty() {
-                let _ = r.clear();
-            }
-            pending.extend(left.into_iter().map(|(t, b)| (t, b, None)));
-        }
-        // The newest head not yet in the checkpoint file, and when the file
-        // was last written: under load it is rewritten every CHECKPOINT_EVERY,
-        // not after every batch (a create and a rename each time, ~3% of the
-        // server's CPU at 600 instances/s), and within CHECKPOINT_EVERY of the
-        // last batch when the load stops, or at once for a flush.
-        let mut checkpoint: Option<String> = None;
-        let mut written_at = Instant::now();
-        loop {
-            let received = match checkpoint.is_some() {
-                true => tokio::time::timeout(CHECKPOINT_EVERY, rx.recv()).await,
-                false => Ok(rx.recv().await),
-            };
-            let first = match received {
-                Ok(Some(first)) => first,
-                Ok(None) => break,
-                Err(_quiet) => {
-                    if let Some(text) = checkpoint.take() {
-                        trail.write_checkpoint(text).await;
-                        written_at = Instant::now();
-                    }
-                    continue;
-                }
-            };
-            let mut next = Some(first);
-            while let Some(msg) = next.take() {
-                match msg {
-                    // Its access already refused (it waited in the queue
-                    // too long): it did not happen.
-                    Msg::Event(_, _, Some(w)) if w.is_closed() => {}
-                    Msg::Event(e, t, access) => {
-                        let body = body_of(&e, &t, &node);
-                        pending.push((t, body, access.map(|w| (w, e))));
-                    }
-                    Msg::Flush(w) => waiters.push(w),
-                }
-                if pending.len() < BATCH {
-                    next = rx.try_recv().ok();
-                }
-            }
-            // Retried often enough that an access arriving once the trail is
-            // back waits at most RETRY_MAX for the next attempt.
-            let mut delay = Duration::from_millis(200);
-            let began = Instant::now();
-            let mut logged: Option<Instant> = None;
-            loop {
-                // An access that stopped waiting was refused: it did not
-                // happen, its record is not written.
-                pending.retain(|(_, _, a)| a.as_ref().is_none_or(|(w, _)| !w.is_closed()));
-                if pending.is_empty() {
-                    break;
-                }
-                let entries = pending.iter().map(|(t, b, _)| (t.clone(), b.clone()));
-                match trail
-                    .append_records(index.as_ref(), entries.collect())
-                    .await
-                {
-                    Ok((head_seq, head)) => {
-                        if journaled > 0
-                            && let Some(r) = reserve.as_mut()
-                        {
-                            journaled = 0;
-                            if let Err(e) = r.clear() {
-                                tracing::error!(error = %e, "AUDIT RESERVE CANNOT BE EMPTIED: its records may be appended twice at the next start");
-                            }
-                        }
-                        // Records were given consecutive numbers, the last
-                        // `head_seq`. One whose access stopped waiting while
-                        // its batch was committing is followed by a record
-                        // that says the access did not happen.
-                        let first_seq = head_seq + 1 - pending.len() as i64;
-                        let mut late = Vec::new();
-                        for (i, (_, _, access)) in pending.drain(..).enumerate() {
-                            if let Some((w, e)) = access
-                                && w.send(()).is_err()
-                            {
-                                let which = format!("record {}", first_seq + i as i64);
-                                late.push(refused_after_all(e, &which));
-                            }
-                        }
-                        for e in late {
-                            let t = now_rfc3339();
-                            let body = body_of(&e, &t, &node);
-                            pending.push((t, body, None));
-                        }
-                        checkpoint = Some(head);
-                    }
-                    Err(e) => {
-                        // Once a second at most: accesses arriving during an
-                        // outage each make an attempt.
-                        if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-                            tracing::error!(error = %e, pending = pending.len(), "AUDIT TRAIL CANNOT BE WRITTEN; retrying");
-                            logged = Some(Instant::now());
-                        }
-                        // Accesses waiting are recorded in the reserve and
-                        // served; the index gets them when it can.
-                        if let Some(r) = reserve.as_mut()
-                            && pending[journaled..].iter().any(|(_, _, a)| a.is_some())
-                        {
-                            let fresh: Vec<(String, String)> = pending[journaled..]
-                                .iter()
-                                .map(|(t, b, _)| (t.clone(), b.clone()))
-                                .collect();
-                            match r.write(&fresh) {
-                                Ok(()) => {
-                                    tracing::warn!(
-                                        records = fresh.len(),
-                                        "AUDIT RESERVE: records kept in audit.reserve until the index takes them"
-                                    );
-                                    journaled = pending.len();
-                                    let mut late = Vec::new();
-                                    for (t, _, access) in pending.iter_mut() {
-                                        if let Some((w, e)) = access.take()
-                                            && w.send(()).is_err()
-                                        {
-                                            late.push(refused_after_all(
-                                                e,
-                                                &format!("the record of {t}"),
-                                            ));
-                                        }
-                                    }
-                                    for e in late {
-                                        let t = now_rfc3339();
-                                        let body = body_of(&e, &t, &node);
-                                        pending.push((t, body, None));
-                                    }
-                                }
-                                Err(e) => {
-                                    tracing::error!(error = %e, "AUDIT RESERVE CANNOT BE WRITTEN: accesses are refused until the trail can be");
-                                }
-                            }
-                        }
-                        // Until the next attempt, what arrives joins the
-                        // batch; an access (to be served from the reserve if
-                        // the index still refuses) brings the attempt forward.
-                        // Past QUEUE records, the queue holds reporters back.
-                        let wait = tokio::time::sleep(delay);
-                        tokio::pin!(wait);
-                        loop {
-                            tokio::select! {
-                                _ = &mut wait => break,
-                                msg = rx.recv(), if pending.len() < QUEUE => match msg {
-                                    Some(Msg::Event(_, _, Some(w))) if w.is_closed() => {}
-                                    Some(Msg::Event(e, t, access)) => {
-                                        let body = body_of(&e, &t, &node);
-                                        let is_access = access.is_some();
-                                        pending.push((t, body, access.map(|w| (w, e))));
-                                        if is_access {
-                                            break;
-                                        }
-                                    }
-                                    Some(Msg::Flush(w)) => waiters.push(w),
-                                    None => {
-                                        (&mut wait).await;
-                                        break;
-                                    }
-                                },
-                            }
-                        }
-                        delay = (delay * 2).min(RETRY_MAX);
-                        if !waiters.is_empty() && began.elapsed() >= Duration::from_secs(10) {
-                            break;
-                        }
-                    }
-                }
-            }
-            if (!waiters.is_empty() || written_at.elapsed() >= CHECKPOINT_EVERY)
-                && let Some(text) = checkpoint.take()
-            {
-                trail.write_checkpoint(text).await;
-                written_at = Instant::now();
-            }
-            for w in waiters.drain(..) {
-                let _ = w.send(());
-            }
-        }
-        if let Some(text) = checkpoint.take() {
-            trail.write_checkpoint(text).await;
-        }
-    });
+    crate::audit_writer::spawn(index, trail, rx);
     AuditSender { tx, coalescer }
-}
-
-/// A record waiting to be appended: (time, body, the access waiting for
-/// it if any, with its event).
-type Pending = (String, String, Option<(oneshot::Sender<()>, AuditEvent)>);
-
-/// The record that corrects `which` record: the access it names was
-/// refused (its request stopped waiting) while it was being written.
-fn refused_after_all(mut e: AuditEvent, which: &str) -> AuditEvent {
-    e.event = EventId::SecurityAlert;
-    e.action = 'E';
-    e.outcome = Outcome::MinorFailure;
-    e.detail = format!(
-        "{which} names an access that did not happen: it was refused (the audit trail answered too late) — {}",
-        e.detail
-    );
-    e
 }
 
 #[cfg(test)]
@@ -977,42 +775,129 @@ mod tests {
         assert!(c.admit(&failure("rad")), "a new window starts");
     }
 
-    /// The real SQLite index, its appends made slow (a stalled fsync, a
-    /// lock wait): what an access sees when the trail answers late.
-    struct Slow(custos_index::SqliteIndex, Duration);
+    /// The real SQLite index with faults: appends made slow (a stalled
+    /// fsync, a lock wait), or refused while `down` is set (its disk full).
+    struct Faulty {
+        index: custos_index::SqliteIndex,
+        delay: Duration,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Faulty {
+        fn open(dir: &Path, delay: Duration) -> Arc<Faulty> {
+            Arc::new(Faulty {
+                index: custos_index::SqliteIndex::open(dir.join("index.db")).unwrap(),
+                delay,
+                down: false.into(),
+            })
+        }
+    }
 
     #[async_trait::async_trait]
-    impl AuditLog for Slow {
+    impl AuditLog for Faulty {
         async fn append_audit(
             &self,
             key: &AuditKey,
             entries: Vec<(String, String)>,
             mine: Option<(i64, String)>,
         ) -> Result<custos_index::Appended, IndexError> {
-            tokio::time::sleep(self.1).await;
-            self.0.append_audit(key, entries, mine).await
+            tokio::time::sleep(self.delay).await;
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(IndexError::Postgres("the disk is full".into()));
+            }
+            self.index.append_audit(key, entries, mine).await
         }
         fn audit_identity(&self) -> String {
-            self.0.audit_identity()
+            self.index.audit_identity()
         }
         async fn copy_audit(&self, records: &[AuditRecord]) -> Result<(), IndexError> {
-            self.0.copy_audit(records).await
+            self.index.copy_audit(records).await
         }
         async fn audit_head(&self) -> Result<Option<AuditRecord>, IndexError> {
-            self.0.audit_head().await
+            self.index.audit_head().await
         }
         async fn audit_after(
             &self,
             after: i64,
             limit: usize,
         ) -> Result<Vec<AuditRecord>, IndexError> {
-            self.0.audit_after(after, limit).await
+            self.index.audit_after(after, limit).await
         }
         async fn audit_search(
             &self,
             search: &custos_core::audit::AuditSearch,
         ) -> Result<Vec<AuditRecord>, IndexError> {
-            self.0.audit_search(search).await
+            self.index.audit_search(search).await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn accesses_are_served_from_the_reserve_while_the_index_refuses_them() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let dir = std::env::temp_dir().join(format!("custos-audit-down-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let index = Faulty::open(&dir, Duration::ZERO);
+        let trail = AuditTrail::open(&dir, index.as_ref()).await.unwrap();
+        let sender = start(index.clone(), trail);
+        let patient = Duration::from_secs(5);
+        assert!(
+            sender
+                .record_access(access("before"), patient)
+                .await
+                .is_ok()
+        );
+        index.down.store(true, SeqCst);
+        // Two identical accesses while the index refuses: both served, both
+        // recorded (in the reserve).
+        for _ in 0..2 {
+            let t = Instant::now();
+            assert!(
+                sender
+                    .record_access(access("while down"), patient)
+                    .await
+                    .is_ok()
+            );
+            assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        }
+        let path = dir.join(crate::audit_reserve::RESERVE_FILE);
+        assert!(index.audit_after(0, 100).await.unwrap().len() == 1);
+        // The index takes records again: they reach the trail once each.
+        index.down.store(false, SeqCst);
+        assert!(sender.record_access(access("after"), patient).await.is_ok());
+        sender.flush().await;
+        let details = details_in_trail(index.as_ref()).await;
+        assert_eq!(details, ["before", "while down", "while down", "after"]);
+        drop(sender);
+        let reserve = reserve_once_let_go(&path).await;
+        assert!(
+            reserve.entries().unwrap().is_empty(),
+            "emptied once in the trail"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The details of the trail's records, in order.
+    async fn details_in_trail(index: &dyn AuditLog) -> Vec<String> {
+        let records = index.audit_after(0, 100).await.unwrap();
+        records
+            .iter()
+            .map(|r| {
+                serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["detail"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// The reserve at `path`, once the writer has let go of it.
+    async fn reserve_once_let_go(path: &Path) -> crate::audit_reserve::Reserve {
+        loop {
+            match crate::audit_reserve::Reserve::open(path, crate::audit_reserve::SIZE) {
+                Ok(r) => return r,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
         }
     }
 
@@ -1028,10 +913,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("custos-audit-late-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let index = Arc::new(Slow(
-            custos_index::SqliteIndex::open(dir.join("index.db")).unwrap(),
-            Duration::from_millis(600),
-        ));
+        let index = Faulty::open(&dir, Duration::from_millis(600));
         let trail = AuditTrail::open(&dir, index.as_ref()).await.unwrap();
         let sender = start(index.clone(), trail);
         let wait = Duration::from_millis(150);
@@ -1092,47 +974,43 @@ mod tests {
             let body = body_of(&access(detail), &t, &node);
             (t, body)
         };
-        // One record made it into the trail before the crash, one did not;
-        // both are still in the reserve.
+        // Before the outage: an access. In the reserve: one identical to it
+        // (same millisecond), one the index took before the crash, one it
+        // did not.
+        let same = entry("twice in one millisecond");
+        trail
+            .append(index.as_ref(), vec![same.clone()])
+            .await
+            .unwrap();
+        let since = trail.newest_written();
         let (done, lost) = (
             entry("appended before the crash"),
             entry("only in the reserve"),
         );
-        trail
-            .append(index.as_ref(), vec![done.clone()])
-            .await
-            .unwrap();
         let path = dir.join(crate::audit_reserve::RESERVE_FILE);
         let mut reserve =
             crate::audit_reserve::Reserve::open(&path, crate::audit_reserve::SIZE).unwrap();
-        reserve.write(&[done, lost]).unwrap();
+        reserve.write(&[same, done.clone(), lost], since).unwrap();
+        trail.append(index.as_ref(), vec![done]).await.unwrap();
         drop(reserve);
         // The next start appends what is missing, once, and empties it.
         let sender = start(index.clone(), trail);
         sender.send(access("after the start")).await;
         sender.flush().await;
-        let details: Vec<String> = index
-            .audit_after(0, 100)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| {
-                serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["detail"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect();
+        let details = details_in_trail(index.as_ref()).await;
         assert_eq!(
             details,
             [
+                "twice in one millisecond",
                 "appended before the crash",
+                "twice in one millisecond",
                 "only in the reserve",
                 "after the start"
             ]
         );
-        let reserve =
-            crate::audit_reserve::Reserve::open(&path, crate::audit_reserve::SIZE).unwrap();
+        // Emptied (read once the writer has let go of it).
+        drop(sender);
+        let reserve = reserve_once_let_go(&path).await;
         assert!(reserve.entries().unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -9,6 +9,7 @@
 mod attributes;
 pub mod audit;
 mod audit_reserve;
+mod audit_writer;
 pub mod changes;
 pub mod commitment;
 pub mod corrections;
