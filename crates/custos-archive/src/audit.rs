@@ -477,7 +477,12 @@ impl AuditTrail {
         let path = dir.join(crate::audit_reserve::RESERVE_FILE);
         crate::audit_reserve::Reserve::open(&path, crate::audit_reserve::SIZE)
             .inspect_err(|e| {
-                tracing::error!(error = %e, path = %path.display(), "AUDIT RESERVE CANNOT BE ALLOCATED: accesses are refused whenever the index cannot take their records");
+                if e.kind() == std::io::ErrorKind::WouldBlock {
+                    // A CLI command beside the server: the server's.
+                    tracing::debug!(path = %path.display(), "the audit reserve is the server's");
+                } else {
+                    tracing::error!(error = %e, path = %path.display(), "AUDIT RESERVE CANNOT BE ALLOCATED: accesses are refused whenever the index cannot take their records");
+                }
             })
             .ok()
     }

@@ -458,6 +458,12 @@ pub async fn jobs(
             )
         })?),
     };
+    if q.before.is_some_and(|b| b < 1) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "before is a job id (1 or more)",
+        ));
+    }
     let limit = q.limit.unwrap_or(100);
     if limit > 1000 {
         return Err(ApiError::new(
