@@ -41,7 +41,8 @@ struct Entry {
 
 struct Writer {
     index: Arc<dyn AuditLog>,
-    trail: AuditTrail,
+    /// Shared with the append in flight (not copied per batch).
+    trail: Arc<AuditTrail>,
     node: String,
     pending: Vec<Entry>,
     /// Flushes waiting for what was reported before them.
@@ -64,7 +65,7 @@ pub(crate) fn spawn(index: Arc<dyn AuditLog>, trail: AuditTrail, rx: mpsc::Recei
     let reserve = trail.open_reserve();
     let writer = Writer {
         index,
-        trail,
+        trail: Arc::new(trail),
         node: node_name(),
         pending: Vec::new(),
         waiters: Vec::new(),
@@ -209,7 +210,7 @@ impl Writer {
             .iter()
             .map(|e| (e.time.clone(), e.body.clone()))
             .collect();
-        let (trail, index) = (self.trail.clone(), self.index.clone());
+        let (trail, index) = (Arc::clone(&self.trail), Arc::clone(&self.index));
         let append = async move { trail.append_records(index.as_ref(), entries).await };
         tokio::pin!(append);
         // An append that hangs (a lock held elsewhere, a database that does
