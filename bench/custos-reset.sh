@@ -4,7 +4,7 @@
 # loopback with the harness's peers registered, and prints its PID last.
 #   CUSTOS_BIN   (default: target/release/custos of this repository)
 #   BENCH_DATA   (default: /tmp/custos-bench-data)
-#   BENCH_PORT   (default: 11120)
+#   BENCH_PORT   (default: 11120), BENCH_TLS_PORT (default: 11122): DICOM and DICOM over TLS
 #   BENCH_HTTP_PORT (default: 11121) and BENCH_PLAINTEXT (default: false):
 #                the DICOMweb listener (HTTPS with the data folder's CA, or plain HTTP)
 #   BENCH_INDEX_URL if set, the index is this PostgreSQL database (emptied
