@@ -52,6 +52,71 @@ fn checksum(generation: u64, payload: &[u8]) -> [u8; 8] {
     c
 }
 
+/// The records of `generation` in `file` (of `size` bytes), oldest first,
+/// and where they end.
+fn scan(file: &File, size: u64, generation: u64) -> io::Result<(Vec<(String, String)>, u64)> {
+    let mut out = Vec::new();
+    let mut at = HEADER;
+    let mut head = [0u8; FRAME_HEAD as usize];
+    while at + FRAME_HEAD <= size {
+        file.read_exact_at(&mut head, at)?;
+        let len = u64::from(u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")));
+        let theirs = u64::from_le_bytes(head[4..12].try_into().expect("8 bytes"));
+        if len == 0 || theirs != generation || at + FRAME_HEAD + len > size {
+            break;
+        }
+        let mut payload = vec![0u8; len as usize];
+        file.read_exact_at(&mut payload, at + FRAME_HEAD)?;
+        if checksum(generation, &payload) != head[12..20] {
+            break;
+        }
+        match serde_json::from_slice::<(String, String)>(&payload) {
+            Ok(entry) => out.push(entry),
+            Err(_) => break,
+        }
+        at += FRAME_HEAD + len;
+    }
+    Ok((out, at))
+}
+
+/// What a reserve holds, read without taking it (the server may hold it):
+/// for `custos doctor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiting {
+    /// Records the index has not taken yet.
+    pub records: usize,
+    /// Bytes they fill, of `size`.
+    pub used: u64,
+    pub size: u64,
+}
+
+/// The records waiting in the reserve at `path`, if there is one. Read while
+/// the server may be writing: a frame being written ends the count there
+/// (its checksum), so the figure may be one batch short, never wrong.
+pub fn waiting(path: &Path) -> io::Result<Option<Waiting>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let size = file.metadata()?.len();
+    let mut header = [0u8; HEADER as usize];
+    if size < HEADER {
+        return Ok(None);
+    }
+    file.read_exact_at(&mut header, 0)?;
+    if &header[..8] != MAGIC {
+        return Ok(None);
+    }
+    let generation = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+    let (records, end) = scan(&file, size, generation)?;
+    Ok(Some(Waiting {
+        records: records.len(),
+        used: end - HEADER,
+        size,
+    }))
+}
+
 impl Reserve {
     /// Opens the reserve at `path`, locked for this process, allocating it
     /// (zeros, synced, with its folder entry) if it is missing or short:
@@ -113,28 +178,7 @@ impl Reserve {
 
     /// The records of this generation, oldest first, and where they end.
     fn scan(&self) -> io::Result<(Vec<(String, String)>, u64)> {
-        let mut out = Vec::new();
-        let mut at = HEADER;
-        let mut head = [0u8; FRAME_HEAD as usize];
-        while at + FRAME_HEAD <= self.size {
-            self.file.read_exact_at(&mut head, at)?;
-            let len = u64::from(u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")));
-            let generation = u64::from_le_bytes(head[4..12].try_into().expect("8 bytes"));
-            if len == 0 || generation != self.generation || at + FRAME_HEAD + len > self.size {
-                break;
-            }
-            let mut payload = vec![0u8; len as usize];
-            self.file.read_exact_at(&mut payload, at + FRAME_HEAD)?;
-            if checksum(generation, &payload) != head[12..20] {
-                break;
-            }
-            match serde_json::from_slice::<(String, String)>(&payload) {
-                Ok(entry) => out.push(entry),
-                Err(_) => break,
-            }
-            at += FRAME_HEAD + len;
-        }
-        Ok((out, at))
+        scan(&self.file, self.size, self.generation)
     }
 
     /// The records in the reserve, oldest first.
@@ -215,6 +259,11 @@ mod tests {
         );
         r.write(&[entry(1), entry(2)], 7).unwrap();
         r.write(&[entry(3)], 9).unwrap();
+        // Counted by a reader beside the holder (custos doctor).
+        let w = waiting(&path).unwrap().unwrap();
+        assert_eq!((w.records, w.size), (3, 4096));
+        assert_eq!(w.used, r.at - HEADER);
+        assert_eq!(waiting(&dir.join("none")).unwrap(), None);
         // A crash: what was written is there at the next start.
         drop(r);
         let mut r = Reserve::open(&path, 4096).unwrap();
@@ -224,6 +273,7 @@ mod tests {
         // lost: the old frames after it stay gone (another generation).
         r.clear().unwrap();
         assert!(r.entries().unwrap().is_empty());
+        assert_eq!(waiting(&path).unwrap().unwrap().records, 0);
         let frame = FRAME_HEAD + serde_json::to_vec(&entry(4)).unwrap().len() as u64;
         let marker_at = r.at + frame;
         r.write(&[entry(4)], 11).unwrap();

@@ -8,7 +8,7 @@
 
 mod attributes;
 pub mod audit;
-mod audit_reserve;
+pub mod audit_reserve;
 mod audit_writer;
 pub mod changes;
 pub mod commitment;

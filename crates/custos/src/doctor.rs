@@ -264,6 +264,42 @@ async fn audit_trail(f: &mut Vec<Finding>, data: &Path, index: &dyn custos_index
             "check the index",
         )),
     }
+    reserve(f, data);
+}
+
+/// Access records the index could not take wait in the node's audit reserve
+/// (served meanwhile): the server appends them when the index takes records
+/// again, or at its next start. While any wait, the trail is not complete;
+/// a full reserve refuses reads.
+fn reserve(f: &mut Vec<Finding>, data: &Path) {
+    use custos_archive::audit_reserve::{RESERVE_FILE, waiting};
+    match waiting(&data.join(RESERVE_FILE)) {
+        Ok(Some(w)) if w.records > 0 => {
+            let full = w.used * 100 / w.size.max(1);
+            f.push(finding(
+                "audit-reserve-waiting",
+                if full >= 50 {
+                    Severity::Critical
+                } else {
+                    Severity::High
+                },
+                "access records wait in the audit reserve: the index has not taken them".into(),
+                format!(
+                    "{} record(s), {full}% of the reserve ({} of {} bytes); reads are refused when it is full",
+                    w.records, w.used, w.size
+                ),
+                "make the index writable again (disk space, the database reachable, a lock held elsewhere); the server appends them then, or at its next start",
+            ))
+        }
+        Ok(_) => {}
+        Err(e) => f.push(finding(
+            "audit-reserve-unreadable",
+            Severity::High,
+            "the audit reserve cannot be read".into(),
+            e.to_string(),
+            "check the data folder's disk and permissions",
+        )),
+    }
 }
 
 /// The certificates in use near or past expiry: the data folder's server

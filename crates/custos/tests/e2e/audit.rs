@@ -613,8 +613,27 @@ fn reads_go_on_while_the_index_refuses_records_and_a_kill_loses_none() {
     // ...so that killing the server before the index took them loses none.
     server.kill9();
     drop(lock);
+    // Until a server appends them, doctor says they wait...
+    let waiting = |data: &DataDir| {
+        let out = std::process::Command::new(BIN)
+            .args(["doctor", "--json", "--data"])
+            .arg(&data.path)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == "audit-reserve-waiting")
+            .map(|f| f["evidence"].as_str().unwrap().to_string())
+    };
+    let said = waiting(&data).expect("doctor names the records in the reserve");
+    assert!(said.starts_with("3 record(s)"), "{said}");
     let server = Server::process(&data);
     server.stop();
+    // ...and not once they are in the trail.
+    assert_eq!(waiting(&data), None);
     let records = data.audit_export();
     let naming = |what: &str| {
         records
