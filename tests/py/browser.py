@@ -90,6 +90,22 @@ def login(page, url, user, password):
     page.click("form.login button[type=submit]")
 
 
+def download_zip(page, selector, shots, name):
+    """Clicks the download link `selector`, saves and unpacks the ZIP under
+    `shots`, checks every entry's CRC; returns its entry names and the
+    DICOMDIR read by pydicom's FileSet (which follows the records' offsets)."""
+    with page.expect_download() as download:
+        page.click(selector)
+    path = os.path.join(shots, f"{name}.zip")
+    download.value.save_as(path)
+    unpacked = os.path.join(shots, f"{name}-zip")
+    with zipfile.ZipFile(path) as z:
+        check(z.testzip() is None, "a ZIP entry's CRC failed")
+        names = z.namelist()
+        z.extractall(unpacked)
+    return names, FileSet(pydicom.dcmread(os.path.join(unpacked, "DICOMDIR")))
+
+
 def halves(png):
     """Mean brightness of the left and right halves of a screenshot."""
     img = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=float)
@@ -192,17 +208,8 @@ def main():
 
         # Download the study as a ZIP: every slice, and a DICOMDIR pydicom
         # reads (it follows the records' offsets) that lists them all.
-        with page.expect_download() as download:
-            page.click("a:has-text('Download ZIP')")
-        zip_path = os.path.join(args.shots, "study.zip")
-        download.value.save_as(zip_path)
-        unpacked = os.path.join(args.shots, "study-zip")
-        with zipfile.ZipFile(zip_path) as z:
-            check(z.testzip() is None, "a ZIP entry's CRC failed")
-            names = z.namelist()
-            z.extractall(unpacked)
+        names, fileset = download_zip(page, "a:has-text('Download ZIP')", args.shots, "study")
         check(names[0] == "DICOMDIR" and len(names) == SLICES + 1, f"ZIP entries {names}")
-        fileset = FileSet(pydicom.dcmread(os.path.join(unpacked, "DICOMDIR")))
         listed = sorted(int(i.InstanceNumber) for i in fileset)
         check(listed == list(range(1, SLICES + 1)), f"DICOMDIR lists {listed}")
         check(all(i.load().PatientID == PATIENT_ID for i in fileset), "the files' patient")
@@ -239,6 +246,25 @@ def main():
         page.wait_for_function(f"() => document.querySelector('#studies tr')?.dataset.study === '{study}'")
         page.click("th[data-sort=PatientID]")
         page.wait_for_function(f"() => document.querySelector('#studies tr')?.dataset.study === '{new_study}'")
+
+        # Both studies ticked (the selection outlives a search), then one
+        # ZIP whose DICOMDIR lists each under its own patient.
+        check(page.is_hidden("#selection"), "a download offered with nothing selected")
+        page.check(f"tr[data-study='{study}'] td.pick input")
+        check(page.url.endswith("#/"), "ticking a row opened the study")
+        page.fill("input[name=name]", "upload")
+        page.wait_for_function("() => document.querySelectorAll('#studies tr').length === 1")
+        page.check(f"tr[data-study='{new_study}'] td.pick input")
+        link = page.locator("#selection a")
+        check(link.inner_text() == "Download 2 selected studies (ZIP)", link.inner_text())
+        page.screenshot(path=f"{args.shots}/selected.png")
+        names, fileset = download_zip(page, "#selection a", args.shots, "selected")
+        check(names[0] == "DICOMDIR" and len(names) == SLICES + 2, f"ZIP entries {names}")
+        patients = sorted({(i.PatientID, i.StudyInstanceUID) for i in fileset})
+        check(patients == sorted([(PATIENT_ID, study), ("UP-1", new_study)]), f"DICOMDIR lists {patients}")
+        page.click("#selection button:has-text('Clear selection')")
+        check(page.is_hidden("#selection"), "the selection stayed after clearing it")
+        page.fill("input[name=name]", "")
 
         # Administration: a user, a token (its secret shown once) and a peer.
         page.goto(f"{url}/#/admin")

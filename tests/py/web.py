@@ -142,16 +142,18 @@ def cmd_stow_study(args):
 
 
 def cmd_zip(args):
-    """GET /api/studies/{study}/download.zip, unpack it into `--out`, check
-    every entry's CRC, and read the DICOMDIR with pydicom's FileSet (which
-    follows the records' offsets); prints what each record references and
-    the hashes of the files."""
+    """GET /api/studies/{study}/download.zip (or `--path`, e.g. a series' or
+    a selection's download), unpack it into `--out`, check every entry's
+    CRC, and read the DICOMDIR with pydicom's FileSet (which follows the
+    records' offsets); prints what each record references and the hashes of
+    the files."""
     import os
     import zipfile
     from io import BytesIO
     from pydicom.fileset import FileSet
     s = session(args)
-    r = s.get(f"{args.url}/api/studies/{args.study}/download.zip")
+    path = args.path or f"/api/studies/{args.study}/download.zip"
+    r = s.get(f"{args.url}{path}")
     if r.status_code != 200:
         out({"status": r.status_code, "body": r.text[:500]})
         return
@@ -394,7 +396,8 @@ def main():
     s.add_argument("--series", type=int, default=2)
     s.add_argument("--instances", type=int, default=3)
     s = sub.add_parser("zip")
-    s.add_argument("--study", required=True)
+    s.add_argument("--study")
+    s.add_argument("--path")
     s.add_argument("--out", required=True)
     s = sub.add_parser("raw-get")
     s.add_argument("--path", required=True)

@@ -1,6 +1,7 @@
-//! A DICOMDIR (PS3.10 file-set, PS3.3 F.3 Basic Directory IOD) for one
-//! study exported as files: a PATIENT record, a STUDY record, a SERIES record
-//! per series and one record per instance, linked by byte offsets.
+//! A DICOMDIR (PS3.10 file-set, PS3.3 F.3 Basic Directory IOD) for studies
+//! exported as files: a PATIENT record per patient, a STUDY record per study,
+//! a SERIES record per series and one record per instance, linked by byte
+//! offsets.
 //!
 //! dicom-rs encodes the data set; it has no DICOMDIR writer, so the offsets
 //! are worked out here: every record is encoded once alone to learn its size
@@ -57,41 +58,73 @@ pub struct DirInstance {
 }
 
 /// The DICOMDIR file's bytes (preamble, file meta, data set in explicit VR
-/// little endian as PS3.10 requires).
-pub fn build(study: &DirStudy, series: &[DirSeries]) -> Result<Vec<u8>, String> {
-    let utf8 = needs_utf8(study, series);
+/// little endian as PS3.10 requires) for `studies`, each with its series:
+/// one PATIENT record per patient (ID and name), in the order patients first
+/// appear, with their studies below.
+pub fn build(studies: &[(DirStudy, Vec<DirSeries>)]) -> Result<Vec<u8>, String> {
+    let utf8 = studies.iter().any(|(st, se)| needs_utf8(st, se));
+    // Studies grouped by patient, in order of first appearance.
+    let mut patients: Vec<(&DirStudy, Vec<usize>)> = Vec::new();
+    for (i, (study, _)) in studies.iter().enumerate() {
+        match patients.iter_mut().find(|(p, _)| {
+            (&p.patient_id, &p.patient_name) == (&study.patient_id, &study.patient_name)
+        }) {
+            Some((_, of)) => of.push(i),
+            None => patients.push((study, vec![i])),
+        }
+    }
     // Records in file order (depth first), each with the index of its next
     // sibling and of its first child, to be turned into offsets.
     let mut records: Vec<Record> = Vec::new();
-    records.push(Record::new(patient(study, utf8)));
-    records.push(Record::new(study_record(study, utf8)));
-    records[0].child = Some(1);
-    let mut previous_series: Option<usize> = None;
-    for s in series {
-        let at = records.len();
-        records.push(Record::new(series_record(s, utf8)));
-        match previous_series {
-            None => records[1].child = Some(at),
-            Some(p) => records[p].next = Some(at),
+    let mut roots: Vec<usize> = Vec::new();
+    for (first, of) in &patients {
+        let p = records.len();
+        records.push(Record::new(patient(first, utf8)));
+        if let Some(&prev) = roots.last() {
+            records[prev].next = Some(p);
         }
-        previous_series = Some(at);
-        let mut previous: Option<usize> = None;
-        for i in &s.instances {
-            let here = records.len();
-            records.push(Record::new(instance_record(i)?));
-            match previous {
-                None => records[at].child = Some(here),
-                Some(p) => records[p].next = Some(here),
+        roots.push(p);
+        let mut previous_study: Option<usize> = None;
+        for &i in of {
+            let (study, series) = &studies[i];
+            let st = records.len();
+            records.push(Record::new(study_record(study, utf8)));
+            match previous_study {
+                None => records[p].child = Some(st),
+                Some(prev) => records[prev].next = Some(st),
             }
-            previous = Some(here);
+            previous_study = Some(st);
+            let mut previous_series: Option<usize> = None;
+            for s in series {
+                let at = records.len();
+                records.push(Record::new(series_record(s, utf8)));
+                match previous_series {
+                    None => records[st].child = Some(at),
+                    Some(prev) => records[prev].next = Some(at),
+                }
+                previous_series = Some(at);
+                let mut previous: Option<usize> = None;
+                for i in &s.instances {
+                    let here = records.len();
+                    records.push(Record::new(instance_record(i)?));
+                    match previous {
+                        None => records[at].child = Some(here),
+                        Some(prev) => records[prev].next = Some(here),
+                    }
+                    previous = Some(here);
+                }
+            }
         }
+    }
+    if records.is_empty() {
+        return Err("a DICOMDIR needs at least one study".into());
     }
 
     // Where the first record starts: the file with an empty record sequence
     // is everything before the first item plus the sequence delimiter (the
     // same file meta, so the same UID: its length moves everything after it).
     let instance = custos_core::credentials::random_uid();
-    let empty = file(&instance, Vec::new(), 0)?;
+    let empty = file(&instance, Vec::new(), (0, 0))?;
     let sequence_delimiter = 8;
     let mut position = empty.len() as u32 - sequence_delimiter;
     let mut offsets = Vec::with_capacity(records.len());
@@ -112,7 +145,8 @@ pub fn build(study: &DirStudy, series: &[DirSeries]) -> Result<Vec<u8>, String> 
             r.item
         })
         .collect();
-    let bytes = file(&instance, items, offsets[0])?;
+    let last_root = roots.last().map_or(0, |&r| offsets[r]);
+    let bytes = file(&instance, items, (offsets[0], last_root))?;
     if bytes.len() as u32 != position + sequence_delimiter {
         return Err("DICOMDIR records encoded to an unexpected length".into());
     }
@@ -281,17 +315,22 @@ fn encoded_len(item: &InMemDicomObject) -> Result<u32, String> {
     Ok(out.len() as u32)
 }
 
-fn file(instance: &str, items: Vec<InMemDicomObject>, first: u32) -> Result<Vec<u8>, String> {
+/// The file around `items`; `roots`: the offsets of the first and the last
+/// PATIENT record.
+fn file(
+    instance: &str,
+    items: Vec<InMemDicomObject>,
+    (first, last): (u32, u32),
+) -> Result<Vec<u8>, String> {
     let mut o = InMemDicomObject::new_empty();
     text(&mut o, tags::FILE_SET_ID, VR::CS, "CUSTOS");
-    // The last root record is the only one: the patient.
     o.put(ul(
         tags::OFFSET_OF_THE_FIRST_DIRECTORY_RECORD_OF_THE_ROOT_DIRECTORY_ENTITY,
         first,
     ));
     o.put(ul(
         tags::OFFSET_OF_THE_LAST_DIRECTORY_RECORD_OF_THE_ROOT_DIRECTORY_ENTITY,
-        first,
+        last,
     ));
     o.put(DataElement::new(
         tags::FILE_SET_CONSISTENCY_FLAG,
@@ -381,7 +420,7 @@ mod tests {
                 instances: vec![instance(4, "1.2.840.10008.5.1.4.1.1.88.22")],
             },
         ];
-        let b = build(&study, &series).unwrap();
+        let b = build(&[(study, series)]).unwrap();
         assert_eq!(&b[128..132], b"DICM");
         // The root: (0004,1200) holds the first record's offset.
         let root = b
@@ -411,6 +450,56 @@ mod tests {
         assert!(b.windows(10).any(|w| w == b"ISO_IR 192"));
     }
 
+    #[test]
+    fn studies_of_two_patients_hang_below_their_patient() {
+        let study = |patient: &str, uid: &str| DirStudy {
+            patient_name: format!("{patient}^Test"),
+            patient_id: patient.into(),
+            study_uid: uid.into(),
+            ..Default::default()
+        };
+        let one = |n: usize| {
+            vec![DirSeries {
+                series_uid: format!("1.2.9.{n}"),
+                instances: vec![instance(n, "1.2.840.10008.5.1.4.1.1.2")],
+                ..Default::default()
+            }]
+        };
+        let b = build(&[
+            (study("A", "1.2.1"), one(1)),
+            (study("B", "1.2.2"), one(2)),
+            (study("A", "1.2.3"), one(3)),
+        ])
+        .unwrap();
+        let root = |tag: [u8; 4]| {
+            let at = b.windows(4).position(|w| w == tag).unwrap();
+            le32(&b, at + 8)
+        };
+        let (first, last) = (
+            root([0x04, 0x00, 0x00, 0x12]),
+            root([0x04, 0x00, 0x02, 0x12]),
+        );
+        let (kind, second, a_studies) = record_at(&b, first);
+        assert_eq!((kind.as_str(), second), ("PATIENT", last));
+        let (kind, none, b_studies) = record_at(&b, last);
+        assert_eq!((kind.as_str(), none), ("PATIENT", 0));
+        // A: two studies, each with its series and image; B: one.
+        let studies = |mut at: u32| {
+            let mut n = 0;
+            while at != 0 {
+                let (kind, next, series) = record_at(&b, at);
+                assert_eq!(kind, "STUDY");
+                let (kind, _, image) = record_at(&b, series);
+                assert_eq!(kind, "SERIES");
+                assert_eq!(record_at(&b, image).0, "IMAGE");
+                n += 1;
+                at = next;
+            }
+            n
+        };
+        assert_eq!((studies(a_studies), studies(b_studies)), (2, 1));
+    }
+
     /// Every build gets a new random UID of varying length; the offsets
     /// must not depend on it (they once did: one build in a few failed).
     #[test]
@@ -420,7 +509,7 @@ mod tests {
             ..Default::default()
         }];
         for _ in 0..300 {
-            let b = build(&DirStudy::default(), &series).unwrap();
+            let b = build(&[(DirStudy::default(), series.clone())]).unwrap();
             let root = b
                 .windows(4)
                 .position(|w| w == [0x04, 0x00, 0x00, 0x12])
@@ -437,7 +526,8 @@ mod tests {
             instances: vec![i],
             ..Default::default()
         };
-        assert!(build(&DirStudy::default(), &[s]).is_err());
+        assert!(build(&[(DirStudy::default(), vec![s])]).is_err());
+        assert!(build(&[]).is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! A study as a file-set for download: its instances named by Part 10 file
-//! IDs (`DICOM/SE000001/IM000001`, series in series-number order, instances
-//! in instance-number order) and the DICOMDIR that lists them. The caller
-//! packs them (the web side streams a ZIP).
+//! Studies (or one series) as a file-set for download: the instances named by
+//! Part 10 file IDs (`DICOM/SE000001/IM000001` for one study,
+//! `DICOM/ST000001/SE000001/IM000001` for several; series in series-number
+//! order, instances in instance-number order) and the DICOMDIR that lists
+//! them. The caller packs them (the web side streams a ZIP).
 
 use std::collections::HashMap;
 
@@ -12,14 +13,14 @@ use custos_index::IndexError;
 use crate::Archive;
 use crate::dicomdir::{self, DirInstance, DirSeries, DirStudy};
 
-/// What a study download holds.
+/// What a download holds.
 pub struct StudyExport {
     /// The DICOMDIR file's bytes.
     pub dicomdir: Vec<u8>,
     /// Each instance with its path in the file-set (`/`-separated).
     pub files: Vec<(String, StoredInstance)>,
-    /// The study's patient ID (for the audit record).
-    pub patient_id: String,
+    /// The patients' IDs, each once (for the audit record).
+    pub patient_ids: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,22 +30,28 @@ pub enum ExportError {
     #[error("the DICOMDIR could not be written: {0}")]
     Dicomdir(String),
     #[error(
-        "more than 999,999 series, or instances in a series, than a DICOMDIR's file IDs can name"
+        "more than 999,999 studies, series in a study, or instances in a series, than a DICOMDIR's file IDs can name"
     )]
     TooMany,
+    /// One of the studies asked for has no instances (any more).
+    #[error("study {0} is not in the archive")]
+    NotFound(String),
 }
 
-/// Most series, and instances per series, a file ID of 8 characters names.
+/// Most studies, series, and instances per series, a file ID of 8
+/// characters names.
 const MOST_NAMED: usize = 999_999;
 
-/// `DICOM/SEnnnnnn/IMnnnnnn` (Part 10 file ID components: 8 characters at most).
-fn file_id(series: usize, instance: usize) -> Option<Vec<String>> {
-    (series <= MOST_NAMED && instance <= MOST_NAMED).then(|| {
-        vec![
-            "DICOM".to_string(),
-            format!("SE{series:06}"),
-            format!("IM{instance:06}"),
-        ]
+/// `DICOM/SEnnnnnn/IMnnnnnn` for one study, `DICOM/STnnnnnn/SEnnnnnn/IMnnnnnn`
+/// for one of several (Part 10 file ID components: 8 characters at most).
+fn file_id(study: Option<usize>, series: usize, instance: usize) -> Option<Vec<String>> {
+    let named = |n: usize| n <= MOST_NAMED;
+    (named(series) && named(instance) && study.is_none_or(named)).then(|| {
+        let mut id = vec!["DICOM".to_string()];
+        id.extend(study.map(|st| format!("ST{st:06}")));
+        id.push(format!("SE{series:06}"));
+        id.push(format!("IM{instance:06}"));
+        id
     })
 }
 
@@ -58,26 +65,93 @@ fn field(row: &Row, key: Key) -> String {
     row.get(&key).cloned().unwrap_or_default()
 }
 
+/// One study's part of a file-set.
+struct Part {
+    study: DirStudy,
+    series: Vec<DirSeries>,
+    files: Vec<(String, StoredInstance)>,
+}
+
 impl Archive {
     /// The study's file-set; `None` when the study has no instances.
     pub async fn study_export(&self, study_uid: &str) -> Result<Option<StudyExport>, ExportError> {
-        let by_study = vec![(
+        match self.export(&[study_uid.to_string()], None).await {
+            Err(ExportError::NotFound(_)) => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
+    /// One file-set of `studies` (in this order), or of the one series
+    /// `series` of a single study: one DICOMDIR listing them all. A study
+    /// without instances is `NotFound`.
+    pub async fn export(
+        &self,
+        studies: &[String],
+        series: Option<&str>,
+    ) -> Result<StudyExport, ExportError> {
+        let several = studies.len() > 1;
+        let mut parts = Vec::with_capacity(studies.len());
+        for (n, uid) in studies.iter().enumerate() {
+            let folder = several.then_some(n + 1);
+            match self.export_part(uid, series, folder).await? {
+                Some(part) => parts.push(part),
+                None => return Err(ExportError::NotFound(uid.clone())),
+            }
+        }
+        let mut patient_ids: Vec<String> = Vec::new();
+        for p in &parts {
+            let id = &p.study.patient_id;
+            if !id.is_empty() && !patient_ids.contains(id) {
+                patient_ids.push(id.clone());
+            }
+        }
+        let mut files = Vec::new();
+        let mut listed = Vec::with_capacity(parts.len());
+        for p in parts {
+            files.extend(p.files);
+            listed.push((p.study, p.series));
+        }
+        let dicomdir = dicomdir::build(&listed).map_err(ExportError::Dicomdir)?;
+        Ok(StudyExport {
+            dicomdir,
+            files,
+            patient_ids,
+        })
+    }
+
+    /// One study's records and files, under `DICOM/STnnnnnn` when `folder`
+    /// is given; `None` when it has no instances (in `series`, if given).
+    async fn export_part(
+        &self,
+        study_uid: &str,
+        only_series: Option<&str>,
+        folder: Option<usize>,
+    ) -> Result<Option<Part>, ExportError> {
+        let mut conditions = vec![(
             Key::StudyInstanceUID,
             Matcher::Single(study_uid.to_string()),
         )];
+        if let Some(s) = only_series {
+            conditions.push((Key::SeriesInstanceUID, Matcher::Single(s.to_string())));
+        }
         let mut rows = self
             .find(Query {
                 level: Level::Image,
-                conditions: by_study.clone(),
+                conditions: conditions.clone(),
                 limit: usize::MAX,
                 offset: 0,
                 order: Vec::new(),
             })
             .await?;
+        let level = if only_series.is_some() {
+            Level::Series
+        } else {
+            Level::Study
+        };
         let stored: HashMap<String, StoredInstance> = self
             .retrieve_set(Query {
-                level: Level::Study,
-                conditions: by_study,
+                level,
+                conditions,
                 limit: usize::MAX,
                 offset: 0,
                 order: Vec::new(),
@@ -129,9 +203,10 @@ impl Archive {
                     instances: Vec::new(),
                 });
             }
-            let folder = series.len();
+            let in_study = series.len();
             let Some(s) = series.last_mut() else { continue };
-            let file_id = file_id(folder, s.instances.len() + 1).ok_or(ExportError::TooMany)?;
+            let file_id =
+                file_id(folder, in_study, s.instances.len() + 1).ok_or(ExportError::TooMany)?;
             files.push((file_id.join("/"), inst.clone()));
             s.instances.push(DirInstance {
                 file_id,
@@ -144,11 +219,10 @@ impl Archive {
         if files.is_empty() {
             return Ok(None);
         }
-        let dicomdir = dicomdir::build(&study, &series).map_err(ExportError::Dicomdir)?;
-        Ok(Some(StudyExport {
-            dicomdir,
+        Ok(Some(Part {
+            study,
+            series,
             files,
-            patient_id: study.patient_id,
         }))
     }
 }
@@ -160,10 +234,15 @@ mod tests {
     #[test]
     fn file_ids_stay_within_eight_characters() {
         assert_eq!(
-            file_id(1, 999_999).unwrap(),
+            file_id(None, 1, 999_999).unwrap(),
             ["DICOM", "SE000001", "IM999999"]
         );
-        assert!(file_id(1_000_000, 1).is_none());
-        assert!(file_id(1, 1_000_000).is_none());
+        assert_eq!(
+            file_id(Some(12), 1, 2).unwrap(),
+            ["DICOM", "ST000012", "SE000001", "IM000002"]
+        );
+        assert!(file_id(None, 1_000_000, 1).is_none());
+        assert!(file_id(None, 1, 1_000_000).is_none());
+        assert!(file_id(Some(1_000_000), 1, 1).is_none());
     }
 }

@@ -1,5 +1,7 @@
-//! A study as a ZIP of its DICOM files with a DICOMDIR (`GET
-//! /api/studies/{study}/download.zip`), streamed as the store hands out the
+//! Studies as a ZIP of their DICOM files with a DICOMDIR (`GET
+//! /api/studies/{study}/download.zip`, one series:
+//! `.../series/{series}/download.zip`, a selection of studies:
+//! `/api/download.zip?studies=...`), streamed as the store hands out the
 //! bytes: entries are stored, not compressed (DICOM pixel data is mostly
 //! compressed already, and the download should run at disk speed), sizes and
 //! CRCs follow each entry (data descriptors), ZIP64 where a file needs it.
@@ -9,7 +11,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -59,6 +62,9 @@ pub(crate) async fn send(pending: &Pending, tx: &Tx) -> bool {
     bytes.is_empty() || tx.send(Ok(Bytes::from(bytes))).await.is_ok()
 }
 
+/// Most studies one download takes (a selection in the study list).
+pub const MOST_STUDIES: usize = 100;
+
 pub async fn study_zip(
     State(s): State<Arc<AppState>>,
     Extension(p): Extension<Principal>,
@@ -66,31 +72,96 @@ pub async fn study_zip(
 ) -> Result<Response, ApiError> {
     require(&p, Action::Get)?;
     check_uid(&study)?;
+    let name = format!("study-{study}.zip");
+    zip_of(&s, vec![study], None, name).await
+}
+
+/// One series as a ZIP with its DICOMDIR.
+pub async fn series_zip(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Path((study, series)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    require(&p, Action::Get)?;
+    check_uid(&study)?;
+    check_uid(&series)?;
+    let name = format!("series-{series}.zip");
+    zip_of(&s, vec![study], Some(series), name).await
+}
+
+#[derive(serde::Deserialize)]
+pub struct Selection {
+    /// Study Instance UIDs, comma-separated.
+    studies: String,
+}
+
+/// Several studies (a selection in the study list) as one ZIP, one DICOMDIR
+/// listing them by patient: `GET /api/download.zip?studies=UID,UID,...`.
+pub async fn selection_zip(
+    State(s): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    q: std::result::Result<Query<Selection>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    require(&p, Action::Get)?;
+    let Query(q) = q.map_err(|r| ApiError::bad_request(r.body_text()))?;
+    let mut studies: Vec<String> = Vec::new();
+    for uid in q.studies.split(',') {
+        check_uid(uid)?;
+        if !studies.iter().any(|s| s == uid) {
+            studies.push(uid.to_string());
+        }
+    }
+    if studies.len() > MOST_STUDIES {
+        return Err(ApiError::bad_request(format!(
+            "at most {MOST_STUDIES} studies per download"
+        )));
+    }
+    let name = if studies.len() == 1 {
+        format!("study-{}.zip", studies[0])
+    } else {
+        format!("{}-studies.zip", studies.len())
+    };
+    zip_of(&s, studies, None, name).await
+}
+
+/// The file-set of `studies` (or of `series` of the one study) as a ZIP
+/// response named `name`, once the access is recorded.
+async fn zip_of(
+    s: &AppState,
+    studies: Vec<String>,
+    series: Option<String>,
+    name: String,
+) -> Result<Response, ApiError> {
     let export = s
         .archive
-        .study_export(&study)
+        .export(&studies, series.as_deref())
         .await
         .map_err(|e| match e {
             custos_archive::ExportError::Index(e) => e.into(),
+            custos_archive::ExportError::NotFound(_) => ApiError::not_found(),
             e @ custos_archive::ExportError::TooMany => {
                 ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
             }
-            e => ApiError::internal("exporting a study", e),
-        })?
-        .ok_or_else(ApiError::not_found)?;
+            e => ApiError::internal("exporting studies", e),
+        })?;
     let mut e = crate::audit::event(EventId::InstancesTransferred, 'R', Outcome::Success);
-    e.study_uids.push(study.clone());
-    if !export.patient_id.is_empty() {
-        e.patient_ids.push(export.patient_id.clone());
-    }
-    e.detail = format!("ZIP download of {study}: {} instances", export.files.len());
+    let count = export.files.len();
+    e.detail = match (&series, studies.as_slice()) {
+        (Some(series), [study]) => {
+            format!("ZIP download of series {series} of {study}: {count} instances")
+        }
+        (_, [study]) => format!("ZIP download of {study}: {count} instances"),
+        (_, all) => format!("ZIP download of {} studies: {count} instances", all.len()),
+    };
+    e.study_uids = studies;
+    e.patient_ids = export.patient_ids.clone();
     s.archive.record_access(e).await?;
 
     let (tx, rx) = mpsc::channel(4);
     let archive = s.archive.clone();
     tokio::spawn(async move {
         if let Err(why) = write_zip(&archive, export, &tx).await {
-            tracing::warn!(error = %why, "aborting a study download");
+            tracing::warn!(error = %why, "aborting a download");
             let _ = tx.send(Err(std::io::Error::other(why))).await;
         }
     });
@@ -99,7 +170,7 @@ pub async fn study_zip(
             (header::CONTENT_TYPE, "application/zip".to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"study-{study}.zip\""),
+                format!("attachment; filename=\"{name}\""),
             ),
         ],
         Body::from_stream(ReceiverStream::new(rx)),

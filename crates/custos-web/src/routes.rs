@@ -312,6 +312,18 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
         ),
         (
             Method::GET,
+            "/api/studies/{study}/series/{series}/download.zip",
+            Right(Get),
+            get(download::series_zip),
+        ),
+        (
+            Method::GET,
+            "/api/download.zip",
+            Right(Get),
+            get(download::selection_zip),
+        ),
+        (
+            Method::GET,
             "/api/studies/{study}/deidentified.zip",
             Right(Deidentify),
             get(deidentify::zip),

@@ -132,7 +132,10 @@ function showBar() {
 
 const INCLUDE = ["00100030", "00100040", "00080061", "00081030", "00080050", "00201206", "00201208",
   "00100021", "00200010", "00080030", "00080090"];
-const list = { filters: {}, offset: 0, sort: null, rows: [] };
+// `selected`: studies ticked for one download, kept across pages and searches.
+const list = { filters: {}, offset: 0, sort: null, rows: [], selected: new Set() };
+// Most studies one download takes (the server's limit too).
+const MOST_SELECTED = 100;
 const PAGE = 50;
 
 function studyQuery() {
@@ -198,16 +201,40 @@ function drawRows() {
     const open = () => { location.hash = `#/study/${uid}`; };
     // The name is a link too: it opens in a new tab, and screen readers
     // announce the row's way in.
-    return el("tr", { tabindex: 0, "data-study": uid, on: { click: (e) => { if (!e.target.closest("a")) open(); }, keydown: (e) => { if (e.key === "Enter") open(); } } },
+    const tick = may("get") ? [el("td", { class: "pick" }, el("input", {
+      type: "checkbox", "aria-label": `Select ${value(s, "00100010") || "(no name)"} ${date(value(s, "00080020"))}`,
+      checked: list.selected.has(uid) || undefined,
+      on: { change: (e) => { if (e.target.checked) list.selected.add(uid); else list.selected.delete(uid); drawSelection(); } },
+    }))] : [];
+    return el("tr", { tabindex: 0, "data-study": uid, on: { click: (e) => { if (!e.target.closest("a, input, td.pick")) open(); }, keydown: (e) => { if (e.key === "Enter" && e.target === e.currentTarget) open(); } } },
+      ...tick,
       COLUMNS.map(([, tag], i) => el("td", {}, i === 0
         ? el("a", { href: `#/study/${uid}`, text: cell(s, tag) || "(no name)", tabindex: -1 })
         : cell(s, tag))));
   }));
+  drawSelection();
   const from = rows.length ? list.offset + 1 : 0;
   document.getElementById("list-status").textContent =
     rows.length ? `Studies ${from}–${list.offset + rows.length}${more ? " (more)" : ""}` : "No studies match.";
   document.getElementById("prev").disabled = list.offset === 0;
   document.getElementById("next").disabled = !more;
+}
+
+// The selection's download link: one ZIP with a DICOMDIR for the ticked
+// studies, at most MOST_SELECTED.
+function drawSelection() {
+  const box = document.getElementById("selection");
+  if (!box) return;
+  const n = list.selected.size;
+  box.hidden = n === 0;
+  const link = box.querySelector("a");
+  const hint = box.querySelector(".hint");
+  link.textContent = `Download ${n} selected stud${n === 1 ? "y" : "ies"} (ZIP)`;
+  const tooMany = n > MOST_SELECTED;
+  if (tooMany) link.removeAttribute("href");
+  else link.href = `/api/download.zip?studies=${[...list.selected].map(encodeURIComponent).join(",")}`;
+  link.setAttribute("aria-disabled", tooMany ? "true" : "false");
+  hint.textContent = tooMany ? `At most ${MOST_SELECTED} studies per download.` : "";
 }
 
 function studyList() {
@@ -244,7 +271,8 @@ function studyList() {
     if (list.sort) return list.sort[0] === key ? (list.sort[1] < 0 ? " ▼" : " ▲") : "";
     return key === "StudyDate" ? " ▼" : "";
   };
-  const header = el("tr", {}, COLUMNS.map(([label, , key]) => (key
+  const pickHeader = may("get") ? [el("th", { class: "static pick" }, el("span", { class: "sr-only", text: "Select" }))] : [];
+  const header = el("tr", {}, ...pickHeader, COLUMNS.map(([label, , key]) => (key
     ? el("th", {
       text: `${label}${arrow(key)}`, tabindex: 0, "data-sort": key, "aria-sort": arrow(key) ? (arrow(key).includes("▼") ? "descending" : "ascending") : undefined,
       on: { click: () => sortBy(key), keydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); sortBy(key); } } },
@@ -256,6 +284,10 @@ function studyList() {
       input("description", "Description"), input("modality", "Modality", "short"),
       dateInput("from", "From"), dateInput("to", "To"),
       preset("Today", 0), preset("Last 7 days", 7), preset("Any date", null)),
+    el("div", { id: "selection", class: "selection", hidden: true },
+      el("a", { download: "" }),
+      el("button", { type: "button", text: "Clear selection", on: { click: () => { list.selected.clear(); drawRows(); } } }),
+      el("span", { class: "hint" })),
     el("table", {}, el("thead", {}, header), el("tbody", { id: "studies" })),
     el("div", { class: "pager" },
       el("button", { id: "prev", type: "button", text: "Previous", on: { click: () => { list.offset = Math.max(0, list.offset - PAGE); search(); } } }),
@@ -361,8 +393,10 @@ async function studyPage(uid) {
     actions.push(el("button", { type: "button", text: "De-identify…", on: { click: () => deidentifyForm(uid) } }));
   }
   if (may("delete")) actions.push(await protectControl(api, uid));
-  // The series shown in the viewer, for "Delete series".
+  // The series shown in the viewer, for "Download series" and "Delete series".
   let current = null;
+  const seriesZip = el("a", { download: "", text: "Download series ZIP" });
+  if (series.length > 1) actions.push(seriesZip);
   if (may("delete") && series.length > 1) {
     actions.push(el("button", { type: "button", class: "danger", text: "Delete series", on: { click: async () => {
       const s = series.find((x) => value(x, "0020000E") === current);
@@ -407,6 +441,7 @@ async function studyPage(uid) {
   }
   async function select(se, button) {
     current = se;
+    seriesZip.href = `/api/studies/${encodeURIComponent(uid)}/series/${encodeURIComponent(se)}/download.zip`;
     for (const b of buttons) b.classList.toggle("active", b === button);
     const list = await instancesOf(uid, se);
     openViewer(viewerBox, list.map((i) => ({

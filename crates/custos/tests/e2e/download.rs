@@ -174,3 +174,167 @@ fn a_study_downloads_as_a_zip_whose_dicomdir_pydicom_reads() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// A selection of studies (two patients) as one ZIP whose DICOMDIR lists
+/// each study under its patient and folder, and one series alone; both
+/// audited with every study and patient; a malformed or oversized selection
+/// is refused, and one unknown study makes the whole download 404.
+#[test]
+fn studies_selected_and_one_series_download_with_one_dicomdir() {
+    let data = DataDir::new("zip-sel");
+    add_user(&data, "boss", "admin", PW_ADMIN);
+    add_user(&data, "rad", "radiologist", PW_RAD);
+    let server = Server::start(&data);
+    let stow = |patient: &str, name: &str, series: &str| {
+        let made = json_of(
+            &web(
+                &server,
+                "boss",
+                PW_ADMIN,
+                &[
+                    "stow-study",
+                    "--patient-id",
+                    patient,
+                    "--name",
+                    name,
+                    "--series",
+                    series,
+                    "--instances",
+                    "2",
+                ],
+            )
+            .success(),
+        );
+        assert_eq!(made["failed"], 0, "{made}");
+        made
+    };
+    let a1 = stow("SEL-A", "Alpha^Ann", "2");
+    let b1 = stow("SEL-B", "Beta^Bob", "1");
+    let a2 = stow("SEL-A", "Alpha^Ann", "1");
+    let uid = |m: &serde_json::Value| m["study"].as_str().unwrap().to_string();
+    let out = std::env::temp_dir().join(format!("custos-zip-sel-{}", std::process::id()));
+    let zip = |path: &str, into: &str| {
+        let _ = std::fs::remove_dir_all(out.join(into));
+        json_of(
+            &web(
+                &server,
+                "rad",
+                PW_RAD,
+                &[
+                    "zip",
+                    "--path",
+                    path,
+                    "--out",
+                    out.join(into).to_str().unwrap(),
+                ],
+            )
+            .success(),
+        )
+    };
+
+    let selection = format!("{},{},{}", uid(&a1), uid(&b1), uid(&a2));
+    let got = zip(&format!("/api/download.zip?studies={selection}"), "sel");
+    assert_eq!(got["status"], 200, "{got}");
+    assert!(got["crc_failure"].is_null(), "{got}");
+    assert!(
+        got["disposition"]
+            .as_str()
+            .unwrap()
+            .contains("3-studies.zip"),
+        "{got}"
+    );
+    let instances = got["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 8, "4 + 2 + 2: {got}");
+    for i in instances {
+        assert_eq!(i["file_sop"], i["sop"], "{i}");
+        let (study, patient) = (
+            i["study"].as_str().unwrap(),
+            i["patient_id"].as_str().unwrap(),
+        );
+        let expected = if study == uid(&b1) { "SEL-B" } else { "SEL-A" };
+        assert_eq!(patient, expected, "{i}");
+        // Each study in its own folder, in the order selected.
+        let folder = [uid(&a1), uid(&b1), uid(&a2)]
+            .iter()
+            .position(|s| s == study)
+            .unwrap()
+            + 1;
+        let path = i["path"].as_str().unwrap();
+        assert!(
+            path.starts_with(&format!("DICOM/ST{folder:06}/SE")),
+            "{path}"
+        );
+    }
+    let sops: BTreeSet<&str> = instances
+        .iter()
+        .map(|i| i["sop"].as_str().unwrap())
+        .collect();
+    let stored: BTreeSet<&str> = [&a1, &b1, &a2]
+        .iter()
+        .flat_map(|m| {
+            m["sops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(sops, stored);
+
+    // One series: only its instances, under the study's usual layout.
+    let series = a1["series"][0].as_str().unwrap();
+    let got = zip(
+        &format!("/api/studies/{}/series/{series}/download.zip", uid(&a1)),
+        "series",
+    );
+    assert_eq!(got["status"], 200, "{got}");
+    let instances = got["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 2, "{got}");
+    for i in instances {
+        assert_eq!(i["series"], series, "{i}");
+        assert!(
+            i["path"].as_str().unwrap().starts_with("DICOM/SE000001/IM"),
+            "{i}"
+        );
+    }
+
+    // Refused: a malformed UID, more than 100 studies; one unknown study
+    // fails the whole download rather than leaving it out.
+    let bad = zip("/api/download.zip?studies=1.2.3,not-a-uid", "bad");
+    assert_eq!(bad["status"], 400, "{bad}");
+    let many: Vec<String> = (1..=101).map(|n| format!("1.2.{n}")).collect();
+    let bad = zip(
+        &format!("/api/download.zip?studies={}", many.join(",")),
+        "bad",
+    );
+    assert_eq!(bad["status"], 400, "{bad}");
+    let missing = zip(
+        &format!("/api/download.zip?studies={},1.2.3.4.5", uid(&a1)),
+        "bad",
+    );
+    assert_eq!(missing["status"], 404, "{missing}");
+    let missing = zip(
+        &format!("/api/studies/{}/series/{}/download.zip", uid(&b1), series),
+        "bad",
+    );
+    assert_eq!(
+        missing["status"], 404,
+        "a series of another study: {missing}"
+    );
+
+    // Audited: the selection with its three studies and both patients.
+    wait_until(
+        "the selection's audit record",
+        Duration::from_secs(10),
+        || {
+            data.audit_export().iter().any(|r| {
+                let b = &r["record"];
+                b["user"] == "rad"
+                    && b["detail"] == "ZIP download of 3 studies: 8 instances"
+                    && b["studies"].as_array().is_some_and(|s| s.len() == 3)
+                    && b["patients"] == serde_json::json!(["SEL-A", "SEL-B"])
+            })
+        },
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
