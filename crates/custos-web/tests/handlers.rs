@@ -1312,3 +1312,38 @@ async fn editing_a_peer_keeps_its_certificate_pins() {
         "{fingerprint} {subject}"
     );
 }
+
+/// A part that cannot be read once the response has begun aborts the body:
+/// a client never takes a truncated multipart response for a whole one (no
+/// closing delimiter arrives; the body ends in an error).
+#[tokio::test]
+async fn a_part_failing_mid_response_aborts_the_body() {
+    let f = fixture("wado-abort").await;
+    assert_eq!(f.send(stow()).await.status, StatusCode::OK);
+    let whole = f.get("rad", &format!("/dicom-web/studies/{STUDY}")).await;
+    assert_eq!(whole.status, StatusCode::OK);
+    let boundary = whole
+        .content_type()
+        .split("boundary=")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert!(
+        whole
+            .body
+            .ends_with(format!("\r\n--{boundary}--\r\n").as_bytes()),
+        "a whole response ends with the closing delimiter"
+    );
+    // The stored bytes go missing behind the index's back.
+    std::fs::remove_dir_all(f.dir.join("blobs")).unwrap();
+    let mut request = request("rad", "GET", &format!("/dicom-web/studies/{STUDY}"))
+        .body(Body::empty())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(ClientAddr("127.0.0.1:50000".parse().unwrap()));
+    let response = f.app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "the response had begun");
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await;
+    assert!(body.is_err(), "the body ended without an error: {body:?}");
+}
