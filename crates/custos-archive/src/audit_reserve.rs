@@ -92,7 +92,8 @@ pub struct Waiting {
 
 /// The records waiting in the reserve at `path`, if there is one. Read while
 /// the server may be writing: a frame being written ends the count there
-/// (its checksum), so the figure may be one batch short, never wrong.
+/// (its checksum), so the figure may be one batch short; a reserve emptied
+/// during the reading (a new generation) is read again.
 pub fn waiting(path: &Path) -> io::Result<Option<Waiting>> {
     let file = match File::open(path) {
         Ok(f) => f,
@@ -100,21 +101,34 @@ pub fn waiting(path: &Path) -> io::Result<Option<Waiting>> {
         Err(e) => return Err(e),
     };
     let size = file.metadata()?.len();
-    let mut header = [0u8; HEADER as usize];
     if size < HEADER {
         return Ok(None);
     }
-    file.read_exact_at(&mut header, 0)?;
-    if &header[..8] != MAGIC {
+    let generation = || -> io::Result<Option<u64>> {
+        let mut header = [0u8; HEADER as usize];
+        file.read_exact_at(&mut header, 0)?;
+        Ok((&header[..8] == MAGIC)
+            .then(|| u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"))))
+    };
+    let Some(mut seen) = generation()? else {
         return Ok(None);
+    };
+    for _ in 0..3 {
+        let (records, end) = scan(&file, size, seen)?;
+        match generation()? {
+            Some(now) if now != seen => seen = now,
+            _ => {
+                return Ok(Some(Waiting {
+                    records: records.len(),
+                    used: end - HEADER,
+                    size,
+                }));
+            }
+        }
     }
-    let generation = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
-    let (records, end) = scan(&file, size, generation)?;
-    Ok(Some(Waiting {
-        records: records.len(),
-        used: end - HEADER,
-        size,
-    }))
+    Err(io::Error::other(
+        "the reserve was emptied three times while being read",
+    ))
 }
 
 impl Reserve {

@@ -61,6 +61,9 @@ struct Writer {
     logged: Option<Instant>,
 }
 
+/// How long a closing writer keeps trying to append what the index refused.
+const LAST_TRY: Duration = Duration::from_secs(5);
+
 pub(crate) fn spawn(index: Arc<dyn AuditLog>, trail: AuditTrail, rx: mpsc::Receiver<Msg>) {
     let reserve = trail.open_reserve();
     let writer = Writer {
@@ -102,6 +105,11 @@ impl Writer {
 
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         self.take_leftovers().await;
+        if !self.pending.is_empty() {
+            // A crash's leftovers go in now, not with the next record.
+            self.write_pending(&mut rx).await;
+            self.write_checkpoint().await;
+        }
         loop {
             let received = match self.checkpoint.is_some() {
                 true => tokio::time::timeout(CHECKPOINT_EVERY, rx.recv()).await,
@@ -126,6 +134,11 @@ impl Writer {
             for w in self.waiters.drain(..) {
                 let _ = w.send(());
             }
+        }
+        // What the index refused until the end gets one last, bounded try
+        // (access records among it are in the reserve already).
+        if !self.pending.is_empty() {
+            let _ = tokio::time::timeout(LAST_TRY, self.write_pending(&mut rx)).await;
         }
         self.write_checkpoint().await;
     }

@@ -63,12 +63,20 @@ pub struct DirInstance {
 /// appear, with their studies below.
 pub fn build(studies: &[(DirStudy, Vec<DirSeries>)]) -> Result<Vec<u8>, String> {
     let utf8 = studies.iter().any(|(st, se)| needs_utf8(st, se));
-    // Studies grouped by patient, in order of first appearance.
+    // Studies grouped by patient, in order of first appearance: by Patient
+    // ID (one PATIENT record per ID, named as its first study has it: two
+    // records with one ID is what file-set checkers flag), by name when
+    // there is no ID.
+    let same = |a: &DirStudy, b: &DirStudy| {
+        if a.patient_id.is_empty() && b.patient_id.is_empty() {
+            a.patient_name == b.patient_name
+        } else {
+            a.patient_id == b.patient_id
+        }
+    };
     let mut patients: Vec<(&DirStudy, Vec<usize>)> = Vec::new();
     for (i, (study, _)) in studies.iter().enumerate() {
-        match patients.iter_mut().find(|(p, _)| {
-            (&p.patient_id, &p.patient_name) == (&study.patient_id, &study.patient_name)
-        }) {
+        match patients.iter_mut().find(|(p, _)| same(p, study)) {
             Some((_, of)) => of.push(i),
             None => patients.push((study, vec![i])),
         }
@@ -465,10 +473,13 @@ mod tests {
                 ..Default::default()
             }]
         };
+        // The third study's name spelled otherwise: the same patient (ID).
+        let mut respelled = study("A", "1.2.3");
+        respelled.patient_name = "A^Tester".into();
         let b = build(&[
             (study("A", "1.2.1"), one(1)),
             (study("B", "1.2.2"), one(2)),
-            (study("A", "1.2.3"), one(3)),
+            (respelled, one(3)),
         ])
         .unwrap();
         let root = |tag: [u8; 4]| {

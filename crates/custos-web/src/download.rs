@@ -108,13 +108,15 @@ pub async fn selection_zip(
     for uid in q.studies.split(',') {
         check_uid(uid)?;
         if !studies.iter().any(|s| s == uid) {
+            // Refused as soon as there are too many: the duplicate check
+            // stays within MOST_STUDIES whatever the query's length.
+            if studies.len() == MOST_STUDIES {
+                return Err(ApiError::bad_request(format!(
+                    "at most {MOST_STUDIES} studies per download"
+                )));
+            }
             studies.push(uid.to_string());
         }
-    }
-    if studies.len() > MOST_STUDIES {
-        return Err(ApiError::bad_request(format!(
-            "at most {MOST_STUDIES} studies per download"
-        )));
     }
     let name = if studies.len() == 1 {
         format!("study-{}.zip", studies[0])

@@ -264,16 +264,21 @@ async fn audit_trail(f: &mut Vec<Finding>, data: &Path, index: &dyn custos_index
             "check the index",
         )),
     }
-    reserve(f, data);
+    reserve(f, data).await;
 }
 
 /// Access records the index could not take wait in the node's audit reserve
 /// (served meanwhile): the server appends them when the index takes records
 /// again, or at its next start. While any wait, the trail is not complete;
 /// a full reserve refuses reads.
-fn reserve(f: &mut Vec<Finding>, data: &Path) {
+async fn reserve(f: &mut Vec<Finding>, data: &Path) {
     use custos_archive::audit_reserve::{RESERVE_FILE, waiting};
-    match waiting(&data.join(RESERVE_FILE)) {
+    // Up to 8 MiB read and checked: off the async threads.
+    let path = data.join(RESERVE_FILE);
+    let read = tokio::task::spawn_blocking(move || waiting(&path))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    match read {
         Ok(Some(w)) if w.records > 0 => {
             let full = w.used * 100 / w.size.max(1);
             f.push(finding(

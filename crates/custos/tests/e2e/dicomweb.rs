@@ -425,6 +425,8 @@ fn wado_rs_over_http2_returns_the_stored_bytes() {
         "-w",
         "%{http_version} %{http_code}\n",
     ];
+    let mut base = args.clone();
+    base.retain(|a| *a != "--parallel");
     for body in &bodies {
         args.extend(["-o", body.to_str().unwrap(), &url]);
     }
@@ -444,6 +446,33 @@ fn wado_rs_over_http2_returns_the_stored_bytes() {
         got.sort();
         assert_eq!(got, expected);
     }
+
+    // A stop while a slow client is halfway through: the server finishes
+    // the response it is sending (its streams are polled by the connection's
+    // task until the connection ends), then stops.
+    let slow = out.join("slow");
+    let slow_args = [
+        &base[..],
+        &["--limit-rate", "1M", "-o", slow.to_str().unwrap(), &url],
+    ]
+    .concat();
+    let curl = std::process::Command::new("curl")
+        .args(&slow_args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run curl");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(server.stop(), "stopped cleanly");
+    let run = Run(curl.wait_with_output().unwrap()).success();
+    assert_eq!(run.stdout(), "2 200\n", "{}", run.stderr());
+    let body = std::fs::read(&slow).unwrap();
+    let mut got: Vec<String> = multipart_parts(&body)
+        .iter()
+        .map(|part| sha256_hex(dataset_of(part)))
+        .collect();
+    got.sort();
+    assert_eq!(got, expected, "the response under way when the stop came");
 }
 
 /// The contents of a multipart body's parts, the boundary read from its
