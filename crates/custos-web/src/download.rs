@@ -140,7 +140,10 @@ async fn zip_of(
         .await
         .map_err(|e| match e {
             custos_archive::ExportError::Index(e) => e.into(),
-            custos_archive::ExportError::NotFound(_) => ApiError::not_found(),
+            // Which one, for a selection: the user asked for it by its UID.
+            e @ custos_archive::ExportError::NotFound(_) => {
+                ApiError::new(axum::http::StatusCode::NOT_FOUND, e.to_string())
+            }
             e @ custos_archive::ExportError::TooMany => {
                 ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
             }

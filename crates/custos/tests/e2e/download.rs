@@ -313,6 +313,13 @@ fn studies_selected_and_one_series_download_with_one_dicomdir() {
         "bad",
     );
     assert_eq!(missing["status"], 404, "{missing}");
+    assert!(
+        missing["body"]
+            .as_str()
+            .unwrap()
+            .contains("study 1.2.3.4.5 is not"),
+        "the missing one named: {missing}"
+    );
     let missing = zip(
         &format!("/api/studies/{}/series/{}/download.zip", uid(&b1), series),
         "bad",
