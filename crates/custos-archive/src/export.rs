@@ -73,14 +73,6 @@ struct Part {
 }
 
 impl Archive {
-    /// The study's file-set; `None` when the study has no instances.
-    pub async fn study_export(&self, study_uid: &str) -> Result<Option<StudyExport>, ExportError> {
-        match self.export(&[study_uid.to_string()], None).await {
-            Err(ExportError::NotFound(_)) => Ok(None),
-            other => other.map(Some),
-        }
-    }
-
     /// One file-set of `studies` (in this order), or of the one series
     /// `series` of a single study: one DICOMDIR listing them all. A study
     /// without instances is `NotFound`.

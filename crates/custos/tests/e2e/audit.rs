@@ -615,13 +615,7 @@ fn reads_go_on_while_the_index_refuses_records_and_a_kill_loses_none() {
     drop(lock);
     // Until a server appends them, doctor says they wait...
     let waiting = |data: &DataDir| {
-        let out = std::process::Command::new(BIN)
-            .args(["doctor", "--json", "--data"])
-            .arg(&data.path)
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["findings"]
+        doctor(data, &[]).1["findings"]
             .as_array()
             .unwrap()
             .iter()

@@ -13,6 +13,31 @@ const PW_ADMIN: &str = "exports 42 for research";
 const PW_RAD: &str = "reads 42 at the console";
 const PW_AUD: &str = "checks 42 the records";
 
+/// A study of `series` × `instances` made by pydicom for `patient`, stored
+/// by the admin with dicomweb-client; what `web.py stow-study` printed.
+fn stow_study(
+    server: &Server,
+    patient: &str,
+    name: &str,
+    series: &str,
+    instances: &str,
+) -> serde_json::Value {
+    let args = [
+        "stow-study",
+        "--patient-id",
+        patient,
+        "--name",
+        name,
+        "--series",
+        series,
+        "--instances",
+        instances,
+    ];
+    let made = json_of(&web(server, "boss", PW_ADMIN, &args).success());
+    assert_eq!(made["failed"], 0, "{made}");
+    made
+}
+
 #[test]
 fn a_study_downloads_as_a_zip_whose_dicomdir_pydicom_reads() {
     let data = DataDir::new("zip");
@@ -20,26 +45,7 @@ fn a_study_downloads_as_a_zip_whose_dicomdir_pydicom_reads() {
     add_user(&data, "rad", "radiologist", PW_RAD);
     add_user(&data, "aud", "auditor", PW_AUD);
     let server = Server::start(&data);
-    let made = json_of(
-        &web(
-            &server,
-            "boss",
-            PW_ADMIN,
-            &[
-                "stow-study",
-                "--patient-id",
-                "ZIP-1",
-                "--name",
-                "Müller^Jürgen",
-                "--series",
-                "2",
-                "--instances",
-                "3",
-            ],
-        )
-        .success(),
-    );
-    assert_eq!(made["failed"], 0, "{made}");
+    let made = stow_study(&server, "ZIP-1", "Müller^Jürgen", "2", "3");
     let study = made["study"].as_str().unwrap();
     let out = std::env::temp_dir().join(format!("custos-zip-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
@@ -185,29 +191,8 @@ fn studies_selected_and_one_series_download_with_one_dicomdir() {
     add_user(&data, "boss", "admin", PW_ADMIN);
     add_user(&data, "rad", "radiologist", PW_RAD);
     let server = Server::start(&data);
-    let stow = |patient: &str, name: &str, series: &str| {
-        let made = json_of(
-            &web(
-                &server,
-                "boss",
-                PW_ADMIN,
-                &[
-                    "stow-study",
-                    "--patient-id",
-                    patient,
-                    "--name",
-                    name,
-                    "--series",
-                    series,
-                    "--instances",
-                    "2",
-                ],
-            )
-            .success(),
-        );
-        assert_eq!(made["failed"], 0, "{made}");
-        made
-    };
+    let stow =
+        |patient: &str, name: &str, series: &str| stow_study(&server, patient, name, series, "2");
     let a1 = stow("SEL-A", "Alpha^Ann", "2");
     let b1 = stow("SEL-B", "Beta^Bob", "1");
     let a2 = stow("SEL-A", "Alpha^Ann", "1");

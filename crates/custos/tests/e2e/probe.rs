@@ -235,18 +235,6 @@ fn custos_in_its_default_configuration_has_nothing_high_or_critical() {
     );
 }
 
-fn doctor(data: &DataDir, env: &[(&str, &str)]) -> (bool, serde_json::Value) {
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["doctor", "--json", "--data"]).arg(&data.path);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    let v = serde_json::from_str(&String::from_utf8_lossy(&out.stdout))
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
-    (out.status.success(), v)
-}
-
 #[test]
 fn doctor_is_quiet_on_defaults_and_names_each_insecure_setting() {
     let data = DataDir::new("doctor");

@@ -174,6 +174,19 @@ impl Run {
 
 /// Runs a DCMTK tool (from Debian's dcmtk package) as shipped: Nagle's
 /// algorithm on, which Custos must not stall on (custos-dimse `quickack`).
+/// `custos doctor --json` on `data` with `env`: whether it passed, and its report.
+pub fn doctor(data: &DataDir, env: &[(&str, &str)]) -> (bool, serde_json::Value) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["doctor", "--json", "--data"]).arg(&data.path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let v = serde_json::from_str(&String::from_utf8_lossy(&out.stdout))
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.success(), v)
+}
+
 pub fn dcmtk(tool: &str, args: &[&str]) -> Run {
     let path = format!("/usr/bin/{tool}");
     let out = Command::new(&path)
