@@ -18,8 +18,7 @@ D=$1; W=$2; rounds=${3:-3}
 mkdir -p "$W"
 command -v nginx >/dev/null || { apt-get install -y -qq nginx-light >/dev/null; pkill -x nginx || true; }
 studies=("$D"/big/st*); study_dir=${studies[0]}
-first=$(find "$study_dir" -type f -print -quit)
-study=$(/usr/bin/dcmdump +P StudyInstanceUID "$first" | sed -n 's/.*\[\(.*\)\].*/\1/p')
+study=$(study_uid "$study_dir")
 
 "$S/orthanc.sh" wipe -d "$W/orthanc" 2>/dev/null || true
 "$S/orthanc.sh" start -d "$W/orthanc" >/dev/null

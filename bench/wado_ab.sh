@@ -14,8 +14,7 @@ A=$1; B=$2; rounds=${3:-3}; shift $(( $# < 3 ? $# : 3 )); extra=("$@")
 cargo build --release -q -p custos-probe --example wado_load --manifest-path "$here/../Cargo.toml"
 L=$here/../target/release/examples/wado_load
 studies=(/work/benchdata/big/st*); study_dir=${BENCH_STUDY_DIR:-${studies[0]}}
-first=$(find "$study_dir" -type f -print -quit)
-study=$(/usr/bin/dcmdump +P StudyInstanceUID "$first" | sed -n 's/.*\[\(.*\)\].*/\1/p')
+study=$(study_uid "$study_dir")
 url=https://127.0.0.1:${BENCH_HTTP_PORT:-11121}/dicom-web/studies/$study
 cell() { # PID HTTP1
   perf stat -x, -e task-clock,context-switches -p "$1" -o /tmp/wado_ab.perf &

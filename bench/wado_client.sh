@@ -17,8 +17,7 @@ mkdir -p "$W"
 cargo build --release -q -p custos-probe --example wado_load --manifest-path "$here/../Cargo.toml"
 L=$here/../target/release/examples/wado_load
 studies=("$D"/big/st*); study_dir=${studies[0]}
-first=$(find "$study_dir" -type f -print -quit)
-study=$(/usr/bin/dcmdump +P StudyInstanceUID "$first" | sed -n 's/.*\[\(.*\)\].*/\1/p')
+study=$(study_uid "$study_dir")
 
 "$S/orthanc.sh" wipe -d "$W/orthanc" >/dev/null 2>&1 || true
 "$S/orthanc.sh" start -d "$W/orthanc" >/dev/null

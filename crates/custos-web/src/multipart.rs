@@ -1,13 +1,23 @@
 //! multipart/related bodies for WADO-RS, written as the bytes come from the
 //! store: a 1 GB study never sits in memory, only the part being sent and
-//! the next two (an instance is read whole up to 2 MiB, larger ones in
-//! 256 KiB chunks).
+//! at most two read ahead (an instance is read whole up to 2 MiB, larger
+//! ones in 256 KiB chunks). What is read ahead is bounded for the whole
+//! process ([`READ_AHEAD_BUDGET`]), and a response reads ahead only once its
+//! client has taken a part: a client that stops reading — or opens many
+//! HTTP/2 streams and reads none — holds the part it was handed, not three.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures_util::Stream;
 use tokio::io::AsyncReadExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Bytes read from the store per chunk.
 const CHUNK: usize = 256 << 10;
@@ -22,14 +32,35 @@ pub enum Part {
 /// the store while this one goes out.
 const AHEAD: usize = 2;
 
+/// Bytes all responses together may hold read ahead of the part they send;
+/// past it, parts are read when their turn comes (slower, never refused).
+pub const READ_AHEAD_BUDGET: usize = 32 << 20;
+
+/// The budget's unit: a permit is this many bytes.
+const UNIT: u64 = 4096;
+
+static BUDGET: LazyLock<Arc<Semaphore>> =
+    LazyLock::new(|| Arc::new(Semaphore::new(READ_AHEAD_BUDGET / UNIT as usize)));
+
 pub type PartSource = std::pin::Pin<Box<dyn Future<Output = Result<Part, String>> + Send>>;
+
+/// A part to make, with the bytes it will hold once made (0: already in
+/// memory, or opened as a stream).
+pub struct Planned {
+    pub holds: u64,
+    pub make: PartSource,
+}
 
 /// A response streaming `parts` (each made when its turn comes) as
 /// `multipart/related; type="<media>"`, each part of type `part_type`.
-pub fn response(media: &str, part_type: &str, parts: Vec<PartSource>) -> Response {
+/// The parts are in memory already (frames, rendered or bulk values).
+pub fn response(media: &str, part_type: &str, parts: Vec<Bytes>) -> Response {
     let typed = parts
         .into_iter()
-        .map(|p| (part_type.to_string(), p))
+        .map(|b| {
+            let make = Box::pin(async move { Ok(Part::Bytes(b)) }) as PartSource;
+            (part_type.to_string(), Planned { holds: 0, make })
+        })
         .collect();
     response_typed(media, typed)
 }
@@ -43,13 +74,13 @@ pub fn response(media: &str, part_type: &str, parts: Vec<PartSource>) -> Respons
 /// passes through another task and a channel — which cost a wake-up across
 /// threads per chunk handed over (measured: ~530 context switches per
 /// 100-instance study).
-pub fn response_typed(media: &str, parts: Vec<(String, PartSource)>) -> Response {
+pub fn response_typed(media: &str, parts: Vec<(String, Planned)>) -> Response {
     use futures_util::StreamExt;
     use futures_util::stream::{self, BoxStream};
 
     let boundary = custos_core::credentials::random_text(32);
     let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
-    let (types, parts): (Vec<String>, Vec<PartSource>) = parts.into_iter().unzip();
+    let (types, parts): (Vec<String>, Vec<Planned>) = parts.into_iter().unzip();
     let delimiter = format!("--{boundary}\r\nContent-Type: ");
     // Each part's head carries the line break that ends the part before it.
     let heads = types.into_iter().enumerate().map(move |(i, t)| {
@@ -57,8 +88,7 @@ pub fn response_typed(media: &str, parts: Vec<(String, PartSource)>) -> Response
         Bytes::from(format!("{before}{delimiter}{t}\r\n\r\n"))
     });
     let any = !parts.is_empty();
-    let chunks = stream::iter(parts)
-        .buffered(AHEAD)
+    let chunks = ReadAhead::new(parts, BUDGET.clone())
         .zip(stream::iter(heads))
         .flat_map(
             |(part, head)| -> BoxStream<'static, Result<Bytes, std::io::Error>> {
@@ -97,6 +127,109 @@ pub fn response_typed(media: &str, parts: Vec<(String, PartSource)>) -> Response
         body,
     )
         .into_response()
+}
+
+/// Parts in order, each made when its turn comes or, budget permitting, up
+/// to [`AHEAD`] before. Nothing is read ahead before the consumer has taken
+/// a part and asked for the next (over HTTP/2, hyper asks only once the
+/// stream's send buffer has drained below its limit: the client reads).
+/// A part read ahead holds its share of the budget until its bytes are
+/// dropped, i.e. sent. Every part being made is polled at each poll, so a
+/// read ahead starts as soon as it is planned, not when its turn comes.
+struct ReadAhead {
+    waiting: VecDeque<Planned>,
+    running: VecDeque<Making>,
+    /// A part was handed over.
+    taken: bool,
+    budget: Arc<Semaphore>,
+}
+
+enum Making {
+    Now(PartSource),
+    Made(Result<Part, String>),
+}
+
+impl ReadAhead {
+    fn new(parts: Vec<Planned>, budget: Arc<Semaphore>) -> ReadAhead {
+        ReadAhead {
+            waiting: parts.into(),
+            running: VecDeque::with_capacity(AHEAD + 1),
+            taken: false,
+            budget,
+        }
+    }
+
+    /// Starts the next waiting part, holding `permit` for what it reads.
+    fn start(&mut self, permit: Option<OwnedSemaphorePermit>) {
+        let Some(planned) = self.waiting.pop_front() else {
+            return;
+        };
+        let make = planned.make;
+        self.running.push_back(Making::Now(match permit {
+            None => make,
+            Some(permit) => Box::pin(async move {
+                match make.await? {
+                    Part::Bytes(b) => Ok(Part::Bytes(Bytes::from_owner(Budgeted {
+                        bytes: b,
+                        _permit: permit,
+                    }))),
+                    // A stream holds no more than the chunk being sent.
+                    reader => Ok(reader),
+                }
+            }),
+        }));
+    }
+}
+
+impl Stream for ReadAhead {
+    type Item = Result<Part, String>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.running.is_empty() {
+            this.start(None);
+        }
+        while this.taken && this.running.len() <= AHEAD {
+            let Some(next) = this.waiting.front() else {
+                break;
+            };
+            let units = u32::try_from(next.holds.div_ceil(UNIT)).unwrap_or(u32::MAX);
+            match this.budget.clone().try_acquire_many_owned(units) {
+                Ok(permit) => this.start(Some(permit)),
+                Err(_) => break,
+            }
+        }
+        for slot in this.running.iter_mut() {
+            if let Making::Now(f) = slot
+                && let Poll::Ready(r) = f.as_mut().poll(cx)
+            {
+                *slot = Making::Made(r);
+            }
+        }
+        match this.running.pop_front() {
+            None => Poll::Ready(None),
+            Some(Making::Made(r)) => {
+                this.taken = true;
+                Poll::Ready(Some(r))
+            }
+            Some(now) => {
+                this.running.push_front(now);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// A part's bytes with the share of the read-ahead budget they hold.
+struct Budgeted {
+    bytes: Bytes,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Budgeted {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 /// A large part's bytes in chunks of [`CHUNK`], read into spare capacity (no
@@ -199,5 +332,84 @@ mod tests {
         assert_eq!(r[0].param("transfer-syntax"), Some("*"));
         assert_eq!(r[1].media, "application/json");
         assert_eq!(media_ranges(None)[0].media, "*/*");
+    }
+
+    use futures_util::StreamExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// `n` parts of 4 KiB (one budget unit each), counting in `started` the
+    /// parts that began being made (read from the store).
+    fn parts(n: usize, started: &Arc<AtomicUsize>) -> Vec<Planned> {
+        (0..n)
+            .map(|i| {
+                let started = started.clone();
+                let make = Box::pin(async move {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    Ok(Part::Bytes(Bytes::from(vec![i as u8; 4096])))
+                }) as PartSource;
+                Planned { holds: 4096, make }
+            })
+            .collect()
+    }
+
+    async fn take(r: &mut ReadAhead) -> Bytes {
+        match r.next().await {
+            Some(Ok(Part::Bytes(b))) => b,
+            _ => panic!("a part's bytes"),
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_is_read_ahead_before_the_client_takes_a_part() {
+        let started = Arc::new(AtomicUsize::new(0));
+        let mut r = ReadAhead::new(parts(6, &started), Arc::new(Semaphore::new(100)));
+        assert_eq!(take(&mut r).await[0], 0);
+        assert_eq!(started.load(Ordering::SeqCst), 1, "only the part sent");
+        // Asked for the next: it and two more are made.
+        assert_eq!(take(&mut r).await[0], 1);
+        assert_eq!(started.load(Ordering::SeqCst), 4);
+        for i in 2..6 {
+            assert_eq!(take(&mut r).await[0], i, "in order");
+        }
+        assert!(r.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn without_budget_each_part_is_made_in_its_turn() {
+        let started = Arc::new(AtomicUsize::new(0));
+        let mut r = ReadAhead::new(parts(4, &started), Arc::new(Semaphore::new(0)));
+        for i in 0..4 {
+            assert_eq!(take(&mut r).await[0], i);
+            assert_eq!(started.load(Ordering::SeqCst), i as usize + 1);
+        }
+        assert!(r.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn parts_read_ahead_hold_the_budget_until_their_bytes_are_dropped() {
+        let started = Arc::new(AtomicUsize::new(0));
+        let budget = Arc::new(Semaphore::new(3));
+        let mut r = ReadAhead::new(parts(8, &started), budget.clone());
+        let first = take(&mut r).await;
+        let second = take(&mut r).await;
+        assert_eq!(budget.available_permits(), 1, "parts 2 and 3 read ahead");
+        drop((first, second));
+        assert_eq!(
+            budget.available_permits(),
+            1,
+            "parts made in turn held none"
+        );
+        let third = take(&mut r).await;
+        // Part 4 joined part 3 ahead; the third's bytes, not yet sent, still
+        // hold their share.
+        assert_eq!(budget.available_permits(), 0);
+        assert_eq!(started.load(Ordering::SeqCst), 5);
+        drop(third);
+        assert_eq!(budget.available_permits(), 1);
+        for i in 3..8 {
+            assert_eq!(take(&mut r).await[0], i);
+        }
+        assert!(r.next().await.is_none());
+        assert_eq!(budget.available_permits(), 3, "all given back");
     }
 }

@@ -17,7 +17,7 @@ use custos_core::{Action, Principal};
 use crate::AppState;
 use crate::auth::require;
 use crate::error::ApiError;
-use crate::multipart::{self, Part, PartSource, media_ranges};
+use crate::multipart::{self, Part, PartSource, Planned, media_ranges};
 use crate::pixels;
 use crate::qido::{base_url, check_uid};
 
@@ -231,12 +231,18 @@ async fn retrieve(
     for i in &set {
         plans.push(plan(i, &wanted, decodable(&state, i, &wanted).await)?);
     }
-    let parts: Vec<(String, PartSource)> = set
+    let parts: Vec<(String, Planned)> = set
         .into_iter()
         .zip(plans)
         .map(|(inst, (ts, part_type))| {
             let archive = state.archive.clone();
-            let part = Box::pin(async move {
+            // A converted instance is larger than the stored one: decoded
+            // pixels are often 2-4 times the compressed ones.
+            let holds = match ts {
+                None => inst.size,
+                Some(_) => inst.size.saturating_mul(4),
+            };
+            let make = Box::pin(async move {
                 match ts {
                     None => match archive.stored_file(&inst).await {
                         Ok(StoredFile::Whole(b)) => Ok(Part::Bytes(b)),
@@ -250,7 +256,7 @@ async fn retrieve(
                         .map_err(|e| e.to_string()),
                 }
             }) as PartSource;
-            (part_type, part)
+            (part_type, Planned { holds, make })
         })
         .collect();
     Ok(multipart::response_typed("application/dicom", parts))
@@ -369,11 +375,7 @@ async fn frames_response(
         .archive
         .frames(instance, which, pixels::accepted_frames(accept))
         .await?;
-    let parts: Vec<PartSource> = frames
-        .data
-        .into_iter()
-        .map(|b| Box::pin(async move { Ok(Part::Bytes(b.into())) }) as PartSource)
-        .collect();
+    let parts = frames.data.into_iter().map(bytes::Bytes::from).collect();
     Ok(multipart::response(&frames.media, &frames.part_type, parts))
 }
 
@@ -448,11 +450,10 @@ pub async fn bulkdata(
     if single_part {
         return Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response());
     }
-    let part: PartSource = Box::pin(async move { Ok(Part::Bytes(bytes.into())) });
     Ok(multipart::response(
         "application/octet-stream",
         "application/octet-stream",
-        vec![part],
+        vec![bytes.into()],
     ))
 }
 
