@@ -57,6 +57,26 @@ const READ_BLOCK: usize = 1 << 20;
 /// holds a few MiB, not tens.
 const WHOLE_READ_MAX: u64 = 2 << 20;
 
+/// Bytes read first for an instance's header (metadata, bulk values) when
+/// the store has no file to read it from: headers are mostly a few KiB, the
+/// pixel data behind them up to megabytes.
+const HEADER_PREFIX: u64 = 64 << 10;
+
+/// A byte slice as a reader that remembers whether it was read to its end.
+struct UntilEnd<'a> {
+    rest: &'a [u8],
+    reached: bool,
+}
+
+impl std::io::Read for UntilEnd<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.rest.is_empty() && !buf.is_empty() {
+            self.reached = true;
+        }
+        std::io::Read::read(&mut self.rest, buf)
+    }
+}
+
 impl DatasetStream {
     /// Up to `max` next bytes, and whether they are the last (an empty data
     /// set is one empty, last chunk). Every chunk but the last is exactly
@@ -196,32 +216,41 @@ impl Archive {
                 .map_err(|e| corrupt(e.to_string()))?
                 .map_err(|e| corrupt(e.to_string()));
         }
+        if header_only && instance.size > HEADER_PREFIX {
+            // Packed (or remote) blobs: the header alone is read when it
+            // ends within the prefix; the parse must not have reached the
+            // prefix's end, which could have cut the header short.
+            let prefix = self
+                .store
+                .read_prefix(&instance.blob_key, HEADER_PREFIX)
+                .await?;
+            let parsed = tokio::task::spawn_blocking(move || {
+                let mut from = UntilEnd {
+                    rest: &prefix[..],
+                    reached: false,
+                };
+                let obj = options()
+                    .read_preamble(dicom_object::file::ReadPreamble::Always)
+                    .from_reader(&mut from);
+                obj.ok().filter(|_| !from.reached)
+            })
+            .await;
+            if let Ok(Some(obj)) = parsed {
+                return Ok(obj);
+            }
+        }
         if instance.size > MAX_TRANSCODE_BYTES {
             return Err(RetrieveError::TooLarge(instance.sop_instance_uid.clone()));
         }
-        let bytes = self.read_all(instance).await?;
+        let bytes = self.store.read(&instance.blob_key).await?;
         tokio::task::spawn_blocking(move || {
             options()
                 .read_preamble(dicom_object::file::ReadPreamble::Always)
-                .from_reader(bytes.as_slice())
+                .from_reader(&bytes[..])
         })
         .await
         .map_err(|e| corrupt(e.to_string()))?
         .map_err(|e| corrupt(e.to_string()))
-    }
-
-    /// The whole stored file in memory (callers bound the size first).
-    async fn read_all(&self, instance: &StoredInstance) -> Result<Vec<u8>, RetrieveError> {
-        let mut reader = self.store.open(&instance.blob_key).await?;
-        let mut bytes = Vec::with_capacity(instance.size as usize);
-        reader
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|source| StoreError::Read {
-                key: instance.blob_key.clone(),
-                source,
-            })?;
-        Ok(bytes)
     }
 
     /// Opens the stored data set of `instance`.
@@ -295,12 +324,12 @@ impl Archive {
         if target.is_encapsulated_pixel_data() {
             return Err(err("compressing is not supported".into()));
         }
-        let bytes = self.read_all(instance).await?;
+        let bytes = self.store.read(&instance.blob_key).await?;
         let target_ts = target_ts.to_string();
         tokio::task::spawn_blocking(move || {
             let mut obj = OpenFileOptions::new()
                 .read_preamble(dicom_object::file::ReadPreamble::Always)
-                .from_reader(bytes.as_slice())
+                .from_reader(&bytes[..])
                 .map_err(|e| e.to_string())?;
             let target = TransferSyntaxRegistry
                 .get(&target_ts)

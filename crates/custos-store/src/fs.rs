@@ -188,7 +188,7 @@ impl BlobStore for FsStore {
 
     async fn read(&self, key: &str) -> Result<bytes::Bytes, StoreError> {
         if let Some(pk) = PackKey::parse(key) {
-            return self.packs.read_bytes(key, &pk).await;
+            return self.packs.read_bytes(key, &pk, u64::MAX).await;
         }
         let path = self.path_of(key)?;
         // std::fs::read sizes its buffer from the file's length: one
@@ -207,6 +207,14 @@ impl BlobStore for FsStore {
                 source,
             }),
         }
+    }
+
+    async fn read_prefix(&self, key: &str, max: u64) -> Result<bytes::Bytes, StoreError> {
+        if let Some(pk) = PackKey::parse(key) {
+            return self.packs.read_bytes(key, &pk, max).await;
+        }
+        let whole = self.read(key).await?;
+        Ok(whole.slice(..whole.len().min(usize::try_from(max).unwrap_or(usize::MAX))))
     }
 
     fn local_path(&self, key: &str) -> Option<PathBuf> {

@@ -212,22 +212,24 @@ impl Packs {
     /// header and the bytes come in one positional read on one blocking
     /// thread, instead of an async file's hop per seek and per read.
     pub(crate) async fn read(&self, key: &str, pk: &PackKey) -> Result<Reader, StoreError> {
-        let bytes = self.read_bytes(key, pk).await?;
+        let bytes = self.read_bytes(key, pk, u64::MAX).await?;
         Ok(Box::new(io::Cursor::new(bytes)))
     }
 
-    /// A record's blob bytes (after its header), checked live and whole.
+    /// A record's blob bytes (after its header), checked live; the first
+    /// `max` of them.
     pub(crate) async fn read_bytes(
         &self,
         key: &str,
         pk: &PackKey,
+        max: u64,
     ) -> Result<bytes::Bytes, StoreError> {
         let path = self.path(&pk.segment);
         let (offset, len) = (pk.offset, pk.len);
         let read = tokio::task::spawn_blocking(move || -> io::Result<Option<Vec<u8>>> {
             let file = File::open(path)?;
             // Into spare capacity: no zero-filling of up to a megabyte first.
-            let want = (HEADER + len) as usize;
+            let want = (HEADER + len.min(max)) as usize;
             let mut buf = Vec::with_capacity(want);
             while buf.len() < want {
                 let at = offset + buf.len() as u64;
@@ -555,7 +557,7 @@ mod tests {
                 tokio::spawn(async move {
                     let mut bad = 0;
                     loop {
-                        match packs.read_bytes(&key, &pk).await {
+                        match packs.read_bytes(&key, &pk, u64::MAX).await {
                             Ok(got) if got[..] == bytes[..] => {}
                             Ok(_) => bad += 1,
                             Err(StoreError::NotFound { .. }) => return bad,

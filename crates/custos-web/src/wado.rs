@@ -300,24 +300,36 @@ async fn metadata(
     target: Target,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    use futures_util::{StreamExt, TryStreamExt};
     let set = resolve(&state, &principal, &target).await?;
     let base = base_url(&state, &headers);
-    let mut out = Vec::with_capacity(set.len());
-    for inst in &set {
-        let bulk_base = |study: &str, series: &str| {
-            format!(
-                "{base}/studies/{study}/series/{series}/instances/{}/bulkdata",
-                inst.sop_instance_uid
-            )
-        };
-        out.push(state.archive.metadata(inst, &bulk_base).await?);
+    let encoded: Vec<Vec<u8>> = futures_util::stream::iter(set)
+        .map(|inst| {
+            let (base, sop) = (base.clone(), inst.sop_instance_uid.clone());
+            let bulk_base = Arc::new(move |study: &str, series: &str| {
+                format!("{base}/studies/{study}/series/{series}/instances/{sop}/bulkdata")
+            });
+            let archive = state.archive.clone();
+            async move { archive.metadata(&inst, bulk_base).await }
+        })
+        .buffered(METADATA_AT_ONCE)
+        .try_collect()
+        .await?;
+    let mut body = Vec::with_capacity(encoded.iter().map(|e| e.len() + 1).sum::<usize>() + 2);
+    body.push(b'[');
+    for (i, e) in encoded.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(e);
     }
-    Ok((
-        [(header::CONTENT_TYPE, "application/dicom+json")],
-        serde_json::to_vec(&out).map_err(|e| ApiError::internal("encoding metadata", e))?,
-    )
-        .into_response())
+    body.push(b']');
+    Ok(([(header::CONTENT_TYPE, "application/dicom+json")], body).into_response())
 }
+
+/// Instances whose metadata is read and encoded at the same time, on the
+/// blocking pool (a study's metadata was read one instance after another).
+const METADATA_AT_ONCE: usize = 4;
 
 pub async fn study_metadata(
     State(s): State<Arc<AppState>>,

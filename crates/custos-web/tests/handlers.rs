@@ -1398,3 +1398,77 @@ async fn a_part_failing_mid_response_aborts_the_body() {
         "a closing delimiter after a failed part"
     );
 }
+
+/// Metadata of instances kept in pack files, read from the first 64 KiB of
+/// the blob when the header ends there: an instance whose header runs past
+/// that (a 100 KiB value before the image attributes), one whose 64th KiB
+/// ends exactly between two attributes, and one with a small header before
+/// 200 KiB of pixels are each described whole.
+#[tokio::test]
+async fn metadata_is_whole_whether_the_header_ends_early_or_late() {
+    let f = fixture("metadata-prefix").await;
+    let image = |sop: &str, early: Option<usize>| {
+        let mut obj = identified(CT_IMAGE, sop, "CT");
+        if let Some(len) = early {
+            // (0009,1001) sorts before everything below it.
+            obj.put(DataElement::new(
+                dicom_core::Tag(0x0009, 0x1001),
+                VR::OB,
+                PrimitiveValue::from(vec![7u8; len]),
+            ));
+        }
+        obj.put(DataElement::new(
+            tags::IMAGE_COMMENTS,
+            VR::LT,
+            PrimitiveValue::from(format!("comments of {sop}")),
+        ));
+        describe_pixels(&mut obj, 320, 320, 1, 16);
+        obj.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OW,
+            PrimitiveValue::from(vec![0x5Au8; 320 * 320 * 2]),
+        ));
+        part10(obj, "1.2.840.10008.1.2.1", CT_IMAGE, sop)
+    };
+    let late = format!("{SOP}.7");
+    let early = format!("{SOP}.8");
+    // The value before Image Comments sized so that it ends exactly 64 KiB
+    // into the file: a parse of the prefix ends cleanly there, short.
+    let edge = format!("{SOP}.9");
+    let comments_at = |file: &[u8]| {
+        file.windows(6)
+            .position(|w| w == [0x20, 0x00, 0x00, 0x40, b'L', b'T'])
+            .unwrap()
+    };
+    let probe = 40_000;
+    let edge_len = probe + 65_536 - comments_at(&image(&edge, Some(probe)));
+    assert_eq!(comments_at(&image(&edge, Some(edge_len))), 65_536);
+    for (sop, big) in [
+        (&late, Some(100 << 10)),
+        (&early, None),
+        (&edge, Some(edge_len)),
+    ] {
+        let r = f.send(stow_part(&image(sop, big))).await;
+        assert_eq!(r.status, StatusCode::OK, "{sop}");
+    }
+    let r = f
+        .get("rad", &format!("/dicom-web/studies/{STUDY}/metadata"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let meta = r.json();
+    let listed = meta.as_array().unwrap();
+    assert_eq!(listed.len(), 3, "{meta}");
+    for m in listed {
+        let sop = m["00080018"]["Value"][0].as_str().unwrap();
+        assert_eq!(
+            m["00204000"]["Value"][0],
+            format!("comments of {sop}"),
+            "{sop}"
+        );
+        assert_eq!(m["00280010"]["Value"][0], 320, "{sop}");
+        assert!(m["7FE00010"]["BulkDataURI"].is_string(), "{sop}");
+        if sop != early {
+            assert!(m["00091001"]["BulkDataURI"].is_string(), "{m}");
+        }
+    }
+}

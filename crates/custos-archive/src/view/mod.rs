@@ -23,6 +23,9 @@ pub(crate) fn metadata_json(
 
 use custos_core::record::StoredInstance;
 
+/// The `/bulkdata` URL of an instance, given its study and series UIDs.
+pub type BulkBase = std::sync::Arc<dyn Fn(&str, &str) -> String + Send + Sync>;
+
 use crate::{Archive, RetrieveError};
 
 /// Most bytes one request may decode (frames to native, a rendered frame):
@@ -97,15 +100,21 @@ impl Archive {
     }
 
     /// The instance's attributes as DICOM JSON (PS3.18 F.2) without its pixel
-    /// data; large binary values and Pixel Data become a BulkDataURI under
-    /// `bulk_base(study, series)`, the instance's `/bulkdata` URL.
+    /// data, encoded; large binary values and Pixel Data become a BulkDataURI
+    /// under `bulk_base(study, series)`, the instance's `/bulkdata` URL. The
+    /// conversion runs on the blocking pool: over HTTP/2, the connection's
+    /// task (which polls every stream of the connection) is not held by it.
     pub async fn metadata(
         &self,
         instance: &StoredInstance,
-        bulk_base: &(dyn Fn(&str, &str) -> String + Sync),
-    ) -> Result<serde_json::Value, ViewError> {
+        bulk_base: BulkBase,
+    ) -> Result<Vec<u8>, ViewError> {
         let obj = self.read_object(instance, true).await?;
-        metadata::to_json(obj, bulk_base)
+        blocking("encoding metadata", move || {
+            let value = metadata::to_json(obj, &*bulk_base)?;
+            serde_json::to_vec(&value).map_err(|e| internal("encoding metadata")(e.to_string()))
+        })
+        .await
     }
 
     /// The value bytes of the top-level attribute (group, element) other
