@@ -82,6 +82,24 @@ impl AuditSender {
         }
     }
 
+    /// Queues `event` without waiting: when the queue is full (the trail is
+    /// down), it is counted into its kind's summary, written when the window
+    /// ends, instead of waiting in memory — a waiting send per refused access
+    /// grew for as long as an outage lasted.
+    pub(crate) fn send_or_count(&self, event: AuditEvent) {
+        if !self.coalescer.admit(&event) {
+            return;
+        }
+        let unsent = event.clone();
+        match self.tx.try_send(Msg::Event(event, now_rfc3339(), None)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.coalescer.unsent(&unsent),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("AUDIT TRAIL: an audit record was lost (the writer stopped)");
+            }
+        }
+    }
+
     /// Records an access and returns once the record is in the index; an
     /// error when it is not there within `wait`, room in the queue included.
     /// The writer leaves out the record of an access refused so; one its
@@ -126,6 +144,8 @@ struct Seen {
     since: Instant,
     repeats: u64,
     first: AuditEvent,
+    /// The first could not be queued: the summary counts it too.
+    first_unsent: bool,
 }
 
 pub(crate) struct Coalescer {
@@ -142,6 +162,26 @@ fn coalesced(e: &AuditEvent) -> bool {
         )
 }
 
+/// The kind `e` is counted under: its event, outcome, user, peer, source
+/// and detail — or, once [`MAX_KINDS`] are being counted, its event, outcome
+/// and source only.
+fn kind(seen: &HashMap<String, Seen>, e: &AuditEvent) -> String {
+    let fine = format!(
+        "{}|{}|{}|{}|{}|{}",
+        e.event.code(),
+        e.outcome as u8,
+        e.user,
+        e.peer,
+        e.source,
+        e.detail
+    );
+    if seen.len() < MAX_KINDS || seen.contains_key(&fine) {
+        fine
+    } else {
+        format!("{}|{}|source:{}", e.event.code(), e.outcome as u8, e.source)
+    }
+}
+
 impl Coalescer {
     pub(crate) fn new(window: Duration) -> Coalescer {
         Coalescer {
@@ -156,20 +196,7 @@ impl Coalescer {
             return true;
         }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let fine = format!(
-            "{}|{}|{}|{}|{}|{}",
-            e.event.code(),
-            e.outcome as u8,
-            e.user,
-            e.peer,
-            e.source,
-            e.detail
-        );
-        let key = if seen.len() < MAX_KINDS || seen.contains_key(&fine) {
-            fine
-        } else {
-            format!("{}|{}|source:{}", e.event.code(), e.outcome as u8, e.source)
-        };
+        let key = kind(&seen, e);
         match seen.get_mut(&key) {
             Some(s) if s.since.elapsed() < self.window => {
                 s.repeats += 1;
@@ -182,10 +209,21 @@ impl Coalescer {
                         since: Instant::now(),
                         repeats: 0,
                         first: e.clone(),
+                        first_unsent: false,
                     },
                 );
                 true
             }
+        }
+    }
+
+    /// `e`, just admitted, could not be queued: its window's summary will
+    /// count it (coalesced kinds only; others are not held here).
+    pub(crate) fn unsent(&self, e: &AuditEvent) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let key = kind(&seen, e);
+        if let Some(s) = seen.get_mut(&key) {
+            s.first_unsent = true;
         }
     }
 
@@ -198,13 +236,16 @@ impl Coalescer {
             if !all && s.since.elapsed() < self.window {
                 return true;
             }
-            if s.repeats > 0 {
+            let within = s.since.elapsed().as_secs().max(1);
+            if s.first_unsent {
+                let mut e = s.first.clone();
+                e.detail = format!("{} ({} times within {within} s)", e.detail, s.repeats + 1);
+                out.push(e);
+            } else if s.repeats > 0 {
                 let mut e = s.first.clone();
                 e.detail = format!(
-                    "{} (repeated {} more times within {} s)",
-                    e.detail,
-                    s.repeats,
-                    s.since.elapsed().as_secs().max(1)
+                    "{} (repeated {} more times within {within} s)",
+                    e.detail, s.repeats
                 );
                 out.push(e);
             }
@@ -778,6 +819,36 @@ mod tests {
             summaries[0].detail
         );
         assert!(c.admit(&failure("rad")), "a new window starts");
+    }
+
+    /// A refused access's alert meeting a full queue (the trail down) is
+    /// not left waiting: it is counted, and written as a summary when its
+    /// window ends.
+    #[tokio::test]
+    async fn an_alert_meeting_a_full_queue_is_counted_not_left_waiting() {
+        let (tx, mut rx) = mpsc::channel::<Msg>(1);
+        let sender = AuditSender {
+            tx,
+            coalescer: Arc::new(Coalescer::new(Duration::from_secs(60))),
+        };
+        let ok = AuditEvent::new(EventId::InstancesTransferred, 'R', Outcome::Success);
+        sender.send_or_count(ok);
+        let mut alert = AuditEvent::new(EventId::SecurityAlert, 'E', Outcome::SeriousFailure);
+        alert.detail = "refused, the audit trail could not be written: C-GET".into();
+        for _ in 0..3 {
+            sender.send_or_count(alert.clone());
+        }
+        assert_eq!(sender.queued(), 1, "the queue still holds the first only");
+        let summaries = sender.coalescer.due(true);
+        assert_eq!(summaries.len(), 1);
+        assert!(
+            summaries[0].detail.ends_with("C-GET (3 times within 1 s)"),
+            "{}",
+            summaries[0].detail
+        );
+        assert!(
+            matches!(rx.recv().await, Some(Msg::Event(e, _, None)) if e.event == EventId::InstancesTransferred)
+        );
     }
 
     /// The real SQLite index with faults: appends made slow (a stalled

@@ -203,9 +203,8 @@ impl Archive {
                     "refused, the audit trail could not be written: {}",
                     alert.detail
                 );
-                let a = a.clone();
                 // Not awaited: the queue may be full while the trail is down.
-                tokio::spawn(async move { a.send(alert).await });
+                a.send_or_count(alert);
             })
     }
 
