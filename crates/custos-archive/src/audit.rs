@@ -87,15 +87,16 @@ impl AuditSender {
     /// ends, instead of waiting in memory — a waiting send per refused access
     /// grew for as long as an outage lasted.
     pub(crate) fn send_or_count(&self, event: AuditEvent) {
-        if !self.coalescer.admit(&event) {
+        let Some(kind) = self.coalescer.admit_kind(&event) else {
             return;
-        }
-        let unsent = event.clone();
+        };
         match self.tx.try_send(Msg::Event(event, now_rfc3339(), None)) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.coalescer.unsent(&unsent),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::error!("AUDIT TRAIL: an audit record was lost (the writer stopped)");
+            Err(mpsc::error::TrySendError::Full(_)) if self.coalescer.unsent(&kind) => {}
+            Err(_) => {
+                tracing::error!(
+                    "AUDIT TRAIL: an audit record was lost (the queue is full or the writer stopped)"
+                );
             }
         }
     }
@@ -192,19 +193,27 @@ impl Coalescer {
 
     /// Whether `e` is to be written now (false: counted into a summary).
     pub(crate) fn admit(&self, e: &AuditEvent) -> bool {
+        self.admit_kind(e).is_some()
+    }
+
+    /// The kind `e` is counted under when it is to be written now ("" for
+    /// kinds never coalesced); `None`: counted into a summary.
+    fn admit_kind(&self, e: &AuditEvent) -> Option<String> {
         if !coalesced(e) {
-            return true;
+            return Some(String::new());
         }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let key = kind(&seen, e);
         match seen.get_mut(&key) {
-            Some(s) if s.since.elapsed() < self.window => {
+            // In the window, or past it with counts whose summary is not
+            // written yet (late while the queue is full): one more.
+            Some(s) if s.since.elapsed() < self.window || s.repeats > 0 || s.first_unsent => {
                 s.repeats += 1;
-                false
+                None
             }
             _ => {
                 seen.insert(
-                    key,
+                    key.clone(),
                     Seen {
                         since: Instant::now(),
                         repeats: 0,
@@ -212,19 +221,16 @@ impl Coalescer {
                         first_unsent: false,
                     },
                 );
-                true
+                Some(key)
             }
         }
     }
 
-    /// `e`, just admitted, could not be queued: its window's summary will
-    /// count it (coalesced kinds only; others are not held here).
-    pub(crate) fn unsent(&self, e: &AuditEvent) {
+    /// The first of kind `key`, just admitted, could not be queued: its
+    /// window's summary counts it. Whether the kind was still there.
+    fn unsent(&self, key: &str) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let key = kind(&seen, e);
-        if let Some(s) = seen.get_mut(&key) {
-            s.first_unsent = true;
-        }
+        seen.get_mut(key).map(|s| s.first_unsent = true).is_some()
     }
 
     /// Summaries of the windows that ended (all of them with `all`), and
@@ -849,6 +855,26 @@ mod tests {
         assert!(
             matches!(rx.recv().await, Some(Msg::Event(e, _, None)) if e.event == EventId::InstancesTransferred)
         );
+    }
+
+    /// A kind whose window ended with counts not yet summarized (the ticker
+    /// late, waiting on a full queue) keeps counting into that summary: no
+    /// count is dropped by a new window replacing the old.
+    #[test]
+    fn counts_outlive_their_window_until_summarized() {
+        let c = Coalescer::new(Duration::from_millis(20));
+        assert!(c.admit(&failure("rad")));
+        assert!(!c.admit(&failure("rad")));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!c.admit(&failure("rad")), "counted, not a new window");
+        let summaries = c.due(false);
+        assert_eq!(summaries.len(), 1);
+        assert!(
+            summaries[0].detail.contains("repeated 2 more times"),
+            "{}",
+            summaries[0].detail
+        );
+        assert!(c.admit(&failure("rad")), "summarized: a new window");
     }
 
     /// The real SQLite index with faults: appends made slow (a stalled

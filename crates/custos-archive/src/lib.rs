@@ -38,7 +38,7 @@ pub use fsck::{FsckError, FsckOptions, FsckReport};
 pub use ingest::{Ingest, IngestError, Received, StoreOutcome};
 pub use migrate::MigrateReport;
 pub use retrieve::{
-    DatasetStream, RetrieveError, StoredFile, can_transcode, can_transcode_instance,
+    DatasetStream, RetrieveError, StoredFile, WHOLE_READ_MAX, can_transcode, can_transcode_instance,
 };
 
 use std::str::FromStr;

@@ -53,9 +53,8 @@ const READ_BLOCK: usize = 1 << 20;
 
 /// Stored instances up to this size are read whole, in one read into the
 /// buffer that goes to the peer (larger ones stream in blocks). Small enough
-/// that a WADO-RS response's read-ahead (two parts, a four-slot channel)
-/// holds a few MiB, not tens.
-const WHOLE_READ_MAX: u64 = 2 << 20;
+/// that a WADO-RS response's read-ahead (two parts) holds a few MiB, not tens.
+pub const WHOLE_READ_MAX: u64 = 2 << 20;
 
 /// Bytes read first for an instance's header (metadata, bulk values) when
 /// the store has no file to read it from: headers are mostly a few KiB, the

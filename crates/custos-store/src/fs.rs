@@ -193,28 +193,23 @@ impl BlobStore for FsStore {
         let path = self.path_of(key)?;
         // std::fs::read sizes its buffer from the file's length: one
         // allocation, read straight into it.
-        match tokio::task::spawn_blocking(move || std::fs::read(path))
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r)
-        {
-            Ok(bytes) => Ok(bytes.into()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(StoreError::NotFound { key: key.into() })
-            }
-            Err(source) => Err(StoreError::Read {
-                key: key.into(),
-                source,
-            }),
-        }
+        read_file(key, move || std::fs::read(path)).await
     }
 
     async fn read_prefix(&self, key: &str, max: u64) -> Result<bytes::Bytes, StoreError> {
         if let Some(pk) = PackKey::parse(key) {
             return self.packs.read_bytes(key, &pk, max).await;
         }
-        let whole = self.read(key).await?;
-        Ok(whole.slice(..whole.len().min(usize::try_from(max).unwrap_or(usize::MAX))))
+        let path = self.path_of(key)?;
+        read_file(key, move || {
+            let mut prefix = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(std::fs::File::open(path)?, max),
+                &mut prefix,
+            )?;
+            Ok(prefix)
+        })
+        .await
     }
 
     fn local_path(&self, key: &str) -> Option<PathBuf> {
@@ -263,5 +258,26 @@ impl BlobStore for FsStore {
         })
         .await
         .map_err(|e| StoreError::List(std::io::Error::other(e)))?
+    }
+}
+
+/// `read` run on the blocking pool, its errors named by `key`.
+async fn read_file(
+    key: &str,
+    read: impl FnOnce() -> std::io::Result<Vec<u8>> + Send + 'static,
+) -> Result<bytes::Bytes, StoreError> {
+    match tokio::task::spawn_blocking(read)
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+    {
+        Ok(bytes) => Ok(bytes.into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(StoreError::NotFound { key: key.into() })
+        }
+        Err(source) => Err(StoreError::Read {
+            key: key.into(),
+            source,
+        }),
     }
 }

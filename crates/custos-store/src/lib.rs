@@ -65,13 +65,9 @@ pub trait BlobStore: Send + Sync + 'static {
     /// instead of chunks copied through `open`'s reader).
     async fn read(&self, key: &str) -> Result<bytes::Bytes, StoreError>;
 
-    /// The first `max` bytes of a committed blob (all of it when shorter):
-    /// a header without the pixel data behind it. By default the whole blob
-    /// is read and cut (S3: a ranged GET would do better).
-    async fn read_prefix(&self, key: &str, max: u64) -> Result<bytes::Bytes, StoreError> {
-        let whole = self.read(key).await?;
-        Ok(whole.slice(..whole.len().min(usize::try_from(max).unwrap_or(usize::MAX))))
-    }
+    /// The first `max` bytes of a committed blob (all of it when shorter),
+    /// without reading the rest: a header without the pixel data behind it.
+    async fn read_prefix(&self, key: &str, max: u64) -> Result<bytes::Bytes, StoreError>;
 
     /// A local file holding the blob, when the store has one (seekable access).
     fn local_path(&self, key: &str) -> Option<PathBuf>;

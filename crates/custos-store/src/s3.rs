@@ -252,16 +252,13 @@ impl BlobStore for S3Store {
             Ok(result) => result.bytes().await,
             Err(e) => Err(e),
         };
-        match got {
-            Ok(bytes) => Ok(bytes),
-            Err(object_store::Error::NotFound { .. }) => {
-                Err(StoreError::NotFound { key: key.into() })
-            }
-            Err(e) => Err(StoreError::Read {
-                key: key.into(),
-                source: s3_err(e),
-            }),
-        }
+        read_result(key, got)
+    }
+
+    async fn read_prefix(&self, key: &str, max: u64) -> Result<bytes::Bytes, StoreError> {
+        let object = self.object(key)?;
+        // A ranged GET; S3 cuts a range that runs past the object's end.
+        read_result(key, self.store.get_range(&object, 0..max).await)
     }
 
     fn local_path(&self, _key: &str) -> Option<PathBuf> {
@@ -294,6 +291,21 @@ impl BlobStore for S3Store {
                 Some((key, std::time::SystemTime::from(m.last_modified)))
             })
             .collect())
+    }
+}
+
+/// A read's outcome, its errors named by `key`.
+fn read_result(
+    key: &str,
+    got: Result<bytes::Bytes, object_store::Error>,
+) -> Result<bytes::Bytes, StoreError> {
+    match got {
+        Ok(bytes) => Ok(bytes),
+        Err(object_store::Error::NotFound { .. }) => Err(StoreError::NotFound { key: key.into() }),
+        Err(e) => Err(StoreError::Read {
+            key: key.into(),
+            source: s3_err(e),
+        }),
     }
 }
 

@@ -193,7 +193,10 @@ impl Stream for ReadAhead {
             let Some(next) = this.waiting.front() else {
                 break;
             };
-            let units = u32::try_from(next.holds.div_ceil(UNIT)).unwrap_or(u32::MAX);
+            // More than the whole budget is never granted: asked as one
+            // unit more (tokio refuses counts past its own maximum).
+            let whole = (READ_AHEAD_BUDGET as u64 / UNIT) + 1;
+            let units = next.holds.div_ceil(UNIT).min(whole) as u32;
             match this.budget.clone().try_acquire_many_owned(units) {
                 Ok(permit) => this.start(Some(permit)),
                 Err(_) => break,

@@ -236,10 +236,13 @@ async fn retrieve(
         .zip(plans)
         .map(|(inst, (ts, part_type))| {
             let archive = state.archive.clone();
-            // A converted instance is larger than the stored one: decoded
-            // pixels are often 2-4 times the compressed ones.
+            // What the part holds once made: a stored file up to the
+            // whole-read limit (a larger one is streamed), a converted one
+            // whole — larger than the stored one; decoded pixels are often
+            // several times the compressed ones (an estimate: 4).
             let holds = match ts {
-                None => inst.size,
+                None if inst.size <= custos_archive::WHOLE_READ_MAX => inst.size,
+                None => 0,
                 Some(_) => inst.size.saturating_mul(4),
             };
             let make = Box::pin(async move {
