@@ -67,6 +67,8 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// The first `max` bytes of a committed blob (all of it when shorter),
     /// without reading the rest: a header without the pixel data behind it.
+    /// For `max` > 0 and a blob that is not empty (S3 answers a range of an
+    /// empty object, or an empty range, with an error).
     async fn read_prefix(&self, key: &str, max: u64) -> Result<bytes::Bytes, StoreError>;
 
     /// A local file holding the blob, when the store has one (seekable access).
