@@ -245,7 +245,9 @@ impl Coalescer {
             let within = s.since.elapsed().as_secs().max(1);
             if s.first_unsent {
                 let mut e = s.first.clone();
-                e.detail = format!("{} ({} times within {within} s)", e.detail, s.repeats + 1);
+                let n = s.repeats + 1;
+                let times = if n == 1 { "time" } else { "times" };
+                e.detail = format!("{} ({n} {times} within {within} s)", e.detail);
                 out.push(e);
             } else if s.repeats > 0 {
                 let mut e = s.first.clone();
@@ -855,6 +857,24 @@ mod tests {
         assert!(
             matches!(rx.recv().await, Some(Msg::Event(e, _, None)) if e.event == EventId::InstancesTransferred)
         );
+    }
+
+    /// An alert that could not be queued is counted even when nothing
+    /// repeats it: its window's summary names it once.
+    #[test]
+    fn an_unsent_first_is_summarized_after_its_window() {
+        let c = Coalescer::new(Duration::from_millis(20));
+        let key = c.admit_kind(&failure("rad")).unwrap();
+        assert!(c.unsent(&key));
+        std::thread::sleep(Duration::from_millis(40));
+        let summaries = c.due(false);
+        assert_eq!(summaries.len(), 1);
+        assert!(
+            summaries[0].detail.ends_with("(1 time within 1 s)"),
+            "{}",
+            summaries[0].detail
+        );
+        assert!(c.due(true).is_empty(), "summarized once");
     }
 
     /// A kind whose window ended with counts not yet summarized (the ticker

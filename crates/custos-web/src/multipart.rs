@@ -389,6 +389,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_part_larger_than_the_whole_budget_is_made_in_its_turn() {
+        let started = Arc::new(AtomicUsize::new(0));
+        let mut planned = parts(5, &started);
+        planned[2].holds = u64::MAX;
+        let mut r = ReadAhead::new(planned, Arc::new(Semaphore::new(100)));
+        assert_eq!(take(&mut r).await[0], 0);
+        // The next is made; the one after it can never be granted, and
+        // parts behind it wait for their turn too (in order).
+        assert_eq!(take(&mut r).await[0], 1);
+        assert_eq!(started.load(Ordering::SeqCst), 2);
+        assert_eq!(take(&mut r).await[0], 2);
+        assert_eq!(started.load(Ordering::SeqCst), 5, "then read ahead again");
+        for i in 3..5 {
+            assert_eq!(take(&mut r).await[0], i);
+        }
+        assert!(r.next().await.is_none());
+    }
+
+    #[tokio::test]
     async fn parts_read_ahead_hold_the_budget_until_their_bytes_are_dropped() {
         let started = Arc::new(AtomicUsize::new(0));
         let budget = Arc::new(Semaphore::new(3));
