@@ -306,7 +306,7 @@ async fn metadata(
     use futures_util::{StreamExt, TryStreamExt};
     let set = resolve(&state, &principal, &target).await?;
     let base = base_url(&state, &headers);
-    let encoded: Vec<Vec<u8>> = futures_util::stream::iter(set)
+    let mut encoded = futures_util::stream::iter(set)
         .map(|inst| {
             let (base, sop) = (base.clone(), inst.sop_instance_uid.clone());
             let bulk_base = Arc::new(move |study: &str, series: &str| {
@@ -315,16 +315,15 @@ async fn metadata(
             let archive = state.archive.clone();
             async move { archive.metadata(&inst, bulk_base).await }
         })
-        .buffered(METADATA_AT_ONCE)
-        .try_collect()
-        .await?;
-    let mut body = Vec::with_capacity(encoded.iter().map(|e| e.len() + 1).sum::<usize>() + 2);
-    body.push(b'[');
-    for (i, e) in encoded.iter().enumerate() {
-        if i > 0 {
+        .buffered(METADATA_AT_ONCE);
+    // The array grows as instances come: the encoded pieces are not all held
+    // beside their concatenation.
+    let mut body = vec![b'['];
+    while let Some(e) = encoded.try_next().await? {
+        if body.len() > 1 {
             body.push(b',');
         }
-        body.extend_from_slice(e);
+        body.extend_from_slice(&e);
     }
     body.push(b']');
     Ok(([(header::CONTENT_TYPE, "application/dicom+json")], body).into_response())
