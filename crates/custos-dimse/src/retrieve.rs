@@ -49,7 +49,7 @@ struct Tally {
 
 impl Tally {
     /// Whether a Pending response is due now: after the first sub-operation,
-    /// then once per [`PENDING_EVERY`] while some remain.
+    /// then once per [`PENDING_EVERY`] since the last one while some remain.
     fn pending_due(&mut self) -> bool {
         let now = Instant::now();
         if self.remaining == 0
@@ -382,9 +382,7 @@ impl Association {
                 };
                 tally.record(&inst.sop_instance_uid, st);
                 if !cancelled && tally.pending_due() {
-                    let mut r = cmd.response(field::C_GET_RSP, status::PENDING);
-                    r.sub_operations = Some(tally.counts());
-                    send_message(&mut self.assoc, pc, &r, None).await?;
+                    self.send_pending(pc, cmd, field::C_GET_RSP, &tally).await?;
                 }
             }
         }
@@ -504,7 +502,7 @@ impl Association {
             r.error_comment = Some(TRAIL_DOWN.into());
             return send_message(&mut self.assoc, pc, &r, None).await;
         }
-        let tally = Tally {
+        let mut tally = Tally {
             remaining: set.total as usize,
             ..Default::default()
         };
@@ -551,12 +549,11 @@ impl Association {
                 info!(destination = %dest.ae_title, "C-MOVE: destination requires TLS and DICOM TLS is not configured");
                 return self.fail_all_moves(pc, cmd, &mut set, tally).await;
             };
-            match options
+            let establish = options
                 .tls_config(tls)
                 .server_name(&host)
-                .establish_with_async_tls(&target)
-                .await
-            {
+                .establish_with_async_tls(&target);
+            match self.announced(pc, cmd, &mut tally, establish).await? {
                 Ok(mut sub) => {
                     let _ = sub.inner_stream().get_ref().0.set_nodelay(true);
                     self.move_sub_operations(pc, cmd, sub, &mut set, tally)
@@ -568,7 +565,8 @@ impl Association {
                 }
             }
         } else {
-            match options.establish_with_async(&target).await {
+            let establish = options.establish_with_async(&target);
+            match self.announced(pc, cmd, &mut tally, establish).await? {
                 Ok(mut sub) => {
                     let _ = sub.inner_stream().set_nodelay(true);
                     self.move_sub_operations(pc, cmd, sub, &mut set, tally)
@@ -580,6 +578,46 @@ impl Association {
                 }
             }
         }
+    }
+
+    /// Waits for the association to the destination (`establish`), sending
+    /// a Pending response once the connection is under way and again each
+    /// [`PENDING_EVERY`] until it is made. DCMTK's movescu, when it is the
+    /// destination itself, waits for the C-MOVE's responses in one-second
+    /// polls and looks for incoming associations only between them: without a
+    /// response to wake it, each C-MOVE to itself began up to a second late.
+    async fn announced<T>(
+        &mut self,
+        pc: u8,
+        cmd: &Command,
+        tally: &mut Tally,
+        establish: impl Future<Output = T>,
+    ) -> Result<T, LinkError> {
+        let mut establish = std::pin::pin!(establish);
+        // Zero at first: the first poll starts the connection (on loopback
+        // it is in the destination's accept queue when that poll returns).
+        let mut wait = Duration::ZERO;
+        loop {
+            if let Ok(made) = tokio::time::timeout(wait, establish.as_mut()).await {
+                return Ok(made);
+            }
+            tally.pending_sent = Some(Instant::now());
+            self.send_pending(pc, cmd, field::C_MOVE_RSP, tally).await?;
+            wait = PENDING_EVERY;
+        }
+    }
+
+    /// A Pending response with the sub-operations' counts so far.
+    async fn send_pending(
+        &mut self,
+        pc: u8,
+        cmd: &Command,
+        rsp: u16,
+        tally: &Tally,
+    ) -> Result<(), LinkError> {
+        let mut r = cmd.response(rsp, status::PENDING);
+        r.sub_operations = Some(tally.counts());
+        send_message(&mut self.assoc, pc, &r, None).await
     }
 
     async fn fail_all_moves(
@@ -655,9 +693,8 @@ impl Association {
                     }
                 }
                 if tally.pending_due() {
-                    let mut r = cmd.response(field::C_MOVE_RSP, status::PENDING);
-                    r.sub_operations = Some(tally.counts());
-                    send_message(&mut self.assoc, pc, &r, None).await?;
+                    self.send_pending(pc, cmd, field::C_MOVE_RSP, &tally)
+                        .await?;
                 }
             }
         }
