@@ -7,6 +7,7 @@ prints one JSON document on stdout for the Rust test to assert on. Loopback only
 import argparse
 import json
 import os
+import socketserver
 import sys
 import threading
 import time
@@ -883,6 +884,49 @@ def cmd_receive(args):
     out(got)
 
 
+def cmd_move_late_accept(args):
+    """C-MOVE of --study to --dest-aet, a Storage SCP here on --dest-port that
+    listens from the start but accepts connections only once the C-MOVE's
+    first response arrived: as DCMTK's movescu does when it is its own
+    destination. Prints the responses' statuses and the instances received;
+    with no response before the destination association, the move times out."""
+    from pynetdicom import StoragePresentationContexts
+    got = []
+
+    def on_store(event):
+        got.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    dest = make_ae(args.dest_aet)
+    for cx in StoragePresentationContexts:
+        dest.add_supported_context(cx.abstract_syntax, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    # Bound and listening; connections wait in the backlog until serve_forever.
+    server = dest.make_server((HOST, args.dest_port), evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    serving = None
+    ae = make_ae(args.aet)
+    ae.dimse_timeout = args.wait
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = associate(ae, args)
+    statuses = []
+    first_before_accept = None
+    if assoc.is_established:
+        ident = Dataset()
+        ident.QueryRetrieveLevel = "STUDY"
+        ident.StudyInstanceUID = args.study
+        for st, _ in assoc.send_c_move(ident, args.dest_aet, StudyRootQueryRetrieveInformationModelMove):
+            statuses.append(st.Status if "Status" in st else None)
+            if serving is None:
+                first_before_accept = not got
+                serving = threading.Thread(target=server.serve_forever, daemon=True)
+                serving.start()
+        assoc.release()
+    if serving:
+        # socketserver's own: pynetdicom's expects start_server's bookkeeping.
+        socketserver.TCPServer.shutdown(server)
+    server.server_close()
+    out(dict(statuses=statuses, received=got, first_before_accept=first_before_accept))
+
+
 def cmd_mpps(args):
     """A modality's performed procedure step, and the transitions PS3.4 F
     refuses: N-CREATE COMPLETED, N-CREATE IN PROGRESS, the same again,
@@ -1029,6 +1073,12 @@ def main():
     sp.add_argument("--count", type=int, required=True)
     sp.add_argument("--seconds", type=float, default=60)
     sp.set_defaults(fn=cmd_receive)
+    sp = common(sub.add_parser("move-late-accept"))
+    sp.add_argument("--study", required=True)
+    sp.add_argument("--dest-aet", required=True)
+    sp.add_argument("--dest-port", type=int, required=True)
+    sp.add_argument("--wait", type=float, default=10, help="seconds a response may take")
+    sp.set_defaults(fn=cmd_move_late_accept)
     sp = common(sub.add_parser("await-report"))
     sp.add_argument("--listen-port", type=int, required=True)
     sp.add_argument("--wait", type=float, default=60)

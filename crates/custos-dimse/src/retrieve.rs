@@ -35,6 +35,11 @@ pub(crate) const TRAIL_DOWN: &str = "audit trail unavailable, try again later";
 /// viewer's progress bar smoothly.
 const PENDING_EVERY: Duration = Duration::from_millis(250);
 
+/// How long a C-MOVE's destination may take to accept the association before
+/// the requester is sent a Pending response (see `Association::announced`):
+/// a destination that answers at once costs no extra message.
+const ANNOUNCE_AFTER: Duration = Duration::from_millis(1);
+
 /// Sub-operation tallies (PS3.4 C.4.2.1.5).
 #[derive(Debug, Default, Clone)]
 struct Tally {
@@ -580,9 +585,9 @@ impl Association {
         }
     }
 
-    /// Waits for the association to the destination (`establish`), sending
-    /// a Pending response once the connection is under way and again each
-    /// [`PENDING_EVERY`] until it is made. DCMTK's movescu, when it is the
+    /// Waits for the association to the destination (`establish`); if it is
+    /// not made within [`ANNOUNCE_AFTER`], sends a Pending response, and again
+    /// each [`PENDING_EVERY`] until it is. DCMTK's movescu, when it is the
     /// destination itself, waits for the C-MOVE's responses in one-second
     /// polls and looks for incoming associations only between them: without a
     /// response to wake it, each C-MOVE to itself began up to a second late.
@@ -594,9 +599,7 @@ impl Association {
         establish: impl Future<Output = T>,
     ) -> Result<T, LinkError> {
         let mut establish = std::pin::pin!(establish);
-        // Zero at first: the first poll starts the connection (on loopback
-        // it is in the destination's accept queue when that poll returns).
-        let mut wait = Duration::ZERO;
+        let mut wait = ANNOUNCE_AFTER;
         loop {
             if let Ok(made) = tokio::time::timeout(wait, establish.as_mut()).await {
                 return Ok(made);

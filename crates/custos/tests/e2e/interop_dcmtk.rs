@@ -106,16 +106,12 @@ fn dcmtk_tools_store_find_get_move() {
     assert_eq!(dcm_dump(&out.join(format!("CT.{CT_SOP}"))), dcm_dump(&ct));
 
     // C-MOVE to movescu's own receiver (registered as DCMTK at recv_port).
-    // movescu looks for the incoming association only between one-second
-    // waits for a response: a Pending response is sent while the association
-    // is made to wake it (before, a one-instance move had none).
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
     let rp = recv_port.to_string();
     let mv = dcmtk(
         "movescu",
         &[
-            "-v",
             "-aet",
             "DCMTK",
             "-aec",
@@ -135,8 +131,6 @@ fn dcmtk_tools_store_find_get_move() {
         ],
     );
     assert!(mv.ok(), "{}", mv.stderr());
-    let log = mv.stderr() + &mv.stdout();
-    assert!(log.contains("Received Move Response 1 (Pending)"), "{log}");
     assert_eq!(received(&out), [format!("CT.{CT_SOP}")]);
     assert_eq!(dcm_dump(&out.join(format!("CT.{CT_SOP}"))), dcm_dump(&ct));
 

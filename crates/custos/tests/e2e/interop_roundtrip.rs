@@ -159,3 +159,43 @@ fn c_get_decompresses_for_receivers_without_codecs() {
         },
     );
 }
+
+/// A C-MOVE destination that accepts associations only once the C-MOVE's
+/// requester has had a response, as DCMTK's movescu does when it is its own
+/// destination (it looks for incoming associations only between one-second
+/// waits for a response): Custos sends a Pending response while the
+/// association is being made, so the instance arrives. Before, the move
+/// waited on a destination that waited on it (here: no response at all
+/// within the requester's 10 s).
+#[test]
+fn c_move_wakes_a_destination_that_waits_for_a_response() {
+    let data = DataDir::new("move-late-accept");
+    let dest_port = free_port();
+    data.add_peer("PYSCU", "127.0.0.1", 104, "echo,store,move");
+    data.add_peer("PYDEST", "127.0.0.1", dest_port, "echo");
+    let server = Server::start(&data);
+    let port = server.port();
+    let ct = pydicom_test_files().join("CT_small.dcm");
+    let common = ["--port", port.as_str(), "--aet", "PYSCU"];
+    let mut store = vec!["store"];
+    store.extend(common);
+    store.push(ct.to_str().unwrap());
+    python(&store).success();
+    let dp = dest_port.to_string();
+    let mut args = vec!["move-late-accept"];
+    args.extend(common);
+    args.extend([
+        "--study",
+        CT_STUDY,
+        "--dest-aet",
+        "PYDEST",
+        "--dest-port",
+        dp.as_str(),
+    ]);
+    let run = python(&args).success();
+    let r: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap();
+    assert_eq!(r["first_before_accept"], true, "{r}");
+    assert_eq!(r["statuses"][0], 0xFF00, "{r}");
+    assert_eq!(r["statuses"].as_array().unwrap().last().unwrap(), 0, "{r}");
+    assert_eq!(r["received"], serde_json::json!([CT_SOP]), "{r}");
+}
