@@ -889,7 +889,8 @@ def cmd_move_late_accept(args):
     listens from the start but accepts connections only once the C-MOVE's
     first response arrived: as DCMTK's movescu does when it is its own
     destination. Prints the responses' statuses and the instances received;
-    with no response before the destination association, the move times out."""
+    with no response before the destination association, the move times out.
+    --never-accept: the destination never accepts (a hung receiver)."""
     from pynetdicom import StoragePresentationContexts
     got = []
 
@@ -913,13 +914,19 @@ def cmd_move_late_accept(args):
         ident = Dataset()
         ident.QueryRetrieveLevel = "STUDY"
         ident.StudyInstanceUID = args.study
+        started = time.monotonic()
         for st, _ in assoc.send_c_move(ident, args.dest_aet, StudyRootQueryRetrieveInformationModelMove):
             statuses.append(st.Status if "Status" in st else None)
-            if serving is None:
+            if time.monotonic() - started > args.give_up:
+                statuses.append("gave up")
+                assoc.abort()
+                break
+            if serving is None and not args.never_accept:
                 first_before_accept = not got
                 serving = threading.Thread(target=server.serve_forever, daemon=True)
                 serving.start()
-        assoc.release()
+        if assoc.is_established:
+            assoc.release()
     if serving:
         # socketserver's own: pynetdicom's expects start_server's bookkeeping.
         socketserver.TCPServer.shutdown(server)
@@ -1078,6 +1085,8 @@ def main():
     sp.add_argument("--dest-aet", required=True)
     sp.add_argument("--dest-port", type=int, required=True)
     sp.add_argument("--wait", type=float, default=10, help="seconds a response may take")
+    sp.add_argument("--never-accept", action="store_true")
+    sp.add_argument("--give-up", type=float, default=90, help="seconds the whole move may take")
     sp.set_defaults(fn=cmd_move_late_accept)
     sp = common(sub.add_parser("await-report"))
     sp.add_argument("--listen-port", type=int, required=True)

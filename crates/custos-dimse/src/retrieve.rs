@@ -40,6 +40,11 @@ const PENDING_EVERY: Duration = Duration::from_millis(250);
 /// a destination that answers at once costs no extra message.
 const ANNOUNCE_AFTER: Duration = Duration::from_millis(1);
 
+/// How long a C-MOVE's destination may take to answer the association
+/// request (the ACSE timeout DCMTK and pynetdicom use by default); the
+/// requester hears a Pending response every [`PENDING_EVERY`] meanwhile.
+const ASSOCIATE_MAX: Duration = Duration::from_secs(30);
+
 /// Sub-operation tallies (PS3.4 C.4.2.1.5).
 #[derive(Debug, Default, Clone)]
 struct Tally {
@@ -564,8 +569,8 @@ impl Association {
                     self.move_sub_operations(pc, cmd, sub, &mut set, tally)
                         .await
                 }
-                Err(e) => {
-                    info!(error = %e, destination = %dest.ae_title, "C-MOVE: cannot associate with the destination over TLS");
+                Err(why) => {
+                    info!(reason = %why, destination = %dest.ae_title, "C-MOVE: cannot associate with the destination over TLS");
                     self.fail_all_moves(pc, cmd, &mut set, tally).await
                 }
             }
@@ -577,8 +582,8 @@ impl Association {
                     self.move_sub_operations(pc, cmd, sub, &mut set, tally)
                         .await
                 }
-                Err(e) => {
-                    info!(error = %e, destination = %dest.ae_title, "C-MOVE: cannot associate with the destination");
+                Err(why) => {
+                    info!(reason = %why, destination = %dest.ae_title, "C-MOVE: cannot associate with the destination");
                     self.fail_all_moves(pc, cmd, &mut set, tally).await
                 }
             }
@@ -591,18 +596,27 @@ impl Association {
     /// destination itself, waits for the C-MOVE's responses in one-second
     /// polls and looks for incoming associations only between them: without a
     /// response to wake it, each C-MOVE to itself began up to a second late.
-    async fn announced<T>(
+    /// A destination silent for [`ASSOCIATE_MAX`] is given up (`Err`, why).
+    async fn announced<A, E: std::fmt::Display>(
         &mut self,
         pc: u8,
         cmd: &Command,
         tally: &mut Tally,
-        establish: impl Future<Output = T>,
-    ) -> Result<T, LinkError> {
+        establish: impl Future<Output = Result<A, E>>,
+    ) -> Result<Result<A, String>, LinkError> {
         let mut establish = std::pin::pin!(establish);
+        let give_up = Instant::now() + ASSOCIATE_MAX;
         let mut wait = ANNOUNCE_AFTER;
         loop {
-            if let Ok(made) = tokio::time::timeout(wait, establish.as_mut()).await {
-                return Ok(made);
+            let left = give_up.saturating_duration_since(Instant::now());
+            if let Ok(made) = tokio::time::timeout(wait.min(left), establish.as_mut()).await {
+                return Ok(made.map_err(|e| e.to_string()));
+            }
+            if Instant::now() >= give_up {
+                return Ok(Err(format!(
+                    "no answer to the association request within {} s",
+                    ASSOCIATE_MAX.as_secs()
+                )));
             }
             tally.pending_sent = Some(Instant::now());
             self.send_pending(pc, cmd, field::C_MOVE_RSP, tally).await?;

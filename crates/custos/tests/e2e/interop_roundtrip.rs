@@ -169,7 +169,33 @@ fn c_get_decompresses_for_receivers_without_codecs() {
 /// within the requester's 10 s).
 #[test]
 fn c_move_wakes_a_destination_that_waits_for_a_response() {
-    let data = DataDir::new("move-late-accept");
+    let r = move_to_late_destination("move-late-accept", &[]);
+    assert_eq!(r["first_before_accept"], true, "{r}");
+    assert_eq!(r["statuses"][0], 0xFF00, "{r}");
+    assert_eq!(r["statuses"].as_array().unwrap().last().unwrap(), 0, "{r}");
+    assert_eq!(r["received"], serde_json::json!([CT_SOP]), "{r}");
+}
+
+/// A destination that never answers the association request: the requester
+/// hears Pending responses meanwhile (its own 10 s DIMSE timeout does not
+/// fire) and, after Custos's 30 s, a final response with the instance failed
+/// (not after the 120 s idle timeout: the requester gives up at 60 s).
+#[test]
+fn c_move_to_a_silent_destination_ends_with_the_instance_failed() {
+    let r = move_to_late_destination("move-never-accept", &["--never-accept", "--give-up", "60"]);
+    let statuses = r["statuses"].as_array().unwrap();
+    assert!(statuses.len() > 40, "{r}");
+    assert!(
+        statuses[..statuses.len() - 1].iter().all(|s| s == 0xFF00),
+        "{r}"
+    );
+    assert_eq!(statuses.last().unwrap(), 0xA702, "{r}");
+    assert_eq!(r["received"], serde_json::json!([]), "{r}");
+}
+
+/// CT_small stored, then moved by `peer.py move-late-accept` with `extra`.
+fn move_to_late_destination(name: &str, extra: &[&str]) -> serde_json::Value {
+    let data = DataDir::new(name);
     let dest_port = free_port();
     data.add_peer("PYSCU", "127.0.0.1", 104, "echo,store,move");
     data.add_peer("PYDEST", "127.0.0.1", dest_port, "echo");
@@ -192,10 +218,7 @@ fn c_move_wakes_a_destination_that_waits_for_a_response() {
         "--dest-port",
         dp.as_str(),
     ]);
+    args.extend(extra);
     let run = python(&args).success();
-    let r: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap();
-    assert_eq!(r["first_before_accept"], true, "{r}");
-    assert_eq!(r["statuses"][0], 0xFF00, "{r}");
-    assert_eq!(r["statuses"].as_array().unwrap().last().unwrap(), 0, "{r}");
-    assert_eq!(r["received"], serde_json::json!([CT_SOP]), "{r}");
+    serde_json::from_str(&run.stdout()).unwrap()
 }
