@@ -890,7 +890,8 @@ def cmd_move_late_accept(args):
     first response arrived: as DCMTK's movescu does when it is its own
     destination. Prints the responses' statuses and the instances received;
     with no response before the destination association, the move times out.
-    --never-accept: the destination never accepts (a hung receiver)."""
+    --never-accept: the destination never accepts (a hung receiver);
+    --cancel: C-CANCEL after the first response (the destination unstarted)."""
     from pynetdicom import StoragePresentationContexts
     got = []
 
@@ -909,20 +910,25 @@ def cmd_move_late_accept(args):
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
     assoc = associate(ae, args)
     statuses = []
-    first_before_accept = None
+    first = None
     if assoc.is_established:
         ident = Dataset()
         ident.QueryRetrieveLevel = "STUDY"
         ident.StudyInstanceUID = args.study
         started = time.monotonic()
-        for st, _ in assoc.send_c_move(ident, args.dest_aet, StudyRootQueryRetrieveInformationModelMove):
+        for st, _ in assoc.send_c_move(ident, args.dest_aet, StudyRootQueryRetrieveInformationModelMove,
+                                       msg_id=7):
             statuses.append(st.Status if "Status" in st else None)
+            if first is None:
+                first = {k: st.get(k) for k in ("NumberOfRemainingSuboperations", "NumberOfCompletedSuboperations",
+                                                "NumberOfFailedSuboperations", "NumberOfWarningSuboperations")}
             if time.monotonic() - started > args.give_up:
                 statuses.append("gave up")
                 assoc.abort()
                 break
-            if serving is None and not args.never_accept:
-                first_before_accept = not got
+            if args.cancel and len(statuses) == 1:
+                assoc.send_c_cancel(7, query_model=StudyRootQueryRetrieveInformationModelMove)
+            elif serving is None and not args.never_accept:
                 serving = threading.Thread(target=server.serve_forever, daemon=True)
                 serving.start()
         if assoc.is_established:
@@ -931,7 +937,7 @@ def cmd_move_late_accept(args):
         # socketserver's own: pynetdicom's expects start_server's bookkeeping.
         socketserver.TCPServer.shutdown(server)
     server.server_close()
-    out(dict(statuses=statuses, received=got, first_before_accept=first_before_accept))
+    out(dict(statuses=statuses, received=got, first=first))
 
 
 def cmd_mpps(args):
@@ -1086,6 +1092,7 @@ def main():
     sp.add_argument("--dest-port", type=int, required=True)
     sp.add_argument("--wait", type=float, default=10, help="seconds a response may take")
     sp.add_argument("--never-accept", action="store_true")
+    sp.add_argument("--cancel", action="store_true")
     sp.add_argument("--give-up", type=float, default=90, help="seconds the whole move may take")
     sp.set_defaults(fn=cmd_move_late_accept)
     sp = common(sub.add_parser("await-report"))

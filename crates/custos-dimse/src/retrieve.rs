@@ -36,14 +36,25 @@ pub(crate) const TRAIL_DOWN: &str = "audit trail unavailable, try again later";
 const PENDING_EVERY: Duration = Duration::from_millis(250);
 
 /// How long a C-MOVE's destination may take to accept the association before
-/// the requester is sent a Pending response (see `Association::announced`):
-/// a destination that answers at once costs no extra message.
+/// the requester is sent a Pending response (see `Association::announced`;
+/// 1-2 ms in effect, tokio's timers tick in milliseconds): a destination that
+/// answers at once costs no extra message.
 const ANNOUNCE_AFTER: Duration = Duration::from_millis(1);
 
-/// How long a C-MOVE's destination may take to answer the association
-/// request (the ACSE timeout DCMTK and pynetdicom use by default); the
-/// requester hears a Pending response every [`PENDING_EVERY`] meanwhile.
+/// How long connecting to a C-MOVE's destination (TCP, TLS, the association
+/// request) may take, at most: the ACSE timeout DCMTK and pynetdicom use by
+/// default, or the idle timeout if shorter. The requester hears a Pending
+/// response every [`PENDING_EVERY`] meanwhile.
 const ASSOCIATE_MAX: Duration = Duration::from_secs(30);
+
+/// What became of the association to a C-MOVE's destination.
+enum Destination<A> {
+    Made(A),
+    /// Why none was made.
+    Failed(String),
+    /// The requester sent C-CANCEL meanwhile.
+    Cancelled,
+}
 
 /// Sub-operation tallies (PS3.4 C.4.2.1.5).
 #[derive(Debug, Default, Clone)]
@@ -564,27 +575,35 @@ impl Association {
                 .server_name(&host)
                 .establish_with_async_tls(&target);
             match self.announced(pc, cmd, &mut tally, establish).await? {
-                Ok(mut sub) => {
+                Destination::Made(mut sub) => {
                     let _ = sub.inner_stream().get_ref().0.set_nodelay(true);
                     self.move_sub_operations(pc, cmd, sub, &mut set, tally)
                         .await
                 }
-                Err(why) => {
-                    info!(reason = %why, destination = %dest.ae_title, "C-MOVE: cannot associate with the destination over TLS");
+                Destination::Failed(why) => {
+                    info!(error = %why, destination = %dest.ae_title, "C-MOVE: cannot associate with the destination over TLS");
                     self.fail_all_moves(pc, cmd, &mut set, tally).await
+                }
+                Destination::Cancelled => {
+                    self.finish_retrieve(pc, cmd, field::C_MOVE_RSP, &tally, true)
+                        .await
                 }
             }
         } else {
             let establish = options.establish_with_async(&target);
             match self.announced(pc, cmd, &mut tally, establish).await? {
-                Ok(mut sub) => {
+                Destination::Made(mut sub) => {
                     let _ = sub.inner_stream().set_nodelay(true);
                     self.move_sub_operations(pc, cmd, sub, &mut set, tally)
                         .await
                 }
-                Err(why) => {
-                    info!(reason = %why, destination = %dest.ae_title, "C-MOVE: cannot associate with the destination");
+                Destination::Failed(why) => {
+                    info!(error = %why, destination = %dest.ae_title, "C-MOVE: cannot associate with the destination");
                     self.fail_all_moves(pc, cmd, &mut set, tally).await
+                }
+                Destination::Cancelled => {
+                    self.finish_retrieve(pc, cmd, field::C_MOVE_RSP, &tally, true)
+                        .await
                 }
             }
         }
@@ -596,26 +615,34 @@ impl Association {
     /// destination itself, waits for the C-MOVE's responses in one-second
     /// polls and looks for incoming associations only between them: without a
     /// response to wake it, each C-MOVE to itself began up to a second late.
-    /// A destination silent for [`ASSOCIATE_MAX`] is given up (`Err`, why).
+    /// A destination silent for [`ASSOCIATE_MAX`] is given up; a C-CANCEL is
+    /// heard between the waits.
     async fn announced<A, E: std::fmt::Display>(
         &mut self,
         pc: u8,
         cmd: &Command,
         tally: &mut Tally,
         establish: impl Future<Output = Result<A, E>>,
-    ) -> Result<Result<A, String>, LinkError> {
+    ) -> Result<Destination<A>, LinkError> {
         let mut establish = std::pin::pin!(establish);
-        let give_up = Instant::now() + ASSOCIATE_MAX;
+        let limit = ASSOCIATE_MAX.min(self.config.idle_timeout);
+        let give_up = Instant::now() + limit;
         let mut wait = ANNOUNCE_AFTER;
         loop {
             let left = give_up.saturating_duration_since(Instant::now());
             if let Ok(made) = tokio::time::timeout(wait.min(left), establish.as_mut()).await {
-                return Ok(made.map_err(|e| e.to_string()));
+                return Ok(match made {
+                    Ok(a) => Destination::Made(a),
+                    Err(e) => Destination::Failed(e.to_string()),
+                });
+            }
+            if self.cancel_requested(cmd.message_id).await? {
+                return Ok(Destination::Cancelled);
             }
             if Instant::now() >= give_up {
-                return Ok(Err(format!(
-                    "no answer to the association request within {} s",
-                    ASSOCIATE_MAX.as_secs()
+                return Ok(Destination::Failed(format!(
+                    "not connected within {} s",
+                    limit.as_secs()
                 )));
             }
             tally.pending_sent = Some(Instant::now());

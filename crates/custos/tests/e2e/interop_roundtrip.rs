@@ -163,28 +163,34 @@ fn c_get_decompresses_for_receivers_without_codecs() {
 /// A C-MOVE destination that accepts associations only once the C-MOVE's
 /// requester has had a response, as DCMTK's movescu does when it is its own
 /// destination (it looks for incoming associations only between one-second
-/// waits for a response): Custos sends a Pending response while the
-/// association is being made, so the instance arrives. Before, the move
-/// waited on a destination that waited on it (here: no response at all
-/// within the requester's 10 s).
+/// waits for a response): Custos sends a Pending response (the one instance
+/// remaining) while the association is being made, so the instance arrives.
+/// Before, the move waited on a destination that waited on it (here: no
+/// response at all within the requester's 10 s).
 #[test]
 fn c_move_wakes_a_destination_that_waits_for_a_response() {
-    let r = move_to_late_destination("move-late-accept", &[]);
-    assert_eq!(r["first_before_accept"], true, "{r}");
+    let r = move_to_late_destination("move-late-accept", &[], &[]);
     assert_eq!(r["statuses"][0], 0xFF00, "{r}");
+    let first = &r["first"];
+    assert_eq!(first["NumberOfRemainingSuboperations"], 1, "{r}");
+    assert_eq!(first["NumberOfCompletedSuboperations"], 0, "{r}");
     assert_eq!(r["statuses"].as_array().unwrap().last().unwrap(), 0, "{r}");
     assert_eq!(r["received"], serde_json::json!([CT_SOP]), "{r}");
 }
 
-/// A destination that never answers the association request: the requester
-/// hears Pending responses meanwhile (its own 10 s DIMSE timeout does not
-/// fire) and, after Custos's 30 s, a final response with the instance failed
-/// (not after the 120 s idle timeout: the requester gives up at 60 s).
+/// A destination that never answers: the requester hears Pending responses
+/// meanwhile (its own 10 s DIMSE timeout does not fire) and, once Custos gives
+/// up (30 s, or its idle timeout if shorter: 5 s here), a final response with
+/// the instance failed; not after the sub-association's own read timeout.
 #[test]
 fn c_move_to_a_silent_destination_ends_with_the_instance_failed() {
-    let r = move_to_late_destination("move-never-accept", &["--never-accept", "--give-up", "60"]);
+    let r = move_to_late_destination(
+        "move-never-accept",
+        &["--never-accept", "--wait", "4", "--give-up", "25"],
+        &[("CUSTOS_DICOM_IDLE_TIMEOUT_SECS", "5")],
+    );
     let statuses = r["statuses"].as_array().unwrap();
-    assert!(statuses.len() > 40, "{r}");
+    assert!(statuses.len() > 8, "{r}");
     assert!(
         statuses[..statuses.len() - 1].iter().all(|s| s == 0xFF00),
         "{r}"
@@ -193,13 +199,29 @@ fn c_move_to_a_silent_destination_ends_with_the_instance_failed() {
     assert_eq!(r["received"], serde_json::json!([]), "{r}");
 }
 
-/// CT_small stored, then moved by `peer.py move-late-accept` with `extra`.
-fn move_to_late_destination(name: &str, extra: &[&str]) -> serde_json::Value {
+/// A C-CANCEL while the destination has not answered yet ends the C-MOVE as
+/// cancelled (0xFE00), nothing sent.
+#[test]
+fn c_move_cancelled_while_the_destination_is_silent() {
+    let r = move_to_late_destination(
+        "move-cancel",
+        &["--never-accept", "--cancel", "--give-up", "25"],
+        &[],
+    );
+    let statuses = r["statuses"].as_array().unwrap();
+    assert_eq!(statuses.last().unwrap(), 0xFE00, "{r}");
+    assert!(statuses.len() <= 3, "{r}");
+    assert_eq!(r["received"], serde_json::json!([]), "{r}");
+}
+
+/// CT_small stored, then moved by `peer.py move-late-accept` with `extra`,
+/// the server run with `env`.
+fn move_to_late_destination(name: &str, extra: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
     let data = DataDir::new(name);
     let dest_port = free_port();
     data.add_peer("PYSCU", "127.0.0.1", 104, "echo,store,move");
     data.add_peer("PYDEST", "127.0.0.1", dest_port, "echo");
-    let server = Server::start(&data);
+    let server = Server::start_with(&data, env);
     let port = server.port();
     let ct = pydicom_test_files().join("CT_small.dcm");
     let common = ["--port", port.as_str(), "--aet", "PYSCU"];
