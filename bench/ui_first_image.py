@@ -6,7 +6,10 @@ after logging in; prints the medians (ms) as JSON.
   target/release/custos serve --data D &      # with a user, OHIF installed
   python3 bench/ui_first_image.py --url https://localhost:8443 --user U:P
 
-Loopback only. The series is stored once (STOW-RS) per run of the script.
+--mbps N emulates a link of N Mbit/s each way (Chromium's network
+conditions, 1 ms latency) for a hospital network or a VPN instead of
+loopback; OHIF's bytes received (encoded: what crossed the link) are printed
+too. Loopback only. The series is stored once (STOW-RS) per run of the script.
 """
 
 import argparse
@@ -74,7 +77,8 @@ def quick(page, url, study):
     return (time.monotonic() - started) * 1000
 
 
-def ohif(page, url, study):
+def ohif(page, url, study, received):
+    received.clear()
     started = time.monotonic()
     page.goto(f"{url}/viewer/viewer?StudyInstanceUIDs={study}")
     sel = ".cornerstone-viewport-element canvas, [data-viewport-uid] canvas"
@@ -92,6 +96,7 @@ def main():
     a.add_argument("--url", required=True)
     a.add_argument("--user", required=True)
     a.add_argument("--runs", type=int, default=5)
+    a.add_argument("--mbps", type=float, help="emulate a link of this many Mbit/s")
     args = a.parse_args()
     url = args.url.rstrip("/")
     user, password = args.user.split(":", 1)
@@ -100,19 +105,32 @@ def main():
     stow(url, (user, password), files)
     has_ohif = requests.get(f"{url}/viewer/app-config.js", verify=False).status_code == 200
     times = {"quick_viewer": [], "ohif": []}
+    ohif_bytes = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
         for _ in range(args.runs):
             context = browser.new_context(ignore_https_errors=True, viewport={"width": 1366, "height": 768})
             page = context.new_page()
+            if args.mbps:
+                cdp = context.new_cdp_session(page)
+                cdp.send("Network.enable")
+                rate = args.mbps * 1e6 / 8
+                cdp.send("Network.emulateNetworkConditions", {
+                    "offline": False, "latency": 1, "downloadThroughput": rate, "uploadThroughput": rate})
+            received = []
+            page.on("requestfinished", lambda r: received.append(r.sizes()["responseBodySize"]))
             login(page, url, user, password)
             times["quick_viewer"].append(quick(page, url, study))
             if has_ohif:
-                times["ohif"].append(ohif(page, url, study))
+                times["ohif"].append(ohif(page, url, study, received))
+                ohif_bytes.append(sum(received))
             context.close()
         browser.close()
-    print(json.dumps({k: {"median_ms": round(statistics.median(v)), "runs_ms": [round(x) for x in v]}
-                      for k, v in times.items() if v}))
+    out = {k: {"median_ms": round(statistics.median(v)), "runs_ms": [round(x) for x in v]}
+           for k, v in times.items() if v}
+    if ohif_bytes:
+        out["ohif_bytes_received"] = round(statistics.median(ohif_bytes))
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -128,6 +128,40 @@ fn content_type(path: &FsPath) -> &'static str {
     }
 }
 
+/// Whether `path` is of a kind `custos viewer install` keeps gzipped too
+/// (`NAME.gz` beside it), sent so to browsers that accept gzip.
+pub fn gzipped(path: &FsPath) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("js" | "mjs" | "css" | "wasm" | "json" | "svg" | "txt")
+    )
+}
+
+/// Whether the request's Accept-Encoding takes gzip (RFC 9110 12.5.3: gzip
+/// listed without `q=0`, or else `*` so listed).
+fn takes_gzip(headers: &HeaderMap) -> bool {
+    let (mut gzip, mut any) = (None, None);
+    for coding in headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let mut parts = coding.split(';').map(str::trim);
+        let name = parts.next().unwrap_or("");
+        let taken = !parts.any(|p| {
+            p.strip_prefix("q=")
+                .is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q == 0.0))
+        });
+        if name.eq_ignore_ascii_case("gzip") {
+            gzip = Some(taken);
+        } else if name == "*" {
+            any = Some(taken);
+        }
+    }
+    gzip.or(any).unwrap_or(false)
+}
+
 /// The headers of every viewer response.
 fn isolate(r: &mut Response, script_hashes: &str) {
     let h = r.headers_mut();
@@ -230,33 +264,87 @@ async fn file(
         let to = serde_urlencoded::to_string([("to", back)]).unwrap_or_default();
         return Redirect::to(&format!("/#/open?{to}")).into_response();
     }
+    // Its gzipped copy when the browser takes it (made at install).
+    let gz = (gzipped(&target) && takes_gzip(&headers)).then(|| {
+        let mut name = target.clone().into_os_string();
+        name.push(".gz");
+        PathBuf::from(name)
+    });
+    let (sent, encoding) = match gz {
+        Some(gz) if gz.is_file() => (gz, Some("gzip")),
+        _ => (target.clone(), None),
+    };
     // Streamed: OHIF's codecs and source maps run to megabytes each.
-    let opened = match tokio::fs::File::open(&target).await {
-        Ok(f) => f.metadata().await.map(|m| (f, m.len())),
+    let opened = match tokio::fs::File::open(&sent).await {
+        Ok(f) => f.metadata().await.map(|m| (f, m)),
         Err(e) => Err(e),
     };
     match opened {
-        Ok((file, len)) => {
-            let mut r = (
-                [
-                    (header::CONTENT_TYPE, content_type(&target).to_string()),
-                    (header::CONTENT_LENGTH, len.to_string()),
-                ],
-                axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)),
-            )
-                .into_response();
-            isolate(&mut r, &script_hashes);
+        Ok((file, meta)) => {
+            let tag = entity_tag(&meta, encoding.is_some());
+            let unchanged = tag.as_deref().is_some_and(|t| matches_none_of(&headers, t));
+            let mut r = if unchanged {
+                StatusCode::NOT_MODIFIED.into_response()
+            } else {
+                (
+                    [
+                        (header::CONTENT_TYPE, content_type(&target).to_string()),
+                        (header::CONTENT_LENGTH, meta.len().to_string()),
+                    ],
+                    axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+                )
+                    .into_response()
+            };
+            let h = r.headers_mut();
+            if let Some(tag) = tag.and_then(|t| HeaderValue::from_str(&t).ok()) {
+                h.insert(header::ETAG, tag);
+            }
+            if gzipped(&target) {
+                h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+            }
+            if let (Some(coding), false) = (encoding, unchanged) {
+                h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
+            }
             let cache = if target.ends_with("index.html") {
                 "no-cache"
             } else {
                 "private, max-age=3600"
             };
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+            isolate(&mut r, &script_hashes);
             r
         }
         Err(e) => ApiError::internal("reading the viewer", e).into_response(),
     }
+}
+
+/// A file's entity tag: its size and modification time, and which copy
+/// (gzipped or not: two representations, two tags). After an hour (or at
+/// once for the page) a browser asks again with it and gets 304 for an
+/// unchanged file instead of ~30 MB again.
+fn entity_tag(meta: &std::fs::Metadata, gz: bool) -> Option<String> {
+    let modified = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    let coding = if gz { "-gz" } else { "" };
+    Some(format!(
+        "\"{:x}-{:x}{coding}\"",
+        meta.len(),
+        modified.as_nanos()
+    ))
+}
+
+/// Whether If-None-Match names `tag` (weak comparison, RFC 9110 13.1.2), or is `*`.
+fn matches_none_of(headers: &HeaderMap, tag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == tag)
 }
 
 async fn has_session(state: &AppState, headers: &HeaderMap) -> bool {
@@ -318,6 +406,39 @@ window.config = {{
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_is_taken_when_listed_without_q_zero_or_under_a_star() {
+        let takes = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+            takes_gzip(&h)
+        };
+        assert!(takes("gzip, deflate, br"));
+        assert!(takes("br;q=1.0, GZIP;q=0.5"));
+        assert!(takes("*"));
+        assert!(!takes("identity"));
+        assert!(!takes("gzip;q=0, br"));
+        assert!(!takes("gzip; q=0.0, *"));
+        assert!(!takes("*;q=0"));
+        assert!(!takes(""));
+        assert!(!takes_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn if_none_match_names_the_tag_weakly_or_by_star() {
+        let names = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_NONE_MATCH, HeaderValue::from_str(v).unwrap());
+            matches_none_of(&h, "\"a-1\"")
+        };
+        assert!(names("\"a-1\""));
+        assert!(names("\"b-2\", W/\"a-1\""));
+        assert!(names("*"));
+        assert!(!names("\"a-1-gz\""));
+        assert!(!names("\"a-2\""));
+        assert!(!matches_none_of(&HeaderMap::new(), "\"a-1\""));
+    }
 
     #[test]
     fn inline_scripts_are_found_and_src_scripts_are_not() {

@@ -48,6 +48,7 @@ fn ohif_installed_from_the_pinned_tarball_shows_ct_multiframe_and_rgb() {
     data.cli(&["viewer", "install", tarball().to_str().unwrap()])
         .success();
     let server = Server::start(&data);
+    scripts_go_gzipped_to_who_takes_gzip(&server, &data.path.join("viewer"));
     let figures = browser_script(
         &server,
         "ohif.py",
@@ -59,4 +60,77 @@ fn ohif_installed_from_the_pinned_tarball_shows_ct_multiframe_and_rgb() {
             .unwrap_or(0.0);
         assert!(spread > 5.0, "{kind}: {figures}");
     }
+}
+
+/// OHIF's main script, kept gzipped since the install: sent so (with
+/// `Content-Encoding: gzip`) to a client that takes gzip, and as installed to
+/// one that does not; both decode to the same bytes; asked again with its
+/// entity tag, 304. (The browser run after this loads every script the
+/// gzipped way.)
+fn scripts_go_gzipped_to_who_takes_gzip(server: &Server, viewer: &std::path::Path) {
+    let bundle = std::fs::read_dir(viewer)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("app.bundle.") && n.ends_with(".js"))
+        .expect("OHIF's app bundle");
+    let installed = std::fs::read(viewer.join(&bundle)).unwrap();
+    let url = format!("https://localhost:{}/viewer/{bundle}", server.http.port());
+    // Headers (lower case) and body of a GET with `extra` headers.
+    let fetch = |extra: &[&str], decode: bool| {
+        let out = viewer.with_extension("fetched");
+        let _ = std::fs::remove_file(&out);
+        let mut args = vec!["-sS", "--cacert", server.ca.to_str().unwrap()];
+        for h in extra {
+            args.extend(["-H", h]);
+        }
+        args.extend(["-D", "-", "-o", out.to_str().unwrap()]);
+        if decode {
+            args.push("--compressed");
+        }
+        args.push(&url);
+        let run = Run(std::process::Command::new("curl")
+            .args(&args)
+            .output()
+            .unwrap())
+        .success();
+        let body = std::fs::read(&out).unwrap_or_default();
+        (run.stdout().to_ascii_lowercase(), body)
+    };
+    let tag_of = |headers: &str| {
+        headers
+            .lines()
+            .find_map(|l| l.strip_prefix("etag: "))
+            .map(|t| t.trim().to_string())
+            .unwrap_or_else(|| panic!("no ETag: {headers}"))
+    };
+    let status_of = |headers: &str| headers.split_whitespace().nth(1).unwrap_or("").to_string();
+
+    let (headers, body) = fetch(&["Accept-Encoding: gzip, deflate, br"], true);
+    assert!(headers.contains("content-encoding: gzip"), "{headers}");
+    assert!(headers.contains("vary: accept-encoding"), "{headers}");
+    assert!(body == installed, "gzipped bundle decodes to another file");
+    let (headers, raw) = fetch(&["Accept-Encoding: gzip"], false);
+    assert!(
+        raw.len() * 2 < installed.len(),
+        "{} of {} bytes sent",
+        raw.len(),
+        installed.len()
+    );
+    let gz_tag = tag_of(&headers);
+    let (headers, body) = fetch(&["Accept-Encoding: identity"], false);
+    assert!(!headers.contains("content-encoding"), "{headers}");
+    assert!(body == installed, "bundle sent plain differs from the file");
+    let plain_tag = tag_of(&headers);
+    assert_ne!(plain_tag, gz_tag);
+
+    // Asked again with its tag: 304 and no body; the gzipped copy's tag does
+    // not stand for the plain copy.
+    let if_gz = format!("If-None-Match: {gz_tag}");
+    let (headers, body) = fetch(&["Accept-Encoding: gzip", &if_gz], false);
+    assert_eq!(status_of(&headers), "304", "{headers}");
+    assert!(body.is_empty(), "{} bytes with a 304", body.len());
+    let (headers, body) = fetch(&["Accept-Encoding: identity", &if_gz], false);
+    assert_eq!(status_of(&headers), "200", "{headers}");
+    assert!(body == installed);
 }
