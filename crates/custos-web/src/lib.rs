@@ -280,7 +280,9 @@ async fn common_headers(
     }
     if let Some(origin) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        // Appended: a response may vary on more (the viewer's files on
+        // Accept-Encoding).
+        h.append(header::VARY, HeaderValue::from_static("Origin"));
         h.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_static("authorization, content-type, accept"),

@@ -150,8 +150,8 @@ fn takes_gzip(headers: &HeaderMap) -> bool {
         let mut parts = coding.split(';').map(str::trim);
         let name = parts.next().unwrap_or("");
         let taken = !parts.any(|p| {
-            p.strip_prefix("q=")
-                .is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q == 0.0))
+            p.get(..2).is_some_and(|k| k.eq_ignore_ascii_case("q="))
+                && p[2..].parse::<f32>().is_ok_and(|q| q == 0.0)
         });
         if name.eq_ignore_ascii_case("gzip") {
             gzip = Some(taken);
@@ -270,19 +270,26 @@ async fn file(
         name.push(".gz");
         PathBuf::from(name)
     });
-    let (sent, encoding) = match gz {
-        Some(gz) if gz.is_file() => (gz, Some("gzip")),
-        _ => (target.clone(), None),
+    let gz_file = match gz {
+        Some(gz) => tokio::fs::File::open(gz).await.ok(),
+        None => None,
     };
+    let encoding = gz_file.is_some().then_some("gzip");
     // Streamed: OHIF's codecs and source maps run to megabytes each.
-    let opened = match tokio::fs::File::open(&sent).await {
+    let opened = match gz_file {
+        Some(f) => Ok(f),
+        None => tokio::fs::File::open(&target).await,
+    };
+    let opened = match opened {
         Ok(f) => f.metadata().await.map(|m| (f, m)),
         Err(e) => Err(e),
     };
     match opened {
         Ok((file, meta)) => {
             let tag = entity_tag(&meta, encoding.is_some());
-            let unchanged = tag.as_deref().is_some_and(|t| matches_none_of(&headers, t));
+            let unchanged = tag
+                .as_deref()
+                .is_some_and(|t| if_none_match_hits(&headers, t));
             let mut r = if unchanged {
                 StatusCode::NOT_MODIFIED.into_response()
             } else {
@@ -337,7 +344,7 @@ fn entity_tag(meta: &std::fs::Metadata, gz: bool) -> Option<String> {
 }
 
 /// Whether If-None-Match names `tag` (weak comparison, RFC 9110 13.1.2), or is `*`.
-fn matches_none_of(headers: &HeaderMap, tag: &str) -> bool {
+fn if_none_match_hits(headers: &HeaderMap, tag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
@@ -421,6 +428,7 @@ mod tests {
         assert!(!takes("gzip;q=0, br"));
         assert!(!takes("gzip; q=0.0, *"));
         assert!(!takes("*;q=0"));
+        assert!(!takes("gzip;Q=0"));
         assert!(!takes(""));
         assert!(!takes_gzip(&HeaderMap::new()));
     }
@@ -430,14 +438,14 @@ mod tests {
         let names = |v: &str| {
             let mut h = HeaderMap::new();
             h.insert(header::IF_NONE_MATCH, HeaderValue::from_str(v).unwrap());
-            matches_none_of(&h, "\"a-1\"")
+            if_none_match_hits(&h, "\"a-1\"")
         };
         assert!(names("\"a-1\""));
         assert!(names("\"b-2\", W/\"a-1\""));
         assert!(names("*"));
         assert!(!names("\"a-1-gz\""));
         assert!(!names("\"a-2\""));
-        assert!(!matches_none_of(&HeaderMap::new(), "\"a-1\""));
+        assert!(!if_none_match_hits(&HeaderMap::new(), "\"a-1\""));
     }
 
     #[test]

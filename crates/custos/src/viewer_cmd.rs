@@ -77,12 +77,18 @@ fn precompress(dir: &Path) -> Result<usize> {
     let mut folders = vec![dir.to_path_buf()];
     while let Some(folder) = folders.pop() {
         for entry in std::fs::read_dir(&folder)? {
-            let path = entry?.path();
-            if path.is_dir() {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
                 folders.push(path);
                 continue;
             }
-            if !custos_web::viewer::gzipped(&path) || std::fs::metadata(&path)?.len() < 1024 {
+            // OHIF's own app-config.js is never served (the server writes
+            // its own): no copy of it.
+            if !custos_web::viewer::gzipped(&path)
+                || path.file_name().is_some_and(|n| n == "app-config.js")
+                || std::fs::metadata(&path)?.len() < 1024
+            {
                 continue;
             }
             let plain = std::fs::read(&path)?;

@@ -120,6 +120,7 @@ fn scripts_go_gzipped_to_who_takes_gzip(server: &Server, viewer: &std::path::Pat
     let gz_tag = tag_of(&headers);
     let (headers, body) = fetch(&["Accept-Encoding: identity"], false);
     assert!(!headers.contains("content-encoding"), "{headers}");
+    assert!(headers.contains("vary: accept-encoding"), "{headers}");
     assert!(body == installed, "bundle sent plain differs from the file");
     let plain_tag = tag_of(&headers);
     assert_ne!(plain_tag, gz_tag);
@@ -130,6 +131,12 @@ fn scripts_go_gzipped_to_who_takes_gzip(server: &Server, viewer: &std::path::Pat
     let (headers, body) = fetch(&["Accept-Encoding: gzip", &if_gz], false);
     assert_eq!(status_of(&headers), "304", "{headers}");
     assert!(body.is_empty(), "{} bytes with a 304", body.len());
+    for kept in ["vary: accept-encoding", "cache-control: private", "etag: "] {
+        assert!(
+            headers.contains(kept),
+            "{kept} missing from the 304: {headers}"
+        );
+    }
     let (headers, body) = fetch(&["Accept-Encoding: identity", &if_gz], false);
     assert_eq!(status_of(&headers), "200", "{headers}");
     assert!(body == installed);
