@@ -60,8 +60,11 @@ weed_init() {
   cat >"$dir/weed/s3.json" <<JSON
 {"identities":[{"name":"custos","credentials":[{"accessKey":"$key","secretKey":"$secret"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
 JSON
-  # SeaweedFS also listens on each port + 10000 (gRPC): pick ports below 55535
-  # whose +10000 twin is free too.
+  # SeaweedFS also listens on each port + 10000 (gRPC): pick ports whose
+  # +10000 twin is free too, both below the kernel's ephemeral range (32768
+  # up): the outage test restarts SeaweedFS on the same ports, and a client
+  # connection given one of them as its local port meanwhile made the restart
+  # fail ("bind: address already in use" on a gRPC port in that range).
   python3 - >"$dir/weed/ports" <<'PY'
 import random, socket
 def free(p):
@@ -74,7 +77,7 @@ def free(p):
         s.close()
 ports = []
 while len(ports) < 4:
-    p = random.randint(20000, 45000)
+    p = random.randint(20000, 22767)
     if p not in ports and p + 10000 not in ports and free(p) and free(p + 10000):
         ports.append(p)
 print(*ports)
