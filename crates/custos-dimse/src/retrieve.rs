@@ -8,6 +8,7 @@ use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
+use dicom_ul::association::client::AsyncClientAssociation;
 use dicom_ul::association::{AsyncAssociation, ClientAssociationOptions};
 use dicom_ul::pdu::PresentationContextResultReason;
 use tracing::{info, warn};
@@ -523,7 +524,7 @@ impl Association {
             r.error_comment = Some(TRAIL_DOWN.into());
             return send_message(&mut self.assoc, pc, &r, None).await;
         }
-        let mut tally = Tally {
+        let tally = Tally {
             remaining: set.total as usize,
             ..Default::default()
         };
@@ -574,37 +575,38 @@ impl Association {
                 .tls_config(tls)
                 .server_name(&host)
                 .establish_with_async_tls(&target);
-            match self.announced(pc, cmd, &mut tally, establish).await? {
-                Destination::Made(mut sub) => {
-                    let _ = sub.inner_stream().get_ref().0.set_nodelay(true);
-                    self.move_sub_operations(pc, cmd, sub, &mut set, tally)
-                        .await
-                }
-                Destination::Failed(why) => {
-                    info!(error = %why, destination = %dest.ae_title, "C-MOVE: cannot associate with the destination over TLS");
-                    self.fail_all_moves(pc, cmd, &mut set, tally).await
-                }
-                Destination::Cancelled => {
-                    self.finish_retrieve(pc, cmd, field::C_MOVE_RSP, &tally, true)
-                        .await
-                }
-            }
+            self.moves_to(pc, cmd, &dest.ae_title, &mut set, tally, establish)
+                .await
         } else {
             let establish = options.establish_with_async(&target);
-            match self.announced(pc, cmd, &mut tally, establish).await? {
-                Destination::Made(mut sub) => {
-                    let _ = sub.inner_stream().set_nodelay(true);
-                    self.move_sub_operations(pc, cmd, sub, &mut set, tally)
-                        .await
-                }
-                Destination::Failed(why) => {
-                    info!(error = %why, destination = %dest.ae_title, "C-MOVE: cannot associate with the destination");
-                    self.fail_all_moves(pc, cmd, &mut set, tally).await
-                }
-                Destination::Cancelled => {
-                    self.finish_retrieve(pc, cmd, field::C_MOVE_RSP, &tally, true)
-                        .await
-                }
+            self.moves_to(pc, cmd, &dest.ae_title, &mut set, tally, establish)
+                .await
+        }
+    }
+
+    /// The C-MOVE's sub-operations to `dest` once `establish` (plain or TLS)
+    /// has made the association, or their failure or cancellation.
+    async fn moves_to<S: Stream, E: std::fmt::Display>(
+        &mut self,
+        pc: u8,
+        cmd: &Command,
+        dest: &str,
+        set: &mut RetrieveSet,
+        mut tally: Tally,
+        establish: impl Future<Output = Result<AsyncClientAssociation<S>, E>>,
+    ) -> Result<(), LinkError> {
+        match self.announced(pc, cmd, &mut tally, establish).await? {
+            Destination::Made(mut sub) => {
+                crate::outbound::no_delay(&mut sub);
+                self.move_sub_operations(pc, cmd, sub, set, tally).await
+            }
+            Destination::Failed(why) => {
+                info!(error = %why, destination = %dest, "C-MOVE: cannot associate with the destination");
+                self.fail_all_moves(pc, cmd, set, tally).await
+            }
+            Destination::Cancelled => {
+                self.finish_retrieve(pc, cmd, field::C_MOVE_RSP, &tally, true)
+                    .await
             }
         }
     }
@@ -681,7 +683,7 @@ impl Association {
         &mut self,
         pc: u8,
         cmd: &Command,
-        mut sub: dicom_ul::association::client::AsyncClientAssociation<S>,
+        mut sub: AsyncClientAssociation<S>,
         set: &mut RetrieveSet,
         mut tally: Tally,
     ) -> Result<(), LinkError> {

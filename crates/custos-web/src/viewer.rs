@@ -276,14 +276,15 @@ async fn file(
     };
     let encoding = gz_file.is_some().then_some("gzip");
     // Streamed: OHIF's codecs and source maps run to megabytes each.
-    let opened = match gz_file {
-        Some(f) => Ok(f),
-        None => tokio::fs::File::open(&target).await,
-    };
-    let opened = match opened {
-        Ok(f) => f.metadata().await.map(|m| (f, m)),
-        Err(e) => Err(e),
-    };
+    let opened = async {
+        let file = match gz_file {
+            Some(f) => f,
+            None => tokio::fs::File::open(&target).await?,
+        };
+        let meta = file.metadata().await?;
+        Ok::<_, std::io::Error>((file, meta))
+    }
+    .await;
     match opened {
         Ok((file, meta)) => {
             let tag = entity_tag(&meta, encoding.is_some());
