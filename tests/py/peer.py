@@ -404,8 +404,10 @@ def cmd_worklist(args):
 
 
 def write_instance(path, **attrs):
-    # "_pixel_bytes": N makes an image of N bytes (a multiple of 4096) instead of 64.
+    # "_pixel_bytes": N makes an image of N bytes (a multiple of 4096) instead of 64;
+    # "_text_bytes": N adds a Text Value (UT, kept in metadata) of N characters.
     pixel_bytes = attrs.pop("_pixel_bytes", None)
+    text_bytes = attrs.pop("_text_bytes", None)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = attrs.get("SOPInstanceUID") or generate_uid()
@@ -430,6 +432,8 @@ def write_instance(path, **attrs):
         ds.Columns = 4096
         ds.Rows = pixel_bytes // 4096
         ds.PixelData = (bytes(range(251)) * (pixel_bytes // 251 + 1))[:ds.Rows * 4096]
+    if text_bytes:
+        ds.TextValue = "x" * text_bytes
     ds.save_as(path, enforce_file_format=True)
 
 

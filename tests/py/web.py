@@ -248,7 +248,7 @@ def cmd_probe(args):
                             "www_authenticate": r.headers.get("WWW-Authenticate"),
                             "body": r.text[:req.get("body_limit", 2000)], "headers": dict(r.headers)})
         except requests.RequestException as e:
-            results.append({"status": None, "error": type(e).__name__})
+            results.append({"status": None, "error": type(e).__name__, "detail": str(e)[:300]})
     out(results)
 
 

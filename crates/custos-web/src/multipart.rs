@@ -104,17 +104,9 @@ pub fn response_typed(media: &str, parts: Vec<(String, Planned)>) -> Response {
                 }
             },
         )
-        .chain(stream::iter(any.then_some(Ok(tail))))
-        // Nothing after an error: the response ends there, aborted.
-        .scan(false, |failed, item| {
-            let next = (!*failed).then(|| {
-                *failed = item.is_err();
-                item
-            });
-            async move { next }
-        });
+        .chain(stream::iter(any.then_some(Ok(tail))));
     let body = if any {
-        Body::from_stream(chunks)
+        Body::from_stream(ended_at_error(chunks))
     } else {
         // No part at all: the closing delimiter alone.
         Body::from(format!("--{boundary}--\r\n"))
@@ -127,6 +119,22 @@ pub fn response_typed(media: &str, parts: Vec<(String, Planned)>) -> Response {
         body,
     )
         .into_response()
+}
+
+/// `chunks` up to and with its first error: hyper aborts the response there
+/// (the client sees it cut off, never a body that merely ends early).
+pub fn ended_at_error<S>(chunks: S) -> impl Stream<Item = Result<Bytes, std::io::Error>>
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>>,
+{
+    use futures_util::StreamExt;
+    chunks.scan(false, |failed, item| {
+        let next = (!*failed).then(|| {
+            *failed = item.is_err();
+            item
+        });
+        async move { next }
+    })
 }
 
 /// Parts in order, each made when its turn comes or, budget permitting, up

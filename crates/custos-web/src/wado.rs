@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use axum::Extension;
+use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 
 use custos_archive::StoredFile;
-use custos_archive::view::{FrameSelection, RenderOptions};
+use custos_archive::view::{FrameSelection, RenderOptions, ViewError};
 use custos_core::query::{Key, Level, Matcher, Query};
 use custos_core::record::StoredInstance;
 use custos_core::{Action, Principal};
@@ -307,27 +309,85 @@ async fn metadata(
     let set = resolve(&state, &principal, &target).await?;
     let base = base_url(&state, &headers);
     let mut encoded = futures_util::stream::iter(set)
-        .map(|inst| {
+        .map(move |inst| {
             let (base, sop) = (base.clone(), inst.sop_instance_uid.clone());
             let bulk_base = Arc::new(move |study: &str, series: &str| {
                 format!("{base}/studies/{study}/series/{series}/instances/{sop}/bulkdata")
             });
             let archive = state.archive.clone();
-            async move { archive.metadata(&inst, bulk_base).await }
+            // Its own task: an instance's steps (read, parse, encode) go on
+            // while the response waits to be polled.
+            let encoding = tokio::spawn(async move { archive.metadata(&inst, bulk_base).await });
+            async move {
+                encoding.await.unwrap_or_else(|e| {
+                    Err(ViewError::Internal {
+                        context: "encoding metadata",
+                        why: e.to_string(),
+                    })
+                })
+            }
         })
         .buffered(METADATA_AT_ONCE);
-    // The array grows as instances come: the encoded pieces are not all held
-    // beside their concatenation.
-    let mut body = vec![b'['];
-    while let Some(e) = encoded.try_next().await? {
-        if body.len() > 1 {
-            body.push(b',');
+    // About METADATA_HOLD bytes (to the end of the instance that crosses it)
+    // are encoded before the status is sent, so a study or series of
+    // ordinary size whose files cannot be read gets its error status.
+    let mut opening = vec![b'['];
+    while opening.len() < METADATA_HOLD {
+        match encoded.try_next().await? {
+            Some(e) => {
+                if opening.len() > 1 {
+                    opening.push(b',');
+                }
+                opening.extend_from_slice(&e);
+            }
+            None => {
+                opening.push(b']');
+                return Ok(
+                    ([(header::CONTENT_TYPE, "application/dicom+json")], opening).into_response(),
+                );
+            }
         }
-        body.extend_from_slice(&e);
     }
-    body.push(b']');
-    Ok(([(header::CONTENT_TYPE, "application/dicom+json")], body).into_response())
+    // Past that the rest is sent as it is encoded, so a study's metadata is
+    // never held whole (a 100,000-instance study's is ~0.5–1 GB); a failure
+    // now aborts the response, never ends the array early.
+    // Instances go out gathered into pieces of about METADATA_PIECE bytes
+    // (a piece per instance made ~6,000 small TLS records for 6,000 instances).
+    let rest = futures_util::stream::try_unfold(encoded.fuse(), |mut encoded| async move {
+        let mut piece = Vec::with_capacity(METADATA_PIECE + (16 << 10));
+        while piece.len() < METADATA_PIECE {
+            match encoded.try_next().await {
+                Ok(Some(e)) => {
+                    piece.push(b',');
+                    piece.extend_from_slice(&e);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "aborting a metadata response");
+                    return Err(std::io::Error::other(e.to_string()));
+                }
+            }
+        }
+        Ok((!piece.is_empty()).then(|| (Bytes::from(piece), encoded)))
+    });
+    let body = futures_util::stream::once(async move { Ok(Bytes::from(opening)) })
+        .chain(rest)
+        .chain(futures_util::stream::once(async {
+            Ok(Bytes::from_static(b"]"))
+        }));
+    Ok((
+        [(header::CONTENT_TYPE, "application/dicom+json")],
+        Body::from_stream(multipart::ended_at_error(body)),
+    )
+        .into_response())
 }
+
+/// Metadata encoded before the response's status is decided; a larger
+/// response is streamed.
+const METADATA_HOLD: usize = 1 << 20;
+
+/// What a streamed metadata response gathers before it sends.
+const METADATA_PIECE: usize = 128 << 10;
 
 /// Instances whose metadata is read and encoded at the same time, on the
 /// blocking pool (a study's metadata was read one instance after another).

@@ -497,3 +497,79 @@ fn multipart_parts(body: &[u8]) -> Vec<&[u8]> {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+/// A study's metadata is one array with every instance. When a file cannot
+/// be read, a response of ordinary size gets an error status; one past the
+/// first MiB, which is sent as it is encoded, is cut off. Never a complete
+/// array with an instance missing.
+#[test]
+fn study_metadata_lists_every_instance_or_fails() {
+    let (data, server) = setup("web-metadata", false);
+    let small = "1.2.826.0.1.3680043.8.498.77001";
+    let large = "1.2.826.0.1.3680043.8.498.77002";
+    let spec = |study: &str, n: u32, extra: &str| {
+        format!(
+            r#"{{"StudyInstanceUID": "{study}", "SeriesInstanceUID": "{study}.1", "InstanceNumber": {n}, "PatientID": "META1"{extra}}}"#
+        )
+    };
+    // The large study's first instance has 1.1 MB of text (in its metadata),
+    // more than a pack takes: its own file. The others are packed; the
+    // second's 200 kB fill more than one of the pieces the rest goes in.
+    let specs = vec![
+        spec(small, 1, ""),
+        spec(small, 2, ""),
+        spec(small, 3, ""),
+        spec(large, 1, r#", "_text_bytes": 1100000"#),
+        spec(large, 2, r#", "_text_bytes": 200000"#),
+        spec(large, 3, ""),
+    ];
+    let (_, uids) = make_and_store(&server, &data.path.join("made"), "STORESCU", &specs);
+    let get = |study: &str| {
+        web_requests(
+            &server,
+            serde_json::json!([{ "method": "GET", "path": format!("/dicom-web/studies/{study}/metadata"),
+                "auth": { "basic": ["rad", PW_RAD] }, "body_limit": 3_000_000 }]),
+        )
+        .remove(0)
+    };
+    for (study, stored) in [(small, &uids[..3]), (large, &uids[3..])] {
+        let whole = get(study);
+        assert_eq!(whole["status"], 200, "{whole}");
+        let array: serde_json::Value =
+            serde_json::from_str(whole["body"].as_str().unwrap()).unwrap();
+        let mut listed: Vec<&str> = array
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["00080018"]["Value"][0].as_str().unwrap())
+            .collect();
+        listed.sort();
+        let mut stored = stored.to_vec();
+        stored.sort();
+        assert_eq!(listed, stored);
+    }
+
+    // The packed instances were appended to one segment in the order
+    // stored; cut after the first, the others cannot be read.
+    let records = pack_records(&data.path.join("blobs"));
+    assert_eq!(records.len(), 5, "one record per packed instance");
+    let pack = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&records[0].path)
+        .unwrap();
+    pack.set_len((records[0].data_at + records[0].len) as u64)
+        .unwrap();
+    drop(pack);
+    let failed = get(small);
+    assert_eq!(failed["status"], 500, "{failed}");
+    // The status and the first MiB went out; then the connection was cut.
+    let cut = get(large);
+    assert_eq!(cut["error"], "ChunkedEncodingError", "{cut}");
+    let one = web_requests(
+        &server,
+        serde_json::json!([{ "method": "GET",
+            "path": format!("/dicom-web/studies/{large}/series/{large}.1/instances/{}/metadata", uids[3]),
+            "auth": { "basic": ["rad", PW_RAD] }, "body_limit": 10 }]),
+    );
+    assert_eq!(one[0]["status"], 200, "the server still answers: {one:?}");
+}
