@@ -233,11 +233,12 @@ async fn retrieve(
     for i in &set {
         plans.push(plan(i, &wanted, decodable(&state, i, &wanted).await)?);
     }
-    let parts: Vec<(String, Planned)> = set
+    let archive = state.archive.clone();
+    let parts = set
         .into_iter()
         .zip(plans)
-        .map(|(inst, (ts, part_type))| {
-            let archive = state.archive.clone();
+        .map(move |(inst, (ts, part_type))| {
+            let archive = archive.clone();
             // What the part holds once made: a stored file up to the
             // whole-read limit (a larger one is streamed), a converted one
             // whole — larger than the stored one; decoded pixels are often
@@ -262,8 +263,7 @@ async fn retrieve(
                 }
             }) as PartSource;
             (part_type, Planned { holds, make })
-        })
-        .collect();
+        });
     Ok(multipart::response_typed("application/dicom", parts))
 }
 
