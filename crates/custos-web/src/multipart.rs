@@ -146,7 +146,8 @@ where
 /// stream's send buffer has drained below its limit: the client reads).
 /// A part read ahead holds its share of the budget until its bytes are
 /// dropped, i.e. sent. Every part being made is polled at each poll, so a
-/// read ahead starts as soon as it is planned, not when its turn comes.
+/// part read ahead is being made from its start, not only from its turn.
+/// Plans are taken from `waiting` only to start them (one more is peeked).
 struct ReadAhead {
     waiting: Peekable<Box<dyn Iterator<Item = (String, Planned)> + Send>>,
     /// Parts being made, each with its content type.
@@ -395,6 +396,23 @@ mod tests {
             assert_eq!(take(&mut r).await[0], i, "in order");
         }
         assert!(r.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn plans_are_taken_only_as_parts_start() {
+        let started = Arc::new(AtomicUsize::new(0));
+        let taken = Arc::new(AtomicUsize::new(0));
+        let counted = taken.clone();
+        let plans = parts(100, &started).into_iter().inspect(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        let mut r = ReadAhead::new(plans, Arc::new(Semaphore::new(1000)));
+        for i in 0..10 {
+            assert_eq!(take(&mut r).await[0], i as u8);
+            // The part sent, those read ahead, and one peeked at.
+            let plans_taken = taken.load(Ordering::SeqCst);
+            assert!(plans_taken <= i + AHEAD + 2, "{plans_taken} after part {i}");
+        }
     }
 
     #[tokio::test]

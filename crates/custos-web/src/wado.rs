@@ -308,20 +308,24 @@ async fn metadata(
     use futures_util::{StreamExt, TryStreamExt};
     let set = resolve(&state, &principal, &target).await?;
     let base = base_url(&state, &headers);
+    let archive = state.archive.clone();
     let mut encoded = futures_util::stream::iter(set)
         .map(move |inst| {
             let (base, sop) = (base.clone(), inst.sop_instance_uid.clone());
             let bulk_base = Arc::new(move |study: &str, series: &str| {
                 format!("{base}/studies/{study}/series/{series}/instances/{sop}/bulkdata")
             });
-            let archive = state.archive.clone();
+            let archive = archive.clone();
             // Its own task: an instance's steps (read, parse, encode) go on
-            // while the response waits to be polled.
-            let encoding = tokio::spawn(async move { archive.metadata(&inst, bulk_base).await });
+            // while the response waits to be polled. Aborted with the
+            // response (what is on the blocking pool finishes there).
+            let encoding = Aborting(tokio::spawn(async move {
+                archive.metadata(&inst, bulk_base).await
+            }));
             async move {
                 encoding.await.unwrap_or_else(|e| {
                     Err(ViewError::Internal {
-                        context: "encoding metadata",
+                        context: "metadata task",
                         why: e.to_string(),
                     })
                 })
@@ -389,9 +393,29 @@ const METADATA_HOLD: usize = 1 << 20;
 /// What a streamed metadata response gathers before it sends.
 const METADATA_PIECE: usize = 128 << 10;
 
-/// Instances whose metadata is read and encoded at the same time, on the
-/// blocking pool (a study's metadata was read one instance after another).
+/// Instances whose metadata is read and encoded at the same time, each in
+/// its own task (a study's metadata was read one instance after another).
 const METADATA_AT_ONCE: usize = 4;
+
+/// A spawned task that is aborted when its handle is dropped.
+struct Aborting<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Future for Aborting<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for Aborting<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 pub async fn study_metadata(
     State(s): State<Arc<AppState>>,
