@@ -137,6 +137,13 @@ pub fn gzipped(path: &FsPath) -> bool {
     )
 }
 
+/// Where the gzipped copy of `path` is (`NAME.gz` beside it).
+pub fn gzipped_copy(path: &FsPath) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".gz");
+    PathBuf::from(name)
+}
+
 /// Whether the request's Accept-Encoding takes gzip (RFC 9110 12.5.3: gzip
 /// listed without `q=0`, or else `*` so listed).
 fn takes_gzip(headers: &HeaderMap) -> bool {
@@ -265,11 +272,7 @@ async fn file(
         return Redirect::to(&format!("/#/open?{to}")).into_response();
     }
     // Its gzipped copy when the browser takes it (made at install).
-    let gz = (gzipped(&target) && takes_gzip(&headers)).then(|| {
-        let mut name = target.clone().into_os_string();
-        name.push(".gz");
-        PathBuf::from(name)
-    });
+    let gz = (gzipped(&target) && takes_gzip(&headers)).then(|| gzipped_copy(&target));
     let gz_file = match gz {
         Some(gz) => tokio::fs::File::open(gz).await.ok(),
         None => None,

@@ -96,9 +96,7 @@ fn precompress(dir: &Path) -> Result<usize> {
             std::io::Write::write_all(&mut gz, &plain)?;
             let packed = gz.finish()?;
             if packed.len() < plain.len() {
-                let mut name = path.clone().into_os_string();
-                name.push(".gz");
-                std::fs::write(&name, packed)?;
+                std::fs::write(custos_web::viewer::gzipped_copy(&path), packed)?;
                 count += 1;
             }
         }
