@@ -53,6 +53,16 @@ pub mod field {
 
 pub use custos_archive::status;
 
+/// `s` with every character outside ASCII replaced by `?`. A command set has
+/// no Specific Character Set; dicom-rs refuses to write what the default one
+/// cannot hold, and a peer's text comes back in responses (its UIDs, the
+/// Error Comment quoting its keys), decoded from bytes that may be anything.
+fn default_repertoire(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii() { c } else { '?' })
+        .collect()
+}
+
 /// "No data set follows" (CommandDataSetType).
 const NO_DATA_SET: u16 = 0x0101;
 
@@ -124,10 +134,15 @@ impl Command {
         })
     }
 
-    /// Encodes with the Command Group Length first, as PS3.7 requires.
+    /// Encodes with the Command Group Length first, as PS3.7 requires. Text
+    /// is written in the default repertoire (see [`default_repertoire`]).
     pub fn encode(&self) -> Vec<u8> {
         let mut obj = InMemDicomObject::new_empty();
         let mut put = |tag: Tag, vr: VR, v: PrimitiveValue| {
+            let v = match v {
+                PrimitiveValue::Str(s) => PrimitiveValue::from(default_repertoire(&s)),
+                v => v,
+            };
             obj.put(DataElement::new(tag, vr, v));
         };
         if !self.sop_class_uid.is_empty() {
@@ -233,7 +248,7 @@ impl Command {
         }
         let mut body = Vec::new();
         obj.write_dataset_with_ts(&mut body, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-            .expect("writing a command set to memory cannot fail");
+            .expect("numbers and ASCII text (default_repertoire) written to memory cannot fail");
         let mut out = Vec::with_capacity(body.len() + 12);
         out.extend_from_slice(&[0, 0, 0, 0, 4, 0, 0, 0]);
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -283,6 +298,26 @@ mod tests {
         assert_eq!(back.status, Some(status::PENDING));
         assert!(!back.has_data_set);
         assert!(Command::decode(b"\x00\x00garbage").is_err());
+    }
+
+    #[test]
+    fn text_outside_the_default_repertoire_is_replaced_not_a_panic() {
+        // What decoding a peer's bytes can give: CJK from an ISO 2022 escape,
+        // U+FFFD from invalid bytes, Latin-1 and others in an Error Comment.
+        let mut rsp = Command {
+            field: field::C_ECHO_RQ,
+            message_id: 3,
+            sop_class_uid: "1.2\u{5c71}".into(),
+            sop_instance_uid: "1.2.\u{fffd}".into(),
+            ..Default::default()
+        }
+        .response(field::C_ECHO_RSP, status::SUCCESS);
+        rsp.error_comment = Some("bad key: \u{e9}\u{3a9}".into());
+        let back = Command::decode(&rsp.encode()).unwrap();
+        assert_eq!(back.sop_class_uid, "1.2?");
+        assert_eq!(back.sop_instance_uid, "1.2.?");
+        assert_eq!(back.error_comment.as_deref(), Some("bad key: ??"));
+        assert_eq!(back.status, Some(status::SUCCESS));
     }
 
     #[test]

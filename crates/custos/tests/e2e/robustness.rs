@@ -135,6 +135,44 @@ fn malformed_command_aborts_only_that_association() {
 }
 
 #[test]
+fn text_that_cannot_be_echoed_back_as_is_still_gets_an_answer() {
+    // An ISO 2022 escape in a UID decodes to CJK text (here "1.2\u{5c71}"),
+    // which a response's command set cannot hold: the server's association
+    // task once panicked encoding the response, and the peer saw its
+    // connection close with no answer.
+    let (_d, server) = start();
+    let mut assoc = associate(&server);
+    let pc = assoc.presentation_contexts()[0].id;
+    for (id, uid) in [(5u16, "1.2\x1b$B;3\x1b(B"), (6, "1.2.840.10008.1.1")] {
+        let rq = Command {
+            field: field::C_ECHO_RQ,
+            message_id: id,
+            sop_class_uid: uid.into(),
+            ..Default::default()
+        };
+        assoc
+            .send(&Pdu::PData {
+                data: vec![PDataValue {
+                    presentation_context_id: pc,
+                    value_type: PDataValueType::Command,
+                    is_last: true,
+                    data: rq.encode(),
+                }],
+            })
+            .unwrap();
+        let rsp = match assoc.receive() {
+            Ok(Pdu::PData { data }) => Command::decode(&data[0].data).unwrap(),
+            other => panic!("no answer to C-ECHO {id}: {other:?}"),
+        };
+        assert_eq!(rsp.field, field::C_ECHO_RSP);
+        assert_eq!(rsp.responding_to, Some(id));
+        assert_eq!(rsp.status, Some(0x0000));
+    }
+    assoc.release().unwrap();
+    assert!(echo_works(&server));
+}
+
+#[test]
 fn peer_vanishing_mid_store_leaves_nothing() {
     let (data, server) = start();
     let mut assoc = associate(&server);
