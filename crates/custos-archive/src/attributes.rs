@@ -49,7 +49,7 @@ pub fn record_of(obj: &InMemDicomObject) -> Result<InstanceRecord, String> {
         if value.is_empty() {
             return Err(format!("{name} is missing"));
         }
-        if value.len() > 64 || !value.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        if !crate::text::is_uid(value) {
             return Err(format!("{name} is not a valid UID"));
         }
     }

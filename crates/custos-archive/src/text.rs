@@ -31,6 +31,11 @@ pub fn element_text(elem: &InMemElement) -> String {
         .to_string()
 }
 
+/// Whether `s` is a UID as PS3.5 has it (UI): 1 to 64 digits and periods.
+pub fn is_uid(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
 /// Re-decodes text whose ISO 2022 escape sequences survived as characters.
 /// The escapes and the 7-bit bytes between them are all below 0x80, so the
 /// original bytes are recoverable from the string.

@@ -9,7 +9,7 @@
 //! does not take on its association is delivered by the queue's worker
 //! (`deliver_held`), retried with the forwarding back-off, across restarts.
 
-use custos_archive::text::attribute_text as text;
+use custos_archive::text::{attribute_text as text, is_uid};
 use std::time::Duration;
 
 use dicom_core::value::DataSetSequence;
@@ -205,6 +205,14 @@ fn parse_request(obj: &InMemDicomObject) -> Result<(String, Vec<Reference>), (u1
     if transaction.is_empty() {
         return Err((status::MISSING_ATTRIBUTE, "no Transaction UID".into()));
     }
+    // Checked before it is acknowledged: the report repeats these UIDs, and
+    // one it cannot encode would be retried for ever.
+    if !is_uid(&transaction) {
+        return Err((
+            status::INVALID_ARGUMENT_VALUE,
+            "the Transaction UID is not a UID".into(),
+        ));
+    }
     let items = obj
         .get(tags::REFERENCED_SOP_SEQUENCE)
         .and_then(|e| e.items())
@@ -222,11 +230,11 @@ fn parse_request(obj: &InMemDicomObject) -> Result<(String, Vec<Reference>), (u1
         .collect();
     if refs
         .iter()
-        .any(|r| r.sop_class_uid.is_empty() || r.sop_instance_uid.is_empty())
+        .any(|r| !is_uid(&r.sop_class_uid) || !is_uid(&r.sop_instance_uid))
     {
         return Err((
             status::INVALID_ARGUMENT_VALUE,
-            "a reference without SOP Class or Instance UID".into(),
+            "a reference without a valid SOP Class or Instance UID".into(),
         ));
     }
     Ok((transaction, refs))
@@ -452,5 +460,49 @@ mod tests {
             parse_request(&no_refs).unwrap_err().0,
             status::MISSING_ATTRIBUTE
         );
+    }
+
+    #[test]
+    fn requests_with_what_is_not_a_uid_are_refused_before_a_report_is_held() {
+        let request = |transaction: &str, instance: &str| {
+            let mut obj = InMemDicomObject::new_empty();
+            obj.put(DataElement::new(
+                tags::TRANSACTION_UID,
+                VR::UI,
+                PrimitiveValue::from(transaction),
+            ));
+            let mut item = InMemDicomObject::new_empty();
+            item.put(DataElement::new(
+                tags::REFERENCED_SOP_CLASS_UID,
+                VR::UI,
+                PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.7"),
+            ));
+            item.put(DataElement::new(
+                tags::REFERENCED_SOP_INSTANCE_UID,
+                VR::UI,
+                PrimitiveValue::from(instance),
+            ));
+            obj.put(DataElement::new(
+                tags::REFERENCED_SOP_SEQUENCE,
+                VR::SQ,
+                DataSetSequence::from(vec![item]),
+            ));
+            parse_request(&obj)
+        };
+        let (transaction, refs) = request("1.2.3", "1.2.3.4").unwrap();
+        assert_eq!((transaction.as_str(), refs.len()), ("1.2.3", 1));
+        // Text a report could not be written with (decoded from an ISO 2022
+        // escape, as a peer's bytes can be) or that is no UID at all.
+        for (transaction, instance) in [
+            ("1.2\u{5c71}", "1.2.3.4"),
+            ("1.2.3", "1.2.\u{fffd}"),
+            ("1.2.3", "x"),
+        ] {
+            assert_eq!(
+                request(transaction, instance).unwrap_err().0,
+                status::INVALID_ARGUMENT_VALUE,
+                "{transaction} {instance}"
+            );
+        }
     }
 }
