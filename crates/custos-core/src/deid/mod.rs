@@ -292,30 +292,47 @@ impl ProjectKey {
 pub fn clean_text(text: &str, identifiers: &[String]) -> String {
     let mut out = text.to_string();
     for id in identifiers.iter().filter(|i| i.chars().count() >= 2) {
-        let needle = id.to_lowercase();
+        let needle: Vec<char> = id.chars().flat_map(char::to_lowercase).collect();
         let mut from = 0;
-        loop {
-            let lower = out.to_lowercase();
-            // Lower-casing may change lengths outside ASCII: search only
-            // where the two line up.
-            if lower.len() != out.len() {
-                out = out.replace(id.as_str(), "");
-                break;
-            }
-            let Some(at) = lower[from..].find(&needle).map(|i| i + from) else {
-                break;
-            };
-            let end = at + needle.len();
-            let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
-            if word(lower[..at].chars().next_back()) || word(lower[end..].chars().next()) {
-                from = end;
-                continue;
-            }
+        while let Some((at, end)) = find_word(&out, &needle, from) {
             out.replace_range(at..end, "");
             from = at;
         }
     }
     out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The byte range of the first occurrence of `needle` (lower case) in `text`
+/// at or after byte `from` that is a whole word. Compared a character at a
+/// time, each lowered in place: lowering the whole text first may change its
+/// length (U+0130 grows, U+2126 shrinks), so offsets in a lowered copy do not
+/// fall on the original's characters.
+fn find_word(text: &str, needle: &[char], from: usize) -> Option<(usize, usize)> {
+    let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    text[from..].char_indices().find_map(|(i, _)| {
+        let at = from + i;
+        let end = matched_at(text, at, needle)?;
+        let apart = !word(text[..at].chars().next_back()) && !word(text[end..].chars().next());
+        apart.then_some((at, end))
+    })
+}
+
+/// Where a case-insensitive match of `needle` starting at byte `at` of
+/// `text` ends, if there is one that ends between characters.
+fn matched_at(text: &str, at: usize, needle: &[char]) -> Option<usize> {
+    let mut k = 0;
+    for (i, c) in text[at..].char_indices() {
+        if k == needle.len() {
+            return Some(at + i);
+        }
+        for lower in c.to_lowercase() {
+            if needle.get(k) != Some(&lower) {
+                return None;
+            }
+            k += 1;
+        }
+    }
+    (k == needle.len()).then_some(text.len())
 }
 
 #[cfg(test)]
@@ -374,5 +391,23 @@ mod tests {
             "CT liver follow-up"
         );
         assert_eq!(clean_text("Li, Chest", &ids), ", Chest");
+    }
+
+    #[test]
+    fn cleaning_text_whose_case_changes_its_length() {
+        // U+2126 lowers to one byte less, U+0130 to one more: the lowered
+        // text is as long as the original, but "ab" sits elsewhere in it
+        // (the offsets once fell inside a character: a panic).
+        let ids = vec!["AB".to_string()];
+        assert_eq!(
+            clean_text("\u{2126}\u{2126} ab \u{130}\u{130}", &ids),
+            "\u{2126}\u{2126} \u{130}\u{130}"
+        );
+        // Found through such characters, case-insensitively, whole words only.
+        let ids = vec!["\u{130}nce".to_string(), "\u{3a9}mega".to_string()];
+        assert_eq!(
+            clean_text("Dr \u{130}NCE, \u{2126}MEGA \u{130}ncex x\u{3c9}mega", &ids),
+            "Dr , \u{130}ncex x\u{3c9}mega"
+        );
     }
 }
