@@ -152,7 +152,10 @@ fn write_all_vectored_at(
 
 fn decode_header(h: &[u8; HEADER as usize]) -> Option<Header> {
     let word = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().unwrap_or_default());
-    if &h[0..4] != MAGIC || word(24) != fnv(&[&h[0..4], &h[8..24]]) {
+    // A length no pack limit allows is no record's: the checksum guards
+    // against torn writes, not against a file made to look like a segment
+    // (such a length would wrap the offset of the record after it).
+    if &h[0..4] != MAGIC || word(24) != fnv(&[&h[0..4], &h[8..24]]) || word(8) > MAX_PACKED {
         return None;
     }
     Some(Header {
@@ -688,6 +691,21 @@ mod tests {
         .render();
         assert!(PackKey::parse(&huge).is_none());
         assert!(PackKey::parse(&key.to_uppercase()).is_none());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_header_claiming_more_than_any_pack_limit_ends_the_listing() {
+        let d = dir("forged-len");
+        // One record, then a header whose length (with a valid checksum)
+        // would wrap the next offset to 0: listing it once looped for ever.
+        let mut seg = encode_header(3, 1).to_vec();
+        seg.extend_from_slice(b"abc");
+        seg.extend_from_slice(&encode_header(u64::MAX - HEADER + 1, 1));
+        seg.extend_from_slice(&[0u8; 64]);
+        std::fs::write(d.join("00000000000000aa.pack"), &seg).unwrap();
+        let listed = list(&d).unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
         let _ = std::fs::remove_dir_all(&d);
     }
 }
