@@ -234,6 +234,19 @@ fn unit_size(vr: VR) -> u32 {
 /// is read is bounded by the inflated bytes really present; the amplification
 /// of a deflate bomb is the time it takes to inflate, not memory.
 pub fn check_part10<R: Read>(r: R) -> Result<(), LengthError> {
+    check_file(r, true)
+}
+
+/// [`check_part10`] through the whole file, Pixel Data and its fragments
+/// included: before a whole stored object is parsed (frames, rendering,
+/// conversions), since dicom-parser allocates Pixel Data's declared length
+/// as it does any other (ingest stops before it, so a file whose Pixel Data
+/// claims more than follows could be stored).
+pub fn check_part10_whole<R: Read>(r: R) -> Result<(), LengthError> {
+    check_file(r, false)
+}
+
+fn check_file<R: Read>(r: R, stop_at_pixel_data: bool) -> Result<(), LengthError> {
     let mut r = io::BufReader::new(r);
     let mut preamble = [0u8; 132];
     if r.read_exact(&mut preamble).is_err() || &preamble[128..] != b"DICM" {
@@ -323,11 +336,15 @@ pub fn check_part10<R: Read>(r: R) -> Result<(), LengthError> {
         // A deflate bomb costs inflating time, not memory: bound it too.
         let inflated = Capped {
             inner: flate2::read::DeflateDecoder::new(rest),
-            left: MAX_INFLATED_HEADER,
+            left: if stop_at_pixel_data {
+                MAX_INFLATED_HEADER
+            } else {
+                MAX_INFLATED_WHOLE
+            },
         };
-        check(inflated, Encoding::EXPLICIT_LE, true)
+        check(inflated, Encoding::EXPLICIT_LE, stop_at_pixel_data)
     } else {
-        check(rest, Encoding::of_transfer_syntax(ts), true)
+        check(rest, Encoding::of_transfer_syntax(ts), stop_at_pixel_data)
     }
 }
 
@@ -336,6 +353,9 @@ const DEFLATED_EXPLICIT_LE: &str = "1.2.840.10008.1.2.1.99";
 /// Most bytes a deflated data set may inflate to before its Pixel Data (the
 /// attributes the index reads; real ones are kilobytes).
 const MAX_INFLATED_HEADER: u64 = 256 << 20;
+
+/// Most bytes a deflated data set may inflate to when checked whole.
+const MAX_INFLATED_WHOLE: u64 = 1 << 30;
 
 /// A reader that fails, rather than ends, past `left` bytes.
 struct Capped<R> {
@@ -710,6 +730,44 @@ mod tests {
         element_le(&mut f, 0x0002, 0x0010, Some(b"UI"), &uid, None);
         f.extend(data_set);
         f
+    }
+
+    #[test]
+    fn pixel_data_claiming_more_than_follows_is_refused_before_a_whole_parse() {
+        let ts = "1.2.840.10008.1.2.1";
+        let mut native = Vec::new();
+        element_le(&mut native, 0x0028, 0x0010, Some(b"US"), &[8, 0], None);
+        let honest = {
+            let mut b = native.clone();
+            element_le(&mut b, 0x7FE0, 0x0010, Some(b"OW"), &[0; 16], None);
+            b
+        };
+        element_le(
+            &mut native,
+            0x7FE0,
+            0x0010,
+            Some(b"OW"),
+            &[0; 16],
+            Some(0xFFFF_FFF0),
+        );
+        // Ingest reads up to Pixel Data: both pass there.
+        check_part10(part10(ts, &native).as_slice()).unwrap();
+        check_part10_whole(part10(ts, &honest).as_slice()).unwrap();
+        assert!(matches!(
+            check_part10_whole(part10(ts, &native).as_slice()),
+            Err(LengthError::BeyondData { .. })
+        ));
+        // A fragment of encapsulated Pixel Data that claims 4 GB.
+        let mut encapsulated = Vec::new();
+        encapsulated.extend([0xE0, 0x7F, 0x10, 0x00]);
+        encapsulated.extend(b"OB");
+        encapsulated.extend([0, 0]);
+        encapsulated.extend(UNDEFINED.to_le_bytes());
+        encapsulated.extend([0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+        encapsulated.extend([0xFE, 0xFF, 0x00, 0xE0, 0xF0, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4]);
+        let ts = "1.2.840.10008.1.2.4.50";
+        check_part10(part10(ts, &encapsulated).as_slice()).unwrap();
+        assert!(check_part10_whole(part10(ts, &encapsulated).as_slice()).is_err());
     }
 
     #[test]

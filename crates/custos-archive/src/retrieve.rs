@@ -210,10 +210,16 @@ impl Archive {
             return Err(RetrieveError::TooLarge(instance.sop_instance_uid.clone()));
         }
         if let Some(path) = self.store.local_path(&instance.blob_key) {
-            return tokio::task::spawn_blocking(move || options().open_file(&path))
-                .await
-                .map_err(|e| corrupt(e.to_string()))?
-                .map_err(|e| corrupt(e.to_string()));
+            return tokio::task::spawn_blocking(move || {
+                if !header_only {
+                    let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+                    crate::lengths::check_part10_whole(file).map_err(|e| e.to_string())?;
+                }
+                options().open_file(&path).map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| corrupt(e.to_string()))?
+            .map_err(corrupt);
         }
         if header_only && instance.size > HEADER_PREFIX {
             // Packed (or remote) blobs: the header alone is read when it
@@ -243,13 +249,17 @@ impl Archive {
         }
         let bytes = self.store.read(&instance.blob_key).await?;
         tokio::task::spawn_blocking(move || {
+            if !header_only {
+                crate::lengths::check_part10_whole(&bytes[..]).map_err(|e| e.to_string())?;
+            }
             options()
                 .read_preamble(dicom_object::file::ReadPreamble::Always)
                 .from_reader(&bytes[..])
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| corrupt(e.to_string()))?
-        .map_err(|e| corrupt(e.to_string()))
+        .map_err(corrupt)
     }
 
     /// Opens the stored data set of `instance`.
@@ -326,6 +336,7 @@ impl Archive {
         let bytes = self.store.read(&instance.blob_key).await?;
         let target_ts = target_ts.to_string();
         tokio::task::spawn_blocking(move || {
+            crate::lengths::check_part10_whole(&bytes[..]).map_err(|e| e.to_string())?;
             let mut obj = OpenFileOptions::new()
                 .read_preamble(dicom_object::file::ReadPreamble::Always)
                 .from_reader(&bytes[..])

@@ -300,6 +300,16 @@ const RAD_PW: &str = "reading room 4 lights";
 /// A 512 x 512 16-bit instance (one frame of data) whose header claims
 /// `frames` frames; returns (study, series, instance).
 fn impossible_instance(data: &DataDir, frames: &str) -> (String, String, String) {
+    impossible_instance_claiming(data, frames, "")
+}
+
+/// [`impossible_instance`], its Pixel Data declaring `pixel_len` bytes
+/// (when not empty) where 512 KiB follow.
+fn impossible_instance_claiming(
+    data: &DataDir,
+    frames: &str,
+    pixel_len: &str,
+) -> (String, String, String) {
     let path = data.path.join("impossible.dcm");
     let made = std::process::Command::new("python3")
         .args([
@@ -330,10 +340,16 @@ ds.PixelRepresentation = 0
 ds.NumberOfFrames = sys.argv[2]
 ds.PixelData = bytes(512 * 512 * 2)
 ds.save_as(sys.argv[1], enforce_file_format=True)
+if sys.argv[3]:
+    b = open(sys.argv[1], "rb").read()
+    at = b.rindex(b"\xe0\x7f\x10\x00OW\x00\x00") + 8
+    b = b[:at] + int(sys.argv[3]).to_bytes(4, "little") + b[at + 4:]
+    open(sys.argv[1], "wb").write(b)
 print(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
 "#,
             path.to_str().unwrap(),
             frames,
+            pixel_len,
         ])
         .output()
         .unwrap();
@@ -401,6 +417,55 @@ fn frame_requests_and_headers_cannot_make_the_server_allocate_without_bound() {
         &server,
         serde_json::json!([{
             "method": "GET", "path": format!("{base}/rendered"),
+            "auth": { "basic": ["rad", RAD_PW] },
+        }]),
+    );
+    assert_eq!(r[0]["status"], 200, "{}", r[0]);
+}
+
+#[test]
+fn pixel_data_claiming_more_than_is_stored_is_not_allocated_when_viewed() {
+    // Ingest reads a data set up to its Pixel Data, so an instance whose
+    // Pixel Data declares 4 GB where 512 KiB follow is stored; a whole parse
+    // of it (frames, rendering, conversion) once zero-filled the 4 GB.
+    let data = DataDir::new("hard-pixel-len");
+    add_user(&data, "rad", "radiologist", RAD_PW);
+    let (study, series, sop) = impossible_instance_claiming(&data, "1", "4294967280");
+    let server = Server::process(&data);
+    let pid = server.pid();
+    let base = format!("/dicom-web/studies/{study}/series/{series}/instances/{sop}");
+    let before = peak_rss_kib(pid);
+    let r = web_requests(
+        &server,
+        serde_json::json!([
+            { "method": "GET", "path": format!("{base}/frames/1"),
+              "headers": { "Accept": "multipart/related; type=\"application/octet-stream\"; transfer-syntax=*" },
+              "auth": { "basic": ["rad", RAD_PW] } },
+            { "method": "GET", "path": format!("{base}/rendered"),
+              "auth": { "basic": ["rad", RAD_PW] } },
+            { "method": "GET", "path": format!("/dicom-web/studies/{study}"),
+              "headers": { "Accept": "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2" },
+              "auth": { "basic": ["rad", RAD_PW] } },
+        ]),
+    );
+    // Each refused (or, after its status, cut off), none with 4 GB of zeros.
+    for answer in &r {
+        match answer["status"].as_u64() {
+            Some(status) => assert!(status >= 400, "{answer}"),
+            None => assert!(answer["error"].is_string(), "{answer}"),
+        }
+    }
+    let after = peak_rss_kib(pid);
+    eprintln!("peak RSS {before} KiB before, {after} KiB after");
+    assert!(
+        after < before + 128 * 1024,
+        "peak RSS grew from {before} KiB to {after} KiB"
+    );
+    // Its metadata (read up to Pixel Data) is still served.
+    let r = web_requests(
+        &server,
+        serde_json::json!([{
+            "method": "GET", "path": format!("{base}/metadata"),
             "auth": { "basic": ["rad", RAD_PW] },
         }]),
     );
