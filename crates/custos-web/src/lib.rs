@@ -384,7 +384,7 @@ pub async fn serve(
             builder
                 .http2()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .max_header_list_size(max_header as u32)
+                .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX))
                 .keep_alive_interval(Some(Duration::from_secs(30)))
                 .keep_alive_timeout(Duration::from_secs(20));
             macro_rules! drive {

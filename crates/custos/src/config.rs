@@ -501,6 +501,9 @@ keep_changes_days = 90
 safe_private = []
 "#;
 
+/// Largest `[http] max_header_kb`: 1 MiB of request headers.
+const MAX_HEADER_KB: usize = 1024;
+
 impl Config {
     /// Reads `DATA/custos.toml` (defaults where absent) and applies environment overrides.
     pub fn load(data: &Path) -> Result<Config> {
@@ -536,6 +539,11 @@ impl Config {
         }
         if self.http.max_body_mb == 0 || self.http.max_header_kb == 0 {
             bail!("[http] max_body_mb and max_header_kb must be at least 1");
+        }
+        // HTTP/2 takes the header limit as a 32-bit number: 4 GiB and more
+        // wrapped (to 0 at exactly 4 GiB: every HTTP/2 request refused).
+        if self.http.max_header_kb > MAX_HEADER_KB {
+            bail!("[http] max_header_kb is at most {MAX_HEADER_KB}");
         }
         for a in &self.dicom.require_user_identity {
             let action: custos_core::Action = a.parse().map_err(anyhow::Error::msg)?;
@@ -698,6 +706,18 @@ mod tests {
         .unwrap();
         redact(&mut c);
         assert!(!c.to_string().contains("hunter2"), "{c}");
+    }
+
+    #[test]
+    fn header_limits_beyond_what_http2_can_take_are_refused() {
+        let mut c = Config::default();
+        c.http.max_header_kb = MAX_HEADER_KB;
+        c.validate().unwrap();
+        for kb in [MAX_HEADER_KB + 1, 4 << 20] {
+            c.http.max_header_kb = kb;
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("max_header_kb is at most"), "{e}");
+        }
     }
 
     #[test]
