@@ -70,17 +70,20 @@ impl Action {
         Action::Mpps,
     ];
 
-    /// Actions that change the archive or its configuration.
-    pub fn writes(self) -> bool {
+    /// What a read-only token keeps of its user's rights: reading, listed
+    /// rather than what changes things taken away, so a right added later is
+    /// not read-only by omission (MPPS reports, C-MOVE's sends and storage
+    /// commitment's held reports once slipped through that way). The
+    /// worklist is left out: managing the schedule changes it.
+    pub fn reads_only(self) -> bool {
         matches!(
             self,
-            Action::Store
-                | Action::StoreDerived
-                | Action::Delete
-                | Action::Admin
-                // Managing the schedule changes it; a read-only token
-                // neither reads nor changes the worklist.
-                | Action::Worklist
+            Action::Echo
+                | Action::Find
+                | Action::Get
+                | Action::Audit
+                | Action::Metrics
+                | Action::Deidentify
         )
     }
 

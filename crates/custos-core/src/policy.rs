@@ -34,7 +34,7 @@ impl Principal {
                 if *read_only {
                     Action::ALL
                         .into_iter()
-                        .filter(|a| a.writes())
+                        .filter(|a| !a.reads_only())
                         .fold(p, Permissions::without)
                 } else {
                     p
@@ -391,5 +391,24 @@ mod tests {
         };
         assert!(admin_ro.may(Action::Get) && !admin_ro.may(Action::Store));
         assert!(!admin_ro.may(Action::Delete) && !admin_ro.may(Action::Admin));
+        // What sends, reports or keeps something is no reading: an
+        // uploader's read-only token (as a DICOM user identity) once kept
+        // MPPS, C-MOVE and storage commitment.
+        for role in [Role::Admin, Role::Uploader] {
+            let ro = Principal::User {
+                name: "t".into(),
+                role,
+                read_only: true,
+            };
+            for a in [
+                Action::Mpps,
+                Action::Move,
+                Action::Commit,
+                Action::Worklist,
+                Action::StoreDerived,
+            ] {
+                assert!(!ro.may(a), "{role:?} read-only may {a}");
+            }
+        }
     }
 }
