@@ -8,7 +8,6 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -16,8 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use zip::write::SimpleFileOptions;
 
 use custos_archive::deidentify::{DeidError, Files, Request};
@@ -25,7 +22,7 @@ use custos_core::{Action, Principal};
 
 use crate::AppState;
 use crate::auth::require;
-use crate::download::{Pending, Tx, send};
+use crate::download::{Pending, Tx, send, zip_body};
 use crate::error::ApiError;
 use crate::qido::check_uid;
 
@@ -95,20 +92,16 @@ pub async fn zip(
         "attachment; filename=\"deidentified-{}.zip\"",
         files.study_uid
     );
-    let (tx, rx) = mpsc::channel(4);
     let archive = s.archive.clone();
-    tokio::spawn(async move {
-        if let Err(why) = write_zip(&archive, files, &tx).await {
-            tracing::warn!(error = %why, "aborting a de-identified download");
-            let _ = tx.send(Err(std::io::Error::other(why))).await;
-        }
+    let body = zip_body("a de-identified download", move |tx| async move {
+        write_zip(&archive, files, &tx).await
     });
     Ok((
         [
             (header::CONTENT_TYPE, "application/zip".to_string()),
             (header::CONTENT_DISPOSITION, name),
         ],
-        Body::from_stream(ReceiverStream::new(rx)),
+        body,
     )
         .into_response())
 }

@@ -162,13 +162,9 @@ async fn zip_of(
     e.patient_ids = export.patient_ids.clone();
     s.archive.record_access(e).await?;
 
-    let (tx, rx) = mpsc::channel(4);
     let archive = s.archive.clone();
-    tokio::spawn(async move {
-        if let Err(why) = write_zip(&archive, export, &tx).await {
-            tracing::warn!(error = %why, "aborting a download");
-            let _ = tx.send(Err(std::io::Error::other(why))).await;
-        }
+    let body = zip_body("a download", move |tx| async move {
+        write_zip(&archive, export, &tx).await
     });
     Ok((
         [
@@ -178,9 +174,33 @@ async fn zip_of(
                 format!("attachment; filename=\"{name}\""),
             ),
         ],
-        Body::from_stream(ReceiverStream::new(rx)),
+        body,
     )
         .into_response())
+}
+
+/// The body a ZIP's writer feeds from a task of its own (`produce`, given
+/// the sender). The body ends well only if the writer did: its error, or its
+/// panic (which would otherwise just close the channel, a clean end), cuts
+/// the body off, so a client never takes a truncated archive for a whole one.
+pub(crate) fn zip_body<F, Fut>(what: &'static str, produce: F) -> Body
+where
+    F: FnOnce(Tx) -> Fut,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(4);
+    let failed = tx.clone();
+    let writing = tokio::spawn(produce(tx));
+    tokio::spawn(async move {
+        let why = match writing.await {
+            Ok(Ok(())) => return,
+            Ok(Err(why)) => why,
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(error = %why, "aborting {what}");
+        let _ = failed.send(Err(std::io::Error::other(why))).await;
+    });
+    Body::from_stream(ReceiverStream::new(rx))
 }
 
 /// Writes the ZIP into `tx`; an error aborts the response so a client never
@@ -215,4 +235,47 @@ async fn write_zip(
     zip.finish().map_err(e)?;
     send(&pending, tx).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    /// What the body gives until it ends: its bytes, and whether it ended
+    /// with an error.
+    async fn drain(body: Body) -> (Vec<u8>, bool) {
+        let mut data = body.into_data_stream();
+        let mut got = Vec::new();
+        while let Some(piece) = data.next().await {
+            match piece {
+                Ok(b) => got.extend_from_slice(&b),
+                Err(_) => return (got, true),
+            }
+        }
+        (got, false)
+    }
+
+    #[tokio::test]
+    async fn a_zip_whose_writer_fails_or_panics_never_ends_cleanly() {
+        let whole = zip_body("a test", |tx| async move {
+            let _ = tx.send(Ok(Bytes::from_static(b"all"))).await;
+            Ok(())
+        });
+        assert_eq!(drain(whole).await, (b"all".to_vec(), false));
+        let failing = zip_body("a test", |tx| async move {
+            let _ = tx.send(Ok(Bytes::from_static(b"part"))).await;
+            Err("a file went missing".to_string())
+        });
+        assert_eq!(drain(failing).await, (b"part".to_vec(), true));
+        // A panic once closed the channel: a clean end after "part".
+        let panicking = zip_body("a test", |tx| async move {
+            let _ = tx.send(Ok(Bytes::from_static(b"part"))).await;
+            if !tx.is_closed() {
+                panic!("a writer's bug");
+            }
+            Ok(())
+        });
+        assert_eq!(drain(panicking).await, (b"part".to_vec(), true));
+    }
 }
