@@ -442,7 +442,8 @@ impl InstanceIndex for PgIndex {
         // The connection stays with the read until the last row is handed
         // over or the consumer goes away (tokio-postgres then discards the
         // rest before the pool lends the connection again).
-        tokio::spawn(async move {
+        let failed = tx.clone();
+        let reading = tokio::spawn(async move {
             use futures_util::StreamExt;
             let rows = match client.query_raw(&sql, bind(&params)).await {
                 Ok(rows) => rows,
@@ -463,6 +464,15 @@ impl InstanceIndex for PgIndex {
                 if tx.send(row.map_err(pg)).await.is_err() || failed {
                     return;
                 }
+            }
+        });
+        // A read that panics ends with an error, not as if the rows had run
+        // out (as the SQLite reader does).
+        tokio::spawn(async move {
+            if let Err(e) = reading.await {
+                let _ = failed
+                    .send(Err(IndexError::Corrupt(format!("reader task failed: {e}"))))
+                    .await;
             }
         });
         Ok(rx)
