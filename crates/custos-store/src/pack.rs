@@ -357,8 +357,12 @@ fn erase(path: &Path, pk: &PackKey) -> io::Result<()> {
         Err(e) => return Err(e),
     };
     let mut h = [0u8; HEADER as usize];
-    if file.read_exact_at(&mut h, pk.offset).is_err() {
-        return Ok(());
+    match file.read_exact_at(&mut h, pk.offset) {
+        Ok(()) => {}
+        // Past the segment's end: no such record.
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(()),
+        // An I/O error is no proof the bytes are gone: the delete fails.
+        Err(e) => return Err(e),
     }
     match decode_header(&h) {
         Some(header)
