@@ -143,25 +143,45 @@ impl StowClient {
         let status = response.status();
         let text = bounded_body(response).await;
         let answer: Option<Value> = serde_json::from_slice(&text).ok();
-        let failed = answer.as_ref().map(failed_uids).unwrap_or_default();
-        if !status.is_success() && failed.is_empty() {
-            return all(format!("the destination answered HTTP {status}"));
-        }
-        batch
-            .iter()
-            .map(
-                |inst| match failed.iter().find(|(uid, _)| *uid == inst.sop_instance_uid) {
-                    Some((_, reason)) => Err(Failure::Transient(format!(
-                        "the destination refused it (HTTP {status}, failure reason {reason})"
-                    ))),
-                    None if status.is_success() => Ok(()),
-                    None => Err(Failure::Transient(format!(
-                        "the destination answered HTTP {status}"
-                    ))),
-                },
-            )
-            .collect()
+        outcomes(status, answer.as_ref(), batch)
     }
+}
+
+/// Each instance's outcome from a STOW-RS answer. Sent only when a success
+/// status comes with the instance named in the answer's Referenced SOP
+/// Sequence: a 2xx alone (a proxy's page, a body cut short, a 202 whose
+/// failures cannot be read) once marked every instance sent, never to be
+/// sent again.
+fn outcomes(
+    status: reqwest::StatusCode,
+    answer: Option<&Value>,
+    batch: &[StoredInstance],
+) -> Vec<Result<(), Failure>> {
+    let failed = answer.map(failed_uids).unwrap_or_default();
+    let stored = answer.map(stored_uids).unwrap_or_default();
+    batch
+        .iter()
+        .map(|inst| {
+            let uid = &inst.sop_instance_uid;
+            if let Some((_, reason)) = failed.iter().find(|(f, _)| f == uid) {
+                return Err(Failure::Transient(format!(
+                    "the destination refused it (HTTP {status}, failure reason {reason})"
+                )));
+            }
+            if !status.is_success() {
+                return Err(Failure::Transient(format!(
+                    "the destination answered HTTP {status}"
+                )));
+            }
+            if stored.contains(uid) {
+                Ok(())
+            } else {
+                Err(Failure::Transient(format!(
+                    "the destination answered HTTP {status} without naming it as stored"
+                )))
+            }
+        })
+        .collect()
 }
 
 /// The request body: each instance's stored file as one part, read from
@@ -246,6 +266,20 @@ fn failed_uids(answer: &Value) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// SOP Instance UIDs in a STOW-RS response's Referenced SOP Sequence
+/// (0008,1199): what the destination says it stored.
+fn stored_uids(answer: &Value) -> Vec<String> {
+    answer["00081199"]["Value"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item["00081155"]["Value"][0].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// An error with its causes (reqwest's own message hides the reason).
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -276,5 +310,50 @@ mod tests {
         });
         assert_eq!(failed_uids(&answer), vec![("1.2.3".to_string(), 49442)]);
         assert!(failed_uids(&serde_json::json!({})).is_empty());
+        assert_eq!(stored_uids(&answer), vec!["1.2.4".to_string()]);
+    }
+
+    #[test]
+    fn only_instances_the_answer_names_as_stored_are_sent() {
+        use reqwest::StatusCode;
+        let inst = |uid: &str| StoredInstance {
+            sop_instance_uid: uid.into(),
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.7".into(),
+            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+            blob_key: String::new(),
+            size: 0,
+            sha256: String::new(),
+        };
+        let batch = [inst("1.2.3"), inst("1.2.4")];
+        let answer = serde_json::json!({
+            "00081198": {"vr": "SQ", "Value": [
+                {"00081155": {"vr": "UI", "Value": ["1.2.3"]},
+                 "00081197": {"vr": "US", "Value": [49442]}}
+            ]},
+            "00081199": {"vr": "SQ", "Value": [
+                {"00081155": {"vr": "UI", "Value": ["1.2.4"]}}
+            ]}
+        });
+        let sent = |status, answer: Option<&Value>| -> Vec<bool> {
+            outcomes(status, answer, &batch)
+                .iter()
+                .map(Result::is_ok)
+                .collect()
+        };
+        assert_eq!(sent(StatusCode::ACCEPTED, Some(&answer)), [false, true]);
+        // A success status whose answer names nothing (cut short, not JSON,
+        // a proxy's page), or a 204: nothing counts as sent.
+        assert_eq!(sent(StatusCode::OK, None), [false, false]);
+        assert_eq!(
+            sent(StatusCode::OK, Some(&serde_json::json!({}))),
+            [false, false]
+        );
+        assert_eq!(sent(StatusCode::NO_CONTENT, None), [false, false]);
+        assert_eq!(sent(StatusCode::CONFLICT, Some(&answer)), [false, false]);
+        let all = serde_json::json!({"00081199": {"vr": "SQ", "Value": [
+            {"00081155": {"vr": "UI", "Value": ["1.2.3"]}},
+            {"00081155": {"vr": "UI", "Value": ["1.2.4"]}}
+        ]}});
+        assert_eq!(sent(StatusCode::OK, Some(&all)), [true, true]);
     }
 }
