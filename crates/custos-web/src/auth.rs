@@ -83,6 +83,20 @@ pub async fn require_principal(
         Presented::Basic { user, .. } if user.len() <= 64 => Some(user.clone()),
         _ => None,
     };
+    if matches!(creds, Presented::Basic { .. })
+        && crate::session::cross_site_write(
+            &request,
+            state.config.https,
+            &state.config.cors_origins,
+        )
+    {
+        tracing::warn!(source = ?ip, "cross-site state change with Basic credentials refused");
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "a state change from another site's page is refused",
+        )
+        .into_response();
+    }
     let outcome = match &creds {
         Presented::None => {
             if let Some(id) = crate::session::session_cookie(request.headers(), state.config.https)

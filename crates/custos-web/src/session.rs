@@ -89,6 +89,32 @@ pub fn same_origin(headers: &HeaderMap, https: bool) -> bool {
     origin.to_str().ok() == Some(&format!("{scheme}://{host}"))
 }
 
+/// Whether a state-changing request comes from another site's page: its
+/// `Origin` is neither this server's nor a configured CORS origin, or,
+/// without an `Origin`, the browser says so (`Sec-Fetch-Site`). Browsers
+/// attach HTTP Basic credentials they have cached to such requests (a form
+/// posted from any page) as they attach cookies; tools send neither header.
+pub fn cross_site_write(request: &Request, https: bool, allowed: &[String]) -> bool {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return false;
+    }
+    let headers = request.headers();
+    match headers.get(header::ORIGIN) {
+        Some(origin) => {
+            !same_origin(headers, https)
+                && !origin
+                    .to_str()
+                    .is_ok_and(|o| allowed.iter().any(|a| a == o))
+        }
+        None => headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() == b"cross-site" || v.as_bytes() == b"same-site"),
+    }
+}
+
 /// Whether a cookie-authenticated request may go on: safe methods always;
 /// others only from this origin and with the session's CSRF token — or, for
 /// STOW-RS, from this origin by the browser's own word (`Sec-Fetch-Site:

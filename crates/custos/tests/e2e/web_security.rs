@@ -555,6 +555,43 @@ fn cors_answers_only_configured_origins() {
 }
 
 #[test]
+fn basic_credentials_a_browser_cached_carry_no_other_sites_state_change() {
+    // A browser attaches Basic credentials it has cached (after its login
+    // dialog) to a form another site's page posts here, as it would a
+    // cookie: such writes are refused whatever their credentials; tools
+    // (no Origin) and configured CORS origins go on.
+    let f = fixture(
+        "web-basic-csrf",
+        &[("CUSTOS_HTTP_CORS_ORIGINS", "https://viewer.example.org")],
+    );
+    let post = |headers: Value| {
+        json!({ "method": "POST", "path": "/api/worklist", "auth": basic("boss", PW_BOSS),
+                "headers": headers, "body": "{}" })
+    };
+    let r = web_requests(
+        &f.server,
+        json!([
+            post(json!({ "Content-Type": "text/plain", "Origin": "https://evil.example.com" })),
+            post(json!({ "Content-Type": "text/plain", "Origin": "null" })),
+            post(json!({ "Content-Type": "text/plain", "Sec-Fetch-Site": "cross-site" })),
+            post(json!({ "Content-Type": "application/json" })),
+            post(json!({ "Content-Type": "application/json", "Origin": "https://viewer.example.org" })),
+            { "method": "GET", "path": "/dicom-web/studies", "auth": basic("boss", PW_BOSS),
+              "headers": { "Origin": "https://evil.example.com" } },
+        ]),
+    );
+    for refused in &r[..3] {
+        assert_eq!(refused["status"], 403, "{refused}");
+    }
+    for allowed in &r[3..5] {
+        let status = allowed["status"].as_u64().unwrap();
+        assert!(status != 403 && status != 401, "{allowed}");
+    }
+    // Reading is no state change (CORS keeps the answer from that page).
+    assert_eq!(r[5]["status"], 200, "{}", r[5]);
+}
+
+#[test]
 fn users_and_peers_change_the_same_way_from_the_api_and_the_cli() {
     let f = fixture("web-registry", &[]);
     let boss = basic("boss", PW_BOSS);
