@@ -421,6 +421,7 @@ def write_instance(path, **attrs):
     ds.Modality = "OT"
     for k, v in attrs.items():
         setattr(ds, k, v)
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.Rows = ds.Columns = 8
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"

@@ -256,7 +256,11 @@ impl<'a> Ingest<'a> {
         let store = &self.archive.store;
         let key = store.commit(self.blob).await?;
         rec.blob_key = key.clone();
-        let replace = self.replace || self.archive.duplicates == DuplicatePolicy::Replace;
+        // What may store only derived objects replaces nothing: under
+        // `replace`, an SR reusing an image's SOP Instance UID took the
+        // image's place.
+        let replace = !self.derived_only
+            && (self.replace || self.archive.duplicates == DuplicatePolicy::Replace);
         let outcome = match self.archive.index.insert(rec, replace).await {
             Ok(o) => o,
             Err(e) => {
@@ -288,8 +292,11 @@ impl<'a> Ingest<'a> {
             }
             InsertOutcome::Conflict { .. } => {
                 discard("conflicting duplicate").await;
+                // A derived object that may not replace is refused, not
+                // "kept": the viewer that saved it must not think it did.
                 match self.archive.duplicates {
                     DuplicatePolicy::Reject => StoreOutcome::ConflictRejected,
+                    DuplicatePolicy::Replace if self.derived_only => StoreOutcome::ConflictRejected,
                     _ => StoreOutcome::ConflictKept,
                 }
             }

@@ -89,3 +89,32 @@ fn replace_swaps_in_the_new_copy() {
     assert_eq!(names, ["SECOND^VERSION"]);
     assert_eq!(blobs, 1, "the replaced blob is removed");
 }
+
+#[test]
+fn a_derived_object_replaces_nothing_even_under_replace() {
+    // The store-derived right (a radiologist's STOW-RS: SR, SEG, states)
+    // once replaced whatever had the SOP Instance UID under `replace`.
+    const PW: &str = "reads all day long 3";
+    let data = DataDir::new("dup-derived");
+    data.add_peer("PYSCU", "127.0.0.1", 104, "echo,store,get");
+    add_user(&data, "rad", "radiologist", PW);
+    let server = Server::start_with(&data, &[("CUSTOS_DICOM_DUPLICATES", "replace")]);
+    let dir = data.path.with_extension("files");
+    let spec = |name: &str, class: &str| {
+        json!({"SOPInstanceUID": UID, "SOPClassUID": class, "StudyInstanceUID": "1.2.826.0.1.3680043.10.511.99", "SeriesInstanceUID": "1.2.826.0.1.3680043.10.511.99.0", "PatientName": name, "PatientID": "DUP"}).to_string()
+    };
+    let made = python(&[
+        "make",
+        dir.to_str().unwrap(),
+        &spec("FIRST^VERSION", "1.2.840.10008.5.1.4.1.1.7"),
+        &spec("SECOND^VERSION", "1.2.840.10008.5.1.4.1.1.88.11"),
+    ])
+    .success();
+    let files: Vec<String> = serde_json::from_str(&made.stdout()).unwrap();
+    assert_eq!(store(&server, &files[0]), 0);
+    let stow = web(&server, "rad", PW, &["stow", &files[1]]);
+    assert!(!stow.ok(), "the SR was taken: {}", stow.stdout());
+    assert_eq!(stored_names(&server), ["FIRST^VERSION"]);
+    assert_eq!(data.blob_count(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
