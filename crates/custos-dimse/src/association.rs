@@ -550,8 +550,10 @@ impl Association {
         self.end_find(pc, cmd, matches.len() > cap).await
     }
 
-    /// One match as a pending C-FIND response; `false` when the peer had
-    /// cancelled (then the cancel status has been sent instead).
+    /// One match as a pending C-FIND response; `false` when the C-FIND ended
+    /// here: the peer had cancelled (the cancel status sent instead), or the
+    /// match could not be encoded (a failure sent: skipping it and ending
+    /// with Success would hand over part of the matches as all of them).
     async fn send_find_match(
         &mut self,
         pc: u8,
@@ -566,8 +568,11 @@ impl Association {
         }
         let mut data = Vec::new();
         if let Err(e) = obj.write_dataset_with_ts(&mut data, ts) {
-            warn!(error = %e, "cannot encode a C-FIND match; skipped");
-            return Ok(true);
+            warn!(error = %e, "cannot encode a C-FIND match; the C-FIND fails");
+            let mut r = cmd.response(field::C_FIND_RSP, status::CANNOT_UNDERSTAND);
+            r.error_comment = Some("a match cannot be encoded as asked".into());
+            send_message(&mut self.assoc, pc, &r, None).await?;
+            return Ok(false);
         }
         let mut r = cmd.response(field::C_FIND_RSP, status::PENDING);
         r.has_data_set = true;

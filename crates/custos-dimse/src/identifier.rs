@@ -110,10 +110,57 @@ pub fn response(
         };
         let value = if text.is_empty() {
             PrimitiveValue::Empty
+        } else if default_repertoire(vr) && !text.is_ascii() {
+            // Written in the default repertoire whatever Specific Character
+            // Set says: a stored value outside it (a modality's odd bytes)
+            // could not be encoded, and the match would fail the C-FIND.
+            let ascii: String = text
+                .chars()
+                .map(|c| if c.is_ascii() { c } else { '?' })
+                .collect();
+            PrimitiveValue::from(ascii)
         } else {
             PrimitiveValue::from(text)
         };
         obj.put(DataElement::new(tag, vr, value));
     }
     obj
+}
+
+/// Value representations whose text is always in the default repertoire.
+fn default_repertoire(vr: VR) -> bool {
+    matches!(
+        vr,
+        VR::AE | VR::AS | VR::CS | VR::DA | VR::DS | VR::DT | VR::IS | VR::TM | VR::UI | VR::UR
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
+
+    #[test]
+    fn a_match_with_text_outside_its_repertoire_still_encodes() {
+        // Index text is UTF-8; a code string or date can hold what a peer
+        // sent (decoded from ISO 2022, say), which dicom-rs will not write.
+        let mut row = Row::new();
+        row.insert(Key::PatientName, "\u{5c71}\u{7530}^\u{592a}\u{90ce}".into());
+        row.insert(Key::Modality, "\u{5c71}T".into());
+        row.insert(Key::StudyDate, "2024\u{5c71}".into());
+        let requested = [
+            (tags::PATIENT_NAME, VR::PN),
+            (tags::MODALITY, VR::CS),
+            (tags::STUDY_DATE, VR::DA),
+        ];
+        let obj = response(&row, Level::Series, &requested, "CUSTOS");
+        let mut out = Vec::new();
+        obj.write_dataset_with_ts(&mut out, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
+            .unwrap();
+        assert_eq!(obj.get(tags::MODALITY).unwrap().to_str().unwrap(), "?T");
+        assert_eq!(
+            obj.get(tags::PATIENT_NAME).unwrap().to_str().unwrap(),
+            "\u{5c71}\u{7530}^\u{592a}\u{90ce}"
+        );
+    }
 }
