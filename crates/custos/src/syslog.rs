@@ -61,7 +61,19 @@ impl Forwarder {
                 }
             };
             for r in records {
-                let body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+                let body: serde_json::Value = match serde_json::from_str(&r.body) {
+                    Ok(b) => b,
+                    Err(_) => {
+                        // Written by no node Custos knows: forwarded by each
+                        // (as an empty message carrying its sequence number
+                        // and chain link), never passed over in silence.
+                        tracing::error!(
+                            seq = r.seq,
+                            "AUDIT FORWARDING: a record of the trail is not JSON (altered?)"
+                        );
+                        serde_json::json!({ "node": node })
+                    }
+                };
                 if body["node"].as_str().unwrap_or_default() != node {
                     after = r.seq;
                     continue;
@@ -95,8 +107,16 @@ impl Forwarder {
                 }
                 after = r.seq;
             }
-            if let Some(c) = conn.as_mut() {
-                let _ = c.flush().await;
+            if let Some(c) = conn.as_mut()
+                && let Err(e) = c.flush().await
+            {
+                // What the flush held may not have left: sent again from
+                // the last recorded offset (the collector may see some
+                // twice; each carries its sequence number).
+                tracing::error!(error = %e, "AUDIT FORWARDING: lost the syslog collector; reconnecting");
+                conn = None;
+                after = saved;
+                continue;
             }
             if after != saved {
                 match std::fs::write(&self.offset_file, after.to_string()) {
