@@ -243,6 +243,14 @@ pub async fn update_user(
             "you cannot disable yourself or change your own role",
         ));
     }
+    // Without the current password, a stolen session (or a token) could
+    // lock the owner out of their own account.
+    if name == p.name() && body.password.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "change your own password with PUT /api/session/password, which asks for the current one",
+        ));
+    }
     let change_of = registry::UserChange {
         role: body.role,
         password: body.password,

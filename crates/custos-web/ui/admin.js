@@ -67,7 +67,9 @@ export async function adminPage(main, api, me) {
         self ? null : button(u.disabled ? "Enable" : "Disable", async () => {
           if (await call(`/api/users/${encodeURIComponent(u.name)}`, "PUT", { disabled: !u.disabled })) reload();
         }),
-        button("New password", (e) => {
+        // One's own password is changed on the account page, which asks
+        // for the current one.
+        self ? null : button("New password", (e) => {
           // Typed twice into password fields of a row of its own (never into
           // a prompt that shows it); a second click closes the row.
           const row = e.target.closest("tr");

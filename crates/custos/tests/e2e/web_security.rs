@@ -636,6 +636,23 @@ fn users_and_peers_change_the_same_way_from_the_api_and_the_cli() {
     assert_eq!(status(9), 422, "{}", r[9]);
     let api_reason = r[9]["body"].as_str().unwrap().to_string();
     assert!(api_reason.contains("is a user right"), "{api_reason}");
+    // One's own password only with the current one (the account page's
+    // route): a stolen session could otherwise lock its owner out.
+    let own = web_requests(
+        &f.server,
+        json!([{ "method": "PUT", "path": "/api/users/boss", "auth": boss, "headers": json_body,
+                 "body": json!({ "password": "a new one for the boss 1" }).to_string() }]),
+    );
+    assert_eq!(own[0]["status"], 409, "{}", own[0]);
+    let still = web_requests(
+        &f.server,
+        json!([{ "method": "GET", "path": "/api/users", "auth": boss }]),
+    );
+    assert_eq!(
+        still[0]["status"], 200,
+        "the old password still works: {}",
+        still[0]
+    );
 
     // The CLI refuses the same things with the same words.
     let cli = f.data.cli(&[
