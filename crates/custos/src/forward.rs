@@ -201,41 +201,43 @@ async fn forward(
     jobs: Vec<Job>,
 ) {
     let destination = destination.as_str();
+    let all_fail = |why: String| -> Vec<JobOutcome> {
+        jobs.iter()
+            .map(|_| (Err(Failure::Transient(why.clone())), Vec::new(), 0))
+            .collect()
+    };
     let outcomes = match archive.job_instances(&jobs).await {
         Ok(sets) => {
             let flat: Vec<StoredInstance> = sets.iter().flatten().cloned().collect();
-            let sent = match senders.web.get(destination) {
-                Some(stow) => stow.send(archive, &flat).await,
-                None => {
-                    custos_dimse::router::send(archive, &senders.dimse, destination, &flat).await
-                }
-            };
-            per_job(&sets, sent)
+            // Recorded before anything leaves, as a C-MOVE is: a trail that
+            // cannot take the record holds the forwards back (tried again).
+            if archive
+                .record_access(forwarding_record(archive, destination, &jobs, &sets).await)
+                .await
+                .is_err()
+            {
+                all_fail("the audit trail cannot record the transfer".into())
+            } else {
+                let sent = match senders.web.get(destination) {
+                    Some(stow) => stow.send(archive, &flat).await,
+                    None => {
+                        custos_dimse::router::send(archive, &senders.dimse, destination, &flat)
+                            .await
+                    }
+                };
+                per_job(&sets, sent)
+            }
         }
-        Err(e) => jobs
-            .iter()
-            .map(|_| {
-                let why = Failure::Transient(format!("index unavailable: {e}"));
-                (Err(why), Vec::new(), 0)
-            })
-            .collect(),
+        Err(e) => all_fail(format!("index unavailable: {e}")),
     };
-    // What went, and what did not: instances by count; studies named by
-    // study jobs directly, looked up only for single instances. Instances
-    // that arrived count even when others of their job failed (the job is
-    // tried again, whole); failures are recorded too.
+    // What did not go is recorded too (what went, before it went).
+    // Instances that arrived count even when others of their job failed
+    // (the job is tried again, whole).
     let mut sent = 0;
-    let (mut single, mut studies) = (Vec::new(), Vec::new());
     let (mut failed, mut failed_studies, mut why) = (0, Vec::new(), None);
     for (job, (outcome, delivered, undelivered)) in jobs.iter().zip(outcomes) {
         sent += delivered.len();
         failed += undelivered;
-        if !delivered.is_empty() {
-            match job.scope {
-                JobScope::Study => studies.push(job.uid.clone()),
-                _ => single.extend(delivered),
-            }
-        }
         if let Err(f) = &outcome {
             if job.scope == JobScope::Study {
                 failed_studies.push(job.uid.clone());
@@ -251,17 +253,6 @@ async fn forward(
     }
     if sent > 0 {
         info!(destination, sent, jobs = jobs.len(), "forwarded");
-        let mut e = AuditEvent::new(EventId::InstancesTransferred, 'R', Outcome::Success);
-        e.peer = destination.to_string();
-        e.detail = format!("forwarded {sent} instances to {destination}");
-        for study in archive.studies_of(&single).await.unwrap_or_default() {
-            if !studies.contains(&study) {
-                studies.push(study);
-            }
-        }
-        e.study_uids = studies;
-        archive.name_patients(&mut e).await;
-        archive.audit(e).await;
     }
     if let Some(why) = why {
         let mut e = AuditEvent::new(EventId::InstancesTransferred, 'R', Outcome::MinorFailure);
@@ -272,6 +263,35 @@ async fn forward(
         archive.name_patients(&mut e).await;
         archive.audit(e).await;
     }
+}
+
+/// The access record of a forward: the destination, how many instances,
+/// their studies (named by study jobs, looked up for single instances) and
+/// patients.
+async fn forwarding_record(
+    archive: &Archive,
+    destination: &str,
+    jobs: &[Job],
+    sets: &[Vec<StoredInstance>],
+) -> AuditEvent {
+    let mut e = AuditEvent::new(EventId::InstancesTransferred, 'R', Outcome::Success);
+    e.peer = destination.to_string();
+    let count: usize = sets.iter().map(Vec::len).sum();
+    e.detail = format!("forwarding {count} instances to {destination}");
+    let mut single = Vec::new();
+    for (job, set) in jobs.iter().zip(sets) {
+        match job.scope {
+            JobScope::Study => e.study_uids.push(job.uid.clone()),
+            _ => single.extend(set.iter().map(|i| i.sop_instance_uid.clone())),
+        }
+    }
+    for study in archive.studies_of(&single).await.unwrap_or_default() {
+        if !e.study_uids.contains(&study) {
+            e.study_uids.push(study);
+        }
+    }
+    archive.name_patients(&mut e).await;
+    e
 }
 
 /// One outcome per job from one per instance, with the instances that

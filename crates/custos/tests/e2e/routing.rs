@@ -671,5 +671,17 @@ modality = "MR"
             .any(|e| e.to_string().contains("to ORTHANC_WEB") && e.to_string().contains("W2")),
         "STOW-RS forwards are audited with the patient"
     );
+    // Recorded before the bytes leave, so a destination that refuses them
+    // after they went (here: wrong credentials) still shows the transfer.
+    assert!(
+        data.audit_export().iter().any(|e| {
+            let detail = e["record"]["detail"].as_str().unwrap_or_default();
+            detail.starts_with("forwarding")
+                && detail.contains("instances to LOCKED_OUT")
+                && !detail.contains("failed")
+                && e.to_string().contains("W1")
+        }),
+        "the attempt to LOCKED_OUT is recorded as an access, with its patient"
+    );
     server.stop();
 }
