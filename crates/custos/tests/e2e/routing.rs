@@ -194,7 +194,7 @@ fn routes_forward_matching_instances_and_retry_until_the_destination_answers() {
     assert!(
         trail
             .iter()
-            .any(|e| e.to_string().contains("forwarded") && e.to_string().contains("DEST")),
+            .any(|e| e.to_string().contains("forwarding") && e.to_string().contains("DEST")),
         "forwards are audited"
     );
     // The order to send, with who gave it: through the API, and on the
@@ -459,7 +459,7 @@ fn a_stable_study_is_forwarded_whole_once_quiet() {
     assert!(
         trail.iter().any(|e| {
             let t = e.to_string();
-            t.contains("forwarded 3 instances to DEST") && t.contains(study) && t.contains("S1")
+            t.contains("forwarding 3 instances to DEST") && t.contains(study) && t.contains("S1")
         }),
         "the forward is audited with its study and patient"
     );
