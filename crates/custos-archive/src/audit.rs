@@ -733,10 +733,15 @@ pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = PathBuf::from(format!("{}.{}.tmp", path.display(), std::process::id()));
+    // Made new, so the mode is this one: a stale file (or a link) left
+    // under that name would keep its own.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
     f.write_all(text.as_bytes())?;

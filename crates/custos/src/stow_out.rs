@@ -138,7 +138,14 @@ impl StowClient {
         }
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) => return all(format!("STOW-RS request failed: {}", error_chain(&e))),
+            // Without the URL, which may carry a token (logged, and shown
+            // on the jobs page).
+            Err(e) => {
+                return all(format!(
+                    "STOW-RS request failed: {}",
+                    error_chain(&e.without_url())
+                ));
+            }
         };
         let status = response.status();
         let text = bounded_body(response).await;

@@ -59,7 +59,9 @@ pub async fn deliver(
         .body(job.payload.clone())
         .send()
         .await
-        .map_err(|e| Failure::Transient(format!("delivery failed: {e}")))?;
+        // Without the URL: a hook's URL may carry its token (it goes to the
+        // log and the jobs page).
+        .map_err(|e| Failure::Transient(format!("delivery failed: {}", e.without_url())))?;
     if response.status().is_success() {
         Ok(())
     } else {

@@ -14,6 +14,12 @@ fn init_writes_a_documented_config_and_private_folder() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&data.path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
+    // It may come to hold the S3 secret or the database password.
+    let mode = std::fs::metadata(data.path.join("custos.toml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
     let again = data.cli(&["init"]).success();
     assert!(again.stdout().contains("already initialised"));
 }
