@@ -30,16 +30,19 @@ fn key_named(name: &str) -> Option<Key> {
 }
 
 /// The query a QIDO-RS request asks for (`fixed` are the UIDs of the path),
-/// and the attributes it named that are not matched here: not indexed, or
-/// below the level searched. PS3.18 10.6.1.3.1: those are ignored and named
-/// in a `Warning: 299` header, not refused.
+/// and what it asked for that is not done here ([`Notes`]): attributes not
+/// indexed or below the level searched (PS3.18 10.6.1.3.1: ignored and named
+/// in a `Warning: 299` header, not refused), fuzzy matching.
 pub fn parse_query(
     level: Level,
     fixed: &[(Key, String)],
     raw: Option<&str>,
     cap: usize,
-) -> Result<(Query, Vec<String>), ApiError> {
+) -> Result<(Query, Notes), ApiError> {
     let mut ignored = Vec::new();
+    let mut fuzzy = false;
+    // The values given so far of keys whose repeats add to a list.
+    let mut listed: std::collections::HashMap<Key, String> = Default::default();
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
         .map_err(|_| ApiError::bad_request("malformed query string"))?;
     let mut conditions: Vec<(Key, Matcher)> = fixed
@@ -61,10 +64,12 @@ pub fn parse_query(
                     .ok_or_else(|| ApiError::bad_request("offset must be a non-negative integer"))?
             }
             // Names are matched case-insensitively already.
+            // Not done here; asked for, it is said so (a Warning).
             "fuzzymatching" => {
                 if value != "true" && value != "false" {
                     return Err(ApiError::bad_request("fuzzymatching is true or false"));
                 }
+                fuzzy = value == "true";
             }
             // Attributes not in the index cannot be returned, so includefield
             // changes nothing: every indexed attribute is always returned.
@@ -111,12 +116,13 @@ pub fn parse_query(
                 if key.kind() == KeyKind::Uid || key == Key::ModalitiesInStudy {
                     value = value.replace(',', "\\");
                 }
-                // ModalitiesInStudy=CT&ModalitiesInStudy=MR: any of them.
-                if key == Key::ModalitiesInStudy
-                    && let Some((_, Matcher::Single(before))) =
-                        conditions.iter().find(|(k, _)| *k == key)
-                {
-                    value = format!("{before}\\{value}");
+                // ModalitiesInStudy=CT&ModalitiesInStudy=MR, or a UID
+                // repeated (PS3.18 8.3.4.1): any of them.
+                if key == Key::ModalitiesInStudy || key.kind() == KeyKind::Uid {
+                    if let Some(before) = listed.get(&key) {
+                        value = format!("{before}\\{value}");
+                    }
+                    listed.insert(key, value.clone());
                 }
                 let matcher = Matcher::parse(key.kind(), &value).map_err(|_| {
                     ApiError::bad_request(format!("invalid value for {}", key.name()))
@@ -151,8 +157,16 @@ pub fn parse_query(
             offset,
             order,
         },
-        ignored,
+        Notes { ignored, fuzzy },
     ))
+}
+
+/// What a search asked for that is not done, said in `Warning` headers.
+pub struct Notes {
+    /// Attributes not matched here (not indexed, or below the level).
+    pub ignored: Vec<String>,
+    /// `fuzzymatching=true`: names are matched literally (with wildcards).
+    pub fuzzy: bool,
 }
 
 /// The `/dicom-web` URL clients reach us at, for RetrieveURL values.
@@ -190,7 +204,7 @@ async fn search(
         check_uid(uid)?;
     }
     let cap = state.config.max_find_results;
-    let (mut query, ignored) = parse_query(level, &fixed, raw.as_deref(), cap)?;
+    let (mut query, notes) = parse_query(level, &fixed, raw.as_deref(), cap)?;
     let mut e = crate::audit::event(
         custos_core::audit::EventId::Query,
         'E',
@@ -227,13 +241,21 @@ async fn search(
             ),
         );
     }
-    if !ignored.is_empty()
+    if !notes.ignored.is_empty()
         && let Ok(v) = HeaderValue::from_str(&format!(
             "299 custos \"The following attributes are not supported and were ignored: {}\"",
-            ignored.join(", ")
+            notes.ignored.join(", ")
         ))
     {
         response.headers_mut().append(header::WARNING, v);
+    }
+    if notes.fuzzy {
+        response.headers_mut().append(
+            header::WARNING,
+            HeaderValue::from_static(
+                "299 custos \"The fuzzymatching parameter is not supported. Only literal matching has been performed.\"",
+            ),
+        );
     }
     Ok(response)
 }

@@ -332,12 +332,15 @@ impl Answer {
             return Err(ApiError::bad_request("the request holds no parts"));
         }
         let mut out = serde_json::Map::new();
-        if let Some(s) = study {
-            out.insert(
-                "00081190".into(),
-                json!({ "vr": "UR", "Value": [format!("{base}/studies/{s}")] }),
-            );
-        }
+        // Type 2 (PS3.18 Table I.1-1): present, empty when the request
+        // named no study.
+        out.insert(
+            "00081190".into(),
+            match study {
+                Some(s) => json!({ "vr": "UR", "Value": [format!("{base}/studies/{s}")] }),
+                None => json!({ "vr": "UR" }),
+            },
+        );
         let code = if self.failed.is_empty() && !self.warned {
             StatusCode::OK
         } else if self.referenced.is_empty() {

@@ -756,6 +756,9 @@ async fn a_stow_part_without_preamble_is_stored_and_unknown_query_keys_are_named
         "{}",
         String::from_utf8_lossy(&r.body)
     );
+    // Retrieve URL is type 2 in the answer: present, empty when the request
+    // named no study.
+    assert_eq!(r.json()["00081190"], serde_json::json!({ "vr": "UR" }));
     let r = f
         .get(
             "rad",
@@ -768,6 +771,26 @@ async fn a_stow_part_without_preamble_is_stored_and_unknown_query_keys_are_named
     assert!(
         warning.starts_with("299 ") && warning.contains("NotAKey") && warning.contains("00991099"),
         "{warning}"
+    );
+    // Fuzzy matching asked for and not done: said so (PS3.18 8.3.4.4).
+    let r = f
+        .get(
+            "rad",
+            "/dicom-web/studies?PatientName=handler*&fuzzymatching=true",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let warnings: Vec<&str> = r
+        .headers
+        .get_all(header::WARNING)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("299 ") && w.contains("fuzzymatching")),
+        "{warnings:?}"
     );
     // Garbage is still refused, with a failure in the answer.
     let r = f
@@ -948,6 +971,16 @@ async fn qido_modalities_in_study_takes_a_list() {
         ("ModalitiesInStudy=C*", 1),
         ("ModalitiesInStudy=M?", 0),
         ("ModalitiesInStudy=CT%2C", 1),
+        // A UID repeated is a list of them, as a comma-separated one is.
+        (
+            &format!("StudyInstanceUID=1.2.3&StudyInstanceUID={STUDY}"),
+            1,
+        ),
+        (
+            &format!("StudyInstanceUID={STUDY}&StudyInstanceUID=1.2.3"),
+            1,
+        ),
+        ("StudyInstanceUID=1.2.3&StudyInstanceUID=1.2.4", 0),
     ] {
         let r = f.get("rad", &format!("/dicom-web/studies?{query}")).await;
         assert_eq!(r.status, StatusCode::OK, "{query}");
