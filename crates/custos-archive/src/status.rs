@@ -29,6 +29,13 @@ pub const NO_SUCH_ACTION: u16 = 0x0123;
 /// C-STORE warning: elements discarded (used when a conflicting duplicate is dropped).
 pub const ELEMENTS_DISCARDED: u16 = 0xB006;
 
+/// Whether a response status is a warning (PS3.7 C): Bxxx, and the general
+/// 0001 (attribute list error), 0107 (attribute value out of range) and
+/// 0116 (attribute list error): what was sent was taken.
+pub fn is_warning(status: u16) -> bool {
+    matches!(status, 0x0001 | 0x0107 | 0x0116 | 0xB000..=0xBFFF)
+}
+
 /// The DIMSE status (and comment) for an ingest result: C-STORE's response,
 /// and STOW-RS's failure and warning reasons.
 pub fn of_store(result: &Result<(Received, StoreOutcome), IngestError>) -> (u16, Option<String>) {

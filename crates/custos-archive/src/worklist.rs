@@ -195,8 +195,30 @@ fn conditions(ident: &InMemDicomObject) -> Result<Vec<Condition>, WorklistError>
 
 /// What the C-FIND response carries for one item: every attribute the
 /// identifier asked for (sequence items' attributes too), with the item's
-/// value or empty.
+/// value or empty; Specific Character Set (UTF-8) only when some value
+/// needs it (PS3.4 C.4.1.1.3.2: modalities that know only the default
+/// repertoire).
 fn response(ident: &InMemDicomObject, item: &InMemDicomObject) -> InMemDicomObject {
+    let mut out = answer(ident, item);
+    if !all_ascii(&out) {
+        out.put(DataElement::new(
+            tags::SPECIFIC_CHARACTER_SET,
+            VR::CS,
+            PrimitiveValue::from("ISO_IR 192"),
+        ));
+    }
+    out
+}
+
+/// Whether every text value of `obj`, its sequences' items included, is ASCII.
+fn all_ascii(obj: &InMemDicomObject) -> bool {
+    obj.iter().all(|e| match e.items() {
+        Some(items) => items.iter().all(all_ascii),
+        None => e.to_str().map_or(true, |s| s.is_ascii()),
+    })
+}
+
+fn answer(ident: &InMemDicomObject, item: &InMemDicomObject) -> InMemDicomObject {
     let mut out = InMemDicomObject::new_empty();
     for e in ident.iter() {
         let tag = e.header().tag;
@@ -206,7 +228,7 @@ fn response(ident: &InMemDicomObject, item: &InMemDicomObject) -> InMemDicomObje
         let elem = match (e.items(), item.get(tag)) {
             (Some(wanted), Some(have)) => {
                 let items: Vec<InMemDicomObject> = match (wanted.first(), have.items()) {
-                    (Some(w), Some(have)) => have.iter().map(|h| response(w, h)).collect(),
+                    (Some(w), Some(have)) => have.iter().map(|h| answer(w, h)).collect(),
                     (None, Some(have)) => have.to_vec(),
                     _ => Vec::new(),
                 };
@@ -222,11 +244,6 @@ fn response(ident: &InMemDicomObject, item: &InMemDicomObject) -> InMemDicomObje
         };
         out.put(elem);
     }
-    out.put(DataElement::new(
-        tags::SPECIFIC_CHARACTER_SET,
-        VR::CS,
-        PrimitiveValue::from("ISO_IR 192"),
-    ));
     out
 }
 
@@ -431,5 +448,34 @@ mod tests {
         assert!(!query(&step(
             r#""00400001": {"vr": "AE", "Value": ["MR01"]}"#
         )));
+    }
+
+    #[test]
+    fn utf8_is_declared_only_when_an_answer_needs_it() {
+        let ident: InMemDicomObject = dicom_json::from_str(
+            r#"{"00100010": {"vr": "PN"}, "00400100": {"vr": "SQ", "Value": [{"00400001": {"vr": "AE"}}]}}"#,
+        )
+        .unwrap();
+        let charset = |item: &str| {
+            let item: InMemDicomObject = dicom_json::from_str(item).unwrap();
+            let out = response(&ident, &item);
+            let step = out
+                .get(tags::SCHEDULED_PROCEDURE_STEP_SEQUENCE)
+                .unwrap()
+                .items()
+                .unwrap()[0]
+                .get(tags::SPECIFIC_CHARACTER_SET)
+                .is_some();
+            assert!(!step, "never inside a sequence's item");
+            out.get(tags::SPECIFIC_CHARACTER_SET)
+                .map(|e| e.to_str().unwrap().to_string())
+        };
+        // Modalities that know only the default repertoire get ASCII items
+        // without a character set they may not handle.
+        assert_eq!(charset(ITEM), None);
+        assert_eq!(
+            charset(&ITEM.replace("Doe^Jane", "M\u{fc}ller^J\u{fc}rgen")),
+            Some("ISO_IR 192".to_string())
+        );
     }
 }

@@ -211,11 +211,18 @@ impl Command {
             put(tags::ACTION_TYPE_ID, VR::US, PrimitiveValue::from(t));
         }
         if let Some([rem, done, failed, warn]) = self.sub_operations {
-            put(
-                tags::NUMBER_OF_REMAINING_SUBOPERATIONS,
-                VR::US,
-                PrimitiveValue::from(rem),
-            );
+            // Remaining: in Pending and Cancel responses only (PS3.4
+            // C.4.2.1.6, C.4.3.1.6); a final one says what was done.
+            if matches!(
+                self.status,
+                Some(status::PENDING | 0xFF01 | status::CANCEL) | None
+            ) {
+                put(
+                    tags::NUMBER_OF_REMAINING_SUBOPERATIONS,
+                    VR::US,
+                    PrimitiveValue::from(rem),
+                );
+            }
             put(
                 tags::NUMBER_OF_COMPLETED_SUBOPERATIONS,
                 VR::US,
@@ -297,6 +304,17 @@ mod tests {
         assert_eq!(back.responding_to, Some(7));
         assert_eq!(back.status, Some(status::PENDING));
         assert!(!back.has_data_set);
+        let remaining = |bytes: &[u8]| {
+            InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+                .unwrap()
+                .get(tags::NUMBER_OF_REMAINING_SUBOPERATIONS)
+                .is_some()
+        };
+        assert!(remaining(&bytes), "a Pending response says what remains");
+        // A final response does not (PS3.4 C.4.2.1.6).
+        let mut done = rq.response(field::C_MOVE_RSP, status::SUBOPS_WARNING);
+        done.sub_operations = Some([0, 3, 1, 0]);
+        assert!(!remaining(&done.encode()));
         assert!(Command::decode(b"\x00\x00garbage").is_err());
     }
 

@@ -98,7 +98,7 @@ impl Tally {
         self.remaining = self.remaining.saturating_sub(1);
         match st {
             Some(0x0000) => self.completed = self.completed.saturating_add(1),
-            Some(s) if s & 0xF000 == 0xB000 => self.warning = self.warning.saturating_add(1),
+            Some(s) if status::is_warning(s) => self.warning = self.warning.saturating_add(1),
             _ => {
                 self.failed = self.failed.saturating_add(1);
                 if self.failed_uids.len() < MAX_FAILED_UIDS {
@@ -758,6 +758,33 @@ mod tests {
     use super::*;
     use dicom_encoding::TransferSyntaxIndex;
     use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+    /// A destination's warnings (Bxxx, and 0001, 0107, 0116) mean it took
+    /// the instance: counted as warnings, not failed (nor listed as failed).
+    #[test]
+    fn a_destinations_warnings_are_not_failures() {
+        let mut tally = Tally {
+            remaining: 7,
+            completed: 0,
+            failed: 0,
+            warning: 0,
+            failed_uids: Vec::new(),
+            pending_sent: None,
+        };
+        for (uid, st) in [
+            ("1", Some(0x0000)),
+            ("2", Some(0xB000)),
+            ("3", Some(0x0001)),
+            ("4", Some(0x0107)),
+            ("5", Some(0x0116)),
+            ("6", Some(0xA700)),
+            ("7", None),
+        ] {
+            tally.record(uid, st);
+        }
+        assert_eq!(tally.counts(), [0, 1, 2, 4]);
+        assert_eq!(tally.failed_uids, ["6", "7"]);
+    }
 
     /// 1,500 failed UIDs (~96 KB) are cut to what a 16-bit length holds under
     /// Explicit VR, and sent whole under Implicit VR.

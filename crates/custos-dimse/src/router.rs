@@ -12,7 +12,7 @@ use custos_archive::Archive;
 use custos_archive::routing::Failure;
 use custos_core::record::StoredInstance;
 
-use crate::command::field;
+use crate::command::{field, status};
 use crate::link::{Stream, receive_command};
 use crate::outbound::with_peer_association;
 use crate::retrieve::{ReadAhead, send_store};
@@ -108,8 +108,9 @@ where
         }
         match receive_command(a, idle).await {
             Ok((_, rsp)) if rsp.field == field::C_STORE_RSP => match rsp.status {
-                // Success and warnings (B000-BFFF): the destination has it.
-                Some(0) | Some(0xB000..=0xBFFF) => out.push(Ok(())),
+                // Success and warnings: the destination has it.
+                Some(0) => out.push(Ok(())),
+                Some(s) if status::is_warning(s) => out.push(Ok(())),
                 st => out.push(Err(Failure::Transient(format!(
                     "the destination answered status {:04X}",
                     st.unwrap_or(0xFFFF)
