@@ -253,6 +253,16 @@ impl AsRef<[u8]> for Budgeted {
     }
 }
 
+/// One part alone as the whole body (a single `application/dicom` instance),
+/// made before the status so that a failure is one.
+pub async fn single(part_type: String, planned: Planned) -> Result<Response, String> {
+    let body = match planned.make.await? {
+        Part::Bytes(b) => axum::body::Body::from(b),
+        Part::Reader(r) => axum::body::Body::from_stream(reader_chunks(r)),
+    };
+    Ok(([(axum::http::header::CONTENT_TYPE, part_type)], body).into_response())
+}
+
 /// A large part's bytes in chunks of [`CHUNK`], read into spare capacity (no
 /// zero-filling of each chunk); an error ends them.
 fn reader_chunks(

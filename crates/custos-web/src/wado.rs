@@ -144,8 +144,36 @@ pub async fn resolve(
 /// wanted first (q-values, then the order given): `None` for "as stored".
 /// Each instance goes in the first of them it can be had in (`plan`).
 fn wanted_syntaxes(headers: &HeaderMap) -> Result<Vec<Option<String>>, ApiError> {
+    let ranges: Vec<Option<String>> = accepted(headers)
+        .into_iter()
+        .map(|range| match range.param("transfer-syntax") {
+            None | Some("*") => None,
+            Some(ts) => Some(ts.to_string()),
+        })
+        .collect();
+    if ranges.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "only multipart/related; type=\"application/dicom\" is offered here",
+        ));
+    }
+    Ok(ranges)
+}
+
+/// Whether the client wants one instance as a bare `application/dicom`
+/// body (PS3.18 Table 10.4.4-1, for an instance resource) rather than
+/// wrapped in multipart: its most wanted acceptable range says so.
+fn wants_single_part(headers: &HeaderMap) -> bool {
+    accepted(headers)
+        .first()
+        .is_some_and(|r| r.media == "application/dicom")
+}
+
+/// The ranges of Accept that an instance can be sent as, most wanted first
+/// (q-values, then the order given).
+fn accepted(headers: &HeaderMap) -> Vec<multipart::MediaRange> {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let mut ranges: Vec<(f32, Option<String>)> = media_ranges(accept)
+    let mut ranges: Vec<(f32, multipart::MediaRange)> = media_ranges(accept)
         .into_iter()
         .filter(|range| match range.media.as_str() {
             "multipart/related" => range
@@ -159,22 +187,12 @@ fn wanted_syntaxes(headers: &HeaderMap) -> Result<Vec<Option<String>>, ApiError>
                 .param("q")
                 .and_then(|q| q.parse::<f32>().ok())
                 .unwrap_or(1.0);
-            let ts = match range.param("transfer-syntax") {
-                None | Some("*") => None,
-                Some(ts) => Some(ts.to_string()),
-            };
-            (q, ts)
+            (q, range)
         })
         .filter(|(q, _)| *q > 0.0)
         .collect();
     ranges.sort_by(|a, b| b.0.total_cmp(&a.0));
-    if ranges.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            "only multipart/related; type=\"application/dicom\" is offered here",
-        ));
-    }
-    Ok(ranges.into_iter().map(|(_, ts)| ts).collect())
+    ranges.into_iter().map(|(_, range)| range).collect()
 }
 
 /// How one stored instance is delivered: the first of `wanted` it can be had
@@ -228,6 +246,7 @@ async fn retrieve(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let wanted = wanted_syntaxes(&headers)?;
+    let single = target.instance.is_some() && wants_single_part(&headers);
     let set = resolve(&state, &principal, &target).await?;
     let mut plans = Vec::with_capacity(set.len());
     for i in &set {
@@ -264,6 +283,13 @@ async fn retrieve(
             }) as PartSource;
             (part_type, Planned { holds, make })
         });
+    let mut parts = parts;
+    if single && let Some((part_type, planned)) = parts.next() {
+        // An instance resource: one part, made before the status.
+        return multipart::single(part_type, planned)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e));
+    }
     Ok(multipart::response_typed("application/dicom", parts))
 }
 

@@ -1048,6 +1048,46 @@ async fn the_viewer_saves_a_report_by_stow_rs_with_the_session() {
     assert_eq!(f.send(delete).await.status, StatusCode::FORBIDDEN);
 }
 
+/// `Accept: application/dicom` on an instance resource gets the instance as
+/// the whole body (PS3.18 Table 10.4.4-1), not wrapped in multipart (a tool
+/// saving the answer as a .dcm file got MIME framing); a study or series is
+/// multipart whatever is asked.
+#[tokio::test]
+async fn an_instance_asked_for_as_application_dicom_is_the_body_itself() {
+    let f = fixture("single-part").await;
+    assert_eq!(f.send(stow()).await.status, StatusCode::OK);
+    let fetch = |path: String, accept: &'static str| {
+        f.call(request("rad", "GET", &path).header(header::ACCEPT, accept))
+    };
+    let path = format!("/dicom-web/studies/{STUDY}/series/{SERIES}/instances/{SOP}");
+    let r = fetch(path.clone(), "application/dicom").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.content_type().starts_with("application/dicom"),
+        "{}",
+        r.content_type()
+    );
+    assert_eq!(r.body, instance(), "the stored file, byte for byte");
+    // Multipart first in the client's order: multipart.
+    let r = fetch(
+        path,
+        "multipart/related; type=\"application/dicom\", application/dicom; q=0.5",
+    )
+    .await;
+    assert!(
+        r.content_type().starts_with("multipart/related"),
+        "{}",
+        r.content_type()
+    );
+    let r = fetch(format!("/dicom-web/studies/{STUDY}"), "application/dicom").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.content_type().starts_with("multipart/related"),
+        "{}",
+        r.content_type()
+    );
+}
+
 /// WADO-RS honours every media range of Accept, not the first alone: an
 /// instance goes in the first transfer syntax it can be had in (a client
 /// listing JPEG 2000 first and Explicit VR Little Endian second gets the
