@@ -253,7 +253,10 @@ impl AccessControl for Decided {
                 }
                 _ => false,
             };
-            h.calling == calling.trim() && h.called == called.trim() && same_identity
+            // Trimmed as the peek trims them: a peer that pads with NULs
+            // (against PS3.8, but seen) is still the same request.
+            let trim = |s: &str| s.trim_matches(|c: char| c == ' ' || c == '\0').to_string();
+            h.calling == trim(calling) && h.called == trim(called) && same_identity
         });
         if !same {
             return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);

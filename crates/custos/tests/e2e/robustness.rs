@@ -173,6 +173,21 @@ fn text_that_cannot_be_echoed_back_as_is_still_gets_an_answer() {
 }
 
 #[test]
+fn an_ae_title_padded_with_nuls_is_the_same_peer() {
+    // PS3.8 pads AE titles with spaces; some peers pad with NULs. The gate
+    // trimmed both, dicom-ul only spaces, and the two readings of the same
+    // request then differed: refused as an unknown calling AE.
+    let (_d, server) = start();
+    let mut assoc = ClientAssociationOptions::new()
+        .calling_ae_title("PEER\0\0")
+        .called_ae_title("CUSTOS")
+        .with_presentation_context(SC, vec![ELE])
+        .establish(server.addr)
+        .expect("a NUL-padded AE title is accepted");
+    assoc.release().unwrap();
+}
+
+#[test]
 fn peer_vanishing_mid_store_leaves_nothing() {
     let (data, server) = start();
     let mut assoc = associate(&server);
