@@ -178,7 +178,7 @@ fn an_ae_title_padded_with_nuls_is_the_same_peer() {
     // trimmed both, dicom-ul only spaces, and the two readings of the same
     // request then differed: refused as an unknown calling AE.
     let (_d, server) = start();
-    let mut assoc = ClientAssociationOptions::new()
+    let assoc = ClientAssociationOptions::new()
         .calling_ae_title("PEER\0\0")
         .called_ae_title("CUSTOS")
         .with_presentation_context(SC, vec![ELE])
