@@ -31,6 +31,25 @@ pub fn element_text(elem: &InMemElement) -> String {
         .to_string()
 }
 
+/// Value representations whose text is in the default repertoire whatever
+/// Specific Character Set says (PS3.5 6.1.2.3): dicom-rs will not write
+/// other characters in them.
+pub fn default_repertoire(vr: VR) -> bool {
+    matches!(
+        vr,
+        VR::AE | VR::AS | VR::CS | VR::DA | VR::DS | VR::DT | VR::IS | VR::TM | VR::UI | VR::UR
+    )
+}
+
+/// `s` with every character outside ASCII replaced by `?`: text that must be
+/// in the default repertoire (command sets, the VRs above) but came from a
+/// peer's or an admin's bytes that may hold anything.
+pub fn ascii_only(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii() { c } else { '?' })
+        .collect()
+}
+
 /// Whether `s` is a UID as PS3.5 has it (UI): 1 to 64 digits and periods.
 pub fn is_uid(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')

@@ -199,13 +199,41 @@ fn conditions(ident: &InMemDicomObject) -> Result<Vec<Condition>, WorklistError>
 /// needs it (PS3.4 C.4.1.1.3.2: modalities that know only the default
 /// repertoire).
 fn response(ident: &InMemDicomObject, item: &InMemDicomObject) -> InMemDicomObject {
-    let mut out = answer(ident, item);
+    let mut out = in_default_repertoire(answer(ident, item));
     if !all_ascii(&out) {
         out.put(DataElement::new(
             tags::SPECIFIC_CHARACTER_SET,
             VR::CS,
             PrimitiveValue::from("ISO_IR 192"),
         ));
+    }
+    out
+}
+
+/// `obj` with the values of VRs kept to the default repertoire (an AE
+/// title, a code, a date) made ASCII, sequences' items included: an item
+/// entered with other characters there could not be encoded, and would fail
+/// every worklist query it matches.
+fn in_default_repertoire(obj: InMemDicomObject) -> InMemDicomObject {
+    let mut out = InMemDicomObject::new_empty();
+    for e in obj {
+        let (tag, vr) = (e.header().tag, e.header().vr);
+        let e = match (e.items(), e.to_str()) {
+            (Some(items), _) => {
+                let items: Vec<InMemDicomObject> =
+                    items.iter().cloned().map(in_default_repertoire).collect();
+                DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
+            }
+            (None, Ok(text)) if crate::text::default_repertoire(vr) && !text.is_ascii() => {
+                DataElement::new(
+                    tag,
+                    vr,
+                    PrimitiveValue::from(crate::text::ascii_only(&text)),
+                )
+            }
+            _ => e,
+        };
+        out.put(e);
     }
     out
 }
@@ -477,5 +505,28 @@ mod tests {
             charset(&ITEM.replace("Doe^Jane", "M\u{fc}ller^J\u{fc}rgen")),
             Some("ISO_IR 192".to_string())
         );
+        // A station AE title outside the default repertoire: '?' there, so
+        // the answer can be encoded (it failed the whole C-FIND).
+        let item: InMemDicomObject =
+            dicom_json::from_str(&ITEM.replace("CT01", "CT\u{2013}1")).unwrap();
+        let out = response(&ident, &item);
+        let step = &out
+            .get(tags::SCHEDULED_PROCEDURE_STEP_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0];
+        assert_eq!(
+            step.get(tags::SCHEDULED_STATION_AE_TITLE)
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            "CT?1"
+        );
+        let mut bytes = Vec::new();
+        out.write_dataset_with_ts(
+            &mut bytes,
+            &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+        )
+        .unwrap();
     }
 }

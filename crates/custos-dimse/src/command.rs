@@ -1,7 +1,7 @@
 //! DIMSE command sets (PS3.7 E.1): one typed struct, encoded and decoded here
 //! only. dicom-rs has no DIMSE message layer; this is ours.
 
-use custos_archive::text::attribute_text as text;
+use custos_archive::text::{ascii_only, attribute_text as text};
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
@@ -52,16 +52,6 @@ pub mod field {
 }
 
 pub use custos_archive::status;
-
-/// `s` with every character outside ASCII replaced by `?`. A command set has
-/// no Specific Character Set; dicom-rs refuses to write what the default one
-/// cannot hold, and a peer's text comes back in responses (its UIDs, the
-/// Error Comment quoting its keys), decoded from bytes that may be anything.
-fn default_repertoire(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_ascii() { c } else { '?' })
-        .collect()
-}
 
 /// "No data set follows" (CommandDataSetType).
 const NO_DATA_SET: u16 = 0x0101;
@@ -135,12 +125,15 @@ impl Command {
     }
 
     /// Encodes with the Command Group Length first, as PS3.7 requires. Text
-    /// is written in the default repertoire (see [`default_repertoire`]).
+    /// goes in the default repertoire (a command set has no Specific
+    /// Character Set), other characters as `?`: a peer's text comes back in
+    /// responses (its UIDs, the Error Comment quoting its keys), decoded from
+    /// bytes that may be anything, and dicom-rs refuses to write it.
     pub fn encode(&self) -> Vec<u8> {
         let mut obj = InMemDicomObject::new_empty();
         let mut put = |tag: Tag, vr: VR, v: PrimitiveValue| {
             let v = match v {
-                PrimitiveValue::Str(s) => PrimitiveValue::from(default_repertoire(&s)),
+                PrimitiveValue::Str(s) => PrimitiveValue::from(ascii_only(&s)),
                 v => v,
             };
             obj.put(DataElement::new(tag, vr, v));
@@ -255,7 +248,7 @@ impl Command {
         }
         let mut body = Vec::new();
         obj.write_dataset_with_ts(&mut body, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-            .expect("numbers and ASCII text (default_repertoire) written to memory cannot fail");
+            .expect("numbers and ASCII text (ascii_only) written to memory cannot fail");
         let mut out = Vec::with_capacity(body.len() + 12);
         out.extend_from_slice(&[0, 0, 0, 0, 4, 0, 0, 0]);
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());

@@ -6,7 +6,7 @@ use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{StandardDataDictionary, tags};
 use dicom_object::InMemDicomObject;
 
-use custos_archive::text::element_text;
+use custos_archive::text::{ascii_only, default_repertoire, element_text};
 use custos_core::query::{Key, Level, Matcher, Query, Row};
 
 /// Which information model a request uses.
@@ -111,28 +111,15 @@ pub fn response(
         let value = if text.is_empty() {
             PrimitiveValue::Empty
         } else if default_repertoire(vr) && !text.is_ascii() {
-            // Written in the default repertoire whatever Specific Character
-            // Set says: a stored value outside it (a modality's odd bytes)
-            // could not be encoded, and the match would fail the C-FIND.
-            let ascii: String = text
-                .chars()
-                .map(|c| if c.is_ascii() { c } else { '?' })
-                .collect();
-            PrimitiveValue::from(ascii)
+            // A stored value outside the default repertoire (a modality's
+            // odd bytes) could not be encoded, and would fail the C-FIND.
+            PrimitiveValue::from(ascii_only(&text))
         } else {
             PrimitiveValue::from(text)
         };
         obj.put(DataElement::new(tag, vr, value));
     }
     obj
-}
-
-/// Value representations whose text is always in the default repertoire.
-fn default_repertoire(vr: VR) -> bool {
-    matches!(
-        vr,
-        VR::AE | VR::AS | VR::CS | VR::DA | VR::DS | VR::DT | VR::IS | VR::TM | VR::UI | VR::UR
-    )
 }
 
 #[cfg(test)]

@@ -81,7 +81,9 @@ impl TlsFiles {
     }
 }
 
-fn write_private(path: &Path, text: &str) -> Result<()> {
+/// A new file readable by this account only (keys, and the configuration
+/// that may hold secrets), synced.
+pub fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -25,7 +25,7 @@ pub fn init(data: &Path) -> Result<bool> {
     }
     if fresh {
         // 0600: it may come to hold the S3 secret or the database password.
-        write_private_file(&config_path, DEFAULT_FILE)
+        custos_tls::write_private(&config_path, DEFAULT_FILE)
             .with_context(|| format!("writing {}", config_path.display()))?;
     }
     let config = Config::load(data)?;
@@ -42,19 +42,6 @@ pub fn init(data: &Path) -> Result<bool> {
         custos_tls::ensure_local_ca(data).context("creating the local CA")?;
     }
     Ok(fresh)
-}
-
-/// A new file readable by this account only.
-fn write_private_file(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)?.write_all(text.as_bytes())
 }
 
 /// Where the first admin's password is left for the operator.
