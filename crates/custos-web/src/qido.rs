@@ -41,8 +41,8 @@ pub fn parse_query(
 ) -> Result<(Query, Notes), ApiError> {
     let mut ignored = Vec::new();
     let mut fuzzy = false;
-    // The values given so far of keys whose repeats add to a list.
-    let mut listed: std::collections::HashMap<Key, String> = Default::default();
+    // The values given of keys whose repeats add to a list.
+    let mut listed: std::collections::BTreeMap<Key, String> = Default::default();
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
         .map_err(|_| ApiError::bad_request("malformed query string"))?;
     let mut conditions: Vec<(Key, Matcher)> = fixed
@@ -64,7 +64,8 @@ pub fn parse_query(
                     .ok_or_else(|| ApiError::bad_request("offset must be a non-negative integer"))?
             }
             // Names are matched case-insensitively already.
-            // Not done here; asked for, it is said so (a Warning).
+            // Names are matched case-insensitively, with wildcards, nothing
+            // fuzzier: asked for, that is said (a Warning).
             "fuzzymatching" => {
                 if value != "true" && value != "false" {
                     return Err(ApiError::bad_request("fuzzymatching is true or false"));
@@ -109,45 +110,25 @@ pub fn parse_query(
                     }
                     continue;
                 };
-                let mut value = value;
                 // Lists are comma-separated in a URL (PS3.18 8.3.4.1; OHIF's
                 // modality filter sends ModalitiesInStudy=CT%2CMR); neither
-                // UIDs nor modality codes can contain a comma.
+                // UIDs nor modality codes can contain a comma. Repeated
+                // (ModalitiesInStudy=CT&ModalitiesInStudy=MR, a UID given
+                // twice), any of them: gathered, and read once at the end.
                 if key.kind() == KeyKind::Uid || key == Key::ModalitiesInStudy {
-                    value = value.replace(',', "\\");
-                }
-                // ModalitiesInStudy=CT&ModalitiesInStudy=MR, or a UID
-                // repeated (PS3.18 8.3.4.1): any of them.
-                if key == Key::ModalitiesInStudy || key.kind() == KeyKind::Uid {
-                    if let Some(before) = listed.get(&key) {
-                        value = format!("{before}\\{value}");
+                    let list = listed.entry(key).or_default();
+                    if !list.is_empty() {
+                        list.push('\\');
                     }
-                    listed.insert(key, value.clone());
-                }
-                let matcher = Matcher::parse(key.kind(), &value).map_err(|_| {
-                    ApiError::bad_request(format!("invalid value for {}", key.name()))
-                })?;
-                // A UID in the path (studies/{study}/series) is the search's
-                // scope: the query string may repeat it, not widen or move it.
-                if let Some((_, path)) = fixed.iter().find(|(k, _)| *k == key) {
-                    let same = match &matcher {
-                        Matcher::Universal => true,
-                        Matcher::Single(v) => v == path,
-                        Matcher::List(l) => l.contains(path),
-                        _ => false,
-                    };
-                    if !same {
-                        return Err(ApiError::bad_request(format!(
-                            "{} in the query string disagrees with the path",
-                            key.name()
-                        )));
-                    }
+                    list.push_str(&value.replace(',', "\\"));
                     continue;
                 }
-                conditions.retain(|(k, _)| *k != key);
-                conditions.push((key, matcher));
+                add_condition(&mut conditions, fixed, key, &value)?;
             }
         }
+    }
+    for (key, value) in listed {
+        add_condition(&mut conditions, fixed, key, &value)?;
     }
     Ok((
         Query {
@@ -159,6 +140,37 @@ pub fn parse_query(
         },
         Notes { ignored, fuzzy },
     ))
+}
+
+/// Adds the condition `key` = `value` (replacing one given before). A UID in
+/// the path (studies/{study}/series) is the search's scope: the query string
+/// may repeat it, not widen or move it.
+fn add_condition(
+    conditions: &mut Vec<(Key, Matcher)>,
+    fixed: &[(Key, String)],
+    key: Key,
+    value: &str,
+) -> Result<(), ApiError> {
+    let matcher = Matcher::parse(key.kind(), value)
+        .map_err(|_| ApiError::bad_request(format!("invalid value for {}", key.name())))?;
+    if let Some((_, path)) = fixed.iter().find(|(k, _)| *k == key) {
+        let same = match &matcher {
+            Matcher::Universal => true,
+            Matcher::Single(v) => v == path,
+            Matcher::List(l) => l.contains(path),
+            _ => false,
+        };
+        if !same {
+            return Err(ApiError::bad_request(format!(
+                "{} in the query string disagrees with the path",
+                key.name()
+            )));
+        }
+        return Ok(());
+    }
+    conditions.retain(|(k, _)| *k != key);
+    conditions.push((key, matcher));
+    Ok(())
 }
 
 /// What a search asked for that is not done, said in `Warning` headers.

@@ -207,26 +207,33 @@ async fn forward(
             .collect()
     };
     let outcomes = match archive.job_instances(&jobs).await {
+        // Nothing of them is stored any more: failed for good, nothing sent.
+        Ok(sets) if sets.iter().all(Vec::is_empty) => per_job(&sets, Vec::new()),
         Ok(sets) => {
             let flat: Vec<StoredInstance> = sets.iter().flatten().cloned().collect();
-            // Recorded before anything leaves, as a C-MOVE is: a trail that
-            // cannot take the record holds the forwards back (tried again).
+            // Recorded before anything leaves, as a C-MOVE is. A trail that
+            // cannot take the record holds the forwards back: no attempt is
+            // counted (an outage must not use up a job's attempts), the
+            // leases run out and the jobs are taken again.
             if archive
                 .record_access(forwarding_record(archive, destination, &jobs, &sets).await)
                 .await
                 .is_err()
             {
-                all_fail("the audit trail cannot record the transfer".into())
-            } else {
-                let sent = match senders.web.get(destination) {
-                    Some(stow) => stow.send(archive, &flat).await,
-                    None => {
-                        custos_dimse::router::send(archive, &senders.dimse, destination, &flat)
-                            .await
-                    }
-                };
-                per_job(&sets, sent)
+                warn!(
+                    destination,
+                    jobs = jobs.len(),
+                    "forwarding held back: the audit trail cannot record it"
+                );
+                return;
             }
+            let sent = match senders.web.get(destination) {
+                Some(stow) => stow.send(archive, &flat).await,
+                None => {
+                    custos_dimse::router::send(archive, &senders.dimse, destination, &flat).await
+                }
+            };
+            per_job(&sets, sent)
         }
         Err(e) => all_fail(format!("index unavailable: {e}")),
     };

@@ -164,6 +164,11 @@ fn outcomes(
     answer: Option<&Value>,
     batch: &[StoredInstance],
 ) -> Vec<Result<(), Failure>> {
+    // Some servers wrap the answer's data set in an array.
+    let answer = answer.map(|a| match a.as_array().map(Vec::as_slice) {
+        Some([one]) => one,
+        _ => a,
+    });
     let failed = answer.map(failed_uids).unwrap_or_default();
     let stored = answer.map(stored_uids).unwrap_or_default();
     batch
@@ -182,6 +187,10 @@ fn outcomes(
             }
             if stored.contains(uid) {
                 Ok(())
+            } else if answer.is_none() {
+                Err(Failure::Transient(format!(
+                    "the destination answered HTTP {status} without a STOW-RS answer it could be told from"
+                )))
             } else {
                 Err(Failure::Transient(format!(
                     "the destination answered HTTP {status} without naming it as stored"
@@ -362,5 +371,7 @@ mod tests {
             {"00081155": {"vr": "UI", "Value": ["1.2.4"]}}
         ]}});
         assert_eq!(sent(StatusCode::OK, Some(&all)), [true, true]);
+        let wrapped = serde_json::json!([all]);
+        assert_eq!(sent(StatusCode::OK, Some(&wrapped)), [true, true]);
     }
 }

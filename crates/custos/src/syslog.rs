@@ -51,7 +51,7 @@ impl Forwarder {
         let mut saved = after;
         let mut conn = None;
         let mut warned = false;
-        loop {
+        'batches: loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let records = match self.log.audit_after(after, 1000).await {
                 Ok(r) => r,
@@ -100,8 +100,14 @@ impl Forwarder {
                     match c.write_all(&msg).await {
                         Ok(()) => break,
                         Err(e) => {
+                            // Records written before this one may still
+                            // have been in the lost connection's buffers:
+                            // the batch is sent again from the last
+                            // recorded offset.
                             tracing::error!(error = %e, "AUDIT FORWARDING: lost the syslog collector; reconnecting");
                             conn = None;
+                            after = saved;
+                            continue 'batches;
                         }
                     }
                 }
