@@ -30,8 +30,8 @@ pub const NO_SUCH_ACTION: u16 = 0x0123;
 pub const ELEMENTS_DISCARDED: u16 = 0xB006;
 
 /// Whether a response status is a warning (PS3.7 C): Bxxx, and the general
-/// 0001 (attribute list error), 0107 (attribute value out of range) and
-/// 0116 (attribute list error): what was sent was taken.
+/// 0001 (requested optional attributes not supported), 0107 (attribute list
+/// error) and 0116 (attribute value out of range): what was sent was taken.
 pub fn is_warning(status: u16) -> bool {
     matches!(status, 0x0001 | 0x0107 | 0x0116 | 0xB000..=0xBFFF)
 }

@@ -85,8 +85,13 @@ pub fn same_origin(headers: &HeaderMap, https: bool) -> bool {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default();
-    let scheme = if https { "https" } else { "http" };
-    origin.to_str().ok() == Some(&format!("{scheme}://{host}"))
+    let origin = origin.to_str().unwrap_or_default();
+    if https {
+        return origin == format!("https://{host}");
+    }
+    // Plain HTTP is served behind a TLS-terminating proxy (or on loopback):
+    // the browser's page is https:// there, and the Host is the proxy's.
+    origin == format!("http://{host}") || origin == format!("https://{host}")
 }
 
 /// Whether a state-changing request comes from another site's page: its
@@ -326,5 +331,35 @@ pub async fn change_password(
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn behind_a_tls_proxy_the_pages_https_origin_is_this_server() {
+        let headers = |origin: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, "pacs.example.org".parse().unwrap());
+            h.insert(header::ORIGIN, origin.parse().unwrap());
+            h
+        };
+        // Served over HTTPS by Custos itself: that scheme only.
+        assert!(same_origin(&headers("https://pacs.example.org"), true));
+        assert!(!same_origin(&headers("http://pacs.example.org"), true));
+        // Plain HTTP behind a proxy that terminates TLS: the browser's page
+        // is https:// (its writes were refused as cross-site).
+        assert!(same_origin(&headers("https://pacs.example.org"), false));
+        assert!(same_origin(&headers("http://pacs.example.org"), false));
+        for other in [
+            "https://evil.example.com",
+            "null",
+            "https://pacs.example.org.evil.com",
+        ] {
+            assert!(!same_origin(&headers(other), false), "{other}");
+            assert!(!same_origin(&headers(other), true), "{other}");
+        }
     }
 }

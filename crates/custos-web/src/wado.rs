@@ -154,7 +154,7 @@ fn wanted_syntaxes(headers: &HeaderMap) -> Result<Vec<Option<String>>, ApiError>
     if ranges.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
-            "only multipart/related; type=\"application/dicom\" is offered here",
+            "only application/dicom (in multipart/related, or alone for an instance) is offered here",
         ));
     }
     Ok(ranges)
