@@ -501,6 +501,9 @@ keep_changes_days = 90
 safe_private = []
 "#;
 
+/// The configuration file's name in the data folder.
+pub const CONFIG_FILE: &str = "custos.toml";
+
 /// Largest `[http] max_header_kb`: 1 MiB of request headers.
 const MAX_HEADER_KB: usize = 1024;
 
@@ -513,7 +516,7 @@ impl Config {
     /// [`Config::load`] with the `CUSTOS_*` overrides looked up by `get`
     /// instead of in the environment (in-process servers in tests).
     pub fn load_with(data: &Path, get: impl Fn(&str) -> Option<String>) -> Result<Config> {
-        let path = data.join("custos.toml");
+        let path = data.join(CONFIG_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),

@@ -14,7 +14,7 @@ use crate::config::{Config, DEFAULT_FILE, redact_url};
 /// Creates the data folder (mode 0700), a commented `custos.toml`, the index and
 /// the blob folder. Returns false if the folder was already initialised.
 pub fn init(data: &Path) -> Result<bool> {
-    let config_path = data.join("custos.toml");
+    let config_path = data.join(crate::config::CONFIG_FILE);
     let fresh = !config_path.exists();
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     #[cfg(unix)]

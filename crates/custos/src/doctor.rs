@@ -434,6 +434,20 @@ fn permissions(f: &mut Vec<Finding>, data: &Path, config: &Config, files: &custo
                 ));
             }
         }
+        // The configuration may hold the S3 secret or the database's
+        // password (made 0600 since 2026-12; older data folders have 0644).
+        let config_file = data.join(crate::config::CONFIG_FILE);
+        if let Ok(m) = std::fs::metadata(&config_file)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            f.push(finding(
+                "config-file-open",
+                Severity::Medium,
+                "the configuration, which may hold secrets, can be read by other users".into(),
+                config_file.display().to_string(),
+                "chmod 600 custos.toml",
+            ));
+        }
     }
 }
 

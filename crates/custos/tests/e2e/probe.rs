@@ -311,6 +311,12 @@ open(sys.argv[1], "wb").write(cert.public_bytes(serialization.Encoding.PEM))
             std::fs::Permissions::from_mode(0o644),
         )
         .unwrap();
+        // The configuration as data folders made before it was 0600.
+        std::fs::set_permissions(
+            data.path.join("custos.toml"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
     }
     let insecure = [
         ("CUSTOS_DICOM_LISTEN", "0.0.0.0:11112"),
@@ -333,6 +339,10 @@ open(sys.argv[1], "wb").write(cert.public_bytes(serialization.Encoding.PEM))
     }
     assert!(
         ids(&v, "medium").contains(&"peer-all-rights-plain".to_string()),
+        "{v}"
+    );
+    assert!(
+        ids(&v, "medium").contains(&"config-file-open".to_string()),
         "{v}"
     );
     // A certificate and key configured outside the data folder are checked
