@@ -50,31 +50,38 @@ fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-async fn is_part10(path: &Path) -> bool {
+/// Whether the file starts as a Part 10 file does; an error when it cannot
+/// be read (a failing disc is not "not DICOM"). Shorter than the preamble:
+/// not DICOM.
+async fn is_part10(path: &Path) -> std::io::Result<bool> {
     let mut head = [0u8; 132];
-    match tokio::fs::File::open(path).await {
-        Ok(mut f) => f.read_exact(&mut head).await.is_ok() && &head[128..132] == b"DICM",
-        Err(_) => false,
+    let mut f = tokio::fs::File::open(path).await?;
+    match f.read_exact(&mut head).await {
+        Ok(_) => Ok(&head[128..132] == b"DICM"),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
-async fn import_one(archive: &Archive, path: &Path) -> Result<StoreOutcome, IngestError> {
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| IngestError::Unreadable(e.to_string()))?;
-    let mut ingest = archive.begin_file_ingest().await?;
+/// Why a file was not imported: it could not be read, or the archive
+/// refused or failed it.
+enum Failed {
+    Read(std::io::Error),
+    Ingest(IngestError),
+}
+
+async fn import_one(archive: &Archive, path: &Path) -> Result<StoreOutcome, Failed> {
+    let mut file = tokio::fs::File::open(path).await.map_err(Failed::Read)?;
+    let mut ingest = archive.begin_file_ingest().await.map_err(Failed::Ingest)?;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = file
-            .read(&mut buf)
-            .await
-            .map_err(|e| IngestError::Unreadable(e.to_string()))?;
+        let n = file.read(&mut buf).await.map_err(Failed::Read)?;
         if n == 0 {
             break;
         }
-        ingest.write(&buf[..n]).await?;
+        ingest.write(&buf[..n]).await.map_err(Failed::Ingest)?;
     }
-    Ok(ingest.finish().await?.1)
+    Ok(ingest.finish().await.map_err(Failed::Ingest)?.1)
 }
 
 pub async fn run(data: &Path, paths: &[PathBuf]) -> Result<()> {
@@ -87,22 +94,43 @@ pub async fn run(data: &Path, paths: &[PathBuf]) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut sum = Summary::default();
-    let mut archive_failed = 0;
+    let (mut archive_failed, mut unread) = (0, 0);
+    let read_failed = |sum: &mut Summary, path: &Path, e: std::io::Error| {
+        sum.rejected
+            .entry(format!("could not be read: {}", e.kind()))
+            .or_default()
+            .push(path.to_path_buf());
+    };
     for path in &files {
         bar.inc(1);
         if path
             .file_name()
             .is_some_and(|n| n.eq_ignore_ascii_case("DICOMDIR"))
-            || !is_part10(path).await
         {
             sum.skipped += 1;
             continue;
+        }
+        match is_part10(path).await {
+            Ok(true) => {}
+            Ok(false) => {
+                sum.skipped += 1;
+                continue;
+            }
+            Err(e) => {
+                unread += 1;
+                read_failed(&mut sum, path, e);
+                continue;
+            }
         }
         match import_one(&archive, path).await {
             Ok(StoreOutcome::Stored | StoreOutcome::Replaced) => sum.stored += 1,
             Ok(StoreOutcome::AlreadyStored) => sum.duplicates += 1,
             Ok(StoreOutcome::ConflictKept | StoreOutcome::ConflictRejected) => sum.conflicts += 1,
-            Err(e) => {
+            Err(Failed::Read(e)) => {
+                unread += 1;
+                read_failed(&mut sum, path, e);
+            }
+            Err(Failed::Ingest(e)) => {
                 if matches!(e, IngestError::Store(_) | IngestError::Index(_)) {
                     archive_failed += 1;
                 }
@@ -146,6 +174,11 @@ pub async fn run(data: &Path, paths: &[PathBuf]) -> Result<()> {
     archive.flush_audit().await;
     if archive_failed > 0 {
         bail!("{archive_failed} files could not be stored: the archive failed (reasons above)");
+    }
+    // A damaged disc or an unreadable file is not an import done: its
+    // instances are not here (reported, and the exit status says so).
+    if unread > 0 {
+        bail!("{unread} files could not be read (listed above)");
     }
     Ok(())
 }

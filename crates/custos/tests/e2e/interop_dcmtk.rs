@@ -233,6 +233,17 @@ fn import_then_query_and_retrieve() {
         .filter(|r| r["record"]["event"]["code"] == 110107)
         .count();
     assert_eq!(imports, 2, "one Import record per run");
+    // A file that cannot be read (here an I/O error: /proc/self/mem at
+    // offset 0, as a failing disc gives) is neither "not DICOM" nor a
+    // success: named, and the exit status says the import is not whole.
+    let unreadable = data.cli(&["import", "/proc/self/mem"]);
+    assert!(!unreadable.ok(), "{}", unreadable.stdout());
+    assert!(
+        unreadable.stdout().contains("could not be read")
+            && unreadable.stdout().contains("0 skipped"),
+        "{}",
+        unreadable.stdout()
+    );
 
     data.add_peer("DCMTK", "127.0.0.1", 104, "find");
     let server = Server::start(&data);
