@@ -63,6 +63,10 @@ impl Archive {
         options: &FsckOptions,
         progress: impl Fn(u64, u64),
     ) -> Result<FsckReport, FsckError> {
+        // Ages are measured from the scan's start: a blob written after it
+        // may be an instance whose row the scan has passed (PostgreSQL
+        // commits its keys out of order), however long the scan takes.
+        let started = SystemTime::now();
         let total = self.index.instance_count().await?;
         let mut report = FsckReport::default();
         let mut indexed: HashSet<String> = HashSet::new();
@@ -85,23 +89,44 @@ impl Archive {
                 progress(report.checked, total);
             }
         }
-        let now = SystemTime::now();
+        let mut orphans = Vec::new();
         for (key, modified) in self.store.list().await? {
             if indexed.contains(&key) {
                 continue;
             }
-            let age = now.duration_since(modified).unwrap_or_default();
+            let age = started.duration_since(modified).unwrap_or_default();
             if age < options.grace {
                 report.recent_unindexed += 1;
                 continue;
             }
-            if options.repair {
-                self.store.delete(&key).await?;
+            orphans.push(key);
+        }
+        if options.repair && !orphans.is_empty() {
+            // Looked up again just before anything is removed: a row that
+            // committed behind the first pass's cursor names its blob now.
+            let now_indexed = self.indexed_keys().await?;
+            orphans.retain(|k| !now_indexed.contains(k));
+            for key in &orphans {
+                self.store.delete(key).await?;
                 report.orphans_removed += 1;
             }
-            report.orphans.push(key);
         }
+        report.orphans = orphans;
         Ok(report)
+    }
+
+    /// The blob key of every indexed instance.
+    async fn indexed_keys(&self) -> Result<HashSet<String>, IndexError> {
+        let mut keys = HashSet::new();
+        let mut after = 0;
+        loop {
+            let page = self.index.stored_after(after, PAGE).await?;
+            let Some((last, _)) = page.last() else {
+                return Ok(keys);
+            };
+            after = *last;
+            keys.extend(page.into_iter().map(|(_, inst)| inst.blob_key));
+        }
     }
 
     /// Size and SHA-256 of a blob as it is now.
