@@ -63,7 +63,6 @@ pub fn parse_query(
                 offset = count(&value)
                     .ok_or_else(|| ApiError::bad_request("offset must be a non-negative integer"))?
             }
-            // Names are matched case-insensitively already.
             // Names are matched case-insensitively, with wildcards, nothing
             // fuzzier: asked for, that is said (a Warning).
             "fuzzymatching" => {
