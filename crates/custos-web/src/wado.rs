@@ -253,7 +253,7 @@ async fn retrieve(
         plans.push(plan(i, &wanted, decodable(&state, i, &wanted).await)?);
     }
     let archive = state.archive.clone();
-    let parts = set
+    let mut parts = set
         .into_iter()
         .zip(plans)
         .map(move |(inst, (ts, part_type))| {
@@ -283,12 +283,11 @@ async fn retrieve(
             }) as PartSource;
             (part_type, Planned { holds, make })
         });
-    let mut parts = parts;
     if single && let Some((part_type, planned)) = parts.next() {
         // An instance resource: one part, made before the status.
         return multipart::single(part_type, planned)
             .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e));
+            .map_err(|e| ApiError::internal("reading an instance", e));
     }
     Ok(multipart::response_typed("application/dicom", parts))
 }

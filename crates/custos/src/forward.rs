@@ -201,11 +201,6 @@ async fn forward(
     jobs: Vec<Job>,
 ) {
     let destination = destination.as_str();
-    let all_fail = |why: String| -> Vec<JobOutcome> {
-        jobs.iter()
-            .map(|_| (Err(Failure::Transient(why.clone())), Vec::new(), 0))
-            .collect()
-    };
     let outcomes = match archive.job_instances(&jobs).await {
         // Nothing of them is stored any more: failed for good, nothing sent.
         Ok(sets) if sets.iter().all(Vec::is_empty) => per_job(&sets, Vec::new()),
@@ -235,7 +230,13 @@ async fn forward(
             };
             per_job(&sets, sent)
         }
-        Err(e) => all_fail(format!("index unavailable: {e}")),
+        Err(e) => jobs
+            .iter()
+            .map(|_| {
+                let why = Failure::Transient(format!("index unavailable: {e}"));
+                (Err(why), Vec::new(), 0)
+            })
+            .collect(),
     };
     // What did not go is recorded too (what went, before it went).
     // Instances that arrived count even when others of their job failed

@@ -23,6 +23,17 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .expect("VmHWM in /proc/PID/status")
 }
 
+/// Fails if the process's peak resident memory grew 128 MiB or more past
+/// `before` (KiB).
+fn assert_peak_grew_less_than_128_mib(pid: u32, before: u64) {
+    let after = peak_rss_kib(pid);
+    eprintln!("peak RSS {before} KiB before, {after} KiB after");
+    assert!(
+        after < before + 128 * 1024,
+        "peak RSS grew from {before} KiB to {after} KiB"
+    );
+}
+
 /// Writes `header`, then up to `total` bytes of zeros; returns how many bytes
 /// went out before the server closed the connection.
 fn stream_after(stream: &mut TcpStream, header: &[u8], total: usize) -> usize {
@@ -406,12 +417,7 @@ fn frame_requests_and_headers_cannot_make_the_server_allocate_without_bound() {
     assert_eq!(frames["parts"].as_array().unwrap().len(), 1, "{frames}");
     let missing = get(&format!("{base}/frames/2"), octets);
     assert_eq!(missing["status"], 404, "{missing}");
-    let after = peak_rss_kib(pid);
-    eprintln!("peak RSS {before} KiB before, {after} KiB after");
-    assert!(
-        after < before + 128 * 1024,
-        "peak RSS grew from {before} KiB to {after} KiB"
-    );
+    assert_peak_grew_less_than_128_mib(pid, before);
     // The server still answers.
     let r = web_requests(
         &server,
@@ -455,12 +461,7 @@ fn pixel_data_claiming_more_than_is_stored_is_not_allocated_when_viewed() {
             None => assert!(answer["error"].is_string(), "{answer}"),
         }
     }
-    let after = peak_rss_kib(pid);
-    eprintln!("peak RSS {before} KiB before, {after} KiB after");
-    assert!(
-        after < before + 128 * 1024,
-        "peak RSS grew from {before} KiB to {after} KiB"
-    );
+    assert_peak_grew_less_than_128_mib(pid, before);
     // Its metadata (read up to Pixel Data) is still served.
     let r = web_requests(
         &server,
@@ -634,32 +635,6 @@ fn implicit_element(out: &mut Vec<u8>, group: u16, element: u16, value: &[u8], d
     out.extend(element.to_le_bytes());
     out.extend(declared.to_le_bytes());
     out.extend(value);
-}
-
-/// Sends one DIMSE message (command, then data set if any) on `pc`.
-fn send_message(
-    assoc: &mut dicom_ul::ClientAssociation<TcpStream>,
-    pc: u8,
-    command: Vec<u8>,
-    data: Option<Vec<u8>>,
-) {
-    use dicom_ul::Pdu;
-    use dicom_ul::pdu::{PDataValue, PDataValueType};
-    let mut values = vec![PDataValue {
-        presentation_context_id: pc,
-        value_type: PDataValueType::Command,
-        is_last: true,
-        data: command,
-    }];
-    if let Some(data) = data {
-        values.push(PDataValue {
-            presentation_context_id: pc,
-            value_type: PDataValueType::Data,
-            is_last: true,
-            data,
-        });
-    }
-    assoc.send(&Pdu::PData { data: values }).unwrap();
 }
 
 /// The status of the next response on the association, or None if it ended.

@@ -106,8 +106,12 @@ fn truncated_and_silent_connections_are_closed() {
 }
 
 fn associate(server: &Server) -> dicom_ul::ClientAssociation<TcpStream> {
+    associate_as(server, "PEER")
+}
+
+fn associate_as(server: &Server, calling: &str) -> dicom_ul::ClientAssociation<TcpStream> {
     ClientAssociationOptions::new()
-        .calling_ae_title("PEER")
+        .calling_ae_title(calling)
         .called_ae_title("CUSTOS")
         .with_presentation_context(SC, vec![ELE])
         .establish(server.addr)
@@ -150,16 +154,7 @@ fn text_that_cannot_be_echoed_back_as_is_still_gets_an_answer() {
             sop_class_uid: uid.into(),
             ..Default::default()
         };
-        assoc
-            .send(&Pdu::PData {
-                data: vec![PDataValue {
-                    presentation_context_id: pc,
-                    value_type: PDataValueType::Command,
-                    is_last: true,
-                    data: rq.encode(),
-                }],
-            })
-            .unwrap();
+        send_message(&mut assoc, pc, rq.encode(), None);
         let rsp = match assoc.receive() {
             Ok(Pdu::PData { data }) => Command::decode(&data[0].data).unwrap(),
             other => panic!("no answer to C-ECHO {id}: {other:?}"),
@@ -178,13 +173,7 @@ fn an_ae_title_padded_with_nuls_is_the_same_peer() {
     // trimmed both, dicom-ul only spaces, and the two readings of the same
     // request then differed: refused as an unknown calling AE.
     let (_d, server) = start();
-    let assoc = ClientAssociationOptions::new()
-        .calling_ae_title("PEER\0\0")
-        .called_ae_title("CUSTOS")
-        .with_presentation_context(SC, vec![ELE])
-        .establish(server.addr)
-        .expect("a NUL-padded AE title is accepted");
-    assoc.release().unwrap();
+    associate_as(&server, "PEER\0\0").release().unwrap();
 }
 
 #[test]
@@ -200,16 +189,7 @@ fn peer_vanishing_mid_store_leaves_nothing() {
         has_data_set: true,
         ..Default::default()
     };
-    assoc
-        .send(&Pdu::PData {
-            data: vec![PDataValue {
-                presentation_context_id: pc,
-                value_type: PDataValueType::Command,
-                is_last: true,
-                data: cmd.encode(),
-            }],
-        })
-        .unwrap();
+    send_message(&mut assoc, pc, cmd.encode(), None);
     let part = PDataValue {
         presentation_context_id: pc,
         value_type: PDataValueType::Data,

@@ -755,3 +755,29 @@ pub fn patient_ids(responses: &[String]) -> Vec<String> {
     ids.sort();
     ids
 }
+
+/// Sends one DIMSE message (command, then data set if any) on `pc`.
+pub fn send_message(
+    assoc: &mut dicom_ul::ClientAssociation<std::net::TcpStream>,
+    pc: u8,
+    command: Vec<u8>,
+    data: Option<Vec<u8>>,
+) {
+    use dicom_ul::Pdu;
+    use dicom_ul::pdu::{PDataValue, PDataValueType};
+    let mut values = vec![PDataValue {
+        presentation_context_id: pc,
+        value_type: PDataValueType::Command,
+        is_last: true,
+        data: command,
+    }];
+    if let Some(data) = data {
+        values.push(PDataValue {
+            presentation_context_id: pc,
+            value_type: PDataValueType::Data,
+            is_last: true,
+            data,
+        });
+    }
+    assoc.send(&Pdu::PData { data: values }).unwrap();
+}
