@@ -369,12 +369,18 @@ impl Archive {
         series_uid: Option<&str>,
     ) -> Result<usize, IndexError> {
         let removed = self.index.remove(study_uid, series_uid).await?;
-        for inst in &removed {
+        self.erase_blobs(&removed).await;
+        Ok(removed.len())
+    }
+
+    /// Removes the blobs of instances the index no longer has; one that
+    /// cannot be removed stays as an orphan for `fsck`.
+    async fn erase_blobs(&self, removed: &[StoredInstance]) {
+        for inst in removed {
             if let Err(e) = self.store.delete(&inst.blob_key).await {
                 tracing::warn!(error = %e, "could not remove the blob of a deleted instance");
             }
         }
-        Ok(removed.len())
     }
 }
 

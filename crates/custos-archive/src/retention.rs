@@ -63,6 +63,21 @@ impl Archive {
         if config.policies.is_empty() {
             return Ok(report);
         }
+        // A pass planning for another date (`now`) may say what would go
+        // then; one that deletes also waits for the quiet period by the
+        // real clock, whatever date it was given: a study still receiving
+        // today is not deleted.
+        let clock = crate::routing::now();
+        let decide = |study: &StudyActivity| {
+            let v = verdict(&config.policies, study, now, config.quiet_secs);
+            if apply
+                && matches!(v, Verdict::Delete(_))
+                && study.last_received > clock - config.quiet_secs
+            {
+                return Verdict::Receiving;
+            }
+            v
+        };
         let mut after = 0;
         loop {
             let page = self.index.study_activity(after, PAGE).await?;
@@ -70,7 +85,7 @@ impl Archive {
             after = *last;
             for (pk, study) in page {
                 report.studies += 1;
-                let policy = match verdict(&config.policies, &study, now, config.quiet_secs) {
+                let policy = match decide(&study) {
                     Verdict::Delete(p) => p,
                     Verdict::Keep => continue,
                     spared => {
@@ -92,17 +107,16 @@ impl Archive {
                     // one (minutes, on a large pass): a study protected, or
                     // sent more instances, since then is looked at again.
                     let now_seen = self.index.study_activity(pk - 1, 1).await?;
-                    let still = match now_seen.first() {
-                        Some((p, fresh)) if *p == pk => {
-                            verdict(&config.policies, fresh, now, config.quiet_secs)
-                                == Verdict::Delete(policy.clone())
-                        }
-                        _ => false,
+                    let fresh = match now_seen.first() {
+                        Some((p, fresh)) if *p == pk => fresh,
+                        _ => continue,
                     };
-                    if !still {
+                    if decide(fresh) != Verdict::Delete(policy.clone()) {
                         continue;
                     }
-                    self.retention_delete(&study, &policy, by).await?;
+                    if !self.retention_delete(fresh, &policy, by).await? {
+                        continue;
+                    }
                 }
                 report.deleted_count += 1;
                 if report.deleted.len() < MAX_LISTED {
@@ -138,13 +152,24 @@ impl Archive {
         Some(e)
     }
 
+    /// Deletes `study` as last read, unless it was protected or sent an
+    /// instance since (the index checks in the deleting transaction);
+    /// whether it was deleted.
     async fn retention_delete(
         &self,
         study: &StudyActivity,
         policy: &str,
         by: &str,
-    ) -> Result<(), IndexError> {
-        let removed = self.delete(&study.study_uid, None).await?;
+    ) -> Result<bool, IndexError> {
+        let Some(removed) = self
+            .index
+            .remove_expired(&study.study_uid, study.last_received)
+            .await?
+        else {
+            return Ok(false);
+        };
+        self.erase_blobs(&removed).await;
+        let removed = removed.len();
         let mut e =
             custos_core::audit::AuditEvent::new(EventId::StudyDeleted, 'D', Outcome::Success);
         e.user = by.to_string();
@@ -155,7 +180,7 @@ impl Archive {
             study.study_uid
         );
         self.audit(e).await;
-        Ok(())
+        Ok(true)
     }
 
     /// Runs a pass every `every` with the server's clock until `shutdown`.

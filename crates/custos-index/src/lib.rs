@@ -484,6 +484,15 @@ pub trait Retention: Send + Sync + 'static {
         after: i64,
         limit: usize,
     ) -> Result<Vec<(i64, custos_core::retention::StudyActivity)>, IndexError>;
+    /// Removes a study that retention decided on from `study_activity`,
+    /// unless it has been protected or sent an instance since: checked and
+    /// removed in one transaction, so neither can slip in between. What
+    /// was removed, `None` when the study was spared (or is gone).
+    async fn remove_expired(
+        &self,
+        study_uid: &str,
+        seen_last_received: i64,
+    ) -> Result<Option<Vec<custos_core::record::StoredInstance>>, IndexError>;
     /// Whether a study is protected from retention.
     async fn is_protected(&self, study_uid: &str) -> Result<bool, IndexError>;
     /// Protects a study from retention (`on`), or lifts it; whether the

@@ -598,53 +598,64 @@ impl InstanceIndex for PgIndex {
     ) -> Result<Vec<StoredInstance>, IndexError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg)?;
-        let rows = tx
-            .query(
-                "DELETE FROM instances WHERE series_pk IN (SELECT se.pk FROM series se JOIN studies st ON se.study_pk = st.pk
-                   WHERE st.study_uid = $1 AND ($2::TEXT IS NULL OR se.series_uid = $2))
-                 RETURNING sop_instance_uid, sop_class_uid, transfer_syntax_uid, blob_key, size, sha256",
-                &[&study_uid, &series_uid],
-            )
-            .await
-            .map_err(pg)?;
-        tx.execute(
-            "DELETE FROM series WHERE study_pk IN (SELECT pk FROM studies WHERE study_uid = $1)
-               AND ($2::TEXT IS NULL OR series_uid = $2)",
+        let removed = remove_in(&tx, study_uid, series_uid).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(removed)
+    }
+}
+
+/// Removes a study's instances (or one series'), in the caller's
+/// transaction; what was removed.
+pub(crate) async fn remove_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    study_uid: &str,
+    series_uid: Option<&str>,
+) -> Result<Vec<StoredInstance>, IndexError> {
+    let rows = tx
+        .query(
+            "DELETE FROM instances WHERE series_pk IN (SELECT se.pk FROM series se JOIN studies st ON se.study_pk = st.pk
+               WHERE st.study_uid = $1 AND ($2::TEXT IS NULL OR se.series_uid = $2))
+             RETURNING sop_instance_uid, sop_class_uid, transfer_syntax_uid, blob_key, size, sha256",
             &[&study_uid, &series_uid],
         )
         .await
         .map_err(pg)?;
-        tx.execute(
-            "DELETE FROM studies WHERE study_uid = $1
-               AND NOT EXISTS (SELECT 1 FROM series WHERE study_pk = studies.pk)",
-            &[&study_uid],
-        )
+    tx.execute(
+        "DELETE FROM series WHERE study_pk IN (SELECT pk FROM studies WHERE study_uid = $1)
+           AND ($2::TEXT IS NULL OR series_uid = $2)",
+        &[&study_uid, &series_uid],
+    )
+    .await
+    .map_err(pg)?;
+    tx.execute(
+        "DELETE FROM studies WHERE study_uid = $1
+           AND NOT EXISTS (SELECT 1 FROM series WHERE study_pk = studies.pk)",
+        &[&study_uid],
+    )
+    .await
+    .map_err(pg)?;
+    // A study that keeps series counts again.
+    if let Some(row) = tx
+        .query_opt(&pg_sql(statements::STUDY_PK), &[&study_uid])
         .await
-        .map_err(pg)?;
-        // A study that keeps series counts again.
-        if let Some(row) = tx
-            .query_opt(&pg_sql(statements::STUDY_PK), &[&study_uid])
-            .await
-            .map_err(pg)?
-        {
-            let pk: i64 = row.try_get(0).map_err(pg)?;
-            run(
-                &tx,
-                &statements::recount_study(Dialect::Postgres),
-                &[SqlValue::Int(pk)],
-            )
-            .await?;
-        }
-        let removed: Vec<StoredInstance> = rows
-            .iter()
-            .map(|r| stored(r, 0))
-            .collect::<Result<_, _>>()?;
-        for change in statements::deleted_changes(study_uid, series_uid, &removed) {
-            run(&tx, statements::OUTBOX_INSERT, &change).await?;
-        }
-        tx.commit().await.map_err(pg)?;
-        Ok(removed)
+        .map_err(pg)?
+    {
+        let pk: i64 = row.try_get(0).map_err(pg)?;
+        run(
+            tx,
+            &statements::recount_study(Dialect::Postgres),
+            &[SqlValue::Int(pk)],
+        )
+        .await?;
     }
+    let removed: Vec<StoredInstance> = rows
+        .iter()
+        .map(|r| stored(r, 0))
+        .collect::<Result<_, _>>()?;
+    for change in statements::deleted_changes(study_uid, series_uid, &removed) {
+        run(tx, statements::OUTBOX_INSERT, &change).await?;
+    }
+    Ok(removed)
 }
 
 #[async_trait]

@@ -5,8 +5,11 @@ use async_trait::async_trait;
 
 use custos_core::retention::StudyActivity;
 
+use custos_core::record::StoredInstance;
+
 use crate::postgres::{pg, pool_err};
 use crate::{IndexError, PgIndex, Retention, SqliteIndex};
+use rusqlite::OptionalExtension;
 
 /// `{last}`: the dialect's unix seconds of the newest `received_at`.
 const ACTIVITY: &str =
@@ -15,7 +18,16 @@ const ACTIVITY: &str =
   FROM studies st JOIN series se ON se.study_pk = st.pk JOIN instances i ON i.series_pk = se.pk
  WHERE st.pk > {a} GROUP BY st.pk ORDER BY st.pk LIMIT {b}";
 
+/// Whether a study may still go: unprotected, and nothing received after
+/// `{b}` (`{last}` as in `ACTIVITY`); no row when the study is gone.
+const STILL_EXPIRED: &str = "SELECT NOT EXISTS (SELECT 1 FROM protected_studies p WHERE p.study_uid = st.study_uid)
+       AND COALESCE((SELECT {last} FROM series se JOIN instances i ON i.series_pk = se.pk WHERE se.study_pk = st.pk), 0) <= {b}
+  FROM studies st WHERE st.study_uid = {a}{lock}";
+
 const IS_PROTECTED: &str = "SELECT EXISTS (SELECT 1 FROM protected_studies WHERE study_uid = {a})";
+
+const SQLITE_LAST: &str = "CAST(strftime('%s', MAX(i.received_at)) AS INTEGER)";
+const PG_LAST: &str = "CAST(EXTRACT(EPOCH FROM MAX(i.received_at)) AS BIGINT)";
 
 #[async_trait]
 impl Retention for SqliteIndex {
@@ -28,16 +40,38 @@ impl Retention for SqliteIndex {
         .await
     }
 
+    async fn remove_expired(
+        &self,
+        study_uid: &str,
+        seen_last_received: i64,
+    ) -> Result<Option<Vec<StoredInstance>>, IndexError> {
+        let sql = STILL_EXPIRED
+            .replace("{last}", SQLITE_LAST)
+            .replace("{a}", "?1")
+            .replace("{b}", "?2")
+            .replace("{lock}", "");
+        let uid = study_uid.to_string();
+        // The one writer's transaction: nothing commits in between.
+        self.write(move |t| {
+            let still: Option<bool> = t
+                .prepare_cached(&sql)?
+                .query_row(rusqlite::params![uid, seen_last_received], |r| r.get(0))
+                .optional()?;
+            if still != Some(true) {
+                return Ok(None);
+            }
+            crate::sqlite::remove_in(t, &uid, None).map(Some)
+        })
+        .await
+    }
+
     async fn study_activity(
         &self,
         after: i64,
         limit: usize,
     ) -> Result<Vec<(i64, StudyActivity)>, IndexError> {
         let sql = ACTIVITY
-            .replace(
-                "{last}",
-                "CAST(strftime('%s', MAX(i.received_at)) AS INTEGER)",
-            )
+            .replace("{last}", SQLITE_LAST)
             .replace("{a}", "?1")
             .replace("{b}", "?2");
         self.read(move |c| {
@@ -94,16 +128,41 @@ impl Retention for PgIndex {
         Ok(row.get(0))
     }
 
+    async fn remove_expired(
+        &self,
+        study_uid: &str,
+        seen_last_received: i64,
+    ) -> Result<Option<Vec<StoredInstance>>, IndexError> {
+        // The study's row locked first: an instance's insert (which counts
+        // itself in that row) and a protection (which locks it to share)
+        // wait for this transaction, or this one for theirs.
+        let sql = STILL_EXPIRED
+            .replace("{last}", PG_LAST)
+            .replace("{a}", "$1")
+            .replace("{b}", "$2")
+            .replace("{lock}", " FOR UPDATE OF st");
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let still: Option<bool> = tx
+            .query_opt(&sql, &[&study_uid, &seen_last_received])
+            .await
+            .map_err(pg)?
+            .map(|r| r.get(0));
+        if still != Some(true) {
+            return Ok(None);
+        }
+        let removed = crate::postgres::remove_in(&tx, study_uid, None).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(Some(removed))
+    }
+
     async fn study_activity(
         &self,
         after: i64,
         limit: usize,
     ) -> Result<Vec<(i64, StudyActivity)>, IndexError> {
         let sql = ACTIVITY
-            .replace(
-                "{last}",
-                "CAST(EXTRACT(EPOCH FROM MAX(i.received_at)) AS BIGINT)",
-            )
+            .replace("{last}", PG_LAST)
             .replace("{a}", "$1")
             .replace("{b}", "$2");
         let client = self.pool.get().await.map_err(pool_err)?;
@@ -136,23 +195,31 @@ impl Retention for PgIndex {
         reason: &str,
         now: i64,
     ) -> Result<bool, IndexError> {
-        let client = self.pool.get().await.map_err(pool_err)?;
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg)?;
         let n = if on {
-            client
-                .execute(
-                    "INSERT INTO protected_studies (study_uid, reason, at) VALUES ($1, $2, $3) ON CONFLICT (study_uid) DO NOTHING",
-                    &[&study_uid, &reason, &now],
-                )
-                .await
+            // After a retention deletion deciding on this study, or before
+            // it (which then sees the protection): never in between.
+            tx.execute(
+                "SELECT 1 FROM studies WHERE study_uid = $1 FOR SHARE",
+                &[&study_uid],
+            )
+            .await
+            .map_err(pg)?;
+            tx.execute(
+                "INSERT INTO protected_studies (study_uid, reason, at) VALUES ($1, $2, $3) ON CONFLICT (study_uid) DO NOTHING",
+                &[&study_uid, &reason, &now],
+            )
+            .await
         } else {
-            client
-                .execute(
-                    "DELETE FROM protected_studies WHERE study_uid = $1",
-                    &[&study_uid],
-                )
-                .await
+            tx.execute(
+                "DELETE FROM protected_studies WHERE study_uid = $1",
+                &[&study_uid],
+            )
+            .await
         }
         .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
         Ok(n > 0)
     }
 }

@@ -663,49 +663,57 @@ impl InstanceIndex for SqliteIndex {
     ) -> Result<Vec<StoredInstance>, IndexError> {
         let study = study_uid.to_string();
         let series = series_uid.map(str::to_string);
-        self.write(move |t| {
-            // The series to remove: one, or all of the study's.
-            let series_pks: Vec<i64> = {
-                let mut stmt = t.prepare(
-                    "SELECT se.pk FROM series se JOIN studies st ON se.study_pk = st.pk
-                     WHERE st.study_uid = ?1 AND (?2 IS NULL OR se.series_uid = ?2)",
-                )?;
-                stmt.query_map(params![study, series], |r| r.get(0))?
-                    .collect::<Result<Vec<_>, _>>()?
-            };
-            let mut removed = Vec::new();
-            for pk in series_pks {
-                let mut stmt = t.prepare_cached(
-                    "SELECT sop_instance_uid, sop_class_uid, transfer_syntax_uid, blob_key, size, sha256
-                     FROM instances WHERE series_pk = ?1",
-                )?;
-                removed.extend(
-                    stmt.query_map([pk], |r| stored_from_row(r, 0))?
-                        .collect::<Result<Vec<_>, _>>()?,
-                );
-                t.execute("DELETE FROM instances WHERE series_pk = ?1", [pk])?;
-                t.execute("DELETE FROM series WHERE pk = ?1", [pk])?;
-            }
-            t.execute(
-                "DELETE FROM studies WHERE study_uid = ?1
-                 AND NOT EXISTS (SELECT 1 FROM series WHERE study_pk = studies.pk)",
-                [&study],
-            )?;
-            // A study that keeps series counts again.
-            let kept = t
-                .query_row(statements::STUDY_PK, [&study], |r| r.get::<_, i64>(0))
-                .optional()?;
-            if let Some(pk) = kept {
-                t.execute(&statements::recount_study(Dialect::Sqlite), [pk])?;
-            }
-            for change in statements::deleted_changes(&study, series.as_deref(), &removed) {
-                t.prepare_cached(statements::OUTBOX_INSERT)?
-                    .execute(bind(&change).as_slice())?;
-            }
-            Ok(removed)
-        })
-        .await
+        self.write(move |t| remove_in(t, &study, series.as_deref()))
+            .await
     }
+}
+
+/// Removes a study's instances (or one series'), in the caller's
+/// transaction; what was removed.
+pub(crate) fn remove_in(
+    t: &rusqlite::Transaction<'_>,
+    study: &str,
+    series: Option<&str>,
+) -> Result<Vec<StoredInstance>, IndexError> {
+    // The series to remove: one, or all of the study's.
+    let series_pks: Vec<i64> = {
+        let mut stmt = t.prepare(
+            "SELECT se.pk FROM series se JOIN studies st ON se.study_pk = st.pk
+             WHERE st.study_uid = ?1 AND (?2 IS NULL OR se.series_uid = ?2)",
+        )?;
+        stmt.query_map(params![study, series], |r| r.get(0))?
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let mut removed = Vec::new();
+    for pk in series_pks {
+        let mut stmt = t.prepare_cached(
+            "SELECT sop_instance_uid, sop_class_uid, transfer_syntax_uid, blob_key, size, sha256
+             FROM instances WHERE series_pk = ?1",
+        )?;
+        removed.extend(
+            stmt.query_map([pk], |r| stored_from_row(r, 0))?
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        t.execute("DELETE FROM instances WHERE series_pk = ?1", [pk])?;
+        t.execute("DELETE FROM series WHERE pk = ?1", [pk])?;
+    }
+    t.execute(
+        "DELETE FROM studies WHERE study_uid = ?1
+         AND NOT EXISTS (SELECT 1 FROM series WHERE study_pk = studies.pk)",
+        [study],
+    )?;
+    // A study that keeps series counts again.
+    let kept = t
+        .query_row(statements::STUDY_PK, [study], |r| r.get::<_, i64>(0))
+        .optional()?;
+    if let Some(pk) = kept {
+        t.execute(&statements::recount_study(Dialect::Sqlite), [pk])?;
+    }
+    for change in statements::deleted_changes(study, series, &removed) {
+        t.prepare_cached(statements::OUTBOX_INSERT)?
+            .execute(bind(&change).as_slice())?;
+    }
+    Ok(removed)
 }
 
 #[async_trait]

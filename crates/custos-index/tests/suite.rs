@@ -1529,6 +1529,10 @@ async fn retention_reads(ix: Ix) {
     );
     let all = ix.study_activity(0, 100).await.unwrap();
     assert!(all.iter().any(|(_, s)| s.study_uid == "1.1" && s.protected));
+    // Retention's deletion checks again as it deletes: a protection, or
+    // an instance received after what it saw, spares the study.
+    let seen = s11.last_received;
+    assert_eq!(ix.remove_expired("1.1", seen).await.unwrap(), None);
     assert!(ix.set_protected("1.1", false, "", before).await.unwrap());
     assert!(
         ix.study_activity(0, 100)
@@ -1537,6 +1541,21 @@ async fn retention_reads(ix: Ix) {
             .iter()
             .all(|(_, s)| !s.protected)
     );
+    assert_eq!(ix.remove_expired("1.1", seen - 1).await.unwrap(), None);
+    assert!(activity_of(&ix, "1.1").await.is_some(), "spared");
+    let removed = ix.remove_expired("1.1", seen).await.unwrap().unwrap();
+    assert!(!removed.is_empty());
+    assert!(activity_of(&ix, "1.1").await.is_none(), "deleted");
+    assert_eq!(ix.remove_expired("1.1", seen).await.unwrap(), None, "gone");
+}
+
+async fn activity_of(ix: &Ix, study_uid: &str) -> Option<custos_core::retention::StudyActivity> {
+    ix.study_activity(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, s)| s)
+        .find(|s| s.study_uid == study_uid)
 }
 
 /// Matches come from the cursor in the order asked (here: as stored); a consumer that stops

@@ -1,6 +1,7 @@
 //! Retention (issue 16) with a clock the test sets: a policy deletes only
 //! the studies it names, never a protected one or one still receiving; the
-//! dry run lists what a run deletes; deletions are audited with the policy;
+//! dry run lists what a run deletes, a run deletes only after the quiet
+//! period by the real clock; deletions are audited with the policy;
 //! only the delete right may look or run.
 
 use crate::common::*;
@@ -135,7 +136,23 @@ fn retention(data: &DataDir) {
     );
     assert_eq!(r[2]["status"], 403);
 
-    // The run three hours from now deletes the old CT study, and only it.
+    // A run that deletes waits for the quiet period by the real clock,
+    // whatever date it is given: the studies arrived seconds ago.
+    let early = run(now + 3 * 3600, false);
+    assert!(
+        early
+            .stderr()
+            .contains("0 of 4 studies deleted; 1 protected, 1 still receiving"),
+        "{}",
+        early.stderr()
+    );
+    assert_eq!(studies().len(), 4);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("quiet_seconds = 7200", "quiet_seconds = 1");
+    std::fs::write(&path, text).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    // Then the run three hours from now deletes the old CT study, and only it.
     let done = run(now + 3 * 3600, false);
     assert!(
         done.stderr().contains("1 of 4 studies deleted"),
