@@ -36,7 +36,7 @@ pub mod worklist;
 pub use export::{ExportError, StudyExport};
 pub use fsck::{FsckError, FsckOptions, FsckReport};
 pub use ingest::{Ingest, IngestError, Received, StoreOutcome};
-pub use migrate::MigrateReport;
+pub use migrate::{MigrateReport, SettingsCopied};
 pub use retrieve::{
     DatasetStream, RetrieveError, StoredFile, WHOLE_READ_MAX, can_transcode, can_transcode_instance,
 };

@@ -20,7 +20,61 @@ pub struct MigrateReport {
     pub failed: Vec<(String, String)>,
 }
 
+/// What `copy_settings_to` copied.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SettingsCopied {
+    pub peers: usize,
+    pub users: usize,
+    pub tokens: usize,
+    pub webhooks: usize,
+    pub protected: usize,
+}
+
 impl Archive {
+    /// Copies what the archive's policy rests on into `target`: peers,
+    /// users and tokens (their hashes as they are), webhooks (one with the
+    /// same URL and events is not added twice) and the studies protected
+    /// from retention (without them the new index would let retention
+    /// delete a study under legal hold). Peers, users and tokens replace
+    /// the target's of the same name, so a second run brings the last
+    /// changes. The worklist, performed steps and forwarding jobs are not
+    /// copied: they are the day's work, not the archive.
+    pub async fn copy_settings_to(
+        &self,
+        target: &Archive,
+    ) -> Result<SettingsCopied, custos_index::IndexError> {
+        let (from, to) = (&self.index, &target.index);
+        let mut copied = SettingsCopied::default();
+        for peer in from.peers().await? {
+            to.put_peer(peer).await?;
+            copied.peers += 1;
+        }
+        for user in from.users().await? {
+            to.put_user(user).await?;
+            copied.users += 1;
+        }
+        for token in from.tokens().await? {
+            to.put_token(token).await?;
+            copied.tokens += 1;
+        }
+        let present = to.webhooks().await?;
+        for hook in from.webhooks().await? {
+            if !present
+                .iter()
+                .any(|h| h.url == hook.url && h.events == hook.events)
+            {
+                to.add_webhook(&hook.url, &hook.events, &hook.secret, hook.created)
+                    .await?;
+            }
+            copied.webhooks += 1;
+        }
+        for (study, reason, at) in from.protected_studies().await? {
+            to.set_protected(&study, true, &reason, at).await?;
+            copied.protected += 1;
+        }
+        Ok(copied)
+    }
+
     /// Copies this archive's audit trail into `target`'s, record for record
     /// (same sequence numbers, times, bodies and links: the chain and every
     /// node's checkpoint hold on the new index), after what `target` already

@@ -493,6 +493,8 @@ pub trait Retention: Send + Sync + 'static {
         study_uid: &str,
         seen_last_received: i64,
     ) -> Result<Option<Vec<custos_core::record::StoredInstance>>, IndexError>;
+    /// Every protection: (Study Instance UID, reason, unix time set).
+    async fn protected_studies(&self) -> Result<Vec<(String, String, i64)>, IndexError>;
     /// Whether a study is protected from retention.
     async fn is_protected(&self, study_uid: &str) -> Result<bool, IndexError>;
     /// Protects a study from retention (`on`), or lifts it; whether the

@@ -26,11 +26,22 @@ const STILL_EXPIRED: &str = "SELECT NOT EXISTS (SELECT 1 FROM protected_studies 
 
 const IS_PROTECTED: &str = "SELECT EXISTS (SELECT 1 FROM protected_studies WHERE study_uid = {a})";
 
+const PROTECTED: &str = "SELECT study_uid, reason, at FROM protected_studies ORDER BY study_uid";
+
 const SQLITE_LAST: &str = "CAST(strftime('%s', MAX(i.received_at)) AS INTEGER)";
 const PG_LAST: &str = "CAST(EXTRACT(EPOCH FROM MAX(i.received_at)) AS BIGINT)";
 
 #[async_trait]
 impl Retention for SqliteIndex {
+    async fn protected_studies(&self) -> Result<Vec<(String, String, i64)>, IndexError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(PROTECTED)?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     async fn is_protected(&self, study_uid: &str) -> Result<bool, IndexError> {
         let uid = study_uid.to_string();
         self.read(move |c| {
@@ -119,6 +130,15 @@ impl Retention for SqliteIndex {
 
 #[async_trait]
 impl Retention for PgIndex {
+    async fn protected_studies(&self) -> Result<Vec<(String, String, i64)>, IndexError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client.query(PROTECTED, &[]).await.map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
     async fn is_protected(&self, study_uid: &str) -> Result<bool, IndexError> {
         let client = self.pool.get().await.map_err(pool_err)?;
         let row = client

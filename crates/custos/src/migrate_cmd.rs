@@ -39,6 +39,10 @@ pub async fn run(data: &Path, to_index: &str, to_store: &str) -> Result<bool> {
         })
         .await?;
     bar.finish_and_clear();
+    let settings = source
+        .copy_settings_to(&target)
+        .await
+        .map_err(|e| anyhow::anyhow!("copying peers, users and protections: {e}"))?;
     let mut e = custos_core::audit::AuditEvent::new(
         custos_core::audit::EventId::Export,
         'R',
@@ -50,12 +54,13 @@ pub async fn run(data: &Path, to_index: &str, to_store: &str) -> Result<bool> {
     );
     e.user = crate::audit_cmd::cli_user();
     e.detail = format!(
-        "migrated to index {} and store {}: {} instances copied, {} already there, {} failed",
+        "migrated to index {} and store {}: {} instances copied, {} already there, {} failed; {}",
         redact_url(to_index),
         to_store.split('?').next().unwrap_or(to_store),
         report.copied,
         report.already_there,
-        report.failed.len()
+        report.failed.len(),
+        settings_line(&settings)
     );
     source.audit(e).await;
     source.flush_audit().await;
@@ -69,6 +74,10 @@ pub async fn run(data: &Path, to_index: &str, to_store: &str) -> Result<bool> {
         report.already_there,
         report.failed.len()
     );
+    println!("{}", settings_line(&settings));
+    println!(
+        "not copied: the worklist, performed procedure steps and forwarding jobs (let pending forwards finish first)"
+    );
     println!("{records} audit records copied (the trail goes on in the new index)");
     for (uid, why) in &report.failed {
         println!("failed: SOP Instance UID {uid}: {why}");
@@ -79,4 +88,11 @@ pub async fn run(data: &Path, to_index: &str, to_store: &str) -> Result<bool> {
         );
     }
     Ok(report.failed.is_empty())
+}
+
+fn settings_line(s: &custos_archive::SettingsCopied) -> String {
+    format!(
+        "{} peers, {} users, {} tokens, {} webhooks and {} study protections copied",
+        s.peers, s.users, s.tokens, s.webhooks, s.protected
+    )
 }

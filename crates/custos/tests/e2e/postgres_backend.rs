@@ -220,7 +220,8 @@ fn node_killed_during_ingest_loses_nothing_acknowledged() {
 
 /// `custos migrate` from a populated embedded archive to PostgreSQL + S3:
 /// everything arrives verified, a second run resumes (copies nothing), and a
-/// node on the new backends returns each instance as the embedded one did.
+/// node on the new backends returns each instance as the embedded one did,
+/// to the peers and users the embedded one had, and keeps its legal holds.
 #[test]
 fn migrate_embedded_archive_to_postgres_and_s3() {
     let embedded = DataDir::new("migrate-src");
@@ -238,6 +239,18 @@ fn migrate_embedded_archive_to_postgres_and_s3() {
         std::fs::copy(files.join(f), src.join(f)).unwrap();
     }
     embedded.cli(&["import", src.to_str().unwrap()]).success();
+    // What the archive's policy rests on comes along: the peer and the
+    // user (used on the new node below) and a legal hold.
+    embedded.add_peer("DCMTK", "127.0.0.1", 104, "echo,get");
+    add_user(
+        &embedded,
+        "carried",
+        "radiologist",
+        "brought 42 over the sea",
+    );
+    embedded
+        .cli(&["study", "protect", CT_STUDY, "--reason", "legal hold"])
+        .success();
     let url = fresh_database();
     let s3 = s3_url("migrate");
     let run = embedded
@@ -246,6 +259,12 @@ fn migrate_embedded_archive_to_postgres_and_s3() {
     assert!(
         run.stdout()
             .contains("5 copied and verified, 0 already in the target, 0 failed"),
+        "{}",
+        run.stdout()
+    );
+    assert!(
+        run.stdout()
+            .contains("1 peers, 2 users, 0 tokens, 0 webhooks and 1 study protections copied"),
         "{}",
         run.stdout()
     );
@@ -275,6 +294,8 @@ fn migrate_embedded_archive_to_postgres_and_s3() {
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
     };
+    let (_, out) = on_new_index(&["study", "protect", CT_STUDY, "--reason", "again"]);
+    assert!(out.contains("protected (already)"), "{out}");
     let (ok, out) = on_new_index(&["audit", "verify"]);
     assert!(ok && out.contains("intact"), "{out}");
     let (_, exported) = on_new_index(&["audit", "export"]);
@@ -300,11 +321,23 @@ fn migrate_embedded_archive_to_postgres_and_s3() {
         "{}",
         fsck.stdout()
     );
-    node.add_peer("DCMTK", "127.0.0.1", 104, "echo,get");
     let server = Server::start(&node);
     let got = getscu_study(&server, "DCMTK", CT_STUDY, &src.join("received"));
     assert_eq!(got.len(), 1);
     assert_eq!(dcm_dump(&got[0]), dcm_dump(&files.join("CT_small.dcm")));
+    let found = web(
+        &server,
+        "carried",
+        "brought 42 over the sea",
+        &["search", "--level", "studies"],
+    )
+    .success();
+    assert_eq!(
+        json_of(&found).as_array().map(Vec::len),
+        Some(5),
+        "{}",
+        found.stdout()
+    );
     let _ = std::fs::remove_dir_all(&src);
 }
 
