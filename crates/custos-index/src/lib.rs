@@ -59,6 +59,10 @@ pub enum IndexError {
     /// this trail.
     #[error("the audit trails differ: {0}")]
     AuditMismatch(String),
+    /// A user change or removal that would leave no enabled administrator
+    /// where there was one; nothing changed.
+    #[error("that would leave no enabled administrator: enable or add another first")]
+    LastAdmin,
 }
 
 /// What appending to the audit trail did.
@@ -273,11 +277,13 @@ pub trait Registry: PeerDirectory {
 
     async fn user(&self, name: &str) -> Result<Option<User>, IndexError>;
     async fn users(&self) -> Result<Vec<User>, IndexError>;
-    /// Adds or replaces a user.
+    /// Adds or replaces a user; [`IndexError::LastAdmin`] if that leaves
+    /// no enabled administrator where there was one.
     async fn put_user(&self, user: User) -> Result<(), IndexError>;
     /// Adds a user unless one has that name; returns whether it was added.
     async fn insert_user(&self, user: User) -> Result<bool, IndexError>;
-    /// Removes a user and its tokens; returns whether it existed.
+    /// Removes a user and its tokens; returns whether it existed;
+    /// [`IndexError::LastAdmin`] as `put_user`.
     async fn remove_user(&self, name: &str) -> Result<bool, IndexError>;
 
     async fn token(&self, id: &str) -> Result<Option<ApiToken>, IndexError>;

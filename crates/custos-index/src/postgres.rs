@@ -604,6 +604,13 @@ impl InstanceIndex for PgIndex {
     }
 }
 
+/// How many administrators are enabled, locking them: two transactions
+/// disabling one admin each take turns, and the second sees the first's.
+async fn enabled_admins(tx: &deadpool_postgres::Transaction<'_>) -> Result<usize, IndexError> {
+    let sql = statements::ENABLED_ADMINS.replace("{lock}", " FOR UPDATE");
+    Ok(tx.query(&sql, &[]).await.map_err(pg)?.len())
+}
+
 /// Removes a study's instances (or one series'), in the caller's
 /// transaction; what was removed.
 pub(crate) async fn remove_in(
@@ -735,25 +742,30 @@ impl Registry for PgIndex {
     }
 
     async fn put_user(&self, user: User) -> Result<(), IndexError> {
-        let client = self.pool.get().await.map_err(pool_err)?;
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5)
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let before = enabled_admins(&tx).await?;
+        tx.execute(
+            &format!(
+                "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (name) DO UPDATE SET role = excluded.role,
                      password_hash = excluded.password_hash, disabled = excluded.disabled,
                      password_changed = excluded.password_changed"
-                ),
-                &[
-                    &user.name,
-                    &user.role.name(),
-                    &user.password_hash,
-                    &user.disabled,
-                    &user.password_changed,
-                ],
-            )
-            .await
-            .map_err(pg)?;
+            ),
+            &[
+                &user.name,
+                &user.role.name(),
+                &user.password_hash,
+                &user.disabled,
+                &user.password_changed,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        if before > 0 && enabled_admins(&tx).await? == 0 {
+            return Err(IndexError::LastAdmin);
+        }
+        tx.commit().await.map_err(pg)?;
         Ok(())
     }
 
@@ -778,11 +790,17 @@ impl Registry for PgIndex {
     }
 
     async fn remove_user(&self, name: &str) -> Result<bool, IndexError> {
-        let client = self.pool.get().await.map_err(pool_err)?;
-        let n = client
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let before = enabled_admins(&tx).await?;
+        let n = tx
             .execute("DELETE FROM users WHERE name = $1", &[&name])
             .await
             .map_err(pg)?;
+        if before > 0 && enabled_admins(&tx).await? == 0 {
+            return Err(IndexError::LastAdmin);
+        }
+        tx.commit().await.map_err(pg)?;
         Ok(n > 0)
     }
 

@@ -668,6 +668,24 @@ impl InstanceIndex for SqliteIndex {
     }
 }
 
+/// `change`, unless it leaves no enabled administrator where there was one
+/// (the one writer: nothing commits in between).
+fn keeping_an_admin<T>(
+    t: &rusqlite::Transaction<'_>,
+    change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, IndexError>,
+) -> Result<T, IndexError> {
+    let admins = |t: &rusqlite::Transaction<'_>| -> Result<usize, IndexError> {
+        let sql = statements::ENABLED_ADMINS.replace("{lock}", "");
+        Ok(t.prepare_cached(&sql)?.query_map([], |_| Ok(()))?.count())
+    };
+    let before = admins(t)?;
+    let done = change(t)?;
+    if before > 0 && admins(t)? == 0 {
+        return Err(IndexError::LastAdmin);
+    }
+    Ok(done)
+}
+
 /// Removes a study's instances (or one series'), in the caller's
 /// transaction; what was removed.
 pub(crate) fn remove_in(
@@ -783,22 +801,24 @@ impl Registry for SqliteIndex {
 
     async fn put_user(&self, user: User) -> Result<(), IndexError> {
         self.write(move |t| {
-            t.execute(
-                &format!(
-                    "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)
+            keeping_an_admin(t, |t| {
+                t.execute(
+                    &format!(
+                        "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT(name) DO UPDATE SET role = excluded.role,
                      password_hash = excluded.password_hash, disabled = excluded.disabled,
                      password_changed = excluded.password_changed"
-                ),
-                params![
-                    user.name,
-                    user.role.name(),
-                    user.password_hash,
-                    user.disabled,
-                    user.password_changed
-                ],
-            )?;
-            Ok(())
+                    ),
+                    params![
+                        user.name,
+                        user.role.name(),
+                        user.password_hash,
+                        user.disabled,
+                        user.password_changed
+                    ],
+                )?;
+                Ok(())
+            })
         })
         .await
     }
@@ -823,8 +843,12 @@ impl Registry for SqliteIndex {
 
     async fn remove_user(&self, name: &str) -> Result<bool, IndexError> {
         let name = name.to_string();
-        self.write(move |t| Ok(t.execute("DELETE FROM users WHERE name = ?1", [&name])? > 0))
-            .await
+        self.write(move |t| {
+            keeping_an_admin(t, |t| {
+                Ok(t.execute("DELETE FROM users WHERE name = ?1", [&name])? > 0)
+            })
+        })
+        .await
     }
 
     async fn token(&self, id: &str) -> Result<Option<ApiToken>, IndexError> {

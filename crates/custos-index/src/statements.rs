@@ -278,6 +278,11 @@ impl InsertPlan {
     }
 }
 
+/// Enabled administrators, counted before and after a user's change (see
+/// `Registry::put_user`); `{lock}` locks them on PostgreSQL.
+pub const ENABLED_ADMINS: &str =
+    "SELECT name FROM users WHERE role = 'admin' AND NOT disabled{lock}";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 use custos_core::query::{Key, Level, Matcher, Query};
 use custos_core::record::InstanceRecord;
 use custos_core::{ApiToken, HostPattern, Peer, Role, User};
-use custos_index::{Index, InsertOutcome, PgIndex, SqliteIndex};
+use custos_index::{Index, IndexError, InsertOutcome, PgIndex, SqliteIndex};
 
 fn sqlite_index() -> SqliteIndex {
     let dir = std::env::temp_dir().join(format!("custos-index-{}", uuid::Uuid::new_v4()));
@@ -572,6 +572,45 @@ async fn users_and_tokens(ix: Ix) {
     assert_eq!(ix.user("alice").await.unwrap(), None);
     assert_eq!(ix.token("tok1").await.unwrap(), None);
     assert!(ix.tokens().await.unwrap().is_empty());
+
+    // One enabled administrator always stays: disabling, demoting or
+    // removing the last one is refused and changes nothing.
+    let admin = |name: &str| User {
+        name: name.into(),
+        role: Role::Admin,
+        ..alice.clone()
+    };
+    ix.put_user(admin("root1")).await.unwrap();
+    ix.put_user(admin("root2")).await.unwrap();
+    ix.put_user(User {
+        disabled: true,
+        ..admin("root1")
+    })
+    .await
+    .unwrap();
+    let last = [
+        User {
+            disabled: true,
+            ..admin("root2")
+        },
+        User {
+            role: Role::Radiologist,
+            ..admin("root2")
+        },
+    ];
+    for change in last {
+        assert!(matches!(
+            ix.put_user(change).await,
+            Err(IndexError::LastAdmin)
+        ));
+    }
+    assert!(matches!(
+        ix.remove_user("root2").await,
+        Err(IndexError::LastAdmin)
+    ));
+    assert_eq!(ix.user("root2").await.unwrap(), Some(admin("root2")));
+    ix.put_user(admin("root1")).await.unwrap();
+    assert!(ix.remove_user("root2").await.unwrap(), "another is enabled");
 }
 
 async fn removing_series_and_studies(ix: Ix) {

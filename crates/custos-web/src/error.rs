@@ -104,6 +104,9 @@ impl From<custos_index::IndexError> for ApiError {
     fn from(e: custos_index::IndexError) -> ApiError {
         match e {
             custos_index::IndexError::BadQuery(m) => ApiError::bad_request(m),
+            e @ custos_index::IndexError::LastAdmin => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
             e => ApiError::internal("index failure", e).failed(Failed::Index),
         }
     }

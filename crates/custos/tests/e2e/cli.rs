@@ -150,3 +150,29 @@ fn peer_echo_calls_a_registered_peer_and_says_when_it_does_not_answer() {
         unknown.stderr()
     );
 }
+
+/// The archive keeps one enabled administrator: the CLI refuses to disable,
+/// demote or remove the last one, and allows it once there is another.
+#[test]
+fn the_last_enabled_administrator_stays() {
+    let data = DataDir::new("last-admin");
+    for args in [
+        &["user", "disable", "admin"][..],
+        &["user", "remove", "admin"][..],
+    ] {
+        let refused = data.cli(args);
+        assert!(!refused.ok(), "{args:?}: {}", refused.stdout());
+        assert!(
+            refused
+                .stderr()
+                .contains("would leave no enabled administrator"),
+            "{args:?}: {}",
+            refused.stderr()
+        );
+    }
+    add_user(&data, "second", "admin", "another 42 keeper of keys");
+    let done = data.cli(&["user", "disable", "admin"]).success();
+    assert!(done.stdout().contains("disabled"), "{}", done.stdout());
+    let refused = data.cli(&["user", "disable", "second"]);
+    assert!(!refused.ok());
+}
