@@ -292,6 +292,7 @@ impl Association {
                 calling = self.peer_ae(),
                 "C-STORE refused: peer lacks store permission"
             );
+            self.refused("store is not granted to this peer").await;
             return Sink::Discard(status::NOT_AUTHORIZED, "not authorized to store".into());
         }
         if abstract_syntax != cmd.sop_class_uid || !syntaxes::is_storage(&cmd.sop_class_uid) {
@@ -368,6 +369,7 @@ impl Association {
                         calling = self.peer_ae(),
                         "C-ECHO refused: no echo permission"
                     );
+                    self.refused("echo is not granted to this peer").await;
                     status::NOT_AUTHORIZED
                 };
                 let rsp = cmd.response(field::C_ECHO_RSP, st);

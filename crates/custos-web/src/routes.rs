@@ -9,12 +9,10 @@ use axum::Extension;
 use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
-use axum::response::Response;
 use axum::routing::{MethodRouter, delete, get, post, put};
 
 use custos_core::{Action, Principal};
 
-use crate::error::ApiError;
 use crate::{
     AppState, admin, changes, deidentify, download, lifecycle, metrics, openapi, qido, session,
     status, stow, trail, wado, worklist,
@@ -447,7 +445,11 @@ pub fn table() -> Vec<(Method, &'static str, Need)> {
     routes().into_iter().map(|(m, p, n, _)| (m, p, n)).collect()
 }
 
-/// The authenticated routes, each behind the check of what it needs.
+/// The authenticated routes, each behind the check of what it needs. Every
+/// refusal (403) is in the audit trail as a security alert, with the path
+/// asked for and the study and patient it names: the route's check records
+/// its own with the right that was missing; a handler's (a right it needs
+/// besides, a wrong current password) is recorded as it leaves.
 pub(crate) fn protected(state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
     let mut router = axum::Router::new();
     for (_, path, need, handler) in routes() {
@@ -460,26 +462,79 @@ pub(crate) fn protected(state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
                       request: Request,
                       next: Next| async move {
                     if let Err(refusal) = crate::auth::require(&p, action) {
-                        // Recorded as a security alert (repeated ones are
-                        // coalesced into one record with a count).
-                        let mut e = crate::audit::event(
-                            custos_core::audit::EventId::SecurityAlert,
-                            'E',
-                            custos_core::audit::Outcome::MinorFailure,
-                        );
-                        let route: String = path.chars().take(200).collect();
-                        e.detail = format!(
-                            "HTTP request refused: {} {route} needs the {action} right",
-                            request.method()
-                        );
-                        s.archive.audit(e).await;
-                        return Err(refusal);
+                        let asked = format!("{} {}", request.method(), request.uri().path());
+                        record_refusal(&s, &asked, &format!("needs the {action} right")).await;
+                        let mut r = axum::response::IntoResponse::into_response(refusal);
+                        r.extensions_mut().insert(Recorded);
+                        return r;
                     }
-                    Ok::<Response, ApiError>(next.run(request).await)
+                    next.run(request).await
                 },
             )),
         };
+        let handler = handler.route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            |State(s): State<Arc<AppState>>, request: Request, next: Next| async move {
+                let asked = format!("{} {}", request.method(), request.uri().path());
+                let r = next.run(request).await;
+                if r.status() == axum::http::StatusCode::FORBIDDEN
+                    && r.extensions().get::<Recorded>().is_none()
+                {
+                    record_refusal(&s, &asked, "by the handler").await;
+                }
+                r
+            },
+        ));
         router = router.route(path, handler);
     }
     router
+}
+
+/// On a refusal whose record is written.
+#[derive(Clone, Copy)]
+struct Recorded;
+
+/// A refused request as a security alert (repeated ones are coalesced into
+/// one record with a count), naming the study in its path and its patient.
+async fn record_refusal(s: &AppState, asked: &str, why: &str) {
+    let mut e = crate::audit::event(
+        custos_core::audit::EventId::SecurityAlert,
+        'E',
+        custos_core::audit::Outcome::MinorFailure,
+    );
+    let asked: String = asked.chars().take(200).collect();
+    e.detail = format!("HTTP request refused: {asked} {why}");
+    if let Some(study) = study_in(&asked) {
+        e.study_uids.push(study.to_string());
+        s.archive.name_patients(&mut e).await;
+    }
+    s.archive.audit(e).await;
+}
+
+/// The Study Instance UID a request path names (`.../studies/{uid}...`).
+fn study_in(path: &str) -> Option<&str> {
+    let mut parts = path.split(['/', ' ']);
+    parts.find(|p| *p == "studies")?;
+    parts.next().filter(|uid| custos_archive::text::is_uid(uid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_study_a_path_names() {
+        let uid = "1.2.840.113619.2.1";
+        assert_eq!(
+            study_in(&format!("GET /dicom-web/studies/{uid}/series")),
+            Some(uid)
+        );
+        assert_eq!(
+            study_in(&format!("POST /api/studies/{uid}/deidentify")),
+            Some(uid)
+        );
+        assert_eq!(study_in("GET /dicom-web/studies"), None);
+        assert_eq!(study_in("GET /dicom-web/studies/not-a-uid"), None);
+        assert_eq!(study_in("GET /api/audit"), None);
+    }
 }

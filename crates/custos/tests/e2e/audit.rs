@@ -25,6 +25,7 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
     add_user(&data, "aud", "auditor", PW_AUD);
     add_user(&data, "rad", "radiologist", PW_RAD);
     let token = create_token(&data, "rad", "1d", false);
+    let boss_reader = create_token(&data, "boss", "1d", true);
     let token_id = token.split('_').nth(1).unwrap().to_string();
     let server = Server::start(&data);
     let port = server.port();
@@ -105,6 +106,11 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
             { "method": "GET", "path": "/api/audit", "auth": { "basic": ["rad", PW_RAD] } },
             { "method": "GET", "path": "/dicom-web/studies", "auth": { "bearer": token } },
             { "method": "GET", "path": "/dicom-web/studies", "auth": { "bearer": token } },
+            // Refused by the route's check, and by the handler (a read-only
+            // token keeps de-identification but not the store it needs).
+            { "method": "DELETE", "path": format!("/api/studies/{CT_STUDY}"), "auth": { "basic": ["rad", PW_RAD] } },
+            { "method": "POST", "path": format!("/api/studies/{CT_STUDY}/deidentify"), "auth": { "bearer": boss_reader },
+              "headers": { "Content-Type": "application/json" }, "body": "{}" },
             { "method": "DELETE", "path": format!("/api/studies/{CT_STUDY}"), "auth": { "basic": ["boss", PW_BOSS] } },
             // The newest records (what the web page shows), not the oldest.
             { "method": "GET", "path": "/api/audit?last=1", "auth": { "basic": ["aud", PW_AUD] } },
@@ -120,10 +126,10 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
             .map(|rec| rec["seq"].as_i64().unwrap())
             .collect()
     };
-    let (newest, last) = (seqs(6), seqs(7));
-    assert_eq!(newest.len(), 1, "{}", r[6]);
+    let (newest, last) = (seqs(8), seqs(9));
+    assert_eq!(newest.len(), 1, "{}", r[8]);
     assert!(newest[0] > 10, "not the start of the trail: {newest:?}");
-    assert_eq!(last.len(), 2, "{}", r[7]);
+    assert_eq!(last.len(), 2, "{}", r[9]);
     assert_eq!(last[1], last[0] + 1);
     assert!(last[1] >= newest[0], "{last:?} after {newest:?}");
 
@@ -136,7 +142,9 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
     assert_eq!(r[2]["status"], 403, "a radiologist does not");
     assert_eq!(r[3]["status"], 200, "bearer token");
     assert_eq!(r[4]["status"], 200, "the same token again");
-    assert_eq!(r[5]["status"], 200, "deletion");
+    assert_eq!(r[5]["status"], 403, "a radiologist does not delete");
+    assert_eq!(r[6]["status"], 403, "{}", r[6]);
+    assert_eq!(r[7]["status"], 200, "deletion");
     // Once the server is quiet, this node's checkpoint names the newest
     // record (it is rewritten at most every 250 ms under load, never left behind).
     let newest = || {
@@ -186,6 +194,19 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
         && b["detail"].as_str().unwrap().contains(
             "HTTP request refused: GET /api/audit needs the audit right"
         )));
+    // Both name the study asked for and its patient.
+    let names_ct =
+        |b: &Value| b["studies"] == json!([CT_STUDY]) && b["patients"] == json!(["1CT1"]);
+    assert!(has(&records, 110113, |b| b["user"] == "rad"
+        && names_ct(b)
+        && b["detail"].as_str().unwrap().contains(&format!(
+            "HTTP request refused: DELETE /api/studies/{CT_STUDY} needs the delete right"
+        ))));
+    assert!(has(&records, 110113, |b| b["user"] == "boss"
+        && names_ct(b)
+        && b["detail"].as_str().unwrap().contains(&format!(
+            "HTTP request refused: POST /api/studies/{CT_STUDY}/deidentify by the handler"
+        ))));
     assert!(has(&records, 110100, |b| b["detail"]
         .as_str()
         .unwrap()
