@@ -14,7 +14,7 @@
 //! PostgreSQL + S3 deployments are backed up with `pg_dump` and the bucket's
 //! versioning or replication instead (ARCHITECTURE.md).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -30,16 +30,22 @@ use crate::data::open_archive;
 pub async fn backup(data: &Path, dest: &Path) -> Result<()> {
     let config = Config::load(data)?;
     embedded_only(&config)?;
-    new_folder(dest)?;
-    let result = copy_archive(data, dest, &config).await.and_then(|done| {
-        durable(dest, &config)?;
-        Ok(done)
-    });
+    let staging = staging_for(dest)?;
+    let result = copy_archive(data, &staging, &config)
+        .await
+        .and_then(|done| {
+            durable(&staging, &config)?;
+            Ok(done)
+        })
+        .and_then(|done| {
+            put_in_place(&staging, dest)?;
+            Ok(done)
+        });
     let (instances, bytes) = match result {
         Ok(done) => done,
         Err(e) => {
             // Nothing half-made is left to be mistaken for a backup.
-            let _ = std::fs::remove_dir_all(dest);
+            let _ = std::fs::remove_dir_all(&staging);
             return Err(e);
         }
     };
@@ -65,25 +71,29 @@ pub async fn restore(src: &Path, data: &Path) -> Result<()> {
         bail!("{} is not a Custos backup (no custos.toml)", src.display());
     }
     embedded_only(&Config::load(src)?)?;
-    new_folder(data)?;
-    if let Err(e) = copy_tree(src, data, &[]) {
-        // Nothing half-made is left to be served or to block a retry.
-        let _ = std::fs::remove_dir_all(data);
-        return Err(anyhow::Error::new(e)
-            .context(format!("copying {}; nothing was restored", src.display())));
+    let staging = staging_for(data)?;
+    let result = async {
+        copy_tree(src, &staging, &[])
+            .with_context(|| format!("copying {}; nothing was restored", src.display()))?;
+        let instances = verify(&staging)
+            .await
+            .map_err(|e| e.context("the backup does not verify; nothing was restored"))?;
+        let config = Config::load(&staging)?;
+        durable(&staging, &config).map_err(|e| {
+            e.context("the restored copy could not be made durable; nothing was restored")
+        })?;
+        put_in_place(&staging, data)?;
+        Ok::<_, anyhow::Error>((instances, config))
     }
-    let instances = match verify(data).await {
-        Ok(n) => n,
+    .await;
+    let (instances, config) = match result {
+        Ok(done) => done,
         Err(e) => {
-            let _ = std::fs::remove_dir_all(data);
-            return Err(e.context("the backup does not verify; nothing was restored"));
+            // Nothing half-made is left to be served or to block a retry.
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
         }
     };
-    let config = Config::load(data)?;
-    if let Err(e) = durable(data, &config) {
-        let _ = std::fs::remove_dir_all(data);
-        return Err(e.context("the restored copy could not be made durable; nothing was restored"));
-    }
     let index = SqliteIndex::open(config.resolve(data, &config.index.path))?;
     record(
         data,
@@ -98,6 +108,42 @@ pub async fn restore(src: &Path, data: &Path) -> Result<()> {
         data.display()
     );
     Ok(())
+}
+
+/// The folder a backup or restore into `dir` is made in, beside it: `dir`
+/// itself appears only whole (`put_in_place`), so an interrupted run leaves
+/// no folder that looks like a backup or that `serve` would take for an
+/// archive. `dir` must be new or empty; what an interrupted run left in
+/// the staging folder is cleared.
+fn staging_for(dir: &Path) -> Result<PathBuf> {
+    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+        bail!("{} is not empty", dir.display());
+    }
+    let name = dir
+        .file_name()
+        .with_context(|| format!("{} names no folder", dir.display()))?;
+    let staging = dir.with_file_name(format!(".{}.custos-partial", name.to_string_lossy()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .with_context(|| format!("clearing {} (an interrupted run's)", staging.display()))?;
+    }
+    custos_store::create_private_dir(&staging)
+        .with_context(|| format!("creating {}", staging.display()))?;
+    Ok(staging)
+}
+
+/// Renames the finished `staging` folder to `dir` (replacing it if it is an
+/// empty folder) and makes the rename durable.
+fn put_in_place(staging: &Path, dir: &Path) -> Result<()> {
+    std::fs::rename(staging, dir)
+        .with_context(|| format!("moving {} to {}", staging.display(), dir.display()))?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(parent)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", parent.display()))
 }
 
 /// Puts a copied archive on disk for good before it is called a backup or
@@ -132,39 +178,25 @@ fn embedded_only(config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Creates `dir` owner-only, or accepts it when it exists and is empty.
-fn new_folder(dir: &Path) -> Result<()> {
-    if dir.exists() {
-        if std::fs::read_dir(dir)?.next().is_some() {
-            bail!("{} is not empty", dir.display());
-        }
-    } else {
-        custos_store::create_private_dir(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
-    }
-    Ok(())
-}
-
 async fn copy_archive(data: &Path, dest: &Path, config: &Config) -> Result<(u64, u64)> {
     let index_path = config.resolve(data, &config.index.path);
-    let index_name = index_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let top = |p: &str| {
-        Path::new(p)
-            .components()
-            .next()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
-    let skip = [
-        top(&config.store.path),
-        index_name.clone(),
-        format!("{index_name}-wal"),
-        format!("{index_name}-shm"),
-        format!("{index_name}-journal"),
-    ];
+    // The blob folder and the live index (wherever in the data folder they
+    // are) are not copied as files: the snapshot and the blobs it names are.
+    let index = PathBuf::from(&config.index.path);
+    let skip: Vec<PathBuf> = ["", "-wal", "-shm", "-journal"]
+        .iter()
+        .map(|end| {
+            let mut name = index.clone().into_os_string();
+            name.push(end);
+            PathBuf::from(name)
+        })
+        .chain([PathBuf::from(&config.store.path)])
+        .map(|p| {
+            p.components()
+                .filter(|c| *c != std::path::Component::CurDir)
+                .collect()
+        })
+        .collect();
     copy_tree(data, dest, &skip).context("copying the data folder's files")?;
 
     let live = SqliteIndex::open(&index_path)?;
@@ -221,19 +253,23 @@ async fn verify(data: &Path) -> Result<u64> {
 }
 
 /// Copies the folder `from` into `to` (files keep their modes, folders are
-/// owner-only), leaving out the top-level names in `skip`.
-fn copy_tree(from: &Path, to: &Path, skip: &[String]) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(from)? {
+/// owner-only), leaving out the paths in `skip` (relative to `from`).
+fn copy_tree(from: &Path, to: &Path, skip: &[PathBuf]) -> std::io::Result<()> {
+    copy_below(from, to, Path::new(""), skip)
+}
+
+fn copy_below(from: &Path, to: &Path, at: &Path, skip: &[PathBuf]) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from.join(at))? {
         let entry = entry?;
-        let name = entry.file_name();
-        if skip.iter().any(|s| *s == name.to_string_lossy()) {
+        let relative = at.join(entry.file_name());
+        if skip.contains(&relative) {
             continue;
         }
-        let target = to.join(&name);
+        let target = to.join(&relative);
         let kind = entry.file_type()?;
         if kind.is_dir() {
             custos_store::create_private_dir(&target)?;
-            copy_tree(&entry.path(), &target, &[])?;
+            copy_below(from, to, &relative, skip)?;
         } else if kind.is_file() || (kind.is_symlink() && entry.path().is_file()) {
             // A symlinked file (custos.toml kept in /etc, say) is copied as
             // the file it names: leaving it out made a backup that verified

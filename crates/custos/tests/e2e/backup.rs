@@ -102,3 +102,59 @@ fn a_backup_taken_during_ingest_restores_every_instance_it_holds() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// The index kept in a subfolder of the data folder (`db/index.sqlite`): the
+/// backup copies its snapshot, not the live file beside it, and restores;
+/// the backup's and the restore's folders appear only when whole.
+#[test]
+fn an_index_in_a_subfolder_is_backed_up_and_restored() {
+    let data = DataDir::new("backup-sub");
+    let toml = data.path.join("custos.toml");
+    let config = std::fs::read_to_string(&toml).unwrap();
+    assert!(config.contains("path = \"index.sqlite\""));
+    std::fs::write(
+        &toml,
+        config.replace("path = \"index.sqlite\"", "path = \"./db/index.sqlite\""),
+    )
+    .unwrap();
+    std::fs::create_dir(data.path.join("db")).unwrap();
+    std::fs::rename(
+        data.path.join("index.sqlite"),
+        data.path.join("db/index.sqlite"),
+    )
+    .unwrap();
+    let src = data.path.with_extension("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let ct = pydicom_test_files().join("CT_small.dcm");
+    std::fs::copy(&ct, src.join("ct.dcm")).unwrap();
+    data.cli(&["import", src.to_str().unwrap()]).success();
+
+    let dest = data.path.with_extension("backup");
+    let _ = std::fs::remove_dir_all(&dest);
+    let backup = data.cli(&["backup", dest.to_str().unwrap()]);
+    assert!(backup.ok(), "{}{}", backup.stdout(), backup.stderr());
+    assert!(dest.join("db/index.sqlite").is_file());
+    let restored = DataDir {
+        path: data.path.with_extension("restored"),
+    };
+    let _ = std::fs::remove_dir_all(&restored.path);
+    let run = restored.cli(&["restore", dest.to_str().unwrap()]);
+    assert!(run.ok(), "{}{}", run.stdout(), run.stderr());
+    assert!(
+        run.stdout().contains("restored 1 instances"),
+        "{}",
+        run.stdout()
+    );
+    let parent = data.path.parent().unwrap();
+    let partial: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("backup-sub") && n.ends_with(".custos-partial"))
+        .collect();
+    assert!(partial.is_empty(), "staging folders left: {partial:?}");
+    restored.cli(&["fsck"]).success();
+    for dir in [&src, &dest, &restored.path] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
