@@ -33,7 +33,7 @@ pub struct SettingsCopied {
 impl Archive {
     /// Copies what the archive's policy rests on into `target`: peers,
     /// users and tokens (their hashes as they are), webhooks (one with the
-    /// same URL and events is not added twice) and the studies protected
+    /// same URL and events is not added twice, nor counted) and the studies protected
     /// from retention (without them the new index would let retention
     /// delete a study under legal hold). Peers, users and tokens replace
     /// the target's of the same name, so a second run brings the last
@@ -49,7 +49,12 @@ impl Archive {
             to.put_peer(peer).await?;
             copied.peers += 1;
         }
-        for user in from.users().await? {
+        // Enabled administrators first: the target always keeps one
+        // (`IndexError::LastAdmin`), even while one it has is replaced by
+        // the source's disabled copy.
+        let mut users = from.users().await?;
+        users.sort_by_key(|u| u.role != custos_core::Role::Admin || u.disabled);
+        for user in users {
             to.put_user(user).await?;
             copied.users += 1;
         }
@@ -65,8 +70,8 @@ impl Archive {
             {
                 to.add_webhook(&hook.url, &hook.events, &hook.secret, hook.created)
                     .await?;
+                copied.webhooks += 1;
             }
-            copied.webhooks += 1;
         }
         for (study, reason, at) in from.protected_studies().await? {
             to.set_protected(&study, true, &reason, at).await?;

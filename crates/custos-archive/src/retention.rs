@@ -58,6 +58,19 @@ impl Archive {
         apply: bool,
         by: &str,
     ) -> Result<RetentionReport, IndexError> {
+        self.retention_pass_until(now, apply, by, || false).await
+    }
+
+    /// [`Self::retention_pass`] that ends early, between two studies, once
+    /// `stop()` says so (the server shutting down: a deletion is never cut
+    /// between the index and its record).
+    async fn retention_pass_until(
+        &self,
+        now: i64,
+        apply: bool,
+        by: &str,
+        stop: impl Fn() -> bool,
+    ) -> Result<RetentionReport, IndexError> {
         let config = self.retention_config();
         let mut report = RetentionReport::default();
         if config.policies.is_empty() {
@@ -84,6 +97,9 @@ impl Archive {
             let Some((last, _)) = page.last() else { break };
             after = *last;
             for (pk, study) in page {
+                if stop() {
+                    return Ok(report);
+                }
                 report.studies += 1;
                 let policy = match decide(&study) {
                     Verdict::Delete(p) => p,
@@ -183,7 +199,9 @@ impl Archive {
         Ok(true)
     }
 
-    /// Runs a pass every `every` with the server's clock until `shutdown`.
+    /// Runs a pass every `every` with the server's clock until `shutdown`
+    /// (a pass under way stops after the study it is deleting: await this
+    /// before the last audit records are flushed).
     pub async fn run_retention(
         self: Arc<Self>,
         every: Duration,
@@ -197,8 +215,9 @@ impl Archive {
                 _ = tokio::time::sleep(every) => {}
                 _ = shutdown.changed() => return,
             }
+            let stopping = || *shutdown.borrow();
             match self
-                .retention_pass(crate::routing::now(), true, "retention")
+                .retention_pass_until(crate::routing::now(), true, "retention", stopping)
                 .await
             {
                 Ok(r) if r.deleted_count > 0 => {

@@ -292,7 +292,6 @@ impl Association {
                 calling = self.peer_ae(),
                 "C-STORE refused: peer lacks store permission"
             );
-            self.refused("store is not granted to this peer").await;
             return Sink::Discard(status::NOT_AUTHORIZED, "not authorized to store".into());
         }
         if abstract_syntax != cmd.sop_class_uid || !syntaxes::is_storage(&cmd.sop_class_uid) {

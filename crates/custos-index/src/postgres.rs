@@ -18,7 +18,9 @@ use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
 use crate::sql_query::{
     Dialect, SqlValue, audit_search_sql, find_sql, instance_kinds_sql, instances_sql,
 };
-use crate::statements::{self, InsertPlan, STORED_COLUMNS, TOKEN_COLUMNS, USER_COLUMNS};
+use crate::statements::{
+    self, InsertPlan, STORED_COLUMNS, TOKEN_COLUMNS, TOKEN_UPSERT, USER_COLUMNS,
+};
 use crate::{
     Appended, AuditLog, IndexError, InsertOutcome, InstanceIndex, InstanceKind, PeerDirectory,
     ROWS_AHEAD, Registry, RowStream, STATISTICS_SQL, Statistics,
@@ -833,7 +835,7 @@ impl Registry for PgIndex {
         client
             .execute(
                 &format!(
-                    "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) {TOKEN_UPSERT}"
                 ),
                 &[
                     &t.id,

@@ -17,7 +17,7 @@ use custos_core::{ApiToken, HostPattern, Peer, Permissions, User};
 use crate::sql_query::{
     Dialect, SqlValue, audit_search_sql, find_sql, instance_kinds_sql, instances_sql,
 };
-use crate::statements::{self, InsertPlan, TOKEN_COLUMNS, USER_COLUMNS};
+use crate::statements::{self, InsertPlan, TOKEN_COLUMNS, TOKEN_UPSERT, USER_COLUMNS};
 use crate::{
     Appended, AuditLog, IndexError, InsertOutcome, InstanceIndex, InstanceKind, PeerDirectory,
     ROWS_AHEAD, Registry, RowStream, STATISTICS_SQL, Statistics,
@@ -880,7 +880,7 @@ impl Registry for SqliteIndex {
         self.write(move |tx| {
             tx.execute(
                 &format!(
-                    "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                    "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) {TOKEN_UPSERT}"
                 ),
                 params![
                     t.id,

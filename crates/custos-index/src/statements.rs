@@ -281,7 +281,12 @@ impl InsertPlan {
 /// Enabled administrators, counted before and after a user's change (see
 /// `Registry::put_user`); `{lock}` locks them on PostgreSQL.
 pub const ENABLED_ADMINS: &str =
-    "SELECT name FROM users WHERE role = 'admin' AND NOT disabled{lock}";
+    "SELECT name FROM users WHERE role = 'admin' AND NOT disabled ORDER BY name{lock}";
+
+/// A token written again (`custos migrate` run twice) keeps its identity
+/// and takes the source's state.
+pub const TOKEN_UPSERT: &str =
+    "ON CONFLICT (id) DO UPDATE SET expires = excluded.expires, revoked = excluded.revoked";
 
 #[cfg(test)]
 mod tests {

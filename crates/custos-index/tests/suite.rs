@@ -16,6 +16,13 @@ fn sqlite_index() -> SqliteIndex {
 
 /// A fresh database on the test cluster for each case.
 async fn pg_index() -> PgIndex {
+    PgIndex::connect(&pg_database().await)
+        .await
+        .expect("PgIndex on a fresh database")
+}
+
+/// The URL of a fresh database on the test cluster.
+async fn pg_database() -> String {
     let url = std::env::var("CUSTOS_TEST_POSTGRES_URL")
         .expect("CUSTOS_TEST_POSTGRES_URL is not set: run scripts/test, which starts PostgreSQL");
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -28,9 +35,7 @@ async fn pg_index() -> PgIndex {
         .await
         .unwrap();
     let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&url);
-    PgIndex::connect(&format!("{base}/{db}"))
-        .await
-        .expect("PgIndex on a fresh database")
+    format!("{base}/{db}")
 }
 
 macro_rules! on_both_backends {
@@ -564,6 +569,13 @@ async fn users_and_tokens(ix: Ix) {
     };
     ix.put_token(token.clone()).await.unwrap();
     assert_eq!(ix.token("tok1").await.unwrap(), Some(token.clone()));
+    // Written again (a second `custos migrate`): its state taken.
+    let later = ApiToken {
+        expires: 30,
+        ..token.clone()
+    };
+    ix.put_token(later.clone()).await.unwrap();
+    assert_eq!(ix.token("tok1").await.unwrap(), Some(later));
     assert!(ix.revoke_token("tok1").await.unwrap());
     assert!(ix.token("tok1").await.unwrap().unwrap().revoked);
     assert!(!ix.revoke_token("nope").await.unwrap());
@@ -1633,4 +1645,62 @@ async fn streamed_matches(ix: Ix) {
         drop(stream);
     }
     assert_eq!(ix.find(query).await.unwrap().len(), 300);
+}
+
+/// On PostgreSQL, retention's deletion that has to wait for another
+/// transaction on the study (a protection, an instance's insert) decides
+/// on what that one committed: the study is spared, nothing of it lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_decides_after_what_it_waited_for() {
+    let meanwhile = [
+        // A protection, as `set_protected` takes it.
+        "SELECT 1 FROM studies WHERE study_uid = '1.1' FOR SHARE;
+         INSERT INTO protected_studies (study_uid, reason, at) VALUES ('1.1', 'hold', 0)",
+        // An instance into an existing series, as ingest writes it (later
+        // than anything retention saw).
+        "INSERT INTO instances (series_pk, sop_instance_uid, sop_class_uid, transfer_syntax_uid,
+             blob_key, size, sha256, received_at)
+           SELECT pk, '1.1.1.9', '1.2', '1.2.840.10008.1.2.1', 'k', 1, 'x', now() + interval '1 minute'
+             FROM series WHERE series_uid = '1.1.1';
+         UPDATE series SET num_instances = num_instances + 1 WHERE series_uid = '1.1.1';
+         UPDATE studies SET num_instances = num_instances + 1 WHERE study_uid = '1.1'",
+    ];
+    for sql in meanwhile {
+        let url = pg_database().await;
+        let ix: Ix = std::sync::Arc::new(PgIndex::connect(&url).await.unwrap());
+        populate(&ix).await;
+        let seen = activity_of(&ix, "1.1").await.unwrap().last_received;
+        let (other, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        other.batch_execute("BEGIN").await.unwrap();
+        other.batch_execute(sql).await.unwrap();
+        let deleting = {
+            let ix = ix.clone();
+            tokio::spawn(async move { ix.remove_expired("1.1", seen).await })
+        };
+        // Until the deletion waits for that transaction's locks.
+        let mut waited = false;
+        for _ in 0..500 {
+            let waiting: i64 = other
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                      WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                waited = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(waited, "the deletion never waited: {sql}");
+        other.batch_execute("COMMIT").await.unwrap();
+        assert_eq!(deleting.await.unwrap().unwrap(), None, "{sql}");
+        assert!(activity_of(&ix, "1.1").await.is_some(), "{sql}");
+    }
 }

@@ -462,8 +462,8 @@ pub(crate) fn protected(state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
                       request: Request,
                       next: Next| async move {
                     if let Err(refusal) = crate::auth::require(&p, action) {
-                        let asked = format!("{} {}", request.method(), request.uri().path());
-                        record_refusal(&s, &asked, &format!("needs the {action} right")).await;
+                        let why = format!("needs the {action} right");
+                        record_refusal(&s, request.method(), request.uri(), &why).await;
                         let mut r = axum::response::IntoResponse::into_response(refusal);
                         r.extensions_mut().insert(Recorded);
                         return r;
@@ -475,12 +475,12 @@ pub(crate) fn protected(state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
         let handler = handler.route_layer(middleware::from_fn_with_state(
             state.clone(),
             |State(s): State<Arc<AppState>>, request: Request, next: Next| async move {
-                let asked = format!("{} {}", request.method(), request.uri().path());
+                let (method, uri) = (request.method().clone(), request.uri().clone());
                 let r = next.run(request).await;
                 if r.status() == axum::http::StatusCode::FORBIDDEN
                     && r.extensions().get::<Recorded>().is_none()
                 {
-                    record_refusal(&s, &asked, "by the handler").await;
+                    record_refusal(&s, &method, &uri, "by the handler").await;
                 }
                 r
             },
@@ -495,27 +495,35 @@ pub(crate) fn protected(state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
 struct Recorded;
 
 /// A refused request as a security alert (repeated ones are coalesced into
-/// one record with a count), naming the study in its path and its patient.
-async fn record_refusal(s: &AppState, asked: &str, why: &str) {
+/// one record with a count), naming the study it asked for and its patient.
+async fn record_refusal(s: &AppState, method: &Method, uri: &axum::http::Uri, why: &str) {
     let mut e = crate::audit::event(
         custos_core::audit::EventId::SecurityAlert,
         'E',
         custos_core::audit::Outcome::MinorFailure,
     );
-    let asked: String = asked.chars().take(200).collect();
-    e.detail = format!("HTTP request refused: {asked} {why}");
-    if let Some(study) = study_in(&asked) {
+    let path: String = uri.path().chars().take(200).collect();
+    e.detail = format!("HTTP request refused: {method} {path} {why}");
+    if let Some(study) = study_in(uri) {
         e.study_uids.push(study.to_string());
         s.archive.name_patients(&mut e).await;
     }
     s.archive.audit(e).await;
 }
 
-/// The Study Instance UID a request path names (`.../studies/{uid}...`).
-fn study_in(path: &str) -> Option<&str> {
-    let mut parts = path.split(['/', ' ']);
-    parts.find(|p| *p == "studies")?;
-    parts.next().filter(|uid| custos_archive::text::is_uid(uid))
+/// The Study Instance UID a request names: in its path
+/// (`.../studies/{uid}...`), or WADO-URI's `studyUID` parameter.
+fn study_in(uri: &axum::http::Uri) -> Option<&str> {
+    let mut parts = uri.path().split('/');
+    let in_path = parts.find(|p| *p == "studies").and_then(|_| parts.next());
+    let in_query = || {
+        uri.query()?
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("studyUID="))
+    };
+    in_path
+        .or_else(in_query)
+        .filter(|uid| custos_archive::text::is_uid(uid))
 }
 
 #[cfg(test)]
@@ -523,18 +531,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_study_a_path_names() {
+    fn the_study_a_request_names() {
         let uid = "1.2.840.113619.2.1";
+        let study = |u: &str| study_in(&u.parse().unwrap()).map(str::to_string);
         assert_eq!(
-            study_in(&format!("GET /dicom-web/studies/{uid}/series")),
+            study(&format!("/dicom-web/studies/{uid}/series")).as_deref(),
             Some(uid)
         );
         assert_eq!(
-            study_in(&format!("POST /api/studies/{uid}/deidentify")),
+            study(&format!("/api/studies/{uid}/deidentify")).as_deref(),
             Some(uid)
         );
-        assert_eq!(study_in("GET /dicom-web/studies"), None);
-        assert_eq!(study_in("GET /dicom-web/studies/not-a-uid"), None);
-        assert_eq!(study_in("GET /api/audit"), None);
+        assert_eq!(
+            study(&format!(
+                "/wado?requestType=WADO&studyUID={uid}&seriesUID=1.2"
+            ))
+            .as_deref(),
+            Some(uid)
+        );
+        assert_eq!(study("/dicom-web/studies"), None);
+        assert_eq!(study("/dicom-web/studies/not-a-uid"), None);
+        assert_eq!(study("/api/audit"), None);
     }
 }

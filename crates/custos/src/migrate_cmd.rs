@@ -27,6 +27,12 @@ pub async fn run(data: &Path, to_index: &str, to_store: &str) -> Result<bool> {
         redact_url(to_index),
         to_store.split('?').next().unwrap_or(to_store)
     );
+    // Protections before the instances they protect: a node already
+    // pointed at the target never sees a study there without its hold.
+    let settings = source
+        .copy_settings_to(&target)
+        .await
+        .map_err(|e| anyhow::anyhow!("copying peers, users and protections: {e}"))?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} instances  {per_sec}  eta {eta}")
@@ -39,10 +45,6 @@ pub async fn run(data: &Path, to_index: &str, to_store: &str) -> Result<bool> {
         })
         .await?;
     bar.finish_and_clear();
-    let settings = source
-        .copy_settings_to(&target)
-        .await
-        .map_err(|e| anyhow::anyhow!("copying peers, users and protections: {e}"))?;
     let mut e = custos_core::audit::AuditEvent::new(
         custos_core::audit::EventId::Export,
         'R',

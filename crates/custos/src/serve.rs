@@ -92,6 +92,9 @@ pub struct Running {
     stop: watch::Sender<bool>,
     dimse: tokio::task::JoinHandle<()>,
     web: tokio::task::JoinHandle<()>,
+    /// The periodic retention pass, whose deletions are recorded before
+    /// the trail's last flush.
+    retention: tokio::task::JoinHandle<()>,
     archive: Arc<custos_archive::Archive>,
 }
 
@@ -103,6 +106,7 @@ impl Running {
         let _ = self.stop.send(true);
         self.dimse.await.context("DICOM server task")?;
         self.web.await.context("HTTP server task")?;
+        self.retention.await.context("retention task")?;
         // Counts of coalesced failures first, so that "stop" is the last record.
         self.archive.flush_audit().await;
         self.archive.audit(lifecycle("stop")).await;
@@ -218,7 +222,7 @@ pub async fn start(data_dir: &Path, config: Config, listeners: Listeners) -> Res
         auth,
         stop_rx.clone(),
     )?;
-    tokio::spawn(archive.clone().run_retention(
+    let retention = tokio::spawn(archive.clone().run_retention(
         Duration::from_secs(config.retention.interval_minutes.max(1) * 60),
         stop_rx.clone(),
     ));
@@ -251,6 +255,7 @@ pub async fn start(data_dir: &Path, config: Config, listeners: Listeners) -> Res
         stop: stop_tx,
         dimse,
         web,
+        retention,
         archive,
     })
 }

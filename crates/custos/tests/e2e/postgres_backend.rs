@@ -248,6 +248,7 @@ fn migrate_embedded_archive_to_postgres_and_s3() {
         "radiologist",
         "brought 42 over the sea",
     );
+    let token = create_token(&embedded, "carried", "1d", true);
     embedded
         .cli(&["study", "protect", CT_STUDY, "--reason", "legal hold"])
         .success();
@@ -264,7 +265,7 @@ fn migrate_embedded_archive_to_postgres_and_s3() {
     );
     assert!(
         run.stdout()
-            .contains("1 peers, 2 users, 0 tokens, 0 webhooks and 1 study protections copied"),
+            .contains("1 peers, 2 users, 1 tokens, 0 webhooks and 1 study protections copied"),
         "{}",
         run.stdout()
     );
@@ -338,6 +339,13 @@ fn migrate_embedded_archive_to_postgres_and_s3() {
         "{}",
         found.stdout()
     );
+    let r = web_requests(
+        &server,
+        serde_json::json!([
+            { "method": "GET", "path": "/dicom-web/studies", "auth": { "bearer": token } },
+        ]),
+    );
+    assert_eq!(r[0]["status"], 200, "the token came along: {r:?}");
     let _ = std::fs::remove_dir_all(&src);
 }
 

@@ -151,7 +151,7 @@ fn retention(data: &DataDir) {
         .unwrap()
         .replace("quiet_seconds = 7200", "quiet_seconds = 1");
     std::fs::write(&path, text).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    std::thread::sleep(std::time::Duration::from_secs(3));
     // Then the run three hours from now deletes the old CT study, and only it.
     let done = run(now + 3 * 3600, false);
     assert!(
