@@ -140,7 +140,8 @@ def main():
         # browser, the auditor, and a wrong current password); anything else that fails is a defect.
         expected = {("/api/session", 401), ("/api/login", 401), ("/dicom-web/studies", 401), ("/dicom-web/studies", 403),
                     ("/dicom-web/studies", 409),  # the text file uploaded on purpose
-                    ("/api/session/password", 403)}  # a wrong current password
+                    ("/api/session/password", 403),  # a wrong current password
+                    ("/api/users", 403)}  # the staged "give your password again"
         failed = []
         page.on("response", lambda r: r.status >= 400 and (r.url.split("?")[0].replace(url, ""), r.status) not in expected and failed.append(f"{r.status} {r.url}"))
 
@@ -272,8 +273,30 @@ def main():
         page.fill("input[name=new-user]", "newrad")
         page.select_option("select[name=new-role]", "radiologist")
         page.fill("input[name=new-password]", "fresh reader 42 passphrase")
+        # Had the login been long ago, the server would ask for the password
+        # again (its side is in the handler tests): the first answer is made
+        # that refusal here, and the page asks, confirms with the real
+        # server, and adds the user on its second try.
+        asked = []
+
+        def stale_once(route):
+            if route.request.method == "POST" and not asked:
+                asked.append(1)
+                route.fulfill(status=403, content_type="application/json",
+                              body='{"error": "give your password again", "confirm": true}')
+            else:
+                route.fallback()
+
+        page.route("**/api/users", stale_once)
         page.click("button:has-text('Add user')")
+        page.wait_for_selector("dialog.confirm-password[open]")
+        page.fill("dialog.confirm-password input[type=password]", admin[1])
+        with page.expect_response("**/api/session/confirm") as confirmed:
+            page.click("dialog.confirm-password button:has-text('Confirm')")
+        check(confirmed.value.status == 204, f"confirming: {confirmed.value.status}")
         page.wait_for_selector("tr[data-user='newrad']")
+        page.unroute("**/api/users")
+        check(asked == [1], "the page was not asked for the password")
         # A new password for them, typed twice into password fields (two
         # that differ are refused before anything is sent).
         page.click("tr[data-user='newrad'] button:has-text('New password')")

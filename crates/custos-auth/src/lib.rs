@@ -158,11 +158,12 @@ impl Authenticator {
         Ok(self.sessions.open(user, &account.password_hash))
     }
 
-    /// The principal of browser session `id` and the session's CSRF token.
+    /// The principal of browser session `id`, the session's CSRF token, and
+    /// whether its password was given recently (`SessionPolicy::confirmed_for`).
     /// A session whose user was disabled, removed or given a new password
     /// since login is ended. An unknown id is not counted as a failure: it is
     /// far too long to guess, and a restart leaves stale cookies behind.
-    pub async fn session(&self, id: &str) -> Result<(Principal, String), Refusal> {
+    pub async fn session(&self, id: &str) -> Result<(Principal, String, bool), Refusal> {
         let gone = || Refusal::Invalid {
             claimed: None,
             delay: Duration::ZERO,
@@ -181,12 +182,19 @@ impl Authenticator {
                     read_only: false,
                 },
                 live.csrf,
+                live.recent,
             )),
             _ => {
                 self.sessions.close_user(&live.user);
                 Err(gone())
             }
         }
+    }
+
+    /// Records that browser session `id`'s user just gave their password
+    /// again (checked by the caller); whether the session is live.
+    pub fn confirm_session(&self, id: &str) -> bool {
+        self.sessions.confirm(id)
     }
 
     /// Ends browser session `id` (logout); returns its user.

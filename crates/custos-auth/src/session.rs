@@ -22,6 +22,11 @@ pub struct SessionPolicy {
     pub idle: Duration,
     /// Ended this long after login, however active.
     pub absolute: Duration,
+    /// Changes to who may do what (users, tokens, peers) made with the
+    /// session need its password given this recently (at login, or again
+    /// by `confirm`): a session left open on an unattended workstation, or
+    /// stolen, cannot make itself a lasting way in.
+    pub confirmed_for: Duration,
 }
 
 impl Default for SessionPolicy {
@@ -29,6 +34,7 @@ impl Default for SessionPolicy {
         SessionPolicy {
             idle: Duration::from_secs(30 * 60),
             absolute: Duration::from_secs(12 * 3600),
+            confirmed_for: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -54,6 +60,8 @@ struct Session {
     csrf: String,
     created: Instant,
     last: Instant,
+    /// When its password was last given (login, `confirm`).
+    confirmed: Instant,
 }
 
 /// A live session's user and CSRF token.
@@ -61,6 +69,8 @@ pub struct SessionUser {
     pub user: String,
     pub credential: String,
     pub csrf: String,
+    /// Its password was given within [`SessionPolicy::confirmed_for`].
+    pub recent: bool,
 }
 
 pub(crate) struct Sessions {
@@ -117,6 +127,7 @@ impl Sessions {
                 csrf: csrf.clone(),
                 created: now,
                 last: now,
+                confirmed: now,
             },
         );
         NewSession { id, csrf }
@@ -143,7 +154,21 @@ impl Sessions {
             user: s.user.clone(),
             credential: s.credential.clone(),
             csrf: s.csrf.clone(),
+            recent: now.duration_since(s.confirmed) < self.policy.confirmed_for,
         })
+    }
+
+    /// Marks session `id`'s password as given just now; whether it is live.
+    pub(crate) fn confirm(&self, id: &str) -> bool {
+        let now = Instant::now();
+        let mut map = lock(&self.by_hash);
+        match map.get_mut(&sha256_hex(id.as_bytes())) {
+            Some(s) if self.live(s, now) => {
+                s.confirmed = now;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Ends session `id`; returns its user.
@@ -181,6 +206,7 @@ mod tests {
         let s = Sessions::new(SessionPolicy {
             idle: Duration::from_millis(200),
             absolute: Duration::from_millis(500),
+            ..SessionPolicy::default()
         });
         let a = s.open("rad", "h");
         assert_eq!(s.touch(&a.id).unwrap().user, "rad");
@@ -198,6 +224,21 @@ mod tests {
         let c = s.open("rad", "h");
         assert_eq!(s.close(&c.id).as_deref(), Some("rad"));
         assert!(s.touch(&c.id).is_none(), "logged out");
+    }
+
+    #[test]
+    fn a_session_is_recent_after_login_or_confirmation_only() {
+        let s = Sessions::new(SessionPolicy {
+            confirmed_for: Duration::from_millis(150),
+            ..SessionPolicy::default()
+        });
+        let a = s.open("boss", "h");
+        assert!(s.touch(&a.id).unwrap().recent, "just logged in");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!s.touch(&a.id).unwrap().recent, "a while ago");
+        assert!(s.confirm(&a.id));
+        assert!(s.touch(&a.id).unwrap().recent, "confirmed");
+        assert!(!s.confirm("not-a-session"));
     }
 
     #[test]

@@ -157,7 +157,7 @@ async fn with_session(
     next: Next,
 ) -> Response {
     match state.auth.session(id).await {
-        Ok((principal, csrf)) => {
+        Ok((principal, csrf, recent)) => {
             if !crate::session::csrf_ok(&request, &csrf, state.config.https) {
                 tracing::warn!(source = ?ip, "cross-site or token-less request with a session cookie refused");
                 return ApiError::new(
@@ -171,6 +171,9 @@ async fn with_session(
             request
                 .extensions_mut()
                 .insert(crate::session::SessionCsrf(csrf));
+            request
+                .extensions_mut()
+                .insert(crate::session::SessionRecent(recent));
             crate::audit::scoped(caller, next.run(request)).await
         }
         Err(Refusal::Unavailable(reason)) => unavailable(&reason),

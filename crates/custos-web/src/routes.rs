@@ -25,6 +25,9 @@ pub enum Need {
     Authenticated,
     /// The principal may do this.
     Right(Action),
+    /// The principal may do this, and a browser session gave its password
+    /// recently (`POST /api/session/confirm`): changes to who may do what.
+    Confirmed(Action),
 }
 
 type Handler = MethodRouter<Arc<AppState>>;
@@ -194,7 +197,7 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
         (
             Method::POST,
             "/api/peers",
-            Right(Admin),
+            Confirmed(Admin),
             post(admin::put_peer),
         ),
         (
@@ -206,7 +209,7 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
         (
             Method::DELETE,
             "/api/peers/{ae}",
-            Right(Admin),
+            Confirmed(Admin),
             delete(admin::remove_peer),
         ),
         (
@@ -274,26 +277,26 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
         (
             Method::POST,
             "/api/users",
-            Right(Admin),
+            Confirmed(Admin),
             post(admin::add_user),
         ),
         (
             Method::PUT,
             "/api/users/{name}",
-            Right(Admin),
+            Confirmed(Admin),
             put(admin::update_user),
         ),
         (
             Method::DELETE,
             "/api/users/{name}",
-            Right(Admin),
+            Confirmed(Admin),
             delete(admin::remove_user),
         ),
         (Method::GET, "/api/tokens", Right(Admin), get(admin::tokens)),
         (
             Method::POST,
             "/api/tokens",
-            Right(Admin),
+            Confirmed(Admin),
             post(admin::create_token),
         ),
         (
@@ -437,6 +440,12 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
             Authenticated,
             put(session::change_password),
         ),
+        (
+            Method::POST,
+            "/api/session/confirm",
+            Authenticated,
+            post(session::confirm),
+        ),
     ]
 }
 
@@ -455,22 +464,31 @@ pub(crate) fn protected(state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
     for (_, path, need, handler) in routes() {
         let handler = match need {
             Need::Authenticated => handler,
-            Need::Right(action) => handler.route_layer(middleware::from_fn_with_state(
-                state.clone(),
-                move |State(s): State<Arc<AppState>>,
-                      Extension(p): Extension<Principal>,
-                      request: Request,
-                      next: Next| async move {
-                    if let Err(refusal) = crate::auth::require(&p, action) {
-                        let why = format!("needs the {action} right");
-                        record_refusal(&s, request.method(), request.uri(), &why).await;
-                        let mut r = axum::response::IntoResponse::into_response(refusal);
-                        r.extensions_mut().insert(Recorded);
-                        return r;
-                    }
-                    next.run(request).await
-                },
-            )),
+            Need::Right(action) | Need::Confirmed(action) => {
+                handler.route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    move |State(s): State<Arc<AppState>>,
+                          Extension(p): Extension<Principal>,
+                          request: Request,
+                          next: Next| async move {
+                        if let Err(refusal) = crate::auth::require(&p, action) {
+                            let why = format!("needs the {action} right");
+                            record_refusal(&s, request.method(), request.uri(), &why).await;
+                            let mut r = axum::response::IntoResponse::into_response(refusal);
+                            r.extensions_mut().insert(Recorded);
+                            return r;
+                        }
+                        let stale = request
+                            .extensions()
+                            .get::<crate::session::SessionRecent>()
+                            .is_some_and(|recent| !recent.0);
+                        if matches!(need, Need::Confirmed(_)) && stale {
+                            return crate::session::confirm_first();
+                        }
+                        next.run(request).await
+                    },
+                ))
+            }
         };
         let handler = handler.route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -490,9 +508,10 @@ pub(crate) fn protected(state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
     router
 }
 
-/// On a refusal whose record is written.
+/// On a refusal whose record is written (or that needs none: a session
+/// asked to give its password again).
 #[derive(Clone, Copy)]
-struct Recorded;
+pub(crate) struct Recorded;
 
 /// A refused request as a security alert (repeated ones are coalesced into
 /// one record with a count), naming the study it asked for and its patient.

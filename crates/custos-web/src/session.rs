@@ -3,7 +3,9 @@
 //! (`HttpOnly; SameSite=Strict`, `Secure` and the `__Host-` prefix over
 //! HTTPS); `GET /api/session` tells the page who is logged in, with the CSRF
 //! token it must echo; `DELETE /api/session` logs out;
-//! `PUT /api/session/password` changes one's own password. Requests carrying the
+//! `PUT /api/session/password` changes one's own password;
+//! `POST /api/session/confirm` gives it again before changes to users, tokens
+//! and peers (`SessionPolicy::confirmed_for`). Requests carrying the
 //! cookie are authenticated in `auth::require_principal`, which also refuses
 //! cross-site state changes (`Origin` and `X-CSRF-Token` checks).
 
@@ -285,41 +287,11 @@ pub async fn change_password(
         Ok(b) => b,
         Err(r) => return ApiError::new(r.status(), r.body_text()).into_response(),
     };
-    let name = match &p {
-        Principal::User {
-            name,
-            read_only: false,
-            ..
-        } => name.clone(),
-        _ => return ApiError::forbidden().into_response(),
+    let name = match prove_password(&state, &p, addr.ip(), &body.current).await {
+        Ok(name) => name,
+        Err(r) => return r,
     };
-    // A user signed in by an identity provider has no password here (and
-    // must not be counted as failing to give one).
     let registry = state.archive.registry();
-    match registry.user(&name).await {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "your password is not kept here: your identity provider signs you in",
-            )
-            .into_response();
-        }
-        Err(e) => return ApiError::from(e).into_response(),
-    }
-    let ip = Some(addr.ip());
-    let secret = Secret::Password {
-        user: &name,
-        password: &body.current,
-    };
-    if let Err(refusal) = state.auth.authenticate(secret, ip).await {
-        let r = crate::auth::refused(&state, ip, Some(name), refusal, true).await;
-        if r.status() != StatusCode::UNAUTHORIZED {
-            return r;
-        }
-        return ApiError::new(StatusCode::FORBIDDEN, "the current password is not right")
-            .into_response();
-    }
     let change = custos_archive::registry::UserChange {
         password: Some(body.new),
         ..Default::default()
@@ -332,6 +304,117 @@ pub async fn change_password(
         }
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+/// `p`'s own password, checked as a login checks it (the same lockout,
+/// throttling and audit of failures; a wrong one is 403, not 401, so the
+/// page keeps its session); the user's name when it is right.
+async fn prove_password(
+    state: &AppState,
+    p: &Principal,
+    addr: IpAddr,
+    password: &str,
+) -> Result<String, Response> {
+    let name = match p {
+        Principal::User {
+            name,
+            read_only: false,
+            ..
+        } => name.clone(),
+        _ => return Err(ApiError::forbidden().into_response()),
+    };
+    // A user signed in by an identity provider has no password here (and
+    // must not be counted as failing to give one).
+    match state.archive.registry().user(&name).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "your password is not kept here: your identity provider signs you in",
+            )
+            .into_response());
+        }
+        Err(e) => return Err(ApiError::from(e).into_response()),
+    }
+    let ip = Some(addr);
+    let secret = Secret::Password {
+        user: &name,
+        password,
+    };
+    if let Err(refusal) = state.auth.authenticate(secret, ip).await {
+        let r = crate::auth::refused(state, ip, Some(name), refusal, true).await;
+        if r.status() != StatusCode::UNAUTHORIZED {
+            return Err(r);
+        }
+        return Err(
+            ApiError::new(StatusCode::FORBIDDEN, "the current password is not right")
+                .into_response(),
+        );
+    }
+    Ok(name)
+}
+
+/// Whether a cookie-authenticated request's session gave its password
+/// within `SessionPolicy::confirmed_for` (absent for Basic/Bearer, which
+/// carry their credential each time).
+#[derive(Clone, Copy)]
+pub struct SessionRecent(pub bool);
+
+/// The refusal of a change to who may do what made with a session whose
+/// password was not given recently: the page asks for it
+/// (`POST /api/session/confirm`) and tries again.
+pub fn confirm_first() -> Response {
+    let mut r = (
+        StatusCode::FORBIDDEN,
+        Json(json!({
+            "error": "give your password again to change users, tokens or peers",
+            "confirm": true,
+        })),
+    )
+        .into_response();
+    r.extensions_mut().insert(crate::routes::Recorded);
+    r
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Confirmation {
+    password: String,
+}
+
+/// `POST /api/session/confirm`: the browser session's user gives their
+/// password again, which lets the session change users, tokens and peers
+/// for `SessionPolicy::confirmed_for`. Checked as a login (failures count).
+pub async fn confirm(
+    State(state): State<Arc<AppState>>,
+    Extension(p): Extension<Principal>,
+    Extension(ClientAddr(addr)): Extension<ClientAddr>,
+    headers: HeaderMap,
+    body: Result<Json<Confirmation>, JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(r) => return ApiError::new(r.status(), r.body_text()).into_response(),
+    };
+    let Some(id) = session_cookie(&headers, state.config.https) else {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "only a browser session confirms its password (Basic credentials carry it each time)",
+        )
+        .into_response();
+    };
+    if let Err(r) = prove_password(&state, &p, addr.ip(), &body.password).await {
+        return r;
+    }
+    if !state.auth.confirm_session(&id) {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "the session has ended").into_response();
+    }
+    let mut e = AuditEvent::new(EventId::UserAuthentication, 'E', Outcome::Success);
+    e.user = p.name().to_string();
+    e.source = addr.ip().to_string();
+    e.detail = "HTTP password confirmed (browser session)".into();
+    state.archive.audit(e).await;
+    StatusCode::NO_CONTENT.into_response()
 }
 
 #[cfg(test)]

@@ -39,6 +39,10 @@ impl Drop for Fixture {
 }
 
 async fn fixture(name: &str) -> Fixture {
+    fixture_with(name, custos_auth::SessionPolicy::default()).await
+}
+
+async fn fixture_with(name: &str, sessions: custos_auth::SessionPolicy) -> Fixture {
     let dir = std::env::temp_dir().join(format!("custos-web-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -59,14 +63,17 @@ async fn fixture(name: &str) -> Fixture {
         .await
         .unwrap();
     }
-    let auth = Arc::new(Authenticator::new(
-        archive.registry(),
-        None,
-        custos_auth::LockoutPolicy {
-            after: 5,
-            duration: Duration::from_secs(60),
-        },
-    ));
+    let auth = Arc::new(
+        Authenticator::new(
+            archive.registry(),
+            None,
+            custos_auth::LockoutPolicy {
+                after: 5,
+                duration: Duration::from_secs(60),
+            },
+        )
+        .with_session_policy(sessions),
+    );
     let state = Arc::new(AppState {
         archive,
         config: WebConfig {
@@ -607,6 +614,131 @@ async fn a_session_ends_when_its_user_is_disabled_or_gets_a_new_password() {
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     let r = f.call(with_cookie(&cookie, "GET", "/api/session")).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+/// Changes to users, tokens and peers made with a browser session need its
+/// password given recently: at login, or again with `POST
+/// /api/session/confirm` (here the window is 2 s). Basic credentials carry
+/// the password each time.
+#[tokio::test]
+async fn account_changes_from_a_session_need_its_password_given_recently() {
+    let f = fixture_with(
+        "confirm",
+        custos_auth::SessionPolicy {
+            confirmed_for: Duration::from_secs(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    let session = login(&f, "boss", PASSWORD, None).await;
+    let (cookie, csrf) = (
+        session_cookie(&session),
+        session.json()["csrf"].as_str().unwrap().to_string(),
+    );
+    let send = |method: &str, uri: &str, body: serde_json::Value| {
+        with_cookie(&cookie, method, uri)
+            .header("x-csrf-token", &csrf)
+            .header(header::ORIGIN, "https://localhost")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let user = |name: &str| serde_json::json!({ "name": name, "role": "admin", "password": "a second pair of 42 hands" });
+    // Just logged in: the password was given.
+    let r = f.send(send("POST", "/api/users", user("deputy"))).await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // A while later: asked for it again, nothing changed.
+    let token = serde_json::json!({ "user": "boss", "expires_days": 1 });
+    for (method, uri, body) in [
+        ("POST", "/api/users", user("intruder")),
+        (
+            "PUT",
+            "/api/users/deputy",
+            serde_json::json!({ "disabled": true }),
+        ),
+        ("DELETE", "/api/users/deputy", serde_json::json!({})),
+        ("POST", "/api/tokens", token.clone()),
+    ] {
+        let r = f.send(send(method, uri, body)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{method} {uri}");
+        assert_eq!(r.json()["confirm"], true, "{method} {uri}");
+    }
+    let users = f.get("boss", "/api/users").await.json();
+    let names: Vec<_> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].clone())
+        .collect();
+    assert!(!names.contains(&"intruder".into()), "{users}");
+    assert!(
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["name"] == "deputy" && u["disabled"] == false)
+    );
+    // Reading and other work go on without it.
+    let r = f.call(with_cookie(&cookie, "GET", "/api/users")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    // A wrong password does not confirm (and counts as a failed login).
+    let r = f
+        .send(send(
+            "POST",
+            "/api/session/confirm",
+            serde_json::json!({ "password": "a guess" }),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = f.send(send("POST", "/api/tokens", token.clone())).await;
+    assert_eq!(r.json()["confirm"], true);
+    // The right one does.
+    let r = f
+        .send(send(
+            "POST",
+            "/api/session/confirm",
+            serde_json::json!({ "password": PASSWORD }),
+        ))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NO_CONTENT,
+        "{:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let r = f.send(send("POST", "/api/tokens", token)).await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // Basic credentials are the password itself.
+    let r = f
+        .json(
+            "boss",
+            "PUT",
+            "/api/users/deputy",
+            serde_json::json!({ "disabled": true }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    // Only a browser session confirms.
+    let r = f
+        .json(
+            "boss",
+            "POST",
+            "/api/session/confirm",
+            serde_json::json!({ "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
 }
 
 #[tokio::test]

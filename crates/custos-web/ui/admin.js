@@ -16,13 +16,28 @@ const EVENTS = ["instance.stored", "instance.updated", "instance.deleted", "seri
  */
 export async function adminPage(main, api, me) {
   const message = el("p", { class: "error", role: "status" });
+  const send = (path, method, body) => api(path, {
+    method,
+    headers: body ? { "content-type": "application/json" } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
   const call = async (path, method, body) => {
     message.textContent = "";
-    const r = await api(path, {
-      method,
-      headers: body ? { "content-type": "application/json" } : {},
-      body: body ? JSON.stringify(body) : undefined,
-    });
+    let r = await send(path, method, body);
+    // Changes to users, tokens and peers need the password given recently:
+    // asked for, then the change is tried once more.
+    if (r.status === 403) {
+      const refusal = await r.clone().json().catch(() => ({}));
+      if (refusal.confirm) {
+        const password = await askPassword(main);
+        if (password === null) {
+          message.textContent = "Not changed: your password was not given.";
+          return null;
+        }
+        const confirmed = await send("/api/session/confirm", "POST", { password });
+        r = confirmed.ok ? await send(path, method, body) : confirmed;
+      }
+    }
     if (!r.ok) {
       let why = `${r.status}`;
       try { why = (await r.json()).error || why; } catch (_) { /* no body */ }
@@ -212,4 +227,29 @@ export async function adminPage(main, api, me) {
     planBox);
 
   main.replaceChildren(message, status, usersSection, tokensSection, peersSection, hooksSection, retentionSection);
+}
+
+/**
+ * Asks for the user's own password in a modal dialog in `parent`: the text,
+ * or null when cancelled.
+ */
+function askPassword(parent) {
+  return new Promise((resolve) => {
+    const input = el("input", { type: "password", autocomplete: "current-password", "aria-label": "Your password" });
+    const dialog = el("dialog", { class: "confirm-password" },
+      el("form", { method: "dialog" },
+        el("p", { text: "Give your password again to change users, tokens or peers." }),
+        input,
+        el("menu", {},
+          el("button", { value: "cancel", type: "submit", formnovalidate: true, text: "Cancel" }),
+          el("button", { value: "ok", type: "submit", text: "Confirm" }))));
+    dialog.addEventListener("close", () => {
+      const given = dialog.returnValue === "ok" && input.value ? input.value : null;
+      dialog.remove();
+      resolve(given);
+    });
+    parent.append(dialog);
+    dialog.showModal();
+    input.focus();
+  });
 }

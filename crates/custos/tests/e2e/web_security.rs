@@ -758,7 +758,7 @@ fn every_route_in_the_router_table_refuses_strangers_and_the_unpermitted() {
         strangers.push(json!({ "method": m, "path": p, "headers": json_body, "body": "{}" }));
         strangers.push(json!({ "method": m, "path": p, "auth": basic("rad", "wrong password here"), "headers": json_body, "body": "{}" }));
         strangers.push(json!({ "method": m, "path": p, "auth": bearer("custos_notarealtoken_x"), "headers": json_body, "body": "{}" }));
-        if let Need::Right(a) = need {
+        if let Need::Right(a) | Need::Confirmed(a) = need {
             unpermitted.push(json!({ "method": m, "path": p, "auth": lacking(*a), "headers": json_body, "body": "{}" }));
         }
     }
