@@ -996,7 +996,10 @@ def cmd_mpps(args):
     statuses["set_completed"] = status_of(assoc.send_n_set(done, MPPS, uid))
     again = Dataset()
     again.PerformedProcedureStepStatus = "DISCONTINUED"
-    statuses["set_after_completion"] = status_of(assoc.send_n_set(again, MPPS, uid))
+    ended = assoc.send_n_set(again, MPPS, uid)
+    statuses["set_after_completion"] = status_of(ended)
+    # PS3.4 F.7.2.2.2: "may no longer be updated" carries Error ID A710.
+    statuses["set_after_completion_error_id"] = getattr(ended[0], "ErrorID", None) if ended and ended[0] else None
     statuses["set_unknown"] = status_of(assoc.send_n_set(again, MPPS, generate_uid()))
     assoc.release()
     out({"accepted": True, "uid": uid, "statuses": statuses})

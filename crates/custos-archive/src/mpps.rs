@@ -27,11 +27,19 @@ pub mod refusal {
 pub const IN_PROGRESS: &str = "IN PROGRESS";
 const FINAL: [&str; 2] = ["COMPLETED", "DISCONTINUED"];
 
+/// Error ID (0000,0903) of a step that is COMPLETED or DISCONTINUED
+/// (PS3.4 F.7.2.2.2, with status 0110).
+pub const NO_LONGER_UPDATABLE: u16 = 0xA710;
+
 #[derive(Debug, thiserror::Error)]
 pub enum MppsError {
     /// Refused with this DIMSE status and reason.
     #[error("{1}")]
     Refused(u16, String),
+    /// The step is COMPLETED or DISCONTINUED: 0110 with Error ID
+    /// [`NO_LONGER_UPDATABLE`].
+    #[error("the performed procedure step may no longer be updated")]
+    Ended,
     #[error(transparent)]
     Index(#[from] IndexError),
 }
@@ -117,10 +125,7 @@ impl Archive {
             ));
         };
         if row.status != IN_PROGRESS {
-            return Err(refused(
-                refusal::PROCESSING_FAILURE,
-                "the performed procedure step may no longer be updated",
-            ));
+            return Err(MppsError::Ended);
         }
         let mut attrs: InMemDicomObject = dicom_json::from_str(&row.attributes_json)
             .map_err(|e| IndexError::Corrupt(format!("performed procedure step {uid}: {e}")))?;
@@ -138,10 +143,7 @@ impl Archive {
         row.attributes_json = to_json(&attrs)?;
         // Another N-SET may have ended the step meanwhile.
         if !self.index.update_mpps_in_progress(row.clone()).await? {
-            return Err(refused(
-                refusal::PROCESSING_FAILURE,
-                "the performed procedure step may no longer be updated",
-            ));
+            return Err(MppsError::Ended);
         }
         if FINAL.contains(&row.status.as_str()) {
             let status = row.status.clone();

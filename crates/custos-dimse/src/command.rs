@@ -70,6 +70,8 @@ pub struct Command {
     pub has_data_set: bool,
     pub status: Option<u16>,
     pub error_comment: Option<String>,
+    /// Error ID (0000,0903): which failure, where a service defines them.
+    pub error_id: Option<u16>,
     pub move_destination: String,
     pub move_originator_ae: Option<String>,
     pub move_originator_message_id: Option<u16>,
@@ -113,6 +115,7 @@ impl Command {
             error_comment: obj
                 .get(tags::ERROR_COMMENT)
                 .map(|_| text(&obj, tags::ERROR_COMMENT)),
+            error_id: int(&obj, tags::ERROR_ID),
             move_destination: text(&obj, tags::MOVE_DESTINATION),
             move_originator_ae: obj
                 .get(tags::MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE)
@@ -189,6 +192,9 @@ impl Command {
             // LO: at most 64 characters.
             let c: String = c.chars().take(64).collect();
             put(tags::ERROR_COMMENT, VR::LO, PrimitiveValue::from(c));
+        }
+        if let Some(id) = self.error_id {
+            put(tags::ERROR_ID, VR::US, PrimitiveValue::from(id));
         }
         if !self.sop_instance_uid.is_empty() {
             put(

@@ -74,6 +74,12 @@ impl Association {
                 rsp.status = Some(st);
                 rsp.error_comment = Some(why);
             }
+            Err(e @ MppsError::Ended) => {
+                info!(calling = self.peer_ae(), "MPPS {verb} refused: {e}");
+                rsp.status = Some(refusal::PROCESSING_FAILURE);
+                rsp.error_comment = Some(e.to_string());
+                rsp.error_id = Some(custos_archive::mpps::NO_LONGER_UPDATABLE);
+            }
             Err(MppsError::Index(e)) => {
                 warn!(error = %e, "MPPS {verb} failed");
                 rsp.status = Some(status::PROCESSING_FAILURE);

@@ -374,7 +374,8 @@ fn mwl_trial(data: &DataDir) {
     assert_eq!(
         m["statuses"],
         serde_json::json!({"create_completed": 0x0106, "create": 0, "create_again": 0x0111,
-            "set_completed": 0, "set_after_completion": 0x0110, "set_unknown": 0x0112}),
+            "set_completed": 0, "set_after_completion": 0x0110, "set_after_completion_error_id": 0xA710,
+            "set_unknown": 0x0112}),
         "{m}"
     );
     let uid = m["uid"].as_str().unwrap();
