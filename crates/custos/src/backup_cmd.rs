@@ -25,27 +25,27 @@ use custos_index::{InstanceIndex, SqliteIndex};
 
 use crate::audit_cmd::record;
 use crate::config::Config;
-use crate::data::open_archive;
+use crate::data::{INCOMPLETE, open_archive_as_is};
 
 pub async fn backup(data: &Path, dest: &Path) -> Result<()> {
     let config = Config::load(data)?;
     embedded_only(&config)?;
-    let staging = staging_for(dest)?;
-    let result = copy_archive(data, &staging, &config)
+    let fresh = begin(dest)?;
+    let result = copy_archive(data, dest, &config)
         .await
         .and_then(|done| {
-            durable(&staging, &config)?;
+            durable(dest, &config)?;
             Ok(done)
         })
         .and_then(|done| {
-            put_in_place(&staging, dest)?;
+            finish(dest)?;
             Ok(done)
         });
     let (instances, bytes) = match result {
         Ok(done) => done,
         Err(e) => {
             // Nothing half-made is left to be mistaken for a backup.
-            let _ = std::fs::remove_dir_all(&staging);
+            clear(dest, fresh);
             return Err(e);
         }
     };
@@ -70,19 +70,20 @@ pub async fn restore(src: &Path, data: &Path) -> Result<()> {
     if !src.join("custos.toml").is_file() {
         bail!("{} is not a Custos backup (no custos.toml)", src.display());
     }
+    crate::data::refuse_incomplete(src)?;
     embedded_only(&Config::load(src)?)?;
-    let staging = staging_for(data)?;
+    let fresh = begin(data)?;
     let result = async {
-        copy_tree(src, &staging, &[])
+        copy_tree(src, data, &[PathBuf::from(INCOMPLETE)])
             .with_context(|| format!("copying {}; nothing was restored", src.display()))?;
-        let instances = verify(&staging)
+        let instances = verify(data)
             .await
             .map_err(|e| e.context("the backup does not verify; nothing was restored"))?;
-        let config = Config::load(&staging)?;
-        durable(&staging, &config).map_err(|e| {
+        let config = Config::load(data)?;
+        durable(data, &config).map_err(|e| {
             e.context("the restored copy could not be made durable; nothing was restored")
         })?;
-        put_in_place(&staging, data)?;
+        finish(data)?;
         Ok::<_, anyhow::Error>((instances, config))
     }
     .await;
@@ -90,7 +91,7 @@ pub async fn restore(src: &Path, data: &Path) -> Result<()> {
         Ok(done) => done,
         Err(e) => {
             // Nothing half-made is left to be served or to block a retry.
-            let _ = std::fs::remove_dir_all(&staging);
+            clear(data, fresh);
             return Err(e);
         }
     };
@@ -110,40 +111,61 @@ pub async fn restore(src: &Path, data: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The folder a backup or restore into `dir` is made in, beside it: `dir`
-/// itself appears only whole (`put_in_place`), so an interrupted run leaves
-/// no folder that looks like a backup or that `serve` would take for an
-/// archive. `dir` must be new or empty; what an interrupted run left in
-/// the staging folder is cleared.
-fn staging_for(dir: &Path) -> Result<PathBuf> {
-    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
-        bail!("{} is not empty", dir.display());
+/// Readies `dir` (new, or an existing empty folder: a mount point, say) to
+/// be filled, marked [`INCOMPLETE`] durably before anything else is put in
+/// it: an interrupted run leaves a folder that restore and serve refuse.
+/// Whether `dir` was made here.
+fn begin(dir: &Path) -> Result<bool> {
+    let fresh = if dir.exists() {
+        if std::fs::read_dir(dir)?.next().is_some() {
+            bail!("{} is not empty", dir.display());
+        }
+        false
+    } else {
+        custos_store::create_private_dir(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        true
+    };
+    let marked = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dir.join(INCOMPLETE))
+        .and_then(|f| f.sync_all())
+        .and_then(|()| sync_folder(dir));
+    if let Err(e) = marked {
+        clear(dir, fresh);
+        return Err(anyhow::Error::new(e).context(format!("marking {}", dir.display())));
     }
-    let name = dir
-        .file_name()
-        .with_context(|| format!("{} names no folder", dir.display()))?;
-    let staging = dir.with_file_name(format!(".{}.custos-partial", name.to_string_lossy()));
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging)
-            .with_context(|| format!("clearing {} (an interrupted run's)", staging.display()))?;
-    }
-    custos_store::create_private_dir(&staging)
-        .with_context(|| format!("creating {}", staging.display()))?;
-    Ok(staging)
+    Ok(fresh)
 }
 
-/// Renames the finished `staging` folder to `dir` (replacing it if it is an
-/// empty folder) and makes the rename durable.
-fn put_in_place(staging: &Path, dir: &Path) -> Result<()> {
-    std::fs::rename(staging, dir)
-        .with_context(|| format!("moving {} to {}", staging.display(), dir.display()))?;
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(parent)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("syncing {}", parent.display()))
+/// Makes `dir` whole: its [`INCOMPLETE`] mark removed, durably.
+fn finish(dir: &Path) -> Result<()> {
+    std::fs::remove_file(dir.join(INCOMPLETE))
+        .and_then(|()| sync_folder(dir))
+        .with_context(|| format!("unmarking {}", dir.display()))
+}
+
+fn sync_folder(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Removes what a failed run put in `dir` (and `dir` itself if it made it).
+fn clear(dir: &Path, fresh: bool) {
+    if fresh {
+        let _ = std::fs::remove_dir_all(dir);
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let _ = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+    }
 }
 
 /// Puts a copied archive on disk for good before it is called a backup or
@@ -190,7 +212,7 @@ async fn copy_archive(data: &Path, dest: &Path, config: &Config) -> Result<(u64,
             name.push(end);
             PathBuf::from(name)
         })
-        .chain([PathBuf::from(&config.store.path)])
+        .chain([PathBuf::from(&config.store.path), PathBuf::from(INCOMPLETE)])
         .map(|p| {
             p.components()
                 .filter(|c| *c != std::path::Component::CurDir)
@@ -234,7 +256,7 @@ async fn copy_archive(data: &Path, dest: &Path, config: &Config) -> Result<(u64,
 /// SHA-256); returns how many there are.
 async fn verify(data: &Path) -> Result<u64> {
     let config = Config::load(data)?;
-    let archive = open_archive(data, &config).await?;
+    let archive = open_archive_as_is(data, &config).await?;
     let options = FsckOptions {
         repair: false,
         // Unindexed records copied along in a pack segment are not the copy's concern.

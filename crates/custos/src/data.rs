@@ -78,9 +78,29 @@ pub fn announce_admin(data: &Path, password: &str) -> Result<()> {
     Ok(())
 }
 
+/// The file `custos backup` and `custos restore` put in the folder they fill
+/// first and remove last: a folder holding it is not a whole archive.
+pub const INCOMPLETE: &str = ".custos-incomplete";
+
+/// Refuses a data folder an interrupted backup or restore left.
+pub fn refuse_incomplete(data: &Path) -> Result<()> {
+    if data.join(INCOMPLETE).exists() {
+        anyhow::bail!(
+            "{} was left by an interrupted backup or restore ({INCOMPLETE} is in it): it is not a whole archive; remove the folder and run that again",
+            data.display()
+        );
+    }
+    Ok(())
+}
+
 /// Opens the configured index: PostgreSQL when `[index] url` is set (migrating
 /// it), else the data folder's SQLite file.
 pub async fn open_index(data: &Path, config: &Config) -> Result<Arc<dyn Index>> {
+    refuse_incomplete(data)?;
+    open_index_as_is(data, config).await
+}
+
+async fn open_index_as_is(data: &Path, config: &Config) -> Result<Arc<dyn Index>> {
     if !config.index.url.is_empty() {
         let index = PgIndex::connect(&config.index.url)
             .await
@@ -127,7 +147,14 @@ pub async fn open_audited_archive(data: &Path, config: &Config) -> Result<Arc<Ar
 }
 
 pub async fn open_archive(data: &Path, config: &Config) -> Result<Arc<Archive>> {
-    let index = open_index(data, config).await?;
+    refuse_incomplete(data)?;
+    open_archive_as_is(data, config).await
+}
+
+/// [`open_archive`] of a folder still being filled (the check of a backup
+/// or restore before it is called whole).
+pub async fn open_archive_as_is(data: &Path, config: &Config) -> Result<Arc<Archive>> {
+    let index = open_index_as_is(data, config).await?;
     let store = open_store(data, config, data.join("s3-staging"))?;
     let duplicates: DuplicatePolicy = config
         .dicom

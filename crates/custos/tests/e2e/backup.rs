@@ -105,7 +105,7 @@ fn a_backup_taken_during_ingest_restores_every_instance_it_holds() {
 
 /// The index kept in a subfolder of the data folder (`db/index.sqlite`): the
 /// backup copies its snapshot, not the live file beside it, and restores;
-/// the backup's and the restore's folders appear only when whole.
+/// a folder an interrupted backup or restore left is refused.
 #[test]
 fn an_index_in_a_subfolder_is_backed_up_and_restored() {
     let data = DataDir::new("backup-sub");
@@ -145,15 +145,38 @@ fn an_index_in_a_subfolder_is_backed_up_and_restored() {
         "{}",
         run.stdout()
     );
-    let parent = data.path.parent().unwrap();
-    let partial: Vec<_> = std::fs::read_dir(parent)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("backup-sub") && n.ends_with(".custos-partial"))
-        .collect();
-    assert!(partial.is_empty(), "staging folders left: {partial:?}");
+    for whole in [&dest, &restored.path] {
+        assert!(
+            !whole.join(".custos-incomplete").exists(),
+            "{}",
+            whole.display()
+        );
+    }
     restored.cli(&["fsck"]).success();
+
+    // What an interrupted run leaves (its mark still in it) is refused: as
+    // a backup to restore, and as a data folder to open.
+    std::fs::write(dest.join(".custos-incomplete"), "").unwrap();
+    let again = DataDir {
+        path: data.path.with_extension("again"),
+    };
+    let _ = std::fs::remove_dir_all(&again.path);
+    let refused = again.cli(&["restore", dest.to_str().unwrap()]);
+    assert!(!refused.ok());
+    assert!(
+        refused.stderr().contains("interrupted backup or restore"),
+        "{}",
+        refused.stderr()
+    );
+    assert!(!again.path.exists(), "nothing made");
+    std::fs::write(restored.path.join(".custos-incomplete"), "").unwrap();
+    let refused = restored.cli(&["fsck"]);
+    assert!(!refused.ok());
+    assert!(
+        refused.stderr().contains("interrupted backup or restore"),
+        "{}",
+        refused.stderr()
+    );
     for dir in [&src, &dest, &restored.path] {
         let _ = std::fs::remove_dir_all(dir);
     }
