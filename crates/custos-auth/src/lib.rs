@@ -191,10 +191,11 @@ impl Authenticator {
         }
     }
 
-    /// Records that browser session `id`'s user just gave their password
-    /// again (checked by the caller); whether the session is live.
-    pub fn confirm_session(&self, id: &str) -> bool {
-        self.sessions.confirm(id)
+    /// Records that browser session `id`'s user, `user`, just gave their
+    /// password again (checked by the caller); whether the session is live
+    /// and `user`'s.
+    pub fn confirm_session(&self, id: &str, user: &str) -> bool {
+        self.sessions.confirm(id, user)
     }
 
     /// Ends browser session `id` (logout); returns its user.

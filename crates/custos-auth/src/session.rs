@@ -158,12 +158,13 @@ impl Sessions {
         })
     }
 
-    /// Marks session `id`'s password as given just now; whether it is live.
-    pub(crate) fn confirm(&self, id: &str) -> bool {
+    /// Marks session `id`'s password as given just now by `user`; whether
+    /// it is live and theirs.
+    pub(crate) fn confirm(&self, id: &str, user: &str) -> bool {
         let now = Instant::now();
         let mut map = lock(&self.by_hash);
         match map.get_mut(&sha256_hex(id.as_bytes())) {
-            Some(s) if self.live(s, now) => {
+            Some(s) if self.live(s, now) && s.user == user => {
                 s.confirmed = now;
                 true
             }
@@ -236,9 +237,11 @@ mod tests {
         assert!(s.touch(&a.id).unwrap().recent, "just logged in");
         std::thread::sleep(Duration::from_millis(200));
         assert!(!s.touch(&a.id).unwrap().recent, "a while ago");
-        assert!(s.confirm(&a.id));
+        assert!(!s.confirm(&a.id, "rad"), "another user's password");
+        assert!(!s.touch(&a.id).unwrap().recent);
+        assert!(s.confirm(&a.id, "boss"));
         assert!(s.touch(&a.id).unwrap().recent, "confirmed");
-        assert!(!s.confirm("not-a-session"));
+        assert!(!s.confirm("not-a-session", "boss"));
     }
 
     #[test]

@@ -400,7 +400,7 @@ fn routes() -> Vec<(Method, &'static str, Need, Handler)> {
         (
             Method::POST,
             "/api/webhooks",
-            Right(Admin),
+            Confirmed(Admin),
             post(changes::add),
         ),
         (

@@ -389,6 +389,7 @@ pub async fn confirm(
     State(state): State<Arc<AppState>>,
     Extension(p): Extension<Principal>,
     Extension(ClientAddr(addr)): Extension<ClientAddr>,
+    by_session: Option<Extension<SessionCsrf>>,
     headers: HeaderMap,
     body: Result<Json<Confirmation>, JsonRejection>,
 ) -> Response {
@@ -396,7 +397,11 @@ pub async fn confirm(
         Ok(b) => b,
         Err(r) => return ApiError::new(r.status(), r.body_text()).into_response(),
     };
-    let Some(id) = session_cookie(&headers, state.config.https) else {
+    // The caller must be the session itself: Basic credentials beside
+    // someone else's cookie are the Basic user, whose password must not
+    // confirm that session.
+    let id = session_cookie(&headers, state.config.https).filter(|_| by_session.is_some());
+    let Some(id) = id else {
         return ApiError::new(
             StatusCode::CONFLICT,
             "only a browser session confirms its password (Basic credentials carry it each time)",
@@ -406,7 +411,7 @@ pub async fn confirm(
     if let Err(r) = prove_password(&state, &p, addr.ip(), &body.password).await {
         return r;
     }
-    if !state.auth.confirm_session(&id) {
+    if !state.auth.confirm_session(&id, p.name()) {
         return ApiError::new(StatusCode::UNAUTHORIZED, "the session has ended").into_response();
     }
     let mut e = AuditEvent::new(EventId::UserAuthentication, 'E', Outcome::Success);

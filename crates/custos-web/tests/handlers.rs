@@ -698,6 +698,39 @@ async fn account_changes_from_a_session_need_its_password_given_recently() {
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let r = f.send(send("POST", "/api/tokens", token.clone())).await;
     assert_eq!(r.json()["confirm"], true);
+    // Someone else's password, sent as Basic beside this session's cookie,
+    // is that other user's: it does not confirm this session.
+    let r = f
+        .send(
+            request("rad", "POST", "/api/session/confirm")
+                .header(header::COOKIE, &cookie)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    serde_json::json!({ "password": PASSWORD }).to_string(),
+                ))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let r = f.send(send("POST", "/api/tokens", token.clone())).await;
+    assert_eq!(r.json()["confirm"], true, "still not confirmed");
+    // Nor do webhooks (a lasting feed out) or peers go without it.
+    let r = f
+        .send(send(
+            "POST",
+            "/api/peers",
+            serde_json::json!({ "ae_title": "ROGUE", "host": "127.0.0.1", "port": 104, "allow": ["get"] }),
+        ))
+        .await;
+    assert_eq!(r.json()["confirm"], true);
+    let r = f
+        .send(send(
+            "POST",
+            "/api/webhooks",
+            serde_json::json!({ "url": "https://127.0.0.1/hook", "events": ["study.stored"] }),
+        ))
+        .await;
+    assert_eq!(r.json()["confirm"], true);
     // The right one does.
     let r = f
         .send(send(

@@ -241,8 +241,9 @@ function askPassword(parent) {
         el("p", { text: "Give your password again to change users, tokens or peers." }),
         input,
         el("menu", {},
-          el("button", { value: "cancel", type: "submit", formnovalidate: true, text: "Cancel" }),
-          el("button", { value: "ok", type: "submit", text: "Confirm" }))));
+          // Enter submits the form's first submit button: Confirm.
+          el("button", { value: "ok", type: "submit", text: "Confirm" }),
+          el("button", { type: "button", text: "Cancel", on: { click: () => dialog.close("cancel") } }))));
     dialog.addEventListener("close", () => {
       const given = dialog.returnValue === "ok" && input.value ? input.value : null;
       dialog.remove();
