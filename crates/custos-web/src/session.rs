@@ -367,7 +367,7 @@ pub fn confirm_first() -> Response {
     let mut r = (
         StatusCode::FORBIDDEN,
         Json(json!({
-            "error": "give your password again to change users, tokens or peers",
+            "error": "give your password again to change users, tokens, peers or webhooks",
             "confirm": true,
         })),
     )
@@ -383,7 +383,7 @@ pub struct Confirmation {
 }
 
 /// `POST /api/session/confirm`: the browser session's user gives their
-/// password again, which lets the session change users, tokens and peers
+/// password again, which lets the session change users, tokens, peers and webhooks
 /// for `SessionPolicy::confirmed_for`. Checked as a login (failures count).
 pub async fn confirm(
     State(state): State<Arc<AppState>>,

@@ -24,7 +24,7 @@ export async function adminPage(main, api, me) {
   const call = async (path, method, body) => {
     message.textContent = "";
     let r = await send(path, method, body);
-    // Changes to users, tokens and peers need the password given recently:
+    // Changes to users, tokens, peers and webhooks need the password given recently:
     // asked for, then the change is tried once more.
     if (r.status === 403) {
       const refusal = await r.clone().json().catch(() => ({}));
@@ -238,7 +238,7 @@ function askPassword(parent) {
     const input = el("input", { type: "password", autocomplete: "current-password", "aria-label": "Your password" });
     const dialog = el("dialog", { class: "confirm-password" },
       el("form", { method: "dialog" },
-        el("p", { text: "Give your password again to change users, tokens or peers." }),
+        el("p", { text: "Give your password again to change users, tokens, peers or webhooks." }),
         input,
         el("menu", {},
           // Enter submits the form's first submit button: Confirm.
