@@ -298,6 +298,35 @@ impl MediaRange {
     }
 }
 
+/// Refuses (406) a request whose Accept takes no DICOM JSON: QIDO-RS and
+/// metadata answer `application/dicom+json` only (PS3.18 8.7.5: XML is not
+/// offered), so a client asking for `application/dicom+xml` alone learns so
+/// instead of getting what it cannot read.
+pub fn json_accepted(headers: &axum::http::HeaderMap) -> Result<(), crate::error::ApiError> {
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let takes_json = media_ranges(accept).iter().any(|r| {
+        let q = r
+            .param("q")
+            .and_then(|q| q.parse::<f32>().ok())
+            .unwrap_or(1.0);
+        q > 0.0
+            && matches!(
+                r.media.to_ascii_lowercase().as_str(),
+                "application/dicom+json" | "application/json" | "application/*" | "*/*"
+            )
+    });
+    if takes_json {
+        Ok(())
+    } else {
+        Err(crate::error::ApiError::new(
+            axum::http::StatusCode::NOT_ACCEPTABLE,
+            "only application/dicom+json is offered here",
+        ))
+    }
+}
+
 /// Splits an Accept (or Content-Type) header into media ranges, honouring
 /// quoted parameter values. Absent header means `*/*`.
 pub fn media_ranges(value: Option<&str>) -> Vec<MediaRange> {

@@ -211,6 +211,7 @@ async fn search(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     require(&principal, Action::Find)?;
+    crate::multipart::json_accepted(&headers)?;
     for (_, uid) in &fixed {
         check_uid(uid)?;
     }

@@ -331,6 +331,7 @@ async fn metadata(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     use futures_util::{StreamExt, TryStreamExt};
+    multipart::json_accepted(&headers)?;
     let set = resolve(&state, &principal, &target).await?;
     let base = base_url(&state, &headers);
     let archive = state.archive.clone();

@@ -1710,3 +1710,46 @@ async fn metadata_is_whole_whether_the_header_ends_early_or_late() {
         }
     }
 }
+
+/// Searches and metadata come as DICOM JSON only: a client asking for XML
+/// alone is told so (406), one that takes JSON (or anything) gets it.
+#[tokio::test]
+async fn searches_and_metadata_answer_json_or_406() {
+    let f = fixture("accept-json").await;
+    assert_eq!(f.send(stow()).await.status, StatusCode::OK);
+    let metadata = format!("/dicom-web/studies/{STUDY}/metadata");
+    for uri in [
+        "/dicom-web/studies",
+        "/dicom-web/instances",
+        metadata.as_str(),
+    ] {
+        for (accept, status) in [
+            (Some("application/dicom+xml"), StatusCode::NOT_ACCEPTABLE),
+            (
+                Some("multipart/related; type=\"application/dicom+xml\""),
+                StatusCode::NOT_ACCEPTABLE,
+            ),
+            (
+                Some("application/dicom+json;q=0, application/dicom+xml"),
+                StatusCode::NOT_ACCEPTABLE,
+            ),
+            (
+                Some("application/dicom+xml, application/dicom+json;q=0.5"),
+                StatusCode::OK,
+            ),
+            (Some("application/json"), StatusCode::OK),
+            (Some("*/*"), StatusCode::OK),
+            (None, StatusCode::OK),
+        ] {
+            let mut r = request("rad", "GET", uri);
+            if let Some(a) = accept {
+                r = r.header(header::ACCEPT, a);
+            }
+            let got = f.call(r).await;
+            assert_eq!(got.status, status, "{uri} {accept:?}");
+            if status == StatusCode::OK {
+                assert_eq!(got.content_type(), "application/dicom+json", "{uri}");
+            }
+        }
+    }
+}
