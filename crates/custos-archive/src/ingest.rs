@@ -154,7 +154,27 @@ impl<'a> Ingest<'a> {
     }
 
     /// Parses, commits and indexes the instance. Returns its identity and outcome.
-    pub async fn finish(mut self) -> Result<(Received, StoreOutcome), IngestError> {
+    pub async fn finish(self) -> Result<(Received, StoreOutcome), IngestError> {
+        self.finish_into(&mut None).await
+    }
+
+    /// [`Self::finish`], with the SOP Class and Instance UIDs of the data
+    /// set when it was read that far (a STOW-RS failure item names them).
+    pub async fn finish_naming(
+        self,
+    ) -> (
+        Option<(String, String)>,
+        Result<(Received, StoreOutcome), IngestError>,
+    ) {
+        let mut named = None;
+        let result = self.finish_into(&mut named).await;
+        (named, result)
+    }
+
+    async fn finish_into(
+        mut self,
+        named: &mut Option<(String, String)>,
+    ) -> Result<(Received, StoreOutcome), IngestError> {
         self.blob.flush().await?;
         // Parse only up to Pixel Data: the index needs none of the bulk data.
         // Declared lengths are checked first: dicom-parser allocates them
@@ -196,6 +216,7 @@ impl<'a> Ingest<'a> {
             .to_string();
         let mut rec = record_of(&parsed).map_err(IngestError::Invalid)?;
         drop(parsed);
+        *named = Some((rec.sop_class_uid.clone(), rec.sop_instance_uid.clone()));
         if let Some(expected) = &self.expected {
             if expected.sop_instance_uid != rec.sop_instance_uid {
                 return Err(IngestError::Invalid(

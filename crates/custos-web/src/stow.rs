@@ -170,7 +170,12 @@ where
     multer::Multipart::with_constraints(stream, boundary, constraints)
 }
 
-type Stored = Result<(Received, StoreOutcome), IngestError>;
+/// What became of a part: the SOP Class and Instance UIDs when it was read
+/// that far, and the ingest's outcome.
+type Stored = (
+    Option<(String, String)>,
+    Result<(Received, StoreOutcome), IngestError>,
+);
 
 /// Streams one part into the ingest path (the C-STORE one) and records it in
 /// the audit trail.
@@ -220,7 +225,7 @@ async fn store_part(
     if !started {
         write_head(&mut ingest, &head, true).await?;
     }
-    let result = ingest.finish().await;
+    let (named, result) = ingest.finish_naming().await;
     let (code, _) = of_store(&result);
     if let Err(e) = &result {
         state.archive.count_ingest_error(e);
@@ -245,7 +250,7 @@ async fn store_part(
         e.detail.push_str(&format!(" {}", r.sop_instance_uid));
     }
     state.archive.audit(e).await;
-    Ok(result)
+    Ok((named, result))
 }
 
 /// A Part 10 file's preamble and `DICM` prefix.
@@ -299,7 +304,7 @@ struct Answer {
 }
 
 impl Answer {
-    fn add(&mut self, result: Stored, base: &str) {
+    fn add(&mut self, (named, result): Stored, base: &str) {
         let (code, _) = of_store(&result);
         match result {
             Ok((r, _)) if code == status::SUCCESS || code == status::ELEMENTS_DISCARDED => {
@@ -322,7 +327,17 @@ impl Answer {
                 "00081155": ui(&r.sop_instance_uid),
                 "00081197": us(code),
             })),
-            Err(_) => self.failed.push(json!({ "00081197": us(code) })),
+            // Refused after it was read (another study than the request's,
+            // a role that stores derived objects only, a failed write):
+            // named, so the client knows which.
+            Err(_) => self.failed.push(match named {
+                Some((class, instance)) => json!({
+                    "00081150": ui(&class),
+                    "00081155": ui(&instance),
+                    "00081197": us(code),
+                }),
+                None => json!({ "00081197": us(code) }),
+            }),
         }
     }
 

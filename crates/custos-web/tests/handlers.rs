@@ -985,12 +985,16 @@ async fn a_radiologist_stores_derived_objects_but_not_images() {
         "{}",
         String::from_utf8_lossy(&r.body)
     );
-    // An image from the same radiologist is refused as not authorized (0x0124).
+    // An image from the same radiologist is refused as not authorized
+    // (0x0124), the failure item naming it.
     let r = f.send(stow_as("rad", &instance())).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
+    let failed = &r.json()["00081198"]["Value"][0];
+    assert_eq!(failed["00081197"]["Value"][0], 0x0124);
+    assert_eq!(failed["00081155"]["Value"][0], SOP, "{failed}");
     assert_eq!(
-        r.json()["00081198"]["Value"][0]["00081197"]["Value"][0],
-        0x0124
+        failed["00081150"]["Value"][0], "1.2.840.10008.5.1.4.1.1.2",
+        "{failed}"
     );
     let r = f
         .get(
