@@ -90,7 +90,15 @@ pub fn response(
     ));
     for &(tag, vr) in requested {
         if vr == VR::SQ {
-            continue; // sequence matching is not supported; the key is not returned
+            // Sequences are neither kept nor matched: a requested one is
+            // answered empty (no items), as a requested key the SCP has no
+            // value for (PS3.4 C.2.2.1.2), not left out.
+            obj.put(DataElement::new(
+                tag,
+                VR::SQ,
+                dicom_core::value::DataSetSequence::<InMemDicomObject>::empty(),
+            ));
+            continue;
         }
         let vr = if vr == VR::UN {
             StandardDataDictionary
@@ -126,6 +134,26 @@ pub fn response(
 mod tests {
     use super::*;
     use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
+
+    #[test]
+    fn a_requested_sequence_is_answered_empty() {
+        let mut row = Row::new();
+        row.insert(Key::Modality, "CT".into());
+        let requested = [
+            (tags::MODALITY, VR::CS),
+            (tags::PROCEDURE_CODE_SEQUENCE, VR::SQ),
+        ];
+        let obj = response(&row, Level::Study, &requested, "CUSTOS");
+        let items = obj
+            .get(tags::PROCEDURE_CODE_SEQUENCE)
+            .expect("the requested sequence is returned")
+            .items()
+            .map(<[_]>::len);
+        assert_eq!(items, Some(0));
+        let mut out = Vec::new();
+        obj.write_dataset_with_ts(&mut out, &EXPLICIT_VR_LITTLE_ENDIAN.erased())
+            .unwrap();
+    }
 
     #[test]
     fn a_match_with_text_outside_its_repertoire_still_encodes() {
