@@ -362,25 +362,28 @@ impl Archive {
     /// Removes a study or one of its series: index rows first (so no reader
     /// is sent to a missing blob), then the blobs; a blob left behind by a
     /// crash is an orphan that `fsck --repair` removes. Returns how many
-    /// instances went.
+    /// instances went, and how many of their blobs could not be removed.
     pub async fn delete(
         &self,
         study_uid: &str,
         series_uid: Option<&str>,
-    ) -> Result<usize, IndexError> {
+    ) -> Result<(usize, usize), IndexError> {
         let removed = self.index.remove(study_uid, series_uid).await?;
-        self.erase_blobs(&removed).await;
-        Ok(removed.len())
+        let left = self.erase_blobs(&removed).await;
+        Ok((removed.len(), left))
     }
 
     /// Removes the blobs of instances the index no longer has; one that
-    /// cannot be removed stays as an orphan for `fsck`.
-    async fn erase_blobs(&self, removed: &[StoredInstance]) {
+    /// cannot be removed stays as an orphan for `fsck`. How many stayed.
+    async fn erase_blobs(&self, removed: &[StoredInstance]) -> usize {
+        let mut left = 0;
         for inst in removed {
             if let Err(e) = self.store.delete(&inst.blob_key).await {
                 tracing::warn!(error = %e, "could not remove the blob of a deleted instance");
+                left += 1;
             }
         }
+        left
     }
 }
 

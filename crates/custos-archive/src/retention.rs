@@ -184,7 +184,7 @@ impl Archive {
         else {
             return Ok(false);
         };
-        self.erase_blobs(&removed).await;
+        let left = self.erase_blobs(&removed).await;
         let removed = removed.len();
         let mut e =
             custos_core::audit::AuditEvent::new(EventId::StudyDeleted, 'D', Outcome::Success);
@@ -195,6 +195,12 @@ impl Archive {
             "deleted {} by retention policy {policy}: {removed} instances",
             study.study_uid
         );
+        if left > 0 {
+            e.outcome = Outcome::MinorFailure;
+            e.detail.push_str(&format!(
+                "; {left} stored files could not be removed (fsck --repair removes them)"
+            ));
+        }
         self.audit(e).await;
         Ok(true)
     }

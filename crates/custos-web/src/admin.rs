@@ -391,8 +391,13 @@ async fn delete(
             .map(|x| format!(" series {x}"))
             .unwrap_or_default()
     );
-    let removed = match s.archive.delete(&study, series.as_deref()).await {
-        Ok(n) => n,
+    // Recorded, durably, before anything goes: a deletion the trail cannot
+    // take does not happen (503), and one a crash cuts short is in it.
+    let mut intent = e.clone();
+    intent.detail = format!("deleting {what}");
+    s.archive.record_access(intent).await?;
+    let (removed, left) = match s.archive.delete(&study, series.as_deref()).await {
+        Ok(done) => done,
         Err(err) => {
             e.outcome = custos_core::audit::Outcome::SeriousFailure;
             e.detail = format!("deleting {what} failed");
@@ -401,17 +406,33 @@ async fn delete(
         }
     };
     if removed == 0 {
+        e.outcome = custos_core::audit::Outcome::MinorFailure;
+        e.detail = format!("deleting {what}: nothing stored");
+        s.archive.audit(e).await;
         return Err(ApiError::not_found());
     }
     e.detail = format!("deleted {what}: {removed} instances");
+    if left > 0 {
+        // The index no longer has them (nobody is served them); their
+        // files stay until `fsck --repair`.
+        e.outcome = custos_core::audit::Outcome::MinorFailure;
+        e.detail.push_str(&format!(
+            "; {left} stored files could not be removed (fsck --repair removes them)"
+        ));
+    }
     s.archive.audit(e).await;
     tracing::info!(
         by = p.name(),
         instances = removed,
+        files_left = left,
         level = if series.is_some() { "series" } else { "study" },
         "deleted through the API"
     );
-    Ok(Json(json!({ "deleted_instances": removed })).into_response())
+    let mut answer = json!({ "deleted_instances": removed });
+    if left > 0 {
+        answer["files_left"] = json!(left);
+    }
+    Ok(Json(answer).into_response())
 }
 
 #[derive(Deserialize)]
