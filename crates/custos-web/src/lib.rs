@@ -195,13 +195,23 @@ async fn accept_parameter(mut request: Request, next: Next) -> Response {
     if !request.uri().path().starts_with("/dicom-web/") || !query.contains("accept=") {
         return next.run(request).await;
     }
-    let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(query) else {
-        return next.run(request).await;
+    // Percent-decoded only: a `+` is the one in `application/dicom+json`
+    // (form decoding made it a space, and the type unknown).
+    let Ok(ranges) = query
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("accept="))
+        .map(|raw| {
+            percent_encoding::percent_decode_str(raw)
+                .decode_utf8()
+                .map(|v| v.into_owned())
+        })
+        .collect::<Result<Vec<String>, _>>()
+    else {
+        return error::ApiError::bad_request("the accept parameter is not UTF-8").into_response();
     };
-    let ranges: Vec<String> = pairs
+    let ranges: Vec<String> = ranges
         .into_iter()
-        .filter(|(name, _)| name == "accept")
-        .map(|(_, value)| value)
+        .filter(|r| !r.trim().is_empty())
         .collect();
     if ranges.is_empty() {
         return next.run(request).await;

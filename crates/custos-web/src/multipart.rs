@@ -303,20 +303,29 @@ impl MediaRange {
 /// offered), so a client asking for `application/dicom+xml` alone learns so
 /// instead of getting what it cannot read.
 pub fn json_accepted(headers: &axum::http::HeaderMap) -> Result<(), crate::error::ApiError> {
+    // An empty header is no header.
     let accept = headers
         .get(axum::http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok());
-    let takes_json = media_ranges(accept).iter().any(|r| {
-        let q = r
-            .param("q")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty());
+    let ranges = media_ranges(accept);
+    let q = |r: &MediaRange| {
+        r.param("q")
             .and_then(|q| q.parse::<f32>().ok())
-            .unwrap_or(1.0);
-        q > 0.0
-            && matches!(
-                r.media.to_ascii_lowercase().as_str(),
-                "application/dicom+json" | "application/json" | "application/*" | "*/*"
-            )
-    });
+            .unwrap_or(1.0)
+    };
+    // The range naming DICOM JSON itself decides (`;q=0` refuses it
+    // whatever `*/*` says); else any range that covers it.
+    let takes_json = match ranges.iter().find(|r| r.media == "application/dicom+json") {
+        Some(exact) => q(exact) > 0.0,
+        None => ranges.iter().any(|r| {
+            q(r) > 0.0
+                && matches!(
+                    r.media.as_str(),
+                    "application/json" | "application/*" | "*/*"
+                )
+        }),
+    };
     if takes_json {
         Ok(())
     } else {

@@ -1741,8 +1741,13 @@ async fn searches_and_metadata_answer_json_or_406() {
                 Some("application/dicom+xml, application/dicom+json;q=0.5"),
                 StatusCode::OK,
             ),
+            (
+                Some("application/dicom+json;q=0, */*"),
+                StatusCode::NOT_ACCEPTABLE,
+            ),
             (Some("application/json"), StatusCode::OK),
             (Some("*/*"), StatusCode::OK),
+            (Some(""), StatusCode::OK),
             (None, StatusCode::OK),
         ] {
             let mut r = request("rad", "GET", uri);
@@ -1755,5 +1760,15 @@ async fn searches_and_metadata_answer_json_or_406() {
                 assert_eq!(got.content_type(), "application/dicom+json", "{uri}");
             }
         }
+        // The accept parameter as typed (its `+` not escaped) and escaped.
+        let sep = if uri.contains('?') { '&' } else { '?' };
+        for param in ["application/dicom+json", "application/dicom%2Bjson"] {
+            let got = f.get("rad", &format!("{uri}{sep}accept={param}")).await;
+            assert_eq!(got.status, StatusCode::OK, "{uri} accept={param}");
+        }
+        let got = f
+            .get("rad", &format!("{uri}{sep}accept=application/dicom%2Bxml"))
+            .await;
+        assert_eq!(got.status, StatusCode::NOT_ACCEPTABLE, "{uri}");
     }
 }
