@@ -391,36 +391,37 @@ async fn delete(
             .map(|x| format!(" series {x}"))
             .unwrap_or_default()
     );
-    // Recorded, durably, before anything goes: a deletion the trail cannot
-    // take does not happen (503), and one a crash cuts short is in it.
-    let mut intent = e.clone();
-    intent.detail = format!("deleting {what}");
-    s.archive.record_access(intent).await?;
+    let target = match &series {
+        Some(se) => crate::wado::Target::series(study.clone(), se.clone()),
+        None => crate::wado::Target::study(study.clone()),
+    };
+    let counted = s.archive.retrieve_set(target.query()).await?.total;
+    if counted == 0 {
+        return Err(ApiError::not_found());
+    }
+    // The deletion's record is durable before anything goes: one the trail
+    // cannot take does not happen (503), and one a crash cuts short is in
+    // it. What then goes wrong is recorded after it.
+    e.detail = format!("deleted {what}: {counted} instances");
+    s.archive.record_access(e.clone()).await?;
     let (removed, left) = match s.archive.delete(&study, series.as_deref()).await {
         Ok(done) => done,
         Err(err) => {
             e.outcome = custos_core::audit::Outcome::SeriousFailure;
-            e.detail = format!("deleting {what} failed");
+            e.detail = format!("deleting {what} failed (nothing or part of it deleted)");
             s.archive.audit(e).await;
             return Err(ApiError::internal("deleting", err));
         }
     };
-    if removed == 0 {
-        e.outcome = custos_core::audit::Outcome::MinorFailure;
-        e.detail = format!("deleting {what}: nothing stored");
-        s.archive.audit(e).await;
-        return Err(ApiError::not_found());
-    }
-    e.detail = format!("deleted {what}: {removed} instances");
     if left > 0 {
         // The index no longer has them (nobody is served them); their
         // files stay until `fsck --repair`.
         e.outcome = custos_core::audit::Outcome::MinorFailure;
-        e.detail.push_str(&format!(
-            "; {left} stored files could not be removed (fsck --repair removes them)"
-        ));
+        e.detail = format!(
+            "deleted {what}: {left} of its {removed} stored files could not be removed (fsck --repair removes them)"
+        );
+        s.archive.audit(e).await;
     }
-    s.archive.audit(e).await;
     tracing::info!(
         by = p.name(),
         instances = removed,

@@ -70,7 +70,7 @@ impl Target {
         Ok(())
     }
 
-    fn query(&self) -> Query {
+    pub(crate) fn query(&self) -> Query {
         let mut conditions = vec![(Key::StudyInstanceUID, Matcher::Single(self.study.clone()))];
         let mut level = Level::Study;
         if let Some(s) = &self.series {
