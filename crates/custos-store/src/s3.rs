@@ -197,7 +197,12 @@ impl BlobStore for S3Store {
                     .map_err(s3_err)?;
             } else {
                 let upload = self.store.put_multipart(&object).await.map_err(s3_err)?;
-                let mut writer = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
+                // The parts sent so far would stay in the bucket, unlisted
+                // (fsck cannot see them) and billed: an upload that fails,
+                // or whose caller goes away (a STOW-RS client hanging up),
+                // is abandoned.
+                let mut writer =
+                    AbortUnlessFinished(Some(WriteMultipart::new_with_chunk_size(upload, 8 << 20)));
                 let mut buf = vec![0u8; 1 << 20];
                 let sent = async {
                     loop {
@@ -205,20 +210,19 @@ impl BlobStore for S3Store {
                         if n == 0 {
                             return Ok::<_, std::io::Error>(());
                         }
-                        writer.write(&buf[..n]);
+                        let w = writer.get()?;
+                        w.write(&buf[..n]);
                         // Bound memory: at most two parts in flight.
-                        writer.wait_for_capacity(2).await.map_err(s3_err)?;
+                        w.wait_for_capacity(2).await.map_err(s3_err)?;
                     }
                 }
                 .await;
                 if let Err(e) = sent {
-                    // The parts sent so far would stay in the bucket, unlisted
-                    // (fsck cannot see them) and billed: the upload is abandoned.
-                    let _ = writer.abort().await;
+                    writer.abort().await;
                     return Err(e);
                 }
                 // `finish` abandons the upload itself when it fails.
-                writer.finish().await.map_err(s3_err)?;
+                writer.finish().await?;
             }
             Ok::<_, std::io::Error>(())
         }
@@ -306,6 +310,43 @@ fn read_result(
             key: key.into(),
             source: s3_err(e),
         }),
+    }
+}
+
+/// A multipart upload that is abandoned (its parts deleted) unless it is
+/// finished, also when the future writing it is dropped half-way.
+struct AbortUnlessFinished(Option<WriteMultipart>);
+
+impl AbortUnlessFinished {
+    fn get(&mut self) -> std::io::Result<&mut WriteMultipart> {
+        self.0
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("the upload has ended"))
+    }
+
+    async fn abort(mut self) {
+        if let Some(w) = self.0.take() {
+            let _ = w.abort().await;
+        }
+    }
+
+    async fn finish(mut self) -> std::io::Result<()> {
+        match self.0.take() {
+            Some(w) => w.finish().await.map(drop).map_err(s3_err),
+            None => Err(std::io::Error::other("the upload has ended")),
+        }
+    }
+}
+
+impl Drop for AbortUnlessFinished {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = w.abort().await;
+            });
+        }
     }
 }
 
