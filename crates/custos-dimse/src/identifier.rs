@@ -110,6 +110,9 @@ pub fn response(
         };
         let text = if tag == tags::RETRIEVE_AE_TITLE {
             retrieve_ae.to_string()
+        } else if tag == tags::INSTANCE_AVAILABILITY {
+            // Every stored instance is on line (no near-line tier).
+            "ONLINE".to_string()
         } else {
             Key::from_tag(tag.group(), tag.element())
                 .and_then(|k| row.get(&k))
@@ -136,14 +139,22 @@ mod tests {
     use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 
     #[test]
-    fn a_requested_sequence_is_answered_empty() {
+    fn a_requested_sequence_is_answered_empty_and_availability_on_line() {
         let mut row = Row::new();
         row.insert(Key::Modality, "CT".into());
         let requested = [
             (tags::MODALITY, VR::CS),
             (tags::PROCEDURE_CODE_SEQUENCE, VR::SQ),
+            (tags::INSTANCE_AVAILABILITY, VR::CS),
         ];
         let obj = response(&row, Level::Study, &requested, "CUSTOS");
+        assert_eq!(
+            obj.get(tags::INSTANCE_AVAILABILITY)
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            "ONLINE"
+        );
         let items = obj
             .get(tags::PROCEDURE_CODE_SEQUENCE)
             .expect("the requested sequence is returned")

@@ -102,6 +102,14 @@ pub fn row_object(row: &Row, include: Option<&[Key]>, level: Level, base: &str) 
     if let Some(url) = retrieve_url(base, row, level) {
         m.insert("00081190".into(), json!({ "vr": "UR", "Value": [url] }));
     }
+    // Instance Availability (PS3.18 Tables 10.6.3-3 and -5): every stored
+    // instance is on line (no near-line tier).
+    if level != Level::Series {
+        m.insert(
+            "00080056".into(),
+            json!({ "vr": "CS", "Value": ["ONLINE"] }),
+        );
+    }
     Value::Object(m)
 }
 
@@ -132,5 +140,25 @@ mod tests {
             json!({"vr":"CS","Value":["CT","MR"]})
         );
         assert_eq!(attribute("LO", ""), json!({"vr":"LO"}));
+    }
+
+    #[test]
+    fn studies_and_instances_are_on_line() {
+        let mut row = Row::new();
+        row.insert(Key::StudyInstanceUID, "1.2".into());
+        row.insert(Key::SeriesInstanceUID, "1.2.3".into());
+        row.insert(Key::SOPInstanceUID, "1.2.3.4".into());
+        for (level, shown) in [
+            (Level::Study, true),
+            (Level::Series, false),
+            (Level::Image, true),
+        ] {
+            let o = row_object(&row, Some(&[]), level, "https://x/dicom-web");
+            assert_eq!(
+                o.get("00080056") == Some(&json!({"vr": "CS", "Value": ["ONLINE"]})),
+                shown,
+                "{level:?}: {o}"
+            );
+        }
     }
 }
