@@ -595,7 +595,8 @@ impl Association {
     }
 
     /// Checks, without waiting, whether the peer sent C-CANCEL for `message_id`.
-    /// Any other PDU arriving mid-operation is a protocol error.
+    /// The answer to a commitment report is taken; any other PDU arriving
+    /// mid-operation is a protocol error.
     pub async fn cancel_requested(&mut self, message_id: u16) -> Result<bool, LinkError> {
         // Poll the read once instead of racing a zero timeout: tokio timers tick
         // every millisecond, which would cost 1 ms per C-FIND match or sub-operation.
@@ -615,6 +616,12 @@ impl Association {
                 {
                     info!(calling = self.peer_ae(), "C-CANCEL received");
                     Ok(true)
+                } else if cmd.field == field::N_EVENT_REPORT_RSP {
+                    // The answer to a storage commitment report sent on this
+                    // association, arriving while the modality's next
+                    // request runs: an answer, not a second request.
+                    self.report_answered(&cmd).await;
+                    Ok(false)
                 } else {
                     Err(LinkError::Protocol(
                         "request received while another is running".into(),
