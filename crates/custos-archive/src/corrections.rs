@@ -51,6 +51,9 @@ pub enum CorrectionError {
     Read(#[from] RetrieveError),
     #[error("storing the corrected copy: {0}")]
     Store(#[from] IngestError),
+    /// The correction's record could not be written: nothing changed.
+    #[error(transparent)]
+    Trail(#[from] crate::audit::TrailUnavailable),
 }
 
 /// What a correction did.
@@ -118,8 +121,31 @@ impl Archive {
             .ok_or(CorrectionError::NotFound)?;
         let instances = self.retrieve_set(query).await?.all().await?;
         let unicode = changes.iter().any(|(_, _, v)| !v.is_ascii());
-        // Recorded however far it got: a failure part-way has changed the
-        // instances rewritten before it.
+        let new_patient = changes
+            .iter()
+            .find(|(t, _, _)| *t == tags::PATIENT_ID)
+            .map_or(old_patient.clone(), |c| c.2.clone());
+        let fields = changes
+            .iter()
+            .map(|(t, _, _)| CORRECTABLE.iter().find(|c| c.1 == *t).map_or("?", |c| c.0))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut e = AuditEvent::new(EventId::PatientRecord, 'U', Outcome::Success);
+        e.user = by.to_string();
+        e.patient_ids.push(old_patient.clone());
+        if new_patient != old_patient {
+            e.patient_ids.push(new_patient.clone());
+        }
+        e.study_uids.push(study_uid.to_string());
+        e.detail = format!(
+            "study {study_uid} corrected ({} instances): {fields}; patient {old_patient} -> {new_patient}",
+            instances.len()
+        );
+        // The record is durable before the first instance changes: a
+        // correction the trail cannot take does not happen, and one a
+        // crash cuts short is in it. A failure part-way is recorded after
+        // it, with how far it got.
+        self.record_access(e.clone()).await?;
         let mut done = 0;
         let rewritten: Result<(), CorrectionError> = async {
             for inst in &instances {
@@ -149,36 +175,14 @@ impl Archive {
             Ok(())
         }
         .await;
-        let new_patient = changes
-            .iter()
-            .find(|(t, _, _)| *t == tags::PATIENT_ID)
-            .map_or(old_patient.clone(), |c| c.2.clone());
-        let outcome = match rewritten {
-            Ok(()) => Outcome::Success,
-            Err(_) => Outcome::SeriousFailure,
-        };
-        let mut e = AuditEvent::new(EventId::PatientRecord, 'U', outcome);
-        e.user = by.to_string();
-        e.patient_ids.push(old_patient.clone());
-        if new_patient != old_patient {
-            e.patient_ids.push(new_patient.clone());
+        if rewritten.is_err() {
+            e.outcome = Outcome::SeriousFailure;
+            e.detail = format!(
+                "study {study_uid} correction failed after {done} of {} instances: {fields}; patient {old_patient} -> {new_patient}",
+                instances.len()
+            );
+            self.audit(e).await;
         }
-        e.study_uids.push(study_uid.to_string());
-        e.detail = format!(
-            "study {study_uid} corrected ({done} of {} instances{}): {}; patient {old_patient} -> {new_patient}",
-            instances.len(),
-            if rewritten.is_err() {
-                ", then it failed"
-            } else {
-                ""
-            },
-            changes
-                .iter()
-                .map(|(t, _, _)| CORRECTABLE.iter().find(|c| c.1 == *t).map_or("?", |c| c.0))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        self.audit(e).await;
         rewritten?;
         Ok(Corrected {
             studies: 1,

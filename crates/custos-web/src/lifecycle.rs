@@ -119,6 +119,7 @@ fn correction_error(e: CorrectionError) -> ApiError {
         CorrectionError::NotFound => ApiError::not_found(),
         CorrectionError::Index(e) => e.into(),
         CorrectionError::Read(e) => e.into(),
+        CorrectionError::Trail(e) => e.into(),
         e => ApiError::internal("correcting a study", e),
     }
 }
