@@ -392,6 +392,12 @@ impl Association {
                             cancelled = true;
                             continue;
                         }
+                        if rsp.field == field::N_EVENT_REPORT_RSP {
+                            // The answer to a commitment report sent on
+                            // this association (see `cancel_requested`).
+                            self.report_answered(&rsp).await;
+                            continue;
+                        }
                         if rsp.field == field::C_STORE_RSP && rsp.responding_to == Some(sub_id) {
                             break rsp.status;
                         }

@@ -199,8 +199,8 @@ impl BlobStore for S3Store {
                 let upload = self.store.put_multipart(&object).await.map_err(s3_err)?;
                 // The parts sent so far would stay in the bucket, unlisted
                 // (fsck cannot see them) and billed: an upload that fails,
-                // or whose caller goes away (a STOW-RS client hanging up),
-                // is abandoned.
+                // or whose future is dropped (a timeout, a shutdown), is
+                // abandoned.
                 let mut writer =
                     AbortUnlessFinished(Some(WriteMultipart::new_with_chunk_size(upload, 8 << 20)));
                 let mut buf = vec![0u8; 1 << 20];
@@ -217,6 +217,13 @@ impl BlobStore for S3Store {
                     }
                 }
                 .await;
+                // The parts still in flight are awaited while the guard
+                // holds the upload, so only the final completion is
+                // unguarded.
+                let sent = match sent {
+                    Ok(()) => writer.get()?.wait_for_capacity(0).await.map_err(s3_err),
+                    Err(e) => Err(e),
+                };
                 if let Err(e) = sent {
                     writer.abort().await;
                     return Err(e);

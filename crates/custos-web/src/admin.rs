@@ -413,6 +413,16 @@ async fn delete(
             return Err(ApiError::internal("deleting", err));
         }
     };
+    if removed as u64 != counted {
+        // Another deletion took them first, or instances arrived between
+        // the count and the deletion: the record says what went.
+        e.outcome = custos_core::audit::Outcome::MinorFailure;
+        e.detail = format!("deleted {what}: {removed} instances, not the {counted} counted before");
+        s.archive.audit(e.clone()).await;
+        if removed == 0 {
+            return Err(ApiError::not_found());
+        }
+    }
     if left > 0 {
         // The index no longer has them (nobody is served them); their
         // files stay until `fsck --repair`.

@@ -196,14 +196,15 @@ async fn accept_parameter(mut request: Request, next: Next) -> Response {
         return next.run(request).await;
     }
     // Percent-decoded only: a `+` is the one in `application/dicom+json`
-    // (form decoding made it a space, and the type unknown).
+    // (form decoding made it a space, and the type unknown); one after a
+    // `;` or `,` is a form-encoded space (`URLSearchParams`).
     let Ok(ranges) = query
         .split('&')
         .filter_map(|pair| pair.strip_prefix("accept="))
         .map(|raw| {
             percent_encoding::percent_decode_str(raw)
                 .decode_utf8()
-                .map(|v| v.into_owned())
+                .map(|v| v.replace(";+", "; ").replace(",+", ", "))
         })
         .collect::<Result<Vec<String>, _>>()
     else {

@@ -1770,5 +1770,13 @@ async fn searches_and_metadata_answer_json_or_406() {
             .get("rad", &format!("{uri}{sep}accept=application/dicom%2Bxml"))
             .await;
         assert_eq!(got.status, StatusCode::NOT_ACCEPTABLE, "{uri}");
+        // As URLSearchParams encodes it: its spaces as `+`.
+        let form = "application%2Fdicom%2Bjson%3B+q%3D0%2C+application%2Fdicom%2Bxml";
+        let got = f.get("rad", &format!("{uri}{sep}accept={form}")).await;
+        assert_eq!(
+            got.status,
+            StatusCode::NOT_ACCEPTABLE,
+            "{uri} accept={form}"
+        );
     }
 }
