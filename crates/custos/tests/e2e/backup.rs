@@ -11,14 +11,7 @@ fn a_backup_taken_during_ingest_restores_every_instance_it_holds() {
     data.add_peer("DCMTK", "127.0.0.1", 104, "get");
     // Instances above 16 KiB get a file each: the CT (39 kB) is one, the
     // ingest peer's small ones are packed.
-    let toml = data.path.join("custos.toml");
-    let config = std::fs::read_to_string(&toml).unwrap();
-    assert!(config.contains("pack_limit_kib = 1024"));
-    std::fs::write(
-        &toml,
-        config.replace("pack_limit_kib = 1024", "pack_limit_kib = 16"),
-    )
-    .unwrap();
+    data.replace_in_config("pack_limit_kib = 1024", "pack_limit_kib = 16");
     let src = data.path.with_extension("src");
     std::fs::create_dir_all(&src).unwrap();
     let ct = pydicom_test_files().join("CT_small.dcm");
@@ -34,6 +27,7 @@ fn a_backup_taken_during_ingest_restores_every_instance_it_holds() {
 
     // custos.toml kept elsewhere and linked (as from /etc): the backup
     // carries the file it names.
+    let toml = data.path.join("custos.toml");
     let kept = data.path.with_extension("etc.toml");
     std::fs::rename(&toml, &kept).unwrap();
     std::os::unix::fs::symlink(&kept, &toml).unwrap();
@@ -109,14 +103,7 @@ fn a_backup_taken_during_ingest_restores_every_instance_it_holds() {
 #[test]
 fn an_index_in_a_subfolder_is_backed_up_and_restored() {
     let data = DataDir::new("backup-sub");
-    let toml = data.path.join("custos.toml");
-    let config = std::fs::read_to_string(&toml).unwrap();
-    assert!(config.contains("path = \"index.sqlite\""));
-    std::fs::write(
-        &toml,
-        config.replace("path = \"index.sqlite\"", "path = \"./db/index.sqlite\""),
-    )
-    .unwrap();
+    data.replace_in_config("path = \"index.sqlite\"", "path = \"./db/index.sqlite\"");
     std::fs::create_dir(data.path.join("db")).unwrap();
     std::fs::rename(
         data.path.join("index.sqlite"),

@@ -147,10 +147,7 @@ fn retention(data: &DataDir) {
         early.stderr()
     );
     assert_eq!(studies().len(), 4);
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("quiet_seconds = 7200", "quiet_seconds = 1");
-    std::fs::write(&path, text).unwrap();
+    data.replace_in_config("quiet_seconds = 7200", "quiet_seconds = 1");
     std::thread::sleep(std::time::Duration::from_secs(3));
     // Then the run three hours from now deletes the old CT study, and only it.
     let done = run(now + 3 * 3600, false);

@@ -21,6 +21,14 @@ pub struct DataDir {
 }
 
 impl DataDir {
+    /// Replaces `from` (which must be there) with `to` in `custos.toml`.
+    pub fn replace_in_config(&self, from: &str, to: &str) {
+        let path = self.path.join("custos.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "custos.toml has no `{from}`");
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+    }
+
     /// The audit trail as `custos audit export --json` prints it, one record per line.
     pub fn audit_export(&self) -> Vec<serde_json::Value> {
         self.cli(&["audit", "export", "--json"])
