@@ -109,6 +109,18 @@ pub fn parse_query(
                     }
                     continue;
                 };
+                // Counts are returned, not matched: a value given for one is
+                // said to be ignored rather than silently answered by all.
+                if key.kind() == KeyKind::Computed
+                    && key != Key::ModalitiesInStudy
+                    && !value.trim().is_empty()
+                {
+                    let shown = key.name().to_string();
+                    if !ignored.contains(&shown) {
+                        ignored.push(shown);
+                    }
+                    continue;
+                }
                 // Lists are comma-separated in a URL (PS3.18 8.3.4.1; OHIF's
                 // modality filter sends ModalitiesInStudy=CT%2CMR); neither
                 // UIDs nor modality codes can contain a comma. Repeated

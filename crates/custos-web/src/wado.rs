@@ -689,6 +689,13 @@ pub async fn wado_uri(
             "studyUID, seriesUID and objectUID are required",
         ));
     };
+    // PS3.18 9.2: a server that does not de-identify the object asked for
+    // answers an error, never the identified object.
+    if get("anonymize").is_some() {
+        return Err(ApiError::bad_request(
+            "anonymize is not done by WADO-URI here: use /api/studies/{study}/deidentified.zip",
+        ));
+    }
     let t = Target::instance(study, series, instance);
     let content_type = get("contentType").unwrap_or_else(|| "image/jpeg".into());
     if content_type == "application/dicom" {

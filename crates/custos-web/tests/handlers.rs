@@ -927,14 +927,17 @@ async fn a_stow_part_without_preamble_is_stored_and_unknown_query_keys_are_named
     let r = f
         .get(
             "rad",
-            "/dicom-web/studies?PatientID=H-1&fuzzymatching=false&NotAKey=1&00991099=x",
+            "/dicom-web/studies?PatientID=H-1&fuzzymatching=false&NotAKey=1&00991099=x&NumberOfStudyRelatedInstances=5",
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json().as_array().unwrap().len(), 1);
     let warning = r.headers[header::WARNING].to_str().unwrap();
     assert!(
-        warning.starts_with("299 ") && warning.contains("NotAKey") && warning.contains("00991099"),
+        warning.starts_with("299 ")
+            && warning.contains("NotAKey")
+            && warning.contains("00991099")
+            && warning.contains("NumberOfStudyRelatedInstances"),
         "{warning}"
     );
     // Fuzzy matching asked for and not done: said so (PS3.18 8.3.4.4).
@@ -1425,6 +1428,23 @@ async fn undecodable_jpeg_extended_is_refused_up_front() {
         "/wado?requestType=WADO&studyUID={STUDY}&seriesUID={SERIES}&objectUID={SOP}&contentType=application%2Fdicom&transferSyntax=1.2.840.10008.1.2.1"
     );
     assert_eq!(f.get("rad", &uri).await.status, StatusCode::NOT_ACCEPTABLE);
+}
+
+/// Asked to de-identify, WADO-URI refuses rather than hand out the identified
+/// object (PS3.18 9.2); not asked, it hands the object out as stored.
+#[tokio::test]
+async fn wado_uri_refuses_what_it_cannot_de_identify() {
+    let f = fixture("wado-uri-anonymize").await;
+    assert_eq!(f.send(stow_part(&instance())).await.status, StatusCode::OK);
+    let uri = format!(
+        "/wado?requestType=WADO&studyUID={STUDY}&seriesUID={SERIES}&objectUID={SOP}&contentType=application%2Fdicom"
+    );
+    let r = f.get("rad", &format!("{uri}&anonymize=yes")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(!r.body.windows(4).any(|w| w == b"DICM"));
+    let r = f.get("rad", &uri).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.windows(4).any(|w| w == b"DICM"));
 }
 
 /// A video's bulk data is its stream as stored, whole: OHIF 3 asks for the
