@@ -341,7 +341,9 @@ impl Answer {
         }
     }
 
-    /// 200 when all were stored, 202 when some, 409 when none.
+    /// 200 when all were stored, 202 when some, 409 when none, 503 when none
+    /// because the archive could not store them (a full disk, an index
+    /// down): the client may send them again later (PS3.18 10.5.3).
     fn into_response(self, base: &str, study: Option<&str>) -> Result<Response, ApiError> {
         if self.referenced.is_empty() && self.failed.is_empty() {
             return Err(ApiError::bad_request("the request holds no parts"));
@@ -359,7 +361,16 @@ impl Answer {
         let code = if self.failed.is_empty() && !self.warned {
             StatusCode::OK
         } else if self.referenced.is_empty() {
-            StatusCode::CONFLICT
+            let out_of_resources = us(status::OUT_OF_RESOURCES);
+            if self
+                .failed
+                .iter()
+                .all(|f| f["00081197"] == out_of_resources)
+            {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::CONFLICT
+            }
         } else {
             StatusCode::ACCEPTED
         };

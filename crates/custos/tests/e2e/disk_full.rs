@@ -1,6 +1,6 @@
 //! Issue 14, trial 2: the disk fills up. On a small filesystem made for the
 //! test (tmpfs with a size; the suite runs as root), C-STORE gets 0xA700 and
-//! STOW-RS 409 with failure reason 0xA700, what was stored stays findable and
+//! STOW-RS 503 with failure reason 0xA700, what was stored stays findable and
 //! byte-identical, nothing half-written becomes visible, the audit trail keeps
 //! the failures, and ingest resumes by itself once space returns. Twice: with
 //! the whole data folder on the full disk, and with only the index there
@@ -157,14 +157,15 @@ fn a_full_disk_refuses_stores_keeps_serving_and_recovers_by_itself() {
     // C-STORE: refused for lack of resources, nothing stored.
     let refused = store(&server, files[2]).expect_err("a store on a full disk must not succeed");
     assert!(refused.contains("Refused: OutOfResources"), "{refused}");
-    // STOW-RS: 409 with failure reason A700 for the instance.
+    // STOW-RS: 503 (nothing stored for want of resources: send again
+    // later), failure reason A700 for the instance.
     let stow = json_of(&web(
         &server,
         "tech",
         PW,
         &["raw-stow", files[3].to_str().unwrap()],
     ));
-    assert_eq!(stow["status"], 409, "{stow}");
+    assert_eq!(stow["status"], 503, "{stow}");
     assert_eq!(
         stow["body"]["00081198"]["Value"][0]["00081197"]["Value"][0], 0xA700,
         "{stow}"
