@@ -633,12 +633,21 @@ def cmd_get(args):
             with lock:
                 got.append(str(ds.SOPInstanceUID))
                 names.append(str(ds.get("PatientName", "")))
+                # --abort-after N: a viewer closed part-way. A-ABORT on
+                # receiving the Nth, before answering it (from another
+                # thread: this one is the association's).
+                if args.abort_after and len(got) == args.abort_after:
+                    threading.Thread(target=event.assoc.abort).start()
+                    time.sleep(1)
         except Exception:
             with lock:
                 unreadable += 1
         return 0x0000
 
     ae = make_ae(args.aet)
+    if args.abort_after:
+        # After its own A-ABORT, pynetdicom waits for a response until this.
+        ae.dimse_timeout = 2
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     if args.each_study:
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
@@ -679,7 +688,7 @@ def cmd_get(args):
                 answered = True
                 if st.Status != 0xFF00 and final in (None, 0):
                     final = st.Status
-            if answered or retries == 2:
+            if answered or retries == 2 or args.abort_after:
                 break
             retries += 1
             print(f"C-GET of {req.get('StudyInstanceUID', '')} got no response; asking again", file=sys.stderr)
@@ -1078,6 +1087,7 @@ def main():
     sp.add_argument("--level", default="STUDY")
     sp.add_argument("-k", action="append", default=[])
     sp.add_argument("--each-study", action="store_true", help="C-FIND the studies matching -k, then C-GET each by its UID")
+    sp.add_argument("--abort-after", type=int, default=0, help="A-ABORT once this many instances are received")
     sp.set_defaults(fn=cmd_get)
     sp = common(sub.add_parser("get-uncompressed"))
     sp.add_argument("files", nargs="+")

@@ -67,6 +67,8 @@ struct Tally {
     failed_uids: Vec<String>,
     /// When the last Pending response was sent.
     pending_sent: Option<Instant>,
+    /// How the retrieve ended is recorded (see `finish_retrieve`).
+    ended: bool,
 }
 
 impl Tally {
@@ -339,8 +341,7 @@ impl Association {
             }
             Err(e) => {
                 warn!(error = %e, "C-GET lookup failed");
-                let r = cmd.response(field::C_GET_RSP, status::CANNOT_UNDERSTAND);
-                return send_message(&mut self.assoc, pc, &r, None).await;
+                return self.index_unavailable(pc, cmd, field::C_GET_RSP).await;
             }
         };
         let mut set = set;
@@ -355,11 +356,33 @@ impl Association {
             remaining: set.total as usize,
             ..Default::default()
         };
+        let result = match self.get_sub_operations(pc, cmd, &mut set, &mut tally).await {
+            Ok(cancelled) => {
+                self.finish_retrieve(pc, cmd, field::C_GET_RSP, &mut tally, cancelled)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            self.record_broken(field::C_GET_RSP, &tally, e).await;
+        }
+        result
+    }
+
+    /// A C-GET's sub-operations on this association; whether it was
+    /// cancelled.
+    async fn get_sub_operations(
+        &mut self,
+        pc: u8,
+        cmd: &Command,
+        set: &mut RetrieveSet,
+        tally: &mut Tally,
+    ) -> Result<bool, LinkError> {
         let mut cancelled = false;
         let archive = self.archive.clone();
         let mut sub_id: u16 = 0;
         'pages: loop {
-            let page = tally.next_page(&mut set).await;
+            let page = tally.next_page(set).await;
             if page.is_empty() {
                 break;
             }
@@ -373,17 +396,20 @@ impl Association {
                 let idle = self.config.idle_timeout;
                 let mut this = std::mem::take(&mut ahead);
                 ahead.start(&self.assoc, &archive, page.get(i + 1));
-                let sent = send_store(
-                    &mut self.assoc,
-                    &archive,
-                    inst,
-                    &mut this,
-                    sub_id,
-                    None,
-                    idle,
-                )
-                .await?;
-                let st = if sent {
+                let outcome = async {
+                    if !send_store(
+                        &mut self.assoc,
+                        &archive,
+                        inst,
+                        &mut this,
+                        sub_id,
+                        None,
+                        idle,
+                    )
+                    .await?
+                    {
+                        return Ok(None);
+                    }
                     // Wait for the C-STORE-RSP; a C-CANCEL may arrive first.
                     loop {
                         let (_, rsp) =
@@ -399,18 +425,19 @@ impl Association {
                             continue;
                         }
                         if rsp.field == field::C_STORE_RSP && rsp.responding_to == Some(sub_id) {
-                            break rsp.status;
+                            return Ok(rsp.status);
                         }
                         return Err(LinkError::Protocol(
                             "unexpected message during C-GET".into(),
                         ));
                     }
-                } else {
-                    None
-                };
+                }
+                .await;
+                // One in flight when the association broke: failed.
+                let st = outcome.inspect_err(|_| tally.record(&inst.sop_instance_uid, None))?;
                 tally.record(&inst.sop_instance_uid, st);
                 if !cancelled && tally.pending_due() {
-                    self.send_pending(pc, cmd, field::C_GET_RSP, &tally).await?;
+                    self.send_pending(pc, cmd, field::C_GET_RSP, tally).await?;
                 }
             }
         }
@@ -418,8 +445,20 @@ impl Association {
             // Fewer than counted (deleted meanwhile): nothing is left.
             tally.remaining = 0;
         }
-        self.finish_retrieve(pc, cmd, field::C_GET_RSP, &tally, cancelled)
-            .await
+        Ok(cancelled)
+    }
+
+    /// A retrieve refused because the index could not count its matches
+    /// (PS3.4 C.4.2.1.5, C.4.3.1.4): the peer may ask again.
+    async fn index_unavailable(
+        &mut self,
+        pc: u8,
+        cmd: &Command,
+        rsp_field: u16,
+    ) -> Result<(), LinkError> {
+        let mut r = cmd.response(rsp_field, status::OUT_OF_RESOURCES_MATCHES);
+        r.error_comment = Some("index unavailable".into());
+        send_message(&mut self.assoc, pc, &r, None).await
     }
 
     async fn finish_retrieve(
@@ -427,7 +466,7 @@ impl Association {
         pc: u8,
         cmd: &Command,
         rsp_field: u16,
-        tally: &Tally,
+        tally: &mut Tally,
         cancelled: bool,
     ) -> Result<(), LinkError> {
         let st = if cancelled {
@@ -438,26 +477,14 @@ impl Association {
         // The retrieve was recorded when it began; one that did not deliver
         // everything is recorded again with how it ended.
         if cancelled || tally.failed > 0 {
-            let mut e = self.event(
-                custos_core::audit::EventId::InstancesTransferred,
-                'R',
-                custos_core::audit::Outcome::MinorFailure,
-            );
-            e.detail = format!(
-                "{} ended{}: {} sent, {} failed, {} with warnings, {} not attempted",
-                if rsp_field == field::C_GET_RSP {
-                    "C-GET"
-                } else {
-                    "C-MOVE"
-                },
+            self.record_end(
+                rsp_field,
+                tally,
                 if cancelled { " (cancelled)" } else { "" },
-                tally.completed,
-                tally.failed,
-                tally.warning,
-                tally.remaining
-            );
-            self.archive.audit(e).await;
+            )
+            .await;
         }
+        tally.ended = true;
         let mut r = cmd.response(rsp_field, st);
         r.sub_operations = Some(tally.counts());
         let ts = self
@@ -466,6 +493,38 @@ impl Association {
         let data = ts.and_then(|ts| failed_list(&tally.failed_uids, ts));
         r.has_data_set = data.is_some();
         send_message(&mut self.assoc, pc, &r, data.as_deref()).await
+    }
+
+    /// A retrieve whose association broke before its end was recorded (the
+    /// record made when it began counts every instance as sent) is recorded
+    /// again with how far it got.
+    async fn record_broken(&self, rsp_field: u16, tally: &Tally, why: &LinkError) {
+        if !tally.ended {
+            let why: String = why.to_string().chars().take(200).collect();
+            self.record_end(rsp_field, tally, &format!(" (association failed: {why})"))
+                .await;
+        }
+    }
+
+    async fn record_end(&self, rsp_field: u16, tally: &Tally, how: &str) {
+        let mut e = self.event(
+            custos_core::audit::EventId::InstancesTransferred,
+            'R',
+            custos_core::audit::Outcome::MinorFailure,
+        );
+        e.detail = format!(
+            "{} ended{how}: {} sent, {} failed, {} with warnings, {} not attempted",
+            if rsp_field == field::C_GET_RSP {
+                "C-GET"
+            } else {
+                "C-MOVE"
+            },
+            tally.completed,
+            tally.failed,
+            tally.warning,
+            tally.remaining
+        );
+        self.archive.audit(e).await;
     }
 
     pub(crate) async fn move_to(
@@ -515,8 +574,7 @@ impl Association {
             }
             Err(e) => {
                 warn!(error = %e, "C-MOVE lookup failed");
-                let r = cmd.response(field::C_MOVE_RSP, status::CANNOT_UNDERSTAND);
-                return send_message(&mut self.assoc, pc, &r, None).await;
+                return self.index_unavailable(pc, cmd, field::C_MOVE_RSP).await;
             }
         };
         let mut set = set;
@@ -530,13 +588,13 @@ impl Association {
             r.error_comment = Some(TRAIL_DOWN.into());
             return send_message(&mut self.assoc, pc, &r, None).await;
         }
-        let tally = Tally {
+        let mut tally = Tally {
             remaining: set.total as usize,
             ..Default::default()
         };
         if set.total == 0 {
             return self
-                .finish_retrieve(pc, cmd, field::C_MOVE_RSP, &tally, false)
+                .finish_retrieve(pc, cmd, field::C_MOVE_RSP, &mut tally, false)
                 .await;
         }
         let mut options = ClientAssociationOptions::new()
@@ -572,22 +630,29 @@ impl Association {
         }
         let address = format!("{}:{}", host, dest.port);
         let target = format!("{}@{}", dest.ae_title, address);
-        if dest.tls_required {
-            let Some(tls) = self.config.tls_client.clone() else {
+        let result = match (dest.tls_required, self.config.tls_client.clone()) {
+            (true, None) => {
                 info!(destination = %dest.ae_title, "C-MOVE: destination requires TLS and DICOM TLS is not configured");
-                return self.fail_all_moves(pc, cmd, &mut set, tally).await;
-            };
-            let establish = options
-                .tls_config(tls)
-                .server_name(&host)
-                .establish_with_async_tls(&target);
-            self.moves_to(pc, cmd, &dest.ae_title, &mut set, tally, establish)
-                .await
-        } else {
-            let establish = options.establish_with_async(&target);
-            self.moves_to(pc, cmd, &dest.ae_title, &mut set, tally, establish)
-                .await
+                self.fail_all_moves(pc, cmd, &mut set, &mut tally).await
+            }
+            (true, Some(tls)) => {
+                let establish = options
+                    .tls_config(tls)
+                    .server_name(&host)
+                    .establish_with_async_tls(&target);
+                self.moves_to(pc, cmd, &dest.ae_title, &mut set, &mut tally, establish)
+                    .await
+            }
+            (false, _) => {
+                let establish = options.establish_with_async(&target);
+                self.moves_to(pc, cmd, &dest.ae_title, &mut set, &mut tally, establish)
+                    .await
+            }
+        };
+        if let Err(e) = &result {
+            self.record_broken(field::C_MOVE_RSP, &tally, e).await;
         }
+        result
     }
 
     /// The C-MOVE's sub-operations to `dest` once `establish` (plain or TLS)
@@ -598,10 +663,10 @@ impl Association {
         cmd: &Command,
         dest: &str,
         set: &mut RetrieveSet,
-        mut tally: Tally,
+        tally: &mut Tally,
         establish: impl Future<Output = Result<AsyncClientAssociation<S>, E>>,
     ) -> Result<(), LinkError> {
-        match self.announced(pc, cmd, &mut tally, establish).await? {
+        match self.announced(pc, cmd, tally, establish).await? {
             Destination::Made(mut sub) => {
                 crate::outbound::no_delay(&mut sub);
                 self.move_sub_operations(pc, cmd, sub, set, tally).await
@@ -611,7 +676,7 @@ impl Association {
                 self.fail_all_moves(pc, cmd, set, tally).await
             }
             Destination::Cancelled => {
-                self.finish_retrieve(pc, cmd, field::C_MOVE_RSP, &tally, true)
+                self.finish_retrieve(pc, cmd, field::C_MOVE_RSP, tally, true)
                     .await
             }
         }
@@ -677,10 +742,10 @@ impl Association {
         pc: u8,
         cmd: &Command,
         set: &mut RetrieveSet,
-        mut tally: Tally,
+        tally: &mut Tally,
     ) -> Result<(), LinkError> {
         tally.fail_rest(set).await;
-        self.finish_retrieve(pc, cmd, field::C_MOVE_RSP, &tally, false)
+        self.finish_retrieve(pc, cmd, field::C_MOVE_RSP, tally, false)
             .await
     }
 
@@ -691,7 +756,7 @@ impl Association {
         cmd: &Command,
         mut sub: AsyncClientAssociation<S>,
         set: &mut RetrieveSet,
-        mut tally: Tally,
+        tally: &mut Tally,
     ) -> Result<(), LinkError> {
         let archive = self.archive.clone();
         let originator = self.peer_ae().to_string();
@@ -737,7 +802,14 @@ impl Association {
                     Ok(st) => tally.record(&inst.sop_instance_uid, st),
                     Err(e) => {
                         info!(error = %e, "C-MOVE: destination association failed");
-                        for rest in &page[i..] {
+                        tally.record(&inst.sop_instance_uid, None);
+                        // A C-CANCEL sent while the destination was silent:
+                        // the rest is cancelled, not failed (PS3.4 C.4.2.3).
+                        if self.cancel_requested(cmd.message_id).await? {
+                            cancelled = true;
+                            break 'pages;
+                        }
+                        for rest in &page[i + 1..] {
                             tally.record(&rest.sop_instance_uid, None);
                         }
                         tally.fail_rest(set).await;
@@ -745,8 +817,7 @@ impl Association {
                     }
                 }
                 if tally.pending_due() {
-                    self.send_pending(pc, cmd, field::C_MOVE_RSP, &tally)
-                        .await?;
+                    self.send_pending(pc, cmd, field::C_MOVE_RSP, tally).await?;
                 }
             }
         }
@@ -754,7 +825,7 @@ impl Association {
             tally.remaining = 0;
         }
         let _ = sub.release().await;
-        self.finish_retrieve(pc, cmd, field::C_MOVE_RSP, &tally, cancelled)
+        self.finish_retrieve(pc, cmd, field::C_MOVE_RSP, tally, cancelled)
             .await
     }
 }
@@ -776,6 +847,7 @@ mod tests {
             warning: 0,
             failed_uids: Vec::new(),
             pending_sent: None,
+            ended: false,
         };
         for (uid, st) in [
             ("1", Some(0x0000)),

@@ -358,6 +358,68 @@ fn every_access_is_recorded_and_the_chain_shows_tampering() {
     );
 }
 
+/// A C-GET its requester breaks off part-way (a viewer closed) is recorded
+/// again with how far it got: the record made when it began counts every
+/// instance as sent.
+#[test]
+fn a_retrieve_broken_off_is_recorded_with_how_far_it_got() {
+    let data = DataDir::new("audit-broken-get");
+    data.add_peer("PYSCU", "127.0.0.1", 104, "store,get");
+    let server = Server::start(&data);
+    let study = "1.2.826.0.1.3680043.8.498.77001";
+    let specs: Vec<String> = (1..=6)
+        .map(|i| {
+            json!({
+                "StudyInstanceUID": study,
+                "SeriesInstanceUID": format!("{study}.1"),
+                "SOPInstanceUID": format!("{study}.1.{i}"),
+                "PatientID": "BROKEN-1",
+            })
+            .to_string()
+        })
+        .collect();
+    make_and_store(&server, &data.path.join("src"), "PYSCU", &specs);
+    let got = json_of(
+        &python(&[
+            "get",
+            "--port",
+            &server.port(),
+            "--aet",
+            "PYSCU",
+            "-k",
+            &format!("StudyInstanceUID={study}"),
+            "--abort-after",
+            "2",
+        ])
+        .success(),
+    );
+    assert_eq!(got["status"], Value::Null, "no final response: {got}");
+    assert!(server.stop(), "clean stop");
+
+    let records = data.audit_export();
+    let retrieves: Vec<&Value> = records
+        .iter()
+        .map(|r| &r["record"])
+        .filter(|r| r["event"]["code"] == 110104 && r["peer"] == "PYSCU")
+        .filter(|r| r["detail"].as_str().unwrap().starts_with("C-GET"))
+        .collect();
+    assert_eq!(retrieves.len(), 2, "{retrieves:?}");
+    assert!(
+        retrieves[0]["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with(": 6 instances")
+    );
+    let ended = retrieves[1];
+    assert_eq!(ended["outcome"], 4, "{ended}");
+    let detail = ended["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("C-GET ended (association failed: ")
+            && detail.ends_with("1 sent, 1 failed, 0 with warnings, 4 not attempted"),
+        "{detail}"
+    );
+}
+
 #[test]
 fn records_are_forwarded_to_a_syslog_collector_over_tls() {
     let data = DataDir::new("audit-syslog");
