@@ -285,6 +285,13 @@ fn instance_record(i: &DirInstance) -> Result<InMemDicomObject, String> {
     Ok(o)
 }
 
+/// Whether a SOP class is an image's as far as DICOMDIR records tell (not a
+/// report, key object selection, presentation state, segmentation,
+/// encapsulated document or RT object): what a thumbnail shows.
+pub fn is_image(sop_class: &str) -> bool {
+    record_type(sop_class.trim_end_matches('\0')) == "IMAGE"
+}
+
 /// The directory record type for a SOP class (PS3.3 F.5); images and
 /// anything not listed are IMAGE records.
 fn record_type(sop_class: &str) -> &'static str {

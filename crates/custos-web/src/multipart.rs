@@ -337,9 +337,10 @@ pub fn json_accepted(headers: &axum::http::HeaderMap) -> Result<(), crate::error
 }
 
 /// Splits an Accept (or Content-Type) header into media ranges, honouring
-/// quoted parameter values. Absent header means `*/*`.
+/// quoted parameter values. An absent or empty header means `*/*` (an empty
+/// Accept had made retrieval, frames and rendering answer 406).
 pub fn media_ranges(value: Option<&str>) -> Vec<MediaRange> {
-    let Some(value) = value else {
+    let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
         return vec![MediaRange {
             media: "*/*".into(),
             params: vec![],
@@ -401,6 +402,7 @@ mod tests {
         assert_eq!(r[0].param("transfer-syntax"), Some("*"));
         assert_eq!(r[1].media, "application/json");
         assert_eq!(media_ranges(None)[0].media, "*/*");
+        assert_eq!(media_ranges(Some(" "))[0].media, "*/*");
     }
 
     use futures_util::StreamExt;

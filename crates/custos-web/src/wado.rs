@@ -598,8 +598,17 @@ async fn rendered_image(
     }
     let set = resolve(&state, &p, &t).await?;
     let media = pixels::rendered_media(&options);
-    // A series' or study's thumbnail shows its middle instance.
-    let bytes = state.archive.rendered(&set[set.len() / 2], options).await?;
+    // A series' or study's thumbnail shows its middle image (a report or a
+    // key object selection among them has nothing to show).
+    let images: Vec<_> = set
+        .iter()
+        .filter(|i| custos_archive::dicomdir::is_image(&i.sop_class_uid))
+        .collect();
+    let shown = match images.len() {
+        0 => &set[set.len() / 2],
+        n => images[n / 2],
+    };
+    let bytes = state.archive.rendered(shown, options).await?;
     Ok(([(header::CONTENT_TYPE, media)], bytes).into_response())
 }
 

@@ -371,7 +371,13 @@ async fn a_stored_instance_is_found_described_rendered_and_guarded() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
 
-    // Series and study thumbnails show an instance of theirs.
+    // Series and study thumbnails show an image of theirs, not the key
+    // object selections stored beside it (the middle instance is one).
+    let ko = "1.2.840.10008.5.1.4.1.1.88.59";
+    for sop in [format!("{SOP}.1"), format!("{SOP}.2")] {
+        let note = part10(identified(ko, &sop, "KO"), "1.2.840.10008.1.2.1", ko, &sop);
+        assert_eq!(f.send(stow_part(&note)).await.status, StatusCode::OK);
+    }
     for path in [
         format!("/dicom-web/studies/{STUDY}/thumbnail"),
         format!("/dicom-web/studies/{STUDY}/series/{SERIES}/thumbnail"),
@@ -389,6 +395,17 @@ async fn a_stored_instance_is_found_described_rendered_and_guarded() {
         r.body.windows(16).any(|w| w == pixels().as_slice()),
         "the frame's bytes are in the response"
     );
+    // An empty Accept is no Accept: the default answer, not 406.
+    for path in [
+        format!("{base}/frames/1"),
+        format!("{base}/rendered"),
+        base.clone(),
+    ] {
+        let r = f
+            .call(request("rad", "GET", &path).header(header::ACCEPT, ""))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+    }
     // Single-part bulk data when asked for plainly: exactly the pixel bytes.
     let r = f
         .call(
