@@ -56,10 +56,11 @@ const READ_BLOCK: usize = 1 << 20;
 /// that a WADO-RS response's read-ahead (two parts) holds a few MiB, not tens.
 pub const WHOLE_READ_MAX: u64 = 2 << 20;
 
-/// Bytes read first for an instance's header (metadata, bulk values) when
-/// the store has no file to read it from: headers are mostly a few KiB, the
-/// pixel data behind them up to megabytes.
-const HEADER_PREFIX: u64 = 64 << 10;
+/// Bytes read for an instance's header (metadata, bulk values) when the
+/// store has no file to read it from, each tried in turn while the header
+/// runs past it: headers are mostly a few KiB, the pixel data behind them up
+/// to gigabytes.
+const HEADER_PREFIXES: [u64; 3] = [64 << 10, 1 << 20, 16 << 20];
 
 /// A byte slice as a reader that remembers whether it was read to its end.
 struct UntilEnd<'a> {
@@ -221,14 +222,16 @@ impl Archive {
             .map_err(|e| corrupt(e.to_string()))?
             .map_err(corrupt);
         }
-        if header_only && instance.size > HEADER_PREFIX {
-            // Packed (or remote) blobs: the header alone is read when it
-            // ends within the prefix; the parse must not have reached the
-            // prefix's end, which could have cut the header short.
-            let prefix = self
-                .store
-                .read_prefix(&instance.blob_key, HEADER_PREFIX)
-                .await?;
+        // Packed (or remote) blobs: the header alone is read when it ends
+        // within a prefix, a longer one tried for a longer header (an
+        // enhanced multi-frame's per-frame groups run to megabytes); the
+        // parse must not have reached the prefix's end, which could have cut
+        // the header short.
+        for prefix_len in HEADER_PREFIXES {
+            if !header_only || instance.size <= prefix_len {
+                break;
+            }
+            let prefix = self.store.read_prefix(&instance.blob_key, prefix_len).await?;
             let parsed = tokio::task::spawn_blocking(move || {
                 let mut from = UntilEnd {
                     rest: &prefix[..],
