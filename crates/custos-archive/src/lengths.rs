@@ -96,6 +96,16 @@ enum Frame {
 /// element boundary ends the walk without error: a truncated data set is
 /// dicom-parser's to report.
 pub fn check<R: Read>(r: R, enc: Encoding, stop_at_pixel_data: bool) -> Result<(), LengthError> {
+    walk(r, enc, stop_at_pixel_data).map(|_| ())
+}
+
+/// [`check`], and where the top-level Pixel Data's value begins (its offset
+/// from the data set's start) and its declared length, when it stopped there.
+fn walk<R: Read>(
+    r: R,
+    enc: Encoding,
+    stop_at_pixel_data: bool,
+) -> Result<Option<(u64, u32)>, LengthError> {
     let mut r = Counting { inner: r, pos: 0 };
     // Open containers and, for those of defined length, where they end.
     let base = enc;
@@ -111,7 +121,7 @@ pub fn check<R: Read>(r: R, enc: Encoding, stop_at_pixel_data: bool) -> Result<(
         // implicit VR little endian (PS3.5 6.2.2).
         let enc = stack.last().map_or(base, |f| f.2);
         let Some(tag) = read_tag(&mut r, enc)? else {
-            return Ok(());
+            return Ok(None);
         };
         let end_of_parent = stack.iter().rev().find_map(|f| f.1);
         // The file meta group has its own encoding, which dicom-parser
@@ -178,7 +188,7 @@ pub fn check<R: Read>(r: R, enc: Encoding, stop_at_pixel_data: bool) -> Result<(
             (None, read_u32(&mut r, enc.big_endian)?)
         };
         if tag == tags::PIXEL_DATA && stop_at_pixel_data && stack.is_empty() {
-            return Ok(());
+            return Ok(Some((r.pos, len)));
         }
         let is_sequence = match vr {
             Some(vr) => vr == VR::SQ,
@@ -234,6 +244,22 @@ fn unit_size(vr: VR) -> u32 {
 /// is read is bounded by the inflated bytes really present; the amplification
 /// of a deflate bomb is the time it takes to inflate, not memory.
 pub fn check_part10<R: Read>(r: R) -> Result<(), LengthError> {
+    check_file(r, true).map(|_| ())
+}
+
+/// Where a Part 10 file's top-level Pixel Data value lies, found by
+/// [`check_part10`]'s walk (so its header's lengths are checked too): what
+/// reads frames by their byte ranges instead of the whole file. `None` when
+/// there is none, or it cannot be reached by offset (a deflated data set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PixelAt {
+    /// From the file's first byte.
+    pub offset: u64,
+    /// `None`: undefined (encapsulated fragments follow).
+    pub len: Option<u32>,
+}
+
+pub fn locate_pixel_data<R: Read>(r: R) -> Result<Option<PixelAt>, LengthError> {
     check_file(r, true)
 }
 
@@ -243,16 +269,18 @@ pub fn check_part10<R: Read>(r: R) -> Result<(), LengthError> {
 /// as it does any other (ingest stops before it, so a file whose Pixel Data
 /// claims more than follows could be stored).
 pub fn check_part10_whole<R: Read>(r: R) -> Result<(), LengthError> {
-    check_file(r, false)
+    check_file(r, false).map(|_| ())
 }
 
-fn check_file<R: Read>(r: R, stop_at_pixel_data: bool) -> Result<(), LengthError> {
+fn check_file<R: Read>(r: R, stop_at_pixel_data: bool) -> Result<Option<PixelAt>, LengthError> {
     let mut r = io::BufReader::new(r);
     let mut preamble = [0u8; 132];
     if r.read_exact(&mut preamble).is_err() || &preamble[128..] != b"DICM" {
         // Not Part 10: dicom-object reports it.
-        return Ok(());
+        return Ok(None);
     }
+    // Where the data set begins: after the preamble and the meta elements.
+    let mut data_set_at = 132u64;
     let mut transfer_syntax = String::new();
     // (0002,0000)'s value and the bytes of the meta elements after it:
     // dicom-object trusts the group length, so the two must agree (found by
@@ -265,7 +293,7 @@ fn check_file<R: Read>(r: R, stop_at_pixel_data: bool) -> Result<(), LengthError
     let first_after_meta = loop {
         let mut t = [0u8; 4];
         match r.read(&mut t[..1])? {
-            0 => return Ok(()),
+            0 => return Ok(None),
             _ => r.read_exact(&mut t[1..])?,
         }
         let tag = Tag(
@@ -311,6 +339,7 @@ fn check_file<R: Read>(r: R, stop_at_pixel_data: bool) -> Result<(), LengthError
         if value.len() < len as usize {
             return Err(LengthError::BeyondData { tag, declared: len });
         }
+        data_set_at += header + u64::from(len);
         if tag == tags::FILE_META_INFORMATION_GROUP_LENGTH {
             let bytes: [u8; 4] =
                 value
@@ -342,9 +371,13 @@ fn check_file<R: Read>(r: R, stop_at_pixel_data: bool) -> Result<(), LengthError
                 MAX_INFLATED_WHOLE
             },
         };
-        check(inflated, Encoding::EXPLICIT_LE, stop_at_pixel_data)
+        walk(inflated, Encoding::EXPLICIT_LE, stop_at_pixel_data).map(|_| None)
     } else {
-        check(rest, Encoding::of_transfer_syntax(ts), stop_at_pixel_data)
+        let found = walk(rest, Encoding::of_transfer_syntax(ts), stop_at_pixel_data)?;
+        Ok(found.map(|(at, len)| PixelAt {
+            offset: data_set_at + at,
+            len: defined(len),
+        }))
     }
 }
 
@@ -709,15 +742,21 @@ mod tests {
     fn ingest_stops_at_pixel_data_and_walks_encapsulated_fragments() {
         let mut b = Vec::new();
         element_le(&mut b, 0x0028, 0x0010, Some(b"US"), &[8, 0], None);
-        b.extend([0xE0, 0x7F, 0x10, 0x00]);
-        b.extend(b"OB");
-        b.extend([0, 0]);
-        b.extend(UNDEFINED.to_le_bytes());
-        b.extend([0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]); // empty offset table
+        b.extend(pixel_fragments_start());
         b.extend([0xFE, 0xFF, 0x00, 0xE0, 4, 0, 0, 0, 0xFE, 0xFF, 0x00, 0xE0]); // fragment that looks like an item tag
         b.extend([0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
         check(b.as_slice(), Encoding::EXPLICIT_LE, true).unwrap();
         check(b.as_slice(), Encoding::EXPLICIT_LE, false).unwrap();
+    }
+
+    /// Pixel Data of undefined length (OB) and an empty offset table.
+    fn pixel_fragments_start() -> Vec<u8> {
+        let mut b = vec![0xE0, 0x7F, 0x10, 0x00];
+        b.extend(b"OB");
+        b.extend([0, 0]);
+        b.extend(UNDEFINED.to_le_bytes());
+        b.extend([0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+        b
     }
 
     fn part10(ts: &str, data_set: &[u8]) -> Vec<u8> {
@@ -730,6 +769,36 @@ mod tests {
         element_le(&mut f, 0x0002, 0x0010, Some(b"UI"), &uid, None);
         f.extend(data_set);
         f
+    }
+
+    #[test]
+    fn pixel_data_is_located_from_the_files_first_byte() {
+        let mut native = Vec::new();
+        element_le(&mut native, 0x0028, 0x0010, Some(b"US"), &[8, 0], None);
+        element_le(&mut native, 0x7FE0, 0x0010, Some(b"OW"), &[7; 16], None);
+        let file = part10("1.2.840.10008.1.2.1", &native);
+        let at = locate_pixel_data(file.as_slice()).unwrap().unwrap();
+        assert_eq!(at.len, Some(16));
+        assert_eq!(file[at.offset as usize..], [7; 16]);
+        // Implicit VR: the value after a 4-byte length.
+        let mut implicit = Vec::new();
+        element_le(&mut implicit, 0x0028, 0x0010, None, &[8, 0], None);
+        element_le(&mut implicit, 0x7FE0, 0x0010, None, &[9; 8], None);
+        let file = part10("1.2.840.10008.1.2", &implicit);
+        let at = locate_pixel_data(file.as_slice()).unwrap().unwrap();
+        assert_eq!(
+            (at.len, &file[at.offset as usize..]),
+            (Some(8), &[9u8; 8][..])
+        );
+        // Encapsulated: undefined, at the first item.
+        let encapsulated = pixel_fragments_start();
+        let file = part10("1.2.840.10008.1.2.4.50", &encapsulated);
+        let at = locate_pixel_data(file.as_slice()).unwrap().unwrap();
+        assert_eq!(at.len, None);
+        assert_eq!(file[at.offset as usize..][..4], [0xFE, 0xFF, 0x00, 0xE0]);
+        // None without Pixel Data.
+        let file = part10("1.2.840.10008.1.2.1", &native[..10]);
+        assert_eq!(locate_pixel_data(file.as_slice()).unwrap(), None);
     }
 
     #[test]
@@ -758,12 +827,7 @@ mod tests {
             Err(LengthError::BeyondData { .. })
         ));
         // A fragment of encapsulated Pixel Data that claims 4 GB.
-        let mut encapsulated = Vec::new();
-        encapsulated.extend([0xE0, 0x7F, 0x10, 0x00]);
-        encapsulated.extend(b"OB");
-        encapsulated.extend([0, 0]);
-        encapsulated.extend(UNDEFINED.to_le_bytes());
-        encapsulated.extend([0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+        let mut encapsulated = pixel_fragments_start();
         encapsulated.extend([0xFE, 0xFF, 0x00, 0xE0, 0xF0, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4]);
         let ts = "1.2.840.10008.1.2.4.50";
         check_part10(part10(ts, &encapsulated).as_slice()).unwrap();

@@ -231,7 +231,10 @@ impl Archive {
             if !header_only || instance.size <= prefix_len {
                 break;
             }
-            let prefix = self.store.read_prefix(&instance.blob_key, prefix_len).await?;
+            let prefix = self
+                .store
+                .read_prefix(&instance.blob_key, prefix_len)
+                .await?;
             let parsed = tokio::task::spawn_blocking(move || {
                 let mut from = UntilEnd {
                     rest: &prefix[..],

@@ -43,6 +43,14 @@ async fn fixture(name: &str) -> Fixture {
 }
 
 async fn fixture_with(name: &str, sessions: custos_auth::SessionPolicy) -> Fixture {
+    fixture_sized(name, sessions, 64 << 20).await
+}
+
+async fn fixture_sized(
+    name: &str,
+    sessions: custos_auth::SessionPolicy,
+    max_body_bytes: u64,
+) -> Fixture {
     let dir = std::env::temp_dir().join(format!("custos-web-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -78,7 +86,7 @@ async fn fixture_with(name: &str, sessions: custos_auth::SessionPolicy) -> Fixtu
         archive,
         config: WebConfig {
             https: true,
-            max_body_bytes: 64 << 20,
+            max_body_bytes,
             max_header_bytes: 64 << 10,
             max_find_results: 100,
             max_stow_parts: 10,
@@ -1816,4 +1824,177 @@ async fn searches_and_metadata_answer_json_or_406() {
             "{uri} accept={form}"
         );
     }
+}
+
+/// The bodies of a multipart/related reply's parts, in order.
+fn parts(r: &Reply) -> Vec<Vec<u8>> {
+    let ct = r.content_type().to_string();
+    let boundary = ct
+        .split("boundary=")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{ct}"))
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_matches('"');
+    let delimiter = format!("\r\n--{boundary}");
+    // The body starts with the first delimiter, without its CRLF.
+    let body = [b"\r\n".as_slice(), &r.body].concat();
+    let mut at: Vec<usize> = body
+        .windows(delimiter.len())
+        .enumerate()
+        .filter(|(_, w)| *w == delimiter.as_bytes())
+        .map(|(i, _)| i)
+        .collect();
+    let last = at.pop().unwrap();
+    assert_eq!(&body[last + delimiter.len()..][..2], b"--");
+    at.push(last);
+    at.windows(2)
+        .map(|w| {
+            let part = &body[w[0] + delimiter.len()..w[1]];
+            let blank = part.windows(4).position(|x| x == b"\r\n\r\n").unwrap();
+            part[blank + 4..].to_vec()
+        })
+        .collect()
+}
+
+/// A multi-frame instance of `frames` native 8-bit `rows` x `rows` frames,
+/// frame n filled with n and begun by n as 4 bytes: its file and frames.
+fn native_multiframe(frames: u32, rows: u16) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let size = usize::from(rows) * usize::from(rows);
+    let frame = |n: u32| {
+        let mut f = vec![n as u8; size];
+        f[..4].copy_from_slice(&n.to_le_bytes());
+        f
+    };
+    let all: Vec<Vec<u8>> = (1..=frames).map(frame).collect();
+    let mut obj = identified(CT_IMAGE, SOP, "CT");
+    obj.put(DataElement::new(
+        tags::NUMBER_OF_FRAMES,
+        VR::IS,
+        PrimitiveValue::from(frames.to_string()),
+    ));
+    obj.put(DataElement::new(
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        PrimitiveValue::from("MONOCHROME2"),
+    ));
+    describe_pixels(&mut obj, rows, rows, 1, 8);
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(all.concat()),
+    ));
+    (part10(obj, "1.2.840.10008.1.2.1", CT_IMAGE, SOP), all)
+}
+
+/// Frames asked for by number are read from the stored file by their byte
+/// ranges: native ones, and encapsulated ones of several fragments each,
+/// found by the Basic Offset Table or by where each codestream begins.
+#[tokio::test]
+async fn frames_asked_for_by_number_are_the_stored_frames() {
+    let f = fixture("frames-by-range").await;
+    // 1.5 MiB: a file of its own, not packed with small ones.
+    let (file, frames) = native_multiframe(6, 512);
+    assert_eq!(f.send(stow_part(&file)).await.status, StatusCode::OK);
+    let base = format!("/dicom-web/studies/{STUDY}/series/{SERIES}/instances/{SOP}");
+    let r = f.get("rad", &format!("{base}/frames/2")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(parts(&r), [frames[1].clone()]);
+    let r = f.get("rad", &format!("{base}/frames/6,1")).await;
+    assert_eq!(parts(&r), [frames[5].clone(), frames[0].clone()]);
+    let r = f.get("rad", &format!("{base}/frames/7")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = f
+        .call(
+            request("rad", "GET", &format!("{base}/frames/1"))
+                .header(header::ACCEPT, "multipart/related; type=\"image/jpeg\""),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_ACCEPTABLE);
+
+    // JPEG, 3 frames of 2 fragments (~300 KiB each): with and without a
+    // Basic Offset Table.
+    let sc = "1.2.840.10008.5.1.4.1.1.7";
+    let fragment = |frame: u8, second: bool| {
+        let mut b = vec![frame; 300 << 10];
+        b[..2].copy_from_slice(if second { b"\x00\x01" } else { b"\xFF\xD8" });
+        b
+    };
+    let fragments: Vec<Vec<u8>> = (1..=3u8)
+        .flat_map(|n| [fragment(n, false), fragment(n, true)])
+        .collect();
+    let item = |f: &Vec<u8>| 8 + f.len() as u32;
+    let table = vec![0, 2 * item(&fragments[0]), 4 * item(&fragments[0])];
+    for (i, table) in [table, vec![]].into_iter().enumerate() {
+        let sop = format!("{SOP}.{i}");
+        let mut obj = identified(sc, &sop, "OT");
+        obj.put(DataElement::new(
+            tags::NUMBER_OF_FRAMES,
+            VR::IS,
+            PrimitiveValue::from("3"),
+        ));
+        describe_pixels(&mut obj, 480, 640, 3, 8);
+        obj.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OB,
+            dicom_core::value::Value::PixelSequence(dicom_core::value::PixelFragmentSequence::new(
+                table,
+                fragments.clone(),
+            )),
+        ));
+        let file = part10(obj, "1.2.840.10008.1.2.4.50", sc, &sop);
+        assert_eq!(f.send(stow_part(&file)).await.status, StatusCode::OK);
+        let path = format!("/dicom-web/studies/{STUDY}/series/{SERIES}/instances/{sop}/frames/2,3");
+        let r = f
+            .call(
+                request("rad", "GET", &path)
+                    .header(header::ACCEPT, "multipart/related; type=\"image/jpeg\""),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        assert!(
+            r.content_type().contains("image/jpeg"),
+            "{}",
+            r.content_type()
+        );
+        assert_eq!(
+            parts(&r),
+            [fragments[2..4].concat(), fragments[4..6].concat()],
+            "{path}"
+        );
+    }
+}
+
+/// An instance over the 256 MiB a whole object may take in memory still has
+/// its frames handed out one by one (a tomosynthesis, a long cine): they
+/// are read alone (before: 413).
+#[tokio::test]
+async fn a_frame_of_an_instance_over_256_mib_is_handed_out() {
+    let f = fixture_sized(
+        "frames-huge",
+        custos_auth::SessionPolicy::default(),
+        320 << 20,
+    )
+    .await;
+    // 1,040 frames of 256 KiB: 260 MiB.
+    let (file, frames) = native_multiframe(1040, 512);
+    assert!(file.len() > 256 << 20);
+    let r = f.send(stow_part(&file)).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    drop(file);
+    let base = format!("/dicom-web/studies/{STUDY}/series/{SERIES}/instances/{SOP}");
+    let r = f.get("rad", &format!("{base}/frames/1000")).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(parts(&r), [frames[999].clone()]);
 }

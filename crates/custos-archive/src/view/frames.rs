@@ -61,7 +61,7 @@ pub struct Frames {
 }
 
 /// Whether `accepted` takes `media` (with `transfer-syntax=*` when `as_stored`).
-fn takes(accepted: &[Accepted], media: &str, as_stored: bool) -> bool {
+pub(super) fn takes(accepted: &[Accepted], media: &str, as_stored: bool) -> bool {
     accepted.iter().any(|a| {
         a.media == "*/*"
             || (a.media == media && (!as_stored || a.transfer_syntax.as_deref() == Some("*")))
@@ -73,7 +73,7 @@ pub(super) fn int(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<u32>
 }
 
 /// Bytes of one native frame as the header describes it (0 when unknown).
-fn frame_bytes(obj: &DefaultDicomObject) -> u64 {
+pub(super) fn frame_bytes(obj: &DefaultDicomObject) -> u64 {
     let rows = u64::from(int(obj, tags::ROWS).unwrap_or(0));
     let cols = u64::from(int(obj, tags::COLUMNS).unwrap_or(0));
     let spp = u64::from(int(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1));
@@ -255,7 +255,7 @@ fn video(
     })
 }
 
-fn octet_stream(data: Vec<Vec<u8>>) -> Frames {
+pub(super) fn octet_stream(data: Vec<Vec<u8>>) -> Frames {
     Frames {
         media: "application/octet-stream".into(),
         part_type: "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1".into(),
@@ -266,7 +266,7 @@ fn octet_stream(data: Vec<Vec<u8>>) -> Frames {
 /// The Extended Offset Table (7FE0,0001), if the instance has one: byte
 /// offsets of each frame's first fragment, as the Basic Offset Table's but
 /// 64-bit (PS3.5 A.4; the Basic one is then empty).
-fn extended_offsets(obj: &DefaultDicomObject) -> Option<Vec<u64>> {
+pub(super) fn extended_offsets(obj: &DefaultDicomObject) -> Option<Vec<u64>> {
     use dicom_core::PrimitiveValue;
     let e = obj.element(dicom_core::Tag(0x7FE0, 0x0001)).ok()?;
     let table: Vec<u64> = match e.value().primitive()? {
@@ -282,7 +282,7 @@ fn extended_offsets(obj: &DefaultDicomObject) -> Option<Vec<u64>> {
 
 /// Whether a fragment begins a JPEG (SOI), JPEG-LS (SOI), JPEG 2000
 /// codestream (SOC then SIZ) or JP2 file (its signature box).
-fn starts_codestream(fragment: &[u8]) -> bool {
+pub(super) fn starts_codestream(fragment: &[u8]) -> bool {
     fragment.starts_with(&[0xFF, 0xD8])
         || fragment.starts_with(&[0xFF, 0x4F, 0xFF, 0x51])
         || fragment.starts_with(&[0, 0, 0, 0x0C, 0x6A, 0x50, 0x20, 0x20])
@@ -299,6 +299,19 @@ fn frame_fragments(
     offsets: &[u64],
     count: u32,
 ) -> Result<Vec<std::ops::Range<usize>>, ViewError> {
+    let lens: Vec<u64> = fragments.iter().map(|f| f.len() as u64).collect();
+    frame_fragments_by(&lens, |i| starts_codestream(&fragments[i]), offsets, count)
+}
+
+/// [`frame_fragments`] from the fragments' lengths and whether each begins a
+/// codestream (what reading them by their ranges knows of them).
+pub(super) fn frame_fragments_by(
+    lens: &[u64],
+    begins_codestream: impl Fn(usize) -> bool,
+    offsets: &[u64],
+    count: u32,
+) -> Result<Vec<std::ops::Range<usize>>, ViewError> {
+    let fragments = lens;
     let count = count as usize;
     let unmapped =
         || ViewError::Unsupported("this instance's fragments cannot be mapped to frames");
@@ -311,20 +324,17 @@ fn frame_fragments(
         // Each offset must fall on a fragment's item.
         let mut at = std::collections::HashMap::new();
         let mut pos = 0u64;
-        for (i, f) in fragments.iter().enumerate() {
+        for (i, len) in fragments.iter().enumerate() {
             at.insert(pos, i);
-            pos += 8 + f.len() as u64;
+            pos += 8 + len;
         }
         offsets
             .iter()
             .map(|o| at.get(o).copied().ok_or_else(unmapped))
             .collect::<Result<_, _>>()?
     } else {
-        fragments
-            .iter()
-            .enumerate()
-            .filter(|(i, f)| *i == 0 || starts_codestream(f))
-            .map(|(i, _)| i)
+        (0..fragments.len())
+            .filter(|i| *i == 0 || begins_codestream(*i))
             .collect()
     };
     // Each frame at least one fragment: starts strictly increasing.

@@ -6,6 +6,7 @@
 
 mod frames;
 mod metadata;
+mod ranges;
 mod render;
 mod rows;
 
@@ -82,6 +83,20 @@ impl Archive {
         which: FrameSelection,
         accepted: Vec<Accepted>,
     ) -> Result<Frames, ViewError> {
+        // Frames asked for by number, from a stored file: read by their
+        // ranges (see `ranges`), not with the whole object.
+        if let FrameSelection::Numbers(numbers) = &which
+            && let Some(path) = self.store.local_path(&instance.blob_key)
+        {
+            let (numbers, wanted) = (numbers.clone(), accepted.clone());
+            let found = blocking("frame extraction", move || {
+                ranges::read(&path, &numbers, &wanted)
+            })
+            .await?;
+            if let Some(frames) = found {
+                return Ok(frames);
+            }
+        }
         let obj = self.read_object(instance, false).await?;
         blocking("frame extraction", move || {
             frames::frames(&obj, which, &accepted)
