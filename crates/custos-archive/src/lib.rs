@@ -270,28 +270,40 @@ impl Archive {
     /// [`name_patients`](Self::name_patients).
     pub async fn name_retrieved(&self, e: &mut custos_core::audit::AuditEvent, query: &Query) {
         use custos_core::query::Key;
-        if e.study_uids.is_empty() && !query.conditions.is_empty() {
+        // Every page: at image level a row is an instance, and a list of
+        // thousands of instance UIDs may span several patients. Bounded by
+        // what an identifier (1 MiB) can list.
+        const PAGE: usize = 1000;
+        let mut offset = 0;
+        let look = e.study_uids.is_empty() && !query.conditions.is_empty();
+        while look && offset < 100 * PAGE {
             let q = Query {
                 level: query.level,
                 conditions: query.conditions.clone(),
-                limit: 1000,
-                offset: 0,
+                limit: PAGE,
+                offset,
                 order: Vec::new(),
             };
-            if let Ok(rows) = self.index.find(q).await {
-                for row in rows {
-                    for (key, names) in [
-                        (Key::StudyInstanceUID, &mut e.study_uids),
-                        (Key::PatientID, &mut e.patient_ids),
-                    ] {
-                        if let Some(v) = row.get(&key)
-                            && !names.contains(v)
-                        {
-                            names.push(v.clone());
-                        }
+            let Ok(rows) = self.index.find(q).await else {
+                break;
+            };
+            let more = rows.len() == PAGE;
+            for row in rows {
+                for (key, names) in [
+                    (Key::StudyInstanceUID, &mut e.study_uids),
+                    (Key::PatientID, &mut e.patient_ids),
+                ] {
+                    if let Some(v) = row.get(&key)
+                        && !names.contains(v)
+                    {
+                        names.push(v.clone());
                     }
                 }
             }
+            if !more {
+                break;
+            }
+            offset += PAGE;
         }
         self.name_patients(e).await;
     }
@@ -436,5 +448,67 @@ impl RetrieveSet {
             }
             out.extend(page);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use custos_core::audit::{AuditEvent, EventId, Outcome};
+    use custos_core::query::{Key, Level, Matcher};
+    use custos_core::record::InstanceRecord;
+    use custos_index::InstanceIndex;
+
+    /// A retrieve of instances by UID alone names every patient they belong
+    /// to in its record, past the first thousand rows (an image-level list of
+    /// a thousand UIDs of one patient and one of another's named only the
+    /// first).
+    #[tokio::test]
+    async fn a_retrieve_of_many_instances_names_every_patient() {
+        let base = std::path::Path::new("/dev/shm");
+        let base = if base.is_dir() {
+            base.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!("custos-name-retrieved-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let index = Arc::new(custos_index::SqliteIndex::open(dir.join("index.db")).unwrap());
+        let store = Arc::new(custos_store::FsStore::open(dir.join("blobs")).unwrap());
+        let archive = Archive::new(index.clone(), store, DuplicatePolicy::Keep);
+        let mut uids = Vec::new();
+        for i in 0..1001 {
+            let (patient, study) = if i < 1000 {
+                ("P-A", "1.2.3.1")
+            } else {
+                ("P-B", "1.2.3.2")
+            };
+            let sop = format!("1.2.3.9.{i}");
+            let record = InstanceRecord {
+                patient_id: patient.into(),
+                study_uid: study.into(),
+                series_uid: format!("{study}.1"),
+                sop_instance_uid: sop.clone(),
+                sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+                transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+                blob_key: format!("key-{i}"),
+                ..Default::default()
+            };
+            index.insert(record, false).await.unwrap();
+            uids.push(sop);
+        }
+        let query = Query {
+            level: Level::Image,
+            conditions: vec![(Key::SOPInstanceUID, Matcher::List(uids))],
+            limit: 0,
+            offset: 0,
+            order: Vec::new(),
+        };
+        let mut e = AuditEvent::new(EventId::InstancesTransferred, 'R', Outcome::Success);
+        archive.name_retrieved(&mut e, &query).await;
+        assert_eq!(e.patient_ids, ["P-A", "P-B"]);
+        assert_eq!(e.study_uids, ["1.2.3.1", "1.2.3.2"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
