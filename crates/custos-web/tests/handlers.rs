@@ -1966,6 +1966,46 @@ async fn frames_asked_for_by_number_are_the_stored_frames() {
     }
 }
 
+/// Native frames stored big endian (a retired transfer syntax some old
+/// modalities still send) are handed out as little-endian words, whether
+/// read by their ranges or from the whole object.
+#[tokio::test]
+async fn big_endian_frames_are_handed_out_little_endian() {
+    let f = fixture("frames-big-endian").await;
+    let (rows, frames) = (512u16, 3u16);
+    let words: Vec<u16> = (0..u32::from(rows) * u32::from(rows) * u32::from(frames))
+        .map(|i| (i % 65_521) as u16)
+        .collect();
+    let mut obj = identified(CT_IMAGE, SOP, "CT");
+    obj.put(DataElement::new(
+        tags::NUMBER_OF_FRAMES,
+        VR::IS,
+        PrimitiveValue::from(frames.to_string()),
+    ));
+    obj.put(DataElement::new(
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        PrimitiveValue::from("MONOCHROME2"),
+    ));
+    describe_pixels(&mut obj, rows, rows, 1, 16);
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(words.clone().into()),
+    ));
+    let file = part10(obj, "1.2.840.10008.1.2.2", CT_IMAGE, SOP);
+    assert_eq!(f.send(stow_part(&file)).await.status, StatusCode::OK);
+    let base = format!("/dicom-web/studies/{STUDY}/series/{SERIES}/instances/{SOP}");
+    let r = f.get("rad", &format!("{base}/frames/2")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let per_frame = usize::from(rows) * usize::from(rows);
+    let little: Vec<u8> = words[per_frame..2 * per_frame]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+    assert_eq!(parts(&r), [little]);
+}
+
 /// An instance over the 256 MiB a whole object may take in memory still has
 /// its frames handed out one by one (a tomosynthesis, a long cine): they
 /// are read alone (before: 413).

@@ -60,6 +60,9 @@ pub(super) fn read(
     let media = frame_media_type(&ts);
     let claimed = int(&header, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
     match at.len {
+        // Big endian words are handed out in little endian, as decoded:
+        // from the whole object.
+        Some(_) if ts == "1.2.840.10008.1.2.2" => Ok(None),
         Some(len) => native(&mut file, &header, at, len, claimed, numbers, accepted),
         None if media.starts_with("video/") => Ok(None),
         None => {
