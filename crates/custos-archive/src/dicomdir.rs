@@ -289,7 +289,18 @@ fn instance_record(i: &DirInstance) -> Result<InMemDicomObject, String> {
 /// report, key object selection, presentation state, segmentation,
 /// encapsulated document or RT object): what a thumbnail shows.
 pub fn is_image(sop_class: &str) -> bool {
-    record_type(sop_class.trim_end_matches('\0')) == "IMAGE"
+    let sop_class = sop_class.trim_end_matches('\0');
+    const STORAGE: &str = "1.2.840.10008.5.1.4.1.1";
+    // Waveforms, raw data, registrations, surfaces, value maps and RT
+    // objects other than RT Image: no pixels to show either.
+    let other = ["9", "66", "67", "68", "481"].iter().any(|family| {
+        sop_class
+            .strip_prefix(STORAGE)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.strip_prefix(family))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    }) && sop_class != format!("{STORAGE}.481.1");
+    !other && record_type(sop_class) == "IMAGE"
 }
 
 /// The directory record type for a SOP class (PS3.3 F.5); images and
@@ -561,5 +572,25 @@ mod tests {
         assert_eq!(record_type("1.2.840.10008.5.1.4.1.1.104.1"), "ENCAP DOC");
         assert_eq!(record_type("1.2.840.10008.5.1.4.1.1.1"), "IMAGE");
         assert_eq!(record_type("1.2.840.10008.5.1.4.1.1.12.1"), "IMAGE");
+    }
+
+    #[test]
+    fn thumbnails_are_taken_from_images_only() {
+        for image in [
+            "1.2.840.10008.5.1.4.1.1.2",
+            "1.2.840.10008.5.1.4.1.1.481.1\0",
+        ] {
+            assert!(is_image(image), "{image}");
+        }
+        for other in [
+            "1.2.840.10008.5.1.4.1.1.88.59",
+            "1.2.840.10008.5.1.4.1.1.9.1.1",
+            "1.2.840.10008.5.1.4.1.1.66",
+            "1.2.840.10008.5.1.4.1.1.66.1",
+            "1.2.840.10008.5.1.4.1.1.481.2",
+            "1.2.840.10008.5.1.4.1.1.104.1",
+        ] {
+            assert!(!is_image(other), "{other}");
+        }
     }
 }

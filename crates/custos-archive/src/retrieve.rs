@@ -243,11 +243,15 @@ impl Archive {
                 let obj = options()
                     .read_preamble(dicom_object::file::ReadPreamble::Always)
                     .from_reader(&mut from);
-                obj.ok().filter(|_| !from.reached)
+                (obj.ok().filter(|_| !from.reached), from.reached)
             })
             .await;
-            if let Ok(Some(obj)) = parsed {
-                return Ok(obj);
+            match parsed {
+                Ok((Some(obj), _)) => return Ok(obj),
+                // Cut short by the prefix: a longer one may hold it.
+                Ok((None, true)) => {}
+                // It fails for another reason: the whole read says why.
+                _ => break,
             }
         }
         if instance.size > MAX_TRANSCODE_BYTES {

@@ -330,8 +330,7 @@ impl Association {
             custos_core::audit::Outcome::Success,
         );
         let keys = e.name_query(&ident.query);
-        self.archive.name_retrieved(&mut e, &ident.query).await;
-        let set = match self.archive.retrieve_set(ident.query).await {
+        let set = match self.archive.retrieve_set(ident.query.clone()).await {
             Ok(s) => s,
             Err(custos_index::IndexError::BadQuery(why)) => {
                 info!(calling = self.peer_ae(), reason = %why, "C-GET refused");
@@ -344,6 +343,8 @@ impl Association {
                 return self.index_unavailable(pc, cmd, field::C_GET_RSP).await;
             }
         };
+        // Named once the request is known to be a valid retrieve.
+        self.archive.name_retrieved(&mut e, &ident.query).await;
         let mut set = set;
         info!(calling = self.peer_ae(), instances = set.total, "C-GET");
         e.detail = format!("C-GET {keys}: {} instances", set.total);
@@ -563,8 +564,7 @@ impl Association {
             custos_core::audit::Outcome::Success,
         );
         let keys = e.name_query(&ident.query);
-        self.archive.name_retrieved(&mut e, &ident.query).await;
-        let set = match self.archive.retrieve_set(ident.query).await {
+        let set = match self.archive.retrieve_set(ident.query.clone()).await {
             Ok(s) => s,
             Err(custos_index::IndexError::BadQuery(why)) => {
                 info!(calling = self.peer_ae(), reason = %why, "C-MOVE refused");
@@ -577,6 +577,7 @@ impl Association {
                 return self.index_unavailable(pc, cmd, field::C_MOVE_RSP).await;
             }
         };
+        self.archive.name_retrieved(&mut e, &ident.query).await;
         let mut set = set;
         info!(calling = self.peer_ae(), destination = %dest.ae_title, instances = set.total, "C-MOVE");
         e.detail = format!(

@@ -2018,16 +2018,19 @@ async fn a_frame_of_an_instance_over_256_mib_is_handed_out() {
     )
     .await;
     // 1,040 frames of 256 KiB: 260 MiB.
-    let (file, frames) = native_multiframe(1040, 512);
+    let (file, mut frames) = native_multiframe(1040, 512);
+    let expected = frames.swap_remove(999);
+    drop(frames);
     assert!(file.len() > 256 << 20);
-    let r = f.send(stow_part(&file)).await;
+    let stow = stow_part(&file);
+    drop(file);
+    let r = f.send(stow).await;
     assert_eq!(
         r.status,
         StatusCode::OK,
         "{}",
         String::from_utf8_lossy(&r.body)
     );
-    drop(file);
     let base = format!("/dicom-web/studies/{STUDY}/series/{SERIES}/instances/{SOP}");
     let r = f.get("rad", &format!("{base}/frames/1000")).await;
     assert_eq!(
@@ -2036,5 +2039,5 @@ async fn a_frame_of_an_instance_over_256_mib_is_handed_out() {
         "{}",
         String::from_utf8_lossy(&r.body)
     );
-    assert_eq!(parts(&r), [frames[999].clone()]);
+    assert_eq!(parts(&r), [expected]);
 }

@@ -261,3 +261,145 @@ fn read_at(file: &mut File, offset: u64, len: u64) -> Result<Vec<u8>, ViewError>
     file.read_exact(&mut buf).map_err(io)?;
     Ok(buf)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_core::value::{PixelFragmentSequence, Value};
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+    use std::path::PathBuf;
+
+    const SC: &str = "1.2.840.10008.5.1.4.1.1.7";
+
+    /// A file of `frames` 4x4 frames of `bits` with `pixel` as its Pixel
+    /// Data, in transfer syntax `ts`.
+    fn file(
+        dir: &Path,
+        name: &str,
+        ts: &str,
+        frames: u32,
+        bits: u16,
+        pixel: Value<InMemDicomObject>,
+    ) -> PathBuf {
+        let mut obj = InMemDicomObject::new_empty();
+        let text = |obj: &mut InMemDicomObject, tag, vr, v: &str| {
+            obj.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
+        };
+        text(&mut obj, tags::SOP_CLASS_UID, VR::UI, SC);
+        text(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, "1.2.3.4");
+        text(
+            &mut obj,
+            tags::NUMBER_OF_FRAMES,
+            VR::IS,
+            &frames.to_string(),
+        );
+        text(
+            &mut obj,
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            "MONOCHROME2",
+        );
+        for (tag, v) in [
+            (tags::ROWS, 4),
+            (tags::COLUMNS, 4),
+            (tags::SAMPLES_PER_PIXEL, 1),
+            (tags::BITS_ALLOCATED, bits),
+            (tags::BITS_STORED, bits),
+            (tags::HIGH_BIT, bits - 1),
+            (tags::PIXEL_REPRESENTATION, 0),
+        ] {
+            obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+        }
+        obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, pixel));
+        let path = dir.join(name);
+        obj.with_meta(
+            FileMetaTableBuilder::new()
+                .transfer_syntax(ts)
+                .media_storage_sop_class_uid(SC)
+                .media_storage_sop_instance_uid("1.2.3.4"),
+        )
+        .unwrap()
+        .write_to_file(&path)
+        .unwrap();
+        path
+    }
+
+    fn accept(media: &str, ts: Option<&str>) -> Vec<Accepted> {
+        vec![Accepted {
+            media: media.into(),
+            transfer_syntax: ts.map(str::to_string),
+        }]
+    }
+
+    /// What this path serves (and so never reads the whole file for), and
+    /// what it leaves to the whole-object way.
+    #[test]
+    fn frames_are_read_by_their_ranges_where_they_can_be() {
+        let dir = std::env::temp_dir().join(format!("custos-ranges-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let octets = accept("application/octet-stream", None);
+        let native: Vec<u8> = (0..48u8).collect();
+        let explicit = file(
+            &dir,
+            "le",
+            "1.2.840.10008.1.2.1",
+            3,
+            8,
+            PrimitiveValue::from(native.clone()).into(),
+        );
+        let got = read(&explicit, &[3, 1], &octets).unwrap().unwrap();
+        assert_eq!(got.data, [native[32..].to_vec(), native[..16].to_vec()]);
+        assert!(matches!(
+            read(&explicit, &[4], &octets),
+            Err(ViewError::NoSuchFrame)
+        ));
+        // JPEG: two fragments a frame, by the Basic Offset Table or by where
+        // each codestream begins.
+        let fragments: Vec<Vec<u8>> = (1..=3u8)
+            .flat_map(|n| [vec![0xFF, 0xD8, n, n], vec![0, 1, n, n, n, n]])
+            .collect();
+        let jpeg = accept("image/jpeg", None);
+        for (name, table) in [("bot", vec![0, 26, 52]), ("nobot", vec![])] {
+            let path = file(
+                &dir,
+                name,
+                "1.2.840.10008.1.2.4.50",
+                3,
+                8,
+                Value::PixelSequence(PixelFragmentSequence::new(table, fragments.clone())),
+            );
+            let got = read(&path, &[2], &jpeg).unwrap().unwrap();
+            assert_eq!(got.media, "image/jpeg");
+            assert_eq!(got.data, [fragments[2..4].concat()], "{name}");
+            // Decoding is the whole object's.
+            assert!(read(&path, &[2], &octets).unwrap().is_none(), "{name}");
+        }
+        // Big endian words and a video: the whole object's too.
+        let words: Vec<u16> = (0..16).collect();
+        let big_endian = file(
+            &dir,
+            "be",
+            "1.2.840.10008.1.2.2",
+            1,
+            16,
+            PrimitiveValue::U16(words.into()).into(),
+        );
+        assert!(read(&big_endian, &[1], &octets).unwrap().is_none());
+        let video = file(
+            &dir,
+            "video",
+            "1.2.840.10008.1.2.4.102",
+            1,
+            8,
+            Value::PixelSequence(PixelFragmentSequence::new(vec![], vec![vec![0; 8]])),
+        );
+        assert!(
+            read(&video, &[1], &accept("video/mp4", None))
+                .unwrap()
+                .is_none()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
