@@ -1905,6 +1905,37 @@ async fn frames_asked_for_by_number_are_the_stored_frames() {
     assert_eq!(parts(&r), [frames[5].clone(), frames[0].clone()]);
     let r = f.get("rad", &format!("{base}/frames/7")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Rendered from the frame alone, as the same pixels stored as an
+    // instance of their own (small: packed, rendered whole) are.
+    let single = format!("{SOP}.9");
+    let mut obj = identified(CT_IMAGE, &single, "CT");
+    obj.put(DataElement::new(
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        PrimitiveValue::from("MONOCHROME2"),
+    ));
+    describe_pixels(&mut obj, 512, 512, 1, 8);
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::from(frames[3].clone()),
+    ));
+    let one = part10(obj, "1.2.840.10008.1.2.1", CT_IMAGE, &single);
+    assert_eq!(f.send(stow_part(&one)).await.status, StatusCode::OK);
+    let png =
+        |path: String| f.call(request("rad", "GET", &path).header(header::ACCEPT, "image/png"));
+    let framed = png(format!("{base}/rendered?frame=4")).await;
+    assert_eq!(framed.status, StatusCode::OK);
+    assert!(framed.body.starts_with(b"\x89PNG"));
+    let alone = png(format!(
+        "/dicom-web/studies/{STUDY}/series/{SERIES}/instances/{single}/rendered"
+    ))
+    .await;
+    assert_eq!(framed.body, alone.body);
+    assert_eq!(
+        png(format!("{base}/rendered?frame=7")).await.status,
+        StatusCode::NOT_FOUND
+    );
     let r = f
         .call(
             request("rad", "GET", &format!("{base}/frames/1"))
@@ -2040,4 +2071,13 @@ async fn a_frame_of_an_instance_over_256_mib_is_handed_out() {
         String::from_utf8_lossy(&r.body)
     );
     assert_eq!(parts(&r), [expected]);
+    // Rendered too (the quick viewer's cine).
+    let r = f.get("rad", &format!("{base}/rendered?frame=1000")).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(r.body.starts_with(&[0xFF, 0xD8]));
 }

@@ -110,6 +110,21 @@ impl Archive {
         instance: &StoredInstance,
         options: RenderOptions,
     ) -> Result<Vec<u8>, ViewError> {
+        // From a stored file: the frame alone, as an instance of one frame
+        // (see `ranges`), not the whole object.
+        if let Some(path) = self.store.local_path(&instance.blob_key) {
+            let one = options.clone();
+            let rendered = blocking("rendering", move || {
+                match ranges::single_frame(&path, one.frame)? {
+                    Some(obj) => render::render(&obj, &RenderOptions { frame: 1, ..one }).map(Some),
+                    None => Ok(None),
+                }
+            })
+            .await?;
+            if let Some(bytes) = rendered {
+                return Ok(bytes);
+            }
+        }
         let obj = self.read_object(instance, false).await?;
         blocking("rendering", move || render::render(&obj, &options)).await
     }

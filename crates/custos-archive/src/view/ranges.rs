@@ -14,8 +14,10 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
+use dicom_core::value::{PixelFragmentSequence, Value};
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
-use dicom_object::OpenFileOptions;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
 
 use super::frames::{
     Accepted, Frames, extended_offsets, frame_bytes, frame_fragments_by, frame_media_type, int,
@@ -32,6 +34,45 @@ const MAX_FRAGMENTS: usize = 1 << 20;
 /// Largest Basic Offset Table read (4 bytes per frame).
 const MAX_OFFSET_TABLE: u32 = 4 << 20;
 
+/// A stored file's header (parsed up to its Pixel Data), where its Pixel
+/// Data lies, and its transfer syntax; `None` when anything is unexpected
+/// (the whole-object way then reports it).
+struct Located {
+    header: DefaultDicomObject,
+    file: File,
+    at: PixelAt,
+    ts: String,
+    /// Number of Frames as the header says (at least 1).
+    claimed: u32,
+}
+
+fn locate(path: &Path) -> Option<Located> {
+    let header = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .ok()?;
+    let mut file = File::open(path).ok()?;
+    let at = locate_pixel_data(BufReader::new(&mut file)).ok()??;
+    let ts = header
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
+    // Big endian words are handed out (and decoded) in little endian: from
+    // the whole object. So is a video: its fragments are no frames.
+    if ts == "1.2.840.10008.1.2.2" || frame_media_type(&ts).starts_with("video/") {
+        return None;
+    }
+    let claimed = int(&header, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
+    Some(Located {
+        header,
+        file,
+        at,
+        ts,
+        claimed,
+    })
+}
+
 /// Frames `numbers` (1-based) of the Part 10 file at `path`, or `None` when
 /// they are to be had from the whole file instead.
 pub(super) fn read(
@@ -39,65 +80,105 @@ pub(super) fn read(
     numbers: &[u32],
     accepted: &[Accepted],
 ) -> Result<Option<Frames>, ViewError> {
-    // Anything unexpected here is the whole-file way's to report.
-    let Ok(header) = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-    else {
+    let Some(mut l) = locate(path) else {
         return Ok(None);
     };
-    let Ok(mut file) = File::open(path) else {
-        return Ok(None);
-    };
-    let Ok(Some(at)) = locate_pixel_data(BufReader::new(&mut file)) else {
-        return Ok(None);
-    };
-    let ts = header
-        .meta()
-        .transfer_syntax()
-        .trim_end_matches('\0')
-        .to_string();
-    let media = frame_media_type(&ts);
-    let claimed = int(&header, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
-    match at.len {
-        // Big endian words are handed out in little endian, as decoded:
-        // from the whole object.
-        Some(_) if ts == "1.2.840.10008.1.2.2" => Ok(None),
-        Some(len) => native(&mut file, &header, at, len, claimed, numbers, accepted),
-        None if media.starts_with("video/") => Ok(None),
-        None => {
-            let as_compressed = takes(accepted, media, false);
-            if !as_compressed && !takes(accepted, "application/octet-stream", true) {
-                // To be decoded: from the whole object.
-                return Ok(None);
-            }
-            let media = if as_compressed {
-                media
-            } else {
-                "application/octet-stream"
-            };
-            let Some(data) = encapsulated(&mut file, &header, at, claimed, numbers)? else {
-                return Ok(None);
-            };
-            Ok(Some(Frames {
-                media: media.into(),
-                part_type: format!("{media}; transfer-syntax={ts}"),
-                data,
-            }))
-        }
+    let media = frame_media_type(&l.ts);
+    if l.at.len.is_some() {
+        let Some(data) = native(&mut l, numbers, Some(accepted))? else {
+            return Ok(None);
+        };
+        return Ok(Some(octet_stream(data)));
     }
+    let as_compressed = takes(accepted, media, false);
+    if !as_compressed && !takes(accepted, "application/octet-stream", true) {
+        // To be decoded: from the whole object.
+        return Ok(None);
+    }
+    let media = if as_compressed {
+        media
+    } else {
+        "application/octet-stream"
+    };
+    let Some(data) = encapsulated(&mut l, numbers)? else {
+        return Ok(None);
+    };
+    Ok(Some(Frames {
+        media: media.into(),
+        part_type: format!("{media}; transfer-syntax={}", l.ts),
+        data,
+    }))
 }
 
-/// Native frames: each `frame_bytes` long, one after the other.
+/// Frame `frame` (1-based) of the Part 10 file at `path` as an instance of
+/// that one frame, to be rendered (the quick viewer's cine asks for each
+/// frame so); `None` when it is to be rendered from the whole object: one
+/// whose frames have attributes of their own (an enhanced multi-frame's
+/// per-frame functional groups would be taken for the first frame's).
+pub(super) fn single_frame(
+    path: &Path,
+    frame: u32,
+) -> Result<Option<DefaultDicomObject>, ViewError> {
+    let Some(mut l) = locate(path) else {
+        return Ok(None);
+    };
+    if l.header
+        .element(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+        .is_ok()
+    {
+        return Ok(None);
+    }
+    let pixel = if l.at.len.is_some() {
+        let Some(mut data) = native(&mut l, &[frame], None)? else {
+            return Ok(None);
+        };
+        let vr = if int(&l.header, tags::BITS_ALLOCATED).unwrap_or(16) > 8 {
+            VR::OW
+        } else {
+            VR::OB
+        };
+        DataElement::new(
+            tags::PIXEL_DATA,
+            vr,
+            PrimitiveValue::from(data.pop().unwrap_or_default()),
+        )
+    } else {
+        let Some(mut data) = encapsulated(&mut l, &[frame])? else {
+            return Ok(None);
+        };
+        DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OB,
+            Value::PixelSequence(PixelFragmentSequence::new(
+                Vec::<u32>::new(),
+                vec![data.pop().unwrap_or_default()],
+            )),
+        )
+    };
+    let mut obj = l.header;
+    // The offset tables described all the frames.
+    obj.remove_element(Tag(0x7FE0, 0x0001));
+    obj.remove_element(Tag(0x7FE0, 0x0002));
+    obj.put(DataElement::new(
+        tags::NUMBER_OF_FRAMES,
+        VR::IS,
+        PrimitiveValue::from("1"),
+    ));
+    obj.put(pixel);
+    Ok(Some(obj))
+}
+
+/// Native frames: each `frame_bytes` long, one after the other. With
+/// `accepted`, refused unless it takes them as application/octet-stream.
 fn native(
-    file: &mut File,
-    header: &dicom_object::DefaultDicomObject,
-    at: PixelAt,
-    len: u32,
-    claimed: u32,
+    l: &mut Located,
     numbers: &[u32],
-    accepted: &[Accepted],
-) -> Result<Option<Frames>, ViewError> {
+    accepted: Option<&[Accepted]>,
+) -> Result<Option<Vec<Vec<u8>>>, ViewError> {
+    let (header, file, at) = (&l.header, &mut l.file, l.at);
+    let Some(len) = at.len else {
+        return Ok(None);
+    };
     let size = frame_bytes(header);
     let bits = int(header, tags::BITS_ALLOCATED).unwrap_or(16);
     // A value longer than the file is the whole-file way's to refuse.
@@ -106,11 +187,12 @@ fn native(
         return Ok(None);
     }
     let held = (u64::from(len) / size).max(1);
-    let count = claimed.min(u32::try_from(held).unwrap_or(u32::MAX));
+    let count = l.claimed.min(u32::try_from(held).unwrap_or(u32::MAX));
     if numbers.iter().any(|n| *n == 0 || *n > count) {
         return Err(ViewError::NoSuchFrame);
     }
-    if !takes(accepted, "application/octet-stream", false)
+    if let Some(accepted) = accepted
+        && !takes(accepted, "application/octet-stream", false)
         && !takes(accepted, "application/octet-stream", true)
     {
         return Err(ViewError::NotAcceptable(
@@ -130,19 +212,14 @@ fn native(
         }
         data.push(read_at(file, at.offset + start, size)?);
     }
-    Ok(Some(octet_stream(data)))
+    Ok(Some(data))
 }
 
 /// Encapsulated frames as stored: the fragments of each, found from the item
 /// headers and the offset table (Extended, or Basic).
-fn encapsulated(
-    file: &mut File,
-    header: &dicom_object::DefaultDicomObject,
-    at: PixelAt,
-    claimed: u32,
-    numbers: &[u32],
-) -> Result<Option<Vec<Vec<u8>>>, ViewError> {
-    let Some(items) = items(file, at.offset)? else {
+fn encapsulated(l: &mut Located, numbers: &[u32]) -> Result<Option<Vec<Vec<u8>>>, ViewError> {
+    let (header, file, claimed) = (&l.header, &mut l.file, l.claimed);
+    let Some(items) = items(file, l.at.offset)? else {
         return Ok(None);
     };
     let count = claimed.min(u32::try_from(items.fragments.len().max(1)).unwrap_or(u32::MAX));
@@ -294,16 +371,31 @@ mod tests {
             VR::IS,
             &frames.to_string(),
         );
+        // 8-bit frames of a JPEG codestream: colour (what the encoder here
+        // writes).
+        let colour = ts == "1.2.840.10008.1.2.4.50";
+        let photometric = if colour {
+            "YBR_FULL_422"
+        } else {
+            "MONOCHROME2"
+        };
         text(
             &mut obj,
             tags::PHOTOMETRIC_INTERPRETATION,
             VR::CS,
-            "MONOCHROME2",
+            photometric,
         );
+        if colour {
+            obj.put(DataElement::new(
+                tags::PLANAR_CONFIGURATION,
+                VR::US,
+                PrimitiveValue::from(0u16),
+            ));
+        }
         for (tag, v) in [
             (tags::ROWS, 4),
             (tags::COLUMNS, 4),
-            (tags::SAMPLES_PER_PIXEL, 1),
+            (tags::SAMPLES_PER_PIXEL, if colour { 3 } else { 1 }),
             (tags::BITS_ALLOCATED, bits),
             (tags::BITS_STORED, bits),
             (tags::HIGH_BIT, bits - 1),
@@ -400,6 +492,73 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A frame rendered from an instance of that frame alone is the frame
+    /// rendered from the whole object: native and JPEG.
+    #[test]
+    fn one_frame_renders_as_it_does_from_the_whole_object() {
+        use super::super::render::{RenderOptions, render};
+        use dicom_pixeldata::image::codecs::jpeg::JpegEncoder;
+        use dicom_pixeldata::image::{DynamicImage, RgbImage};
+        let dir = std::env::temp_dir().join(format!("custos-one-frame-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let gray = |n: u8| -> Vec<u8> { (0..16u8).map(|i| i * 8 + n * 40).collect() };
+        let jpeg = |n: u8| {
+            let rgb: Vec<u8> = gray(n)
+                .iter()
+                .flat_map(|v| [*v, 255 - *v, *v / 2])
+                .collect();
+            let image = DynamicImage::ImageRgb8(RgbImage::from_raw(4, 4, rgb).unwrap());
+            let mut out = Vec::new();
+            JpegEncoder::new_with_quality(&mut out, 95)
+                .encode_image(&image)
+                .unwrap();
+            if out.len() % 2 == 1 {
+                out.push(0);
+            }
+            out
+        };
+        let native = file(
+            &dir,
+            "native",
+            "1.2.840.10008.1.2.1",
+            3,
+            8,
+            PrimitiveValue::from([gray(0), gray(1), gray(2)].concat()).into(),
+        );
+        let encapsulated = file(
+            &dir,
+            "jpeg",
+            "1.2.840.10008.1.2.4.50",
+            3,
+            8,
+            Value::PixelSequence(PixelFragmentSequence::new(
+                Vec::<u32>::new(),
+                vec![jpeg(0), jpeg(1), jpeg(2)],
+            )),
+        );
+        for path in [native, encapsulated] {
+            let options = |frame| RenderOptions {
+                png: true,
+                frame,
+                ..RenderOptions::default()
+            };
+            let whole = OpenFileOptions::new().open_file(&path).unwrap();
+            let one = single_frame(&path, 2).unwrap().unwrap();
+            assert_eq!(
+                render(&one, &options(1)).unwrap(),
+                render(&whole, &options(2)).unwrap(),
+                "{}",
+                path.display()
+            );
+            assert!(matches!(
+                single_frame(&path, 4),
+                Err(ViewError::NoSuchFrame)
+            ));
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
