@@ -6,7 +6,9 @@
 # instance, curl, Accept multipart/related octet-stream) and the server's
 # peak RSS (VmHWM) before and after them. Orthanc's DICOMweb plugin and each
 # Custos build in BINS over plain HTTP (the frame path, not TLS), fresh
-# servers each round. Loopback only.
+# servers each round. WHAT=rendered: each frame rendered to JPEG instead
+# (`frames/N/rendered`, what a cine of rendered images asks for). Loopback
+# only.
 #   bench/frames.sh ROUNDS REPS BIN [BIN ...]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -51,10 +53,11 @@ hwm() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 # Median seconds of REPS frame requests to URL_PREFIX, with curl's extra args.
 median_frames() {
   local prefix=$1; shift
+  local accept='multipart/related; type="application/octet-stream"' suffix=
+  if [ "${WHAT:-frames}" = rendered ]; then accept=image/jpeg; suffix=/rendered; fi
   for i in $(seq "$reps"); do
-    curl -s -o /dev/null -w '%{time_total}\n' "$@" \
-      -H 'Accept: multipart/related; type="application/octet-stream"' \
-      "$prefix/frames/$(( (i * 797) % 800 + 1 ))"
+    curl -s -o /dev/null -w '%{time_total}\n' "$@" -H "Accept: $accept" \
+      "$prefix/frames/$(( (i * 797) % 800 + 1 ))$suffix"
   done | sort -n | sed -n "$(( (reps + 1) / 2 ))p" | awk '{printf "%.1f", $1 * 1000}'
 }
 for r in $(seq "$rounds"); do
