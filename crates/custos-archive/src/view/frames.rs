@@ -73,10 +73,27 @@ pub(super) fn int(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<u32>
 }
 
 /// Bytes of one native frame as the header describes it (0 when unknown).
+/// Native YBR_FULL_422 and YBR_PARTIAL_422 hold two samples a pixel, not
+/// three (each pair of pixels shares its chroma; PS3.3 C.7.6.3.1.2).
 pub(super) fn frame_bytes(obj: &DefaultDicomObject) -> u64 {
     let rows = u64::from(int(obj, tags::ROWS).unwrap_or(0));
     let cols = u64::from(int(obj, tags::COLUMNS).unwrap_or(0));
-    let spp = u64::from(int(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1));
+    let mut spp = u64::from(int(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1));
+    let native = matches!(
+        obj.meta().transfer_syntax().trim_end_matches('\0'),
+        "1.2.840.10008.1.2"
+            | "1.2.840.10008.1.2.1"
+            | "1.2.840.10008.1.2.2"
+            | "1.2.840.10008.1.2.1.99"
+    );
+    let subsampled = obj
+        .element(tags::PHOTOMETRIC_INTERPRETATION)
+        .ok()
+        .and_then(|e| e.to_str().ok())
+        .is_some_and(|p| matches!(p.trim(), "YBR_FULL_422" | "YBR_PARTIAL_422"));
+    if native && spp == 3 && subsampled {
+        spp = 2;
+    }
     let bits = u64::from(int(obj, tags::BITS_ALLOCATED).unwrap_or(16));
     rows.saturating_mul(cols)
         .saturating_mul(spp)

@@ -111,7 +111,9 @@ impl Archive {
         options: RenderOptions,
     ) -> Result<Vec<u8>, ViewError> {
         // From a stored file: the frame alone, as an instance of one frame
-        // (see `ranges`), not the whole object.
+        // (see `ranges`), not the whole object. Whatever fails that way but a
+        // frame that is not there is tried the whole object's way, which
+        // makes what it can of odd files (or says why it cannot).
         if let Some(path) = self.store.local_path(&instance.blob_key) {
             let one = options.clone();
             let rendered = blocking("rendering", move || {
@@ -120,9 +122,11 @@ impl Archive {
                     None => Ok(None),
                 }
             })
-            .await?;
-            if let Some(bytes) = rendered {
-                return Ok(bytes);
+            .await;
+            match rendered {
+                Ok(Some(bytes)) => return Ok(bytes),
+                Err(ViewError::NoSuchFrame) => return Err(ViewError::NoSuchFrame),
+                Ok(None) | Err(_) => {}
             }
         }
         let obj = self.read_object(instance, false).await?;

@@ -7,8 +7,9 @@
 //! which checks the header's lengths as it goes), and only the frames asked
 //! for are read: native ones at their offsets, encapsulated ones from their
 //! fragments, found by walking the item headers. What cannot be served this
-//! way — frames to decode, a video, a deflated data set, fragments that do
-//! not map to frames by their headers — goes the whole-file way.
+//! way — frames to decode, a video, big endian words, a deflated data set,
+//! more fragments than are walked — goes the whole-file way; a request the
+//! whole-file way would refuse is refused here the same way.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -34,6 +35,10 @@ const MAX_FRAGMENTS: usize = 1 << 20;
 /// Largest Basic Offset Table read (4 bytes per frame).
 const MAX_OFFSET_TABLE: u32 = 4 << 20;
 
+/// Where Pixel Data may begin at the latest for its header to be parsed
+/// here (per-frame functional groups of thousands of frames are megabytes).
+const MAX_HEADER: u64 = 64 << 20;
+
 /// A stored file's header (parsed up to its Pixel Data), where its Pixel
 /// Data lies, and its transfer syntax; `None` when anything is unexpected
 /// (the whole-object way then reports it).
@@ -47,12 +52,18 @@ struct Located {
 }
 
 fn locate(path: &Path) -> Option<Located> {
+    // Found first (a walk that holds nothing), so that an object without
+    // Pixel Data, or with a header of more than a few MiB before it, is
+    // not parsed into memory here as well as the whole object's way.
+    let mut file = File::open(path).ok()?;
+    let at = locate_pixel_data(BufReader::new(&mut file)).ok()??;
+    if at.offset > MAX_HEADER {
+        return None;
+    }
     let header = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
         .ok()?;
-    let mut file = File::open(path).ok()?;
-    let at = locate_pixel_data(BufReader::new(&mut file)).ok()??;
     let ts = header
         .meta()
         .transfer_syntax()
@@ -100,7 +111,7 @@ pub(super) fn read(
     } else {
         "application/octet-stream"
     };
-    let Some(data) = encapsulated(&mut l, numbers)? else {
+    let Some(data) = encapsulated(&mut l, numbers, false)? else {
         return Ok(None);
     };
     Ok(Some(Frames {
@@ -143,7 +154,10 @@ pub(super) fn single_frame(
             PrimitiveValue::from(data.pop().unwrap_or_default()),
         )
     } else {
-        let Some(mut data) = encapsulated(&mut l, &[frame])? else {
+        // Fewer fragments than frames claimed: the whole object's decoder
+        // reads such a file by its offset table where this would take a
+        // fragment for a frame.
+        let Some(mut data) = encapsulated(&mut l, &[frame], true)? else {
             return Ok(None);
         };
         DataElement::new(
@@ -217,11 +231,18 @@ fn native(
 
 /// Encapsulated frames as stored: the fragments of each, found from the item
 /// headers and the offset table (Extended, or Basic).
-fn encapsulated(l: &mut Located, numbers: &[u32]) -> Result<Option<Vec<Vec<u8>>>, ViewError> {
+fn encapsulated(
+    l: &mut Located,
+    numbers: &[u32],
+    as_claimed: bool,
+) -> Result<Option<Vec<Vec<u8>>>, ViewError> {
     let (header, file, claimed) = (&l.header, &mut l.file, l.claimed);
     let Some(items) = items(file, l.at.offset)? else {
         return Ok(None);
     };
+    if as_claimed && claimed as usize > items.fragments.len() {
+        return Ok(None);
+    }
     let count = claimed.min(u32::try_from(items.fragments.len().max(1)).unwrap_or(u32::MAX));
     if numbers.iter().any(|n| *n == 0 || *n > count) {
         return Err(ViewError::NoSuchFrame);
@@ -371,9 +392,9 @@ mod tests {
             VR::IS,
             &frames.to_string(),
         );
-        // 8-bit frames of a JPEG codestream: colour (what the encoder here
-        // writes).
-        let colour = ts == "1.2.840.10008.1.2.4.50";
+        // 8-bit frames of a JPEG codestream (what the encoder here writes),
+        // and files named `ybr…`: colour.
+        let colour = ts == "1.2.840.10008.1.2.4.50" || name.starts_with("ybr");
         let photometric = if colour {
             "YBR_FULL_422"
         } else {
@@ -492,6 +513,61 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Native YBR_FULL_422 frames hold two samples a pixel (they were read
+    /// as three, the frames running into each other); an object without
+    /// Pixel Data, or one claiming more frames than it has fragments, is
+    /// left to the whole object.
+    #[test]
+    fn odd_files_are_read_right_or_left_to_the_whole_object() {
+        let dir = std::env::temp_dir().join(format!("custos-ranges-odd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let octets = accept("application/octet-stream", None);
+        let pixels: Vec<u8> = (0..64u8).collect();
+        let ybr = file(
+            &dir,
+            "ybr422",
+            "1.2.840.10008.1.2.1",
+            2,
+            8,
+            PrimitiveValue::from(pixels.clone()).into(),
+        );
+        let got = read(&ybr, &[2], &octets).unwrap().unwrap();
+        assert_eq!(got.data, [pixels[32..].to_vec()]);
+        let short = file(
+            &dir,
+            "short",
+            "1.2.840.10008.1.2.4.50",
+            3,
+            8,
+            Value::PixelSequence(PixelFragmentSequence::new(
+                Vec::<u32>::new(),
+                vec![vec![0xFF, 0xD8, 1, 1], vec![0xFF, 0xD8, 2, 2]],
+            )),
+        );
+        assert!(single_frame(&short, 1).unwrap().is_none());
+        let mut report = InMemDicomObject::new_empty();
+        report.put(DataElement::new(
+            tags::SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.88.22"),
+        ));
+        let no_pixels = dir.join("sr");
+        report
+            .with_meta(
+                FileMetaTableBuilder::new()
+                    .transfer_syntax("1.2.840.10008.1.2.1")
+                    .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.88.22")
+                    .media_storage_sop_instance_uid("1.2.3.5"),
+            )
+            .unwrap()
+            .write_to_file(&no_pixels)
+            .unwrap();
+        assert!(locate(&no_pixels).is_none());
+        assert!(single_frame(&no_pixels, 1).unwrap().is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
