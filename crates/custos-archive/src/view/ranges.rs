@@ -438,6 +438,14 @@ mod tests {
         path
     }
 
+    /// An empty folder of this process's for a test's files.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
     fn accept(media: &str, ts: Option<&str>) -> Vec<Accepted> {
         vec![Accepted {
             media: media.into(),
@@ -449,9 +457,7 @@ mod tests {
     /// what it leaves to the whole-object way.
     #[test]
     fn frames_are_read_by_their_ranges_where_they_can_be() {
-        let dir = std::env::temp_dir().join(format!("custos-ranges-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("custos-ranges");
         let octets = accept("application/octet-stream", None);
         let native: Vec<u8> = (0..48u8).collect();
         let explicit = file(
@@ -522,9 +528,7 @@ mod tests {
     /// left to the whole object.
     #[test]
     fn odd_files_are_read_right_or_left_to_the_whole_object() {
-        let dir = std::env::temp_dir().join(format!("custos-ranges-odd-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("custos-ranges-odd");
         let octets = accept("application/octet-stream", None);
         let pixels: Vec<u8> = (0..64u8).collect();
         let ybr = file(
@@ -578,9 +582,7 @@ mod tests {
         use super::super::render::{RenderOptions, render};
         use dicom_pixeldata::image::codecs::jpeg::JpegEncoder;
         use dicom_pixeldata::image::{DynamicImage, RgbImage};
-        let dir = std::env::temp_dir().join(format!("custos-one-frame-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("custos-one-frame");
         let gray = |n: u8| -> Vec<u8> { (0..16u8).map(|i| i * 8 + n * 40).collect() };
         let jpeg = |n: u8| {
             let rgb: Vec<u8> = gray(n)
