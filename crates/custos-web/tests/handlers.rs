@@ -1858,16 +1858,9 @@ fn parts(r: &Reply) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// A multi-frame instance of `frames` native 8-bit `rows` x `rows` frames,
-/// frame n filled with n and begun by n as 4 bytes: its file and frames.
-fn native_multiframe(frames: u32, rows: u16) -> (Vec<u8>, Vec<Vec<u8>>) {
-    let size = usize::from(rows) * usize::from(rows);
-    let frame = |n: u32| {
-        let mut f = vec![n as u8; size];
-        f[..4].copy_from_slice(&n.to_le_bytes());
-        f
-    };
-    let all: Vec<Vec<u8>> = (1..=frames).map(frame).collect();
+/// The test CT's attributes for `frames` grey `rows` x `rows` frames of
+/// `bits`, without its Pixel Data.
+fn multiframe_header(frames: u32, rows: u16, bits: u16) -> InMemDicomObject {
     let mut obj = identified(CT_IMAGE, SOP, "CT");
     obj.put(DataElement::new(
         tags::NUMBER_OF_FRAMES,
@@ -1879,7 +1872,21 @@ fn native_multiframe(frames: u32, rows: u16) -> (Vec<u8>, Vec<Vec<u8>>) {
         VR::CS,
         PrimitiveValue::from("MONOCHROME2"),
     ));
-    describe_pixels(&mut obj, rows, rows, 1, 8);
+    describe_pixels(&mut obj, rows, rows, 1, bits);
+    obj
+}
+
+/// A multi-frame instance of `frames` native 8-bit `rows` x `rows` frames,
+/// frame n filled with n and begun by n as 4 bytes: its file and frames.
+fn native_multiframe(frames: u32, rows: u16) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let size = usize::from(rows) * usize::from(rows);
+    let frame = |n: u32| {
+        let mut f = vec![n as u8; size];
+        f[..4].copy_from_slice(&n.to_le_bytes());
+        f
+    };
+    let all: Vec<Vec<u8>> = (1..=frames).map(frame).collect();
+    let mut obj = multiframe_header(frames, rows, 8);
     obj.put(DataElement::new(
         tags::PIXEL_DATA,
         VR::OB,
@@ -2007,18 +2014,7 @@ async fn big_endian_frames_are_handed_out_little_endian() {
     let words: Vec<u16> = (0..u32::from(rows) * u32::from(rows) * u32::from(frames))
         .map(|i| (i % 65_521) as u16)
         .collect();
-    let mut obj = identified(CT_IMAGE, SOP, "CT");
-    obj.put(DataElement::new(
-        tags::NUMBER_OF_FRAMES,
-        VR::IS,
-        PrimitiveValue::from(frames.to_string()),
-    ));
-    obj.put(DataElement::new(
-        tags::PHOTOMETRIC_INTERPRETATION,
-        VR::CS,
-        PrimitiveValue::from("MONOCHROME2"),
-    ));
-    describe_pixels(&mut obj, rows, rows, 1, 16);
+    let mut obj = multiframe_header(u32::from(frames), rows, 16);
     obj.put(DataElement::new(
         tags::PIXEL_DATA,
         VR::OW,

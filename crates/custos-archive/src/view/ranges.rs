@@ -575,6 +575,49 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Pixel Data of more fragments than are walked, or with a Basic Offset
+    /// Table over its bound, is left to the whole object (which refuses
+    /// what it cannot hold), not read into bookkeeping here.
+    #[test]
+    fn fragments_and_offset_tables_past_their_bounds_are_not_walked() {
+        let dir = scratch("custos-ranges-bounds");
+        let jpeg = accept("image/jpeg", None);
+        let one = file(
+            &dir,
+            "one",
+            "1.2.840.10008.1.2.4.50",
+            1,
+            8,
+            Value::PixelSequence(PixelFragmentSequence::new(
+                Vec::<u32>::new(),
+                vec![vec![0xFF, 0xD8, 1, 1]],
+            )),
+        );
+        assert!(read(&one, &[1], &jpeg).unwrap().is_some());
+        let bytes = std::fs::read(&one).unwrap();
+        let at = locate_pixel_data(bytes.as_slice()).unwrap().unwrap();
+        let head = &bytes[..at.offset as usize];
+        let item = |len: u32| [[0xFE, 0xFF, 0x00, 0xE0], len.to_le_bytes()].concat();
+        let end = [0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0];
+        // One empty fragment more than are walked.
+        let mut many = [head, &item(0)].concat();
+        many.extend(std::iter::repeat_n(item(0), MAX_FRAGMENTS + 1).flatten());
+        many.extend(end);
+        let path = dir.join("many");
+        std::fs::write(&path, many).unwrap();
+        assert!(read(&path, &[1], &jpeg).unwrap().is_none());
+        // An offset table one entry over its bound.
+        let mut table = [head, &item(MAX_OFFSET_TABLE + 4)].concat();
+        table.extend(vec![0; MAX_OFFSET_TABLE as usize + 4]);
+        table.extend(item(4));
+        table.extend([0xFF, 0xD8, 1, 1]);
+        table.extend(end);
+        let path = dir.join("table");
+        std::fs::write(&path, table).unwrap();
+        assert!(read(&path, &[1], &jpeg).unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A frame rendered from an instance of that frame alone is the frame
     /// rendered from the whole object: native and JPEG.
     #[test]
